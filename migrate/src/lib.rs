@@ -1,0 +1,2 @@
+//! ferry's pipelines: live and offline migration, snapshots, restore-from-image, and the file
+//! sync and wire protocol they share.

@@ -1,0 +1,1 @@
+//! CRIU driven over its RPC (`criu swrk`): feature checks, dump, restore.

@@ -1,0 +1,266 @@
+//! A container's configuration: `<data>/conf/<CTID>.toml`, written atomically.
+//!
+//! The config is the whole truth about a container that is not its files: what runs as PID 1,
+//! its hostname, network, limits, capabilities and devices. It travels with checkpoints and
+//! migrations so that a container comes back with the same limits and addresses.
+
+use crate::ctid::Ctid;
+use crate::error::{Error, Result};
+use crate::util::write_atomic;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::Path;
+
+/// Bumped when a field changes meaning; older configs are upgraded on load.
+pub const CONFIG_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerConfig {
+    #[serde(default = "config_version")]
+    pub version: u32,
+    pub ctid: Ctid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// argv of PID 1. Empty means the built-in keep-alive (see `runtime::init`).
+    #[serde(default)]
+    pub init: Vec<String>,
+    /// Where the template came from (for `list` and humans; never read back as a path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub net: NetConfig,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub security: Security,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_schedule: Option<SnapshotSchedule>,
+}
+
+fn config_version() -> u32 {
+    CONFIG_VERSION
+}
+
+/// Network of a container: venet addresses, bridged veth interfaces, passed-through devices.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// venet (routed) addresses, IPv4 and IPv6, each a /32 or /128 on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipadd: Vec<IpAddr>,
+    /// The host's uplink to answer ARP/NDP and announce on; chosen from routes when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    /// Bridged veth interfaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub netifs: Vec<VethIf>,
+    /// Host devices moved into the container while it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub netdevs: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VethIf {
+    /// Name inside the container (eth0, eth1, ...).
+    pub name: String,
+    /// Host bridge to attach the outer end to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// Fixed MAC of the container end ("02:..."), so it survives restarts and migrations.
+    pub mac: String,
+}
+
+/// Resource limits, each optional (unset = unlimited). Sizes in bytes, rates in bytes/s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuunits: Option<u64>,
+    /// Percent of one CPU (100 = one CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpulimit: Option<u64>,
+    /// A cpuset list such as "0-1,3".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpumask: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numproc: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numfiles: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diskspace: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ioprio: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iolimit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iopslimit: Option<u64>,
+}
+
+/// Capability and device grants beyond the default isolation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    /// Capabilities added to the default bounding set, e.g. "SYS_TIME" (no CAP_ prefix).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from the default bounding set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// Extra device rules: "c:10:200:rw" (type:major:minor:access); minor may be "*".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+}
+
+/// Which storage backend holds the private area (chosen at create time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// A plain directory; bind-mounted at the root.
+    #[default]
+    Dir,
+    /// A btrfs subvolume; disk limit by qgroup.
+    Btrfs,
+    /// An XFS image on a loop device mounted at the root; grown online.
+    Image,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default)]
+    pub kind: StorageKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSchedule {
+    /// Seconds between snapshots.
+    pub every_secs: u64,
+    pub keep: u32,
+    #[serde(default)]
+    pub keep_daily: u32,
+}
+
+impl ContainerConfig {
+    pub fn new(ctid: Ctid) -> Self {
+        ContainerConfig {
+            version: CONFIG_VERSION,
+            ctid,
+            hostname: None,
+            init: Vec::new(),
+            template: None,
+            net: NetConfig::default(),
+            resources: Resources::default(),
+            security: Security::default(),
+            storage: StorageConfig::default(),
+            snapshot_schedule: None,
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read config", path, e))?;
+        Self::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn from_toml(text: &str) -> std::result::Result<Self, String> {
+        let cfg: ContainerConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        if cfg.version > CONFIG_VERSION {
+            return Err(format!(
+                "config version {} is newer than this ferry understands ({CONFIG_VERSION}); upgrade ferry",
+                cfg.version
+            ));
+        }
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, self.to_toml().as_bytes())
+    }
+
+    /// The hostname the container gets: the configured one, else its CTID.
+    pub fn effective_hostname(&self) -> &str {
+        self.hostname.as_deref().unwrap_or(self.ctid.as_str())
+    }
+}
+
+/// Parse sizes such as "64M", "1.5G", "4096", "512K" (binary units; "B" optional).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let err = || format!("invalid size {s:?}: use a number with an optional K, M, G or T suffix (binary units), e.g. 64M");
+    if t.is_empty() || t.starts_with('-') {
+        return Err(err());
+    }
+    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let v: f64 = num.parse().map_err(|_| err())?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("invalid size {s:?}: must be greater than zero"));
+    }
+    let bytes = v * mult as f64;
+    if bytes > u64::MAX as f64 {
+        return Err(err());
+    }
+    Ok(bytes as u64)
+}
+
+/// Parse rates such as "1M" or "10M/s" into bytes per second.
+pub fn parse_rate(s: &str) -> std::result::Result<u64, String> {
+    parse_size(s.trim().trim_end_matches("/s"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut c = ContainerConfig::new(Ctid::new("101").unwrap());
+        c.hostname = Some("web".into());
+        c.init = vec!["/sbin/init".into()];
+        c.net.ipadd.push("198.18.0.100".parse().unwrap());
+        c.net.netifs.push(VethIf { name: "eth0".into(), bridge: Some("br0".into()), mac: "02:00:00:00:00:01".into() });
+        c.resources.ram = Some(64 << 20);
+        c.security.cap_add.push("SYS_TIME".into());
+        let t = c.to_toml();
+        assert_eq!(ContainerConfig::from_toml(&t).unwrap(), c);
+    }
+
+    #[test]
+    fn refuses_newer_and_unknown() {
+        assert!(ContainerConfig::from_toml("version = 99\nctid = \"1\"").unwrap_err().contains("newer"));
+        assert!(ContainerConfig::from_toml("ctid = \"1\"\nbogus = 1").is_err());
+        assert!(ContainerConfig::from_toml("ctid = \"a/b\"").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("1.5K").unwrap(), 1536);
+        assert_eq!(parse_rate("1M/s").unwrap(), 1 << 20);
+        for bad in ["", "-1M", "0", "12Q", "M", "abc"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! ferry's container runtime core.
+//!
+//! Synchronous code (no tokio): everything needed to create, start, stop, enter and inspect a
+//! container on one host, plus the pieces later stages build on (cgroups with their freezer, the
+//! network plumbing and announcements, and CRIU driven over its RPC).
+//!
+//! A container is a directory tree (the private area) plus namespaces and cgroups around its
+//! processes. Every host path and the cgroup parent come from [`Host`], so several simulated
+//! hosts can share one machine.
+
+pub mod cgroups;
+pub mod checkpoint;
+pub mod config;
+pub mod ctid;
+pub mod error;
+pub mod host;
+pub mod lock;
+pub mod net;
+pub mod util;
+
+pub use config::ContainerConfig;
+pub use ctid::Ctid;
+pub use error::{Error, Result};
+pub use host::Host;

@@ -1,0 +1,1 @@
+//! Container networking: venet (routed veth), veth (bridged), device passthrough, announce.

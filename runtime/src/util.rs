@@ -1,0 +1,69 @@
+//! Small helpers shared by the runtime: atomic file writes, running host tools.
+
+use crate::error::{Error, IoContext, Result};
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+/// Write `data` to `path` atomically: a temp file in the same directory, fsync, rename, fsync
+/// of the directory. Readers see the old or the new content, never a mix.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).ctx("create directory", dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp).ctx("create", &tmp)?;
+        f.write_all(data).ctx("write", &tmp)?;
+        f.sync_all().ctx("fsync", &tmp)?;
+        std::fs::rename(&tmp, path).ctx("rename into place", path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Run a host tool, returning its stdout; a failure carries the command line and its stderr.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().map_err(|e| {
+        Error::Config(format!("cannot run {:?}: {e} (is it installed? run scripts/install-deps.sh)", cmd.get_program()))
+    })?;
+    if !out.status.success() {
+        return Err(Error::Config(format!(
+            "{} failed ({}): {}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub/x.toml");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+}
