@@ -1,0 +1,3 @@
+//! Snapshots: a checkpoint plus the files at that moment, kept in a local store.
+
+pub mod schedule;

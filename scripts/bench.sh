@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# ferry's benchmarks, each figure next to its peer measured in the same run, written to
+# docs/BENCHMARKS.md. Usage: sudo scripts/bench.sh [--quick]
+#   --quick   fewer repetitions and smaller data (under 3 minutes); the full run stays under 20.
+# Peers: crun and runc (Debian 12), the bare criu CLI, tar|zstd, rsync over ssh, iperf3.
+# Everything runs on simulated hosts (network namespaces, 198.18.0.0/15) and is removed at exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+QUICK=0; [[ ${1:-} == --quick ]] && QUICK=1
+[[ $(id -u) -eq 0 ]] || { echo "bench: run as root" >&2; exit 1; }
+
+scripts/install-deps.sh
+need=(); for p in runc crun iperf3 rsync hyperfine gcc libc6-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p"); done
+if [[ ${#need[@]} -gt 0 ]]; then
+  apt-get -y -q -o Acquire::Check-Valid-Until=false update >/dev/null
+  apt-get -y -q install --no-install-recommends "${need[@]}" >/dev/null
+fi
+cargo build --release --locked -p ferry -p ferry-dump-format --examples --bins 2>&1 | tail -n 1
+FERRY=$ROOT/target/release/ferry
+export PATH=$ROOT/target/release:$PATH
+
+if [[ $QUICK -eq 1 ]]; then N=5; NCT=20; SYNC_MB=40; SYNC_FILES=2000; MEM_MB=64; else N=10; NCT=100; SYNC_MB=200; SYNC_FILES=10000; MEM_MB=256; fi
+
+W=$(mktemp -d /tmp/ferry-bench.XXXX)
+# shellcheck source=lib/simhosts.sh
+source scripts/lib/simhosts.sh
+export FERRY_DATA_DIR=$W/host/data FERRY_RUN_DIR=$W/host/run FERRY_CGROUP_PARENT=ferry-bench
+cleanup() {
+  set +e
+  for ct in $("$FERRY" list -a -H -o ctid 2>/dev/null); do "$FERRY" stop "$ct" --timeout 1 >/dev/null 2>&1; "$FERRY" destroy "$ct" --force >/dev/null 2>&1; done
+  for b in $(crun list -q 2>/dev/null | grep '^fb-'); do crun delete -f "$b"; done
+  for b in $(runc list -q 2>/dev/null | grep '^fb-'); do runc delete -f "$b"; done
+  [[ -n ${BYHAND_PID:-} ]] && kill -9 "$BYHAND_PID" 2>/dev/null
+  sim_cleanup
+  umount -l "$W"/byhand/rootfs 2>/dev/null
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+ms() { echo $(( ($2 - $1) / 1000000 )); }
+now() { date +%s%N; }
+summary() { python3 scripts/bench/stats.py "$1"; }   # median min max n
+OUT=$W/results.md
+row() { echo "| $* |" >> "$OUT"; }
+# ratio A B: A/B with two decimals
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
+fmt() { read -r med min max n < <(summary "$1"); echo "$med ($min–$max)"; }
+med() { summary "$1" | awk '{print $1}'; }
+
+# --- set-up -------------------------------------------------------------------------------
+TPL=$W/tpl; scripts/make-template.sh busybox "$TPL" >/dev/null
+gcc -O2 -static -o "$W/touch_mem" scripts/bench/touch_mem.c
+mkdir -p "$W/bundle"; cp -a "$TPL" "$W/bundle/rootfs"
+(cd "$W/bundle" && runc spec && python3 - <<'PY'
+import json
+c = json.load(open('config.json'))
+c['process']['terminal'] = False
+c['process']['args'] = ['/bin/sh', '-c', 'trap "exit 0" TERM; while :; do sleep 1 & wait $!; done']
+c['root']['readonly'] = False
+json.dump(c, open('config.json', 'w'), indent=1)
+PY
+)
+
+{
+  echo "# ferry benchmarks"
+  echo
+  echo "Written by \`scripts/bench.sh$([[ $QUICK -eq 1 ]] && echo ' --quick')\` on $(date -u +%Y-%m-%d). Each figure is the median of its runs"
+  echo "with (min–max); each sits next to its peer measured in the same run, and the ratio is"
+  echo "ferry / peer (below 1 = ferry faster or smaller). Absolute times vary between machines;"
+  echo "the ratios are what we track."
+  echo
+  echo "## Machine"
+  echo
+  echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; RAM $(free -g | awk '/Mem:/ {print $2}') GiB"
+  echo "- kernel $(uname -r); CRIU $(criu --version | awk '/^Version:/ {print $2}'); $(runc --version | head -1); $(crun --version | head -1)"
+  echo "- cgroups: $([[ -f /sys/fs/cgroup/cgroup.controllers ]] && echo v2 || echo v1/hybrid)"
+  echo
+} > "$OUT"
+
+. scripts/bench/sections.sh
+
+section_start_stop
+section_memory_per_ct
+section_checkpoint
+section_big_memory
+section_image_format
+section_migration
+section_file_sync
+
+cp "$OUT" docs/BENCHMARKS.md
+echo "bench: wrote docs/BENCHMARKS.md"

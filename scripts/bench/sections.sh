@@ -1,0 +1,177 @@
+# Benchmark sections for scripts/bench.sh (sourced; uses its helpers and variables).
+
+section_start_stop() {
+  echo "bench: start/stop"
+  "$FERRY" create fb-ss --template "$TPL" >/dev/null
+  : > "$W/ss.ferry"; : > "$W/ss.crun"; : > "$W/ss.runc"
+  for _ in $(seq "$N"); do
+    t0=$(now); "$FERRY" start fb-ss >/dev/null; "$FERRY" stop fb-ss >/dev/null; t1=$(now); ms "$t0" "$t1" >> "$W/ss.ferry"
+    t0=$(now); (cd "$W/bundle" && crun run -d fb-crun </dev/null >/dev/null 2>&1 && crun delete -f fb-crun); t1=$(now); ms "$t0" "$t1" >> "$W/ss.crun"
+    t0=$(now); (cd "$W/bundle" && runc run -d fb-runc </dev/null >/dev/null 2>&1 && runc delete -f fb-runc); t1=$(now); ms "$t0" "$t1" >> "$W/ss.runc"
+  done
+  "$FERRY" destroy fb-ss >/dev/null
+  {
+    echo "## Start + stop (busybox rootfs, one idle init)"
+    echo
+    echo "| what | ferry ms | crun ms | runc ms | ferry/crun | ferry/runc |"
+    echo "|---|---|---|---|---|---|"
+  } >> "$OUT"
+  row "\`start\`+\`stop\` vs \`run -d\`+\`delete -f\` ($N runs) | $(fmt "$W/ss.ferry") | $(fmt "$W/ss.crun") | $(fmt "$W/ss.runc") | $(ratio "$(med "$W/ss.ferry")" "$(med "$W/ss.crun")") | $(ratio "$(med "$W/ss.ferry")" "$(med "$W/ss.runc")")"
+  echo >> "$OUT"
+}
+
+mem_avail_kib() { awk '/MemAvailable/ {print $2}' /proc/meminfo; }
+
+section_memory_per_ct() {
+  echo "bench: memory per idle container ($NCT containers)"
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  local before after
+  before=$(mem_avail_kib)
+  for i in $(seq "$NCT"); do "$FERRY" create "fb-m$i" --template "$TPL" >/dev/null; "$FERRY" start "fb-m$i" >/dev/null; done
+  sleep 2; after=$(mem_avail_kib)
+  local ferry_kib=$(( (before - after) / NCT ))
+  for i in $(seq "$NCT"); do "$FERRY" stop "fb-m$i" --timeout 1 >/dev/null; "$FERRY" destroy "fb-m$i" >/dev/null; done
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  before=$(mem_avail_kib)
+  for i in $(seq "$NCT"); do mkdir -p "$W/cb$i"; cp "$W/bundle/config.json" "$W/cb$i/"; ln -s "$W/bundle/rootfs" "$W/cb$i/rootfs";
+    (cd "$W/cb$i" && crun run -d "fb-c$i" </dev/null >/dev/null 2>&1); done
+  sleep 2; after=$(mem_avail_kib)
+  local crun_kib=$(( (before - after) / NCT ))
+  for i in $(seq "$NCT"); do crun delete -f "fb-c$i" >/dev/null 2>&1; done
+  {
+    echo "## Host memory per idle container ($NCT running, MemAvailable before/after)"
+    echo
+    echo "| what | ferry KiB | crun KiB | ferry/crun |"
+    echo "|---|---|---|---|"
+    echo "| one idle busybox container (init + sleep), incl. its private area's page cache | $ferry_kib | $crun_kib | $(ratio "$ferry_kib" "$crun_kib") |"
+    echo
+    echo "ferry's figure includes a private copy of the template per container (crun shares one rootfs here)."
+    echo
+  } >> "$OUT"
+}
+
+# A container made by hand with the raw tools (as in shared/reference/migration-by-hand.sh),
+# for the bare criu CLI figures: the same rootfs and init as the others.
+byhand_start() {
+  local rfs=$W/byhand/rootfs
+  rm -rf "$W/byhand"; mkdir -p "$W/byhand"; cp -a "$TPL" "$rfs"
+  cat > "$W/byhand/init.sh" <<INIT
+#!/bin/sh
+mount --make-rprivate /
+mount --bind $rfs $rfs
+mount -t proc proc $rfs/proc
+mount -t tmpfs tmpfs $rfs/dev
+mknod -m 666 $rfs/dev/null c 1 3
+cd $rfs; pivot_root . oldroot 2>/dev/null || { mkdir -p oldroot; pivot_root . oldroot; }; /bin/busybox umount -l /oldroot
+exec /bin/busybox setsid /bin/sh -c 'exec </dev/null >/dev/null 2>&1; trap "exit 0" TERM; while :; do sleep 1 & wait \$!; done'
+INIT
+  chmod +x "$W/byhand/init.sh"
+  mkdir -p "$rfs/oldroot"
+  unshare -p -f -u -i -n -m "$W/byhand/init.sh" </dev/null >/dev/null 2>&1 &
+  local u=$!
+  for _ in $(seq 100); do BYHAND_PID=$(pgrep -P "$u" || true); [[ -n $BYHAND_PID ]] && break; sleep 0.05; done
+  sleep 0.2
+}
+
+section_checkpoint() {
+  echo "bench: checkpoint/restore"
+  : > "$W/ck.ferry"; : > "$W/rs.ferry"; : > "$W/ck.runc"; : > "$W/rs.runc"; : > "$W/ck.criu"; : > "$W/rs.criu"
+  "$FERRY" create fb-ck --template "$TPL" >/dev/null; "$FERRY" start fb-ck >/dev/null
+  (cd "$W/bundle" && runc run -d fb-runck </dev/null >/dev/null 2>&1)
+  byhand_start
+  local i
+  for i in $(seq "$N"); do
+    t0=$(now); "$FERRY" checkpoint fb-ck --dumpfile "$W/ck.img" >/dev/null; t1=$(now)
+    "$FERRY" restore fb-ck --dumpfile "$W/ck.img" >/dev/null; t2=$(now); rm -f "$W/ck.img"
+    ms "$t0" "$t1" >> "$W/ck.ferry"; ms "$t1" "$t2" >> "$W/rs.ferry"
+    rm -rf "$W/rck"; t0=$(now); runc checkpoint --image-path "$W/rck" fb-runck; t1=$(now)
+    (cd "$W/bundle" && runc restore -d --image-path "$W/rck" fb-runck </dev/null >/dev/null 2>&1); t2=$(now)
+    ms "$t0" "$t1" >> "$W/ck.runc"; ms "$t1" "$t2" >> "$W/rs.runc"
+    rm -rf "$W/cck"; mkdir "$W/cck"; rm -f "$W/byhand.pid"
+    t0=$(now); criu dump -t "$BYHAND_PID" -D "$W/cck" -o dump.log; t1=$(now)
+    criu restore -D "$W/cck" --root "$W/byhand/rootfs" -d -o restore.log --pidfile "$W/byhand.pid"; t2=$(now)
+    BYHAND_PID=$(cat "$W/byhand.pid")
+    ms "$t0" "$t1" >> "$W/ck.criu"; ms "$t1" "$t2" >> "$W/rs.criu"
+  done
+  "$FERRY" stop fb-ck >/dev/null; "$FERRY" destroy fb-ck >/dev/null; runc delete -f fb-runck
+  kill -9 "$BYHAND_PID" 2>/dev/null; BYHAND_PID=; umount -l "$W/byhand/rootfs" 2>/dev/null || true
+  local cf rf cr rr cc rc
+  cf=$(med "$W/ck.ferry"); rf=$(med "$W/rs.ferry"); cr=$(med "$W/ck.runc"); rr=$(med "$W/rs.runc"); cc=$(med "$W/ck.criu"); rc=$(med "$W/rs.criu")
+  {
+    echo "## Checkpoint and restore (busybox rootfs, one idle init; $N runs)"
+    echo
+    echo "ferry writes its own image file (compressed, checksummed) and recreates cgroups and mounts;"
+    echo "runc and the bare criu CLI leave a directory of CRIU images."
+    echo
+    echo "| step | ferry ms | runc ms | bare criu ms | ferry/runc | ferry/criu |"
+    echo "|---|---|---|---|---|---|"
+    echo "| checkpoint | $(fmt "$W/ck.ferry") | $(fmt "$W/ck.runc") | $(fmt "$W/ck.criu") | $(ratio "$cf" "$cr") | $(ratio "$cf" "$cc") |"
+    echo "| restore | $(fmt "$W/rs.ferry") | $(fmt "$W/rs.runc") | $(fmt "$W/rs.criu") | $(ratio "$rf" "$rr") | $(ratio "$rf" "$rc") |"
+    echo "| both | $(python3 -c "print($cf+$rf)") | $(python3 -c "print($cr+$rr)") | $(python3 -c "print($cc+$rc)") | $(ratio "$(python3 -c "print($cf+$rf)")" "$(python3 -c "print($cr+$rr)")") | $(ratio "$(python3 -c "print($cf+$rf)")" "$(python3 -c "print($cc+$rc)")") |"
+    echo
+  } >> "$OUT"
+}
+
+section_big_memory() {
+  echo "bench: ${MEM_MB} MiB of touched memory"
+  "$FERRY" create fb-big --template "$TPL" >/dev/null
+  cp "$W/touch_mem" "$FERRY_DATA_DIR/private/fb-big/bin/touch_mem"
+  "$FERRY" start fb-big >/dev/null
+  "$FERRY" exec fb-big -- sh -c "touch_mem $MEM_MB </dev/null >/dev/null 2>&1 &"
+  sleep $(( MEM_MB / 128 + 2 ))
+  local lvl t0 t1 size
+  {
+    echo "## Dumping ${MEM_MB} MiB of touched memory"
+    echo
+    echo "| ferry checkpoint | ms | MB/s | image MiB |"
+    echo "|---|---|---|---|"
+  } >> "$OUT"
+  for lvl in 0 1; do
+    t0=$(now); "$FERRY" checkpoint fb-big --keep-running --compress "$lvl" --dumpfile "$W/big$lvl.img" >/dev/null; t1=$(now)
+    size=$(stat -c %s "$W/big$lvl.img")
+    row "$([[ $lvl -eq 0 ]] && echo 'uncompressed' || echo 'zstd level 1') | $(ms "$t0" "$t1") | $(python3 -c "print(round($MEM_MB*1.048576/(($t1-$t0)/1e9),1))") | $(python3 -c "print(round($size/1048576,1))")"
+  done
+  echo >> "$OUT"
+  # The raw CRIU image directory of the same container, for the image-format section.
+  rm -rf "$W/bigdir"; mkdir "$W/bigdir"
+  criu dump -t "$(cat "$FERRY_RUN_DIR/fb-big/state.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')" \
+    -D "$W/bigdir" --leave-running -o dump.log >/dev/null 2>&1 || echo "bench: raw criu dump of fb-big failed (see $W/bigdir/dump.log)"
+  "$FERRY" stop fb-big >/dev/null; "$FERRY" destroy fb-big >/dev/null
+}
+
+section_image_format() {
+  echo "bench: image format"
+  [[ -d $W/bigdir ]] || return 0
+  local dirmb; dirmb=$(du -sm "$W/bigdir" | cut -f1)
+  : > "$W/if.ferry"; : > "$W/if.tar"; : > "$W/ifs.ferry"; : > "$W/ifs.tar"; : > "$W/rv.ferry"
+  for _ in $(seq "$N"); do
+    sync; t0=$(now); write_bench write "$W/bigdir" "$W/if.img" >/dev/null; t1=$(now); ms "$t0" "$t1" >> "$W/if.ferry"; stat -c %s "$W/if.img" >> "$W/ifs.ferry"
+    t0=$(now); write_bench verify "$W/if.img" >/dev/null; t1=$(now); ms "$t0" "$t1" >> "$W/rv.ferry"
+    t0=$(now); tar -cf - -C "$W/bigdir" . | zstd -q -1 -T0 > "$W/if.tar.zst"; t1=$(now); ms "$t0" "$t1" >> "$W/if.tar"; stat -c %s "$W/if.tar.zst" >> "$W/ifs.tar"
+  done
+  local fm tm; fm=$(med "$W/if.ferry"); tm=$(med "$W/if.tar")
+  {
+    echo "## Image format: writing a CRIU image directory (${dirmb} MiB, ${MEM_MB} MiB touched)"
+    echo
+    echo "| what | ferry writer | tar \\| zstd -1 -T0 | ferry/tar |"
+    echo "|---|---|---|---|"
+    echo "| time ms | $(fmt "$W/if.ferry") | $(fmt "$W/if.tar") | $(ratio "$fm" "$tm") |"
+    echo "| size bytes | $(med "$W/ifs.ferry") | $(med "$W/ifs.tar") | $(ratio "$(med "$W/ifs.ferry")" "$(med "$W/ifs.tar")") |"
+    echo "| read + verify ms (ferry) | $(fmt "$W/rv.ferry") | | |"
+    echo "| read + verify MB/s (ferry) | $(python3 -c "print(round($dirmb*1.048576/($(med "$W/rv.ferry")/1000),1))") | | |"
+    echo
+  } >> "$OUT"
+  rm -f "$W/if.img" "$W/if.tar.zst"
+}
+
+section_migration() {
+  echo "bench: migration (see scripts/bench/migration.sh)"
+  . scripts/bench/migration.sh
+  bench_migration
+}
+
+section_file_sync() {
+  echo "bench: file sync"
+  . scripts/bench/filesync.sh
+  bench_file_sync
+}
