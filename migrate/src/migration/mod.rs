@@ -1,0 +1,7 @@
+//! Live and offline migration, vzmigrate-style: preflight, iterative file sync while the
+//! container runs, freeze, dump, final sync, restore on the destination, announce, clean up the
+//! source; rollback on any failure after the freeze.
+
+pub mod converge;
+pub mod journal;
+pub mod report;

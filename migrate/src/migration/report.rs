@@ -1,0 +1,120 @@
+//! The stage table of a migration (`--times`, vzmigrate -t) and its JSON form (`--json`).
+
+use serde::Serialize;
+use std::fmt;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncPassReport {
+    pub pass: u32,
+    pub files: u64,
+    pub bytes_on_wire: u64,
+    pub ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MigrationReport {
+    pub ctid: String,
+    pub destination: String,
+    /// "online" or "offline".
+    pub mode: String,
+    pub preflight_ms: u64,
+    pub passes: Vec<SyncPassReport>,
+    /// Why the live passes stopped.
+    pub converged: String,
+    /// Freeze to resumed on the destination (online only).
+    pub frozen_ms: u64,
+    pub dump_ms: u64,
+    pub final_sync: Option<SyncPassReport>,
+    pub image_bytes: u64,
+    pub image_wire_bytes: u64,
+    pub image_transfer_ms: u64,
+    pub restore_ms: u64,
+    pub announce_ms: u64,
+    pub cleanup_ms: u64,
+    pub total_ms: u64,
+}
+
+pub fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", U[i]) }
+}
+
+impl fmt::Display for MigrationReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "migration of {} to {} ({})", self.ctid, self.destination, self.mode)?;
+        writeln!(f, "  {:<28} {:>9}  {}", "stage", "ms", "detail")?;
+        writeln!(f, "  {:<28} {:>9}", "preflight", self.preflight_ms)?;
+        for p in &self.passes {
+            writeln!(
+                f,
+                "  {:<28} {:>9}  {} files, {} on the wire",
+                format!("sync pass {}", p.pass),
+                p.ms,
+                p.files,
+                human_bytes(p.bytes_on_wire)
+            )?;
+        }
+        if !self.converged.is_empty() {
+            writeln!(f, "  {:<28} {:>9}  {}", "  passes stopped", "", self.converged)?;
+        }
+        if self.mode == "online" {
+            writeln!(f, "  {:<28} {:>9}", "dump", self.dump_ms)?;
+        }
+        if let Some(p) = &self.final_sync {
+            writeln!(f, "  {:<28} {:>9}  {} files, {} on the wire", "final sync", p.ms, p.files, human_bytes(p.bytes_on_wire))?;
+        }
+        if self.mode == "online" {
+            writeln!(
+                f,
+                "  {:<28} {:>9}  {} image, {} on the wire",
+                "image transfer",
+                self.image_transfer_ms,
+                human_bytes(self.image_bytes),
+                human_bytes(self.image_wire_bytes)
+            )?;
+        }
+        writeln!(f, "  {:<28} {:>9}", if self.mode == "online" { "restore" } else { "start" }, self.restore_ms)?;
+        writeln!(f, "  {:<28} {:>9}", "announce", self.announce_ms)?;
+        if self.mode == "online" {
+            writeln!(f, "  {:<28} {:>9}  freeze to running on the destination", "frozen", self.frozen_ms)?;
+        }
+        writeln!(f, "  {:<28} {:>9}", "source cleanup", self.cleanup_ms)?;
+        write!(f, "  {:<28} {:>9}", "total", self.total_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_and_json() {
+        let r = MigrationReport {
+            ctid: "101".into(),
+            destination: "root@h2".into(),
+            mode: "online".into(),
+            passes: vec![SyncPassReport { pass: 1, files: 10, bytes_on_wire: 3 << 20, ms: 120 }],
+            frozen_ms: 321,
+            total_ms: 999,
+            ..Default::default()
+        };
+        let t = r.to_string();
+        assert!(t.contains("sync pass 1"), "{t}");
+        assert!(t.contains("3.0 MiB"), "{t}");
+        assert!(t.contains("frozen") && t.contains("321"), "{t}");
+        let j: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["frozen_ms"], 321);
+        assert_eq!(j["passes"][0]["files"], 10);
+    }
+}
