@@ -224,7 +224,7 @@ fn numproc_20_stops_a_fork_loop() {
     let events = cg.read("pids", "p", "pids.events");
     eprintln!("pids.current={current} events={events}");
     let refused: u64 = events.lines().find_map(|l| l.strip_prefix("max ")).map_or(0, |v| v.trim().parse().unwrap());
-    assert!(current <= 20 && current >= 15, "pids.current {current}");
+    assert!((15..=20).contains(&current), "pids.current {current}");
     assert!(refused >= 1, "no fork was refused: {events}");
 }
 
