@@ -272,3 +272,19 @@ fn numfiles_lowers_rlimit_nofile() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn numfiles_applies_to_every_process_and_counts_fds() {
+    let mut a = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+    let mut b = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+    let pids = [a.id() as i32, b.id() as i32, i32::MAX - 7];
+    limits::set_nofile_all(&pids, 100).unwrap();
+    assert_eq!(limits::get_nofile(pids[0]).unwrap(), (100, 100));
+    assert_eq!(limits::get_nofile(pids[1]).unwrap(), (100, 100));
+    let n = limits::open_files(&pids[..2]);
+    assert!(n >= 6, "two sleeps hold at least stdin/out/err each, counted {n}");
+    let _ = a.kill();
+    let _ = b.kill();
+    let _ = a.wait();
+    let _ = b.wait();
+}

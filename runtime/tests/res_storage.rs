@@ -1,7 +1,9 @@
 //! The disk backends for real (root): a btrfs pool made on a loop device in a `ferry-t` temp
 //! dir, and an XFS image on the root filesystem. Guards unmount and detach even on failure.
 
+use ferry_runtime::config::StorageKind;
 use ferry_runtime::storage::{backends, btrfs, image};
+use ferry_runtime::{Ctid, Host};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,8 +94,10 @@ fn btrfs_qgroup_limit_raised_and_lowered_live() {
     let pool = BtrfsPool::new();
     let data = pool.mnt.join("data");
     assert!(btrfs::is_btrfs(&pool.mnt).unwrap());
-    assert_eq!(backends::choose_kind(&pool.mnt, None).unwrap(), ferry_runtime::config::StorageKind::Btrfs);
-    let private = data.join("private/101");
+    assert_eq!(backends::choose_kind(&pool.mnt, None).unwrap(), StorageKind::Btrfs);
+    let host = Host::new(&data, pool.dir.path().join("run"), "ferry-tx");
+    let ct = Ctid::new("101").unwrap();
+    let private = host.private_dir(&ct);
     btrfs::create_subvolume(&private).unwrap();
     assert!(btrfs::is_subvolume(&private));
     btrfs::set_limit(&private, Some(64 * MIB)).unwrap();
@@ -106,7 +110,8 @@ fn btrfs_qgroup_limit_raised_and_lowered_live() {
     assert!(written <= 64 * MIB, "wrote {written} bytes under a 64 MiB limit");
     eprintln!("stopped after {} MiB: {e}", written / MIB);
 
-    btrfs::set_limit(&private, Some(128 * MIB)).unwrap();
+    // Raised live through the backend-neutral entry point the core calls.
+    backends::set_diskspace(StorageKind::Btrfs, &host, &ct, Some(128 * MIB)).unwrap();
     let (written, e) = fill(&file, 100 * MIB);
     assert!(e.is_none(), "after raising to 128M: {e:?}");
     assert_eq!(written, 100 * MIB);
@@ -115,6 +120,10 @@ fn btrfs_qgroup_limit_raised_and_lowered_live() {
     assert!(u.used >= 100 * MIB && u.limit == Some(128 * MIB), "{u:?}");
     let e = btrfs::set_limit(&private, Some(32 * MIB)).unwrap_err().to_string();
     assert!(e.contains("cannot lower") && e.contains("already uses"), "{e}");
+    let e = backends::set_diskspace(StorageKind::Btrfs, &host, &ct, Some(32 * MIB)).unwrap_err().to_string();
+    assert!(e.contains("101") && e.contains("cannot lower"), "{e}");
+    let du = backends::disk_usage(StorageKind::Btrfs, &host, &ct).unwrap().unwrap();
+    assert_eq!(du.limit, Some(128 * MIB));
     assert_eq!(btrfs::usage(&private).unwrap().limit, Some(128 * MIB), "a refused lowering changed the limit");
     btrfs::set_limit(&private, None).unwrap();
     assert_eq!(btrfs::usage(&private).unwrap().limit, None);
@@ -149,8 +158,10 @@ fn xfs_image_grows_online_and_refuses_shrinking() {
         return;
     }
     let dir = tempdir();
-    let img = dir.path().join("images/101.img");
-    let root = dir.path().join("root/101");
+    let host = Host::new(dir.path(), dir.path().join("run"), "ferry-tx");
+    let ct = Ctid::new("101").unwrap();
+    let img = host.disk_image(&ct);
+    let root = host.root_dir(&ct);
     let guard = ImageGuard { img: img.clone(), root: root.clone() };
 
     image::create_filled(&img, 64 * MIB, &root, |mnt| {
@@ -172,7 +183,7 @@ fn xfs_image_grows_online_and_refuses_shrinking() {
     assert!(written <= 64 * MIB);
     eprintln!("stopped after {} MiB: {e}", written / MIB);
 
-    image::grow(&img, &root, 128 * MIB).unwrap();
+    backends::set_diskspace(StorageKind::Image, &host, &ct, Some(128 * MIB)).unwrap();
     let (written, e) = fill(&file, 100 * MIB);
     assert!(e.is_none(), "after growing to 128M: {e:?}");
     assert_eq!(written, 100 * MIB);
@@ -183,7 +194,11 @@ fn xfs_image_grows_online_and_refuses_shrinking() {
         let e = image::grow(&img, &root, smaller).unwrap_err().to_string();
         assert!(e.contains("XFS cannot shrink"), "{e}");
     }
+    let e = backends::set_diskspace(StorageKind::Image, &host, &ct, Some(32 * MIB)).unwrap_err().to_string();
+    assert!(e.contains("101") && e.contains("XFS cannot shrink"), "{e}");
     assert_eq!(image::image_size(&img).unwrap(), 128 * MIB);
+    let du = backends::disk_usage(StorageKind::Image, &host, &ct).unwrap().unwrap();
+    assert!(du.used >= 100 * MIB, "{du:?}");
 
     image::umount(&m).unwrap();
     assert!(image::attached_devices(&img).unwrap().is_empty(), "umount left the loop device attached");

@@ -309,6 +309,28 @@ pub fn set_nofile(pid: i32, limit: u64) -> Result<()> {
     Err(Error::io(format!("set RLIMIT_NOFILE={limit} on pid {pid}"), format!("/proc/{pid}"), e))
 }
 
+/// Set RLIMIT_NOFILE on every process in `pids` (a running container's `cgroup.procs`, or
+/// its PID 1 at start). Processes that exited meanwhile are skipped. New processes inherit the
+/// limit from their parent, so the core also sets it on PID 1 before exec and on `exec`.
+pub fn set_nofile_all(pids: &[i32], limit: u64) -> Result<()> {
+    for &pid in pids {
+        match set_nofile(pid, limit) {
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ESRCH) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Open file descriptors held by `pids` together (what `ferry status` shows as numfiles
+/// usage; the limit itself applies to each process alone). Unreadable processes count 0.
+pub fn open_files(pids: &[i32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok())
+        .map(|rd| rd.count() as u64)
+        .sum()
+}
+
 /// Current RLIMIT_NOFILE (soft, hard) of one process.
 pub fn get_nofile(pid: i32) -> Result<(u64, u64)> {
     let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
