@@ -161,6 +161,9 @@ pub fn numfiles_rlimit(res: &Resources) -> Option<u64> {
 }
 
 fn all_cpus(ctx: &LimitContext) -> String {
+    if !ctx.parent_cpus.trim().is_empty() {
+        return ctx.parent_cpus.trim().to_string();
+    }
     match ctx.ncpus {
         0 | 1 => "0".into(),
         n => format!("0-{}", n - 1),
@@ -463,12 +466,16 @@ impl LimitContext {
         match mode {
             CgroupMode::V1 => {
                 let h = |c: &str| cgroup_root.join(c);
-                let mems = [h("cpuset").join(&parent_rel), h("cpuset")]
-                    .iter()
-                    .find_map(|d| std::fs::read_to_string(d.join("cpuset.mems")).ok())
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| "0".into());
+                let cpuset_of_parent = |f: &str| {
+                    [h("cpuset").join(&parent_rel), h("cpuset")]
+                        .iter()
+                        .filter_map(|d| std::fs::read_to_string(d.join(f)).ok())
+                        .map(|s| s.trim().to_string())
+                        .find(|s| !s.is_empty())
+                        .unwrap_or_default()
+                };
+                let mems = cpuset_of_parent("cpuset.mems");
+                let parent_cpus = cpuset_of_parent("cpuset.cpus");
                 let memsw = h("memory").join("memory.memsw.limit_in_bytes").exists();
                 let io_weight_file = first_with(
                     &[h("blkio").join(rel), h("blkio").join(&parent_rel)],
@@ -477,7 +484,7 @@ impl LimitContext {
                 let memory_usage = std::fs::read_to_string(h("memory").join(rel).join("memory.stat"))
                     .ok()
                     .map(|s| unreclaimable_memory(mode, &s));
-                LimitContext { ncpus, block_device, mems, memsw, io_weight_file, memory_usage }
+                LimitContext { ncpus, block_device, mems, parent_cpus, memsw, io_weight_file, memory_usage }
             }
             CgroupMode::V2 => {
                 let ct = cgroup_root.join(rel);
@@ -486,7 +493,15 @@ impl LimitContext {
                 let io_weight_file = first_with(&[ct.clone(), parent], &["io.bfq.weight", "io.weight"]);
                 let memory_usage =
                     std::fs::read_to_string(ct.join("memory.stat")).ok().map(|s| unreclaimable_memory(mode, &s));
-                LimitContext { ncpus, block_device, mems: String::new(), memsw, io_weight_file, memory_usage }
+                LimitContext {
+                    ncpus,
+                    block_device,
+                    mems: String::new(),
+                    parent_cpus: String::new(),
+                    memsw,
+                    io_weight_file,
+                    memory_usage,
+                }
             }
         }
     }
@@ -501,6 +516,7 @@ mod tests {
             ncpus: 2,
             block_device: Some((254, 0)),
             mems: "0".into(),
+            parent_cpus: String::new(),
             memsw: true,
             io_weight_file: Some("blkio.bfq.weight".into()),
             memory_usage: None,
@@ -769,10 +785,15 @@ mod tests {
             std::fs::create_dir_all(d.path().join(sub)).unwrap();
         }
         std::fs::write(d.path().join("cpuset/ferry/cpuset.mems"), "0-1\n").unwrap();
+        std::fs::write(d.path().join("cpuset/ferry/cpuset.cpus"), "1\n").unwrap();
         std::fs::write(d.path().join("blkio/ferry/blkio.weight"), "500\n").unwrap();
         std::fs::write(d.path().join("memory/ferry/101/memory.stat"), "total_rss 12\n").unwrap();
         let c = LimitContext::probe(CgroupMode::V1, d.path(), "ferry/101", d.path());
         assert_eq!(c.mems, "0-1");
+        assert_eq!(c.parent_cpus, "1");
+        // No cpumask: the container gets what its parent has, not CPUs the parent lacks.
+        let ws = v1_writes(&Resources::default(), &LimitContext { ncpus: 2, ..c.clone() }).unwrap();
+        assert_eq!(get(&ws, "cpuset.cpus"), ["1"]);
         assert!(!c.memsw);
         assert_eq!(c.io_weight_file.as_deref(), Some("blkio.weight"));
         assert_eq!(c.memory_usage, Some(12));
