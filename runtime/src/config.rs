@@ -228,6 +228,31 @@ pub fn parse_rate(s: &str) -> std::result::Result<u64, String> {
     parse_size(s.trim().trim_end_matches("/s"))
 }
 
+/// Parse a cpuset list such as "0-1,3" into sorted, distinct CPU numbers.
+pub fn parse_cpumask(s: &str) -> std::result::Result<Vec<u32>, String> {
+    let err = || format!("invalid cpumask {s:?}: use CPU numbers and ranges such as 0-1,3");
+    let mut out = Vec::new();
+    if s.trim().is_empty() {
+        return Err(err());
+    }
+    for part in s.trim().split(',') {
+        let part = part.trim();
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let a: u32 = a.parse().map_err(|_| err())?;
+        let b: u32 = b.parse().map_err(|_| err())?;
+        if a > b || b - a > 65_535 {
+            return Err(err());
+        }
+        out.extend(a..=b);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +286,16 @@ mod tests {
         assert_eq!(parse_rate("1M/s").unwrap(), 1 << 20);
         for bad in ["", "-1M", "0", "12Q", "M", "abc"] {
             assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpumasks() {
+        assert_eq!(parse_cpumask("0-1,3").unwrap(), vec![0, 1, 3]);
+        assert_eq!(parse_cpumask("2").unwrap(), vec![2]);
+        assert_eq!(parse_cpumask(" 1,0,1 ").unwrap(), vec![0, 1]);
+        for bad in ["", "a", "1-0", "-1", "0-", "1,,2"] {
+            assert!(parse_cpumask(bad).is_err(), "{bad}");
         }
     }
 }

@@ -16,6 +16,13 @@ pub mod error;
 pub mod host;
 pub mod lock;
 pub mod net;
+/// Disk backends. Declared inline until the core's `storage/mod.rs` lands; it then declares
+/// `pub mod backends; pub mod btrfs; pub mod image;` itself and this block goes.
+pub mod storage {
+    pub mod backends;
+    pub mod btrfs;
+    pub mod image;
+}
 pub mod util;
 
 pub use config::ContainerConfig;

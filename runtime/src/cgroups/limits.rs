@@ -1,15 +1,819 @@
-//! Translation of ferry's resource limits into cgroup v1 and v2 file writes. Pure functions.
+//! Translation of ferry's resource limits into cgroup v1 and v2 file writes.
+//!
+//! [`v1_writes`] and [`v2_writes`] are pure: everything they need to know about the host comes in
+//! a [`LimitContext`] (fill it with [`LimitContext::probe`]). They always emit a write for every
+//! controller they manage, with the unlimited/default value for an unset limit, so applying the
+//! full list both sets new limits and removes old ones (`ferry set` can unset a limit).
+//!
+//! Order matters and is part of the contract: a backend applies the writes in the order given.
+//! - v1 cpuset: `cpuset.mems` before `cpuset.cpus` (a cpuset with no mems takes no tasks).
+//! - v1 memory: `memory.memsw.limit_in_bytes` must never be below `memory.limit_in_bytes`.
+//!   Without knowing the current values, one order always works: first lift memsw to
+//!   unlimited (-1, always allowed), then set `memory.limit_in_bytes`, then set memsw to
+//!   ram+swap (which is >= ram). Swap is briefly uncapped between the first and last write.
+//!
+//! Open files (`numfiles`) are not a cgroup: see [`numfiles_rlimit`] and [`set_nofile`].
 
-use super::{CgroupWrite, LimitContext};
-use crate::config::Resources;
-use crate::error::Result;
+use super::{CgroupMode, CgroupWrite, LimitContext};
+use crate::config::{parse_cpumask, Resources};
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
 
-/// The writes that set `res` on a v1 host, in the order to apply them.
-pub fn v1_writes(_res: &Resources, _ctx: &LimitContext) -> Result<Vec<CgroupWrite>> {
-    Ok(Vec::new())
+/// The OpenVZ default of `cpuunits`.
+pub const DEFAULT_CPUUNITS: u64 = 1000;
+/// OpenVZ's upper bound of `cpuunits`.
+pub const MAX_CPUUNITS: u64 = 500_000;
+/// The OpenVZ default of `ioprio`, used when none is set so unset containers weigh the same.
+pub const DEFAULT_IOPRIO: u8 = 4;
+/// CFS period used for every CPU cap (100 ms, the kernel default).
+pub const CFS_PERIOD_US: u64 = 100_000;
+/// Smallest RAM limit accepted: below this nothing, not even a shell, runs.
+pub const MIN_RAM: u64 = 1 << 20;
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Config(msg.into())
 }
 
-/// The writes that set `res` on a v2 host, in the order to apply them.
-pub fn v2_writes(_res: &Resources, _ctx: &LimitContext) -> Result<Vec<CgroupWrite>> {
-    Ok(Vec::new())
+/// Check `res` against the host described by `ctx`; every message says what to change.
+pub fn validate(res: &Resources, ctx: &LimitContext) -> Result<()> {
+    let ncpus = u64::from(ctx.ncpus.max(1));
+    if let Some(u) = res.cpuunits {
+        if u == 0 || u > MAX_CPUUNITS {
+            return Err(bad(format!("cpuunits {u} is out of range: use 1..{MAX_CPUUNITS} (default {DEFAULT_CPUUNITS})")));
+        }
+    }
+    if let Some(p) = res.cpulimit {
+        if p == 0 {
+            return Err(bad("cpulimit 0 would stop the container: use 1..100 per CPU (100 = one CPU), or unset it"));
+        }
+        if p > ncpus * 100 {
+            return Err(bad(format!(
+                "cpulimit {p}% is more than this host's {ncpus} CPUs can give ({}%): lower it or unset it",
+                ncpus * 100
+            )));
+        }
+    }
+    if let Some(n) = res.cpus {
+        if n == 0 {
+            return Err(bad("cpus 0 would stop the container: use 1 or more, or unset it"));
+        }
+        if n > ncpus {
+            return Err(bad(format!("cpus {n} is more than this host has ({ncpus}): use 1..{ncpus}")));
+        }
+    }
+    if let Some(m) = &res.cpumask {
+        let cpus = parse_cpumask(m).map_err(bad)?;
+        if let Some(&c) = cpus.iter().find(|&&c| c >= ctx.ncpus.max(1)) {
+            return Err(bad(format!(
+                "cpumask {m:?} names CPU {c}, but this host has CPUs 0-{} only",
+                ctx.ncpus.max(1) - 1
+            )));
+        }
+    }
+    if let Some(r) = res.ram {
+        if r < MIN_RAM {
+            return Err(bad(format!("ram {r} bytes is too small: use at least 1M")));
+        }
+        if let Some(used) = ctx.memory_usage {
+            if r < used {
+                return Err(bad(format!(
+                    "ram {} is below what the container uses now ({}): stop some of its processes first or choose at least {}",
+                    human(r),
+                    human(used),
+                    human(used)
+                )));
+            }
+        }
+    }
+    if res.swap.is_some() && res.ram.is_none() {
+        return Err(bad("swap needs a ram limit (swap is limited on top of ram): set --ram too, or unset --swap"));
+    }
+    if let Some(n) = res.numproc {
+        if n == 0 {
+            return Err(bad("numproc 0 would forbid every process: use 1 or more, or unset it"));
+        }
+    }
+    if let Some(n) = res.numfiles {
+        if n == 0 {
+            return Err(bad("numfiles 0 would forbid every open file: use 1 or more, or unset it"));
+        }
+    }
+    if res.diskspace == Some(0) {
+        return Err(bad("diskspace 0 leaves no room for the container's files: use a size such as 1G, or unset it"));
+    }
+    if let Some(p) = res.ioprio {
+        if p > 7 {
+            return Err(bad(format!("ioprio {p} is out of range: use 0 (lowest) .. 7 (highest), default {DEFAULT_IOPRIO}")));
+        }
+    }
+    if res.iolimit == Some(0) {
+        return Err(bad("iolimit 0 would stop all disk I/O: use a rate such as 10M, or unset it"));
+    }
+    if res.iopslimit == Some(0) {
+        return Err(bad("iopslimit 0 would stop all disk I/O: use 1 or more, or unset it"));
+    }
+    Ok(())
+}
+
+fn human(b: u64) -> String {
+    const U: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if v.fract() == 0.0 {
+        format!("{v}{}", U[i])
+    } else {
+        format!("{v:.1}{}", U[i])
+    }
+}
+
+/// v1 `cpu.shares` for a `cpuunits` value (1000 units = 1024 shares), clamped to the kernel range.
+pub fn cpu_shares(cpuunits: u64) -> u64 {
+    (cpuunits.saturating_mul(1024) / 1000).clamp(2, 262_144)
+}
+
+/// v2 `cpu.weight` for a `cpuunits` value (1000 units = weight 100, the default), clamped to 1..10000.
+pub fn cpu_weight(cpuunits: u64) -> u64 {
+    (cpuunits / 10).clamp(1, 10_000)
+}
+
+/// The CFS quota in microseconds per [`CFS_PERIOD_US`]: the smaller of the two caps, or none.
+pub fn cpu_quota_us(res: &Resources) -> Option<u64> {
+    let by_limit = res.cpulimit.map(|p| p.saturating_mul(CFS_PERIOD_US / 100));
+    let by_cpus = res.cpus.map(|n| n.saturating_mul(CFS_PERIOD_US));
+    match (by_limit, by_cpus) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Block I/O weight for `ioprio` 0..7: 100 (lowest) to 1000 (highest), linear.
+pub fn io_weight(ioprio: u8) -> u64 {
+    100 + u64::from(ioprio.min(7)) * 900 / 7
+}
+
+/// The open-file limit to set as RLIMIT_NOFILE on the container's processes.
+pub fn numfiles_rlimit(res: &Resources) -> Option<u64> {
+    res.numfiles
+}
+
+fn all_cpus(ctx: &LimitContext) -> String {
+    if !ctx.parent_cpus.trim().is_empty() {
+        return ctx.parent_cpus.trim().to_string();
+    }
+    match ctx.ncpus {
+        0 | 1 => "0".into(),
+        n => format!("0-{}", n - 1),
+    }
+}
+
+fn w(controller: &'static str, file: &str, value: impl ToString) -> CgroupWrite {
+    CgroupWrite { controller, file: file.to_string(), value: value.to_string() }
+}
+
+fn need_device(res: &Resources, ctx: &LimitContext) -> Result<Option<(u32, u32)>> {
+    if (res.iolimit.is_some() || res.iopslimit.is_some()) && ctx.block_device.is_none() {
+        return Err(bad(
+            "iolimit/iopslimit need the block device that holds the private area, and none was found \
+             (is it on a network or virtual filesystem?): unset them",
+        ));
+    }
+    Ok(ctx.block_device)
+}
+
+/// The writes that set `res` on a v1 host, in the order to apply them.
+pub fn v1_writes(res: &Resources, ctx: &LimitContext) -> Result<Vec<CgroupWrite>> {
+    validate(res, ctx)?;
+    let mut out = Vec::new();
+
+    // cpuset: mems first, a cpuset without mems refuses tasks.
+    let mems = if ctx.mems.trim().is_empty() { "0" } else { ctx.mems.trim() };
+    out.push(w("cpuset", "cpuset.mems", mems));
+    out.push(w("cpuset", "cpuset.cpus", res.cpumask.clone().unwrap_or_else(|| all_cpus(ctx))));
+
+    // cpu: weight and cap.
+    out.push(w("cpu", "cpu.shares", cpu_shares(res.cpuunits.unwrap_or(DEFAULT_CPUUNITS))));
+    out.push(w("cpu", "cpu.cfs_period_us", CFS_PERIOD_US));
+    out.push(w("cpu", "cpu.cfs_quota_us", cpu_quota_us(res).map_or("-1".to_string(), |q| q.to_string())));
+
+    // memory: lift memsw, set mem, then set memsw (see the module docs for why).
+    if res.swap.is_some() && !ctx.memsw {
+        return Err(bad(
+            "swap cannot be limited on this host: the kernel does not account swap per cgroup \
+             (no memory.memsw.limit_in_bytes; boot with swapaccount=1 to enable it): unset --swap",
+        ));
+    }
+    if ctx.memsw {
+        out.push(w("memory", "memory.memsw.limit_in_bytes", "-1"));
+    }
+    out.push(w("memory", "memory.limit_in_bytes", res.ram.map_or("-1".to_string(), |r| r.to_string())));
+    if ctx.memsw {
+        if let (Some(ram), Some(swap)) = (res.ram, res.swap) {
+            out.push(w("memory", "memory.memsw.limit_in_bytes", ram.saturating_add(swap)));
+        }
+    }
+
+    out.push(w("pids", "pids.max", res.numproc.map_or("max".to_string(), |n| n.to_string())));
+
+    // blkio: weight and throttles. "MAJ:MIN 0" removes a throttle rule.
+    match (&ctx.io_weight_file, res.ioprio) {
+        (Some(f), p) => out.push(w("blkio", f, io_weight(p.unwrap_or(DEFAULT_IOPRIO)))),
+        (None, Some(_)) => {
+            return Err(bad(
+                "ioprio cannot be applied: this host's blkio cgroup has neither blkio.bfq.weight nor blkio.weight: unset --ioprio",
+            ))
+        }
+        (None, None) => {}
+    }
+    if let Some((maj, min)) = need_device(res, ctx)? {
+        let bps = res.iolimit.unwrap_or(0);
+        let iops = res.iopslimit.unwrap_or(0);
+        for (file, v) in [
+            ("blkio.throttle.read_bps_device", bps),
+            ("blkio.throttle.write_bps_device", bps),
+            ("blkio.throttle.read_iops_device", iops),
+            ("blkio.throttle.write_iops_device", iops),
+        ] {
+            out.push(w("blkio", file, format!("{maj}:{min} {v}")));
+        }
+    }
+    Ok(out)
+}
+
+/// The writes that set `res` on a v2 host, in the order to apply them. The controller field
+/// names the v2 controller the file belongs to (it must be enabled in the parent's
+/// `cgroup.subtree_control`).
+pub fn v2_writes(res: &Resources, ctx: &LimitContext) -> Result<Vec<CgroupWrite>> {
+    validate(res, ctx)?;
+    let mut out = Vec::new();
+
+    // An empty cpuset.cpus on v2 means "inherit the parent's".
+    out.push(w("cpuset", "cpuset.cpus", res.cpumask.clone().unwrap_or_default()));
+
+    out.push(w("cpu", "cpu.weight", cpu_weight(res.cpuunits.unwrap_or(DEFAULT_CPUUNITS))));
+    let quota = cpu_quota_us(res).map_or("max".to_string(), |q| q.to_string());
+    out.push(w("cpu", "cpu.max", format!("{quota} {CFS_PERIOD_US}")));
+
+    out.push(w("memory", "memory.max", res.ram.map_or("max".to_string(), |r| r.to_string())));
+    // v2 limits swap on its own (not ram+swap), so no ordering constraint with memory.max.
+    if ctx.memsw {
+        out.push(w("memory", "memory.swap.max", res.swap.map_or("max".to_string(), |s| s.to_string())));
+    } else if res.swap.is_some() {
+        return Err(bad(
+            "swap cannot be limited on this host: memory.swap.max is missing (kernel built without \
+             CONFIG_SWAP or swap accounting off): unset --swap",
+        ));
+    }
+
+    out.push(w("pids", "pids.max", res.numproc.map_or("max".to_string(), |n| n.to_string())));
+
+    match (&ctx.io_weight_file, res.ioprio) {
+        (Some(f), p) => {
+            let weight = io_weight(p.unwrap_or(DEFAULT_IOPRIO));
+            // io.weight's syntax is "default N"; io.bfq.weight accepts the bare number.
+            let v = if f == "io.weight" { format!("default {weight}") } else { weight.to_string() };
+            out.push(w("io", f, v));
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "ioprio cannot be applied: this host's cgroup has neither io.bfq.weight nor io.weight \
+                 (is the io controller enabled?): unset --ioprio",
+            ))
+        }
+        (None, None) => {}
+    }
+    if let Some((maj, min)) = need_device(res, ctx)? {
+        let bps = res.iolimit.map_or("max".to_string(), |v| v.to_string());
+        let iops = res.iopslimit.map_or("max".to_string(), |v| v.to_string());
+        out.push(w("io", "io.max", format!("{maj}:{min} rbps={bps} wbps={bps} riops={iops} wiops={iops}")));
+    }
+    Ok(out)
+}
+
+/// Raise or lower RLIMIT_NOFILE (soft and hard) of one process. Lowering always works; raising
+/// the hard limit needs CAP_SYS_RESOURCE, which some hosts (this one) lack: the error says so.
+pub fn set_nofile(pid: i32, limit: u64) -> Result<()> {
+    let new = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+    // SAFETY: `new` is a valid rlimit for the duration of the call; old_limit may be null.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EPERM) {
+        return Err(bad(format!(
+            "numfiles {limit}: cannot raise the open-file limit of pid {pid} above its hard limit: this host \
+             lacks CAP_SYS_RESOURCE; restart the container to apply a higher numfiles, or choose a lower one"
+        )));
+    }
+    Err(Error::io(format!("set RLIMIT_NOFILE={limit} on pid {pid}"), format!("/proc/{pid}"), e))
+}
+
+/// Set RLIMIT_NOFILE on every process in `pids` (a running container's `cgroup.procs`, or
+/// its PID 1 at start). Processes that exited meanwhile are skipped. New processes inherit the
+/// limit from their parent, so the core also sets it on PID 1 before exec and on `exec`.
+pub fn set_nofile_all(pids: &[i32], limit: u64) -> Result<()> {
+    for &pid in pids {
+        match set_nofile(pid, limit) {
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ESRCH) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Open file descriptors held by `pids` together (what `ferry status` shows as numfiles
+/// usage; the limit itself applies to each process alone). Unreadable processes count 0.
+pub fn open_files(pids: &[i32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok())
+        .map(|rd| rd.count() as u64)
+        .sum()
+}
+
+/// Current RLIMIT_NOFILE (soft, hard) of one process.
+pub fn get_nofile(pid: i32) -> Result<(u64, u64)> {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `old` is a valid, writable rlimit; new_limit null means "only read".
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    if rc != 0 {
+        return Err(Error::io("read RLIMIT_NOFILE", format!("/proc/{pid}"), std::io::Error::last_os_error()));
+    }
+    Ok((old.rlim_cur, old.rlim_max))
+}
+
+/// `(major, minor)` of the whole disk holding `path`: partitions resolve to their disk, loop
+/// devices to the disk holding their backing file, btrfs (anonymous st_dev) to its device.
+/// Throttles in the blkio/io controllers only act on whole disks with a request queue.
+pub fn block_device_of(path: &Path) -> Result<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    let dev = md.dev();
+    let (maj, min) = (libc::major(dev), libc::minor(dev));
+    let (maj, min) = if maj == 0 { mount_source_device(maj, min, path)? } else { (maj, min) };
+    resolve_whole_disk(maj, min, 0)
+}
+
+/// For filesystems with an anonymous st_dev (btrfs): the device named as the mount's source.
+fn mount_source_device(maj: u32, min: u32, path: &Path) -> Result<(u32, u32)> {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::MetadataExt;
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
+    let want = format!("{maj}:{min}");
+    for line in mi.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.get(2) != Some(&want.as_str()) {
+            continue;
+        }
+        let Some(sep) = f.iter().position(|x| *x == "-") else { continue };
+        let Some(source) = f.get(sep + 2) else { continue };
+        if let Ok(m) = std::fs::metadata(source) {
+            if m.file_type().is_block_device() {
+                return Ok((libc::major(m.rdev()), libc::minor(m.rdev())));
+            }
+        }
+    }
+    Err(bad(format!("{}: no block device found for its filesystem (device {want})", path.display())))
+}
+
+fn resolve_whole_disk(maj: u32, min: u32, depth: u32) -> Result<(u32, u32)> {
+    let sys = PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
+    let real = std::fs::canonicalize(&sys).map_err(|e| Error::io("resolve block device", &sys, e))?;
+    // A loop device: follow its backing file to the disk that holds it.
+    if depth < 8 {
+        if let Ok(backing) = std::fs::read_to_string(real.join("loop/backing_file")) {
+            let backing = backing.trim();
+            let backing = backing.strip_suffix(" (deleted)").unwrap_or(backing);
+            return block_device_of(Path::new(backing));
+        }
+        // A device-mapper or md device with exactly one underlying device: follow it.
+        if let Ok(rd) = std::fs::read_dir(real.join("slaves")) {
+            let slaves: Vec<_> = rd.flatten().collect();
+            if slaves.len() == 1 {
+                if let Some((a, b)) = read_dev(&slaves[0].path().join("dev")) {
+                    return resolve_whole_disk(a, b, depth + 1);
+                }
+            }
+        }
+    }
+    // A partition: its parent directory is the whole disk.
+    if real.join("partition").exists() {
+        if let Some(d) = real.parent().and_then(|p| read_dev(&p.join("dev"))) {
+            return Ok(d);
+        }
+    }
+    Ok((maj, min))
+}
+
+fn read_dev(p: &Path) -> Option<(u32, u32)> {
+    let s = std::fs::read_to_string(p).ok()?;
+    let (a, b) = s.trim().split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Number of online CPUs from `/sys/devices/system/cpu/online` (falls back to sysconf).
+pub fn online_cpus() -> u32 {
+    if let Ok(s) = std::fs::read_to_string("/sys/devices/system/cpu/online") {
+        if let Ok(v) = parse_cpumask(s.trim()) {
+            if let Some(max) = v.iter().max() {
+                return max + 1;
+            }
+        }
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// Memory a cgroup holds that reclaim cannot take back (anon + swap), from its memory.stat.
+/// v1 uses the hierarchical `total_rss`/`total_swap`, v2 `anon` (swap is separate there).
+pub fn unreclaimable_memory(mode: CgroupMode, memory_stat: &str) -> u64 {
+    let get = |k: &str| {
+        memory_stat
+            .lines()
+            .find_map(|l| l.split_once(' ').filter(|(n, _)| *n == k).and_then(|(_, v)| v.trim().parse::<u64>().ok()))
+            .unwrap_or(0)
+    };
+    match mode {
+        CgroupMode::V1 => get("total_rss"),
+        CgroupMode::V2 => get("anon"),
+    }
+}
+
+impl LimitContext {
+    /// Look at the host: online CPUs, NUMA nodes, swap accounting, which I/O weight file
+    /// exists, the block device of `private_area`, and (if the container's cgroup exists) its
+    /// current unreclaimable memory. `cgroup_root` is the cgroupfs mount (`/sys/fs/cgroup` on
+    /// v1, the unified mount on v2), `ct_cgroup` the container's relative cgroup path
+    /// ([`crate::Host::cgroup_path`]).
+    pub fn probe(mode: CgroupMode, cgroup_root: &Path, ct_cgroup: &str, private_area: &Path) -> LimitContext {
+        let rel = ct_cgroup.trim_matches('/');
+        let parent_rel = Path::new(rel).parent().map(Path::to_path_buf).unwrap_or_default();
+        let ncpus = online_cpus();
+        let block_device = block_device_of(private_area).ok();
+        // The first of `dirs` that has `file`.
+        let first_with = |dirs: &[PathBuf], files: &[&str]| -> Option<String> {
+            for d in dirs {
+                for f in files {
+                    if d.join(f).exists() {
+                        return Some(f.to_string());
+                    }
+                }
+            }
+            None
+        };
+        match mode {
+            CgroupMode::V1 => {
+                let h = |c: &str| cgroup_root.join(c);
+                let cpuset_of_parent = |f: &str| {
+                    [h("cpuset").join(&parent_rel), h("cpuset")]
+                        .iter()
+                        .filter_map(|d| std::fs::read_to_string(d.join(f)).ok())
+                        .map(|s| s.trim().to_string())
+                        .find(|s| !s.is_empty())
+                        .unwrap_or_default()
+                };
+                let mems = cpuset_of_parent("cpuset.mems");
+                let parent_cpus = cpuset_of_parent("cpuset.cpus");
+                let memsw = h("memory").join("memory.memsw.limit_in_bytes").exists();
+                let io_weight_file = first_with(
+                    &[h("blkio").join(rel), h("blkio").join(&parent_rel)],
+                    &["blkio.bfq.weight", "blkio.weight"],
+                );
+                let memory_usage = std::fs::read_to_string(h("memory").join(rel).join("memory.stat"))
+                    .ok()
+                    .map(|s| unreclaimable_memory(mode, &s));
+                LimitContext { ncpus, block_device, mems, parent_cpus, memsw, io_weight_file, memory_usage }
+            }
+            CgroupMode::V2 => {
+                let ct = cgroup_root.join(rel);
+                let parent = cgroup_root.join(&parent_rel);
+                let memsw = [&ct, &parent].iter().any(|d| d.join("memory.swap.max").exists());
+                let io_weight_file = first_with(&[ct.clone(), parent], &["io.bfq.weight", "io.weight"]);
+                let memory_usage =
+                    std::fs::read_to_string(ct.join("memory.stat")).ok().map(|s| unreclaimable_memory(mode, &s));
+                LimitContext {
+                    ncpus,
+                    block_device,
+                    mems: String::new(),
+                    parent_cpus: String::new(),
+                    memsw,
+                    io_weight_file,
+                    memory_usage,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> LimitContext {
+        LimitContext {
+            ncpus: 2,
+            block_device: Some((254, 0)),
+            mems: "0".into(),
+            parent_cpus: String::new(),
+            memsw: true,
+            io_weight_file: Some("blkio.bfq.weight".into()),
+            memory_usage: None,
+        }
+    }
+    fn ctx2() -> LimitContext {
+        LimitContext { io_weight_file: Some("io.bfq.weight".into()), mems: String::new(), ..ctx() }
+    }
+    fn get<'a>(ws: &'a [CgroupWrite], file: &str) -> Vec<&'a str> {
+        ws.iter().filter(|w| w.file == file).map(|w| w.value.as_str()).collect()
+    }
+    fn pos(ws: &[CgroupWrite], file: &str, value: &str) -> usize {
+        ws.iter().position(|w| w.file == file && w.value == value).unwrap_or_else(|| panic!("{file}={value} in {ws:?}"))
+    }
+
+    #[test]
+    fn v1_defaults_remove_every_limit() {
+        let ws = v1_writes(&Resources::default(), &ctx()).unwrap();
+        assert_eq!(get(&ws, "cpuset.mems"), ["0"]);
+        assert_eq!(get(&ws, "cpuset.cpus"), ["0-1"]);
+        assert_eq!(get(&ws, "cpu.shares"), ["1024"]);
+        assert_eq!(get(&ws, "cpu.cfs_quota_us"), ["-1"]);
+        assert_eq!(get(&ws, "memory.limit_in_bytes"), ["-1"]);
+        assert_eq!(get(&ws, "memory.memsw.limit_in_bytes"), ["-1"]);
+        assert_eq!(get(&ws, "pids.max"), ["max"]);
+        assert_eq!(get(&ws, "blkio.bfq.weight"), [io_weight(DEFAULT_IOPRIO).to_string()]);
+        assert_eq!(get(&ws, "blkio.throttle.write_bps_device"), ["254:0 0"]);
+        assert_eq!(get(&ws, "blkio.throttle.read_iops_device"), ["254:0 0"]);
+        assert!(pos(&ws, "cpuset.mems", "0") < pos(&ws, "cpuset.cpus", "0-1"));
+    }
+
+    #[test]
+    fn v2_defaults_remove_every_limit() {
+        let ws = v2_writes(&Resources::default(), &ctx2()).unwrap();
+        assert_eq!(get(&ws, "cpuset.cpus"), [""]);
+        assert_eq!(get(&ws, "cpu.weight"), ["100"]);
+        assert_eq!(get(&ws, "cpu.max"), ["max 100000"]);
+        assert_eq!(get(&ws, "memory.max"), ["max"]);
+        assert_eq!(get(&ws, "memory.swap.max"), ["max"]);
+        assert_eq!(get(&ws, "pids.max"), ["max"]);
+        assert_eq!(get(&ws, "io.max"), ["254:0 rbps=max wbps=max riops=max wiops=max"]);
+        assert!(ws.iter().all(|w| !w.file.starts_with("blkio")));
+    }
+
+    #[test]
+    fn cpu_mappings() {
+        assert_eq!(cpu_shares(1000), 1024);
+        assert_eq!(cpu_shares(2000), 2048);
+        assert_eq!(cpu_shares(1), 2);
+        assert_eq!(cpu_shares(MAX_CPUUNITS), 262_144);
+        assert_eq!(cpu_weight(1000), 100);
+        assert_eq!(cpu_weight(2000), 200);
+        assert_eq!(cpu_weight(5), 1);
+        assert_eq!(cpu_weight(MAX_CPUUNITS), 10_000);
+        let r = Resources { cpuunits: Some(2000), cpulimit: Some(25), ..Default::default() };
+        let ws = v1_writes(&r, &ctx()).unwrap();
+        assert_eq!(get(&ws, "cpu.shares"), ["2048"]);
+        assert_eq!(get(&ws, "cpu.cfs_period_us"), ["100000"]);
+        assert_eq!(get(&ws, "cpu.cfs_quota_us"), ["25000"]);
+        let ws = v2_writes(&r, &ctx2()).unwrap();
+        assert_eq!(get(&ws, "cpu.weight"), ["200"]);
+        assert_eq!(get(&ws, "cpu.max"), ["25000 100000"]);
+    }
+
+    #[test]
+    fn smaller_cpu_cap_wins() {
+        let r = Resources { cpulimit: Some(150), cpus: Some(1), ..Default::default() };
+        assert_eq!(cpu_quota_us(&r), Some(100_000));
+        let r = Resources { cpulimit: Some(50), cpus: Some(2), ..Default::default() };
+        assert_eq!(cpu_quota_us(&r), Some(50_000));
+        let r = Resources { cpus: Some(2), ..Default::default() };
+        assert_eq!(get(&v1_writes(&r, &ctx()).unwrap(), "cpu.cfs_quota_us"), ["200000"]);
+        assert_eq!(get(&v2_writes(&r, &ctx2()).unwrap(), "cpu.max"), ["200000 100000"]);
+    }
+
+    #[test]
+    fn cpumask_and_mems() {
+        let r = Resources { cpumask: Some("1".into()), ..Default::default() };
+        let c = LimitContext { mems: "0-1".into(), ..ctx() };
+        let ws = v1_writes(&r, &c).unwrap();
+        assert_eq!(get(&ws, "cpuset.cpus"), ["1"]);
+        assert_eq!(get(&ws, "cpuset.mems"), ["0-1"]);
+        let c = LimitContext { mems: String::new(), ..ctx() };
+        assert_eq!(get(&v1_writes(&r, &c).unwrap(), "cpuset.mems"), ["0"]);
+        assert_eq!(get(&v2_writes(&r, &ctx2()).unwrap(), "cpuset.cpus"), ["1"]);
+    }
+
+    #[test]
+    fn memory_order_always_valid_v1() {
+        let r = Resources { ram: Some(64 << 20), swap: Some(32 << 20), ..Default::default() };
+        let ws = v1_writes(&r, &ctx()).unwrap();
+        let lift = pos(&ws, "memory.memsw.limit_in_bytes", "-1");
+        let mem = pos(&ws, "memory.limit_in_bytes", &(64u64 << 20).to_string());
+        let sw = pos(&ws, "memory.memsw.limit_in_bytes", &(96u64 << 20).to_string());
+        assert!(lift < mem && mem < sw);
+        // Simulate the kernel's rule (memsw >= mem) from any starting point.
+        for (start_mem, start_sw) in [(u64::MAX, u64::MAX), (1 << 20, 2 << 20), (1 << 40, 1 << 40)] {
+            let (mut m, mut s) = (start_mem, start_sw);
+            for x in ws.iter().filter(|w| w.controller == "memory") {
+                let v = if x.value == "-1" { u64::MAX } else { x.value.parse().unwrap() };
+                if x.file == "memory.limit_in_bytes" {
+                    assert!(v <= s, "mem {v} above memsw {s}");
+                    m = v;
+                } else {
+                    assert!(v >= m, "memsw {v} below mem {m}");
+                    s = v;
+                }
+            }
+            assert_eq!((m, s), (64 << 20, 96 << 20));
+        }
+        // swap 0 means no swap: memsw == ram.
+        let r = Resources { ram: Some(64 << 20), swap: Some(0), ..Default::default() };
+        assert_eq!(get(&v1_writes(&r, &ctx()).unwrap(), "memory.memsw.limit_in_bytes"), ["-1", &(64u64 << 20).to_string()]);
+        // ram only: swap stays unlimited.
+        let r = Resources { ram: Some(64 << 20), ..Default::default() };
+        assert_eq!(get(&v1_writes(&r, &ctx()).unwrap(), "memory.memsw.limit_in_bytes"), ["-1"]);
+    }
+
+    #[test]
+    fn memory_v2_and_missing_swap_accounting() {
+        let r = Resources { ram: Some(64 << 20), swap: Some(32 << 20), ..Default::default() };
+        let ws = v2_writes(&r, &ctx2()).unwrap();
+        assert_eq!(get(&ws, "memory.max"), [(64u64 << 20).to_string()]);
+        assert_eq!(get(&ws, "memory.swap.max"), [(32u64 << 20).to_string()]);
+        let no = LimitContext { memsw: false, ..ctx() };
+        let e = v1_writes(&r, &no).unwrap_err().to_string();
+        assert!(e.contains("swapaccount"), "{e}");
+        assert!(v2_writes(&r, &LimitContext { memsw: false, ..ctx2() }).is_err());
+        // Without swap asked, a host without memsw just gets no memsw writes.
+        let r = Resources { ram: Some(64 << 20), ..Default::default() };
+        let ws = v1_writes(&r, &no).unwrap();
+        assert!(get(&ws, "memory.memsw.limit_in_bytes").is_empty());
+        assert!(get(&v2_writes(&r, &LimitContext { memsw: false, ..ctx2() }).unwrap(), "memory.swap.max").is_empty());
+    }
+
+    #[test]
+    fn pids_and_numfiles() {
+        let r = Resources { numproc: Some(20), numfiles: Some(512), ..Default::default() };
+        assert_eq!(get(&v1_writes(&r, &ctx()).unwrap(), "pids.max"), ["20"]);
+        assert_eq!(get(&v2_writes(&r, &ctx2()).unwrap(), "pids.max"), ["20"]);
+        assert_eq!(numfiles_rlimit(&r), Some(512));
+        assert_eq!(numfiles_rlimit(&Resources::default()), None);
+        // numfiles is not a cgroup file.
+        assert!(v1_writes(&r, &ctx()).unwrap().iter().all(|w| !w.value.contains("512")));
+    }
+
+    #[test]
+    fn io_weight_mapping_and_files() {
+        assert_eq!(io_weight(0), 100);
+        assert_eq!(io_weight(7), 1000);
+        assert!(io_weight(3) < io_weight(4));
+        let r = Resources { ioprio: Some(7), ..Default::default() };
+        assert_eq!(get(&v1_writes(&r, &ctx()).unwrap(), "blkio.bfq.weight"), ["1000"]);
+        let c = LimitContext { io_weight_file: Some("blkio.weight".into()), ..ctx() };
+        assert_eq!(get(&v1_writes(&r, &c).unwrap(), "blkio.weight"), ["1000"]);
+        assert_eq!(get(&v2_writes(&r, &ctx2()).unwrap(), "io.bfq.weight"), ["1000"]);
+        let c = LimitContext { io_weight_file: Some("io.weight".into()), ..ctx2() };
+        assert_eq!(get(&v2_writes(&r, &c).unwrap(), "io.weight"), ["default 1000"]);
+        let none = LimitContext { io_weight_file: None, ..ctx() };
+        assert!(v1_writes(&r, &none).unwrap_err().to_string().contains("ioprio"));
+        assert!(v1_writes(&Resources::default(), &none).is_ok());
+    }
+
+    #[test]
+    fn io_throttles() {
+        let r = Resources { iolimit: Some(1 << 20), iopslimit: Some(100), ..Default::default() };
+        let ws = v1_writes(&r, &ctx()).unwrap();
+        assert_eq!(get(&ws, "blkio.throttle.read_bps_device"), ["254:0 1048576"]);
+        assert_eq!(get(&ws, "blkio.throttle.write_bps_device"), ["254:0 1048576"]);
+        assert_eq!(get(&ws, "blkio.throttle.read_iops_device"), ["254:0 100"]);
+        assert_eq!(get(&ws, "blkio.throttle.write_iops_device"), ["254:0 100"]);
+        let ws = v2_writes(&r, &ctx2()).unwrap();
+        assert_eq!(get(&ws, "io.max"), ["254:0 rbps=1048576 wbps=1048576 riops=100 wiops=100"]);
+        let r2 = Resources { iolimit: Some(1 << 20), ..Default::default() };
+        assert_eq!(get(&v2_writes(&r2, &ctx2()).unwrap(), "io.max"), ["254:0 rbps=1048576 wbps=1048576 riops=max wiops=max"]);
+        let nodev = LimitContext { block_device: None, ..ctx() };
+        assert!(v1_writes(&r, &nodev).unwrap_err().to_string().contains("block device"));
+        assert!(v2_writes(&r, &LimitContext { block_device: None, ..ctx2() }).is_err());
+        // No device and no throttle: nothing to write, no error.
+        let ws = v1_writes(&Resources::default(), &nodev).unwrap();
+        assert!(ws.iter().all(|w| !w.file.contains("throttle")));
+    }
+
+    #[test]
+    fn validation_errors() {
+        let c = ctx();
+        let cases: Vec<(Resources, &str)> = vec![
+            (Resources { cpuunits: Some(0), ..Default::default() }, "cpuunits"),
+            (Resources { cpuunits: Some(MAX_CPUUNITS + 1), ..Default::default() }, "cpuunits"),
+            (Resources { cpulimit: Some(0), ..Default::default() }, "cpulimit 0"),
+            (Resources { cpulimit: Some(201), ..Default::default() }, "2 CPUs"),
+            (Resources { cpus: Some(0), ..Default::default() }, "cpus 0"),
+            (Resources { cpus: Some(3), ..Default::default() }, "more than this host has"),
+            (Resources { cpumask: Some("0-2".into()), ..Default::default() }, "CPU 2"),
+            (Resources { cpumask: Some("x".into()), ..Default::default() }, "cpumask"),
+            (Resources { cpumask: Some("".into()), ..Default::default() }, "cpumask"),
+            (Resources { ram: Some(0), ..Default::default() }, "ram"),
+            (Resources { ram: Some(4096), ..Default::default() }, "too small"),
+            (Resources { swap: Some(1 << 20), ..Default::default() }, "swap needs a ram"),
+            (Resources { numproc: Some(0), ..Default::default() }, "numproc 0"),
+            (Resources { numfiles: Some(0), ..Default::default() }, "numfiles 0"),
+            (Resources { diskspace: Some(0), ..Default::default() }, "diskspace 0"),
+            (Resources { ioprio: Some(8), ..Default::default() }, "ioprio 8"),
+            (Resources { iolimit: Some(0), ..Default::default() }, "iolimit 0"),
+            (Resources { iopslimit: Some(0), ..Default::default() }, "iopslimit 0"),
+        ];
+        for (r, want) in cases {
+            let e = validate(&r, &c).unwrap_err().to_string();
+            assert!(e.contains(want), "{r:?}: {e}");
+            assert!(v1_writes(&r, &c).is_err() && v2_writes(&r, &ctx2()).is_err());
+        }
+        let ok = Resources {
+            cpuunits: Some(2000),
+            cpulimit: Some(200),
+            cpus: Some(2),
+            cpumask: Some("0-1".into()),
+            ram: Some(1 << 30),
+            swap: Some(0),
+            numproc: Some(1),
+            numfiles: Some(1),
+            diskspace: Some(1 << 30),
+            ioprio: Some(0),
+            iolimit: Some(1),
+            iopslimit: Some(1),
+        };
+        validate(&ok, &c).unwrap();
+    }
+
+    #[test]
+    fn ram_below_usage_refused() {
+        let c = LimitContext { memory_usage: Some(100 << 20), ..ctx() };
+        let r = Resources { ram: Some(64 << 20), ..Default::default() };
+        let e = validate(&r, &c).unwrap_err().to_string();
+        assert!(e.contains("64M") && e.contains("100M"), "{e}");
+        validate(&Resources { ram: Some(128 << 20), ..Default::default() }, &c).unwrap();
+    }
+
+    #[test]
+    fn memory_stat_parsing() {
+        let v1 = "cache 100\nrss 5\ntotal_cache 300\ntotal_rss 4096\ntotal_swap 7\n";
+        assert_eq!(unreclaimable_memory(CgroupMode::V1, v1), 4096);
+        let v2 = "anon 8192\nfile 100\n";
+        assert_eq!(unreclaimable_memory(CgroupMode::V2, v2), 8192);
+        assert_eq!(unreclaimable_memory(CgroupMode::V2, ""), 0);
+    }
+
+    #[test]
+    fn probe_fake_v2_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let ct = d.path().join("ferry/101");
+        std::fs::create_dir_all(&ct).unwrap();
+        std::fs::write(ct.join("memory.swap.max"), "max\n").unwrap();
+        std::fs::write(ct.join("io.weight"), "default 100\n").unwrap();
+        std::fs::write(ct.join("memory.stat"), "anon 4096\nfile 1\n").unwrap();
+        let c = LimitContext::probe(CgroupMode::V2, d.path(), "ferry/101", d.path());
+        assert!(c.memsw);
+        assert_eq!(c.io_weight_file.as_deref(), Some("io.weight"));
+        assert_eq!(c.memory_usage, Some(4096));
+        assert!(c.ncpus >= 1);
+    }
+
+    #[test]
+    fn probe_fake_v1_tree() {
+        let d = tempfile::tempdir().unwrap();
+        for sub in ["cpuset/ferry", "memory/ferry/101", "blkio/ferry"] {
+            std::fs::create_dir_all(d.path().join(sub)).unwrap();
+        }
+        std::fs::write(d.path().join("cpuset/ferry/cpuset.mems"), "0-1\n").unwrap();
+        std::fs::write(d.path().join("cpuset/ferry/cpuset.cpus"), "1\n").unwrap();
+        std::fs::write(d.path().join("blkio/ferry/blkio.weight"), "500\n").unwrap();
+        std::fs::write(d.path().join("memory/ferry/101/memory.stat"), "total_rss 12\n").unwrap();
+        let c = LimitContext::probe(CgroupMode::V1, d.path(), "ferry/101", d.path());
+        assert_eq!(c.mems, "0-1");
+        assert_eq!(c.parent_cpus, "1");
+        // No cpumask: the container gets what its parent has, not CPUs the parent lacks.
+        let ws = v1_writes(&Resources::default(), &LimitContext { ncpus: 2, ..c.clone() }).unwrap();
+        assert_eq!(get(&ws, "cpuset.cpus"), ["1"]);
+        assert!(!c.memsw);
+        assert_eq!(c.io_weight_file.as_deref(), Some("blkio.weight"));
+        assert_eq!(c.memory_usage, Some(12));
+    }
+
+    #[test]
+    fn block_device_of_root() {
+        // Whatever disk holds "/" here, it resolves to something listed in /sys/dev/block.
+        if let Ok((a, b)) = block_device_of(Path::new("/")) {
+            assert!(Path::new(&format!("/sys/dev/block/{a}:{b}")).exists());
+            assert!(!Path::new(&format!("/sys/dev/block/{a}:{b}/partition")).exists());
+        } else {
+            eprintln!("skipped: / has no block device here");
+        }
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(64 << 20), "64M");
+        assert_eq!(human(1536), "1.5K");
+        assert_eq!(human(10), "10B");
+    }
 }

@@ -46,4 +46,16 @@ pub struct LimitContext {
     pub ncpus: u32,
     /// `major:minor` of the block device holding the private area, for I/O limits.
     pub block_device: Option<(u32, u32)>,
+    /// v1 `cpuset.mems` to write (the parent's); empty means "0".
+    pub mems: String,
+    /// v1 `cpuset.cpus` written when no cpumask is set (the parent's); empty means all CPUs.
+    pub parent_cpus: String,
+    /// Swap is accounted per cgroup (v1 `memory.memsw.*`, v2 `memory.swap.max` exist).
+    pub memsw: bool,
+    /// The I/O weight file this host has: v1 `blkio.bfq.weight`/`blkio.weight`, v2
+    /// `io.bfq.weight`/`io.weight`; None when there is none.
+    pub io_weight_file: Option<String>,
+    /// The container's current unreclaimable memory (anon), when it runs; a `ram` below it is
+    /// refused.
+    pub memory_usage: Option<u64>,
 }
