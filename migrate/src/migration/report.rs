@@ -53,7 +53,7 @@ fn human_bytes(b: u64) -> String {
 impl fmt::Display for MigrationReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "migration of {} to {} ({})", self.ctid, self.destination, self.mode)?;
-        writeln!(f, "  {:<28} {:>9}  {}", "stage", "ms", "detail")?;
+        writeln!(f, "  {:<28} {:>9}  detail", "stage", "ms")?;
         writeln!(f, "  {:<28} {:>9}", "preflight", self.preflight_ms)?;
         for p in &self.passes {
             writeln!(
