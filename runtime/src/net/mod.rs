@@ -197,6 +197,9 @@ fn add_addr(cfg: &ContainerConfig, st: &mut NetState, a: IpAddr, inside: bool) -
         sysctl_set(&["net", "ipv6", "conf", "all", "forwarding"], "1")?;
         sysctl_set(&["net", "ipv6", "conf", &uplink, "proxy_ndp"], "1")?;
     }
+    // The host owns these addresses: answer at once instead of after the random proxy
+    // delay (up to 0.8 s) meant to let a real owner answer first.
+    sysctl_set(&["net", if v6 { "ipv6" } else { "ipv4" }, "neigh", &uplink, "proxy_delay"], "0")?;
     if inside {
         let mut args = vec![fam, "addr", "add", &p, "dev", VENET_INNER];
         if v6 {
