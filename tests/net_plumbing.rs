@@ -67,6 +67,7 @@ end = time.time() + float(sys.argv[1])
 while time.time() < end:
     try:
         d, a = s.recvfrom(100)
+        if d == b"done": break
         print(d.decode(), a[0].replace("::ffff:", ""), flush=True)
     except socket.timeout:
         pass
@@ -82,7 +83,8 @@ if dst.endswith(".255"): s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
 for _ in range(3): s.sendto(msg.encode(), (dst, int(sys.argv[4]) if len(sys.argv) > 4 else 9000))
 "#;
 
-/// Counts incoming frames on an interface: broadcast/multicast ones and ones with a marker.
+/// Counts incoming frames on an interface: broadcast/multicast ones and ones with a marker;
+/// stops at the frame marked "last" or when the time is up.
 const SNIFF: &str = r#"
 import socket, sys, time
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
@@ -97,6 +99,7 @@ while time.time() < end:
     if a[2] == socket.PACKET_OUTGOING: continue
     if f[0] & 1: bm += 1
     if b"FERRYMARK" in f: mark += 1
+    if b"FERRYMARK-last" in f: break
 print(bm, mark, flush=True)
 "#;
 
@@ -179,6 +182,21 @@ fn venet_routes_both_families_and_cleans_up() {
 }
 
 #[test]
+fn cleanup_stale_without_state_removes_everything() {
+    if !can_run() {
+        return;
+    }
+    let t = Topology::new(1, 0);
+    let ct = FakeContainer::new();
+    let (cfg, st) = start_venet(&t, &ct, &[t.ct_ip4(10), t.ct_ip6(10)]);
+    assert!(!t.leftovers(t.host(0)).is_empty());
+    drop(st); // the state file was lost
+    net::cleanup_stale(&Host::default(), &cfg).unwrap();
+    assert_clean(&t);
+    net::cleanup_stale(&Host::default(), &cfg).unwrap();
+}
+
+#[test]
 fn venet_drops_unassigned_source_addresses() {
     if !can_run() {
         return;
@@ -191,12 +209,14 @@ fn venet_drops_unassigned_source_addresses() {
     // The container's admin adds addresses the host never assigned.
     ct.run_ok(&format!("ip addr add {s4}/32 dev venet0 && ip addr add {s6}/128 dev venet0 nodad"));
 
-    let mut l = Bg(t.spawn_in(t.client(0), &py(UDP_LISTEN, &["2.5"])));
+    let mut l = Bg(t.spawn_in(t.client(0), &py(UDP_LISTEN, &["20"])));
     let r = wait_ready(&mut l.0);
     let (c4, c6) = (t.client(0).ip4.to_string(), t.client(0).ip6.to_string());
     for (src, dst, msg) in [(a4, &c4, "good4"), (a6, &c6, "good6"), (s4, &c4, "spoof4"), (s6, &c6, "spoof6")] {
         ct.run_ok(&py(UDP_SEND, &[&src.to_string(), dst, msg]));
     }
+    // Same path as the spoofed ones, so they had their chance to arrive before this one.
+    ct.run_ok(&py(UDP_SEND, &[&a4.to_string(), &c4, "done"]));
     let got = rest_of(r, &mut l.0);
     assert!(got.contains(&format!("good4 {a4}")), "assigned IPv4 source must pass: {got}");
     assert!(got.contains(&format!("good6 {a6}")), "assigned IPv6 source must pass: {got}");
@@ -215,7 +235,7 @@ fn venet_container_sees_no_broadcast_or_multicast() {
     let ct = FakeContainer::new();
     let a4 = t.ct_ip4(10);
     let (_cfg, st) = start_venet(&t, &ct, &[a4, t.ct_ip6(10)]);
-    let mut sn = Bg(ct.spawn(&py(SNIFF, &["venet0", "2.5"])));
+    let mut sn = Bg(ct.spawn(&py(SNIFF, &["venet0", "15"])));
     let r = wait_ready(&mut sn.0);
     let c = t.client(0);
     // Broadcast and multicast on the host's segment, ARP broadcasts for the container's own
@@ -223,7 +243,7 @@ fn venet_container_sees_no_broadcast_or_multicast() {
     t.run_in_ok(c, &py(UDP_SEND, &["-", "198.18.255.255", "FERRYMARK-bcast", "9999"]));
     t.run_in_ok(c, &py(UDP_SEND, &["-", "ff02::1%eth0", "FERRYMARK-mcast", "9999"]));
     let _ = t.run_in(c, &format!("busybox arping -c 2 -w 2 -I eth0 {a4}"));
-    t.run_in_ok(c, &py(UDP_SEND, &["-", &a4.to_string(), "FERRYMARK-unicast", "9999"]));
+    t.run_in_ok(c, &py(UDP_SEND, &["-", &a4.to_string(), "FERRYMARK-last", "9999"]));
     let got = rest_of(r, &mut sn.0);
     let nums: Vec<u32> = got.split_whitespace().map(|x| x.parse().unwrap()).collect();
     assert_eq!(nums[0], 0, "broadcast/multicast frames reached venet0");

@@ -350,6 +350,35 @@ pub fn teardown(_host: &Host, st: &NetState) -> Result<()> {
     }
 }
 
+/// Best-effort removal of what networking would have made for `cfg` when the state file is
+/// lost (crash, reboot of the run dir): host ends named from the CTID, their filter chains,
+/// and proxy entries for the configured venet addresses on any interface. Routes to a
+/// deleted device go with it. Passed-through devices cannot be found this way.
+pub fn cleanup_stale(_host: &Host, cfg: &ContainerConfig) -> Result<()> {
+    let mut st = NetState { ctid: cfg.ctid.to_string(), ..Default::default() };
+    let venet = venet_host_if(&cfg.ctid);
+    for v6 in [false, true] {
+        st.filters.push(FilterChain { v6, table: "raw".into(), chain: filter_chain(&venet), in_if: venet.clone() });
+    }
+    st.host_links.push(venet);
+    for i in 0..cfg.net.netifs.len() {
+        st.host_links.push(veth_host_if(&cfg.ctid, i));
+    }
+    for v6 in [false, true] {
+        let out = ip(&[if v6 { "-6" } else { "-4" }, "-j", "neigh", "show", "proxy"])?;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        for e in v.as_array().into_iter().flatten() {
+            let (Some(dst), Some(dev)) = (e["dst"].as_str(), e["dev"].as_str()) else { continue };
+            if let Ok(addr) = dst.parse::<IpAddr>() {
+                if cfg.net.ipadd.contains(&addr) {
+                    st.proxies.push(ProxyEntry { addr, dev: dev.to_string() });
+                }
+            }
+        }
+    }
+    teardown(_host, &st)
+}
+
 /// Refuse checkpoint/migration of a container with passed-through host devices.
 pub fn migratable(cfg: &ContainerConfig) -> std::result::Result<(), String> {
     if cfg.net.netdevs.is_empty() {
