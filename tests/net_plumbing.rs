@@ -20,7 +20,12 @@ fn can_run() -> bool {
         return false;
     }
     for tool in ["ip", "nsenter", "unshare", "iptables", "ip6tables", "python3"] {
-        if std::process::Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map_or(true, |o| !o.status.success()) {
+        if std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .map_or(true, |o| !o.status.success())
+        {
             eprintln!("skipped: {tool} is not installed (scripts/install-deps.sh)");
             return false;
         }
@@ -131,7 +136,11 @@ fn rest_of(mut r: BufReader<std::process::ChildStdout>, child: &mut Child) -> St
 fn fetch(t: &Topology, client: usize, addr: &IpAddr, timeout: f32) -> Result<String, String> {
     let out = t.run_in(t.client(client), &py(FETCH, &[&addr.to_string(), &timeout.to_string()]));
     let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status.success() { Ok(s) } else { Err(s) }
+    if out.status.success() {
+        Ok(s)
+    } else {
+        Err(s)
+    }
 }
 
 fn assert_clean(t: &Topology) {
@@ -436,7 +445,11 @@ fn failed_setup_leaves_nothing() {
     let ct = FakeContainer::new();
     let mut cfg = cfg_for(&ctid());
     cfg.net.ipadd = vec![t.ct_ip4(10), t.ct_ip6(10)];
-    cfg.net.netifs.push(VethIf { name: "eth0".into(), bridge: Some("nosuchbr".into()), mac: "02:00:00:00:00:09".into() });
+    cfg.net.netifs.push(VethIf {
+        name: "eth0".into(),
+        bridge: Some("nosuchbr".into()),
+        mac: "02:00:00:00:00:09".into(),
+    });
     t.enter(t.host(0));
     let err = net::setup(&Host::default(), &cfg, ct.pid()).unwrap_err().to_string();
     assert!(err.contains(cfg.ctid.as_str()) && err.contains("nosuchbr"), "{err}");

@@ -53,7 +53,8 @@ pub fn fmt_mac(m: &[u8; 6]) -> String {
 pub fn unique_id() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let mut v = (u64::from(std::process::id()) << 20) ^ u64::from(nanos) ^ (u64::from(N.fetch_add(1, Ordering::Relaxed)) << 40);
+    let mut v =
+        (u64::from(std::process::id()) << 20) ^ u64::from(nanos) ^ (u64::from(N.fetch_add(1, Ordering::Relaxed)) << 40);
     let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut s = String::new();
     for _ in 0..6 {
@@ -240,7 +241,8 @@ impl FakeContainer {
         let ours = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
         for _ in 0..200 {
             if let Ok(l) = std::fs::read_link(format!("/proc/{pid}/ns/net")) {
-                if l != ours && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep") {
+                if l != ours && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+                {
                     break;
                 }
             }

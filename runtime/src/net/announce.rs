@@ -156,7 +156,10 @@ impl PacketSocket {
         // across the call.
         let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) };
         if r < 0 {
-            return Err(Error::Net(format!("announce: cannot read the MAC of {ifname}: {}", std::io::Error::last_os_error())));
+            return Err(Error::Net(format!(
+                "announce: cannot read the MAC of {ifname}: {}",
+                std::io::Error::last_os_error()
+            )));
         }
         // SAFETY: after a successful SIOCGIFHWADDR the union holds ifru_hwaddr.
         let sa = unsafe { req.ifr_ifru.ifru_hwaddr };

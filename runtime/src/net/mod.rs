@@ -35,7 +35,7 @@ use crate::config::{ContainerConfig, VethIf};
 use crate::ctid::Ctid;
 use crate::error::{Error, Result};
 use crate::host::Host;
-use names::{filter_chain, format_mac, parse_mac, veth_host_if, venet_host_if, venet_mac, VENET_INNER};
+use names::{filter_chain, format_mac, parse_mac, venet_host_if, venet_mac, veth_host_if, VENET_INNER};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -110,8 +110,9 @@ fn net_ct(ct: &str, op: &'static str, e: Error, way_out: &str) -> Error {
     Error::ct(ct, op, format!("{e}; {way_out}"))
 }
 
-/// Set up all networking of a container whose init is `pid`. On failure everything made so
-/// far is removed again before the error is returned.
+/// Set up all networking of a container whose init is `pid`, on the host = the calling
+/// thread's netns. On failure everything made so far is removed again before the error is
+/// returned. Store the returned state; pass it to [`teardown`] on stop/destroy.
 pub fn setup(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<NetState> {
     let mut st = NetState { ctid: cfg.ctid.to_string(), pid, ..Default::default() };
     let res = (|| -> Result<()> {
@@ -134,7 +135,12 @@ pub fn setup(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<NetState> {
         Ok(()) => Ok(st),
         Err(e) => {
             let _ = teardown(host, &st);
-            Err(net_ct(cfg.ctid.as_str(), "network setup", e, "nothing was left on the host; fix the cause and start again"))
+            Err(net_ct(
+                cfg.ctid.as_str(),
+                "network setup",
+                e,
+                "nothing was left on the host; fix the cause and start again",
+            ))
         }
     }
 }
@@ -150,7 +156,24 @@ fn create_venet(ct: &Ctid, st: &mut NetState, pid: i32) -> Result<()> {
     ip(&["link", "add", &host_if, "type", "veth", "peer", "name", VENET_INNER, "netns", &pid.to_string()])?;
     st.host_links.push(host_if.clone());
     st.venet = Some(VenetState { host_if: host_if.clone(), addrs: Vec::new() });
-    ip_in(pid, &["link", "set", "dev", VENET_INNER, "address", &mac, "arp", "off", "multicast", "off", "addrgenmode", "none", "up"])?;
+    ip_in(
+        pid,
+        &[
+            "link",
+            "set",
+            "dev",
+            VENET_INNER,
+            "address",
+            &mac,
+            "arp",
+            "off",
+            "multicast",
+            "off",
+            "addrgenmode",
+            "none",
+            "up",
+        ],
+    )?;
     ip_in(pid, &["link", "set", "dev", "lo", "up"])?;
     venet_host_side(st, &host_if)
 }
@@ -159,7 +182,21 @@ fn create_venet(ct: &Ctid, st: &mut NetState, pid: i32) -> Result<()> {
 fn venet_host_side(st: &mut NetState, host_if: &str) -> Result<()> {
     let ct = Ctid::new(&st.ctid)?;
     let mac = format_mac(&venet_mac(&ct));
-    ip(&["link", "set", "dev", host_if, "address", &mac, "arp", "off", "multicast", "off", "addrgenmode", "none", "up"])?;
+    ip(&[
+        "link",
+        "set",
+        "dev",
+        host_if,
+        "address",
+        &mac,
+        "arp",
+        "off",
+        "multicast",
+        "off",
+        "addrgenmode",
+        "none",
+        "up",
+    ])?;
     sysctl_set(&["net", "ipv4", "ip_forward"], "1")?;
     let chain = filter_chain(host_if);
     for v6 in [false, true] {
@@ -244,7 +281,10 @@ pub fn del_ip(_host: &Host, st: &mut NetState, addr: IpAddr) -> Result<()> {
             ignore_absent(ip_in(st.pid, &[fam, "addr", "del", &p, "dev", VENET_INNER]))?;
         }
         remove_routes_and_proxies(st, Some(addr))?;
-        ignore_absent(iptables(v6, &["-t", "raw", "-D", &filter_chain(&host_if), "-s", &addr.to_string(), "-j", "RETURN"]))?;
+        ignore_absent(iptables(
+            v6,
+            &["-t", "raw", "-D", &filter_chain(&host_if), "-s", &addr.to_string(), "-j", "RETURN"],
+        ))?;
         if let Some(v) = st.venet.as_mut() {
             v.addrs.retain(|a| *a != addr);
         }
@@ -275,8 +315,9 @@ fn remove_routes_and_proxies(st: &mut NetState, only: Option<IpAddr>) -> Result<
 
 fn create_bridged(ct: &Ctid, st: &mut NetState, pid: i32, index: usize, vif: &VethIf) -> Result<()> {
     let host_if = veth_host_if(ct, index);
-    let mac = parse_mac(&vif.mac)
-        .ok_or_else(|| Error::Net(format!("interface {}: invalid MAC {:?} (want 02:xx:xx:xx:xx:xx)", vif.name, vif.mac)))?;
+    let mac = parse_mac(&vif.mac).ok_or_else(|| {
+        Error::Net(format!("interface {}: invalid MAC {:?} (want 02:xx:xx:xx:xx:xx)", vif.name, vif.mac))
+    })?;
     if link_exists(&host_if) {
         return Err(Error::Net(format!("host interface {host_if} already exists (leftover? `ip link del {host_if}`)")));
     }
@@ -291,7 +332,9 @@ fn create_bridged(ct: &Ctid, st: &mut NetState, pid: i32, index: usize, vif: &Ve
 fn bridged_host_side(host_if: &str, vif: &VethIf) -> Result<()> {
     if let Some(br) = &vif.bridge {
         ip(&["link", "set", "dev", host_if, "master", br]).map_err(|e| {
-            Error::Net(format!("cannot attach {host_if} to bridge {br}: {e} (does the bridge exist? `ip link add {br} type bridge`)"))
+            Error::Net(format!(
+                "cannot attach {host_if} to bridge {br}: {e} (does the bridge exist? `ip link add {br} type bridge`)"
+            ))
         })?;
     }
     ip(&["link", "set", "dev", host_if, "up"])?;
@@ -317,7 +360,9 @@ pub fn detach_netdevs(st: &mut NetState) -> Result<()> {
         }
     }
     st.moved_devs = left;
-    first_err.map_or(Ok(()), |e| Err(net_ct(&st.ctid.clone(), "move devices back", e, "retry before stopping the container")))
+    first_err.map_or(Ok(()), |e| {
+        Err(net_ct(&st.ctid.clone(), "move devices back", e, "retry before stopping the container"))
+    })
 }
 
 /// Remove everything `st` records from the host. Idempotent; works on a half-done setup.
@@ -417,7 +462,14 @@ pub fn criu_external_arg(inner: &str, host_if: &str) -> String {
 pub fn before_dump_detach(_host: &Host, cfg: &ContainerConfig, st: &NetState) -> Result<()> {
     migratable(cfg).map_err(|m| Error::ct(cfg.ctid.as_str(), "checkpoint", m))?;
     if !st.moved_devs.is_empty() {
-        return Err(Error::ct(cfg.ctid.as_str(), "checkpoint", format!("devices {} are still inside; stop the container or move them back first", st.moved_devs.join(", "))));
+        return Err(Error::ct(
+            cfg.ctid.as_str(),
+            "checkpoint",
+            format!(
+                "devices {} are still inside; stop the container or move them back first",
+                st.moved_devs.join(", ")
+            ),
+        ));
     }
     Ok(())
 }
@@ -432,10 +484,17 @@ pub fn after_restore(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<Net
         if !cfg.net.ipadd.is_empty() {
             let host_if = venet_host_if(&cfg.ctid);
             if !link_exists(&host_if) {
-                return Err(Error::Net(format!("{host_if} is missing: was `--external {}` given to criu restore?", criu_external_arg(VENET_INNER, &host_if))));
+                return Err(Error::Net(format!(
+                    "{host_if} is missing: was `--external {}` given to criu restore?",
+                    criu_external_arg(VENET_INNER, &host_if)
+                )));
             }
             st.host_links.push(host_if.clone());
             st.venet = Some(VenetState { host_if: host_if.clone(), addrs: Vec::new() });
+            // CRIU restores the inner end's flags and MAC; set them again in case a dump made
+            // by another version lost one (the pair only works with both ends NOARP, same MAC).
+            let mac = format_mac(&venet_mac(&cfg.ctid));
+            ip_in(pid, &["link", "set", "dev", VENET_INNER, "address", &mac, "arp", "off", "multicast", "off", "up"])?;
             venet_host_side(&mut st, &host_if)?;
             for a in &cfg.net.ipadd {
                 add_addr(cfg, &mut st, *a, false)?;
@@ -444,10 +503,17 @@ pub fn after_restore(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<Net
         for (i, vif) in cfg.net.netifs.iter().enumerate() {
             let host_if = veth_host_if(&cfg.ctid, i);
             if !link_exists(&host_if) {
-                return Err(Error::Net(format!("{host_if} is missing: was `--external {}` given to criu restore?", criu_external_arg(&vif.name, &host_if))));
+                return Err(Error::Net(format!(
+                    "{host_if} is missing: was `--external {}` given to criu restore?",
+                    criu_external_arg(&vif.name, &host_if)
+                )));
             }
             st.host_links.push(host_if.clone());
-            st.bridged.push(BridgedState { host_if: host_if.clone(), inner: vif.name.clone(), bridge: vif.bridge.clone() });
+            st.bridged.push(BridgedState {
+                host_if: host_if.clone(),
+                inner: vif.name.clone(),
+                bridge: vif.bridge.clone(),
+            });
             bridged_host_side(&host_if, vif)?;
         }
         Ok(())
@@ -615,7 +681,12 @@ mod tests {
             venet: Some(VenetState { host_if: "fv101".into(), addrs: vec!["198.18.1.1".parse().unwrap()] }),
             routes: vec![HostRoute { dst: "198.18.1.1".parse().unwrap(), dev: "fv101".into() }],
             proxies: vec![ProxyEntry { addr: "198.18.1.1".parse().unwrap(), dev: "eth0".into() }],
-            filters: vec![FilterChain { v6: false, table: "raw".into(), chain: "FERRY-fv101".into(), in_if: "fv101".into() }],
+            filters: vec![FilterChain {
+                v6: false,
+                table: "raw".into(),
+                chain: "FERRY-fv101".into(),
+                in_if: "fv101".into(),
+            }],
             ..Default::default()
         };
         let j = serde_json::to_string(&st).unwrap();
