@@ -425,10 +425,12 @@ fn passthrough_moves_a_dummy_in_and_back() {
     assert!(err.contains(&dev) && err.contains("--netdev-del"), "{err}");
     t.enter(h);
     let st = net::setup(&Host::default(), &cfg, ct.pid()).unwrap();
-    assert_eq!(st.moved_devs, vec![dev.clone()]);
+    assert_eq!(st.moved_devs.iter().map(|d| d.name.clone()).collect::<Vec<_>>(), vec![dev.clone()]);
     assert!(ct.run(&format!("ip link show dev {dev}")).status.success(), "inside the container");
     assert!(!t.run_in(h, &format!("ip link show dev {dev}")).status.success(), "gone from the host");
     assert!(net::before_dump_detach(&Host::default(), &cfg, &st).is_err());
+    // The container's admin renames it; it still comes back under its host name.
+    ct.run_ok(&format!("ip link set dev {dev} name inner0"));
 
     net::teardown(&Host::default(), &st).unwrap();
     assert!(t.run_in(h, &format!("ip link show dev {dev}")).status.success(), "back on the host");
@@ -491,4 +493,24 @@ fn after_restore_plumbs_pairs_criu_recreated() {
     net::teardown(&Host::default(), &st).unwrap();
     assert_clean(&t);
     let _ = fmt_mac;
+}
+
+#[test]
+fn teardown_after_the_container_died() {
+    if !can_run() {
+        return;
+    }
+    let t = Topology::new(1, 0);
+    let ct = FakeContainer::new();
+    let (_cfg, st) = start_venet(&t, &ct, &[t.ct_ip4(10), t.ct_ip6(10)]);
+    drop(ct); // stop killed the init: the netns and the veth pair are gone, the rest is not
+    for _ in 0..100 {
+        if !sh(&format!("ip -n {} -o link", t.host(0).name)).contains(&st.host_links[0]) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!t.leftovers(t.host(0)).is_empty(), "proxy entries and chains outlive the container");
+    net::teardown(&Host::default(), &st).unwrap();
+    assert_clean(&t);
 }

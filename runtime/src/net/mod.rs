@@ -68,7 +68,15 @@ pub struct NetState {
     pub filters: Vec<FilterChain>,
     /// Host devices moved into the container (to move back).
     #[serde(default)]
-    pub moved_devs: Vec<String>,
+    pub moved_devs: Vec<MovedDev>,
+}
+
+/// A host device passed through: its name on the host and its ifindex (kept across the move
+/// when free, so the device is found again even if the container renamed it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedDev {
+    pub name: String,
+    pub ifindex: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,8 +134,13 @@ pub fn setup(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<NetState> {
             create_bridged(&cfg.ctid, &mut st, pid, i, vif)?;
         }
         for dev in &cfg.net.netdevs {
+            let ifindex = link_index(None, dev).ok_or_else(|| {
+                Error::Net(format!(
+                    "no device {dev} on this host to pass through; check `ip link` or drop --netdev-add {dev}"
+                ))
+            })?;
             ip(&["link", "set", "dev", dev, "netns", &pid.to_string()])?;
-            st.moved_devs.push(dev.clone());
+            st.moved_devs.push(MovedDev { name: dev.clone(), ifindex });
         }
         Ok(())
     })();
@@ -345,16 +358,25 @@ fn bridged_host_side(host_if: &str, vif: &VethIf) -> Result<()> {
 /// container's netns dies (virtual devices would be destroyed with it).
 pub fn detach_netdevs(st: &mut NetState) -> Result<()> {
     let host_ns = tools::own_netns_path();
+    let alive = std::path::Path::new(&format!("/proc/{}/ns/net", st.pid)).exists();
     let mut first_err = None;
     let mut left = Vec::new();
     for dev in std::mem::take(&mut st.moved_devs) {
-        if link_exists(&dev) {
-            continue; // already back (or the kernel returned it)
-        }
-        if !std::path::Path::new(&format!("/proc/{}/ns/net", st.pid)).exists() || !link_exists_in(st.pid, &dev) {
-            continue; // the netns is gone: a physical device is back in init_net, a virtual one is gone
-        }
-        if let Err(e) = ip_in(st.pid, &["link", "set", "dev", &dev, "netns", &host_ns]) {
+        // Its name inside now (the container may have renamed it).
+        let inside = if alive { link_name_by_index(st.pid, dev.ifindex) } else { None };
+        let Some(cur) = inside else {
+            // Not inside (any more): back already, returned by the kernel to the initial netns
+            // (physical) or destroyed with the netns (virtual).
+            continue;
+        };
+        let res = ip_in(st.pid, &["link", "set", "dev", &cur, "netns", &host_ns]).and_then(|_| {
+            if cur != dev.name && !link_exists(&dev.name) {
+                ip(&["link", "set", "dev", &cur, "down"])?;
+                ip(&["link", "set", "dev", &cur, "name", &dev.name])?;
+            }
+            Ok(String::new())
+        });
+        if let Err(e) = res {
             first_err.get_or_insert(e);
             left.push(dev);
         }
@@ -363,6 +385,27 @@ pub fn detach_netdevs(st: &mut NetState) -> Result<()> {
     first_err.map_or(Ok(()), |e| {
         Err(net_ct(&st.ctid.clone(), "move devices back", e, "retry before stopping the container"))
     })
+}
+
+/// Ifindex of a link on the host (`pid` None) or inside the netns of `pid`.
+fn link_index(pid: Option<i32>, name: &str) -> Option<u32> {
+    let args = ["-j", "link", "show", "dev", name];
+    let out = match pid {
+        Some(p) => ip_in(p, &args),
+        None => ip(&args),
+    }
+    .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    v[0]["ifindex"].as_u64().map(|i| i as u32)
+}
+
+fn link_name_by_index(pid: i32, ifindex: u32) -> Option<String> {
+    let out = ip_in(pid, &["-j", "link", "show"]).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    v.as_array()?
+        .iter()
+        .find(|l| l["ifindex"].as_u64() == Some(u64::from(ifindex)))
+        .and_then(|l| l["ifname"].as_str().map(str::to_string))
 }
 
 /// Remove everything `st` records from the host. Idempotent; works on a half-done setup.
@@ -467,7 +510,7 @@ pub fn before_dump_detach(_host: &Host, cfg: &ContainerConfig, st: &NetState) ->
             "checkpoint",
             format!(
                 "devices {} are still inside; stop the container or move them back first",
-                st.moved_devs.join(", ")
+                st.moved_devs.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ")
             ),
         ));
     }
