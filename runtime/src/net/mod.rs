@@ -26,6 +26,16 @@
 //! call [`detach_netdevs`] before it kills the container (teardown does it too while the
 //! container's netns is still alive). Checkpoints and migrations refuse passthrough
 //! ([`migratable`]).
+//!
+//! Lifecycle, as the runtime calls it (always from a thread in the host's netns):
+//! - start: [`setup`] → store the [`NetState`] → [`announce_container`].
+//! - `set --ipadd/--ipdel` while running: [`add_ip`] / [`del_ip`] → store the state again.
+//! - stop: [`detach_netdevs`] while init still lives → kill → [`teardown`].
+//! - lost state file: [`cleanup_stale`] from the config.
+//! - checkpoint/migration: [`migratable`] / [`before_dump_detach`] before dumping; restore
+//!   passes `--external` for each of [`criu_veth_externals`] ([`criu_external_arg`]), then
+//!   [`after_restore`] → [`announce_container`]; the source side calls [`teardown`] with the
+//!   state it had once the dump is done.
 
 pub mod announce;
 pub mod names;
