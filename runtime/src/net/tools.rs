@@ -1,0 +1,97 @@
+//! The thin layer over host tools (`ip`, `nsenter`, `iptables`/`ip6tables`) and /proc/sys.
+//! Everything here acts on the network namespace of the calling thread (the "host"), or on a
+//! container's namespace through `nsenter --net=/proc/PID/ns/net`.
+
+use crate::error::{Error, Result};
+use crate::util::run;
+use std::process::Command;
+
+fn net_err(e: Error) -> Error {
+    match e {
+        Error::Config(m) => Error::Net(m),
+        other => other,
+    }
+}
+
+/// `ip ARGS` in the caller's netns.
+pub fn ip(args: &[&str]) -> Result<String> {
+    run(Command::new("ip").args(args)).map_err(net_err)
+}
+
+/// `ip ARGS` inside the netns of process `pid`.
+pub fn ip_in(pid: i32, args: &[&str]) -> Result<String> {
+    let ns = format!("--net=/proc/{pid}/ns/net");
+    run(Command::new("nsenter").arg(ns).arg("ip").args(args)).map_err(net_err)
+}
+
+/// `iptables -w ARGS` (or ip6tables) in the caller's netns.
+pub fn iptables(v6: bool, args: &[&str]) -> Result<String> {
+    let tool = if v6 { "ip6tables" } else { "iptables" };
+    run(Command::new(tool).arg("-w").args(args)).map_err(net_err)
+}
+
+/// Whether an error from a removal means "it was not there" (so removal is idempotent).
+pub fn is_absent(e: &Error) -> bool {
+    let m = e.to_string();
+    [
+        "Cannot find device",
+        "No such process",
+        "No such file or directory",
+        "does not exist",
+        "No chain/target/match by that name",
+        "Bad rule",
+        "not found",
+        "No such device",
+        "Chain '",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+}
+
+/// Run a removal and treat "already gone" as success.
+pub fn ignore_absent(r: Result<String>) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if is_absent(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Path under /proc/sys for a sysctl given as components (interface names may hold dots).
+pub fn sysctl_path(parts: &[&str]) -> String {
+    let mut p = String::from("/proc/sys");
+    for c in parts {
+        p.push('/');
+        p.push_str(c);
+    }
+    p
+}
+
+/// Write a sysctl of the caller's netns (/proc/sys/net follows the opening thread's netns).
+pub fn sysctl_set(parts: &[&str], value: &str) -> Result<()> {
+    let path = sysctl_path(parts);
+    std::fs::write(&path, value).map_err(|e| Error::Net(format!("cannot set {path} to {value}: {e}")))
+}
+
+pub fn sysctl_get(parts: &[&str]) -> Result<String> {
+    let path = sysctl_path(parts);
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| Error::Net(format!("cannot read {path}: {e}")))
+}
+
+/// Whether a link exists in the caller's netns.
+pub fn link_exists(name: &str) -> bool {
+    ip(&["link", "show", "dev", name]).is_ok()
+}
+
+/// Whether a link exists inside the netns of `pid`.
+pub fn link_exists_in(pid: i32, name: &str) -> bool {
+    ip_in(pid, &["link", "show", "dev", name]).is_ok()
+}
+
+/// `/proc/<pid>/task/<tid>/ns/net` of the calling thread: names the caller's netns for a
+/// process running inside another one (the thread may have setns'd away from its process).
+pub fn own_netns_path() -> String {
+    format!("/proc/{}/task/{}/ns/net", std::process::id(), nix::unistd::gettid())
+}
