@@ -39,6 +39,8 @@ pub fn hint(errors: &[String]) -> Option<&'static str> {
         Some("a process holds a file from outside the container (an fd the launcher leaked, stdio opened before pivot_root, or a host bind mount): close it, or declare the mount external")
     } else if has("session leader") && has("outside of its pid namespace") {
         Some("the container's init must be a session leader inside its pid namespace (setsid after entering it)")
+    } else if has("kerndat_tcp_repair") || has("Network is unreachable") {
+        Some("CRIU probes TCP repair over the loopback of the network namespace it runs in: bring it up there (ip link set lo up)")
     } else if has("veth") {
         Some("CRIU could not recreate or find a veth: check the external veth mapping (veth[IN]:OUT), that the outer name is free in the restoring network namespace, and that veths are allowed")
     } else if (has("tcp") || has("TCP") || has("sockets:")) && has("Operation not supported") {
@@ -63,7 +65,8 @@ pub fn describe_failure(op: &str, cr_errmsg: &str, log_path: Option<&Path>) -> S
     let log = log_path.and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
     let excerpt = error_excerpt(&log);
     let mut s = format!("{op} failed");
-    if !cr_errmsg.is_empty() {
+    let cr_errmsg = cr_errmsg.trim();
+    if !cr_errmsg.is_empty() && !excerpt.iter().any(|l| l.contains(cr_errmsg)) {
         s.push_str(&format!(" ({cr_errmsg})"));
     }
     if excerpt.is_empty() {

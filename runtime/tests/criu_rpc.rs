@@ -1,0 +1,304 @@
+//! CRIU over its RPC on real processes (root, CRIU 4.2+): a hand-made container is dumped and
+//! restored, failures come back with CRIU's own error lines.
+
+mod support;
+
+use ferry_runtime::checkpoint::{freeze, CriuVersion, DumpOpts, RestoreOpts};
+use ferry_runtime::Error;
+use support::*;
+
+fn restore_opts(ct: &Container, images: &std::path::Path) -> RestoreOpts {
+    let mut r = RestoreOpts::new(images);
+    r.root = Some(ct.rootfs.clone());
+    r
+}
+
+#[test]
+fn version_check_and_features() {
+    let Some(criu) = criu_ready() else { return };
+    let v: CriuVersion = criu.version().unwrap();
+    assert!(v.at_least((4, 2)), "{v}");
+    let d = tempfile::Builder::new().prefix("ferry-t").tempdir().unwrap();
+    criu.check(d.path()).unwrap();
+    assert!(d.path().join("check.log").exists());
+    let f = criu.features().unwrap();
+    // This kernel has userfaultfd; whether soft-dirty is there is host-specific.
+    let soft_dirty = std::fs::read_to_string("/proc/config.gz").is_ok();
+    eprintln!("criu {v}: {f:?} (config.gz readable: {soft_dirty})");
+    assert!(f.lazy_pages || !std::path::Path::new("/proc/sys/vm/unprivileged_userfaultfd").exists());
+}
+
+#[test]
+fn dump_and_restore_continue_counter_with_same_ns_pids() {
+    let Some(criu) = criu_ready() else { return };
+    let mut ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
+    wait_for(|| ct.count() >= 10, "counter runs");
+    let pids_before = ct.ns_pids();
+    assert_eq!(pids_before.len(), 3, "init and two children: {pids_before:?}");
+    let img = ct.images("img");
+    let d = criu.dump(&DumpOpts::new(ct.pid, &img)).unwrap();
+    ct.dumped();
+    let at_dump = ct.count();
+    assert!(at_dump >= 10);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(ct.count(), at_dump, "nothing runs between dump and restore");
+
+    let r = criu.restore(&restore_opts(&ct, &img)).unwrap();
+    ct.pid = r.pid;
+    eprintln!("rpc dump {:?}, restore {:?}", d.elapsed, r.elapsed);
+    assert!(ct.alive());
+    assert_eq!(ns_pid(r.pid), Some(1), "restored init is pid 1 of its namespace");
+    wait_for(|| ct.count() > at_dump + 5, "counter continues");
+    // Continued from memory, not restarted from 1: the first values after restore follow on.
+    assert!(ct.count() > at_dump);
+    assert_eq!(ct.ns_pids(), pids_before, "same pid-namespace pids after restore");
+    // Detached: the restored init is not our child.
+    let ppid: i32 = std::fs::read_to_string(format!("/proc/{}/stat", r.pid)).unwrap().rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_ne!(ppid, std::process::id() as i32);
+}
+
+#[test]
+fn dump_leave_running_keeps_original() {
+    let Some(criu) = criu_ready() else { return };
+    let ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
+    wait_for(|| ct.count() >= 3, "counter runs");
+    let mut o = DumpOpts::new(ct.pid, ct.images("img"));
+    o.leave_running = true;
+    criu.dump(&o).unwrap();
+    let n = ct.count();
+    wait_for(|| ct.count() > n + 3, "original keeps counting");
+    assert!(ct.alive());
+    assert!(ct.images("img").join("inventory.img").exists());
+}
+
+#[test]
+fn failed_dump_reports_criu_error_and_leaves_container_running() {
+    let Some(criu) = criu_ready() else { return };
+    let ct = Container::start(&CtSpec { payload: COUNTER.into(), leak_host_fd: true, ..Default::default() });
+    wait_for(|| ct.count() >= 3, "counter runs");
+    let err = criu.dump(&DumpOpts::new(ct.pid, ct.images("img"))).unwrap_err();
+    let Error::Criu(msg) = &err else { panic!("not a CRIU error: {err}") };
+    eprintln!("{msg}");
+    assert!(msg.contains("Error ("), "CRIU's error lines are quoted: {msg}");
+    assert!(msg.contains("Can't lookup mount="), "{msg}");
+    assert!(msg.contains("hint: a process holds a file from outside the container"), "{msg}");
+    let log = ct.images("img").join("dump.log");
+    assert!(msg.contains(&log.display().to_string()), "{msg}");
+    assert!(log.exists());
+    assert!(ct.alive());
+    let n = ct.count();
+    wait_for(|| ct.count() > n + 3, "still counting after the failed dump");
+}
+
+#[test]
+fn failed_dump_of_caller_frozen_cgroup_is_thawed_by_guard() {
+    let Some(criu) = criu_ready() else { return };
+    let Some(cg) = FreezerCg::new("frz") else {
+        eprintln!("skipped: no freezer cgroup");
+        return;
+    };
+    let ct = Container::start(&CtSpec { payload: COUNTER.into(), leak_host_fd: true, ..Default::default() });
+    cg.add_tree(ct.pid);
+    wait_for(|| ct.count() >= 3, "counter runs");
+    let guard = freeze::FrozenGuard::freeze(&cg.0).unwrap();
+    let n = ct.count();
+    let mut o = DumpOpts::new(ct.pid, ct.images("img"));
+    o.freeze_cgroup = Some(cg.0.clone());
+    let err = criu.dump(&o).unwrap_err();
+    assert!(err.to_string().contains("Can't lookup mount="), "{err}");
+    // CRIU puts the freezer back as it found it: frozen, so the caller must thaw.
+    let still_frozen = freeze::is_frozen(&cg.0).unwrap();
+    eprintln!("after the failed dump the caller-frozen cgroup is frozen: {still_frozen}");
+    assert!(still_frozen, "CRIU restores the freezer state it found");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(ct.count(), n, "frozen: no progress");
+    drop(guard);
+    assert!(!freeze::is_frozen(&cg.0).unwrap());
+    wait_for(|| ct.count() > n + 3, "runs again after the thaw");
+}
+
+#[test]
+fn dump_of_caller_frozen_cgroup_then_restore() {
+    let Some(criu) = criu_ready() else { return };
+    let Some(cg) = FreezerCg::new("fdr") else {
+        eprintln!("skipped: no freezer cgroup");
+        return;
+    };
+    let mut ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
+    cg.add_tree(ct.pid);
+    wait_for(|| ct.count() >= 3, "counter runs");
+    let guard = freeze::FrozenGuard::freeze(&cg.0).unwrap();
+    let mut o = DumpOpts::new(ct.pid, ct.images("img"));
+    o.freeze_cgroup = Some(cg.0.clone());
+    criu.dump(&o).unwrap();
+    guard.keep_frozen();
+    ct.dumped();
+    let n = ct.count();
+    // Restore into the same freezer cgroup through join_cgroups (CRIU ignores cgroups);
+    // it must be thawed for the tree to run.
+    freeze::thaw(&cg.0).unwrap();
+    let mut r = restore_opts(&ct, &ct.images("img"));
+    r.join_cgroups = vec![cg.0.join("cgroup.procs")];
+    let res = criu.restore(&r).unwrap();
+    ct.pid = res.pid;
+    wait_for(|| ct.count() > n + 3, "restored counter continues");
+    let procs = std::fs::read_to_string(cg.0.join("cgroup.procs")).unwrap();
+    for p in descendants(res.pid) {
+        assert!(procs.lines().any(|l| l == p.to_string()), "pid {p} restored into {}", cg.0.display());
+    }
+}
+
+#[test]
+fn restore_into_other_cgroups_via_join() {
+    let Some(criu) = criu_ready() else { return };
+    let pids_root = std::path::Path::new("/sys/fs/cgroup/pids");
+    if !pids_root.join("tasks").exists() {
+        eprintln!("skipped: no v1 pids hierarchy (the join logic is the same on v2)");
+        return;
+    }
+    let src = pids_root.join(format!("ferry-t{}-a/ct", tag()));
+    let dst = pids_root.join(format!("ferry-t{}-b/ct", tag()));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    struct Rm(Vec<std::path::PathBuf>);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = std::fs::remove_dir(p);
+                let _ = std::fs::remove_dir(p.parent().unwrap());
+            }
+        }
+    }
+    let _rm = Rm(vec![src.clone(), dst.clone()]);
+    let mut ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
+    for p in descendants(ct.pid) {
+        std::fs::write(src.join("cgroup.procs"), p.to_string()).unwrap();
+    }
+    std::fs::write(dst.join("pids.max"), "50").unwrap();
+    criu.dump(&DumpOpts::new(ct.pid, ct.images("img"))).unwrap();
+    ct.dumped();
+    let mut r = restore_opts(&ct, &ct.images("img"));
+    r.join_cgroups = vec![dst.join("cgroup.procs")];
+    ct.pid = criu.restore(&r).unwrap().pid;
+    let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", ct.pid)).unwrap();
+    let want = format!("pids:/ferry-t{}-b/ct", tag());
+    assert!(cg.lines().any(|l| l.ends_with(&want)), "{cg}");
+    assert_eq!(std::fs::read_to_string(src.join("cgroup.procs")).unwrap().trim(), "");
+    let n = ct.count();
+    wait_for(|| ct.count() > n + 3, "runs in the new cgroup");
+    ct.kill();
+}
+
+#[test]
+fn notifications_reach_the_callback_with_the_restored_pid() {
+    let Some(criu) = criu_ready() else { return };
+    let mut ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
+    wait_for(|| ct.count() >= 3, "counter runs");
+    let mut seen = Vec::new();
+    let d = criu
+        .dump_notify(&DumpOpts::new(ct.pid, ct.images("img")), &mut |n| {
+            seen.push(n.script.clone());
+            Ok(())
+        })
+        .unwrap();
+    ct.dumped();
+    assert!(seen.iter().any(|s| s == "post-dump"), "{seen:?}");
+    assert_eq!(d.notifications, seen);
+    let mut pids = Vec::new();
+    let r = criu
+        .restore_notify(&restore_opts(&ct, &ct.images("img")), &mut |n| {
+            pids.push((n.script.clone(), n.pid));
+            Ok(())
+        })
+        .unwrap();
+    ct.pid = r.pid;
+    eprintln!("restore notifications: {pids:?}");
+    let setup = pids.iter().find(|(s, _)| s == "setup-namespaces").expect("setup-namespaces");
+    assert_eq!(setup.1, r.pid);
+    assert!(pids.iter().any(|(s, _)| s == "post-restore"));
+}
+
+#[test]
+fn failing_callback_aborts_the_restore() {
+    let Some(criu) = criu_ready() else { return };
+    let mut ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
+    wait_for(|| ct.count() >= 3, "counter runs");
+    criu.dump(&DumpOpts::new(ct.pid, ct.images("img"))).unwrap();
+    ct.dumped();
+    let mut restored = 0;
+    let err = criu
+        .restore_notify(&restore_opts(&ct, &ct.images("img")), &mut |n| {
+            if n.script == "setup-namespaces" {
+                restored = n.pid;
+                return Err("no network for you".into());
+            }
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("no network for you"), "{err}");
+    assert!(restored > 0);
+    wait_for(|| !alive(restored), "aborted restore leaves no process");
+}
+
+#[test]
+fn restore_with_external_veth_creates_outer_end_in_callers_netns() {
+    let Some(criu) = criu_ready() else { return };
+    let host_a = Netns::new("a");
+    let host_b = Netns::new("b");
+    let mut ct = Container::start(&CtSpec { payload: COUNTER.into(), netns: Some(host_a.0.clone()), ..Default::default() });
+    let outer_a = format!("fv{}a", tag());
+    let outer_b = format!("fv{}b", tag());
+    let st = std::process::Command::new("ip")
+        .args(["-n", &host_a.0, "link", "add", &outer_a, "type", "veth", "peer", "name", "eth0", "netns", &format!("/proc/{}/ns/net", ct.pid)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    wait_for(|| ct.count() >= 3, "counter runs");
+    let mut d = DumpOpts::new(ct.pid, ct.images("img"));
+    d.netns = Some(host_a.path());
+    criu.dump(&d).unwrap();
+    ct.dumped();
+    let mut r = restore_opts(&ct, &ct.images("img"));
+    r.netns = Some(host_b.path());
+    r.external = vec![format!("veth[eth0]:{outer_b}")];
+    ct.pid = criu.restore(&r).unwrap().pid;
+    let out = std::process::Command::new("ip").args(["-n", &host_b.0, "-o", "link", "show", &outer_b]).output().unwrap();
+    assert!(out.status.success(), "outer end {outer_b} exists on host B");
+    let inner = std::process::Command::new("nsenter").args(["-t", &ct.pid.to_string(), "-n", "ip", "-o", "link", "show", "eth0"]).output().unwrap();
+    assert!(inner.status.success(), "eth0 inside the restored container");
+    let n = ct.count();
+    wait_for(|| ct.count() > n + 3, "runs on host B");
+}
+
+#[test]
+fn pre_dump_is_refused_clearly_without_soft_dirty() {
+    let Some(criu) = criu_ready() else { return };
+    let f = criu.features().unwrap();
+    let ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
+    let res = criu.pre_dump(&DumpOpts::new(ct.pid, ct.images("pre1")));
+    if f.mem_track {
+        res.unwrap();
+        assert!(ct.alive());
+    } else {
+        let e = res.unwrap_err().to_string();
+        assert!(e.contains("soft-dirty"), "{e}");
+        assert!(ct.alive());
+    }
+}
+
+#[test]
+fn host_check_table() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = tempfile::Builder::new().prefix("ferry-t").tempdir().unwrap();
+    let t = ferry_runtime::checkpoint::check::host_check(d.path());
+    println!("{t}");
+    let s = t.to_string();
+    assert!(s.contains("CRIU version"));
+    assert!(s.contains("cgroups"));
+    assert!(s.contains("soft-dirty"));
+    assert!(s.contains("network lock"));
+    assert!(s.contains("loop devices"));
+}
