@@ -88,7 +88,7 @@ exec /bin/busybox setsid /bin/sh -c 'exec </dev/null >/dev/null 2>&1 10<&- 251>&
         let script_path = dir.path().join("init.sh");
         std::fs::write(&script_path, script).unwrap();
         let netns_file = spec.netns.as_ref().map(|n| std::fs::File::open(format!("/run/netns/{n}")).unwrap());
-        let netns_fd = netns_file.as_ref().map(|f| std::os::fd::AsRawFd::as_raw_fd(f));
+        let netns_fd = netns_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         let mut cmd = Command::new("unshare");
         cmd.args(["-p", "-f", "-u", "-i", "-n", "-m", "/bin/sh"]).arg(&script_path);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
