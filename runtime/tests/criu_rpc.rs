@@ -302,3 +302,99 @@ fn host_check_table() {
     assert!(s.contains("network lock"));
     assert!(s.contains("loop devices"));
 }
+
+#[test]
+fn swrk_does_not_inherit_our_fds() {
+    let Some(criu) = criu_ready() else { return };
+    let d = tempfile::Builder::new().prefix("ferry-t").tempdir().unwrap();
+    let leaked_path = d.path().join("leaked-fd-marker");
+    std::fs::write(&leaked_path, "x").unwrap();
+    let c = std::ffi::CString::new(leaked_path.to_str().unwrap()).unwrap();
+    // SAFETY: plain open(2) without O_CLOEXEC, as a careless library would leak it.
+    let leaked = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+    assert!(leaked >= 0);
+    let ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
+    let mut checked = 0;
+    let mut o = DumpOpts::new(ct.pid, ct.images("img"));
+    o.leave_running = true;
+    criu.dump_notify(&o, &mut |_| {
+        // Our children named criu: the swrk process serving this request.
+        for child in descendants(std::process::id() as i32).into_iter().skip(1) {
+            let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+            if comm.trim() != "criu" {
+                continue;
+            }
+            for fd in std::fs::read_dir(format!("/proc/{child}/fd")).unwrap().flatten() {
+                let target = std::fs::read_link(fd.path()).unwrap_or_default();
+                assert_ne!(target, leaked_path, "criu swrk inherited our fd {}", fd.file_name().to_string_lossy());
+            }
+            checked += 1;
+        }
+        Ok(())
+    })
+    .unwrap();
+    // SAFETY: closing the fd opened above, owned by this test.
+    unsafe { libc::close(leaked) };
+    assert!(checked > 0, "found the criu swrk process");
+}
+
+fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Not asserted: RPC versus CLI times for the same one-process container, printed.
+#[test]
+fn measure_rpc_versus_cli() {
+    let Some(criu) = criu_ready() else { return };
+    let mut ct = Container::start(&CtSpec { payload: "while true; do sleep 1; done".into(), ..Default::default() });
+    let rounds = 7;
+    let (mut rd, mut rr, mut cd, mut cr) = (vec![], vec![], vec![], vec![]);
+    for i in 0..rounds {
+        let img = ct.images(&format!("rpc{i}"));
+        let mut o = DumpOpts::new(ct.pid, &img);
+        o.cgroups = ferry_runtime::checkpoint::CgroupHandling::Ignore;
+        let t0 = std::time::Instant::now();
+        criu.dump(&o).unwrap();
+        rd.push(t0.elapsed());
+        ct.dumped();
+        let t0 = std::time::Instant::now();
+        ct.pid = criu.restore(&restore_opts(&ct, &img)).unwrap().pid;
+        rr.push(t0.elapsed());
+
+        let img = ct.images(&format!("cli{i}"));
+        std::fs::create_dir_all(&img).unwrap();
+        let common = ["--tcp-established", "--file-locks", "--manage-cgroups=ignore", "-v4"];
+        let t0 = std::time::Instant::now();
+        let st = std::process::Command::new(criu.binary())
+            .args(["dump", "-t", &ct.pid.to_string(), "-D", img.to_str().unwrap(), "-o", "dump.log"])
+            .args(common)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        cd.push(t0.elapsed());
+        assert!(st.success(), "criu dump CLI");
+        ct.dumped();
+        let pidfile = img.join("restored.pid");
+        let t0 = std::time::Instant::now();
+        let st = std::process::Command::new(criu.binary())
+            .args(["restore", "-d", "-D", img.to_str().unwrap(), "-o", "restore.log", "--root", ct.rootfs.to_str().unwrap()])
+            .args(["--pidfile", pidfile.to_str().unwrap()])
+            .args(common)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        cr.push(t0.elapsed());
+        assert!(st.success(), "criu restore CLI");
+        ct.pid = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    }
+    assert!(ct.alive());
+    println!("rounds: RPC dump {rd:?}\n RPC restore {rr:?}\n CLI dump {cd:?}\n CLI restore {cr:?}");
+    println!(
+        "one-process busybox container, medians of {rounds}: RPC dump {:?} restore {:?}; CLI dump {:?} restore {:?}",
+        median(rd),
+        median(rr),
+        median(cd),
+        median(cr)
+    );
+}
