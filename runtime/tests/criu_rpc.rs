@@ -398,3 +398,68 @@ fn measure_rpc_versus_cli() {
         median(cr)
     );
 }
+
+/// CRIU's own cgroup handling with a `cg_root` remap: the restored tree lands under another
+/// parent (the alternative to joining, see the module docs of checkpoint).
+#[test]
+fn restore_under_other_parent_with_criu_cg_root() {
+    use ferry_runtime::checkpoint::{CgroupHandling, CriuCgMode};
+    let Some(criu) = criu_ready() else { return };
+    let pids_root = std::path::Path::new("/sys/fs/cgroup/pids");
+    if !pids_root.join("tasks").exists() {
+        eprintln!("skipped: no v1 pids hierarchy");
+        return;
+    }
+    let a = format!("ferry-t{}-ca", tag());
+    let b = format!("ferry-t{}-cb", tag());
+    struct Rm(Vec<String>);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+                for n in &self.0 {
+                    let _ = std::fs::remove_dir(h.path().join(n).join("ct"));
+                    let _ = std::fs::remove_dir(h.path().join(n));
+                }
+            }
+        }
+    }
+    let _rm = Rm(vec![a.clone(), b.clone()]);
+    let src = pids_root.join(&a).join("ct");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
+    for p in descendants(ct.pid) {
+        std::fs::write(src.join("cgroup.procs"), p.to_string()).unwrap();
+    }
+    let mut d = DumpOpts::new(ct.pid, ct.images("img"));
+    d.cgroups = CgroupHandling::Criu { mode: CriuCgMode::Soft, roots: vec![] };
+    criu.dump(&d).unwrap();
+    ct.dumped();
+    // Mode NONE: CRIU moves tasks but creates nothing, so the new parent is made first in every
+    // hierarchy (as ferry's cgroup code does), cpuset with its cpus and mems.
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        if !h.path().join("cgroup.procs").exists() {
+            continue;
+        }
+        let dir = h.path().join(&b).join("ct");
+        std::fs::create_dir_all(&dir).unwrap();
+        if h.file_name() == "cpuset" {
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                let v = std::fs::read_to_string(h.path().join(f)).unwrap();
+                std::fs::write(h.path().join(&b).join(f), &v).unwrap();
+                std::fs::write(dir.join(f), &v).unwrap();
+            }
+        }
+    }
+    let mut r = restore_opts(&ct, &ct.images("img"));
+    r.cgroups = CgroupHandling::Criu { mode: CriuCgMode::None, roots: vec![(String::new(), format!("/{b}/ct"))] };
+    let res = criu.restore(&r);
+    let res = match res {
+        Ok(r) => r,
+        Err(e) => panic!("{e}"),
+    };
+    ct.pid = res.pid;
+    let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", ct.pid)).unwrap();
+    eprintln!("{cg}");
+    assert!(cg.lines().any(|l| l.ends_with(&format!("pids:/{b}/ct"))), "{cg}");
+    ct.kill();
+}

@@ -28,8 +28,11 @@ pub fn error_excerpt(log: &str) -> Vec<String> {
 }
 
 fn is_error_line(l: &str) -> bool {
-    l.contains("Error (") || l.contains("Error:")
+    (l.contains("Error (") || l.contains("Error:")) && !BENIGN.iter().any(|b| l.contains(b))
 }
+
+/// Error lines CRIU prints on successful runs too (no CAP_SYS_RESOURCE in the bounding set).
+const BENIGN: &[&str] = &["rlimit: Can't setup RLIMIT_NOFILE for self"];
 
 /// A hint for known failure patterns in the error lines, if one matches.
 pub fn hint(errors: &[String]) -> Option<&'static str> {
@@ -103,6 +106,8 @@ mod tests {
         assert!(e[2].contains("Can't lookup mount=22"));
         assert!(e[4].contains("Dumping FAILED"));
         assert!(!e.iter().any(|l| l.contains("one")));
+        let benign = "(0.1) x\n(0.2) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted\n";
+        assert!(error_excerpt(benign).is_empty());
     }
 
     #[test]
