@@ -463,3 +463,21 @@ fn restore_under_other_parent_with_criu_cg_root() {
     assert!(cg.lines().any(|l| l.ends_with(&format!("pids:/{b}/ct"))), "{cg}");
     ct.kill();
 }
+
+#[test]
+fn missing_criu_binary_is_a_clear_error() {
+    let c = ferry_runtime::checkpoint::Criu::with_binary("/nonexistent/criu");
+    let e = c.version().unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/criu") && e.contains("scripts/install-deps.sh"), "{e}");
+}
+
+#[test]
+fn restore_into_missing_cgroup_names_it() {
+    let Some(criu) = criu_ready() else { return };
+    let d = tempfile::Builder::new().prefix("ferry-t").tempdir().unwrap();
+    let mut r = RestoreOpts::new(d.path());
+    let missing = std::path::PathBuf::from(format!("/sys/fs/cgroup/pids/ferry-t{}-none/cgroup.procs", tag()));
+    r.join_cgroups = vec![missing.clone()];
+    let e = criu.restore(&r).unwrap_err().to_string();
+    assert!(e.contains(&missing.display().to_string()), "{e}");
+}

@@ -73,7 +73,7 @@ pub fn describe_failure(op: &str, cr_errmsg: &str, log_path: Option<&Path>) -> S
         s.push_str(&format!(" ({cr_errmsg})"));
     }
     if excerpt.is_empty() {
-        s.push_str(": CRIU wrote no error line");
+        s.push_str(": CRIU wrote no error line\n");
     } else {
         s.push_str(":\n");
         for l in &excerpt {

@@ -4,17 +4,26 @@
 //!
 //! # Cgroups
 //! ferry makes a container's cgroups itself (with the config's current limits, under the
-//! restoring host's cgroup parent), so CRIU must neither dump nor recreate them. Every request
-//! sends `manage_cgroups = false` with mode IGNORE ([`CgroupHandling::Ignore`], the default):
-//! CRIU leaves cgroups alone and restored processes inherit the cgroups of the CRIU process
-//! that forks them. [`RestoreOpts::join_cgroups`] lists the `cgroup.procs` files of the
-//! container's cgroups; `criu swrk` joins them between fork and exec, so the restored tree
-//! starts inside them, whatever cgroup parent the dumping host used. (The alternative, mode
-//! NONE with `cg_root` remapping, makes CRIU move tasks into the dumped paths rewritten under
-//! a new root; it needs the dumped layout to exist and ties the restore to the source host's
-//! naming. [`CgroupHandling::Criu`] keeps that door open.)
+//! restoring host's cgroup parent). Two ways to get a restored tree into them were tried here
+//! (tests `restore_into_other_cgroups_via_join` and
+//! `restore_under_other_parent_with_criu_cg_root`); both work:
+//! - [`CgroupHandling::Ignore`] (the default): every request sends `manage_cgroups = false`,
+//!   mode IGNORE. CRIU neither dumps nor touches cgroups and the restored processes inherit the
+//!   cgroups of the CRIU process that forks them. [`RestoreOpts::join_cgroups`] lists the
+//!   `cgroup.procs` files of the container's cgroups; `criu swrk` joins them between fork and
+//!   exec, so the tree starts inside them whatever parent the dumping host used, with any
+//!   subset of controllers. Cost: CRIU's own processes and the page cache of the images it
+//!   reads are charged to the container while it restores (a very tight `pids.max` or memory
+//!   limit can make the restore fail; raise them for the restore and set them after).
+//! - [`CgroupHandling::Criu`] with mode NONE and a `cg_root` of ("", "/NEW/PARENT/CT"): CRIU
+//!   records the tree's cgroups at dump (the dump must use a mode other than IGNORE, e.g. SOFT)
+//!   and moves the restored tasks to the same place under the new root. CRIU creates nothing in
+//!   mode NONE, so the target must exist in *every* hierarchy the dumped tree was in
+//!   (name=systemd and the v2 root included on a hybrid host), cpuset with cpus and mems set.
+//!   SOFT/FULL create missing directories but then fail on v1 cpuset (`cpuset.cpus: Permission
+//!   denied` for a child created before its parent has cpus).
 //!
-//! # Freezing
+//! //! # Freezing
 //! A caller that freezes the container through its freezer cgroup passes that cgroup as
 //! [`DumpOpts::freeze_cgroup`]; CRIU then seizes the frozen tasks. CRIU puts the freezer back in
 //! the state it found it: a cgroup the caller froze stays frozen after a failed dump (and after a
@@ -268,12 +277,7 @@ impl Criu {
     /// Fail with a clear message when CRIU is older than [`MIN_VERSION`].
     pub fn require_version(&self) -> Result<CriuVersion> {
         let v = self.version()?;
-        if !v.at_least(MIN_VERSION) {
-            return Err(Error::Criu(format!(
-                "criu {v} is too old for ferry (needs {}.{}+: older CRIU fails on kernels 6.13+ and cannot dump TCP there): run scripts/install-deps.sh",
-                MIN_VERSION.0, MIN_VERSION.1
-            )));
-        }
+        version_ok(&v)?;
         Ok(v)
     }
 
@@ -406,12 +410,26 @@ impl Criu {
     }
 }
 
+/// The error for a CRIU older than [`MIN_VERSION`].
+pub fn version_ok(v: &CriuVersion) -> Result<()> {
+    if v.at_least(MIN_VERSION) {
+        return Ok(());
+    }
+    Err(Error::Criu(format!(
+        "criu {v} is too old for ferry (needs {}.{}+: older CRIU fails on kernels 6.13+ and cannot dump TCP there): run scripts/install-deps.sh",
+        MIN_VERSION.0, MIN_VERSION.1
+    )))
+}
+
 /// A protocol-level failure (callback refusal, CRIU crash) still points at the log.
 fn with_log(e: Error, what: &str, log: &Path) -> Error {
     let detail = match e {
         Error::Criu(m) => m,
         other => other.to_string(),
     };
+    if !log.exists() {
+        return Error::Criu(format!("{what}: {detail}"));
+    }
     let excerpt = log::describe_failure(what, "", Some(log));
     Error::Criu(format!("{detail}\n{excerpt}"))
 }
@@ -561,5 +579,7 @@ mod tests {
         assert!(!v.at_least(MIN_VERSION));
         assert_eq!(v.to_string(), "4.1.1");
         assert!(CriuVersion { major: 4, minor: 2, sublevel: 0, gitid: None }.at_least(MIN_VERSION));
+        let e = version_ok(&CriuVersion { major: 3, minor: 17, sublevel: 0, gitid: None }).unwrap_err().to_string();
+        assert!(e.contains("criu 3.17 is too old") && e.contains("4.2+") && e.contains("scripts/install-deps.sh"), "{e}");
     }
 }

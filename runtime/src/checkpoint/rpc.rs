@@ -70,6 +70,17 @@ pub fn call(spawn: &SwrkSpawn, req: &Criu_req, on_notify: &mut dyn FnMut(&Notify
         Some(p) => p.clone(),
         None => find_criu()?,
     };
+    if !is_executable(&criu) {
+        return Err(Error::Criu(format!("{} is missing or not executable: run scripts/install-deps.sh", criu.display())));
+    }
+    for p in &spawn.join_cgroups {
+        if !p.exists() {
+            return Err(Error::Criu(format!(
+                "cannot restore into cgroup {}: it does not exist (create the container's cgroups before the restore)",
+                p.display()
+            )));
+        }
+    }
     let (ours, theirs) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
         nix::sys::socket::SockType::SeqPacket,
@@ -127,15 +138,21 @@ pub fn call(spawn: &SwrkSpawn, req: &Criu_req, on_notify: &mut dyn FnMut(&Notify
                 let flags = libc::fcntl(SWRK_FD, libc::F_GETFD);
                 libc::fcntl(SWRK_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
             }
-            if libc::syscall(libc::SYS_close_range, SWRK_FD + 1, u32::MAX, 0) != 0 {
+            // Marked close-on-exec rather than closed: std's exec-error pipe must live until exec.
+            if libc::syscall(libc::SYS_close_range, SWRK_FD + 1, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::Criu(format!("cannot start {} swrk: {e} (is CRIU installed? run scripts/install-deps.sh)", criu.display())))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::Criu(format!(
+            "cannot start {} swrk (in netns {:?}, joining cgroups {:?}): {e}",
+            criu.display(),
+            spawn.netns,
+            spawn.join_cgroups
+        ))
+    })?;
     drop(theirs);
     drop(netns_fd);
     // Drain stderr on a thread so CRIU never blocks on a full pipe.

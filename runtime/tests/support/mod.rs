@@ -100,7 +100,7 @@ exec /bin/busybox setsid /bin/sh -c 'exec </dev/null >/dev/null 2>&1 10<&- 251>&
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                libc::syscall(libc::SYS_close_range, 3, u32::MAX, 0);
+                libc::syscall(libc::SYS_close_range, 3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
                 Ok(())
             });
         }
