@@ -424,32 +424,41 @@ fn restore_under_other_parent_with_criu_cg_root() {
         }
     }
     let _rm = Rm(vec![a.clone(), b.clone()]);
-    let src = pids_root.join(&a).join("ct");
-    std::fs::create_dir_all(&src).unwrap();
+    // CRIU records the cgroup subtree below the tree's cgroups, so the container lives in its
+    // own cgroup in every hierarchy (else it would record every sibling under the root).
+    let make_everywhere = |name: &str| {
+        for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            if !h.path().join("cgroup.procs").exists() {
+                continue;
+            }
+            let dir = h.path().join(name).join("ct");
+            std::fs::create_dir_all(&dir).unwrap();
+            if h.file_name() == "cpuset" {
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    let v = std::fs::read_to_string(h.path().join(f)).unwrap();
+                    std::fs::write(h.path().join(name).join(f), &v).unwrap();
+                    std::fs::write(dir.join(f), &v).unwrap();
+                }
+            }
+        }
+    };
+    make_everywhere(&a);
     let mut ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
-    for p in descendants(ct.pid) {
-        std::fs::write(src.join("cgroup.procs"), p.to_string()).unwrap();
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let procs = h.path().join(&a).join("ct/cgroup.procs");
+        if procs.exists() {
+            for p in descendants(ct.pid) {
+                std::fs::write(&procs, p.to_string()).unwrap();
+            }
+        }
     }
     let mut d = DumpOpts::new(ct.pid, ct.images("img"));
     d.cgroups = CgroupHandling::Criu { mode: CriuCgMode::Soft, roots: vec![] };
     criu.dump(&d).unwrap();
     ct.dumped();
     // Mode NONE: CRIU moves tasks but creates nothing, so the new parent is made first in every
-    // hierarchy (as ferry's cgroup code does), cpuset with its cpus and mems.
-    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        if !h.path().join("cgroup.procs").exists() {
-            continue;
-        }
-        let dir = h.path().join(&b).join("ct");
-        std::fs::create_dir_all(&dir).unwrap();
-        if h.file_name() == "cpuset" {
-            for f in ["cpuset.cpus", "cpuset.mems"] {
-                let v = std::fs::read_to_string(h.path().join(f)).unwrap();
-                std::fs::write(h.path().join(&b).join(f), &v).unwrap();
-                std::fs::write(dir.join(f), &v).unwrap();
-            }
-        }
-    }
+    // hierarchy (as ferry's cgroup code would), cpuset with its cpus and mems.
+    make_everywhere(&b);
     let mut r = restore_opts(&ct, &ct.images("img"));
     r.cgroups = CgroupHandling::Criu { mode: CriuCgMode::None, roots: vec![(String::new(), format!("/{b}/ct"))] };
     let res = criu.restore(&r);

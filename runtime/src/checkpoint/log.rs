@@ -69,7 +69,7 @@ pub fn describe_failure(op: &str, cr_errmsg: &str, log_path: Option<&Path>) -> S
     let excerpt = error_excerpt(&log);
     let mut s = format!("{op} failed");
     let cr_errmsg = cr_errmsg.trim();
-    if !cr_errmsg.is_empty() && !excerpt.iter().any(|l| l.contains(cr_errmsg)) {
+    if !cr_errmsg.is_empty() && !BENIGN.iter().any(|b| cr_errmsg.contains(b)) && !excerpt.iter().any(|l| l.contains(cr_errmsg)) {
         s.push_str(&format!(" ({cr_errmsg})"));
     }
     if excerpt.is_empty() {

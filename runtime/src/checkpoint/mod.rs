@@ -21,7 +21,10 @@
 //!   mode NONE, so the target must exist in *every* hierarchy the dumped tree was in
 //!   (name=systemd and the v2 root included on a hybrid host), cpuset with cpus and mems set.
 //!   SOFT/FULL create missing directories but then fail on v1 cpuset (`cpuset.cpus: Permission
-//!   denied` for a child created before its parent has cpus).
+//!   denied` for a child created before its parent has cpus). CRIU also records the whole
+//!   cgroup subtree below the tree's cgroups: a container left in a hierarchy's root drags every
+//!   other cgroup of the host into its image (and the restore fails when they are missing).
+//! Ignore + join is the default because it depends only on the cgroups ferry made.
 //!
 //! //! # Freezing
 //! A caller that freezes the container through its freezer cgroup passes that cgroup as
