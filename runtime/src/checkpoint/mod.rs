@@ -24,6 +24,7 @@
 //!   denied` for a child created before its parent has cpus). CRIU also records the whole
 //!   cgroup subtree below the tree's cgroups: a container left in a hierarchy's root drags every
 //!   other cgroup of the host into its image (and the restore fails when they are missing).
+//!
 //! Ignore + join is the default because it depends only on the cgroups ferry made.
 //!
 //! //! # Freezing
