@@ -490,3 +490,135 @@ fn restore_into_missing_cgroup_names_it() {
     let e = criu.restore(&r).unwrap_err().to_string();
     assert!(e.contains(&missing.display().to_string()), "{e}");
 }
+
+const ECHO_CLIENT: &str = r#"
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 8000), timeout=30)
+n, t0, last, gap = 0, time.time(), time.time(), 0.0
+while time.time() - t0 < float(sys.argv[2]):
+    n += 1
+    msg = f"{n}\n".encode(); s.sendall(msg)
+    got = b""
+    while not got.endswith(b"\n"):
+        chunk = s.recv(100)
+        assert chunk, "connection closed"
+        got += chunk
+    assert got == msg, (got, msg)
+    now = time.time(); gap = max(gap, now - last); last = now
+    open(sys.argv[3], "w").write(str(n))
+    time.sleep(0.02)
+print(f"{n} round trips, longest gap {gap*1000:.0f} ms")
+"#;
+
+/// A container with a pipe between two processes, a file appended through a held fd, a
+/// listening socket and an established TCP connection to a client outside survives a dump and
+/// restore over RPC; the outer veth end is replumbed from the post-restore notification.
+#[test]
+fn tcp_connection_pipe_and_appended_file_survive() {
+    let Some(criu) = criu_ready() else { return };
+    let host = Netns::new("t");
+    let payload = "while [ ! -e /tmp/go ]; do sleep 0.05; done; \
+        (i=0; while true; do i=$((i+1)); echo $i; sleep 0.01; done) | \
+        (exec 4>>/tmp/appended; while read l; do echo $l >&4; done) & \
+        ip link set lo up; exec nc -ll -p 8000 -e /bin/cat";
+    let mut ct = Container::start(&CtSpec { payload: payload.into(), netns: Some(host.0.clone()), ..Default::default() });
+    let outer = format!("fv{}t", tag());
+    let ip = |args: &[&str]| {
+        let st = std::process::Command::new("ip").args(args).status().unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    let ct_ns = format!("/proc/{}/ns/net", ct.pid);
+    ip(&["-n", &host.0, "link", "add", &outer, "type", "veth", "peer", "name", "eth0", "netns", &ct_ns]);
+    let plumb_outer = |outer: &str| {
+        let st = std::process::Command::new("ip").args(["-n", &host.0, "addr", "add", "198.18.201.1/24", "dev", outer]).status().unwrap();
+        let st2 = std::process::Command::new("ip").args(["-n", &host.0, "link", "set", outer, "up"]).status().unwrap();
+        st.success() && st2.success()
+    };
+    assert!(plumb_outer(&outer));
+    let st = std::process::Command::new("nsenter")
+        .args(["-t", &ct.pid.to_string(), "-n", "sh", "-c", "ip addr add 198.18.201.2/24 dev eth0 && ip link set eth0 up"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(ct.rootfs.join("tmp/go"), "").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let progress = ct.dir.path().join("client.progress");
+    let client_py = ct.dir.path().join("client.py");
+    std::fs::write(&client_py, ECHO_CLIENT).unwrap();
+    let client = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", host.path().display()))
+        .args(["python3", client_py.to_str().unwrap(), "198.18.201.2", "6", progress.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut client = KillOnDrop(client);
+    let rounds = || std::fs::read_to_string(&progress).unwrap_or_default().trim().parse::<u64>().unwrap_or(0);
+    wait_for(|| rounds() >= 20, "client talks to the container");
+
+    let mut d = DumpOpts::new(ct.pid, ct.images("img"));
+    d.netns = Some(host.path());
+    let dres = criu.dump(&d).unwrap();
+    ct.dumped();
+    let lines_at_dump = ct.read("tmp/appended").lines().count();
+    let rounds_at_dump = rounds();
+
+    let mut r = restore_opts(&ct, &ct.images("img"));
+    r.netns = Some(host.path());
+    r.external = vec![format!("veth[eth0]:{outer}")];
+    let mut plumbed_at = None;
+    let res = criu
+        .restore_notify(&r, &mut |n| {
+            if n.script == "post-restore" {
+                if !plumb_outer(&outer) {
+                    return Err(format!("cannot plumb {outer}"));
+                }
+                plumbed_at = Some(n.script.clone());
+            }
+            Ok(())
+        })
+        .unwrap();
+    ct.pid = res.pid;
+    assert_eq!(plumbed_at.as_deref(), Some("post-restore"));
+    eprintln!("dump {:?}, restore {:?}", dres.elapsed, res.elapsed);
+
+    let out = client.0.wait_with_output_ref();
+    assert!(out.0.success(), "client failed: {}", out.1);
+    eprintln!("client: {}", out.1);
+    assert!(rounds() > rounds_at_dump + 10, "the connection carried on after the restore");
+    // The pipe and the appended file: consecutive numbers, no gap, no repeat.
+    wait_for(|| ct.read("tmp/appended").lines().count() > lines_at_dump + 20, "appending continues");
+    let text = ct.read("tmp/appended");
+    for (i, l) in text.lines().enumerate() {
+        if i + 1 == text.lines().count() {
+            break; // the last line may be mid-write
+        }
+        assert_eq!(l, (i + 1).to_string(), "line {} of the appended file", i + 1);
+    }
+}
+
+trait WaitRef {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String);
+}
+
+impl WaitRef for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String) {
+        use std::io::Read;
+        let mut s = String::new();
+        if let Some(o) = self.stdout.as_mut() {
+            let _ = o.read_to_string(&mut s);
+        }
+        if let Some(e) = self.stderr.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        (self.wait().unwrap(), s)
+    }
+}
