@@ -622,3 +622,43 @@ impl WaitRef for std::process::Child {
         (self.wait().unwrap(), s)
     }
 }
+
+#[test]
+fn rst_sibling_makes_the_restored_init_our_child() {
+    let Some(criu) = criu_ready() else { return };
+    let mut ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
+    wait_for(|| ct.count() >= 3, "counter runs");
+    criu.dump(&DumpOpts::new(ct.pid, ct.images("img"))).unwrap();
+    ct.dumped();
+    let mut r = restore_opts(&ct, &ct.images("img"));
+    r.rst_sibling = true;
+    ct.pid = criu.restore(&r).unwrap().pid;
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", ct.pid)).unwrap();
+    let ppid: i32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(ppid, std::process::id() as i32);
+    let n = ct.count();
+    wait_for(|| ct.count() > n + 3, "runs");
+    ct.kill();
+    let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(ct.pid), None).unwrap();
+    assert!(matches!(st, nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::SIGKILL, _)), "{st:?}");
+}
+
+#[test]
+fn restore_from_missing_or_broken_images_is_a_clear_error() {
+    let Some(criu) = criu_ready() else { return };
+    let d = tempfile::Builder::new().prefix("ferry-t").tempdir().unwrap();
+    let e = criu.restore(&RestoreOpts::new(d.path().join("nope"))).unwrap_err().to_string();
+    assert!(e.contains("open image directory") && e.contains("nope"), "{e}");
+
+    let mut ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
+    wait_for(|| ct.count() >= 3, "counter runs");
+    criu.dump(&DumpOpts::new(ct.pid, ct.images("img"))).unwrap();
+    ct.dumped();
+    std::fs::write(ct.images("img").join("pstree.img"), b"garbage").unwrap();
+    let err = criu.restore(&restore_opts(&ct, &ct.images("img"))).unwrap_err();
+    let Error::Criu(msg) = &err else { panic!("{err}") };
+    eprintln!("{msg}");
+    assert!(msg.contains("Error ("), "{msg}");
+    assert!(msg.contains(&ct.images("img").join("restore.log").display().to_string()), "{msg}");
+    assert!(msg.contains("hint: the image directory is incomplete or damaged"), "{msg}");
+}

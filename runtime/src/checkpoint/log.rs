@@ -56,6 +56,8 @@ pub fn hint(errors: &[String]) -> Option<&'static str> {
         Some("a pid the image needs is taken on this host (the container may already run here)")
     } else if has("External mount") || has("mnt: No mapping") || has("is not mapped") {
         Some("a mount from outside the container was found: declare it external at dump and map it at restore")
+    } else if has("magic doesn't match") || has("Unable to open") && has(".img") || has("Can't open image") {
+        Some("the image directory is incomplete or damaged (or not a CRIU image): dump again, or copy the images again")
     } else if has("ip6tables") || has("iptables") || has("nft") {
         Some("CRIU could not lock the network with iptables/nftables: check that iptables-restore works in this network namespace")
     } else {
@@ -119,6 +121,8 @@ mod tests {
         let t = vec!["Error (criu/sockets.c:1): sockets: Can't get 1:16 opt: Operation not supported".to_owned()];
         assert!(hint(&t).unwrap().contains("4.2"));
         assert_eq!(hint(&["Error (x): something else".to_owned()]), None);
+        let m = vec!["Error (criu/image.c:554): Head magic doesn't match for pstree.img".to_owned()];
+        assert!(hint(&m).unwrap().contains("damaged"));
     }
 
     #[test]
