@@ -171,9 +171,7 @@ fn restore_into_other_cgroups_via_join() {
     }
     let _rm = Rm(vec![src.clone(), dst.clone()]);
     let mut ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
-    for p in descendants(ct.pid) {
-        std::fs::write(src.join("cgroup.procs"), p.to_string()).unwrap();
-    }
+    move_tree(&src.join("cgroup.procs"), ct.pid);
     std::fs::write(dst.join("pids.max"), "50").unwrap();
     criu.dump(&DumpOpts::new(ct.pid, ct.images("img"))).unwrap();
     ct.dumped();
@@ -447,9 +445,7 @@ fn restore_under_other_parent_with_criu_cg_root() {
     for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
         let procs = h.path().join(&a).join("ct/cgroup.procs");
         if procs.exists() {
-            for p in descendants(ct.pid) {
-                std::fs::write(&procs, p.to_string()).unwrap();
-            }
+            move_tree(&procs, ct.pid);
         }
     }
     let mut d = DumpOpts::new(ct.pid, ct.images("img"));

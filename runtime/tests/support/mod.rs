@@ -262,11 +262,8 @@ impl FreezerCg {
         std::fs::create_dir_all(&p).ok()?;
         Some(FreezerCg(p))
     }
-    /// Move a whole tree in (children first are not needed: moving each pid).
     pub fn add_tree(&self, pid: i32) {
-        for p in descendants(pid) {
-            std::fs::write(self.0.join("cgroup.procs"), p.to_string()).unwrap();
-        }
+        move_tree(&self.0.join("cgroup.procs"), pid);
     }
 }
 
@@ -280,4 +277,20 @@ impl Drop for FreezerCg {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Move a process tree into a cgroup (its `cgroup.procs`), again until no member is left out:
+/// short-lived children come and go while it runs.
+pub fn move_tree(procs: &Path, pid: i32) {
+    for _ in 0..50 {
+        for p in descendants(pid) {
+            // A child may exit meanwhile (ESRCH): it no longer matters.
+            let _ = std::fs::write(procs, p.to_string());
+        }
+        let inside = std::fs::read_to_string(procs).unwrap();
+        if descendants(pid).iter().all(|p| !alive(*p) || inside.lines().any(|l| l == p.to_string())) {
+            return;
+        }
+    }
+    panic!("cannot move the tree of {pid} into {}", procs.display());
 }
