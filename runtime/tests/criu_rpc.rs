@@ -658,3 +658,36 @@ fn restore_from_missing_or_broken_images_is_a_clear_error() {
     assert!(msg.contains(&ct.images("img").join("restore.log").display().to_string()), "{msg}");
     assert!(msg.contains("hint: the image directory is incomplete or damaged"), "{msg}");
 }
+
+#[test]
+fn bad_veth_mapping_fails_the_restore_with_a_veth_hint() {
+    let Some(criu) = criu_ready() else { return };
+    let host = Netns::new("v");
+    let mut ct = Container::start(&CtSpec { payload: COUNTER.into(), netns: Some(host.0.clone()), ..Default::default() });
+    let outer = format!("fv{}v", tag());
+    let st = std::process::Command::new("ip")
+        .args(["-n", &host.0, "link", "add", &outer, "type", "veth", "peer", "name", "eth0", "netns", &format!("/proc/{}/ns/net", ct.pid)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut d = DumpOpts::new(ct.pid, ct.images("img"));
+    d.netns = Some(host.path());
+    criu.dump(&d).unwrap();
+    ct.dumped();
+    // The dead netns takes its veth pair along, asynchronously.
+    wait_for(
+        || !std::process::Command::new("ip").args(["-n", &host.0, "link", "show", &outer]).stderr(std::process::Stdio::null()).stdout(std::process::Stdio::null()).status().unwrap().success(),
+        "old veth gone",
+    );
+    // The outer name is taken in the restoring netns: CRIU cannot create the pair.
+    let st = std::process::Command::new("ip").args(["-n", &host.0, "link", "add", &outer, "type", "veth", "peer", "name", &format!("fv{}w", tag())]).status().unwrap();
+    assert!(st.success());
+    let mut r = restore_opts(&ct, &ct.images("img"));
+    r.netns = Some(host.path());
+    r.external = vec![format!("veth[eth0]:{outer}")];
+    let err = criu.restore(&r).unwrap_err().to_string();
+    eprintln!("{err}");
+    assert!(err.contains("Error ("), "{err}");
+    assert!(err.contains("Can't restore link"), "{err}");
+    assert!(err.contains("hint: CRIU could not recreate a network device (veth)"), "{err}");
+}

@@ -44,15 +44,15 @@ pub fn hint(errors: &[String]) -> Option<&'static str> {
         Some("the container's init must be a session leader inside its pid namespace (setsid after entering it)")
     } else if has("kerndat_tcp_repair") || has("Network is unreachable") {
         Some("CRIU probes TCP repair over the loopback of the network namespace it runs in: bring it up there (ip link set lo up)")
-    } else if has("veth") {
-        Some("CRIU could not recreate or find a veth: check the external veth mapping (veth[IN]:OUT), that the outer name is free in the restoring network namespace, and that veths are allowed")
+    } else if has("veth") || has("Can't restore link") || has("netdev") && has("File exists") {
+        Some("CRIU could not recreate a network device (veth): check the external veth mapping (veth[IN]:OUT) and that its outer name is free in the network namespace the restore runs in")
     } else if (has("tcp") || has("TCP") || has("sockets:")) && has("Operation not supported") {
         Some("this kernel/CRIU pair cannot dump this socket option; CRIU 4.2+ is needed for established TCP on recent kernels (run scripts/install-deps.sh)")
     } else if has("Can't dump") && (has("socket") || has("sk ")) {
         Some("a process holds a socket kind CRIU cannot dump (or one connected outside the container): close it or make it external (ext_unix_sk for unix sockets)")
     } else if has("Unsupported") || has("unsupported") {
         Some("a process holds a file descriptor of a kind CRIU cannot dump (e.g. a device, perf or bpf fd); close it before the checkpoint")
-    } else if has("File exists") || has("PID") && has("busy") {
+    } else if (has("clone") || has("pid")) && has("File exists") || has("do not match expected") {
         Some("a pid the image needs is taken on this host (the container may already run here)")
     } else if has("External mount") || has("mnt: No mapping") || has("is not mapped") {
         Some("a mount from outside the container was found: declare it external at dump and map it at restore")
@@ -123,6 +123,11 @@ mod tests {
         assert_eq!(hint(&["Error (x): something else".to_owned()]), None);
         let m = vec!["Error (criu/image.c:554): Head magic doesn't match for pstree.img".to_owned()];
         assert!(hint(&m).unwrap().contains("damaged"));
+        let v = vec![
+            "1: Error (criu/libnetlink.c:54): -17 reported by netlink: File exists".to_owned(),
+            "1: Error (criu/net.c:1927): net: Can't restore link: -17".to_owned(),
+        ];
+        assert!(hint(&v).unwrap().contains("veth"));
     }
 
     #[test]
