@@ -691,3 +691,34 @@ fn bad_veth_mapping_fails_the_restore_with_a_veth_hint() {
     assert!(err.contains("Can't restore link"), "{err}");
     assert!(err.contains("hint: CRIU could not recreate a network device (veth)"), "{err}");
 }
+
+/// The freezer contract in the checkpoint module docs: CRIU leaves the freezer as it found it.
+#[test]
+fn criu_puts_the_freezer_back_as_it_found_it() {
+    let Some(criu) = criu_ready() else { return };
+    let Some(cg) = FreezerCg::new("fst") else {
+        eprintln!("skipped: no freezer cgroup");
+        return;
+    };
+    let ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
+    cg.add_tree(ct.pid);
+    wait_for(|| ct.count() >= 3, "counter runs");
+
+    // Passed thawed: CRIU freezes for the dump and thaws after a leave_running dump.
+    let mut o = DumpOpts::new(ct.pid, ct.images("a"));
+    o.leave_running = true;
+    o.freeze_cgroup = Some(cg.0.clone());
+    criu.dump(&o).unwrap();
+    assert!(!freeze::is_frozen(&cg.0).unwrap());
+    let n = ct.count();
+    wait_for(|| ct.count() > n + 3, "runs after CRIU's own freeze");
+
+    // Frozen by the caller: still frozen after a leave_running dump; the caller thaws.
+    let guard = freeze::FrozenGuard::freeze(&cg.0).unwrap();
+    o.images_dir = ct.images("b");
+    criu.dump(&o).unwrap();
+    assert!(freeze::is_frozen(&cg.0).unwrap(), "caller-frozen cgroup stays frozen");
+    drop(guard);
+    let n = ct.count();
+    wait_for(|| ct.count() > n + 3, "runs after the caller's thaw");
+}

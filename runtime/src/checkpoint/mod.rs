@@ -33,6 +33,33 @@
 //! the state it found it: a cgroup the caller froze stays frozen after a failed dump (and after a
 //! dump with `leave_running`), so **the caller thaws it on every path** (see [`freeze`]'s
 //! [`freeze::FrozenGuard`]). A cgroup passed thawed is frozen and thawed by CRIU itself.
+//!
+//! # Use
+//! ```no_run
+//! # fn f() -> ferry_runtime::Result<()> {
+//! use ferry_runtime::checkpoint::{freeze::FrozenGuard, Criu, DumpOpts, RestoreOpts};
+//! let criu = Criu::new()?; // finds criu, insists on 4.2+
+//! let freezer = std::path::PathBuf::from("/sys/fs/cgroup/freezer/ferry/101");
+//! let frozen = FrozenGuard::freeze(&freezer)?; // thaws on drop, also on `?` below
+//! let mut dump = DumpOpts::new(4242, "/var/lib/ferry/dump/101");
+//! dump.freeze_cgroup = Some(freezer.clone());
+//! dump.netns = Some("/run/netns/hostA".into());
+//! let done = criu.dump_notify(&dump, &mut |n| {
+//!     if n.script == "post-dump" { /* stop forwarding, drop routes */ }
+//!     Ok(())
+//! })?;
+//! drop(frozen); // the tree is gone; thawing the empty cgroup is harmless
+//! let mut rst = RestoreOpts::new("/var/lib/ferry/dump/101");
+//! rst.root = Some("/var/lib/ferry/root/101".into());
+//! rst.external = vec!["veth[eth0]:fv101".into()];
+//! rst.join_cgroups = vec!["/sys/fs/cgroup/memory/ferry/101/cgroup.procs".into()];
+//! let restored = criu.restore_notify(&rst, &mut |n| {
+//!     if n.script == "post-restore" { /* plumb fv101 for init pid n.pid */ }
+//!     Ok(())
+//! })?;
+//! println!("dump {:?}, restore {:?}, pid {}", done.elapsed, restored.elapsed, restored.pid);
+//! # Ok(()) }
+//! ```
 
 pub mod check;
 pub mod freeze;
