@@ -157,19 +157,21 @@ pub fn call(spawn: &SwrkSpawn, req: &Criu_req, on_notify: &mut dyn FnMut(&Notify
     drop(netns_fd);
     // Drain stderr on a thread so CRIU never blocks on a full pipe.
     let mut stderr = child.stderr.take();
-    let stderr_reader = std::thread::spawn(move || {
+    let (stderr_tx, stderr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut s = String::new();
         if let Some(e) = stderr.as_mut() {
             let _ = e.read_to_string(&mut s);
         }
-        s
+        let _ = stderr_tx.send(s);
     });
 
     let res = exchange(&ours, req, on_notify);
     // Closing our end makes swrk exit once it is done with the request.
     drop(ours);
     let status = child.wait();
-    let stderr = stderr_reader.join().unwrap_or_default();
+    // Should a restored process ever keep CRIU's stderr open, do not wait for it forever.
+    let stderr = stderr_rx.recv_timeout(std::time::Duration::from_secs(2)).unwrap_or_default();
     match res {
         Ok((resp, notifications)) => Ok(Exchange { resp, notifications, stderr }),
         Err(e) => {
