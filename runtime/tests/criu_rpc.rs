@@ -566,6 +566,11 @@ fn tcp_connection_pipe_and_appended_file_survive() {
     ct.dumped();
     let lines_at_dump = ct.read("tmp/appended").lines().count();
     let rounds_at_dump = rounds();
+    // The old pair goes away with the dead netns, asynchronously: the name must be free again.
+    wait_for(
+        || !std::process::Command::new("ip").args(["-n", &host.0, "link", "show", &outer]).stderr(std::process::Stdio::null()).stdout(std::process::Stdio::null()).status().unwrap().success(),
+        "old veth gone",
+    );
 
     let mut r = restore_opts(&ct, &ct.images("img"));
     r.netns = Some(host.path());

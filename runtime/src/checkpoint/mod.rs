@@ -222,7 +222,9 @@ pub struct RestoreOpts {
     /// Map of external mounts: (key from the dump, host path to bind there).
     pub external_mounts: Vec<(String, String)>,
     /// CRIU `--external` strings, e.g. `veth[eth0]:fv101` (the outer end of a veth whose inner
-    /// end is eth0 is created under that name in the netns CRIU runs in).
+    /// end is eth0 is created under that name in the netns CRIU runs in). After a dump on the
+    /// same host the old pair disappears with the dead netns *asynchronously*: wait until the
+    /// outer name is gone before restoring under it, else CRIU fails with `File exists`.
     pub external: Vec<String>,
     /// veth pairs (inner name, outer name), the older form of the veth mapping.
     pub veths: Vec<(String, String)>,

@@ -179,9 +179,10 @@ impl Drop for Container {
     }
 }
 
-/// A counter in the init's memory, written to /tmp/count every 20 ms, with two children (so the
-/// tree has several pids) that just sleep.
-pub const COUNTER: &str = "sleep 1000 & sleep 1000 & i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done";
+/// A counter in the init's memory, written to /tmp/count every 20 ms (replaced by rename, so a
+/// dump never catches it empty), with two children (so the tree has several pids) that sleep.
+pub const COUNTER: &str =
+    "sleep 1000 & sleep 1000 & i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.02; done";
 
 pub fn alive(pid: i32) -> bool {
     // A zombie counts as gone.
