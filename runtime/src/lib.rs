@@ -8,14 +8,20 @@
 //! processes. Every host path and the cgroup parent come from [`Host`], so several simulated
 //! hosts can share one machine.
 
+pub mod capabilities;
 pub mod cgroups;
 pub mod checkpoint;
 pub mod config;
+pub mod container;
 pub mod ctid;
 pub mod error;
+pub mod hooks;
 pub mod host;
 pub mod lock;
 pub mod net;
+pub mod state;
+pub mod storage;
+pub mod template;
 pub mod util;
 
 pub use config::ContainerConfig;
