@@ -161,8 +161,10 @@ pub fn exec(host: &Host, ct: &Ctid, argv: &[String]) -> Result<i32> {
 }
 
 /// Run `f` inside the container: in its namespaces when it runs, else chrooted into its
-/// private area. Runs in a forked child, so the caller stays where it is.
-pub fn run_in_container<F>(host: &Host, ct: &Ctid, f: F) -> Result<()>
+/// private area. Runs in a forked child, so the caller stays where it is. With `privileged`
+/// the child keeps the host's capabilities (for sethostname in the container's UTS
+/// namespace); otherwise it has the container's.
+pub fn run_in_container<F>(host: &Host, ct: &Ctid, privileged: bool, f: F) -> Result<()>
 where
     F: FnOnce() -> std::result::Result<(), String>,
 {
@@ -180,13 +182,19 @@ where
                         for ((name, flag), f) in NAMESPACES.iter().zip(&j.ns) {
                             nix::sched::setns(f.as_fd(), *flag).map_err(|e| format!("join the {name} namespace: {e}"))?;
                         }
-                        j.finish_in_child()?;
+                        if privileged {
+                            nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+                        } else {
+                            j.finish_in_child()?;
+                        }
                     }
                     None => {
                         nix::unistd::chroot(&private).map_err(|e| format!("chroot {}: {e}", private.display()))?;
                         nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
-                        let keep = crate::capabilities::container_caps(&Default::default()).map_err(|e| e.to_string())?;
-                        crate::capabilities::restrict_to(&keep).map_err(|e| e.to_string())?;
+                        if !privileged {
+                            let keep = crate::capabilities::container_caps(&Default::default()).map_err(|e| e.to_string())?;
+                            crate::capabilities::restrict_to(&keep).map_err(|e| e.to_string())?;
+                        }
                     }
                 }
                 f()

@@ -14,7 +14,7 @@ pub fn set_hostname_live(host: &Host, ct: &Ctid, hostname: &str) -> Result<()> {
     crate::container::create::check_hostname(hostname)?;
     crate::container::running_state(host, ct, "set hostname")?;
     let h = hostname.to_string();
-    run_in_container(host, ct, move || {
+    run_in_container(host, ct, true, move || {
         nix::unistd::sethostname(&h).map_err(|e| format!("sethostname: {e}"))?;
         if std::path::Path::new("/etc/hostname").is_file() {
             write_replace("/etc/hostname", &format!("{h}\n"), 0o644)?;
@@ -127,7 +127,7 @@ pub fn set_userpasswd(host: &Host, ct: &Ctid, spec: &str) -> Result<()> {
     let (user, pass) = parse_userpasswd(spec)?;
     let hash = sha512_crypt(&pass)?;
     let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 86400).unwrap_or(0);
-    run_in_container(host, ct, move || {
+    run_in_container(host, ct, false, move || {
         let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("read /etc/passwd: {e}"))?;
         let shadow = match std::fs::read_to_string("/etc/shadow") {
             Ok(s) => s,
