@@ -14,7 +14,9 @@ fn assert_nothing_of(h: &TestHost, ct: &str) {
 
 /// A tar archive with one member whose raw name is `name` (the tar crate refuses to write
 /// unsafe names, so the header is filled by hand).
-fn tar_bytes(members: &[(&str, tar::EntryType, Option<&str>)]) -> Vec<u8> {
+type Member<'a> = (&'a str, tar::EntryType, Option<&'a str>);
+
+fn tar_bytes(members: &[Member<'_>]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, kind, link) in members {
         let mut hd = tar::Header::new_gnu();
@@ -73,7 +75,7 @@ fn escaping_tarballs_are_refused() {
     let h = TestHost::new();
     let victim = h.dir.path().join("victim");
     std::fs::create_dir(&victim).unwrap();
-    let cases: Vec<(&str, Vec<(&str, E, Option<&str>)>)> = vec![
+    let cases: Vec<(&str, Vec<Member<'_>>)> = vec![
         ("dotdot", vec![("bin/", E::Directory, None), ("../../victim/x", E::Regular, None)]),
         ("absolute", vec![("/tmp/ferry-evil", E::Regular, None)]),
         ("symlink", vec![("etc", E::Symlink, Some(victim.to_str().unwrap())), ("etc/passwd", E::Regular, None)]),

@@ -40,7 +40,7 @@ impl ContainerLock {
         };
         file.set_len(0).ctx("truncate lock file", &path)?;
         file.rewind().ctx("rewind lock file", &path)?;
-        write!(file, "{} {}\n", op, std::process::id()).ctx("write lock file", &path)?;
+        writeln!(file, "{} {}", op, std::process::id()).ctx("write lock file", &path)?;
         Ok(ContainerLock { ctid: ct.clone(), op: op.to_string(), _file: file })
     }
 

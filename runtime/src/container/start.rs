@@ -148,7 +148,7 @@ fn start_inner(
     let mut msg = String::new();
     let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
     if !msg.is_empty() {
-        return Err(Error::ct(ct.as_str(), "start", format!("{msg}")));
+        return Err(Error::ct(ct.as_str(), "start", msg));
     }
 
     let st = State {
