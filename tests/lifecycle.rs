@@ -99,11 +99,15 @@ fn isolation_inside_the_container() {
     }
     assert!(h.exec("iso", "head -c 4 /dev/urandom | wc -c").trim() == "4");
     // Granting a capability takes effect on the next start.
-    h.ok(&["set", "iso", "--capability", "sys_nice:on", "--save"]);
+    h.ok(&["set", "iso", "--capability", "sys_nice:on", "--devices", "c:10:200:rw", "--save"]);
     h.ok(&["restart", "iso"]);
     let bnd = h.exec("iso", "grep CapBnd /proc/self/status");
     let bits = u64::from_str_radix(bnd.split_whitespace().nth(1).unwrap(), 16).unwrap();
     assert_ne!(bits & (1 << 23), 0, "SYS_NICE granted: {bnd}");
+    let devs = std::fs::read_to_string(format!("/sys/fs/cgroup/devices/{}/iso/devices.list", h.cgroup_parent)).unwrap_or_default();
+    if std::path::Path::new("/sys/fs/cgroup/devices").is_dir() {
+        assert!(devs.contains("c 10:200 rw") && !devs.contains("b "), "{devs}");
+    }
     h.ok(&["stop", "iso"]);
     h.assert_clean();
 }

@@ -141,6 +141,7 @@ pub fn exec(host: &Host, ct: &Ctid, argv: &[String]) -> Result<i32> {
     if argv.is_empty() {
         return Err(Error::ct(ct.as_str(), "exec", "no command given: ferry exec CTID -- CMD [ARG...]"));
     }
+    crate::container::ensure_single_threaded(ct, "exec")?;
     let st = running_state(host, ct, "exec")?;
     let argv: Vec<CString> = argv
         .iter()
@@ -168,6 +169,7 @@ pub fn run_in_container<F>(host: &Host, ct: &Ctid, privileged: bool, f: F) -> Re
 where
     F: FnOnce() -> std::result::Result<(), String>,
 {
+    crate::container::ensure_single_threaded(ct, "set")?;
     let st = crate::container::status(host, ct)?.1;
     let joiner = st.as_ref().map(Joiner::open).transpose()?;
     let private = host.private_dir(ct);
@@ -243,6 +245,7 @@ fn copy_winsize(from: i32, to: i32) {
 /// code.
 pub fn enter(host: &Host, ct: &Ctid) -> Result<i32> {
     use nix::fcntl::OFlag;
+    crate::container::ensure_single_threaded(ct, "enter")?;
     let st = running_state(host, ct, "enter")?;
     let ptmx_path = format!("/proc/{}/root/dev/pts/ptmx", st.pid);
     let master = nix::fcntl::open(ptmx_path.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())

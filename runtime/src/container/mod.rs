@@ -52,6 +52,21 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// clone/fork and setns need a single-threaded caller: a fork of a threaded process may
+/// deadlock on locks other threads held, and setns into a mount namespace refuses threads.
+pub fn ensure_single_threaded(ct: &Ctid, op: &'static str) -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let threads: u32 = status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|t| t.trim().parse().ok()).unwrap_or(1);
+    if threads > 1 {
+        return Err(Error::ct(
+            ct.as_str(),
+            op,
+            format!("must run in a single-threaded process (this one has {threads} threads); run the `ferry` binary for it or call it before starting threads"),
+        ));
+    }
+    Ok(())
+}
+
 /// Load a container's config, saying how to find valid CTIDs when it does not exist.
 pub fn load_config(host: &Host, ct: &Ctid) -> Result<ContainerConfig> {
     let p = host.config_path(ct);

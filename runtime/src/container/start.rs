@@ -73,6 +73,7 @@ pub fn limit_context(host: &Host, cfg: &ContainerConfig) -> LimitContext {
 /// Start a stopped container. Returns its recorded state.
 pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result<State> {
     let ct = lock.ctid();
+    crate::container::ensure_single_threaded(ct, "start")?;
     match status(host, ct)?.0 {
         Status::Running => return Err(Error::ct(ct.as_str(), "start", format!("container is already running; `ferry stop {ct}` or `ferry restart {ct}`"))),
         // Leftovers of a container that died or a failed stop: clear them first.
