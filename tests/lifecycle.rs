@@ -147,6 +147,12 @@ fn exec_exit_codes_and_stdio() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&o.stdout).contains("/dev/pts/0"), "{}", String::from_utf8_lossy(&o.stdout));
+    // Signals to ferry reach the command; the exit code says which one ended it.
+    let child = h.cmd().args(["exec", "ex", "--", "sleep", "100"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(128 + 15));
     h.ok(&["stop", "ex"]);
     let e = h.fails(&["exec", "ex", "--", "true"]);
     assert!(e.contains("not running"), "{e}");
@@ -211,4 +217,22 @@ fn list_formats() {
     assert!(arr[1]["pid"].is_null());
     let e = h.fails(&["list", "-o", "ctid,bogus"]);
     assert!(e.contains("unknown field"), "{e}");
+}
+
+#[test]
+fn stop_kills_an_init_that_ignores_sigterm() {
+    if !need_root("stop_kill") {
+        return;
+    }
+    let h = TestHost::new();
+    // A PID 1 without a SIGTERM handler ignores SIGTERM: stop must fall back to SIGKILL.
+    h.ok(&["create", "stubborn", "--template", h.template.to_str().unwrap(), "--init", "/bin/sleep 1000"]);
+    h.ok(&["start", "stubborn"]);
+    h.exec("stubborn", "sleep 1000 >/dev/null 2>&1 </dev/null &");
+    let t = std::time::Instant::now();
+    h.ok(&["stop", "stubborn", "--timeout", "1"]);
+    let took = t.elapsed();
+    assert!(took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(8), "{took:?}");
+    assert_eq!(h.ok(&["status", "stubborn"]).trim(), "stubborn stopped");
+    h.assert_clean();
 }
