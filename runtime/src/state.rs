@@ -48,6 +48,19 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
 }
 
 impl State {
+    /// The state of a container whose PID 1 is `pid` (start time read now; 0 if it is gone).
+    pub fn new(ctid: Ctid, pid: i32, cg: &crate::cgroups::Cgroup, root_mount: PathBuf) -> State {
+        State {
+            ctid,
+            pid,
+            start_time: proc_stat(pid).map(|s| s.start_time).unwrap_or(0),
+            cgroup_mode: cg.mode(),
+            cgroup: cg.rel().to_string(),
+            root_mount,
+            net_objects: Vec::new(),
+        }
+    }
+
     pub fn load(host: &Host, ct: &Ctid) -> Result<Option<State>> {
         let p = host.state_path(ct);
         match std::fs::read_to_string(&p) {

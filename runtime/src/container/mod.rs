@@ -14,7 +14,7 @@ mod stop;
 pub use create::{check_hostname, create, destroy, CreateOptions};
 pub use exec::{enter, exec, run_in_container};
 pub use set::{set_hostname_live, set_userpasswd, update_passwd_files};
-pub use start::{start, CONSOLE_LOG};
+pub use start::{configure_cgroup, limit_context, prepare_cgroup, start, CONSOLE_LOG};
 pub use stop::{stop, teardown};
 
 use crate::cgroups::{Cgroup, CgroupStats};

@@ -70,6 +70,27 @@ pub fn limit_context(host: &Host, cfg: &ContainerConfig) -> LimitContext {
     LimitContext { ncpus: n.max(1) as u32, block_device: dev }
 }
 
+/// Device policy and resource limits of `cfg` on an existing cgroup (shared by start and
+/// by restore, which puts restored processes into the same kind of cgroup).
+pub fn configure_cgroup(host: &Host, cfg: &ContainerConfig, cg: &Cgroup, rules: &[devices::DeviceRule]) -> Result<()> {
+    cg.set_device_policy(rules)?;
+    cg.apply(&cfg.resources, &limit_context(host, cfg))
+}
+
+/// Create the container's cgroup with its device policy and limits, ready for processes
+/// (for restore: CRIU is then told to put the tree there). Removed again on failure.
+pub fn prepare_cgroup(host: &Host, cfg: &ContainerConfig) -> Result<Cgroup> {
+    let cg = Cgroup::open(host.cgroup_path(&cfg.ctid))?;
+    cg.create()?;
+    let rules = devices::rules_for(&cfg.security.devices);
+    let res = rules.and_then(|r| configure_cgroup(host, cfg, &cg, &r));
+    if let Err(e) = res {
+        let _ = cg.destroy();
+        return Err(e);
+    }
+    Ok(cg)
+}
+
 /// Start a stopped container. Returns its recorded state.
 pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result<State> {
     let ct = lock.ctid();
@@ -110,8 +131,7 @@ fn start_inner(
     }
     cg.create()?;
     undo.cgroup = Some(cg.clone());
-    cg.set_device_policy(rules)?;
-    cg.apply(&cfg.resources, &limit_context(host, cfg))?;
+    configure_cgroup(host, cfg, &cg, rules)?;
 
     let root = crate::storage::mount_root(host, cfg)?;
     undo.mounted = true;
@@ -152,15 +172,7 @@ fn start_inner(
         return Err(Error::ct(ct.as_str(), "start", msg));
     }
 
-    let st = State {
-        ctid: ct.clone(),
-        pid: pid.as_raw(),
-        start_time,
-        cgroup_mode: cg.mode(),
-        cgroup: cg.rel().to_string(),
-        root_mount: root,
-        net_objects: Vec::new(),
-    };
+    let st = State { start_time, ..State::new(ct.clone(), pid.as_raw(), &cg, root) };
     st.save(host)?;
     // PID 1 outlives this process; the host's init reaps it.
     undo.child = None;
