@@ -68,6 +68,7 @@ fn isolation_inside_the_container() {
     let cmdline = h.exec("iso", "tr '\\0' ' ' </proc/1/cmdline");
     assert!(cmdline.starts_with("/bin/sh -c trap"), "{cmdline}");
     assert_eq!(h.exec("iso", "hostname").trim(), "inside");
+    assert_eq!(h.exec("iso", "cat /etc/hostname").trim(), "inside");
     // Only its own processes: PID 1, its sleep, and the exec'd shell (and what it runs).
     let pids: Vec<u32> = h.exec("iso", "ls /proc").split_whitespace().filter_map(|p| p.parse().ok()).collect();
     assert!(pids.contains(&1) && pids.len() <= 5, "{pids:?}");

@@ -278,6 +278,13 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname {}: {e}", plan.hostname))?;
+    // Like vzctl: the container's /etc/hostname follows the configured name (inside the new
+    // root, so a symlink there cannot point the write at the host).
+    if std::fs::symlink_metadata("/etc/hostname").map(|m| m.is_file()).unwrap_or(false)
+        && std::fs::read_to_string("/etc/hostname").map(|h| h.trim() != plan.hostname).unwrap_or(false)
+    {
+        let _ = std::fs::write("/etc/hostname", format!("{}\n", plan.hostname));
+    }
 
     close_fds_except(keep_fd);
     redirect_stdio()?;
