@@ -400,6 +400,13 @@ impl Cgroup {
     /// then for SIGKILL wait up to `wait` until it is empty.
     pub fn kill_all(&self, sig: nix::sys::signal::Signal, wait: Duration) -> Result<()> {
         let deadline = Instant::now() + wait;
+        if sig == nix::sys::signal::Signal::SIGKILL && self.mode == CgroupMode::V2 {
+            // v2 (5.14+) kills the whole cgroup at once, racing no fork.
+            let k = self.dir("").join("cgroup.kill");
+            if k.exists() && is_real_cgroupfs(&self.dir("")) {
+                let _ = write_file(&k, "1");
+            }
+        }
         loop {
             let pids = self.pids()?;
             if pids.is_empty() {
