@@ -8,21 +8,20 @@
 //! processes. Every host path and the cgroup parent come from [`Host`], so several simulated
 //! hosts can share one machine.
 
+pub mod capabilities;
 pub mod cgroups;
 pub mod checkpoint;
 pub mod config;
+pub mod container;
 pub mod ctid;
 pub mod error;
+pub mod hooks;
 pub mod host;
 pub mod lock;
 pub mod net;
-/// Disk backends. Declared inline until the core's `storage/mod.rs` lands; it then declares
-/// `pub mod backends; pub mod btrfs; pub mod image;` itself and this block goes.
-pub mod storage {
-    pub mod backends;
-    pub mod btrfs;
-    pub mod image;
-}
+pub mod state;
+pub mod storage;
+pub mod template;
 pub mod util;
 
 pub use config::ContainerConfig;

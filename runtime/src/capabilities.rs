@@ -1,0 +1,127 @@
+//! The capability set a container keeps: Docker's default set plus NET_ADMIN (for its own
+//! network namespace), changed by the container's `cap_add` / `cap_drop`. Everything else
+//! (SYS_ADMIN, SYS_TIME, SYS_MODULE, SYS_RAWIO, SYS_BOOT, ...) is dropped from the bounding,
+//! effective, permitted and inheritable sets before PID 1 or an exec'd command runs.
+
+use crate::config::Security;
+use crate::error::{Error, Result};
+use caps::{CapSet, Capability, CapsHashSet};
+use std::str::FromStr;
+
+/// Names without the CAP_ prefix.
+pub const DEFAULT_CAPS: [&str; 15] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+    "NET_ADMIN",
+];
+
+/// Parse a capability name, with or without `CAP_`, any case.
+pub fn parse_cap(name: &str) -> Result<Capability> {
+    let up = name.trim().to_ascii_uppercase();
+    let full = if up.starts_with("CAP_") { up } else { format!("CAP_{up}") };
+    Capability::from_str(&full).map_err(|_| {
+        Error::Config(format!("unknown capability {name:?}: use a name such as SYS_TIME or NET_ADMIN (see capabilities(7))"))
+    })
+}
+
+/// The short name (no CAP_ prefix) of a capability.
+pub fn cap_name(c: Capability) -> String {
+    c.to_string().trim_start_matches("CAP_").to_string()
+}
+
+/// The set a container keeps: defaults + cap_add − cap_drop (a drop wins over an add).
+pub fn container_caps(sec: &Security) -> Result<CapsHashSet> {
+    let mut set = CapsHashSet::new();
+    for n in DEFAULT_CAPS {
+        set.insert(parse_cap(n)?);
+    }
+    for n in &sec.cap_add {
+        set.insert(parse_cap(n)?);
+    }
+    for n in &sec.cap_drop {
+        set.remove(&parse_cap(n)?);
+    }
+    Ok(set)
+}
+
+/// Apply `set -NAME:on|off` to a Security: on adds it (and undoes a drop), off drops it.
+pub fn set_capability(sec: &mut Security, spec: &str) -> Result<()> {
+    let (name, onoff) = spec
+        .rsplit_once(':')
+        .ok_or_else(|| Error::Config(format!("invalid capability setting {spec:?}: use NAME:on or NAME:off")))?;
+    let cap = cap_name(parse_cap(name)?);
+    let same = |c: &String| parse_cap(c).map(cap_name).ok().as_deref() == Some(cap.as_str());
+    sec.cap_add.retain(|c| !same(c));
+    sec.cap_drop.retain(|c| !same(c));
+    let default = DEFAULT_CAPS.contains(&cap.as_str());
+    match onoff {
+        "on" if !default => sec.cap_add.push(cap),
+        "off" if default => sec.cap_drop.push(cap),
+        "on" | "off" => {}
+        _ => return Err(Error::Config(format!("invalid capability setting {spec:?}: use NAME:on or NAME:off"))),
+    }
+    Ok(())
+}
+
+/// Reduce the calling process to `keep`: bounding set first (needs CAP_SETPCAP, still held),
+/// then inheritable, effective and permitted; ambient cleared.
+pub fn restrict_to(keep: &CapsHashSet) -> Result<()> {
+    let e = |what: &str, err: caps::errors::CapsError| Error::Config(format!("capabilities: {what}: {err}"));
+    for c in caps::all() {
+        if !keep.contains(&c) && caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false) {
+            caps::drop(None, CapSet::Bounding, c).map_err(|er| e("drop from bounding set", er))?;
+        }
+    }
+    let _ = caps::clear(None, CapSet::Ambient);
+    let permitted = caps::read(None, CapSet::Permitted).map_err(|er| e("read permitted", er))?;
+    let keep: CapsHashSet = keep.intersection(&permitted).copied().collect();
+    caps::set(None, CapSet::Inheritable, &keep).map_err(|er| e("set inheritable", er))?;
+    caps::set(None, CapSet::Effective, &keep).map_err(|er| e("set effective", er))?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(|er| e("set permitted", er))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_exclude_host_level_caps() {
+        let s = container_caps(&Security::default()).unwrap();
+        assert_eq!(s.len(), DEFAULT_CAPS.len());
+        for bad in ["SYS_ADMIN", "SYS_TIME", "SYS_MODULE", "SYS_RAWIO", "SYS_BOOT", "SYS_PTRACE", "SYS_RESOURCE"] {
+            assert!(!s.contains(&parse_cap(bad).unwrap()), "{bad}");
+        }
+        assert!(s.contains(&Capability::CAP_NET_ADMIN));
+    }
+
+    #[test]
+    fn add_and_drop() {
+        let mut sec = Security::default();
+        set_capability(&mut sec, "sys_time:on").unwrap();
+        set_capability(&mut sec, "CAP_NET_RAW:off").unwrap();
+        assert_eq!(sec.cap_add, vec!["SYS_TIME"]);
+        assert_eq!(sec.cap_drop, vec!["NET_RAW"]);
+        let s = container_caps(&sec).unwrap();
+        assert!(s.contains(&Capability::CAP_SYS_TIME));
+        assert!(!s.contains(&Capability::CAP_NET_RAW));
+        set_capability(&mut sec, "NET_RAW:on").unwrap();
+        set_capability(&mut sec, "SYS_TIME:off").unwrap();
+        assert!(sec.cap_add.is_empty() && sec.cap_drop.is_empty());
+        assert!(set_capability(&mut sec, "NOPE:on").is_err());
+        assert!(set_capability(&mut sec, "SYS_TIME").is_err());
+        assert!(set_capability(&mut sec, "SYS_TIME:maybe").is_err());
+    }
+}

@@ -1,0 +1,113 @@
+use crate::config::ContainerConfig;
+use crate::container::{status, Status};
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::lock::ContainerLock;
+use std::path::PathBuf;
+
+/// What `ferry create` was asked for.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    pub template: PathBuf,
+    pub hostname: Option<String>,
+    /// argv of PID 1; None picks `/sbin/init` or the keep-alive.
+    pub init: Option<Vec<String>>,
+}
+
+/// Check a hostname the kernel and resolvers accept.
+pub fn check_hostname(h: &str) -> Result<()> {
+    let ok = !h.is_empty()
+        && h.len() <= 64
+        && h.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("invalid hostname {h:?}: use letters, digits, '-' and '.' (at most 64 characters)")))
+    }
+}
+
+fn check_writable(host: &Host) -> Result<()> {
+    let d = &host.data_dir;
+    std::fs::create_dir_all(d).map_err(|e| {
+        Error::Config(format!("data directory {} cannot be created: {e}; set --data-dir or FERRY_DATA_DIR to a writable directory", d.display()))
+    })?;
+    nix::unistd::access(d, nix::unistd::AccessFlags::W_OK).map_err(|e| {
+        Error::Config(format!("data directory {} is not writable: {e}; set --data-dir or FERRY_DATA_DIR to a writable directory", d.display()))
+    })
+}
+
+/// Create a container: private area from the template, then its config (atomically). A
+/// failure leaves nothing of the container behind.
+pub fn create(host: &Host, lock: &ContainerLock, opts: &CreateOptions) -> Result<ContainerConfig> {
+    let ct = lock.ctid();
+    check_writable(host)?;
+    if host.config_path(ct).exists() {
+        return Err(Error::ct(ct.as_str(), "create", "container already exists; destroy it first or pick another CTID"));
+    }
+    if let Some(h) = &opts.hostname {
+        check_hostname(h)?;
+    }
+    // Refuse a bad template before anything is made.
+    crate::template::template_kind(&opts.template)?;
+    let mut cfg = ContainerConfig::new(ct.clone());
+    cfg.hostname = opts.hostname.clone();
+    cfg.template = Some(opts.template.display().to_string());
+    crate::storage::prepare(host, &cfg, &opts.template)?;
+    let res = (|| {
+        cfg.init = match &opts.init {
+            Some(i) if !i.is_empty() => i.clone(),
+            _ => crate::template::default_init(&host.private_dir(ct)).ok_or_else(|| {
+                Error::ct(ct.as_str(), "create", "the template has neither /sbin/init nor /bin/sh: give the command PID 1 runs with --init")
+            })?,
+        };
+        cfg.save(&host.config_path(ct))?;
+        Ok(cfg.clone())
+    })();
+    if res.is_err() {
+        let _ = crate::storage::remove(host, &cfg);
+    }
+    res
+}
+
+/// Remove a stopped container: private area, root, config, run dir, logs and dumps. With
+/// `force` a running one is stopped first.
+pub fn destroy(host: &Host, lock: &ContainerLock, force: bool) -> Result<()> {
+    let ct = lock.ctid();
+    let cfg = crate::container::load_config(host, ct)?;
+    match status(host, ct)?.0 {
+        Status::Stopped => {}
+        _ if force => crate::container::stop(host, lock, &cfg, std::time::Duration::from_secs(10))?,
+        Status::Running => {
+            return Err(Error::ct(ct.as_str(), "destroy", format!("container is running; stop it first (`ferry stop {ct}`) or pass --force")))
+        }
+        Status::Mounted => crate::container::teardown(host, &cfg, None)?,
+    }
+    crate::storage::remove(host, &cfg)?;
+    for d in [host.run_ct_dir(ct), host.log_dir(ct), host.dump_dir(ct)] {
+        match std::fs::remove_dir_all(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", d, e)),
+        }
+    }
+    let conf = host.config_path(ct);
+    std::fs::remove_file(&conf).map_err(|e| Error::io("remove config", conf, e))?;
+    // The lock file goes last; we still hold its flock, which is harmless on an unlinked file.
+    let _ = std::fs::remove_file(host.lock_path(ct));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames() {
+        for ok in ["web", "web-1.example.org", "a"] {
+            check_hostname(ok).unwrap();
+        }
+        for bad in ["", "-a", "a..b", "a b", "a_b", &"x".repeat(65)] {
+            assert!(check_hostname(bad).is_err(), "{bad}");
+        }
+    }
+}

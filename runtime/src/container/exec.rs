@@ -1,0 +1,372 @@
+//! Running commands inside a running container: `exec` (stdio passed through, exit code
+//! passed back), `enter` (a shell on a pty from the container's own devpts), and
+//! [`run_in_container`] for the runtime's own work inside (passwords, hostname).
+
+use crate::container::running_state;
+use crate::ctid::Ctid;
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::state::State;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigHandler, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+const NAMESPACES: [(&str, CloneFlags); 5] = [
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// The capability bounding set of a process (`CapBnd` in /proc/PID/status).
+pub fn bounding_set(pid: i32) -> Result<caps::CapsHashSet> {
+    let p = format!("/proc/{pid}/status");
+    let s = std::fs::read_to_string(&p).map_err(|e| Error::io("read", &p, e))?;
+    let hex = s.lines().find_map(|l| l.strip_prefix("CapBnd:")).map(str::trim).unwrap_or("0");
+    let bits = u64::from_str_radix(hex, 16).unwrap_or(0);
+    Ok(caps::all().into_iter().filter(|c| c.index() < 64 && bits & (1u64 << c.index()) != 0).collect())
+}
+
+/// What a process needs to become part of a running container.
+struct Joiner {
+    ns: Vec<File>,
+    cgroup_procs: Vec<File>,
+    caps: caps::CapsHashSet,
+}
+
+impl Joiner {
+    fn open(st: &State) -> Result<Self> {
+        let mut ns = Vec::new();
+        for (name, _) in NAMESPACES {
+            let p = format!("/proc/{}/ns/{name}", st.pid);
+            ns.push(File::open(&p).map_err(|e| Error::io("open namespace", &p, e))?);
+        }
+        let cg = crate::cgroups::Cgroup::new(crate::cgroups::DEFAULT_CGROUP_ROOT, st.cgroup.clone(), st.cgroup_mode);
+        let mut cgroup_procs = Vec::new();
+        for p in cg.procs_files() {
+            cgroup_procs.push(std::fs::OpenOptions::new().write(true).open(&p).map_err(|e| Error::io("open cgroup", &p, e))?);
+        }
+        Ok(Joiner { ns, cgroup_procs, caps: bounding_set(st.pid)? })
+    }
+
+    /// Join every namespace (the pid namespace applies to children forked after this).
+    fn setns_all(&self, ct: &Ctid) -> Result<()> {
+        for ((name, flag), f) in NAMESPACES.iter().zip(&self.ns) {
+            nix::sched::setns(f.as_fd(), *flag).map_err(|e| Error::ct(ct.as_str(), "exec", format!("join the {name} namespace: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// In the forked child: new session, own cgroup, `/`, container capabilities.
+    fn finish_in_child(&self) -> std::result::Result<(), String> {
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+        for mut f in &self.cgroup_procs {
+            // "0" means the writing process.
+            f.write_all(b"0").map_err(|e| format!("join cgroup: {e}"))?;
+        }
+        nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+        crate::capabilities::restrict_to(&self.caps).map_err(|e| e.to_string())
+    }
+}
+
+static FORWARD_SIG: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn remember_signal(sig: libc::c_int) {
+    FORWARD_SIG.store(sig, Ordering::SeqCst);
+}
+
+/// Install handlers (without SA_RESTART, so waits are interrupted) for the signals forwarded
+/// to a child.
+fn install_forwarding(sigs: &[Signal]) {
+    let act = nix::sys::signal::SigAction::new(SigHandler::Handler(remember_signal), nix::sys::signal::SaFlags::empty(), nix::sys::signal::SigSet::empty());
+    for s in sigs {
+        // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
+        let _ = unsafe { nix::sys::signal::sigaction(*s, &act) };
+    }
+}
+
+fn take_forward() -> Option<Signal> {
+    let s = FORWARD_SIG.swap(0, Ordering::SeqCst);
+    Signal::try_from(s).ok().filter(|_| s != 0)
+}
+
+/// Wait for `child`, forwarding remembered signals; the exit code (128+N when killed by N).
+fn wait_forwarding(child: Pid) -> Result<i32> {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {
+                if let Some(sig) = take_forward() {
+                    let _ = nix::sys::signal::kill(child, sig);
+                }
+            }
+            Err(e) => return Err(Error::sys("wait for the command", e)),
+        }
+    }
+}
+
+fn exec_env() -> Vec<CString> {
+    let term = std::env::var("TERM").unwrap_or_else(|_| "dumb".into());
+    ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(), "HOME=/root".into(), format!("TERM={term}"), "container=ferry".into()]
+        .into_iter()
+        .filter_map(|s| CString::new(s).ok())
+        .collect()
+}
+
+fn exec_in_child(j: &Joiner, argv: &[CString], env: &[CString]) -> ! {
+    let r: std::result::Result<(), String> = j.finish_in_child().and_then(|()| {
+        crate::container::start::close_fds_except(-1);
+        let e = nix::unistd::execvpe(&argv[0], argv, env).unwrap_err();
+        Err(format!("{:?}: {e}", argv[0]))
+    });
+    let msg = r.unwrap_err();
+    let _ = writeln!(std::io::stderr(), "ferry: exec {msg}");
+    // SAFETY: _exit is always safe; 127 like a shell when the command cannot run.
+    unsafe { libc::_exit(127) }
+}
+
+/// Run `argv` inside the running container `ct`; returns its exit code (128+N if killed by
+/// signal N). stdin/stdout/stderr are this process's. SIGINT, SIGTERM, SIGHUP and SIGQUIT
+/// received meanwhile are passed on. The calling process joins the container's namespaces.
+pub fn exec(host: &Host, ct: &Ctid, argv: &[String]) -> Result<i32> {
+    if argv.is_empty() {
+        return Err(Error::ct(ct.as_str(), "exec", "no command given: ferry exec CTID -- CMD [ARG...]"));
+    }
+    crate::container::ensure_single_threaded(ct, "exec")?;
+    let st = running_state(host, ct, "exec")?;
+    let argv: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_str()).map_err(|_| Error::ct(ct.as_str(), "exec", "an argument contains a NUL byte")))
+        .collect::<Result<_>>()?;
+    let env = exec_env();
+    let j = Joiner::open(&st)?;
+    j.setns_all(ct)?;
+    install_forwarding(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT]);
+    // SAFETY: single-threaded process; the child only execs or exits.
+    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))? {
+        ForkResult::Child => exec_in_child(&j, &argv, &env),
+        ForkResult::Parent { child } => {
+            drop(j);
+            wait_forwarding(child)
+        }
+    }
+}
+
+/// Run `f` inside the container: in its namespaces when it runs, else chrooted into its
+/// private area. Runs in a forked child, so the caller stays where it is. With `privileged`
+/// the child keeps the host's capabilities (for sethostname in the container's UTS
+/// namespace); otherwise it has the container's.
+pub fn run_in_container<F>(host: &Host, ct: &Ctid, privileged: bool, f: F) -> Result<()>
+where
+    F: FnOnce() -> std::result::Result<(), String>,
+{
+    crate::container::ensure_single_threaded(ct, "set")?;
+    let st = crate::container::status(host, ct)?.1;
+    let joiner = st.as_ref().map(Joiner::open).transpose()?;
+    let private = host.private_dir(ct);
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
+    // SAFETY: single-threaded process; the child exits without returning.
+    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))? {
+        ForkResult::Child => {
+            drop(err_r);
+            let r = (|| {
+                match &joiner {
+                    Some(j) => {
+                        for ((name, flag), f) in NAMESPACES.iter().zip(&j.ns) {
+                            nix::sched::setns(f.as_fd(), *flag).map_err(|e| format!("join the {name} namespace: {e}"))?;
+                        }
+                        if privileged {
+                            nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+                        } else {
+                            j.finish_in_child()?;
+                        }
+                    }
+                    None => {
+                        nix::unistd::chroot(&private).map_err(|e| format!("chroot {}: {e}", private.display()))?;
+                        nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+                        if !privileged {
+                            let keep = crate::capabilities::container_caps(&Default::default()).map_err(|e| e.to_string())?;
+                            crate::capabilities::restrict_to(&keep).map_err(|e| e.to_string())?;
+                        }
+                    }
+                }
+                f()
+            })();
+            let code = match r {
+                Ok(()) => 0,
+                Err(m) => {
+                    let _ = File::from(err_w).write_all(m.as_bytes());
+                    1
+                }
+            };
+            // SAFETY: _exit is always safe.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(err_w);
+            let mut msg = String::new();
+            let _ = File::from(err_r).read_to_string(&mut msg);
+            let _ = waitpid(child, None);
+            if msg.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::ct(ct.as_str(), "set", msg))
+            }
+        }
+    }
+}
+
+static WINCH: AtomicI32 = AtomicI32::new(0);
+extern "C" fn on_winch(_: libc::c_int) {
+    WINCH.store(1, Ordering::SeqCst);
+}
+
+fn copy_winsize(from: i32, to: i32) {
+    let mut ws: libc::winsize = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: ioctls with a valid winsize buffer on descriptors we own.
+    unsafe {
+        if libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(to, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// An interactive shell inside the running container on a pty from the container's own
+/// devpts (so a checkpoint of the container sees only its own ptys). Returns the shell's exit
+/// code.
+pub fn enter(host: &Host, ct: &Ctid) -> Result<i32> {
+    use nix::fcntl::OFlag;
+    crate::container::ensure_single_threaded(ct, "enter")?;
+    let st = running_state(host, ct, "enter")?;
+    let ptmx_path = format!("/proc/{}/root/dev/pts/ptmx", st.pid);
+    let master = nix::fcntl::open(ptmx_path.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(|e| Error::ct(ct.as_str(), "enter", format!("open {ptmx_path}: {e}")))?;
+    // SAFETY: master is a descriptor we just opened and own.
+    let master = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master) };
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK takes a pointer to an int; TIOCGPTPEER returns a new descriptor.
+    let slave = unsafe {
+        libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock);
+        libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY)
+    };
+    if slave < 0 {
+        return Err(Error::ct(ct.as_str(), "enter", format!("open the pty peer: {}", std::io::Error::last_os_error())));
+    }
+    // SAFETY: the ioctl returned a fresh descriptor that we now own.
+    let slave = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) };
+    let shell = if std::fs::symlink_metadata(format!("/proc/{}/root/bin/bash", st.pid)).is_ok() { "/bin/bash" } else { "/bin/sh" };
+    let argv = vec![CString::new(shell).expect("no NUL"), CString::new("-l").expect("no NUL")];
+    let env = exec_env();
+    let stdin_tty = nix::unistd::isatty(0).unwrap_or(false);
+    if stdin_tty {
+        copy_winsize(0, master.as_raw_fd());
+    }
+    let j = Joiner::open(&st)?;
+    j.setns_all(ct)?;
+    // SAFETY: single-threaded process; the child only execs or exits.
+    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))? {
+        ForkResult::Child => {
+            drop(master);
+            let r: std::result::Result<(), String> = j.finish_in_child().and_then(|()| {
+                let s = slave.as_raw_fd();
+                // SAFETY: make the pty our controlling terminal (we are a new session leader).
+                unsafe { libc::ioctl(s, libc::TIOCSCTTY, 0) };
+                for fd in 0..3 {
+                    nix::unistd::dup2(s, fd).map_err(|e| format!("dup2: {e}"))?;
+                }
+                crate::container::start::close_fds_except(-1);
+                let e = nix::unistd::execve(&argv[0], &argv, &env).unwrap_err();
+                Err(format!("{shell}: {e}"))
+            });
+            let _ = writeln!(std::io::stderr(), "ferry: enter: {}", r.unwrap_err());
+            // SAFETY: _exit is always safe.
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => {
+            drop(slave);
+            drop(j);
+            let saved = if stdin_tty { make_raw(0) } else { None };
+            let act = nix::sys::signal::SigAction::new(SigHandler::Handler(on_winch), nix::sys::signal::SaFlags::empty(), nix::sys::signal::SigSet::empty());
+            // SAFETY: the handler only stores into an atomic.
+            let _ = unsafe { nix::sys::signal::sigaction(Signal::SIGWINCH, &act) };
+            proxy(master.as_raw_fd(), stdin_tty);
+            if let Some(t) = saved {
+                let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &t);
+            }
+            drop(master);
+            wait_forwarding(child)
+        }
+    }
+}
+
+fn make_raw(fd: i32) -> Option<nix::sys::termios::Termios> {
+    let _ = fd;
+    let saved = nix::sys::termios::tcgetattr(std::io::stdin()).ok()?;
+    let mut raw = saved.clone();
+    nix::sys::termios::cfmakeraw(&mut raw);
+    nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &raw).ok()?;
+    Some(saved)
+}
+
+/// Copy stdin → master and master → stdout until the shell side closes.
+fn proxy(master: i32, stdin_tty: bool) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut stdin_open = true;
+    let mut buf = [0u8; 8192];
+    loop {
+        if WINCH.swap(0, Ordering::SeqCst) == 1 && stdin_tty {
+            copy_winsize(0, master);
+        }
+        // SAFETY: both descriptors stay open for the whole loop.
+        let (mfd, ifd) = unsafe { (std::os::fd::BorrowedFd::borrow_raw(master), std::os::fd::BorrowedFd::borrow_raw(0)) };
+        let mut fds = vec![PollFd::new(mfd, PollFlags::POLLIN)];
+        if stdin_open {
+            fds.push(PollFd::new(ifd, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+            Ok(_) => {}
+        }
+        let m_ev = fds[0].revents().unwrap_or(PollFlags::empty());
+        let i_ev = fds.get(1).and_then(|f| f.revents()).unwrap_or(PollFlags::empty());
+        if m_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            match nix::unistd::read(master, &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(&buf[..n]);
+                    let _ = out.flush();
+                }
+            }
+        }
+        if i_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
+            match nix::unistd::read(0, &mut buf) {
+                Ok(0) | Err(_) => {
+                    stdin_open = false;
+                    // End of input without a terminal: send EOF to the shell.
+                    if !stdin_tty {
+                        let _ = nix::unistd::write(unsafe_borrow(master), &[4u8]);
+                    }
+                }
+                Ok(n) => {
+                    let _ = nix::unistd::write(unsafe_borrow(master), &buf[..n]);
+                }
+            }
+        }
+    }
+}
+
+fn unsafe_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: used only for descriptors that outlive the call (the pty master in `proxy`).
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}

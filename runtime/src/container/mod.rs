@@ -1,0 +1,112 @@
+//! A container's life cycle on one host: create, start, stop, destroy, status, exec, enter,
+//! and the live settings (hostname, passwords).
+//!
+//! Functions that change a container take its [`ContainerLock`] as proof the caller holds it.
+//! Everything here is synchronous and must run in a single-threaded process (start clones,
+//! exec/enter call setns).
+
+mod create;
+mod exec;
+mod set;
+mod start;
+mod stop;
+
+pub use create::{check_hostname, create, destroy, CreateOptions};
+pub use exec::{enter, exec, run_in_container};
+pub use set::{set_hostname_live, set_userpasswd, update_passwd_files};
+pub use start::{configure_cgroup, limit_context, prepare_cgroup, start, CONSOLE_LOG};
+pub use stop::{stop, teardown};
+
+use crate::cgroups::{Cgroup, CgroupStats};
+use crate::config::ContainerConfig;
+use crate::ctid::Ctid;
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::lock::ContainerLock;
+use crate::state::State;
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// PID 1 alive.
+    Running,
+    /// Not running but its root is still mounted (a failed stop, or mounted by hand).
+    Mounted,
+    Stopped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Mounted => "mounted",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// clone/fork and setns need a single-threaded caller: a fork of a threaded process may
+/// deadlock on locks other threads held, and setns into a mount namespace refuses threads.
+pub fn ensure_single_threaded(ct: &Ctid, op: &'static str) -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let threads: u32 = status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|t| t.trim().parse().ok()).unwrap_or(1);
+    if threads > 1 {
+        return Err(Error::ct(
+            ct.as_str(),
+            op,
+            format!("must run in a single-threaded process (this one has {threads} threads); run the `ferry` binary for it or call it before starting threads"),
+        ));
+    }
+    Ok(())
+}
+
+/// Load a container's config, saying how to find valid CTIDs when it does not exist.
+pub fn load_config(host: &Host, ct: &Ctid) -> Result<ContainerConfig> {
+    let p = host.config_path(ct);
+    if !p.exists() {
+        return Err(Error::ct(ct.as_str(), "load", format!("no such container (no {}); `ferry list -a` shows the containers of this host", p.display())));
+    }
+    ContainerConfig::load(&p)
+}
+
+/// The container's status and, when running, its state.
+pub fn status(host: &Host, ct: &Ctid) -> Result<(Status, Option<State>)> {
+    if let Some(st) = State::load(host, ct)? {
+        if st.is_alive() {
+            return Ok((Status::Running, Some(st)));
+        }
+    }
+    if crate::storage::is_mounted(&host.root_dir(ct)) {
+        return Ok((Status::Mounted, None));
+    }
+    Ok((Status::Stopped, None))
+}
+
+/// The running state, or an error that says the container is not running.
+pub fn running_state(host: &Host, ct: &Ctid, op: &'static str) -> Result<State> {
+    match status(host, ct)? {
+        (Status::Running, Some(st)) => Ok(st),
+        _ => Err(Error::ct(ct.as_str(), op, format!("container is not running; start it with `ferry start {ct}`"))),
+    }
+}
+
+/// Usage of a running container (None when stopped).
+pub fn stats(st: &State) -> Result<CgroupStats> {
+    Cgroup::new(crate::cgroups::DEFAULT_CGROUP_ROOT, st.cgroup.clone(), st.cgroup_mode).stats()
+}
+
+/// Stop (when running) and start again, under one lock.
+pub fn restart(host: &Host, lock: &ContainerLock, timeout: std::time::Duration) -> Result<State> {
+    let cfg = load_config(host, lock.ctid())?;
+    if status(host, lock.ctid())?.0 != Status::Stopped {
+        stop(host, lock, &cfg, timeout)?;
+    }
+    start(host, lock, &cfg)
+}

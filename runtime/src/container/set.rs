@@ -1,0 +1,171 @@
+//! Live settings of a container: its hostname (set in its UTS namespace) and user passwords
+//! (written into its /etc/passwd and /etc/shadow from inside, so no symlink in the container
+//! can redirect the write to the host).
+
+use crate::container::run_in_container;
+use crate::ctid::Ctid;
+use crate::error::{Error, Result};
+use crate::host::Host;
+use std::ffi::{CStr, CString};
+use std::io::Read;
+
+/// Set the hostname of the running container (and its /etc/hostname when it has one).
+pub fn set_hostname_live(host: &Host, ct: &Ctid, hostname: &str) -> Result<()> {
+    crate::container::create::check_hostname(hostname)?;
+    crate::container::running_state(host, ct, "set hostname")?;
+    let h = hostname.to_string();
+    run_in_container(host, ct, true, move || {
+        nix::unistd::sethostname(&h).map_err(|e| format!("sethostname: {e}"))?;
+        if std::path::Path::new("/etc/hostname").is_file() {
+            write_replace("/etc/hostname", &format!("{h}\n"), 0o644)?;
+        }
+        Ok(())
+    })
+}
+
+#[link(name = "crypt")]
+extern "C" {
+    fn crypt(key: *const libc::c_char, salt: *const libc::c_char) -> *mut libc::c_char;
+}
+
+/// A SHA-512 crypt(3) hash (`$6$salt$...`) of `pass` with a random salt.
+pub fn sha512_crypt(pass: &str) -> Result<String> {
+    const ALPHABET: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rnd = [0u8; 16];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut rnd)).map_err(|e| Error::io("read", "/dev/urandom", e))?;
+    let salt: String = rnd.iter().map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char).collect();
+    let key = CString::new(pass).map_err(|_| Error::Config("the password contains a NUL byte".into()))?;
+    let salt = CString::new(format!("$6${salt}$")).expect("salt has no NUL");
+    // SAFETY: both arguments are valid C strings; crypt returns a pointer to a static buffer
+    // (or NULL), copied out at once in this single-threaded process.
+    let out = unsafe { crypt(key.as_ptr(), salt.as_ptr()) };
+    if out.is_null() {
+        return Err(Error::Config("crypt(3) failed to hash the password".into()));
+    }
+    // SAFETY: a non-null result is a NUL-terminated string.
+    let s = unsafe { CStr::from_ptr(out) }.to_string_lossy().into_owned();
+    if !s.starts_with("$6$") {
+        return Err(Error::Config("this system's crypt(3) does not support SHA-512".into()));
+    }
+    Ok(s)
+}
+
+/// Check `USER:PASS` and split it.
+pub fn parse_userpasswd(s: &str) -> Result<(String, String)> {
+    let bad = |why: &str| Error::Config(format!("invalid --userpasswd: {why}; use USER:PASSWORD"));
+    let (u, p) = s.split_once(':').ok_or_else(|| bad("no ':'"))?;
+    let user_ok = !u.is_empty()
+        && u.len() <= 32
+        && u.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && u.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !user_ok {
+        return Err(bad("user names are lower-case letters, digits, '_' and '-'"));
+    }
+    if p.is_empty() || p.contains('\n') || p.contains('\0') {
+        return Err(bad("the password must be non-empty and on one line"));
+    }
+    Ok((u.to_string(), p.to_string()))
+}
+
+/// The new /etc/passwd and /etc/shadow texts with `user` present (added with the next free
+/// uid ≥ 1000 if missing) and its password hash set to `hash`.
+pub fn update_passwd_files(passwd: &str, shadow: &str, user: &str, hash: &str, days: u64) -> (String, String) {
+    let mut passwd = passwd.to_string();
+    let has_user = passwd.lines().any(|l| l.split(':').next() == Some(user));
+    if !has_user {
+        let uid = passwd
+            .lines()
+            .filter_map(|l| l.split(':').nth(2)?.parse::<u32>().ok())
+            .filter(|u| (1000..60000).contains(u))
+            .max()
+            .map_or(1000, |m| m + 1);
+        if !passwd.is_empty() && !passwd.ends_with('\n') {
+            passwd.push('\n');
+        }
+        let home = if user == "root" { "/root".to_string() } else { format!("/home/{user}") };
+        passwd.push_str(&format!("{user}:x:{uid}:{uid}::{home}:/bin/sh\n"));
+    }
+    let mut found = false;
+    let mut out = String::new();
+    for l in shadow.lines() {
+        let mut f: Vec<&str> = l.split(':').collect();
+        if f.first() == Some(&user) && f.len() >= 2 {
+            found = true;
+            f[1] = hash;
+            let days_s = days.to_string();
+            if f.len() >= 3 {
+                f[2] = &days_s;
+                out.push_str(&f.join(":"));
+            } else {
+                out.push_str(&f.join(":"));
+            }
+        } else {
+            out.push_str(l);
+        }
+        out.push('\n');
+    }
+    if !found {
+        out.push_str(&format!("{user}:{hash}:{days}:0:99999:7:::\n"));
+    }
+    (passwd, out)
+}
+
+/// Write a file inside the current root by temp file + rename.
+fn write_replace(path: &str, text: &str, mode: u32) -> std::result::Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = format!("{path}.ferry-tmp");
+    std::fs::write(&tmp, text).map_err(|e| format!("write {tmp}: {e}"))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("chmod {tmp}: {e}"))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("rename {tmp} to {path}: {e}")
+    })
+}
+
+/// Create `user` if missing and set its password, inside the container (running or not).
+pub fn set_userpasswd(host: &Host, ct: &Ctid, spec: &str) -> Result<()> {
+    let (user, pass) = parse_userpasswd(spec)?;
+    let hash = sha512_crypt(&pass)?;
+    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 86400).unwrap_or(0);
+    run_in_container(host, ct, false, move || {
+        let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("read /etc/passwd: {e}"))?;
+        let shadow = match std::fs::read_to_string("/etc/shadow") {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(format!("read /etc/shadow: {e}")),
+        };
+        let (np, ns) = update_passwd_files(&passwd, &shadow, &user, &hash, days);
+        if np != passwd {
+            write_replace("/etc/passwd", &np, 0o644)?;
+        }
+        write_replace("/etc/shadow", &ns, 0o640)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_update() {
+        let p = "root:x:0:0:root:/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n";
+        let s = "root:*:19000:0:99999:7:::\nbob:!:19000:0:99999:7:::\n";
+        let (np, ns) = update_passwd_files(p, s, "root", "$6$a$b", 20000);
+        assert_eq!(np, p);
+        assert!(ns.starts_with("root:$6$a$b:20000:0:99999:7:::\nbob:!:"));
+        let (np, ns) = update_passwd_files(p, s, "alice", "$6$x$y", 20000);
+        assert!(np.ends_with("alice:x:1001:1001::/home/alice:/bin/sh\n"));
+        assert!(ns.ends_with("alice:$6$x$y:20000:0:99999:7:::\n"));
+    }
+
+    #[test]
+    fn userpasswd_parsing_and_hash() {
+        assert_eq!(parse_userpasswd("root:s3:cret").unwrap(), ("root".into(), "s3:cret".into()));
+        for bad in ["root", "Root:x", ":x", "root:", "a b:x", "root:a\nb"] {
+            assert!(parse_userpasswd(bad).is_err(), "{bad:?}");
+        }
+        let h = sha512_crypt("secret").unwrap();
+        assert!(h.starts_with("$6$") && h.len() > 90, "{h}");
+        assert_ne!(h, sha512_crypt("secret").unwrap());
+    }
+}

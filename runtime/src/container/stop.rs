@@ -1,0 +1,58 @@
+//! `stop`: SIGTERM to PID 1, a grace period, SIGKILL to whatever is left in the cgroup, then
+//! every piece of host state removed (root mount, cgroup, network, state file).
+
+use crate::cgroups::Cgroup;
+use crate::config::ContainerConfig;
+use crate::container::{status, Status};
+use crate::error::{Error, Result};
+use crate::hooks;
+use crate::host::Host;
+use crate::lock::ContainerLock;
+use crate::state::State;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+
+/// Stop a running (or half-stopped, `mounted`) container.
+pub fn stop(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, timeout: Duration) -> Result<()> {
+    let ct = lock.ctid();
+    let (st, state) = status(host, ct)?;
+    if st == Status::Stopped {
+        return Err(Error::ct(ct.as_str(), "stop", "container is not running"));
+    }
+    if let Some(state) = &state {
+        let _ = kill(Pid::from_raw(state.pid), Signal::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        while state.is_alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    teardown(host, cfg, state.as_ref())
+}
+
+/// Kill whatever remains, then remove the root mount, the cgroup, the host-side network and
+/// the state. Safe to call on a container that is partly or wholly gone.
+pub fn teardown(host: &Host, cfg: &ContainerConfig, state: Option<&State>) -> Result<()> {
+    let ct = &cfg.ctid;
+    let cg = match state {
+        Some(s) => Cgroup::new(crate::cgroups::DEFAULT_CGROUP_ROOT, s.cgroup.clone(), s.cgroup_mode),
+        None => Cgroup::open(host.cgroup_path(ct))?,
+    };
+    if let Some(s) = state {
+        let _ = kill(Pid::from_raw(s.pid), Signal::SIGKILL);
+    }
+    cg.kill_all(Signal::SIGKILL, Duration::from_secs(10))?;
+    if let Some(s) = state {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.is_alive() {
+            if Instant::now() > deadline {
+                return Err(Error::ct(ct.as_str(), "stop", format!("PID 1 ({}) did not exit after SIGKILL; check it with `ps`", s.pid)));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    crate::storage::unmount_root(host, cfg)?;
+    cg.destroy()?;
+    hooks::net_hook_after_stop(host, cfg)?;
+    State::remove(host, ct)
+}

@@ -1,0 +1,112 @@
+//! The run state of a started container: `<run>/<CTID>/state.json`, written atomically.
+//! A state file alone does not mean "running": PID 1 must still be alive, not a zombie, and
+//! have the start time recorded (else its pid was reused).
+
+use crate::cgroups::CgroupMode;
+use crate::ctid::Ctid;
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::util::write_atomic;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub ctid: Ctid,
+    /// PID 1 of the container, as seen from the host.
+    pub pid: i32,
+    /// Field 22 of /proc/PID/stat (clock ticks after boot) when PID 1 started.
+    pub start_time: u64,
+    pub cgroup_mode: CgroupMode,
+    /// Relative cgroup path under each hierarchy's root.
+    pub cgroup: String,
+    /// The root mount made in the host mount namespace.
+    pub root_mount: PathBuf,
+    /// Host-side network objects made for it (filled by the network hook's owner).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net_objects: Vec<String>,
+}
+
+/// What `/proc/PID/stat` says about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub state: char,
+    pub start_time: u64,
+}
+
+/// Parse /proc/PID/stat: the command may hold spaces and parentheses, so fields are counted
+/// after the last ')'.
+pub fn parse_proc_stat(text: &str) -> Option<ProcStat> {
+    let after = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // f[0] is field 3 (state); field 22 is f[19].
+    Some(ProcStat { state: f.first()?.chars().next()?, start_time: f.get(19)?.parse().ok()? })
+}
+
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    parse_proc_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+impl State {
+    /// The state of a container whose PID 1 is `pid` (start time read now; 0 if it is gone).
+    pub fn new(ctid: Ctid, pid: i32, cg: &crate::cgroups::Cgroup, root_mount: PathBuf) -> State {
+        State {
+            ctid,
+            pid,
+            start_time: proc_stat(pid).map(|s| s.start_time).unwrap_or(0),
+            cgroup_mode: cg.mode(),
+            cgroup: cg.rel().to_string(),
+            root_mount,
+            net_objects: Vec::new(),
+        }
+    }
+
+    pub fn load(host: &Host, ct: &Ctid) -> Result<Option<State>> {
+        let p = host.state_path(ct);
+        match std::fs::read_to_string(&p) {
+            Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| {
+                Error::ct(ct.as_str(), "read state", format!("{}: {e}; stop the container with `ferry stop {ct}` to reset it", p.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read state", p, e)),
+        }
+    }
+
+    pub fn save(&self, host: &Host) -> Result<()> {
+        let data = serde_json::to_vec_pretty(self).expect("state serializes");
+        write_atomic(&host.state_path(&self.ctid), &data)
+    }
+
+    pub fn remove(host: &Host, ct: &Ctid) -> Result<()> {
+        let dir = host.run_ct_dir(ct);
+        match std::fs::remove_file(host.state_path(ct)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove state", host.state_path(ct), e)),
+        }
+        let _ = std::fs::remove_dir(dir);
+        Ok(())
+    }
+
+    /// PID 1 is alive (not a zombie) and is the same process that was started.
+    pub fn is_alive(&self) -> bool {
+        match proc_stat(self.pid) {
+            Some(s) => s.state != 'Z' && s.state != 'X' && s.start_time == self.start_time,
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_comm() {
+        let t = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1234 56 0";
+        let s = parse_proc_stat(t).unwrap();
+        assert_eq!(s, ProcStat { state: 'S', start_time: 987654 });
+        let me = proc_stat(std::process::id() as i32).unwrap();
+        assert!(me.state != 'Z' && me.start_time > 0);
+    }
+}

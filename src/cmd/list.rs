@@ -1,0 +1,180 @@
+//! `list`: one line per container, vzlist style; fields chosen with -o; --json for programs.
+
+use anyhow::{bail, Result};
+use ferry_runtime::container::{self, Status};
+use ferry_runtime::Host;
+use serde::Serialize;
+
+pub const FIELDS: [&str; 8] = ["ctid", "status", "pid", "hostname", "ip", "numproc", "cputime", "memory"];
+const DEFAULT_FIELDS: [&str; 6] = ["ctid", "status", "pid", "numproc", "ip", "hostname"];
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// All containers, stopped ones too.
+    #[arg(short = 'a', long = "all")]
+    pub all: bool,
+    /// No header line.
+    #[arg(short = 'H', long = "no-header")]
+    pub no_header: bool,
+    /// Fields to show, comma separated: ctid,status,pid,hostname,ip,numproc,cputime,memory.
+    #[arg(short = 'o', long = "output", value_delimiter = ',')]
+    pub output: Vec<String>,
+    /// JSON array of objects (all fields unless -o).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One container's line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub ctid: String,
+    pub status: String,
+    pub pid: Option<i32>,
+    pub hostname: String,
+    pub ip: Vec<String>,
+    pub numproc: Option<u64>,
+    /// CPU time used, in seconds.
+    pub cputime: Option<f64>,
+    /// Memory in use, in bytes.
+    pub memory: Option<u64>,
+}
+
+impl Row {
+    fn cell(&self, field: &str) -> String {
+        let dash = || "-".to_string();
+        match field {
+            "ctid" => self.ctid.clone(),
+            "status" => self.status.clone(),
+            "pid" => self.pid.map_or_else(dash, |p| p.to_string()),
+            "hostname" => self.hostname.clone(),
+            "ip" => if self.ip.is_empty() { dash() } else { self.ip.join(",") },
+            "numproc" => self.numproc.map_or_else(dash, |n| n.to_string()),
+            "cputime" => self.cputime.map_or_else(dash, |c| format!("{c:.2}")),
+            "memory" => self.memory.map_or_else(dash, |m| m.to_string()),
+            _ => dash(),
+        }
+    }
+
+    fn json(&self, fields: &[String]) -> serde_json::Value {
+        let full = serde_json::to_value(self).expect("row serializes");
+        let mut out = serde_json::Map::new();
+        for f in fields {
+            out.insert(f.clone(), full.get(f).cloned().unwrap_or(serde_json::Value::Null));
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
+/// Check `-o` fields against the known ones.
+pub fn check_fields(fields: &[String]) -> Result<()> {
+    for f in fields {
+        if !FIELDS.contains(&f.as_str()) {
+            bail!("unknown field {f:?} for -o: use {}", FIELDS.join(","));
+        }
+    }
+    Ok(())
+}
+
+/// A left-aligned table; numeric columns right-aligned; the last column not padded.
+pub fn format_table(rows: &[Row], fields: &[String], header: bool) -> String {
+    let mut lines: Vec<Vec<String>> = Vec::new();
+    if header {
+        lines.push(fields.iter().map(|f| f.to_uppercase()).collect());
+    }
+    for r in rows {
+        lines.push(fields.iter().map(|f| r.cell(f)).collect());
+    }
+    let widths: Vec<usize> = (0..fields.len()).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
+    let numeric = |f: &str| matches!(f, "pid" | "numproc" | "cputime" | "memory");
+    let mut out = String::new();
+    for l in &lines {
+        let mut s = String::new();
+        for (i, c) in l.iter().enumerate() {
+            if i > 0 {
+                s.push(' ');
+            }
+            let last = i + 1 == l.len();
+            if numeric(&fields[i]) {
+                s.push_str(&format!("{c:>w$}", w = widths[i]));
+            } else if last {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}", w = widths[i]));
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn row(h: &Host, ct: &ferry_runtime::Ctid) -> Result<Row> {
+    let cfg = container::load_config(h, ct)?;
+    let (st, state) = container::status(h, ct)?;
+    let stats = state.as_ref().and_then(|s| container::stats(s).ok());
+    Ok(Row {
+        ctid: ct.to_string(),
+        status: st.to_string(),
+        pid: state.as_ref().filter(|_| st == Status::Running).map(|s| s.pid),
+        hostname: cfg.effective_hostname().to_string(),
+        ip: cfg.net.ipadd.iter().map(|a| a.to_string()).collect(),
+        numproc: stats.as_ref().map(|s| s.numproc),
+        cputime: stats.as_ref().map(|s| s.cputime_ns as f64 / 1e9),
+        memory: stats.as_ref().map(|s| s.memory_bytes),
+    })
+}
+
+pub fn list(h: &Host, a: ListArgs) -> Result<u8> {
+    check_fields(&a.output)?;
+    let mut rows = Vec::new();
+    for ct in h.list_ctids().map_err(|e| anyhow::anyhow!("read {}: {e}", h.conf_dir().display()))? {
+        let r = match row(h, &ct) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("ferry: {e}");
+                continue;
+            }
+        };
+        if a.all || r.status == "running" {
+            rows.push(r);
+        }
+    }
+    if a.json {
+        let fields: Vec<String> = if a.output.is_empty() { FIELDS.iter().map(|s| s.to_string()).collect() } else { a.output.clone() };
+        let v: Vec<_> = rows.iter().map(|r| r.json(&fields)).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let fields: Vec<String> = if a.output.is_empty() { DEFAULT_FIELDS.iter().map(|s| s.to_string()).collect() } else { a.output.clone() };
+        print!("{}", format_table(&rows, &fields, !a.no_header));
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows() -> Vec<Row> {
+        vec![
+            Row { ctid: "101".into(), status: "running".into(), pid: Some(4242), hostname: "web".into(), ip: vec!["198.18.0.10".into()], numproc: Some(3), cputime: Some(1.5), memory: Some(1048576) },
+            Row { ctid: "long-name".into(), status: "stopped".into(), pid: None, hostname: "db".into(), ip: vec![], numproc: None, cputime: None, memory: None },
+        ]
+    }
+
+    #[test]
+    fn table_and_no_header() {
+        let f: Vec<String> = ["ctid", "status", "pid", "ip"].iter().map(|s| s.to_string()).collect();
+        let t = format_table(&rows(), &f, true);
+        assert_eq!(t, "CTID      STATUS   PID IP\n101       running 4242 198.18.0.10\nlong-name stopped    - -\n");
+        let only: Vec<String> = vec!["ctid".into()];
+        assert_eq!(format_table(&rows(), &only, false), "101\nlong-name\n");
+    }
+
+    #[test]
+    fn json_selects_fields() {
+        let f: Vec<String> = vec!["ctid".into(), "cputime".into(), "pid".into()];
+        let v = rows()[1].json(&f);
+        assert_eq!(v, serde_json::json!({"ctid": "long-name", "cputime": null, "pid": null}));
+        assert!(check_fields(&["bogus".to_string()]).unwrap_err().to_string().contains("unknown field"));
+    }
+}

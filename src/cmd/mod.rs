@@ -1,0 +1,108 @@
+//! The command line: global flags, one subcommand per verb, dispatch.
+
+mod exec;
+mod lifecycle;
+mod list;
+mod set;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use ferry_runtime::host::{DEFAULT_CGROUP_PARENT, DEFAULT_DATA_DIR, DEFAULT_RUN_DIR};
+use ferry_runtime::{Ctid, Host};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about = "Run Linux containers and move them between hosts while they run")]
+pub struct Cli {
+    /// Where configs, private areas and roots live.
+    #[arg(long, global = true, env = "FERRY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Where the state of running containers lives.
+    #[arg(long, global = true, env = "FERRY_RUN_DIR", default_value = DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
+    /// The cgroup (relative to each hierarchy's root) that holds this host's containers.
+    #[arg(long, global = true, env = "FERRY_CGROUP_PARENT", default_value = DEFAULT_CGROUP_PARENT)]
+    pub cgroup_parent: String,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a container from a template directory or tarball (.tar, .tar.zst, .tar.gz).
+    Create(lifecycle::CreateArgs),
+    /// Start a container.
+    Start { ctid: String },
+    /// Stop a container: SIGTERM to its PID 1, then SIGKILL to what is left.
+    Stop {
+        ctid: String,
+        /// Seconds to wait after SIGTERM before killing.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Stop (if running) and start a container.
+    Restart {
+        ctid: String,
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Show whether a container runs.
+    Status {
+        ctid: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a container's files and config.
+    Destroy {
+        ctid: String,
+        /// Stop it first if it runs.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List containers (running ones unless -a).
+    List(list::ListArgs),
+    /// Run a command inside a running container.
+    Exec {
+        ctid: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// An interactive shell inside a running container.
+    Enter { ctid: String },
+    /// Print the console log (stdout/stderr of PID 1).
+    #[command(alias = "logs")]
+    Console {
+        ctid: String,
+        /// Keep printing what is appended.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Change settings: live where the container runs, persisted with --save.
+    Set(set::SetArgs),
+}
+
+pub fn host(cli: &Cli) -> Host {
+    Host::new(&cli.data_dir, &cli.run_dir, cli.cgroup_parent.clone())
+}
+
+pub fn ctid(s: &str) -> Result<Ctid> {
+    Ok(Ctid::new(s)?)
+}
+
+/// Run a command; the result is the process exit code.
+pub fn run(cli: Cli) -> Result<u8> {
+    let h = host(&cli);
+    match cli.cmd {
+        Command::Create(a) => lifecycle::create(&h, a),
+        Command::Start { ctid } => lifecycle::start(&h, &ctid),
+        Command::Stop { ctid, timeout } => lifecycle::stop(&h, &ctid, timeout),
+        Command::Restart { ctid, timeout } => lifecycle::restart(&h, &ctid, timeout),
+        Command::Status { ctid, json } => lifecycle::status(&h, &ctid, json),
+        Command::Destroy { ctid, force } => lifecycle::destroy(&h, &ctid, force),
+        Command::List(a) => list::list(&h, a),
+        Command::Exec { ctid, cmd } => exec::exec(&h, &ctid, &cmd),
+        Command::Enter { ctid } => exec::enter(&h, &ctid),
+        Command::Console { ctid, follow } => exec::console(&h, &ctid, follow),
+        Command::Set(a) => set::set(&h, a),
+    }
+}

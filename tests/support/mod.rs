@@ -1,0 +1,182 @@
+//! Shared pieces of the root integration tests: a unique simulated host (data dir, run dir
+//! and cgroup parent) whose guard stops and destroys every container and removes the cgroup
+//! parent and any leftover mount when dropped, even after a failed assertion.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+pub struct TestHost {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub run: PathBuf,
+    pub cgroup_parent: String,
+    pub template: PathBuf,
+}
+
+/// Root is needed for namespaces, cgroups and mounts; without it the test says why and stops.
+pub fn need_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        true
+    } else {
+        eprintln!("{test}: skipped: needs root (namespaces, cgroups, mounts)");
+        false
+    }
+}
+
+fn unique() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{}{n}{:x}", std::process::id(), t & 0xffff)
+}
+
+impl TestHost {
+    pub fn new() -> TestHost {
+        let u = unique();
+        let dir = tempfile::Builder::new().prefix(&format!("ferry-t{u}-")).tempdir_in("/tmp").expect("tempdir");
+        let data = dir.path().join("data");
+        let run = dir.path().join("run");
+        let template = match std::env::var_os("FERRY_TEST_TEMPLATE") {
+            Some(t) if Path::new(&t).join("bin/busybox").exists() => PathBuf::from(t),
+            _ => {
+                let t = dir.path().join("template");
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-template.sh");
+                let out = Command::new(script).arg("busybox").arg(&t).output().expect("run make-template.sh");
+                assert!(out.status.success(), "make-template.sh: {}", String::from_utf8_lossy(&out.stderr));
+                t
+            }
+        };
+        TestHost { dir, data, run, cgroup_parent: format!("ferry-t{u}"), template }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(FERRY);
+        c.env("FERRY_DATA_DIR", &self.data)
+            .env("FERRY_RUN_DIR", &self.run)
+            .env("FERRY_CGROUP_PARENT", &self.cgroup_parent)
+            .env_remove("FERRY_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn ferry(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run ferry")
+    }
+
+    /// Run ferry, require success, return stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.ferry(args);
+        assert!(o.status.success(), "ferry {args:?} failed ({}): {}{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Run ferry, require exit 1 with a `ferry: ` message, return stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.ferry(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "ferry {args:?} should fail: stdout {} stderr {err}", String::from_utf8_lossy(&o.stdout));
+        assert!(err.starts_with("ferry: "), "{err}");
+        err
+    }
+
+    /// Create and start a container from the test template.
+    pub fn started(&self, ct: &str) {
+        self.ok(&["create", ct, "--template", self.template.to_str().unwrap()]);
+        self.ok(&["start", ct]);
+    }
+
+    /// PID 1 of a running container as seen from the host.
+    pub fn pid(&self, ct: &str) -> i32 {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["status", ct, "--json"])).unwrap();
+        v["pid"].as_i64().expect("running") as i32
+    }
+
+    /// Stdout of a command run inside.
+    pub fn exec(&self, ct: &str, sh: &str) -> String {
+        self.ok(&["exec", ct, "--", "sh", "-c", sh])
+    }
+
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let root = Path::new("/sys/fs/cgroup");
+        let mut v: Vec<PathBuf> = ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids"]
+            .iter()
+            .map(|c| root.join(c).join(&self.cgroup_parent))
+            .collect();
+        v.push(root.join(&self.cgroup_parent));
+        v
+    }
+
+    /// Mount points below this host's directory.
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        info.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(PathBuf::from)
+            .filter(|p| p.starts_with(self.dir.path()))
+            .collect()
+    }
+
+    /// Nothing of this host remains in the kernel: no mounts, no container cgroups.
+    pub fn assert_clean(&self) {
+        assert!(self.mounts().is_empty(), "mounts left: {:?}", self.mounts());
+        for d in self.cgroup_dirs() {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                let subs: Vec<_> = rd.flatten().filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false)).map(|e| e.path()).collect();
+                assert!(subs.is_empty(), "cgroups left: {subs:?}");
+            }
+        }
+    }
+}
+
+fn kill_cgroup_tree(d: &Path) {
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                kill_cgroup_tree(&e.path());
+            }
+        }
+    }
+    for _ in 0..200 {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+        if procs.trim().is_empty() {
+            break;
+        }
+        let _ = std::fs::write(d.join("freezer.state"), "THAWED");
+        for p in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for _ in 0..100 {
+        match std::fs::remove_dir(d) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            _ => break,
+        }
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        // Stop and destroy through ferry first (the normal path), then sweep by hand.
+        if let Ok(rd) = std::fs::read_dir(self.data.join("conf")) {
+            for e in rd.flatten() {
+                if let Some(ct) = e.file_name().to_str().and_then(|n| n.strip_suffix(".toml")) {
+                    let _ = self.cmd().args(["destroy", "--force", ct]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+                }
+            }
+        }
+        for d in self.cgroup_dirs() {
+            kill_cgroup_tree(&d);
+        }
+        let mut m = self.mounts();
+        m.sort();
+        for p in m.iter().rev() {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
