@@ -60,21 +60,15 @@ impl Undo<'_> {
 }
 
 /// Host facts for the limit translation.
-pub fn limit_context(host: &Host, cfg: &ContainerConfig) -> LimitContext {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    let dev = nix::sys::stat::stat(&host.private_dir(&cfg.ctid)).ok().map(|s| {
-        let d = s.st_dev;
-        (nix::sys::stat::major(d) as u32, nix::sys::stat::minor(d) as u32)
-    });
-    LimitContext { ncpus: n.max(1) as u32, block_device: dev }
+pub fn limit_context(host: &Host, cfg: &ContainerConfig, cg: &Cgroup) -> LimitContext {
+    LimitContext::probe(cg.mode(), cg.root(), cg.rel(), &host.private_dir(&cfg.ctid))
 }
 
 /// Device policy and resource limits of `cfg` on an existing cgroup (shared by start and
 /// by restore, which puts restored processes into the same kind of cgroup).
 pub fn configure_cgroup(host: &Host, cfg: &ContainerConfig, cg: &Cgroup, rules: &[devices::DeviceRule]) -> Result<()> {
     cg.set_device_policy(rules)?;
-    cg.apply(&cfg.resources, &limit_context(host, cfg))
+    cg.apply(&cfg.resources, &limit_context(host, cfg, cg))
 }
 
 /// Create the container's cgroup with its device policy and limits, ready for processes
