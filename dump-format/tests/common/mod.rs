@@ -22,6 +22,7 @@ ram = 268435456
 numproc = 200
 "#;
 
+/// The golden fixtures (tests/fixtures) hold exactly this manifest: never change it.
 pub fn sample_manifest() -> Manifest {
     Manifest {
         image_id: "img-0001".into(),
