@@ -31,13 +31,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--level" => options.level = Some(args.next().ok_or("--level needs a value")?.parse()?),
             "--store" => options.level = None,
             "--sync" => sync = true,
-            "--workers" => options.workers = args.next().ok_or("--workers needs a value")?.parse()?,
+            "--workers" => {
+                options.workers = args.next().ok_or("--workers needs a value")?.parse()?
+            }
             "--out" => out = Some(PathBuf::from(args.next().ok_or("--out needs a value")?)),
             _ if dir.is_none() => dir = Some(PathBuf::from(arg)),
             other => return Err(format!("unexpected argument {other:?}").into()),
         }
     }
-    let dir = dir.ok_or("usage: write_bench DIR [--level N] [--workers N] [--store] [--sync] [--out FILE]")?;
+    let dir = dir.ok_or(
+        "usage: write_bench DIR [--level N] [--workers N] [--store] [--sync] [--out FILE]",
+    )?;
     let scratch;
     let out = match out {
         Some(path) => path,
@@ -55,7 +59,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let start = Instant::now();
     let file = BufWriter::with_capacity(1 << 20, File::create(&out)?);
-    let manifest = Manifest { image_id: "bench".into(), ..Default::default() };
+    let manifest = Manifest {
+        image_id: "bench".into(),
+        ..Default::default()
+    };
     let mut writer = Writer::new(file, &manifest, options.clone())?;
     let sections = writer.write_dir(&dir)?.len();
     let mut file = writer.finish()?;
@@ -79,7 +86,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         options.level,
         options.workers
     );
-    println!("verify: {verify_secs:.3} s = {:.1} MB/s (uncompressed)", mb / verify_secs);
+    println!(
+        "verify: {verify_secs:.3} s = {:.1} MB/s (uncompressed)",
+        mb / verify_secs
+    );
     println!(
         "{{\"input_bytes\":{input_bytes},\"image_bytes\":{image_bytes},\"write_secs\":{write_secs:.6},\"verify_secs\":{verify_secs:.6},\"write_mb_s\":{:.1},\"verify_mb_s\":{:.1}}}",
         mb / write_secs,

@@ -13,7 +13,12 @@ use crate::{SectionKind, MAX_NAME_LEN};
 /// Checks that `name` is usable as a section name: one plain file-name component, so that
 /// joining it to a directory can only name a file directly inside that directory.
 pub fn validate_section_name(name: &str) -> Result<()> {
-    let refuse = |reason| Err(Error::UnsafeName { name: name.to_string(), reason });
+    let refuse = |reason| {
+        Err(Error::UnsafeName {
+            name: name.to_string(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return refuse("empty");
     }
@@ -85,7 +90,7 @@ fn copy_payload<R: Read>(
         if n == 0 {
             return Ok(());
         }
-        file.write_all(&buf[..n]).map_err(|e| Error::path("cannot write", path, e))?;
+        file.write_all(&buf[..n])
+            .map_err(|e| Error::path("cannot write", path, e))?;
     }
 }
-

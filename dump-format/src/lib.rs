@@ -25,7 +25,7 @@ pub use manifest::{
 };
 pub use reader::{read_all, verify, Image, Reader, SectionInfo, SectionPayload, VerifyReport};
 pub use upgrade::{upgrade_path_for, UpgradeFn};
-pub use writer::{SectionWriter, Writer, WriterOptions};
+pub use writer::{SectionWriter, Writer, WriterOptions, MAX_LEVEL};
 
 /// The eight bytes every ferry image starts with.
 pub const MAGIC: [u8; 8] = *b"FERRYIMG";

@@ -18,7 +18,10 @@ const UPGRADERS: &[(u16, UpgradeFn)] = &[];
 
 /// The upgrader for images of major version `major`, if one exists.
 pub fn upgrade_path_for(major: u16) -> Option<UpgradeFn> {
-    UPGRADERS.iter().find(|(old, _)| *old == major).map(|(_, upgrade)| *upgrade)
+    UPGRADERS
+        .iter()
+        .find(|(old, _)| *old == major)
+        .map(|(_, upgrade)| *upgrade)
 }
 
 /// Header of an image: version and flags.
@@ -36,10 +39,15 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
     }
     let magic_len = bytes.len().min(MAGIC.len());
     if bytes[..magic_len] != MAGIC[..magic_len] {
-        return Err(Error::BadMagic { found: bytes[..magic_len].to_vec() });
+        return Err(Error::BadMagic {
+            found: bytes[..magic_len].to_vec(),
+        });
     }
     if bytes.len() < HEADER_LEN {
-        return Err(Error::Truncated { what: "header".into(), offset: 0 });
+        return Err(Error::Truncated {
+            what: "header".into(),
+            offset: 0,
+        });
     }
     let major = u16::from_le_bytes([bytes[8], bytes[9]]);
     let minor = u16::from_le_bytes([bytes[10], bytes[11]]);
@@ -52,7 +60,10 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
             max_minor: FORMAT_MINOR,
         });
     }
-    Ok(Header { version: Version { major, minor }, flags })
+    Ok(Header {
+        version: Version { major, minor },
+        flags,
+    })
 }
 
 /// Reads the header of `r` and returns a stream in the current format: the same bytes for a

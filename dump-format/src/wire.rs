@@ -52,7 +52,10 @@ impl<R: Read> HashingReader<R> {
                 Err(e) => return Err(Error::io(format!("reading {what}"), e)),
             };
             if available.is_empty() {
-                return Err(Error::Truncated { what: what.to_string(), offset: start });
+                return Err(Error::Truncated {
+                    what: what.to_string(),
+                    offset: start,
+                });
             }
             let n = available.len().min(buf.len() - filled);
             buf[filled..filled + n].copy_from_slice(&available[..n]);
@@ -71,9 +74,10 @@ impl<R: Read> HashingReader<R> {
                 self.offset += 32;
                 Ok(digest)
             }
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                Err(Error::Truncated { what: what.to_string(), offset: start })
-            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(Error::Truncated {
+                what: what.to_string(),
+                offset: start,
+            }),
             Err(e) => Err(Error::io(format!("reading {what}"), e)),
         }
     }
@@ -115,7 +119,10 @@ impl<R: Read> HashingReader<R> {
                 Err(e) => return Err(Error::io(format!("reading {what}"), e)),
             };
             if available.is_empty() {
-                return Err(Error::Truncated { what: what.to_string(), offset: start });
+                return Err(Error::Truncated {
+                    what: what.to_string(),
+                    offset: start,
+                });
             }
             let n = available.len().min(left);
             out.extend_from_slice(&available[..n]);
@@ -162,7 +169,13 @@ pub(crate) struct ChunkSource<R: Read> {
 
 impl<R: Read> ChunkSource<R> {
     pub(crate) fn new(inner: HashingReader<R>, section: &str) -> Self {
-        ChunkSource { inner, section: section.to_string(), left_in_chunk: 0, stored: 0, done: false }
+        ChunkSource {
+            inner,
+            section: section.to_string(),
+            left_in_chunk: 0,
+            stored: 0,
+            done: false,
+        }
     }
 
     fn next_chunk(&mut self) -> Result<()> {
@@ -208,8 +221,11 @@ impl<R: Read> BufRead for ChunkSource<R> {
         let section = &self.section;
         let available = self.inner.fill_buf()?;
         if available.is_empty() {
-            return Err(Error::Truncated { what: format!("section {section:?} payload"), offset }
-                .into_io());
+            return Err(Error::Truncated {
+                what: format!("section {section:?} payload"),
+                offset,
+            }
+            .into_io());
         }
         Ok(&available[..available.len().min(left)])
     }

@@ -12,12 +12,17 @@ use crate::extract::validate_section_name;
 use crate::manifest::{Manifest, SectionEntry, SectionTable};
 use crate::reader::{FLAG_OPTIONAL, TAG_END, TAG_SECTION};
 use crate::wire::HashingWriter;
-use crate::{Codec, SectionKind, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, MAX_CHUNK_LEN, MAX_MANIFEST_LEN};
+use crate::{
+    Codec, SectionKind, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, MAX_CHUNK_LEN, MAX_MANIFEST_LEN,
+};
+
+/// Highest zstd level: higher ones need windows larger than readers accept.
+pub const MAX_LEVEL: i32 = 19;
 
 /// How sections are compressed and framed.
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
-    /// zstd level (1 = fast, the default; up to 19); `None` stores payloads uncompressed.
+    /// zstd level (1 = fast, the default; -7 to [`MAX_LEVEL`]); `None` stores payloads uncompressed.
     pub level: Option<i32>,
     /// zstd worker threads for large sections (0 = compress on the calling thread).
     pub workers: u32,
@@ -59,6 +64,13 @@ impl<W: Write> Writer<W> {
                 options.chunk_len
             )));
         }
+        if let Some(level) = options.level {
+            if !(-7..=MAX_LEVEL).contains(&level) {
+                return Err(Error::Usage(format!(
+                    "zstd level {level} out of range -7..={MAX_LEVEL}"
+                )));
+            }
+        }
         let bytes = manifest.encode_to_vec();
         let len = u32::try_from(bytes.len()).ok().filter(|len| *len <= MAX_MANIFEST_LEN).ok_or_else(|| {
             Error::Usage(format!(
@@ -79,7 +91,13 @@ impl<W: Write> Writer<W> {
             out.write_all(blake3::hash(&bytes).as_bytes())
         };
         write(&mut out).map_err(|e| Error::io("writing the image header and manifest", e))?;
-        Ok(Writer { out, options, written: Vec::new(), names: HashSet::new(), broken: None })
+        Ok(Writer {
+            out,
+            options,
+            written: Vec::new(),
+            names: HashSet::new(),
+            broken: None,
+        })
     }
 
     /// Starts a section whose payload is then written through the returned [`SectionWriter`]
@@ -97,9 +115,16 @@ impl<W: Write> Writer<W> {
         }
         validate_section_name(name)?;
         if !self.names.insert((kind.code(), name.to_string())) {
-            return Err(Error::Usage(format!("section {name:?} of kind {} written twice", kind.label())));
+            return Err(Error::Usage(format!(
+                "section {name:?} of kind {} written twice",
+                kind.label()
+            )));
         }
-        let codec = if self.options.level.is_some() { Codec::Zstd } else { Codec::None };
+        let codec = if self.options.level.is_some() {
+            Codec::Zstd
+        } else {
+            Codec::None
+        };
         let flags: u16 = if optional { FLAG_OPTIONAL } else { 0 };
         let mut header = Vec::with_capacity(64 + name.len());
         header.push(TAG_SECTION);
@@ -119,7 +144,11 @@ impl<W: Write> Writer<W> {
 
         let chunks = ChunkWriter {
             out: &mut self.out,
-            buf: Vec::with_capacity(self.options.chunk_len.min(size_hint.map_or(usize::MAX, |n| n as usize + 64).max(4096))),
+            buf: Vec::with_capacity(
+                self.options
+                    .chunk_len
+                    .min(size_hint.map_or(usize::MAX, |n| n as usize + 64).max(4096)),
+            ),
             chunk_len: self.options.chunk_len,
             stored: 0,
         };
@@ -152,9 +181,17 @@ impl<W: Write> Writer<W> {
     }
 
     /// Adds a section from bytes in memory.
-    pub fn add_bytes(&mut self, kind: SectionKind, name: &str, optional: bool, data: &[u8]) -> Result<SectionEntry> {
+    pub fn add_bytes(
+        &mut self,
+        kind: SectionKind,
+        name: &str,
+        optional: bool,
+        data: &[u8],
+    ) -> Result<SectionEntry> {
         let mut section = self.start_section(kind, name, optional, Some(data.len() as u64))?;
-        section.write_all(data).map_err(|e| Error::io(format!("writing section {name:?}"), e))?;
+        section
+            .write_all(data)
+            .map_err(|e| Error::io(format!("writing section {name:?}"), e))?;
         section.finish()
     }
 
@@ -174,7 +211,12 @@ impl<W: Write> Writer<W> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(format!("reading the data of section {name:?}"), e)),
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("reading the data of section {name:?}"),
+                        e,
+                    ))
+                }
             };
             section
                 .write_all(&buf[..n])
@@ -187,14 +229,18 @@ impl<W: Write> Writer<W> {
     /// the file, in name order. Anything else in the directory (subdirectories, symlinks,
     /// devices) is refused: CRIU writes only regular files there.
     pub fn write_dir(&mut self, dir: &Path) -> Result<Vec<SectionEntry>> {
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::path("cannot list CRIU image directory", dir, e))?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| Error::path("cannot list CRIU image directory", dir, e))?;
         let mut names = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| Error::path("cannot list CRIU image directory", dir, e))?;
+            let entry =
+                entry.map_err(|e| Error::path("cannot list CRIU image directory", dir, e))?;
             let name = entry.file_name().into_string().map_err(|raw| {
                 Error::Usage(format!("{}: file name {raw:?} is not UTF-8", dir.display()))
             })?;
-            let file_type = entry.file_type().map_err(|e| Error::path("cannot stat", entry.path(), e))?;
+            let file_type = entry
+                .file_type()
+                .map_err(|e| Error::path("cannot stat", entry.path(), e))?;
             if !file_type.is_file() {
                 return Err(Error::Usage(format!(
                     "{} is not a regular file; a CRIU image directory holds only files",
@@ -208,7 +254,10 @@ impl<W: Write> Writer<W> {
         for name in names {
             let path = dir.join(&name);
             let file = File::open(&path).map_err(|e| Error::path("cannot open", &path, e))?;
-            let len = file.metadata().map_err(|e| Error::path("cannot stat", &path, e))?.len();
+            let len = file
+                .metadata()
+                .map_err(|e| Error::path("cannot stat", &path, e))?
+                .len();
             added.push(self.add_reader(SectionKind::CriuImage, &name, false, file, Some(len))?);
         }
         Ok(added)
@@ -225,10 +274,19 @@ impl<W: Write> Writer<W> {
         if let Some(why) = self.broken.take() {
             return Err(Error::Usage(format!("cannot finish the image: {why}")));
         }
-        let table = SectionTable { sections: self.written.clone() }.encode_to_vec();
-        let len = u32::try_from(table.len()).ok().filter(|len| *len <= MAX_MANIFEST_LEN).ok_or_else(|| {
-            Error::Usage(format!("section table is {} bytes, more than {MAX_MANIFEST_LEN}", table.len()))
-        })?;
+        let table = SectionTable {
+            sections: self.written.clone(),
+        }
+        .encode_to_vec();
+        let len = u32::try_from(table.len())
+            .ok()
+            .filter(|len| *len <= MAX_MANIFEST_LEN)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "section table is {} bytes, more than {MAX_MANIFEST_LEN}",
+                    table.len()
+                ))
+            })?;
         let out = &mut self.out;
         let write = |out: &mut HashingWriter<W>| -> io::Result<()> {
             out.write_all(&[TAG_END])?;
@@ -239,7 +297,9 @@ impl<W: Write> Writer<W> {
             out.flush()
         };
         write(out).map_err(|e| Error::io("writing the end of the image", e))?;
-        self.out.into_inner().map_err(|e| Error::io("flushing the image", e))
+        self.out
+            .into_inner()
+            .map_err(|e| Error::io("flushing the image", e))
     }
 }
 

@@ -38,10 +38,23 @@ fn round_trip_keeps_manifest_and_every_section() {
 fn uncompressed_and_multithreaded_writers_round_trip() {
     let data: Vec<u8> = (0..6_000_000u32).map(|i| (i / 7 % 256) as u8).collect();
     for options in [
-        WriterOptions { level: None, ..WriterOptions::default() },
-        WriterOptions { level: Some(1), workers: 2, multithread_min: 0, chunk_len: 1 << 20 },
+        WriterOptions {
+            level: None,
+            ..WriterOptions::default()
+        },
+        WriterOptions {
+            level: Some(1),
+            workers: 2,
+            multithread_min: 0,
+            chunk_len: 1 << 20,
+        },
     ] {
-        let sections = vec![(SectionKind::CriuImage, "pages-1.img".to_string(), false, data.clone())];
+        let sections = vec![(
+            SectionKind::CriuImage,
+            "pages-1.img".to_string(),
+            false,
+            data.clone(),
+        )];
         let bytes = write_image(&sample_manifest(), &sections, options.clone());
         let image = read_all(bytes.as_slice(), LIMIT).unwrap();
         assert_eq!(image.sections[0].1, data, "{options:?}");
@@ -55,13 +68,18 @@ fn streamed_section_of_unknown_length_through_a_socket() {
     let expected: Vec<u8> = (0..3_000_000u32).map(|i| (i % 13) as u8).collect();
     let to_send = expected.clone();
     let writer_thread = std::thread::spawn(move || {
-        let mut writer = Writer::new(&mut tx, &sample_manifest(), WriterOptions::default()).unwrap();
-        let mut section = writer.start_section(SectionKind::CriuImage, "pages-1.img", false, None).unwrap();
+        let mut writer =
+            Writer::new(&mut tx, &sample_manifest(), WriterOptions::default()).unwrap();
+        let mut section = writer
+            .start_section(SectionKind::CriuImage, "pages-1.img", false, None)
+            .unwrap();
         for piece in to_send.chunks(100_003) {
             section.write_all(piece).unwrap();
         }
         section.finish().unwrap();
-        writer.add_bytes(SectionKind::CriuImage, "pstree.img", false, b"tree").unwrap();
+        writer
+            .add_bytes(SectionKind::CriuImage, "pstree.img", false, b"tree")
+            .unwrap();
         writer.finish().unwrap();
     });
     let mut reader = Reader::open(rx).unwrap();
@@ -89,7 +107,10 @@ fn manifest_sections_must_all_be_written() {
     manifest.sections[0].name = "missing.img".into();
     let bytes = write_image(&manifest, &sample_sections(), small_options());
     let err = verify(bytes.as_slice()).unwrap_err().to_string();
-    assert!(err.contains("missing.img") && err.contains("missing from the image"), "{err}");
+    assert!(
+        err.contains("missing.img") && err.contains("missing from the image"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -113,12 +134,20 @@ fn wrong_magic_is_refused() {
 fn newer_major_is_refused_with_the_upgrade_message() {
     let bytes = craft_image(2, 3, &sample_manifest(), &[]);
     let err = verify(bytes.as_slice()).unwrap_err().to_string();
-    assert_eq!(err, "image format 2.3 is newer than this ferry supports (up to 1.0); upgrade ferry");
+    assert_eq!(
+        err,
+        "image format 2.3 is newer than this ferry supports (up to 1.0); upgrade ferry"
+    );
 }
 
 #[test]
 fn newer_minor_of_same_major_is_read() {
-    let bytes = craft_image(1, 7, &sample_manifest(), &[RawSection::new(1, 0, b"a.img", b"abc")]);
+    let bytes = craft_image(
+        1,
+        7,
+        &sample_manifest(),
+        &[RawSection::new(1, 0, b"a.img", b"abc")],
+    );
     let image = read_all(bytes.as_slice(), LIMIT).unwrap();
     assert_eq!(image.version.minor, 7);
     assert_eq!(image.sections[0].1, b"abc");
@@ -128,7 +157,10 @@ fn newer_minor_of_same_major_is_read() {
 fn older_major_without_upgrade_path_is_refused() {
     let bytes = craft_image(0, 9, &sample_manifest(), &[]);
     let err = verify(bytes.as_slice()).unwrap_err();
-    assert!(matches!(err, Error::NoUpgradePath { major: 0, minor: 9 }), "{err}");
+    assert!(
+        matches!(err, Error::NoUpgradePath { major: 0, minor: 9 }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -140,14 +172,28 @@ fn unknown_optional_sections_are_skipped_and_unknown_required_refused() {
     ];
     let bytes = craft_image(1, 0, &sample_manifest(), &sections);
     let image = read_all(bytes.as_slice(), LIMIT).unwrap();
-    let names: Vec<&str> = image.sections.iter().map(|(i, _)| i.name.as_str()).collect();
+    let names: Vec<&str> = image
+        .sections
+        .iter()
+        .map(|(i, _)| i.name.as_str())
+        .collect();
     assert_eq!(names, ["a.img", "b.img"]);
-    assert_eq!(image.table.len(), 3, "the skipped section was verified and counted");
+    assert_eq!(
+        image.table.len(),
+        3,
+        "the skipped section was verified and counted"
+    );
 
-    let sections = [RawSection::new(1, 0, b"a.img", b"x"), RawSection::new(900, 0, b"future-thing", b"y")];
+    let sections = [
+        RawSection::new(1, 0, b"a.img", b"x"),
+        RawSection::new(900, 0, b"future-thing", b"y"),
+    ];
     let bytes = craft_image(1, 0, &sample_manifest(), &sections);
     let err = verify(bytes.as_slice()).unwrap_err();
-    assert!(matches!(err, Error::UnknownRequiredSection { kind: 900, .. }), "{err}");
+    assert!(
+        matches!(err, Error::UnknownRequiredSection { kind: 900, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("upgrade ferry"), "{err}");
 }
 
@@ -156,7 +202,11 @@ fn every_truncation_is_an_error() {
     let bytes = write_image(&sample_manifest(), &sample_sections(), small_options());
     for len in 0..bytes.len() {
         let result = verify(&bytes[..len]);
-        assert!(result.is_err(), "prefix of {len} bytes of {} accepted", bytes.len());
+        assert!(
+            result.is_err(),
+            "prefix of {len} bytes of {} accepted",
+            bytes.len()
+        );
     }
     let err = verify(&bytes[..bytes.len() - 1]).unwrap_err().to_string();
     assert!(err.contains("truncated"), "{err}");
@@ -170,7 +220,11 @@ fn every_flipped_byte_is_an_error() {
             let mut damaged = bytes.clone();
             damaged[pos] ^= mask;
             let result = verify(damaged.as_slice());
-            assert!(result.is_err(), "flip {mask:#x} at {pos} of {} accepted", bytes.len());
+            assert!(
+                result.is_err(),
+                "flip {mask:#x} at {pos} of {} accepted",
+                bytes.len()
+            );
         }
     }
 }
@@ -192,7 +246,15 @@ fn layout(manifest_len: usize, name_len: usize, payload_len: usize) -> Layout {
     let chunk_len_at = section_at + 1 + 7 + name_len + 8 + 32;
     let payload_at = chunk_len_at + 4;
     let trailer_at = payload_at + payload_len + 4;
-    Layout { manifest_len_at: 16, manifest_at, section_at, chunk_len_at, payload_at, trailer_at, end_at: trailer_at + 48 }
+    Layout {
+        manifest_len_at: 16,
+        manifest_at,
+        section_at,
+        chunk_len_at,
+        payload_at,
+        trailer_at,
+        end_at: trailer_at + 48,
+    }
 }
 
 fn error_of(bytes: &[u8]) -> String {
@@ -204,7 +266,12 @@ fn flipped_byte_errors_name_the_damaged_part() {
     use prost::Message;
     let manifest = sample_manifest();
     let payload = b"payload bytes of the image".to_vec();
-    let bytes = craft_image(1, 0, &manifest, &[RawSection::new(1, 0, b"a.img", &payload)]);
+    let bytes = craft_image(
+        1,
+        0,
+        &manifest,
+        &[RawSection::new(1, 0, b"a.img", &payload)],
+    );
     let at = layout(manifest.encoded_len(), 5, payload.len());
     let flip = |pos: usize| {
         let mut damaged = bytes.clone();
@@ -212,8 +279,16 @@ fn flipped_byte_errors_name_the_damaged_part() {
         error_of(&damaged)
     };
     assert!(flip(12).contains("header"), "{}", flip(12));
-    assert!(flip(at.manifest_at + 3).contains("manifest"), "{}", flip(at.manifest_at + 3));
-    assert!(flip(at.section_at + 2).contains("\"a.img\" header"), "{}", flip(at.section_at + 2));
+    assert!(
+        flip(at.manifest_at + 3).contains("manifest"),
+        "{}",
+        flip(at.manifest_at + 3)
+    );
+    assert!(
+        flip(at.section_at + 2).contains("\"a.img\" header"),
+        "{}",
+        flip(at.section_at + 2)
+    );
     let e = flip(at.payload_at + 3);
     assert!(e.contains("\"a.img\"") && e.contains("digest"), "{e}");
     let e = flip(at.trailer_at + 1);
@@ -225,11 +300,13 @@ fn flipped_byte_errors_name_the_damaged_part() {
     let e = flip(bytes.len() - 1);
     assert!(e.contains("whole image"), "{e}");
     // A damaged chunk length: the stream no longer lines up.
-    assert!(verify(&{
-        let mut d = bytes.clone();
-        d[at.chunk_len_at] ^= 0x01;
-        d
-    }[..])
+    assert!(verify(
+        &{
+            let mut d = bytes.clone();
+            d[at.chunk_len_at] ^= 0x01;
+            d
+        }[..]
+    )
     .is_err());
 }
 
@@ -248,12 +325,19 @@ fn huge_declared_lengths_fail_fast_without_allocating() {
 
     // Just under the limit but with nothing behind it: truncated, memory grows only with input.
     let mut damaged = bytes[..at.manifest_at].to_vec();
-    damaged[at.manifest_len_at..at.manifest_len_at + 4].copy_from_slice(&(16u32 << 20).to_le_bytes());
-    assert!(matches!(verify(damaged.as_slice()).unwrap_err(), Error::Truncated { .. }));
+    damaged[at.manifest_len_at..at.manifest_len_at + 4]
+        .copy_from_slice(&(16u32 << 20).to_le_bytes());
+    assert!(matches!(
+        verify(damaged.as_slice()).unwrap_err(),
+        Error::Truncated { .. }
+    ));
 
     let mut damaged = bytes.clone();
     damaged[at.section_at + 6..at.section_at + 8].copy_from_slice(&u16::MAX.to_le_bytes());
-    assert!(matches!(verify(damaged.as_slice()).unwrap_err(), Error::TooLarge { .. }));
+    assert!(matches!(
+        verify(damaged.as_slice()).unwrap_err(),
+        Error::TooLarge { .. }
+    ));
 
     // A chunk length above the limit, behind a valid header.
     let mut damaged = bytes.clone();
@@ -267,27 +351,53 @@ fn huge_declared_lengths_fail_fast_without_allocating() {
     let bytes = craft_image(1, 0, &manifest, &[RawSection::new(1, 0, b"a.img", &big)]);
     let mut reader = Reader::open(bytes.as_slice()).unwrap();
     let mut payload = reader.next_section().unwrap().unwrap();
-    assert!(matches!(payload.read_to_vec(10).unwrap_err(), Error::TooLarge { .. }));
+    assert!(matches!(
+        payload.read_to_vec(10).unwrap_err(),
+        Error::TooLarge { .. }
+    ));
 
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
 fn hostile_section_names_are_refused_and_nothing_escapes() {
-    let base = tempfile::Builder::new().prefix("ferry-t-image").tempdir().unwrap();
+    let base = tempfile::Builder::new()
+        .prefix("ferry-t-image")
+        .tempdir()
+        .unwrap();
     let target = base.path().join("target");
     std::fs::create_dir(&target).unwrap();
-    let hostile: [&[u8]; 8] =
-        [b"../x", b"/etc/x", b"a\0b", b"a/../../b", b"..", b".", b"sub/x", b"\xff\xfe"];
+    let hostile: [&[u8]; 8] = [
+        b"../x",
+        b"/etc/x",
+        b"a\0b",
+        b"a/../../b",
+        b"..",
+        b".",
+        b"sub/x",
+        b"\xff\xfe",
+    ];
     for name in hostile {
-        let bytes = craft_image(1, 0, &sample_manifest(), &[RawSection::new(1, 0, name, b"evil")]);
+        let bytes = craft_image(
+            1,
+            0,
+            &sample_manifest(),
+            &[RawSection::new(1, 0, name, b"evil")],
+        );
         let err = extract_to_dir(bytes.as_slice(), &target).unwrap_err();
         let text = err.to_string();
         assert!(
             matches!(err, Error::UnsafeName { .. }) || text.contains("not UTF-8"),
             "{name:?}: {text}"
         );
-        assert!(verify(bytes.as_slice()).is_err(), "verify accepted {name:?}");
+        assert!(
+            verify(bytes.as_slice()).is_err(),
+            "verify accepted {name:?}"
+        );
     }
     let everything: Vec<_> = walk(base.path());
     assert_eq!(everything, vec![target.clone()], "something was written");
@@ -296,7 +406,10 @@ fn hostile_section_names_are_refused_and_nothing_escapes() {
 
 #[test]
 fn extract_never_follows_or_overwrites() {
-    let base = tempfile::Builder::new().prefix("ferry-t-image").tempdir().unwrap();
+    let base = tempfile::Builder::new()
+        .prefix("ferry-t-image")
+        .tempdir()
+        .unwrap();
     let target = base.path().join("target");
     std::fs::create_dir(&target).unwrap();
     let victim = base.path().join("victim");
@@ -324,9 +437,20 @@ fn extract_never_follows_or_overwrites() {
 
 #[test]
 fn extract_removes_a_file_whose_payload_is_damaged() {
-    let base = tempfile::Builder::new().prefix("ferry-t-image").tempdir().unwrap();
-    let sections = vec![(SectionKind::CriuImage, "pages-1.img".to_string(), false, vec![7u8; 50_000])];
-    let options = WriterOptions { level: None, ..small_options() };
+    let base = tempfile::Builder::new()
+        .prefix("ferry-t-image")
+        .tempdir()
+        .unwrap();
+    let sections = vec![(
+        SectionKind::CriuImage,
+        "pages-1.img".to_string(),
+        false,
+        vec![7u8; 50_000],
+    )];
+    let options = WriterOptions {
+        level: None,
+        ..small_options()
+    };
     let mut bytes = write_image(&sample_manifest(), &sections, options);
     let middle = bytes.len() / 2;
     bytes[middle] ^= 1;
@@ -339,19 +463,39 @@ fn extract_removes_a_file_whose_payload_is_damaged() {
 fn writer_refuses_bad_names_duplicates_and_unfinished_sections() {
     let mut writer = Writer::new(Vec::new(), &sample_manifest(), small_options()).unwrap();
     for name in ["", "../x", "/abs", "a\0b", "a/b", ".."] {
-        assert!(writer.add_bytes(SectionKind::CriuImage, name, false, b"x").is_err(), "{name:?}");
+        assert!(
+            writer
+                .add_bytes(SectionKind::CriuImage, name, false, b"x")
+                .is_err(),
+            "{name:?}"
+        );
     }
-    writer.add_bytes(SectionKind::CriuImage, "a.img", false, b"x").unwrap();
-    assert!(writer.add_bytes(SectionKind::CriuImage, "a.img", false, b"y").is_err());
-    let section = writer.start_section(SectionKind::CriuImage, "b.img", false, Some(10)).unwrap();
+    writer
+        .add_bytes(SectionKind::CriuImage, "a.img", false, b"x")
+        .unwrap();
+    assert!(writer
+        .add_bytes(SectionKind::CriuImage, "a.img", false, b"y")
+        .is_err());
+    let section = writer
+        .start_section(SectionKind::CriuImage, "b.img", false, Some(10))
+        .unwrap();
     drop(section);
     let err = writer.finish().unwrap_err().to_string();
-    assert!(err.contains("b.img") && err.contains("not finished"), "{err}");
+    assert!(
+        err.contains("b.img") && err.contains("not finished"),
+        "{err}"
+    );
 
     let mut writer = Writer::new(Vec::new(), &sample_manifest(), small_options()).unwrap();
-    let mut section = writer.start_section(SectionKind::CriuImage, "c.img", false, Some(10)).unwrap();
+    let mut section = writer
+        .start_section(SectionKind::CriuImage, "c.img", false, Some(10))
+        .unwrap();
     section.write_all(b"short").unwrap();
-    assert!(section.finish().unwrap_err().to_string().contains("announced"));
+    assert!(section
+        .finish()
+        .unwrap_err()
+        .to_string()
+        .contains("announced"));
 }
 
 #[test]
@@ -388,7 +532,10 @@ fn inspect_shows_what_a_person_needs() {
     }
     let json = serde_json::to_value(&inspection).unwrap();
     assert_eq!(json["config"]["hostname"], "web1");
-    assert_eq!(json["summary"]["processes"][1]["command"], "nginx -g daemon off;");
+    assert_eq!(
+        json["summary"]["processes"][1]["command"],
+        "nginx -g daemon off;"
+    );
     assert_eq!(json["sections"][1]["name"], "pages-1.img");
     assert!(json["sections"][1]["ratio"].as_f64().unwrap() > 2.0);
 }

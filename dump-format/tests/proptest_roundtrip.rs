@@ -25,7 +25,14 @@ fn kind() -> impl Strategy<Value = SectionKind> {
 
 fn options() -> impl Strategy<Value = WriterOptions> {
     (
-        prop_oneof![Just(None), Just(Some(1)), Just(Some(3)), Just(Some(9)), Just(Some(-5))],
+        prop_oneof![
+            Just(None),
+            Just(Some(1)),
+            Just(Some(3)),
+            Just(Some(9)),
+            Just(Some(-5)),
+            Just(Some(19))
+        ],
         0u32..3,
         1usize..70_000,
     )
