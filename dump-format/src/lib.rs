@@ -13,6 +13,7 @@ mod extract;
 mod inspect;
 mod manifest;
 mod reader;
+mod tree;
 mod upgrade;
 mod wire;
 mod writer;
@@ -24,6 +25,9 @@ pub use manifest::{
     IfAddress, Manifest, Process, SectionEntry, SectionTable, Summary, TcpConnection,
 };
 pub use reader::{read_all, verify, Image, Reader, SectionInfo, SectionPayload, VerifyReport};
+pub use tree::{
+    validate_tree_path, EntryType, TreeEntry, TreeReader, TreeWriter, Xattr, MAX_TREE_ENTRY_LEN,
+};
 pub use upgrade::{upgrade_path_for, UpgradeFn};
 pub use writer::{SectionWriter, Writer, WriterOptions, MAX_LEVEL};
 
