@@ -11,7 +11,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use common::*;
-use ferry_dump_format::{inspect, read_all, verify, Codec, SectionKind, Writer, WriterOptions};
+use ferry_dump_format::{
+    inspect, read_all, verify, Codec, EntryType, SectionKind, TreeEntry, TreeReader, TreeWriter,
+    Writer, WriterOptions, Xattr,
+};
 
 fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -23,6 +26,49 @@ fn pages() -> Vec<u8> {
     (0..4096u32)
         .map(|i| if i < 2048 { 0 } else { (i % 61) as u8 })
         .collect()
+}
+
+fn tree_entries() -> Vec<(TreeEntry, Vec<u8>)> {
+    let base = |path: &str, kind: EntryType| TreeEntry {
+        path: path.as_bytes().to_vec(),
+        entry_type: kind as i32,
+        mode: 0o755,
+        uid: 1000,
+        gid: 1000,
+        mtime_secs: 1_767_225_600,
+        mtime_nanos: 5,
+        ..Default::default()
+    };
+    let mut file = base("etc/hostname", EntryType::File);
+    file.mode = 0o644;
+    file.size = 5;
+    file.xattrs = vec![Xattr {
+        name: b"user.origin".to_vec(),
+        value: b"ferry".to_vec(),
+    }];
+    let mut link = base("etc/localtime", EntryType::Symlink);
+    link.symlink_target = b"/usr/share/zoneinfo/UTC".to_vec();
+    let mut hard = base("etc/hostname.bak", EntryType::Hardlink);
+    hard.hardlink_target = b"etc/hostname".to_vec();
+    let mut null = base("dev/null", EntryType::CharDevice);
+    null.rdev_major = 1;
+    null.rdev_minor = 3;
+    vec![
+        (base("etc", EntryType::Directory), vec![]),
+        (file, b"web1\n".to_vec()),
+        (link, vec![]),
+        (hard, vec![]),
+        (base("dev", EntryType::Directory), vec![]),
+        (null, vec![]),
+    ]
+}
+
+fn tree() -> Vec<u8> {
+    let mut writer = TreeWriter::new(Vec::new());
+    for (entry, content) in tree_entries() {
+        writer.add(&entry, Some(&mut content.as_slice())).unwrap();
+    }
+    writer.finish().unwrap()
 }
 
 /// The image in the fixtures, made by the writer of format 1.0.
@@ -59,7 +105,7 @@ fn fixture_image(level: Option<i32>) -> Vec<u8> {
         )
         .unwrap();
     writer
-        .add_bytes(SectionKind::FileTree, "rootfs-delta", true, b"tree payload")
+        .add_bytes(SectionKind::FileTree, "rootfs-delta", true, &tree())
         .unwrap();
     writer
         .add_bytes(
@@ -116,12 +162,7 @@ fn check_fixture(name: &str, codec: Codec) {
             false,
             SAMPLE_CONFIG.as_bytes().to_vec(),
         ),
-        (
-            SectionKind::FileTree,
-            "rootfs-delta",
-            true,
-            b"tree payload".to_vec(),
-        ),
+        (SectionKind::FileTree, "rootfs-delta", true, tree()),
         (SectionKind::CriuImage, "empty.img", false, Vec::new()),
     ];
     assert_eq!(
@@ -168,6 +209,21 @@ fn check_fixture(name: &str, codec: Codec) {
     for entry in &image.table {
         assert_eq!(entry.codec, u32::from(codec.code()));
     }
+
+    // The file tree decodes to every field written.
+    let mut reader = TreeReader::new(image.sections[3].1.as_slice());
+    let mut decoded = Vec::new();
+    while let Some(entry) = reader.next_entry().unwrap() {
+        let mut content = vec![0u8; entry.size as usize];
+        let mut filled = 0;
+        while filled < content.len() {
+            filled += reader.read_content(&mut content[filled..]).unwrap();
+        }
+        decoded.push((entry, content));
+    }
+    assert_eq!(decoded, tree_entries(), "{name}: file tree");
+    assert_eq!(decoded[1].0.xattrs[0].value, b"ferry");
+    assert_eq!((decoded[5].0.rdev_major, decoded[5].0.rdev_minor), (1, 3));
 
     let report = verify(bytes.as_slice()).unwrap();
     assert_eq!(report.image_bytes, bytes.len() as u64);
