@@ -322,14 +322,14 @@ impl fmt::Display for Inspection {
         writeln!(f, "\nSections ({})", self.sections.len())?;
         writeln!(
             f,
-            "  {:<11} {:<32} {:>12} {:>12} {:>7}",
+            "  {:<13} {:<32} {:>12} {:>12} {:>7}",
             "KIND", "NAME", "SIZE", "STORED", "RATIO"
         )?;
         for s in &self.sections {
             let optional = if s.optional { " (optional)" } else { "" };
             writeln!(
                 f,
-                "  {:<11} {:<32} {:>12} {:>12} {:>6.2}x{optional}",
+                "  {:<13} {:<32} {:>12} {:>12} {:>6.2}x{optional}",
                 s.kind,
                 s.name,
                 human(s.size),

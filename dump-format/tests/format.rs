@@ -551,3 +551,58 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn write_dir_takes_regular_files_and_refuses_anything_else() {
+    let base = tempfile::Builder::new()
+        .prefix("ferry-t-image")
+        .tempdir()
+        .unwrap();
+    let dir = base.path().join("criu");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("b.img"), b"bbb").unwrap();
+    std::fs::write(dir.join("a.img"), b"aa").unwrap();
+    let mut writer = Writer::new(Vec::new(), &sample_manifest(), small_options()).unwrap();
+    let entries = writer.write_dir(&dir).unwrap();
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["a.img", "b.img"], "sorted by name");
+    let image = read_all(writer.finish().unwrap().as_slice(), LIMIT).unwrap();
+    assert_eq!(image.sections[1].1, b"bbb");
+
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("c.img")).unwrap();
+    let mut writer = Writer::new(Vec::new(), &sample_manifest(), small_options()).unwrap();
+    let err = writer.write_dir(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("c.img") && err.contains("not a regular file"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.join("c.img")).unwrap();
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    let mut writer = Writer::new(Vec::new(), &sample_manifest(), small_options()).unwrap();
+    assert!(writer.write_dir(&dir).is_err());
+    let mut writer = Writer::new(Vec::new(), &sample_manifest(), small_options()).unwrap();
+    assert!(writer.write_dir(&base.path().join("missing")).is_err());
+}
+
+#[test]
+fn out_of_range_writer_options_are_refused() {
+    for options in [
+        WriterOptions {
+            level: Some(22),
+            ..small_options()
+        },
+        WriterOptions {
+            chunk_len: 0,
+            ..small_options()
+        },
+        WriterOptions {
+            chunk_len: (64 << 20) + 1,
+            ..small_options()
+        },
+    ] {
+        assert!(
+            Writer::new(Vec::new(), &sample_manifest(), options.clone()).is_err(),
+            "{options:?}"
+        );
+    }
+}
