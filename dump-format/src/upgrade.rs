@@ -68,7 +68,14 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
 
 /// Reads the header of `r` and returns a stream in the current format: the same bytes for a
 /// current-major image, or the output of the upgrader for an older one.
-pub(crate) fn current_format_stream<'a>(mut r: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+pub(crate) fn current_format_stream<'a>(r: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+    current_format_stream_with(r, UPGRADERS)
+}
+
+fn current_format_stream_with<'a>(
+    mut r: impl Read + 'a,
+    upgraders: &[(u16, UpgradeFn)],
+) -> Result<Box<dyn Read + 'a>> {
     let mut header = [0u8; HEADER_LEN];
     let mut filled = 0;
     while filled < HEADER_LEN {
@@ -83,11 +90,77 @@ pub(crate) fn current_format_stream<'a>(mut r: impl Read + 'a) -> Result<Box<dyn
     if parsed.version.major == FORMAT_MAJOR {
         return Ok(Box::new(Cursor::new(header).chain(r)));
     }
-    match upgrade_path_for(parsed.version.major) {
-        Some(upgrade) => upgrade(parsed.version, Box::new(r)),
+    let upgrader = upgraders
+        .iter()
+        .find(|(old, _)| *old == parsed.version.major);
+    match upgrader {
+        Some((_, upgrade)) => upgrade(parsed.version, Box::new(r)),
         None => Err(Error::NoUpgradePath {
             major: parsed.version.major,
             minor: parsed.version.minor,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{read_all, Reader, SectionKind, Writer, WriterOptions};
+
+    /// A made-up format 0.9: the header, then `u32 len` and one CRIU image `len` bytes long,
+    /// named "pages-1.img". Its upgrader re-encodes it as a current image.
+    fn upgrade_toy(version: Version, mut old: Box<dyn Read + '_>) -> Result<Box<dyn Read + '_>> {
+        assert_eq!(version, Version { major: 0, minor: 9 });
+        let mut len = [0u8; 4];
+        old.read_exact(&mut len)
+            .map_err(|e| Error::io("reading a 0.9 image", e))?;
+        let mut data = vec![0u8; u32::from_le_bytes(len).min(1 << 20) as usize];
+        old.read_exact(&mut data)
+            .map_err(|e| Error::io("reading a 0.9 image", e))?;
+        let manifest = crate::Manifest {
+            image_id: "upgraded".into(),
+            ..Default::default()
+        };
+        let mut writer = Writer::new(Vec::new(), &manifest, WriterOptions::default())?;
+        writer.add_bytes(SectionKind::CriuImage, "pages-1.img", false, &data)?;
+        Ok(Box::new(Cursor::new(writer.finish()?)))
+    }
+
+    #[test]
+    fn an_older_major_is_read_through_its_upgrader() {
+        let mut old = MAGIC.to_vec();
+        old.extend_from_slice(&0u16.to_le_bytes());
+        old.extend_from_slice(&9u16.to_le_bytes());
+        old.extend_from_slice(&0u32.to_le_bytes());
+        old.extend_from_slice(&5u32.to_le_bytes());
+        old.extend_from_slice(b"hello");
+
+        let upgraders: &[(u16, UpgradeFn)] = &[(0, upgrade_toy)];
+        let stream = current_format_stream_with(old.as_slice(), upgraders).unwrap();
+        let mut reader = Reader::new(stream).unwrap();
+        assert_eq!(reader.manifest().image_id, "upgraded");
+        let mut payload = reader.next_section().unwrap().unwrap();
+        assert_eq!(payload.read_to_vec(100).unwrap(), b"hello");
+
+        // Without the upgrader, the same bytes are refused with the documented error.
+        let err = current_format_stream_with(old.as_slice(), &[])
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, Error::NoUpgradePath { major: 0, minor: 9 }),
+            "{err}"
+        );
+        // And a current image passes through unchanged.
+        let manifest = crate::Manifest::default();
+        let current = Writer::new(Vec::new(), &manifest, WriterOptions::default())
+            .unwrap()
+            .finish()
+            .unwrap();
+        let image = read_all(
+            current_format_stream_with(current.as_slice(), upgraders).unwrap(),
+            10,
+        )
+        .unwrap();
+        assert!(image.sections.is_empty());
     }
 }
