@@ -1,0 +1,96 @@
+//! Writing sections out as files without ever leaving the target directory.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::reader::Reader;
+use crate::{SectionKind, MAX_NAME_LEN};
+
+/// Checks that `name` is usable as a section name: one plain file-name component, so that
+/// joining it to a directory can only name a file directly inside that directory.
+pub fn validate_section_name(name: &str) -> Result<()> {
+    let refuse = |reason| {
+        Err(Error::UnsafeName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return refuse("empty");
+    }
+    if name.len() > MAX_NAME_LEN as usize {
+        return refuse("longer than 4096 bytes");
+    }
+    if name.contains('\0') {
+        return refuse("contains a NUL byte");
+    }
+    if name.starts_with('/') {
+        return refuse("absolute path");
+    }
+    if name.contains('/') {
+        return refuse("contains '/' (sections are single file names)");
+    }
+    if name == "." || name == ".." {
+        return refuse("'.' or '..'");
+    }
+    Ok(())
+}
+
+/// Writes every CRIU-image section of `reader` into `dir` (which must exist), verifying each.
+/// Files are created new (an existing file or symlink of the same name is an error, never
+/// followed or overwritten) with mode 0600; a file whose payload fails verification is removed.
+/// Other known sections are verified and passed over. Returns the paths written.
+pub fn extract_criu_images<R: Read>(reader: &mut Reader<R>, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    while let Some(mut payload) = reader.next_section()? {
+        if payload.info().kind != SectionKind::CriuImage {
+            continue;
+        }
+        let name = payload.info().name.clone();
+        validate_section_name(&name)?;
+        let path = dir.join(&name);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| Error::path("cannot create", &path, e))?;
+        let outcome = copy_payload(&mut payload, &mut file, &path);
+        if let Err(e) = outcome {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Opens the image in `r` (any supported version), verifies it and writes its CRIU images into
+/// `dir`. Returns the manifest. On error, files already written stay for inspection.
+pub fn extract_to_dir(r: impl Read, dir: &Path) -> Result<Manifest> {
+    let mut reader = Reader::open(r)?;
+    extract_criu_images(&mut reader, dir)?;
+    Ok(reader.manifest().clone())
+}
+
+fn copy_payload<R: Read>(
+    payload: &mut crate::reader::SectionPayload<'_, R>,
+    file: &mut File,
+    path: &Path,
+) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = payload.read_verified(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        file.write_all(&buf[..n])
+            .map_err(|e| Error::path("cannot write", path, e))?;
+    }
+}

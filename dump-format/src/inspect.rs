@@ -1,0 +1,425 @@
+//! A readable (and JSON) description of an image, in the spirit of CRIU's crit and
+//! checkpointctl.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::manifest::Summary;
+use crate::reader::Reader;
+use crate::SectionKind;
+
+/// Where each part of the report comes from. rust-criu 0.6 only carries CRIU's RPC messages,
+/// not its image messages, so CRIU's image files are listed but not decoded.
+pub const SOURCES_NOTE: &str = "process tree, TCP connections, addresses and memory come from \
+the summary ferry recorded at dump time; CRIU's image files are listed with their sizes but not \
+decoded (the rust-criu crate has no types for CRIU's image messages; use `crit` on an extracted \
+image for those)";
+
+/// The container config, reduced to what a person checks first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ConfigSummary {
+    pub ctid: Option<String>,
+    pub hostname: Option<String>,
+    pub ipadd: Vec<String>,
+    pub init: Vec<String>,
+    /// The `[resources]` table, key → value as written.
+    pub limits: BTreeMap<String, String>,
+}
+
+/// One section of the image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SectionReport {
+    pub kind: String,
+    pub name: String,
+    pub optional: bool,
+    pub size: u64,
+    pub stored: u64,
+    /// size / stored (1.0 for empty sections).
+    pub ratio: f64,
+}
+
+/// What `ferry image inspect` shows. Produced only for an image that verified completely.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Inspection {
+    pub format_version: String,
+    pub image_id: String,
+    pub parent_image_id: Option<String>,
+    pub ctid: String,
+    pub ferry_version: String,
+    pub criu_version: String,
+    pub source_host: String,
+    pub kernel_release: String,
+    pub architecture: String,
+    pub cgroup_mode: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub config: Option<ConfigSummary>,
+    /// Why the config could not be summarized, when it could not.
+    pub config_error: Option<String>,
+    pub summary: Option<Summary>,
+    pub sections: Vec<SectionReport>,
+    pub total_size: u64,
+    pub total_stored: u64,
+    /// Bytes of the whole image file.
+    pub image_bytes: u64,
+    pub sources: String,
+}
+
+/// Reads (and so verifies) a whole image and describes it.
+pub fn inspect(r: impl Read) -> Result<Inspection> {
+    let mut reader = Reader::open(r)?;
+    while let Some(payload) = reader.next_section()? {
+        drop(payload);
+    }
+    let manifest = reader.manifest().clone();
+    let sections: Vec<SectionReport> = reader
+        .sections_read()
+        .iter()
+        .map(|entry| SectionReport {
+            kind: SectionKind::from_code(u16::try_from(entry.kind).unwrap_or(0)).label(),
+            name: entry.name.clone(),
+            optional: entry.optional,
+            size: entry.uncompressed_len,
+            stored: entry.stored_len,
+            ratio: ratio(entry.uncompressed_len, entry.stored_len),
+        })
+        .collect();
+    let (config, config_error) = match summarize_config(&manifest.config_toml) {
+        Ok(config) => (config, None),
+        Err(why) => (None, Some(why)),
+    };
+    Ok(Inspection {
+        format_version: reader.version().to_string(),
+        image_id: manifest.image_id.clone(),
+        parent_image_id: (!manifest.parent_image_id.is_empty())
+            .then(|| manifest.parent_image_id.clone()),
+        ctid: manifest.ctid.clone(),
+        ferry_version: manifest.ferry_version.clone(),
+        criu_version: manifest.criu_version.clone(),
+        source_host: manifest.source_host.clone(),
+        kernel_release: manifest.kernel_release.clone(),
+        architecture: manifest.architecture.clone(),
+        cgroup_mode: manifest.cgroup_mode.clone(),
+        created: rfc3339(manifest.created_unix_secs, manifest.created_nanos),
+        config,
+        config_error,
+        summary: manifest.summary.clone(),
+        total_size: sections.iter().map(|s| s.size).sum(),
+        total_stored: sections.iter().map(|s| s.stored).sum(),
+        image_bytes: reader.bytes_read(),
+        sections,
+        sources: SOURCES_NOTE.to_string(),
+    })
+}
+
+fn ratio(size: u64, stored: u64) -> f64 {
+    if stored == 0 {
+        1.0
+    } else {
+        size as f64 / stored as f64
+    }
+}
+
+/// Parses the config TOML generically (this crate knows nothing of ferry's config types).
+fn summarize_config(bytes: &[u8]) -> std::result::Result<Option<ConfigSummary>, String> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| "config is not UTF-8".to_string())?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("config is not valid TOML: {e}"))?;
+    let scalar = |value: &toml::Value| match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let list = |value: Option<&toml::Value>| -> Vec<String> {
+        match value {
+            Some(toml::Value::Array(items)) => items.iter().map(scalar).collect(),
+            Some(other) => vec![scalar(other)],
+            None => Vec::new(),
+        }
+    };
+    let net = table.get("net").and_then(toml::Value::as_table);
+    let limits = table
+        .get("resources")
+        .and_then(toml::Value::as_table)
+        .map(|resources| {
+            resources
+                .iter()
+                .map(|(k, v)| (k.clone(), scalar(v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(ConfigSummary {
+        ctid: table.get("ctid").map(scalar),
+        hostname: table.get("hostname").map(scalar),
+        ipadd: list(net.and_then(|n| n.get("ipadd"))),
+        init: list(table.get("init")),
+        limits,
+    }))
+}
+
+/// Formats a Unix time as RFC 3339 UTC without a date library (civil-from-days).
+pub(crate) fn rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if nanos == 0 {
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    } else {
+        format!(
+            "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
+            nanos / 1_000_000
+        )
+    }
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() {
+        "(unknown)"
+    } else {
+        s
+    }
+}
+
+impl fmt::Display for Inspection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Image {}  (ferry image format {})",
+            self.image_id, self.format_version
+        )?;
+        if let Some(parent) = &self.parent_image_id {
+            writeln!(f, "  incremental to:  {parent}")?;
+        }
+        writeln!(f, "  container:       {}", or_unknown(&self.ctid))?;
+        writeln!(f, "  created:         {}", self.created)?;
+        writeln!(f, "  source host:     {}", or_unknown(&self.source_host))?;
+        writeln!(
+            f,
+            "  kernel:          {} ({}), cgroup {}",
+            or_unknown(&self.kernel_release),
+            or_unknown(&self.architecture),
+            or_unknown(&self.cgroup_mode)
+        )?;
+        writeln!(
+            f,
+            "  written by:      ferry {}, CRIU {}",
+            or_unknown(&self.ferry_version),
+            or_unknown(&self.criu_version)
+        )?;
+
+        writeln!(f, "\nConfig")?;
+        match (&self.config, &self.config_error) {
+            (Some(config), _) => {
+                writeln!(
+                    f,
+                    "  ctid:            {}",
+                    config.ctid.as_deref().unwrap_or("(unset)")
+                )?;
+                writeln!(
+                    f,
+                    "  hostname:        {}",
+                    config.hostname.as_deref().unwrap_or("(unset)")
+                )?;
+                let ips = if config.ipadd.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    config.ipadd.join(", ")
+                };
+                writeln!(f, "  ipadd:           {ips}")?;
+                let init = if config.init.is_empty() {
+                    "(built-in)".to_string()
+                } else {
+                    config.init.join(" ")
+                };
+                writeln!(f, "  init:            {init}")?;
+                if config.limits.is_empty() {
+                    writeln!(f, "  limits:          (none)")?;
+                } else {
+                    let limits: Vec<String> = config
+                        .limits
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    writeln!(f, "  limits:          {}", limits.join(", "))?;
+                }
+            }
+            (None, Some(why)) => writeln!(f, "  (cannot summarize: {why})")?,
+            (None, None) => writeln!(f, "  (no config recorded)")?,
+        }
+
+        match &self.summary {
+            None => writeln!(
+                f,
+                "\nNo dump-time summary recorded (processes, connections, addresses unknown)"
+            )?,
+            Some(summary) => {
+                writeln!(f, "\nProcesses ({})", summary.processes.len())?;
+                write_tree(f, &summary.processes)?;
+                writeln!(f, "\nTCP connections ({})", summary.tcp_connections.len())?;
+                for conn in &summary.tcp_connections {
+                    writeln!(
+                        f,
+                        "  {:<24} -> {:<24} {}",
+                        conn.local, conn.remote, conn.state
+                    )?;
+                }
+                writeln!(f, "\nAddresses")?;
+                for addr in &summary.addresses {
+                    let mac = if addr.mac.is_empty() {
+                        "-"
+                    } else {
+                        addr.mac.as_str()
+                    };
+                    writeln!(
+                        f,
+                        "  {:<10} mac {:<17} {}",
+                        addr.interface,
+                        mac,
+                        addr.ips.join(", ")
+                    )?;
+                }
+                writeln!(
+                    f,
+                    "\nMemory: {} ({} bytes)",
+                    human(summary.memory_bytes),
+                    summary.memory_bytes
+                )?;
+            }
+        }
+
+        writeln!(f, "\nSections ({})", self.sections.len())?;
+        writeln!(
+            f,
+            "  {:<13} {:<32} {:>12} {:>12} {:>7}",
+            "KIND", "NAME", "SIZE", "STORED", "RATIO"
+        )?;
+        for s in &self.sections {
+            let optional = if s.optional { " (optional)" } else { "" };
+            writeln!(
+                f,
+                "  {:<13} {:<32} {:>12} {:>12} {:>6.2}x{optional}",
+                s.kind,
+                s.name,
+                human(s.size),
+                human(s.stored),
+                s.ratio
+            )?;
+        }
+        writeln!(
+            f,
+            "  total: {} in {} ({:.2}x); image file {}",
+            human(self.total_size),
+            human(self.total_stored),
+            ratio(self.total_size, self.total_stored),
+            human(self.image_bytes)
+        )?;
+        writeln!(f, "\nNote: {}", self.sources)
+    }
+}
+
+/// Prints processes as a tree by ppid; orphans (parent not in the list) are roots.
+fn write_tree(f: &mut fmt::Formatter<'_>, processes: &[crate::manifest::Process]) -> fmt::Result {
+    let pids: std::collections::HashSet<u32> = processes.iter().map(|p| p.pid).collect();
+    let roots: Vec<&crate::manifest::Process> = processes
+        .iter()
+        .filter(|p| p.pid == p.ppid || !pids.contains(&p.ppid))
+        .collect();
+    let mut shown = std::collections::HashSet::new();
+    fn walk(
+        f: &mut fmt::Formatter<'_>,
+        all: &[crate::manifest::Process],
+        p: &crate::manifest::Process,
+        depth: usize,
+        shown: &mut std::collections::HashSet<u32>,
+    ) -> fmt::Result {
+        // A cycle in hostile input must not loop forever.
+        if !shown.insert(p.pid) || depth > 64 {
+            return Ok(());
+        }
+        writeln!(f, "  {}{:<6} {}", "  ".repeat(depth), p.pid, p.command)?;
+        for child in all.iter().filter(|c| c.ppid == p.pid && c.pid != p.pid) {
+            walk(f, all, child, depth + 1, shown)?;
+        }
+        Ok(())
+    }
+    for root in roots {
+        walk(f, processes, root, 0, &mut shown)?;
+    }
+    // Processes only reachable through a cycle.
+    for p in processes {
+        if !shown.contains(&p.pid) {
+            walk(f, processes, p, 0, &mut shown)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000, 0), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400, 5_000_000), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339(-1, 0), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn config_summary_reads_generic_toml() {
+        let toml = br#"
+ctid = "101"
+hostname = "web"
+init = ["/bin/sh", "-c", "sleep 1"]
+[net]
+ipadd = ["198.18.0.5"]
+[resources]
+ram = 268435456
+numproc = 100
+"#;
+        let summary = summarize_config(toml).unwrap().unwrap();
+        assert_eq!(summary.ctid.as_deref(), Some("101"));
+        assert_eq!(summary.hostname.as_deref(), Some("web"));
+        assert_eq!(summary.ipadd, vec!["198.18.0.5"]);
+        assert_eq!(summary.init, vec!["/bin/sh", "-c", "sleep 1"]);
+        assert_eq!(
+            summary.limits.get("ram").map(String::as_str),
+            Some("268435456")
+        );
+        assert!(summarize_config(b"not = [toml").is_err());
+        assert_eq!(summarize_config(b"").unwrap(), None);
+    }
+}
