@@ -9,6 +9,7 @@ use std::os::fd::FromRawFd;
 pub fn exec(h: &Host, ct: &str, cmd: &[String]) -> Result<u8> {
     let ct = super::ctid(ct)?;
     container::load_config(h, &ct)?;
+    super::checkpoint::thaw_stale_unlocked(h, &ct);
     let code = container::exec(h, &ct, cmd)?;
     Ok(code.clamp(0, 255) as u8)
 }

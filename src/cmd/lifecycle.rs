@@ -56,6 +56,7 @@ pub fn stop(h: &Host, ct: &str, timeout: u64) -> Result<u8> {
     let ct = super::ctid(ct)?;
     let cfg = container::load_config(h, &ct)?;
     let lock = ContainerLock::acquire(h, &ct, "stop")?;
+    super::checkpoint::thaw_stale(h, &lock);
     container::stop(h, &lock, &cfg, Duration::from_secs(timeout))?;
     println!("container {ct} stopped");
     Ok(0)

@@ -1,5 +1,6 @@
 //! The command line: global flags, one subcommand per verb, dispatch.
 
+mod checkpoint;
 mod exec;
 mod lifecycle;
 mod list;
@@ -79,6 +80,33 @@ pub enum Command {
     },
     /// Change settings: live where the container runs, persisted with --save.
     Set(set::SetArgs),
+    /// Freeze and dump a running container into an image (vzctl chkpnt); it stops unless
+    /// --keep-running. Prints one timing line.
+    Checkpoint(checkpoint::CheckpointArgs),
+    /// Start a container from an image made by `checkpoint`. Prints one timing line.
+    Restore(checkpoint::RestoreArgs),
+    /// Checkpoint to the container's default dump location (<data>/dump/<CTID>/dump.img).
+    Suspend {
+        ctid: String,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Restore from the default dump location, then remove the dump.
+    Resume {
+        ctid: String,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// What this host supports for ferry (CRIU, cgroups, memory tracking, ...).
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look into image files.
+    Image {
+        #[command(subcommand)]
+        cmd: checkpoint::ImageCmd,
+    },
 }
 
 pub fn host(cli: &Cli) -> Host {
@@ -104,5 +132,11 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Enter { ctid } => exec::enter(&h, &ctid),
         Command::Console { ctid, follow } => exec::console(&h, &ctid, follow),
         Command::Set(a) => set::set(&h, a),
+        Command::Checkpoint(a) => checkpoint::checkpoint(&h, a),
+        Command::Restore(a) => checkpoint::restore(&h, a),
+        Command::Suspend { ctid, quiet } => checkpoint::suspend(&h, &ctid, quiet),
+        Command::Resume { ctid, quiet } => checkpoint::resume(&h, &ctid, quiet),
+        Command::Check { json } => checkpoint::check(&h, json),
+        Command::Image { cmd } => checkpoint::image(cmd),
     }
 }

@@ -1,0 +1,295 @@
+//! Checkpoint into one ferry image file and restore from one: the runtime dumps into a CRIU
+//! image directory ([`ferry_runtime::container::checkpoint_to_dir`]); this module wraps that
+//! directory, the container's config and a summary into a dump-format image, written to a
+//! temporary name and renamed into place, and unwraps it again for a restore (verified while
+//! extracting, refused when it holds another container).
+
+use ferry_dump_format as fmt;
+use ferry_runtime::container::{self, CheckpointInfo, CheckpointOpts, CheckpointSummary, RestoreInfo};
+use ferry_runtime::lock::ContainerLock;
+use ferry_runtime::{ContainerConfig, Host};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Section name of the container's config inside an image.
+pub const CONFIG_SECTION: &str = "config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Runtime(#[from] ferry_runtime::Error),
+    #[error("container {ctid}: {op}: image {path}: {source}")]
+    Image { ctid: String, op: &'static str, path: PathBuf, #[source] source: fmt::Error },
+    #[error("container {ctid}: {op}: {msg}")]
+    Other { ctid: String, op: &'static str, msg: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn other(ctid: &str, op: &'static str, msg: impl Into<String>) -> Error {
+    Error::Other { ctid: ctid.to_string(), op, msg: msg.into() }
+}
+
+/// Where a long operation is: `phase` ("write", "extract"), bytes done of `total`.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub phase: &'static str,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Options of [`checkpoint_to_image`].
+#[derive(Debug, Clone, Default)]
+pub struct ImageOpts {
+    pub checkpoint: CheckpointOpts,
+    /// zstd level; None = the format's default (1). 0 stores uncompressed.
+    pub compress: Option<i32>,
+}
+
+/// A finished checkpoint into an image file.
+#[derive(Debug, Clone)]
+pub struct ImageCheckpoint {
+    pub checkpoint: CheckpointInfo,
+    /// Writing the image file (compression, digests, fsync, rename).
+    pub write_ms: u64,
+    pub image_bytes: u64,
+    pub path: PathBuf,
+}
+
+/// A finished restore from an image file.
+#[derive(Debug, Clone)]
+pub struct ImageRestore {
+    pub restore: RestoreInfo,
+    pub extract_ms: u64,
+    /// The config was taken from the image (the host had none for this CTID).
+    pub config_installed: bool,
+}
+
+/// A reader that reports how many bytes went through.
+struct Counting<'a, R> {
+    inner: R,
+    done: &'a mut u64,
+    total: u64,
+    phase: &'static str,
+    progress: &'a mut dyn FnMut(Progress),
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        *self.done += n as u64;
+        (self.progress)(Progress { phase: self.phase, done: *self.done, total: self.total });
+        Ok(n)
+    }
+}
+
+fn uname() -> (String, String) {
+    match nix::sys::utsname::uname() {
+        Ok(u) => (u.release().to_string_lossy().into_owned(), u.machine().to_string_lossy().into_owned()),
+        Err(_) => (String::new(), String::new()),
+    }
+}
+
+fn cgroup_mode_name() -> String {
+    let root = Path::new(ferry_runtime::cgroups::DEFAULT_CGROUP_ROOT);
+    if root.join("cgroup.controllers").exists() {
+        "v2".into()
+    } else if root.join("unified").is_dir() {
+        "hybrid".into()
+    } else {
+        "v1".into()
+    }
+}
+
+fn image_id(ct: &str) -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let h = blake3::hash(format!("{ct}:{}:{}:{}", std::process::id(), t.as_secs(), t.subsec_nanos()).as_bytes());
+    h.to_hex()[..32].to_string()
+}
+
+/// The dump-format summary of what the checkpoint saw.
+pub fn format_summary(s: &CheckpointSummary) -> fmt::Summary {
+    fmt::Summary {
+        processes: s.processes.iter().map(|p| fmt::Process { pid: p.pid, ppid: p.ppid, command: p.command.clone() }).collect(),
+        tcp_connections: s.tcp.iter().map(|t| fmt::TcpConnection { local: t.local.clone(), remote: t.remote.clone(), state: t.state.clone() }).collect(),
+        addresses: s.addresses.iter().map(|a| fmt::IfAddress { interface: a.interface.clone(), ips: a.ips.clone(), mac: a.mac.clone() }).collect(),
+        memory_bytes: s.memory_bytes,
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(parent: &Path, prefix: &str) -> std::io::Result<TempDir> {
+        std::fs::create_dir_all(parent)?;
+        let p = parent.join(format!(".{prefix}-{}-{}", std::process::id(), image_id("t")));
+        std::fs::create_dir(&p)?;
+        Ok(TempDir(p))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Checkpoint a running container into the image file `path` (replaced atomically when it
+/// exists). The CRIU images go to a temporary directory next to `path`, removed afterwards.
+pub fn checkpoint_to_image(
+    host: &Host,
+    lock: &ContainerLock,
+    cfg: &ContainerConfig,
+    path: &Path,
+    opts: &ImageOpts,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ImageCheckpoint> {
+    let ct = lock.ctid().as_str();
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = TempDir::new(&parent, &format!("ferry-ckpt-{ct}")).map_err(|e| other(ct, "checkpoint", format!("create a work directory in {}: {e}", parent.display())))?;
+    let images = tmp.0.join("criu");
+    let info = container::checkpoint_to_dir(host, lock, cfg, &images, &opts.checkpoint)?;
+
+    // From here the container is gone (unless kept running): a failure to write the image
+    // must not lose the dump, so the CRIU images are kept and named in the error.
+    let t0 = Instant::now();
+    match write_image(cfg, &info, &images, path, opts, progress) {
+        Ok(image_bytes) => Ok(ImageCheckpoint { checkpoint: info, write_ms: t0.elapsed().as_millis() as u64, image_bytes, path: path.to_path_buf() }),
+        Err(e) => {
+            if opts.checkpoint.keep_running {
+                return Err(e);
+            }
+            let keep = host.dump_dir(lock.ctid()).join(format!("criu-{}", image_id(ct)));
+            let kept = std::fs::create_dir_all(keep.parent().unwrap_or(Path::new("/"))).and_then(|_| std::fs::rename(&images, &keep)).is_ok();
+            let where_ = if kept { format!("the CRIU images are kept in {}; `ferry restore {ct} --images-dir {}` restores them", keep.display(), keep.display()) } else { "the CRIU images could not be kept".into() };
+            Err(other(ct, "checkpoint", format!("{e}; {where_}")))
+        }
+    }
+}
+
+fn write_image(cfg: &ContainerConfig, info: &CheckpointInfo, images: &Path, path: &Path, opts: &ImageOpts, progress: &mut dyn FnMut(Progress)) -> Result<u64> {
+    let ct = cfg.ctid.as_str();
+    let (kernel, arch) = uname();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let manifest = fmt::Manifest {
+        image_id: image_id(ct),
+        parent_image_id: String::new(),
+        ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+        criu_version: info.meta.criu_version.clone(),
+        kernel_release: kernel,
+        architecture: arch,
+        cgroup_mode: cgroup_mode_name(),
+        source_host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        created_unix_secs: now.as_secs() as i64,
+        created_nanos: now.subsec_nanos(),
+        config_toml: cfg.to_toml().into_bytes(),
+        sections: Vec::new(),
+        summary: Some(format_summary(&info.meta.summary)),
+        ctid: ct.to_string(),
+    };
+    let mut wopts = fmt::WriterOptions::default();
+    match opts.compress {
+        Some(0) => wopts.level = None,
+        Some(l) => wopts.level = Some(l),
+        None => {}
+    }
+    let tmp_path = path.with_file_name(format!(".{}.tmp-{}", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), std::process::id()));
+    let img_err = |source: fmt::Error| Error::Image { ctid: ct.to_string(), op: "write image", path: path.to_path_buf(), source };
+    let res = (|| -> Result<u64> {
+        let file = File::create(&tmp_path).map_err(|e| other(ct, "write image", format!("create {}: {e}", tmp_path.display())))?;
+        let mut w = fmt::Writer::new(std::io::BufWriter::with_capacity(1 << 20, file), &manifest, wopts).map_err(img_err)?;
+        w.add_bytes(fmt::SectionKind::Config, CONFIG_SECTION, false, cfg.to_toml().as_bytes()).map_err(img_err)?;
+        let total = dir_size(images);
+        let mut done = 0u64;
+        let mut names: Vec<String> = std::fs::read_dir(images)
+            .map_err(|e| other(ct, "write image", format!("list {}: {e}", images.display())))?
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        for name in names {
+            let p = images.join(&name);
+            let f = File::open(&p).map_err(|e| other(ct, "write image", format!("open {}: {e}", p.display())))?;
+            let len = f.metadata().map(|m| m.len()).ok();
+            let r = Counting { inner: f, done: &mut done, total, phase: "write", progress: &mut *progress };
+            w.add_reader(fmt::SectionKind::CriuImage, &name, false, r, len).map_err(img_err)?;
+        }
+        let buf = w.finish().map_err(img_err)?;
+        let file = buf.into_inner().map_err(|e| other(ct, "write image", format!("flush {}: {}", tmp_path.display(), e.error())))?;
+        file.sync_all().map_err(|e| other(ct, "write image", format!("fsync {}: {e}", tmp_path.display())))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        std::fs::rename(&tmp_path, path).map_err(|e| other(ct, "write image", format!("rename to {}: {e}", path.display())))?;
+        if let Ok(d) = File::open(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))) {
+            let _ = d.sync_all();
+        }
+        Ok(len)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp_path);
+    }
+    res
+}
+
+/// Restore a container from the image file `path`: verified while extracted to a temporary
+/// directory under the data dir, refused when it holds another container. When this host has
+/// no config for the CTID, the image's config is installed (the private area must be there).
+pub fn restore_from_image(host: &Host, lock: &ContainerLock, path: &Path, progress: &mut dyn FnMut(Progress)) -> Result<ImageRestore> {
+    let ct = lock.ctid().as_str();
+    let t0 = Instant::now();
+    if container::status(host, lock.ctid())?.0 == container::Status::Running {
+        return Err(other(ct, "restore", format!("container is already running; stop it first with `ferry stop {ct}` or checkpoint it")));
+    }
+    let file = File::open(path).map_err(|e| other(ct, "restore", format!("open image {}: {e}", path.display())))?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let img_err = |source: fmt::Error| Error::Image { ctid: ct.to_string(), op: "restore", path: path.to_path_buf(), source };
+    let mut done = 0u64;
+    let counting = Counting { inner: file, done: &mut done, total, phase: "extract", progress: &mut *progress };
+    let mut reader = fmt::Reader::open(std::io::BufReader::with_capacity(1 << 20, counting)).map_err(img_err)?;
+    let m = reader.manifest().clone();
+    if m.ctid != ct {
+        return Err(other(ct, "restore", format!("image {} holds container {}, not {ct}", path.display(), m.ctid)));
+    }
+    // Config: this host's own (current limits), else the image's.
+    let (cfg, config_installed) = match container::load_config(host, lock.ctid()) {
+        Ok(c) => (c, false),
+        Err(_) => {
+            let text = String::from_utf8_lossy(&m.config_toml).into_owned();
+            let c = ContainerConfig::from_toml(&text).map_err(|e| other(ct, "restore", format!("the image's config does not parse: {e}")))?;
+            if c.ctid.as_str() != ct {
+                return Err(other(ct, "restore", format!("image {} holds container {}, not {ct}", path.display(), c.ctid)));
+            }
+            (c, true)
+        }
+    };
+    if !host.private_dir(lock.ctid()).exists() && !host.disk_image(lock.ctid()).exists() {
+        return Err(other(ct, "restore", format!("no private area at {}: copy the container's files to this host first", host.private_dir(lock.ctid()).display())));
+    }
+    let work = TempDir::new(&host.data_dir.join("dump").join(".work"), &format!("ferry-rst-{ct}")).map_err(|e| other(ct, "restore", format!("create a work directory: {e}")))?;
+    fmt::extract_criu_images(&mut reader, &work.0).map_err(img_err)?;
+    drop(reader);
+    let extract_ms = t0.elapsed().as_millis() as u64;
+    if config_installed {
+        cfg.save(&host.config_path(lock.ctid()))?;
+    }
+    let res = container::restore_from_dir(host, lock, &cfg, &work.0);
+    match res {
+        Ok(restore) => Ok(ImageRestore { restore, extract_ms, config_installed }),
+        Err(e) => {
+            if config_installed {
+                let _ = std::fs::remove_file(host.config_path(lock.ctid()));
+            }
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! Checkpoint and restore of a container through CRIU's RPC, on a plain CRIU image directory.
+//! (The migrate crate wraps both into one ferry image file.)
+//!
+//! checkpoint: refuse passed-through devices → freeze the container's freezer cgroup → record a
+//! summary for `inspect` (process tree, TCP sockets, addresses, memory) → CRIU dump (TCP
+//! connections, file locks, network locked with iptables) → without `keep_running` the
+//! processes are gone, so the host side is removed like `stop` does (network, root mount,
+//! cgroup, state) while the private area stays. Any failure thaws the container and leaves it
+//! running as before.
+//!
+//! restore: refuse a running container → mount the private area at the root → make the cgroups
+//! with the config's current limits → wait for stale outer veth names to vanish → CRIU restore
+//! (root = the root mount, tree joins the cgroups, veth outer ends recreated in this netns,
+//! tree not our child) → host-side network plumbing at CRIU's post-restore notification →
+//! state written → addresses announced. Any failure kills the restored tree and undoes all of
+//! it; the images stay untouched.
+//!
+//! The image directory carries one file of ferry's own, [`META_FILE`], next to CRIU's.
+
+use crate::cgroups::{Cgroup, DEFAULT_CGROUP_ROOT};
+use crate::checkpoint::{freeze::FrozenGuard, Criu, DumpOpts, NetworkLock, RestoreOpts};
+use crate::config::ContainerConfig;
+use crate::container::{prepare_cgroup, running_state, status, teardown, Status};
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::lock::ContainerLock;
+use crate::net::{self, NetState};
+use crate::state::State;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// ferry's own file in a checkpoint's image directory (CTID, veths, summary).
+pub const META_FILE: &str = "ferry-checkpoint.json";
+/// The network state of a restored container, next to its state file.
+pub const NET_STATE_FILE: &str = "net.json";
+
+/// How to checkpoint.
+#[derive(Debug, Clone)]
+pub struct CheckpointOpts {
+    /// Keep the container running after the dump (vzctl chkpnt without stop).
+    pub keep_running: bool,
+    pub tcp_established: bool,
+    pub file_locks: bool,
+    /// Allow unix sockets connected to peers outside the container.
+    pub ext_unix_sk: bool,
+}
+
+impl Default for CheckpointOpts {
+    fn default() -> Self {
+        CheckpointOpts { keep_running: false, tcp_established: true, file_locks: true, ext_unix_sk: false }
+    }
+}
+
+/// One process of the container (pids as seen inside it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub command: String,
+}
+
+/// One TCP socket of the container's netns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpInfo {
+    pub local: String,
+    pub remote: String,
+    pub state: String,
+}
+
+/// The addresses of one interface inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddrInfo {
+    pub interface: String,
+    pub ips: Vec<String>,
+    pub mac: String,
+}
+
+/// What the checkpoint saw while the container was frozen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointSummary {
+    pub processes: Vec<ProcInfo>,
+    pub tcp: Vec<TcpInfo>,
+    pub addresses: Vec<AddrInfo>,
+    /// Bytes of memory pages in the images (sum of RSS when not known).
+    pub memory_bytes: u64,
+}
+
+/// [`META_FILE`]: what a restore needs besides CRIU's images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub ctid: String,
+    /// (inner, outer) veth pairs present at dump: passed as CRIU externals at restore.
+    pub veths: Vec<(String, String)>,
+    pub ext_unix_sk: bool,
+    pub criu_version: String,
+    pub summary: CheckpointSummary,
+}
+
+impl CheckpointMeta {
+    pub fn load(images_dir: &Path) -> Result<Option<CheckpointMeta>> {
+        let p = images_dir.join(META_FILE);
+        match std::fs::read_to_string(&p) {
+            Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| Error::Criu(format!("{}: {e}; the checkpoint is damaged", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", p, e)),
+        }
+    }
+}
+
+/// A finished checkpoint.
+#[derive(Debug, Clone)]
+pub struct CheckpointInfo {
+    pub freeze_ms: u64,
+    pub dump_ms: u64,
+    pub total_ms: u64,
+    pub images_dir: PathBuf,
+    /// CRIU's dump log, kept under [`Host::log_dir`].
+    pub log: PathBuf,
+    pub meta: CheckpointMeta,
+}
+
+/// A finished restore.
+#[derive(Debug, Clone)]
+pub struct RestoreInfo {
+    pub state: State,
+    pub restore_ms: u64,
+    pub total_ms: u64,
+    pub log: PathBuf,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// The freezer directory of a container's cgroup (v1 freezer hierarchy or the v2 directory).
+pub fn freezer_dir(cg: &Cgroup) -> PathBuf {
+    cg.dir("freezer")
+}
+
+/// Keep a CRIU log under the container's log dir (the images may be temporary); returns the
+/// new path, or the old one when it cannot be moved.
+fn keep_log(host: &Host, ct: &str, log: &Path, name: &str) -> PathBuf {
+    let dir = host.log_dir(&crate::Ctid::new(ct).expect("valid ctid"));
+    if std::fs::create_dir_all(&dir).is_err() {
+        return log.to_path_buf();
+    }
+    let dst = dir.join(name);
+    if std::fs::rename(log, &dst).is_ok() || std::fs::copy(log, &dst).map(|_| std::fs::remove_file(log)).is_ok() {
+        dst
+    } else {
+        log.to_path_buf()
+    }
+}
+
+fn criu_err(ct: &str, op: &'static str, e: Error, old_log: &Path, new_log: &Path) -> Error {
+    let msg = match e {
+        Error::Criu(m) => m,
+        other => other.to_string(),
+    };
+    let msg = msg.replace(&old_log.display().to_string(), &new_log.display().to_string());
+    Error::ct(ct, op, msg)
+}
+
+/// Thaw a container left frozen by a checkpoint that crashed. Call with the container's lock
+/// held (so no running checkpoint owns the freeze). Returns whether it was frozen.
+pub fn thaw_if_frozen(host: &Host, lock: &ContainerLock) -> Result<bool> {
+    let cg = Cgroup::open(host.cgroup_path(lock.ctid()))?;
+    let dir = freezer_dir(&cg);
+    if !dir.is_dir() || !crate::checkpoint::freeze::is_frozen(&dir).unwrap_or(false) {
+        return Ok(false);
+    }
+    crate::checkpoint::freeze::thaw(&dir)?;
+    Ok(true)
+}
+
+/// Checkpoint a running container into `images_dir` (created; must be empty or absent).
+pub fn checkpoint_to_dir(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, images_dir: &Path, opts: &CheckpointOpts) -> Result<CheckpointInfo> {
+    let t0 = Instant::now();
+    let ct = lock.ctid().as_str();
+    let st = running_state(host, lock.ctid(), "checkpoint")?;
+    net::migratable(cfg).map_err(|m| Error::ct(ct, "checkpoint", m))?;
+    if let Some(ns) = load_net_state(host, lock.ctid())? {
+        net::before_dump_detach(host, cfg, &ns)?;
+    }
+    let criu = Criu::new().map_err(|e| Error::ct(ct, "checkpoint", e.to_string()))?;
+    let criu_version = criu.version().map(|v| v.to_string()).unwrap_or_default();
+    if images_dir.exists() && std::fs::read_dir(images_dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(Error::ct(ct, "checkpoint", format!("{} is not empty; remove it or choose another place", images_dir.display())));
+    }
+    std::fs::create_dir_all(images_dir).map_err(|e| Error::io("create image directory", images_dir, e))?;
+    let cg = Cgroup::new(DEFAULT_CGROUP_ROOT, st.cgroup.clone(), st.cgroup_mode);
+    let freezer = freezer_dir(&cg);
+    let veths: Vec<(String, String)> = net::criu_veth_externals(cfg).into_iter().filter(|(_, outer)| net::tools::link_exists(outer)).collect();
+
+    let tf = Instant::now();
+    let frozen = FrozenGuard::freeze(&freezer).map_err(|e| Error::ct(ct, "checkpoint", format!("freeze: {e}; the container keeps running")))?;
+    let freeze_ms = ms(tf.elapsed());
+    let mut summary = collect_summary(st.pid, &cg);
+
+    let mut d = DumpOpts::new(st.pid, images_dir);
+    d.leave_running = opts.keep_running;
+    d.tcp_established = opts.tcp_established;
+    d.file_locks = opts.file_locks;
+    d.ext_unix_sk = opts.ext_unix_sk;
+    d.network_lock = NetworkLock::Iptables;
+    d.freeze_cgroup = Some(freezer.clone());
+    let dumped = criu.dump(&d);
+    let log_in_images = images_dir.join(&d.log_file);
+    let log = keep_log(host, ct, &log_in_images, "checkpoint.log");
+    let done = match dumped {
+        Ok(r) => r,
+        Err(e) => {
+            // The tree is intact (CRIU resumes it on failure); the freezer goes back to thawed.
+            drop(frozen);
+            let _ = clear_dir(images_dir);
+            let alive = st.is_alive();
+            let e = criu_err(ct, "checkpoint", e, &log_in_images, &log);
+            return Err(if alive { e } else { Error::ct(ct, "checkpoint", format!("{e}\n(the container's init is gone after the failed dump; `ferry stop {ct}` cleans up)")) });
+        }
+    };
+    drop(frozen);
+    summary.memory_bytes = pages_size(images_dir).unwrap_or(summary.memory_bytes);
+    let meta = CheckpointMeta { ctid: ct.to_string(), veths, ext_unix_sk: opts.ext_unix_sk, criu_version, summary };
+    crate::util::write_atomic(&images_dir.join(META_FILE), &serde_json::to_vec_pretty(&meta).expect("meta serializes"))?;
+
+    if !opts.keep_running {
+        release_host_side(host, cfg)?;
+    }
+    Ok(CheckpointInfo { freeze_ms, dump_ms: ms(done.elapsed), total_ms: ms(t0.elapsed()), images_dir: images_dir.to_path_buf(), log, meta })
+}
+
+/// After the processes are gone: the host side a running container holds, removed the way
+/// `stop` does (the private area stays).
+fn release_host_side(host: &Host, cfg: &ContainerConfig) -> Result<()> {
+    let ns = load_net_state(host, &cfg.ctid).ok().flatten();
+    teardown(host, cfg, None)?;
+    match ns {
+        Some(ns) => net::teardown(host, &ns)?,
+        None => {
+            let _ = net::cleanup_stale(host, cfg);
+        }
+    }
+    let _ = std::fs::remove_file(host.run_ct_dir(&cfg.ctid).join(NET_STATE_FILE));
+    let _ = std::fs::remove_dir(host.run_ct_dir(&cfg.ctid));
+    Ok(())
+}
+
+fn clear_dir(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            std::fs::remove_dir_all(e.path())?;
+        } else {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Sum of CRIU's `pages-*.img` sizes: the memory the image carries.
+fn pages_size(dir: &Path) -> Option<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        if e.file_name().to_string_lossy().starts_with("pages-") {
+            total += e.metadata().ok()?.len();
+        }
+    }
+    Some(total)
+}
+
+/// The network state of a restored container (None when none was stored).
+pub fn load_net_state(host: &Host, ct: &crate::Ctid) -> Result<Option<NetState>> {
+    let p = host.run_ct_dir(ct).join(NET_STATE_FILE);
+    match std::fs::read_to_string(&p) {
+        Ok(t) => Ok(serde_json::from_str(&t).ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", p, e)),
+    }
+}
+
+fn save_net_state(host: &Host, ns: &NetState) -> Result<()> {
+    let ct = crate::Ctid::new(&ns.ctid)?;
+    crate::util::write_atomic(&host.run_ct_dir(&ct).join(NET_STATE_FILE), &serde_json::to_vec_pretty(ns).expect("net state serializes"))
+}
+
+/// Host state made so far by a restore, undone in reverse on failure.
+struct RestoreUndo<'a> {
+    host: &'a Host,
+    cfg: &'a ContainerConfig,
+    mounted: bool,
+    cgroup: Option<Cgroup>,
+    net: Option<NetState>,
+}
+
+impl RestoreUndo<'_> {
+    fn run(&mut self) {
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(10));
+            if let Err(e) = cg.destroy() {
+                tracing::warn!("undo restore of {}: {e}", self.cfg.ctid);
+            }
+        }
+        if let Some(ns) = self.net.take() {
+            if let Err(e) = net::teardown(self.host, &ns) {
+                tracing::warn!("undo restore of {}: {e}", self.cfg.ctid);
+            }
+        }
+        if self.mounted {
+            if let Err(e) = crate::storage::unmount_root(self.host, self.cfg) {
+                tracing::warn!("undo restore of {}: {e}", self.cfg.ctid);
+            }
+        }
+        let _ = std::fs::remove_file(self.host.run_ct_dir(&self.cfg.ctid).join(NET_STATE_FILE));
+        let _ = State::remove(self.host, &self.cfg.ctid);
+    }
+}
+
+/// How long a stale outer veth (from a dump on this host) may take to disappear.
+const STALE_VETH_WAIT: Duration = Duration::from_secs(10);
+
+/// Restore a stopped container from a CRIU image directory made by [`checkpoint_to_dir`].
+/// The images are only read (CRIU's log goes to [`Host::log_dir`]).
+pub fn restore_from_dir(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, images_dir: &Path) -> Result<RestoreInfo> {
+    let t0 = Instant::now();
+    let ct = lock.ctid().as_str();
+    crate::container::ensure_single_threaded(lock.ctid(), "restore")?;
+    match status(host, lock.ctid())?.0 {
+        Status::Running => return Err(Error::ct(ct, "restore", format!("container is already running; stop it first with `ferry stop {ct}` or checkpoint it"))),
+        Status::Mounted => teardown(host, cfg, None)?,
+        Status::Stopped => {}
+    }
+    if !images_dir.join("inventory.img").exists() {
+        return Err(Error::ct(ct, "restore", format!("{} holds no CRIU checkpoint (no inventory.img)", images_dir.display())));
+    }
+    let meta = CheckpointMeta::load(images_dir)?;
+    if let Some(m) = &meta {
+        if m.ctid != ct {
+            return Err(Error::ct(ct, "restore", format!("{} holds container {}, not {ct}", images_dir.display(), m.ctid)));
+        }
+    }
+    net::migratable(cfg).map_err(|m| Error::ct(ct, "restore", m))?;
+    let criu = Criu::new().map_err(|e| Error::ct(ct, "restore", e.to_string()))?;
+    let veths = match &meta {
+        Some(m) => m.veths.clone(),
+        None => net::criu_veth_externals(cfg),
+    };
+    let cg = Cgroup::open(host.cgroup_path(lock.ctid()))?;
+    if cg.exists() && !cg.pids()?.is_empty() {
+        return Err(Error::ct(ct, "restore", format!("cgroup {} still has processes {:?}; run `ferry stop {ct}` first", cg.rel(), cg.pids()?)));
+    }
+
+    let mut undo = RestoreUndo { host, cfg, mounted: false, cgroup: None, net: None };
+    let res = restore_inner(host, cfg, images_dir, &criu, &veths, meta.as_ref(), &mut undo);
+    match res {
+        Ok((state, restore_ms, log)) => Ok(RestoreInfo { state, restore_ms, total_ms: ms(t0.elapsed()), log }),
+        Err(e) => {
+            undo.run();
+            Err(e)
+        }
+    }
+}
+
+fn restore_inner(
+    host: &Host,
+    cfg: &ContainerConfig,
+    images_dir: &Path,
+    criu: &Criu,
+    veths: &[(String, String)],
+    meta: Option<&CheckpointMeta>,
+    undo: &mut RestoreUndo<'_>,
+) -> Result<(State, u64, PathBuf)> {
+    let ct = cfg.ctid.as_str();
+    let root = crate::storage::mount_root(host, cfg)?;
+    undo.mounted = true;
+    let cg = prepare_cgroup(host, cfg)?;
+    undo.cgroup = Some(cg.clone());
+
+    // A dump on this host leaves the old pair to die with its netns, asynchronously.
+    for (_, outer) in veths {
+        let t = Instant::now();
+        while net::tools::link_exists(outer) {
+            if t.elapsed() > STALE_VETH_WAIT {
+                return Err(Error::ct(ct, "restore", format!("host interface {outer} still exists; remove it (`ip link del {outer}`) if nothing uses it")));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    // CRIU writes its log into the images directory; it is moved out right after.
+    let mut r = RestoreOpts::new(images_dir);
+    r.log_file = format!("restore-{}.log", std::process::id());
+    r.root = Some(root.clone());
+    r.external = veths.iter().map(|(i, o)| net::criu_external_arg(i, o)).collect();
+    r.join_cgroups = cg.procs_files();
+    r.ext_unix_sk = meta.map(|m| m.ext_unix_sk).unwrap_or(false);
+    r.rst_sibling = false;
+    let mut net_state: Option<NetState> = None;
+    let mut net_err: Option<Error> = None;
+    let restored = criu.restore_notify(&r, &mut |n| {
+        if n.script == "post-restore" && n.pid > 0 && !veths.is_empty() && net_state.is_none() {
+            match net::after_restore(host, cfg, n.pid) {
+                Ok(ns) => net_state = Some(ns),
+                Err(e) => {
+                    let m = e.to_string();
+                    net_err = Some(e);
+                    return Err(m);
+                }
+            }
+        }
+        Ok(())
+    });
+    let log_in_images = images_dir.join(&r.log_file);
+    let log = keep_log(host, ct, &log_in_images, "restore.log");
+    undo.net = net_state.clone();
+    let done = match restored {
+        Ok(d) => d,
+        Err(e) => return Err(net_err.unwrap_or_else(|| criu_err(ct, "restore", e, &log_in_images, &log))),
+    };
+    if net_state.is_none() && !veths.is_empty() {
+        let ns = net::after_restore(host, cfg, done.pid)?;
+        undo.net = Some(ns.clone());
+        net_state = Some(ns);
+    }
+    let state = State::new(cfg.ctid.clone(), done.pid, &cg, root);
+    if !state.is_alive() {
+        return Err(Error::ct(ct, "restore", format!("the restored init (pid {}) exited at once; see {}", done.pid, log.display())));
+    }
+    state.save(host)?;
+    if let Some(ns) = &net_state {
+        save_net_state(host, ns)?;
+        if let Err(e) = net::announce_container(ns, 1, Duration::from_millis(0)) {
+            tracing::warn!("container {ct}: announce after restore: {e}");
+        }
+    }
+    undo.cgroup = None;
+    undo.mounted = false;
+    undo.net = None;
+    Ok((state, ms(done.elapsed), log))
+}
+
+/// Read what `inspect` shows while the container is frozen: processes of its cgroup, TCP
+/// sockets of its netns, its addresses, resident memory.
+pub fn collect_summary(init_pid: i32, cg: &Cgroup) -> CheckpointSummary {
+    let mut s = CheckpointSummary::default();
+    let pids = cg.pids().unwrap_or_default();
+    let mut host_to_ns = std::collections::HashMap::new();
+    let mut rows = Vec::new();
+    for p in &pids {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{p}/status")) else { continue };
+        let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
+        let nspid: u32 = field("NSpid:").and_then(|v| v.split_whitespace().last().and_then(|x| x.parse().ok())).unwrap_or(0);
+        let ppid: i32 = field("PPid:").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let rss_kb: u64 = field("VmRSS:").and_then(|v| v.split_whitespace().next().and_then(|x| x.parse().ok())).unwrap_or(0);
+        s.memory_bytes += rss_kb * 1024;
+        let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        let command = String::from_utf8_lossy(&cmd).split('\0').filter(|a| !a.is_empty()).collect::<Vec<_>>().join(" ");
+        host_to_ns.insert(*p, nspid);
+        rows.push((nspid, ppid, command));
+    }
+    for (pid, ppid, command) in rows {
+        s.processes.push(ProcInfo { pid, ppid: host_to_ns.get(&ppid).copied().unwrap_or(0), command });
+    }
+    s.processes.sort_by_key(|p| p.pid);
+    for (file, v6) in [("tcp", false), ("tcp6", true)] {
+        if let Ok(t) = std::fs::read_to_string(format!("/proc/{init_pid}/net/{file}")) {
+            s.tcp.extend(parse_proc_net_tcp(&t, v6));
+        }
+    }
+    if let Ok(out) = net::tools::ip_in(init_pid, &["-j", "addr", "show"]) {
+        s.addresses = parse_ip_addr_json(&out);
+    }
+    s
+}
+
+const TCP_STATES: [&str; 12] =
+    ["", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING"];
+
+fn hex_addr(s: &str, v6: bool) -> Option<String> {
+    let (a, p) = s.split_once(':')?;
+    let port = u16::from_str_radix(p, 16).ok()?;
+    let bytes: Vec<u8> = (0..a.len() / 2).map(|i| u8::from_str_radix(&a[2 * i..2 * i + 2], 16)).collect::<std::result::Result<_, _>>().ok()?;
+    // /proc prints each 32-bit word in host (little-endian) order.
+    let mut fixed = Vec::with_capacity(bytes.len());
+    for w in bytes.chunks(4) {
+        fixed.extend(w.iter().rev());
+    }
+    if v6 {
+        let arr: [u8; 16] = fixed.try_into().ok()?;
+        Some(format!("[{}]:{port}", std::net::Ipv6Addr::from(arr)))
+    } else {
+        let arr: [u8; 4] = fixed.try_into().ok()?;
+        Some(format!("{}:{port}", std::net::Ipv4Addr::from(arr)))
+    }
+}
+
+/// Rows of /proc/net/tcp or tcp6.
+pub fn parse_proc_net_tcp(text: &str, v6: bool) -> Vec<TcpInfo> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let st = usize::from_str_radix(f.get(3)?, 16).ok()?;
+            Some(TcpInfo { local: hex_addr(f.get(1)?, v6)?, remote: hex_addr(f.get(2)?, v6)?, state: TCP_STATES.get(st).unwrap_or(&"?").to_string() })
+        })
+        .collect()
+}
+
+/// Interfaces with addresses from `ip -j addr show` (loopback left out).
+pub fn parse_ip_addr_json(out: &str) -> Vec<AddrInfo> {
+    let v: serde_json::Value = serde_json::from_str(out).unwrap_or_default();
+    let mut res = Vec::new();
+    for link in v.as_array().into_iter().flatten() {
+        let name = link["ifname"].as_str().unwrap_or_default();
+        if name == "lo" {
+            continue;
+        }
+        let ips: Vec<String> = link["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["scope"] != "link")
+            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"].as_u64()?)))
+            .collect();
+        res.push(AddrInfo { interface: name.to_string(), ips, mac: link["address"].as_str().unwrap_or_default().to_string() });
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_net_tcp() {
+        let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   1: 020012C6:1F90 010012C6:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n";
+        let r = parse_proc_net_tcp(t, false);
+        assert_eq!(r[0], TcpInfo { local: "127.0.0.1:8080".into(), remote: "0.0.0.0:0".into(), state: "LISTEN".into() });
+        assert_eq!(r[1].local, "198.18.0.2:8080");
+        assert_eq!(r[1].remote, "198.18.0.1:50000");
+        assert_eq!(r[1].state, "ESTABLISHED");
+        let t6 = "hdr\n 0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 0 0 0 0 0 0\n";
+        assert_eq!(parse_proc_net_tcp(t6, true)[0].local, "[::1]:80");
+    }
+
+    #[test]
+    fn parses_ip_json() {
+        let j = r#"[{"ifname":"lo","address":"00:00:00:00:00:00","addr_info":[{"local":"127.0.0.1","prefixlen":8,"scope":"host"}]},
+                   {"ifname":"venet0","address":"02:00:00:00:00:01","addr_info":[{"local":"198.18.0.5","prefixlen":32,"scope":"global"},{"local":"fe80::1","prefixlen":64,"scope":"link"}]}]"#;
+        let a = parse_ip_addr_json(j);
+        assert_eq!(a, vec![AddrInfo { interface: "venet0".into(), ips: vec!["198.18.0.5/32".into()], mac: "02:00:00:00:00:01".into() }]);
+    }
+}

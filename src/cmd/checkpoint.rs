@@ -1,0 +1,270 @@
+//! checkpoint, restore, suspend, resume, check, image inspect|verify.
+//!
+//! checkpoint and restore print one timing line on stdout (freeze, dump, write; extract,
+//! restore) unless `--quiet`; images over [`PROGRESS_MIN`] show a progress bar on a terminal.
+
+use anyhow::{Context, Result};
+use ferry_migrate::checkpoint::{self as ckpt, ImageOpts, Progress};
+use ferry_runtime::container::{self, CheckpointOpts, Status};
+use ferry_runtime::lock::ContainerLock;
+use ferry_runtime::{Ctid, Host};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Images smaller than this show no progress bar.
+pub const PROGRESS_MIN: u64 = 256 << 20;
+
+#[derive(Debug, clap::Args)]
+pub struct CheckpointArgs {
+    pub ctid: String,
+    /// The image file to write (default: <data>/dump/<CTID>/dump.img).
+    #[arg(long)]
+    pub dumpfile: Option<PathBuf>,
+    /// Write a plain CRIU image directory instead of an image file.
+    #[arg(long, conflicts_with = "dumpfile")]
+    pub images_dir: Option<PathBuf>,
+    /// Leave the container running after the dump.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// zstd level of the image (0 = uncompressed, default 1, up to 19).
+    #[arg(long, value_name = "LEVEL")]
+    pub compress: Option<i32>,
+    /// Allow unix sockets connected to peers outside the container.
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    /// No timing line.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    pub ctid: String,
+    /// The image file to restore from (default: <data>/dump/<CTID>/dump.img).
+    #[arg(long)]
+    pub dumpfile: Option<PathBuf>,
+    /// Restore from a plain CRIU image directory (made with `checkpoint --images-dir`).
+    #[arg(long, conflicts_with = "dumpfile")]
+    pub images_dir: Option<PathBuf>,
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageCmd {
+    /// Describe an image: where it comes from, the container, its processes, its sections.
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every length and digest of an image.
+    Verify { file: PathBuf },
+}
+
+pub fn default_dumpfile(h: &Host, ct: &Ctid) -> PathBuf {
+    h.dump_dir(ct).join("dump.img")
+}
+
+/// A container left frozen by a checkpoint that died is thawed by the next command that gets
+/// its lock; the caller holds `lock`.
+pub fn thaw_stale(h: &Host, lock: &ContainerLock) {
+    match container::thaw_if_frozen(h, lock) {
+        Ok(true) => eprintln!("ferry: warning: container {} was left frozen (an interrupted checkpoint?); thawed it", lock.ctid()),
+        Ok(false) => {}
+        Err(e) => eprintln!("ferry: warning: container {}: cannot check its freezer: {e}", lock.ctid()),
+    }
+}
+
+/// For commands that do not hold the lock (exec): thaw a stale freeze only when no
+/// operation holds the lock (a running checkpoint owns its freeze).
+pub fn thaw_stale_unlocked(h: &Host, ct: &Ctid) {
+    if let Ok(lock) = ContainerLock::acquire(h, ct, "thaw") {
+        thaw_stale(h, &lock);
+    }
+}
+
+/// A progress bar on a terminal for large images, nothing otherwise.
+struct Bar {
+    bar: Option<indicatif::ProgressBar>,
+    tty: bool,
+}
+
+impl Bar {
+    fn new() -> Bar {
+        Bar { bar: None, tty: std::io::stderr().is_terminal() }
+    }
+    fn update(&mut self, p: Progress) {
+        if !self.tty || p.total < PROGRESS_MIN {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(p.total);
+            if let Ok(s) = indicatif::ProgressStyle::with_template("{msg:8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}") {
+                b.set_style(s.progress_chars("=> "));
+            }
+            b.set_message(p.phase);
+            b
+        });
+        bar.set_position(p.done.min(p.total));
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn human(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.0} KiB", bytes as f64 / 1024.0)
+    }
+}
+
+pub fn checkpoint(h: &Host, a: CheckpointArgs) -> Result<u8> {
+    let ct = super::ctid(&a.ctid)?;
+    let cfg = container::load_config(h, &ct)?;
+    let lock = ContainerLock::acquire(h, &ct, "checkpoint")?;
+    thaw_stale(h, &lock);
+    let copts = CheckpointOpts { keep_running: a.keep_running, ext_unix_sk: a.ext_unix_sk, ..CheckpointOpts::default() };
+    if let Some(dir) = &a.images_dir {
+        let info = container::checkpoint_to_dir(h, &lock, &cfg, dir, &copts)?;
+        if !a.quiet {
+            println!(
+                "container {ct} checkpointed to {}: freeze {} ms, dump {} ms, total {} ms{}",
+                dir.display(),
+                info.freeze_ms,
+                info.dump_ms,
+                info.total_ms,
+                if a.keep_running { " (still running)" } else { "" }
+            );
+        }
+        return Ok(0);
+    }
+    let file = a.dumpfile.clone().unwrap_or_else(|| default_dumpfile(h, &ct));
+    do_checkpoint(h, &lock, &cfg, &file, ImageOpts { checkpoint: copts, compress: a.compress }, a.quiet)
+}
+
+fn do_checkpoint(h: &Host, lock: &ContainerLock, cfg: &ferry_runtime::ContainerConfig, file: &Path, opts: ImageOpts, quiet: bool) -> Result<u8> {
+    let ct = lock.ctid();
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("container {ct}: checkpoint: create {}", dir.display()))?;
+    }
+    let mut bar = Bar::new();
+    let done = ckpt::checkpoint_to_image(h, lock, cfg, file, &opts, &mut |p| bar.update(p))?;
+    drop(bar);
+    if !quiet {
+        let c = &done.checkpoint;
+        println!(
+            "container {ct} checkpointed to {}: freeze {} ms, dump {} ms, write {} ms, image {}{}",
+            file.display(),
+            c.freeze_ms,
+            c.dump_ms,
+            done.write_ms,
+            human(done.image_bytes),
+            if opts.checkpoint.keep_running { " (still running)" } else { "" }
+        );
+    }
+    Ok(0)
+}
+
+pub fn restore(h: &Host, a: RestoreArgs) -> Result<u8> {
+    let ct = super::ctid(&a.ctid)?;
+    let lock = ContainerLock::acquire(h, &ct, "restore")?;
+    if let Some(dir) = &a.images_dir {
+        let cfg = container::load_config(h, &ct)?;
+        let info = container::restore_from_dir(h, &lock, &cfg, dir)?;
+        if !a.quiet {
+            println!("container {ct} restored from {} (pid {}): restore {} ms, total {} ms", dir.display(), info.state.pid, info.restore_ms, info.total_ms);
+        }
+        return Ok(0);
+    }
+    let file = a.dumpfile.clone().unwrap_or_else(|| default_dumpfile(h, &ct));
+    do_restore(h, &lock, &file, a.quiet)
+}
+
+fn do_restore(h: &Host, lock: &ContainerLock, file: &Path, quiet: bool) -> Result<u8> {
+    let ct = lock.ctid();
+    if !file.exists() {
+        anyhow::bail!("container {ct}: restore: no image at {}; make one with `ferry checkpoint {ct}` or name it with --dumpfile", file.display());
+    }
+    let mut bar = Bar::new();
+    let done = ckpt::restore_from_image(h, lock, file, &mut |p| bar.update(p))?;
+    drop(bar);
+    if !quiet {
+        let r = &done.restore;
+        println!(
+            "container {ct} restored from {} (pid {}): extract {} ms, restore {} ms, total {} ms",
+            file.display(),
+            r.state.pid,
+            done.extract_ms,
+            r.restore_ms,
+            done.extract_ms + r.total_ms
+        );
+    }
+    Ok(0)
+}
+
+pub fn suspend(h: &Host, ct: &str, quiet: bool) -> Result<u8> {
+    let ct = super::ctid(ct)?;
+    let cfg = container::load_config(h, &ct)?;
+    let lock = ContainerLock::acquire(h, &ct, "suspend")?;
+    thaw_stale(h, &lock);
+    let file = default_dumpfile(h, &ct);
+    if file.exists() {
+        anyhow::bail!("container {ct}: suspend: {} already holds a suspended state; `ferry resume {ct}` or remove it", file.display());
+    }
+    do_checkpoint(h, &lock, &cfg, &file, ImageOpts::default(), quiet)
+}
+
+pub fn resume(h: &Host, ct: &str, quiet: bool) -> Result<u8> {
+    let ct = super::ctid(ct)?;
+    let lock = ContainerLock::acquire(h, &ct, "resume")?;
+    let file = default_dumpfile(h, &ct);
+    if container::status(h, &ct)?.0 == Status::Running {
+        anyhow::bail!("container {ct}: resume: container is already running");
+    }
+    do_restore(h, &lock, &file, quiet)?;
+    std::fs::remove_file(&file).with_context(|| format!("container {ct}: resume: remove {}", file.display()))?;
+    let _ = std::fs::remove_dir(h.dump_dir(&ct));
+    Ok(0)
+}
+
+pub fn check(h: &Host, json: bool) -> Result<u8> {
+    let work = h.run_dir.join("check");
+    let table = ferry_runtime::checkpoint::check::host_check(&work);
+    let _ = std::fs::remove_dir_all(&work);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&table)?);
+    } else {
+        print!("{table}");
+    }
+    Ok(0)
+}
+
+pub fn image(cmd: ImageCmd) -> Result<u8> {
+    match cmd {
+        ImageCmd::Inspect { file, json } => {
+            let f = std::fs::File::open(&file).with_context(|| format!("open image {}", file.display()))?;
+            let i = ferry_dump_format::inspect(std::io::BufReader::new(f)).with_context(|| format!("image {}", file.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                print!("{i}");
+            }
+        }
+        ImageCmd::Verify { file } => {
+            let f = std::fs::File::open(&file).with_context(|| format!("open image {}", file.display()))?;
+            let r = ferry_dump_format::verify(std::io::BufReader::new(f)).with_context(|| format!("image {} is damaged", file.display()))?;
+            println!("{r}");
+        }
+    }
+    Ok(0)
+}
