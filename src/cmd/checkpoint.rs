@@ -217,10 +217,8 @@ pub fn suspend(h: &Host, ct: &str, quiet: bool) -> Result<u8> {
     let cfg = container::load_config(h, &ct)?;
     let lock = ContainerLock::acquire(h, &ct, "suspend")?;
     thaw_stale(h, &lock);
+    // A dump left from an earlier `checkpoint --keep-running` is stale: replaced atomically.
     let file = default_dumpfile(h, &ct);
-    if file.exists() {
-        anyhow::bail!("container {ct}: suspend: {} already holds a suspended state; `ferry resume {ct}` or remove it", file.display());
-    }
     do_checkpoint(h, &lock, &cfg, &file, ImageOpts::default(), quiet)
 }
 

@@ -487,7 +487,12 @@ fn hex_addr(s: &str, v6: bool) -> Option<String> {
     }
     if v6 {
         let arr: [u8; 16] = fixed.try_into().ok()?;
-        Some(format!("[{}]:{port}", std::net::Ipv6Addr::from(arr)))
+        let a = std::net::Ipv6Addr::from(arr);
+        // A dual-stack socket's IPv4 peers read better as IPv4.
+        Some(match a.to_ipv4_mapped() {
+            Some(v4) => format!("{v4}:{port}"),
+            None => format!("[{a}]:{port}"),
+        })
     } else {
         let arr: [u8; 4] = fixed.try_into().ok()?;
         Some(format!("{}:{port}", std::net::Ipv4Addr::from(arr)))
