@@ -278,6 +278,24 @@ fn restore_refusals_change_nothing() {
     // Nothing left in the work area.
     let work = h.data.join("dump/.work");
     assert!(std::fs::read_dir(&work).map(|d| d.count()).unwrap_or(0) == 0, "work dirs left in {}", work.display());
+    // A CRIU failure during the restore (a process image missing from a plain image
+    // directory): the mount, cgroups and state made for it are undone, the images stay.
+    let dir = h.dir.path().join("ra-dir");
+    h.ok(&["start", "ra"]);
+    h.ok(&["checkpoint", "ra", "--images-dir", dir.to_str().unwrap()]);
+    let core = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("core-")).unwrap();
+    let saved = std::fs::read(&core).unwrap();
+    std::fs::remove_file(&core).unwrap();
+    let files_before = std::fs::read_dir(&dir).unwrap().count();
+    let e = h.fails(&["restore", "ra", "--images-dir", dir.to_str().unwrap()]);
+    assert!(e.contains("container ra: restore") && e.contains("restore.log"), "{e}");
+    assert_eq!(h.ok(&["status", "ra"]).trim(), "ra stopped");
+    h.assert_clean();
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), files_before, "the restore changed the image directory");
+    std::fs::write(&core, saved).unwrap();
+    h.ok(&["restore", "ra", "--images-dir", dir.to_str().unwrap()]);
+    h.ok(&["stop", "ra"]);
+
     // The intact image still restores.
     h.ok(&["restore", "ra", "--dumpfile", img.to_str().unwrap()]);
     h.ok(&["stop", "ra"]);
