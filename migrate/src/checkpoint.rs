@@ -293,3 +293,60 @@ pub fn restore_from_image(host: &Host, lock: &ContainerLock, path: &Path, progre
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_runtime::container::{restore::ProcInfo, CheckpointMeta};
+    use ferry_runtime::Ctid;
+
+    fn info(dir: &Path) -> CheckpointInfo {
+        CheckpointInfo {
+            freeze_ms: 1,
+            dump_ms: 2,
+            total_ms: 3,
+            images_dir: dir.to_path_buf(),
+            log: dir.join("x.log"),
+            meta: CheckpointMeta {
+                ctid: "101".into(),
+                veths: vec![("venet0".into(), "fv101".into())],
+                ext_unix_sk: false,
+                criu_version: "4.2.1".into(),
+                summary: CheckpointSummary {
+                    processes: vec![ProcInfo { pid: 1, ppid: 0, command: "init".into() }],
+                    memory_bytes: 4096,
+                    ..Default::default()
+                },
+            },
+            cleanup_error: None,
+        }
+    }
+
+    #[test]
+    fn image_round_trips_the_criu_directory_and_config() {
+        let d = tempfile::tempdir().unwrap();
+        let images = d.path().join("criu");
+        std::fs::create_dir(&images).unwrap();
+        std::fs::write(images.join("inventory.img"), b"inv").unwrap();
+        std::fs::write(images.join("pages-1.img"), vec![7u8; 300_000]).unwrap();
+        let cfg = ContainerConfig::new(Ctid::new("101").unwrap());
+        let out = d.path().join("dump.img");
+        let mut calls = Vec::new();
+        let len = write_image(&cfg, &info(&images), &images, &out, &ImageOpts::default(), &mut |p| calls.push(p.done)).unwrap();
+        assert_eq!(len, std::fs::metadata(&out).unwrap().len());
+        assert_eq!(calls.last().copied(), Some(300_003), "progress reaches the total");
+        assert!(std::fs::read_dir(d.path()).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().contains(".tmp-")), "temp file left");
+
+        let mut r = fmt::Reader::open(File::open(&out).unwrap()).unwrap();
+        let m = r.manifest().clone();
+        assert_eq!(m.ctid, "101");
+        assert_eq!(m.criu_version, "4.2.1");
+        assert_eq!(ContainerConfig::from_toml(std::str::from_utf8(&m.config_toml).unwrap()).unwrap(), cfg);
+        assert_eq!(m.summary.unwrap().processes[0].command, "init");
+        let back = d.path().join("back");
+        std::fs::create_dir(&back).unwrap();
+        fmt::extract_criu_images(&mut r, &back).unwrap();
+        assert_eq!(std::fs::read(back.join("inventory.img")).unwrap(), b"inv");
+        assert_eq!(std::fs::read(back.join("pages-1.img")).unwrap(), vec![7u8; 300_000]);
+    }
+}

@@ -118,6 +118,9 @@ pub struct CheckpointInfo {
     /// CRIU's dump log, kept under [`Host::log_dir`].
     pub log: PathBuf,
     pub meta: CheckpointMeta,
+    /// What could not be removed from the host after a successful dump (the dump is still
+    /// good; `ferry stop CTID` retries the cleanup).
+    pub cleanup_error: Option<String>,
 }
 
 /// A finished restore.
@@ -224,10 +227,15 @@ pub fn checkpoint_to_dir(host: &Host, lock: &ContainerLock, cfg: &ContainerConfi
     let meta = CheckpointMeta { ctid: ct.to_string(), veths, ext_unix_sk: opts.ext_unix_sk, criu_version, summary };
     crate::util::write_atomic(&images_dir.join(META_FILE), &serde_json::to_vec_pretty(&meta).expect("meta serializes"))?;
 
+    // The dump is good from here on: a cleanup failure must not make the caller drop it.
+    let mut cleanup_error = None;
     if !opts.keep_running {
-        release_host_side(host, cfg)?;
+        if let Err(e) = release_host_side(host, cfg) {
+            tracing::warn!("container {ct}: cleanup after checkpoint: {e}");
+            cleanup_error = Some(e.to_string());
+        }
     }
-    Ok(CheckpointInfo { freeze_ms, dump_ms: ms(done.elapsed), total_ms: ms(t0.elapsed()), images_dir: images_dir.to_path_buf(), log, meta })
+    Ok(CheckpointInfo { freeze_ms, dump_ms: ms(done.elapsed), total_ms: ms(t0.elapsed()), images_dir: images_dir.to_path_buf(), log, meta, cleanup_error })
 }
 
 /// After the processes are gone: the host side a running container holds, removed the way
