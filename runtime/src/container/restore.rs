@@ -178,6 +178,7 @@ pub fn thaw_if_frozen(host: &Host, lock: &ContainerLock) -> Result<bool> {
 }
 
 /// Checkpoint a running container into `images_dir` (created; must be empty or absent).
+/// The host is the calling thread's network namespace; a multi-threaded caller is fine.
 pub fn checkpoint_to_dir(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, images_dir: &Path, opts: &CheckpointOpts) -> Result<CheckpointInfo> {
     let t0 = Instant::now();
     let ct = lock.ctid().as_str();
@@ -328,11 +329,11 @@ impl RestoreUndo<'_> {
 const STALE_VETH_WAIT: Duration = Duration::from_secs(10);
 
 /// Restore a stopped container from a CRIU image directory made by [`checkpoint_to_dir`].
-/// The images are only read (CRIU's log goes to [`Host::log_dir`]).
+/// The images are only read (CRIU's log goes to [`Host::log_dir`]). Needs no single-threaded
+/// caller (CRIU runs in its own process); the host is the calling thread's network namespace.
 pub fn restore_from_dir(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, images_dir: &Path) -> Result<RestoreInfo> {
     let t0 = Instant::now();
     let ct = lock.ctid().as_str();
-    crate::container::ensure_single_threaded(lock.ctid(), "restore")?;
     match status(host, lock.ctid())?.0 {
         Status::Running => return Err(Error::ct(ct, "restore", format!("container is already running; stop it first with `ferry stop {ct}` or checkpoint it"))),
         Status::Mounted => teardown(host, cfg, None)?,
