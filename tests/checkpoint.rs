@@ -179,6 +179,7 @@ fn checkpoint_restore_suspend_resume_keep_state() {
         assert!(after.contains(l.as_str()), "process {l:?} missing after restore:\n{after}");
     }
     assert_eq!(echo_via_loopback(h.pid("ck")), "ping", "listening socket lost");
+    assert!(h.exec("ck", "cat /proc/locks").contains("FLOCK"), "the worker's file lock was not restored");
     // The limits of the config are on the new cgroups.
     if is_v1() {
         assert_eq!(cgroup_file(&h, "ck", "pids", "pids.max"), "300");
@@ -207,6 +208,11 @@ fn checkpoint_restore_suspend_resume_keep_state() {
 
     h.ok(&["stop", "ck"]);
     h.assert_clean();
+
+    // The host table names CRIU and what is missing.
+    let v: serde_json::Value = serde_json::from_str(&h.ok(&["check", "--json"])).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert!(rows.iter().any(|r| r["feature"] == "CRIU version" && r["status"] == "ok"), "{rows:?}");
 }
 
 #[test]
