@@ -349,38 +349,49 @@ impl fmt::Display for Inspection {
     }
 }
 
-/// Prints processes as a tree by ppid; orphans (parent not in the list) are roots.
+/// Prints processes as a tree by ppid; processes whose parent is not listed are roots.
+/// Linear in the number of processes and safe with cycles or duplicate pids (hostile input).
 fn write_tree(f: &mut fmt::Formatter<'_>, processes: &[crate::manifest::Process]) -> fmt::Result {
-    let pids: std::collections::HashSet<u32> = processes.iter().map(|p| p.pid).collect();
-    let roots: Vec<&crate::manifest::Process> = processes
+    use std::collections::HashMap;
+    let mut children: HashMap<u32, Vec<usize>> = HashMap::new();
+    let mut index_of: HashMap<u32, usize> = HashMap::new();
+    for (i, p) in processes.iter().enumerate() {
+        index_of.entry(p.pid).or_insert(i);
+    }
+    for (i, p) in processes.iter().enumerate() {
+        if p.ppid != p.pid && index_of.contains_key(&p.ppid) {
+            children.entry(p.ppid).or_default().push(i);
+        }
+    }
+    let mut shown = vec![false; processes.len()];
+    // Roots first, then anything only reachable through a cycle.
+    let roots = processes
         .iter()
-        .filter(|p| p.pid == p.ppid || !pids.contains(&p.ppid))
-        .collect();
-    let mut shown = std::collections::HashSet::new();
-    fn walk(
-        f: &mut fmt::Formatter<'_>,
-        all: &[crate::manifest::Process],
-        p: &crate::manifest::Process,
-        depth: usize,
-        shown: &mut std::collections::HashSet<u32>,
-    ) -> fmt::Result {
-        // A cycle in hostile input must not loop forever.
-        if !shown.insert(p.pid) || depth > 64 {
-            return Ok(());
-        }
-        writeln!(f, "  {}{:<6} {}", "  ".repeat(depth), p.pid, p.command)?;
-        for child in all.iter().filter(|c| c.ppid == p.pid && c.pid != p.pid) {
-            walk(f, all, child, depth + 1, shown)?;
-        }
-        Ok(())
-    }
+        .enumerate()
+        .filter(|(_, p)| p.ppid == p.pid || !index_of.contains_key(&p.ppid))
+        .map(|(i, _)| i)
+        .chain(0..processes.len())
+        .collect::<Vec<_>>();
     for root in roots {
-        walk(f, processes, root, 0, &mut shown)?;
-    }
-    // Processes only reachable through a cycle.
-    for p in processes {
-        if !shown.contains(&p.pid) {
-            walk(f, processes, p, 0, &mut shown)?;
+        let mut stack = vec![(root, 0usize)];
+        while let Some((i, depth)) = stack.pop() {
+            if std::mem::replace(&mut shown[i], true) {
+                continue;
+            }
+            let p = &processes[i];
+            writeln!(
+                f,
+                "  {}{:<6} {}",
+                "  ".repeat(depth.min(32)),
+                p.pid,
+                p.command
+            )?;
+            // Only the first process with a pid owns its children (duplicate pids are hostile).
+            if index_of.get(&p.pid) == Some(&i) {
+                for &child in children.get(&p.pid).into_iter().flatten().rev() {
+                    stack.push((child, depth + 1));
+                }
+            }
         }
     }
     Ok(())
@@ -420,6 +431,54 @@ numproc = 100
             Some("268435456")
         );
         assert!(summarize_config(b"not = [toml").is_err());
+        assert!(summarize_config(b"ctid = 101\n[net]\nipadd = \"198.18.0.1\"").is_ok());
         assert_eq!(summarize_config(b"").unwrap(), None);
+    }
+}
+
+#[cfg(test)]
+mod tree_tests {
+    use super::*;
+    use crate::manifest::Process;
+
+    struct Tree(Vec<Process>);
+
+    impl fmt::Display for Tree {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write_tree(f, &self.0)
+        }
+    }
+
+    fn p(pid: u32, ppid: u32, command: &str) -> Process {
+        Process {
+            pid,
+            ppid,
+            command: command.into(),
+        }
+    }
+
+    #[test]
+    fn tree_nests_children_under_parents() {
+        let text = Tree(vec![
+            p(1, 0, "init"),
+            p(3, 2, "grandchild"),
+            p(2, 1, "child"),
+        ])
+        .to_string();
+        assert_eq!(
+            text,
+            "  1      init\n    2      child\n      3      grandchild\n"
+        );
+    }
+
+    #[test]
+    fn hostile_trees_terminate_and_show_everyone() {
+        let cycle = Tree(vec![p(1, 2, "a"), p(2, 1, "b"), p(2, 2, "dup")]).to_string();
+        assert_eq!(cycle.lines().count(), 3, "{cycle}");
+        let chain: Vec<Process> = (1..200_000).map(|i| p(i, i - 1, "x")).collect();
+        let start = std::time::Instant::now();
+        let text = Tree(chain).to_string();
+        assert_eq!(text.lines().count(), 199_999);
+        assert!(start.elapsed().as_secs() < 5);
     }
 }

@@ -7,6 +7,10 @@
 //! - [`Writer`] writes an image to any `Write` (no seeking), [`Reader`] reads one from any `Read`.
 //! - [`verify`] checks every digest and length, [`inspect`] describes an image.
 //! - [`extract_to_dir`] writes the CRIU image sections of an image into a directory safely.
+//! - [`TreeWriter`] / [`TreeReader`] encode file trees for file-tree sections.
+//!
+//! Reading never trusts a length before bounding it, and a payload is trusted only once the
+//! read that reaches its end succeeded (that read checks the lengths and the digest).
 
 mod error;
 mod extract;

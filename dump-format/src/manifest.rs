@@ -113,7 +113,7 @@ pub struct Process {
 /// One TCP socket.
 #[derive(Clone, PartialEq, prost::Message, Serialize)]
 pub struct TcpConnection {
-    /// "addr:port" ("[v6]:port" for IPv6).
+    /// `addr:port` (`[v6]:port` for IPv6).
     #[prost(string, tag = "1")]
     pub local: String,
     #[prost(string, tag = "2")]
