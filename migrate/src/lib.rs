@@ -1,2 +1,9 @@
 //! ferry's pipelines: live and offline migration, snapshots, restore-from-image, and the file
 //! sync and wire protocol they share.
+
+pub mod error;
+pub mod proto;
+pub mod sync;
+pub mod transport;
+
+pub use error::{Error, Result};

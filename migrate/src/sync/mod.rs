@@ -1,0 +1,1 @@
+//! File sync (placeholder while being written).
