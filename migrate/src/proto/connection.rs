@@ -30,8 +30,9 @@ pub type TamperFn = Arc<dyn Fn(u32, &mut Vec<u8>) + Send + Sync>;
 const OUT_QUEUE: usize = 32;
 const CONTROL_QUEUE: usize = 1024;
 const STREAM_QUEUE: usize = 8;
-/// How many streams the peer may have open that we have not accepted yet.
-const MAX_UNCLAIMED_STREAMS: usize = 256;
+/// How many streams the peer may have started that we have not accepted yet. Beyond that the
+/// reader waits for the consumer (bounding what a fast sender of many small files buffers).
+const MAX_UNCLAIMED_STREAMS: usize = 32;
 
 #[derive(Clone)]
 pub struct ConnectionOptions {
@@ -125,6 +126,8 @@ struct Shared {
     bytes_in: AtomicU64,
     next_id: AtomicU64,
     next_stream: AtomicU32,
+    /// Signalled when a stream is accepted or dropped (room for unclaimed streams).
+    accepted: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -146,6 +149,7 @@ impl Shared {
         }
         drop(st);
         self.dead_tx.send_replace(true);
+        self.accepted.notify_one();
     }
 
     fn dead_error(&self) -> Error {
@@ -254,6 +258,7 @@ impl Connection {
             next_id: AtomicU64::new(1),
             // Each side numbers its streams with its own parity so ids never collide.
             next_stream: AtomicU32::new(if is_client { 1 } else { 2 }),
+            accepted: tokio::sync::Notify::new(),
         });
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
@@ -407,6 +412,8 @@ impl Connection {
             .rx
             .take()
             .ok_or_else(|| Error::Protocol(format!("data stream {id} accepted twice")))?;
+        drop(st);
+        self.shared.accepted.notify_one();
         Ok(StreamReceiver { id, rx, shared: self.shared.clone(), dead_rx: self.dead_rx.clone(), done: false })
     }
 
@@ -549,6 +556,8 @@ impl Drop for StreamReceiver {
             slot.discard = true;
             slot.tx = None;
         }
+        drop(st);
+        self.shared.accepted.notify_one();
     }
 }
 
@@ -598,14 +607,20 @@ where
                     _ => StreamItem::Abort(String::from_utf8_lossy(&payload).into_owned()),
                 };
                 let last = !matches!(item, StreamItem::Data(_));
+                // A new stream waits until the consumer has taken enough of the earlier ones.
+                loop {
+                    let room = {
+                        let st = shared.lock();
+                        let unclaimed = st.streams.values().filter(|s| s.rx.is_some()).count();
+                        st.dead.is_some() || st.streams.contains_key(&h.stream) || unclaimed < MAX_UNCLAIMED_STREAMS
+                    };
+                    if room {
+                        break;
+                    }
+                    shared.accepted.notified().await;
+                }
                 let tx = {
                     let mut st = shared.lock();
-                    let unclaimed = st.streams.values().filter(|s| s.rx.is_some()).count();
-                    let known = st.streams.contains_key(&h.stream);
-                    if !known && unclaimed >= MAX_UNCLAIMED_STREAMS {
-                        drop(st);
-                        break Dead::Protocol(format!("the peer opened more than {MAX_UNCLAIMED_STREAMS} unclaimed streams"));
-                    }
                     let slot = st.streams.entry(h.stream).or_insert_with(Slot::new);
                     let tx = if slot.discard { None } else { slot.tx.clone() };
                     if last {
