@@ -19,6 +19,7 @@ pub const MAGIC: &[u8; 8] = b"FERRYMIG";
 pub const PROTO_MAJOR: u32 = 1;
 pub const PROTO_MINOR: u32 = 0;
 const MAX_HELLO: usize = 64 << 10;
+const HINT: &str = "is ferry installed and working on the other host (see --remote-ferry), and does ssh reach it?";
 
 /// What the peer said about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,8 +51,9 @@ async fn write_msg<W: AsyncWrite + Unpin>(w: &mut W, major: u32, minor: u32, bod
     buf.extend_from_slice(&(minor as u16).to_be_bytes());
     buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
     buf.extend_from_slice(body);
-    w.write_all(&buf).await.map_err(|e| Error::PeerClosed(format!("sending the handshake: {e}")))?;
-    w.flush().await.map_err(|e| Error::PeerClosed(format!("sending the handshake: {e}")))?;
+    let gone = |e: std::io::Error| Error::Handshake(format!("the peer went away before the handshake ({e}): {HINT}"));
+    w.write_all(&buf).await.map_err(gone)?;
+    w.flush().await.map_err(gone)?;
     Ok(())
 }
 
@@ -59,8 +61,7 @@ async fn read_msg<R: AsyncRead + Unpin>(r: &mut R, what: &str) -> Result<(u32, u
     let mut head = [0u8; 16];
     if let Err(e) = r.read_exact(&mut head).await {
         return Err(Error::Handshake(format!(
-            "the peer closed the connection before its {what} ({e}): is ferry installed and \
-             working on the other host (see --remote-ferry), and does ssh reach it?"
+            "the peer closed the connection before its {what} ({e}): {HINT}"
         )));
     }
     if &head[..8] != MAGIC {
