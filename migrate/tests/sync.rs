@@ -217,7 +217,7 @@ async fn peer_dying_mid_stream_gives_a_clear_error() {
     let server = tokio::spawn(async move {
         let begin = s.recv().await.unwrap();
         // Answer with an empty manifest, take the first file announcement, then die.
-        let mut m = s.open_stream();
+        let m = s.open_stream();
         s.reply(begin.id, Body::SyncBeginAck(ferry_migrate::proto::SyncBeginAck { manifest_stream: m.id(), entries: 0 }))
             .await
             .unwrap();

@@ -97,7 +97,6 @@ enum StreamItem {
     Abort(String),
 }
 
-#[derive(Default)]
 struct Slot {
     tx: Option<mpsc::Sender<StreamItem>>,
     rx: Option<mpsc::Receiver<StreamItem>>,

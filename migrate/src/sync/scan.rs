@@ -21,6 +21,9 @@ pub struct SourceEntry {
     pub nlink: u64,
 }
 
+/// Called for each entry: (relative path, full path, lstat data).
+type Visit<'a> = &'a mut dyn FnMut(&[u8], &Path, &std::fs::Metadata) -> Result<()>;
+
 fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
     if parent.is_empty() {
         name.to_vec()
@@ -39,7 +42,7 @@ fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
 fn walk(
     root: &Path,
     skip: &mut dyn FnMut(&Path, &[u8]) -> bool,
-    f: &mut dyn FnMut(&[u8], &Path, &std::fs::Metadata) -> Result<()>,
+    f: Visit<'_>,
 ) -> Result<()> {
     let md = std::fs::symlink_metadata(root).map_err(|e| Error::io("reading", root, e))?;
     if !md.is_dir() {
