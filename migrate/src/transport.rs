@@ -163,6 +163,20 @@ impl Transport {
     }
 }
 
+/// The destination's side: speak the protocol on this process's stdin and stdout (what ssh
+/// connects to `ferry migrate-receive`). Stdout is moved out of the way first — fd 1 then
+/// points to stderr — so that a stray print can never corrupt the stream.
+pub async fn accept_stdio(opts: ConnectionOptions) -> Result<Connection> {
+    use std::os::unix::io::FromRawFd;
+    let sys = |what: &str, e: nix::Error| Error::Transport(format!("{what}: {e}"));
+    let input = nix::unistd::dup(0).map_err(|e| sys("dup stdin", e))?;
+    let output = nix::unistd::dup(1).map_err(|e| sys("dup stdout", e))?;
+    nix::unistd::dup2(2, 1).map_err(|e| sys("redirect stdout to stderr", e))?;
+    // SAFETY: both descriptors were just created by dup and are owned by nothing else.
+    let (r, w) = unsafe { (std::fs::File::from_raw_fd(input), std::fs::File::from_raw_fd(output)) };
+    Connection::server_split(tokio::fs::File::from_std(r), tokio::fs::File::from_std(w), opts).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
