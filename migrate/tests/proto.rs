@@ -168,3 +168,110 @@ async fn transport_to_something_else_is_refused_clearly() {
     assert!(err.contains("does not speak ferry's migration protocol") && err.contains("Welcome"), "{err}");
     t.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_stream_is_verified_end_to_end() {
+    use ferry_migrate::proto::{receive_image, send_image};
+    let image = noise(7 << 20 | 123, 21);
+    let (c, s) = pair(quick(), quick()).await;
+    let server = tokio::spawn(async move {
+        let begin = s.recv().await.unwrap();
+        let mut out = Vec::new();
+        let n = ferry_migrate::proto::receive_image(&s, &begin, &mut out).await.unwrap();
+        let _ = s.recv().await;
+        (n, out)
+    });
+    let mut seen = 0;
+    let sent = send_image(&c, "101", &image[..], image.len() as u64, "", |n| seen = n).await.unwrap();
+    assert_eq!((sent, seen), (image.len() as u64, image.len() as u64));
+    c.close().await.unwrap();
+    let (n, out) = server.await.unwrap();
+    assert_eq!(n, image.len() as u64);
+    assert!(out == image, "image differs");
+    let _ = receive_image::<Vec<u8>>;
+
+    // A damaged image is refused, naming the container, on both sides.
+    let hook: ferry_migrate::proto::TamperFn = std::sync::Arc::new(|_, d: &mut Vec<u8>| d[0] ^= 1);
+    let (c, s) = pair(ConnectionOptions { tamper_data: Some(hook), ..quick() }, quick()).await;
+    let server = tokio::spawn(async move {
+        let begin = s.recv().await.unwrap();
+        let r = receive_image(&s, &begin, tokio::io::sink()).await;
+        let _ = s.recv().await;
+        r
+    });
+    let err = send_image(&c, "102", &image[..], 0, "", |_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("image of 102 arrived damaged"), "{err}");
+    c.close().await.unwrap();
+    assert!(server.await.unwrap().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_sees_a_source_that_dies_mid_file() {
+    let tmp = tempdir();
+    let root = tmp.path().join("root");
+    let (c, s) = pair(quick(), quick()).await;
+    let r2 = root.clone();
+    let server = tokio::spawn(async move {
+        let begin = s.recv().await.unwrap();
+        sync::receive_pass(&s, &begin, &r2, &ReceiveOptions::default()).await
+    });
+    let Body::SyncBeginAck(ack) = c.request(Body::SyncBegin(SyncBegin { pass: 1, ctid: String::new(), xattrs: false })).await.unwrap() else {
+        panic!("expected SyncBeginAck")
+    };
+    c.accept_stream(ack.manifest_stream).unwrap().read_to_end(1 << 20).await.unwrap();
+    let mut st = c.open_stream();
+    c.send(Body::PutFile(PutFile {
+        entry: Some(FileEntry { size: 10 << 20, ..entry(b"half", FileKind::Regular) }),
+        stream: st.id(),
+        extents: vec![ferry_migrate::proto::Extent { offset: 0, len: 10 << 20 }],
+        delta: false,
+    }))
+    .await
+    .unwrap();
+    st.send(&noise(3 << 20, 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(st);
+    drop(c);
+    let r = tokio::time::timeout(Duration::from_secs(30), server).await.expect("destination hung").unwrap();
+    let err = r.expect_err("destination finished a pass without its source");
+    assert!(matches!(err, Error::PeerClosed(_) | Error::Remote(_)), "{err}");
+    // Nothing half-written is visible under its real name.
+    assert!(!root.join("half").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_the_source_gives_up_on_does_not_break_the_pass() {
+    let tmp = tempdir();
+    let root = tmp.path().join("root");
+    let (c, s) = pair(quick(), quick()).await;
+    let r2 = root.clone();
+    let server = tokio::spawn(async move {
+        let begin = s.recv().await.unwrap();
+        let r = sync::receive_pass(&s, &begin, &r2, &ReceiveOptions::default()).await;
+        let _ = s.recv().await;
+        r
+    });
+    let Body::SyncBeginAck(ack) = c.request(Body::SyncBegin(SyncBegin { pass: 1, ctid: String::new(), xattrs: false })).await.unwrap() else {
+        panic!("expected SyncBeginAck")
+    };
+    c.accept_stream(ack.manifest_stream).unwrap().read_to_end(1 << 20).await.unwrap();
+    let mut st = c.open_stream();
+    c.send(Body::PutFile(PutFile {
+        entry: Some(FileEntry { size: 100, ..entry(b"unreadable", FileKind::Regular) }),
+        stream: st.id(),
+        extents: vec![ferry_migrate::proto::Extent { offset: 0, len: 100 }],
+        delta: false,
+    }))
+    .await
+    .unwrap();
+    st.send(&[1u8; 10]).await.unwrap();
+    st.abort("unreadable: reading: Input/output error").await.unwrap();
+    c.send(Body::FileCommit(FileCommit { path: b"unreadable".to_vec(), blake3: Vec::new() })).await.unwrap();
+    put(&c, b"next").await;
+    let err = c.request(Body::SyncEnd(SyncEnd { pass: 1 })).await.unwrap_err();
+    assert!(err.to_string().contains("Input/output error") && err.to_string().contains("1 entries failed"), "{err}");
+    c.close().await.unwrap();
+    assert!(server.await.unwrap().is_err());
+    assert_eq!(std::fs::read(root.join("next")).unwrap(), b"owned");
+    assert!(!root.join("unreadable").exists());
+}

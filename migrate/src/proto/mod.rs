@@ -8,10 +8,12 @@
 mod connection;
 pub mod frame;
 mod handshake;
+mod image;
 pub mod messages;
 
 pub use connection::{Connection, ConnectionOptions, StreamReceiver, StreamSender, TamperFn};
 pub use handshake::{PeerInfo, PROTO_MAJOR, PROTO_MINOR};
+pub use image::{receive_image, send_image};
 pub use messages::*;
 
 /// The largest data frame payload: data streams are cut into frames of at most this size.

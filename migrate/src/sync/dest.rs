@@ -293,7 +293,14 @@ impl Receiver<'_> {
         }
         let mut written = 0u64;
         if pf.delta {
-            let delta = rx.read_to_end((entry.size as usize).saturating_mul(2).saturating_add(1 << 20)).await?;
+            let delta = match rx.read_to_end((entry.size as usize).saturating_mul(2).saturating_add(1 << 20)).await {
+                Ok(d) => d,
+                Err(e @ Error::Remote(_)) => {
+                    failure.get_or_insert(Error::sync(name.clone(), e.to_string()));
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
+            };
             if let (None, Some(t), Some(f)) = (&failure, &target, &file) {
                 match std::fs::read(t) {
                     Ok(base) => {
@@ -329,7 +336,17 @@ impl Receiver<'_> {
             let mut ext = extents.into_iter();
             let mut cur: Option<(u64, u64)> = None; // (offset of next byte, bytes left in extent)
             let mut hashed_to = 0u64;
-            while let Some(chunk) = rx.recv().await? {
+            loop {
+                let chunk = match rx.recv().await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    // The source gave up on this file (it says why); its FileCommit still follows.
+                    Err(e @ Error::Remote(_)) => {
+                        failure.get_or_insert(Error::sync(name.clone(), e.to_string()));
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if failure.is_some() {
                     continue;
                 }
