@@ -244,8 +244,10 @@ impl Receiver<'_> {
         Ok(())
     }
 
+    /// Metadata on a freshly made temporary entry (a new inode has no xattrs to remove, so
+    /// the xattr step runs only when there are some to set), then into place.
     fn finish_new(&mut self, tmp: &Path, target: &Path, e: &FileEntry) -> Result<()> {
-        if let Err(err) = fsops::apply_meta(tmp, e, self.xattrs) {
+        if let Err(err) = fsops::apply_meta(tmp, e, self.xattrs && !e.xattrs.is_empty()) {
             let _ = std::fs::remove_file(tmp);
             return Err(Error::io("setting metadata", tmp, err));
         }
@@ -420,7 +422,7 @@ impl Receiver<'_> {
             return Err(Error::sync(name, "no temporary file"));
         };
         drop(file);
-        if let Err(e) = fsops::apply_meta(&tmp, &entry, self.xattrs) {
+        if let Err(e) = fsops::apply_meta(&tmp, &entry, self.xattrs && !entry.xattrs.is_empty()) {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::io("setting metadata", &tmp, e));
         }
