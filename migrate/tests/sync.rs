@@ -315,3 +315,71 @@ async fn progress_reports_reach_the_total() {
     assert_eq!((p.files_done, p.files_total), (5, 5));
     assert_eq!((p.bytes_done, p.bytes_total), (15 << 20, 15 << 20));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_pass_is_repaired_by_the_next() {
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    for i in 0..20 {
+        write(&src.join(format!("f{i}")), &noise(200_000, i));
+    }
+    // What a killed pass leaves: some files, a truncated one, a temporary file.
+    write(&dst.join("f3"), &noise(200_000, 3));
+    write(&dst.join("f4"), &noise(1000, 4));
+    write(&dst.join(".ferry-part.f5.999.1"), b"partial");
+    let s = pass(&src, &dst, 2).await;
+    assert_eq!(s.files_sent, 20, "mtimes differ for f3, so it is sent too: {s:?}");
+    assert!(!dst.join(".ferry-part.f5.999.1").exists(), "leftover temporary kept");
+    assert_same_tree(&src, &dst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iterative_passes_stop_when_the_tree_is_quiet() {
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    for i in 0..100 {
+        write(&src.join(format!("f{i}")), &noise(10_000, i));
+    }
+    let (c, s) = pair(quick(), quick()).await;
+    let d2 = dst.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok(begin) = s.recv().await else { return };
+            if sync::receive_pass(&s, &begin, &d2, &ReceiveOptions::default()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let policy = sync::IterationPolicy { max_passes: 5, max_changes: 0, max_bytes: 0 };
+    let passes = sync::sync_iterative(&c, &src, &SyncOptions::default(), &policy).await.unwrap();
+    // Pass 1 copies everything, pass 2 finds nothing left: done.
+    assert_eq!(passes.len(), 2, "{passes:?}");
+    assert_eq!((passes[0].files_sent, passes[1].changes()), (100, 0));
+    assert_eq!(passes[1].pass, 2);
+    c.close().await.unwrap();
+    server.await.unwrap();
+    assert_same_tree(&src, &dst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busybox_template_round_trip() {
+    let tmp = tempdir();
+    let template = match std::env::var("FERRY_TEST_TEMPLATE") {
+        Ok(t) => std::path::PathBuf::from(t),
+        Err(_) => {
+            let dir = tmp.path().join("template");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-template.sh");
+            let ok = std::process::Command::new("bash").arg(&script).arg("busybox").arg(&dir).status().is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("skipped: could not build a busybox template (scripts/install-deps.sh installs busybox-static)");
+                return;
+            }
+            dir
+        }
+    };
+    let dst = tmp.path().join("copy");
+    let s1 = pass(&template, &dst, 1).await;
+    assert!(s1.entries_scanned > 100, "{s1:?}");
+    assert_same_tree(&template, &dst);
+    assert_eq!(pass(&template, &dst, 2).await.changes(), 0);
+}

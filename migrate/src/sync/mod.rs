@@ -9,6 +9,7 @@
 
 mod dest;
 pub mod fsops;
+mod iterate;
 mod local;
 mod plan;
 pub mod scan;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use dest::{receive_pass, ReceiveStats};
+pub use iterate::{sync_iterative, IterationPolicy};
 pub use local::{sync_local, sync_local_blocking, LocalSyncOptions};
 pub use source::sync_pass;
 
