@@ -257,7 +257,8 @@ impl Receiver<'_> {
     fn signature(&mut self, rel: &[u8], block_size: u32) -> Option<Vec<u8>> {
         let p = self.path(rel, false).ok()?;
         let md = std::fs::symlink_metadata(&p).ok()?;
-        if !md.is_file() || !(64..=1 << 20).contains(&block_size) {
+        // Deltas work in memory: refuse to load more than a source may delta.
+        if !md.is_file() || md.len() > super::DEFAULT_DELTA_MAX || !(64..=1 << 20).contains(&block_size) {
             return None;
         }
         let data = std::fs::read(&p).ok()?;
@@ -294,6 +295,9 @@ impl Receiver<'_> {
             Err(e) => failure = Some(e),
         }
         let mut written = 0u64;
+        if pf.delta && entry.size > super::DEFAULT_DELTA_MAX {
+            return Err(Error::Protocol(format!("{name}: a delta for {} bytes is more than the destination accepts", entry.size)));
+        }
         if pf.delta {
             let delta = match rx.read_to_end((entry.size as usize).saturating_mul(2).saturating_add(1 << 20)).await {
                 Ok(d) => d,

@@ -28,7 +28,7 @@ pub use source::sync_pass;
 /// rsync deltas; smaller ones whole.
 pub const DEFAULT_DELTA_MIN: u64 = 1 << 20;
 /// Files larger than this are always sent whole (the delta works in memory).
-pub const DEFAULT_DELTA_MAX: u64 = 1 << 30;
+pub const DEFAULT_DELTA_MAX: u64 = 512 << 20;
 
 /// Progress of one pass, reported as data moves.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
