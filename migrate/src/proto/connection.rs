@@ -176,6 +176,7 @@ pub struct Connection {
     writer: Mutex<Option<JoinHandle<()>>>,
     peer: PeerInfo,
     tamper: Option<TamperFn>,
+    idle_timeout: Duration,
 }
 
 impl Drop for Connection {
@@ -272,6 +273,7 @@ impl Connection {
             writer: Mutex::new(Some(writer)),
             peer,
             tamper: opts.tamper_data,
+            idle_timeout: opts.idle_timeout,
         })
     }
 
@@ -416,12 +418,16 @@ impl Connection {
         Ok(StreamReceiver { id, rx, shared: self.shared.clone(), dead_rx: self.dead_rx.clone(), done: false })
     }
 
-    /// Say goodbye and wait until everything queued is written.
+    /// Say goodbye and wait (at most the idle timeout) until everything queued is written.
     pub async fn close(&self) -> Result<()> {
         self.queue(FrameKind::Goodbye, 0, Vec::new()).await?;
         let w = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(w) = w {
-            let _ = w.await;
+            let abort = w.abort_handle();
+            if tokio::time::timeout(self.idle_timeout, w).await.is_err() {
+                abort.abort();
+                return Err(Error::Timeout("the peer did not take our last messages".into()));
+            }
         }
         Ok(())
     }

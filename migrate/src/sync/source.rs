@@ -52,7 +52,14 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
     }
     report(opts, &progress);
 
-    let mut sender = Sender { conn, opts, stats: &mut stats, progress: &mut progress, errors: Vec::new() };
+    let mut sender = Sender {
+        conn,
+        opts,
+        stats: &mut stats,
+        progress: &mut progress,
+        errors: Vec::new(),
+        vanished: std::collections::HashSet::new(),
+    };
     for op in ops {
         sender.run(&entries, op).await?;
     }
@@ -92,6 +99,9 @@ struct Sender<'a> {
     progress: &'a mut Progress,
     /// Source-side failures that do not break the protocol (a file unreadable mid-way).
     errors: Vec<String>,
+    /// Files that disappeared since the scan (a running container deletes files): their other
+    /// hardlink names are skipped too. The next pass deletes them on the destination.
+    vanished: std::collections::HashSet<usize>,
 }
 
 /// The entry as sent: xattr values only where they are applied.
@@ -116,8 +126,8 @@ impl Sender<'_> {
             Op::SendFile { idx, delta } => {
                 let s = &entries[idx];
                 let sent = if delta { self.send_delta(s).await? } else { false };
-                if !sent {
-                    self.send_whole(s).await?;
+                if !sent && !self.send_whole(s).await? {
+                    self.vanished.insert(idx);
                 }
                 self.progress.files_done += 1;
                 report(self.opts, self.progress);
@@ -126,6 +136,7 @@ impl Sender<'_> {
                 conn.send(Body::LinkFrom(wire_entry(&entries[i]))).await?;
                 self.stats.links += 1;
             }
+            Op::Hardlink { target, .. } if self.vanished.contains(&target) => {}
             Op::Hardlink { idx, target } => {
                 conn.send(Body::Hardlink(Hardlink {
                     path: entries[idx].entry.path.clone(),
@@ -151,15 +162,15 @@ impl Sender<'_> {
     }
 
     /// Send the whole file (its data extents; holes stay holes). A file that vanished since the
-    /// scan is skipped (the next pass deletes it).
-    async fn send_whole(&mut self, s: &SourceEntry) -> Result<()> {
+    /// scan is skipped (`Ok(false)`; the next pass deletes it).
+    async fn send_whole(&mut self, s: &SourceEntry) -> Result<bool> {
         let name = fsops::display(&s.entry.path);
         let file = match std::fs::File::open(&s.full) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => {
                 self.errors.push(format!("{name}: opening: {e}"));
-                return Ok(());
+                return Ok(true);
             }
         };
         let md = file.metadata().map_err(|e| Error::io("reading", &s.full, e))?;
@@ -214,7 +225,7 @@ impl Sender<'_> {
             stream.abort(&err).await?;
             self.conn.send(Body::FileCommit(FileCommit { path: entry.path, blake3: Vec::new() })).await?;
             self.errors.push(err);
-            return Ok(());
+            return Ok(true);
         }
         hash_zeros(&mut hasher, entry.size - pos);
         // Holes count as done for progress.
@@ -224,7 +235,7 @@ impl Sender<'_> {
             .send(Body::FileCommit(FileCommit { path: entry.path, blake3: hasher.finalize().as_bytes().to_vec() }))
             .await?;
         self.stats.files_sent += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// Send an rsync delta against the destination's copy. `Ok(false)` when the destination has
