@@ -218,7 +218,7 @@ async fn peer_dying_mid_stream_gives_a_clear_error() {
         let begin = s.recv().await.unwrap();
         // Answer with an empty manifest, take the first file announcement, then die.
         let m = s.open_stream();
-        s.reply(begin.id, Body::SyncBeginAck(ferry_migrate::proto::SyncBeginAck { manifest_stream: m.id(), entries: 0 }))
+        s.reply(begin.id, Body::SyncBeginAck(ferry_migrate::proto::SyncBeginAck { manifest_stream: m.id(), entries: 0, compression: String::new() }))
             .await
             .unwrap();
         m.finish().await.unwrap();

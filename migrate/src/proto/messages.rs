@@ -245,6 +245,9 @@ pub struct SyncBeginAck {
     pub manifest_stream: u32,
     #[prost(uint64, tag = "2")]
     pub entries: u64,
+    /// "" (plain) or "zstd": how the whole summary stream is compressed.
+    #[prost(string, tag = "3")]
+    pub compression: String,
 }
 
 /// File types on the wire.

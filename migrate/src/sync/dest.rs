@@ -25,7 +25,6 @@ pub struct ReceiveStats {
     pub deleted: u64,
 }
 
-const SUMMARY_CHUNK: usize = 256 << 10;
 /// At most this many per-file errors are reported back (the rest are counted).
 const MAX_REPORTED_ERRORS: usize = 20;
 
@@ -50,18 +49,24 @@ pub async fn receive_pass(conn: &Connection, begin: &Envelope, root: &Path, opts
             return Err(e);
         }
     };
-    let mut stream = conn.open_stream();
-    conn.reply(begin.id, Body::SyncBeginAck(SyncBeginAck { manifest_stream: stream.id(), entries: summary.len() as u64 }))
-        .await?;
-    let mut buf = Vec::with_capacity(SUMMARY_CHUNK + 1024);
+    // Summaries of big trees repeat most of each entry: compressed they cost a fraction.
+    let mut plain = Vec::with_capacity(summary.len() * 48);
     for e in &summary {
-        e.encode_length_delimited(&mut buf).map_err(|e| Error::Protocol(format!("encoding summary: {e}")))?;
-        if buf.len() >= SUMMARY_CHUNK {
-            stream.send(&buf).await?;
-            buf.clear();
-        }
+        e.encode_length_delimited(&mut plain).map_err(|e| Error::Protocol(format!("encoding summary: {e}")))?;
     }
-    stream.send(&buf).await?;
+    let packed = zstd::bulk::compress(&plain, 3).map_err(|e| Error::io("compressing the summary of", root, e))?;
+    drop(plain);
+    let mut stream = conn.open_stream();
+    conn.reply(
+        begin.id,
+        Body::SyncBeginAck(SyncBeginAck {
+            manifest_stream: stream.id(),
+            entries: summary.len() as u64,
+            compression: "zstd".into(),
+        }),
+    )
+    .await?;
+    stream.send(&packed).await?;
     stream.finish().await?;
     drop(summary);
 

@@ -26,7 +26,7 @@ pub use source::sync_pass;
 
 /// Files at least this large that changed on a destination already holding a copy are sent as
 /// rsync deltas; smaller ones whole.
-pub const DEFAULT_DELTA_MIN: u64 = 1 << 20;
+pub const DEFAULT_DELTA_MIN: u64 = 16 << 10;
 /// Files larger than this are always sent whole (the delta works in memory).
 pub const DEFAULT_DELTA_MAX: u64 = 512 << 20;
 

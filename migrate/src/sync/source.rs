@@ -39,6 +39,12 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
     };
     let mut rx = conn.accept_stream(ack.manifest_stream)?;
     let raw = rx.read_to_end(MAX_SUMMARY).await?;
+    let raw = match ack.compression.as_str() {
+        "" => raw,
+        "zstd" => zstd::bulk::decompress(&raw, MAX_SUMMARY)
+            .map_err(|e| Error::Protocol(format!("bad compressed manifest summary: {e}")))?,
+        other => return Err(Error::Protocol(format!("manifest summary in unknown compression {other:?}"))),
+    };
     let summary = decode_summary(&raw)?;
 
     let ops = plan(&entries, &summary, opts);
@@ -241,7 +247,7 @@ impl Sender<'_> {
     /// Send an rsync delta against the destination's copy. `Ok(false)` when the destination has
     /// no usable copy after all (then the caller sends the whole file).
     async fn send_delta(&mut self, s: &SourceEntry) -> Result<bool> {
-        let block_size = ((s.entry.size as f64).sqrt() as u32).clamp(1024, 128 << 10) & !63;
+        let block_size = ((s.entry.size as f64).sqrt() as u32).clamp(512, 128 << 10) & !63;
         let reply = self
             .conn
             .request(Body::GetSignature(GetSignature { path: s.entry.path.clone(), block_size }))
