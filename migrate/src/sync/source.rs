@@ -110,9 +110,9 @@ struct Sender<'a> {
     vanished: std::collections::HashSet<usize>,
 }
 
-/// The entry as sent: xattr values only where they are applied.
+/// The entry as sent (the source's inode number means nothing to the destination).
 fn wire_entry(s: &SourceEntry) -> FileEntry {
-    s.entry.clone()
+    FileEntry { ino: 0, ..s.entry.clone() }
 }
 
 impl Sender<'_> {
