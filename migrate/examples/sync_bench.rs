@@ -11,12 +11,22 @@ use ferry_migrate::sync::{self, LocalSyncOptions, ReceiveOptions, SyncOptions};
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut paths = Vec::new();
-    let mut opts = LocalSyncOptions { sync: SyncOptions::default(), receive: ReceiveOptions::default() };
+    let mut opts = LocalSyncOptions {
+        sync: SyncOptions::default(),
+        receive: ReceiveOptions::default(),
+    };
     let mut json = false;
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--pass" => opts.sync.pass = args.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| usage()),
-            "--link-dest" => opts.receive.link_dest = Some(PathBuf::from(args.next().unwrap_or_else(|| usage()))),
+            "--pass" => {
+                opts.sync.pass = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
+            "--link-dest" => {
+                opts.receive.link_dest = Some(PathBuf::from(args.next().unwrap_or_else(|| usage())))
+            }
             "--no-xattrs" => opts.sync.xattrs = false,
             "--fsync" => opts.receive.fsync = true,
             "--json" => json = true,
@@ -24,7 +34,9 @@ fn main() {
             _ => paths.push(PathBuf::from(a)),
         }
     }
-    let [src, dst] = paths.as_slice() else { usage() };
+    let [src, dst] = paths.as_slice() else {
+        usage()
+    };
     match sync::sync_local_blocking(src, dst, &opts) {
         Ok(s) => {
             if json {
@@ -49,6 +61,8 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: sync_bench SRC DST [--pass N] [--link-dest DIR] [--no-xattrs] [--fsync] [--json]");
+    eprintln!(
+        "usage: sync_bench SRC DST [--pass N] [--link-dest DIR] [--no-xattrs] [--fsync] [--json]"
+    );
     std::process::exit(2);
 }

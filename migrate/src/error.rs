@@ -6,7 +6,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{what} {path}: {source}")]
-    Io { what: String, path: String, #[source] source: std::io::Error },
+    Io {
+        what: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 
     /// The bytes from the peer do not follow the protocol (bad magic, oversized frame, bad
     /// message). The connection is unusable afterwards.
@@ -38,12 +43,23 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn io(what: impl Into<String>, path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io { what: what.into(), path: path.as_ref().display().to_string(), source }
+    pub fn io(
+        what: impl Into<String>,
+        path: impl AsRef<std::path::Path>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            what: what.into(),
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
 
     pub fn sync(path: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Sync { path: path.into(), msg: msg.into() }
+        Error::Sync {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 }
 

@@ -36,7 +36,11 @@ impl SshTarget {
 
     /// The full ssh command line for `remote_args` (e.g. `["migrate-receive", "101"]`).
     pub fn command_line(&self, remote_args: &[String]) -> Vec<String> {
-        let mut argv = vec![self.ssh_program.clone(), "-o".into(), "BatchMode=yes".into()];
+        let mut argv = vec![
+            self.ssh_program.clone(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+        ];
         argv.extend(self.ssh_opts.iter().cloned());
         // "--" keeps a destination that starts with '-' from being read as an option.
         argv.push("--".into());
@@ -51,7 +55,10 @@ impl SshTarget {
 
 /// Quote one word for a POSIX shell.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+".contains(&b))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -76,7 +83,13 @@ impl Transport {
 
     /// Run a local command directly (tests; same-host migration and snapshots).
     pub fn local(argv: &[String]) -> Result<Transport> {
-        Self::spawn(argv, &format!("local command {}", argv.first().map(String::as_str).unwrap_or("?")))
+        Self::spawn(
+            argv,
+            &format!(
+                "local command {}",
+                argv.first().map(String::as_str).unwrap_or("?")
+            ),
+        )
     }
 
     fn spawn(argv: &[String], description: &str) -> Result<Transport> {
@@ -121,26 +134,37 @@ impl Transport {
 
     /// What the child wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr_text.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.stderr_text
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Do the handshake over the child's stdio. On failure the error includes the child's
     /// stderr (ssh's or the remote ferry's own message).
     pub async fn connect(&mut self, opts: ConnectionOptions) -> Result<Connection> {
         let (Some(stdin), Some(stdout)) = (self.stdin.take(), self.stdout.take()) else {
-            return Err(Error::Transport(format!("{}: already connected", self.description)));
+            return Err(Error::Transport(format!(
+                "{}: already connected",
+                self.description
+            )));
         };
         match Connection::client_split(stdout, stdin, opts).await {
             Ok(c) => Ok(c),
             Err(e) => {
                 // Give the child a moment to exit and its stderr to drain.
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait()).await;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait())
+                    .await;
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 let err = self.stderr();
                 if err.trim().is_empty() {
                     Err(Error::Transport(format!("{}: {e}", self.description)))
                 } else {
-                    Err(Error::Transport(format!("{}: {e}; the other side said: {}", self.description, err.trim())))
+                    Err(Error::Transport(format!(
+                        "{}: {e}; the other side said: {}",
+                        self.description,
+                        err.trim()
+                    )))
                 }
             }
         }
@@ -148,10 +172,9 @@ impl Transport {
 
     /// Wait for the child to exit (after the connection is closed).
     pub async fn wait(&mut self) -> Result<std::process::ExitStatus> {
-        self.child
-            .wait()
-            .await
-            .map_err(|e| Error::Transport(format!("{}: waiting for the child: {e}", self.description)))
+        self.child.wait().await.map_err(|e| {
+            Error::Transport(format!("{}: waiting for the child: {e}", self.description))
+        })
     }
 
     /// Kill the child (the peer sees its connection cut).
@@ -173,8 +196,18 @@ pub async fn accept_stdio(opts: ConnectionOptions) -> Result<Connection> {
     let output = nix::unistd::dup(1).map_err(|e| sys("dup stdout", e))?;
     nix::unistd::dup2(2, 1).map_err(|e| sys("redirect stdout to stderr", e))?;
     // SAFETY: both descriptors were just created by dup and are owned by nothing else.
-    let (r, w) = unsafe { (std::fs::File::from_raw_fd(input), std::fs::File::from_raw_fd(output)) };
-    Connection::server_split(tokio::fs::File::from_std(r), tokio::fs::File::from_std(w), opts).await
+    let (r, w) = unsafe {
+        (
+            std::fs::File::from_raw_fd(input),
+            std::fs::File::from_raw_fd(output),
+        )
+    };
+    Connection::server_split(
+        tokio::fs::File::from_std(r),
+        tokio::fs::File::from_std(w),
+        opts,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -190,7 +223,13 @@ mod tests {
         assert_eq!(
             argv,
             vec![
-                "ssh", "-o", "BatchMode=yes", "-p", "2222", "--", "root@198.18.0.2",
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-p",
+                "2222",
+                "--",
+                "root@198.18.0.2",
                 "/opt/ferry/bin/ferry migrate-receive 'it'\\''s'"
             ]
         );

@@ -107,7 +107,11 @@ struct Slot {
 impl Slot {
     fn new() -> Self {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        Slot { tx: Some(tx), rx: Some(rx), discard: false }
+        Slot {
+            tx: Some(tx),
+            rx: Some(rx),
+            discard: false,
+        }
     }
 }
 
@@ -226,7 +230,12 @@ impl Connection {
         Self::start(r, w, opts, false).await
     }
 
-    async fn start<R, W>(mut r: R, mut w: W, opts: ConnectionOptions, is_client: bool) -> Result<Connection>
+    async fn start<R, W>(
+        mut r: R,
+        mut w: W,
+        opts: ConnectionOptions,
+        is_client: bool,
+    ) -> Result<Connection>
     where
         R: AsyncRead + Send + Unpin + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
@@ -242,12 +251,14 @@ impl Connection {
                 handshake::server(&mut r, &mut w, &ours, &opts.features).await
             }
         };
-        let peer = tokio::time::timeout(opts.handshake_timeout, hs).await.map_err(|_| {
-            Error::Timeout(format!(
-                "no handshake from the peer within {}s: is ferry running on the other host?",
-                opts.handshake_timeout.as_secs()
-            ))
-        })??;
+        let peer = tokio::time::timeout(opts.handshake_timeout, hs)
+            .await
+            .map_err(|_| {
+                Error::Timeout(format!(
+                    "no handshake from the peer within {}s: is ferry running on the other host?",
+                    opts.handshake_timeout.as_secs()
+                ))
+            })??;
 
         let (dead_tx, dead_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -263,7 +274,13 @@ impl Connection {
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
         let reader = tokio::spawn(reader_loop(r, shared.clone(), ctrl_tx, opts.idle_timeout));
-        let writer = tokio::spawn(writer_loop(w, out_rx, shared.clone(), opts.ping_interval, dead_rx.clone()));
+        let writer = tokio::spawn(writer_loop(
+            w,
+            out_rx,
+            shared.clone(),
+            opts.ping_interval,
+            dead_rx.clone(),
+        ));
         Ok(Connection {
             shared,
             out: out_tx,
@@ -301,7 +318,14 @@ impl Connection {
         if self.is_dead() {
             return Err(self.shared.dead_error());
         }
-        self.out.send(Outgoing { kind, stream, payload }).await.map_err(|_| self.shared.dead_error())
+        self.out
+            .send(Outgoing {
+                kind,
+                stream,
+                payload,
+            })
+            .await
+            .map_err(|_| self.shared.dead_error())
     }
 
     async fn send_envelope(&self, env: Envelope) -> Result<()> {
@@ -315,7 +339,12 @@ impl Connection {
     /// Send a message that expects no reply. Returns its id (for the peer's `reply`).
     pub async fn send(&self, body: Body) -> Result<u64> {
         let id = self.next_id();
-        self.send_envelope(Envelope { id, reply_to: 0, body: Some(body) }).await?;
+        self.send_envelope(Envelope {
+            id,
+            reply_to: 0,
+            body: Some(body),
+        })
+        .await?;
         Ok(id)
     }
 
@@ -330,7 +359,12 @@ impl Connection {
             }
             st.pending.insert(id, tx);
         }
-        self.send_envelope(Envelope { id, reply_to: 0, body: Some(body) }).await?;
+        self.send_envelope(Envelope {
+            id,
+            reply_to: 0,
+            body: Some(body),
+        })
+        .await?;
         let env = rx.await.map_err(|_| self.shared.dead_error())?;
         match env.body {
             Some(Body::Error(e)) => Err(Error::Remote(e.message)),
@@ -342,20 +376,33 @@ impl Connection {
     /// [`Connection::request`] with a limit on the wait.
     pub async fn request_timeout(&self, body: Body, limit: Duration) -> Result<Body> {
         let name = body.name();
-        tokio::time::timeout(limit, self.request(body)).await.map_err(|_| {
-            Error::Timeout(format!("no answer to {name} within {}s", limit.as_secs()))
-        })?
+        tokio::time::timeout(limit, self.request(body))
+            .await
+            .map_err(|_| {
+                Error::Timeout(format!("no answer to {name} within {}s", limit.as_secs()))
+            })?
     }
 
     /// Answer the request whose envelope id is `to`.
     pub async fn reply(&self, to: u64, body: Body) -> Result<()> {
         let id = self.next_id();
-        self.send_envelope(Envelope { id, reply_to: to, body: Some(body) }).await
+        self.send_envelope(Envelope {
+            id,
+            reply_to: to,
+            body: Some(body),
+        })
+        .await
     }
 
     /// Answer the request `to` with an error text.
     pub async fn reply_error(&self, to: u64, message: impl Into<String>) -> Result<()> {
-        self.reply(to, Body::Error(ErrorReply { message: message.into() })).await
+        self.reply(
+            to,
+            Body::Error(ErrorReply {
+                message: message.into(),
+            }),
+        )
+        .await
     }
 
     /// The next message from the peer that is not a reply to one of our requests.
@@ -379,7 +426,12 @@ impl Connection {
     pub async fn recv_timeout(&self, limit: Duration) -> Result<Envelope> {
         tokio::time::timeout(limit, self.recv())
             .await
-            .map_err(|_| Error::Timeout(format!("no message from the peer within {}s", limit.as_secs())))?
+            .map_err(|_| {
+                Error::Timeout(format!(
+                    "no message from the peer within {}s",
+                    limit.as_secs()
+                ))
+            })?
     }
 
     /// Start a new outgoing data stream. Tell the peer its id in a control message.
@@ -398,7 +450,9 @@ impl Connection {
     /// Take the incoming data stream `id` (its frames may already be queued).
     pub fn accept_stream(&self, id: u32) -> Result<StreamReceiver> {
         if id == 0 {
-            return Err(Error::Protocol("data stream id 0 is reserved for control".into()));
+            return Err(Error::Protocol(
+                "data stream id 0 is reserved for control".into(),
+            ));
         }
         let mut st = self.shared.lock();
         let dead = st.dead.is_some();
@@ -415,7 +469,13 @@ impl Connection {
             .ok_or_else(|| Error::Protocol(format!("data stream {id} accepted twice")))?;
         drop(st);
         self.shared.accepted.notify_one();
-        Ok(StreamReceiver { id, rx, shared: self.shared.clone(), dead_rx: self.dead_rx.clone(), done: false })
+        Ok(StreamReceiver {
+            id,
+            rx,
+            shared: self.shared.clone(),
+            dead_rx: self.dead_rx.clone(),
+            done: false,
+        })
     }
 
     /// Say goodbye and wait (at most the idle timeout) until everything queued is written.
@@ -426,7 +486,9 @@ impl Connection {
             let abort = w.abort_handle();
             if tokio::time::timeout(self.idle_timeout, w).await.is_err() {
                 abort.abort();
-                return Err(Error::Timeout("the peer did not take our last messages".into()));
+                return Err(Error::Timeout(
+                    "the peer did not take our last messages".into(),
+                ));
             }
         }
         Ok(())
@@ -455,7 +517,11 @@ impl StreamSender {
 
     async fn push(&self, kind: FrameKind, payload: Vec<u8>) -> Result<()> {
         self.out
-            .send(Outgoing { kind, stream: self.id, payload })
+            .send(Outgoing {
+                kind,
+                stream: self.id,
+                payload,
+            })
             .await
             .map_err(|_| self.shared.dead_error())
     }
@@ -533,7 +599,10 @@ impl StreamReceiver {
             }
             Some(StreamItem::Abort(why)) => {
                 self.done = true;
-                Err(Error::Remote(format!("the peer aborted data stream {}: {why}", self.id)))
+                Err(Error::Remote(format!(
+                    "the peer aborted data stream {}: {why}",
+                    self.id
+                )))
             }
             None => Err(self.shared.dead_error()),
         }
@@ -544,7 +613,10 @@ impl StreamReceiver {
         let mut all = Vec::new();
         while let Some(chunk) = self.recv().await? {
             if all.len() + chunk.len() > limit {
-                return Err(Error::Protocol(format!("data stream {} exceeds {limit} bytes", self.id)));
+                return Err(Error::Protocol(format!(
+                    "data stream {} exceeds {limit} bytes",
+                    self.id
+                )));
             }
             all.extend_from_slice(&chunk);
         }
@@ -566,25 +638,32 @@ impl Drop for StreamReceiver {
     }
 }
 
-async fn reader_loop<R>(mut r: R, shared: Arc<Shared>, ctrl_tx: mpsc::Sender<Envelope>, idle: Duration)
-where
+async fn reader_loop<R>(
+    mut r: R,
+    shared: Arc<Shared>,
+    ctrl_tx: mpsc::Sender<Envelope>,
+    idle: Duration,
+) where
     R: AsyncRead + Unpin,
 {
     let why = loop {
         let frame = match tokio::time::timeout(idle, read_frame(&mut r)).await {
-            Err(_) => {
-                break Dead::Timeout(format!(
-                    "nothing received from the peer for {}s (the other host or the link may be down)",
-                    idle.as_secs()
-                ))
-            }
+            Err(_) => break Dead::Timeout(format!(
+                "nothing received from the peer for {}s (the other host or the link may be down)",
+                idle.as_secs()
+            )),
             Ok(Err(Error::Protocol(m))) => break Dead::Protocol(m),
             Ok(Err(e)) => break Dead::Closed(e.to_string()),
-            Ok(Ok(None)) => break Dead::Closed("the peer closed the connection (end of stream)".into()),
+            Ok(Ok(None)) => {
+                break Dead::Closed("the peer closed the connection (end of stream)".into())
+            }
             Ok(Ok(Some(f))) => f,
         };
         let (h, payload): (FrameHeader, Vec<u8>) = frame;
-        shared.bytes_in.fetch_add(super::frame::HEADER_LEN as u64 + payload.len() as u64, Ordering::Relaxed);
+        shared.bytes_in.fetch_add(
+            super::frame::HEADER_LEN as u64 + payload.len() as u64,
+            Ordering::Relaxed,
+        );
         match h.kind {
             FrameKind::Ping => {}
             FrameKind::Goodbye => break Dead::Closed("the peer closed the connection".into()),
@@ -599,7 +678,9 @@ where
                         Some(w) => {
                             let _ = w.send(env);
                         }
-                        None => tracing::debug!(reply_to = env.reply_to, "reply to no pending request"),
+                        None => {
+                            tracing::debug!(reply_to = env.reply_to, "reply to no pending request")
+                        }
                     }
                 } else if ctrl_tx.send(env).await.is_err() {
                     tracing::debug!("control message dropped: nobody receives anymore");
@@ -617,7 +698,9 @@ where
                     let room = {
                         let st = shared.lock();
                         let unclaimed = st.streams.values().filter(|s| s.rx.is_some()).count();
-                        st.dead.is_some() || st.streams.contains_key(&h.stream) || unclaimed < MAX_UNCLAIMED_STREAMS
+                        st.dead.is_some()
+                            || st.streams.contains_key(&h.stream)
+                            || unclaimed < MAX_UNCLAIMED_STREAMS
                     };
                     if room {
                         break;
@@ -668,7 +751,11 @@ async fn writer_loop<W>(
         };
         let Some(item) = item else { break };
         let goodbye = item.kind == FrameKind::Goodbye;
-        let header = FrameHeader { kind: item.kind, stream: item.stream, len: item.payload.len() as u32 };
+        let header = FrameHeader {
+            kind: item.kind,
+            stream: item.stream,
+            len: item.payload.len() as u32,
+        };
         buf.clear();
         buf.extend_from_slice(&header.encode());
         buf.extend_from_slice(&item.payload);
@@ -684,7 +771,9 @@ async fn writer_loop<W>(
             shared.kill(Dead::Closed(format!("writing to the peer: {e}")));
             return;
         }
-        shared.bytes_out.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        shared
+            .bytes_out
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
         if goodbye {
             let _ = w.shutdown().await;
             return;

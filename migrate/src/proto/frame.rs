@@ -76,8 +76,13 @@ impl FrameHeader {
                 kind.max_len()
             )));
         }
-        if (kind == FrameKind::Control) != (stream == 0) && kind != FrameKind::Ping && kind != FrameKind::Goodbye {
-            return Err(Error::Protocol(format!("{kind:?} frame on stream {stream}")));
+        if (kind == FrameKind::Control) != (stream == 0)
+            && kind != FrameKind::Ping
+            && kind != FrameKind::Goodbye
+        {
+            return Err(Error::Protocol(format!(
+                "{kind:?} frame on stream {stream}"
+            )));
         }
         Ok(FrameHeader { kind, stream, len })
     }
@@ -96,7 +101,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(Frame
             if got == 0 {
                 return Ok(None);
             }
-            return Err(Error::PeerClosed("the peer closed the connection in the middle of a frame".into()));
+            return Err(Error::PeerClosed(
+                "the peer closed the connection in the middle of a frame".into(),
+            ));
         }
         got += n;
     }
@@ -104,7 +111,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(Frame
     // The length was bounded by decode, so this allocation is bounded too.
     let mut payload = vec![0u8; header.len as usize];
     r.read_exact(&mut payload).await.map_err(|e| {
-        Error::PeerClosed(format!("the peer closed the connection in the middle of a {:?} frame: {e}", header.kind))
+        Error::PeerClosed(format!(
+            "the peer closed the connection in the middle of a {:?} frame: {e}",
+            header.kind
+        ))
     })?;
     Ok(Some((header, payload)))
 }
@@ -115,24 +125,40 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        let h = FrameHeader { kind: FrameKind::Data, stream: 7, len: 1234 };
+        let h = FrameHeader {
+            kind: FrameKind::Data,
+            stream: 7,
+            len: 1234,
+        };
         assert_eq!(FrameHeader::decode(&h.encode()).unwrap(), h);
     }
 
     #[test]
     fn oversized_and_unknown_frames_are_refused() {
-        let h = FrameHeader { kind: FrameKind::Data, stream: 7, len: (MAX_DATA_FRAME + 1) as u32 };
+        let h = FrameHeader {
+            kind: FrameKind::Data,
+            stream: 7,
+            len: (MAX_DATA_FRAME + 1) as u32,
+        };
         assert!(FrameHeader::decode(&h.encode()).is_err());
         let mut b = h.encode();
         b[0] = 99;
         assert!(FrameHeader::decode(&b).is_err());
-        let c = FrameHeader { kind: FrameKind::Control, stream: 3, len: 1 };
+        let c = FrameHeader {
+            kind: FrameKind::Control,
+            stream: 3,
+            len: 1,
+        };
         assert!(FrameHeader::decode(&c.encode()).is_err());
     }
 
     #[tokio::test]
     async fn reader_stops_at_eof() {
-        let h = FrameHeader { kind: FrameKind::Data, stream: 1, len: 3 };
+        let h = FrameHeader {
+            kind: FrameKind::Data,
+            stream: 1,
+            len: 3,
+        };
         let mut bytes = h.encode().to_vec();
         bytes.extend_from_slice(b"abc");
         let mut r = &bytes[..];
@@ -140,6 +166,9 @@ mod tests {
         assert_eq!((hh, p.as_slice()), (h, &b"abc"[..]));
         assert!(read_frame(&mut r).await.unwrap().is_none());
         let mut cut = &bytes[..5];
-        assert!(matches!(read_frame(&mut cut).await, Err(Error::PeerClosed(_))));
+        assert!(matches!(
+            read_frame(&mut cut).await,
+            Err(Error::PeerClosed(_))
+        ));
     }
 }

@@ -49,11 +49,17 @@ where
     }
     stream.finish().await?;
     match conn
-        .request(Body::ImageEnd(ImageEnd { size: total, blake3: hasher.finalize().as_bytes().to_vec() }))
+        .request(Body::ImageEnd(ImageEnd {
+            size: total,
+            blake3: hasher.finalize().as_bytes().to_vec(),
+        }))
         .await?
     {
         Body::Ok(_) => Ok(total),
-        other => Err(Error::Protocol(format!("expected Ok after ImageEnd, got {}", other.name()))),
+        other => Err(Error::Protocol(format!(
+            "expected Ok after ImageEnd, got {}",
+            other.name()
+        ))),
     }
 }
 
@@ -65,7 +71,9 @@ where
     W: AsyncWrite + Unpin,
 {
     let Some(Body::ImageBegin(b)) = &begin.body else {
-        return Err(Error::Protocol("receive_image needs an ImageBegin message".into()));
+        return Err(Error::Protocol(
+            "receive_image needs an ImageBegin message".into(),
+        ));
     };
     let mut rx = conn.accept_stream(b.stream)?;
     let mut hasher = blake3::Hasher::new();
@@ -93,7 +101,10 @@ where
         )));
     };
     let problem = if let Some(e) = write_error {
-        Some(format!("destination could not store the image of {}: {e}", b.ctid))
+        Some(format!(
+            "destination could not store the image of {}: {e}",
+            b.ctid
+        ))
     } else if ie.size != total || ie.blake3 != hasher.finalize().as_bytes() {
         Some(format!(
             "the image of {} arrived damaged ({} bytes received, {} sent, or blake3 mismatch)",

@@ -451,4 +451,3 @@ pub struct Done {
     #[prost(string, tag = "1")]
     pub ctid: String,
 }
-

@@ -19,7 +19,11 @@ pub struct IterationPolicy {
 
 impl Default for IterationPolicy {
     fn default() -> Self {
-        IterationPolicy { max_passes: 8, max_changes: 64, max_bytes: 8 << 20 }
+        IterationPolicy {
+            max_passes: 8,
+            max_changes: 64,
+            max_bytes: 8 << 20,
+        }
     }
 }
 

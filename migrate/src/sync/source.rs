@@ -11,7 +11,8 @@ use super::scan::{scan_source, SourceEntry};
 use super::{fsops, PassStats, Progress, SyncOptions};
 use crate::error::{Error, Result};
 use crate::proto::{
-    Body, Connection, Delete, Extent, FileCommit, FileEntry, GetSignature, Hardlink, PutFile, SyncBegin, SyncEnd,
+    Body, Connection, Delete, Extent, FileCommit, FileEntry, GetSignature, Hardlink, PutFile,
+    SyncBegin, SyncEnd,
 };
 
 /// The largest manifest summary we accept from the destination.
@@ -28,14 +29,28 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
     let xattrs = opts.xattrs;
     let entries = tokio::task::spawn_blocking(move || scan_source(&root, xattrs))
         .await
-        .map_err(|e| Error::sync(src_dir.display().to_string(), format!("scan task failed: {e}")))??;
+        .map_err(|e| {
+            Error::sync(
+                src_dir.display().to_string(),
+                format!("scan task failed: {e}"),
+            )
+        })??;
 
     let ack = match conn
-        .request(Body::SyncBegin(SyncBegin { pass: opts.pass, ctid: opts.ctid.clone(), xattrs: opts.xattrs }))
+        .request(Body::SyncBegin(SyncBegin {
+            pass: opts.pass,
+            ctid: opts.ctid.clone(),
+            xattrs: opts.xattrs,
+        }))
         .await?
     {
         Body::SyncBeginAck(a) => a,
-        other => return Err(Error::Protocol(format!("expected SyncBeginAck, got {}", other.name()))),
+        other => {
+            return Err(Error::Protocol(format!(
+                "expected SyncBeginAck, got {}",
+                other.name()
+            )))
+        }
     };
     let mut rx = conn.accept_stream(ack.manifest_stream)?;
     let raw = rx.read_to_end(MAX_SUMMARY).await?;
@@ -43,13 +58,24 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
         "" => raw,
         "zstd" => zstd::bulk::decompress(&raw, MAX_SUMMARY)
             .map_err(|e| Error::Protocol(format!("bad compressed manifest summary: {e}")))?,
-        other => return Err(Error::Protocol(format!("manifest summary in unknown compression {other:?}"))),
+        other => {
+            return Err(Error::Protocol(format!(
+                "manifest summary in unknown compression {other:?}"
+            )))
+        }
     };
     let summary = decode_summary(&raw)?;
 
     let ops = plan(&entries, &summary, opts);
-    let mut stats = PassStats { pass: opts.pass, entries_scanned: entries.len() as u64, ..Default::default() };
-    let mut progress = Progress { pass: opts.pass, ..Default::default() };
+    let mut stats = PassStats {
+        pass: opts.pass,
+        entries_scanned: entries.len() as u64,
+        ..Default::default()
+    };
+    let mut progress = Progress {
+        pass: opts.pass,
+        ..Default::default()
+    };
     for op in &ops {
         if let Op::SendFile { idx, .. } = op {
             progress.bytes_total += entries[*idx].entry.size;
@@ -70,12 +96,23 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
         sender.run(&entries, op).await?;
     }
     let errors = std::mem::take(&mut sender.errors);
-    match conn.request(Body::SyncEnd(SyncEnd { pass: opts.pass })).await? {
+    match conn
+        .request(Body::SyncEnd(SyncEnd { pass: opts.pass }))
+        .await?
+    {
         Body::SyncEndAck(_) => {}
-        other => return Err(Error::Protocol(format!("expected SyncEndAck, got {}", other.name()))),
+        other => {
+            return Err(Error::Protocol(format!(
+                "expected SyncEndAck, got {}",
+                other.name()
+            )))
+        }
     }
     if !errors.is_empty() {
-        return Err(Error::sync(src_dir.display().to_string(), errors.join("; ")));
+        return Err(Error::sync(
+            src_dir.display().to_string(),
+            errors.join("; "),
+        ));
     }
     stats.bytes_on_wire = conn.bytes_sent() + conn.bytes_received() - wire_before;
     stats.duration = started.elapsed();
@@ -112,7 +149,10 @@ struct Sender<'a> {
 
 /// The entry as sent (the source's inode number means nothing to the destination).
 fn wire_entry(s: &SourceEntry) -> FileEntry {
-    FileEntry { ino: 0, ..s.entry.clone() }
+    FileEntry {
+        ino: 0,
+        ..s.entry.clone()
+    }
 }
 
 impl Sender<'_> {
@@ -131,7 +171,11 @@ impl Sender<'_> {
             }
             Op::SendFile { idx, delta } => {
                 let s = &entries[idx];
-                let sent = if delta { self.send_delta(s).await? } else { false };
+                let sent = if delta {
+                    self.send_delta(s).await?
+                } else {
+                    false
+                };
                 if !sent && !self.send_whole(s).await? {
                     self.vanished.insert(idx);
                 }
@@ -179,7 +223,9 @@ impl Sender<'_> {
                 return Ok(true);
             }
         };
-        let md = file.metadata().map_err(|e| Error::io("reading", &s.full, e))?;
+        let md = file
+            .metadata()
+            .map_err(|e| Error::io("reading", &s.full, e))?;
         let mut entry = wire_entry(s);
         // What we send is what the file holds now; mtime from the scan keeps the next pass honest.
         entry.size = md.len();
@@ -189,7 +235,10 @@ impl Sender<'_> {
             .send(Body::PutFile(PutFile {
                 entry: Some(entry.clone()),
                 stream: stream.id(),
-                extents: extents.iter().map(|&(offset, len)| Extent { offset, len }).collect(),
+                extents: extents
+                    .iter()
+                    .map(|&(offset, len)| Extent { offset, len })
+                    .collect(),
                 delta: false,
             }))
             .await?;
@@ -229,7 +278,12 @@ impl Sender<'_> {
         }
         if let Some(err) = read_error {
             stream.abort(&err).await?;
-            self.conn.send(Body::FileCommit(FileCommit { path: entry.path, blake3: Vec::new() })).await?;
+            self.conn
+                .send(Body::FileCommit(FileCommit {
+                    path: entry.path,
+                    blake3: Vec::new(),
+                }))
+                .await?;
             self.errors.push(err);
             return Ok(true);
         }
@@ -238,7 +292,10 @@ impl Sender<'_> {
         self.progress.bytes_done += entry.size - extents.iter().map(|e| e.1).sum::<u64>();
         stream.finish().await?;
         self.conn
-            .send(Body::FileCommit(FileCommit { path: entry.path, blake3: hasher.finalize().as_bytes().to_vec() }))
+            .send(Body::FileCommit(FileCommit {
+                path: entry.path,
+                blake3: hasher.finalize().as_bytes().to_vec(),
+            }))
             .await?;
         self.stats.files_sent += 1;
         Ok(true)
@@ -250,10 +307,16 @@ impl Sender<'_> {
         let block_size = ((s.entry.size as f64).sqrt() as u32).clamp(512, 128 << 10) & !63;
         let reply = self
             .conn
-            .request(Body::GetSignature(GetSignature { path: s.entry.path.clone(), block_size }))
+            .request(Body::GetSignature(GetSignature {
+                path: s.entry.path.clone(),
+                block_size,
+            }))
             .await?;
         let Body::SignatureReply(sig) = reply else {
-            return Err(Error::Protocol(format!("expected SignatureReply, got {}", reply.name())));
+            return Err(Error::Protocol(format!(
+                "expected SignatureReply, got {}",
+                reply.name()
+            )));
         };
         if sig.signature.is_empty() {
             return Ok(false);
@@ -267,8 +330,9 @@ impl Sender<'_> {
                 return Ok(true);
             }
         };
-        let signature = fast_rsync::Signature::deserialize(sig.signature)
-            .map_err(|e| Error::Protocol(format!("{name}: bad rsync signature from the peer: {e}")))?;
+        let signature = fast_rsync::Signature::deserialize(sig.signature).map_err(|e| {
+            Error::Protocol(format!("{name}: bad rsync signature from the peer: {e}"))
+        })?;
         let mut delta = Vec::new();
         fast_rsync::diff(&signature.index(), &data, &mut delta)
             .map_err(|e| Error::sync(name.clone(), format!("computing the delta: {e}")))?;
@@ -276,7 +340,12 @@ impl Sender<'_> {
         entry.size = data.len() as u64;
         let mut stream = self.conn.open_stream();
         self.conn
-            .send(Body::PutFile(PutFile { entry: Some(entry.clone()), stream: stream.id(), extents: Vec::new(), delta: true }))
+            .send(Body::PutFile(PutFile {
+                entry: Some(entry.clone()),
+                stream: stream.id(),
+                extents: Vec::new(),
+                delta: true,
+            }))
             .await?;
         for chunk in delta.chunks(CHUNK) {
             stream.send(chunk).await?;
@@ -285,7 +354,10 @@ impl Sender<'_> {
         stream.finish().await?;
         let digest = blake3::hash(&data);
         self.conn
-            .send(Body::FileCommit(FileCommit { path: entry.path, blake3: digest.as_bytes().to_vec() }))
+            .send(Body::FileCommit(FileCommit {
+                path: entry.path,
+                blake3: digest.as_bytes().to_vec(),
+            }))
             .await?;
         self.progress.bytes_done += s.entry.size;
         self.stats.files_sent += 1;
