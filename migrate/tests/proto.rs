@@ -205,7 +205,10 @@ async fn hostile_paths_never_escape_the_root() {
     put(&c, b"fine").await;
     let err = tokio::time::timeout(
         Duration::from_secs(30),
-        c.request(Body::SyncEnd(SyncEnd { pass: 1 })),
+        c.request(Body::SyncEnd(SyncEnd {
+            pass: 1,
+            ..Default::default()
+        })),
     )
     .await
     .expect("no answer to SyncEnd")
@@ -441,7 +444,10 @@ async fn a_file_the_source_gives_up_on_does_not_break_the_pass() {
     .unwrap();
     put(&c, b"next").await;
     let err = c
-        .request(Body::SyncEnd(SyncEnd { pass: 1 }))
+        .request(Body::SyncEnd(SyncEnd {
+            pass: 1,
+            ..Default::default()
+        }))
         .await
         .unwrap_err();
     assert!(

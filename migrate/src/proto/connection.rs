@@ -648,10 +648,12 @@ async fn reader_loop<R>(
 {
     let why = loop {
         let frame = match tokio::time::timeout(idle, read_frame(&mut r)).await {
-            Err(_) => break Dead::Timeout(format!(
+            Err(_) => {
+                break Dead::Timeout(format!(
                 "nothing received from the peer for {}s (the other host or the link may be down)",
                 idle.as_secs()
-            )),
+            ))
+            }
             Ok(Err(Error::Protocol(m))) => break Dead::Protocol(m),
             Ok(Err(e)) => break Dead::Closed(e.to_string()),
             Ok(Ok(None)) => {

@@ -378,6 +378,13 @@ pub struct SignatureReply {
 pub struct SyncEnd {
     #[prost(uint32, tag = "1")]
     pub pass: u32,
+    /// The source's view of the pass, for the destination's log.
+    #[prost(uint64, tag = "2")]
+    pub entries_scanned: u64,
+    #[prost(uint64, tag = "3")]
+    pub files_sent: u64,
+    #[prost(uint64, tag = "4")]
+    pub bytes_data: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

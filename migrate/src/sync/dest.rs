@@ -105,7 +105,14 @@ pub async fn receive_pass(
         let Some(body) = env.body else {
             return Err(Error::Protocol("empty control message during sync".into()));
         };
-        if let Body::SyncEnd(_) = body {
+        if let Body::SyncEnd(end) = body {
+            tracing::debug!(
+                pass = end.pass,
+                scanned = end.entries_scanned,
+                files = end.files_sent,
+                bytes = end.bytes_data,
+                "sync pass received"
+            );
             rx.finish();
             if rx.error_count > 0 {
                 let mut msg = format!(

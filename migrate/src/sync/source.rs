@@ -97,7 +97,12 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
     }
     let errors = std::mem::take(&mut sender.errors);
     match conn
-        .request(Body::SyncEnd(SyncEnd { pass: opts.pass }))
+        .request(Body::SyncEnd(SyncEnd {
+            pass: opts.pass,
+            entries_scanned: stats.entries_scanned,
+            files_sent: stats.files_sent,
+            bytes_data: stats.bytes_data,
+        }))
         .await?
     {
         Body::SyncEndAck(_) => {}
