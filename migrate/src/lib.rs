@@ -2,5 +2,11 @@
 //! sync and wire protocol they share.
 
 pub mod checkpoint;
+pub mod error;
 pub mod migration;
+pub mod proto;
 pub mod snapshot;
+pub mod sync;
+pub mod transport;
+
+pub use error::{Error, Result};

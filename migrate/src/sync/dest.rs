@@ -1,0 +1,615 @@
+//! The receiving side of a pass. Nothing is written outside the root: every path from the peer
+//! is checked (relative, no `..`), and no directory on the way may be a symlink.
+
+use std::collections::HashSet;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+use super::fsops::{self, display, resolve};
+use super::scan::{is_special, scan_dest};
+use super::source::hash_zeros;
+use super::ReceiveOptions;
+use crate::error::{Error, IoContext, Result};
+use crate::proto::{
+    Body, Connection, Envelope, FileEntry, FileKind, Hardlink, PutFile, SignatureReply,
+    SyncBeginAck, SyncEndAck,
+};
+
+/// What the destination did in one pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReceiveStats {
+    pub pass: u32,
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub deleted: u64,
+}
+
+/// At most this many per-file errors are reported back (the rest are counted).
+const MAX_REPORTED_ERRORS: usize = 20;
+
+/// Serve one pass into `root`, starting from the peer's `SyncBegin` (which the caller's
+/// dispatcher received), until `SyncEnd`. Per-file failures are collected and returned to the
+/// source in the SyncEnd answer (and as this function's error); a broken connection ends the
+/// pass at once.
+pub async fn receive_pass(
+    conn: &Connection,
+    begin: &Envelope,
+    root: &Path,
+    opts: &ReceiveOptions,
+) -> Result<ReceiveStats> {
+    let Some(Body::SyncBegin(b)) = &begin.body else {
+        return Err(Error::Protocol(
+            "receive_pass needs a SyncBegin message".into(),
+        ));
+    };
+    let xattrs = b.xattrs;
+    let root_buf = root.to_path_buf();
+    let link_dest = opts.link_dest.clone();
+    let summary =
+        tokio::task::spawn_blocking(move || scan_dest(&root_buf, link_dest.as_deref(), xattrs))
+            .await
+            .map_err(|e| Error::sync(root.display().to_string(), format!("scan task failed: {e}")));
+    let summary = match summary.and_then(|r| r) {
+        Ok(s) => s,
+        Err(e) => {
+            conn.reply_error(
+                begin.id,
+                format!("destination cannot read {}: {e}", root.display()),
+            )
+            .await?;
+            return Err(e);
+        }
+    };
+    // Summaries of big trees repeat most of each entry: compressed they cost a fraction.
+    let mut plain = Vec::with_capacity(summary.len() * 48);
+    for e in &summary {
+        e.encode_length_delimited(&mut plain)
+            .map_err(|e| Error::Protocol(format!("encoding summary: {e}")))?;
+    }
+    let packed = zstd::bulk::compress(&plain, 3)
+        .map_err(|e| Error::io("compressing the summary of", root, e))?;
+    drop(plain);
+    let mut stream = conn.open_stream();
+    conn.reply(
+        begin.id,
+        Body::SyncBeginAck(SyncBeginAck {
+            manifest_stream: stream.id(),
+            entries: summary.len() as u64,
+            compression: "zstd".into(),
+        }),
+    )
+    .await?;
+    stream.send(&packed).await?;
+    stream.finish().await?;
+    drop(summary);
+
+    let mut rx = Receiver {
+        conn,
+        root: root.to_path_buf(),
+        opts,
+        xattrs,
+        verified: HashSet::new(),
+        dir_meta: Vec::new(),
+        errors: Vec::new(),
+        error_count: 0,
+        stats: ReceiveStats {
+            pass: b.pass,
+            ..Default::default()
+        },
+        counter: 0,
+    };
+    loop {
+        let env = conn.recv().await?;
+        let Some(body) = env.body else {
+            return Err(Error::Protocol("empty control message during sync".into()));
+        };
+        if let Body::SyncEnd(end) = body {
+            tracing::debug!(
+                pass = end.pass,
+                scanned = end.entries_scanned,
+                files = end.files_sent,
+                bytes = end.bytes_data,
+                "sync pass received"
+            );
+            rx.finish();
+            if rx.error_count > 0 {
+                let mut msg = format!(
+                    "{} entries failed on the destination: {}",
+                    rx.error_count,
+                    rx.errors.join("; ")
+                );
+                if rx.error_count > rx.errors.len() {
+                    msg.push_str("; ...");
+                }
+                conn.reply_error(env.id, msg.clone()).await?;
+                return Err(Error::sync(root.display().to_string(), msg));
+            }
+            let s = &rx.stats;
+            conn.reply(
+                env.id,
+                Body::SyncEndAck(SyncEndAck {
+                    files_written: s.files_written,
+                    bytes_written: s.bytes_written,
+                    deleted: s.deleted,
+                }),
+            )
+            .await?;
+            return Ok(rx.stats);
+        }
+        if let Body::Abort(a) = &body {
+            return Err(Error::Remote(format!(
+                "the source aborted the sync: {}",
+                a.reason
+            )));
+        }
+        let res = rx.handle(env.id, body).await;
+        if let Err(e) = res {
+            if matches!(
+                e,
+                Error::PeerClosed(_) | Error::Timeout(_) | Error::Protocol(_)
+            ) {
+                return Err(e);
+            }
+            rx.record(e);
+        }
+    }
+}
+
+struct Receiver<'a> {
+    conn: &'a Connection,
+    root: PathBuf,
+    opts: &'a ReceiveOptions,
+    xattrs: bool,
+    /// Directories already checked to be real directories inside the root.
+    verified: HashSet<PathBuf>,
+    dir_meta: Vec<FileEntry>,
+    errors: Vec<String>,
+    error_count: usize,
+    stats: ReceiveStats,
+    counter: u64,
+}
+
+impl Receiver<'_> {
+    fn record(&mut self, e: Error) {
+        tracing::warn!("sync: {e}");
+        self.error_count += 1;
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(e.to_string());
+        }
+    }
+
+    fn path(&mut self, rel: &[u8], allow_root: bool) -> Result<PathBuf> {
+        resolve(&self.root, rel, allow_root, &mut self.verified)
+    }
+
+    fn temp(&mut self, target: &Path) -> PathBuf {
+        self.counter += 1;
+        fsops::temp_name(target, self.counter)
+    }
+
+    /// Put `tmp` in place of `target`. A directory in the way is removed first (rename cannot
+    /// replace one with a non-directory).
+    fn install(&mut self, tmp: &Path, target: &Path) -> Result<()> {
+        if std::fs::symlink_metadata(target).is_ok_and(|m| m.is_dir()) {
+            std::fs::remove_dir_all(target).ctx("removing directory", target)?;
+            self.verified.clear();
+        }
+        std::fs::rename(tmp, target).ctx("renaming into place", target)?;
+        // Renaming over a name of the same inode does nothing: drop the temporary name then.
+        let _ = std::fs::remove_file(tmp);
+        Ok(())
+    }
+
+    async fn handle(&mut self, id: u64, body: Body) -> Result<()> {
+        match body {
+            Body::Delete(d) => {
+                let p = self.path(&d.path, false)?;
+                if fsops::remove_any(&p).ctx("deleting", &p)? {
+                    self.stats.deleted += 1;
+                }
+                self.verified.clear();
+            }
+            Body::Mkdir(e) => {
+                let p = self.path(&e.path, true)?;
+                match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        fsops::remove_any(&p).ctx("replacing", &p)?;
+                        std::fs::create_dir(&p).ctx("creating directory", &p)?;
+                    }
+                    Err(_) => std::fs::create_dir(&p).ctx("creating directory", &p)?,
+                }
+                // Owner and mode now (so contents land in a directory owned right); times last.
+                fsops::lchown(&p, e.uid, e.gid).ctx("chown", &p)?;
+            }
+            Body::SetMeta(e) => {
+                let p = self.path(&e.path, true)?;
+                let md = std::fs::symlink_metadata(&p).ctx("reading", &p)?;
+                if fsops::kind_of(&md) != e.kind() {
+                    return Err(Error::sync(
+                        display(&e.path),
+                        "metadata for an entry of another type",
+                    ));
+                }
+                if e.kind() == FileKind::Directory {
+                    self.dir_meta.push(e);
+                } else if e.kind() == FileKind::Regular && self.opts.link_dest.is_some() && {
+                    use std::os::unix::fs::MetadataExt;
+                    md.nlink() > 1
+                } {
+                    // Possibly shared with the link-dest tree: change a private copy.
+                    let tmp = self.temp(&p);
+                    std::fs::copy(&p, &tmp).ctx("copying", &p)?;
+                    fsops::apply_meta(&tmp, &e, self.xattrs).ctx("setting metadata", &tmp)?;
+                    self.install(&tmp, &p)?;
+                } else {
+                    fsops::apply_meta(&p, &e, self.xattrs).ctx("setting metadata", &p)?;
+                }
+            }
+            Body::Symlink(e) => {
+                let p = self.path(&e.path, false)?;
+                let tmp = self.temp(&p);
+                std::os::unix::fs::symlink(
+                    std::ffi::OsStr::from_bytes_ext(&e.symlink_target),
+                    &tmp,
+                )
+                .ctx("creating symlink", &tmp)?;
+                self.finish_new(&tmp, &p, &e)?;
+            }
+            Body::Mknod(e) => {
+                if !is_special(e.kind()) {
+                    return Err(Error::sync(
+                        display(&e.path),
+                        "Mknod for a file that is not special",
+                    ));
+                }
+                let p = self.path(&e.path, false)?;
+                let tmp = self.temp(&p);
+                fsops::mknod(&tmp, e.kind(), e.mode, e.rdev).ctx("mknod", &tmp)?;
+                self.finish_new(&tmp, &p, &e)?;
+            }
+            Body::Hardlink(Hardlink { path, target }) => {
+                let p = self.path(&path, false)?;
+                let t = self.path(&target, false)?;
+                let tmp = self.temp(&p);
+                std::fs::hard_link(&t, &tmp).ctx("linking", &p)?;
+                self.install(&tmp, &p)?;
+            }
+            Body::LinkFrom(e) => {
+                let p = self.path(&e.path, false)?;
+                let Some(ld) = self.opts.link_dest.clone() else {
+                    return Err(Error::sync(
+                        display(&e.path),
+                        "LinkFrom without a link-dest tree",
+                    ));
+                };
+                let mut seen = HashSet::new();
+                let from = resolve(&ld, &e.path, false, &mut seen)?;
+                let tmp = self.temp(&p);
+                std::fs::hard_link(&from, &tmp).ctx("linking from the previous tree", &from)?;
+                self.install(&tmp, &p)?;
+            }
+            Body::PutFile(pf) => self.put_file(pf).await?,
+            Body::GetSignature(g) => {
+                let signature = self.signature(&g.path, g.block_size).unwrap_or_default();
+                self.conn
+                    .reply(id, Body::SignatureReply(SignatureReply { signature }))
+                    .await?;
+            }
+            other => {
+                return Err(Error::Protocol(format!(
+                    "unexpected {} during a sync pass",
+                    other.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Metadata on a freshly made temporary entry (a new inode has no xattrs to remove, so
+    /// the xattr step runs only when there are some to set), then into place.
+    fn finish_new(&mut self, tmp: &Path, target: &Path, e: &FileEntry) -> Result<()> {
+        if let Err(err) = fsops::apply_meta(tmp, e, self.xattrs && !e.xattrs.is_empty()) {
+            let _ = std::fs::remove_file(tmp);
+            return Err(Error::io("setting metadata", tmp, err));
+        }
+        self.install(tmp, target)
+    }
+
+    fn signature(&mut self, rel: &[u8], block_size: u32) -> Option<Vec<u8>> {
+        let p = self.path(rel, false).ok()?;
+        let md = std::fs::symlink_metadata(&p).ok()?;
+        // Deltas work in memory: refuse to load more than a source may delta.
+        if !md.is_file()
+            || md.len() > super::DEFAULT_DELTA_MAX
+            || !(64..=1 << 20).contains(&block_size)
+        {
+            return None;
+        }
+        let data = std::fs::read(&p).ok()?;
+        let sig = fast_rsync::Signature::calculate(
+            &data,
+            fast_rsync::SignatureOptions {
+                block_size,
+                crypto_hash_size: 8,
+            },
+        );
+        Some(sig.into_serialized())
+    }
+
+    async fn put_file(&mut self, pf: PutFile) -> Result<()> {
+        let entry = pf
+            .entry
+            .ok_or_else(|| Error::Protocol("PutFile without an entry".into()))?;
+        let mut rx = self.conn.accept_stream(pf.stream)?;
+        let name = display(&entry.path);
+        // Local failures are remembered, not returned at once: the stream and the FileCommit
+        // that follow must still be consumed to stay in step with the source.
+        let mut failure: Option<Error> = None;
+        let mut hasher = blake3::Hasher::new();
+        let mut target = None;
+        let mut tmp = None;
+        let mut file = None;
+        match self.path(&entry.path, false) {
+            Ok(p) => {
+                let t = self.temp(&p);
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&t)
+                {
+                    Ok(f) => {
+                        file = Some(f);
+                        tmp = Some(t);
+                    }
+                    Err(e) => failure = Some(Error::io("creating", &t, e)),
+                }
+                target = Some(p);
+            }
+            Err(e) => failure = Some(e),
+        }
+        let mut written = 0u64;
+        if pf.delta && entry.size > super::DEFAULT_DELTA_MAX {
+            return Err(Error::Protocol(format!(
+                "{name}: a delta for {} bytes is more than the destination accepts",
+                entry.size
+            )));
+        }
+        if pf.delta {
+            let delta = match rx
+                .read_to_end(
+                    (entry.size as usize)
+                        .saturating_mul(2)
+                        .saturating_add(1 << 20),
+                )
+                .await
+            {
+                Ok(d) => d,
+                Err(e @ Error::Remote(_)) => {
+                    failure.get_or_insert(Error::sync(name.clone(), e.to_string()));
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
+            };
+            if let (None, Some(t), Some(f)) = (&failure, &target, &file) {
+                match std::fs::read(t) {
+                    Ok(base) => {
+                        let mut out = Vec::with_capacity(entry.size as usize);
+                        match fast_rsync::apply_limited(
+                            &base,
+                            &delta,
+                            &mut out,
+                            entry.size as usize,
+                        ) {
+                            Ok(()) => {
+                                hasher.update(&out);
+                                written = out.len() as u64;
+                                if let Err(e) = f.write_all_at(&out, 0) {
+                                    failure = Some(Error::io("writing", t, e));
+                                }
+                            }
+                            Err(e) => {
+                                failure = Some(Error::sync(
+                                    name.clone(),
+                                    format!("applying the delta: {e}"),
+                                ))
+                            }
+                        }
+                    }
+                    Err(e) => failure = Some(Error::io("reading the old copy of", t, e)),
+                }
+            }
+        } else {
+            let extents =
+                check_extents(&pf.extents, entry.size).map_err(|m| Error::sync(name.clone(), m));
+            let extents = match extents {
+                Ok(x) => x,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    Vec::new()
+                }
+            };
+            if let (None, Some(f)) = (&failure, &file) {
+                if let Err(e) = f.set_len(entry.size) {
+                    failure = Some(Error::io(
+                        "sizing",
+                        tmp.as_deref().unwrap_or(Path::new("?")),
+                        e,
+                    ));
+                }
+            }
+            let mut ext = extents.into_iter();
+            let mut cur: Option<(u64, u64)> = None; // (offset of next byte, bytes left in extent)
+            let mut hashed_to = 0u64;
+            loop {
+                let chunk = match rx.recv().await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    // The source gave up on this file (it says why); its FileCommit still follows.
+                    Err(e @ Error::Remote(_)) => {
+                        failure.get_or_insert(Error::sync(name.clone(), e.to_string()));
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if failure.is_some() {
+                    continue;
+                }
+                let mut data = &chunk[..];
+                while !data.is_empty() {
+                    if cur.is_none_or(|c| c.1 == 0) {
+                        match ext.next() {
+                            Some((off, len)) => {
+                                hash_zeros(&mut hasher, off - hashed_to);
+                                hashed_to = off;
+                                cur = Some((off, len));
+                            }
+                            None => {
+                                failure = Some(Error::sync(
+                                    name.clone(),
+                                    "more data than the announced extents",
+                                ));
+                                break;
+                            }
+                        }
+                    }
+                    let (off, left) = cur.unwrap_or((0, 0));
+                    let n = (left as usize).min(data.len());
+                    if let Some(f) = &file {
+                        if let Err(e) = f.write_all_at(&data[..n], off) {
+                            failure = Some(Error::io(
+                                "writing",
+                                tmp.as_deref().unwrap_or(Path::new("?")),
+                                e,
+                            ));
+                            break;
+                        }
+                    }
+                    hasher.update(&data[..n]);
+                    hashed_to = off + n as u64;
+                    written += n as u64;
+                    cur = Some((off + n as u64, left - n as u64));
+                    data = &data[n..];
+                }
+            }
+            if failure.is_none() && (ext.next().is_some() || cur.is_some_and(|c| c.1 != 0)) {
+                failure = Some(Error::sync(
+                    name.clone(),
+                    "the stream ended before all announced data arrived",
+                ));
+            }
+            hash_zeros(&mut hasher, entry.size.saturating_sub(hashed_to));
+        }
+        // The source always follows a PutFile's stream with its FileCommit.
+        let commit = self.conn.recv().await?;
+        let Some(Body::FileCommit(commit)) = commit.body else {
+            return Err(Error::Protocol(format!(
+                "expected FileCommit for {name}, got {}",
+                commit.body.as_ref().map(Body::name).unwrap_or("nothing")
+            )));
+        };
+        if commit.path != entry.path {
+            return Err(Error::Protocol(format!(
+                "FileCommit for {} while receiving {name}",
+                display(&commit.path)
+            )));
+        }
+        let cleanup = |tmp: &Option<PathBuf>| {
+            if let Some(t) = tmp {
+                let _ = std::fs::remove_file(t);
+            }
+        };
+        if let Some(f) = failure {
+            cleanup(&tmp);
+            return Err(f);
+        }
+        if commit.blake3.is_empty() {
+            cleanup(&tmp);
+            return Err(Error::sync(
+                name,
+                "the source could not read the file (see its error)",
+            ));
+        }
+        if commit.blake3 != hasher.finalize().as_bytes() {
+            cleanup(&tmp);
+            return Err(Error::sync(
+                name,
+                "blake3 digest mismatch: the data received differs from the source's file (corrupted in transit); the old copy is kept",
+            ));
+        }
+        let (Some(tmp), Some(target)) = (tmp, target) else {
+            return Err(Error::sync(name, "no temporary file"));
+        };
+        drop(file);
+        if let Err(e) = fsops::apply_meta(&tmp, &entry, self.xattrs && !entry.xattrs.is_empty()) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io("setting metadata", &tmp, e));
+        }
+        self.install(&tmp, &target)?;
+        self.stats.files_written += 1;
+        self.stats.bytes_written += written;
+        Ok(())
+    }
+
+    /// Directory metadata, deepest first (setting a child's times would not change its parent's
+    /// mtime, but creating it did, so parents come after), then flush if asked.
+    fn finish(&mut self) {
+        let mut metas = std::mem::take(&mut self.dir_meta);
+        metas.sort_by_key(|e| {
+            std::cmp::Reverse(
+                e.path.iter().filter(|b| **b == b'/').count() + usize::from(!e.path.is_empty()),
+            )
+        });
+        for e in metas {
+            let res = self.path(&e.path, true).and_then(|p| {
+                fsops::apply_meta(&p, &e, self.xattrs)
+                    .map_err(|err| Error::io("setting metadata", &p, err))
+            });
+            if let Err(err) = res {
+                self.record(err);
+            }
+        }
+        if self.opts.fsync {
+            if let Err(e) = fsops::syncfs(&self.root) {
+                let root = self.root.clone();
+                self.record(Error::io("flushing", root, e));
+            }
+        }
+    }
+}
+
+/// Extents must be in order, not overlap, and stay within the file.
+fn check_extents(
+    extents: &[crate::proto::Extent],
+    size: u64,
+) -> std::result::Result<Vec<(u64, u64)>, String> {
+    let mut end = 0u64;
+    let mut out = Vec::with_capacity(extents.len());
+    for x in extents {
+        let stop = x.offset.checked_add(x.len).ok_or("extent overflows")?;
+        if x.offset < end || stop > size {
+            return Err(format!(
+                "bad extent {}+{} in a file of {size} bytes",
+                x.offset, x.len
+            ));
+        }
+        end = stop;
+        if x.len > 0 {
+            out.push((x.offset, x.len));
+        }
+    }
+    Ok(out)
+}
+
+trait FromBytesExt {
+    fn from_bytes_ext(b: &[u8]) -> &Self;
+}
+
+impl FromBytesExt for std::ffi::OsStr {
+    fn from_bytes_ext(b: &[u8]) -> &Self {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::OsStr::from_bytes(b)
+    }
+}

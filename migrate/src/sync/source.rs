@@ -1,0 +1,382 @@
+//! The sending side of a pass.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Instant;
+
+use prost::Message;
+
+use super::plan::{plan, Op};
+use super::scan::{scan_source, SourceEntry};
+use super::{fsops, PassStats, Progress, SyncOptions};
+use crate::error::{Error, Result};
+use crate::proto::{
+    Body, Connection, Delete, Extent, FileCommit, FileEntry, GetSignature, Hardlink, PutFile,
+    SyncBegin, SyncEnd,
+};
+
+/// The largest manifest summary we accept from the destination.
+const MAX_SUMMARY: usize = 1 << 30;
+const CHUNK: usize = 1 << 20;
+
+/// Run one sync pass of `src_dir` to the peer (which runs [`super::receive_pass`]). Returns when
+/// the destination has applied everything and answered, or with the first error (the
+/// destination's errors name each file that failed).
+pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) -> Result<PassStats> {
+    let started = Instant::now();
+    let wire_before = conn.bytes_sent() + conn.bytes_received();
+    let root = src_dir.to_path_buf();
+    let xattrs = opts.xattrs;
+    let entries = tokio::task::spawn_blocking(move || scan_source(&root, xattrs))
+        .await
+        .map_err(|e| {
+            Error::sync(
+                src_dir.display().to_string(),
+                format!("scan task failed: {e}"),
+            )
+        })??;
+
+    let ack = match conn
+        .request(Body::SyncBegin(SyncBegin {
+            pass: opts.pass,
+            ctid: opts.ctid.clone(),
+            xattrs: opts.xattrs,
+        }))
+        .await?
+    {
+        Body::SyncBeginAck(a) => a,
+        other => {
+            return Err(Error::Protocol(format!(
+                "expected SyncBeginAck, got {}",
+                other.name()
+            )))
+        }
+    };
+    let mut rx = conn.accept_stream(ack.manifest_stream)?;
+    let raw = rx.read_to_end(MAX_SUMMARY).await?;
+    let raw = match ack.compression.as_str() {
+        "" => raw,
+        "zstd" => zstd::bulk::decompress(&raw, MAX_SUMMARY)
+            .map_err(|e| Error::Protocol(format!("bad compressed manifest summary: {e}")))?,
+        other => {
+            return Err(Error::Protocol(format!(
+                "manifest summary in unknown compression {other:?}"
+            )))
+        }
+    };
+    let summary = decode_summary(&raw)?;
+
+    let ops = plan(&entries, &summary, opts);
+    let mut stats = PassStats {
+        pass: opts.pass,
+        entries_scanned: entries.len() as u64,
+        ..Default::default()
+    };
+    let mut progress = Progress {
+        pass: opts.pass,
+        ..Default::default()
+    };
+    for op in &ops {
+        if let Op::SendFile { idx, .. } = op {
+            progress.bytes_total += entries[*idx].entry.size;
+            progress.files_total += 1;
+        }
+    }
+    report(opts, &progress);
+
+    let mut sender = Sender {
+        conn,
+        opts,
+        stats: &mut stats,
+        progress: &mut progress,
+        errors: Vec::new(),
+        vanished: std::collections::HashSet::new(),
+    };
+    for op in ops {
+        sender.run(&entries, op).await?;
+    }
+    let errors = std::mem::take(&mut sender.errors);
+    match conn
+        .request(Body::SyncEnd(SyncEnd {
+            pass: opts.pass,
+            entries_scanned: stats.entries_scanned,
+            files_sent: stats.files_sent,
+            bytes_data: stats.bytes_data,
+        }))
+        .await?
+    {
+        Body::SyncEndAck(_) => {}
+        other => {
+            return Err(Error::Protocol(format!(
+                "expected SyncEndAck, got {}",
+                other.name()
+            )))
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::sync(
+            src_dir.display().to_string(),
+            errors.join("; "),
+        ));
+    }
+    stats.bytes_on_wire = conn.bytes_sent() + conn.bytes_received() - wire_before;
+    stats.duration = started.elapsed();
+    Ok(stats)
+}
+
+fn decode_summary(mut raw: &[u8]) -> Result<Vec<FileEntry>> {
+    let mut out = Vec::new();
+    while !raw.is_empty() {
+        let e = FileEntry::decode_length_delimited(&mut raw)
+            .map_err(|e| Error::Protocol(format!("bad manifest summary entry: {e}")))?;
+        out.push(e);
+    }
+    Ok(out)
+}
+
+fn report(opts: &SyncOptions, p: &Progress) {
+    if let Some(f) = &opts.progress {
+        f(p);
+    }
+}
+
+struct Sender<'a> {
+    conn: &'a Connection,
+    opts: &'a SyncOptions,
+    stats: &'a mut PassStats,
+    progress: &'a mut Progress,
+    /// Source-side failures that do not break the protocol (a file unreadable mid-way).
+    errors: Vec<String>,
+    /// Files that disappeared since the scan (a running container deletes files): their other
+    /// hardlink names are skipped too. The next pass deletes them on the destination.
+    vanished: std::collections::HashSet<usize>,
+}
+
+/// The entry as sent (the source's inode number means nothing to the destination).
+fn wire_entry(s: &SourceEntry) -> FileEntry {
+    FileEntry {
+        ino: 0,
+        ..s.entry.clone()
+    }
+}
+
+impl Sender<'_> {
+    async fn run(&mut self, entries: &[SourceEntry], op: Op) -> Result<()> {
+        let conn = self.conn;
+        match op {
+            Op::Delete(path) => {
+                conn.send(Body::Delete(Delete { path })).await?;
+                self.stats.deleted += 1;
+            }
+            Op::Mkdir(i) => {
+                let mut e = wire_entry(&entries[i]);
+                e.xattrs.clear(); // applied with the directory's metadata at the end
+                conn.send(Body::Mkdir(e)).await?;
+                self.stats.created += 1;
+            }
+            Op::SendFile { idx, delta } => {
+                let s = &entries[idx];
+                let sent = if delta {
+                    self.send_delta(s).await?
+                } else {
+                    false
+                };
+                if !sent && !self.send_whole(s).await? {
+                    self.vanished.insert(idx);
+                }
+                self.progress.files_done += 1;
+                report(self.opts, self.progress);
+            }
+            Op::LinkFrom(i) => {
+                conn.send(Body::LinkFrom(wire_entry(&entries[i]))).await?;
+                self.stats.links += 1;
+            }
+            Op::Hardlink { target, .. } if self.vanished.contains(&target) => {}
+            Op::Hardlink { idx, target } => {
+                conn.send(Body::Hardlink(Hardlink {
+                    path: entries[idx].entry.path.clone(),
+                    target: entries[target].entry.path.clone(),
+                }))
+                .await?;
+                self.stats.links += 1;
+            }
+            Op::Symlink(i) => {
+                conn.send(Body::Symlink(wire_entry(&entries[i]))).await?;
+                self.stats.created += 1;
+            }
+            Op::Mknod(i) => {
+                conn.send(Body::Mknod(wire_entry(&entries[i]))).await?;
+                self.stats.created += 1;
+            }
+            Op::SetMeta(i) | Op::DirMeta(i) => {
+                conn.send(Body::SetMeta(wire_entry(&entries[i]))).await?;
+                self.stats.meta_updates += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send the whole file (its data extents; holes stay holes). A file that vanished since the
+    /// scan is skipped (`Ok(false)`; the next pass deletes it).
+    async fn send_whole(&mut self, s: &SourceEntry) -> Result<bool> {
+        let name = fsops::display(&s.entry.path);
+        let file = match std::fs::File::open(&s.full) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => {
+                self.errors.push(format!("{name}: opening: {e}"));
+                return Ok(true);
+            }
+        };
+        let md = file
+            .metadata()
+            .map_err(|e| Error::io("reading", &s.full, e))?;
+        let mut entry = wire_entry(s);
+        // What we send is what the file holds now; mtime from the scan keeps the next pass honest.
+        entry.size = md.len();
+        let extents = fsops::data_extents(&file, &md);
+        let mut stream = self.conn.open_stream();
+        self.conn
+            .send(Body::PutFile(PutFile {
+                entry: Some(entry.clone()),
+                stream: stream.id(),
+                extents: extents
+                    .iter()
+                    .map(|&(offset, len)| Extent { offset, len })
+                    .collect(),
+                delta: false,
+            }))
+            .await?;
+        let mut hasher = blake3::Hasher::new();
+        let mut pos = 0u64;
+        let mut buf = vec![0u8; CHUNK];
+        let mut read_error = None;
+        'extents: for &(off, len) in &extents {
+            hash_zeros(&mut hasher, off - pos);
+            let mut done = 0u64;
+            while done < len {
+                let want = ((len - done) as usize).min(CHUNK);
+                let chunk = &mut buf[..want];
+                let mut filled = 0;
+                while filled < want {
+                    match file.read_at(&mut chunk[filled..], off + done + filled as u64) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            read_error = Some(format!("{name}: reading: {e}"));
+                            break 'extents;
+                        }
+                    }
+                }
+                // A file that shrank while we read it is padded with zeros; its new mtime makes
+                // the next pass send it again.
+                chunk[filled..].fill(0);
+                hasher.update(chunk);
+                stream.send(chunk).await?;
+                done += want as u64;
+                self.stats.bytes_data += want as u64;
+                self.progress.bytes_done += want as u64;
+                report(self.opts, self.progress);
+            }
+            pos = off + len;
+        }
+        if let Some(err) = read_error {
+            stream.abort(&err).await?;
+            self.conn
+                .send(Body::FileCommit(FileCommit {
+                    path: entry.path,
+                    blake3: Vec::new(),
+                }))
+                .await?;
+            self.errors.push(err);
+            return Ok(true);
+        }
+        hash_zeros(&mut hasher, entry.size - pos);
+        // Holes count as done for progress.
+        self.progress.bytes_done += entry.size - extents.iter().map(|e| e.1).sum::<u64>();
+        stream.finish().await?;
+        self.conn
+            .send(Body::FileCommit(FileCommit {
+                path: entry.path,
+                blake3: hasher.finalize().as_bytes().to_vec(),
+            }))
+            .await?;
+        self.stats.files_sent += 1;
+        Ok(true)
+    }
+
+    /// Send an rsync delta against the destination's copy. `Ok(false)` when the destination has
+    /// no usable copy after all (then the caller sends the whole file).
+    async fn send_delta(&mut self, s: &SourceEntry) -> Result<bool> {
+        let block_size = ((s.entry.size as f64).sqrt() as u32).clamp(512, 128 << 10) & !63;
+        let reply = self
+            .conn
+            .request(Body::GetSignature(GetSignature {
+                path: s.entry.path.clone(),
+                block_size,
+            }))
+            .await?;
+        let Body::SignatureReply(sig) = reply else {
+            return Err(Error::Protocol(format!(
+                "expected SignatureReply, got {}",
+                reply.name()
+            )));
+        };
+        if sig.signature.is_empty() {
+            return Ok(false);
+        }
+        let name = fsops::display(&s.entry.path);
+        let data = match std::fs::read(&s.full) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+            Err(e) => {
+                self.errors.push(format!("{name}: reading: {e}"));
+                return Ok(true);
+            }
+        };
+        let signature = fast_rsync::Signature::deserialize(sig.signature).map_err(|e| {
+            Error::Protocol(format!("{name}: bad rsync signature from the peer: {e}"))
+        })?;
+        let mut delta = Vec::new();
+        fast_rsync::diff(&signature.index(), &data, &mut delta)
+            .map_err(|e| Error::sync(name.clone(), format!("computing the delta: {e}")))?;
+        let mut entry = wire_entry(s);
+        entry.size = data.len() as u64;
+        let mut stream = self.conn.open_stream();
+        self.conn
+            .send(Body::PutFile(PutFile {
+                entry: Some(entry.clone()),
+                stream: stream.id(),
+                extents: Vec::new(),
+                delta: true,
+            }))
+            .await?;
+        for chunk in delta.chunks(CHUNK) {
+            stream.send(chunk).await?;
+            self.stats.bytes_data += chunk.len() as u64;
+        }
+        stream.finish().await?;
+        let digest = blake3::hash(&data);
+        self.conn
+            .send(Body::FileCommit(FileCommit {
+                path: entry.path,
+                blake3: digest.as_bytes().to_vec(),
+            }))
+            .await?;
+        self.progress.bytes_done += s.entry.size;
+        self.stats.files_sent += 1;
+        self.stats.delta_files += 1;
+        Ok(true)
+    }
+}
+
+static ZEROS: [u8; 64 << 10] = [0u8; 64 << 10];
+
+pub(crate) fn hash_zeros(h: &mut blake3::Hasher, mut n: u64) {
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        h.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
+}

@@ -1,0 +1,237 @@
+//! Transports: how the source reaches a ferry on the destination. Both spawn a child process
+//! whose stdin/stdout become the protocol's byte stream; the child's stderr is collected so an
+//! early failure ("ferry: command not found", "Permission denied (publickey)") can be shown.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::error::{Error, Result};
+use crate::proto::{Connection, ConnectionOptions};
+
+/// Where and how to start `ferry migrate-receive` on the destination over ssh.
+#[derive(Clone, Debug)]
+pub struct SshTarget {
+    /// `host` or `user@host`.
+    pub destination: String,
+    /// Extra ssh options, passed through word by word (`--ssh-opts`).
+    pub ssh_opts: Vec<String>,
+    /// The ferry command on the destination (`--remote-ferry`), default "ferry".
+    pub remote_ferry: String,
+    /// The ssh client binary, default "ssh".
+    pub ssh_program: String,
+}
+
+impl SshTarget {
+    pub fn new(destination: impl Into<String>) -> Self {
+        SshTarget {
+            destination: destination.into(),
+            ssh_opts: Vec::new(),
+            remote_ferry: "ferry".into(),
+            ssh_program: "ssh".into(),
+        }
+    }
+
+    /// The full ssh command line for `remote_args` (e.g. `["migrate-receive", "101"]`).
+    pub fn command_line(&self, remote_args: &[String]) -> Vec<String> {
+        let mut argv = vec![
+            self.ssh_program.clone(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+        ];
+        argv.extend(self.ssh_opts.iter().cloned());
+        // "--" keeps a destination that starts with '-' from being read as an option.
+        argv.push("--".into());
+        argv.push(self.destination.clone());
+        // ssh joins the remote words with spaces and hands them to the remote shell: quote them.
+        let mut remote = vec![self.remote_ferry.clone()];
+        remote.extend(remote_args.iter().map(|a| shell_quote(a)));
+        argv.push(remote.join(" "));
+        argv
+    }
+}
+
+/// Quote one word for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// A running child process that carries the connection.
+pub struct Transport {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Option<ChildStdout>,
+    stderr_text: Arc<Mutex<String>>,
+    description: String,
+}
+
+impl Transport {
+    /// `ssh -o BatchMode=yes [opts] -- [user@]host REMOTE_FERRY remote_args...`
+    pub fn ssh(target: &SshTarget, remote_args: &[String]) -> Result<Transport> {
+        let argv = target.command_line(remote_args);
+        Self::spawn(&argv, &format!("ssh to {}", target.destination))
+    }
+
+    /// Run a local command directly (tests; same-host migration and snapshots).
+    pub fn local(argv: &[String]) -> Result<Transport> {
+        Self::spawn(
+            argv,
+            &format!(
+                "local command {}",
+                argv.first().map(String::as_str).unwrap_or("?")
+            ),
+        )
+    }
+
+    fn spawn(argv: &[String], description: &str) -> Result<Transport> {
+        let (prog, args) = argv
+            .split_first()
+            .ok_or_else(|| Error::Transport("empty command line".into()))?;
+        let mut child = Command::new(prog)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::Transport(format!("cannot start {prog} ({description}): {e}")))?;
+        let stderr_text = Arc::new(Mutex::new(String::new()));
+        if let Some(mut err) = child.stderr.take() {
+            let sink = stderr_text.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    tracing::debug!(target: "ferry::transport", "{}", text.trim_end());
+                    let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
+                    // Keep the first 64 KiB: enough to explain a failure.
+                    if s.len() < 64 << 10 {
+                        s.push_str(&text);
+                    }
+                }
+            });
+        }
+        Ok(Transport {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            child,
+            stderr_text,
+            description: description.to_string(),
+        })
+    }
+
+    /// What the child wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr_text
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Do the handshake over the child's stdio. On failure the error includes the child's
+    /// stderr (ssh's or the remote ferry's own message).
+    pub async fn connect(&mut self, opts: ConnectionOptions) -> Result<Connection> {
+        let (Some(stdin), Some(stdout)) = (self.stdin.take(), self.stdout.take()) else {
+            return Err(Error::Transport(format!(
+                "{}: already connected",
+                self.description
+            )));
+        };
+        match Connection::client_split(stdout, stdin, opts).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                // Give the child a moment to exit and its stderr to drain.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait())
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let err = self.stderr();
+                if err.trim().is_empty() {
+                    Err(Error::Transport(format!("{}: {e}", self.description)))
+                } else {
+                    Err(Error::Transport(format!(
+                        "{}: {e}; the other side said: {}",
+                        self.description,
+                        err.trim()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Wait for the child to exit (after the connection is closed).
+    pub async fn wait(&mut self) -> Result<std::process::ExitStatus> {
+        self.child.wait().await.map_err(|e| {
+            Error::Transport(format!("{}: waiting for the child: {e}", self.description))
+        })
+    }
+
+    /// Kill the child (the peer sees its connection cut).
+    pub async fn kill(&mut self) -> Result<()> {
+        self.child
+            .kill()
+            .await
+            .map_err(|e| Error::Transport(format!("{}: kill: {e}", self.description)))
+    }
+}
+
+/// The destination's side: speak the protocol on this process's stdin and stdout (what ssh
+/// connects to `ferry migrate-receive`). Stdout is moved out of the way first — fd 1 then
+/// points to stderr — so that a stray print can never corrupt the stream.
+pub async fn accept_stdio(opts: ConnectionOptions) -> Result<Connection> {
+    use std::os::unix::io::FromRawFd;
+    let sys = |what: &str, e: nix::Error| Error::Transport(format!("{what}: {e}"));
+    let input = nix::unistd::dup(0).map_err(|e| sys("dup stdin", e))?;
+    let output = nix::unistd::dup(1).map_err(|e| sys("dup stdout", e))?;
+    nix::unistd::dup2(2, 1).map_err(|e| sys("redirect stdout to stderr", e))?;
+    // SAFETY: both descriptors were just created by dup and are owned by nothing else.
+    let (r, w) = unsafe {
+        (
+            std::fs::File::from_raw_fd(input),
+            std::fs::File::from_raw_fd(output),
+        )
+    };
+    Connection::server_split(
+        tokio::fs::File::from_std(r),
+        tokio::fs::File::from_std(w),
+        opts,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_command_line_quotes_remote_words() {
+        let mut t = SshTarget::new("root@198.18.0.2");
+        t.ssh_opts = vec!["-p".into(), "2222".into()];
+        t.remote_ferry = "/opt/ferry/bin/ferry".into();
+        let argv = t.command_line(&["migrate-receive".into(), "it's".into()]);
+        assert_eq!(
+            argv,
+            vec![
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-p",
+                "2222",
+                "--",
+                "root@198.18.0.2",
+                "/opt/ferry/bin/ferry migrate-receive 'it'\\''s'"
+            ]
+        );
+    }
+}

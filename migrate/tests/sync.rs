@@ -1,0 +1,519 @@
+//! File sync over the protocol, with real files (root needed for owners and device nodes).
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use ferry_migrate::proto::{Body, ConnectionOptions};
+use ferry_migrate::sync::{self, LocalSyncOptions, PassStats, ReceiveOptions, SyncOptions};
+use ferry_migrate::Error;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// One pass from `src` to `dst` through an in-process connection pair.
+async fn pass_with(
+    src: &Path,
+    dst: &Path,
+    sync_opts: SyncOptions,
+    client: ConnectionOptions,
+) -> ferry_migrate::Result<PassStats> {
+    let (c, s) = pair(client, quick()).await;
+    let dst = dst.to_path_buf();
+    let server = tokio::spawn(async move {
+        let begin = s.recv().await?;
+        let r = sync::receive_pass(
+            &s,
+            &begin,
+            &dst,
+            &ReceiveOptions {
+                fsync: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        let _ = s.recv().await; // wait for the source to hang up
+        r
+    });
+    let r = tokio::time::timeout(LIMIT, sync::sync_pass(&c, src, &sync_opts))
+        .await
+        .expect("sync pass hung");
+    let _ = c.close().await;
+    let served = tokio::time::timeout(LIMIT, server)
+        .await
+        .expect("receiver hung")
+        .expect("receiver panicked");
+    if let (Err(e), Err(d)) = (&r, &served) {
+        eprintln!("source: {e}\ndestination: {d}");
+    }
+    r
+}
+
+async fn pass(src: &Path, dst: &Path, n: u32) -> PassStats {
+    pass_with(
+        src,
+        dst,
+        SyncOptions {
+            pass: n,
+            ..Default::default()
+        },
+        quick(),
+    )
+    .await
+    .expect("sync pass")
+}
+
+/// A tree with every kind of entry. Returns whether xattrs were set.
+fn build_full_tree(src: &Path) -> bool {
+    write(&src.join("empty"), b"");
+    write(&src.join("small.txt"), b"hello ferry\n");
+    write(&src.join("big.bin"), &noise(10 << 20, 1));
+    write(&src.join("a/b/c/deep.txt"), b"deep");
+    std::os::unix::fs::symlink("/etc/hostname", src.join("abs-link")).unwrap();
+    std::os::unix::fs::symlink("a/b/c/deep.txt", src.join("rel-link")).unwrap();
+    std::os::unix::fs::symlink("nowhere/at/all", src.join("dangling")).unwrap();
+    write(&src.join("linked-1"), b"shared contents");
+    std::fs::hard_link(src.join("linked-1"), src.join("a/linked-2")).unwrap();
+    std::fs::hard_link(src.join("linked-1"), src.join("a/b/linked-3")).unwrap();
+    mkfifo(&src.join("fifo"));
+    mknod_char(&src.join("null-dev"), 1, 3);
+    // Sparse: 100 MiB with two 4 KiB islands of data.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(src.join("sparse.img")).unwrap();
+        f.set_len(100 << 20).unwrap();
+        f.write_all_at(&noise(4096, 2), 10 << 20).unwrap();
+        f.write_all_at(&noise(4096, 3), 90 << 20).unwrap();
+    }
+    let xattrs = try_set_xattr(&src.join("small.txt"), "user.ferry.test", b"value-1")
+        && try_set_xattr(&src.join("a"), "user.ferry.dir", b"d");
+    write(&src.join("setuid-bin"), b"#!/bin/true\n");
+    nix::unistd::chown(
+        &src.join("setuid-bin"),
+        Some(1234.into()),
+        Some(5678.into()),
+    )
+    .unwrap();
+    chmod(&src.join("setuid-bin"), 0o4755);
+    nix::unistd::chown(&src.join("a/b"), Some(1234.into()), Some(5678.into())).unwrap();
+    chmod(&src.join("a/b"), 0o2750);
+    fsops::lchown(&src.join("rel-link"), 1234, 5678).unwrap();
+    chmod(&src.join("small.txt"), 0o600);
+    set_mtime(&src.join("small.txt"), 1_000_000_000, 123_456_789);
+    set_mtime(&src.join("rel-link"), 1_100_000_000, 5);
+    for d in ["a/b/c", "a/b", "a", ""] {
+        set_mtime(&src.join(d), 1_200_000_000, 42);
+    }
+    xattrs
+}
+
+use ferry_migrate::sync::fsops;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_tree_round_trip_preserves_everything() {
+    if !is_root() {
+        eprintln!("skipped: needs root (owners, device nodes)");
+        return;
+    }
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    let xattrs = build_full_tree(&src);
+    if !xattrs {
+        eprintln!(
+            "note: user xattrs unsupported on {}: xattrs not checked",
+            tmp.path().display()
+        );
+    }
+
+    let s1 = pass(&src, &dst, 1).await;
+    assert_same_tree(&src, &dst);
+    assert!(s1.files_sent >= 6, "{s1:?}");
+    // Hardlinks are recreated, not copied: one data transfer for three names.
+    assert_eq!(s1.links, 2, "{s1:?}");
+    let dmd = std::fs::metadata(dst.join("linked-1")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(dmd.nlink(), 3);
+    // Holes stay holes: 100 MiB apparent, a few KiB allocated.
+    assert!(
+        st_blocks(&dst.join("sparse.img")) * 512 < 1 << 20,
+        "sparse file filled: {} blocks",
+        st_blocks(&dst.join("sparse.img"))
+    );
+    assert!(s1.bytes_data < 11 << 20, "sparse holes sent? {s1:?}");
+    if xattrs {
+        let x = fsops::read_xattrs(&dst.join("small.txt")).unwrap();
+        assert!(x
+            .iter()
+            .any(|x| x.name == b"user.ferry.test" && x.value == b"value-1"));
+    }
+    let md = std::fs::metadata(dst.join("setuid-bin")).unwrap();
+    assert_eq!(
+        (md.mode() & 0o7777, md.uid(), md.gid()),
+        (0o4755, 1234, 5678)
+    );
+
+    // An unchanged tree costs nothing but the manifests.
+    let s2 = pass(&src, &dst, 2).await;
+    assert_eq!(s2.changes(), 0, "{s2:?}");
+    assert_eq!(s2.bytes_data, 0);
+    assert_same_tree(&src, &dst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_pass_sends_only_changed_files() {
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    for i in 0..400 {
+        write(&src.join(format!("d{}/f{i}", i % 10)), &noise(8192, i));
+    }
+    let s1 = pass(&src, &dst, 1).await;
+    assert_eq!(s1.files_sent, 400);
+    assert!(s1.bytes_on_wire > 400 * 8192);
+    // Change 1% of the files (4), contents and mtime.
+    for i in [3u64, 77, 150, 399] {
+        write(
+            &src.join(format!("d{}/f{i}", i % 10)),
+            &noise(8192, i + 1000),
+        );
+        set_mtime(
+            &src.join(format!("d{}/f{i}", i % 10)),
+            1_600_000_000 + i as i64,
+            0,
+        );
+    }
+    let s2 = pass(&src, &dst, 2).await;
+    assert_eq!(s2.files_sent, 4, "{s2:?}");
+    assert_eq!(s2.bytes_data, 4 * 8192);
+    // 4 files plus manifests (~400 entries each way): far below pass 1.
+    assert!(s2.bytes_on_wire < 120 << 10, "{s2:?}");
+    assert!(
+        s2.bytes_on_wire * 10 < s1.bytes_on_wire,
+        "pass 1 {s1:?} pass 2 {s2:?}"
+    );
+    assert_same_tree(&src, &dst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_changed_file_goes_as_delta() {
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let mut data = noise(20 << 20, 7);
+    write(&src.join("disk.img"), &data);
+    pass(&src, &dst, 1).await;
+    // 1 KiB changed in the middle.
+    for b in &mut data[10 << 20..(10 << 20) + 1024] {
+        *b = !*b;
+    }
+    write(&src.join("disk.img"), &data);
+    set_mtime(&src.join("disk.img"), 1_700_000_000, 0);
+    let s2 = pass(&src, &dst, 2).await;
+    assert_eq!((s2.files_sent, s2.delta_files), (1, 1), "{s2:?}");
+    assert!(
+        s2.bytes_on_wire < 1 << 20,
+        "delta sent {} bytes on the wire for 1 KiB changed",
+        s2.bytes_on_wire
+    );
+    assert_eq!(std::fs::read(dst.join("disk.img")).unwrap(), data);
+    assert_same_tree(&src, &dst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_and_type_changes_propagate() {
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write(&src.join("keep"), b"k");
+    write(&src.join("gone-file"), b"x");
+    write(&src.join("gone-dir/sub/f"), b"y");
+    write(&src.join("becomes-link/f"), b"z");
+    pass(&src, &dst, 1).await;
+    std::fs::remove_file(src.join("gone-file")).unwrap();
+    std::fs::remove_dir_all(src.join("gone-dir")).unwrap();
+    std::fs::remove_dir_all(src.join("becomes-link")).unwrap();
+    std::os::unix::fs::symlink("keep", src.join("becomes-link")).unwrap();
+    let s2 = pass(&src, &dst, 2).await;
+    assert_eq!(s2.deleted, 3, "{s2:?}");
+    assert!(!dst.join("gone-file").exists() && !dst.join("gone-dir").exists());
+    assert!(std::fs::symlink_metadata(dst.join("becomes-link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_same_tree(&src, &dst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corruption_in_flight_is_detected_and_names_the_file() {
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write(&src.join("victim.bin"), &noise(300_000, 9));
+    let flipped = Arc::new(AtomicBool::new(false));
+    let f = flipped.clone();
+    let client = ConnectionOptions {
+        tamper_data: Some(Arc::new(move |_stream, data: &mut Vec<u8>| {
+            if data.len() > 1000 && !f.swap(true, Ordering::SeqCst) {
+                data[1000] ^= 0x40;
+            }
+        })),
+        ..quick()
+    };
+    let err = pass_with(&src, &dst, SyncOptions::default(), client)
+        .await
+        .expect_err("corruption not detected");
+    assert!(flipped.load(Ordering::SeqCst), "the hook never ran");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("victim.bin") && msg.contains("blake3"),
+        "unclear error: {msg}"
+    );
+    assert!(!dst.join("victim.bin").exists(), "corrupted file installed");
+    // No temporary left visible after the next (clean) pass, which repairs the file.
+    pass(&src, &dst, 2).await;
+    assert_same_tree(&src, &dst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_dying_mid_stream_gives_a_clear_error() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    write(&src.join("big"), &noise(30 << 20, 11));
+    let (c, s) = pair(quick(), quick()).await;
+    let dst = tmp.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    let server = tokio::spawn(async move {
+        let begin = s.recv().await.unwrap();
+        // Answer with an empty manifest, take the first file announcement, then die.
+        let m = s.open_stream();
+        s.reply(
+            begin.id,
+            Body::SyncBeginAck(ferry_migrate::proto::SyncBeginAck {
+                manifest_stream: m.id(),
+                entries: 0,
+                compression: String::new(),
+            }),
+        )
+        .await
+        .unwrap();
+        m.finish().await.unwrap();
+        loop {
+            let env = s.recv().await.unwrap();
+            if matches!(env.body, Some(Body::PutFile(_))) {
+                break;
+            }
+        }
+        drop(s);
+    });
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        sync::sync_pass(&c, &src, &SyncOptions::default()),
+    )
+    .await
+    .expect("sync hung after the peer died");
+    server.await.unwrap();
+    let err = r.expect_err("sync succeeded without a peer");
+    assert!(
+        matches!(err, Error::PeerClosed(_)),
+        "unexpected error: {err}"
+    );
+    assert!(err.to_string().contains("connection"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_times_out() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    write(&src.join("f"), b"x");
+    let client = ConnectionOptions {
+        idle_timeout: Duration::from_secs(2),
+        ..quick()
+    };
+    // The destination handshakes, then neither answers nor pings.
+    let server = ConnectionOptions {
+        ping_interval: Duration::from_secs(3600),
+        ..quick()
+    };
+    let (c, _s) = pair(client, server).await;
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        sync::sync_pass(&c, &src, &SyncOptions::default()),
+    )
+    .await
+    .expect("hung instead of timing out");
+    let err = r.expect_err("no error from a silent peer");
+    assert!(matches!(err, Error::Timeout(_)), "{err}");
+    assert!(err.to_string().contains("nothing received"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_sync_with_link_dest_shares_unchanged_files() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    for i in 0..50 {
+        write(&src.join(format!("dir/f{i}")), &noise(100_000, i));
+    }
+    let snap1 = tmp.path().join("snap1");
+    let snap2 = tmp.path().join("snap2");
+    let s1 = sync::sync_local(&src, &snap1, &LocalSyncOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(s1.files_sent, 50);
+    let opts = LocalSyncOptions {
+        receive: ReceiveOptions {
+            link_dest: Some(snap1.clone()),
+            fsync: false,
+        },
+        ..Default::default()
+    };
+    let s2 = sync::sync_local(&src, &snap2, &opts).await.unwrap();
+    assert_eq!(
+        (s2.files_sent, s2.links, s2.bytes_data),
+        (0, 50, 0),
+        "{s2:?}"
+    );
+    assert_same_tree(&src, &snap2);
+    use std::os::unix::fs::MetadataExt;
+    let a = std::fs::metadata(snap1.join("dir/f7")).unwrap().ino();
+    let b = std::fs::metadata(snap2.join("dir/f7")).unwrap().ino();
+    assert_eq!(a, b, "unchanged file not shared with the previous snapshot");
+    // A change of metadata in a later pass into snap2 never alters snap1.
+    chmod(&src.join("dir/f7"), 0o600);
+    sync::sync_local(&src, &snap2, &opts).await.unwrap();
+    assert_eq!(
+        std::fs::metadata(snap1.join("dir/f7")).unwrap().mode() & 0o777,
+        0o644
+    );
+    assert_eq!(
+        std::fs::metadata(snap2.join("dir/f7")).unwrap().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn blocking_local_sync_works_without_a_runtime() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    write(&src.join("x/y"), b"z");
+    let stats =
+        sync::sync_local_blocking(&src, &tmp.path().join("dst"), &LocalSyncOptions::default())
+            .unwrap();
+    assert_eq!(stats.files_sent, 1);
+    assert_eq!(std::fs::read(tmp.path().join("dst/x/y")).unwrap(), b"z");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reports_reach_the_total() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    for i in 0..5 {
+        write(&src.join(format!("f{i}")), &noise(3 << 20, i));
+    }
+    let last = Arc::new(std::sync::Mutex::new(sync::Progress::default()));
+    let l = last.clone();
+    let opts = LocalSyncOptions {
+        sync: SyncOptions {
+            progress: Some(Arc::new(move |p: &sync::Progress| {
+                *l.lock().unwrap() = p.clone()
+            })),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    sync::sync_local(&src, &tmp.path().join("dst"), &opts)
+        .await
+        .unwrap();
+    let p = last.lock().unwrap().clone();
+    assert_eq!((p.files_done, p.files_total), (5, 5));
+    assert_eq!((p.bytes_done, p.bytes_total), (15 << 20, 15 << 20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_pass_is_repaired_by_the_next() {
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    for i in 0..20 {
+        write(&src.join(format!("f{i}")), &noise(200_000, i));
+    }
+    // What a killed pass leaves: some files, a truncated one, a temporary file.
+    write(&dst.join("f3"), &noise(200_000, 3));
+    write(&dst.join("f4"), &noise(1000, 4));
+    write(&dst.join(".ferry-part.f5.999.1"), b"partial");
+    let s = pass(&src, &dst, 2).await;
+    assert_eq!(
+        s.files_sent, 20,
+        "mtimes differ for f3, so it is sent too: {s:?}"
+    );
+    assert!(
+        !dst.join(".ferry-part.f5.999.1").exists(),
+        "leftover temporary kept"
+    );
+    assert_same_tree(&src, &dst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iterative_passes_stop_when_the_tree_is_quiet() {
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    for i in 0..100 {
+        write(&src.join(format!("f{i}")), &noise(10_000, i));
+    }
+    let (c, s) = pair(quick(), quick()).await;
+    let d2 = dst.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok(begin) = s.recv().await else { return };
+            if sync::receive_pass(&s, &begin, &d2, &ReceiveOptions::default())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let policy = sync::IterationPolicy {
+        max_passes: 5,
+        max_changes: 0,
+        max_bytes: 0,
+    };
+    let passes = sync::sync_iterative(&c, &src, &SyncOptions::default(), &policy)
+        .await
+        .unwrap();
+    // Pass 1 copies everything, pass 2 finds nothing left: done.
+    assert_eq!(passes.len(), 2, "{passes:?}");
+    assert_eq!((passes[0].files_sent, passes[1].changes()), (100, 0));
+    assert_eq!(passes[1].pass, 2);
+    c.close().await.unwrap();
+    server.await.unwrap();
+    assert_same_tree(&src, &dst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busybox_template_round_trip() {
+    let tmp = tempdir();
+    let template = match std::env::var("FERRY_TEST_TEMPLATE") {
+        Ok(t) => std::path::PathBuf::from(t),
+        Err(_) => {
+            let dir = tmp.path().join("template");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-template.sh");
+            let ok = std::process::Command::new("bash")
+                .arg(&script)
+                .arg("busybox")
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("skipped: could not build a busybox template (scripts/install-deps.sh installs busybox-static)");
+                return;
+            }
+            dir
+        }
+    };
+    let dst = tmp.path().join("copy");
+    let s1 = pass(&template, &dst, 1).await;
+    assert!(s1.entries_scanned > 100, "{s1:?}");
+    assert_same_tree(&template, &dst);
+    assert_eq!(pass(&template, &dst, 2).await.changes(), 0);
+}
