@@ -104,6 +104,14 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
     for up in &a.userpasswd {
         container::set_userpasswd(h, &ct, up)?;
     }
+    if running && !a.save && new_res.diskspace != cfg.resources.diskspace {
+        // The disk backend keeps the new size (an image cannot shrink back at the next start),
+        // so the config must say so too.
+        let mut c = cfg.clone();
+        c.resources.diskspace = new_res.diskspace;
+        c.save(&h.config_path(&ct))?;
+        println!("diskspace is kept by the disk backend across restarts, so it was saved in the config too");
+    }
     if a.save {
         cfg.net = new_net;
         cfg.resources = new_res;

@@ -157,12 +157,14 @@ pub fn set_resources_live(host: &Host, cfg: &ContainerConfig, st: &State, new: &
     let ct = &cfg.ctid;
     let old = &cfg.resources;
     let fail = |e: Error| Error::ct(ct.as_str(), "set limits", format!("{e}; nothing was changed"));
+    // For errors that already name the container.
+    let unchanged = |e: Error| Error::Config(format!("{e}; nothing was changed"));
     let cg = Cgroup::new(crate::cgroups::DEFAULT_CGROUP_ROOT, st.cgroup.clone(), st.cgroup_mode);
     let ctx = crate::container::limit_context(host, cfg, &cg);
     limits::validate(new, &ctx).map_err(fail)?;
     let disk_changed = new.diskspace != old.diskspace;
     if disk_changed {
-        backends::check_diskspace(cfg.storage.kind, host, ct, new.diskspace).map_err(fail)?;
+        backends::check_diskspace(cfg.storage.kind, host, ct, new.diskspace).map_err(unchanged)?;
     }
     let pids = cg.pids()?;
     let nofile_changed = new.numfiles != old.numfiles;
@@ -198,7 +200,7 @@ pub fn set_resources_live(host: &Host, cfg: &ContainerConfig, st: &State, new: &
             if let (true, Some(n)) = (nofile_changed, old.numfiles) {
                 let _ = limits::set_nofile_all(&pids, n);
             }
-            return Err(fail(e));
+            return Err(unchanged(e));
         }
     }
     Ok(())
