@@ -88,7 +88,11 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     let (st, state) = container::status(h, &ct)?;
     let pid = state.as_ref().map(|s| s.pid);
     let usage = state.as_ref().filter(|_| st == Status::Running).and_then(|s| container::usage(h, &cfg, s).ok());
-    let ips: Vec<String> = cfg.net.ipadd.iter().map(|a| a.to_string()).collect();
+    // Running: the live addresses (set without --save changes them but not the config).
+    let live = state.as_ref().filter(|_| st == Status::Running).map(|s| {
+        s.net_objects.as_ref().and_then(|n| n.venet.as_ref()).map(|v| v.addrs.clone()).unwrap_or_default()
+    });
+    let ips: Vec<String> = live.unwrap_or_else(|| cfg.net.ipadd.clone()).iter().map(|a| a.to_string()).collect();
     if json {
         println!(
             "{}",
@@ -101,7 +105,7 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
         Some(p) if st == Status::Running => println!("{ct} {st} pid {p}"),
         _ => println!("{ct} {st}"),
     }
-    if !ips.is_empty() {
+    if !ips.is_empty() && usage.is_some() {
         println!("  ip        {}", ips.join(" "));
     }
     let r = &cfg.resources;
@@ -117,10 +121,8 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
         let dl = u.disk_limit.or(r.diskspace);
         println!("  disk      {} / {} ({:?})", u.disk_used.map_or("-".into(), super::list::human), lim(dl), cfg.storage.kind);
         println!("  io        read {}  write {}", super::list::human(u.io_read), super::list::human(u.io_write));
-    } else {
-        println!("  limits    ram {} swap {} numproc {} numfiles {} diskspace {} ({:?})", lim(r.ram), lim(r.swap), num(r.numproc),
-            num(r.numfiles), lim(r.diskspace), cfg.storage.kind);
     }
+    // A container that does not run shows one line; its limits are in --json.
     Ok(0)
 }
 
