@@ -104,8 +104,13 @@ fn venet_through_the_cli_live_addresses_and_cleanup() {
     assert_clean(&t);
     assert!(echo(&t, &a1, 1.0).is_err());
 
-    // Saved addresses come back at the next start (a1 and a6; a2 was never saved).
+    // Saved addresses come back at the next start (a1 and a6; a2 was never saved), and start
+    // announces them: a client's stale entry for a1 is repointed at the host's uplink MAC.
+    let c = &t.client(0).name;
+    topology::sh(&format!("ip -n {c} neigh replace {a1} lladdr 02:de:ad:be:ef:01 nud stale dev eth0"));
     h.ok(&["start", &ct]);
+    let neigh = topology::sh(&format!("ip -n {c} neigh show {a1} dev eth0"));
+    assert!(neigh.contains(&t.host(0).mac_str()), "start did not announce {a1}: {neigh}");
     serve(&h, &ct);
     assert_eq!(echo(&t, &a1, 3.0).as_deref(), Ok("ping ferry"));
     h.ok(&["destroy", "--force", &ct]);
@@ -144,4 +149,34 @@ fn veth_bridged_through_the_cli() {
     assert!(!h.exec(&ct, "ip -o link").contains("eth0"), "eth0 should be gone");
     h.ok(&["destroy", "--force", &ct]);
     assert_clean(&t);
+}
+
+#[test]
+fn passthrough_through_the_cli_comes_back_on_stop() {
+    if !can_run("passthrough_through_the_cli_comes_back_on_stop") {
+        return;
+    }
+    let t = Topology::new(1, 0);
+    let host = t.host(0);
+    let dev = format!("{}x", &t.id[..t.id.len().min(12)]);
+    // A virtual device: it would be destroyed, not returned, if the netns died with it inside.
+    if !t.run_in(host, &format!("ip link add {dev} type dummy")).status.success() {
+        t.run_in_ok(host, &format!("ip link add {dev} type ifb"));
+    }
+    let h = TestHost::in_netns(&host.netns_path());
+    let ct = ctid();
+    h.ok(&["create", &ct, "--template", h.template.to_str().unwrap(), "--netdev-add", &dev]);
+    h.ok(&["start", &ct]);
+    assert!(h.exec(&ct, "ip -o link").contains(&dev), "{dev} inside the container");
+    assert!(!t.run_in(host, &format!("ip link show dev {dev}")).status.success(), "{dev} still on the host");
+    h.ok(&["stop", &ct]);
+    assert!(t.run_in(host, &format!("ip link show dev {dev}")).status.success(), "{dev} did not come back");
+    // A device that is not there: start fails, says which, and leaves nothing.
+    t.run_in_ok(host, &format!("ip link del {dev}"));
+    let e = h.fails(&["start", &ct]);
+    assert!(e.contains(&dev) && e.contains("--netdev-add"), "{e}");
+    assert_eq!(h.ok(&["status", &ct]).trim(), format!("{ct} stopped"));
+    assert_clean(&t);
+    h.ok(&["destroy", &ct]);
+    h.assert_clean();
 }
