@@ -73,12 +73,9 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
         }
     }
     if let Some(hn) = &a.hostname {
-        if running {
-            container::set_hostname_live(h, &ct, hn)?;
-        } else {
-            ferry_runtime::container::check_hostname(hn)?;
-        }
+        ferry_runtime::container::check_hostname(hn)?;
     }
+    // Limits and addresses first: they are the changes that may still be refused.
     let res_changed = new_res != cfg.resources;
     if let Some(st) = state.as_mut() {
         if res_changed {
@@ -100,6 +97,9 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
     } else if a.save && new_res.diskspace != cfg.resources.diskspace {
         // Stopped: the disk limit lives in the backend (qgroup, image size), not in a cgroup.
         container::set_diskspace_stopped(h, &cfg, new_res.diskspace)?;
+    }
+    if let (Some(hn), true) = (&a.hostname, running) {
+        container::set_hostname_live(h, &ct, hn)?;
     }
     for up in &a.userpasswd {
         container::set_userpasswd(h, &ct, up)?;
