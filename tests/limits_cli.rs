@@ -217,3 +217,37 @@ fn diskspace_on_a_btrfs_pool() {
     let _pool = BtrfsPool { mount_point: h.data.clone() };
     diskspace_grows_live(&h, "601", "btrfs");
 }
+
+#[test]
+fn cpulimit_and_iolimit_measured() {
+    let test = "cpulimit_and_iolimit_measured";
+    if !support::need_root(test) || !v1_here(test) {
+        return;
+    }
+    let h = TestHost::new();
+    let ct = "701";
+    let tpl = h.template.to_str().unwrap().to_string();
+    h.ok(&["create", ct, "--template", &tpl, "--cpulimit", "25", "--iolimit", "1M"]);
+    h.ok(&["start", ct]);
+    let cputime = || status_json(&h, ct)["usage"]["cputime"].as_f64().unwrap();
+
+    // cpulimit 25: a busy loop gets at most ~25% of a CPU (30% allowed for accounting slack).
+    let before = cputime();
+    let t0 = std::time::Instant::now();
+    h.exec(ct, "timeout 2 sh -c 'while :; do :; done' || true");
+    let wall = t0.elapsed().as_secs_f64();
+    let used = cputime() - before;
+    assert!(used < 0.30 * wall, "cpulimit 25 but the container used {used:.2}s of CPU in {wall:.2}s");
+    assert!(used > 0.10 * wall, "the busy loop barely ran ({used:.2}s in {wall:.2}s): is the measurement right?");
+
+    // iolimit 1M: a 4 MB direct write takes at least 3 s.
+    let t0 = std::time::Instant::now();
+    let o = h.ferry(&["exec", ct, "--", "dd", "if=/dev/zero", "of=/io-test", "bs=1M", "count=4", "oflag=direct"]);
+    let took = t0.elapsed().as_secs_f64();
+    assert!(o.status.success(), "dd: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(took >= 3.0, "a 4 MB direct write took only {took:.2}s under iolimit 1M");
+    let v = status_json(&h, ct);
+    assert!(v["usage"]["io_write"].as_u64().unwrap() >= 4 << 20, "io bytes not reported: {v}");
+    h.ok(&["destroy", "--force", ct]);
+    h.assert_clean();
+}
