@@ -9,6 +9,22 @@ pub const FIELDS: [&str; 22] = [
     "ctid", "status", "pid", "hostname", "ip", "storage", "cputime", "cpu", "cpuunits", "cpulimit", "memory", "ram", "swap",
     "swaplimit", "numproc", "numproclimit", "numfiles", "numfileslimit", "diskspace", "disklimit", "ioread", "iowrite",
 ];
+/// `ferry list --help` for -o: every field and what it means.
+const FIELDS_HELP: &str = "Fields to show, comma separated. Usage fields show \"-\" when the container is not
+running; limit fields show \"-\" when unlimited. Sizes are bytes.
+  ctid, status, pid, hostname
+  ip             venet addresses (the live ones while running)
+  storage        disk backend: dir, btrfs or image
+  cputime        CPU seconds used by all its processes since start
+  cpu            average CPU use since start, % of one CPU (= cputime / time running)
+  cpuunits       CPU weight (OpenVZ scale)
+  cpulimit       CPU cap, % of one CPU
+  memory, ram    memory in use / its limit
+  swap, swaplimit  swap in use / its limit (on top of ram)
+  numproc, numproclimit  processes and threads / their limit
+  numfiles, numfileslimit  open descriptors of all its processes together / limit per process
+  diskspace, disklimit  bytes used on its disk (btrfs, image; \"-\" for dir) / the disk limit
+  ioread, iowrite  bytes read and written through its cgroup since start";
 const DEFAULT_FIELDS: [&str; 6] = ["ctid", "status", "pid", "numproc", "ip", "hostname"];
 
 #[derive(Debug, clap::Args)]
@@ -19,15 +35,8 @@ pub struct ListArgs {
     /// No header line.
     #[arg(short = 'H', long = "no-header")]
     pub no_header: bool,
-    /// Fields to show, comma separated. Identity: ctid, status, pid, hostname, ip (venet
-    /// addresses: live ones while running), storage (dir, btrfs, image). Usage (running only,
-    /// "-" otherwise) next to its limit ("-" = unlimited): cputime (CPU seconds of all its
-    /// processes), cpu (average % of one CPU since start = cputime / time running), cpuunits,
-    /// cpulimit (%), memory / ram (bytes), swap / swaplimit (bytes), numproc / numproclimit
-    /// (processes and threads), numfiles (open descriptors of all its processes) /
-    /// numfileslimit (per process), diskspace (bytes used on btrfs or image; "-" for a plain
-    /// directory) / disklimit (bytes), ioread / iowrite (bytes since start).
-    #[arg(short = 'o', long = "output", value_delimiter = ',', verbatim_doc_comment)]
+    /// Fields to show, comma separated (`--help` lists them).
+    #[arg(short = 'o', long = "output", value_delimiter = ',', long_help = FIELDS_HELP)]
     pub output: Vec<String>,
     /// JSON array of objects (all fields unless -o).
     #[arg(long)]
