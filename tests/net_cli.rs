@@ -180,3 +180,21 @@ fn passthrough_through_the_cli_comes_back_on_stop() {
     h.ok(&["destroy", &ct]);
     h.assert_clean();
 }
+
+#[test]
+fn failed_start_after_network_setup_leaves_nothing() {
+    if !can_run("failed_start_after_network_setup_leaves_nothing") {
+        return;
+    }
+    let t = Topology::new(1, 0);
+    let h = TestHost::in_netns(&t.host(0).netns_path());
+    let ct = ctid();
+    let a1 = t.ct_ip4(21).to_string();
+    // The init cannot be executed: start fails after the network was set up.
+    h.ok(&["create", &ct, "--template", h.template.to_str().unwrap(), "--ipadd", &a1, "--init", "/no/such/init"]);
+    let e = h.fails(&["start", &ct]);
+    assert!(e.contains("/no/such/init"), "{e}");
+    assert_clean(&t);
+    h.assert_clean();
+    assert_eq!(h.ok(&["status", &ct]).trim(), format!("{ct} stopped"));
+}
