@@ -251,3 +251,33 @@ fn cpulimit_and_iolimit_measured() {
     h.ok(&["destroy", "--force", ct]);
     h.assert_clean();
 }
+
+#[test]
+fn cpuunits_share_one_cpu_in_proportion() {
+    let test = "cpuunits_share_one_cpu_in_proportion";
+    if !support::need_root(test) || !v1_here(test) {
+        return;
+    }
+    let h = TestHost::new();
+    let tpl = h.template.to_str().unwrap().to_string();
+    for (ct, units) in [("801", "1000"), ("802", "2000")] {
+        h.ok(&["create", ct, "--template", &tpl, "--cpuunits", units, "--cpumask", "0"]);
+        h.ok(&["start", ct]);
+    }
+    let cputime = |ct: &str| status_json(&h, ct)["usage"]["cputime"].as_f64().unwrap();
+    // Both busy on CPU 0 at once, started in the background from inside.
+    for ct in ["801", "802"] {
+        h.exec(ct, "timeout 4 sh -c 'while :; do :; done' >/dev/null 2>&1 &");
+    }
+    // Measure a window in the middle of the contention.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (a0, b0) = (cputime("801"), cputime("802"));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let (a, b) = (cputime("801") - a0, cputime("802") - b0);
+    let ratio = b / a;
+    assert!((1.5..=2.5).contains(&ratio), "cpuunits 2000 vs 1000 got {b:.2}s vs {a:.2}s (ratio {ratio:.2})");
+    for ct in ["801", "802"] {
+        h.ok(&["destroy", "--force", ct]);
+    }
+    h.assert_clean();
+}
