@@ -52,8 +52,11 @@ impl Undo<'_> {
                 tracing::warn!("undo start of {}: {e}", self.cfg.ctid);
             }
         }
-        if self.hooked {
-            if let Err(e) = hooks::net_hook_after_stop(self.host, self.cfg, self.net.as_ref()) {
+        // Only what setup reported: a setup that failed has removed its own objects, and the
+        // by-name sweep (no state) could touch another container's proxy entry for a shared
+        // address.
+        if let (true, Some(net)) = (self.hooked, self.net.as_ref()) {
+            if let Err(e) = hooks::net_hook_after_stop(self.host, self.cfg, Some(net)) {
                 tracing::warn!("undo start of {}: {e}", self.cfg.ctid);
             }
         }
