@@ -75,6 +75,7 @@ fn venet_through_the_cli_live_addresses_and_cleanup() {
     h.ok(&["start", &ct]);
     serve(&h, &ct);
     assert_eq!(echo(&t, &a1, 3.0).as_deref(), Ok("ping ferry"));
+    assert_eq!(echo(&t, &a6, 3.0).as_deref(), Ok("ping ferry"), "IPv6 venet (proxy NDP)");
     let ips = h.ok(&["list", "-H", "-o", "ip"]);
     assert!(ips.contains(&a1) && ips.contains(&a6), "{ips}");
 
