@@ -1,20 +1,54 @@
-//! Points where the network code plugs into a container's start and stop. They are no-ops
-//! until the network stage fills them in (venet/veth creation, routes, announce).
+//! Where networking plugs into a container's start and stop (see `net`'s module docs for
+//! the order). All of these run in the host's netns, from the process that runs start/stop.
 
-use crate::config::ContainerConfig;
+use crate::config::{ContainerConfig, NetConfig};
 use crate::error::Result;
 use crate::host::Host;
+use crate::net::{self, NetState};
+use std::time::Duration;
 
-/// Runs in the host after PID 1 is cloned into its new namespaces and put in its cgroup, and
-/// before it is released to set up its root. `pid` is PID 1 as seen from the host; its network
-/// namespace is `/proc/<pid>/ns/net`. An error aborts the start (everything is undone).
-pub fn net_hook_after_clone(_host: &Host, _cfg: &ContainerConfig, _pid: i32) -> Result<()> {
-    Ok(())
+/// How often and how far apart `start` announces a container's addresses.
+pub const ANNOUNCE_COUNT: u32 = 3;
+pub const ANNOUNCE_SPACING: Duration = Duration::from_millis(100);
+
+/// Whether `net` asks for anything on the host.
+pub fn has_net(net: &NetConfig) -> bool {
+    !net.ipadd.is_empty() || !net.netifs.is_empty() || !net.netdevs.is_empty()
 }
 
-/// Runs in the host after every process of the container is gone, before its state is
-/// removed: take down whatever `net_hook_after_clone` made on the host side. Must tolerate
-/// objects that are already gone (it also runs when a start fails half way).
-pub fn net_hook_after_stop(_host: &Host, _cfg: &ContainerConfig) -> Result<()> {
-    Ok(())
+/// Runs after PID 1 is cloned into its namespaces and put in its cgroup, before it is
+/// released: venet/veth pairs, routes, proxy entries, filters, passed-through devices. None
+/// when the container has no networking. On error nothing is left on the host.
+pub fn net_hook_after_clone(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<Option<NetState>> {
+    if !has_net(&cfg.net) {
+        return Ok(None);
+    }
+    net::setup(host, cfg, pid).map(Some)
+}
+
+/// Runs while PID 1 still lives, before anything is killed: passed-through devices go back
+/// to the host (a dying netns would destroy virtual ones).
+pub fn net_hook_before_kill(st: &mut Option<NetState>) -> Result<()> {
+    match st {
+        Some(s) if !s.moved_devs.is_empty() => net::detach_netdevs(s),
+        _ => Ok(()),
+    }
+}
+
+/// Runs after every process of the container is gone: removes what the state records, or,
+/// when the state is lost, what the config's names say would have been made.
+pub fn net_hook_after_stop(host: &Host, cfg: &ContainerConfig, st: Option<&NetState>) -> Result<()> {
+    match st {
+        Some(s) => net::teardown(host, s),
+        None if has_net(&cfg.net) => net::cleanup_stale(host, cfg),
+        None => Ok(()),
+    }
+}
+
+/// Announce the container's addresses (gratuitous ARP / unsolicited NA) after start. A
+/// failure is logged, not fatal: the container runs, neighbours learn it on their own.
+pub fn announce_after_start(st: &NetState) {
+    if let Err(e) = net::announce_container(st, ANNOUNCE_COUNT, ANNOUNCE_SPACING) {
+        tracing::warn!("container {}: announce addresses: {e}", st.ctid);
+    }
 }

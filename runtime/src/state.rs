@@ -10,7 +10,7 @@ use crate::util::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub ctid: Ctid,
     /// PID 1 of the container, as seen from the host.
@@ -22,9 +22,10 @@ pub struct State {
     pub cgroup: String,
     /// The root mount made in the host mount namespace.
     pub root_mount: PathBuf,
-    /// Host-side network objects made for it (filled by the network hook's owner).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub net_objects: Vec<String>,
+    /// Host-side network objects made for it (veths, routes, proxy entries, filter chains,
+    /// moved devices): exactly what stop removes. None when it has no networking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_objects: Option<crate::net::NetState>,
 }
 
 /// What `/proc/PID/stat` says about a process.
@@ -57,7 +58,7 @@ impl State {
             cgroup_mode: cg.mode(),
             cgroup: cg.rel().to_string(),
             root_mount,
-            net_objects: Vec::new(),
+            net_objects: None,
         }
     }
 

@@ -18,15 +18,26 @@ pub struct CreateArgs {
     /// What runs as PID 1 (split on spaces; default /sbin/init or a built-in keep-alive).
     #[arg(long)]
     pub init: Option<String>,
+    #[command(flatten)]
+    pub net: super::opts::NetArgs,
+    #[command(flatten)]
+    pub res: super::opts::ResArgs,
 }
 
 pub fn create(h: &Host, a: CreateArgs) -> Result<u8> {
     let ct = super::ctid(&a.ctid)?;
+    if !a.net.ipdel.is_empty() || !a.net.netif_del.is_empty() || !a.net.netdev_del.is_empty() {
+        anyhow::bail!("container {ct}: create: --ipdel, --netif-del and --netdev-del only make sense with `ferry set`");
+    }
+    let net = a.net.apply(&ct, &Default::default())?;
+    let resources = a.res.apply(&Default::default())?;
     let lock = ContainerLock::acquire(h, &ct, "create")?;
     let opts = CreateOptions {
         template: a.template,
         hostname: a.hostname,
         init: a.init.map(|s| s.split_whitespace().map(str::to_string).collect()),
+        net,
+        resources,
     };
     match container::create(h, &lock, &opts) {
         Ok(_) => {
@@ -74,16 +85,45 @@ pub fn restart(h: &Host, ct: &str, timeout: u64) -> Result<u8> {
 pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     let ct = super::ctid(ct)?;
     container::load_config(h, &ct)?;
+    let cfg = container::load_config(h, &ct)?;
     let (st, state) = container::status(h, &ct)?;
     let pid = state.as_ref().map(|s| s.pid);
+    let usage = state.as_ref().filter(|_| st == Status::Running).and_then(|s| container::usage(h, &cfg, s).ok());
+    // Running: the live addresses (set without --save changes them but not the config).
+    let live = state.as_ref().filter(|_| st == Status::Running).map(|s| {
+        s.net_objects.as_ref().and_then(|n| n.venet.as_ref()).map(|v| v.addrs.clone()).unwrap_or_default()
+    });
+    let ips: Vec<String> = live.unwrap_or_else(|| cfg.net.ipadd.clone()).iter().map(|a| a.to_string()).collect();
     if json {
-        println!("{}", serde_json::json!({ "ctid": ct.as_str(), "status": st, "pid": pid }));
-    } else {
-        match pid {
-            Some(p) if st == Status::Running => println!("{ct} {st} pid {p}"),
-            _ => println!("{ct} {st}"),
-        }
+        println!(
+            "{}",
+            serde_json::json!({ "ctid": ct.as_str(), "status": st, "pid": pid, "ip": ips, "storage": cfg.storage.kind,
+                "limits": cfg.resources, "usage": usage })
+        );
+        return Ok(0);
     }
+    match pid {
+        Some(p) if st == Status::Running => println!("{ct} {st} pid {p}"),
+        _ => println!("{ct} {st}"),
+    }
+    if !ips.is_empty() && usage.is_some() {
+        println!("  ip        {}", ips.join(" "));
+    }
+    let r = &cfg.resources;
+    let lim = |v: Option<u64>| v.map_or("unlimited".to_string(), super::list::human);
+    let num = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
+    if let Some(u) = usage {
+        println!("  cputime   {:.2}s  cpu {:.1}% (average since start)  cpulimit {}  cpuunits {}", u.cputime, u.cpu_percent,
+            r.cpulimit.map_or("none".into(), |c| format!("{c}%")), r.cpuunits.unwrap_or(1000));
+        println!("  memory    {} / {}", super::list::human(u.memory), lim(r.ram));
+        println!("  swap      {} / {}", super::list::human(u.swap), lim(r.swap));
+        println!("  numproc   {} / {}", u.numproc, num(r.numproc));
+        println!("  numfiles  {} open / {} per process", u.numfiles, num(r.numfiles));
+        let dl = u.disk_limit.or(r.diskspace);
+        println!("  disk      {} / {} ({:?})", u.disk_used.map_or("-".into(), super::list::human), lim(dl), cfg.storage.kind);
+        println!("  io        read {}  write {}", super::list::human(u.io_read), super::list::human(u.io_write));
+    }
+    // A container that does not run shows one line; its limits are in --json.
     Ok(0)
 }
 

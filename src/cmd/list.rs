@@ -5,7 +5,26 @@ use ferry_runtime::container::{self, Status};
 use ferry_runtime::Host;
 use serde::Serialize;
 
-pub const FIELDS: [&str; 8] = ["ctid", "status", "pid", "hostname", "ip", "numproc", "cputime", "memory"];
+pub const FIELDS: [&str; 22] = [
+    "ctid", "status", "pid", "hostname", "ip", "storage", "cputime", "cpu", "cpuunits", "cpulimit", "memory", "ram", "swap",
+    "swaplimit", "numproc", "numproclimit", "numfiles", "numfileslimit", "diskspace", "disklimit", "ioread", "iowrite",
+];
+/// `ferry list --help` for -o: every field and what it means.
+const FIELDS_HELP: &str = "Fields to show, comma separated. Usage fields show \"-\" when the container is not
+running; limit fields show \"-\" when unlimited. Sizes are bytes.
+  ctid, status, pid, hostname
+  ip             venet addresses (the live ones while running)
+  storage        disk backend: dir, btrfs or image
+  cputime        CPU seconds used by all its processes since start
+  cpu            average CPU use since start, % of one CPU (= cputime / time running)
+  cpuunits       CPU weight (OpenVZ scale)
+  cpulimit       CPU cap, % of one CPU
+  memory, ram    memory in use / its limit
+  swap, swaplimit  swap in use / its limit (on top of ram)
+  numproc, numproclimit  processes and threads / their limit
+  numfiles, numfileslimit  open descriptors of all its processes together / limit per process
+  diskspace, disklimit  bytes used on its disk (btrfs, image; \"-\" for dir) / the disk limit
+  ioread, iowrite  bytes read and written through its cgroup since start";
 const DEFAULT_FIELDS: [&str; 6] = ["ctid", "status", "pid", "numproc", "ip", "hostname"];
 
 #[derive(Debug, clap::Args)]
@@ -16,8 +35,8 @@ pub struct ListArgs {
     /// No header line.
     #[arg(short = 'H', long = "no-header")]
     pub no_header: bool,
-    /// Fields to show, comma separated: ctid,status,pid,hostname,ip,numproc,cputime,memory.
-    #[arg(short = 'o', long = "output", value_delimiter = ',')]
+    /// Fields to show, comma separated (`--help` lists them).
+    #[arg(short = 'o', long = "output", value_delimiter = ',', long_help = FIELDS_HELP)]
     pub output: Vec<String>,
     /// JSON array of objects (all fields unless -o).
     #[arg(long)]
@@ -25,18 +44,49 @@ pub struct ListArgs {
 }
 
 /// One container's line.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Row {
     pub ctid: String,
     pub status: String,
     pub pid: Option<i32>,
     pub hostname: String,
     pub ip: Vec<String>,
+    pub storage: String,
     pub numproc: Option<u64>,
     /// CPU time used, in seconds.
     pub cputime: Option<f64>,
+    /// Average CPU use since start, percent of one CPU.
+    pub cpu: Option<f64>,
+    pub cpuunits: Option<u64>,
+    pub cpulimit: Option<u64>,
     /// Memory in use, in bytes.
     pub memory: Option<u64>,
+    pub ram: Option<u64>,
+    pub swap: Option<u64>,
+    pub swaplimit: Option<u64>,
+    pub numproclimit: Option<u64>,
+    pub numfiles: Option<u64>,
+    pub numfileslimit: Option<u64>,
+    pub diskspace: Option<u64>,
+    pub disklimit: Option<u64>,
+    pub ioread: Option<u64>,
+    pub iowrite: Option<u64>,
+}
+
+/// Bytes with a binary unit (K, M, G, T), one decimal when not whole.
+pub fn human(b: u64) -> String {
+    const U: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if v.fract() == 0.0 {
+        format!("{v}{}", U[i])
+    } else {
+        format!("{v:.1}{}", U[i])
+    }
 }
 
 impl Row {
@@ -48,10 +98,13 @@ impl Row {
             "pid" => self.pid.map_or_else(dash, |p| p.to_string()),
             "hostname" => self.hostname.clone(),
             "ip" => if self.ip.is_empty() { dash() } else { self.ip.join(",") },
-            "numproc" => self.numproc.map_or_else(dash, |n| n.to_string()),
+            "storage" => self.storage.clone(),
             "cputime" => self.cputime.map_or_else(dash, |c| format!("{c:.2}")),
-            "memory" => self.memory.map_or_else(dash, |m| m.to_string()),
-            _ => dash(),
+            "cpu" => self.cpu.map_or_else(dash, |c| format!("{c:.1}")),
+            _ => {
+                let v = serde_json::to_value(self).ok().and_then(|v| v.get(field).and_then(|x| x.as_u64()));
+                v.map_or_else(dash, |n| n.to_string())
+            }
         }
     }
 
@@ -85,7 +138,7 @@ pub fn format_table(rows: &[Row], fields: &[String], header: bool) -> String {
         lines.push(fields.iter().map(|f| r.cell(f)).collect());
     }
     let widths: Vec<usize> = (0..fields.len()).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
-    let numeric = |f: &str| matches!(f, "pid" | "numproc" | "cputime" | "memory");
+    let numeric = |f: &str| !matches!(f, "ctid" | "status" | "hostname" | "ip" | "storage");
     let mut out = String::new();
     for l in &lines {
         let mut s = String::new();
@@ -111,16 +164,38 @@ pub fn format_table(rows: &[Row], fields: &[String], header: bool) -> String {
 fn row(h: &Host, ct: &ferry_runtime::Ctid) -> Result<Row> {
     let cfg = container::load_config(h, ct)?;
     let (st, state) = container::status(h, ct)?;
-    let stats = state.as_ref().and_then(|s| container::stats(s).ok());
+    let state = state.filter(|_| st == Status::Running);
+    let u = state.as_ref().and_then(|s| container::usage(h, &cfg, s).ok());
+    let live_ips = state.as_ref().and_then(|s| s.net_objects.as_ref()).and_then(|n| n.venet.as_ref()).map(|v| v.addrs.clone());
+    let ips = match live_ips {
+        Some(v) => v,
+        None if state.is_some() => Vec::new(),
+        None => cfg.net.ipadd.clone(),
+    };
+    let r = &cfg.resources;
     Ok(Row {
         ctid: ct.to_string(),
         status: st.to_string(),
-        pid: state.as_ref().filter(|_| st == Status::Running).map(|s| s.pid),
+        pid: state.as_ref().map(|s| s.pid),
         hostname: cfg.effective_hostname().to_string(),
-        ip: cfg.net.ipadd.iter().map(|a| a.to_string()).collect(),
-        numproc: stats.as_ref().map(|s| s.numproc),
-        cputime: stats.as_ref().map(|s| s.cputime_ns as f64 / 1e9),
-        memory: stats.as_ref().map(|s| s.memory_bytes),
+        ip: ips.iter().map(|a| a.to_string()).collect(),
+        storage: format!("{:?}", cfg.storage.kind).to_lowercase(),
+        numproc: u.as_ref().map(|s| s.numproc),
+        cputime: u.as_ref().map(|s| s.cputime),
+        cpu: u.as_ref().map(|s| s.cpu_percent),
+        cpuunits: r.cpuunits,
+        cpulimit: r.cpulimit,
+        memory: u.as_ref().map(|s| s.memory),
+        ram: r.ram,
+        swap: u.as_ref().map(|s| s.swap),
+        swaplimit: r.swap,
+        numproclimit: r.numproc,
+        numfiles: u.as_ref().map(|s| s.numfiles),
+        numfileslimit: r.numfiles,
+        diskspace: u.as_ref().and_then(|s| s.disk_used),
+        disklimit: u.as_ref().and_then(|s| s.disk_limit).or(r.diskspace),
+        ioread: u.as_ref().map(|s| s.io_read),
+        iowrite: u.as_ref().map(|s| s.io_write),
     })
 }
 
@@ -156,8 +231,19 @@ mod tests {
 
     fn rows() -> Vec<Row> {
         vec![
-            Row { ctid: "101".into(), status: "running".into(), pid: Some(4242), hostname: "web".into(), ip: vec!["198.18.0.10".into()], numproc: Some(3), cputime: Some(1.5), memory: Some(1048576) },
-            Row { ctid: "long-name".into(), status: "stopped".into(), pid: None, hostname: "db".into(), ip: vec![], numproc: None, cputime: None, memory: None },
+            Row {
+                ctid: "101".into(),
+                status: "running".into(),
+                pid: Some(4242),
+                hostname: "web".into(),
+                ip: vec!["198.18.0.10".into()],
+                numproc: Some(3),
+                cputime: Some(1.5),
+                memory: Some(1048576),
+                ram: Some(64 << 20),
+                ..Default::default()
+            },
+            Row { ctid: "long-name".into(), status: "stopped".into(), hostname: "db".into(), ..Default::default() },
         ]
     }
 
@@ -166,6 +252,8 @@ mod tests {
         let f: Vec<String> = ["ctid", "status", "pid", "ip"].iter().map(|s| s.to_string()).collect();
         let t = format_table(&rows(), &f, true);
         assert_eq!(t, "CTID      STATUS   PID IP\n101       running 4242 198.18.0.10\nlong-name stopped    - -\n");
+        let f: Vec<String> = ["ctid", "memory", "ram", "numproclimit"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(format_table(&rows()[..1], &f, false), "101 1048576 67108864 -\n");
         let only: Vec<String> = vec!["ctid".into()];
         assert_eq!(format_table(&rows(), &only, false), "101\nlong-name\n");
     }

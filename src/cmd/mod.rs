@@ -4,6 +4,7 @@ mod checkpoint;
 mod exec;
 mod lifecycle;
 mod list;
+mod opts;
 mod set;
 
 use anyhow::Result;
@@ -47,7 +48,7 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
-    /// Show whether a container runs.
+    /// Show whether a container runs, and its usage next to its limits.
     Status {
         ctid: String,
         #[arg(long)]

@@ -1,5 +1,6 @@
-//! `set`: hostname and passwords live (vzctl semantics: live without --save, persisted with
-//! it), capabilities and devices persisted for the next start.
+//! `set`: hostname, passwords, venet addresses and resource limits live (vzctl semantics: live
+//! without --save, persisted with it); capabilities, devices, bridged interfaces, passed-through
+//! devices and the uplink persisted for the next start.
 
 use anyhow::{bail, Result};
 use ferry_runtime::cgroups::DeviceRule;
@@ -21,6 +22,10 @@ pub struct SetArgs {
     /// Extra device allowed, TYPE:MAJOR:MINOR[:ACCESS] (e.g. c:10:200:rw); next start.
     #[arg(long)]
     pub devices: Vec<String>,
+    #[command(flatten)]
+    pub net: super::opts::NetArgs,
+    #[command(flatten)]
+    pub res: super::opts::ResArgs,
     /// Persist the settings in the container's config.
     #[arg(long)]
     pub save: bool,
@@ -30,10 +35,26 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
     let ct = super::ctid(&a.ctid)?;
     let mut cfg = container::load_config(h, &ct)?;
     let lock = ContainerLock::acquire(h, &ct, "set")?;
-    let running = container::status(h, &ct)?.0 == Status::Running;
-    if a.hostname.is_none() && a.userpasswd.is_empty() && a.capability.is_empty() && a.devices.is_empty() {
+    let (status, state) = container::status(h, &ct)?;
+    let running = status == Status::Running;
+    let mut state = state.filter(|_| running);
+    if a.hostname.is_none() && a.userpasswd.is_empty() && a.capability.is_empty() && a.devices.is_empty() && a.net.is_empty() && a.res.is_empty() {
         bail!("container {ct}: set: nothing to change; see `ferry set --help`");
     }
+    if a.net.has_next_start_changes() && !a.save {
+        bail!("container {ct}: set: --netif, --netif-del, --netdev-add, --netdev-del and --uplink take effect at the next start; add --save");
+    }
+    if (!a.net.ipadd.is_empty() || !a.net.ipdel.is_empty() || !a.res.is_empty()) && !running && !a.save {
+        bail!("container {ct}: set: container is not running, so addresses and limits without --save change nothing; add --save");
+    }
+    // The new network and limits, checked before anything changes.
+    let new_net = a.net.apply(&ct, &cfg.net)?;
+    let new_res = a.res.apply(&cfg.resources)?;
+    container::check_resources(&new_res).map_err(|e| anyhow::anyhow!("container {ct}: set: {e}; nothing was changed"))?;
+    let live_ips: Vec<std::net::IpAddr> =
+        state.as_ref().and_then(|s| s.net_objects.as_ref()).and_then(|n| n.venet.as_ref()).map(|v| v.addrs.clone()).unwrap_or_default();
+    let ip_add: Vec<std::net::IpAddr> = a.net.ipadd.iter().filter(|x| !live_ips.contains(x)).copied().collect();
+    let ip_del: Vec<std::net::IpAddr> = a.net.ipdel_addrs(&live_ips)?.into_iter().filter(|x| live_ips.contains(x)).collect();
     if (!a.capability.is_empty() || !a.devices.is_empty()) && !a.save {
         bail!("container {ct}: set: capabilities and devices cannot change in a running container; add --save (they take effect on the next start)");
     }
@@ -52,16 +73,48 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
         }
     }
     if let Some(hn) = &a.hostname {
-        if running {
-            container::set_hostname_live(h, &ct, hn)?;
-        } else {
-            ferry_runtime::container::check_hostname(hn)?;
+        ferry_runtime::container::check_hostname(hn)?;
+    }
+    // Limits and addresses first: they are the changes that may still be refused.
+    let res_changed = new_res != cfg.resources;
+    if let Some(st) = state.as_mut() {
+        if res_changed {
+            container::set_resources_live(h, &cfg, st, &new_res)?;
         }
+        if !ip_add.is_empty() || !ip_del.is_empty() {
+            let mut live_cfg = cfg.clone();
+            live_cfg.net = new_net.clone();
+            if let Err(e) = container::set_ips_live(h, &live_cfg, st, &ip_add, &ip_del) {
+                // All or nothing: the limits go back too.
+                if res_changed {
+                    let mut applied = cfg.clone();
+                    applied.resources = new_res.clone();
+                    let _ = container::set_resources_live(h, &applied, st, &cfg.resources);
+                }
+                return Err(e.into());
+            }
+        }
+    } else if a.save && new_res.diskspace != cfg.resources.diskspace {
+        // Stopped: the disk limit lives in the backend (qgroup, image size), not in a cgroup.
+        container::set_diskspace_stopped(h, &cfg, new_res.diskspace)?;
+    }
+    if let (Some(hn), true) = (&a.hostname, running) {
+        container::set_hostname_live(h, &ct, hn)?;
     }
     for up in &a.userpasswd {
         container::set_userpasswd(h, &ct, up)?;
     }
+    if running && !a.save && new_res.diskspace != cfg.resources.diskspace {
+        // The disk backend keeps the new size (an image cannot shrink back at the next start),
+        // so the config must say so too.
+        let mut c = cfg.clone();
+        c.resources.diskspace = new_res.diskspace;
+        c.save(&h.config_path(&ct))?;
+        println!("diskspace is kept by the disk backend across restarts, so it was saved in the config too");
+    }
     if a.save {
+        cfg.net = new_net;
+        cfg.resources = new_res;
         if let Some(hn) = &a.hostname {
             cfg.hostname = Some(hn.clone());
         }
@@ -70,6 +123,9 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
         cfg.save(&h.config_path(&ct))?;
         if sec_changed && running {
             println!("capabilities/devices saved; they take effect on the next start (`ferry restart {ct}`)");
+        }
+        if a.net.has_next_start_changes() && running {
+            println!("interfaces, passed-through devices and the uplink saved; they take effect on the next start (`ferry restart {ct}`)");
         }
     }
     drop(lock);

@@ -17,6 +17,8 @@ pub struct TestHost {
     pub run: PathBuf,
     pub cgroup_parent: String,
     pub template: PathBuf,
+    /// The simulated host's netns (/run/netns/NAME) every ferry command runs in, if any.
+    pub netns: Option<String>,
 }
 
 /// Root is needed for namespaces, cgroups and mounts; without it the test says why and stops.
@@ -51,11 +53,26 @@ impl TestHost {
                 t
             }
         };
-        TestHost { dir, data, run, cgroup_parent: format!("ferry-t{u}"), template }
+        TestHost { dir, data, run, cgroup_parent: format!("ferry-t{u}"), template, netns: None }
+    }
+
+    /// A host whose ferry commands run in the network namespace at `netns_path` (entered
+    /// with `nsenter --net` only, so mounts stay shared). Drop it before that netns goes.
+    pub fn in_netns(netns_path: &str) -> TestHost {
+        let mut h = TestHost::new();
+        h.netns = Some(netns_path.to_string());
+        h
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(FERRY);
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={ns}")).arg(FERRY);
+                c
+            }
+            None => Command::new(FERRY),
+        };
         c.env("FERRY_DATA_DIR", &self.data)
             .env("FERRY_RUN_DIR", &self.run)
             .env("FERRY_CGROUP_PARENT", &self.cgroup_parent)

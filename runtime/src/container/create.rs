@@ -1,4 +1,4 @@
-use crate::config::ContainerConfig;
+use crate::config::{ContainerConfig, NetConfig, Resources, StorageKind};
 use crate::container::{status, Status};
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -12,6 +12,16 @@ pub struct CreateOptions {
     pub hostname: Option<String>,
     /// argv of PID 1; None picks `/sbin/init` or the keep-alive.
     pub init: Option<Vec<String>>,
+    /// Network config (venet addresses, bridged interfaces with their MACs, devices).
+    pub net: NetConfig,
+    /// Resource limits; `diskspace` also picks the disk backend.
+    pub resources: Resources,
+}
+
+/// Check limits as far as a container that does not run yet allows (CPU numbers, ranges).
+pub fn check_resources(res: &Resources) -> Result<()> {
+    let ctx = crate::cgroups::LimitContext { ncpus: crate::cgroups::limits::online_cpus(), ..Default::default() };
+    crate::cgroups::limits::validate(res, &ctx)
 }
 
 /// Check a hostname the kernel and resolvers accept.
@@ -49,14 +59,18 @@ pub fn create(host: &Host, lock: &ContainerLock, opts: &CreateOptions) -> Result
     }
     // Refuse a bad template before anything is made.
     crate::template::template_kind(&opts.template)?;
+    check_resources(&opts.resources).map_err(|e| Error::ct(ct.as_str(), "create", e.to_string()))?;
     let mut cfg = ContainerConfig::new(ct.clone());
     cfg.hostname = opts.hostname.clone();
     cfg.template = Some(opts.template.display().to_string());
+    cfg.net = opts.net.clone();
+    cfg.resources = opts.resources.clone();
+    cfg.storage.kind = crate::storage::backends::choose_kind(&host.data_dir, cfg.resources.diskspace)?;
     crate::storage::prepare(host, &cfg, &opts.template)?;
     let res = (|| {
         cfg.init = match &opts.init {
             Some(i) if !i.is_empty() => i.clone(),
-            _ => crate::template::default_init(&host.private_dir(ct)).ok_or_else(|| {
+            _ => default_init(host, &cfg).ok_or_else(|| {
                 Error::ct(ct.as_str(), "create", "the template has neither /sbin/init nor /bin/sh: give the command PID 1 runs with --init")
             })?,
         };
@@ -67,6 +81,17 @@ pub fn create(host: &Host, lock: &ContainerLock, opts: &CreateOptions) -> Result
         let _ = crate::storage::remove(host, &cfg);
     }
     res
+}
+
+/// PID 1's default command, looked up in the container's files (an image is mounted for it).
+fn default_init(host: &Host, cfg: &ContainerConfig) -> Option<Vec<String>> {
+    if cfg.storage.kind != StorageKind::Image {
+        return crate::template::default_init(&host.private_dir(&cfg.ctid));
+    }
+    let root = crate::storage::mount_root(host, cfg).ok()?;
+    let init = crate::template::default_init(&root);
+    let _ = crate::storage::unmount_root(host, cfg);
+    init
 }
 
 /// Remove a stopped container: private area, root, config, run dir, logs and dumps. With

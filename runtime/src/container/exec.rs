@@ -122,9 +122,12 @@ fn exec_env() -> Vec<CString> {
         .collect()
 }
 
-fn exec_in_child(j: &Joiner, argv: &[CString], env: &[CString]) -> ! {
+fn exec_in_child(j: &Joiner, argv: &[CString], env: &[CString], nofile: Option<u64>) -> ! {
     let r: std::result::Result<(), String> = j.finish_in_child().and_then(|()| {
         crate::container::start::close_fds_except(-1);
+        if let Some(n) = nofile {
+            crate::container::start::set_own_nofile(n)?;
+        }
         let e = nix::unistd::execvpe(&argv[0], argv, env).unwrap_err();
         Err(format!("{:?}: {e}", argv[0]))
     });
@@ -148,12 +151,14 @@ pub fn exec(host: &Host, ct: &Ctid, argv: &[String]) -> Result<i32> {
         .map(|a| CString::new(a.as_str()).map_err(|_| Error::ct(ct.as_str(), "exec", "an argument contains a NUL byte")))
         .collect::<Result<_>>()?;
     let env = exec_env();
+    // The container's numfiles holds for what runs in it too.
+    let nofile = crate::container::load_config(host, ct).ok().and_then(|c| crate::cgroups::limits::numfiles_rlimit(&c.resources));
     let j = Joiner::open(&st)?;
     j.setns_all(ct)?;
     install_forwarding(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT]);
     // SAFETY: single-threaded process; the child only execs or exits.
     match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))? {
-        ForkResult::Child => exec_in_child(&j, &argv, &env),
+        ForkResult::Child => exec_in_child(&j, &argv, &env, nofile),
         ForkResult::Parent { child } => {
             drop(j);
             wait_forwarding(child)

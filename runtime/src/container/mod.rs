@@ -12,9 +12,9 @@ mod set;
 mod start;
 mod stop;
 
-pub use create::{check_hostname, create, destroy, CreateOptions};
+pub use create::{check_hostname, check_resources, create, destroy, CreateOptions};
 pub use exec::{enter, exec, run_in_container};
-pub use set::{set_hostname_live, set_userpasswd, update_passwd_files};
+pub use set::{set_diskspace_stopped, set_hostname_live, set_ips_live, set_resources_live, set_userpasswd, update_passwd_files};
 pub use start::{configure_cgroup, limit_context, prepare_cgroup, start, CONSOLE_LOG};
 pub use stop::{stop, teardown};
 pub use restore::{checkpoint_to_dir, restore_from_dir, thaw_if_frozen, CheckpointInfo, CheckpointMeta, CheckpointOpts, CheckpointSummary, RestoreInfo};
@@ -111,4 +111,53 @@ pub fn restart(host: &Host, lock: &ContainerLock, timeout: std::time::Duration) 
         stop(host, lock, &cfg, timeout)?;
     }
     start(host, lock, &cfg)
+}
+
+/// Usage of a running container next to its limits, for `ferry status` and `ferry list -o`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Usage {
+    /// CPU time of all its processes, seconds.
+    pub cputime: f64,
+    /// Average CPU use since PID 1 started, percent of one CPU (cputime / time running).
+    pub cpu_percent: f64,
+    pub memory: u64,
+    pub swap: u64,
+    pub numproc: u64,
+    /// Open file descriptors of all its processes together.
+    pub numfiles: u64,
+    /// Bytes used on its disk backend (None for a plain directory: no cheap number).
+    pub disk_used: Option<u64>,
+    /// The disk limit in force (image size, qgroup limit).
+    pub disk_limit: Option<u64>,
+    pub io_read: u64,
+    pub io_write: u64,
+}
+
+/// Seconds since boot, from /proc/uptime.
+fn uptime_secs() -> Option<f64> {
+    std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// Read the usage of a running container.
+pub fn usage(host: &Host, cfg: &ContainerConfig, st: &State) -> Result<Usage> {
+    let cg = Cgroup::new(crate::cgroups::DEFAULT_CGROUP_ROOT, st.cgroup.clone(), st.cgroup_mode);
+    let s = cg.stats()?;
+    let cputime = s.cputime_ns as f64 / 1e9;
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let running = uptime_secs().map(|u| u - st.start_time as f64 / hz).unwrap_or(0.0);
+    let cpu_percent = if running > 0.0 { cputime / running * 100.0 } else { 0.0 };
+    let disk = crate::storage::backends::disk_usage(cfg.storage.kind, host, &cfg.ctid).ok().flatten();
+    Ok(Usage {
+        cputime,
+        cpu_percent,
+        memory: s.memory_bytes,
+        swap: s.swap_bytes,
+        numproc: s.numproc,
+        numfiles: crate::cgroups::limits::open_files(&cg.pids().unwrap_or_default()),
+        disk_used: disk.map(|d| d.used),
+        disk_limit: disk.and_then(|d| d.limit),
+        io_read: s.io_read_bytes,
+        io_write: s.io_write_bytes,
+    })
 }

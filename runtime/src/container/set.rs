@@ -2,7 +2,13 @@
 //! (written into its /etc/passwd and /etc/shadow from inside, so no symlink in the container
 //! can redirect the write to the host).
 
+use crate::cgroups::{limits, Cgroup};
+use crate::config::{ContainerConfig, Resources};
 use crate::container::run_in_container;
+use crate::net::NetState;
+use crate::state::State;
+use crate::storage::backends;
+use std::net::IpAddr;
 use crate::ctid::Ctid;
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -140,6 +146,110 @@ pub fn set_userpasswd(host: &Host, ct: &Ctid, spec: &str) -> Result<()> {
         }
         write_replace("/etc/shadow", &ns, 0o640)
     })
+}
+
+/// Change the limits of the running container `cfg` (whose config still holds the old ones)
+/// to `new`, all or nothing: everything is checked first (values, the disk backend, whether
+/// an open-file limit can be raised), then the cgroup files are written (all-or-nothing
+/// themselves), then RLIMIT_NOFILE of every process, then the disk limit last (an XFS image
+/// that grew cannot shrink back). A failure after the cgroup writes puts the old values back.
+pub fn set_resources_live(host: &Host, cfg: &ContainerConfig, st: &State, new: &Resources) -> Result<()> {
+    let ct = &cfg.ctid;
+    let old = &cfg.resources;
+    let fail = |e: Error| Error::ct(ct.as_str(), "set limits", format!("{e}; nothing was changed"));
+    // For errors that already name the container.
+    let unchanged = |e: Error| Error::Config(format!("{e}; nothing was changed"));
+    let cg = Cgroup::new(crate::cgroups::DEFAULT_CGROUP_ROOT, st.cgroup.clone(), st.cgroup_mode);
+    let ctx = crate::container::limit_context(host, cfg, &cg);
+    limits::validate(new, &ctx).map_err(fail)?;
+    let disk_changed = new.diskspace != old.diskspace;
+    if disk_changed {
+        backends::check_diskspace(cfg.storage.kind, host, ct, new.diskspace).map_err(unchanged)?;
+    }
+    let pids = cg.pids()?;
+    let nofile_changed = new.numfiles != old.numfiles;
+    if let (true, Some(n)) = (nofile_changed, new.numfiles) {
+        let can_raise = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_RESOURCE).unwrap_or(false);
+        for &p in &pids {
+            if let Ok((_, hard)) = limits::get_nofile(p) {
+                if n > hard && !can_raise {
+                    return Err(fail(Error::Config(format!(
+                        "numfiles {n} is above the hard open-file limit {hard} of pid {p}, and this host lacks \
+                         CAP_SYS_RESOURCE to raise it: save it with --save and restart the container, or choose at most {hard}"
+                    ))));
+                }
+            }
+        }
+    }
+    cg.apply(new, &ctx).map_err(fail)?;
+    let undo_cgroup = || {
+        let back = crate::cgroups::LimitContext { memory_usage: None, ..ctx.clone() };
+        if let Err(e) = cg.apply(old, &back) {
+            tracing::warn!("container {ct}: putting the old limits back: {e}");
+        }
+    };
+    if let (true, Some(n)) = (nofile_changed, new.numfiles) {
+        if let Err(e) = limits::set_nofile_all(&pids, n) {
+            undo_cgroup();
+            return Err(fail(e));
+        }
+    }
+    if disk_changed {
+        if let Err(e) = backends::set_diskspace(cfg.storage.kind, host, ct, new.diskspace) {
+            undo_cgroup();
+            if let (true, Some(n)) = (nofile_changed, old.numfiles) {
+                let _ = limits::set_nofile_all(&pids, n);
+            }
+            return Err(unchanged(e));
+        }
+    }
+    Ok(())
+}
+
+/// Set the disk limit of a stopped container (btrfs qgroup or image size), checked first.
+pub fn set_diskspace_stopped(host: &Host, cfg: &ContainerConfig, limit: Option<u64>) -> Result<()> {
+    backends::set_diskspace(cfg.storage.kind, host, &cfg.ctid, limit)
+}
+
+/// Add and remove venet addresses of the running container, at once; the state file follows.
+/// `cfg` gives the uplink. Additions already made are taken back when a later one fails.
+pub fn set_ips_live(host: &Host, cfg: &ContainerConfig, st: &mut State, add: &[IpAddr], del: &[IpAddr]) -> Result<()> {
+    let mut net = st.net_objects.clone().unwrap_or_else(|| NetState { ctid: cfg.ctid.to_string(), pid: st.pid, ..Default::default() });
+    let mut added = Vec::new();
+    let mut res = Ok(());
+    for a in add {
+        if net.venet.as_ref().is_some_and(|v| v.addrs.contains(a)) {
+            continue;
+        }
+        match crate::net::add_ip(host, cfg, &mut net, *a) {
+            Ok(()) => added.push(*a),
+            Err(e) => {
+                for a in &added {
+                    let _ = crate::net::del_ip(host, &mut net, *a);
+                }
+                res = Err(e);
+                break;
+            }
+        }
+    }
+    if res.is_ok() {
+        for d in del {
+            if let Err(e) = crate::net::del_ip(host, &mut net, *d) {
+                res = Err(e);
+                break;
+            }
+        }
+    }
+    // The state records whatever exists now, also after a failure (so stop removes it).
+    st.net_objects = Some(net);
+    st.save(host)?;
+    res?;
+    if !add.is_empty() {
+        if let Some(n) = &st.net_objects {
+            crate::hooks::announce_after_start(n);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

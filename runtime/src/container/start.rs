@@ -33,10 +33,15 @@ struct Undo<'a> {
     mounted: bool,
     child: Option<Pid>,
     hooked: bool,
+    net: Option<crate::net::NetState>,
 }
 
 impl Undo<'_> {
     fn run(&mut self) {
+        // Passed-through devices go back while the netns still lives.
+        if let Err(e) = hooks::net_hook_before_kill(&mut self.net) {
+            tracing::warn!("undo start of {}: {e}", self.cfg.ctid);
+        }
         if let Some(pid) = self.child.take() {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);
@@ -47,8 +52,13 @@ impl Undo<'_> {
                 tracing::warn!("undo start of {}: {e}", self.cfg.ctid);
             }
         }
-        if self.hooked {
-            let _ = hooks::net_hook_after_stop(self.host, self.cfg);
+        // Only what setup reported: a setup that failed has removed its own objects, and the
+        // by-name sweep (no state) could touch another container's proxy entry for a shared
+        // address.
+        if let (true, Some(net)) = (self.hooked, self.net.as_ref()) {
+            if let Err(e) = hooks::net_hook_after_stop(self.host, self.cfg, Some(net)) {
+                tracing::warn!("undo start of {}: {e}", self.cfg.ctid);
+            }
         }
         if self.mounted {
             if let Err(e) = crate::storage::unmount_root(self.host, self.cfg) {
@@ -59,9 +69,14 @@ impl Undo<'_> {
     }
 }
 
-/// Host facts for the limit translation.
+/// Host facts for the limit translation. The I/O device is the disk under the private area
+/// (for the image backend: under the image file).
 pub fn limit_context(host: &Host, cfg: &ContainerConfig, cg: &Cgroup) -> LimitContext {
-    LimitContext::probe(cg.mode(), cg.root(), cg.rel(), &host.private_dir(&cfg.ctid))
+    let area = match cfg.storage.kind {
+        crate::config::StorageKind::Image => host.disk_image(&cfg.ctid),
+        _ => host.private_dir(&cfg.ctid),
+    };
+    LimitContext::probe(cg.mode(), cg.root(), cg.rel(), &area)
 }
 
 /// Device policy and resource limits of `cfg` on an existing cgroup (shared by start and
@@ -103,10 +118,17 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     let caps = capabilities::container_caps(&cfg.security)?;
     let rules = devices::rules_for(&cfg.security.devices)?;
 
-    let mut undo = Undo { host, cfg, cgroup: None, mounted: false, child: None, hooked: false };
+    let mut undo = Undo { host, cfg, cgroup: None, mounted: false, child: None, hooked: false, net: None };
     let res = start_inner(host, cfg, &caps, &rules, &mut undo);
     if res.is_err() {
         undo.run();
+    }
+    // Announce once the container runs (the CLI is done cloning, so the helper thread that
+    // announces inside a netns is allowed now); 3 frames 100 ms apart.
+    if let Ok(st) = &res {
+        if let Some(n) = &st.net_objects {
+            hooks::announce_after_start(n);
+        }
     }
     res
 }
@@ -154,7 +176,7 @@ fn start_inner(
     let start_time = proc_stat(pid.as_raw()).map(|s| s.start_time).ok_or_else(|| Error::ct(ct.as_str(), "start", "PID 1 vanished right after clone"))?;
     cg.add_pid(pid.as_raw())?;
     undo.hooked = true;
-    hooks::net_hook_after_clone(host, cfg, pid.as_raw())?;
+    undo.net = hooks::net_hook_after_clone(host, cfg, pid.as_raw())?;
 
     // Release the child, then wait for exec (EOF) or its error message.
     let mut w = std::fs::File::from(sync_w);
@@ -166,13 +188,14 @@ fn start_inner(
         return Err(Error::ct(ct.as_str(), "start", msg));
     }
 
-    let st = State { start_time, ..State::new(ct.clone(), pid.as_raw(), &cg, root) };
+    let st = State { start_time, net_objects: undo.net.clone(), ..State::new(ct.clone(), pid.as_raw(), &cg, root) };
     st.save(host)?;
     // PID 1 outlives this process; the host's init reaps it.
     undo.child = None;
     undo.cgroup = None;
     undo.mounted = false;
     undo.hooked = false;
+    undo.net = None;
     Ok(st)
 }
 
@@ -183,6 +206,8 @@ struct ChildPlan {
     argv: Vec<CString>,
     env: Vec<CString>,
     caps: caps::CapsHashSet,
+    /// RLIMIT_NOFILE for PID 1 (`numfiles`), inherited by everything it starts.
+    nofile: Option<u64>,
 }
 
 impl ChildPlan {
@@ -194,6 +219,7 @@ impl ChildPlan {
             argv: cfg.init.iter().map(|a| cs(a)).collect::<Result<_>>()?,
             env: INIT_ENV.iter().map(|e| cs(e)).collect::<Result<_>>()?,
             caps: caps.clone(),
+            nofile: crate::cgroups::limits::numfiles_rlimit(&cfg.resources),
         })
     }
 }
@@ -282,10 +308,26 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
 
     close_fds_except(keep_fd);
     redirect_stdio()?;
+    if let Some(n) = plan.nofile {
+        set_own_nofile(n)?;
+    }
     capabilities::restrict_to(&plan.caps).map_err(|e| e.to_string())?;
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     let e = nix::unistd::execve(&plan.argv[0], &plan.argv, &plan.env).unwrap_err();
     Err(format!("exec init {:?}: {e}; check the init command (`init` in the config or --init at create)", plan.argv[0]))
+}
+
+/// Set this process's RLIMIT_NOFILE (soft and hard) to `n` (`numfiles`).
+pub(crate) fn set_own_nofile(n: u64) -> Result<(), String> {
+    let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+    // SAFETY: `lim` is a valid rlimit for the duration of the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!(
+            "numfiles {n}: set RLIMIT_NOFILE: {e} (raising above ferry's own hard limit needs CAP_SYS_RESOURCE; choose a lower numfiles)"
+        ));
+    }
+    Ok(())
 }
 
 /// Close every fd above 2 except `keep` (the close-on-exec error pipe).

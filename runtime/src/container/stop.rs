@@ -21,6 +21,14 @@ pub fn stop(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, timeout: D
         return Err(Error::ct(ct.as_str(), "stop", "container is not running"));
     }
     if let Some(state) = &state {
+        // Passed-through devices must leave before the netns dies; record what is left.
+        let mut net = state.net_objects.clone();
+        if let Err(e) = hooks::net_hook_before_kill(&mut net) {
+            tracing::warn!("{e}");
+        }
+        if net != state.net_objects {
+            let _ = State { net_objects: net, ..state.clone() }.save(host);
+        }
         let _ = kill(Pid::from_raw(state.pid), Signal::SIGTERM);
         let deadline = Instant::now() + timeout;
         while state.is_alive() && Instant::now() < deadline {
@@ -39,6 +47,10 @@ pub fn teardown(host: &Host, cfg: &ContainerConfig, state: Option<&State>) -> Re
         None => Cgroup::open(host.cgroup_path(ct))?,
     };
     if let Some(s) = state {
+        let mut net = s.net_objects.clone();
+        if let Err(e) = hooks::net_hook_before_kill(&mut net) {
+            tracing::warn!("{e}");
+        }
         let _ = kill(Pid::from_raw(s.pid), Signal::SIGKILL);
     }
     cg.kill_all(Signal::SIGKILL, Duration::from_secs(10))?;
@@ -53,6 +65,6 @@ pub fn teardown(host: &Host, cfg: &ContainerConfig, state: Option<&State>) -> Re
     }
     crate::storage::unmount_root(host, cfg)?;
     cg.destroy()?;
-    hooks::net_hook_after_stop(host, cfg)?;
+    hooks::net_hook_after_stop(host, cfg, state.and_then(|s| s.net_objects.as_ref()))?;
     State::remove(host, ct)
 }

@@ -156,7 +156,7 @@ pub fn check_diskspace(kind: StorageKind, host: &Host, ct: &Ctid, limit: Option<
         (StorageKind::Dir, None) => Ok(()),
         (StorageKind::Dir, Some(_)) => fail(
             "its private area is a plain directory, which cannot be limited (the data dir is not on btrfs and \
-             the container was created without --diskspace): recreate it with --diskspace to get an XFS image"
+             the container was created without --diskspace): recreate it with --diskspace to get an XFS image, or put the data dir on btrfs and recreate it"
                 .into(),
         ),
         (StorageKind::Btrfs, None) => Ok(()),

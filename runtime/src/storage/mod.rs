@@ -2,8 +2,10 @@
 //!
 //! Each backend fills the private area on create, mounts it at `Host::root_dir` in the host's
 //! mount namespace on start (the admin sees the running container's files there, like vzctl),
-//! unmounts it on stop and removes it on destroy. Only the plain-directory backend exists yet;
-//! Btrfs and Image are matched here so that adding them touches one place.
+//! unmounts it on stop and removes it on destroy. Backends (chosen at create by
+//! [`backends::choose_kind`], recorded in the config): a plain directory and a btrfs subvolume
+//! (both bind-mounted at the root; btrfs's `diskspace` is a qgroup limit), and an XFS image
+//! on a loop device mounted at the root (its `diskspace` is the image size).
 
 use crate::config::{ContainerConfig, StorageKind};
 use crate::ctid::Ctid;
@@ -16,21 +18,51 @@ pub mod backends;
 pub mod btrfs;
 pub mod image;
 
-fn not_built(ct: &Ctid, kind: StorageKind, op: &'static str) -> Error {
-    Error::ct(ct.as_str(), op, format!("storage backend {kind:?} is not built yet; use the plain directory backend (kind = \"dir\")"))
+fn exists_error(ct: &Ctid, p: &Path) -> Error {
+    Error::ct(ct.as_str(), "create", format!("private area {} already exists; remove it or pick another CTID", p.display()))
 }
 
-/// Create the private area of `cfg` and fill it from `template`. On failure nothing remains.
+/// Create the private area of `cfg` and fill it from `template`, with the disk limit
+/// `cfg.resources.diskspace` where the backend has one. On failure nothing remains.
 pub fn prepare(host: &Host, cfg: &ContainerConfig, template: &Path) -> Result<()> {
     let ct = &cfg.ctid;
+    let diskspace = cfg.resources.diskspace;
     match cfg.storage.kind {
+        StorageKind::Btrfs => {
+            let private = host.private_dir(ct);
+            if private.exists() {
+                return Err(exists_error(ct, &private));
+            }
+            btrfs::create_subvolume(&private)?;
+            let res = crate::template::install(template, &private).and_then(|()| match diskspace {
+                Some(l) => btrfs::set_limit(&private, Some(l)),
+                None => Ok(()),
+            });
+            if res.is_err() {
+                let _ = btrfs::delete(&private);
+            }
+            res
+        }
+        StorageKind::Image => {
+            let img = host.disk_image(ct);
+            let size = diskspace.ok_or_else(|| {
+                Error::ct(ct.as_str(), "create", "the image backend needs a disk limit: give --diskspace")
+            })?;
+            if img.exists() {
+                return Err(exists_error(ct, &img));
+            }
+            let root = host.root_dir(ct);
+            let res = image::create_filled(&img, size, &root, |mp| crate::template::install(template, mp));
+            let _ = std::fs::remove_dir(&root);
+            res
+        }
         StorageKind::Dir => {
             let private = host.private_dir(ct);
             let parent = private.parent().expect("private dir has a parent");
             std::fs::create_dir_all(parent).ctx("create directory", parent)?;
             std::fs::create_dir(&private).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    Error::ct(ct.as_str(), "create", format!("private area {} already exists; remove it or pick another CTID", private.display()))
+                    exists_error(ct, &private)
                 } else {
                     Error::io("create private area", &private, e)
                 }
@@ -41,7 +73,6 @@ pub fn prepare(host: &Host, cfg: &ContainerConfig, template: &Path) -> Result<()
             }
             res
         }
-        k => Err(not_built(ct, k, "create")),
     }
 }
 
@@ -60,7 +91,19 @@ fn unescape_mountinfo(s: &str) -> String {
 pub fn mount_root(host: &Host, cfg: &ContainerConfig) -> Result<PathBuf> {
     let ct = &cfg.ctid;
     match cfg.storage.kind {
-        StorageKind::Dir => {
+        StorageKind::Image => {
+            let root = host.root_dir(ct);
+            if is_mounted(&root) {
+                return Ok(root);
+            }
+            image::mount(&host.disk_image(ct), &root)?;
+            if let Err(e) = nix::mount::mount(None::<&str>, &root, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>) {
+                let _ = image::umount_path(&host.disk_image(ct), &root);
+                return Err(Error::sys(format!("make {} private", root.display()), e));
+            }
+            Ok(root)
+        }
+        StorageKind::Dir | StorageKind::Btrfs => {
             let private = host.private_dir(ct);
             let root = host.root_dir(ct);
             if !private.is_dir() {
@@ -79,7 +122,6 @@ pub fn mount_root(host: &Host, cfg: &ContainerConfig) -> Result<PathBuf> {
             }
             Ok(root)
         }
-        k => Err(not_built(ct, k, "mount")),
     }
 }
 
@@ -87,7 +129,20 @@ pub fn mount_root(host: &Host, cfg: &ContainerConfig) -> Result<PathBuf> {
 pub fn unmount_root(host: &Host, cfg: &ContainerConfig) -> Result<()> {
     let root = host.root_dir(&cfg.ctid);
     match cfg.storage.kind {
-        StorageKind::Dir => {
+        StorageKind::Image => {
+            let mut tries = 0;
+            loop {
+                match image::umount_path(&host.disk_image(&cfg.ctid), &root) {
+                    Ok(()) => return Ok(()),
+                    Err(_) if tries < 20 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(25));
+                    }
+                    Err(e) => return Err(Error::ct(cfg.ctid.as_str(), "unmount", e.to_string())),
+                }
+            }
+        }
+        StorageKind::Dir | StorageKind::Btrfs => {
             let mut tries = 0;
             while is_mounted(&root) {
                 match nix::mount::umount2(&root, MntFlags::empty()) {
@@ -108,19 +163,28 @@ pub fn unmount_root(host: &Host, cfg: &ContainerConfig) -> Result<()> {
             }
             Ok(())
         }
-        k => Err(not_built(&cfg.ctid, k, "unmount")),
     }
 }
 
 /// Remove the private area and the (unmounted) root directory.
 pub fn remove(host: &Host, cfg: &ContainerConfig) -> Result<()> {
     let ct = &cfg.ctid;
+    let root = host.root_dir(ct);
+    if is_mounted(&root) {
+        return Err(Error::ct(ct.as_str(), "destroy", format!("{} is still mounted; stop the container first", root.display())));
+    }
     match cfg.storage.kind {
+        StorageKind::Btrfs => {
+            btrfs::delete(&host.private_dir(ct))?;
+            let _ = std::fs::remove_dir(&root);
+            Ok(())
+        }
+        StorageKind::Image => {
+            image::destroy(&host.disk_image(ct), &root)?;
+            let _ = std::fs::remove_dir(&root);
+            Ok(())
+        }
         StorageKind::Dir => {
-            let root = host.root_dir(ct);
-            if is_mounted(&root) {
-                return Err(Error::ct(ct.as_str(), "destroy", format!("{} is still mounted; stop the container first", root.display())));
-            }
             for p in [host.private_dir(ct), root] {
                 match std::fs::remove_dir_all(&p) {
                     Ok(()) => {}
@@ -130,6 +194,5 @@ pub fn remove(host: &Host, cfg: &ContainerConfig) -> Result<()> {
             }
             Ok(())
         }
-        k => Err(not_built(ct, k, "destroy")),
     }
 }

@@ -1,0 +1,327 @@
+//! Network and resource options shared by `create` and `set`.
+
+use anyhow::{anyhow, bail, Result};
+use ferry_runtime::config::{parse_rate, parse_size, NetConfig, Resources, VethIf};
+use ferry_runtime::net::names::{format_mac, parse_mac};
+use ferry_runtime::Ctid;
+use std::net::IpAddr;
+
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct NetArgs {
+    /// venet (routed) address, IPv4 or IPv6; repeatable. Live on a running container.
+    #[arg(long, value_name = "IP")]
+    pub ipadd: Vec<IpAddr>,
+    /// Remove a venet address ("all" removes every one); repeatable. Live on a running container.
+    #[arg(long, value_name = "IP|all")]
+    pub ipdel: Vec<String>,
+    /// Bridged interface NAME[:BRIDGE][,mac=MAC] (NAME inside the container, e.g. eth0); the
+    /// MAC is generated from the CTID unless given. Takes effect at the next start.
+    #[arg(long, value_name = "NAME[:BRIDGE][,mac=MAC]")]
+    pub netif: Vec<String>,
+    /// Remove a bridged interface by its inner name; next start.
+    #[arg(long, value_name = "NAME")]
+    pub netif_del: Vec<String>,
+    /// Pass a host device into the container while it runs; next start.
+    #[arg(long, value_name = "DEV")]
+    pub netdev_add: Vec<String>,
+    /// Stop passing a host device through; next start.
+    #[arg(long, value_name = "DEV")]
+    pub netdev_del: Vec<String>,
+    /// Host interface that answers ARP/NDP for venet addresses and announces them (default:
+    /// chosen from the host's routes); next start.
+    #[arg(long, value_name = "DEV")]
+    pub uplink: Option<String>,
+}
+
+impl NetArgs {
+    pub fn is_empty(&self) -> bool {
+        self.ipadd.is_empty()
+            && self.ipdel.is_empty()
+            && self.netif.is_empty()
+            && self.netif_del.is_empty()
+            && self.netdev_add.is_empty()
+            && self.netdev_del.is_empty()
+            && self.uplink.is_none()
+    }
+
+    /// Whether anything beyond --ipadd/--ipdel is asked (those only act at the next start).
+    pub fn has_next_start_changes(&self) -> bool {
+        !self.netif.is_empty() || !self.netif_del.is_empty() || !self.netdev_add.is_empty() || !self.netdev_del.is_empty() || self.uplink.is_some()
+    }
+
+    /// The addresses --ipdel names, given the current ones ("all" = every one).
+    pub fn ipdel_addrs(&self, current: &[IpAddr]) -> Result<Vec<IpAddr>> {
+        let mut out = Vec::new();
+        for d in &self.ipdel {
+            if d == "all" {
+                out.extend_from_slice(current);
+            } else {
+                out.push(d.parse().map_err(|_| anyhow!("--ipdel {d:?}: not an IP address (or \"all\")"))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `net` with these changes applied (validated: names, MACs, duplicates).
+    pub fn apply(&self, ct: &Ctid, net: &NetConfig) -> Result<NetConfig> {
+        let mut n = net.clone();
+        let del = self.ipdel_addrs(&n.ipadd)?;
+        n.ipadd.retain(|a| !del.contains(a));
+        for a in &self.ipadd {
+            if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+                bail!("--ipadd {a}: not a usable unicast address");
+            }
+            if !n.ipadd.contains(a) {
+                n.ipadd.push(*a);
+            }
+        }
+        for name in &self.netif_del {
+            let before = n.netifs.len();
+            n.netifs.retain(|v| &v.name != name);
+            if n.netifs.len() == before {
+                bail!("--netif-del {name}: the container has no such interface");
+            }
+        }
+        for spec in &self.netif {
+            let mut v = parse_netif(spec)?;
+            if n.netifs.iter().any(|x| x.name == v.name) {
+                bail!("--netif {spec}: interface {} already exists; remove it first with --netif-del {}", v.name, v.name);
+            }
+            if v.mac.is_empty() {
+                // Stable: derived from the CTID and the interface's slot, skipping MACs in use.
+                let mut i = n.netifs.len();
+                loop {
+                    let m = format_mac(&ferry_runtime::net::generate_veth_mac(ct, i));
+                    if !n.netifs.iter().any(|x| x.mac == m) {
+                        v.mac = m;
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            n.netifs.push(v);
+        }
+        for d in &self.netdev_del {
+            let before = n.netdevs.len();
+            n.netdevs.retain(|x| x != d);
+            if n.netdevs.len() == before {
+                bail!("--netdev-del {d}: the container has no such device passed through");
+            }
+        }
+        for d in &self.netdev_add {
+            check_ifname(d, "--netdev-add")?;
+            if !n.netdevs.contains(d) {
+                n.netdevs.push(d.clone());
+            }
+        }
+        if let Some(u) = &self.uplink {
+            check_ifname(u, "--uplink")?;
+            n.uplink = Some(u.clone());
+        }
+        Ok(n)
+    }
+}
+
+fn check_ifname(s: &str, opt: &str) -> Result<()> {
+    if s.is_empty() || s.len() > 15 || s.contains(['/', ' ', ':', ',']) || s == "." || s == ".." {
+        bail!("{opt} {s:?}: not a valid interface name (1-15 characters, no '/', ':', ',' or spaces)");
+    }
+    Ok(())
+}
+
+/// NAME[:BRIDGE][,mac=MAC]; an empty `mac` means "generate".
+pub fn parse_netif(spec: &str) -> Result<VethIf> {
+    let mut parts = spec.split(',');
+    let head = parts.next().unwrap_or_default();
+    let (name, bridge) = match head.split_once(':') {
+        Some((n, b)) => (n, Some(b.to_string())),
+        None => (head, None),
+    };
+    check_ifname(name, "--netif")?;
+    if let Some(b) = &bridge {
+        check_ifname(b, "--netif bridge")?;
+    }
+    let mut mac = String::new();
+    for p in parts {
+        match p.split_once('=') {
+            Some(("mac", m)) => {
+                let parsed = parse_mac(m).ok_or_else(|| anyhow!("--netif {spec}: invalid MAC {m:?}; use six hex pairs such as 02:00:00:12:34:56"))?;
+                if parsed[0] & 1 == 1 {
+                    bail!("--netif {spec}: MAC {m} is a multicast address; the first byte must be even (e.g. 02:...)");
+                }
+                mac = format_mac(&parsed);
+            }
+            _ => bail!("--netif {spec}: unknown part {p:?}; the form is NAME[:BRIDGE][,mac=MAC]"),
+        }
+    }
+    Ok(VethIf { name: name.to_string(), bridge, mac })
+}
+
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ResArgs {
+    /// CPU weight, OpenVZ scale (default 1000).
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
+    pub cpuunits: Option<String>,
+    /// Hard CPU cap in percent of one CPU (100 = one CPU).
+    #[arg(long, allow_hyphen_values = true, value_name = "PCT")]
+    pub cpulimit: Option<String>,
+    /// CPUs the container may run on, e.g. 0-1,3.
+    #[arg(long, allow_hyphen_values = true, value_name = "LIST")]
+    pub cpumask: Option<String>,
+    /// At most N CPUs' worth of time at once.
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
+    pub cpus: Option<String>,
+    /// Memory limit, e.g. 512M.
+    #[arg(long, allow_hyphen_values = true, value_name = "SIZE")]
+    pub ram: Option<String>,
+    /// Swap on top of --ram.
+    #[arg(long, allow_hyphen_values = true, value_name = "SIZE")]
+    pub swap: Option<String>,
+    /// Processes and threads.
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
+    pub numproc: Option<String>,
+    /// Open files per process (RLIMIT_NOFILE; see docs/resources.md).
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
+    pub numfiles: Option<String>,
+    /// Hard limit on the container's files, e.g. 10G (needs the btrfs or image backend).
+    #[arg(long, allow_hyphen_values = true, value_name = "SIZE")]
+    pub diskspace: Option<String>,
+    /// Relative disk I/O weight 0-7 (default 4).
+    #[arg(long, allow_hyphen_values = true, value_name = "0-7")]
+    pub ioprio: Option<String>,
+    /// Disk bandwidth cap, read and write each, e.g. 10M (bytes per second).
+    #[arg(long, allow_hyphen_values = true, value_name = "RATE")]
+    pub iolimit: Option<String>,
+    /// Disk I/O operations per second, read and write each.
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
+    pub iopslimit: Option<String>,
+}
+
+fn parse_count(opt: &str, v: &str) -> Result<u64> {
+    let n: i128 = v.trim().parse().map_err(|_| anyhow!("--{opt} {v:?}: not a whole number"))?;
+    if n <= 0 {
+        bail!("--{opt} {v}: must be greater than zero");
+    }
+    u64::try_from(n).map_err(|_| anyhow!("--{opt} {v}: too large"))
+}
+
+impl ResArgs {
+    pub fn is_empty(&self) -> bool {
+        [
+            &self.cpuunits,
+            &self.cpulimit,
+            &self.cpumask,
+            &self.cpus,
+            &self.ram,
+            &self.swap,
+            &self.numproc,
+            &self.numfiles,
+            &self.diskspace,
+            &self.ioprio,
+            &self.iolimit,
+            &self.iopslimit,
+        ]
+        .iter()
+        .all(|o| o.is_none())
+    }
+
+    /// `res` with these options applied; units and signs checked here, ranges and host facts
+    /// by `limits::validate` later.
+    pub fn apply(&self, res: &Resources) -> Result<Resources> {
+        let mut r = res.clone();
+        let size = |opt: &str, v: &str| parse_size(v).map_err(|e| anyhow!("--{opt}: {e}"));
+        if let Some(v) = &self.cpuunits {
+            r.cpuunits = Some(parse_count("cpuunits", v)?);
+        }
+        if let Some(v) = &self.cpulimit {
+            r.cpulimit = Some(parse_count("cpulimit", v.trim_end_matches('%'))?);
+        }
+        if let Some(v) = &self.cpumask {
+            ferry_runtime::config::parse_cpumask(v).map_err(|e| anyhow!("--cpumask: {e}"))?;
+            r.cpumask = Some(v.trim().to_string());
+        }
+        if let Some(v) = &self.cpus {
+            r.cpus = Some(parse_count("cpus", v)?);
+        }
+        if let Some(v) = &self.ram {
+            r.ram = Some(size("ram", v)?);
+        }
+        if let Some(v) = &self.swap {
+            // 0 is meaningful for swap: no swap at all.
+            r.swap = Some(if v.trim() == "0" { 0 } else { size("swap", v)? });
+        }
+        if let Some(v) = &self.numproc {
+            r.numproc = Some(parse_count("numproc", v)?);
+        }
+        if let Some(v) = &self.numfiles {
+            r.numfiles = Some(parse_count("numfiles", v)?);
+        }
+        if let Some(v) = &self.diskspace {
+            r.diskspace = Some(size("diskspace", v)?);
+        }
+        if let Some(v) = &self.ioprio {
+            let p: i64 = v.trim().parse().map_err(|_| anyhow!("--ioprio {v:?}: use a number 0-7"))?;
+            if !(0..=7).contains(&p) {
+                bail!("--ioprio {v}: out of range; use 0 (lowest) .. 7 (highest)");
+            }
+            r.ioprio = Some(p as u8);
+        }
+        if let Some(v) = &self.iolimit {
+            r.iolimit = Some(parse_rate(v).map_err(|e| anyhow!("--iolimit: {e}"))?);
+        }
+        if let Some(v) = &self.iopslimit {
+            r.iopslimit = Some(parse_count("iopslimit", v)?);
+        }
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netif_specs() {
+        let v = parse_netif("eth0:br0,mac=02:AA:00:00:00:01").unwrap();
+        assert_eq!((v.name.as_str(), v.bridge.as_deref(), v.mac.as_str()), ("eth0", Some("br0"), "02:aa:00:00:00:01"));
+        assert_eq!(parse_netif("eth1").unwrap().bridge, None);
+        for bad in ["", "eth0,mac=zz", "eth0,foo=1", "eth0,mac=01:00:00:00:00:01", "a/b"] {
+            assert!(parse_netif(bad).is_err(), "{bad}");
+        }
+        let ct = Ctid::new("101").unwrap();
+        let a = NetArgs { netif: vec!["eth0".into(), "eth1:br0".into()], ..Default::default() };
+        let n = a.apply(&ct, &NetConfig::default()).unwrap();
+        assert_eq!(n.netifs.len(), 2);
+        assert_ne!(n.netifs[0].mac, n.netifs[1].mac);
+        // Stable across calls.
+        assert_eq!(a.apply(&ct, &NetConfig::default()).unwrap(), n);
+    }
+
+    #[test]
+    fn ip_changes() {
+        let ct = Ctid::new("101").unwrap();
+        let a = NetArgs { ipadd: vec!["198.18.0.5".parse().unwrap(), "2001:db8::5".parse().unwrap()], ..Default::default() };
+        let n = a.apply(&ct, &NetConfig::default()).unwrap();
+        assert_eq!(n.ipadd.len(), 2);
+        let d = NetArgs { ipdel: vec!["all".into()], ..Default::default() };
+        assert!(d.apply(&ct, &n).unwrap().ipadd.is_empty());
+        assert!(NetArgs { ipdel: vec!["x".into()], ..Default::default() }.apply(&ct, &n).is_err());
+    }
+
+    #[test]
+    fn resource_values() {
+        let a = ResArgs { ram: Some("64M".into()), numproc: Some("20".into()), ioprio: Some("7".into()), ..Default::default() };
+        let r = a.apply(&Resources::default()).unwrap();
+        assert_eq!((r.ram, r.numproc, r.ioprio), (Some(64 << 20), Some(20), Some(7)));
+        for bad in [
+            ResArgs { ram: Some("64Q".into()), ..Default::default() },
+            ResArgs { numproc: Some("0".into()), ..Default::default() },
+            ResArgs { numproc: Some("-5".into()), ..Default::default() },
+            ResArgs { ioprio: Some("8".into()), ..Default::default() },
+            ResArgs { cpumask: Some("0-".into()), ..Default::default() },
+            ResArgs { diskspace: Some("-1G".into()), ..Default::default() },
+        ] {
+            assert!(bad.apply(&Resources::default()).is_err(), "{bad:?}");
+        }
+    }
+}
