@@ -22,3 +22,15 @@ pub const MAX_DATA_FRAME: usize = 1 << 20;
 pub const MAX_CONTROL_FRAME: usize = 16 << 20;
 /// ferry's version, sent in the handshake.
 pub const FERRY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(test)]
+mod tests {
+    /// The pipeline shares one connection between tasks (behind an Arc).
+    #[test]
+    fn connection_is_shareable_between_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<super::Connection>();
+        shareable::<super::StreamSender>();
+        shareable::<super::StreamReceiver>();
+    }
+}
