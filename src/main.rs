@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     match cmd::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("ferry: {e}");
+            eprintln!("ferry: {e:#}");
             ExitCode::from(1)
         }
     }

@@ -334,22 +334,16 @@ fn host_of(h: &TestHost) -> Host {
     Host::new(&h.data, &h.run, h.cgroup_parent.clone())
 }
 
-/// The venet plumbing of a started container. Done here when `ferry start` did not (network
-/// setup at start lands separately); stored where checkpoint finds it.
+/// `ferry start` made the venet plumbing of the container (its outer veth exists here).
 fn ensure_net(h: &TestHost, ct: &str) {
     let host = host_of(h);
     let c = Ctid::new(ct).unwrap();
     let cfg = ferry_runtime::container::load_config(&host, &c).unwrap();
     let outer = ferry_runtime::net::criu_veth_externals(&cfg)[0].1.clone();
-    if ferry_runtime::net::tools::link_exists(&outer) {
-        return;
-    }
-    let ns = ferry_runtime::net::setup(&host, &cfg, h.pid(ct)).expect("venet setup");
-    let p = host.run_ct_dir(&c).join(ferry_runtime::container::restore::NET_STATE_FILE);
-    std::fs::write(p, serde_json::to_vec(&ns).unwrap()).unwrap();
+    assert!(ferry_runtime::net::tools::link_exists(&outer), "ferry start made no outer veth {outer} for {ct}");
 }
 
-/// Remove the plumbing of a restored container (stop does not know the restore's record yet).
+/// Remove the plumbing of a container a failed test left running (stop does it otherwise).
 fn drop_net(h: &TestHost, ct: &str) {
     let host = host_of(h);
     if let Ok(Some(ns)) = ferry_runtime::container::restore::load_net_state(&host, &Ctid::new(ct).unwrap()) {

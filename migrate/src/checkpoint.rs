@@ -5,11 +5,11 @@
 //! extracting, refused when it holds another container).
 
 use ferry_dump_format as fmt;
-use ferry_runtime::container::{self, CheckpointInfo, CheckpointOpts, CheckpointSummary, RestoreInfo};
+use ferry_runtime::container::{self, CheckpointInfo, CheckpointMeta, CheckpointOpts, CheckpointSummary, RestoreInfo};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{ContainerConfig, Host};
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -179,53 +179,14 @@ pub fn checkpoint_to_image(
 
 fn write_image(cfg: &ContainerConfig, info: &CheckpointInfo, images: &Path, path: &Path, opts: &ImageOpts, progress: &mut dyn FnMut(Progress)) -> Result<u64> {
     let ct = cfg.ctid.as_str();
-    let (kernel, arch) = uname();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let manifest = fmt::Manifest {
-        image_id: image_id(ct),
-        parent_image_id: String::new(),
-        ferry_version: env!("CARGO_PKG_VERSION").to_string(),
-        criu_version: info.meta.criu_version.clone(),
-        kernel_release: kernel,
-        architecture: arch,
-        cgroup_mode: cgroup_mode_name(),
-        source_host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
-        created_unix_secs: now.as_secs() as i64,
-        created_nanos: now.subsec_nanos(),
-        config_toml: cfg.to_toml().into_bytes(),
-        sections: Vec::new(),
-        summary: Some(format_summary(&info.meta.summary)),
-        ctid: ct.to_string(),
-    };
-    let mut wopts = fmt::WriterOptions::default();
-    match opts.compress {
-        Some(0) => wopts.level = None,
-        Some(l) => wopts.level = Some(l),
-        None => {}
-    }
     let tmp_path = path.with_file_name(format!(".{}.tmp-{}", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), std::process::id()));
-    let img_err = |source: fmt::Error| Error::Image { ctid: ct.to_string(), op: "write image", path: path.to_path_buf(), source };
     let res = (|| -> Result<u64> {
         let file = File::create(&tmp_path).map_err(|e| other(ct, "write image", format!("create {}: {e}", tmp_path.display())))?;
-        let mut w = fmt::Writer::new(std::io::BufWriter::with_capacity(1 << 20, file), &manifest, wopts).map_err(img_err)?;
-        w.add_bytes(fmt::SectionKind::Config, CONFIG_SECTION, false, cfg.to_toml().as_bytes()).map_err(img_err)?;
-        let total = dir_size(images);
-        let mut done = 0u64;
-        let mut names: Vec<String> = std::fs::read_dir(images)
-            .map_err(|e| other(ct, "write image", format!("list {}: {e}", images.display())))?
-            .flatten()
-            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        names.sort();
-        for name in names {
-            let p = images.join(&name);
-            let f = File::open(&p).map_err(|e| other(ct, "write image", format!("open {}: {e}", p.display())))?;
-            let len = f.metadata().map(|m| m.len()).ok();
-            let r = Counting { inner: f, done: &mut done, total, phase: "write", progress: &mut *progress };
-            w.add_reader(fmt::SectionKind::CriuImage, &name, false, r, len).map_err(img_err)?;
-        }
-        let buf = w.finish().map_err(img_err)?;
+        let buf = write_image_to(cfg, &info.meta, images, std::io::BufWriter::with_capacity(1 << 20, file), opts.compress, progress)
+            .map_err(|e| match e {
+                Error::Image { ctid, op, source, .. } => Error::Image { ctid, op, path: path.to_path_buf(), source },
+                e => e,
+            })?;
         let file = buf.into_inner().map_err(|e| other(ct, "write image", format!("flush {}: {}", tmp_path.display(), e.error())))?;
         file.sync_all().map_err(|e| other(ct, "write image", format!("fsync {}: {e}", tmp_path.display())))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -239,6 +200,63 @@ fn write_image(cfg: &ContainerConfig, info: &CheckpointInfo, images: &Path, path
         let _ = std::fs::remove_file(&tmp_path);
     }
     res
+}
+
+/// Write the CRIU images in `images` with `cfg` and the checkpoint's `meta` as one ferry image
+/// into `out` (a file, a pipe, a socket: nothing is seeked). Returns `out`.
+pub fn write_image_to<W: Write>(
+    cfg: &ContainerConfig,
+    meta: &CheckpointMeta,
+    images: &Path,
+    out: W,
+    compress: Option<i32>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<W> {
+    let ct = cfg.ctid.as_str();
+    let (kernel, arch) = uname();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let manifest = fmt::Manifest {
+        image_id: image_id(ct),
+        parent_image_id: String::new(),
+        ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+        criu_version: meta.criu_version.clone(),
+        kernel_release: kernel,
+        architecture: arch,
+        cgroup_mode: cgroup_mode_name(),
+        source_host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        created_unix_secs: now.as_secs() as i64,
+        created_nanos: now.subsec_nanos(),
+        config_toml: cfg.to_toml().into_bytes(),
+        sections: Vec::new(),
+        summary: Some(format_summary(&meta.summary)),
+        ctid: ct.to_string(),
+    };
+    let mut wopts = fmt::WriterOptions::default();
+    match compress {
+        Some(0) => wopts.level = None,
+        Some(l) => wopts.level = Some(l),
+        None => {}
+    }
+    let img_err = |source: fmt::Error| Error::Image { ctid: ct.to_string(), op: "write image", path: images.to_path_buf(), source };
+    let mut w = fmt::Writer::new(out, &manifest, wopts).map_err(img_err)?;
+    w.add_bytes(fmt::SectionKind::Config, CONFIG_SECTION, false, cfg.to_toml().as_bytes()).map_err(img_err)?;
+    let total = dir_size(images);
+    let mut done = 0u64;
+    let mut names: Vec<String> = std::fs::read_dir(images)
+        .map_err(|e| other(ct, "write image", format!("list {}: {e}", images.display())))?
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    for name in names {
+        let p = images.join(&name);
+        let f = File::open(&p).map_err(|e| other(ct, "write image", format!("open {}: {e}", p.display())))?;
+        let len = f.metadata().map(|m| m.len()).ok();
+        let r = Counting { inner: f, done: &mut done, total, phase: "write", progress: &mut *progress };
+        w.add_reader(fmt::SectionKind::CriuImage, &name, false, r, len).map_err(img_err)?;
+    }
+    w.finish().map_err(img_err)
 }
 
 /// Restore a container from the image file `path`: verified while extracted to a temporary

@@ -40,6 +40,27 @@ pub enum Error {
 
     #[error("transport: {0}")]
     Transport(String),
+
+    #[error(transparent)]
+    Runtime(#[from] ferry_runtime::Error),
+
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::Error),
+
+    #[error("image: {0}")]
+    Image(#[from] ferry_dump_format::Error),
+
+    /// A migration step failed; the message says which and what to do.
+    #[error("{0}")]
+    Migration(String),
+
+    /// The destination refused the migration before anything changed.
+    #[error("the destination refused {ctid}:\n  {}", problems.join("\n  "))]
+    Preflight { ctid: String, problems: Vec<String> },
+
+    /// The migration failed after the freeze and the container was put back here.
+    #[error("{cause}; container {ctid} was restored and runs here again")]
+    RolledBack { ctid: String, cause: Box<Error> },
 }
 
 impl Error {

@@ -69,6 +69,12 @@ pub fn default_dumpfile(h: &Host, ct: &Ctid) -> PathBuf {
 /// A container left frozen by a checkpoint that died is thawed by the next command that gets
 /// its lock; the caller holds `lock`.
 pub fn thaw_stale(h: &Host, lock: &ContainerLock) {
+    // An interrupted migration knows more (it may have dumped the container): ask it first.
+    match super::migrate::recover_journal(h, lock) {
+        Ok(Some(msg)) => eprintln!("ferry: warning: {msg}"),
+        Ok(None) => {}
+        Err(e) => eprintln!("ferry: warning: container {}: {e:#}", lock.ctid()),
+    }
     match container::thaw_if_frozen(h, lock) {
         Ok(true) => eprintln!("ferry: warning: container {} was left frozen (an interrupted checkpoint?); thawed it", lock.ctid()),
         Ok(false) => {}

@@ -4,6 +4,7 @@ mod checkpoint;
 mod exec;
 mod lifecycle;
 mod list;
+mod migrate;
 mod opts;
 mod set;
 
@@ -108,6 +109,23 @@ pub enum Command {
         #[command(subcommand)]
         cmd: checkpoint::ImageCmd,
     },
+    /// Move a container to another host over ssh, live (online) or stopped (offline).
+    Migrate(migrate::MigrateArgs),
+    /// Copy a directory tree to another host (or directory) with ferry's file sync.
+    Sync(migrate::SyncArgs),
+    /// The destination's end of a migration (started by `ferry migrate` over ssh).
+    #[command(hide = true)]
+    MigrateReceive,
+    /// Remove a half-received container left by a failed migration.
+    #[command(hide = true)]
+    MigrateCleanup {
+        ctid: String,
+        #[arg(long)]
+        keep_files: bool,
+    },
+    /// The receiving end of `ferry sync`.
+    #[command(hide = true)]
+    SyncReceive { dir: PathBuf },
 }
 
 pub fn host(cli: &Cli) -> Host {
@@ -139,5 +157,10 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Resume { ctid, quiet } => checkpoint::resume(&h, &ctid, quiet),
         Command::Check { json } => checkpoint::check(&h, json),
         Command::Image { cmd } => checkpoint::image(cmd),
+        Command::Migrate(a) => migrate::migrate_cmd(&h, a),
+        Command::Sync(a) => migrate::sync_cmd(a),
+        Command::MigrateReceive => migrate::migrate_receive(&h),
+        Command::MigrateCleanup { ctid, keep_files } => migrate::migrate_cleanup(&h, &ctid, keep_files),
+        Command::SyncReceive { dir } => migrate::sync_receive(dir),
     }
 }

@@ -3,5 +3,10 @@
 //! source; rollback on any failure after the freeze.
 
 pub mod converge;
+pub mod dest;
+pub mod hostops;
+pub mod image_stream;
 pub mod journal;
+pub mod preflight;
 pub mod report;
+pub mod source;

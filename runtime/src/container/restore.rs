@@ -32,9 +32,6 @@ use std::time::{Duration, Instant};
 
 /// ferry's own file in a checkpoint's image directory (CTID, veths, summary).
 pub const META_FILE: &str = "ferry-checkpoint.json";
-/// The network state of a restored container, next to its state file.
-pub const NET_STATE_FILE: &str = "net.json";
-
 /// How to checkpoint.
 #[derive(Debug, Clone)]
 pub struct CheckpointOpts {
@@ -242,15 +239,8 @@ pub fn checkpoint_to_dir(host: &Host, lock: &ContainerLock, cfg: &ContainerConfi
 /// After the processes are gone: the host side a running container holds, removed the way
 /// `stop` does (the private area stays).
 fn release_host_side(host: &Host, cfg: &ContainerConfig) -> Result<()> {
-    let ns = load_net_state(host, &cfg.ctid).ok().flatten();
-    teardown(host, cfg, None)?;
-    match ns {
-        Some(ns) => net::teardown(host, &ns)?,
-        None => {
-            let _ = net::cleanup_stale(host, cfg);
-        }
-    }
-    let _ = std::fs::remove_file(host.run_ct_dir(&cfg.ctid).join(NET_STATE_FILE));
+    let state = State::load(host, &cfg.ctid).ok().flatten();
+    teardown(host, cfg, state.as_ref())?;
     let _ = std::fs::remove_dir(host.run_ct_dir(&cfg.ctid));
     Ok(())
 }
@@ -278,19 +268,9 @@ fn pages_size(dir: &Path) -> Option<u64> {
     Some(total)
 }
 
-/// The network state of a restored container (None when none was stored).
+/// The host-side network objects of a running container, as its state file records them.
 pub fn load_net_state(host: &Host, ct: &crate::Ctid) -> Result<Option<NetState>> {
-    let p = host.run_ct_dir(ct).join(NET_STATE_FILE);
-    match std::fs::read_to_string(&p) {
-        Ok(t) => Ok(serde_json::from_str(&t).ok()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("read", p, e)),
-    }
-}
-
-fn save_net_state(host: &Host, ns: &NetState) -> Result<()> {
-    let ct = crate::Ctid::new(&ns.ctid)?;
-    crate::util::write_atomic(&host.run_ct_dir(&ct).join(NET_STATE_FILE), &serde_json::to_vec_pretty(ns).expect("net state serializes"))
+    Ok(State::load(host, ct)?.and_then(|s| s.net_objects))
 }
 
 /// Host state made so far by a restore, undone in reverse on failure.
@@ -320,7 +300,6 @@ impl RestoreUndo<'_> {
                 tracing::warn!("undo restore of {}: {e}", self.cfg.ctid);
             }
         }
-        let _ = std::fs::remove_file(self.host.run_ct_dir(&self.cfg.ctid).join(NET_STATE_FILE));
         let _ = State::remove(self.host, &self.cfg.ctid);
     }
 }
@@ -431,13 +410,12 @@ fn restore_inner(
         undo.net = Some(ns.clone());
         net_state = Some(ns);
     }
-    let state = State::new(cfg.ctid.clone(), done.pid, &cg, root);
+    let state = State { net_objects: net_state.clone(), ..State::new(cfg.ctid.clone(), done.pid, &cg, root) };
     if !state.is_alive() {
         return Err(Error::ct(ct, "restore", format!("the restored init (pid {}) exited at once; see {}", done.pid, log.display())));
     }
     state.save(host)?;
     if let Some(ns) = &net_state {
-        save_net_state(host, ns)?;
         if let Err(e) = net::announce_container(ns, 1, Duration::from_millis(0)) {
             tracing::warn!("container {ct}: announce after restore: {e}");
         }

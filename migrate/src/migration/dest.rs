@@ -1,0 +1,265 @@
+//! The destination side of a migration: `ferry migrate-receive`, started by the source over
+//! ssh, serving the source's requests on its stdin/stdout until the container is committed
+//! here or the migration is given up. Until the commit point (the `Announce` request, which
+//! arrives only after the container runs here) nothing of the container is visible to other
+//! ferry commands: its config waits in `<data>/migrating/<CTID>.toml`. On any failure, abort or
+//! lost connection before that point, everything made here is removed again (the synced files
+//! are kept when the source asked for `--keep-dst`).
+
+use super::hostops;
+use super::preflight;
+use crate::error::{Error, Result};
+use crate::proto::messages::*;
+use crate::proto::{Connection, Envelope};
+use crate::sync::{receive_pass, ReceiveOptions};
+use ferry_runtime::lock::ContainerLock;
+use ferry_runtime::{ContainerConfig, Ctid, Host};
+use std::path::PathBuf;
+
+/// `FERRY_TEST_FAULT` on the destination makes it fail on purpose, for the fault tests:
+/// `die-after-image` (the process exits once the image arrived, as if killed), `fail-restore`.
+pub const FAULT_ENV: &str = "FERRY_TEST_FAULT";
+
+fn fault(name: &str) -> bool {
+    std::env::var(FAULT_ENV).map(|v| v.split(',').any(|f| f == name)).unwrap_or(false)
+}
+
+/// `<data>/migrating/<CTID>.toml`: the config of a container being received.
+pub fn staging_config(host: &Host, ct: &Ctid) -> PathBuf {
+    host.data_dir.join("migrating").join(format!("{ct}.toml"))
+}
+
+#[derive(Default)]
+struct Incoming {
+    ctid: Option<Ctid>,
+    lock: Option<ContainerLock>,
+    cfg: Option<ContainerConfig>,
+    area: Option<PathBuf>,
+    work: Option<PathBuf>,
+    image_dir: Option<PathBuf>,
+    restored: bool,
+    committed: bool,
+    keep_files: bool,
+}
+
+/// Serve one migration on `conn`. Returns when the container is committed here, or after an
+/// abort; an error means the migration failed (everything made here was removed).
+pub async fn serve(host: &Host, conn: &Connection) -> Result<()> {
+    let mut st = Incoming::default();
+    let res = serve_inner(host, conn, &mut st).await;
+    if !st.committed {
+        undo(host, &mut st);
+    }
+    res
+}
+
+async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Result<()> {
+    loop {
+        let env = conn.recv().await?;
+        let Some(body) = env.body.clone() else { continue };
+        match body {
+            Body::Preflight(p) => {
+                let result = match handle_preflight(host, st, &p) {
+                    Ok(problems) => PreflightResult {
+                        ok: problems.is_empty(),
+                        problems,
+                        private_dir: st.area.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    },
+                    Err(e) => PreflightResult { ok: false, problems: vec![e.to_string()], private_dir: String::new() },
+                };
+                conn.reply(env.id, Body::PreflightResult(result)).await?;
+            }
+            Body::Config(c) => match handle_config(host, st, &c) {
+                Ok(()) => conn.reply(env.id, Body::Ok(OkReply {})).await?,
+                Err(e) => {
+                    conn.reply_error(env.id, e.to_string()).await?;
+                    return Err(e);
+                }
+            },
+            Body::SyncBegin(_) => {
+                let area = st.area.clone().ok_or_else(|| Error::Protocol("SyncBegin before Config".into()))?;
+                receive_pass(conn, &env, &area, &ReceiveOptions { link_dest: None, fsync: true }).await?;
+            }
+            Body::ImageBegin(_) => {
+                receive_image(conn, st, &env).await?;
+            }
+            Body::Restore(r) => {
+                let res = if fault("fail-restore") {
+                    Err(Error::Migration("restore failed on purpose (FERRY_TEST_FAULT=fail-restore)".into()))
+                } else {
+                    restore_here(host, st, r.from_image)
+                };
+                match res {
+                    Ok(pid) => conn.reply(env.id, Body::Restored(Restored { pid })).await?,
+                    Err(e) => {
+                        conn.reply_error(env.id, e.to_string()).await?;
+                        return Err(e);
+                    }
+                }
+            }
+            Body::Announce(_) => {
+                // The commit point: the container runs here; from now on it is ours.
+                commit(host, st)?;
+                if let (Some(cfg), true) = (&st.cfg, st.restored) {
+                    if let Err(e) = hostops::announce(host, cfg) {
+                        tracing::warn!("announcing the addresses of {}: {e}", cfg.ctid);
+                    }
+                }
+                conn.reply(env.id, Body::Ok(OkReply {})).await?;
+            }
+            Body::Done(_) => {
+                conn.reply(env.id, Body::Ok(OkReply {})).await?;
+                return Ok(());
+            }
+            Body::Abort(a) => {
+                tracing::info!("source aborted the migration: {}", a.reason);
+                let _ = conn.reply(env.id, Body::Ok(OkReply {})).await;
+                return Ok(());
+            }
+            Body::Cleanup(c) => {
+                st.keep_files = c.keep_files;
+                let _ = conn.reply(env.id, Body::Ok(OkReply {})).await;
+                return Ok(());
+            }
+            other => {
+                let msg = format!("unexpected {} message", other.name());
+                conn.reply_error(env.id, msg.clone()).await?;
+                return Err(Error::Protocol(msg));
+            }
+        }
+    }
+}
+
+fn handle_preflight(host: &Host, st: &mut Incoming, p: &Preflight) -> Result<Vec<String>> {
+    let ct = Ctid::new(&p.ctid)?;
+    let cfg = ContainerConfig::from_toml(&p.config_toml).map_err(|e| Error::Migration(format!("config of {ct} from the source: {e}")))?;
+    if cfg.ctid != ct {
+        return Err(Error::Migration(format!("the source sent the config of {} for {ct}", cfg.ctid)));
+    }
+    let lock = ContainerLock::acquire(host, &ct, "migrate-receive")?;
+    let work = host.run_ct_dir(&ct).join("incoming");
+    std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
+    let resuming = staging_config(host, &ct).exists();
+    let facts = preflight::gather(host, &cfg, &p.cpuinfo, p.online, &work);
+    let problems = preflight::problems(&cfg, &facts, p.needed_disk_bytes, p.online, resuming);
+    st.ctid = Some(ct);
+    st.lock = Some(lock);
+    st.work = Some(work);
+    st.keep_files = resuming;
+    Ok(problems)
+}
+
+fn handle_config(host: &Host, st: &mut Incoming, c: &ConfigMsg) -> Result<()> {
+    let ct = st.ctid.clone().ok_or_else(|| Error::Protocol("Config before Preflight".into()))?;
+    let mut cfg = ContainerConfig::from_toml(&c.config_toml).map_err(|e| Error::Migration(format!("config of {ct}: {e}")))?;
+    if cfg.ctid != ct {
+        return Err(Error::Migration(format!("the source sent the config of {} for {ct}", cfg.ctid)));
+    }
+    // This host decides its own storage backend; the limits stay the container's.
+    let area = hostops::prepare_receive_area(host, &mut cfg)?;
+    let staging = staging_config(host, &ct);
+    cfg.save(&staging)?;
+    st.keep_files = false;
+    st.area = Some(area);
+    st.cfg = Some(cfg);
+    Ok(())
+}
+
+async fn receive_image(conn: &Connection, st: &mut Incoming, begin: &Envelope) -> Result<()> {
+    let work = st.work.clone().ok_or_else(|| Error::Protocol("ImageBegin before Preflight".into()))?;
+    let file = work.join("image.ferry");
+    let out = tokio::fs::File::create(&file).await.map_err(|e| Error::io("create", &file, e))?;
+    crate::proto::receive_image(conn, begin, tokio::io::BufWriter::with_capacity(1 << 20, out)).await?;
+    if fault("die-after-image") {
+        std::process::exit(137);
+    }
+    // Checked again section by section while extracting: a damaged image is never restored.
+    let dir = work.join("images");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    let res = std::fs::File::open(&file)
+        .map_err(|e| Error::io("open", &file, e))
+        .and_then(|f| ferry_dump_format::extract_to_dir(std::io::BufReader::with_capacity(1 << 20, f), &dir).map_err(Error::from));
+    let _ = std::fs::remove_file(&file);
+    res?;
+    st.image_dir = Some(dir);
+    Ok(())
+}
+
+fn restore_here(host: &Host, st: &mut Incoming, from_image: bool) -> Result<i32> {
+    let (Some(cfg), Some(lock)) = (st.cfg.clone(), st.lock.as_ref()) else {
+        return Err(Error::Protocol("Restore before Config".into()));
+    };
+    let pid = if from_image {
+        let dir = st.image_dir.clone().ok_or_else(|| Error::Protocol("Restore without an image".into()))?;
+        hostops::restore_from_dir(host, lock, &cfg, &dir)?
+    } else {
+        hostops::start(host, lock, &cfg)?
+    };
+    st.restored = true;
+    Ok(pid)
+}
+
+fn commit(host: &Host, st: &mut Incoming) -> Result<()> {
+    let ct = st.ctid.clone().ok_or_else(|| Error::Protocol("Announce before Preflight".into()))?;
+    let staging = staging_config(host, &ct);
+    let conf = host.config_path(&ct);
+    if let Some(dir) = conf.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    }
+    std::fs::rename(&staging, &conf).map_err(|e| Error::io("install config", &conf, e))?;
+    st.committed = true;
+    if let Some(w) = st.work.take() {
+        let _ = std::fs::remove_dir_all(w);
+    }
+    Ok(())
+}
+
+/// Remove what this migration made here (the restored container, its files unless kept, the
+/// staged config, the work dir).
+fn undo(host: &Host, st: &mut Incoming) {
+    let Some(ct) = st.ctid.clone() else { return };
+    if st.lock.is_none() {
+        return; // never got the lock: nothing here is ours
+    }
+    if let Some(cfg) = &st.cfg {
+        if st.restored {
+            if let Err(e) = hostops::kill_and_teardown(host, st.lock.as_ref().expect("lock held"), cfg) {
+                tracing::warn!("removing the restored {ct}: {e}");
+            }
+        }
+        if !st.keep_files {
+            if let Err(e) = hostops::remove_area(host, cfg) {
+                tracing::warn!("removing the received files of {ct}: {e}");
+            }
+            let _ = std::fs::remove_file(staging_config(host, &ct));
+        }
+    }
+    if let Some(w) = st.work.take() {
+        let _ = std::fs::remove_dir_all(w);
+    }
+    let _ = std::fs::remove_dir(host.run_ct_dir(&ct));
+}
+
+/// `ferry migrate-cleanup CTID`: what the source runs on the destination after a failed
+/// migration whose receiver may have died: removes a half-received container (never one that
+/// was committed here).
+pub fn cleanup_stale(host: &Host, ct: &Ctid, keep_files: bool) -> Result<bool> {
+    let staging = staging_config(host, ct);
+    if !staging.exists() || host.config_path(ct).exists() {
+        return Ok(false);
+    }
+    let lock = ContainerLock::acquire(host, ct, "migrate-cleanup")?;
+    let cfg = ContainerConfig::load(&staging)?;
+    let mut st = Incoming {
+        ctid: Some(ct.clone()),
+        lock: Some(lock),
+        cfg: Some(cfg),
+        restored: true,
+        keep_files,
+        work: Some(host.run_ct_dir(ct).join("incoming")),
+        ..Default::default()
+    };
+    undo(host, &mut st);
+    Ok(true)
+}

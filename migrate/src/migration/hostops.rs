@@ -1,0 +1,174 @@
+//! What a migration does to the containers of this host, as calls into the runtime. Kept in
+//! one place so that the pipeline (source.rs, dest.rs) reads as the protocol it is.
+
+use crate::error::{Error, Result};
+use ferry_runtime::config::StorageKind;
+use ferry_runtime::container::{self, CheckpointOpts, Status};
+use ferry_runtime::lock::ContainerLock;
+use ferry_runtime::{storage, ContainerConfig, Ctid, Host};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub fn is_running(host: &Host, ct: &Ctid) -> bool {
+    matches!(container::status(host, ct), Ok((Status::Running, _)))
+}
+
+/// The directory that holds the container's files on this host (what the sync reads or fills).
+pub fn files_dir(host: &Host, cfg: &ContainerConfig, running: bool) -> PathBuf {
+    match cfg.storage.kind {
+        // The image's files are visible only where it is mounted.
+        StorageKind::Image if running => host.root_dir(&cfg.ctid),
+        _ => host.private_dir(&cfg.ctid),
+    }
+}
+
+pub fn criu_version() -> Option<String> {
+    let criu = ferry_runtime::checkpoint::Criu::new().ok()?;
+    criu.version().ok().map(|v| v.to_string())
+}
+
+pub fn network_mode(cfg: &ContainerConfig) -> String {
+    let mut modes = Vec::new();
+    if !cfg.net.ipadd.is_empty() {
+        modes.push("venet");
+    }
+    if !cfg.net.netifs.is_empty() {
+        modes.push("veth");
+    }
+    if !cfg.net.netdevs.is_empty() {
+        modes.push("passthrough");
+    }
+    if modes.is_empty() {
+        "none".into()
+    } else {
+        modes.join("+")
+    }
+}
+
+/// Freeze and dump the container into `dir` for a migration: its processes end here, its
+/// host-side state (mounts, cgroups, network) goes; its files stay. On failure it is thawed
+/// and runs on as before.
+pub fn dump_for_migration(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, dir: &Path) -> Result<()> {
+    let opts = CheckpointOpts { keep_running: false, ..Default::default() };
+    container::checkpoint_to_dir(host, lock, cfg, dir, &opts)?;
+    Ok(())
+}
+
+/// Restore the container from the CRIU images in `dir` (its files already in place).
+pub fn restore_from_dir(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, dir: &Path) -> Result<i32> {
+    if cfg.storage.kind == StorageKind::Image && storage::is_mounted(&host.root_dir(&cfg.ctid)) {
+        // Received through its mount point; the restore mounts it itself.
+        storage::unmount_root(host, cfg)?;
+    }
+    let info = container::restore_from_dir(host, lock, cfg, dir)?;
+    Ok(info.state.pid)
+}
+
+/// Start the container from its files. The runtime's start must run single-threaded (it
+/// clones the container's init), and this process runs tokio: fork first, start in the child.
+pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result<i32> {
+    if cfg.storage.kind == StorageKind::Image && storage::is_mounted(&host.root_dir(&cfg.ctid)) {
+        storage::unmount_root(host, cfg)?;
+    }
+    let (rd, wr) = nix::unistd::pipe().map_err(|e| Error::Migration(format!("pipe: {e}")))?;
+    // SAFETY: the child only calls the runtime's start (which needs no lock another thread
+    // could hold beyond malloc's, which glibc resets across fork) and then _exit()s.
+    match unsafe { nix::unistd::fork() }.map_err(|e| Error::Migration(format!("fork: {e}")))? {
+        nix::unistd::ForkResult::Child => {
+            drop(rd);
+            let msg = match container::start(host, lock, cfg) {
+                Ok(st) => format!("ok {}", st.pid),
+                Err(e) => format!("err {e}"),
+            };
+            let _ = nix::unistd::write(&wr, msg.as_bytes());
+            // SAFETY: _exit ends the forked child without running the parent's atexit
+            // handlers or tokio's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(wr);
+            let mut f = std::fs::File::from(rd);
+            let mut msg = String::new();
+            let _ = std::io::Read::read_to_string(&mut f, &mut msg);
+            let _ = nix::sys::wait::waitpid(child, None);
+            match msg.split_once(' ') {
+                Some(("ok", pid)) => Ok(pid.trim().parse().unwrap_or(0)),
+                Some(("err", e)) => Err(Error::Migration(e.to_string())),
+                _ => Err(Error::Migration(format!("starting {} failed without a message", cfg.ctid))),
+            }
+        }
+    }
+}
+
+pub fn stop(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result<()> {
+    Ok(container::stop(host, lock, cfg, Duration::from_secs(30))?)
+}
+
+/// Kill a container restored here by a migration that did not complete, and remove its host
+/// state.
+pub fn kill_and_teardown(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result<()> {
+    let _ = lock;
+    let (_, state) = container::status(host, &cfg.ctid)?;
+    container::teardown(host, cfg, state.as_ref())?;
+    Ok(())
+}
+
+/// Announce the container's addresses from here, several times over the first second.
+pub fn announce(host: &Host, cfg: &ContainerConfig) -> Result<()> {
+    if let Some(net) = container::restore::load_net_state(host, &cfg.ctid)? {
+        ferry_runtime::net::announce_container(&net, 4, Duration::from_millis(250))?;
+    }
+    Ok(())
+}
+
+/// An empty private area for a container arriving here, with this host's storage backend;
+/// returns the directory the files are synced into.
+pub fn prepare_receive_area(host: &Host, cfg: &mut ContainerConfig) -> Result<PathBuf> {
+    cfg.storage.kind = storage::backends::choose_kind(&host.data_dir, cfg.resources.diskspace)?;
+    let private = host.private_dir(&cfg.ctid);
+    if private.exists() || host.disk_image(&cfg.ctid).exists() {
+        // Kept by an earlier attempt (--keep-dst): the sync brings it up to date.
+    } else {
+        let empty = tempfile_dir(host, &cfg.ctid)?;
+        let res = storage::prepare(host, cfg, &empty);
+        let _ = std::fs::remove_dir(&empty);
+        res?;
+    }
+    if cfg.storage.kind == StorageKind::Image {
+        storage::mount_root(host, cfg)?;
+        return Ok(host.root_dir(&cfg.ctid));
+    }
+    Ok(private)
+}
+
+fn tempfile_dir(host: &Host, ct: &Ctid) -> Result<PathBuf> {
+    let d = host.run_ct_dir(ct).join("empty-template");
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).map_err(|e| Error::io("create", &d, e))?;
+    Ok(d)
+}
+
+/// Remove the files of a container that never became this host's.
+pub fn remove_area(host: &Host, cfg: &ContainerConfig) -> Result<()> {
+    let _ = storage::unmount_root(host, cfg);
+    storage::remove(host, cfg)?;
+    Ok(())
+}
+
+/// After a successful migration: the container is gone from here. With `remove_area` its
+/// files and config go too (vzmigrate's default); without, the config is renamed to
+/// `<CTID>.toml.migrated` so nothing here mistakes the files for a container of this host.
+pub fn remove_source(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, remove_area: bool) -> Result<()> {
+    let ct = &cfg.ctid;
+    if matches!(container::status(host, ct)?.0, Status::Running | Status::Mounted) {
+        container::stop(host, lock, cfg, Duration::from_secs(10))?;
+    }
+    if remove_area {
+        container::destroy(host, lock, true)?;
+    } else {
+        let conf = host.config_path(ct);
+        let moved = conf.with_extension("toml.migrated");
+        std::fs::rename(&conf, &moved).map_err(|e| Error::io("rename config", &conf, e))?;
+    }
+    Ok(())
+}

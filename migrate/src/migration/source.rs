@@ -1,0 +1,391 @@
+//! The source side of a migration (`ferry migrate`): drives the destination's ferry over one
+//! connection through preflight, live sync passes, freeze and dump, final sync, image
+//! transfer, restore there, the commit (`Announce`), and the source's cleanup. Until the
+//! destination confirms the commit, every failure puts the container back to running here:
+//! before the freeze it was never touched; after the dump it is restored here from the dump.
+
+use super::converge::{next_step, ConvergePolicy, Next, PassChange};
+use super::hostops;
+use super::journal::{Journal, Stage};
+use super::preflight;
+use super::report::{ms, MigrationReport, SyncPassReport};
+use crate::error::{Error, Result};
+use crate::proto::messages::*;
+use crate::proto::{Connection, ConnectionOptions};
+use crate::sync::{sync_pass, PassStats, ProgressFn, SyncOptions};
+use crate::transport::{SshTarget, Transport};
+use ferry_runtime::lock::ContainerLock;
+use ferry_runtime::{ContainerConfig, Host};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Called with each stage's name as it starts.
+pub type StageFn = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct MigrateOptions {
+    pub target: SshTarget,
+    /// None: online when the container runs, offline otherwise.
+    pub online: Option<bool>,
+    pub keep_dst: bool,
+    pub remove_area: bool,
+    pub shared_storage: bool,
+    pub max_iterations: u32,
+    /// zstd level of the image on the wire (0: none).
+    pub compress: i32,
+    pub dry_run: bool,
+    pub progress: Option<ProgressFn>,
+    /// Told about each stage as it starts (the CLI prints or draws it).
+    pub on_stage: Option<StageFn>,
+}
+
+impl MigrateOptions {
+    pub fn new(target: SshTarget) -> Self {
+        MigrateOptions {
+            target,
+            online: None,
+            keep_dst: false,
+            remove_area: true,
+            shared_storage: false,
+            max_iterations: ConvergePolicy::default().max_passes,
+            compress: 1,
+            dry_run: false,
+            progress: None,
+            on_stage: None,
+        }
+    }
+}
+
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Run<'a> {
+    host: &'a Host,
+    lock: &'a ContainerLock,
+    cfg: ContainerConfig,
+    opts: &'a MigrateOptions,
+    report: MigrationReport,
+    work: PathBuf,
+}
+
+impl Run<'_> {
+    fn stage(&self, s: &str) {
+        tracing::info!("{}: {s}", self.cfg.ctid);
+        if let Some(f) = &self.opts.on_stage {
+            f(s);
+        }
+    }
+}
+
+/// Migrate the container the caller holds the lock of. On error the container runs (or is
+/// stopped) on this host as it was, and the destination keeps nothing of it unless
+/// `keep_dst`.
+pub async fn migrate(host: &Host, lock: &ContainerLock, opts: &MigrateOptions) -> Result<MigrationReport> {
+    let t0 = Instant::now();
+    let ct = lock.ctid().clone();
+    let cfg = ContainerConfig::load(&host.config_path(&ct))?;
+    let running = hostops::is_running(host, &ct);
+    let online = opts.online.unwrap_or(running);
+    if online && !running {
+        return Err(Error::Migration(format!("container {ct} is not running: an online migration needs it running; use --offline")));
+    }
+    ferry_runtime::net::migratable(&cfg).map_err(|e| Error::Migration(format!("cannot migrate {ct}: {e}")))?;
+    let work = host.run_ct_dir(&ct).join("outgoing");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
+    let mut run = Run {
+        host,
+        lock,
+        cfg,
+        opts,
+        report: MigrationReport {
+            ctid: ct.to_string(),
+            destination: opts.target.destination.clone(),
+            mode: if online { "online" } else { "offline" }.into(),
+            ..Default::default()
+        },
+        work: work.clone(),
+    };
+    let res = drive(&mut run, online, running, t0).await;
+    let _ = std::fs::remove_dir_all(&work);
+    res.map(|()| {
+        run.report.total_ms = ms(t0.elapsed());
+        run.report
+    })
+}
+
+async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> Result<()> {
+    let ct = run.cfg.ctid.clone();
+    run.stage("connecting");
+    let mut transport = Transport::ssh(&run.opts.target, &["migrate-receive".to_string()])?;
+    let conn = transport.connect(ConnectionOptions::default()).await?;
+
+    // --- preflight: nothing has changed yet.
+    run.stage("preflight");
+    let area = hostops::files_dir(run.host, &run.cfg, running);
+    let needed = if run.opts.shared_storage { 0 } else { preflight::tree_size(&area) };
+    let cpuinfo = if online { preflight::dump_cpuinfo(&run.work) } else { Vec::new() };
+    let pre = Preflight {
+        ctid: ct.to_string(),
+        config_toml: run.cfg.to_toml(),
+        ips: run.cfg.net.ipadd.iter().map(|a| a.to_string()).collect(),
+        needed_disk_bytes: needed,
+        criu_version: if online { hostops::criu_version().unwrap_or_default() } else { String::new() },
+        cpuinfo,
+        online,
+        network_mode: hostops::network_mode(&run.cfg),
+    };
+    let reply = conn.request_timeout(Body::Preflight(pre), REPLY_TIMEOUT).await?;
+    run.report.preflight_ms = ms(t0.elapsed());
+    match reply {
+        Body::PreflightResult(r) if r.ok => {}
+        Body::PreflightResult(r) => {
+            abort(&conn, "preflight failed", run.opts.keep_dst).await;
+            return Err(Error::Preflight { ctid: ct.to_string(), problems: r.problems });
+        }
+        other => return Err(Error::Protocol(format!("expected PreflightResult, got {}", other.name()))),
+    }
+    if run.opts.dry_run {
+        abort(&conn, "dry run", true).await;
+        return Ok(());
+    }
+    expect_ok(conn.request_timeout(Body::Config(ConfigMsg { ctid: ct.to_string(), config_toml: run.cfg.to_toml() }), REPLY_TIMEOUT).await)?;
+
+    let res = if online { online_switch(run, &conn, &area).await } else { offline_switch(run, &conn, &area, running).await };
+    match res {
+        Ok(()) => {
+            let _ = tokio::time::timeout(Duration::from_secs(30), transport.wait()).await;
+            Ok(())
+        }
+        Err(e) => {
+            // The receiver removes its half of the work when the connection ends; make sure
+            // it ends even if the source's error did not come from the connection. What it
+            // printed on its way out usually says why.
+            let _ = tokio::time::timeout(Duration::from_secs(5), transport.wait()).await;
+            let _ = transport.kill().await;
+            let said = transport.stderr();
+            let said = said.trim();
+            if said.is_empty() {
+                Err(e)
+            } else {
+                Err(Error::Migration(format!("{e}\nthe destination said: {said}")))
+            }
+        }
+    }
+}
+
+async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Result<()> {
+    let ct = run.cfg.ctid.clone();
+    let journal = |stage, image_dir: Option<PathBuf>| Journal {
+        stage,
+        destination: run.opts.target.destination.clone(),
+        pid: std::process::id(),
+        image_dir,
+    };
+    journal(Stage::Syncing, None).write(run.host, &ct)?;
+
+    // --- live passes while the container runs.
+    if !run.opts.shared_storage {
+        let policy = ConvergePolicy { max_passes: run.opts.max_iterations.max(1), ..Default::default() };
+        let mut history = Vec::new();
+        loop {
+            let pass = history.len() as u32 + 1;
+            run.stage(&format!("sync pass {pass}"));
+            let stats = match sync_pass(conn, area, &sync_opts(run, pass)).await {
+                Ok(s) => s,
+                Err(e) => {
+                    Journal::remove(run.host, &ct);
+                    abort(conn, &e.to_string(), run.opts.keep_dst).await;
+                    return Err(e);
+                }
+            };
+            history.push(PassChange { files: stats.changes(), bytes: stats.bytes_data });
+            run.report.passes.push(pass_report(&stats));
+            match next_step(&policy, &history) {
+                Next::AnotherPass => continue,
+                Next::Freeze(why) => {
+                    run.report.converged = why.to_string();
+                    break;
+                }
+            }
+        }
+    }
+
+    // --- freeze and dump. On failure the dump thaws the container: it runs on as before.
+    run.stage("freeze and dump");
+    journal(Stage::Frozen, None).write(run.host, &ct)?;
+    let image_dir = run.work.join("images");
+    let t_freeze = Instant::now();
+    if let Err(e) = hostops::dump_for_migration(run.host, run.lock, &run.cfg, &image_dir) {
+        Journal::remove(run.host, &ct);
+        abort(conn, &e.to_string(), run.opts.keep_dst).await;
+        return Err(e);
+    }
+    run.report.dump_ms = ms(t_freeze.elapsed());
+    // The dump's own directory must outlive a failed attempt: it is how the container comes back.
+    let keep_dir = run.host.dump_dir(&ct).join("migration");
+    let _ = std::fs::remove_dir_all(&keep_dir);
+    if let Some(p) = keep_dir.parent() {
+        let _ = std::fs::create_dir_all(p);
+    }
+    std::fs::rename(&image_dir, &keep_dir).map_err(|e| Error::io("keep the dump in", &keep_dir, e))?;
+    let image_dir = keep_dir;
+    journal(Stage::Dumped, Some(image_dir.clone())).write(run.host, &ct)?;
+
+    // From here on a failure restores the container here from the dump.
+    let res = after_dump(run, conn, area, &image_dir, t_freeze).await;
+    match res {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&image_dir);
+            Ok(())
+        }
+        Err(e) => {
+            run.stage("rolling back");
+            abort(conn, &e.to_string(), run.opts.keep_dst).await;
+            cleanup_remote(run).await;
+            match hostops::restore_from_dir(run.host, run.lock, &run.cfg, &image_dir) {
+                Ok(_) => {
+                    Journal::remove(run.host, &ct);
+                    let _ = std::fs::remove_dir_all(&image_dir);
+                    Err(Error::RolledBack { ctid: ct.to_string(), cause: Box::new(e) })
+                }
+                Err(re) => Err(Error::Migration(format!(
+                    "migration of {ct} failed ({e}) and restoring it here failed too ({re}); its dump is kept in {}: \
+                     fix the cause and run `ferry restore {ct}` (it finds the dump through the migration journal)",
+                    image_dir.display()
+                ))),
+            }
+        }
+    }
+}
+
+async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir: &Path, t_freeze: Instant) -> Result<()> {
+    let ct = run.cfg.ctid.clone();
+    if !run.opts.shared_storage {
+        run.stage("final sync");
+        let pass = run.report.passes.len() as u32 + 1;
+        let stats = sync_pass(conn, area, &sync_opts(run, pass)).await?;
+        run.report.final_sync = Some(pass_report(&stats));
+    }
+    run.stage("image transfer");
+    let t = Instant::now();
+    let before = conn.bytes_sent();
+    let size = super::image_stream::send_image(conn, image_dir, &run.cfg, run.opts.compress).await?;
+    run.report.image_bytes = size;
+    run.report.image_wire_bytes = conn.bytes_sent() - before;
+    run.report.image_transfer_ms = ms(t.elapsed());
+
+    run.stage("restore on the destination");
+    let t = Instant::now();
+    match conn.request_timeout(Body::Restore(Restore { ctid: ct.to_string(), from_image: true }), RESTORE_TIMEOUT).await? {
+        Body::Restored(_) => {}
+        other => return Err(Error::Protocol(format!("expected Restored, got {}", other.name()))),
+    }
+    run.report.restore_ms = ms(t.elapsed());
+    run.report.frozen_ms = ms(t_freeze.elapsed());
+
+    commit_and_finish(run, conn).await
+}
+
+/// Send the commit (`Announce`) and clean up the source. After the destination acknowledged
+/// the commit, the container is the destination's whatever happens next.
+async fn commit_and_finish(run: &mut Run<'_>, conn: &Connection) -> Result<()> {
+    let ct = run.cfg.ctid.clone();
+    run.stage("announce");
+    let t = Instant::now();
+    let ips = run.cfg.net.ipadd.iter().map(|a| a.to_string()).collect();
+    expect_ok(conn.request_timeout(Body::Announce(Announce { ctid: ct.to_string(), ips }), REPLY_TIMEOUT).await)?;
+    run.report.announce_ms = ms(t.elapsed());
+    Journal { stage: Stage::Committed, destination: run.opts.target.destination.clone(), pid: std::process::id(), image_dir: None }
+        .write(run.host, &ct)?;
+    let _ = conn.request_timeout(Body::Done(Done { ctid: ct.to_string() }), REPLY_TIMEOUT).await;
+    let _ = conn.close().await;
+
+    run.stage("source cleanup");
+    let t = Instant::now();
+    if let Err(e) = hostops::remove_source(run.host, run.lock, &run.cfg, run.opts.remove_area) {
+        tracing::warn!("container {ct} now runs on {}, but cleaning up here failed: {e}", run.opts.target.destination);
+    }
+    Journal::remove(run.host, &ct);
+    run.report.cleanup_ms = ms(t.elapsed());
+    Ok(())
+}
+
+async fn offline_switch(run: &mut Run<'_>, conn: &Connection, area: &Path, running: bool) -> Result<()> {
+    let ct = run.cfg.ctid.clone();
+    if running {
+        run.stage("stop");
+        if let Err(e) = hostops::stop(run.host, run.lock, &run.cfg) {
+            abort(conn, &e.to_string(), run.opts.keep_dst).await;
+            return Err(e);
+        }
+    }
+    let res = async {
+        if !run.opts.shared_storage {
+            run.stage("sync");
+            let stats = sync_pass(conn, area, &sync_opts(run, 1)).await?;
+            run.report.passes.push(pass_report(&stats));
+        }
+        if running {
+            run.stage("start on the destination");
+            let t = Instant::now();
+            match conn.request_timeout(Body::Restore(Restore { ctid: ct.to_string(), from_image: false }), RESTORE_TIMEOUT).await? {
+                Body::Restored(_) => {}
+                other => return Err(Error::Protocol(format!("expected Restored, got {}", other.name()))),
+            }
+            run.report.restore_ms = ms(t.elapsed());
+        }
+        commit_and_finish(run, conn).await
+    }
+    .await;
+    if let Err(e) = res {
+        abort(conn, &e.to_string(), run.opts.keep_dst).await;
+        cleanup_remote(run).await;
+        if running {
+            if let Err(se) = hostops::start(run.host, run.lock, &run.cfg) {
+                return Err(Error::Migration(format!("offline migration of {ct} failed ({e}) and starting it here again failed ({se})")));
+            }
+        }
+        return Err(Error::RolledBack { ctid: ct.to_string(), cause: Box::new(e) });
+    }
+    Ok(())
+}
+
+fn sync_opts(run: &Run<'_>, pass: u32) -> SyncOptions {
+    SyncOptions { pass, ctid: run.cfg.ctid.to_string(), progress: run.opts.progress.clone(), ..Default::default() }
+}
+
+fn pass_report(s: &PassStats) -> SyncPassReport {
+    SyncPassReport { pass: s.pass, files: s.files_sent, bytes_on_wire: s.bytes_on_wire, ms: ms(s.duration) }
+}
+
+fn expect_ok(r: Result<Body>) -> Result<()> {
+    match r? {
+        Body::Ok(_) => Ok(()),
+        other => Err(Error::Protocol(format!("expected Ok, got {}", other.name()))),
+    }
+}
+
+/// Tell the destination to give up (best effort: the connection may be what failed).
+async fn abort(conn: &Connection, reason: &str, keep_files: bool) {
+    let body = if keep_files {
+        Body::Cleanup(Cleanup { ctid: String::new(), keep_files: true })
+    } else {
+        Body::Abort(Abort { reason: reason.to_string() })
+    };
+    let _ = conn.request_timeout(body, Duration::from_secs(30)).await;
+    let _ = conn.close().await;
+}
+
+/// After a failure, make sure the destination holds nothing half-made even if its receiver
+/// died: run `ferry migrate-cleanup CTID` there over a fresh ssh connection (best effort).
+async fn cleanup_remote(run: &Run<'_>) {
+    let mut args = vec!["migrate-cleanup".to_string(), run.cfg.ctid.to_string()];
+    if run.opts.keep_dst {
+        args.push("--keep-files".into());
+    }
+    let argv = run.opts.target.command_line(&args);
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let _ = tokio::time::timeout(Duration::from_secs(60), cmd.status()).await;
+}

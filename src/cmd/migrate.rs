@@ -1,0 +1,263 @@
+//! `ferry migrate` and its helpers: `migrate-receive` and `migrate-cleanup` (run by the
+//! source on the destination over ssh), and `ferry sync` / `sync-receive` (the migration's
+//! file sync on its own, rsync-style, for trees outside containers and for benchmarks).
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ferry_migrate::migration::report::MigrationReport;
+use ferry_migrate::migration::source::{migrate, MigrateOptions};
+use ferry_migrate::migration::{dest, journal};
+use ferry_migrate::proto::ConnectionOptions;
+use ferry_migrate::transport::{SshTarget, Transport};
+use ferry_runtime::lock::ContainerLock;
+use ferry_runtime::Host;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    pub ctid: String,
+    /// The destination, `[USER@]HOST`, reached with the system's ssh client.
+    pub destination: String,
+    /// Live migration (the default when the container runs).
+    #[arg(long, conflicts_with = "offline")]
+    pub online: bool,
+    /// Stop, copy, start on the destination (the default when the container is stopped).
+    #[arg(long)]
+    pub offline: bool,
+    /// On failure keep the files synced to the destination, for a faster retry.
+    #[arg(long)]
+    pub keep_dst: bool,
+    /// Remove the container's files here after a successful migration.
+    #[arg(long, default_value = "yes", value_parser = ["yes", "no"])]
+    pub remove_area: String,
+    /// Both hosts see the same private area (shared storage): do not copy files.
+    #[arg(long)]
+    pub shared_storage: bool,
+    /// Options for ssh, split on spaces (like vzmigrate's --ssh=), e.g. "-p 2222 -i KEY".
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub ssh_opts: String,
+    /// The ferry command on the destination (like rsync's --rsync-path).
+    #[arg(long, default_value = "ferry")]
+    pub remote_ferry: String,
+    /// Live sync passes at most before the freeze.
+    #[arg(long, default_value_t = 5)]
+    pub max_iterations: u32,
+    /// zstd level of the image on the wire (0: no compression).
+    #[arg(long, default_value_t = 1)]
+    pub compress: i32,
+    /// Print the stage timing table (vzmigrate -t).
+    #[arg(long)]
+    pub times: bool,
+    /// Print the stage timings as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Only run the preflight checks.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub fn target(destination: &str, ssh_opts: &str, remote_ferry: &str) -> SshTarget {
+    let mut t = SshTarget::new(destination);
+    t.ssh_opts = ssh_opts.split_whitespace().map(String::from).collect();
+    t.remote_ferry = remote_ferry.to_string();
+    t
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
+    let ct = super::ctid(&a.ctid)?;
+    let lock = ContainerLock::acquire(host, &ct, "migrate")?;
+    super::checkpoint::thaw_stale(host, &lock);
+    let mut opts = MigrateOptions::new(target(&a.destination, &a.ssh_opts, &a.remote_ferry));
+    opts.online = if a.online { Some(true) } else if a.offline { Some(false) } else { None };
+    opts.keep_dst = a.keep_dst;
+    opts.remove_area = a.remove_area == "yes";
+    opts.shared_storage = a.shared_storage;
+    opts.max_iterations = a.max_iterations;
+    opts.compress = a.compress;
+    opts.dry_run = a.dry_run;
+    let tty = std::io::stderr().is_terminal() && !a.json;
+    let bar = if tty {
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(ProgressStyle::with_template("{spinner} {msg} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}").expect("valid template"));
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        Some(pb)
+    } else {
+        None
+    };
+    if let Some(pb) = &bar {
+        let pb1 = pb.clone();
+        opts.on_stage = Some(Arc::new(move |s: &str| {
+            pb1.set_message(s.to_string());
+            pb1.set_position(0);
+            pb1.set_length(0);
+        }));
+        let pb2 = pb.clone();
+        opts.progress = Some(Arc::new(move |p: &ferry_migrate::sync::Progress| {
+            pb2.set_length(p.bytes_total);
+            pb2.set_position(p.bytes_done);
+        }));
+    }
+    let res = runtime()?.block_on(migrate(host, &lock, &opts));
+    if let Some(pb) = &bar {
+        pb.finish_and_clear();
+    }
+    let report: MigrationReport = res.with_context(|| format!("migration of {ct} to {}", a.destination))?;
+    if a.dry_run {
+        println!("preflight of {ct} on {}: ok (nothing was changed)", a.destination);
+        return Ok(0);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if a.times {
+        println!("{report}");
+    } else {
+        let frozen = if report.mode == "online" { format!(", frozen {} ms", report.frozen_ms) } else { String::new() };
+        println!("migrated {ct} to {} ({}{frozen}, total {} ms)", a.destination, report.mode, report.total_ms);
+    }
+    Ok(0)
+}
+
+/// The destination's end: speaks the protocol on stdin/stdout.
+pub fn migrate_receive(host: &Host) -> Result<u8> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let conn = ferry_migrate::transport::accept_stdio(ConnectionOptions::default()).await?;
+        dest::serve(host, &conn).await?;
+        let _ = conn.close().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(0)
+}
+
+pub fn migrate_cleanup(host: &Host, ctid: &str, keep_files: bool) -> Result<u8> {
+    let ct = super::ctid(ctid)?;
+    if dest::cleanup_stale(host, &ct, keep_files)? {
+        eprintln!("ferry: removed the half-received {ct}");
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The local tree to copy.
+    pub source: PathBuf,
+    /// `[USER@]HOST:DIR` (over ssh) or a local DIR.
+    pub destination: String,
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub ssh_opts: String,
+    #[arg(long, default_value = "ferry")]
+    pub remote_ferry: String,
+    /// Print the pass's statistics as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ferry sync SRC [USER@]HOST:DIR`: one sync pass of a tree, like `rsync -a --delete`.
+pub fn sync_cmd(a: SyncArgs) -> Result<u8> {
+    if !a.source.is_dir() {
+        bail!("{} is not a directory", a.source.display());
+    }
+    let rt = runtime()?;
+    let stats = rt.block_on(async {
+        let mut transport = match a.destination.split_once(':') {
+            Some((host, dir)) if !host.contains('/') => {
+                Transport::ssh(&target(host, &a.ssh_opts, &a.remote_ferry), &["sync-receive".to_string(), dir.to_string()])?
+            }
+            _ => {
+                let me = std::env::current_exe()?.display().to_string();
+                Transport::local(&[me, "sync-receive".into(), a.destination.clone()])?
+            }
+        };
+        let conn = transport.connect(ConnectionOptions::default()).await?;
+        let stats = ferry_migrate::sync::sync_pass(&conn, &a.source, &Default::default()).await?;
+        let _ = conn.request(ferry_migrate::proto::messages::Body::Done(Default::default())).await;
+        let _ = conn.close().await;
+        let _ = transport.wait().await;
+        Ok::<_, anyhow::Error>(stats)
+    })?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "files_sent": stats.files_sent, "delta_files": stats.delta_files, "bytes_on_wire": stats.bytes_on_wire,
+                "bytes_data": stats.bytes_data, "entries": stats.entries_scanned, "deleted": stats.deleted,
+                "ms": stats.duration.as_millis() as u64
+            })
+        );
+    } else {
+        println!(
+            "synced {} entries: {} files sent ({} as deltas), {} bytes on the wire, {} deleted, {} ms",
+            stats.entries_scanned, stats.files_sent, stats.delta_files, stats.bytes_on_wire, stats.deleted, stats.duration.as_millis()
+        );
+    }
+    Ok(0)
+}
+
+/// The receiving end of `ferry sync`.
+pub fn sync_receive(dir: PathBuf) -> Result<u8> {
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        use ferry_migrate::proto::messages::{Body, OkReply};
+        let conn = ferry_migrate::transport::accept_stdio(ConnectionOptions::default()).await?;
+        loop {
+            let env = conn.recv().await?;
+            match &env.body {
+                Some(Body::SyncBegin(_)) => {
+                    ferry_migrate::sync::receive_pass(&conn, &env, &dir, &Default::default()).await?;
+                }
+                Some(Body::Done(_)) => {
+                    conn.reply(env.id, Body::Ok(OkReply {})).await?;
+                    break;
+                }
+                Some(other) => bail!("unexpected {} message", other.name()),
+                None => {}
+            }
+        }
+        let _ = conn.close().await;
+        Ok(())
+    })?;
+    Ok(0)
+}
+
+/// What a crashed migration left in the journal, put right (see `super::recover`).
+pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<String>> {
+    let ct = lock.ctid();
+    let Some(j) = journal::Journal::read(host, ct)? else { return Ok(None) };
+    if j.pid != std::process::id() && std::path::Path::new(&format!("/proc/{}", j.pid)).exists() {
+        return Ok(None); // still running (it would hold the lock anyway)
+    }
+    use journal::Stage::*;
+    let msg = match j.stage {
+        Syncing | Frozen => {
+            let thawed = ferry_runtime::container::thaw_if_frozen(host, lock)?;
+            journal::Journal::remove(host, ct);
+            if thawed {
+                format!("a migration of {ct} to {} was interrupted while the container was frozen; it has been thawed and runs here", j.destination)
+            } else {
+                format!("a migration of {ct} to {} was interrupted before the freeze; the container was not touched", j.destination)
+            }
+        }
+        Dumped => {
+            let dir = j.image_dir.clone().unwrap_or_default();
+            let cfg = ferry_runtime::container::load_config(host, ct)?;
+            ferry_migrate::migration::hostops::restore_from_dir(host, lock, &cfg, &dir)
+                .with_context(|| format!("a migration of {ct} was interrupted after its dump; restoring it here from {} failed", dir.display()))?;
+            journal::Journal::remove(host, ct);
+            let _ = std::fs::remove_dir_all(&dir);
+            format!("a migration of {ct} to {} was interrupted after the dump; the container was restored here", j.destination)
+        }
+        Committed => {
+            journal::Journal::remove(host, ct);
+            format!("a migration of {ct} to {} completed but this host was not cleaned up; `ferry destroy {ct}` removes the leftover files", j.destination)
+        }
+    };
+    Ok(Some(msg))
+}
