@@ -241,7 +241,8 @@ pub fn restore(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, id: &st
         verify_state(host, ct, &m)?;
     }
     match container::status(host, ct).map_err(|e| err(ct, "restore", e))?.0 {
-        Status::Running => container::stop(host, lock, cfg, std::time::Duration::from_secs(10)).map_err(|e| err(ct, "restore", e))?,
+        // Its current processes are being replaced: no long grace period.
+        Status::Running => container::stop(host, lock, cfg, std::time::Duration::from_secs(1)).map_err(|e| err(ct, "restore", e))?,
         Status::Mounted => container::teardown(host, cfg, None).map_err(|e| err(ct, "restore", e))?,
         Status::Stopped => {}
     }
