@@ -225,21 +225,30 @@ fn run_due_takes_and_prunes_by_the_clock() {
     // A failure is reported (exit code, list) and the running container is not harmed.
     h.ok(&["start", ct]);
     let pid = h.pid(ct);
-    let sdir = h.data.join("snapshots").join(ct);
-    // A read-only store: the snapshot cannot be written.
-    let ro = Command::new("mount").args(["--bind", "-o", "ro"]).arg(&sdir).arg(&sdir).status().unwrap();
-    if ro.success() {
-        let _ = Command::new("mount").args(["-o", "remount,bind,ro"]).arg(&sdir).status();
-        let o = h.ferry(&["snapshot", "run-due", "--now", &(t0 + 10800).to_string()]);
-        let _ = Command::new("umount").arg(&sdir).status();
-        assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(h.pid(ct), pid);
-        h.exec(ct, "true");
-        let l = list(&h, ct);
-        assert!(l["last_error"]["error"].as_str().unwrap_or_default().contains("snapshot"), "{l}");
-        let text = h.ok(&["snapshot", "list", ct]);
-        assert!(text.contains("last scheduled snapshot failed"), "{text}");
+    // Another operation (a migration, say) holds the container's lock: the snapshot fails.
+    let lockfile = h.data.join("locks").join(format!("{ct}.lock"));
+    let mut holder = Command::new("flock").args(["-x", "--no-fork"]).arg(&lockfile).args(["sleep", "30"]).spawn().unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
+    let guard = Kill(&mut holder);
+    std::thread::sleep(Duration::from_millis(300));
+    let o = h.ferry(&["snapshot", "run-due", "--now", &(t0 + 10800).to_string()]);
+    drop(guard);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(h.pid(ct), pid);
+    h.exec(ct, "true");
+    let l = list(&h, ct);
+    assert!(l["last_error"]["error"].as_str().unwrap_or_default().contains("lock"), "{l}");
+    let text = h.ok(&["snapshot", "list", ct]);
+    assert!(text.contains("last scheduled snapshot failed"), "{text}");
+    // The next good run clears it.
+    assert!(run(t0 + 10800).contains("taken"));
+    assert!(list(&h, ct)["last_error"].is_null());
     h.ok(&["snapshot", "schedule", ct, "--off"]);
     assert!(!run(t0 + 100000).contains("taken"));
 }
