@@ -197,6 +197,34 @@ fn damaged_interrupted_and_exported_snapshots() {
     assert_eq!(&v[..good_n.len()], &good_n[..]);
     assert_consecutive(&v, "on host 2");
     drop(h2);
+
+    // Processes that cannot be restored on the destination (a stand-in for another kernel or
+    // CRIU: the shell binary the dumped processes map has another size in the image's files,
+    // which CRIU refuses). Without --cold nothing is left; with --cold it starts from the files.
+    let bb = sdir.join(&good).join("files/bin/busybox");
+    let mut exe = std::fs::read(&bb).unwrap();
+    exe.extend_from_slice(&[0u8; 4096]);
+    let tmpbb = bb.with_file_name(".bb");
+    std::fs::write(&tmpbb, &exe).unwrap();
+    std::fs::set_permissions(&tmpbb, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmpbb, &bb).unwrap();
+    let out2 = h.dir.path().join("sn2-other.img");
+    h.ok(&["snapshot", "export", ct, &good, out2.to_str().unwrap()]);
+    let h3 = TestHost::new();
+    let err = h3.fails(&["restore", ct, "--from-image", out2.to_str().unwrap()]);
+    assert!(err.contains("--cold"), "{err}");
+    assert!(!h3.data.join("conf").join(format!("{ct}.toml")).exists(), "a failed restore left a config");
+    assert!(!h3.data.join("private").join(ct).exists(), "a failed restore left files");
+    h3.assert_clean();
+    let o = h3.ferry(&["restore", ct, "--from-image", out2.to_str().unwrap(), "--cold"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot be restored") && stderr.contains("cold"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&h3.ok(&["status", ct, "--json"])).unwrap();
+    assert!(v["pid"].as_i64().is_some(), "started cold: {v}");
+    // The files are the snapshot's (the counter file is there, no counter runs).
+    assert_eq!(numbers(&counter_file(&h3, ct)), good_n);
+    drop(h3);
 }
 
 #[test]
