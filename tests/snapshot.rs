@@ -323,3 +323,93 @@ fn btrfs_snapshot_is_a_subvolume() {
     // Remove the read-only subvolumes before the guard unmounts the pool.
     h.ok(&["snapshot", "delete", ct, &b]);
 }
+
+#[test]
+fn image_backend_snapshots_use_the_mounted_root() {
+    let test = "image_backend_snapshots_use_the_mounted_root";
+    if !have_criu(test) {
+        return;
+    }
+    if Command::new("mkfs.xfs").arg("-V").output().is_err() {
+        eprintln!("{test}: skipped: no mkfs.xfs");
+        return;
+    }
+    let h = TestHost::new();
+    std::fs::create_dir_all(&h.data).unwrap();
+    if nix::sys::statfs::statfs(&h.data).unwrap().filesystem_type().0 as i64 == 0x9123_683E {
+        eprintln!("{test}: skipped: the temp dir is on btrfs, which picks the btrfs backend");
+        return;
+    }
+    let ct = "sn5";
+    h.ok(&["create", ct, "--template", h.template.to_str().unwrap(), "--diskspace", "256M"]);
+    let cfg = std::fs::read_to_string(h.data.join("conf").join(format!("{ct}.toml"))).unwrap();
+    assert!(cfg.contains("image"), "{cfg}");
+    // Stopped: files only (the image is mounted for the copy and unmounted again).
+    let cold = take(&h, ct, &[]);
+    assert_eq!(list(&h, ct)["snapshots"][0]["stateful"], false);
+    assert!(h.mounts().is_empty(), "the image stayed mounted: {:?}", h.mounts());
+    h.ok(&["start", ct]);
+    h.exec(ct, COUNTER);
+    let f = h.data.join("root").join(ct).join("root/n");
+    wait_for(Duration::from_secs(10), "the counter", || numbers(&f).len() > 10);
+    let warm = take(&h, ct, &[]);
+    let sdir = h.data.join("snapshots").join(ct);
+    let added = du_added(&sdir.join(&cold), &sdir.join(&warm));
+    assert!(added < 1 << 20, "{added}");
+    let in_warm = numbers(&sdir.join(&warm).join("files/root/n"));
+    wait_for(Duration::from_secs(10), "the counter to run on", || numbers(&f).len() > in_warm.len() + 30);
+    h.ok(&["snapshot", "restore", ct, &warm]);
+    wait_for(Duration::from_secs(10), "the restored counter", || numbers(&f).len() > in_warm.len() + 10);
+    let v = numbers(&f);
+    assert_eq!(&v[..in_warm.len()], &in_warm[..]);
+    assert_consecutive(&v, "after an image-backend restore");
+    // Back to the stateless one: the container is started afresh on the template's files.
+    h.ok(&["snapshot", "restore", ct, &cold]);
+    assert!(numbers(&f).is_empty(), "the counter file did not exist in the first snapshot");
+    h.pid(ct);
+}
+
+#[test]
+fn killed_snapshot_leaves_nothing_in_the_list() {
+    let test = "killed_snapshot_leaves_nothing_in_the_list";
+    if !have_criu(test) {
+        return;
+    }
+    let h = TestHost::new();
+    let ct = "sn6";
+    start_counter(&h, ct);
+    // A tree big enough that the copy is still running when ferry is killed.
+    let many = h.data.join("private").join(ct).join("root/many");
+    for d in 0..40 {
+        let dir = many.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..50 {
+            std::fs::write(dir.join(format!("f{i}")), vec![(d * i) as u8; 64 << 10]).unwrap();
+        }
+    }
+    let sdir = h.data.join("snapshots").join(ct);
+    let mut child = h.cmd().args(["snapshot", "create", ct]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let t = Instant::now();
+    let files_started = || {
+        std::fs::read_dir(&sdir).map(|r| r.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".tmp-") && e.path().join("files/root").exists())).unwrap_or(false)
+    };
+    while !files_started() && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    if status.success() {
+        eprintln!("{test}: the snapshot finished before it could be killed; checking only the cleanup");
+    } else {
+        assert!(ids(&h, ct).is_empty(), "a killed snapshot is listed");
+    }
+    // The container runs on (thawed: the counter moves, also if the kill hit the freeze).
+    let f = counter_file(&h, ct);
+    let n = numbers(&f).len();
+    h.ok(&["snapshot", "list", ct]);
+    let again = take(&h, ct, &[]);
+    wait_for(Duration::from_secs(10), "the counter after the kill", || numbers(&f).len() > n + 5);
+    let left: Vec<_> = std::fs::read_dir(&sdir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
+    assert!(left.is_empty(), "stale tmp dirs left: {left:?}");
+    assert!(ids(&h, ct).contains(&again));
+}
