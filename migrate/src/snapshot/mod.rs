@@ -247,11 +247,15 @@ pub fn restore(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, id: &st
         Status::Stopped => {}
     }
     switch_files(host, cfg, &files).map_err(|e| err(ct, "restore", format!("switch files to snapshot {}: {e}", m.id)))?;
+    // The files are the snapshot's from here: say so if the processes do not come back.
+    let stopped_note = |e: &dyn std::fmt::Display| {
+        err(ct, "restore", format!("{e}\nthe container's files are now those of snapshot {}; it is stopped: `ferry start {ct}` starts it on them", m.id))
+    };
     let pid = if m.stateful {
-        let r = ckpt::restore_from_image(host, lock, &dir.join(store::STATE_IMAGE), &mut |_| {}).map_err(|e| err(ct, "restore", e))?;
+        let r = ckpt::restore_from_image(host, lock, &dir.join(store::STATE_IMAGE), &mut |_| {}).map_err(|e| stopped_note(&e))?;
         r.restore.state.pid
     } else {
-        container::start(host, lock, cfg).map_err(|e| err(ct, "restore", e))?.pid
+        container::start(host, lock, cfg).map_err(|e| stopped_note(&e))?.pid
     };
     Ok(Restored { meta: m, pid, total_ms: t0.elapsed().as_millis() as u64 })
 }
