@@ -76,7 +76,8 @@ fn files_dir(host: &Host, cfg: &ContainerConfig) -> std::result::Result<(PathBuf
 
 fn sync_into(src: &Path, dst: &Path, link_dest: Option<&Path>, pass: u32, ct: &Ctid) -> std::result::Result<(), String> {
     let opts = LocalSyncOptions {
-        sync: SyncOptions { pass, ctid: ct.to_string(), ..SyncOptions::default() },
+        // Local copies: reading both sides for a delta costs more than writing the file anew.
+        sync: SyncOptions { pass, ctid: ct.to_string(), delta_min: u64::MAX, ..SyncOptions::default() },
         receive: ReceiveOptions { link_dest: link_dest.map(Path::to_path_buf), fsync: false },
     };
     sync_local_blocking(src, dst, &opts).map(|_| ()).map_err(|e| format!("copy {} to {}: {e}", src.display(), dst.display()))
