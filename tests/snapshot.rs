@@ -180,7 +180,15 @@ fn damaged_interrupted_and_exported_snapshots() {
     let c = take(&h, ct, &["--stateless"]);
     assert!(!sdir.join(".tmp-1-dead").exists());
     assert_eq!(list(&h, ct)["snapshots"][2]["stateful"], false);
-    let _ = c;
+    // A files-only export starts the container on another host.
+    let files_only = h.dir.path().join("sn2-files.img");
+    h.ok(&["snapshot", "export", ct, &c, files_only.to_str().unwrap()]);
+    let h4 = TestHost::new();
+    let o = h4.ok(&["restore", ct, "--from-image", files_only.to_str().unwrap()]);
+    assert!(o.contains("started"), "{o}");
+    h4.pid(ct);
+    assert!(!numbers(&counter_file(&h4, ct)).is_empty());
+    drop(h4);
 
     // Export the good one and bring it up on a second host that never had the container.
     let out = h.dir.path().join("sn2.img");
