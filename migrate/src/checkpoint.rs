@@ -202,6 +202,30 @@ fn write_image(cfg: &ContainerConfig, info: &CheckpointInfo, images: &Path, path
     res
 }
 
+/// The manifest of a new image of `cfg` written on this host now (sections are listed by
+/// the writer at the end).
+pub fn new_manifest(cfg: &ContainerConfig, criu_version: &str, summary: Option<fmt::Summary>) -> fmt::Manifest {
+    let ct = cfg.ctid.as_str();
+    let (kernel, arch) = uname();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    fmt::Manifest {
+        image_id: image_id(ct),
+        parent_image_id: String::new(),
+        ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+        criu_version: criu_version.to_string(),
+        kernel_release: kernel,
+        architecture: arch,
+        cgroup_mode: cgroup_mode_name(),
+        source_host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        created_unix_secs: now.as_secs() as i64,
+        created_nanos: now.subsec_nanos(),
+        config_toml: cfg.to_toml().into_bytes(),
+        sections: Vec::new(),
+        summary,
+        ctid: ct.to_string(),
+    }
+}
+
 /// Write the CRIU images in `images` with `cfg` and the checkpoint's `meta` as one ferry image
 /// into `out` (a file, a pipe, a socket: nothing is seeked). Returns `out`.
 pub fn write_image_to<W: Write>(
@@ -213,24 +237,7 @@ pub fn write_image_to<W: Write>(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<W> {
     let ct = cfg.ctid.as_str();
-    let (kernel, arch) = uname();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let manifest = fmt::Manifest {
-        image_id: image_id(ct),
-        parent_image_id: String::new(),
-        ferry_version: env!("CARGO_PKG_VERSION").to_string(),
-        criu_version: meta.criu_version.clone(),
-        kernel_release: kernel,
-        architecture: arch,
-        cgroup_mode: cgroup_mode_name(),
-        source_host: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
-        created_unix_secs: now.as_secs() as i64,
-        created_nanos: now.subsec_nanos(),
-        config_toml: cfg.to_toml().into_bytes(),
-        sections: Vec::new(),
-        summary: Some(format_summary(&meta.summary)),
-        ctid: ct.to_string(),
-    };
+    let manifest = new_manifest(cfg, &meta.criu_version, Some(format_summary(&meta.summary)));
     let mut wopts = fmt::WriterOptions::default();
     match compress {
         Some(0) => wopts.level = None,

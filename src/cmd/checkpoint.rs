@@ -46,6 +46,14 @@ pub struct RestoreArgs {
     /// Restore from a plain CRIU image directory (made with `checkpoint --images-dir`).
     #[arg(long, conflicts_with = "dumpfile")]
     pub images_dir: Option<PathBuf>,
+    /// Restore from a self-contained image (`ferry snapshot export`): a container this host
+    /// does not have is created from it (config, files), then its processes are restored.
+    #[arg(long, conflicts_with_all = ["dumpfile", "images_dir"])]
+    pub from_image: Option<PathBuf>,
+    /// With --from-image: when the processes cannot be restored (another kernel or CRIU),
+    /// start the container from the image's files instead.
+    #[arg(long, requires = "from_image")]
+    pub cold: bool,
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -192,8 +200,66 @@ pub fn restore(h: &Host, a: RestoreArgs) -> Result<u8> {
         }
         return Ok(0);
     }
+    if let Some(img) = &a.from_image {
+        return restore_from_export(h, &lock, img, a.cold, a.quiet);
+    }
     let file = a.dumpfile.clone().unwrap_or_else(|| default_dumpfile(h, &ct));
     do_restore(h, &lock, &file, a.quiet)
+}
+
+/// `restore --from-image`: create the container from the image when this host lacks it, then
+/// restore its processes (or, with --cold, start it when that fails).
+fn restore_from_export(h: &Host, lock: &ContainerLock, img: &Path, cold: bool, quiet: bool) -> Result<u8> {
+    use ferry_migrate::snapshot as snap;
+    let ct = lock.ctid();
+    let contents = snap::image_contents(img).map_err(|e| anyhow::anyhow!("container {ct}: restore: {e}"))?;
+    if contents.manifest.ctid != ct.as_str() {
+        anyhow::bail!("container {ct}: restore: image {} holds container {}, not {ct}", img.display(), contents.manifest.ctid);
+    }
+    let exists = h.config_path(ct).exists();
+    let (cfg, created) = if exists {
+        (container::load_config(h, ct)?, false)
+    } else {
+        (snap::create_from_image(h, lock, img, &contents)?, true)
+    };
+    if !contents.has_processes {
+        let st = container::start(h, lock, &cfg)?;
+        if !quiet {
+            println!("container {ct}{} started from the files of {} (pid {}; the image holds no processes)", if created { " created and" } else { "" }, img.display(), st.pid);
+        }
+        return Ok(0);
+    }
+    let mut bar = Bar::new();
+    let res = ckpt::restore_from_image(h, lock, img, &mut |p| bar.update(p));
+    drop(bar);
+    match res {
+        Ok(done) => {
+            if !quiet {
+                println!("container {ct}{} restored from {} (pid {}): extract {} ms, restore {} ms", if created { " created and" } else { "" }, img.display(), done.restore.state.pid, done.extract_ms, done.restore.restore_ms);
+            }
+            Ok(0)
+        }
+        Err(e) if cold => {
+            eprintln!(
+                "ferry: container {ct}: its processes cannot be restored here (image from kernel {} with CRIU {}, this host runs kernel {}): {e}",
+                contents.manifest.kernel_release,
+                contents.manifest.criu_version,
+                nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+            );
+            eprintln!("ferry: container {ct}: starting it cold from the image's files (--cold); its processes start afresh");
+            let st = container::start(h, lock, &cfg)?;
+            if !quiet {
+                println!("container {ct} started cold from the files of {} (pid {})", img.display(), st.pid);
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            if created {
+                snap::remove_created(h, &cfg);
+            }
+            Err(anyhow::anyhow!("{e}\n{}add --cold to start the container from the image's files instead", if created { "nothing was left on this host; " } else { "" }))
+        }
+    }
 }
 
 fn do_restore(h: &Host, lock: &ContainerLock, file: &Path, quiet: bool) -> Result<u8> {

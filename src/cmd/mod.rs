@@ -7,6 +7,7 @@ mod list;
 mod migrate;
 mod opts;
 mod set;
+mod snapshot;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -109,6 +110,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: checkpoint::ImageCmd,
     },
+    /// Snapshots: create, list, delete, restore, export, schedule, run-due.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: snapshot::SnapshotCmd,
+    },
     /// Move a container to another host over ssh, live (online) or stopped (offline).
     Migrate(migrate::MigrateArgs),
     /// Copy a directory tree to another host (or directory) with ferry's file sync.
@@ -157,6 +163,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Resume { ctid, quiet } => checkpoint::resume(&h, &ctid, quiet),
         Command::Check { json } => checkpoint::check(&h, json),
         Command::Image { cmd } => checkpoint::image(cmd),
+        Command::Snapshot { cmd } => snapshot::run(&h, cmd),
         Command::Migrate(a) => migrate::migrate_cmd(&h, a),
         Command::Sync(a) => migrate::sync_cmd(a),
         Command::MigrateReceive => migrate::migrate_receive(&h),

@@ -17,7 +17,7 @@ pub use exec::{enter, exec, run_in_container};
 pub use set::{set_diskspace_stopped, set_hostname_live, set_ips_live, set_resources_live, set_userpasswd, update_passwd_files};
 pub use start::{configure_cgroup, limit_context, prepare_cgroup, start, CONSOLE_LOG};
 pub use stop::{stop, teardown};
-pub use restore::{checkpoint_to_dir, restore_from_dir, thaw_if_frozen, CheckpointInfo, CheckpointMeta, CheckpointOpts, CheckpointSummary, RestoreInfo};
+pub use restore::{checkpoint_to_dir, checkpoint_to_dir_frozen, restore_from_dir, thaw_if_frozen, CheckpointInfo, CheckpointMeta, CheckpointOpts, CheckpointSummary, RestoreInfo};
 
 use crate::cgroups::{Cgroup, CgroupStats};
 use crate::config::ContainerConfig;

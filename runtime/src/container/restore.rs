@@ -177,6 +177,21 @@ pub fn thaw_if_frozen(host: &Host, lock: &ContainerLock) -> Result<bool> {
 /// Checkpoint a running container into `images_dir` (created; must be empty or absent).
 /// The host is the calling thread's network namespace; a multi-threaded caller is fine.
 pub fn checkpoint_to_dir(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, images_dir: &Path, opts: &CheckpointOpts) -> Result<CheckpointInfo> {
+    checkpoint_to_dir_frozen(host, lock, cfg, images_dir, opts, &mut || Ok(()))
+}
+
+/// [`checkpoint_to_dir`], running `while_frozen` after a good dump and before the thaw: with
+/// `keep_running`, what it reads of the container (its files) matches the dumped memory.
+/// When it fails, the container is thawed (it keeps running with `keep_running`), the images
+/// are removed and its message is returned.
+pub fn checkpoint_to_dir_frozen(
+    host: &Host,
+    lock: &ContainerLock,
+    cfg: &ContainerConfig,
+    images_dir: &Path,
+    opts: &CheckpointOpts,
+    while_frozen: &mut dyn FnMut() -> std::result::Result<(), String>,
+) -> Result<CheckpointInfo> {
     let t0 = Instant::now();
     let ct = lock.ctid().as_str();
     let st = running_state(host, lock.ctid(), "checkpoint")?;
@@ -220,6 +235,12 @@ pub fn checkpoint_to_dir(host: &Host, lock: &ContainerLock, cfg: &ContainerConfi
             return Err(if alive { e } else { Error::ct(ct, "checkpoint", format!("{e}\n(the container's init is gone after the failed dump; `ferry stop {ct}` cleans up)")) });
         }
     };
+    // CRIU left the cgroup frozen (we froze it): the container is still stopped here.
+    if let Err(m) = while_frozen() {
+        drop(frozen);
+        let _ = clear_dir(images_dir);
+        return Err(Error::ct(ct, "checkpoint", format!("{m}; the container was thawed{}", if opts.keep_running { " and keeps running" } else { "" })));
+    }
     drop(frozen);
     summary.memory_bytes = pages_size(images_dir).unwrap_or(summary.memory_bytes);
     let meta = CheckpointMeta { ctid: ct.to_string(), veths, ext_unix_sk: opts.ext_unix_sk, criu_version, summary };

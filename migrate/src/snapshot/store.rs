@@ -1,0 +1,273 @@
+//! The snapshot store of one container: `<data>/snapshots/<CTID>/<ID>/{meta.json, files/,
+//! state.img}`. A snapshot is built in `.tmp-<ID>` and renamed into place when complete, so
+//! listing (which skips dot-entries) never shows a half snapshot; stale tmp dirs are removed by
+//! the next snapshot of that container.
+
+use ferry_runtime::storage::btrfs;
+use ferry_runtime::{Ctid, Host};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+pub const META_FILE: &str = "meta.json";
+pub const FILES_DIR: &str = "files";
+pub const STATE_IMAGE: &str = "state.img";
+pub const LAST_ERROR_FILE: &str = "last-error.json";
+const TMP_PREFIX: &str = ".tmp-";
+
+/// `meta.json` of one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Unix seconds.
+    pub created: i64,
+    /// Holds the processes (`state.img`), not only the files.
+    pub stateful: bool,
+    /// Taken by the schedule (pruned by retention) rather than by hand.
+    pub auto: bool,
+    /// Bytes of the files (apparent sizes) when taken.
+    pub files_bytes: u64,
+    /// Bytes of `state.img`.
+    pub state_bytes: u64,
+    /// The file tree is a btrfs read-only subvolume.
+    #[serde(default)]
+    pub btrfs: bool,
+    /// Milliseconds the container was frozen (stateful only).
+    #[serde(default)]
+    pub frozen_ms: u64,
+    /// Milliseconds the whole snapshot took.
+    #[serde(default)]
+    pub total_ms: u64,
+}
+
+/// The last failure of a scheduled snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    pub time: i64,
+    pub error: String,
+}
+
+/// Disk use of one snapshot: `unique` blocks are its own, `shared` ones are also used by
+/// another snapshot (hardlinks, or btrfs extents shared with other subvolumes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub unique: u64,
+    pub shared: u64,
+}
+
+pub fn store_dir(host: &Host, ct: &Ctid) -> PathBuf {
+    host.snapshot_dir(ct)
+}
+
+pub fn snap_dir(host: &Host, ct: &Ctid, id: &str) -> PathBuf {
+    host.snapshot_dir(ct).join(id)
+}
+
+pub fn tmp_dir(host: &Host, ct: &Ctid, id: &str) -> PathBuf {
+    host.snapshot_dir(ct).join(format!("{TMP_PREFIX}{id}"))
+}
+
+/// A new snapshot id: creation time (sortable) and a short random tail.
+pub fn new_id(created: i64) -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let h = blake3::hash(format!("{created}:{}:{}", std::process::id(), t.as_nanos()).as_bytes());
+    format!("{created}-{}", &h.to_hex()[..6])
+}
+
+/// Ids are plain names (also used as directory names).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && !id.starts_with('.') && id.len() <= 100 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+pub fn load_meta(dir: &Path) -> Result<SnapshotMeta, String> {
+    let p = dir.join(META_FILE);
+    let t = std::fs::read_to_string(&p).map_err(|e| format!("read {}: {e}", p.display()))?;
+    serde_json::from_str(&t).map_err(|e| format!("{}: {e}; the snapshot is damaged", p.display()))
+}
+
+pub fn save_meta(dir: &Path, m: &SnapshotMeta) -> Result<(), String> {
+    let p = dir.join(META_FILE);
+    ferry_runtime::util::write_atomic(&p, &serde_json::to_vec_pretty(m).expect("meta serializes")).map_err(|e| e.to_string())
+}
+
+/// Every complete snapshot of the container, oldest first (dot-entries and damaged ones are
+/// left out).
+pub fn list(host: &Host, ct: &Ctid) -> Vec<SnapshotMeta> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(store_dir(host, ct)) else { return out };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        if let Ok(m) = load_meta(&e.path()) {
+            out.push(m);
+        }
+    }
+    out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+    out
+}
+
+/// Remove a snapshot directory (a btrfs subvolume inside it first).
+pub fn remove_dir(dir: &Path) -> Result<(), String> {
+    let files = dir.join(FILES_DIR);
+    if btrfs::is_subvolume(&files) {
+        btrfs::delete(&files).map_err(|e| e.to_string())?;
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("remove {}: {e}", dir.display())),
+    }
+}
+
+/// Remove `.tmp-*` leftovers of interrupted snapshots. The caller holds the container lock, so
+/// none of them is in progress. Returns how many were removed.
+pub fn remove_stale_tmp(host: &Host, ct: &Ctid) -> usize {
+    let mut n = 0;
+    let Ok(rd) = std::fs::read_dir(store_dir(host, ct)) else { return 0 };
+    for e in rd.flatten() {
+        if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) && remove_dir(&e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+pub fn record_error(host: &Host, ct: &Ctid, time: i64, error: &str) {
+    let dir = store_dir(host, ct);
+    let _ = std::fs::create_dir_all(&dir);
+    let e = LastError { time, error: error.to_string() };
+    let _ = ferry_runtime::util::write_atomic(&dir.join(LAST_ERROR_FILE), &serde_json::to_vec_pretty(&e).expect("serializes"));
+}
+
+pub fn clear_error(host: &Host, ct: &Ctid) {
+    let _ = std::fs::remove_file(store_dir(host, ct).join(LAST_ERROR_FILE));
+}
+
+pub fn last_error(host: &Host, ct: &Ctid) -> Option<LastError> {
+    let t = std::fs::read_to_string(store_dir(host, ct).join(LAST_ERROR_FILE)).ok()?;
+    serde_json::from_str(&t).ok()
+}
+
+/// Bytes of blocks of a tree: a file with several links counts as shared (another snapshot
+/// holds the same inode), once per tree.
+pub fn hardlink_usage(dir: &Path) -> Usage {
+    let mut u = Usage::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(md) = e.path().symlink_metadata() else { continue };
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+            if !seen.insert((md.dev(), md.ino())) {
+                continue;
+            }
+            let bytes = md.blocks() * 512;
+            if md.is_file() && md.nlink() > 1 {
+                u.shared += bytes;
+            } else {
+                u.unique += bytes;
+            }
+        }
+    }
+    u
+}
+
+/// `btrfs filesystem du -s --raw`: (exclusive, set shared) bytes of a subvolume.
+pub fn parse_btrfs_du(out: &str) -> Option<Usage> {
+    let line = out.lines().nth(1)?;
+    let f: Vec<&str> = line.split_whitespace().collect();
+    Some(Usage { unique: f.get(1)?.parse().ok()?, shared: f.get(2)?.parse().ok()? })
+}
+
+pub fn usage(dir: &Path) -> Usage {
+    let files = dir.join(FILES_DIR);
+    let mut u = if btrfs::is_subvolume(&files) {
+        std::process::Command::new("btrfs")
+            .args(["filesystem", "du", "-s", "--raw"])
+            .arg(&files)
+            .output()
+            .ok()
+            .and_then(|o| parse_btrfs_du(&String::from_utf8_lossy(&o.stdout)))
+            .unwrap_or_default()
+    } else {
+        hardlink_usage(&files)
+    };
+    // state.img and meta.json are always this snapshot's own.
+    for f in [STATE_IMAGE, META_FILE] {
+        if let Ok(md) = std::fs::metadata(dir.join(f)) {
+            u.unique += md.blocks() * 512;
+        }
+    }
+    u
+}
+
+/// Apparent bytes of the regular files of a tree.
+pub fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(md) = e.path().symlink_metadata() else { continue };
+            if md.is_dir() {
+                stack.push(e.path());
+            } else if md.is_file() {
+                total += md.len();
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        let id = new_id(1700000000);
+        assert!(id.starts_with("1700000000-") && valid_id(&id));
+        assert!(!valid_id(".tmp-1") && !valid_id("../x") && !valid_id(""));
+    }
+
+    #[test]
+    fn btrfs_du_parse() {
+        let out = "     Total   Exclusive  Set shared  Filename\n 104857600       16384   104841216  /x/files\n";
+        assert_eq!(parse_btrfs_du(out), Some(Usage { unique: 16384, shared: 104841216 }));
+        assert_eq!(parse_btrfs_du("junk"), None);
+    }
+
+    #[test]
+    fn list_skips_tmp_and_hardlinks_count_shared() {
+        let d = tempfile::tempdir().unwrap();
+        let host = Host::new(d.path(), d.path().join("run"), "ferry-tx");
+        let ct = Ctid::new("101").unwrap();
+        let base = store_dir(&host, &ct);
+        for (id, created) in [("2-b", 2), ("1-a", 1)] {
+            let dir = base.join(id);
+            std::fs::create_dir_all(dir.join(FILES_DIR)).unwrap();
+            let m = SnapshotMeta { id: id.into(), name: None, created, stateful: false, auto: true, files_bytes: 0, state_bytes: 0, btrfs: false, frozen_ms: 0, total_ms: 0 };
+            save_meta(&dir, &m).unwrap();
+        }
+        std::fs::create_dir_all(base.join(".tmp-3-c/files")).unwrap();
+        let ids: Vec<String> = list(&host, &ct).into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec!["1-a", "2-b"]);
+        std::fs::write(base.join("1-a/files/f"), vec![7u8; 65536]).unwrap();
+        std::fs::hard_link(base.join("1-a/files/f"), base.join("2-b/files/f")).unwrap();
+        let u = hardlink_usage(&base.join("2-b/files"));
+        assert!(u.shared >= 65536, "{u:?}");
+        assert_eq!(remove_stale_tmp(&host, &ct), 1);
+        assert!(!base.join(".tmp-3-c").exists());
+        record_error(&host, &ct, 5, "boom");
+        assert_eq!(last_error(&host, &ct).unwrap().error, "boom");
+        clear_error(&host, &ct);
+        assert!(last_error(&host, &ct).is_none());
+    }
+}
