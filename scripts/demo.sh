@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ferry's main job, on simulated hosts: two hosts and a client (network namespaces on one
 # machine, addresses from 198.18.0.0/15), an sshd on the destination with a key made here.
-# Creates and starts containers, shows list, exec and set, checkpoints and restores one, then
+# Creates and starts containers, shows list, exec and set, checkpoints and restores one, takes
+# a snapshot, then
 # live-migrates a container running an echo server while a client keeps one TCP connection busy,
 # and prints the migration's timing table and the client's longest pause. Cleans up at exit.
 # Usage: sudo scripts/demo.sh
@@ -67,6 +68,12 @@ on a "$FERRY" image inspect "$W/103.img" | head -n 30
 show "ferry restore 103 --dumpfile 103.img"
 on a "$FERRY" restore 103 --dumpfile "$W/103.img"
 on a "$FERRY" list -o ctid,status,pid
+
+step "a stateful snapshot of 102"
+show "ferry snapshot create 102 --name demo"
+on a "$FERRY" snapshot create 102 --name demo
+show "ferry snapshot list 102"
+on a "$FERRY" snapshot list 102
 
 step "live migration of 101 from a to b while a client keeps one TCP connection busy"
 on a "$FERRY" exec 101 -- sh -c 'nc -ll -p 8000 -e /bin/cat </dev/null >/dev/null 2>&1 &'
