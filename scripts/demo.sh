@@ -2,9 +2,9 @@
 # ferry's main job, on simulated hosts: two hosts and a client (network namespaces on one
 # machine, addresses from 198.18.0.0/15), an sshd on the destination with a key made here.
 # Creates and starts containers, shows list, exec and set, checkpoints and restores one, takes
-# a snapshot, then
-# live-migrates a container running an echo server while a client keeps one TCP connection busy,
-# and prints the migration's timing table and the client's longest pause. Cleans up at exit.
+# a snapshot, then live-migrates a container running an echo server while a client keeps one
+# TCP connection busy, and prints the migration's timing table and the client's longest pause.
+# Cleans up at exit.
 # Usage: sudo scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
