@@ -239,6 +239,10 @@ fn undo(host: &Host, st: &mut Incoming) {
         let _ = std::fs::remove_dir_all(w);
     }
     let _ = std::fs::remove_dir(host.run_ct_dir(&ct));
+    if !host.config_path(&ct).exists() && !staging_config(host, &ct).exists() {
+        // No container of that name here: its lock file would only be clutter.
+        let _ = std::fs::remove_file(host.lock_path(&ct));
+    }
 }
 
 /// `ferry migrate-cleanup CTID`: what the source runs on the destination after a failed
