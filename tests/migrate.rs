@@ -1,0 +1,311 @@
+//! Live and offline migration through the `ferry` command between simulated hosts (network
+//! namespaces, each with its own data dir, run dir and cgroup parent), over a real Debian sshd
+//! started in each destination's namespace. A client in its own namespace keeps one TCP
+//! connection to the container doing round trips; every test checks that exactly one host
+//! runs the container afterwards and that the other keeps nothing of it.
+
+mod support;
+#[path = "support/ssh.rs"]
+mod ssh;
+#[path = "support/topology.rs"]
+mod topology;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{TestHost, FERRY};
+use topology::Topology;
+
+const PORT: u16 = 8000;
+
+fn can_run(test: &str) -> bool {
+    if !support::need_root(test) {
+        return false;
+    }
+    for tool in ["criu", "ip", "nsenter", "iptables", "gcc", "pgrep"] {
+        if !Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success()) {
+            eprintln!("{test}: skipped: {tool} is not installed (scripts/install-deps.sh)");
+            return false;
+        }
+    }
+    if !ssh::available() {
+        eprintln!("{test}: skipped: openssh (sshd, ssh, ssh-keygen) is not installed (scripts/install-deps.sh)");
+        return false;
+    }
+    true
+}
+
+/// Simulated hosts, each with a ferry environment and an sshd; one client. Fields drop in
+/// order: containers and files first, then the daemons, then the namespaces.
+struct Sim {
+    hosts: Vec<TestHost>,
+    sshd: Vec<ssh::Sshd>,
+    t: Topology,
+}
+
+impl Sim {
+    fn new(n: usize) -> Sim {
+        let t = Topology::new(n, 1);
+        let hosts: Vec<TestHost> = (0..n).map(|i| TestHost::in_netns(&t.host(i).netns_path())).collect();
+        let sshd = (0..n).map(|i| ssh::Sshd::start(&t.host(i).netns_path(), &hosts[i].dir.path().join("sshd"))).collect();
+        Sim { hosts, sshd, t }
+    }
+
+    fn h(&self, i: usize) -> &TestHost {
+        &self.hosts[i]
+    }
+
+    /// `ferry migrate CT root@HOST_to ...` run on host `from`; `remote_env` goes to the
+    /// destination's ferry (e.g. `FERRY_TEST_FAULT=...`).
+    fn migrate_cmd(&self, from: usize, to: usize, ct: &str, extra: &[&str], remote_env: &str) -> Command {
+        let d = self.h(to);
+        let remote = format!(
+            "env FERRY_DATA_DIR={} FERRY_RUN_DIR={} FERRY_CGROUP_PARENT={} {remote_env} {FERRY}",
+            d.data.display(),
+            d.run.display(),
+            d.cgroup_parent
+        );
+        let mut c = self.h(from).cmd();
+        c.args(["migrate", ct, &format!("root@{}", self.t.host(to).ip4), "--ssh-opts", &self.sshd[to].ssh_opts(), "--remote-ferry", &remote]);
+        c.args(extra);
+        c
+    }
+
+    fn migrate(&self, from: usize, to: usize, ct: &str, extra: &[&str], remote_env: &str) -> std::process::Output {
+        self.migrate_cmd(from, to, ct, extra, remote_env).output().expect("run ferry migrate")
+    }
+
+    fn migrate_ok(&self, from: usize, to: usize, ct: &str, extra: &[&str]) -> String {
+        let o = self.migrate(from, to, ct, extra, "");
+        assert!(o.status.success(), "migrate {from}->{to} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Everything host `i` still holds of `ct`; empty when clean.
+    fn leftovers(&self, i: usize, ct: &str) -> Vec<String> {
+        let h = self.h(i);
+        let mut left = Vec::new();
+        for p in [h.data.join("conf").join(format!("{ct}.toml")), h.data.join("migrating").join(format!("{ct}.toml"))] {
+            if p.exists() {
+                left.push(format!("config {}", p.display()));
+            }
+        }
+        for sub in ["private", "root", "images", "disks", "dump"] {
+            if let Ok(rd) = std::fs::read_dir(h.data.join(sub)) {
+                for e in rd.flatten() {
+                    if e.file_name().to_string_lossy().contains(ct) {
+                        left.push(format!("file {}", e.path().display()));
+                    }
+                }
+            }
+        }
+        // The data dir itself may be a test's own small filesystem.
+        left.extend(h.mounts().into_iter().filter(|m| m != &h.data).map(|m| format!("mount {}", m.display())));
+        for d in h.cgroup_dirs() {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                for e in rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+                    left.push(format!("cgroup {}", e.path().display()));
+                }
+            }
+        }
+        left.extend(self.t.leftovers(self.t.host(i)));
+        left
+    }
+
+    /// Wait (a receiver cleans up when its connection ends) until host `i` is clean.
+    fn assert_clean(&self, i: usize, ct: &str) {
+        let t0 = Instant::now();
+        loop {
+            let left = self.leftovers(i, ct);
+            if left.is_empty() {
+                return;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(15), "host {i} keeps {ct}: {left:#?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A running container with an echo server on PORT and a counter loop appending to
+    /// /root/ctr every 10 ms.
+    fn container(&self, i: usize, ct: &str, net: &[&str]) {
+        let h = self.h(i);
+        let mut args = vec!["create", ct, "--template", h.template.to_str().unwrap()];
+        args.extend(net);
+        h.ok(&args);
+        h.ok(&["start", ct]);
+        h.exec(ct, &format!("ip link set lo up; nc -ll -p {PORT} -e /bin/cat </dev/null >/dev/null 2>&1 &"));
+        h.exec(ct, "(i=0; while :; do i=$((i+1)); echo $i >> /root/ctr; usleep 10000; done) </dev/null >/dev/null 2>&1 &");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    fn status(&self, i: usize, ct: &str) -> String {
+        let o = self.h(i).ferry(&["status", ct, "--json"]);
+        if !o.status.success() {
+            return "absent".into();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v["status"].as_str().unwrap_or("?").to_string()
+    }
+}
+
+fn ctid() -> String {
+    // Host interface names derive from the CTID: unique per test run.
+    format!("m{}", topology::unique_id())
+}
+
+/// The counter file must read 1, 2, ..., n (nothing lost at the freeze, nothing twice).
+fn assert_counter_continuous(h: &TestHost, ct: &str) -> u64 {
+    let s = h.exec(ct, "cat /root/ctr");
+    let mut want = 1u64;
+    for l in s.lines() {
+        let n: u64 = l.trim().parse().unwrap_or_else(|_| panic!("bad counter line {l:?}"));
+        assert_eq!(n, want, "counter file has a gap or a repeat at line {want}");
+        want += 1;
+    }
+    assert!(want > 10, "counter barely ran: {s}");
+    want - 1
+}
+
+/// The counter loop runs on (it was restored, not just copied).
+fn assert_counter_runs(h: &TestHost, ct: &str) {
+    let n = assert_counter_continuous(h, ct);
+    std::thread::sleep(Duration::from_millis(300));
+    let m = assert_counter_continuous(h, ct);
+    assert!(m > n, "the counter loop does not run on: {n} then {m}");
+}
+
+/// PID namespace of the container's init (to find its processes by, on any host).
+fn pidns(h: &TestHost, ct: &str) -> PathBuf {
+    std::fs::read_link(format!("/proc/{}/ns/pid", h.pid(ct))).unwrap()
+}
+
+fn processes_in(ns: &Path) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
+            if std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|l| l == ns) {
+                v.push(pid);
+            }
+        }
+    }
+    v
+}
+
+fn neigh_mac(t: &Topology, ip: &str) -> String {
+    let c = &t.client(0).name;
+    topology::sh(&format!("ip -n {c} neigh show {ip} dev eth0"))
+}
+
+/// One TCP connection from the client netns doing echo round trips (every 20 ms) until stopped.
+struct Client {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<ClientStats, String>>>,
+}
+
+#[derive(Debug)]
+struct ClientStats {
+    round_trips: u64,
+    longest_pause: Duration,
+}
+
+impl Client {
+    fn start(t: &Topology, ip: &str) -> Client {
+        let ns = t.client(0).netns_path();
+        let addr = format!("{ip}:{PORT}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let f = std::fs::File::open(&ns).map_err(|e| e.to_string())?;
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+            let s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(5)).map_err(|e| format!("connect {addr}: {e}"));
+            let _ = tx.send(s.as_ref().map(|_| ()).map_err(|e| e.clone()));
+            let mut s = s?;
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let (mut n, mut last, mut longest) = (0u64, Instant::now(), Duration::ZERO);
+            while !stop2.load(Ordering::Relaxed) {
+                n += 1;
+                let msg = format!("{n}\n");
+                s.write_all(msg.as_bytes()).map_err(|e| format!("round trip {n}: send: {e}"))?;
+                let mut got = String::new();
+                r.read_line(&mut got).map_err(|e| format!("round trip {n}: receive: {e}"))?;
+                if got != msg {
+                    return Err(format!("round trip {n}: sent {msg:?}, got {got:?}"));
+                }
+                longest = longest.max(last.elapsed());
+                last = Instant::now();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(ClientStats { round_trips: n, longest_pause: longest })
+        });
+        rx.recv_timeout(Duration::from_secs(10)).expect("client thread").expect("client connects");
+        std::thread::sleep(Duration::from_millis(200));
+        Client { stop, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> ClientStats {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap().unwrap_or_else(|e| panic!("the client's connection broke: {e}"))
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn live_migration_there_and_back_keeps_the_connection() {
+    if !can_run("live_migration_there_and_back_keeps_the_connection") {
+        return;
+    }
+    let sim = Sim::new(2);
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(21).to_string();
+    sim.container(0, &ct, &["--ipadd", &ip]);
+    let client = Client::start(&sim.t, &ip);
+    assert!(neigh_mac(&sim.t, &ip).contains(&sim.t.host(0).mac_str()));
+    let ns_a = pidns(sim.h(0), &ct);
+
+    // A -> B, with the JSON report.
+    let out = sim.migrate_ok(0, 1, &ct, &["--json"]);
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("--json: {e}: {out}"));
+    assert_eq!(rep["mode"], "online", "{rep}");
+    for k in ["preflight_ms", "dump_ms", "image_transfer_ms", "restore_ms", "announce_ms", "frozen_ms", "total_ms", "image_bytes"] {
+        assert!(rep[k].as_u64().is_some(), "{k} missing: {rep}");
+    }
+    assert!(rep["passes"].as_array().is_some_and(|p| !p.is_empty()), "{rep}");
+    assert!(rep["final_sync"].is_object(), "{rep}");
+    assert!(rep["image_bytes"].as_u64().unwrap() > 0);
+    eprintln!("A->B frozen {} ms, total {} ms", rep["frozen_ms"], rep["total_ms"]);
+    assert_eq!(sim.status(1, &ct), "running");
+    assert_eq!(sim.status(0, &ct), "absent");
+    assert_counter_runs(sim.h(1), &ct);
+    assert!(processes_in(&ns_a).is_empty(), "processes of {ct} left on A: {:?}", processes_in(&ns_a));
+    sim.assert_clean(0, &ct);
+    let n = neigh_mac(&sim.t, &ip);
+    assert!(n.contains(&sim.t.host(1).mac_str()), "client's neighbour entry for {ip} not moved to B: {n}");
+
+    // B -> A, with the timing table.
+    let ns_b = pidns(sim.h(1), &ct);
+    let out = sim.migrate_ok(1, 0, &ct, &["--times"]);
+    for stage in ["preflight", "sync pass 1", "dump", "final sync", "image transfer", "restore", "announce", "frozen", "total"] {
+        assert!(out.contains(stage), "--times lacks {stage}: {out}");
+    }
+    assert_eq!(sim.status(0, &ct), "running");
+    assert_counter_runs(sim.h(0), &ct);
+    assert!(processes_in(&ns_b).is_empty());
+    sim.assert_clean(1, &ct);
+    let n = neigh_mac(&sim.t, &ip);
+    assert!(n.contains(&sim.t.host(0).mac_str()), "client's neighbour entry for {ip} not moved back to A: {n}");
+
+    let st = client.finish();
+    eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
+    assert!(st.round_trips > 20);
+}
