@@ -309,3 +309,284 @@ fn live_migration_there_and_back_keeps_the_connection() {
     eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
     assert!(st.round_trips > 20);
 }
+
+/// A migration running in the background with its stage lines (FERRY_LOG=info) on a channel.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    said: Arc<std::sync::Mutex<String>>,
+}
+
+impl Running {
+    fn start(sim: &Sim, from: usize, to: usize, ct: &str, remote_env: &str) -> Running {
+        let mut c = sim.migrate_cmd(from, to, ct, &[], remote_env);
+        c.env("FERRY_LOG", "info").stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn ferry migrate");
+        let err = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let said = Arc::new(std::sync::Mutex::new(String::new()));
+        let said2 = said.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                said2.lock().unwrap().push_str(&format!("{l}\n"));
+                let _ = tx.send(l);
+            }
+        });
+        Running { child, lines, said }
+    }
+
+    /// Block until a stage line containing `what` appears.
+    fn wait_stage(&self, what: &str) {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(60) {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) if l.contains(what) => return,
+                Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no stage {what:?}; ferry said:\n{}", self.said.lock().unwrap());
+    }
+
+    /// Exit status and everything ferry printed on stderr.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let st = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let s = self.said.lock().unwrap().clone();
+        (st, s)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGKILL the ssh client(s) a migration from host `from` to `to` runs (found by the key).
+fn kill_ssh(sim: &Sim, to: usize) -> usize {
+    let key = sim.sshd[to].client_key.display().to_string();
+    let out = Command::new("pgrep").args(["-f", &key]).output().unwrap();
+    let mut n = 0;
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ssh") {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            n += 1;
+        }
+    }
+    n
+}
+
+fn static_helper(h: &TestHost, name: &str) -> PathBuf {
+    let out = h.dir.path().join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/helpers/{name}.c"));
+    let o = Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&out).arg(&src).output().unwrap();
+    assert!(o.status.success(), "gcc: {}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+#[test]
+fn faults_after_the_freeze_roll_back_to_the_source() {
+    if !can_run("faults_after_the_freeze_roll_back_to_the_source") {
+        return;
+    }
+    let sim = Sim::new(2);
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(22).to_string();
+    sim.container(0, &ct, &["--ipadd", &ip]);
+    let client = Client::start(&sim.t, &ip);
+
+    for (fault, says) in [("die-after-image", ""), ("fail-restore", "on purpose")] {
+        let o = sim.migrate(0, 1, &ct, &[], &format!("FERRY_TEST_FAULT={fault}"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{fault}: migrate succeeded");
+        assert!(err.contains("rolled back") || err.contains("runs here") || err.contains(&ct), "{fault}: {err}");
+        assert!(err.contains(says), "{fault}: {err}");
+        eprintln!("{fault}: {err}");
+        assert_eq!(sim.status(0, &ct), "running", "{fault}: {err}");
+        assert_counter_runs(sim.h(0), &ct);
+        sim.assert_clean(1, &ct);
+        let n = neigh_mac(&sim.t, &ip);
+        assert!(n.contains(&sim.t.host(0).mac_str()), "{fault}: neighbour entry moved: {n}");
+    }
+    // And it still migrates afterwards.
+    sim.migrate_ok(0, 1, &ct, &[]);
+    assert_eq!(sim.status(1, &ct), "running");
+    sim.assert_clean(0, &ct);
+    let st = client.finish();
+    eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
+}
+
+#[test]
+fn connection_cut_during_sync_or_image_transfer_rolls_back() {
+    if !can_run("connection_cut_during_sync_or_image_transfer_rolls_back") {
+        return;
+    }
+    let sim = Sim::new(2);
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(23).to_string();
+    let a = sim.h(0);
+    // 50 MB of files and a process with 200 MB of memory that does not compress.
+    a.ok(&["create", &ct, "--template", a.template.to_str().unwrap(), "--ipadd", &ip]);
+    let private = a.data.join("private").join(&ct);
+    std::fs::create_dir_all(private.join("usr/local/bin")).unwrap();
+    std::fs::copy(static_helper(a, "mem_toucher"), private.join("usr/local/bin/mem_toucher")).unwrap();
+    let st = Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=50", "status=none"]).arg(format!("of={}", private.join("root/big").display())).status().unwrap();
+    assert!(st.success());
+    a.ok(&["start", &ct]);
+    a.exec(&ct, &format!("ip link set lo up; nc -ll -p {PORT} -e /bin/cat </dev/null >/dev/null 2>&1 &"));
+    a.exec(&ct, "(i=0; while :; do i=$((i+1)); echo $i >> /root/ctr; usleep 10000; done) </dev/null >/dev/null 2>&1 &");
+    a.exec(&ct, "/usr/local/bin/mem_toucher 200 </dev/null >/dev/null 2>&1 &");
+    std::thread::sleep(Duration::from_millis(1500));
+    let client = Client::start(&sim.t, &ip);
+
+    for stage in ["sync pass 1", "image transfer"] {
+        let run = Running::start(&sim, 0, 1, &ct, "");
+        run.wait_stage(stage);
+        assert!(kill_ssh(&sim, 1) > 0, "no ssh client found to cut at {stage}");
+        let (st, said) = run.finish();
+        assert!(!st.success(), "cut at {stage}: migrate succeeded: {said}");
+        eprintln!("cut at {stage}: {said}");
+        assert_eq!(sim.status(0, &ct), "running", "cut at {stage}: {said}");
+        assert_counter_runs(sim.h(0), &ct);
+        sim.assert_clean(1, &ct);
+    }
+    let st = client.finish();
+    eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
+}
+
+#[test]
+fn a_killed_source_is_recovered_by_the_next_command_and_a_second_migrate_is_refused() {
+    if !can_run("a_killed_source_is_recovered_by_the_next_command_and_a_second_migrate_is_refused") {
+        return;
+    }
+    let sim = Sim::new(2);
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(24).to_string();
+    sim.container(0, &ct, &["--ipadd", &ip]);
+    let client = Client::start(&sim.t, &ip);
+
+    let run = Running::start(&sim, 0, 1, &ct, "FERRY_TEST_FAULT=hang-before-restore");
+    run.wait_stage("restore on the destination");
+    // While it runs, a second migration of the same container is refused, naming the holder.
+    let o = sim.migrate(0, 1, &ct, &[], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a second migrate ran: {err}");
+    assert!(err.contains("migrate") && err.contains(&run.child.id().to_string()), "holder not named: {err}");
+
+    // The source's ferry dies after the dump: the container is nowhere running.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = run.finish();
+    // The receiver on B sees its connection end and removes what it made.
+    sim.assert_clean(1, &ct);
+    // The next command on A finds the journal and restores the container from its dump.
+    let o = sim.h(0).ferry(&["exec", &ct, "--", "true"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "exec after the crash: {err}");
+    assert!(err.contains("interrupted") && err.contains("restored here"), "does not say what happened: {err}");
+    assert_eq!(sim.status(0, &ct), "running");
+    assert_counter_runs(sim.h(0), &ct);
+    let st = client.finish();
+    eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
+}
+
+#[test]
+fn offline_migration_of_a_stopped_and_of_a_running_container() {
+    if !can_run("offline_migration_of_a_stopped_and_of_a_running_container") {
+        return;
+    }
+    let sim = Sim::new(2);
+    let (a, b) = (sim.h(0), sim.h(1));
+    let stopped = ctid();
+    a.ok(&["create", &stopped, "--template", a.template.to_str().unwrap(), "--ipadd", &sim.t.ct_ip4(25).to_string()]);
+    std::fs::write(a.data.join("private").join(&stopped).join("root/note"), "kept\n").unwrap();
+    let out = sim.migrate_ok(0, 1, &stopped, &[]);
+    assert!(out.contains("offline"), "{out}");
+    assert_eq!(sim.status(1, &stopped), "stopped");
+    sim.assert_clean(0, &stopped);
+    b.ok(&["start", &stopped]);
+    assert_eq!(b.exec(&stopped, "cat /root/note"), "kept\n");
+
+    let running = ctid();
+    sim.container(0, &running, &["--ipadd", &sim.t.ct_ip4(26).to_string()]);
+    let out = sim.migrate_ok(0, 1, &running, &["--offline"]);
+    assert!(out.contains("offline"), "{out}");
+    assert_eq!(sim.status(1, &running), "running");
+    // Restarted, not restored: the counter file came along, the loop did not.
+    assert!(b.exec(&running, "cat /root/ctr").lines().count() > 5);
+    sim.assert_clean(0, &running);
+}
+
+#[test]
+fn bridged_veth_keeps_its_mac() {
+    if !can_run("bridged_veth_keeps_its_mac") {
+        return;
+    }
+    let sim = Sim::new(2);
+    for i in 0..2 {
+        sim.t.run_in_ok(sim.t.host(i), "ip link add br0 type bridge && ip link set br0 up");
+    }
+    let ct = ctid();
+    sim.container(0, &ct, &["--netif", "eth0:br0"]);
+    let mac = sim.h(0).exec(&ct, "cat /sys/class/net/eth0/address");
+    sim.h(0).exec(&ct, "ip addr add 198.19.7.7/24 dev eth0; ip link set eth0 up");
+    sim.migrate_ok(0, 1, &ct, &[]);
+    assert_eq!(sim.status(1, &ct), "running");
+    assert_eq!(sim.h(1).exec(&ct, "cat /sys/class/net/eth0/address"), mac);
+    assert!(sim.h(1).exec(&ct, "ip -4 addr show dev eth0").contains("198.19.7.7"));
+    let ports = sim.t.run_in_ok(sim.t.host(1), "ip -o link show master br0");
+    assert!(!ports.trim().is_empty(), "the container's veth is not in B's br0");
+    assert_counter_runs(sim.h(1), &ct);
+    sim.assert_clean(0, &ct);
+    let ports = sim.t.run_in_ok(sim.t.host(0), "ip -o link show master br0");
+    assert!(ports.trim().is_empty(), "A's br0 keeps a port: {ports}");
+}
+
+#[test]
+fn preflight_refusals_dry_run_and_a_full_disk_change_nothing() {
+    if !can_run("preflight_refusals_dry_run_and_a_full_disk_change_nothing") {
+        return;
+    }
+    let sim = Sim::new(3);
+    // B's data dir is a 20 MB filesystem.
+    let b = sim.h(1);
+    std::fs::create_dir_all(&b.data).unwrap();
+    topology::sh(&format!("mount -t tmpfs -o size=20m ferry-t-small {}", b.data.display()));
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(27).to_string();
+    sim.container(0, &ct, &["--ipadd", &ip]);
+    let dd = format!("of={}", sim.h(0).data.join("private").join(&ct).join("root/big").display());
+    assert!(Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=30", "status=none", &dd]).status().unwrap().success());
+    let ns = pidns(sim.h(0), &ct);
+    let untouched = |what: &str| {
+        assert_eq!(pidns(sim.h(0), &ct), ns, "{what}: the container was restarted");
+        assert_counter_runs(sim.h(0), &ct);
+        sim.assert_clean(1, &ct);
+        sim.assert_clean(2, &ct);
+    };
+
+    let o = sim.migrate(0, 1, &ct, &[], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("not enough disk"), "{err}");
+    untouched("disk full");
+
+    let out = sim.migrate_ok(0, 2, &ct, &["--dry-run"]);
+    assert!(out.contains("ok"), "{out}");
+    untouched("dry run");
+
+    let c = sim.h(2);
+    c.ok(&["create", &ct, "--template", c.template.to_str().unwrap()]);
+    let o = sim.migrate(0, 2, &ct, &[], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("already exists"), "{err}");
+    c.ok(&["destroy", "--force", &ct]);
+    untouched("CTID taken");
+
+    let other = ctid();
+    c.ok(&["create", &other, "--template", c.template.to_str().unwrap(), "--ipadd", &ip]);
+    let o = sim.migrate(0, 2, &ct, &[], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(&ip) && err.contains(&other), "{err}");
+    untouched("address taken");
+}

@@ -17,7 +17,9 @@ use ferry_runtime::{ContainerConfig, Ctid, Host};
 use std::path::PathBuf;
 
 /// `FERRY_TEST_FAULT` on the destination makes it fail on purpose, for the fault tests:
-/// `die-after-image` (the process exits once the image arrived, as if killed), `fail-restore`.
+/// `die-after-image` (the process exits once the image arrived, as if killed), `fail-restore`,
+/// `hang-before-restore` (the restore never answers; the receiver waits for the connection to
+/// end and then cleans up, as when the source dies mid-migration).
 pub const FAULT_ENV: &str = "FERRY_TEST_FAULT";
 
 fn fault(name: &str) -> bool {
@@ -84,6 +86,11 @@ async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Resul
                 receive_image(conn, st, &env).await?;
             }
             Body::Restore(r) => {
+                if fault("hang-before-restore") {
+                    loop {
+                        conn.recv().await?;
+                    }
+                }
                 let res = if fault("fail-restore") {
                     Err(Error::Migration("restore failed on purpose (FERRY_TEST_FAULT=fail-restore)".into()))
                 } else {
