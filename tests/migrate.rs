@@ -327,8 +327,9 @@ impl Running {
         let said = Arc::new(std::sync::Mutex::new(String::new()));
         let said2 = said.clone();
         std::thread::spawn(move || {
+            let t0 = Instant::now();
             for l in BufReader::new(err).lines().map_while(Result::ok) {
-                said2.lock().unwrap().push_str(&format!("{l}\n"));
+                said2.lock().unwrap().push_str(&format!("[{:>5} ms] {l}\n", t0.elapsed().as_millis()));
                 let _ = tx.send(l);
             }
         });
@@ -397,10 +398,9 @@ fn faults_after_the_freeze_roll_back_to_the_source() {
     sim.container(0, &ct, &["--ipadd", &ip]);
     let client = Client::start(&sim.t, &ip);
 
-    for (fault, says) in [("die-after-image", ""), ("fail-restore", "on purpose")] {
-        let o = sim.migrate(0, 1, &ct, &[], &format!("FERRY_TEST_FAULT={fault}"));
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{fault}: migrate succeeded");
+    for (fault, says) in [("die-after-image", ""), ("fail-restore", "reported an error: restore failed on purpose")] {
+        let (st, err) = Running::start(&sim, 0, 1, &ct, &format!("FERRY_TEST_FAULT={fault}")).finish();
+        assert!(!st.success(), "{fault}: migrate succeeded");
         assert!(err.contains("rolled back") || err.contains("runs here") || err.contains(&ct), "{fault}: {err}");
         assert!(err.contains(says), "{fault}: {err}");
         eprintln!("{fault}: {err}");

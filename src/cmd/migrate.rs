@@ -127,12 +127,18 @@ pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
 /// The destination's end: speaks the protocol on stdin/stdout.
 pub fn migrate_receive(host: &Host) -> Result<u8> {
     let rt = runtime()?;
-    rt.block_on(async {
+    let res = rt.block_on(async {
         let conn = ferry_migrate::transport::accept_stdio(ConnectionOptions::default()).await?;
-        dest::serve(host, &conn).await?;
-        let _ = conn.close().await;
-        Ok::<_, anyhow::Error>(())
-    })?;
+        let res = dest::serve(host, &conn).await;
+        // Also after a failure: the last reply (the error that says why) must reach the
+        // source before we go, or it only sees the connection end.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.close()).await;
+        res.map_err(anyhow::Error::from)
+    });
+    // The reader of stdin blocks in a thread of the runtime until the source writes or hangs
+    // up; waiting for it would keep the source waiting for our EOF (up to its ping interval).
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    res?;
     Ok(0)
 }
 
