@@ -410,8 +410,20 @@ fn faults_after_the_freeze_roll_back_to_the_source() {
         let n = neigh_mac(&sim.t, &ip);
         assert!(n.contains(&sim.t.host(0).mac_str()), "{fault}: neighbour entry moved: {n}");
     }
-    // And it still migrates afterwards.
-    sim.migrate_ok(0, 1, &ct, &[]);
+    // With --keep-dst a failure leaves the synced files (and nothing else) on B, and the retry
+    // sends only what changed since.
+    let o = sim.migrate(0, 1, &ct, &["--keep-dst"], "FERRY_TEST_FAULT=fail-restore");
+    assert!(!o.status.success());
+    assert_eq!(sim.status(0, &ct), "running");
+    let b = sim.h(1);
+    assert!(b.data.join("private").join(&ct).join("root/ctr").exists() || b.data.join("images").read_dir().is_ok_and(|mut d| d.next().is_some()), "--keep-dst kept no files");
+    assert!(!b.data.join("conf").join(format!("{ct}.toml")).exists());
+    assert_eq!(sim.status(1, &ct), "absent");
+    assert!(b.mounts().is_empty() || b.mounts().iter().all(|m| !m.to_string_lossy().contains("/root/")), "{:?}", b.mounts());
+    let out = sim.migrate_ok(0, 1, &ct, &["--keep-dst", "--json"]);
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let files = rep["passes"][0]["files"].as_u64().unwrap();
+    assert!(files < 10, "the retry sent {files} files again: {rep}");
     assert_eq!(sim.status(1, &ct), "running");
     sim.assert_clean(0, &ct);
     let st = client.finish();

@@ -42,6 +42,8 @@ struct Incoming {
     restored: bool,
     committed: bool,
     keep_files: bool,
+    /// This side failed a request; the source decides what happens to the files.
+    failed: Option<Error>,
 }
 
 /// Serve one migration on `conn`. Returns when the container is committed here, or after an
@@ -99,8 +101,10 @@ async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Resul
                 match res {
                     Ok(pid) => conn.reply(env.id, Body::Restored(Restored { pid })).await?,
                     Err(e) => {
+                        // Wait for the source's Abort or Cleanup: only it knows whether the
+                        // synced files are to be kept (--keep-dst). A lost connection undoes all.
                         conn.reply_error(env.id, e.to_string()).await?;
-                        return Err(e);
+                        st.failed = Some(e);
                     }
                 }
             }
@@ -121,12 +125,12 @@ async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Resul
             Body::Abort(a) => {
                 tracing::info!("source aborted the migration: {}", a.reason);
                 let _ = conn.reply(env.id, Body::Ok(OkReply {})).await;
-                return Ok(());
+                return st.failed.take().map_or(Ok(()), Err);
             }
             Body::Cleanup(c) => {
                 st.keep_files = c.keep_files;
                 let _ = conn.reply(env.id, Body::Ok(OkReply {})).await;
-                return Ok(());
+                return st.failed.take().map_or(Ok(()), Err);
             }
             other => {
                 let msg = format!("unexpected {} message", other.name());
