@@ -479,26 +479,34 @@ fn a_killed_source_is_recovered_by_the_next_command_and_a_second_migrate_is_refu
     sim.container(0, &ct, &["--ipadd", &ip]);
     let client = Client::start(&sim.t, &ip);
 
-    let run = Running::start(&sim, 0, 1, &ct, "FERRY_TEST_FAULT=hang-before-restore");
-    run.wait_stage("restore on the destination");
-    // While it runs, a second migration of the same container is refused, naming the holder.
-    let o = sim.migrate(0, 1, &ct, &[], "");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "a second migrate ran: {err}");
-    assert!(err.contains("migrate") && err.contains(&run.child.id().to_string()), "holder not named: {err}");
-
-    // The source's ferry dies after the dump: the container is nowhere running.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let _ = run.finish();
-    // The receiver on B sees its connection end and removes what it made.
-    sim.assert_clean(1, &ct);
-    // The next command on A finds the journal and restores the container from its dump.
-    let o = sim.h(0).ferry(&["exec", &ct, "--", "true"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "exec after the crash: {err}");
-    assert!(err.contains("interrupted") && err.contains("restored here"), "does not say what happened: {err}");
-    assert_eq!(sim.status(0, &ct), "running");
-    assert_counter_runs(sim.h(0), &ct);
+    // Each of these commands, run next on A, finds the journal and restores the container
+    // from its dump, and says so.
+    for (round, next) in [["list", "-a", ""], ["start", &ct, ""], ["exec", &ct, "true"]].iter().enumerate() {
+        let run = Running::start(&sim, 0, 1, &ct, "FERRY_TEST_FAULT=hang-before-restore");
+        run.wait_stage("restore on the destination");
+        if round == 0 {
+            // While it runs, a second migration of the same container is refused, naming the holder.
+            let o = sim.migrate(0, 1, &ct, &[], "");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "a second migrate ran: {err}");
+            assert!(err.contains("migrate") && err.contains(&run.child.id().to_string()), "holder not named: {err}");
+        }
+        // The source's ferry dies after the dump: the container is nowhere running.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        let _ = run.finish();
+        // The receiver on B sees its connection end and removes what it made.
+        sim.assert_clean(1, &ct);
+        let args: Vec<&str> = match next[0] {
+            "exec" => vec!["exec", &ct, "--", next[2]],
+            _ => next.iter().copied().filter(|a| !a.is_empty()).collect(),
+        };
+        let o = sim.h(0).ferry(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?} after the crash: {err}");
+        assert!(err.contains("interrupted") && err.contains("restored here"), "{args:?} does not say what happened: {err}");
+        assert_eq!(sim.status(0, &ct), "running", "after {args:?}");
+        assert_counter_runs(sim.h(0), &ct);
+    }
     let st = client.finish();
     eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
 }

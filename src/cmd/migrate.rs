@@ -233,6 +233,15 @@ pub fn sync_receive(dir: PathBuf) -> Result<u8> {
     Ok(0)
 }
 
+/// For commands that only look (status, list): when a migration journal says a migration of
+/// `ct` was interrupted, put it right first (a migration still running holds the lock and is
+/// left alone), so they report the container as it really is.
+pub fn recover_if_interrupted(host: &Host, ct: &ferry_runtime::Ctid) {
+    if matches!(journal::Journal::read(host, ct), Ok(Some(_))) {
+        super::checkpoint::thaw_stale_unlocked(host, ct);
+    }
+}
+
 /// What a crashed migration left in the journal, put right (see `super::recover`).
 pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<String>> {
     let ct = lock.ctid();
