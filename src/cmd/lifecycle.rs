@@ -60,8 +60,9 @@ pub fn start(h: &Host, ct: &str) -> Result<u8> {
     let lock = ContainerLock::acquire(h, &ct, "start")?;
     // An interrupted migration may have left it dumped: bring it back from its dump rather
     // than boot it afresh (the dump would otherwise be restored over it later).
+    let was_running = container::status(h, &ct)?.0 == Status::Running;
     super::checkpoint::thaw_stale(h, &lock);
-    if let (container::Status::Running, Some(st)) = container::status(h, &ct)? {
+    if let ((Status::Running, Some(st)), false) = (container::status(h, &ct)?, was_running) {
         println!("container {ct} is running (pid {})", st.pid);
         return Ok(0);
     }
