@@ -610,3 +610,35 @@ fn preflight_refusals_dry_run_and_a_full_disk_change_nothing() {
     assert!(!o.status.success() && err.contains(&ip) && err.contains(&other), "{err}");
     untouched("address taken");
 }
+
+#[test]
+fn a_destination_disk_filling_up_during_the_sync_fails_cleanly() {
+    if !can_run("a_destination_disk_filling_up_during_the_sync_fails_cleanly") {
+        return;
+    }
+    let sim = Sim::new(2);
+    // Room enough for the preflight, then something else fills B's disk during the sync.
+    let b = sim.h(1);
+    std::fs::create_dir_all(&b.data).unwrap();
+    topology::sh(&format!("mount -t tmpfs -o size=130m ferry-t-small {}", b.data.display()));
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(28).to_string();
+    sim.container(0, &ct, &["--ipadd", &ip]);
+    let dd = format!("of={}", sim.h(0).data.join("private").join(&ct).join("root/big").display());
+    assert!(Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=40", "status=none", &dd]).status().unwrap().success());
+    let client = Client::start(&sim.t, &ip);
+    let run = Running::start(&sim, 0, 1, &ct, "");
+    run.wait_stage("sync pass 1");
+    let filler = b.data.join("filler");
+    let _ = Command::new("dd").args(["if=/dev/zero", "bs=1M", "status=none"]).arg(format!("of={}", filler.display())).status();
+    let (st, said) = run.finish();
+    eprintln!("{said}");
+    assert!(!st.success(), "migrated onto a full disk: {said}");
+    assert!(said.contains("No space left") || said.contains("space"), "the error does not say the disk is full: {said}");
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(sim.status(0, &ct), "running");
+    assert_counter_runs(sim.h(0), &ct);
+    sim.assert_clean(1, &ct);
+    let st = client.finish();
+    eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
+}
