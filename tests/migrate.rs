@@ -295,6 +295,7 @@ fn live_migration_there_and_back_keeps_the_connection() {
     // B -> A, with the timing table.
     let ns_b = pidns(sim.h(1), &ct);
     let out = sim.migrate_ok(1, 0, &ct, &["--times"]);
+    eprintln!("{out}");
     for stage in ["preflight", "sync pass 1", "dump", "final sync", "image transfer", "restore", "announce", "frozen", "total"] {
         assert!(out.contains(stage), "--times lacks {stage}: {out}");
     }
