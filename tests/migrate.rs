@@ -499,6 +499,18 @@ fn a_killed_source_is_recovered_by_the_next_command_and_a_second_migrate_is_refu
     sim.container(0, &ct, &["--ipadd", &ip]);
     let client = Client::start(&sim.t, &ip);
 
+    // Killed during the live sync: the container never stopped; status says so.
+    let ns = pidns(sim.h(0), &ct);
+    let run = Running::start(&sim, 0, 1, &ct, "");
+    run.wait_stage("sync pass 1");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = run.finish();
+    sim.assert_clean(1, &ct);
+    let o = sim.h(0).ferry(&["status", &ct]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("interrupted before the freeze"), "status after a crash in the sync: {err}");
+    assert_eq!(pidns(sim.h(0), &ct), ns, "the container was restarted");
+
     // Each of these commands, run next on A, finds the journal and restores the container
     // from its dump, and says so.
     for (round, next) in [["list", "-a", ""], ["start", &ct, ""], ["exec", &ct, "true"]].iter().enumerate() {
