@@ -511,6 +511,23 @@ fn a_killed_source_is_recovered_by_the_next_command_and_a_second_migrate_is_refu
     assert!(o.status.success() && err.contains("interrupted before the freeze"), "status after a crash in the sync: {err}");
     assert_eq!(pidns(sim.h(0), &ct), ns, "the container was restarted");
 
+    // Killed while CRIU dumps: whichever way the dump went, the next command brings the
+    // container back running (thawed, or restored from the finished dump).
+    let run = Running::start(&sim, 0, 1, &ct, "");
+    run.wait_stage("freeze and dump");
+    std::thread::sleep(Duration::from_millis(150));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = run.finish();
+    sim.assert_clean(1, &ct);
+    std::thread::sleep(Duration::from_millis(500));
+    let o = sim.h(0).ferry(&["exec", &ct, "--", "true"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!("exec after a crash during the dump: {err}");
+    assert!(o.status.success(), "exec after a crash during the dump: {err}");
+    assert!(err.contains("interrupted"), "does not say what happened: {err}");
+    assert_eq!(sim.status(0, &ct), "running");
+    assert_counter_runs(sim.h(0), &ct);
+
     // Each of these commands, run next on A, finds the journal and restores the container
     // from its dump, and says so.
     for (round, next) in [["list", "-a", ""], ["start", &ct, ""], ["exec", &ct, "true"]].iter().enumerate() {

@@ -250,25 +250,42 @@ pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<Strin
         return Ok(None); // still running (it would hold the lock anyway)
     }
     use journal::Stage::*;
+    let restore_from_dump = || -> Result<String> {
+        let dir = j.image_dir.clone().unwrap_or_default();
+        let cfg = ferry_runtime::container::load_config(host, ct)?;
+        ferry_migrate::migration::hostops::restore_from_dir(host, lock, &cfg, &dir)
+            .with_context(|| format!("a migration of {ct} was interrupted after its dump; restoring it here from {} failed", dir.display()))?;
+        journal::Journal::remove(host, ct);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(format!("a migration of {ct} to {} was interrupted after the dump; the container was restored here", j.destination))
+    };
     let msg = match j.stage {
         Syncing | Frozen => {
             let thawed = ferry_runtime::container::thaw_if_frozen(host, lock)?;
-            journal::Journal::remove(host, ct);
+            let running = ferry_migrate::migration::hostops::is_running(host, ct);
+            let dumped = j.image_dir.as_ref().is_some_and(|d| d.join("inventory.img").exists());
             if thawed {
+                journal::Journal::remove(host, ct);
                 format!("a migration of {ct} to {} was interrupted while the container was frozen; it has been thawed and runs here", j.destination)
+            } else if j.stage == Frozen && !running && dumped {
+                // Died while CRIU finished the dump: the processes are gone, the dump is whole.
+                restore_from_dump()?
+            } else if j.stage == Frozen && !running {
+                journal::Journal::remove(host, ct);
+                format!(
+                    "a migration of {ct} to {} was interrupted during its dump, which did not complete; the container is not \
+                     running here: start it with `ferry start {ct}` (its files are intact)",
+                    j.destination
+                )
             } else {
+                journal::Journal::remove(host, ct);
+                if let Some(d) = &j.image_dir {
+                    let _ = std::fs::remove_dir_all(d);
+                }
                 format!("a migration of {ct} to {} was interrupted before the freeze; the container was not touched", j.destination)
             }
         }
-        Dumped => {
-            let dir = j.image_dir.clone().unwrap_or_default();
-            let cfg = ferry_runtime::container::load_config(host, ct)?;
-            ferry_migrate::migration::hostops::restore_from_dir(host, lock, &cfg, &dir)
-                .with_context(|| format!("a migration of {ct} was interrupted after its dump; restoring it here from {} failed", dir.display()))?;
-            journal::Journal::remove(host, ct);
-            let _ = std::fs::remove_dir_all(&dir);
-            format!("a migration of {ct} to {} was interrupted after the dump; the container was restored here", j.destination)
-        }
+        Dumped => restore_from_dump()?,
         Committed => {
             journal::Journal::remove(host, ct);
             format!("a migration of {ct} to {} completed but this host was not cleaned up; `ferry destroy {ct}` removes the leftover files", j.destination)

@@ -213,23 +213,23 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
 
     // --- freeze and dump. On failure the dump thaws the container: it runs on as before.
     run.stage("freeze and dump");
-    journal(Stage::Frozen, None).write(run.host, &ct)?;
-    let image_dir = run.work.join("images");
+    // The dump goes where it outlives a failed attempt (it is how the container comes back),
+    // and the journal names it before CRIU starts: if this process dies while CRIU finishes
+    // the dump (which ends the container's processes), the next command restores from it.
+    let image_dir = run.host.dump_dir(&ct).join("migration");
+    let _ = std::fs::remove_dir_all(&image_dir);
+    if let Some(p) = image_dir.parent() {
+        std::fs::create_dir_all(p).map_err(|e| Error::io("create", p, e))?;
+    }
+    journal(Stage::Frozen, Some(image_dir.clone())).write(run.host, &ct)?;
     let t_freeze = Instant::now();
     if let Err(e) = hostops::dump_for_migration(run.host, run.lock, &run.cfg, &image_dir) {
         Journal::remove(run.host, &ct);
+        let _ = std::fs::remove_dir_all(&image_dir);
         abort(conn, &e.to_string(), run.opts.keep_dst).await;
         return Err(e);
     }
     run.report.dump_ms = ms(t_freeze.elapsed());
-    // The dump's own directory must outlive a failed attempt: it is how the container comes back.
-    let keep_dir = run.host.dump_dir(&ct).join("migration");
-    let _ = std::fs::remove_dir_all(&keep_dir);
-    if let Some(p) = keep_dir.parent() {
-        let _ = std::fs::create_dir_all(p);
-    }
-    std::fs::rename(&image_dir, &keep_dir).map_err(|e| Error::io("keep the dump in", &keep_dir, e))?;
-    let image_dir = keep_dir;
     journal(Stage::Dumped, Some(image_dir.clone())).write(run.host, &ct)?;
 
     // From here on a failure restores the container here from the dump.
