@@ -556,6 +556,20 @@ fn a_killed_source_is_recovered_by_the_next_command_and_a_second_migrate_is_refu
         assert_eq!(sim.status(0, &ct), "running", "after {args:?}");
         assert_counter_runs(sim.h(0), &ct);
     }
+
+    // Killed right after the destination committed: the container runs on B, and the next
+    // command on A finishes the cleanup instead of ever starting it here again.
+    let o = sim.migrate_cmd(0, 1, &ct, &[], "").env("FERRY_TEST_FAULT", "die-after-commit").output().unwrap();
+    assert!(!o.status.success());
+    assert_eq!(sim.status(1, &ct), "running");
+    let o = sim.h(0).ferry(&["list", "-a"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("completed") && err.contains("removed here"), "list after a crash past the commit: {err}");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(&ct));
+    sim.assert_clean(0, &ct);
+    assert!(!sim.h(0).ferry(&["start", &ct]).status.success(), "the container started on A too");
+    assert_counter_runs(sim.h(1), &ct);
+
     let st = client.finish();
     eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
 }

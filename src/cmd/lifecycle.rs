@@ -92,8 +92,8 @@ pub fn restart(h: &Host, ct: &str, timeout: u64) -> Result<u8> {
 
 pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     let ct = super::ctid(ct)?;
-    let cfg = container::load_config(h, &ct)?;
     super::migrate::recover_if_interrupted(h, &ct);
+    let cfg = container::load_config(h, &ct)?;
     let (st, state) = container::status(h, &ct)?;
     let pid = state.as_ref().map(|s| s.pid);
     let usage = state.as_ref().filter(|_| st == Status::Running).and_then(|s| container::usage(h, &cfg, s).ok());

@@ -287,8 +287,14 @@ pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<Strin
         }
         Dumped => restore_from_dump()?,
         Committed => {
+            // The container is the destination's now: it must never start here again. Finish
+            // the cleanup the interrupted migration owed.
+            let cfg = ferry_runtime::container::load_config(host, ct)?;
+            ferry_migrate::migration::hostops::remove_source(host, lock, &cfg, j.remove_area).with_context(|| {
+                format!("a migration of {ct} to {} completed, but removing it here failed; remove it with `ferry destroy {ct}`", j.destination)
+            })?;
             journal::Journal::remove(host, ct);
-            format!("a migration of {ct} to {} completed but this host was not cleaned up; `ferry destroy {ct}` removes the leftover files", j.destination)
+            format!("a migration of {ct} to {} completed but was interrupted before cleaning up here; it has now been removed here", j.destination)
         }
     };
     Ok(Some(msg))

@@ -22,7 +22,9 @@ use std::path::PathBuf;
 /// end and then cleans up, as when the source dies mid-migration).
 pub const FAULT_ENV: &str = "FERRY_TEST_FAULT";
 
-fn fault(name: &str) -> bool {
+/// Also read by the source: `die-after-commit` (its ferry exits right after the destination
+/// took the container over, before cleaning up here).
+pub(crate) fn fault(name: &str) -> bool {
     std::env::var(FAULT_ENV).map(|v| v.split(',').any(|f| f == name)).unwrap_or(false)
 }
 

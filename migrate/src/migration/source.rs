@@ -181,6 +181,7 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
         destination: run.opts.target.destination.clone(),
         pid: std::process::id(),
         image_dir,
+        remove_area: run.opts.remove_area,
     };
     journal(Stage::Syncing, None).write(run.host, &ct)?;
 
@@ -296,8 +297,17 @@ async fn commit_and_finish(run: &mut Run<'_>, conn: &Connection) -> Result<()> {
     let ips = run.cfg.net.ipadd.iter().map(|a| a.to_string()).collect();
     expect_ok(conn.request_timeout(Body::Announce(Announce { ctid: ct.to_string(), ips }), REPLY_TIMEOUT).await)?;
     run.report.announce_ms = ms(t.elapsed());
-    Journal { stage: Stage::Committed, destination: run.opts.target.destination.clone(), pid: std::process::id(), image_dir: None }
-        .write(run.host, &ct)?;
+    Journal {
+        stage: Stage::Committed,
+        destination: run.opts.target.destination.clone(),
+        pid: std::process::id(),
+        image_dir: None,
+        remove_area: run.opts.remove_area,
+    }
+    .write(run.host, &ct)?;
+    if super::dest::fault("die-after-commit") {
+        std::process::exit(137);
+    }
     let _ = conn.request_timeout(Body::Done(Done { ctid: ct.to_string() }), REPLY_TIMEOUT).await;
     let _ = conn.close().await;
 
