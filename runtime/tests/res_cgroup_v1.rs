@@ -88,10 +88,16 @@ impl Cgroups {
             .spawn()
             .unwrap();
         self.procs.push(child);
-        // Wait until it is in.
+        // Wait until it is in. A script can also be quick to end (a fork loop's shell exits
+        // when the limit refuses a fork): having exited other than with the join's 97 also
+        // means it joined, even if this thread never saw it in cgroup.procs.
         let pid = self.procs.last().unwrap().id().to_string();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !self.read("pids", name, "cgroup.procs").lines().any(|l| l == pid) {
+            if let Some(st) = self.procs.last_mut().unwrap().try_wait().unwrap() {
+                assert_ne!(st.code(), Some(97), "process could not join {name}");
+                break;
+            }
             assert!(Instant::now() < deadline, "process did not join {name}");
             std::thread::sleep(Duration::from_millis(10));
         }
