@@ -451,8 +451,8 @@ fn faults_after_the_freeze_roll_back_to_the_source() {
 }
 
 #[test]
-fn connection_cut_during_sync_or_image_transfer_rolls_back() {
-    if !can_run("connection_cut_during_sync_or_image_transfer_rolls_back") {
+fn connection_cut_during_sync_image_or_restore_rolls_back() {
+    if !can_run("connection_cut_during_sync_image_or_restore_rolls_back") {
         return;
     }
     let sim = Sim::new(2);
@@ -473,7 +473,7 @@ fn connection_cut_during_sync_or_image_transfer_rolls_back() {
     std::thread::sleep(Duration::from_millis(1500));
     let client = Client::start(&sim.t, &ip);
 
-    for stage in ["sync pass 1", "image transfer"] {
+    for stage in ["sync pass 1", "image transfer", "restore on the destination"] {
         let run = Running::start(&sim, 0, 1, &ct, "");
         run.wait_stage(stage);
         assert!(kill_ssh(&sim, 1) > 0, "no ssh client found to cut at {stage}");

@@ -205,7 +205,7 @@ fn restore_here(host: &Host, st: &mut Incoming, from_image: bool) -> Result<i32>
     };
     let pid = if from_image {
         let dir = st.image_dir.clone().ok_or_else(|| Error::Protocol("Restore without an image".into()))?;
-        hostops::restore_from_dir(host, lock, &cfg, &dir)?
+        hostops::restore_unannounced(host, lock, &cfg, &dir)?
     } else {
         hostops::start(host, lock, &cfg)?
     };
@@ -254,6 +254,9 @@ fn undo(host: &Host, st: &mut Incoming) {
     let _ = std::fs::remove_dir(host.run_ct_dir(&ct));
 }
 
+/// How long `migrate-cleanup` waits for a receiver still holding the container's lock.
+const CLEANUP_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// `ferry migrate-cleanup CTID`: what the source runs on the destination after a failed
 /// migration whose receiver may have died: removes a half-received container (never one that
 /// was committed here).
@@ -262,7 +265,22 @@ pub fn cleanup_stale(host: &Host, ct: &Ctid, keep_files: bool) -> Result<bool> {
     if !staging.exists() || host.config_path(ct).exists() {
         return Ok(false);
     }
-    let lock = ContainerLock::acquire(host, ct, "migrate-cleanup")?;
+    // A receiver still at work (say, restoring) holds the lock and undoes its work itself once
+    // its connection is gone: wait for it, so that the source restores its copy only after this
+    // host's copy is gone (never two running at once).
+    let t0 = std::time::Instant::now();
+    let lock = loop {
+        match ContainerLock::acquire(host, ct, "migrate-cleanup") {
+            Ok(l) => break l,
+            Err(ferry_runtime::error::Error::Locked { .. }) if t0.elapsed() < CLEANUP_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if !staging.exists() || host.config_path(ct).exists() {
+        return Ok(false); // the receiver cleaned up (or committed) meanwhile
+    }
     let cfg = ContainerConfig::load(&staging)?;
     let mut st = Incoming {
         ctid: Some(ct.clone()),
