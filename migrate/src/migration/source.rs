@@ -232,6 +232,7 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
     }
     run.report.dump_ms = ms(t_freeze.elapsed());
     journal(Stage::Dumped, Some(image_dir.clone())).write(run.host, &ct)?;
+    hostops::blackhole(&run.cfg, true);
 
     // From here on a failure restores the container here from the dump.
     let res = after_dump(run, conn, area, &image_dir, t_freeze).await;
@@ -244,6 +245,7 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
             run.stage("rolling back");
             abort(conn, &e.to_string(), run.opts.keep_dst).await;
             cleanup_remote(run).await;
+            hostops::blackhole(&run.cfg, false);
             match hostops::restore_from_dir(run.host, run.lock, &run.cfg, &image_dir) {
                 Ok(_) => {
                     Journal::remove(run.host, &ct);
@@ -282,6 +284,8 @@ async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir
         Body::Restored(_) => {}
         other => return Err(Error::Protocol(format!("expected Restored, got {}", other.name()))),
     }
+    // The destination's copy is the one to reach from now on (it announces at the commit).
+    hostops::blackhole(&run.cfg, false);
     run.report.restore_ms = ms(t.elapsed());
     run.report.frozen_ms = ms(t_freeze.elapsed());
 
