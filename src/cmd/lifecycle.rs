@@ -58,6 +58,14 @@ pub fn start(h: &Host, ct: &str) -> Result<u8> {
     let ct = super::ctid(ct)?;
     let cfg = container::load_config(h, &ct)?;
     let lock = ContainerLock::acquire(h, &ct, "start")?;
+    // An interrupted migration may have left it dumped: bring it back from its dump rather
+    // than boot it afresh (the dump would otherwise be restored over it later).
+    let was_running = container::status(h, &ct)?.0 == Status::Running;
+    super::checkpoint::thaw_stale(h, &lock);
+    if let ((Status::Running, Some(st)), false) = (container::status(h, &ct)?, was_running) {
+        println!("container {ct} is running (pid {})", st.pid);
+        return Ok(0);
+    }
     let st = container::start(h, &lock, &cfg)?;
     println!("container {ct} started (pid {})", st.pid);
     Ok(0)
@@ -84,7 +92,7 @@ pub fn restart(h: &Host, ct: &str, timeout: u64) -> Result<u8> {
 
 pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     let ct = super::ctid(ct)?;
-    container::load_config(h, &ct)?;
+    super::migrate::recover_if_interrupted(h, &ct);
     let cfg = container::load_config(h, &ct)?;
     let (st, state) = container::status(h, &ct)?;
     let pid = state.as_ref().map(|s| s.pid);

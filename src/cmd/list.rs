@@ -203,6 +203,10 @@ pub fn list(h: &Host, a: ListArgs) -> Result<u8> {
     check_fields(&a.output)?;
     let mut rows = Vec::new();
     for ct in h.list_ctids().map_err(|e| anyhow::anyhow!("read {}: {e}", h.conf_dir().display()))? {
+        super::migrate::recover_if_interrupted(h, &ct);
+        if !h.config_path(&ct).exists() {
+            continue; // it had migrated away; the recovery finished removing it
+        }
         let r = match row(h, &ct) {
             Ok(r) => r,
             Err(e) => {

@@ -127,12 +127,18 @@ pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
 /// The destination's end: speaks the protocol on stdin/stdout.
 pub fn migrate_receive(host: &Host) -> Result<u8> {
     let rt = runtime()?;
-    rt.block_on(async {
+    let res = rt.block_on(async {
         let conn = ferry_migrate::transport::accept_stdio(ConnectionOptions::default()).await?;
-        dest::serve(host, &conn).await?;
-        let _ = conn.close().await;
-        Ok::<_, anyhow::Error>(())
-    })?;
+        let res = dest::serve(host, &conn).await;
+        // Also after a failure: the last reply (the error that says why) must reach the
+        // source before we go, or it only sees the connection end.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.close()).await;
+        res.map_err(anyhow::Error::from)
+    });
+    // The reader of stdin blocks in a thread of the runtime until the source writes or hangs
+    // up; waiting for it would keep the source waiting for our EOF (up to its ping interval).
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    res?;
     Ok(0)
 }
 
@@ -227,6 +233,15 @@ pub fn sync_receive(dir: PathBuf) -> Result<u8> {
     Ok(0)
 }
 
+/// For commands that only look (status, list): when a migration journal says a migration of
+/// `ct` was interrupted, put it right first (a migration still running holds the lock and is
+/// left alone), so they report the container as it really is.
+pub fn recover_if_interrupted(host: &Host, ct: &ferry_runtime::Ctid) {
+    if matches!(journal::Journal::read(host, ct), Ok(Some(_))) {
+        super::checkpoint::thaw_stale_unlocked(host, ct);
+    }
+}
+
 /// What a crashed migration left in the journal, put right (see `super::recover`).
 pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<String>> {
     let ct = lock.ctid();
@@ -235,28 +250,51 @@ pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<Strin
         return Ok(None); // still running (it would hold the lock anyway)
     }
     use journal::Stage::*;
+    let restore_from_dump = || -> Result<String> {
+        let dir = j.image_dir.clone().unwrap_or_default();
+        let cfg = ferry_runtime::container::load_config(host, ct)?;
+        ferry_migrate::migration::hostops::restore_from_dir(host, lock, &cfg, &dir)
+            .with_context(|| format!("a migration of {ct} was interrupted after its dump; restoring it here from {} failed", dir.display()))?;
+        journal::Journal::remove(host, ct);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(format!("a migration of {ct} to {} was interrupted after the dump; the container was restored here", j.destination))
+    };
     let msg = match j.stage {
         Syncing | Frozen => {
             let thawed = ferry_runtime::container::thaw_if_frozen(host, lock)?;
-            journal::Journal::remove(host, ct);
+            let running = ferry_migrate::migration::hostops::is_running(host, ct);
+            let dumped = j.image_dir.as_ref().is_some_and(|d| d.join("inventory.img").exists());
             if thawed {
+                journal::Journal::remove(host, ct);
                 format!("a migration of {ct} to {} was interrupted while the container was frozen; it has been thawed and runs here", j.destination)
+            } else if j.stage == Frozen && !running && dumped {
+                // Died while CRIU finished the dump: the processes are gone, the dump is whole.
+                restore_from_dump()?
+            } else if j.stage == Frozen && !running {
+                journal::Journal::remove(host, ct);
+                format!(
+                    "a migration of {ct} to {} was interrupted during its dump, which did not complete; the container is not \
+                     running here: start it with `ferry start {ct}` (its files are intact)",
+                    j.destination
+                )
             } else {
+                journal::Journal::remove(host, ct);
+                if let Some(d) = &j.image_dir {
+                    let _ = std::fs::remove_dir_all(d);
+                }
                 format!("a migration of {ct} to {} was interrupted before the freeze; the container was not touched", j.destination)
             }
         }
-        Dumped => {
-            let dir = j.image_dir.clone().unwrap_or_default();
-            let cfg = ferry_runtime::container::load_config(host, ct)?;
-            ferry_migrate::migration::hostops::restore_from_dir(host, lock, &cfg, &dir)
-                .with_context(|| format!("a migration of {ct} was interrupted after its dump; restoring it here from {} failed", dir.display()))?;
-            journal::Journal::remove(host, ct);
-            let _ = std::fs::remove_dir_all(&dir);
-            format!("a migration of {ct} to {} was interrupted after the dump; the container was restored here", j.destination)
-        }
+        Dumped => restore_from_dump()?,
         Committed => {
+            // The container is the destination's now: it must never start here again. Finish
+            // the cleanup the interrupted migration owed.
+            let cfg = ferry_runtime::container::load_config(host, ct)?;
+            ferry_migrate::migration::hostops::remove_source(host, lock, &cfg, j.remove_area).with_context(|| {
+                format!("a migration of {ct} to {} completed, but removing it here failed; remove it with `ferry destroy {ct}`", j.destination)
+            })?;
             journal::Journal::remove(host, ct);
-            format!("a migration of {ct} to {} completed but this host was not cleaned up; `ferry destroy {ct}` removes the leftover files", j.destination)
+            format!("a migration of {ct} to {} completed but was interrupted before cleaning up here; it has now been removed here", j.destination)
         }
     };
     Ok(Some(msg))

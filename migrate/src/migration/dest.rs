@@ -17,10 +17,14 @@ use ferry_runtime::{ContainerConfig, Ctid, Host};
 use std::path::PathBuf;
 
 /// `FERRY_TEST_FAULT` on the destination makes it fail on purpose, for the fault tests:
-/// `die-after-image` (the process exits once the image arrived, as if killed), `fail-restore`.
+/// `die-after-image` (the process exits once the image arrived, as if killed), `fail-restore`,
+/// `hang-before-restore` (the restore never answers; the receiver waits for the connection to
+/// end and then cleans up, as when the source dies mid-migration).
 pub const FAULT_ENV: &str = "FERRY_TEST_FAULT";
 
-fn fault(name: &str) -> bool {
+/// Also read by the source: `die-after-commit` (its ferry exits right after the destination
+/// took the container over, before cleaning up here).
+pub(crate) fn fault(name: &str) -> bool {
     std::env::var(FAULT_ENV).map(|v| v.split(',').any(|f| f == name)).unwrap_or(false)
 }
 
@@ -40,6 +44,8 @@ struct Incoming {
     restored: bool,
     committed: bool,
     keep_files: bool,
+    /// This side failed a request; the source decides what happens to the files.
+    failed: Option<Error>,
 }
 
 /// Serve one migration on `conn`. Returns when the container is committed here, or after an
@@ -84,6 +90,11 @@ async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Resul
                 receive_image(conn, st, &env).await?;
             }
             Body::Restore(r) => {
+                if fault("hang-before-restore") {
+                    loop {
+                        conn.recv().await?;
+                    }
+                }
                 let res = if fault("fail-restore") {
                     Err(Error::Migration("restore failed on purpose (FERRY_TEST_FAULT=fail-restore)".into()))
                 } else {
@@ -92,8 +103,10 @@ async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Resul
                 match res {
                     Ok(pid) => conn.reply(env.id, Body::Restored(Restored { pid })).await?,
                     Err(e) => {
+                        // Wait for the source's Abort or Cleanup: only it knows whether the
+                        // synced files are to be kept (--keep-dst). A lost connection undoes all.
                         conn.reply_error(env.id, e.to_string()).await?;
-                        return Err(e);
+                        st.failed = Some(e);
                     }
                 }
             }
@@ -114,12 +127,12 @@ async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Resul
             Body::Abort(a) => {
                 tracing::info!("source aborted the migration: {}", a.reason);
                 let _ = conn.reply(env.id, Body::Ok(OkReply {})).await;
-                return Ok(());
+                return st.failed.take().map_or(Ok(()), Err);
             }
             Body::Cleanup(c) => {
                 st.keep_files = c.keep_files;
                 let _ = conn.reply(env.id, Body::Ok(OkReply {})).await;
-                return Ok(());
+                return st.failed.take().map_or(Ok(()), Err);
             }
             other => {
                 let msg = format!("unexpected {} message", other.name());
@@ -192,7 +205,7 @@ fn restore_here(host: &Host, st: &mut Incoming, from_image: bool) -> Result<i32>
     };
     let pid = if from_image {
         let dir = st.image_dir.clone().ok_or_else(|| Error::Protocol("Restore without an image".into()))?;
-        hostops::restore_from_dir(host, lock, &cfg, &dir)?
+        hostops::restore_unannounced(host, lock, &cfg, &dir)?
     } else {
         hostops::start(host, lock, &cfg)?
     };
@@ -245,6 +258,9 @@ fn undo(host: &Host, st: &mut Incoming) {
     }
 }
 
+/// How long `migrate-cleanup` waits for a receiver still holding the container's lock.
+const CLEANUP_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// `ferry migrate-cleanup CTID`: what the source runs on the destination after a failed
 /// migration whose receiver may have died: removes a half-received container (never one that
 /// was committed here).
@@ -253,7 +269,22 @@ pub fn cleanup_stale(host: &Host, ct: &Ctid, keep_files: bool) -> Result<bool> {
     if !staging.exists() || host.config_path(ct).exists() {
         return Ok(false);
     }
-    let lock = ContainerLock::acquire(host, ct, "migrate-cleanup")?;
+    // A receiver still at work (say, restoring) holds the lock and undoes its work itself once
+    // its connection is gone: wait for it, so that the source restores its copy only after this
+    // host's copy is gone (never two running at once).
+    let t0 = std::time::Instant::now();
+    let lock = loop {
+        match ContainerLock::acquire(host, ct, "migrate-cleanup") {
+            Ok(l) => break l,
+            Err(ferry_runtime::error::Error::Locked { .. }) if t0.elapsed() < CLEANUP_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if !staging.exists() || host.config_path(ct).exists() {
+        return Ok(false); // the receiver cleaned up (or committed) meanwhile
+    }
     let cfg = ContainerConfig::load(&staging)?;
     let mut st = Incoming {
         ctid: Some(ct.clone()),

@@ -54,13 +54,23 @@ pub fn dump_for_migration(host: &Host, lock: &ContainerLock, cfg: &ContainerConf
     Ok(())
 }
 
-/// Restore the container from the CRIU images in `dir` (its files already in place).
+/// Restore the container from the CRIU images in `dir` (its files already in place), and
+/// announce its addresses from here (the source taking it back).
 pub fn restore_from_dir(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, dir: &Path) -> Result<i32> {
+    restore_here(host, lock, cfg, dir, true)
+}
+
+/// On the destination: restore without announcing; [`announce`] follows at the commit.
+pub fn restore_unannounced(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, dir: &Path) -> Result<i32> {
+    restore_here(host, lock, cfg, dir, false)
+}
+
+fn restore_here(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, dir: &Path, announce: bool) -> Result<i32> {
     if cfg.storage.kind == StorageKind::Image && storage::is_mounted(&host.root_dir(&cfg.ctid)) {
         // Received through its mount point; the restore mounts it itself.
         storage::unmount_root(host, cfg)?;
     }
-    let info = container::restore_from_dir(host, lock, cfg, dir)?;
+    let info = container::restore::restore_from_dir_with(host, lock, cfg, dir, announce)?;
     Ok(info.state.pid)
 }
 
@@ -109,8 +119,27 @@ pub fn stop(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result<
 pub fn kill_and_teardown(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result<()> {
     let _ = lock;
     let (_, state) = container::status(host, &cfg.ctid)?;
+    if let Some(st) = &state {
+        // This copy holds the same TCP connections as the one the source runs (or is about to
+        // run again): killed with its links up, it would send FINs and RSTs that end them.
+        // Take its links down first so its death stays silent.
+        silence_network(st.pid);
+    }
     container::teardown(host, cfg, state.as_ref())?;
     Ok(())
+}
+
+/// Set every interface but lo in the netns of `pid` down (best effort).
+fn silence_network(pid: i32) {
+    let ns = format!("--net=/proc/{pid}/ns/net");
+    let Ok(out) = std::process::Command::new("nsenter").args([ns.as_str(), "ip", "-o", "link", "show"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split(':').nth(1).map(|n| n.trim().split('@').next().unwrap_or("").to_string()) else { continue };
+        if name.is_empty() || name == "lo" {
+            continue;
+        }
+        let _ = std::process::Command::new("nsenter").args([ns.as_str(), "ip", "link", "set", "dev", &name, "down"]).status();
+    }
 }
 
 /// Announce the container's addresses from here, several times over the first second.
@@ -171,4 +200,27 @@ pub fn remove_source(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, r
         std::fs::rename(&conf, &moved).map_err(|e| Error::io("rename config", &conf, e))?;
     }
     Ok(())
+}
+
+/// Between the dump and the destination's `Restored`, drop the container's venet traffic on
+/// this host (`on`), or stop dropping it. Without, this host, whose route to the container
+/// went with the dump, forwards the container's packets to the network, where the
+/// destination's copy answers for the address while it restores: if the migration then fails,
+/// what that copy received is lost and the connections of the copy restored here stall. A
+/// restore here replaces the blackhole with the container's own route.
+pub fn blackhole(cfg: &ContainerConfig, on: bool) {
+    for ip in &cfg.net.ipadd {
+        let (fam, dst) = match ip {
+            std::net::IpAddr::V4(a) => ("-4", format!("{a}/32")),
+            std::net::IpAddr::V6(a) => ("-6", format!("{a}/128")),
+        };
+        let verb = if on { "replace" } else { "del" };
+        let st = std::process::Command::new("ip")
+            .args([fam, "route", verb, "blackhole", &dst])
+            .stderr(std::process::Stdio::null())
+            .status();
+        if on && !st.is_ok_and(|s| s.success()) {
+            tracing::warn!("container {}: cannot hold back its traffic to {dst} during the restore", cfg.ctid);
+        }
+    }
 }

@@ -26,6 +26,9 @@ pub struct Journal {
     pub destination: String,
     pub pid: u32,
     pub image_dir: Option<PathBuf>,
+    /// `--remove-area`: what the source's cleanup does once the destination committed.
+    #[serde(default)]
+    pub remove_area: bool,
 }
 
 fn path(host: &Host, ct: &Ctid) -> PathBuf {
@@ -61,7 +64,7 @@ mod tests {
         let h = Host::new(d.path().join("d"), d.path().join("r"), "t");
         let c = Ctid::new("101").unwrap();
         assert_eq!(Journal::read(&h, &c).unwrap(), None);
-        let j = Journal { stage: Stage::Dumped, destination: "h2".into(), pid: 7, image_dir: Some("/x".into()) };
+        let j = Journal { stage: Stage::Dumped, destination: "h2".into(), pid: 7, image_dir: Some("/x".into()), remove_area: true };
         j.write(&h, &c).unwrap();
         assert_eq!(Journal::read(&h, &c).unwrap(), Some(j));
         Journal::remove(&h, &c);

@@ -181,6 +181,7 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
         destination: run.opts.target.destination.clone(),
         pid: std::process::id(),
         image_dir,
+        remove_area: run.opts.remove_area,
     };
     journal(Stage::Syncing, None).write(run.host, &ct)?;
 
@@ -213,24 +214,25 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
 
     // --- freeze and dump. On failure the dump thaws the container: it runs on as before.
     run.stage("freeze and dump");
-    journal(Stage::Frozen, None).write(run.host, &ct)?;
-    let image_dir = run.work.join("images");
+    // The dump goes where it outlives a failed attempt (it is how the container comes back),
+    // and the journal names it before CRIU starts: if this process dies while CRIU finishes
+    // the dump (which ends the container's processes), the next command restores from it.
+    let image_dir = run.host.dump_dir(&ct).join("migration");
+    let _ = std::fs::remove_dir_all(&image_dir);
+    if let Some(p) = image_dir.parent() {
+        std::fs::create_dir_all(p).map_err(|e| Error::io("create", p, e))?;
+    }
+    journal(Stage::Frozen, Some(image_dir.clone())).write(run.host, &ct)?;
     let t_freeze = Instant::now();
     if let Err(e) = hostops::dump_for_migration(run.host, run.lock, &run.cfg, &image_dir) {
         Journal::remove(run.host, &ct);
+        let _ = std::fs::remove_dir_all(&image_dir);
         abort(conn, &e.to_string(), run.opts.keep_dst).await;
         return Err(e);
     }
     run.report.dump_ms = ms(t_freeze.elapsed());
-    // The dump's own directory must outlive a failed attempt: it is how the container comes back.
-    let keep_dir = run.host.dump_dir(&ct).join("migration");
-    let _ = std::fs::remove_dir_all(&keep_dir);
-    if let Some(p) = keep_dir.parent() {
-        let _ = std::fs::create_dir_all(p);
-    }
-    std::fs::rename(&image_dir, &keep_dir).map_err(|e| Error::io("keep the dump in", &keep_dir, e))?;
-    let image_dir = keep_dir;
     journal(Stage::Dumped, Some(image_dir.clone())).write(run.host, &ct)?;
+    hostops::blackhole(&run.cfg, true);
 
     // From here on a failure restores the container here from the dump.
     let res = after_dump(run, conn, area, &image_dir, t_freeze).await;
@@ -243,6 +245,7 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
             run.stage("rolling back");
             abort(conn, &e.to_string(), run.opts.keep_dst).await;
             cleanup_remote(run).await;
+            hostops::blackhole(&run.cfg, false);
             match hostops::restore_from_dir(run.host, run.lock, &run.cfg, &image_dir) {
                 Ok(_) => {
                     Journal::remove(run.host, &ct);
@@ -281,6 +284,8 @@ async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir
         Body::Restored(_) => {}
         other => return Err(Error::Protocol(format!("expected Restored, got {}", other.name()))),
     }
+    // The destination's copy is the one to reach from now on (it announces at the commit).
+    hostops::blackhole(&run.cfg, false);
     run.report.restore_ms = ms(t.elapsed());
     run.report.frozen_ms = ms(t_freeze.elapsed());
 
@@ -296,8 +301,17 @@ async fn commit_and_finish(run: &mut Run<'_>, conn: &Connection) -> Result<()> {
     let ips = run.cfg.net.ipadd.iter().map(|a| a.to_string()).collect();
     expect_ok(conn.request_timeout(Body::Announce(Announce { ctid: ct.to_string(), ips }), REPLY_TIMEOUT).await)?;
     run.report.announce_ms = ms(t.elapsed());
-    Journal { stage: Stage::Committed, destination: run.opts.target.destination.clone(), pid: std::process::id(), image_dir: None }
-        .write(run.host, &ct)?;
+    Journal {
+        stage: Stage::Committed,
+        destination: run.opts.target.destination.clone(),
+        pid: std::process::id(),
+        image_dir: None,
+        remove_area: run.opts.remove_area,
+    }
+    .write(run.host, &ct)?;
+    if super::dest::fault("die-after-commit") {
+        std::process::exit(137);
+    }
     let _ = conn.request_timeout(Body::Done(Done { ctid: ct.to_string() }), REPLY_TIMEOUT).await;
     let _ = conn.close().await;
 

@@ -332,6 +332,13 @@ const STALE_VETH_WAIT: Duration = Duration::from_secs(10);
 /// The images are only read (CRIU's log goes to [`Host::log_dir`]). Needs no single-threaded
 /// caller (CRIU runs in its own process); the host is the calling thread's network namespace.
 pub fn restore_from_dir(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, images_dir: &Path) -> Result<RestoreInfo> {
+    restore_from_dir_with(host, lock, cfg, images_dir, true)
+}
+
+/// [`restore_from_dir`], announcing the container's addresses afterwards or not. A migration's
+/// destination restores without: until the source commits, the network's neighbours must keep
+/// sending to the source (which may yet run the container again); it announces at the commit.
+pub fn restore_from_dir_with(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, images_dir: &Path, announce: bool) -> Result<RestoreInfo> {
     let t0 = Instant::now();
     let ct = lock.ctid().as_str();
     match status(host, lock.ctid())?.0 {
@@ -362,7 +369,14 @@ pub fn restore_from_dir(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig
     let mut undo = RestoreUndo { host, cfg, mounted: false, cgroup: None, net: None };
     let res = restore_inner(host, cfg, images_dir, &criu, &veths, meta.as_ref(), &mut undo);
     match res {
-        Ok((state, restore_ms, log)) => Ok(RestoreInfo { state, restore_ms, total_ms: ms(t0.elapsed()), log }),
+        Ok((state, restore_ms, log)) => {
+            if let (Some(ns), true) = (&state.net_objects, announce) {
+                if let Err(e) = net::announce_container(ns, 1, Duration::from_millis(0)) {
+                    tracing::warn!("container {ct}: announce after restore: {e}");
+                }
+            }
+            Ok(RestoreInfo { state, restore_ms, total_ms: ms(t0.elapsed()), log })
+        }
         Err(e) => {
             undo.run();
             Err(e)
@@ -436,11 +450,6 @@ fn restore_inner(
         return Err(Error::ct(ct, "restore", format!("the restored init (pid {}) exited at once; see {}", done.pid, log.display())));
     }
     state.save(host)?;
-    if let Some(ns) = &net_state {
-        if let Err(e) = net::announce_container(ns, 1, Duration::from_millis(0)) {
-            tracing::warn!("container {ct}: announce after restore: {e}");
-        }
-    }
     undo.cgroup = None;
     undo.mounted = false;
     undo.net = None;

@@ -1,0 +1,707 @@
+//! Live and offline migration through the `ferry` command between simulated hosts (network
+//! namespaces, each with its own data dir, run dir and cgroup parent), over a real Debian sshd
+//! started in each destination's namespace. A client in its own namespace keeps one TCP
+//! connection to the container doing round trips; every test checks that exactly one host
+//! runs the container afterwards and that the other keeps nothing of it.
+
+mod support;
+#[path = "support/ssh.rs"]
+mod ssh;
+#[path = "support/topology.rs"]
+mod topology;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{TestHost, FERRY};
+use topology::Topology;
+
+const PORT: u16 = 8000;
+
+fn can_run(test: &str) -> bool {
+    if !support::need_root(test) {
+        return false;
+    }
+    for tool in ["criu", "ip", "nsenter", "iptables", "gcc", "pgrep"] {
+        if !Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success()) {
+            eprintln!("{test}: skipped: {tool} is not installed (scripts/install-deps.sh)");
+            return false;
+        }
+    }
+    if !ssh::available() {
+        eprintln!("{test}: skipped: openssh (sshd, ssh, ssh-keygen) is not installed (scripts/install-deps.sh)");
+        return false;
+    }
+    true
+}
+
+/// Simulated hosts, each with a ferry environment and an sshd; one client. Fields drop in
+/// order: containers and files first, then the daemons, then the namespaces.
+struct Sim {
+    hosts: Vec<TestHost>,
+    sshd: Vec<ssh::Sshd>,
+    t: Topology,
+}
+
+impl Sim {
+    fn new(n: usize) -> Sim {
+        let t = Topology::new(n, 1);
+        let hosts: Vec<TestHost> = (0..n).map(|i| TestHost::in_netns(&t.host(i).netns_path())).collect();
+        let sshd = (0..n).map(|i| ssh::Sshd::start(&t.host(i).netns_path(), &hosts[i].dir.path().join("sshd"))).collect();
+        Sim { hosts, sshd, t }
+    }
+
+    fn h(&self, i: usize) -> &TestHost {
+        &self.hosts[i]
+    }
+
+    /// `ferry migrate CT root@HOST_to ...` run on host `from`; `remote_env` goes to the
+    /// destination's ferry (e.g. `FERRY_TEST_FAULT=...`).
+    fn migrate_cmd(&self, from: usize, to: usize, ct: &str, extra: &[&str], remote_env: &str) -> Command {
+        let d = self.h(to);
+        let remote = format!(
+            "env FERRY_DATA_DIR={} FERRY_RUN_DIR={} FERRY_CGROUP_PARENT={} {remote_env} {FERRY}",
+            d.data.display(),
+            d.run.display(),
+            d.cgroup_parent
+        );
+        let mut c = self.h(from).cmd();
+        c.args(["migrate", ct, &format!("root@{}", self.t.host(to).ip4), "--ssh-opts", &self.sshd[to].ssh_opts(), "--remote-ferry", &remote]);
+        c.args(extra);
+        c
+    }
+
+    fn migrate(&self, from: usize, to: usize, ct: &str, extra: &[&str], remote_env: &str) -> std::process::Output {
+        self.migrate_cmd(from, to, ct, extra, remote_env).output().expect("run ferry migrate")
+    }
+
+    fn migrate_ok(&self, from: usize, to: usize, ct: &str, extra: &[&str]) -> String {
+        let o = self.migrate(from, to, ct, extra, "");
+        assert!(o.status.success(), "migrate {from}->{to} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Everything host `i` still holds of `ct`; empty when clean.
+    fn leftovers(&self, i: usize, ct: &str) -> Vec<String> {
+        let h = self.h(i);
+        let mut left = Vec::new();
+        for p in [h.data.join("conf").join(format!("{ct}.toml")), h.data.join("migrating").join(format!("{ct}.toml"))] {
+            if p.exists() {
+                left.push(format!("config {}", p.display()));
+            }
+        }
+        for sub in ["private", "root", "images", "disks", "dump"] {
+            if let Ok(rd) = std::fs::read_dir(h.data.join(sub)) {
+                for e in rd.flatten() {
+                    if e.file_name().to_string_lossy().contains(ct) {
+                        left.push(format!("file {}", e.path().display()));
+                    }
+                }
+            }
+        }
+        // The data dir itself may be a test's own small filesystem.
+        left.extend(h.mounts().into_iter().filter(|m| m != &h.data).map(|m| format!("mount {}", m.display())));
+        for d in h.cgroup_dirs() {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                for e in rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+                    left.push(format!("cgroup {}", e.path().display()));
+                }
+            }
+        }
+        left.extend(self.t.leftovers(self.t.host(i)));
+        left
+    }
+
+    /// Wait (a receiver cleans up when its connection ends) until host `i` is clean.
+    fn assert_clean(&self, i: usize, ct: &str) {
+        let t0 = Instant::now();
+        loop {
+            let left = self.leftovers(i, ct);
+            if left.is_empty() {
+                return;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(15), "host {i} keeps {ct}: {left:#?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A running container with an echo server on PORT and a counter loop appending to
+    /// /root/ctr every 10 ms.
+    fn container(&self, i: usize, ct: &str, net: &[&str]) {
+        let h = self.h(i);
+        let mut args = vec!["create", ct, "--template", h.template.to_str().unwrap()];
+        args.extend(net);
+        h.ok(&args);
+        h.ok(&["start", ct]);
+        h.exec(ct, &format!("ip link set lo up; nc -ll -p {PORT} -e /bin/cat </dev/null >/dev/null 2>&1 &"));
+        h.exec(ct, "(i=0; while :; do i=$((i+1)); echo $i >> /root/ctr; usleep 10000; done) </dev/null >/dev/null 2>&1 &");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    fn status(&self, i: usize, ct: &str) -> String {
+        let o = self.h(i).ferry(&["status", ct, "--json"]);
+        if !o.status.success() {
+            return "absent".into();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v["status"].as_str().unwrap_or("?").to_string()
+    }
+}
+
+fn ctid() -> String {
+    // Host interface names derive from the CTID: unique per test run.
+    format!("m{}", topology::unique_id())
+}
+
+/// The counter file must read 1, 2, ..., n (nothing lost at the freeze, nothing twice).
+fn assert_counter_continuous(h: &TestHost, ct: &str) -> u64 {
+    let s = h.exec(ct, "cat /root/ctr");
+    let mut want = 1u64;
+    for l in s.lines() {
+        let n: u64 = l.trim().parse().unwrap_or_else(|_| panic!("bad counter line {l:?}"));
+        assert_eq!(n, want, "counter file has a gap or a repeat at line {want}");
+        want += 1;
+    }
+    assert!(want > 10, "counter barely ran: {s}");
+    want - 1
+}
+
+/// The counter loop runs on (it was restored, not just copied).
+fn assert_counter_runs(h: &TestHost, ct: &str) {
+    let n = assert_counter_continuous(h, ct);
+    std::thread::sleep(Duration::from_millis(300));
+    let m = assert_counter_continuous(h, ct);
+    assert!(m > n, "the counter loop does not run on: {n} then {m}");
+}
+
+/// PID namespace of the container's init (to find its processes by, on any host).
+fn pidns(h: &TestHost, ct: &str) -> PathBuf {
+    std::fs::read_link(format!("/proc/{}/ns/pid", h.pid(ct))).unwrap()
+}
+
+fn processes_in(ns: &Path) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
+            if std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|l| l == ns) {
+                v.push(pid);
+            }
+        }
+    }
+    v
+}
+
+/// No process of the old pid namespace is left. Killed tasks and their zombies can take a
+/// moment to go on a loaded machine (they are reaped by whoever inherited them); a process
+/// that stays longer is a leak.
+fn assert_no_processes(ns: &Path, what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let left = processes_in(ns);
+        if left.is_empty() {
+            return;
+        }
+        let desc: Vec<String> = left.iter().map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default()).collect();
+        if t0.elapsed() > Duration::from_secs(5) {
+            panic!("processes of the container left on {what}: {desc:#?}");
+        }
+        eprintln!("still going on {what} after {:?}: {desc:?}", t0.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn neigh_mac(t: &Topology, ip: &str) -> String {
+    let c = &t.client(0).name;
+    topology::sh(&format!("ip -n {c} neigh show {ip} dev eth0"))
+}
+
+/// One TCP connection from the client netns doing echo round trips (every 20 ms) until stopped.
+struct Client {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<ClientStats, String>>>,
+}
+
+#[derive(Debug)]
+struct ClientStats {
+    round_trips: u64,
+    longest_pause: Duration,
+}
+
+impl Client {
+    fn start(t: &Topology, ip: &str) -> Client {
+        let ns = t.client(0).netns_path();
+        let addr = format!("{ip}:{PORT}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let f = std::fs::File::open(&ns).map_err(|e| e.to_string())?;
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+            let s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(5)).map_err(|e| format!("connect {addr}: {e}"));
+            let _ = tx.send(s.as_ref().map(|_| ()).map_err(|e| e.clone()));
+            let mut s = s?;
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let (mut n, mut last, mut longest) = (0u64, Instant::now(), Duration::ZERO);
+            while !stop2.load(Ordering::Relaxed) {
+                n += 1;
+                let msg = format!("{n}\n");
+                s.write_all(msg.as_bytes()).map_err(|e| format!("round trip {n}: send: {e}"))?;
+                let mut got = String::new();
+                r.read_line(&mut got).map_err(|e| format!("round trip {n}: receive: {e}"))?;
+                if got != msg {
+                    return Err(format!("round trip {n}: sent {msg:?}, got {got:?}"));
+                }
+                longest = longest.max(last.elapsed());
+                last = Instant::now();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(ClientStats { round_trips: n, longest_pause: longest })
+        });
+        rx.recv_timeout(Duration::from_secs(10)).expect("client thread").expect("client connects");
+        std::thread::sleep(Duration::from_millis(200));
+        Client { stop, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> ClientStats {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap().unwrap_or_else(|e| panic!("the client's connection broke: {e}"))
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn live_migration_there_and_back_keeps_the_connection() {
+    if !can_run("live_migration_there_and_back_keeps_the_connection") {
+        return;
+    }
+    let sim = Sim::new(2);
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(21).to_string();
+    sim.container(0, &ct, &["--ipadd", &ip]);
+    let client = Client::start(&sim.t, &ip);
+    assert!(neigh_mac(&sim.t, &ip).contains(&sim.t.host(0).mac_str()));
+    let ns_a = pidns(sim.h(0), &ct);
+
+    // A -> B, with the JSON report.
+    let out = sim.migrate_ok(0, 1, &ct, &["--json"]);
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("--json: {e}: {out}"));
+    assert_eq!(rep["mode"], "online", "{rep}");
+    for k in ["preflight_ms", "dump_ms", "image_transfer_ms", "restore_ms", "announce_ms", "frozen_ms", "total_ms", "image_bytes"] {
+        assert!(rep[k].as_u64().is_some(), "{k} missing: {rep}");
+    }
+    assert!(rep["passes"].as_array().is_some_and(|p| !p.is_empty()), "{rep}");
+    assert!(rep["final_sync"].is_object(), "{rep}");
+    assert!(rep["image_bytes"].as_u64().unwrap() > 0);
+    eprintln!("A->B frozen {} ms, total {} ms", rep["frozen_ms"], rep["total_ms"]);
+    assert_eq!(sim.status(1, &ct), "running");
+    assert_eq!(sim.status(0, &ct), "absent");
+    assert_counter_runs(sim.h(1), &ct);
+    assert_no_processes(&ns_a, "A");
+    sim.assert_clean(0, &ct);
+    let n = neigh_mac(&sim.t, &ip);
+    assert!(n.contains(&sim.t.host(1).mac_str()), "client's neighbour entry for {ip} not moved to B: {n}");
+
+    // B -> A, with the timing table.
+    let ns_b = pidns(sim.h(1), &ct);
+    let out = sim.migrate_ok(1, 0, &ct, &["--times"]);
+    eprintln!("{out}");
+    for stage in ["preflight", "sync pass 1", "dump", "final sync", "image transfer", "restore", "announce", "frozen", "total"] {
+        assert!(out.contains(stage), "--times lacks {stage}: {out}");
+    }
+    assert_eq!(sim.status(0, &ct), "running");
+    assert_counter_runs(sim.h(0), &ct);
+    assert_no_processes(&ns_b, "B");
+    sim.assert_clean(1, &ct);
+    let n = neigh_mac(&sim.t, &ip);
+    assert!(n.contains(&sim.t.host(0).mac_str()), "client's neighbour entry for {ip} not moved back to A: {n}");
+
+    let st = client.finish();
+    eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
+    assert!(st.round_trips > 20);
+}
+
+/// A migration running in the background with its stage lines (FERRY_LOG=info) on a channel.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    said: Arc<std::sync::Mutex<String>>,
+}
+
+impl Running {
+    fn start(sim: &Sim, from: usize, to: usize, ct: &str, remote_env: &str) -> Running {
+        let mut c = sim.migrate_cmd(from, to, ct, &[], remote_env);
+        c.env("FERRY_LOG", "info").stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn ferry migrate");
+        let err = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let said = Arc::new(std::sync::Mutex::new(String::new()));
+        let said2 = said.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                said2.lock().unwrap().push_str(&format!("[{:>5} ms] {l}\n", t0.elapsed().as_millis()));
+                let _ = tx.send(l);
+            }
+        });
+        Running { child, lines, said }
+    }
+
+    /// Block until a stage line containing `what` appears.
+    fn wait_stage(&self, what: &str) {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(60) {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) if l.contains(what) => return,
+                Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no stage {what:?}; ferry said:\n{}", self.said.lock().unwrap());
+    }
+
+    /// Exit status and everything ferry printed on stderr.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let st = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let s = self.said.lock().unwrap().clone();
+        (st, s)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGKILL the ssh client(s) a migration from host `from` to `to` runs (found by the key).
+fn kill_ssh(sim: &Sim, to: usize) -> usize {
+    let key = sim.sshd[to].client_key.display().to_string();
+    let out = Command::new("pgrep").args(["-f", &key]).output().unwrap();
+    let mut n = 0;
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ssh") {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            n += 1;
+        }
+    }
+    n
+}
+
+fn static_helper(h: &TestHost, name: &str) -> PathBuf {
+    let out = h.dir.path().join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/helpers/{name}.c"));
+    let o = Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&out).arg(&src).output().unwrap();
+    assert!(o.status.success(), "gcc: {}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+#[test]
+fn faults_after_the_freeze_roll_back_to_the_source() {
+    if !can_run("faults_after_the_freeze_roll_back_to_the_source") {
+        return;
+    }
+    let sim = Sim::new(2);
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(22).to_string();
+    sim.container(0, &ct, &["--ipadd", &ip]);
+    let client = Client::start(&sim.t, &ip);
+
+    for (fault, says) in [("die-after-image", ""), ("fail-restore", "reported an error: restore failed on purpose")] {
+        let (st, err) = Running::start(&sim, 0, 1, &ct, &format!("FERRY_TEST_FAULT={fault}")).finish();
+        assert!(!st.success(), "{fault}: migrate succeeded");
+        assert!(err.contains("rolled back") || err.contains("runs here") || err.contains(&ct), "{fault}: {err}");
+        assert!(err.contains(says), "{fault}: {err}");
+        eprintln!("{fault}: {err}");
+        assert_eq!(sim.status(0, &ct), "running", "{fault}: {err}");
+        assert_counter_runs(sim.h(0), &ct);
+        sim.assert_clean(1, &ct);
+        let n = neigh_mac(&sim.t, &ip);
+        assert!(n.contains(&sim.t.host(0).mac_str()), "{fault}: neighbour entry moved: {n}");
+    }
+    // With --keep-dst a failure leaves the synced files (and nothing else) on B, and the retry
+    // sends only what changed since.
+    let o = sim.migrate(0, 1, &ct, &["--keep-dst"], "FERRY_TEST_FAULT=fail-restore");
+    assert!(!o.status.success());
+    assert_eq!(sim.status(0, &ct), "running");
+    let b = sim.h(1);
+    assert!(b.data.join("private").join(&ct).join("root/ctr").exists() || b.data.join("images").read_dir().is_ok_and(|mut d| d.next().is_some()), "--keep-dst kept no files");
+    assert!(!b.data.join("conf").join(format!("{ct}.toml")).exists());
+    assert_eq!(sim.status(1, &ct), "absent");
+    assert!(b.mounts().is_empty() || b.mounts().iter().all(|m| !m.to_string_lossy().contains("/root/")), "{:?}", b.mounts());
+    let out = sim.migrate_ok(0, 1, &ct, &["--keep-dst", "--json"]);
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let files = rep["passes"][0]["files"].as_u64().unwrap();
+    assert!(files < 10, "the retry sent {files} files again: {rep}");
+    assert_eq!(sim.status(1, &ct), "running");
+    sim.assert_clean(0, &ct);
+    let st = client.finish();
+    eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
+}
+
+#[test]
+fn connection_cut_during_sync_image_or_restore_rolls_back() {
+    if !can_run("connection_cut_during_sync_image_or_restore_rolls_back") {
+        return;
+    }
+    let sim = Sim::new(2);
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(23).to_string();
+    let a = sim.h(0);
+    // 50 MB of files and a process with 200 MB of memory that does not compress.
+    a.ok(&["create", &ct, "--template", a.template.to_str().unwrap(), "--ipadd", &ip]);
+    let private = a.data.join("private").join(&ct);
+    std::fs::create_dir_all(private.join("usr/local/bin")).unwrap();
+    std::fs::copy(static_helper(a, "mem_toucher"), private.join("usr/local/bin/mem_toucher")).unwrap();
+    let st = Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=50", "status=none"]).arg(format!("of={}", private.join("root/big").display())).status().unwrap();
+    assert!(st.success());
+    a.ok(&["start", &ct]);
+    a.exec(&ct, &format!("ip link set lo up; nc -ll -p {PORT} -e /bin/cat </dev/null >/dev/null 2>&1 &"));
+    a.exec(&ct, "(i=0; while :; do i=$((i+1)); echo $i >> /root/ctr; usleep 10000; done) </dev/null >/dev/null 2>&1 &");
+    a.exec(&ct, "/usr/local/bin/mem_toucher 200 </dev/null >/dev/null 2>&1 &");
+    std::thread::sleep(Duration::from_millis(1500));
+    let client = Client::start(&sim.t, &ip);
+
+    for stage in ["sync pass 1", "image transfer", "restore on the destination"] {
+        let run = Running::start(&sim, 0, 1, &ct, "");
+        run.wait_stage(stage);
+        assert!(kill_ssh(&sim, 1) > 0, "no ssh client found to cut at {stage}");
+        let (st, said) = run.finish();
+        assert!(!st.success(), "cut at {stage}: migrate succeeded: {said}");
+        eprintln!("cut at {stage}: {said}");
+        assert_eq!(sim.status(0, &ct), "running", "cut at {stage}: {said}");
+        assert_counter_runs(sim.h(0), &ct);
+        sim.assert_clean(1, &ct);
+    }
+    let st = client.finish();
+    eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
+}
+
+#[test]
+fn a_killed_source_is_recovered_by_the_next_command_and_a_second_migrate_is_refused() {
+    if !can_run("a_killed_source_is_recovered_by_the_next_command_and_a_second_migrate_is_refused") {
+        return;
+    }
+    let sim = Sim::new(2);
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(24).to_string();
+    sim.container(0, &ct, &["--ipadd", &ip]);
+    let client = Client::start(&sim.t, &ip);
+
+    // Killed during the live sync: the container never stopped; status says so.
+    let ns = pidns(sim.h(0), &ct);
+    let run = Running::start(&sim, 0, 1, &ct, "");
+    run.wait_stage("sync pass 1");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = run.finish();
+    sim.assert_clean(1, &ct);
+    let o = sim.h(0).ferry(&["status", &ct]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("interrupted before the freeze"), "status after a crash in the sync: {err}");
+    assert_eq!(pidns(sim.h(0), &ct), ns, "the container was restarted");
+
+    // Killed while CRIU dumps: whichever way the dump went, the next command brings the
+    // container back running (thawed, or restored from the finished dump).
+    let run = Running::start(&sim, 0, 1, &ct, "");
+    run.wait_stage("freeze and dump");
+    std::thread::sleep(Duration::from_millis(150));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = run.finish();
+    sim.assert_clean(1, &ct);
+    std::thread::sleep(Duration::from_millis(500));
+    let o = sim.h(0).ferry(&["exec", &ct, "--", "true"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!("exec after a crash during the dump: {err}");
+    assert!(o.status.success(), "exec after a crash during the dump: {err}");
+    assert!(err.contains("interrupted"), "does not say what happened: {err}");
+    assert_eq!(sim.status(0, &ct), "running");
+    assert_counter_runs(sim.h(0), &ct);
+
+    // Each of these commands, run next on A, finds the journal and restores the container
+    // from its dump, and says so.
+    for (round, next) in [["list", "-a", ""], ["start", &ct, ""], ["exec", &ct, "true"]].iter().enumerate() {
+        let run = Running::start(&sim, 0, 1, &ct, "FERRY_TEST_FAULT=hang-before-restore");
+        run.wait_stage("restore on the destination");
+        if round == 0 {
+            // While it runs, a second migration of the same container is refused, naming the holder.
+            let o = sim.migrate(0, 1, &ct, &[], "");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "a second migrate ran: {err}");
+            assert!(err.contains("migrate") && err.contains(&run.child.id().to_string()), "holder not named: {err}");
+        }
+        // The source's ferry dies after the dump: the container is nowhere running.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        let _ = run.finish();
+        // The receiver on B sees its connection end and removes what it made.
+        sim.assert_clean(1, &ct);
+        let args: Vec<&str> = match next[0] {
+            "exec" => vec!["exec", &ct, "--", next[2]],
+            _ => next.iter().copied().filter(|a| !a.is_empty()).collect(),
+        };
+        let o = sim.h(0).ferry(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?} after the crash: {err}");
+        assert!(err.contains("interrupted") && err.contains("restored here"), "{args:?} does not say what happened: {err}");
+        assert_eq!(sim.status(0, &ct), "running", "after {args:?}");
+        assert_counter_runs(sim.h(0), &ct);
+    }
+
+    // Killed right after the destination committed: the container runs on B, and the next
+    // command on A finishes the cleanup instead of ever starting it here again.
+    let o = sim.migrate_cmd(0, 1, &ct, &[], "").env("FERRY_TEST_FAULT", "die-after-commit").output().unwrap();
+    assert!(!o.status.success());
+    assert_eq!(sim.status(1, &ct), "running");
+    let o = sim.h(0).ferry(&["list", "-a"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("completed") && err.contains("removed here"), "list after a crash past the commit: {err}");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(&ct));
+    sim.assert_clean(0, &ct);
+    assert!(!sim.h(0).ferry(&["start", &ct]).status.success(), "the container started on A too");
+    assert_counter_runs(sim.h(1), &ct);
+
+    let st = client.finish();
+    eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
+}
+
+#[test]
+fn offline_migration_of_a_stopped_and_of_a_running_container() {
+    if !can_run("offline_migration_of_a_stopped_and_of_a_running_container") {
+        return;
+    }
+    let sim = Sim::new(2);
+    let (a, b) = (sim.h(0), sim.h(1));
+    let stopped = ctid();
+    a.ok(&["create", &stopped, "--template", a.template.to_str().unwrap(), "--ipadd", &sim.t.ct_ip4(25).to_string()]);
+    std::fs::write(a.data.join("private").join(&stopped).join("root/note"), "kept\n").unwrap();
+    let out = sim.migrate_ok(0, 1, &stopped, &[]);
+    assert!(out.contains("offline"), "{out}");
+    assert_eq!(sim.status(1, &stopped), "stopped");
+    sim.assert_clean(0, &stopped);
+    b.ok(&["start", &stopped]);
+    assert_eq!(b.exec(&stopped, "cat /root/note"), "kept\n");
+
+    let running = ctid();
+    sim.container(0, &running, &["--ipadd", &sim.t.ct_ip4(26).to_string()]);
+    let out = sim.migrate_ok(0, 1, &running, &["--offline"]);
+    assert!(out.contains("offline"), "{out}");
+    assert_eq!(sim.status(1, &running), "running");
+    // Restarted, not restored: the counter file came along, the loop did not.
+    assert!(b.exec(&running, "cat /root/ctr").lines().count() > 5);
+    sim.assert_clean(0, &running);
+}
+
+#[test]
+fn bridged_veth_keeps_its_mac() {
+    if !can_run("bridged_veth_keeps_its_mac") {
+        return;
+    }
+    let sim = Sim::new(2);
+    for i in 0..2 {
+        sim.t.run_in_ok(sim.t.host(i), "ip link add br0 type bridge && ip link set br0 up");
+    }
+    let ct = ctid();
+    sim.container(0, &ct, &["--netif", "eth0:br0"]);
+    let mac = sim.h(0).exec(&ct, "cat /sys/class/net/eth0/address");
+    sim.h(0).exec(&ct, "ip addr add 198.19.7.7/24 dev eth0; ip link set eth0 up");
+    sim.migrate_ok(0, 1, &ct, &[]);
+    assert_eq!(sim.status(1, &ct), "running");
+    assert_eq!(sim.h(1).exec(&ct, "cat /sys/class/net/eth0/address"), mac);
+    assert!(sim.h(1).exec(&ct, "ip -4 addr show dev eth0").contains("198.19.7.7"));
+    let ports = sim.t.run_in_ok(sim.t.host(1), "ip -o link show master br0");
+    assert!(!ports.trim().is_empty(), "the container's veth is not in B's br0");
+    assert_counter_runs(sim.h(1), &ct);
+    sim.assert_clean(0, &ct);
+    let ports = sim.t.run_in_ok(sim.t.host(0), "ip -o link show master br0");
+    assert!(ports.trim().is_empty(), "A's br0 keeps a port: {ports}");
+}
+
+#[test]
+fn preflight_refusals_dry_run_and_a_full_disk_change_nothing() {
+    if !can_run("preflight_refusals_dry_run_and_a_full_disk_change_nothing") {
+        return;
+    }
+    let sim = Sim::new(3);
+    // B's data dir is a 20 MB filesystem.
+    let b = sim.h(1);
+    std::fs::create_dir_all(&b.data).unwrap();
+    topology::sh(&format!("mount -t tmpfs -o size=20m ferry-t-small {}", b.data.display()));
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(27).to_string();
+    sim.container(0, &ct, &["--ipadd", &ip]);
+    let dd = format!("of={}", sim.h(0).data.join("private").join(&ct).join("root/big").display());
+    assert!(Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=30", "status=none", &dd]).status().unwrap().success());
+    let ns = pidns(sim.h(0), &ct);
+    let untouched = |what: &str| {
+        assert_eq!(pidns(sim.h(0), &ct), ns, "{what}: the container was restarted");
+        assert_counter_runs(sim.h(0), &ct);
+        sim.assert_clean(1, &ct);
+        sim.assert_clean(2, &ct);
+    };
+
+    let o = sim.migrate(0, 1, &ct, &[], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("not enough disk"), "{err}");
+    untouched("disk full");
+
+    let out = sim.migrate_ok(0, 2, &ct, &["--dry-run"]);
+    assert!(out.contains("ok"), "{out}");
+    untouched("dry run");
+
+    let c = sim.h(2);
+    c.ok(&["create", &ct, "--template", c.template.to_str().unwrap()]);
+    let o = sim.migrate(0, 2, &ct, &[], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("already exists"), "{err}");
+    c.ok(&["destroy", "--force", &ct]);
+    untouched("CTID taken");
+
+    let other = ctid();
+    c.ok(&["create", &other, "--template", c.template.to_str().unwrap(), "--ipadd", &ip]);
+    let o = sim.migrate(0, 2, &ct, &[], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(&ip) && err.contains(&other), "{err}");
+    untouched("address taken");
+}
+
+#[test]
+fn a_destination_disk_filling_up_during_the_sync_fails_cleanly() {
+    if !can_run("a_destination_disk_filling_up_during_the_sync_fails_cleanly") {
+        return;
+    }
+    let sim = Sim::new(2);
+    // Room enough for the preflight, then something else fills B's disk during the sync.
+    let b = sim.h(1);
+    std::fs::create_dir_all(&b.data).unwrap();
+    topology::sh(&format!("mount -t tmpfs -o size=130m ferry-t-small {}", b.data.display()));
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(28).to_string();
+    sim.container(0, &ct, &["--ipadd", &ip]);
+    let dd = format!("of={}", sim.h(0).data.join("private").join(&ct).join("root/big").display());
+    assert!(Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=40", "status=none", &dd]).status().unwrap().success());
+    let client = Client::start(&sim.t, &ip);
+    let run = Running::start(&sim, 0, 1, &ct, "");
+    run.wait_stage("sync pass 1");
+    let filler = b.data.join("filler");
+    let _ = Command::new("dd").args(["if=/dev/zero", "bs=1M", "status=none"]).arg(format!("of={}", filler.display())).status();
+    let (st, said) = run.finish();
+    eprintln!("{said}");
+    assert!(!st.success(), "migrated onto a full disk: {said}");
+    assert!(said.contains("No space left") || said.contains("space"), "the error does not say the disk is full: {said}");
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(sim.status(0, &ct), "running");
+    assert_counter_runs(sim.h(0), &ct);
+    sim.assert_clean(1, &ct);
+    let st = client.finish();
+    eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
+}
