@@ -11,7 +11,7 @@ QUICK=0; [[ ${1:-} == --quick ]] && QUICK=1
 [[ $(id -u) -eq 0 ]] || { echo "bench: run as root" >&2; exit 1; }
 
 scripts/install-deps.sh
-need=(); for p in runc crun iperf3 rsync hyperfine gcc libc6-dev; do
+need=(); for p in runc crun iperf3 rsync gcc libc6-dev zstd arping; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p"); done
 if [[ ${#need[@]} -gt 0 ]]; then
   apt-get -y -q -o Acquire::Check-Valid-Until=false update >/dev/null
@@ -27,14 +27,48 @@ W=$(mktemp -d /tmp/ferry-bench.XXXX)
 # shellcheck source=lib/simhosts.sh
 source scripts/lib/simhosts.sh
 export FERRY_DATA_DIR=$W/host/data FERRY_RUN_DIR=$W/host/run FERRY_CGROUP_PARENT=ferry-bench
+# Removes a cgroup parent (and anything left under it) from every hierarchy.
+bench_rm_cgroup() {
+  local d
+  for d in /sys/fs/cgroup/*/"$1" /sys/fs/cgroup/"$1"; do
+    [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  return 0
+}
+# Every section runs in a subshell (so one failing section does not stop the others), hence
+# cleanup works from names and files, not from variables a section set.
+SIM_PREFIXES=(fybs fybm)
 cleanup() {
   set +e
   for ct in $("$FERRY" list -a -H -o ctid 2>/dev/null); do "$FERRY" stop "$ct" --timeout 1 >/dev/null 2>&1; "$FERRY" destroy "$ct" --force >/dev/null 2>&1; done
+  # ferry containers left on simulated hosts, then the hosts themselves
+  local p h d ns
+  for p in "${SIM_PREFIXES[@]}"; do
+    for d in "$W"/*/sim/*/data; do
+      [[ -d $d ]] || continue
+      h=$(basename "$(dirname "$d")"); ns=/run/netns/$p-$h
+      [[ -e $ns ]] || continue
+      for ct in $(nsenter --net="$ns" env FERRY_DATA_DIR="$d" FERRY_RUN_DIR="${d%/data}/run" FERRY_CGROUP_PARENT="$p-$h" "$FERRY" list -a -H -o ctid 2>/dev/null); do
+        nsenter --net="$ns" env FERRY_DATA_DIR="$d" FERRY_RUN_DIR="${d%/data}/run" FERRY_CGROUP_PARENT="$p-$h" "$FERRY" destroy "$ct" --force >/dev/null 2>&1
+      done
+    done
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$p-"); do
+      ip netns pids "$ns" | xargs -r kill -9 2>/dev/null
+      ip netns del "$ns"
+    done
+    for h in a b; do bench_rm_cgroup "$p-$h"; done
+  done
   for b in $(crun list -q 2>/dev/null | grep '^fb-'); do crun delete -f "$b"; done
   for b in $(runc list -q 2>/dev/null | grep '^fb-'); do runc delete -f "$b"; done
-  [[ -n ${BYHAND_PID:-} ]] && kill -9 "$BYHAND_PID" 2>/dev/null
-  sim_cleanup
-  umount -l "$W"/byhand/rootfs 2>/dev/null
+  # anything still running from a root under the work dir (the by-hand containers)
+  local pid
+  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+    [[ $(readlink "/proc/$pid/root" 2>/dev/null) == "$W"/* ]] && kill -9 "$pid" 2>/dev/null
+  done
+  sleep 0.2
+  grep -F " $W" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  bench_rm_cgroup ferry-bench
+  [[ -s ${OUT:-} ]] && cp "$OUT" /tmp/ferry-bench-last.md   # kept for a look after a failed run
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -81,13 +115,17 @@ PY
 
 . scripts/bench/sections.sh
 
-section_start_stop
-section_memory_per_ct
-section_checkpoint
-section_big_memory
-section_image_format
-section_migration
-section_file_sync
-
+. scripts/bench/migration.sh
+. scripts/bench/filesync.sh
+FAILED=()
+for sec in start_stop memory_per_ct checkpoint big_memory image_format migration file_sync; do
+  t0=$(now)
+  set +e; ( set -e; "section_$sec" ); rc=$?; set -e
+  echo "bench: $sec took $(( ($(now) - t0) / 1000000000 )) s$([[ $rc -ne 0 ]] && echo " and FAILED (exit $rc)")"
+  [[ $rc -eq 0 ]] || FAILED+=("$sec")
+done
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+  printf '\n**Sections that failed in this run:** %s\n' "${FAILED[*]}" >> "$OUT"
+fi
 cp "$OUT" docs/BENCHMARKS.md
 echo "bench: wrote docs/BENCHMARKS.md"
