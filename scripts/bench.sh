@@ -21,8 +21,14 @@ cargo build --release --locked -p ferry -p ferry-dump-format --examples --bins 2
 FERRY=$ROOT/target/release/ferry
 export PATH=$ROOT/target/release:$PATH
 
-if [[ $QUICK -eq 1 ]]; then N=5; NCT=20; SYNC_MB=40; SYNC_FILES=2000; MEM_MB=64; else N=10; NCT=100; SYNC_MB=200; SYNC_FILES=10000; MEM_MB=256; fi
+if [[ $QUICK -eq 1 ]]; then N=5; NCT=20; SYNC_MB=40; SYNC_FILES=2000; SYNC_RUNS=3; MEM_MB=64; else N=10; NCT=100; SYNC_MB=200; SYNC_FILES=10000; SYNC_RUNS=5; MEM_MB=256; fi
 
+# This machine mounts cgroup v1 plus a cgroup2 hierarchy that holds a controller (hybrid
+# mode), which crun refuses; crun then runs without cgroups (runc uses v1 cgroups like ferry).
+CRUN=crun
+if [[ ! -f /sys/fs/cgroup/cgroup.controllers && -s /sys/fs/cgroup/unified/cgroup.controllers ]]; then
+  CRUN="crun --cgroup-manager=disabled"
+fi
 W=$(mktemp -d /tmp/ferry-bench.XXXX)
 # shellcheck source=lib/simhosts.sh
 source scripts/lib/simhosts.sh
@@ -58,7 +64,7 @@ cleanup() {
     done
     for h in a b; do bench_rm_cgroup "$p-$h"; done
   done
-  for b in $(crun list -q 2>/dev/null | grep '^fb-'); do crun delete -f "$b"; done
+  for b in $(crun list -q 2>/dev/null | grep '^fb-'); do $CRUN delete -f "$b"; done
   for b in $(runc list -q 2>/dev/null | grep '^fb-'); do runc delete -f "$b"; done
   # anything still running from a root under the work dir (the by-hand containers)
   local pid
@@ -109,7 +115,8 @@ PY
   echo
   echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; RAM $(free -g | awk '/Mem:/ {print $2}') GiB"
   echo "- kernel $(uname -r); CRIU $(criu --version | awk '/^Version:/ {print $2}'); $(runc --version | head -1); $(crun --version | head -1)"
-  echo "- cgroups: $([[ -f /sys/fs/cgroup/cgroup.controllers ]] && echo v2 || echo v1/hybrid)"
+  echo "- cgroups: $([[ -f /sys/fs/cgroup/cgroup.controllers ]] && echo v2 || echo v1/hybrid)$([[ $CRUN != crun ]] && echo "; crun refuses this hybrid layout, so it runs with \`--cgroup-manager=disabled\` (no cgroups: less work than ferry and runc do)")"
+  echo "- load: the machine is shared; load average at the start $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
 } > "$OUT"
 

@@ -47,7 +47,7 @@ mount -t proc proc $rfs/proc
 mount -t tmpfs tmpfs $rfs/dev
 mknod -m 666 $rfs/dev/null c 1 3
 cd $rfs; pivot_root . oldroot; /bin/busybox umount -l /oldroot
-exec /bin/busybox setsid /bin/sh -c 'exec </dev/null >/dev/null 2>&1; while [ ! -e /tmp/go ]; do sleep 0.05; done; ip link set lo up; exec nc -ll -p 8000 -e /bin/cat'
+exec /bin/busybox setsid /bin/sh -c 'exec </dev/null >/dev/null 2>&1 10<&- 251>&-; while [ ! -e /tmp/go ]; do sleep 0.05; done; ip link set lo up; exec nc -ll -p 8000 -e /bin/cat'
 INIT
   chmod +x "$d/init.sh"
   nsenter --net="/run/netns/$MIG_P-a" unshare -p -f -u -i -n -m "$d/init.sh" </dev/null >/dev/null 2>&1 &

@@ -6,7 +6,7 @@ section_start_stop() {
   : > "$W/ss.ferry"; : > "$W/ss.crun"; : > "$W/ss.runc"
   for _ in $(seq "$N"); do
     t0=$(now); "$FERRY" start fb-ss >/dev/null; "$FERRY" stop fb-ss >/dev/null; t1=$(now); ms "$t0" "$t1" >> "$W/ss.ferry"
-    t0=$(now); (cd "$W/bundle" && crun run -d fb-crun </dev/null >/dev/null 2>&1 && crun delete -f fb-crun); t1=$(now); ms "$t0" "$t1" >> "$W/ss.crun"
+    t0=$(now); (cd "$W/bundle" && $CRUN run -d fb-crun </dev/null >/dev/null 2>&1 && $CRUN delete -f fb-crun); t1=$(now); ms "$t0" "$t1" >> "$W/ss.crun"
     t0=$(now); (cd "$W/bundle" && runc run -d fb-runc </dev/null >/dev/null 2>&1 && runc delete -f fb-runc); t1=$(now); ms "$t0" "$t1" >> "$W/ss.runc"
   done
   "$FERRY" destroy fb-ss >/dev/null
@@ -34,18 +34,25 @@ section_memory_per_ct() {
   sync; echo 3 > /proc/sys/vm/drop_caches
   before=$(mem_avail_kib)
   for i in $(seq "$NCT"); do mkdir -p "$W/cb$i"; cp "$W/bundle/config.json" "$W/cb$i/"; ln -s "$W/bundle/rootfs" "$W/cb$i/rootfs";
-    (cd "$W/cb$i" && crun run -d "fb-c$i" </dev/null >/dev/null 2>&1); done
+    (cd "$W/cb$i" && $CRUN run -d "fb-c$i" </dev/null >/dev/null 2>&1); done
   sleep 2; after=$(mem_avail_kib)
   local crun_kib=$(( (before - after) / NCT ))
-  for i in $(seq "$NCT"); do crun delete -f "fb-c$i" >/dev/null 2>&1; done
+  for i in $(seq "$NCT"); do $CRUN delete -f "fb-c$i" >/dev/null 2>&1; done
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  before=$(mem_avail_kib)
+  for i in $(seq "$NCT"); do (cd "$W/cb$i" && runc run -d "fb-r$i" </dev/null >/dev/null 2>&1); done
+  sleep 2; after=$(mem_avail_kib)
+  local runc_kib=$(( (before - after) / NCT ))
+  for i in $(seq "$NCT"); do runc delete -f "fb-r$i" >/dev/null 2>&1; done
   {
-    echo "## Host memory per idle container ($NCT running, MemAvailable before/after)"
+    echo "## Host memory per idle container ($NCT running; MemAvailable before and after, caches dropped first)"
     echo
-    echo "| what | ferry KiB | crun KiB | ferry/crun |"
-    echo "|---|---|---|---|"
-    echo "| one idle busybox container (init + sleep), incl. its private area's page cache | $ferry_kib | $crun_kib | $(ratio "$ferry_kib" "$crun_kib") |"
+    echo "| what | ferry KiB | crun KiB | runc KiB | ferry/crun | ferry/runc |"
+    echo "|---|---|---|---|---|---|"
+    echo "| one idle busybox container (shell init + sleep) | $ferry_kib | $crun_kib | $runc_kib | $(ratio "$ferry_kib" "$crun_kib") | $(ratio "$ferry_kib" "$runc_kib") |"
     echo
-    echo "ferry's figure includes a private copy of the template per container (crun shares one rootfs here)."
+    echo "One measurement of $NCT containers each. ferry's figure includes each container's private"
+    echo "copy of the template (its page cache and dentries); crun and runc share one rootfs here."
     echo
   } >> "$OUT"
 }
@@ -63,7 +70,7 @@ mount -t proc proc $rfs/proc
 mount -t tmpfs tmpfs $rfs/dev
 mknod -m 666 $rfs/dev/null c 1 3
 cd $rfs; pivot_root . oldroot 2>/dev/null || { mkdir -p oldroot; pivot_root . oldroot; }; /bin/busybox umount -l /oldroot
-exec /bin/busybox setsid /bin/sh -c 'exec </dev/null >/dev/null 2>&1; trap "exit 0" TERM; while :; do sleep 1 & wait \$!; done'
+exec /bin/busybox setsid /bin/sh -c 'exec </dev/null >/dev/null 2>&1 10<&- 251>&-; trap "exit 0" TERM; while :; do sleep 1 & wait \$!; done'
 INIT
   chmod +x "$W/byhand/init.sh"
   mkdir -p "$rfs/oldroot"
