@@ -11,7 +11,7 @@ QUICK=0; [[ ${1:-} == --quick ]] && QUICK=1
 [[ $(id -u) -eq 0 ]] || { echo "bench: run as root" >&2; exit 1; }
 
 scripts/install-deps.sh
-need=(); for p in runc crun iperf3 rsync gcc libc6-dev zstd arping; do
+need=(); for p in runc crun iperf3 rsync gcc libc6-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p"); done
 if [[ ${#need[@]} -gt 0 ]]; then
   apt-get -y -q -o Acquire::Check-Valid-Until=false update >/dev/null
@@ -19,16 +19,20 @@ if [[ ${#need[@]} -gt 0 ]]; then
 fi
 cargo build --release --locked -p ferry -p ferry-dump-format --examples --bins 2>&1 | tail -n 1
 FERRY=$ROOT/target/release/ferry
-export PATH=$ROOT/target/release:$PATH
+export PATH=$ROOT/target/release:$ROOT/target/release/examples:$PATH
 
-if [[ $QUICK -eq 1 ]]; then N=5; NCT=20; SYNC_MB=40; SYNC_FILES=2000; SYNC_RUNS=3; MEM_MB=64; else N=10; NCT=100; SYNC_MB=200; SYNC_FILES=10000; SYNC_RUNS=5; MEM_MB=256; fi
+if [[ $QUICK -eq 1 ]]; then N=5; NCT=20; SYNC_MB=40; SYNC_FILES=2000; SYNC_RUNS=2; MEM_MB=64; else N=10; NCT=100; SYNC_MB=200; SYNC_FILES=10000; SYNC_RUNS=5; MEM_MB=256; fi
 
-# This machine mounts cgroup v1 plus a cgroup2 hierarchy that holds a controller (hybrid
-# mode), which crun refuses; crun then runs without cgroups (runc uses v1 cgroups like ferry).
-CRUN=crun
-if [[ ! -f /sys/fs/cgroup/cgroup.controllers && -s /sys/fs/cgroup/unified/cgroup.controllers ]]; then
-  CRUN="crun --cgroup-manager=disabled"
-fi
+# crun_ns CMD...: CMD where crun works. This machine mounts cgroup v1 plus a cgroup2 hierarchy
+# holding a controller (hybrid mode), which crun 1.8 refuses; in a private mount namespace
+# without /sys/fs/cgroup/unified it sees plain v1 and uses cgroups like runc and ferry.
+crun_ns() {
+  if [[ ! -f /sys/fs/cgroup/cgroup.controllers && -s /sys/fs/cgroup/unified/cgroup.controllers ]]; then
+    unshare -m --propagation private bash -c 'umount -l /sys/fs/cgroup/unified; "$@"' _ "$@"
+  else
+    "$@"
+  fi
+}
 W=$(mktemp -d /tmp/ferry-bench.XXXX)
 # shellcheck source=lib/simhosts.sh
 source scripts/lib/simhosts.sh
@@ -64,7 +68,7 @@ cleanup() {
     done
     for h in a b; do bench_rm_cgroup "$p-$h"; done
   done
-  for b in $(crun list -q 2>/dev/null | grep '^fb-'); do $CRUN delete -f "$b"; done
+  for b in $(crun list -q 2>/dev/null | grep '^fb-'); do crun_ns crun delete -f "$b"; done
   for b in $(runc list -q 2>/dev/null | grep '^fb-'); do runc delete -f "$b"; done
   # anything still running from a root under the work dir (the by-hand containers)
   local pid
@@ -115,7 +119,7 @@ PY
   echo
   echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; RAM $(free -g | awk '/Mem:/ {print $2}') GiB"
   echo "- kernel $(uname -r); CRIU $(criu --version | awk '/^Version:/ {print $2}'); $(runc --version | head -1); $(crun --version | head -1)"
-  echo "- cgroups: $([[ -f /sys/fs/cgroup/cgroup.controllers ]] && echo v2 || echo v1/hybrid)$([[ $CRUN != crun ]] && echo "; crun refuses this hybrid layout, so it runs with \`--cgroup-manager=disabled\` (no cgroups: less work than ferry and runc do)")"
+  echo "- cgroups: $([[ -f /sys/fs/cgroup/cgroup.controllers ]] && echo v2 || echo v1/hybrid)$([[ ! -f /sys/fs/cgroup/cgroup.controllers && -s /sys/fs/cgroup/unified/cgroup.controllers ]] && echo "; crun 1.8 refuses this hybrid layout, so it runs in a mount namespace without the cgroup2 mount (it then uses v1 cgroups like runc and ferry)")"
   echo "- load: the machine is shared; load average at the start $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
 } > "$OUT"
