@@ -35,7 +35,11 @@ section_memory_per_ct() {
   for i in $(seq "$NCT"); do "$FERRY" stop "fb-m$i" --timeout 1 >/dev/null; "$FERRY" destroy "fb-m$i" >/dev/null; done
   sync; echo 3 > /proc/sys/vm/drop_caches
   before=$(mem_avail_kib)
-  for i in $(seq "$NCT"); do mkdir -p "$W/cb$i"; cp "$W/bundle/config.json" "$W/cb$i/"; ln -s "$W/bundle/rootfs" "$W/cb$i/rootfs"; done
+  # One bundle per container, all naming the same rootfs by its absolute path (runc refuses a
+  # symlinked rootfs).
+  python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["root"]["path"]=sys.argv[2]; json.dump(c, open(sys.argv[3], "w"))' \
+    "$W/bundle/config.json" "$W/bundle/rootfs" "$W/shared-config.json"
+  for i in $(seq "$NCT"); do mkdir -p "$W/cb$i"; cp "$W/shared-config.json" "$W/cb$i/config.json"; done
   crun_ns bash -c 'for i in $(seq "$1"); do (cd "$2/cb$i" && crun run -d "fb-c$i" </dev/null >/dev/null 2>&1); done' _ "$NCT" "$W"
   sleep 2; after=$(mem_avail_kib)
   local crun_kib=$(( (before - after) / NCT ))
