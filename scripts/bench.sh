@@ -27,7 +27,7 @@ if [[ $QUICK -eq 1 ]]; then N=5; NCT=20; SYNC_MB=40; SYNC_FILES=2000; SYNC_RUNS=
 # holding a controller (hybrid mode), which crun 1.8 refuses; in a private mount namespace
 # without /sys/fs/cgroup/unified it sees plain v1 and uses cgroups like runc and ferry.
 crun_ns() {
-  if [[ ! -f /sys/fs/cgroup/cgroup.controllers && -s /sys/fs/cgroup/unified/cgroup.controllers ]]; then
+  if [[ ! -f /sys/fs/cgroup/cgroup.controllers && -n $(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null) ]]; then
     unshare -m --propagation private bash -c 'umount -l /sys/fs/cgroup/unified; "$@"' _ "$@"
   else
     "$@"
@@ -82,6 +82,7 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 now() { date +%s%N; }
@@ -119,7 +120,7 @@ PY
   echo
   echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; RAM $(free -g | awk '/Mem:/ {print $2}') GiB"
   echo "- kernel $(uname -r); CRIU $(criu --version | awk '/^Version:/ {print $2}'); $(runc --version | head -1); $(crun --version | head -1)"
-  echo "- cgroups: $([[ -f /sys/fs/cgroup/cgroup.controllers ]] && echo v2 || echo v1/hybrid)$([[ ! -f /sys/fs/cgroup/cgroup.controllers && -s /sys/fs/cgroup/unified/cgroup.controllers ]] && echo "; crun 1.8 refuses this hybrid layout, so it runs in a mount namespace without the cgroup2 mount (it then uses v1 cgroups like runc and ferry)")"
+  echo "- cgroups: $([[ -f /sys/fs/cgroup/cgroup.controllers ]] && echo v2 || echo v1/hybrid)$([[ ! -f /sys/fs/cgroup/cgroup.controllers && -n $(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null) ]] && echo "; crun 1.8 refuses this hybrid layout, so it runs in a mount namespace without the cgroup2 mount (it then uses v1 cgroups like runc and ferry)")"
   echo "- load: the machine is shared; load average at the start $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
 } > "$OUT"

@@ -10,7 +10,7 @@ section_start_stop() {
   done
   "$FERRY" destroy fb-ss >/dev/null
   # crun in one mount namespace made for it (see crun_ns), timed inside it.
-  (cd "$W/bundle" && crun_ns bash -c 'for _ in $(seq "$1"); do t0=$(date +%s%N); crun run -d fb-crun </dev/null >/dev/null 2>&1; crun delete -f fb-crun; echo $(( ($(date +%s%N) - t0) / 1000000 )); done' _ "$N") > "$W/ss.crun"
+  (cd "$W/bundle" && crun_ns bash -c 'for _ in $(seq "$1"); do t0=$(date +%s%N); crun run -d fb-crun </dev/null >/dev/null || exit 1; crun delete -f fb-crun; echo $(( ($(date +%s%N) - t0) / 1000000 )); done' _ "$N") > "$W/ss.crun"
   [[ $(wc -l < "$W/ss.crun") -eq $N ]] || { echo "bench: crun failed" >&2; return 1; }
   {
     echo "## Start + stop (busybox rootfs, one idle init)"
@@ -40,13 +40,13 @@ section_memory_per_ct() {
   python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["root"]["path"]=sys.argv[2]; json.dump(c, open(sys.argv[3], "w"))' \
     "$W/bundle/config.json" "$W/bundle/rootfs" "$W/shared-config.json"
   for i in $(seq "$NCT"); do mkdir -p "$W/cb$i"; cp "$W/shared-config.json" "$W/cb$i/config.json"; done
-  crun_ns bash -c 'for i in $(seq "$1"); do (cd "$2/cb$i" && crun run -d "fb-c$i" </dev/null >/dev/null 2>&1); done' _ "$NCT" "$W"
+  crun_ns bash -c 'for i in $(seq "$1"); do (cd "$2/cb$i" && crun run -d "fb-c$i" </dev/null >/dev/null) || exit 1; done' _ "$NCT" "$W"
   sleep 2; after=$(mem_avail_kib)
   local crun_kib=$(( (before - after) / NCT ))
   crun_ns bash -c 'for i in $(seq "$1"); do crun delete -f "fb-c$i" >/dev/null 2>&1; done' _ "$NCT"
   sync; echo 3 > /proc/sys/vm/drop_caches
   before=$(mem_avail_kib)
-  for i in $(seq "$NCT"); do (cd "$W/cb$i" && runc run -d "fb-r$i" </dev/null >/dev/null 2>&1); done
+  for i in $(seq "$NCT"); do (cd "$W/cb$i" && runc run -d "fb-r$i" </dev/null >/dev/null); done
   sleep 2; after=$(mem_avail_kib)
   local runc_kib=$(( (before - after) / NCT ))
   for i in $(seq "$NCT"); do runc delete -f "fb-r$i" >/dev/null 2>&1; done
