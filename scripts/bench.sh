@@ -2,6 +2,7 @@
 # ferry's benchmarks, each figure next to its peer measured in the same run, written to
 # docs/BENCHMARKS.md. Usage: sudo scripts/bench.sh [--quick]
 #   --quick   fewer repetitions and smaller data (under 3 minutes); the full run stays under 20.
+#   BENCH_SECTIONS="checkpoint migration" runs only those sections (see the list at the end).
 # Peers: crun and runc (Debian 12), the bare criu CLI, tar|zstd, rsync over ssh, iperf3.
 # Everything runs on simulated hosts (network namespaces, 198.18.0.0/15) and is removed at exit.
 set -euo pipefail
@@ -130,7 +131,7 @@ PY
 . scripts/bench/migration.sh
 . scripts/bench/filesync.sh
 FAILED=()
-for sec in start_stop memory_per_ct checkpoint big_memory image_format migration file_sync; do
+for sec in ${BENCH_SECTIONS:-start_stop memory_per_ct checkpoint big_memory image_format migration file_sync}; do
   t0=$(now)
   set +e; ( set -e; "section_$sec" ); rc=$?; set -e
   echo "bench: $sec took $(( ($(now) - t0) / 1000000000 )) s$([[ $rc -ne 0 ]] && echo " and FAILED (exit $rc)")"

@@ -125,7 +125,7 @@ bench_migration() {
   mig_ferry a fb-mig 1 "$mw/warm.json"
   # (A pause is counted whole even when it outlasts the client's run: it waits for the echo.)
   local cdur; cdur=$(python3 -c "print(round(1.5 + $(mig_json "$mw/warm.json" total_ms)/1000, 1))")
-  : > "$mw/f.frozen"; : > "$mw/f.dump"; : > "$mw/f.xfer"; : > "$mw/f.restore"; : > "$mw/f.announce"; : > "$mw/f.total"; : > "$mw/f.pause"
+  : > "$mw/f.frozen"; : > "$mw/f.fsync"; : > "$mw/f.dump"; : > "$mw/f.xfer"; : > "$mw/f.restore"; : > "$mw/f.announce"; : > "$mw/f.total"; : > "$mw/f.pause"
   src=b
   for i in $(seq "$N"); do
     mig_client "$MIG_CT_IP" "$cdur" "$mw/fc$i.json"; local cl=$!
@@ -135,6 +135,7 @@ bench_migration() {
     mig_json "$mw/f$i.json" frozen_ms >> "$mw/f.frozen"; mig_json "$mw/f$i.json" dump_ms >> "$mw/f.dump"
     mig_json "$mw/f$i.json" image_transfer_ms >> "$mw/f.xfer"; mig_json "$mw/f$i.json" restore_ms >> "$mw/f.restore"
     mig_json "$mw/f$i.json" announce_ms >> "$mw/f.announce"; mig_json "$mw/f$i.json" total_ms >> "$mw/f.total"
+    python3 -c 'import json,sys; print((json.load(open(sys.argv[1]))["final_sync"] or {}).get("ms", 0))' "$mw/f$i.json" >> "$mw/f.fsync"
     mig_json "$mw/fc$i.json" longest_pause_ms >> "$mw/f.pause"
     src=$(mig_other "$src")
   done
@@ -218,8 +219,9 @@ PY
     echo "| frozen (ferry) vs dump + restore (bare) | $(fmt "$mw/f.frozen") | $(fmt "$mw/b.both") | $(ratio "$fz" "$bb") |"
     echo "| dump | $(fmt "$mw/f.dump") | $(fmt "$mw/b.dump") | $(ratio "$(med "$mw/f.dump")" "$(med "$mw/b.dump")") |"
     echo "| restore | $(fmt "$mw/f.restore") | $(fmt "$mw/b.restore") | $(ratio "$(med "$mw/f.restore")" "$(med "$mw/b.restore")") |"
+    echo "| final file sync, while frozen (ferry only) | $(fmt "$mw/f.fsync") | | |"
     echo "| image transfer (ferry only) | $(fmt "$mw/f.xfer") | | |"
-    echo "| announce (ferry only) | $(fmt "$mw/f.announce") | | |"
+    echo "| announce, after the container runs again (ferry only) | $(fmt "$mw/f.announce") | | |"
     echo "| whole \`ferry migrate\` (incl. preflight, file sync, cleanup) | $(fmt "$mw/f.total") | | |"
     echo "| client's longest pause | $(fmt "$mw/f.pause") | $(fmt "$mw/b.pause") | $(ratio "$(med "$mw/f.pause")" "$(med "$mw/b.pause")") |"
     echo

@@ -24,41 +24,58 @@ section_start_stop() {
 
 mem_avail_kib() { awk '/MemAvailable/ {print $2}' /proc/meminfo; }
 
+# Memory charged to the memory cgroup of process PID, in KiB (v1 usage_in_bytes or v2 current).
+cg_mem_kib() {
+  local path
+  path=$(awk -F: '$2 == "memory" {print $3}' "/proc/$1/cgroup")
+  if [[ -n $path ]]; then echo $(( $(cat "/sys/fs/cgroup/memory$path/memory.usage_in_bytes") / 1024 ))
+  else path=$(awk -F: '$1 == "0" {print $3}' "/proc/$1/cgroup"); echo $(( $(cat "/sys/fs/cgroup$path/memory.current") / 1024 )); fi
+}
+state_pid() { python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])'; }
+
 section_memory_per_ct() {
   echo "bench: memory per idle container ($NCT containers)"
+  local before after i
+  : > "$W/mem.ferry"; : > "$W/mem.crun"; : > "$W/mem.runc"
   sync; echo 3 > /proc/sys/vm/drop_caches
-  local before after
   before=$(mem_avail_kib)
   for i in $(seq "$NCT"); do "$FERRY" create "fb-m$i" --template "$TPL" >/dev/null; "$FERRY" start "fb-m$i" >/dev/null; done
   sleep 2; after=$(mem_avail_kib)
   local ferry_kib=$(( (before - after) / NCT ))
+  for i in $(seq "$NCT"); do cg_mem_kib "$(state_pid < "$FERRY_RUN_DIR/fb-m$i/state.json")" >> "$W/mem.ferry"; done
   for i in $(seq "$NCT"); do "$FERRY" stop "fb-m$i" --timeout 1 >/dev/null; "$FERRY" destroy "fb-m$i" >/dev/null; done
-  sync; echo 3 > /proc/sys/vm/drop_caches
-  before=$(mem_avail_kib)
   # One bundle per container, all naming the same rootfs by its absolute path (runc refuses a
   # symlinked rootfs).
   python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["root"]["path"]=sys.argv[2]; json.dump(c, open(sys.argv[3], "w"))' \
     "$W/bundle/config.json" "$W/bundle/rootfs" "$W/shared-config.json"
   for i in $(seq "$NCT"); do mkdir -p "$W/cb$i"; cp "$W/shared-config.json" "$W/cb$i/config.json"; done
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  before=$(mem_avail_kib)
   crun_ns bash -c 'for i in $(seq "$1"); do (cd "$2/cb$i" && crun run -d "fb-c$i" </dev/null >/dev/null) || exit 1; done' _ "$NCT" "$W"
   sleep 2; after=$(mem_avail_kib)
   local crun_kib=$(( (before - after) / NCT ))
+  for i in $(seq "$NCT"); do cg_mem_kib "$(crun_ns crun state "fb-c$i" | state_pid)" >> "$W/mem.crun"; done
   crun_ns bash -c 'for i in $(seq "$1"); do crun delete -f "fb-c$i" >/dev/null 2>&1; done' _ "$NCT"
   sync; echo 3 > /proc/sys/vm/drop_caches
   before=$(mem_avail_kib)
   for i in $(seq "$NCT"); do (cd "$W/cb$i" && runc run -d "fb-r$i" </dev/null >/dev/null); done
   sleep 2; after=$(mem_avail_kib)
   local runc_kib=$(( (before - after) / NCT ))
+  for i in $(seq "$NCT"); do cg_mem_kib "$(runc state "fb-r$i" | state_pid)" >> "$W/mem.runc"; done
   for i in $(seq "$NCT"); do runc delete -f "fb-r$i" >/dev/null 2>&1; done
+  local mf mc mr; mf=$(med "$W/mem.ferry"); mc=$(med "$W/mem.crun"); mr=$(med "$W/mem.runc")
   {
-    echo "## Host memory per idle container ($NCT running; MemAvailable before and after, caches dropped first)"
+    echo "## Memory per idle container ($NCT running of each)"
     echo
     echo "| what | ferry KiB | crun KiB | runc KiB | ferry/crun | ferry/runc |"
     echo "|---|---|---|---|---|---|"
-    echo "| one idle busybox container (shell init + sleep) | $ferry_kib | $crun_kib | $runc_kib | $(ratio "$ferry_kib" "$crun_kib") | $(ratio "$ferry_kib" "$runc_kib") |"
+    echo "| charged to the container's memory cgroup (each of the $NCT) | $(fmt "$W/mem.ferry") | $(fmt "$W/mem.crun") | $(fmt "$W/mem.runc") | $(ratio "$mf" "$mc") | $(ratio "$mf" "$mr") |"
+    echo "| host MemAvailable drop / $NCT (caches dropped first; one measurement) | $ferry_kib | $crun_kib | $runc_kib | $(ratio "$ferry_kib" "$crun_kib") | $(ratio "$ferry_kib" "$runc_kib") |"
     echo
-    echo "One measurement of $NCT containers each. ferry's figure includes each container's private"
-    echo "copy of the template (its page cache and dentries); crun and runc share one rootfs here."
+    echo "Each container is a busybox shell as init plus a \`sleep\`. The MemAvailable figure also counts"
+    echo "what the rest of this shared machine did meanwhile, so it is only a rough check (it can even"
+    echo "come out negative). ferry gives each container a private copy of the template (page cache"
+    echo "and dentries on the host, charged to whoever copied it); crun and runc share one rootfs here."
     echo
   } >> "$OUT"
 }
