@@ -2,6 +2,7 @@
 # ferry's benchmarks, each figure next to its peer measured in the same run, written to
 # docs/BENCHMARKS.md. Usage: sudo scripts/bench.sh [--quick]
 #   --quick   fewer repetitions and smaller data (under 3 minutes); the full run stays under 20.
+#   BENCH_SECTIONS="checkpoint migration" runs only those sections (see the list at the end).
 # Peers: crun and runc (Debian 12), the bare criu CLI, tar|zstd, rsync over ssh, iperf3.
 # Everything runs on simulated hosts (network namespaces, 198.18.0.0/15) and is removed at exit.
 set -euo pipefail
@@ -11,7 +12,7 @@ QUICK=0; [[ ${1:-} == --quick ]] && QUICK=1
 [[ $(id -u) -eq 0 ]] || { echo "bench: run as root" >&2; exit 1; }
 
 scripts/install-deps.sh
-need=(); for p in runc crun iperf3 rsync hyperfine gcc libc6-dev; do
+need=(); for p in runc crun iperf3 rsync gcc libc6-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p"); done
 if [[ ${#need[@]} -gt 0 ]]; then
   apt-get -y -q -o Acquire::Check-Valid-Until=false update >/dev/null
@@ -19,25 +20,70 @@ if [[ ${#need[@]} -gt 0 ]]; then
 fi
 cargo build --release --locked -p ferry -p ferry-dump-format --examples --bins 2>&1 | tail -n 1
 FERRY=$ROOT/target/release/ferry
-export PATH=$ROOT/target/release:$PATH
+export PATH=$ROOT/target/release:$ROOT/target/release/examples:$PATH
 
-if [[ $QUICK -eq 1 ]]; then N=5; NCT=20; SYNC_MB=40; SYNC_FILES=2000; MEM_MB=64; else N=10; NCT=100; SYNC_MB=200; SYNC_FILES=10000; MEM_MB=256; fi
+if [[ $QUICK -eq 1 ]]; then N=5; NCT=20; SYNC_MB=40; SYNC_FILES=2000; SYNC_RUNS=2; MEM_MB=64; else N=10; NCT=100; SYNC_MB=200; SYNC_FILES=10000; SYNC_RUNS=5; MEM_MB=256; fi
 
+# crun_ns CMD...: CMD where crun works. This machine mounts cgroup v1 plus a cgroup2 hierarchy
+# holding a controller (hybrid mode), which crun 1.8 refuses; in a private mount namespace
+# without /sys/fs/cgroup/unified it sees plain v1 and uses cgroups like runc and ferry.
+crun_ns() {
+  if [[ ! -f /sys/fs/cgroup/cgroup.controllers && -n $(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null) ]]; then
+    unshare -m --propagation private bash -c 'umount -l /sys/fs/cgroup/unified; "$@"' _ "$@"
+  else
+    "$@"
+  fi
+}
 W=$(mktemp -d /tmp/ferry-bench.XXXX)
 # shellcheck source=lib/simhosts.sh
 source scripts/lib/simhosts.sh
 export FERRY_DATA_DIR=$W/host/data FERRY_RUN_DIR=$W/host/run FERRY_CGROUP_PARENT=ferry-bench
+# Removes a cgroup parent (and anything left under it) from every hierarchy.
+bench_rm_cgroup() {
+  local d
+  for d in /sys/fs/cgroup/*/"$1" /sys/fs/cgroup/"$1"; do
+    [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  return 0
+}
+# Every section runs in a subshell (so one failing section does not stop the others), hence
+# cleanup works from names and files, not from variables a section set.
+SIM_PREFIXES=(fybs fybm)
 cleanup() {
   set +e
   for ct in $("$FERRY" list -a -H -o ctid 2>/dev/null); do "$FERRY" stop "$ct" --timeout 1 >/dev/null 2>&1; "$FERRY" destroy "$ct" --force >/dev/null 2>&1; done
-  for b in $(crun list -q 2>/dev/null | grep '^fb-'); do crun delete -f "$b"; done
+  # ferry containers left on simulated hosts, then the hosts themselves
+  local p h d ns
+  for p in "${SIM_PREFIXES[@]}"; do
+    for d in "$W"/*/sim/*/data; do
+      [[ -d $d ]] || continue
+      h=$(basename "$(dirname "$d")"); ns=/run/netns/$p-$h
+      [[ -e $ns ]] || continue
+      for ct in $(nsenter --net="$ns" env FERRY_DATA_DIR="$d" FERRY_RUN_DIR="${d%/data}/run" FERRY_CGROUP_PARENT="$p-$h" "$FERRY" list -a -H -o ctid 2>/dev/null); do
+        nsenter --net="$ns" env FERRY_DATA_DIR="$d" FERRY_RUN_DIR="${d%/data}/run" FERRY_CGROUP_PARENT="$p-$h" "$FERRY" destroy "$ct" --force >/dev/null 2>&1
+      done
+    done
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$p-"); do
+      ip netns pids "$ns" | xargs -r kill -9 2>/dev/null
+      ip netns del "$ns"
+    done
+    for h in a b; do bench_rm_cgroup "$p-$h"; done
+  done
+  for b in $(crun list -q 2>/dev/null | grep '^fb-'); do crun_ns crun delete -f "$b"; done
   for b in $(runc list -q 2>/dev/null | grep '^fb-'); do runc delete -f "$b"; done
-  [[ -n ${BYHAND_PID:-} ]] && kill -9 "$BYHAND_PID" 2>/dev/null
-  sim_cleanup
-  umount -l "$W"/byhand/rootfs 2>/dev/null
+  # anything still running from a root under the work dir (the by-hand containers)
+  local pid
+  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+    [[ $(readlink "/proc/$pid/root" 2>/dev/null) == "$W"/* ]] && kill -9 "$pid" 2>/dev/null
+  done
+  sleep 0.2
+  grep -F " $W" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  bench_rm_cgroup ferry-bench
+  [[ -s ${OUT:-} ]] && cp "$OUT" /tmp/ferry-bench-last.md   # kept for a look after a failed run
   rm -rf "$W"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 ms() { echo $(( ($2 - $1) / 1000000 )); }
 now() { date +%s%N; }
@@ -75,19 +121,24 @@ PY
   echo
   echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; RAM $(free -g | awk '/Mem:/ {print $2}') GiB"
   echo "- kernel $(uname -r); CRIU $(criu --version | awk '/^Version:/ {print $2}'); $(runc --version | head -1); $(crun --version | head -1)"
-  echo "- cgroups: $([[ -f /sys/fs/cgroup/cgroup.controllers ]] && echo v2 || echo v1/hybrid)"
+  echo "- cgroups: $([[ -f /sys/fs/cgroup/cgroup.controllers ]] && echo v2 || echo v1/hybrid)$([[ ! -f /sys/fs/cgroup/cgroup.controllers && -n $(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null) ]] && echo "; crun 1.8 refuses this hybrid layout, so it runs in a mount namespace without the cgroup2 mount (it then uses v1 cgroups like runc and ferry)")"
+  echo "- load: the machine is shared; load average at the start $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
 } > "$OUT"
 
 . scripts/bench/sections.sh
 
-section_start_stop
-section_memory_per_ct
-section_checkpoint
-section_big_memory
-section_image_format
-section_migration
-section_file_sync
-
+. scripts/bench/migration.sh
+. scripts/bench/filesync.sh
+FAILED=()
+for sec in ${BENCH_SECTIONS:-start_stop memory_per_ct checkpoint big_memory image_format migration file_sync}; do
+  t0=$(now)
+  set +e; ( set -e; "section_$sec" ); rc=$?; set -e
+  echo "bench: $sec took $(( ($(now) - t0) / 1000000000 )) s$([[ $rc -ne 0 ]] && echo " and FAILED (exit $rc)")"
+  [[ $rc -eq 0 ]] || FAILED+=("$sec")
+done
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+  printf '\n**Sections that failed in this run:** %s\n' "${FAILED[*]}" >> "$OUT"
+fi
 cp "$OUT" docs/BENCHMARKS.md
 echo "bench: wrote docs/BENCHMARKS.md"

@@ -6,10 +6,12 @@ section_start_stop() {
   : > "$W/ss.ferry"; : > "$W/ss.crun"; : > "$W/ss.runc"
   for _ in $(seq "$N"); do
     t0=$(now); "$FERRY" start fb-ss >/dev/null; "$FERRY" stop fb-ss >/dev/null; t1=$(now); ms "$t0" "$t1" >> "$W/ss.ferry"
-    t0=$(now); (cd "$W/bundle" && crun run -d fb-crun </dev/null >/dev/null 2>&1 && crun delete -f fb-crun); t1=$(now); ms "$t0" "$t1" >> "$W/ss.crun"
     t0=$(now); (cd "$W/bundle" && runc run -d fb-runc </dev/null >/dev/null 2>&1 && runc delete -f fb-runc); t1=$(now); ms "$t0" "$t1" >> "$W/ss.runc"
   done
   "$FERRY" destroy fb-ss >/dev/null
+  # crun in one mount namespace made for it (see crun_ns), timed inside it.
+  (cd "$W/bundle" && crun_ns bash -c 'for _ in $(seq "$1"); do t0=$(date +%s%N); crun run -d fb-crun </dev/null >/dev/null || exit 1; crun delete -f fb-crun; echo $(( ($(date +%s%N) - t0) / 1000000 )); done' _ "$N") > "$W/ss.crun"
+  [[ $(wc -l < "$W/ss.crun") -eq $N ]] || { echo "bench: crun failed" >&2; return 1; }
   {
     echo "## Start + stop (busybox rootfs, one idle init)"
     echo
@@ -22,30 +24,58 @@ section_start_stop() {
 
 mem_avail_kib() { awk '/MemAvailable/ {print $2}' /proc/meminfo; }
 
+# Memory charged to the memory cgroup of process PID, in KiB (v1 usage_in_bytes or v2 current).
+cg_mem_kib() {
+  local path
+  path=$(awk -F: '$2 == "memory" {print $3}' "/proc/$1/cgroup")
+  if [[ -n $path ]]; then echo $(( $(cat "/sys/fs/cgroup/memory$path/memory.usage_in_bytes") / 1024 ))
+  else path=$(awk -F: '$1 == "0" {print $3}' "/proc/$1/cgroup"); echo $(( $(cat "/sys/fs/cgroup$path/memory.current") / 1024 )); fi
+}
+state_pid() { python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])'; }
+
 section_memory_per_ct() {
   echo "bench: memory per idle container ($NCT containers)"
+  local before after i
+  : > "$W/mem.ferry"; : > "$W/mem.crun"; : > "$W/mem.runc"
   sync; echo 3 > /proc/sys/vm/drop_caches
-  local before after
   before=$(mem_avail_kib)
   for i in $(seq "$NCT"); do "$FERRY" create "fb-m$i" --template "$TPL" >/dev/null; "$FERRY" start "fb-m$i" >/dev/null; done
   sleep 2; after=$(mem_avail_kib)
   local ferry_kib=$(( (before - after) / NCT ))
+  for i in $(seq "$NCT"); do cg_mem_kib "$(state_pid < "$FERRY_RUN_DIR/fb-m$i/state.json")" >> "$W/mem.ferry"; done
   for i in $(seq "$NCT"); do "$FERRY" stop "fb-m$i" --timeout 1 >/dev/null; "$FERRY" destroy "fb-m$i" >/dev/null; done
+  # One bundle per container, all naming the same rootfs by its absolute path (runc refuses a
+  # symlinked rootfs).
+  python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["root"]["path"]=sys.argv[2]; json.dump(c, open(sys.argv[3], "w"))' \
+    "$W/bundle/config.json" "$W/bundle/rootfs" "$W/shared-config.json"
+  for i in $(seq "$NCT"); do mkdir -p "$W/cb$i"; cp "$W/shared-config.json" "$W/cb$i/config.json"; done
   sync; echo 3 > /proc/sys/vm/drop_caches
   before=$(mem_avail_kib)
-  for i in $(seq "$NCT"); do mkdir -p "$W/cb$i"; cp "$W/bundle/config.json" "$W/cb$i/"; ln -s "$W/bundle/rootfs" "$W/cb$i/rootfs";
-    (cd "$W/cb$i" && crun run -d "fb-c$i" </dev/null >/dev/null 2>&1); done
+  crun_ns bash -c 'for i in $(seq "$1"); do (cd "$2/cb$i" && crun run -d "fb-c$i" </dev/null >/dev/null) || exit 1; done' _ "$NCT" "$W"
   sleep 2; after=$(mem_avail_kib)
   local crun_kib=$(( (before - after) / NCT ))
-  for i in $(seq "$NCT"); do crun delete -f "fb-c$i" >/dev/null 2>&1; done
+  for i in $(seq "$NCT"); do cg_mem_kib "$(crun_ns crun state "fb-c$i" | state_pid)" >> "$W/mem.crun"; done
+  crun_ns bash -c 'for i in $(seq "$1"); do crun delete -f "fb-c$i" >/dev/null 2>&1; done' _ "$NCT"
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  before=$(mem_avail_kib)
+  for i in $(seq "$NCT"); do (cd "$W/cb$i" && runc run -d "fb-r$i" </dev/null >/dev/null); done
+  sleep 2; after=$(mem_avail_kib)
+  local runc_kib=$(( (before - after) / NCT ))
+  for i in $(seq "$NCT"); do cg_mem_kib "$(runc state "fb-r$i" | state_pid)" >> "$W/mem.runc"; done
+  for i in $(seq "$NCT"); do runc delete -f "fb-r$i" >/dev/null 2>&1; done
+  local mf mc mr; mf=$(med "$W/mem.ferry"); mc=$(med "$W/mem.crun"); mr=$(med "$W/mem.runc")
   {
-    echo "## Host memory per idle container ($NCT running, MemAvailable before/after)"
+    echo "## Memory per idle container ($NCT running of each)"
     echo
-    echo "| what | ferry KiB | crun KiB | ferry/crun |"
-    echo "|---|---|---|---|"
-    echo "| one idle busybox container (init + sleep), incl. its private area's page cache | $ferry_kib | $crun_kib | $(ratio "$ferry_kib" "$crun_kib") |"
+    echo "| what | ferry KiB | crun KiB | runc KiB | ferry/crun | ferry/runc |"
+    echo "|---|---|---|---|---|---|"
+    echo "| charged to the container's memory cgroup (each of the $NCT) | $(fmt "$W/mem.ferry") | $(fmt "$W/mem.crun") | $(fmt "$W/mem.runc") | $(ratio "$mf" "$mc") | $(ratio "$mf" "$mr") |"
+    echo "| host MemAvailable drop / $NCT (caches dropped first; one measurement) | $ferry_kib | $crun_kib | $runc_kib | $(ratio "$ferry_kib" "$crun_kib") | $(ratio "$ferry_kib" "$runc_kib") |"
     echo
-    echo "ferry's figure includes a private copy of the template per container (crun shares one rootfs here)."
+    echo "Each container is a busybox shell as init plus a \`sleep\`. The MemAvailable figure also counts"
+    echo "what the rest of this shared machine did meanwhile, so it is only a rough check (it can even"
+    echo "come out negative). ferry gives each container a private copy of the template (page cache"
+    echo "and dentries on the host, charged to whoever copied it); crun and runc share one rootfs here."
     echo
   } >> "$OUT"
 }
@@ -63,7 +93,7 @@ mount -t proc proc $rfs/proc
 mount -t tmpfs tmpfs $rfs/dev
 mknod -m 666 $rfs/dev/null c 1 3
 cd $rfs; pivot_root . oldroot 2>/dev/null || { mkdir -p oldroot; pivot_root . oldroot; }; /bin/busybox umount -l /oldroot
-exec /bin/busybox setsid /bin/sh -c 'exec </dev/null >/dev/null 2>&1; trap "exit 0" TERM; while :; do sleep 1 & wait \$!; done'
+exec /bin/busybox setsid /bin/sh -c 'exec </dev/null >/dev/null 2>&1 10<&- 251>&-; trap "exit 0" TERM; while :; do sleep 1 & wait \$!; done'
 INIT
   chmod +x "$W/byhand/init.sh"
   mkdir -p "$rfs/oldroot"
@@ -119,35 +149,48 @@ section_big_memory() {
   "$FERRY" start fb-big >/dev/null
   "$FERRY" exec fb-big -- sh -c "touch_mem $MEM_MB </dev/null >/dev/null 2>&1 &"
   sleep $(( MEM_MB / 128 + 2 ))
-  local lvl t0 t1 size
-  {
-    echo "## Dumping ${MEM_MB} MiB of touched memory"
-    echo
-    echo "| ferry checkpoint | ms | MB/s | image MiB |"
-    echo "|---|---|---|---|"
-  } >> "$OUT"
-  for lvl in 0 1; do
-    t0=$(now); "$FERRY" checkpoint fb-big --keep-running --compress "$lvl" --dumpfile "$W/big$lvl.img" >/dev/null; t1=$(now)
-    size=$(stat -c %s "$W/big$lvl.img")
-    row "$([[ $lvl -eq 0 ]] && echo 'uncompressed' || echo 'zstd level 1') | $(ms "$t0" "$t1") | $(python3 -c "print(round($MEM_MB*1.048576/(($t1-$t0)/1e9),1))") | $(python3 -c "print(round($size/1048576,1))")"
+  local kind i t0 t1 mb=$(( MEM_MB ))
+  : > "$W/bd.dir"; : > "$W/bd.0"; : > "$W/bd.1"; : > "$W/bds.0"; : > "$W/bds.1"
+  for i in $(seq 5); do
+    rm -rf "$W/bigdir"
+    t0=$(now); "$FERRY" checkpoint fb-big --keep-running --images-dir "$W/bigdir" >/dev/null; t1=$(now); ms "$t0" "$t1" >> "$W/bd.dir"
+    for kind in 0 1; do
+      t0=$(now); "$FERRY" checkpoint fb-big --keep-running --compress "$kind" --dumpfile "$W/big.img" >/dev/null; t1=$(now)
+      ms "$t0" "$t1" >> "$W/bd.$kind"; stat -c %s "$W/big.img" >> "$W/bds.$kind"; rm -f "$W/big.img"
+    done
   done
-  echo >> "$OUT"
-  # The raw CRIU image directory of the same container, for the image-format section.
-  rm -rf "$W/bigdir"; mkdir "$W/bigdir"
-  criu dump -t "$(cat "$FERRY_RUN_DIR/fb-big/state.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')" \
-    -D "$W/bigdir" --leave-running -o dump.log >/dev/null 2>&1 || echo "bench: raw criu dump of fb-big failed (see $W/bigdir/dump.log)"
+  mbs() { python3 -c "print(round($mb*1.048576/($1/1000),1))"; }
+  local d0 d1 dd; dd=$(med "$W/bd.dir"); d0=$(med "$W/bd.0"); d1=$(med "$W/bd.1")
+  {
+    echo "## Dumping ${MEM_MB} MiB of touched memory (\`ferry checkpoint --keep-running\`; 5 runs)"
+    echo
+    echo "The plain CRIU image directory (\`--images-dir\`) is the baseline: the same CRIU dump with no"
+    echo "ferry image file around it. MB/s counts the ${MEM_MB} MiB of touched memory."
+    echo
+    echo "| output | ms | MB/s | image MiB | ms vs CRIU directory |"
+    echo "|---|---|---|---|---|"
+    echo "| plain CRIU image directory | $(fmt "$W/bd.dir") | $(mbs "$dd") | $(du -sm "$W/bigdir" | cut -f1) | 1.00 |"
+    echo "| ferry image file, uncompressed | $(fmt "$W/bd.0") | $(mbs "$d0") | $(python3 -c "print(round($(med "$W/bds.0")/1048576,1))") | $(ratio "$d0" "$dd") |"
+    echo "| ferry image file, zstd level 1 | $(fmt "$W/bd.1") | $(mbs "$d1") | $(python3 -c "print(round($(med "$W/bds.1")/1048576,1))") | $(ratio "$d1" "$dd") |"
+    echo
+  } >> "$OUT"
+  rm -f "$W"/big*.img
   "$FERRY" stop fb-big >/dev/null; "$FERRY" destroy fb-big >/dev/null
 }
 
 section_image_format() {
   echo "bench: image format"
-  [[ -d $W/bigdir ]] || return 0
+  [[ -d $W/bigdir ]] || { echo "bench: no image directory from the big-memory section" >&2; return 1; }
   local dirmb; dirmb=$(du -sm "$W/bigdir" | cut -f1)
   : > "$W/if.ferry"; : > "$W/if.tar"; : > "$W/ifs.ferry"; : > "$W/ifs.tar"; : > "$W/rv.ferry"
-  for _ in $(seq "$N"); do
-    sync; t0=$(now); write_bench write "$W/bigdir" "$W/if.img" >/dev/null; t1=$(now); ms "$t0" "$t1" >> "$W/if.ferry"; stat -c %s "$W/if.img" >> "$W/ifs.ferry"
-    t0=$(now); write_bench verify "$W/if.img" >/dev/null; t1=$(now); ms "$t0" "$t1" >> "$W/rv.ferry"
-    t0=$(now); tar -cf - -C "$W/bigdir" . | zstd -q -1 -T0 > "$W/if.tar.zst"; t1=$(now); ms "$t0" "$t1" >> "$W/if.tar"; stat -c %s "$W/if.tar.zst" >> "$W/ifs.tar"
+  local i
+  for i in $(seq "$N"); do
+    # write_bench times its own write and read + verify (same zstd level 1, all cores).
+    sync; write_bench "$W/bigdir" --out "$W/if.img" | tail -n 1 > "$W/wb$i.json"
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(round(r["write_secs"]*1000)); print(round(r["verify_secs"]*1000), file=sys.stderr)' "$W/wb$i.json" >> "$W/if.ferry" 2>> "$W/rv.ferry"
+    stat -c %s "$W/if.img" >> "$W/ifs.ferry"; rm -f "$W/if.img"
+    sync; t0=$(now); tar -cf - -C "$W/bigdir" . | zstd -q -1 -T0 > "$W/if.tar.zst"; t1=$(now); ms "$t0" "$t1" >> "$W/if.tar"; stat -c %s "$W/if.tar.zst" >> "$W/ifs.tar"
+    rm -f "$W/if.tar.zst"
   done
   local fm tm; fm=$(med "$W/if.ferry"); tm=$(med "$W/if.tar")
   {
@@ -157,7 +200,7 @@ section_image_format() {
     echo "|---|---|---|---|"
     echo "| time ms | $(fmt "$W/if.ferry") | $(fmt "$W/if.tar") | $(ratio "$fm" "$tm") |"
     echo "| size bytes | $(med "$W/ifs.ferry") | $(med "$W/ifs.tar") | $(ratio "$(med "$W/ifs.ferry")" "$(med "$W/ifs.tar")") |"
-    echo "| read + verify ms (ferry) | $(fmt "$W/rv.ferry") | | |"
+    echo "| read + verify ms (ferry; tar has no checksums to verify) | $(fmt "$W/rv.ferry") | | |"
     echo "| read + verify MB/s (ferry) | $(python3 -c "print(round($dirmb*1.048576/($(med "$W/rv.ferry")/1000),1))") | | |"
     echo
   } >> "$OUT"
@@ -165,13 +208,11 @@ section_image_format() {
 }
 
 section_migration() {
-  echo "bench: migration (see scripts/bench/migration.sh)"
-  . scripts/bench/migration.sh
+  echo "bench: migration"
   bench_migration
 }
 
 section_file_sync() {
   echo "bench: file sync"
-  . scripts/bench/filesync.sh
   bench_file_sync
 }

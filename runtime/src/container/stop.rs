@@ -30,10 +30,7 @@ pub fn stop(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, timeout: D
             let _ = State { net_objects: net, ..state.clone() }.save(host);
         }
         let _ = kill(Pid::from_raw(state.pid), Signal::SIGTERM);
-        let deadline = Instant::now() + timeout;
-        while state.is_alive() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(Instant::now() + timeout, || !state.is_alive());
     }
     teardown(host, cfg, state.as_ref())
 }
@@ -55,16 +52,47 @@ pub fn teardown(host: &Host, cfg: &ContainerConfig, state: Option<&State>) -> Re
     }
     cg.kill_all(Signal::SIGKILL, Duration::from_secs(10))?;
     if let Some(s) = state {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while s.is_alive() {
-            if Instant::now() > deadline {
-                return Err(Error::ct(ct.as_str(), "stop", format!("PID 1 ({}) did not exit after SIGKILL; check it with `ps`", s.pid)));
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if !wait_until(Instant::now() + Duration::from_secs(10), || !s.is_alive()) {
+            return Err(Error::ct(ct.as_str(), "stop", format!("PID 1 ({}) did not exit after SIGKILL; check it with `ps`", s.pid)));
         }
     }
     crate::storage::unmount_root(host, cfg)?;
     cg.destroy()?;
     hooks::net_hook_after_stop(host, cfg, state.and_then(|s| s.net_objects.as_ref()))?;
     State::remove(host, ct)
+}
+
+/// Poll `done` until it holds or `deadline` passes; true when it held. A process that obeys
+/// a signal is usually gone within a millisecond or two, so the pauses start at 1 ms and
+/// double up to 20 ms: a fixed 20 ms pause made every stop at least that slow.
+fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_until_returns_once_done_and_gives_up_at_the_deadline() {
+        let mut n = 0;
+        assert!(wait_until(Instant::now() + Duration::from_secs(5), || {
+            n += 1;
+            n == 3
+        }));
+        assert_eq!(n, 3);
+        let t = Instant::now();
+        assert!(!wait_until(t + Duration::from_millis(30), || false));
+        assert!(t.elapsed() >= Duration::from_millis(30));
+    }
 }

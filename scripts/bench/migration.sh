@@ -1,0 +1,248 @@
+# Migration benchmark (sourced by sections.sh; uses bench.sh's helpers and variables).
+#
+# 1. Frozen time of `ferry migrate` (from --json) for a container running an echo server with a
+#    client holding one TCP connection to it, migrated A→B and back alternately $N times, next
+#    to the bare `criu dump` + `criu restore` time of a container made by hand with the same
+#    rootfs, echo server and client, moved between the same two hosts the same way.
+# 2. Image transfer rate of a container holding $MEM_MB MiB of touched memory (image_bytes /
+#    image_transfer_ms, no compression so the wire carries every byte), next to iperf3 between
+#    the two hosts' namespaces over the same veth path, and raw ssh throughput (the image goes
+#    through ssh, so ssh's cipher is the ceiling that applies to ferry).
+
+MIG_P=fybm                      # netns prefix: fybm-sw, fybm-a, fybm-b, fybm-cl
+MIG_NET=198.18.4
+MIG_CT_IP=$MIG_NET.101          # ferry's echo container
+MIG_BH_IP=$MIG_NET.100          # the by-hand container
+MIG_BH_PID=
+
+mig_json() {  # FILE FIELD
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
+}
+
+mig_other() { [[ $1 == a ]] && echo b || echo a; }
+mig_ip() { [[ $1 == a ]] && echo "$MIG_NET.1" || echo "$MIG_NET.2"; }
+
+# mig_ferry SRC CTID COMPRESS OUT: one `ferry migrate` from host SRC to the other host.
+mig_ferry() {
+  local src=$1 ct=$2 lvl=$3 out=$4 dst; dst=$(mig_other "$1")
+  on "$src" "$FERRY" migrate "$ct" "root@$(mig_ip "$dst")" --compress "$lvl" --json \
+    --ssh-opts "$(sim_ssh_opts)" --remote-ferry "env $(sim_env "$dst") $FERRY" > "$out" 2> "$out.err" || {
+    echo "bench: migration of $ct from $src failed:" >&2; cat "$out.err" >&2; return 1; }
+}
+
+mig_client() {  # IP SECONDS OUT: a client in its own netns, in the background
+  nsenter --net="/run/netns/$MIG_P-cl" python3 scripts/lib/tcp_client.py "$1" 8000 "$2" --json > "$3" 2>&1 &
+}
+
+# The by-hand container: fresh pid/mnt/uts/ipc/net namespaces started inside host a's netns,
+# a routed veth (venet style) and an echo server, as in shared/reference/migration-by-hand.sh.
+mig_byhand_start() {
+  local d=$1 rfs=$1/rootfs
+  mkdir -p "$d"; cp -a "$TPL" "$rfs"; mkdir -p "$rfs/oldroot"
+  cat > "$d/init.sh" <<INIT
+#!/bin/sh
+mount --make-rprivate /
+mount --bind $rfs $rfs
+mount -t proc proc $rfs/proc
+mount -t tmpfs tmpfs $rfs/dev
+mknod -m 666 $rfs/dev/null c 1 3
+cd $rfs; pivot_root . oldroot; /bin/busybox umount -l /oldroot
+exec /bin/busybox setsid /bin/sh -c 'exec </dev/null >/dev/null 2>&1 10<&- 251>&-; while [ ! -e /tmp/go ]; do sleep 0.05; done; ip link set lo up; exec nc -ll -p 8000 -e /bin/cat'
+INIT
+  chmod +x "$d/init.sh"
+  nsenter --net="/run/netns/$MIG_P-a" unshare -p -f -u -i -n -m "$d/init.sh" </dev/null >/dev/null 2>&1 &
+  local u=$! _
+  for _ in $(seq 100); do MIG_BH_PID=$(pgrep -P "$u" || true); [[ -n $MIG_BH_PID ]] && break; sleep 0.05; done
+  [[ -n $MIG_BH_PID ]] || { echo "bench: the by-hand container did not start" >&2; return 1; }
+  ip -n "$MIG_P-a" link add vbh100 type veth peer name eth0 netns "/proc/$MIG_BH_PID/ns/net"
+  nsenter -t "$MIG_BH_PID" -n sh -c "ip addr add $MIG_BH_IP/32 dev eth0; ip link set eth0 up; ip route add default dev eth0"
+  mig_byhand_plumb a
+  touch "$rfs/tmp/go"
+  sleep 0.3
+}
+
+# Host side of the by-hand container's network on host H: veth up, proxy ARP, /32 route.
+mig_byhand_plumb() {
+  local ns=$MIG_P-$1
+  ip -n "$ns" link set vbh100 up
+  nsenter --net="/run/netns/$ns" sysctl -qw net.ipv4.conf.vbh100.proxy_arp=1
+  ip -n "$ns" route replace "$MIG_BH_IP/32" dev vbh100
+  ip -n "$ns" neigh replace proxy "$MIG_BH_IP" dev eth0
+}
+
+# One bare move of the by-hand container from SRC to the other host: criu dump there, criu
+# restore on the destination (same image directory: no copy), then the network plumbing.
+# Appends dump ms and restore ms to $1.dump / $1.restore.
+mig_byhand_move() {
+  local stem=$1 src=$2 img=$3 dst t0 t1 t2; dst=$(mig_other "$src")
+  rm -rf "$img"; mkdir -p "$img"; rm -f "$img.pid"
+  t0=$(now)
+  nsenter --net="/run/netns/$MIG_P-$src" criu dump -t "$MIG_BH_PID" -D "$img" --tcp-established -o dump.log ||
+    { echo "bench: bare criu dump failed:" >&2; grep -E 'Error' "$img/dump.log" >&2; return 1; }
+  t1=$(now)
+  nsenter --net="/run/netns/$MIG_P-$dst" criu restore -D "$img" --root "$W/mig/bh/rootfs" --tcp-established -d \
+    -o restore.log --pidfile "$img.pid" --external 'veth[eth0]:vbh100' ||
+    { echo "bench: bare criu restore failed:" >&2; grep -E 'Error' "$img/restore.log" >&2; return 1; }
+  t2=$(now)
+  MIG_BH_PID=$(cat "$img.pid")
+  ip -n "$MIG_P-$src" neigh del proxy "$MIG_BH_IP" dev eth0 2>/dev/null || true
+  mig_byhand_plumb "$dst"
+  nsenter --net="/run/netns/$MIG_P-$dst" arping -q -c1 -U -I eth0 -s "$MIG_BH_IP" "$MIG_BH_IP" >/dev/null 2>&1 &
+  ms "$t0" "$t1" >> "$stem.dump"; ms "$t1" "$t2" >> "$stem.restore"
+  python3 -c "print(($t2-$t0)//1000000)" >> "$stem.both"
+}
+
+mig_cleanup() {
+  set +e
+  [[ -n ${MIG_BH_PID:-} ]] && kill -9 "$MIG_BH_PID" 2>/dev/null
+  MIG_BH_PID=
+  local h ct
+  for h in a b; do
+    [[ -e /run/netns/$MIG_P-$h ]] || continue
+    for ct in $(on "$h" "$FERRY" list -a -H -o ctid 2>/dev/null); do
+      on "$h" "$FERRY" stop "$ct" --timeout 1 >/dev/null 2>&1; on "$h" "$FERRY" destroy "$ct" --force >/dev/null 2>&1
+    done
+  done
+  [[ ${SIM_PREFIX:-} == "$MIG_P" ]] && sim_cleanup
+  for h in a b; do bench_rm_cgroup "$MIG_P-$h"; done
+}
+
+bench_migration() {
+  local mw=$W/mig; mkdir -p "$mw"
+  sim_init "$MIG_P" "$mw/sim"
+  sim_host a "$MIG_NET.1"
+  sim_host b "$MIG_NET.2"
+  sim_client cl "$MIG_NET.3"
+  sim_sshd a; sim_sshd b
+  local i src
+
+  # --- ferry: echo container, live migrations back and forth ------------------------------
+  on a "$FERRY" create fb-mig --template "$TPL" --ipadd "$MIG_CT_IP" >/dev/null
+  on a "$FERRY" start fb-mig >/dev/null
+  on a "$FERRY" exec fb-mig -- sh -c 'nc -ll -p 8000 -e /bin/cat </dev/null >/dev/null 2>&1 &'
+  sleep 0.5
+  # A first migration, not counted, sizes the client's run so it spans a whole migration.
+  mig_ferry a fb-mig 1 "$mw/warm.json"
+  # (A pause is counted whole even when it outlasts the client's run: it waits for the echo.)
+  local cdur; cdur=$(python3 -c "print(round(1.5 + $(mig_json "$mw/warm.json" total_ms)/1000, 1))")
+  : > "$mw/f.frozen"; : > "$mw/f.fsync"; : > "$mw/f.dump"; : > "$mw/f.xfer"; : > "$mw/f.restore"; : > "$mw/f.announce"; : > "$mw/f.total"; : > "$mw/f.pause"
+  src=b
+  for i in $(seq "$N"); do
+    mig_client "$MIG_CT_IP" "$cdur" "$mw/fc$i.json"; local cl=$!
+    sleep 1
+    mig_ferry "$src" fb-mig 1 "$mw/f$i.json"
+    wait "$cl" || { echo "bench: the client's connection to ferry's container broke: $(cat "$mw/fc$i.json")" >&2; return 1; }
+    mig_json "$mw/f$i.json" frozen_ms >> "$mw/f.frozen"; mig_json "$mw/f$i.json" dump_ms >> "$mw/f.dump"
+    mig_json "$mw/f$i.json" image_transfer_ms >> "$mw/f.xfer"; mig_json "$mw/f$i.json" restore_ms >> "$mw/f.restore"
+    mig_json "$mw/f$i.json" announce_ms >> "$mw/f.announce"; mig_json "$mw/f$i.json" total_ms >> "$mw/f.total"
+    python3 -c 'import json,sys; print((json.load(open(sys.argv[1]))["final_sync"] or {}).get("ms", 0))' "$mw/f$i.json" >> "$mw/f.fsync"
+    mig_json "$mw/fc$i.json" longest_pause_ms >> "$mw/f.pause"
+    src=$(mig_other "$src")
+  done
+  on "$src" "$FERRY" destroy fb-mig --force >/dev/null
+
+  # --- bare criu: the by-hand echo container, dump on one host, restore on the other -------
+  mig_byhand_start "$mw/bh"
+  : > "$mw/b.dump"; : > "$mw/b.restore"; : > "$mw/b.both"; : > "$mw/b.pause"
+  src=a
+  for i in $(seq "$N"); do
+    mig_client "$MIG_BH_IP" 2.5 "$mw/bc$i.json"; local cl=$!
+    sleep 1
+    mig_byhand_move "$mw/b" "$src" "$mw/bimg"
+    wait "$cl" || { echo "bench: the client's connection to the by-hand container broke: $(cat "$mw/bc$i.json")" >&2; return 1; }
+    mig_json "$mw/bc$i.json" longest_pause_ms >> "$mw/b.pause"
+    src=$(mig_other "$src")
+  done
+  kill -9 "$MIG_BH_PID" 2>/dev/null; MIG_BH_PID=
+
+  # --- image transfer of a container with touched memory ------------------------------------
+  on a "$FERRY" create fb-migbig --template "$TPL" >/dev/null
+  cp "$W/touch_mem" "$mw/sim/a/data/private/fb-migbig/bin/touch_mem"
+  on a "$FERRY" start fb-migbig >/dev/null
+  on a "$FERRY" exec fb-migbig -- sh -c "touch_mem $MEM_MB </dev/null >/dev/null 2>&1 &"
+  sleep $(( MEM_MB / 128 + 2 ))
+  : > "$mw/x.rate"; : > "$mw/x.frozen"; : > "$mw/x.bytes"
+  src=a
+  for i in $(seq "$N"); do
+    mig_ferry "$src" fb-migbig 0 "$mw/x$i.json"
+    python3 - "$mw/x$i.json" >> "$mw/x.rate" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(round(r["image_bytes"] * 8 / (max(r["image_transfer_ms"], 1) / 1000) / 1e6, 1))
+PY
+    mig_json "$mw/x$i.json" frozen_ms >> "$mw/x.frozen"; mig_json "$mw/x$i.json" image_bytes >> "$mw/x.bytes"
+    src=$(mig_other "$src")
+  done
+  on "$src" "$FERRY" destroy fb-migbig --force >/dev/null
+
+  # iperf3 between the two host namespaces (server in b, client in a), the same veth path.
+  local secs=3; [[ $QUICK -eq 1 ]] && secs=1
+  : > "$mw/iperf"
+  for i in $(seq 5); do
+    nsenter --net="/run/netns/$MIG_P-b" iperf3 -s -1 -B "$MIG_NET.2" >/dev/null 2>&1 &
+    local srv=$!; sleep 0.3
+    nsenter --net="/run/netns/$MIG_P-a" iperf3 -c "$MIG_NET.2" -t "$secs" -J > "$mw/iperf$i.json"
+    wait "$srv" 2>/dev/null || true
+    python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e6,1))' "$mw/iperf$i.json" >> "$mw/iperf"
+  done
+  # Raw ssh throughput over the same path: what any ssh-carried stream can reach. The time of
+  # an empty ssh session (connection set-up) is taken off each run.
+  : > "$mw/ssh"
+  local t2 t3
+  for i in $(seq 5); do
+    t0=$(now); nsenter --net="/run/netns/$MIG_P-a" ssh $(sim_ssh_opts) "root@$MIG_NET.2" true; t1=$(now)
+    nsenter --net="/run/netns/$MIG_P-a" sh -c "dd if=/dev/zero bs=1M count=$MEM_MB status=none | ssh $(sim_ssh_opts) root@$MIG_NET.2 'cat >/dev/null'"
+    t2=$(now)
+    python3 -c "print(round($MEM_MB*1048576*8/(max(($t2-$t1)-($t1-$t0), 1)/1e9)/1e6,1))" >> "$mw/ssh"
+  done
+  local cipher
+  cipher=$(nsenter --net="/run/netns/$MIG_P-a" ssh -v $(sim_ssh_opts) -o LogLevel=DEBUG1 "root@$MIG_NET.2" true 2>&1 |
+    awk '/kex: server->client cipher:/ {print $5; exit}')
+
+  mig_cleanup
+  local fz bb rate ip sh
+  fz=$(med "$mw/f.frozen"); bb=$(med "$mw/b.both"); rate=$(med "$mw/x.rate"); ip=$(med "$mw/iperf"); sh=$(med "$mw/ssh")
+  {
+    echo "## Live migration between two simulated hosts ($N migrations, alternately A→B and B→A)"
+    echo
+    echo "An echo server (busybox \`nc -ll -e /bin/cat\`) in the container, and a client in a third"
+    echo "namespace doing a round trip every 20 ms on one TCP connection during each migration."
+    echo "The peer is a container made by hand with the same rootfs and echo server (own pid, mount,"
+    echo "uts, ipc and net namespaces, a routed veth), moved between the same two hosts with the bare"
+    echo "CLI: \`criu dump --tcp-established\` on one host, \`criu restore --tcp-established\` on the"
+    echo "other, reading the same image directory (no copy, no compression, no checksums), then its"
+    echo "route and proxy ARP entry set by hand. ferry's frozen time spans freeze → dump → image"
+    echo "through ssh → restore → network on the destination → resumed."
+    echo
+    echo "| what | ferry ms | bare criu ms | ferry/criu |"
+    echo "|---|---|---|---|"
+    echo "| frozen (ferry) vs dump + restore (bare) | $(fmt "$mw/f.frozen") | $(fmt "$mw/b.both") | $(ratio "$fz" "$bb") |"
+    echo "| dump | $(fmt "$mw/f.dump") | $(fmt "$mw/b.dump") | $(ratio "$(med "$mw/f.dump")" "$(med "$mw/b.dump")") |"
+    echo "| restore | $(fmt "$mw/f.restore") | $(fmt "$mw/b.restore") | $(ratio "$(med "$mw/f.restore")" "$(med "$mw/b.restore")") |"
+    echo "| final file sync, while frozen (ferry only) | $(fmt "$mw/f.fsync") | | |"
+    echo "| image transfer (ferry only) | $(fmt "$mw/f.xfer") | | |"
+    echo "| announce, after the container runs again (ferry only) | $(fmt "$mw/f.announce") | | |"
+    echo "| whole \`ferry migrate\` (incl. preflight, file sync, cleanup) | $(fmt "$mw/f.total") | | |"
+    echo "| client's longest pause | $(fmt "$mw/f.pause") | $(fmt "$mw/b.pause") | $(ratio "$(med "$mw/f.pause")" "$(med "$mw/b.pause")") |"
+    echo
+    echo "Goal (issue 7): frozen within 1.3x of bare dump + restore."
+    echo
+    echo "## Migration image transfer ($MEM_MB MiB of touched memory, \`--compress 0\`; $N migrations)"
+    echo
+    echo "Rate = image_bytes / image_transfer_ms from \`ferry migrate --json\`. iperf3: server in"
+    echo "host B's namespace bound to $MIG_NET.2, client in host A's, ${secs} s, 5 runs. ssh: \`dd\` of"
+    echo "$MEM_MB MiB into \`ssh root@B 'cat >/dev/null'\` with the same options (cipher ${cipher:-default}), 5 runs,"
+    echo "each less the time of an empty ssh session."
+    echo
+    echo "| what | Mbit/s | ferry/it |"
+    echo "|---|---|---|"
+    echo "| ferry image transfer (image $(python3 -c "print(round($(med "$mw/x.bytes")/1048576,1))") MiB) | $(fmt "$mw/x.rate") | |"
+    echo "| iperf3, same veth path | $(fmt "$mw/iperf") | $(ratio "$rate" "$ip") |"
+    echo "| raw ssh, same path | $(fmt "$mw/ssh") | $(ratio "$rate" "$sh") |"
+    echo "| frozen time of these migrations, ms | $(fmt "$mw/x.frozen") | |"
+    echo
+    echo "Goal (issue 7): at least 70% of iperf3. The image goes through ssh, so raw ssh is the ceiling"
+    echo "that applies."
+    echo
+  } >> "$OUT"
+}
