@@ -15,6 +15,10 @@ use crate::sync::{receive_pass, ReceiveOptions};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{ContainerConfig, Ctid, Host};
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// Spacing of the announcements after the commit (4 over the first second).
+const ANNOUNCE_SPACING: Duration = Duration::from_millis(250);
 
 /// `FERRY_TEST_FAULT` on the destination makes it fail on purpose, for the fault tests:
 /// `die-after-image` (the process exits once the image arrived, as if killed), `fail-restore`,
@@ -46,6 +50,8 @@ struct Incoming {
     keep_files: bool,
     /// This side failed a request; the source decides what happens to the files.
     failed: Option<Error>,
+    /// The announcements that follow the commit.
+    announcer: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Serve one migration on `conn`. Returns when the container is committed here, or after an
@@ -55,6 +61,9 @@ pub async fn serve(host: &Host, conn: &Connection) -> Result<()> {
     let res = serve_inner(host, conn, &mut st).await;
     if !st.committed {
         undo(host, &mut st);
+    }
+    if let Some(t) = st.announcer.take() {
+        let _ = t.join();
     }
     res
 }
@@ -114,13 +123,24 @@ async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Resul
                 // The commit point: the container runs here; from now on it is ours.
                 commit(host, st)?;
                 if let (Some(cfg), true) = (&st.cfg, st.restored) {
-                    if let Err(e) = hostops::announce(host, cfg) {
+                    if let Err(e) = hostops::announce(host, cfg, 1, Duration::ZERO) {
                         tracing::warn!("announcing the addresses of {}: {e}", cfg.ctid);
                     }
+                    // Three more over the first second, while the source cleans up.
+                    let (h, c) = (host.clone(), cfg.clone());
+                    st.announcer = Some(std::thread::spawn(move || {
+                        std::thread::sleep(ANNOUNCE_SPACING);
+                        if let Err(e) = hostops::announce(&h, &c, 3, ANNOUNCE_SPACING) {
+                            tracing::warn!("announcing the addresses of {}: {e}", c.ctid);
+                        }
+                    }));
                 }
                 conn.reply(env.id, Body::Ok(OkReply {})).await?;
             }
             Body::Done(_) => {
+                if let Some(t) = st.announcer.take() {
+                    let _ = t.join();
+                }
                 conn.reply(env.id, Body::Ok(OkReply {})).await?;
                 return Ok(());
             }

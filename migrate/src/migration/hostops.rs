@@ -49,7 +49,8 @@ pub fn network_mode(cfg: &ContainerConfig) -> String {
 /// host-side state (mounts, cgroups, network) goes; its files stay. On failure it is thawed
 /// and runs on as before.
 pub fn dump_for_migration(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, dir: &Path) -> Result<()> {
-    let opts = CheckpointOpts { keep_running: false, ..Default::default() };
+    // The host side goes after the destination runs it (release_source), not while frozen.
+    let opts = CheckpointOpts { keep_running: false, defer_release: true, ..Default::default() };
     container::checkpoint_to_dir(host, lock, cfg, dir, &opts)?;
     Ok(())
 }
@@ -70,6 +71,8 @@ fn restore_here(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, dir: &
         // Received through its mount point; the restore mounts it itself.
         storage::unmount_root(host, cfg)?;
     }
+    // A dump for a migration left the source's host side in place: clear it first.
+    container::restore::release_after_dump(host, cfg)?;
     let info = container::restore::restore_from_dir_with(host, lock, cfg, dir, announce)?;
     Ok(info.state.pid)
 }
@@ -143,11 +146,16 @@ fn silence_network(pid: i32) {
 }
 
 /// Announce the container's addresses from here, several times over the first second.
-pub fn announce(host: &Host, cfg: &ContainerConfig) -> Result<()> {
+pub fn announce(host: &Host, cfg: &ContainerConfig, count: u32, spacing: Duration) -> Result<()> {
     if let Some(net) = container::restore::load_net_state(host, &cfg.ctid)? {
-        ferry_runtime::net::announce_container(&net, 4, Duration::from_millis(250))?;
+        ferry_runtime::net::announce_container(&net, count, spacing)?;
     }
     Ok(())
+}
+
+/// After the destination runs the container: remove what the dump left on the source.
+pub fn release_source(host: &Host, cfg: &ContainerConfig) -> Result<()> {
+    Ok(container::restore::release_after_dump(host, cfg)?)
 }
 
 /// An empty private area for a container arriving here, with this host's storage backend;

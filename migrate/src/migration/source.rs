@@ -284,10 +284,14 @@ async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir
         Body::Restored(_) => {}
         other => return Err(Error::Protocol(format!("expected Restored, got {}", other.name()))),
     }
-    // The destination's copy is the one to reach from now on (it announces at the commit).
-    hostops::blackhole(&run.cfg, false);
     run.report.restore_ms = ms(t.elapsed());
     run.report.frozen_ms = ms(t_freeze.elapsed());
+    // The destination's copy is the one to reach from now on (it announces at the commit);
+    // what the dump left here goes now, outside the frozen window.
+    if let Err(e) = hostops::release_source(run.host, &run.cfg) {
+        tracing::warn!("container {ct}: removing its mount, cgroup and network here: {e}");
+    }
+    hostops::blackhole(&run.cfg, false);
 
     commit_and_finish(run, conn).await
 }

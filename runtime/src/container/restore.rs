@@ -41,11 +41,15 @@ pub struct CheckpointOpts {
     pub file_locks: bool,
     /// Allow unix sockets connected to peers outside the container.
     pub ext_unix_sk: bool,
+    /// Without keep_running: leave the dead container's host side (mount, cgroup, network
+    /// objects, state) for the caller to remove with [`release_after_dump`], so that work
+    /// stays out of a migration's frozen window.
+    pub defer_release: bool,
 }
 
 impl Default for CheckpointOpts {
     fn default() -> Self {
-        CheckpointOpts { keep_running: false, tcp_established: true, file_locks: true, ext_unix_sk: false }
+        CheckpointOpts { keep_running: false, tcp_established: true, file_locks: true, ext_unix_sk: false, defer_release: false }
     }
 }
 
@@ -248,7 +252,7 @@ pub fn checkpoint_to_dir_frozen(
 
     // The dump is good from here on: a cleanup failure must not make the caller drop it.
     let mut cleanup_error = None;
-    if !opts.keep_running {
+    if !opts.keep_running && !opts.defer_release {
         if let Err(e) = release_host_side(host, cfg) {
             tracing::warn!("container {ct}: cleanup after checkpoint: {e}");
             cleanup_error = Some(e.to_string());
@@ -264,6 +268,16 @@ fn release_host_side(host: &Host, cfg: &ContainerConfig) -> Result<()> {
     teardown(host, cfg, state.as_ref())?;
     let _ = std::fs::remove_dir(host.run_ct_dir(&cfg.ctid));
     Ok(())
+}
+
+/// Remove what a dump with `defer_release` left of a container on this host (nothing to do
+/// when it left nothing). Its processes must be gone.
+pub fn release_after_dump(host: &Host, cfg: &ContainerConfig) -> Result<()> {
+    match State::load(host, &cfg.ctid)? {
+        Some(st) if st.is_alive() => Err(Error::ct(cfg.ctid.as_str(), "restore", format!("its init (pid {}) still runs here", st.pid))),
+        Some(_) => release_host_side(host, cfg),
+        None => Ok(()),
+    }
 }
 
 fn clear_dir(dir: &Path) -> std::io::Result<()> {
