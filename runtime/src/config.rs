@@ -223,6 +223,22 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// Bytes with a binary unit, the way `parse_size` reads them: "64M", "1.5K", "10B".
+pub fn format_size(b: u64) -> String {
+    const U: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if v.fract() == 0.0 {
+        format!("{v}{}", U[i])
+    } else {
+        format!("{v:.1}{}", U[i])
+    }
+}
+
 /// Parse rates such as "1M" or "10M/s" into bytes per second.
 pub fn parse_rate(s: &str) -> std::result::Result<u64, String> {
     parse_size(s.trim().trim_end_matches("/s"))

@@ -3,6 +3,7 @@
 //! checkpoint and restore print one timing line on stdout (freeze, dump, write; extract,
 //! restore) unless `--quiet`; images over [`PROGRESS_MIN`] show a progress bar on a terminal.
 
+use super::list::human;
 use anyhow::{Context, Result};
 use ferry_migrate::checkpoint::{self as ckpt, ImageOpts, Progress};
 use ferry_runtime::container::{self, CheckpointOpts, Status};
@@ -129,16 +130,6 @@ impl Drop for Bar {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
-    }
-}
-
-fn human(bytes: u64) -> String {
-    if bytes >= 1 << 30 {
-        format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
-    } else if bytes >= 1 << 20 {
-        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
-    } else {
-        format!("{:.0} KiB", bytes as f64 / 1024.0)
     }
 }
 

@@ -73,21 +73,7 @@ pub struct Row {
     pub iowrite: Option<u64>,
 }
 
-/// Bytes with a binary unit (K, M, G, T), one decimal when not whole.
-pub fn human(b: u64) -> String {
-    const U: [&str; 5] = ["B", "K", "M", "G", "T"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if v.fract() == 0.0 {
-        format!("{v}{}", U[i])
-    } else {
-        format!("{v:.1}{}", U[i])
-    }
-}
+pub use ferry_runtime::config::format_size as human;
 
 impl Row {
     fn cell(&self, field: &str) -> String {

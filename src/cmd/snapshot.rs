@@ -1,5 +1,6 @@
 //! snapshot create|list|delete|restore|export|schedule|run-due.
 
+use super::list::human;
 use anyhow::{Context, Result};
 use ferry_migrate::snapshot::{self as snap, schedule, store, DueOutcome};
 use ferry_runtime::config::SnapshotSchedule;
@@ -72,16 +73,6 @@ fn time_str(t: i64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
-fn human(b: u64) -> String {
-    if b >= 1 << 30 {
-        format!("{:.1}G", b as f64 / (1u64 << 30) as f64)
-    } else if b >= 1 << 20 {
-        format!("{:.1}M", b as f64 / (1u64 << 20) as f64)
-    } else {
-        format!("{}K", b.div_ceil(1024))
-    }
 }
 
 pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {

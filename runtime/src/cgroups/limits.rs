@@ -78,9 +78,9 @@ pub fn validate(res: &Resources, ctx: &LimitContext) -> Result<()> {
             if r < used {
                 return Err(bad(format!(
                     "ram {} is below what the container uses now ({}): stop some of its processes first or choose at least {}",
-                    human(r),
-                    human(used),
-                    human(used)
+                    crate::config::format_size(r),
+                    crate::config::format_size(used),
+                    crate::config::format_size(used)
                 )));
             }
         }
@@ -115,20 +115,6 @@ pub fn validate(res: &Resources, ctx: &LimitContext) -> Result<()> {
     Ok(())
 }
 
-fn human(b: u64) -> String {
-    const U: [&str; 5] = ["B", "K", "M", "G", "T"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if v.fract() == 0.0 {
-        format!("{v}{}", U[i])
-    } else {
-        format!("{v:.1}{}", U[i])
-    }
-}
 
 /// v1 `cpu.shares` for a `cpuunits` value (1000 units = 1024 shares), clamped to the kernel range.
 pub fn cpu_shares(cpuunits: u64) -> u64 {
@@ -812,8 +798,8 @@ mod tests {
 
     #[test]
     fn human_sizes() {
-        assert_eq!(human(64 << 20), "64M");
-        assert_eq!(human(1536), "1.5K");
-        assert_eq!(human(10), "10B");
+        assert_eq!(crate::config::format_size(64 << 20), "64M");
+        assert_eq!(crate::config::format_size(1536), "1.5K");
+        assert_eq!(crate::config::format_size(10), "10B");
     }
 }
