@@ -5,6 +5,7 @@
 //! Resource limits are translated to cgroup file writes by the pure functions in [`limits`],
 //! which both backends apply; reading usage back is [`Cgroup::stats`].
 
+pub mod bpf_devices;
 pub mod devices;
 pub mod limits;
 
@@ -282,9 +283,9 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Allow only `rules` (v1 devices cgroup). On v2 the policy needs an eBPF program that
-    /// ferry does not load yet: a warning is logged and nothing is enforced beyond the
-    /// capability bounding set (no CAP_MKNOD restrictions apply to existing nodes).
+    /// Allow only `rules`: v1 writes the devices cgroup; v2 attaches an eBPF device program
+    /// built from the same rules ([`bpf_devices`]), replacing one attached by an earlier call.
+    /// A directory that is not a real cgroup2 filesystem (a test's fake tree) is skipped.
     pub fn set_device_policy(&self, rules: &[DeviceRule]) -> Result<()> {
         match self.mode {
             CgroupMode::V1 => {
@@ -298,8 +299,15 @@ impl Cgroup {
                 Ok(())
             }
             CgroupMode::V2 => {
-                tracing::warn!("cgroup v2: the device allowlist is not enforced yet (needs an eBPF device program)");
-                Ok(())
+                let dir = self.dir("");
+                if !is_cgroup2(&dir) {
+                    tracing::debug!("{} is not on cgroup2: device program not attached", dir.display());
+                    return Ok(());
+                }
+                bpf_devices::apply(&dir, rules).map_err(|e| match e {
+                    Error::Cgroup(m) => Error::Cgroup(format!("{}: device allowlist: {m}", self.rel)),
+                    e => e,
+                })
             }
         }
     }
@@ -500,6 +508,11 @@ fn is_real_cgroupfs(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether `dir` sits on a cgroup2 filesystem (eBPF device programs attach only there).
+fn is_cgroup2(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir).map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC).unwrap_or(false)
+}
+
 /// Values some cgroup files print differ from what they accept back.
 fn restore_value(p: &Path, old: &str) -> String {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -621,6 +634,15 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         cg.destroy().unwrap();
         assert!(!cg.exists());
+    }
+
+    #[test]
+    fn v2_device_policy_on_a_fake_tree_is_skipped() {
+        let d = fake_v2();
+        let cg = Cgroup::new(d.path(), "ferry/9", CgroupMode::V2);
+        cg.create().unwrap();
+        cg.set_device_policy(&devices::default_rules()).unwrap();
+        assert!(!is_cgroup2(&d.path().join("ferry/9")));
     }
 
     #[test]
