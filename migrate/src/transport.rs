@@ -202,12 +202,112 @@ pub async fn accept_stdio(opts: ConnectionOptions) -> Result<Connection> {
             std::fs::File::from_raw_fd(output),
         )
     };
-    Connection::server_split(
-        tokio::fs::File::from_std(r),
-        tokio::fs::File::from_std(w),
-        opts,
-    )
-    .await
+    Connection::server_split(stdio_reader(r), stdio_writer(w), opts).await
+}
+
+type BoxedReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+type BoxedWriter = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
+/// Our stdin as an async reader. Pipes and sockets (what ssh gives us) are read non-blocking
+/// through the reactor; `tokio::fs::File` would hand every read to a blocking thread and back,
+/// which cost several round trips per file of a sync. Anything epoll refuses (a regular file)
+/// falls back to `tokio::fs::File`.
+fn stdio_reader(f: std::fs::File) -> BoxedReader {
+    match PipeFd::new(f) {
+        Ok(p) => Box::new(p),
+        Err(f) => Box::new(tokio::fs::File::from_std(f)),
+    }
+}
+
+/// Our stdout as an async writer; see [`stdio_reader`].
+fn stdio_writer(f: std::fs::File) -> BoxedWriter {
+    match PipeFd::new(f) {
+        Ok(p) => Box::new(p),
+        Err(f) => Box::new(tokio::fs::File::from_std(f)),
+    }
+}
+
+impl tokio::io::AsyncRead for PipeFd {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::io::Read;
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|fd| fd.get_ref().read(unfilled)) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                // Not readable after all: the guard cleared readiness; wait again.
+                Err(_) => continue,
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for PipeFd {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::io::Write;
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_write_ready(cx))?;
+            match guard.try_io(|fd| fd.get_ref().write(data)) {
+                Ok(r) => return std::task::Poll::Ready(r),
+                Err(_) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        // Writes go straight to the descriptor: nothing is held back.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        // The peer sees EOF when the descriptor is closed (on drop).
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A pipe or socket descriptor in non-blocking mode, driven by tokio's reactor.
+struct PipeFd(tokio::io::unix::AsyncFd<std::fs::File>);
+
+impl PipeFd {
+    /// Gives the file back when the reactor cannot watch it (or it cannot be made non-blocking).
+    fn new(f: std::fs::File) -> std::result::Result<PipeFd, std::fs::File> {
+        use std::os::unix::io::AsRawFd;
+        let fd = f.as_raw_fd();
+        // SAFETY: F_GETFL on a descriptor we own; it reads flags only.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(f);
+        }
+        // SAFETY: a std File owns its descriptor: it stays open, the same one, until the
+        // AsyncFd (which owns the File) is dropped or gives it back.
+        let async_fd = match unsafe { tokio::io::unix::AsyncFd::register(f) } {
+            Ok(a) => a,
+            Err(e) => return Err(e.into_parts().0),
+        };
+        // SAFETY: F_SETFL on a descriptor we own, adding O_NONBLOCK to the flags just read.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(async_fd.into_inner());
+        }
+        Ok(PipeFd(async_fd))
+    }
 }
 
 #[cfg(test)]

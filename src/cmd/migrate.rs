@@ -70,6 +70,16 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
+/// `ferry sync` and its receiver: two workers, so the connection's reader and writer keep the
+/// pipe to ssh moving while the pass reads, hashes and writes files.
+fn sync_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
     let ct = super::ctid(&a.ctid)?;
     let lock = ContainerLock::acquire(host, &ct, "migrate")?;
@@ -170,7 +180,7 @@ pub fn sync_cmd(a: SyncArgs) -> Result<u8> {
     if !a.source.is_dir() {
         bail!("{} is not a directory", a.source.display());
     }
-    let rt = runtime()?;
+    let rt = sync_runtime()?;
     let stats = rt.block_on(async {
         let mut transport = match a.destination.split_once(':') {
             Some((host, dir)) if !host.contains('/') => {
@@ -209,7 +219,7 @@ pub fn sync_cmd(a: SyncArgs) -> Result<u8> {
 /// The receiving end of `ferry sync`.
 pub fn sync_receive(dir: PathBuf) -> Result<u8> {
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let rt = runtime()?;
+    let rt = sync_runtime()?;
     rt.block_on(async {
         use ferry_migrate::proto::messages::{Body, OkReply};
         let conn = ferry_migrate::transport::accept_stdio(ConnectionOptions::default()).await?;

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::frame::{read_frame, FrameHeader, FrameKind};
+use super::frame::{read_frame, FrameHeader, FrameKind, HEADER_LEN};
 use super::handshake::{self, OurVersion, PeerInfo};
 use super::messages::{Body, Envelope, ErrorReply};
 use super::MAX_DATA_FRAME;
@@ -30,6 +30,8 @@ pub type TamperFn = Arc<dyn Fn(u32, &mut Vec<u8>) + Send + Sync>;
 const OUT_QUEUE: usize = 32;
 const CONTROL_QUEUE: usize = 1024;
 const STREAM_QUEUE: usize = 8;
+/// Read and write buffer of the byte stream.
+const IO_BUFFER: usize = 256 << 10;
 /// How many streams the peer may have started that we have not accepted yet. Beyond that the
 /// reader waits for the consumer (bounding what a fast sender of many small files buffers).
 const MAX_UNCLAIMED_STREAMS: usize = 32;
@@ -273,6 +275,10 @@ impl Connection {
         });
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
+        // Buffered both ways: a small file is a few small frames, and one read or write
+        // system call per frame (two to read one: header, then payload) cost more than the data.
+        let r = tokio::io::BufReader::with_capacity(IO_BUFFER, r);
+        let w = tokio::io::BufWriter::with_capacity(IO_BUFFER, w);
         let reader = tokio::spawn(reader_loop(r, shared.clone(), ctrl_tx, opts.idle_timeout));
         let writer = tokio::spawn(writer_loop(
             w,
@@ -744,7 +750,6 @@ async fn writer_loop<W>(
 ) where
     W: AsyncWrite + Unpin,
 {
-    let mut buf = Vec::with_capacity(MAX_DATA_FRAME + 64);
     loop {
         let item = tokio::select! {
             m = rx.recv() => m,
@@ -758,11 +763,10 @@ async fn writer_loop<W>(
             stream: item.stream,
             len: item.payload.len() as u32,
         };
-        buf.clear();
-        buf.extend_from_slice(&header.encode());
-        buf.extend_from_slice(&item.payload);
         let res = async {
-            w.write_all(&buf).await?;
+            w.write_all(&header.encode()).await?;
+            w.write_all(&item.payload).await?;
+            // Flushed when nothing else is queued: frames sent in a burst share writes.
             if goodbye || rx.is_empty() {
                 w.flush().await?;
             }
@@ -775,7 +779,7 @@ async fn writer_loop<W>(
         }
         shared
             .bytes_out
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            .fetch_add((HEADER_LEN + item.payload.len()) as u64, Ordering::Relaxed);
         if goodbye {
             let _ = w.shutdown().await;
             return;
