@@ -64,7 +64,8 @@ step "checkpoint and restore 103"
 show "ferry checkpoint 103 --dumpfile 103.img"
 on a "$FERRY" checkpoint 103 --dumpfile "$W/103.img"
 show "ferry image inspect 103.img"
-on a "$FERRY" image inspect "$W/103.img" | head -n 30
+on a "$FERRY" image inspect "$W/103.img" > "$W/inspect.txt"
+head -n 30 "$W/inspect.txt"
 show "ferry restore 103 --dumpfile 103.img"
 on a "$FERRY" restore 103 --dumpfile "$W/103.img"
 on a "$FERRY" list -o ctid,status,pid

@@ -11,6 +11,13 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
+    if cli.cmd.only_prints() {
+        // `ferry image inspect F | head`: a reader that goes away ends the output quietly, as for any
+        // Unix filter. Commands that change things keep SIGPIPE ignored, so a broken pipe to
+        // CRIU or a peer is an error they handle (thawing, rolling back), never a sudden death.
+        // SAFETY: SIG_DFL installs no handler; this runs before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().init();
     match cmd::run(cli) {

@@ -237,3 +237,21 @@ fn stop_kills_an_init_that_ignores_sigterm() {
     assert_eq!(h.ok(&["status", "stubborn"]).trim(), "stubborn stopped");
     h.assert_clean();
 }
+
+#[test]
+fn container_processes_start_with_default_signals() {
+    if !need_root("container_processes_start_with_default_signals") {
+        return;
+    }
+    let h = TestHost::new();
+    h.started("sig");
+    // ferry itself ignores SIGPIPE (Rust's default); an ignored signal survives execve, so
+    // without the reset a pipeline in the container would never see SIGPIPE.
+    for who in ["1", "self"] {
+        let line = h.exec("sig", &format!("grep SigIgn /proc/{who}/status"));
+        let mask = u64::from_str_radix(line.split_whitespace().nth(1).expect("SigIgn value"), 16).unwrap();
+        assert_eq!(mask & (1 << 12), 0, "SIGPIPE ignored in /proc/{who}: {line}");
+    }
+    assert_eq!(h.exec("sig", "yes | head -n 2 | wc -l").trim(), "2");
+    h.ok(&["stop", "sig"]);
+}

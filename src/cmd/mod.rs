@@ -134,6 +134,14 @@ pub enum Command {
     SyncReceive { dir: PathBuf },
 }
 
+impl Command {
+    /// Commands that only read and print (no container, CRIU or peer to leave half-done;
+    /// list and status may first repair what an interrupted migration left).
+    pub fn only_prints(&self) -> bool {
+        matches!(self, Command::Console { .. } | Command::Check { .. } | Command::Image { .. })
+    }
+}
+
 pub fn host(cli: &Cli) -> Host {
     Host::new(&cli.data_dir, &cli.run_dir, cli.cgroup_parent.clone())
 }

@@ -128,6 +128,7 @@ fn exec_in_child(j: &Joiner, argv: &[CString], env: &[CString], nofile: Option<u
         if let Some(n) = nofile {
             crate::container::start::set_own_nofile(n)?;
         }
+        crate::container::start::default_signals();
         let e = nix::unistd::execvpe(&argv[0], argv, env).unwrap_err();
         Err(format!("{:?}: {e}", argv[0]))
     });
@@ -289,6 +290,7 @@ pub fn enter(host: &Host, ct: &Ctid) -> Result<i32> {
                     nix::unistd::dup2(s, fd).map_err(|e| format!("dup2: {e}"))?;
                 }
                 crate::container::start::close_fds_except(-1);
+                crate::container::start::default_signals();
                 let e = nix::unistd::execve(&argv[0], &argv, &env).unwrap_err();
                 Err(format!("{shell}: {e}"))
             });

@@ -224,6 +224,19 @@ impl ChildPlan {
     }
 }
 
+/// Ignored signals and the signal mask survive execve: the Rust runtime ignores SIGPIPE, and
+/// a container's processes must start with the defaults (a shell pipeline inside relies on
+/// SIGPIPE). Called right before exec in every child that runs container code.
+pub fn default_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGPIPE, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+        let _ = unsafe { sigaction(sig, &dfl) };
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
 fn child_main(plan: ChildPlan, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     let mut go = [0u8; 1];
     let released = matches!(std::fs::File::from(sync_r).read(&mut go), Ok(1));
@@ -313,6 +326,7 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     }
     capabilities::restrict_to(&plan.caps).map_err(|e| e.to_string())?;
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+    default_signals();
     let e = nix::unistd::execve(&plan.argv[0], &plan.argv, &plan.env).unwrap_err();
     Err(format!("exec init {:?}: {e}; check the init command (`init` in the config or --init at create)", plan.argv[0]))
 }
