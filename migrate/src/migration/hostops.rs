@@ -118,9 +118,8 @@ pub fn stop(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result<
 }
 
 /// Kill a container restored here by a migration that did not complete, and remove its host
-/// state.
-pub fn kill_and_teardown(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result<()> {
-    let _ = lock;
+/// state. The lock is the caller's proof that no other operation touches it meanwhile.
+pub fn kill_and_teardown(host: &Host, _lock: &ContainerLock, cfg: &ContainerConfig) -> Result<()> {
     let (_, state) = container::status(host, &cfg.ctid)?;
     if let Some(st) = &state {
         // This copy holds the same TCP connections as the one the source runs (or is about to

@@ -1,5 +1,6 @@
 //! The stage table of a migration (`--times`, vzmigrate -t) and its JSON form (`--json`).
 
+use ferry_runtime::config::format_size;
 use serde::Serialize;
 use std::fmt;
 use std::time::Duration;
@@ -39,16 +40,6 @@ pub fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
-fn human_bytes(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", U[i]) }
-}
 
 impl fmt::Display for MigrationReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -62,7 +53,7 @@ impl fmt::Display for MigrationReport {
                 format!("sync pass {}", p.pass),
                 p.ms,
                 p.files,
-                human_bytes(p.bytes_on_wire)
+                format_size(p.bytes_on_wire)
             )?;
         }
         if !self.converged.is_empty() {
@@ -72,7 +63,7 @@ impl fmt::Display for MigrationReport {
             writeln!(f, "  {:<28} {:>9}", "dump", self.dump_ms)?;
         }
         if let Some(p) = &self.final_sync {
-            writeln!(f, "  {:<28} {:>9}  {} files, {} on the wire", "final sync", p.ms, p.files, human_bytes(p.bytes_on_wire))?;
+            writeln!(f, "  {:<28} {:>9}  {} files, {} on the wire", "final sync", p.ms, p.files, format_size(p.bytes_on_wire))?;
         }
         if self.mode == "online" {
             writeln!(
@@ -80,8 +71,8 @@ impl fmt::Display for MigrationReport {
                 "  {:<28} {:>9}  {} image, {} on the wire",
                 "image transfer",
                 self.image_transfer_ms,
-                human_bytes(self.image_bytes),
-                human_bytes(self.image_wire_bytes)
+                format_size(self.image_bytes),
+                format_size(self.image_wire_bytes)
             )?;
         }
         writeln!(f, "  {:<28} {:>9}", if self.mode == "online" { "restore" } else { "start" }, self.restore_ms)?;
@@ -111,7 +102,7 @@ mod tests {
         };
         let t = r.to_string();
         assert!(t.contains("sync pass 1"), "{t}");
-        assert!(t.contains("3.0 MiB"), "{t}");
+        assert!(t.contains("3M on the wire"), "{t}");
         assert!(t.contains("frozen") && t.contains("321"), "{t}");
         let j: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(j["frozen_ms"], 321);
