@@ -328,6 +328,7 @@ mod tests {
     fn info(dir: &Path) -> CheckpointInfo {
         CheckpointInfo {
             freeze_ms: 1,
+            frozen_at: None,
             dump_ms: 2,
             total_ms: 3,
             images_dir: dir.to_path_buf(),

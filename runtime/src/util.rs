@@ -44,6 +44,33 @@ pub fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// [`run`], feeding `input` to the command's stdin (batch input for `ip -batch -`,
+/// `iptables-restore`).
+pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<String> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| {
+        Error::Config(format!("cannot run {:?}: {e} (is it installed? run scripts/install-deps.sh)", cmd.get_program()))
+    })?;
+    // Batch inputs are small (well below a pipe's buffer), so writing before reading the
+    // output cannot deadlock.
+    let wrote = child.stdin.take().map(|mut stdin| stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().map_err(|e| Error::Config(format!("{}: {e}", describe(cmd))))?;
+    if !out.status.success() {
+        return Err(Error::Config(format!(
+            "{} failed ({}): {}\ninput was:\n{}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            input.trim_end()
+        )));
+    }
+    if let Some(Err(e)) = wrote {
+        return Err(Error::Config(format!("{}: writing its input: {e}", describe(cmd))));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {

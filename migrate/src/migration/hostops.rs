@@ -48,11 +48,11 @@ pub fn network_mode(cfg: &ContainerConfig) -> String {
 /// Freeze and dump the container into `dir` for a migration: its processes end here, its
 /// host-side state (mounts, cgroups, network) goes; its files stay. On failure it is thawed
 /// and runs on as before.
-pub fn dump_for_migration(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, dir: &Path) -> Result<()> {
+/// Returns when the container was frozen (the dump's start-up ran while it still ran).
+pub fn dump_for_migration(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, dir: &Path) -> Result<Option<std::time::Instant>> {
     // The host side goes after the destination runs it (release_source), not while frozen.
     let opts = CheckpointOpts { keep_running: false, defer_release: true, ..Default::default() };
-    container::checkpoint_to_dir(host, lock, cfg, dir, &opts)?;
-    Ok(())
+    Ok(container::checkpoint_to_dir(host, lock, cfg, dir, &opts)?.frozen_at)
 }
 
 /// Restore the container from the CRIU images in `dir` (its files already in place), and

@@ -223,13 +223,17 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
         std::fs::create_dir_all(p).map_err(|e| Error::io("create", p, e))?;
     }
     journal(Stage::Frozen, Some(image_dir.clone())).write(run.host, &ct)?;
-    let t_freeze = Instant::now();
-    if let Err(e) = hostops::dump_for_migration(run.host, run.lock, &run.cfg, &image_dir) {
-        Journal::remove(run.host, &ct);
-        let _ = std::fs::remove_dir_all(&image_dir);
-        abort(conn, &e.to_string(), run.opts.keep_dst).await;
-        return Err(e);
-    }
+    let t_dump = Instant::now();
+    let t_freeze = match hostops::dump_for_migration(run.host, run.lock, &run.cfg, &image_dir) {
+        Ok(frozen_at) => frozen_at.unwrap_or(t_dump),
+        Err(e) => {
+            Journal::remove(run.host, &ct);
+            let _ = std::fs::remove_dir_all(&image_dir);
+            abort(conn, &e.to_string(), run.opts.keep_dst).await;
+            return Err(e);
+        }
+    };
+    // The dump's frozen part: CRIU's start-up before the freeze is not downtime.
     run.report.dump_ms = ms(t_freeze.elapsed());
     journal(Stage::Dumped, Some(image_dir.clone())).write(run.host, &ct)?;
     hostops::blackhole(&run.cfg, true);

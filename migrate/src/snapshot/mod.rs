@@ -156,13 +156,9 @@ fn build(
         }
         let images = tmp.join("criu");
         let copts = CheckpointOpts { keep_running: true, ..CheckpointOpts::default() };
-        let mut frozen_at = None;
-        let info = container::checkpoint_to_dir_frozen(host, lock, cfg, &images, &copts, &mut || {
-            frozen_at = Some(Instant::now());
-            copy_all(2)
-        })
-        .map_err(|e| err(ct, "create", e))?;
-        frozen_ms = frozen_at.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0) + info.freeze_ms + info.dump_ms;
+        let info = container::checkpoint_to_dir_frozen(host, lock, cfg, &images, &copts, &mut || copy_all(2)).map_err(|e| err(ct, "create", e))?;
+        // From the freeze to the thaw (and the few writes after it).
+        frozen_ms = info.frozen_at.map(|t| t.elapsed().as_millis() as u64).unwrap_or(info.freeze_ms + info.dump_ms);
         let img = tmp.join(store::STATE_IMAGE);
         let f = std::fs::File::create(&img).map_err(|e| err(ct, "create", format!("create {}: {e}", img.display())))?;
         let w = ckpt::write_image_to(cfg, &info.meta, &images, std::io::BufWriter::new(f), None, &mut |_| {}).map_err(|e| err(ct, "create", e))?;

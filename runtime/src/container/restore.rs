@@ -113,6 +113,8 @@ impl CheckpointMeta {
 #[derive(Debug, Clone)]
 pub struct CheckpointInfo {
     pub freeze_ms: u64,
+    /// When the container stopped running (CRIU's start-up before it is not downtime).
+    pub frozen_at: Option<Instant>,
     pub dump_ms: u64,
     pub total_ms: u64,
     pub images_dir: PathBuf,
@@ -213,11 +215,9 @@ pub fn checkpoint_to_dir_frozen(
     let freezer = freezer_dir(&cg);
     let veths: Vec<(String, String)> = net::criu_veth_externals(cfg).into_iter().filter(|(_, outer)| net::tools::link_exists(outer)).collect();
 
-    let tf = Instant::now();
-    let frozen = FrozenGuard::freeze(&freezer).map_err(|e| Error::ct(ct, "checkpoint", format!("freeze: {e}; the container keeps running")))?;
-    let freeze_ms = ms(tf.elapsed());
-    let mut summary = collect_summary(st.pid, &cg);
-
+    // What needs a process (`ip`) is read while the container still runs; the rest of the
+    // summary once it is frozen.
+    let addresses = container_addresses(st.pid);
     let mut d = DumpOpts::new(st.pid, images_dir);
     d.leave_running = opts.keep_running;
     d.tcp_established = opts.tcp_established;
@@ -225,15 +225,51 @@ pub fn checkpoint_to_dir_frozen(
     d.ext_unix_sk = opts.ext_unix_sk;
     d.network_lock = NetworkLock::Iptables;
     d.freeze_cgroup = Some(freezer.clone());
-    let dumped = criu.dump(&d);
+    // The container is frozen when CRIU is ready to collect it ("pre-dump" comes after its
+    // start-up, which takes tens of milliseconds), not before CRIU starts: that start-up is
+    // not downtime. CRIU finds the cgroup frozen and leaves it so after the dump.
+    let mut frozen: Option<FrozenGuard> = None;
+    let mut frozen_at: Option<Instant> = None;
+    let mut freeze_ms = 0;
+    let mut freeze_err: Option<Error> = None;
+    let mut summary = CheckpointSummary::default();
+    let dumped = criu.dump_notify(&d, &mut |n| {
+        if frozen.is_none() {
+            let tf = Instant::now();
+            match FrozenGuard::freeze(&freezer) {
+                Ok(g) => {
+                    frozen = Some(g);
+                    frozen_at = Some(tf);
+                    freeze_ms = ms(tf.elapsed());
+                    summary = collect_summary(st.pid, &cg);
+                    summary.addresses = addresses.clone();
+                }
+                Err(e) => {
+                    let m = format!("freeze before the {} notification: {e}", n.script);
+                    freeze_err = Some(Error::ct(ct, "checkpoint", format!("freeze: {e}; the container keeps running")));
+                    return Err(m);
+                }
+            }
+        }
+        Ok(())
+    });
     let log_in_images = images_dir.join(&d.log_file);
     let log = keep_log(host, ct, &log_in_images, "checkpoint.log");
     let done = match dumped {
-        Ok(r) => r,
+        Ok(r) if frozen.is_some() => r,
+        Ok(_) => {
+            // CRIU froze and dumped without telling us first: not a dump this code can vouch
+            // for (the summary and the frozen window are missing). Never happens with CRIU 4.2.
+            let _ = clear_dir(images_dir);
+            return Err(Error::ct(ct, "checkpoint", "CRIU sent no notification before the dump; the checkpoint was discarded"));
+        }
         Err(e) => {
             // The tree is intact (CRIU resumes it on failure); the freezer goes back to thawed.
             drop(frozen);
             let _ = clear_dir(images_dir);
+            if let Some(fe) = freeze_err {
+                return Err(fe);
+            }
             let alive = st.is_alive();
             let e = criu_err(ct, "checkpoint", e, &log_in_images, &log);
             return Err(if alive { e } else { Error::ct(ct, "checkpoint", format!("{e}\n(the container's init is gone after the failed dump; `ferry stop {ct}` cleans up)")) });
@@ -258,7 +294,7 @@ pub fn checkpoint_to_dir_frozen(
             cleanup_error = Some(e.to_string());
         }
     }
-    Ok(CheckpointInfo { freeze_ms, dump_ms: ms(done.elapsed), total_ms: ms(t0.elapsed()), images_dir: images_dir.to_path_buf(), log, meta, cleanup_error })
+    Ok(CheckpointInfo { freeze_ms, frozen_at, dump_ms: ms(done.elapsed), total_ms: ms(t0.elapsed()), images_dir: images_dir.to_path_buf(), log, meta, cleanup_error })
 }
 
 /// After the processes are gone: the host side a running container holds, removed the way
@@ -408,10 +444,13 @@ fn restore_inner(
     undo: &mut RestoreUndo<'_>,
 ) -> Result<(State, u64, PathBuf)> {
     let ct = cfg.ctid.as_str();
+    let t0 = Instant::now();
     let root = crate::storage::mount_root(host, cfg)?;
     undo.mounted = true;
+    let t_mount = t0.elapsed();
     let cg = prepare_cgroup(host, cfg)?;
     undo.cgroup = Some(cg.clone());
+    let t_cgroup = t0.elapsed();
 
     // A dump on this host leaves the old pair to die with its netns, asynchronously.
     for (_, outer) in veths {
@@ -434,9 +473,15 @@ fn restore_inner(
     r.rst_sibling = false;
     let mut net_state: Option<NetState> = None;
     let mut net_err: Option<Error> = None;
+    let mut net_time = Duration::ZERO;
+    let t_criu = t0.elapsed();
     let restored = criu.restore_notify(&r, &mut |n| {
+        tracing::debug!("container {ct}: criu notify {} at {} ms", n.script, ms(t0.elapsed()));
         if n.script == "post-restore" && n.pid > 0 && !veths.is_empty() && net_state.is_none() {
-            match net::after_restore(host, cfg, n.pid) {
+            let t = Instant::now();
+            let res = net::after_restore(host, cfg, n.pid);
+            net_time = t.elapsed();
+            match res {
                 Ok(ns) => net_state = Some(ns),
                 Err(e) => {
                     let m = e.to_string();
@@ -464,6 +509,15 @@ fn restore_inner(
         return Err(Error::ct(ct, "restore", format!("the restored init (pid {}) exited at once; see {}", done.pid, log.display())));
     }
     state.save(host)?;
+    tracing::debug!(
+        "container {ct}: restore took {} ms: mount {} ms, cgroup {} ms, criu from {} ms ({} ms of it network), done at {} ms",
+        ms(t0.elapsed()),
+        ms(t_mount),
+        ms(t_cgroup - t_mount),
+        ms(t_criu),
+        ms(net_time),
+        ms(done.elapsed)
+    );
     undo.cgroup = None;
     undo.mounted = false;
     undo.net = None;
@@ -498,10 +552,12 @@ pub fn collect_summary(init_pid: i32, cg: &Cgroup) -> CheckpointSummary {
             s.tcp.extend(parse_proc_net_tcp(&t, v6));
         }
     }
-    if let Ok(out) = net::tools::ip_in(init_pid, &["-j", "addr", "show"]) {
-        s.addresses = parse_ip_addr_json(&out);
-    }
     s
+}
+
+/// The addresses inside the container's netns (for the checkpoint summary).
+pub fn container_addresses(init_pid: i32) -> Vec<AddrInfo> {
+    net::tools::ip_in(init_pid, &["-j", "addr", "show"]).map(|out| parse_ip_addr_json(&out)).unwrap_or_default()
 }
 
 const TCP_STATES: [&str; 12] =

@@ -49,7 +49,7 @@ use names::{filter_chain, format_mac, parse_mac, venet_host_if, venet_mac, veth_
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::Duration;
-use tools::{ignore_absent, ip, ip_in, iptables, link_exists, link_exists_in, sysctl_set};
+use tools::{ignore_absent, ip, ip_batch, ip_batch_in, ip_in, iptables, iptables_restore, link_exists, link_exists_in, sysctl_set};
 
 pub use announce::{announce, announce_in_netns};
 pub use names::generate_veth_mac;
@@ -135,10 +135,8 @@ pub fn setup(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<NetState> {
     let mut st = NetState { ctid: cfg.ctid.to_string(), pid, ..Default::default() };
     let res = (|| -> Result<()> {
         if !cfg.net.ipadd.is_empty() {
-            create_venet(&cfg.ctid, &mut st, pid)?;
-            for a in &cfg.net.ipadd {
-                add_addr(cfg, &mut st, *a, true)?;
-            }
+            create_venet(&cfg.ctid, &mut st, pid, &cfg.net.ipadd)?;
+            add_addrs(cfg, &mut st, &cfg.net.ipadd, true, true)?;
         }
         for (i, vif) in cfg.net.netifs.iter().enumerate() {
             create_bridged(&cfg.ctid, &mut st, pid, i, vif)?;
@@ -168,7 +166,7 @@ pub fn setup(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<NetState> {
     }
 }
 
-fn create_venet(ct: &Ctid, st: &mut NetState, pid: i32) -> Result<()> {
+fn create_venet(ct: &Ctid, st: &mut NetState, pid: i32, addrs: &[IpAddr]) -> Result<()> {
     let host_if = venet_host_if(ct);
     let mac = format_mac(&venet_mac(ct));
     if link_exists(&host_if) {
@@ -198,42 +196,50 @@ fn create_venet(ct: &Ctid, st: &mut NetState, pid: i32) -> Result<()> {
         ],
     )?;
     ip_in(pid, &["link", "set", "dev", "lo", "up"])?;
-    venet_host_side(st, &host_if)
+    venet_host_side(st, &host_if, addrs)
 }
 
 /// Host side of the venet pair once both ends exist: flags, MAC, forwarding, filter chains.
-fn venet_host_side(st: &mut NetState, host_if: &str) -> Result<()> {
+/// The host end of the venet pair: MAC and flags, and the raw-table chain that drops what
+/// the container sends unless its source is one of `addrs` (more are added one by one with
+/// [`add_addr`]). One `iptables-restore` per family, not a process per rule: on a restore
+/// this runs while the container is frozen.
+fn venet_host_side(st: &mut NetState, host_if: &str, addrs: &[IpAddr]) -> Result<()> {
     let ct = Ctid::new(&st.ctid)?;
     let mac = format_mac(&venet_mac(&ct));
-    ip(&[
-        "link",
-        "set",
-        "dev",
-        host_if,
-        "address",
-        &mac,
-        "arp",
-        "off",
-        "multicast",
-        "off",
-        "addrgenmode",
-        "none",
-        "up",
-    ])?;
+    ip(&["link", "set", "dev", host_if, "address", &mac, "arp", "off", "multicast", "off", "addrgenmode", "none", "up"])?;
     sysctl_set(&["net", "ipv4", "ip_forward"], "1")?;
     let chain = filter_chain(host_if);
     for v6 in [false, true] {
-        // Drop everything from the container unless a RETURN rule for its source matches.
-        ignore_absent(iptables(v6, &["-t", "raw", "-D", "PREROUTING", "-i", host_if, "-j", &chain]))?;
-        ignore_absent(iptables(v6, &["-t", "raw", "-F", &chain]))?;
-        ignore_absent(iptables(v6, &["-t", "raw", "-X", &chain]))?;
-        iptables(v6, &["-t", "raw", "-N", &chain])?;
-        let fc = FilterChain { v6, table: "raw".into(), chain: chain.clone(), in_if: host_if.to_string() };
-        st.filters.push(fc);
-        iptables(v6, &["-t", "raw", "-A", &chain, "-j", "DROP"])?;
-        iptables(v6, &["-t", "raw", "-I", "PREROUTING", "-i", host_if, "-j", &chain])?;
+        // A jump left by an earlier failure would stay as a duplicate: drop it in the same go.
+        let rules = iptables(v6, &["-t", "raw", "-S", "PREROUTING"])?;
+        let stale = stale_jumps(&rules, host_if, &chain);
+        let fam: Vec<IpAddr> = addrs.iter().copied().filter(|a| a.is_ipv6() == v6).collect();
+        st.filters.push(FilterChain { v6, table: "raw".into(), chain: chain.clone(), in_if: host_if.to_string() });
+        iptables_restore(v6, &filter_chain_script(host_if, &chain, &fam, stale))?;
     }
     Ok(())
+}
+
+/// How many `-i IF -j CHAIN` jumps `iptables -S PREROUTING` lists.
+fn stale_jumps(rules: &str, host_if: &str, chain: &str) -> usize {
+    let jump = format!("-A PREROUTING -i {host_if} -j {chain}");
+    rules.lines().filter(|l| l.trim() == jump).count()
+}
+
+/// The `iptables-restore --noflush` input that (re)creates `chain` (declaring it empties it
+/// when it exists), lets `addrs` through, drops the rest, and hooks it into PREROUTING for
+/// `host_if` once.
+fn filter_chain_script(host_if: &str, chain: &str, addrs: &[IpAddr], stale_jumps: usize) -> String {
+    let mut s = format!("*raw\n:{chain} - [0:0]\n");
+    for _ in 0..stale_jumps {
+        s += &format!("-D PREROUTING -i {host_if} -j {chain}\n");
+    }
+    for a in addrs {
+        s += &format!("-A {chain} -s {a} -j RETURN\n");
+    }
+    s += &format!("-A {chain} -j DROP\n-I PREROUTING -i {host_if} -j {chain}\nCOMMIT\n");
+    s
 }
 
 fn prefix(a: &IpAddr) -> String {
@@ -245,37 +251,62 @@ fn prefix(a: &IpAddr) -> String {
 
 /// Give venet address `a`: inside (when `inside`), route, proxy entry, filter rule.
 fn add_addr(cfg: &ContainerConfig, st: &mut NetState, a: IpAddr, inside: bool) -> Result<()> {
+    add_addrs(cfg, st, &[a], inside, false)
+}
+
+/// Route `addrs` to the venet pair (host route, proxy ARP/NDP entry on the uplink; inside
+/// too when `inside`), with one `ip -batch` per side; `filtered` says their filter rules are
+/// in the chain already ([`venet_host_side`]). What is recorded in `st` before the commands
+/// run is removed by [`teardown`] if they fail halfway (removal ignores what is absent).
+fn add_addrs(cfg: &ContainerConfig, st: &mut NetState, addrs: &[IpAddr], inside: bool, filtered: bool) -> Result<()> {
     let host_if = st.venet.as_ref().map(|v| v.host_if.clone()).ok_or_else(|| Error::Net("no venet device".into()))?;
-    if st.venet.as_ref().is_some_and(|v| v.addrs.contains(&a)) {
-        return Ok(());
-    }
-    let uplink = choose_uplink(cfg, &a)?;
-    let v6 = a.is_ipv6();
-    let fam = if v6 { "-6" } else { "-4" };
-    let p = prefix(&a);
-    if v6 {
-        sysctl_set(&["net", "ipv6", "conf", "all", "forwarding"], "1")?;
-        sysctl_set(&["net", "ipv6", "conf", &uplink, "proxy_ndp"], "1")?;
-    }
-    // The host owns these addresses: answer at once instead of after the random proxy
-    // delay (up to 0.8 s) meant to let a real owner answer first.
-    sysctl_set(&["net", if v6 { "ipv6" } else { "ipv4" }, "neigh", &uplink, "proxy_delay"], "0")?;
-    if inside {
-        let mut args = vec![fam, "addr", "add", &p, "dev", VENET_INNER];
+    let new: Vec<IpAddr> = addrs.iter().copied().filter(|a| !st.venet.as_ref().is_some_and(|v| v.addrs.contains(a))).collect();
+    let mut host_cmds = Vec::new();
+    let mut inner_cmds = Vec::new();
+    let mut routes: [Option<Vec<RouteEntry>>; 2] = [None, None];
+    for a in &new {
+        let v6 = a.is_ipv6();
+        let uplink = match &cfg.net.uplink {
+            Some(_) => choose_uplink(cfg, a)?,
+            None => {
+                let table = &mut routes[usize::from(v6)];
+                if table.is_none() {
+                    *table = Some(host_routes(v6)?);
+                }
+                pick_uplink(a, table.as_deref().unwrap_or_default()).ok_or_else(|| no_uplink(a))?
+            }
+        };
         if v6 {
-            args.push("nodad");
+            sysctl_set(&["net", "ipv6", "conf", "all", "forwarding"], "1")?;
+            sysctl_set(&["net", "ipv6", "conf", &uplink, "proxy_ndp"], "1")?;
         }
-        ip_in(st.pid, &args)?;
-        ip_in(st.pid, &[fam, "route", "replace", "default", "dev", VENET_INNER])?;
+        // The host owns these addresses: answer at once instead of after the random proxy
+        // delay (up to 0.8 s) meant to let a real owner answer first.
+        sysctl_set(&["net", if v6 { "ipv6" } else { "ipv4" }, "neigh", &uplink, "proxy_delay"], "0")?;
+        let p = prefix(a);
+        if inside {
+            inner_cmds.push(format!("addr add {p} dev {VENET_INNER}{}", if v6 { " nodad" } else { "" }));
+            let default = if v6 { "::/0" } else { "default" };
+            let line = format!("route replace {default} dev {VENET_INNER}");
+            if !inner_cmds.contains(&line) {
+                inner_cmds.push(line);
+            }
+        }
+        host_cmds.push(format!("route replace {p} dev {host_if}"));
+        host_cmds.push(format!("neigh replace proxy {a} dev {uplink}"));
+        st.routes.push(HostRoute { dst: *a, dev: host_if.clone() });
+        st.proxies.push(ProxyEntry { addr: *a, dev: uplink });
     }
-    ip(&[fam, "route", "replace", &p, "dev", &host_if])?;
-    st.routes.push(HostRoute { dst: a, dev: host_if.clone() });
-    ip(&[fam, "neigh", "replace", "proxy", &a.to_string(), "dev", &uplink])?;
-    st.proxies.push(ProxyEntry { addr: a, dev: uplink });
-    let chain = filter_chain(&host_if);
-    iptables(v6, &["-t", "raw", "-I", &chain, "1", "-s", &a.to_string(), "-j", "RETURN"])?;
+    ip_batch_in(st.pid, &inner_cmds)?;
+    ip_batch(&host_cmds)?;
+    if !filtered {
+        let chain = filter_chain(&host_if);
+        for a in &new {
+            iptables(a.is_ipv6(), &["-t", "raw", "-I", &chain, "1", "-s", &a.to_string(), "-j", "RETURN"])?;
+        }
+    }
     if let Some(v) = st.venet.as_mut() {
-        v.addrs.push(a);
+        v.addrs.extend(new);
     }
     Ok(())
 }
@@ -284,7 +315,7 @@ fn add_addr(cfg: &ContainerConfig, st: &mut NetState, a: IpAddr, inside: bool) -
 pub fn add_ip(_host: &Host, cfg: &ContainerConfig, st: &mut NetState, addr: IpAddr) -> Result<()> {
     let res = (|| {
         if st.venet.is_none() {
-            create_venet(&cfg.ctid, st, st.pid)?;
+            create_venet(&cfg.ctid, st, st.pid, &[])?;
         }
         add_addr(cfg, st, addr, true)
     })();
@@ -548,10 +579,8 @@ pub fn after_restore(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<Net
             // by another version lost one (the pair only works with both ends NOARP, same MAC).
             let mac = format_mac(&venet_mac(&cfg.ctid));
             ip_in(pid, &["link", "set", "dev", VENET_INNER, "address", &mac, "arp", "off", "multicast", "off", "up"])?;
-            venet_host_side(&mut st, &host_if)?;
-            for a in &cfg.net.ipadd {
-                add_addr(cfg, &mut st, *a, false)?;
-            }
+            venet_host_side(&mut st, &host_if, &cfg.net.ipadd)?;
+            add_addrs(cfg, &mut st, &cfg.net.ipadd, false, true)?;
         }
         for (i, vif) in cfg.net.netifs.iter().enumerate() {
             let host_if = veth_host_if(&cfg.ctid, i);
@@ -673,11 +702,11 @@ fn choose_uplink(cfg: &ContainerConfig, a: &IpAddr) -> Result<String> {
         }
         return Ok(u.clone());
     }
-    pick_uplink(a, &host_routes(a.is_ipv6())?).ok_or_else(|| {
-        Error::Net(format!(
-            "no uplink for {a}: the host has no route to its subnet and no default route; give one with --uplink DEV"
-        ))
-    })
+    pick_uplink(a, &host_routes(a.is_ipv6())?).ok_or_else(|| no_uplink(a))
+}
+
+fn no_uplink(a: &IpAddr) -> Error {
+    Error::Net(format!("no uplink for {a}: the host has no route to its subnet and no default route; give one with --uplink DEV"))
 }
 
 #[cfg(test)]
@@ -686,6 +715,26 @@ mod tests {
 
     fn r(dst: &str, dev: &str) -> RouteEntry {
         RouteEntry { dst: dst.into(), dev: dev.into() }
+    }
+
+    #[test]
+    fn filter_chain_in_one_transaction() {
+        let a: Vec<IpAddr> = vec!["198.18.5.7".parse().unwrap(), "198.18.5.8".parse().unwrap()];
+        let s = filter_chain_script("fv101", "FERRY-fv101", &a, 0);
+        assert_eq!(
+            s,
+            "*raw\n:FERRY-fv101 - [0:0]\n-A FERRY-fv101 -s 198.18.5.7 -j RETURN\n-A FERRY-fv101 -s 198.18.5.8 -j RETURN\n\
+             -A FERRY-fv101 -j DROP\n-I PREROUTING -i fv101 -j FERRY-fv101\nCOMMIT\n"
+        );
+        // Leftover jumps are removed before the new one goes in; no addresses: drop all.
+        let s = filter_chain_script("fv101", "FERRY-fv101", &[], 2);
+        assert_eq!(s.matches("-D PREROUTING -i fv101 -j FERRY-fv101\n").count(), 2);
+        assert!(s.find("-D PREROUTING").unwrap() < s.find("-I PREROUTING").unwrap());
+        assert!(!s.contains("RETURN"));
+        let listed = "-P PREROUTING ACCEPT\n-A PREROUTING -i fv101 -j FERRY-fv101\n-A PREROUTING -i fv1010 -j FERRY-fv1010\n\
+                      -A PREROUTING -i fv101 -j FERRY-fv101\n";
+        assert_eq!(stale_jumps(listed, "fv101", "FERRY-fv101"), 2);
+        assert_eq!(stale_jumps(listed, "fv102", "FERRY-fv102"), 0);
     }
 
     #[test]

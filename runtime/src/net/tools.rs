@@ -3,7 +3,7 @@
 //! container's namespace through `nsenter --net=/proc/PID/ns/net`.
 
 use crate::error::{Error, Result};
-use crate::util::run;
+use crate::util::{run, run_with_input};
 use std::process::Command;
 
 fn net_err(e: Error) -> Error {
@@ -22,6 +22,31 @@ pub fn ip(args: &[&str]) -> Result<String> {
 pub fn ip_in(pid: i32, args: &[&str]) -> Result<String> {
     let ns = format!("--net=/proc/{pid}/ns/net");
     run(Command::new("nsenter").arg(ns).arg("ip").args(args)).map_err(net_err)
+}
+
+/// Several `ip` commands in one process (`ip -batch -`, one command per line; it stops at the
+/// first that fails).
+pub fn ip_batch(lines: &[String]) -> Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    run_with_input(Command::new("ip").args(["-batch", "-"]), &(lines.join("\n") + "\n")).map(drop).map_err(net_err)
+}
+
+/// [`ip_batch`] inside the netns of process `pid`.
+pub fn ip_batch_in(pid: i32, lines: &[String]) -> Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let ns = format!("--net=/proc/{pid}/ns/net");
+    run_with_input(Command::new("nsenter").arg(ns).args(["ip", "-batch", "-"]), &(lines.join("\n") + "\n")).map(drop).map_err(net_err)
+}
+
+/// `iptables-restore --noflush` (or ip6tables-restore) of `script`: one process, applied as
+/// one transaction.
+pub fn iptables_restore(v6: bool, script: &str) -> Result<()> {
+    let tool = if v6 { "ip6tables-restore" } else { "iptables-restore" };
+    run_with_input(Command::new(tool).args(["-w", "--noflush"]), script).map(drop).map_err(net_err)
 }
 
 /// `iptables -w ARGS` (or ip6tables) in the caller's netns.
@@ -80,9 +105,10 @@ pub fn sysctl_get(parts: &[&str]) -> Result<String> {
         .map_err(|e| Error::Net(format!("cannot read {path}: {e}")))
 }
 
-/// Whether a link exists in the caller's netns.
+/// Whether a link exists in the caller's netns (the calling thread's: the lookup goes
+/// through a socket it opens, no process).
 pub fn link_exists(name: &str) -> bool {
-    ip(&["link", "show", "dev", name]).is_ok()
+    nix::net::if_::if_nametoindex(name).is_ok()
 }
 
 /// Whether a link exists inside the netns of `pid`.
