@@ -210,24 +210,9 @@ pub fn remove_source(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, r
 }
 
 /// Between the dump and the destination's `Restored`, drop the container's venet traffic on
-/// this host (`on`), or stop dropping it. Without, this host, whose route to the container
-/// went with the dump, forwards the container's packets to the network, where the
-/// destination's copy answers for the address while it restores: if the migration then fails,
-/// what that copy received is lost and the connections of the copy restored here stall. A
-/// restore here replaces the blackhole with the container's own route.
+/// this host (`on`), or stop dropping it (see [`ferry_runtime::net::hold_traffic`]).
 pub fn blackhole(cfg: &ContainerConfig, on: bool) {
-    for ip in &cfg.net.ipadd {
-        let (fam, dst) = match ip {
-            std::net::IpAddr::V4(a) => ("-4", format!("{a}/32")),
-            std::net::IpAddr::V6(a) => ("-6", format!("{a}/128")),
-        };
-        let verb = if on { "replace" } else { "del" };
-        let st = std::process::Command::new("ip")
-            .args([fam, "route", verb, "blackhole", &dst])
-            .stderr(std::process::Stdio::null())
-            .status();
-        if on && !st.is_ok_and(|s| s.success()) {
-            tracing::warn!("container {}: cannot hold back its traffic to {dst} during the restore", cfg.ctid);
-        }
+    if let Err(e) = ferry_runtime::net::hold_traffic(cfg, on) {
+        tracing::warn!("{e}");
     }
 }

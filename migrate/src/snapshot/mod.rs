@@ -182,6 +182,7 @@ fn build(
         btrfs: use_btrfs,
         frozen_ms,
         total_ms: t0.elapsed().as_millis() as u64,
+        taken_ns: store::wall_ns(),
     };
     store::save_meta(tmp, &meta).map_err(|e| err(ct, "create", e))?;
     Ok(meta)

@@ -40,6 +40,15 @@ pub struct SnapshotMeta {
     /// Milliseconds the whole snapshot took.
     #[serde(default)]
     pub total_ms: u64,
+    /// Wall clock (unix nanoseconds) when it was completed: orders snapshots taken within
+    /// one second (`created` may be a scheduler's clock; 0 in snapshots from older versions).
+    #[serde(default)]
+    pub taken_ns: u64,
+}
+
+/// Now, in unix nanoseconds.
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 /// The last failure of a scheduled snapshot.
@@ -106,7 +115,7 @@ pub fn list(host: &Host, ct: &Ctid) -> Vec<SnapshotMeta> {
             out.push(m);
         }
     }
-    out.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+    out.sort_by(|a, b| a.created.cmp(&b.created).then(a.taken_ns.cmp(&b.taken_ns)).then(a.id.cmp(&b.id)));
     out
 }
 
@@ -250,15 +259,16 @@ mod tests {
         let host = Host::new(d.path(), d.path().join("run"), "ferry-tx");
         let ct = Ctid::new("101").unwrap();
         let base = store_dir(&host, &ct);
-        for (id, created) in [("2-b", 2), ("1-a", 1)] {
+        // Within one second the completion time decides, not the random part of the id.
+        for (id, created, taken_ns) in [("2-b", 2, 5), ("1-a", 1, 9), ("2-a", 2, 7)] {
             let dir = base.join(id);
             std::fs::create_dir_all(dir.join(FILES_DIR)).unwrap();
-            let m = SnapshotMeta { id: id.into(), name: None, created, stateful: false, auto: true, files_bytes: 0, state_bytes: 0, btrfs: false, frozen_ms: 0, total_ms: 0 };
+            let m = SnapshotMeta { id: id.into(), name: None, created, stateful: false, auto: true, files_bytes: 0, state_bytes: 0, btrfs: false, frozen_ms: 0, total_ms: 0, taken_ns };
             save_meta(&dir, &m).unwrap();
         }
         std::fs::create_dir_all(base.join(".tmp-3-c/files")).unwrap();
         let ids: Vec<String> = list(&host, &ct).into_iter().map(|m| m.id).collect();
-        assert_eq!(ids, vec!["1-a", "2-b"]);
+        assert_eq!(ids, vec!["1-a", "2-b", "2-a"]);
         std::fs::write(base.join("1-a/files/f"), vec![7u8; 65536]).unwrap();
         std::fs::hard_link(base.join("1-a/files/f"), base.join("2-b/files/f")).unwrap();
         let u = hardlink_usage(&base.join("2-b/files"));

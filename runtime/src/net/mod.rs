@@ -311,6 +311,26 @@ fn add_addrs(cfg: &ContainerConfig, st: &mut NetState, addrs: &[IpAddr], inside:
     Ok(())
 }
 
+/// While a container is away from this host between a dump and its restore elsewhere (a
+/// migration), drop what arrives here for its venet addresses (`hold`), or stop dropping it.
+/// Without, this host, whose route to the container went with the dump, would forward those
+/// packets to the network, where the destination's copy answers for the address while it
+/// restores: if the migration then fails, what that copy received is lost and the connections
+/// of the copy restored here stall. A restore here replaces the blackhole route with the
+/// container's own route.
+pub fn hold_traffic(cfg: &ContainerConfig, hold: bool) -> Result<()> {
+    let lines: Vec<String> = cfg
+        .net
+        .ipadd
+        .iter()
+        .map(|a| if hold { format!("route replace blackhole {}", prefix(a)) } else { format!("route del blackhole {}", prefix(a)) })
+        .collect();
+    match if hold { ip_batch(&lines) } else { tools::ip_batch_all(&lines) } {
+        Err(e) if !hold && tools::is_absent(&e) => Ok(()),
+        r => r.map_err(|e| Error::ct(cfg.ctid.as_str(), "migrate", format!("{} its traffic here: {e}", if hold { "hold back" } else { "release" }))),
+    }
+}
+
 /// Add a venet address to a running container (creates the venet pair on first use).
 pub fn add_ip(_host: &Host, cfg: &ContainerConfig, st: &mut NetState, addr: IpAddr) -> Result<()> {
     let res = (|| {

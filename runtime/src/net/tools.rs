@@ -33,6 +33,15 @@ pub fn ip_batch(lines: &[String]) -> Result<()> {
     run_with_input(Command::new("ip").args(["-batch", "-"]), &(lines.join("\n") + "\n")).map(drop).map_err(net_err)
 }
 
+/// [`ip_batch`] that runs every line even when some fail (for removals); the error, if
+/// any, names the failures.
+pub fn ip_batch_all(lines: &[String]) -> Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    run_with_input(Command::new("ip").args(["-force", "-batch", "-"]), &(lines.join("\n") + "\n")).map(drop).map_err(net_err)
+}
+
 /// [`ip_batch`] inside the netns of process `pid`.
 pub fn ip_batch_in(pid: i32, lines: &[String]) -> Result<()> {
     if lines.is_empty() {
