@@ -2,8 +2,10 @@
 #
 # 1. Frozen time of `ferry migrate` (from --json) for a container running an echo server with a
 #    client holding one TCP connection to it, migrated A→B and back alternately $N times, next
-#    to the bare `criu dump` + `criu restore` time of a container made by hand with the same
-#    rootfs, echo server and client, moved between the same two hosts the same way.
+#    to the bare `criu dump` + `criu restore` time of the same container (made and started by
+#    ferry with the same config, then moved by the criu CLI alone, its host side set by hand),
+#    and of a minimal container made by hand with the same rootfs, echo server and client,
+#    moved between the same two hosts the same way.
 # 2. Image transfer rate of a container holding $MEM_MB MiB of touched memory (image_bytes /
 #    image_transfer_ms, no compression so the wire carries every byte), next to iperf3 between
 #    the two hosts' namespaces over the same veth path, and raw ssh throughput (the image goes
@@ -14,6 +16,8 @@ MIG_NET=198.18.4
 MIG_CT_IP=$MIG_NET.101          # ferry's echo container
 MIG_BH_IP=$MIG_NET.100          # the by-hand container
 MIG_BH_PID=
+MIG_SC_IP=$MIG_NET.102          # the same container as ferry's, moved by the bare CLI
+MIG_SC_PID=
 
 mig_json() {  # FILE FIELD
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
@@ -92,10 +96,54 @@ mig_byhand_move() {
   python3 -c "print(($t2-$t0)//1000000)" >> "$stem.both"
 }
 
+# The same container as ferry's, for the bare CLI: created and started by ferry on host a
+# (venet address, echo server), then only ever moved by criu (ferry's own state of it goes
+# stale and is only used to destroy it at the end).
+mig_same_start() {
+  on a "$FERRY" create fb-bare --template "$TPL" --ipadd "$MIG_SC_IP" >/dev/null
+  on a "$FERRY" start fb-bare >/dev/null
+  on a "$FERRY" exec fb-bare -- sh -c 'nc -ll -p 8000 -e /bin/cat </dev/null >/dev/null 2>&1 &'
+  MIG_SC_PID=$(on a "$FERRY" status fb-bare --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+  MIG_SC_IF=$(ip -n "$MIG_P-a" -o link show | grep -o 'fvfb-bare[^:@]*' | head -1)
+  MIG_SC_MAC=$(ip -n "$MIG_P-a" -o link show dev "$MIG_SC_IF" | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
+  MIG_SC_ROOT=$W/mig/sim/a/data/root/fb-bare
+  [[ -n $MIG_SC_PID && -n $MIG_SC_IF && -n $MIG_SC_MAC ]] || { echo "bench: the container for the bare moves did not start" >&2; return 1; }
+  sleep 0.3
+}
+
+# One bare move of that container from SRC: criu dump there, criu restore on the other host
+# (same image directory: no copy), then the host side ferry would make, by hand: the venet
+# host end's MAC and flags, the /32 route and the proxy ARP entry. Appends to $1.{dump,restore,both}.
+mig_same_move() {
+  local stem=$1 src=$2 img=$3 dst t0 t1 t2; dst=$(mig_other "$src")
+  rm -rf "$img" "$img.pid"; mkdir -p "$img"
+  t0=$(now)
+  nsenter --net="/run/netns/$MIG_P-$src" criu dump -t "$MIG_SC_PID" -D "$img" --tcp-established -o dump.log ||
+    { echo "bench: bare criu dump of ferry's container failed:" >&2; grep -E 'Error' "$img/dump.log" >&2; return 1; }
+  t1=$(now)
+  nsenter --net="/run/netns/$MIG_P-$dst" criu restore -D "$img" --root "$MIG_SC_ROOT" --tcp-established -d \
+    -o restore.log --pidfile "$img.pid" --external "veth[venet0]:$MIG_SC_IF" ||
+    { echo "bench: bare criu restore of ferry's container failed:" >&2; grep -E 'Error' "$img/restore.log" >&2; return 1; }
+  t2=$(now)
+  MIG_SC_PID=$(cat "$img.pid")
+  ip -n "$MIG_P-$src" route del "$MIG_SC_IP/32" 2>/dev/null || true
+  ip -n "$MIG_P-$src" neigh del proxy "$MIG_SC_IP" dev eth0 2>/dev/null || true
+  ip -n "$MIG_P-$dst" link set dev "$MIG_SC_IF" address "$MIG_SC_MAC" arp off multicast off up
+  ip -n "$MIG_P-$dst" route replace "$MIG_SC_IP/32" dev "$MIG_SC_IF"
+  ip -n "$MIG_P-$dst" neigh replace proxy "$MIG_SC_IP" dev eth0
+  nsenter --net="/run/netns/$MIG_P-$dst" arping -q -c1 -U -I eth0 -s "$MIG_SC_IP" "$MIG_SC_IP" >/dev/null 2>&1 &
+  ms "$t0" "$t1" >> "$stem.dump"; ms "$t1" "$t2" >> "$stem.restore"
+  python3 -c "print(($t2-$t0)//1000000)" >> "$stem.both"
+}
+
 mig_cleanup() {
   set +e
   [[ -n ${MIG_BH_PID:-} ]] && kill -9 "$MIG_BH_PID" 2>/dev/null
   MIG_BH_PID=
+  [[ -n ${MIG_SC_PID:-} ]] && kill -9 "$MIG_SC_PID" 2>/dev/null
+  MIG_SC_PID=
+MIG_SC_IP=$MIG_NET.102          # the same container as ferry's, moved by the bare CLI
+MIG_SC_PID=
   local h ct
   for h in a b; do
     [[ -e /run/netns/$MIG_P-$h ]] || continue
@@ -141,6 +189,21 @@ bench_migration() {
   done
   on "$src" "$FERRY" destroy fb-mig --force >/dev/null
 
+  # --- bare criu: the same container, dump on one host, restore on the other ---------------
+  mig_same_start
+  : > "$mw/s.dump"; : > "$mw/s.restore"; : > "$mw/s.both"; : > "$mw/s.pause"
+  src=a
+  for i in $(seq "$N"); do
+    mig_client "$MIG_SC_IP" 2.5 "$mw/sc$i.json"; local cl=$!
+    sleep 1
+    mig_same_move "$mw/s" "$src" "$mw/simg"
+    wait "$cl" || { echo "bench: the client's connection to the bare-moved container broke: $(cat "$mw/sc$i.json")" >&2; return 1; }
+    mig_json "$mw/sc$i.json" longest_pause_ms >> "$mw/s.pause"
+    src=$(mig_other "$src")
+  done
+  kill -9 "$MIG_SC_PID" 2>/dev/null; MIG_SC_PID=
+  on a "$FERRY" destroy fb-bare --force >/dev/null
+
   # --- bare criu: the by-hand echo container, dump on one host, restore on the other -------
   mig_byhand_start "$mw/bh"
   : > "$mw/b.dump"; : > "$mw/b.restore"; : > "$mw/b.both"; : > "$mw/b.pause"
@@ -154,6 +217,8 @@ bench_migration() {
     src=$(mig_other "$src")
   done
   kill -9 "$MIG_BH_PID" 2>/dev/null; MIG_BH_PID=
+MIG_SC_IP=$MIG_NET.102          # the same container as ferry's, moved by the bare CLI
+MIG_SC_PID=
 
   # --- image transfer of a container with touched memory ------------------------------------
   on a "$FERRY" create fb-migbig --template "$TPL" >/dev/null
@@ -201,31 +266,35 @@ PY
 
   mig_cleanup
   local fz bb rate ip sh
-  fz=$(med "$mw/f.frozen"); bb=$(med "$mw/b.both"); rate=$(med "$mw/x.rate"); ip=$(med "$mw/iperf"); sh=$(med "$mw/ssh")
+  fz=$(med "$mw/f.frozen"); bb=$(med "$mw/s.both"); rate=$(med "$mw/x.rate"); ip=$(med "$mw/iperf"); sh=$(med "$mw/ssh")
   {
     echo "## Live migration between two simulated hosts ($N migrations, alternately A→B and B→A)"
     echo
     echo "An echo server (busybox \`nc -ll -e /bin/cat\`) in the container, and a client in a third"
     echo "namespace doing a round trip every 20 ms on one TCP connection during each migration."
-    echo "The peer is a container made by hand with the same rootfs and echo server (own pid, mount,"
-    echo "uts, ipc and net namespaces, a routed veth), moved between the same two hosts with the bare"
-    echo "CLI: \`criu dump --tcp-established\` on one host, \`criu restore --tcp-established\` on the"
-    echo "other, reading the same image directory (no copy, no compression, no checksums), then its"
-    echo "route and proxy ARP entry set by hand. ferry's frozen time spans freeze → dump → image"
-    echo "through ssh → restore → network on the destination → resumed."
+    echo "The peer (\"bare\") is the same container, made and started by ferry with the same config,"
+    echo "rootfs and echo server, then moved between the same two hosts by the criu CLI alone:"
+    echo "\`criu dump --tcp-established\` on one host, \`criu restore --tcp-established\` on the other,"
+    echo "reading the same image directory (no copy, no compression, no checksums), then the host"
+    echo "side ferry would make (venet end's MAC and flags, route, proxy ARP) set by hand, untimed."
+    echo "The bare times are the two CLI runs whole (CRIU's start-up included). A minimal container"
+    echo "made by hand (\"minimal\": only /, /proc and /dev mounted, one process) is moved the same"
+    echo "way, for scale. ferry's frozen time spans freeze → dump → final sync → image through"
+    echo "ssh → restore → network on the destination → resumed (the dump's start-up, before the"
+    echo "freeze, is not in it; its dump row is from the freeze)."
     echo
-    echo "| what | ferry ms | bare criu ms | ferry/criu |"
-    echo "|---|---|---|---|"
-    echo "| frozen (ferry) vs dump + restore (bare) | $(fmt "$mw/f.frozen") | $(fmt "$mw/b.both") | $(ratio "$fz" "$bb") |"
-    echo "| dump | $(fmt "$mw/f.dump") | $(fmt "$mw/b.dump") | $(ratio "$(med "$mw/f.dump")" "$(med "$mw/b.dump")") |"
-    echo "| restore | $(fmt "$mw/f.restore") | $(fmt "$mw/b.restore") | $(ratio "$(med "$mw/f.restore")" "$(med "$mw/b.restore")") |"
-    echo "| final file sync, while frozen (ferry only) | $(fmt "$mw/f.fsync") | | |"
-    echo "| image transfer (ferry only) | $(fmt "$mw/f.xfer") | | |"
-    echo "| announce, after the container runs again (ferry only) | $(fmt "$mw/f.announce") | | |"
-    echo "| whole \`ferry migrate\` (incl. preflight, file sync, cleanup) | $(fmt "$mw/f.total") | | |"
-    echo "| client's longest pause | $(fmt "$mw/f.pause") | $(fmt "$mw/b.pause") | $(ratio "$(med "$mw/f.pause")" "$(med "$mw/b.pause")") |"
+    echo "| what | ferry ms | bare, same container ms | ferry/bare | bare, minimal container ms |"
+    echo "|---|---|---|---|---|"
+    echo "| frozen (ferry) vs dump + restore (bare) | $(fmt "$mw/f.frozen") | $(fmt "$mw/s.both") | $(ratio "$fz" "$bb") | $(fmt "$mw/b.both") |"
+    echo "| dump | $(fmt "$mw/f.dump") | $(fmt "$mw/s.dump") | $(ratio "$(med "$mw/f.dump")" "$(med "$mw/s.dump")") | $(fmt "$mw/b.dump") |"
+    echo "| restore | $(fmt "$mw/f.restore") | $(fmt "$mw/s.restore") | $(ratio "$(med "$mw/f.restore")" "$(med "$mw/s.restore")") | $(fmt "$mw/b.restore") |"
+    echo "| final file sync, while frozen (ferry only) | $(fmt "$mw/f.fsync") | | | |"
+    echo "| image transfer (ferry only) | $(fmt "$mw/f.xfer") | | | |"
+    echo "| announce, after the container runs again (ferry only) | $(fmt "$mw/f.announce") | | | |"
+    echo "| whole \`ferry migrate\` (incl. preflight, file sync, cleanup) | $(fmt "$mw/f.total") | | | |"
+    echo "| client's longest pause | $(fmt "$mw/f.pause") | $(fmt "$mw/s.pause") | $(ratio "$(med "$mw/f.pause")" "$(med "$mw/s.pause")") | $(fmt "$mw/b.pause") |"
     echo
-    echo "Goal (issue 7): frozen within 1.3x of bare dump + restore."
+    echo "Goal (issue 7): frozen within 1.3x of bare dump + restore of the same container."
     echo
     echo "## Migration image transfer ($MEM_MB MiB of touched memory, \`--compress 0\`; $N migrations)"
     echo
