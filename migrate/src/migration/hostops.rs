@@ -27,6 +27,12 @@ pub fn criu_version() -> Option<String> {
     criu.version().ok().map(|v| v.to_string())
 }
 
+/// Whether CRIU can track memory changes here (soft-dirty): what iterative memory pre-copy
+/// (pre-dumps while the container runs) needs.
+pub fn memory_tracking() -> bool {
+    ferry_runtime::checkpoint::Criu::new().ok().and_then(|c| c.features().ok()).is_some_and(|f| f.mem_track)
+}
+
 pub fn network_mode(cfg: &ContainerConfig) -> String {
     let mut modes = Vec::new();
     if !cfg.net.ipadd.is_empty() {

@@ -23,6 +23,9 @@ pub struct MigrationReport {
     pub passes: Vec<SyncPassReport>,
     /// Why the live passes stopped.
     pub converged: String,
+    /// How the memory went over (online only): one full dump while frozen, and why not
+    /// iterative pre-copy.
+    pub memory_copy: String,
     /// Freeze to resumed on the destination (online only).
     pub frozen_ms: u64,
     pub dump_ms: u64,
@@ -60,7 +63,7 @@ impl fmt::Display for MigrationReport {
             writeln!(f, "  {:<28} {:>9}  {}", "  passes stopped", "", self.converged)?;
         }
         if self.mode == "online" {
-            writeln!(f, "  {:<28} {:>9}", "dump", self.dump_ms)?;
+            writeln!(f, "  {:<28} {:>9}  {}", "dump", self.dump_ms, self.memory_copy)?;
         }
         if let Some(p) = &self.final_sync {
             writeln!(f, "  {:<28} {:>9}  {} files, {} on the wire", "final sync", p.ms, p.files, format_size(p.bytes_on_wire))?;
@@ -97,6 +100,7 @@ mod tests {
             mode: "online".into(),
             passes: vec![SyncPassReport { pass: 1, files: 10, bytes_on_wire: 3 << 20, ms: 120 }],
             frozen_ms: 321,
+            memory_copy: "one full dump".into(),
             total_ms: 999,
             ..Default::default()
         };
@@ -104,6 +108,7 @@ mod tests {
         assert!(t.contains("sync pass 1"), "{t}");
         assert!(t.contains("3M on the wire"), "{t}");
         assert!(t.contains("frozen") && t.contains("321"), "{t}");
+        assert!(t.contains("one full dump"), "{t}");
         let j: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(j["frozen_ms"], 321);
         assert_eq!(j["passes"][0]["files"], 10);

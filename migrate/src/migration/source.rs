@@ -213,6 +213,13 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
     }
 
     // --- freeze and dump. On failure the dump thaws the container: it runs on as before.
+    // Iterative memory pre-copy (CRIU pre-dumps while it runs) needs soft-dirty tracking;
+    // ferry does not do it yet, so the memory goes in one dump, while frozen.
+    run.report.memory_copy = if hostops::memory_tracking() {
+        "one full dump (memory pre-copy not implemented)".into()
+    } else {
+        "one full dump (no soft-dirty tracking here for memory pre-copy)".into()
+    };
     run.stage("freeze and dump");
     // The dump goes where it outlives a failed attempt (it is how the container comes back),
     // and the journal names it before CRIU starts: if this process dies while CRIU finishes
