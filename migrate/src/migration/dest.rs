@@ -63,7 +63,12 @@ pub async fn serve(host: &Host, conn: &Connection) -> Result<()> {
         undo(host, &mut st);
     }
     if let Some(t) = st.announcer.take() {
-        let _ = t.join();
+        // The container is committed here: other commands may act on it at once (the
+        // announcer stops when it no longer runs here).
+        st.lock = None;
+        // Let the source go now; this process stays for the remaining announcements.
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.close()).await;
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     res
 }
@@ -126,21 +131,28 @@ async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Resul
                     if let Err(e) = hostops::announce(host, cfg, 1, Duration::ZERO) {
                         tracing::warn!("announcing the addresses of {}: {e}", cfg.ctid);
                     }
-                    // Three more over the first second, while the source cleans up.
+                    // Three more over the first second, while the source cleans up and goes:
+                    // this process stays until they are out. Each first checks that the
+                    // container still runs here (it may already be migrating on).
                     let (h, c) = (host.clone(), cfg.clone());
                     st.announcer = Some(std::thread::spawn(move || {
-                        std::thread::sleep(ANNOUNCE_SPACING);
-                        if let Err(e) = hostops::announce(&h, &c, 3, ANNOUNCE_SPACING) {
-                            tracing::warn!("announcing the addresses of {}: {e}", c.ctid);
+                        for n in 2..=4 {
+                            std::thread::sleep(ANNOUNCE_SPACING);
+                            if !hostops::is_running(&h, &c.ctid) || !h.config_path(&c.ctid).exists() {
+                                return;
+                            }
+                            match hostops::announce(&h, &c, 1, Duration::ZERO) {
+                                Ok(()) => tracing::debug!("announced the addresses of {} ({n} of 4)", c.ctid),
+                                Err(e) => tracing::warn!("announcing the addresses of {}: {e}", c.ctid),
+                            }
                         }
                     }));
                 }
                 conn.reply(env.id, Body::Ok(OkReply {})).await?;
             }
             Body::Done(_) => {
-                if let Some(t) = st.announcer.take() {
-                    let _ = t.join();
-                }
+                // The source need not wait for the remaining announcements: [`serve`] waits
+                // for them after the connection is closed.
                 conn.reply(env.id, Body::Ok(OkReply {})).await?;
                 return Ok(());
             }

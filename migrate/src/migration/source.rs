@@ -154,7 +154,12 @@ async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> R
     let res = if online { online_switch(run, &conn, &area).await } else { offline_switch(run, &conn, &area, running).await };
     match res {
         Ok(()) => {
-            let _ = tokio::time::timeout(Duration::from_secs(30), transport.wait()).await;
+            // The destination's ferry may stay a little for its last announcements (up to a
+            // second); it needs nothing more from here, and without a terminal on the ssh
+            // session it outlives the ssh client.
+            if tokio::time::timeout(Duration::from_millis(300), transport.wait()).await.is_err() {
+                let _ = transport.kill().await;
+            }
             Ok(())
         }
         Err(e) => {
