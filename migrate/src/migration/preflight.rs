@@ -111,9 +111,15 @@ pub fn gather(host: &Host, cfg: &ContainerConfig, cpuinfo: &[u8], online: bool, 
         }
     }
     if online {
-        f.criu = check_criu(work);
-        if f.criu.is_ok() && !cpuinfo.is_empty() {
-            f.cpu = check_cpuinfo(cpuinfo, work);
+        // Two CRIU runs of tens of milliseconds each: side by side. The CPU verdict only
+        // counts when CRIU itself is usable.
+        let (criu, cpu) = std::thread::scope(|sc| {
+            let cpu = sc.spawn(|| if cpuinfo.is_empty() { Ok(()) } else { check_cpuinfo(cpuinfo, work) });
+            (check_criu(work), cpu.join().unwrap_or(Ok(())))
+        });
+        f.criu = criu;
+        if f.criu.is_ok() {
+            f.cpu = cpu;
         }
     }
     f

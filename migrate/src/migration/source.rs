@@ -117,20 +117,35 @@ pub async fn migrate(host: &Host, lock: &ContainerLock, opts: &MigrateOptions) -
 async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> Result<()> {
     let ct = run.cfg.ctid.clone();
     run.stage("connecting");
-    let mut transport = Transport::ssh(&run.opts.target, &["migrate-receive".to_string()])?;
-    let conn = transport.connect(ConnectionOptions::default()).await?;
+    // What the preflight tells about this side (CRIU runs, the tree is walked) is gathered
+    // while ssh connects.
+    let area = hostops::files_dir(run.host, &run.cfg, running);
+    let local = {
+        let (area, work, shared) = (area.clone(), run.work.clone(), run.opts.shared_storage);
+        tokio::task::spawn_blocking(move || {
+            let needed = if shared { 0 } else { preflight::tree_size(&area) };
+            let cpuinfo = if online { preflight::dump_cpuinfo(&work) } else { Vec::new() };
+            let criu_version = if online { hostops::criu_version().unwrap_or_default() } else { String::new() };
+            (needed, cpuinfo, criu_version)
+        })
+    };
+    let connected = match Transport::ssh(&run.opts.target, &["migrate-receive".to_string()]) {
+        Ok(mut t) => t.connect(ConnectionOptions::default()).await.map(|c| (t, c)),
+        Err(e) => Err(e),
+    };
+    // Also on failure: the work dir it writes into goes when this returns.
+    let local = local.await.map_err(|e| Error::Migration(format!("preflight of {ct} here: {e}")));
+    let (mut transport, conn) = connected?;
+    let (needed, cpuinfo, criu_version) = local?;
 
     // --- preflight: nothing has changed yet.
     run.stage("preflight");
-    let area = hostops::files_dir(run.host, &run.cfg, running);
-    let needed = if run.opts.shared_storage { 0 } else { preflight::tree_size(&area) };
-    let cpuinfo = if online { preflight::dump_cpuinfo(&run.work) } else { Vec::new() };
     let pre = Preflight {
         ctid: ct.to_string(),
         config_toml: run.cfg.to_toml(),
         ips: run.cfg.net.ipadd.iter().map(|a| a.to_string()).collect(),
         needed_disk_bytes: needed,
-        criu_version: if online { hostops::criu_version().unwrap_or_default() } else { String::new() },
+        criu_version,
         cpuinfo,
         online,
         network_mode: hostops::network_mode(&run.cfg),
