@@ -594,8 +594,12 @@ fn offline_migration_of_a_stopped_and_of_a_running_container() {
     let running = ctid();
     sim.container(0, &running, &["--ipadd", &sim.t.ct_ip4(26).to_string()]);
     let out = sim.migrate_ok(0, 1, &running, &["--offline"]);
+    // The destination's ferry may still be announcing; the container is already free for
+    // other commands there (`set` takes its lock).
+    b.ok(&["set", &running, "--hostname", "moved"]);
     assert!(out.contains("offline"), "{out}");
     assert_eq!(sim.status(1, &running), "running");
+    assert_eq!(b.exec(&running, "hostname"), "moved\n");
     // Restarted, not restored: the counter file came along, the loop did not.
     assert!(b.exec(&running, "cat /root/ctr").lines().count() > 5);
     sim.assert_clean(0, &running);
