@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ferry_migrate::migration::report::MigrationReport;
 use ferry_migrate::migration::source::{migrate, MigrateOptions};
-use ferry_migrate::migration::{dest, journal};
+use ferry_migrate::migration::{dest, image_stream, journal};
 use ferry_migrate::proto::ConnectionOptions;
 use ferry_migrate::transport::{SshTarget, Transport};
 use ferry_runtime::lock::ContainerLock;
@@ -150,7 +150,8 @@ pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
 pub fn migrate_receive(host: &Host) -> Result<u8> {
     let rt = runtime()?;
     let res = rt.block_on(async {
-        let conn = ferry_migrate::transport::accept_stdio(ConnectionOptions::default()).await?;
+        let opts = ConnectionOptions { features: vec![image_stream::TCP_CHANNEL_FEATURE.into()], ..Default::default() };
+        let conn = ferry_migrate::transport::accept_stdio(opts).await?;
         let res = dest::serve(host, &conn).await;
         // Also after a failure: the last reply (the error that says why) must reach the
         // source before we go, or it only sees the connection end.
@@ -234,7 +235,8 @@ pub fn sync_receive(dir: PathBuf) -> Result<u8> {
     let rt = sync_runtime()?;
     rt.block_on(async {
         use ferry_migrate::proto::messages::{Body, OkReply};
-        let conn = ferry_migrate::transport::accept_stdio(ConnectionOptions::default()).await?;
+        let opts = ConnectionOptions { features: vec![image_stream::TCP_CHANNEL_FEATURE.into()], ..Default::default() };
+        let conn = ferry_migrate::transport::accept_stdio(opts).await?;
         loop {
             let env = conn.recv().await?;
             match &env.body {

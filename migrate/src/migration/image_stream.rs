@@ -61,6 +61,20 @@ pub struct Sent {
     pub wire_bytes: u64,
 }
 
+/// Announced in the handshake by a destination that serves `DataChannelOpen`.
+pub const TCP_CHANNEL_FEATURE: &str = "data-channel-tcp";
+
+/// Refuse, before anything changed, a channel the destination's ferry does not serve.
+pub fn check_peer(conn: &Connection, channel: &DataChannel) -> Result<()> {
+    if channel.kind == ChannelKind::Tcp && !conn.peer().features.iter().any(|f| f == TCP_CHANNEL_FEATURE) {
+        return Err(Error::Migration(format!(
+            "the destination's ferry ({}) cannot receive the image over a direct TCP connection; update it there or use --data-channel ssh",
+            conn.peer().ferry_version
+        )));
+    }
+    Ok(())
+}
+
 /// How long the destination waits for the source's data connection.
 const ACCEPT_WITHIN: Duration = Duration::from_secs(30);
 /// Connecting, and any single write or read on the data connection that makes no progress.

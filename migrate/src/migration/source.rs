@@ -122,6 +122,7 @@ async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> R
     run.stage("connecting");
     let mut transport = Transport::ssh(&run.opts.target, &["migrate-receive".to_string()])?;
     let conn = transport.connect(ConnectionOptions::default()).await?;
+    super::image_stream::check_peer(&conn, &run.opts.data_channel)?;
 
     // --- preflight: nothing has changed yet.
     run.stage("preflight");
