@@ -204,20 +204,35 @@ pub fn connect(addr: SocketAddr, token: &Token, timeout: Duration) -> io::Result
     Ok(s)
 }
 
-/// A writer that counts what passes and keeps the last 32 bytes: the image's whole-image
-/// blake3 digest, which is how both ends name the image they agree on.
+/// CPU time the calling thread used so far: next to its wall-clock time it shows whether a
+/// transfer was limited by this end's work or by waiting for a CPU on a shared machine.
+pub fn thread_cpu_time() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let tv = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    getrusage(UsageWho::RUSAGE_THREAD).map(|u| tv(u.user_time()) + tv(u.system_time())).unwrap_or_default()
+}
+
+/// A reader or writer that counts what passes and keeps the last 32 bytes: the image's
+/// whole-image blake3 digest, which is how both ends name the image they agree on. It also
+/// adds up the time spent inside the inner reads or writes (waiting on the socket), which
+/// says which end limits the transfer.
 pub struct Tail<W> {
     inner: W,
     bytes: u64,
     last: [u8; 32],
+    io_time: Duration,
 }
 
 impl<W> Tail<W> {
     pub fn new(inner: W) -> Self {
-        Tail { inner, bytes: 0, last: [0; 32] }
+        Tail { inner, bytes: 0, last: [0; 32], io_time: Duration::ZERO }
     }
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+    /// Time spent in the inner reads or writes.
+    pub fn io_time(&self) -> Duration {
+        self.io_time
     }
     /// The last 32 bytes seen (zero-padded in front when fewer passed).
     pub fn last32(&self) -> [u8; 32] {
@@ -239,7 +254,10 @@ impl<W> Tail<W> {
 
 impl<W: Write> Write for Tail<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
+        let t = Instant::now();
+        let n = self.inner.write(buf);
+        self.io_time += t.elapsed();
+        let n = n?;
         self.note(&buf[..n]);
         Ok(n)
     }
@@ -250,7 +268,10 @@ impl<W: Write> Write for Tail<W> {
 
 impl<R: Read> Read for Tail<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let t = Instant::now();
+        let n = self.inner.read(buf);
+        self.io_time += t.elapsed();
+        let n = n?;
         self.note(&buf[..n]);
         Ok(n)
     }

@@ -31,6 +31,26 @@ mig_ferry() {
     echo "bench: migration of $ct from $src failed:" >&2; cat "$out.err" >&2; return 1; }
 }
 
+# mig_iperf JSON SECS: one iperf3 run between the two host namespaces (server in b, client in
+# a), the same veth path the image takes; prints Mbit/s.
+mig_iperf() {
+  nsenter --net="/run/netns/$MIG_P-b" iperf3 -s -1 -B "$MIG_NET.2" >/dev/null 2>&1 &
+  local srv=$!; sleep 0.3
+  nsenter --net="/run/netns/$MIG_P-a" iperf3 -c "$MIG_NET.2" -t "$2" -J > "$1"
+  wait "$srv" 2>/dev/null || true
+  python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e6,1))' "$1"
+}
+
+# mig_raw_ssh: raw ssh throughput over the same path, what any ssh-carried stream can reach:
+# $MEM_MB MiB through `ssh 'cat >/dev/null'`, less the time of an empty ssh session; Mbit/s.
+mig_raw_ssh() {
+  local t0 t1 t2
+  t0=$(now); nsenter --net="/run/netns/$MIG_P-a" ssh $(sim_ssh_opts) "root@$MIG_NET.2" true; t1=$(now)
+  nsenter --net="/run/netns/$MIG_P-a" sh -c "dd if=/dev/zero bs=1M count=$MEM_MB status=none | ssh $(sim_ssh_opts) root@$MIG_NET.2 'cat >/dev/null'"
+  t2=$(now)
+  python3 -c "print(round($MEM_MB*1048576*8/(max(($t2-$t1)-($t1-$t0), 1)/1e9)/1e6,1))"
+}
+
 mig_client() {  # IP SECONDS OUT: a client in its own netns, in the background
   nsenter --net="/run/netns/$MIG_P-cl" python3 scripts/lib/tcp_client.py "$1" 8000 "$2" --json > "$3" 2>&1 &
 }
@@ -162,9 +182,12 @@ bench_migration() {
   on a "$FERRY" start fb-migbig >/dev/null
   on a "$FERRY" exec fb-migbig -- sh -c "touch_mem $MEM_MB </dev/null >/dev/null 2>&1 &"
   sleep $(( MEM_MB / 128 + 2 ))
-  # Both channels in turn, each migration going the other way than the one before.
-  local ch
+  # Both channels in turn, each migration going the other way than the one before, and one
+  # iperf3 and one raw ssh run after each pair: the machine is shared, so its load changes
+  # during a run; interleaved, the peers see the same load as ferry.
+  local ch secs=3; [[ $QUICK -eq 1 ]] && secs=1
   for ch in ssh tcp; do : > "$mw/x$ch.rate"; : > "$mw/x$ch.frozen"; : > "$mw/x$ch.bytes"; done
+  : > "$mw/iperf"; : > "$mw/ssh"
   src=a
   for i in $(seq "$N"); do
     for ch in ssh tcp; do
@@ -177,29 +200,11 @@ PY
       mig_json "$mw/x$ch$i.json" frozen_ms >> "$mw/x$ch.frozen"; mig_json "$mw/x$ch$i.json" image_bytes >> "$mw/x$ch.bytes"
       src=$(mig_other "$src")
     done
+    mig_iperf "$mw/iperf$i.json" "$secs" >> "$mw/iperf"
+    mig_raw_ssh >> "$mw/ssh"
   done
   on "$src" "$FERRY" destroy fb-migbig --force >/dev/null
 
-  # iperf3 between the two host namespaces (server in b, client in a), the same veth path.
-  local secs=3; [[ $QUICK -eq 1 ]] && secs=1
-  : > "$mw/iperf"
-  for i in $(seq 5); do
-    nsenter --net="/run/netns/$MIG_P-b" iperf3 -s -1 -B "$MIG_NET.2" >/dev/null 2>&1 &
-    local srv=$!; sleep 0.3
-    nsenter --net="/run/netns/$MIG_P-a" iperf3 -c "$MIG_NET.2" -t "$secs" -J > "$mw/iperf$i.json"
-    wait "$srv" 2>/dev/null || true
-    python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e6,1))' "$mw/iperf$i.json" >> "$mw/iperf"
-  done
-  # Raw ssh throughput over the same path: what any ssh-carried stream can reach. The time of
-  # an empty ssh session (connection set-up) is taken off each run.
-  : > "$mw/ssh"
-  local t2 t3
-  for i in $(seq 5); do
-    t0=$(now); nsenter --net="/run/netns/$MIG_P-a" ssh $(sim_ssh_opts) "root@$MIG_NET.2" true; t1=$(now)
-    nsenter --net="/run/netns/$MIG_P-a" sh -c "dd if=/dev/zero bs=1M count=$MEM_MB status=none | ssh $(sim_ssh_opts) root@$MIG_NET.2 'cat >/dev/null'"
-    t2=$(now)
-    python3 -c "print(round($MEM_MB*1048576*8/(max(($t2-$t1)-($t1-$t0), 1)/1e9)/1e6,1))" >> "$mw/ssh"
-  done
   local cipher
   cipher=$(nsenter --net="/run/netns/$MIG_P-a" ssh -v $(sim_ssh_opts) -o LogLevel=DEBUG1 "root@$MIG_NET.2" true 2>&1 |
     awk '/kex: server->client cipher:/ {print $5; exit}')
@@ -239,8 +244,9 @@ PY
     echo "\`--data-channel ssh\` (the image in ferry's frames inside the ssh connection) and"
     echo "\`--data-channel tcp\` (a direct TCP connection, token-authenticated, unencrypted), alternating"
     echo "in one run. iperf3: server in host B's namespace bound to $MIG_NET.2, client in host A's,"
-    echo "${secs} s, 5 runs. ssh: \`dd\` of $MEM_MB MiB into \`ssh root@B 'cat >/dev/null'\` with the same"
-    echo "options (cipher ${cipher:-default}), 5 runs, each less the time of an empty ssh session."
+    echo "${secs} s. ssh: \`dd\` of $MEM_MB MiB into \`ssh root@B 'cat >/dev/null'\` with the same options"
+    echo "(cipher ${cipher:-default}), less the time of an empty ssh session. One iperf3 and one ssh run"
+    echo "follow each pair of migrations ($N each), so that all see the same load of the shared machine."
     echo
     echo "| what | Mbit/s | of iperf3 | of raw ssh |"
     echo "|---|---|---|---|"

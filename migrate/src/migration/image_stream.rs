@@ -137,10 +137,19 @@ async fn send_over_tcp(conn: &Connection, dir: &Path, cfg: &ContainerConfig, met
     let writer = tokio::task::spawn_blocking(move || -> std::result::Result<(u64, [u8; 32]), String> {
         let s = datachan::connect(addr, &token, DATA_TIMEOUT).map_err(|e| format!("connecting to {addr}: {e}"))?;
         s.set_write_timeout(Some(DATA_TIMEOUT)).map_err(|e| e.to_string())?;
+        let (t0, cpu0) = (std::time::Instant::now(), datachan::thread_cpu_time());
         let out = BufWriter::with_capacity(WRITE_BUFFER, Tail::new(CutAfter { s: &s, left: cut_at }));
         let tail = write_image(&cfg2, &meta, &dir2, out, level)?;
         // The destination reads to the end of the stream: tell it where that is.
         s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+        tracing::info!(
+            "{}: image sent over tcp: {} bytes in {} ms, {} ms of it in socket writes; {} ms on a CPU",
+            cfg2.ctid,
+            tail.bytes(),
+            t0.elapsed().as_millis(),
+            tail.io_time().as_millis(),
+            (datachan::thread_cpu_time() - cpu0).as_millis()
+        );
         Ok((tail.bytes(), tail.last32()))
     });
     let written = writer.await.map_err(|_| Error::Migration("the image writer panicked".into()))?;
@@ -296,10 +305,18 @@ fn accept_and_extract(
         return Err("given up (the migration was aborted)".into());
     }
     s.set_read_timeout(Some(DATA_TIMEOUT)).map_err(|e| e.to_string())?;
+    let (t0, cpu0) = (std::time::Instant::now(), datachan::thread_cpu_time());
     let mut input = Tail::new(s);
     ferry_dump_format::extract_to_dir(&mut input, dir).map_err(|e| e.to_string())?;
     // Whatever follows the image counts too: both ends must have seen the same stream.
     std::io::copy(&mut input, &mut std::io::sink()).map_err(|e| format!("reading to the end: {e}"))?;
+    tracing::info!(
+        "image received over tcp: {} bytes in {} ms, {} ms of it in socket reads; {} ms on a CPU",
+        input.bytes(),
+        t0.elapsed().as_millis(),
+        input.io_time().as_millis(),
+        (datachan::thread_cpu_time() - cpu0).as_millis()
+    );
     Ok((input.bytes(), input.last32()))
 }
 
