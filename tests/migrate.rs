@@ -142,6 +142,26 @@ impl Sim {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    /// Like `container` (on `ip`), plus `files_mb` MB of random data in /root/big and a
+    /// process holding `mem_mb` MB of memory that does not compress.
+    fn big_container(&self, i: usize, ct: &str, ip: &str, files_mb: u32, mem_mb: u32) {
+        let h = self.h(i);
+        h.ok(&["create", ct, "--template", h.template.to_str().unwrap(), "--ipadd", ip]);
+        let private = h.data.join("private").join(ct);
+        std::fs::create_dir_all(private.join("usr/local/bin")).unwrap();
+        std::fs::copy(static_helper(h, "mem_toucher"), private.join("usr/local/bin/mem_toucher")).unwrap();
+        if files_mb > 0 {
+            let of = format!("of={}", private.join("root/big").display());
+            let st = Command::new("dd").args(["if=/dev/urandom", "bs=1M", &format!("count={files_mb}"), "status=none", &of]).status().unwrap();
+            assert!(st.success());
+        }
+        h.ok(&["start", ct]);
+        h.exec(ct, &format!("ip link set lo up; nc -ll -p {PORT} -e /bin/cat </dev/null >/dev/null 2>&1 &"));
+        h.exec(ct, "(i=0; while :; do i=$((i+1)); echo $i >> /root/ctr; usleep 10000; done) </dev/null >/dev/null 2>&1 &");
+        h.exec(ct, &format!("/usr/local/bin/mem_toucher {mem_mb} </dev/null >/dev/null 2>&1 &"));
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+
     fn status(&self, i: usize, ct: &str) -> String {
         let o = self.h(i).ferry(&["status", ct, "--json"]);
         if !o.status.success() {
@@ -458,19 +478,8 @@ fn connection_cut_during_sync_image_or_restore_rolls_back() {
     let sim = Sim::new(2);
     let ct = ctid();
     let ip = sim.t.ct_ip4(23).to_string();
-    let a = sim.h(0);
     // 50 MB of files and a process with 200 MB of memory that does not compress.
-    a.ok(&["create", &ct, "--template", a.template.to_str().unwrap(), "--ipadd", &ip]);
-    let private = a.data.join("private").join(&ct);
-    std::fs::create_dir_all(private.join("usr/local/bin")).unwrap();
-    std::fs::copy(static_helper(a, "mem_toucher"), private.join("usr/local/bin/mem_toucher")).unwrap();
-    let st = Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=50", "status=none"]).arg(format!("of={}", private.join("root/big").display())).status().unwrap();
-    assert!(st.success());
-    a.ok(&["start", &ct]);
-    a.exec(&ct, &format!("ip link set lo up; nc -ll -p {PORT} -e /bin/cat </dev/null >/dev/null 2>&1 &"));
-    a.exec(&ct, "(i=0; while :; do i=$((i+1)); echo $i >> /root/ctr; usleep 10000; done) </dev/null >/dev/null 2>&1 &");
-    a.exec(&ct, "/usr/local/bin/mem_toucher 200 </dev/null >/dev/null 2>&1 &");
-    std::thread::sleep(Duration::from_millis(1500));
+    sim.big_container(0, &ct, &ip, 50, 200);
     let client = Client::start(&sim.t, &ip);
 
     for stage in ["sync pass 1", "image transfer", "restore on the destination"] {
@@ -776,15 +785,7 @@ fn data_channel_failures_roll_back_to_the_source() {
     let ip = sim.t.ct_ip4(32).to_string();
     let a = sim.h(0);
     // A process with 64 MB of memory, so that the image is cut well inside its pages.
-    a.ok(&["create", &ct, "--template", a.template.to_str().unwrap(), "--ipadd", &ip]);
-    let private = a.data.join("private").join(&ct);
-    std::fs::create_dir_all(private.join("usr/local/bin")).unwrap();
-    std::fs::copy(static_helper(a, "mem_toucher"), private.join("usr/local/bin/mem_toucher")).unwrap();
-    a.ok(&["start", &ct]);
-    a.exec(&ct, &format!("ip link set lo up; nc -ll -p {PORT} -e /bin/cat </dev/null >/dev/null 2>&1 &"));
-    a.exec(&ct, "(i=0; while :; do i=$((i+1)); echo $i >> /root/ctr; usleep 10000; done) </dev/null >/dev/null 2>&1 &");
-    a.exec(&ct, "/usr/local/bin/mem_toucher 64 </dev/null >/dev/null 2>&1 &");
-    std::thread::sleep(Duration::from_millis(1000));
+    sim.big_container(0, &ct, &ip, 0, 64);
     let client = Client::start(&sim.t, &ip);
     let mut ns = pidns(a, &ct);
 
