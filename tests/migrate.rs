@@ -792,6 +792,8 @@ fn data_channel_failures_roll_back_to_the_source() {
     // (source fault, destination fault, what the error must say)
     let cases = [
         ("cut-data", "", "cut on purpose"),
+        ("wrong-token", "", "token not accepted"),
+        ("", "refuse-data", "refused"),
         ("", "die-after-image", ""),
         ("", "fail-restore", "restore failed on purpose"),
     ];
@@ -799,9 +801,12 @@ fn data_channel_failures_roll_back_to_the_source() {
         let what = format!("{src_fault}{dst_fault}");
         let mut c = sim.migrate_cmd(0, 1, &ct, &["--data-channel", "tcp"], &format!("FERRY_TEST_FAULT={dst_fault}"));
         c.env("FERRY_TEST_FAULT", src_fault);
+        let t0 = Instant::now();
         let o = c.output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
-        eprintln!("{what}: {err}");
+        eprintln!("{what} ({:?}): {err}", t0.elapsed());
+        // Neither end waits out the listener's 30 s deadline while the container is frozen.
+        assert!(t0.elapsed() < Duration::from_secs(25), "{what}: took {:?}", t0.elapsed());
         assert!(!o.status.success(), "{what}: migrate succeeded");
         assert!(err.contains("runs here again"), "{what}: not rolled back: {err}");
         assert!(err.contains(says), "{what}: {err}");

@@ -126,7 +126,7 @@ pub fn bind(ip: IpAddr, ports: PortRange) -> io::Result<TcpListener> {
 pub enum AcceptError {
     #[error("no connection presented the right token within {0:?} ({1} refused)")]
     Deadline(Duration, u32),
-    #[error("given up (the migration was aborted)")]
+    #[error("stopped waiting (the source gave up the image, or the migration ended)")]
     Cancelled,
     #[error("{0}")]
     Io(#[from] io::Error),

@@ -10,7 +10,7 @@
 #    TCP connection), next to iperf3 between the two hosts' namespaces over the same veth path,
 #    and raw ssh throughput (ssh's cipher is the ceiling of the ssh channel).
 
-MIG_P=fybm                      # netns prefix: fybm-sw, fybm-a, fybm-b, fybm-cl
+MIG_P=${MIG_P:-fybm}            # netns prefix: fybm-sw, fybm-a, fybm-b, fybm-cl
 MIG_NET=198.18.4
 MIG_CT_IP=$MIG_NET.101          # ferry's echo container
 MIG_BH_IP=$MIG_NET.100          # the by-hand container

@@ -21,14 +21,16 @@ use std::time::Duration;
 const ANNOUNCE_SPACING: Duration = Duration::from_millis(250);
 
 /// `FERRY_TEST_FAULT` on the destination makes it fail on purpose, for the fault tests:
-/// `die-after-image` (the process exits once the image arrived, as if killed), `fail-restore`,
+/// `die-after-image` (the process exits once the image arrived, as if killed), `refuse-data`
+/// (the source is sent to a port where nothing listens for the image), `fail-restore`,
 /// `hang-before-restore` (the restore never answers; the receiver waits for the connection to
 /// end and then cleans up, as when the source dies mid-migration).
 pub const FAULT_ENV: &str = "FERRY_TEST_FAULT";
 
 /// Also read by the source: `die-after-commit` (its ferry exits right after the destination
 /// took the container over, before cleaning up here), `cut-data` (it breaks the data channel's
-/// connection halfway through the image, `--data-channel tcp`).
+/// connection halfway through the image, `--data-channel tcp`), `wrong-token` (it presents a
+/// wrong token on the data channel).
 pub(crate) fn fault(name: &str) -> bool {
     std::env::var(FAULT_ENV).map(|v| v.split(',').any(|f| f == name)).unwrap_or(false)
 }

@@ -81,6 +81,8 @@ const ACCEPT_WITHIN: Duration = Duration::from_secs(30);
 const DATA_TIMEOUT: Duration = Duration::from_secs(30);
 /// Replies on the control connection around the data channel.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the destination looks for what went wrong after the source gave up the image.
+const GAVE_UP_WAIT: Duration = Duration::from_secs(5);
 /// Writes into the data socket (the image writer's 4 MiB chunks pass straight through).
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -130,8 +132,12 @@ async fn send_over_tcp(conn: &Connection, dir: &Path, cfg: &ContainerConfig, met
     };
     let addr: SocketAddr =
         ready.address.parse().map_err(|_| Error::Protocol(format!("the destination offered {:?} as its data channel address", ready.address)))?;
-    let token = Token::from_slice(&ready.token).ok_or_else(|| Error::Protocol("the destination's data channel token is not 32 bytes".into()))?;
-    // FERRY_TEST_FAULT=cut-data (on the source): the data connection breaks halfway.
+    let mut token = ready.token;
+    if super::dest::fault("wrong-token") {
+        token[0] ^= 1;
+    }
+    let token = Token::from_slice(&token).ok_or_else(|| Error::Protocol("the destination's data channel token is not 32 bytes".into()))?;
+    // FERRY_TEST_FAULT=cut-data on the source: the data connection breaks halfway.
     let cut_at = super::dest::fault("cut-data").then(|| files_size(dir) / 2);
     let (cfg2, dir2) = (cfg.clone(), dir.to_path_buf());
     let writer = tokio::task::spawn_blocking(move || -> std::result::Result<(u64, [u8; 32]), String> {
@@ -157,8 +163,10 @@ async fn send_over_tcp(conn: &Connection, dir: &Path, cfg: &ContainerConfig, met
         Ok((size, digest)) => (*size, digest.to_vec()),
         Err(_) => (0, Vec::new()),
     };
-    // Also after a failed write: the destination's answer says what went wrong on its side.
-    let confirmed = conn.request_timeout(Body::ImageEnd(ImageEnd { size, blake3: digest }), REPLY_TIMEOUT).await;
+    // Also after a failed write (then without a digest): the destination's answer says what
+    // went wrong on its side. The container is frozen meanwhile: do not wait long for that.
+    let wait = if written.is_ok() { REPLY_TIMEOUT } else { GAVE_UP_WAIT * 2 };
+    let confirmed = conn.request_timeout(Body::ImageEnd(ImageEnd { size, blake3: digest }), wait).await;
     match (written, confirmed) {
         (Ok(_), Ok(Body::Ok(_))) => Ok(Sent { image_bytes: size, wire_bytes: size + (datachan::MAGIC.len() + datachan::TOKEN_LEN) as u64 }),
         (Ok(_), Ok(other)) => Err(Error::Protocol(format!("expected Ok after ImageEnd, got {}", other.name()))),
@@ -241,12 +249,19 @@ pub struct IncomingImage {
     outcome: tokio::sync::oneshot::Receiver<std::result::Result<(u64, [u8; 32]), String>>,
 }
 
-impl Drop for IncomingImage {
-    fn drop(&mut self) {
+impl IncomingImage {
+    /// Stop waiting for the connection, and cut it if it is there.
+    fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);
         if let Some(s) = self.socket.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             let _ = s.shutdown(Shutdown::Both);
         }
+    }
+}
+
+impl Drop for IncomingImage {
+    fn drop(&mut self) {
+        self.cancel();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -264,6 +279,8 @@ pub async fn open_data_channel(conn: &Connection, req: &Envelope, open: &DataCha
             return Err(e);
         }
     };
+    // FERRY_TEST_FAULT=refuse-data here: the source is sent where nothing listens.
+    let address = if super::dest::fault("refuse-data") { SocketAddr::new(address.ip(), 1) } else { address };
     conn.reply(req.id, Body::DataChannelReady(DataChannelReady { address: address.to_string(), token: token.as_bytes().to_vec() })).await?;
     Ok(incoming)
 }
@@ -302,7 +319,7 @@ fn accept_and_extract(
     drop(listener); // exactly one connection
     *socket.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.try_clone().map_err(|e| e.to_string())?);
     if cancel.load(Ordering::SeqCst) {
-        return Err("given up (the migration was aborted)".into());
+        return Err("stopped waiting (the source gave up the image, or the migration ended)".into());
     }
     s.set_read_timeout(Some(DATA_TIMEOUT)).map_err(|e| e.to_string())?;
     let (t0, cpu0) = (std::time::Instant::now(), datachan::thread_cpu_time());
@@ -324,7 +341,14 @@ fn accept_and_extract(
 /// Ok when it succeeded and size and digest agree (Error otherwise), and return the images dir.
 pub async fn finish_data_channel(conn: &Connection, req: &Envelope, end: &ImageEnd, mut incoming: IncomingImage) -> Result<PathBuf> {
     let ct = incoming.ctid.clone();
-    let problem = match tokio::time::timeout(REPLY_TIMEOUT, &mut incoming.outcome).await {
+    let wait = if end.blake3.is_empty() {
+        // The source could not send the image: stop waiting for it, and say what this side saw.
+        incoming.cancel();
+        GAVE_UP_WAIT
+    } else {
+        REPLY_TIMEOUT
+    };
+    let problem = match tokio::time::timeout(wait, &mut incoming.outcome).await {
         Err(_) => Some(format!("the image of {ct} did not arrive on the data channel within {REPLY_TIMEOUT:?}")),
         Ok(Err(_)) => Some(format!("receiving the image of {ct} on the data channel ended without a result")),
         Ok(Ok(Err(e))) => Some(format!("receiving the image of {ct} on the data channel failed: {e}")),
@@ -332,6 +356,7 @@ pub async fn finish_data_channel(conn: &Connection, req: &Envelope, end: &ImageE
             "the image of {ct} arrived damaged on the data channel ({size} bytes received, {} sent, or digest mismatch)",
             end.size
         )),
+        Ok(Ok(Ok(_))) if end.blake3.is_empty() => Some(format!("the source gave up sending the image of {ct}")),
         Ok(Ok(Ok(_))) => None,
     };
     let dir = incoming.dir.clone();
