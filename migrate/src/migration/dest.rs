@@ -21,7 +21,8 @@ use std::time::Duration;
 const ANNOUNCE_SPACING: Duration = Duration::from_millis(250);
 
 /// `FERRY_TEST_FAULT` on the destination makes it fail on purpose, for the fault tests:
-/// `die-after-image` (the process exits once the image arrived, as if killed), `refuse-data`
+/// `die-after-image` (the process exits once the image arrived, as if killed), `die-mid-image`
+/// (it exits 16 MiB into an image on the data channel), `refuse-data`
 /// (the source is sent to a port where nothing listens for the image), `fail-restore`,
 /// `hang-before-restore` (the restore never answers; the receiver waits for the connection to
 /// end and then cleans up, as when the source dies mid-migration).

@@ -217,6 +217,25 @@ fn fresh_images_dir(work: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The data socket of a destination that exits after `left` bytes (the `die-mid-image` fault).
+struct DieAfter<R> {
+    inner: R,
+    left: Option<u64>,
+}
+
+impl<R: std::io::Read> std::io::Read for DieAfter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(left) = &mut self.left {
+            *left = left.saturating_sub(n as u64);
+            if *left == 0 {
+                std::process::exit(137);
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// `ImageBegin` arrived on the control connection: extract the image into `<work>/images`
 /// while it streams in (a pipe into the extractor's thread), answer its `ImageEnd`, and
 /// return the directory.
@@ -323,7 +342,9 @@ fn accept_and_extract(
     }
     s.set_read_timeout(Some(DATA_TIMEOUT)).map_err(|e| e.to_string())?;
     let (t0, cpu0) = (std::time::Instant::now(), datachan::thread_cpu_time());
-    let mut input = Tail::new(s);
+    // FERRY_TEST_FAULT=die-mid-image here: this process dies 16 MiB into the image, as if killed.
+    let die_after = super::dest::fault("die-mid-image").then_some(16 << 20);
+    let mut input = Tail::new(DieAfter { inner: s, left: die_after });
     ferry_dump_format::extract_to_dir(&mut input, dir).map_err(|e| e.to_string())?;
     // Whatever follows the image counts too: both ends must have seen the same stream.
     std::io::copy(&mut input, &mut std::io::sink()).map_err(|e| format!("reading to the end: {e}"))?;
