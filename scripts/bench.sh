@@ -48,7 +48,7 @@ bench_rm_cgroup() {
 }
 # Every section runs in a subshell (so one failing section does not stop the others), hence
 # cleanup works from names and files, not from variables a section set.
-SIM_PREFIXES=(fybs fybm)
+SIM_PREFIXES=(fybs "${MIG_P:-fybm}")
 cleanup() {
   set +e
   for ct in $("$FERRY" list -a -H -o ctid 2>/dev/null); do "$FERRY" stop "$ct" --timeout 1 >/dev/null 2>&1; "$FERRY" destroy "$ct" --force >/dev/null 2>&1; done

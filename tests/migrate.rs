@@ -142,6 +142,26 @@ impl Sim {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    /// Like `container` (on `ip`), plus `files_mb` MB of random data in /root/big and a
+    /// process holding `mem_mb` MB of memory that does not compress.
+    fn big_container(&self, i: usize, ct: &str, ip: &str, files_mb: u32, mem_mb: u32) {
+        let h = self.h(i);
+        h.ok(&["create", ct, "--template", h.template.to_str().unwrap(), "--ipadd", ip]);
+        let private = h.data.join("private").join(ct);
+        std::fs::create_dir_all(private.join("usr/local/bin")).unwrap();
+        std::fs::copy(static_helper(h, "mem_toucher"), private.join("usr/local/bin/mem_toucher")).unwrap();
+        if files_mb > 0 {
+            let of = format!("of={}", private.join("root/big").display());
+            let st = Command::new("dd").args(["if=/dev/urandom", "bs=1M", &format!("count={files_mb}"), "status=none", &of]).status().unwrap();
+            assert!(st.success());
+        }
+        h.ok(&["start", ct]);
+        h.exec(ct, &format!("ip link set lo up; nc -ll -p {PORT} -e /bin/cat </dev/null >/dev/null 2>&1 &"));
+        h.exec(ct, "(i=0; while :; do i=$((i+1)); echo $i >> /root/ctr; usleep 10000; done) </dev/null >/dev/null 2>&1 &");
+        h.exec(ct, &format!("/usr/local/bin/mem_toucher {mem_mb} </dev/null >/dev/null 2>&1 &"));
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+
     fn status(&self, i: usize, ct: &str) -> String {
         let o = self.h(i).ferry(&["status", ct, "--json"]);
         if !o.status.success() {
@@ -458,19 +478,8 @@ fn connection_cut_during_sync_image_or_restore_rolls_back() {
     let sim = Sim::new(2);
     let ct = ctid();
     let ip = sim.t.ct_ip4(23).to_string();
-    let a = sim.h(0);
     // 50 MB of files and a process with 200 MB of memory that does not compress.
-    a.ok(&["create", &ct, "--template", a.template.to_str().unwrap(), "--ipadd", &ip]);
-    let private = a.data.join("private").join(&ct);
-    std::fs::create_dir_all(private.join("usr/local/bin")).unwrap();
-    std::fs::copy(static_helper(a, "mem_toucher"), private.join("usr/local/bin/mem_toucher")).unwrap();
-    let st = Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=50", "status=none"]).arg(format!("of={}", private.join("root/big").display())).status().unwrap();
-    assert!(st.success());
-    a.ok(&["start", &ct]);
-    a.exec(&ct, &format!("ip link set lo up; nc -ll -p {PORT} -e /bin/cat </dev/null >/dev/null 2>&1 &"));
-    a.exec(&ct, "(i=0; while :; do i=$((i+1)); echo $i >> /root/ctr; usleep 10000; done) </dev/null >/dev/null 2>&1 &");
-    a.exec(&ct, "/usr/local/bin/mem_toucher 200 </dev/null >/dev/null 2>&1 &");
-    std::thread::sleep(Duration::from_millis(1500));
+    sim.big_container(0, &ct, &ip, 50, 200);
     let client = Client::start(&sim.t, &ip);
 
     for stage in ["sync pass 1", "image transfer", "restore on the destination"] {
@@ -706,6 +715,121 @@ fn a_destination_disk_filling_up_during_the_sync_fails_cleanly() {
     assert_eq!(sim.status(0, &ct), "running");
     assert_counter_runs(sim.h(0), &ct);
     sim.assert_clean(1, &ct);
+    let st = client.finish();
+    eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
+}
+
+/// TCP listeners left in host `i`'s namespace other than its sshd's.
+fn stray_listeners(sim: &Sim, i: usize) -> String {
+    let out = sim.t.run_in_ok(sim.t.host(i), "ss -Hltn");
+    out.lines().filter(|l| !l.contains(":22 ")).collect::<Vec<_>>().join("\n")
+}
+
+fn assert_no_listener(sim: &Sim, i: usize) {
+    let t0 = Instant::now();
+    loop {
+        let left = stray_listeners(sim, i);
+        if left.is_empty() {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "host {i} still listens: {left}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn live_migration_over_the_tcp_data_channel_keeps_the_connection() {
+    if !can_run("live_migration_over_the_tcp_data_channel_keeps_the_connection") {
+        return;
+    }
+    let sim = Sim::new(2);
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(31).to_string();
+    sim.container(0, &ct, &["--ipadd", &ip]);
+    let client = Client::start(&sim.t, &ip);
+    let ns_a = pidns(sim.h(0), &ct);
+
+    let out = sim.migrate_ok(0, 1, &ct, &["--data-channel", "tcp", "--json"]);
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("--json: {e}: {out}"));
+    let (image, wire) = (rep["image_bytes"].as_u64().unwrap(), rep["image_wire_bytes"].as_u64().unwrap());
+    assert!(image > 0, "{rep}");
+    // The image went raw over its own connection (magic and token first), not in ssh frames.
+    assert_eq!(wire, image + 40, "{rep}");
+    eprintln!("A->B over tcp: image {image} bytes in {} ms, frozen {} ms", rep["image_transfer_ms"], rep["frozen_ms"]);
+    assert_eq!(sim.status(1, &ct), "running");
+    assert_eq!(sim.status(0, &ct), "absent");
+    assert_counter_runs(sim.h(1), &ct);
+    assert_no_processes(&ns_a, "A");
+    sim.assert_clean(0, &ct);
+    assert_no_listener(&sim, 1);
+    let n = neigh_mac(&sim.t, &ip);
+    assert!(n.contains(&sim.t.host(1).mac_str()), "client's neighbour entry for {ip} not moved to B: {n}");
+
+    // And back, with the destination's listener on a fixed port.
+    let out = sim.migrate_ok(1, 0, &ct, &["--data-channel", "tcp", "--data-ports", "47400-47410", "--json"]);
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rep["image_wire_bytes"].as_u64().unwrap(), rep["image_bytes"].as_u64().unwrap() + 40, "{rep}");
+    assert_eq!(sim.status(0, &ct), "running");
+    assert_counter_runs(sim.h(0), &ct);
+    sim.assert_clean(1, &ct);
+    assert_no_listener(&sim, 0);
+
+    let st = client.finish();
+    eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
+    assert!(st.round_trips > 20);
+}
+
+#[test]
+fn data_channel_failures_roll_back_to_the_source() {
+    if !can_run("data_channel_failures_roll_back_to_the_source") {
+        return;
+    }
+    let sim = Sim::new(2);
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(32).to_string();
+    let a = sim.h(0);
+    // A process with 64 MB of memory, so that the image is cut well inside its pages.
+    sim.big_container(0, &ct, &ip, 0, 64);
+    let client = Client::start(&sim.t, &ip);
+    let mut init = a.pid(&ct);
+
+    // (source fault, destination fault, what the error must say)
+    let cases = [
+        ("cut-data", "", "cut on purpose"),
+        ("wrong-token", "", "token not accepted"),
+        ("", "refuse-data", "refused"),
+        ("", "die-mid-image", ""),
+        ("", "die-after-image", ""),
+        ("", "fail-restore", "restore failed on purpose"),
+    ];
+    for (src_fault, dst_fault, says) in cases {
+        let what = format!("{src_fault}{dst_fault}");
+        let mut c = sim.migrate_cmd(0, 1, &ct, &["--data-channel", "tcp"], &format!("FERRY_TEST_FAULT={dst_fault}"));
+        c.env("FERRY_TEST_FAULT", src_fault);
+        let t0 = Instant::now();
+        let o = c.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        eprintln!("{what} ({:?}): {err}", t0.elapsed());
+        // Neither end waits out the listener's 30 s deadline while the container is frozen.
+        assert!(t0.elapsed() < Duration::from_secs(25), "{what}: took {:?}", t0.elapsed());
+        assert!(!o.status.success(), "{what}: migrate succeeded");
+        assert!(err.contains("runs here again"), "{what}: not rolled back: {err}");
+        assert!(err.contains(says), "{what}: {err}");
+        assert_eq!(sim.status(0, &ct), "running", "{what}: {err}");
+        // Restored from the dump: its init has a new host pid (a namespace inode may be reused).
+        assert_ne!(a.pid(&ct), init, "{what}: the container was not dumped at all");
+        init = a.pid(&ct);
+        assert_counter_runs(a, &ct);
+        sim.assert_clean(1, &ct);
+        assert_no_listener(&sim, 1);
+        let n = neigh_mac(&sim.t, &ip);
+        assert!(n.contains(&sim.t.host(0).mac_str()), "{what}: neighbour entry moved: {n}");
+    }
+    // The same container still migrates over the data channel afterwards.
+    sim.migrate_ok(0, 1, &ct, &["--data-channel", "tcp"]);
+    assert_eq!(sim.status(1, &ct), "running");
+    assert_counter_runs(sim.h(1), &ct);
+    sim.assert_clean(0, &ct);
     let st = client.finish();
     eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
 }

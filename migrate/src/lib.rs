@@ -2,6 +2,7 @@
 //! sync and wire protocol they share.
 
 pub mod checkpoint;
+pub mod datachan;
 pub mod error;
 pub mod migration;
 pub mod proto;

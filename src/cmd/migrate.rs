@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ferry_migrate::migration::report::MigrationReport;
 use ferry_migrate::migration::source::{migrate, MigrateOptions};
-use ferry_migrate::migration::{dest, journal};
+use ferry_migrate::migration::{dest, image_stream, journal};
 use ferry_migrate::proto::ConnectionOptions;
 use ferry_migrate::transport::{SshTarget, Transport};
 use ferry_runtime::lock::ContainerLock;
@@ -48,6 +48,16 @@ pub struct MigrateArgs {
     /// zstd level of the image on the wire (0: no compression).
     #[arg(long, default_value_t = 1)]
     pub compress: i32,
+    /// How the checkpoint image travels: `ssh` (inside the encrypted ssh connection) or `tcp`
+    /// (a direct TCP connection to the destination, authenticated by a one-time token handed
+    /// out over ssh and checked by the image's blake3 digests, but NOT encrypted: use it only
+    /// on a trusted migration network).
+    #[arg(long, default_value = "ssh", value_parser = ["ssh", "tcp"])]
+    pub data_channel: String,
+    /// Ports the destination may listen on for `--data-channel tcp`, PORT or FIRST-LAST
+    /// (default: any free port), e.g. to match a firewall rule.
+    #[arg(long, value_name = "PORTS")]
+    pub data_ports: Option<ferry_migrate::datachan::PortRange>,
     /// Print the stage timing table (vzmigrate -t).
     #[arg(long)]
     pub times: bool,
@@ -91,6 +101,8 @@ pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
     opts.shared_storage = a.shared_storage;
     opts.max_iterations = a.max_iterations;
     opts.compress = a.compress;
+    opts.data_channel.kind = a.data_channel.parse().map_err(anyhow::Error::msg)?;
+    opts.data_channel.ports = a.data_ports.unwrap_or_default();
     opts.dry_run = a.dry_run;
     let tty = std::io::stderr().is_terminal() && !a.json;
     let bar = if tty {
@@ -138,7 +150,8 @@ pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
 pub fn migrate_receive(host: &Host) -> Result<u8> {
     let rt = runtime()?;
     let res = rt.block_on(async {
-        let conn = ferry_migrate::transport::accept_stdio(ConnectionOptions::default()).await?;
+        let opts = ConnectionOptions { features: vec![image_stream::TCP_CHANNEL_FEATURE.into()], ..Default::default() };
+        let conn = ferry_migrate::transport::accept_stdio(opts).await?;
         let res = dest::serve(host, &conn).await;
         // Also after a failure: the last reply (the error that says why) must reach the
         // source before we go, or it only sees the connection end.
@@ -222,7 +235,8 @@ pub fn sync_receive(dir: PathBuf) -> Result<u8> {
     let rt = sync_runtime()?;
     rt.block_on(async {
         use ferry_migrate::proto::messages::{Body, OkReply};
-        let conn = ferry_migrate::transport::accept_stdio(ConnectionOptions::default()).await?;
+        let opts = ConnectionOptions { features: vec![image_stream::TCP_CHANNEL_FEATURE.into()], ..Default::default() };
+        let conn = ferry_migrate::transport::accept_stdio(opts).await?;
         loop {
             let env = conn.recv().await?;
             match &env.body {

@@ -21,13 +21,17 @@ use std::time::Duration;
 const ANNOUNCE_SPACING: Duration = Duration::from_millis(250);
 
 /// `FERRY_TEST_FAULT` on the destination makes it fail on purpose, for the fault tests:
-/// `die-after-image` (the process exits once the image arrived, as if killed), `fail-restore`,
+/// `die-after-image` (the process exits once the image arrived, as if killed), `die-mid-image`
+/// (it exits 16 MiB into an image on the data channel), `refuse-data`
+/// (the source is sent to a port where nothing listens for the image), `fail-restore`,
 /// `hang-before-restore` (the restore never answers; the receiver waits for the connection to
 /// end and then cleans up, as when the source dies mid-migration).
 pub const FAULT_ENV: &str = "FERRY_TEST_FAULT";
 
 /// Also read by the source: `die-after-commit` (its ferry exits right after the destination
-/// took the container over, before cleaning up here).
+/// took the container over, before cleaning up here), `cut-data` (it breaks the data channel's
+/// connection halfway through the image, `--data-channel tcp`), `wrong-token` (it presents a
+/// wrong token on the data channel).
 pub(crate) fn fault(name: &str) -> bool {
     std::env::var(FAULT_ENV).map(|v| v.split(',').any(|f| f == name)).unwrap_or(false)
 }
@@ -52,6 +56,8 @@ struct Incoming {
     failed: Option<Error>,
     /// The announcements that follow the commit.
     announcer: Option<std::thread::JoinHandle<()>>,
+    /// An image on its way over the data channel (`--data-channel tcp`).
+    incoming_image: Option<super::image_stream::IncomingImage>,
 }
 
 /// Serve one migration on `conn`. Returns when the container is committed here, or after an
@@ -59,6 +65,8 @@ struct Incoming {
 pub async fn serve(host: &Host, conn: &Connection) -> Result<()> {
     let mut st = Incoming::default();
     let res = serve_inner(host, conn, &mut st).await;
+    // Its thread stops writing into the work dir before that goes.
+    drop(st.incoming_image.take());
     if !st.committed {
         undo(host, &mut st);
     }
@@ -102,6 +110,17 @@ async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Resul
             }
             Body::ImageBegin(_) => {
                 receive_image(conn, st, &env).await?;
+            }
+            Body::DataChannelOpen(o) => {
+                let work = st.work.clone().ok_or_else(|| Error::Protocol("DataChannelOpen before Preflight".into()))?;
+                st.incoming_image = Some(super::image_stream::open_data_channel(conn, &env, &o, &work).await?);
+            }
+            Body::ImageEnd(end) if st.incoming_image.is_some() => {
+                let incoming = st.incoming_image.take().expect("checked");
+                st.image_dir = Some(super::image_stream::finish_data_channel(conn, &env, &end, incoming).await?);
+                if fault("die-after-image") {
+                    std::process::exit(137);
+                }
             }
             Body::Restore(r) => {
                 if fault("hang-before-restore") {
@@ -212,21 +231,11 @@ fn handle_config(host: &Host, st: &mut Incoming, c: &ConfigMsg) -> Result<()> {
 
 async fn receive_image(conn: &Connection, st: &mut Incoming, begin: &Envelope) -> Result<()> {
     let work = st.work.clone().ok_or_else(|| Error::Protocol("ImageBegin before Preflight".into()))?;
-    let file = work.join("image.ferry");
-    let out = tokio::fs::File::create(&file).await.map_err(|e| Error::io("create", &file, e))?;
-    crate::proto::receive_image(conn, begin, tokio::io::BufWriter::with_capacity(1 << 20, out)).await?;
+    // Extracted (and checked section by section) as it arrives: a damaged image is never restored.
+    let dir = super::image_stream::receive_over_connection(conn, begin, &work).await?;
     if fault("die-after-image") {
         std::process::exit(137);
     }
-    // Checked again section by section while extracting: a damaged image is never restored.
-    let dir = work.join("images");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-    let res = std::fs::File::open(&file)
-        .map_err(|e| Error::io("open", &file, e))
-        .and_then(|f| ferry_dump_format::extract_to_dir(std::io::BufReader::with_capacity(1 << 20, f), &dir).map_err(Error::from));
-    let _ = std::fs::remove_file(&file);
-    res?;
     st.image_dir = Some(dir);
     Ok(())
 }

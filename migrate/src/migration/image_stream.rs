@@ -1,31 +1,395 @@
-//! Moving a checkpoint image over the connection: the source writes ferry's image format
-//! straight into the data stream through a pipe (no temporary image file; compression on a
-//! thread overlaps with the transfer), the destination stores what arrives and checks it.
+//! Moving a checkpoint image to the destination, by one of two channels:
+//! - `ssh` (the default): ferry's image format written straight into a data stream of the
+//!   control connection through a pipe (no temporary image file; compression on a thread
+//!   overlaps with the transfer);
+//! - `tcp`: a direct, unencrypted TCP connection beside the control connection, authenticated
+//!   by a one-time token (see `crate::datachan`), the image written raw into the socket.
+//!
+//! Either way the destination extracts the image into its images dir as it arrives (each chunk
+//! and the whole image checked against their blake3 digests: a damaged image is never
+//! restored), and both sides agree on size and digest over the control connection before the
+//! restore is asked for.
 
+use crate::datachan::{self, PortRange, Tail, Token};
 use crate::error::{Error, Result};
+use crate::proto::messages::{Body, DataChannelOpen, DataChannelReady, Envelope, ImageEnd, OkReply};
 use crate::proto::{self, Connection};
 use ferry_runtime::container::CheckpointMeta;
 use ferry_runtime::ContainerConfig;
-use std::path::Path;
+use std::io::{BufWriter, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// Send the CRIU images in `dir` as one ferry image; returns the image's size in bytes.
-pub async fn send_image(conn: &Connection, dir: &Path, cfg: &ContainerConfig, level: i32) -> Result<u64> {
+/// How the image travels (`ferry migrate --data-channel`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChannelKind {
+    /// Inside the ssh control connection (encrypted).
+    #[default]
+    Ssh,
+    /// A direct TCP connection, unencrypted: trusted migration networks only.
+    Tcp,
+}
+
+impl std::str::FromStr for ChannelKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "ssh" => Ok(ChannelKind::Ssh),
+            "tcp" => Ok(ChannelKind::Tcp),
+            _ => Err(format!("unknown data channel {s:?} (ssh or tcp)")),
+        }
+    }
+}
+
+/// The source's choice of channel.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DataChannel {
+    pub kind: ChannelKind,
+    /// Ports the destination may listen on for `tcp` (default: any).
+    pub ports: PortRange,
+}
+
+/// What one transfer moved.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sent {
+    /// The image's size.
+    pub image_bytes: u64,
+    /// Bytes that crossed the network for it (framing, token included).
+    pub wire_bytes: u64,
+}
+
+/// Announced in the handshake by a destination that serves `DataChannelOpen`.
+pub const TCP_CHANNEL_FEATURE: &str = "data-channel-tcp";
+
+/// Refuse, before anything changed, a channel the destination's ferry does not serve.
+pub fn check_peer(conn: &Connection, channel: &DataChannel) -> Result<()> {
+    if channel.kind == ChannelKind::Tcp && !conn.peer().features.iter().any(|f| f == TCP_CHANNEL_FEATURE) {
+        return Err(Error::Migration(format!(
+            "the destination's ferry ({}) cannot receive the image over a direct TCP connection; update it there or use --data-channel ssh",
+            conn.peer().ferry_version
+        )));
+    }
+    Ok(())
+}
+
+/// How long the destination waits for the source's data connection.
+const ACCEPT_WITHIN: Duration = Duration::from_secs(30);
+/// Connecting, and any single write or read on the data connection that makes no progress.
+const DATA_TIMEOUT: Duration = Duration::from_secs(30);
+/// Replies on the control connection around the data channel.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the destination looks for what went wrong after the source gave up the image.
+const GAVE_UP_WAIT: Duration = Duration::from_secs(5);
+/// Writes into the data socket (the image writer's 4 MiB chunks pass straight through).
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// Send the CRIU images in `dir` as one ferry image over `channel`.
+pub async fn send_image(conn: &Connection, dir: &Path, cfg: &ContainerConfig, level: i32, channel: &DataChannel) -> Result<Sent> {
     let meta = CheckpointMeta::load(dir)?
         .ok_or_else(|| Error::Migration(format!("{} holds no ferry checkpoint of {}", dir.display(), cfg.ctid)))?;
+    match channel.kind {
+        ChannelKind::Ssh => {
+            let before = conn.bytes_sent();
+            let image_bytes = send_over_connection(conn, dir, cfg, meta, level).await?;
+            Ok(Sent { image_bytes, wire_bytes: conn.bytes_sent() - before })
+        }
+        ChannelKind::Tcp => send_over_tcp(conn, dir, cfg, meta, level, channel.ports).await,
+    }
+}
+
+async fn send_over_connection(conn: &Connection, dir: &Path, cfg: &ContainerConfig, meta: CheckpointMeta, level: i32) -> Result<u64> {
     let (tx, rx) = tokio::net::unix::pipe::pipe().map_err(|e| Error::io("create a pipe for", dir, e))?;
     let tx = tx.into_blocking_fd().map_err(|e| Error::io("create a pipe for", dir, e))?;
     let (cfg2, dir2) = (cfg.clone(), dir.to_path_buf());
     let writer = std::thread::spawn(move || {
-        let out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::from(tx));
-        crate::checkpoint::write_image_to(&cfg2, &meta, &dir2, out, Some(level), &mut |_| {})
-            .and_then(|mut w| std::io::Write::flush(&mut w).map_err(|e| crate::checkpoint::Error::from(ferry_runtime::Error::io("write image", &dir2, e))))
-            .map_err(|e| e.to_string())
+        let out = BufWriter::with_capacity(WRITE_BUFFER, std::fs::File::from(tx));
+        write_image(&cfg2, &meta, &dir2, out, level).map(drop)
     });
     let sent = proto::send_image(conn, cfg.ctid.as_str(), rx, 0, if level > 0 { "zstd" } else { "" }, |_| {}).await;
     let written = writer.join().map_err(|_| Error::Migration("the image writer panicked".into()))?;
     match (sent, written) {
-        (Ok(n), Ok(_)) => Ok(n),
+        (Ok(n), Ok(())) => Ok(n),
         (_, Err(e)) => Err(Error::Migration(format!("writing the image of {}: {e}", cfg.ctid))),
-        (Err(e), Ok(_)) => Err(e),
+        (Err(e), Ok(())) => Err(e),
+    }
+}
+
+/// The image into `out`, flushed; returns `out`.
+fn write_image<W: Write>(cfg: &ContainerConfig, meta: &CheckpointMeta, dir: &Path, out: BufWriter<W>, level: i32) -> std::result::Result<W, String> {
+    let out = crate::checkpoint::write_image_to(cfg, meta, dir, out, Some(level), &mut |_| {}).map_err(|e| e.to_string())?;
+    out.into_inner().map_err(|e| e.error().to_string())
+}
+
+async fn send_over_tcp(conn: &Connection, dir: &Path, cfg: &ContainerConfig, meta: CheckpointMeta, level: i32, ports: PortRange) -> Result<Sent> {
+    let ct = cfg.ctid.to_string();
+    let open = DataChannelOpen { ctid: ct.clone(), port_first: ports.first.into(), port_last: ports.last.into() };
+    let ready = match conn.request_timeout(Body::DataChannelOpen(open), REPLY_TIMEOUT).await? {
+        Body::DataChannelReady(r) => r,
+        other => return Err(Error::Protocol(format!("expected DataChannelReady, got {}", other.name()))),
+    };
+    let addr: SocketAddr =
+        ready.address.parse().map_err(|_| Error::Protocol(format!("the destination offered {:?} as its data channel address", ready.address)))?;
+    let mut token = ready.token;
+    if super::dest::fault("wrong-token") {
+        token[0] ^= 1;
+    }
+    let token = Token::from_slice(&token).ok_or_else(|| Error::Protocol("the destination's data channel token is not 32 bytes".into()))?;
+    // FERRY_TEST_FAULT=cut-data on the source: the data connection breaks halfway.
+    let cut_at = super::dest::fault("cut-data").then(|| files_size(dir) / 2);
+    let (cfg2, dir2) = (cfg.clone(), dir.to_path_buf());
+    let writer = tokio::task::spawn_blocking(move || -> std::result::Result<(u64, [u8; 32]), String> {
+        let s = datachan::connect(addr, &token, DATA_TIMEOUT).map_err(|e| format!("connecting to {addr}: {e}"))?;
+        s.set_write_timeout(Some(DATA_TIMEOUT)).map_err(|e| e.to_string())?;
+        let (t0, cpu0) = (std::time::Instant::now(), datachan::thread_cpu_time());
+        let out = BufWriter::with_capacity(WRITE_BUFFER, Tail::new(CutAfter { s: &s, left: cut_at }));
+        let tail = write_image(&cfg2, &meta, &dir2, out, level)?;
+        // The destination reads to the end of the stream: tell it where that is.
+        s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+        tracing::info!(
+            "{}: image sent over tcp: {} bytes in {} ms, {} ms of it in socket writes; {} ms on a CPU",
+            cfg2.ctid,
+            tail.bytes(),
+            t0.elapsed().as_millis(),
+            tail.io_time().as_millis(),
+            (datachan::thread_cpu_time() - cpu0).as_millis()
+        );
+        Ok((tail.bytes(), tail.last32()))
+    });
+    let written = writer.await.map_err(|_| Error::Migration("the image writer panicked".into()))?;
+    let (size, digest) = match &written {
+        Ok((size, digest)) => (*size, digest.to_vec()),
+        Err(_) => (0, Vec::new()),
+    };
+    // Also after a failed write (then without a digest): the destination's answer says what
+    // went wrong on its side. The container is frozen meanwhile: do not wait long for that.
+    let wait = if written.is_ok() { REPLY_TIMEOUT } else { GAVE_UP_WAIT * 2 };
+    let confirmed = conn.request_timeout(Body::ImageEnd(ImageEnd { size, blake3: digest }), wait).await;
+    match (written, confirmed) {
+        (Ok(_), Ok(Body::Ok(_))) => Ok(Sent { image_bytes: size, wire_bytes: size + (datachan::MAGIC.len() + datachan::TOKEN_LEN) as u64 }),
+        (Ok(_), Ok(other)) => Err(Error::Protocol(format!("expected Ok after ImageEnd, got {}", other.name()))),
+        (Ok(_), Err(e)) => Err(e),
+        (Err(w), Err(Error::Remote(said))) => {
+            Err(Error::Migration(format!("sending the image of {ct} over the data channel to {addr} failed: {w}; the destination said: {said}")))
+        }
+        (Err(w), _) => Err(Error::Migration(format!("sending the image of {ct} over the data channel to {addr} failed: {w}"))),
+    }
+}
+
+fn files_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+}
+
+/// The data socket, shut down after `left` bytes (the `cut-data` fault).
+struct CutAfter<'a> {
+    s: &'a TcpStream,
+    left: Option<u64>,
+}
+
+impl Write for CutAfter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(left) = &mut self.left {
+            if *left < buf.len() as u64 {
+                let mut s = self.s;
+                s.write_all(&buf[..*left as usize])?;
+                let _ = s.shutdown(Shutdown::Both);
+                return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "data connection cut on purpose (FERRY_TEST_FAULT=cut-data)"));
+            }
+            *left -= buf.len() as u64;
+        }
+        let mut s = self.s;
+        s.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// --- the destination's side ------------------------------------------------------------------
+
+/// A fresh `<work>/images`, where the received image is extracted.
+fn fresh_images_dir(work: &Path) -> Result<PathBuf> {
+    let dir = work.join("images");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    Ok(dir)
+}
+
+/// The data socket of a destination that exits after `left` bytes (the `die-mid-image` fault).
+struct DieAfter<R> {
+    inner: R,
+    left: Option<u64>,
+}
+
+impl<R: std::io::Read> std::io::Read for DieAfter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(left) = &mut self.left {
+            *left = left.saturating_sub(n as u64);
+            if *left == 0 {
+                std::process::exit(137);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// `ImageBegin` arrived on the control connection: extract the image into `<work>/images`
+/// while it streams in (a pipe into the extractor's thread), answer its `ImageEnd`, and
+/// return the directory.
+pub async fn receive_over_connection(conn: &Connection, begin: &Envelope, work: &Path) -> Result<PathBuf> {
+    let dir = fresh_images_dir(work)?;
+    let (tx, rx) = tokio::net::unix::pipe::pipe().map_err(|e| Error::io("create a pipe for", &dir, e))?;
+    let rx = rx.into_blocking_fd().map_err(|e| Error::io("create a pipe for", &dir, e))?;
+    // Fewer wake-ups per MiB (best effort: the default 64 KiB works too).
+    let _ = nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(&rx), nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+    let dir2 = dir.clone();
+    let extractor = std::thread::spawn(move || ferry_dump_format::extract_to_dir(std::fs::File::from(rx), &dir2).map(drop));
+    // When the extractor stops early (a damaged image), writes into the pipe fail and the
+    // receiver answers ImageEnd with that error.
+    let received = proto::receive_image(conn, begin, tx).await;
+    let extracted = extractor.join().map_err(|_| Error::Migration("the image extractor panicked".into()))?;
+    received?;
+    extracted?;
+    Ok(dir)
+}
+
+/// An image arriving on the data channel: its listener or connection, and the thread that
+/// accepts, authenticates and extracts. Dropping it stops and joins that thread (nothing is
+/// written into the images dir afterwards) and closes the listener and the connection.
+pub struct IncomingImage {
+    ctid: String,
+    dir: PathBuf,
+    cancel: Arc<AtomicBool>,
+    socket: Arc<Mutex<Option<TcpStream>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    outcome: tokio::sync::oneshot::Receiver<std::result::Result<(u64, [u8; 32]), String>>,
+}
+
+impl IncomingImage {
+    /// Stop waiting for the connection, and cut it if it is there.
+    fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        if let Some(s) = self.socket.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for IncomingImage {
+    fn drop(&mut self) {
+        self.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `DataChannelOpen` arrived: listen, answer with the address and a fresh token, and start
+/// waiting for the image (extracted into `<work>/images` as it streams in).
+pub async fn open_data_channel(conn: &Connection, req: &Envelope, open: &DataChannelOpen, work: &Path) -> Result<IncomingImage> {
+    let res = listen(open, work);
+    let (incoming, address, token) = match res {
+        Ok(r) => r,
+        Err(e) => {
+            conn.reply_error(req.id, e.to_string()).await?;
+            return Err(e);
+        }
+    };
+    // FERRY_TEST_FAULT=refuse-data here: the source is sent where nothing listens.
+    let address = if super::dest::fault("refuse-data") { SocketAddr::new(address.ip(), 1) } else { address };
+    conn.reply(req.id, Body::DataChannelReady(DataChannelReady { address: address.to_string(), token: token.as_bytes().to_vec() })).await?;
+    Ok(incoming)
+}
+
+fn listen(open: &DataChannelOpen, work: &Path) -> Result<(IncomingImage, SocketAddr, Token)> {
+    let ct = open.ctid.clone();
+    let ports = match (u16::try_from(open.port_first), u16::try_from(open.port_last)) {
+        (Ok(first), Ok(last)) if first <= last => PortRange { first, last },
+        _ => return Err(Error::Protocol(format!("bad data channel port range {}-{}", open.port_first, open.port_last))),
+    };
+    let ip = datachan::listen_address();
+    let listener = datachan::bind(ip, ports).map_err(|e| Error::Migration(format!("cannot listen for the image of {ct} on {ip}: {e}")))?;
+    let address = listener.local_addr().map_err(|e| Error::io("listen for the image of", &ct, e))?;
+    let token = Token::random().map_err(|e| Error::io("make a token for the image of", &ct, e))?;
+    let dir = fresh_images_dir(work)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let socket = Arc::new(Mutex::new(None));
+    let (tx, outcome) = tokio::sync::oneshot::channel();
+    let (cancel2, socket2, dir2, token2) = (cancel.clone(), socket.clone(), dir.clone(), token.clone());
+    let thread = std::thread::spawn(move || {
+        let res = accept_and_extract(listener, &token2, &cancel2, &socket2, &dir2);
+        let _ = tx.send(res);
+    });
+    tracing::info!("{ct}: waiting for the image on {address}");
+    Ok((IncomingImage { ctid: ct, dir, cancel, socket, thread: Some(thread), outcome }, address, token))
+}
+
+fn accept_and_extract(
+    listener: std::net::TcpListener,
+    token: &Token,
+    cancel: &AtomicBool,
+    socket: &Mutex<Option<TcpStream>>,
+    dir: &Path,
+) -> std::result::Result<(u64, [u8; 32]), String> {
+    let s = datachan::accept_authenticated(&listener, token, ACCEPT_WITHIN, cancel).map_err(|e| e.to_string())?;
+    drop(listener); // exactly one connection
+    *socket.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.try_clone().map_err(|e| e.to_string())?);
+    if cancel.load(Ordering::SeqCst) {
+        return Err("stopped waiting (the source gave up the image, or the migration ended)".into());
+    }
+    s.set_read_timeout(Some(DATA_TIMEOUT)).map_err(|e| e.to_string())?;
+    let (t0, cpu0) = (std::time::Instant::now(), datachan::thread_cpu_time());
+    // FERRY_TEST_FAULT=die-mid-image here: this process dies 16 MiB into the image, as if killed.
+    let die_after = super::dest::fault("die-mid-image").then_some(16 << 20);
+    let mut input = Tail::new(DieAfter { inner: s, left: die_after });
+    ferry_dump_format::extract_to_dir(&mut input, dir).map_err(|e| e.to_string())?;
+    // Whatever follows the image counts too: both ends must have seen the same stream.
+    std::io::copy(&mut input, &mut std::io::sink()).map_err(|e| format!("reading to the end: {e}"))?;
+    tracing::info!(
+        "image received over tcp: {} bytes in {} ms, {} ms of it in socket reads; {} ms on a CPU",
+        input.bytes(),
+        t0.elapsed().as_millis(),
+        input.io_time().as_millis(),
+        (datachan::thread_cpu_time() - cpu0).as_millis()
+    );
+    Ok((input.bytes(), input.last32()))
+}
+
+/// The source's `ImageEnd` for an image on the data channel: wait for the extraction, answer
+/// Ok when it succeeded and size and digest agree (Error otherwise), and return the images dir.
+pub async fn finish_data_channel(conn: &Connection, req: &Envelope, end: &ImageEnd, mut incoming: IncomingImage) -> Result<PathBuf> {
+    let ct = incoming.ctid.clone();
+    let wait = if end.blake3.is_empty() {
+        // The source could not send the image: stop waiting for it, and say what this side saw.
+        incoming.cancel();
+        GAVE_UP_WAIT
+    } else {
+        REPLY_TIMEOUT
+    };
+    let problem = match tokio::time::timeout(wait, &mut incoming.outcome).await {
+        Err(_) => Some(format!("the image of {ct} did not arrive on the data channel within {REPLY_TIMEOUT:?}")),
+        Ok(Err(_)) => Some(format!("receiving the image of {ct} on the data channel ended without a result")),
+        Ok(Ok(Err(e))) => Some(format!("receiving the image of {ct} on the data channel failed: {e}")),
+        Ok(Ok(Ok((size, digest)))) if size != end.size || digest[..] != end.blake3[..] => Some(format!(
+            "the image of {ct} arrived damaged on the data channel ({size} bytes received, {} sent, or digest mismatch)",
+            end.size
+        )),
+        Ok(Ok(Ok(_))) if end.blake3.is_empty() => Some(format!("the source gave up sending the image of {ct}")),
+        Ok(Ok(Ok(_))) => None,
+    };
+    let dir = incoming.dir.clone();
+    drop(incoming);
+    match problem {
+        Some(msg) => {
+            conn.reply_error(req.id, msg.clone()).await?;
+            Err(Error::Migration(msg))
+        }
+        None => {
+            conn.reply(req.id, Body::Ok(OkReply {})).await?;
+            Ok(dir)
+        }
     }
 }

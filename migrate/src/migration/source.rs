@@ -33,6 +33,8 @@ pub struct MigrateOptions {
     pub max_iterations: u32,
     /// zstd level of the image on the wire (0: none).
     pub compress: i32,
+    /// How the image travels: inside the ssh connection, or on a direct TCP connection.
+    pub data_channel: super::image_stream::DataChannel,
     pub dry_run: bool,
     pub progress: Option<ProgressFn>,
     /// Told about each stage as it starts (the CLI prints or draws it).
@@ -49,6 +51,7 @@ impl MigrateOptions {
             shared_storage: false,
             max_iterations: ConvergePolicy::default().max_passes,
             compress: 1,
+            data_channel: Default::default(),
             dry_run: false,
             progress: None,
             on_stage: None,
@@ -137,6 +140,7 @@ async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> R
     let local = local.await.map_err(|e| Error::Migration(format!("preflight of {ct} here: {e}")));
     let (mut transport, conn) = connected?;
     let (needed, cpuinfo, criu_version) = local?;
+    super::image_stream::check_peer(&conn, &run.opts.data_channel)?;
 
     // --- preflight: nothing has changed yet.
     run.stage("preflight");
@@ -303,10 +307,9 @@ async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir
     }
     run.stage("image transfer");
     let t = Instant::now();
-    let before = conn.bytes_sent();
-    let size = super::image_stream::send_image(conn, image_dir, &run.cfg, run.opts.compress).await?;
-    run.report.image_bytes = size;
-    run.report.image_wire_bytes = conn.bytes_sent() - before;
+    let sent = super::image_stream::send_image(conn, image_dir, &run.cfg, run.opts.compress, &run.opts.data_channel).await?;
+    run.report.image_bytes = sent.image_bytes;
+    run.report.image_wire_bytes = sent.wire_bytes;
     run.report.image_transfer_ms = ms(t.elapsed());
 
     run.stage("restore on the destination");

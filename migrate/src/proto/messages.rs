@@ -12,7 +12,7 @@ pub struct Envelope {
     pub reply_to: u64,
     #[prost(
         oneof = "Body",
-        tags = "10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 40, 41, 42, 50, 51, 60, 61, 62, 70, 71, 72"
+        tags = "10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 40, 41, 42, 50, 51, 60, 61, 62, 70, 71, 72, 80, 81"
     )]
     pub body: Option<Body>,
 }
@@ -82,6 +82,11 @@ pub enum Body {
     SyncEndAck(SyncEndAck),
     #[prost(message, tag = "72")]
     ImageSection(ImageSection),
+    // --- direct data channel for the image (--data-channel tcp)
+    #[prost(message, tag = "80")]
+    DataChannelOpen(DataChannelOpen),
+    #[prost(message, tag = "81")]
+    DataChannelReady(DataChannelReady),
 }
 
 impl Body {
@@ -117,6 +122,8 @@ impl Body {
             Body::Restored(_) => "Restored",
             Body::Announce(_) => "Announce",
             Body::Done(_) => "Done",
+            Body::DataChannelOpen(_) => "DataChannelOpen",
+            Body::DataChannelReady(_) => "DataChannelReady",
         }
     }
 }
@@ -426,6 +433,32 @@ pub struct ImageEnd {
     pub size: u64,
     #[prost(bytes = "vec", tag = "2")]
     pub blake3: Vec<u8>,
+}
+
+/// Ask the destination to listen for the image on a direct TCP connection (`--data-channel
+/// tcp`, unencrypted: trusted networks only). Answered with DataChannelReady, or Error. The
+/// image then goes raw over that connection (see `crate::datachan`), and the source confirms
+/// it with an ImageEnd request whose `size` is the image's length and whose `blake3` is the
+/// image's own whole-image digest (its last 32 bytes); the destination answers Ok once it
+/// extracted and verified the same image.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DataChannelOpen {
+    #[prost(string, tag = "1")]
+    pub ctid: String,
+    /// Listen on a port of first..=last (0: any port the kernel picks).
+    #[prost(uint32, tag = "2")]
+    pub port_first: u32,
+    #[prost(uint32, tag = "3")]
+    pub port_last: u32,
+}
+
+/// Where to connect (`ip:port`, `[v6]:port`) and the one-time token to present there.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DataChannelReady {
+    #[prost(string, tag = "1")]
+    pub address: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub token: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
