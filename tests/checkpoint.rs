@@ -456,3 +456,30 @@ impl WaitOut for std::process::Child {
         s
     }
 }
+
+#[test]
+fn a_process_of_another_user_is_checkpointed_or_the_missing_capability_is_named() {
+    if !can_run("a_process_of_another_user_is_checkpointed_or_the_missing_capability_is_named") {
+        return;
+    }
+    let h = TestHost::new();
+    h.ok(&["create", "cu", "--template", h.template.to_str().unwrap()]);
+    h.ok(&["start", "cu"]);
+    // A service that dropped to another user, as postgres or nginx workers do.
+    h.exec("cu", "su -s /bin/sh nobody -c 'exec sleep 1000' </dev/null >/dev/null 2>&1 &");
+    wait_for(Duration::from_secs(10), "a process running as nobody", || h.exec("cu", "ps -o user,comm").lines().any(|l| l.contains("sleep") && !l.contains("root")));
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let cap_bnd = status.lines().find_map(|l| l.strip_prefix("CapBnd:")).map(|v| u64::from_str_radix(v.trim(), 16).unwrap()).unwrap();
+    if cap_bnd & (1 << 24) != 0 {
+        // CRIU reads the other user's limits with CAP_SYS_RESOURCE: the usual round trip.
+        h.ok(&["checkpoint", "cu"]);
+        h.ok(&["restore", "cu"]);
+    } else {
+        // Without it the dump cannot work; the error says why and the container runs on.
+        let err = h.fails(&["checkpoint", "cu"]);
+        assert!(err.contains("CAP_SYS_RESOURCE") && err.contains("container cu: checkpoint"), "{err}");
+    }
+    assert!(h.exec("cu", "ps -o user,comm").lines().any(|l| l.contains("sleep") && !l.contains("root")), "the service is gone");
+    h.ok(&["stop", "cu"]);
+    h.assert_clean();
+}

@@ -76,6 +76,13 @@ pub fn host_check(work_dir: &Path) -> HostCheck {
         if known { if f.lazy_pages { "supported" } else { "not supported" } } else { "unknown (no CRIU)" },
         "no post-copy: all memory is copied before the container resumes",
     ));
+    let sys_resource = has_cap_in_bounding_set(24);
+    rows.push(row(
+        "CAP_SYS_RESOURCE",
+        sys_resource,
+        if sys_resource { "in root's bounding set" } else { "missing from root's bounding set (CapBnd in /proc/self/status)" },
+        "CRIU cannot read the limits of processes running as another user than root: containers whose services drop privileges (postgres, nginx workers, ...) cannot be checkpointed or live-migrated",
+    ));
     let iptables = on_path("iptables-restore");
     let nft = on_path("nft");
     rows.push(row(
@@ -105,6 +112,20 @@ pub fn host_check(work_dir: &Path) -> HostCheck {
         "private areas are plain directories without disk limits",
     ));
     HostCheck { rows }
+}
+
+/// Whether capability number `cap` is in this process's bounding set.
+fn has_cap_in_bounding_set(cap: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    bounding_set_has(&status, cap)
+}
+
+fn bounding_set_has(status: &str, cap: u32) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1u64 << cap) != 0)
 }
 
 fn yes(b: bool) -> &'static str {
@@ -177,6 +198,14 @@ impl std::fmt::Display for HostCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounding_set_bits() {
+        let status = "Name:\tx\nCapBnd:\t000001fffeffffff\n";
+        assert!(!bounding_set_has(status, 24), "CAP_SYS_RESOURCE is the cleared bit");
+        assert!(bounding_set_has(status, 21) && bounding_set_has(status, 0));
+        assert!(!bounding_set_has("Name:\tx\n", 0));
+    }
 
     #[test]
     fn cgroup_modes_from_fake_trees() {

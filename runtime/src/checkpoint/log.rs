@@ -38,7 +38,9 @@ const BENIGN: &[&str] = &["rlimit: Can't setup RLIMIT_NOFILE for self"];
 pub fn hint(errors: &[String]) -> Option<&'static str> {
     let all = errors.join("\n");
     let has = |s: &str| all.contains(s);
-    if has("Can't lookup mount=") {
+    if has("Can't get rlimit") && has("Operation not permitted") {
+        Some("CRIU may not read the limits of a process running as another user: this host's root lacks CAP_SYS_RESOURCE (see CapBnd in /proc/self/status; some sandboxes and VMs drop it). Run ferry where root keeps it, or the container's processes as root")
+    } else if has("Can't lookup mount=") {
         Some("a process holds a file from outside the container (an fd the launcher leaked, stdio opened before pivot_root, or a host bind mount): close it, or declare the mount external")
     } else if has("session leader") && has("outside of its pid namespace") {
         Some("the container's init must be a session leader inside its pid namespace (setsid after entering it)")
@@ -128,6 +130,8 @@ mod tests {
             "1: Error (criu/net.c:1927): net: Can't restore link: -17".to_owned(),
         ];
         assert!(hint(&v).unwrap().contains("veth"));
+        let r = vec!["Error (criu/cr-dump.c:389): Can't get rlimit 0: Operation not permitted".to_owned()];
+        assert!(hint(&r).unwrap().contains("CAP_SYS_RESOURCE"));
     }
 
     #[test]
