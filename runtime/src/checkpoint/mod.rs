@@ -159,6 +159,9 @@ pub struct DumpOpts {
     /// Keep the tree running after the dump (checkpoint --keep-running, snapshots).
     pub leave_running: bool,
     pub tcp_established: bool,
+    /// Drop connections still in a listening socket's accept queue (not yet accepted by the
+    /// service) instead of failing the dump: a busy server always has some.
+    pub tcp_skip_in_flight: bool,
     pub file_locks: bool,
     pub ext_unix_sk: bool,
     /// Never set for containers (their init is a session leader inside its pid namespace).
@@ -191,6 +194,7 @@ impl DumpOpts {
             log_level: LOG_LEVEL,
             leave_running: false,
             tcp_established: true,
+            tcp_skip_in_flight: false,
             file_locks: true,
             ext_unix_sk: false,
             shell_job: false,
@@ -520,6 +524,7 @@ pub fn dump_criu_opts(d: &DumpOpts, images_dir_fd: i32, notify: bool) -> Criu_op
     o.set_log_level(d.log_level);
     o.set_leave_running(d.leave_running);
     o.set_tcp_established(d.tcp_established);
+    o.set_tcp_skip_in_flight(d.tcp_skip_in_flight);
     o.set_file_locks(d.file_locks);
     o.set_ext_unix_sk(d.ext_unix_sk);
     o.set_shell_job(d.shell_job);

@@ -38,6 +38,10 @@ pub struct CheckpointOpts {
     /// Keep the container running after the dump (vzctl chkpnt without stop).
     pub keep_running: bool,
     pub tcp_established: bool,
+    /// Drop connections a listening socket holds but the service has not accepted yet
+    /// (CRIU cannot dump them); their clients retry the handshake or see a reset. Without,
+    /// a busy server fails every dump.
+    pub tcp_skip_in_flight: bool,
     pub file_locks: bool,
     /// Allow unix sockets connected to peers outside the container.
     pub ext_unix_sk: bool,
@@ -49,7 +53,7 @@ pub struct CheckpointOpts {
 
 impl Default for CheckpointOpts {
     fn default() -> Self {
-        CheckpointOpts { keep_running: false, tcp_established: true, file_locks: true, ext_unix_sk: false, defer_release: false }
+        CheckpointOpts { keep_running: false, tcp_established: true, tcp_skip_in_flight: true, file_locks: true, ext_unix_sk: false, defer_release: false }
     }
 }
 
@@ -221,6 +225,7 @@ pub fn checkpoint_to_dir_frozen(
     let mut d = DumpOpts::new(st.pid, images_dir);
     d.leave_running = opts.keep_running;
     d.tcp_established = opts.tcp_established;
+    d.tcp_skip_in_flight = opts.tcp_skip_in_flight;
     d.file_locks = opts.file_locks;
     d.ext_unix_sk = opts.ext_unix_sk;
     d.network_lock = NetworkLock::Iptables;
