@@ -483,3 +483,31 @@ fn a_process_of_another_user_is_checkpointed_or_the_missing_capability_is_named(
     h.ok(&["stop", "cu"]);
     h.assert_clean();
 }
+
+#[test]
+fn connections_not_yet_accepted_do_not_stop_a_checkpoint() {
+    if !can_run("connections_not_yet_accepted_do_not_stop_a_checkpoint") {
+        return;
+    }
+    let h = TestHost::new();
+    start_workload(&h, "cb", |_| {});
+    let helper = h.dir.path().join("backlog_listener");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/backlog_listener.c");
+    let o = Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&helper).arg(&src).output().unwrap();
+    assert!(o.status.success(), "gcc: {}", String::from_utf8_lossy(&o.stderr));
+    std::fs::copy(&helper, h.data.join("private/cb/usr/local/bin/backlog_listener")).unwrap();
+    let st = Command::new("nsenter").arg(format!("--net=/proc/{}/ns/net", h.pid("cb"))).args(["ip", "link", "set", "lo", "up"]).status().unwrap();
+    assert!(st.success());
+    h.exec("cb", "/usr/local/bin/backlog_listener 9000 </dev/null >/dev/null 2>&1 &");
+    // Port 9000 is 2328 in /proc/net/tcp; 0A = LISTEN, 01 = ESTABLISHED.
+    let tcp = || h.exec("cb", "cat /proc/net/tcp");
+    wait_for(Duration::from_secs(10), "the listener", || tcp().lines().any(|l| l.contains(":2328 00000000:0000 0A")));
+    // A client inside whose connection waits in the backlog: the server side is "in flight".
+    h.exec("cb", "(sleep 1000 | nc 127.0.0.1 9000) </dev/null >/dev/null 2>&1 &");
+    wait_for(Duration::from_secs(10), "a connection in the backlog", || tcp().lines().any(|l| l.contains(":2328 01")));
+    h.ok(&["checkpoint", "cb"]);
+    h.ok(&["restore", "cb"]);
+    assert!(tcp().lines().any(|l| l.contains(":2328 00000000:0000 0A")), "the listener is not back: {}", tcp());
+    h.ok(&["stop", "cb"]);
+    h.assert_clean();
+}
