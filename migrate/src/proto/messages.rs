@@ -12,7 +12,7 @@ pub struct Envelope {
     pub reply_to: u64,
     #[prost(
         oneof = "Body",
-        tags = "10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 40, 41, 42, 50, 51, 60, 61, 62, 70, 71, 72"
+        tags = "10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 40, 41, 42, 50, 51, 60, 61, 62, 70, 71, 72, 100"
     )]
     pub body: Option<Body>,
 }
@@ -82,6 +82,9 @@ pub enum Body {
     SyncEndAck(SyncEndAck),
     #[prost(message, tag = "72")]
     ImageSection(ImageSection),
+    // --- file sync (continued)
+    #[prost(message, tag = "100")]
+    PutFiles(PutFiles),
 }
 
 impl Body {
@@ -117,6 +120,7 @@ impl Body {
             Body::Restored(_) => "Restored",
             Body::Announce(_) => "Announce",
             Body::Done(_) => "Done",
+            Body::PutFiles(_) => "PutFiles",
         }
     }
 }
@@ -248,6 +252,10 @@ pub struct SyncBeginAck {
     /// "" (plain) or "zstd": how the whole summary stream is compressed.
     #[prost(string, tag = "3")]
     pub compression: String,
+    /// The destination accepts PutFiles (small files batched into one message); older ones
+    /// leave it false and get PutFile + data stream + FileCommit for every file.
+    #[prost(bool, tag = "4")]
+    pub put_files: bool,
 }
 
 /// File types on the wire.
@@ -330,6 +338,21 @@ pub struct PutFile {
     pub extents: Vec<Extent>,
     #[prost(bool, tag = "4")]
     pub delta: bool,
+}
+
+/// Several small, dense files whole, in one message (no data stream, no FileCommit): each is
+/// written, checked and put in place exactly as a PutFile would be. Laid out by column so
+/// that a file costs its entry and its digest and no framing of its own.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PutFiles {
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<FileEntry>,
+    /// The files' bytes back to back, `entries[i].size` of them each, in order.
+    #[prost(bytes = "vec", tag = "2")]
+    pub data: Vec<u8>,
+    /// The 32-byte blake3 digest of each file, back to back, in order.
+    #[prost(bytes = "vec", tag = "3")]
+    pub blake3: Vec<u8>,
 }
 
 /// Sent after a PutFile's stream ends: the blake3 digest of the whole file as the source read it.
