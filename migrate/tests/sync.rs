@@ -768,3 +768,23 @@ async fn batched_small_file_with_a_bad_digest_is_refused() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
+
+/// A delta too big to travel inside its PutFile (over 1 MiB) goes on a data stream with its
+/// FileCommit, and still rebuilds the file exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_delta_goes_on_a_stream() {
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let mut data = noise(8 << 20, 21);
+    write(&src.join("big.img"), &data);
+    pass(&src, &dst, 1).await;
+    data[2 << 20..5 << 20].copy_from_slice(&noise(3 << 20, 22));
+    write(&src.join("big.img"), &data);
+    set_mtime(&src.join("big.img"), 1_700_000_100, 0);
+    let s2 = pass(&src, &dst, 2).await;
+    assert_eq!((s2.files_sent, s2.delta_files), (1, 1), "{s2:?}");
+    assert!(s2.bytes_data > 1 << 20, "{s2:?}");
+    assert!(s2.bytes_data < 4 << 20, "{s2:?}");
+    assert_eq!(std::fs::read(dst.join("big.img")).unwrap(), data);
+    assert_same_tree(&src, &dst);
+}

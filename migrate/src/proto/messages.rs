@@ -252,8 +252,9 @@ pub struct SyncBeginAck {
     /// "" (plain) or "zstd": how the whole summary stream is compressed.
     #[prost(string, tag = "3")]
     pub compression: String,
-    /// The destination accepts PutFiles (small files batched into one message); older ones
-    /// leave it false and get PutFile + data stream + FileCommit for every file.
+    /// The destination accepts PutFiles (small files batched into one message) and deltas
+    /// inline in their PutFile; older ones leave it false and get PutFile + data stream +
+    /// FileCommit for every file.
     #[prost(bool, tag = "4")]
     pub put_files: bool,
 }
@@ -338,6 +339,13 @@ pub struct PutFile {
     pub extents: Vec<Extent>,
     #[prost(bool, tag = "4")]
     pub delta: bool,
+    /// With `stream` 0 and `delta` set: the delta itself, and in `blake3` the whole file's
+    /// digest (no stream and no FileCommit follow). Only to destinations that set
+    /// SyncBeginAck.put_files.
+    #[prost(bytes = "vec", tag = "5")]
+    pub data: Vec<u8>,
+    #[prost(bytes = "vec", tag = "6")]
+    pub blake3: Vec<u8>,
 }
 
 /// Several small, dense files whole, in one message (no data stream, no FileCommit): each is

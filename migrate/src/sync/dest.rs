@@ -13,8 +13,8 @@ use super::source::hash_zeros;
 use super::ReceiveOptions;
 use crate::error::{Error, IoContext, Result};
 use crate::proto::{
-    Body, Connection, Envelope, FileEntry, FileKind, Hardlink, PutFile, PutFiles, SignatureReply,
-    SyncBeginAck, SyncEndAck,
+    Body, Connection, Envelope, FileCommit, FileEntry, FileKind, Hardlink, PutFile, PutFiles,
+    SignatureReply, SyncBeginAck, SyncEndAck,
 };
 
 /// What the destination did in one pass.
@@ -351,11 +351,18 @@ impl Receiver<'_> {
         Some(sig.into_serialized())
     }
 
-    async fn put_file(&mut self, pf: PutFile) -> Result<()> {
+    async fn put_file(&mut self, mut pf: PutFile) -> Result<()> {
         let entry = pf
             .entry
+            .take()
             .ok_or_else(|| Error::Protocol("PutFile without an entry".into()))?;
-        let mut rx = self.conn.accept_stream(pf.stream)?;
+        // A delta may come inside the message, with the file's digest (no stream, no commit).
+        let inline = pf.delta && pf.stream == 0;
+        let mut rx = if inline {
+            None
+        } else {
+            Some(self.conn.accept_stream(pf.stream)?)
+        };
         let name = display(&entry.path);
         // Local failures are remembered, not returned at once: the stream and the FileCommit
         // that follow must still be consumed to stay in step with the source.
@@ -389,21 +396,27 @@ impl Receiver<'_> {
                 entry.size
             )));
         }
+        let delta_limit = (entry.size as usize)
+            .saturating_mul(2)
+            .saturating_add(1 << 20);
         if pf.delta {
-            let delta = match rx
-                .read_to_end(
-                    (entry.size as usize)
-                        .saturating_mul(2)
-                        .saturating_add(1 << 20),
-                )
-                .await
-            {
-                Ok(d) => d,
-                Err(e @ Error::Remote(_)) => {
-                    failure.get_or_insert(Error::sync(name.clone(), e.to_string()));
-                    Vec::new()
+            let delta = match rx.as_mut() {
+                None if pf.data.len() > delta_limit => {
+                    return Err(Error::Protocol(format!(
+                        "{name}: an inline delta of {} bytes for a file of {}",
+                        pf.data.len(),
+                        entry.size
+                    )))
                 }
-                Err(e) => return Err(e),
+                None => std::mem::take(&mut pf.data),
+                Some(rx) => match rx.read_to_end(delta_limit).await {
+                    Ok(d) => d,
+                    Err(e @ Error::Remote(_)) => {
+                        failure.get_or_insert(Error::sync(name.clone(), e.to_string()));
+                        Vec::new()
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             if let (None, Some(t), Some(f)) = (&failure, &target, &file) {
                 match std::fs::read(t) {
@@ -452,6 +465,9 @@ impl Receiver<'_> {
                     ));
                 }
             }
+            let Some(rx) = rx.as_mut() else {
+                return Err(Error::Protocol(format!("{name}: PutFile without a stream")));
+            };
             let mut ext = extents.into_iter();
             let mut cur: Option<(u64, u64)> = None; // (offset of next byte, bytes left in extent)
             let mut hashed_to = 0u64;
@@ -514,20 +530,28 @@ impl Receiver<'_> {
             }
             hash_zeros(&mut hasher, entry.size.saturating_sub(hashed_to));
         }
-        // The source always follows a PutFile's stream with its FileCommit.
-        let commit = self.conn.recv().await?;
-        let Some(Body::FileCommit(commit)) = commit.body else {
-            return Err(Error::Protocol(format!(
-                "expected FileCommit for {name}, got {}",
-                commit.body.as_ref().map(Body::name).unwrap_or("nothing")
-            )));
+        let commit = if inline {
+            FileCommit {
+                path: entry.path.clone(),
+                blake3: pf.blake3,
+            }
+        } else {
+            // The source always follows a PutFile's stream with its FileCommit.
+            let commit = self.conn.recv().await?;
+            let Some(Body::FileCommit(commit)) = commit.body else {
+                return Err(Error::Protocol(format!(
+                    "expected FileCommit for {name}, got {}",
+                    commit.body.as_ref().map(Body::name).unwrap_or("nothing")
+                )));
+            };
+            if commit.path != entry.path {
+                return Err(Error::Protocol(format!(
+                    "FileCommit for {} while receiving {name}",
+                    display(&commit.path)
+                )));
+            }
+            commit
         };
-        if commit.path != entry.path {
-            return Err(Error::Protocol(format!(
-                "FileCommit for {} while receiving {name}",
-                display(&commit.path)
-            )));
-        }
         let cleanup = |tmp: &Option<PathBuf>| {
             if let Some(t) = tmp {
                 let _ = std::fs::remove_file(t);

@@ -46,6 +46,10 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
             format!("scan task failed: {e}"),
         )
     });
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "sync pass: both trees scanned"
+    );
     let (ack, summary) = summary?;
     let entries = match entries.and_then(|r| r) {
         Ok(e) => e,
@@ -63,6 +67,14 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
     };
 
     let ops = plan(&entries, &summary, opts);
+    tracing::debug!(
+        pass = opts.pass,
+        entries = entries.len(),
+        destination_entries = summary.len(),
+        ops = ops.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "sync pass planned"
+    );
     drop(summary);
     let mut stats = PassStats {
         pass: opts.pass,
@@ -106,6 +118,10 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
         sender.run(&entries, op).await?;
     }
     sender.flush_batch().await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "sync pass: all sent"
+    );
     let errors = std::mem::take(&mut sender.errors);
     match conn
         .request(Body::SyncEnd(SyncEnd {
@@ -395,7 +411,7 @@ impl Sender<'_> {
                     .iter()
                     .map(|&(offset, len)| Extent { offset, len })
                     .collect(),
-                delta: false,
+                ..Default::default()
             }))
             .await?;
         let mut buf = std::mem::take(&mut self.buf);
@@ -515,27 +531,40 @@ impl Sender<'_> {
             .map_err(|e| Error::sync(name.clone(), format!("computing the delta: {e}")))?;
         let mut entry = wire_entry(s);
         entry.size = data.len() as u64;
-        let mut stream = self.conn.open_stream();
-        self.conn
-            .send(Body::PutFile(PutFile {
-                entry: Some(entry.clone()),
-                stream: stream.id(),
-                extents: Vec::new(),
-                delta: true,
-            }))
-            .await?;
-        for chunk in delta.chunks(CHUNK) {
-            stream.send(chunk).await?;
-            self.stats.bytes_data += chunk.len() as u64;
+        let digest = blake3::hash(&data).as_bytes().to_vec();
+        self.stats.bytes_data += delta.len() as u64;
+        if self.batching && delta.len() <= CHUNK {
+            // One message: no stream to open and no FileCommit to wait for on the other side.
+            self.conn
+                .send(Body::PutFile(PutFile {
+                    entry: Some(entry),
+                    delta: true,
+                    data: delta,
+                    blake3: digest,
+                    ..Default::default()
+                }))
+                .await?;
+        } else {
+            let mut stream = self.conn.open_stream();
+            self.conn
+                .send(Body::PutFile(PutFile {
+                    entry: Some(entry.clone()),
+                    stream: stream.id(),
+                    delta: true,
+                    ..Default::default()
+                }))
+                .await?;
+            for chunk in delta.chunks(CHUNK) {
+                stream.send(chunk).await?;
+            }
+            stream.finish().await?;
+            self.conn
+                .send(Body::FileCommit(FileCommit {
+                    path: entry.path,
+                    blake3: digest,
+                }))
+                .await?;
         }
-        stream.finish().await?;
-        let digest = blake3::hash(&data);
-        self.conn
-            .send(Body::FileCommit(FileCommit {
-                path: entry.path,
-                blake3: digest.as_bytes().to_vec(),
-            }))
-            .await?;
         self.progress.bytes_done += s.entry.size;
         self.stats.files_sent += 1;
         self.stats.delta_files += 1;
