@@ -734,12 +734,14 @@ async fn batched_small_file_with_a_bad_digest_is_refused() {
         entries: vec![file("good", 5000), file("bad", 3000), file("empty", 0)],
         ..Default::default()
     };
+    let mut all = Vec::new();
     for data in [&good, &bad, &empty] {
-        batch.data.extend_from_slice(data);
+        all.extend_from_slice(data);
         batch
             .blake3
             .extend_from_slice(blake3::hash(data).as_bytes());
     }
+    batch.data = all.into();
     batch.blake3[32] ^= 1; // the digest of "bad"
     c.send(Body::PutFiles(batch)).await.unwrap();
     let end = c

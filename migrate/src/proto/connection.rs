@@ -710,7 +710,9 @@ async fn reader_loop<R>(
             FrameKind::Ping => {}
             FrameKind::Goodbye => break Dead::Closed("the peer closed the connection".into()),
             FrameKind::Control => {
-                let env = match Envelope::decode(&payload[..]) {
+                // From owned bytes: `bytes` fields of type Bytes (a PutFiles batch's data)
+                // then share the frame's buffer instead of being copied out of it.
+                let env = match Envelope::decode(prost::bytes::Bytes::from(payload)) {
                     Ok(e) => e,
                     Err(e) => break Dead::Protocol(format!("undecodable control message: {e}")),
                 };

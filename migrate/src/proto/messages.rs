@@ -356,8 +356,8 @@ pub struct PutFiles {
     #[prost(message, repeated, tag = "1")]
     pub entries: Vec<FileEntry>,
     /// The files' bytes back to back, `entries[i].size` of them each, in order.
-    #[prost(bytes = "vec", tag = "2")]
-    pub data: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub data: prost::bytes::Bytes,
     /// The 32-byte blake3 digest of each file, back to back, in order.
     #[prost(bytes = "vec", tag = "3")]
     pub blake3: Vec<u8>,

@@ -109,6 +109,7 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
         signatures: VecDeque::new(),
         batching: ack.put_files,
         batch: PutFiles::default(),
+        batch_data: Vec::new(),
     };
     for op in ops {
         // Deletions come first and must reach the destination before it reads any old copy.
@@ -223,8 +224,9 @@ struct Sender<'a> {
     signatures: VecDeque<(usize, PendingReply)>,
     /// The destination accepts PutFiles.
     batching: bool,
-    /// Small files read but not sent yet (one PutFiles message).
+    /// Small files read but not sent yet (one PutFiles message), and their bytes.
     batch: PutFiles,
+    batch_data: Vec<u8>,
 }
 
 /// What became of a file meant to go as a delta.
@@ -347,8 +349,12 @@ impl Sender<'_> {
     /// Read a small file into the batch. `Ok(None)` when it outgrew [`INLINE_MAX`] since the
     /// scan (send it the other way), `Ok(Some(false))` when it vanished.
     async fn add_to_batch(&mut self, s: &SourceEntry) -> Result<Option<bool>> {
-        let start = self.batch.data.len();
-        match read_small(&s.full, s.entry.size, INLINE_MAX, &mut self.batch.data) {
+        if self.batch_data.capacity() == 0 {
+            // Room for a full batch at once: growing it would copy it over and over.
+            self.batch_data = Vec::with_capacity(BATCH_BYTES + INLINE_MAX as usize + 1);
+        }
+        let start = self.batch_data.len();
+        match read_small(&s.full, s.entry.size, INLINE_MAX, &mut self.batch_data) {
             Ok(true) => {}
             Ok(false) => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(false)),
@@ -358,7 +364,7 @@ impl Sender<'_> {
                 return Ok(Some(true));
             }
         }
-        let data = &self.batch.data[start..];
+        let data = &self.batch_data[start..];
         let mut entry = wire_entry(s);
         entry.size = data.len() as u64;
         self.batch
@@ -368,7 +374,7 @@ impl Sender<'_> {
         self.stats.bytes_data += entry.size;
         self.progress.bytes_done += entry.size;
         self.batch.entries.push(entry);
-        if self.batch.data.len() >= BATCH_BYTES || self.batch.entries.len() >= BATCH_FILES {
+        if self.batch_data.len() >= BATCH_BYTES || self.batch.entries.len() >= BATCH_FILES {
             self.flush_batch().await?;
         }
         Ok(Some(true))
@@ -378,7 +384,8 @@ impl Sender<'_> {
         if self.batch.entries.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.batch);
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.data = std::mem::take(&mut self.batch_data).into();
         self.conn.send(Body::PutFiles(batch)).await?;
         Ok(())
     }
