@@ -790,3 +790,47 @@ async fn large_delta_goes_on_a_stream() {
     assert_eq!(std::fs::read(dst.join("big.img")).unwrap(), data);
     assert_same_tree(&src, &dst);
 }
+
+/// The source walks its tree while the destination walks its own: when the source's walk
+/// fails, it ends the pass it already began, nothing changes there, and the connection serves
+/// the next pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_cannot_walk_its_tree_ends_the_pass_cleanly() {
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write(&src.join("f"), b"data");
+    write(&dst.join("kept"), b"old");
+    let (c, s) = pair(quick(), quick()).await;
+    let d = dst.clone();
+    let server = tokio::spawn(async move {
+        let mut passes = Vec::new();
+        while let Ok(env) = s.recv().await {
+            if !matches!(env.body, Some(Body::SyncBegin(_))) {
+                break;
+            }
+            passes.push(sync::receive_pass(&s, &env, &d, &ReceiveOptions::default()).await);
+        }
+        passes
+    });
+    let err = sync::sync_pass(&c, &src.join("f"), &SyncOptions::default())
+        .await
+        .expect_err("a file is not a tree");
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    assert_eq!(std::fs::read(dst.join("kept")).unwrap(), b"old");
+    let s2 = sync::sync_pass(
+        &c,
+        &src,
+        &SyncOptions {
+            pass: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("the next pass");
+    assert_eq!((s2.files_sent, s2.deleted), (1, 1), "{s2:?}");
+    let _ = c.close().await;
+    let passes = server.await.unwrap();
+    assert_eq!(passes.len(), 2);
+    assert!(passes.iter().all(|p| p.is_ok()), "{passes:?}");
+    assert_same_tree(&src, &dst);
+}
