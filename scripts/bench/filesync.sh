@@ -30,8 +30,8 @@ for p in random.sample(files, max(1, int(len(files) * pct / 100))):
 PY
 }
 
-# ratio3 A B: A/B with three decimals (the bytes differ by well under 1% in pass 1)
-ratio3() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.3f}' if b else 'n/a')" "$1" "$2"; }
+# ratio4 A B: A/B with four decimals (the bytes differ by well under 1% in pass 1)
+ratio4() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.4f}' if b else 'n/a')" "$1" "$2"; }
 
 rsync_wire() {  # rsync --stats output: bytes sent + received
   awk '/Total bytes sent/ {gsub(",","",$4); s=$4} /Total bytes received/ {gsub(",","",$4); r=$4} END {print s+r}' "$1"
@@ -82,8 +82,8 @@ bench_file_sync() {
     echo
     echo "| pass | ferry ms | rsync -a ms | ferry/rsync time | ferry bytes on wire | rsync bytes on wire | ferry/rsync bytes |"
     echo "|---|---|---|---|---|---|---|"
-    echo "| 1 (empty destination) | $(fmt "$sw/f1") | $(fmt "$sw/r1") | $(ratio "$(med "$sw/f1")" "$(med "$sw/r1")") | $(med "$sw/fb1") | $(med "$sw/rb1") | $(ratio3 "$(med "$sw/fb1")" "$(med "$sw/rb1")") |"
-    echo "| 2 (1% of files changed) | $(fmt "$sw/f2") | $(fmt "$sw/r2") | $(ratio "$(med "$sw/f2")" "$(med "$sw/r2")") | $(med "$sw/fb2") | $(med "$sw/rb2") | $(ratio3 "$(med "$sw/fb2")" "$(med "$sw/rb2")") |"
+    echo "| 1 (empty destination) | $(fmt "$sw/f1") | $(fmt "$sw/r1") | $(ratio "$(med "$sw/f1")" "$(med "$sw/r1")") | $(med "$sw/fb1") | $(med "$sw/rb1") | $(ratio4 "$(med "$sw/fb1")" "$(med "$sw/rb1")") |"
+    echo "| 2 (1% of files changed) | $(fmt "$sw/f2") | $(fmt "$sw/r2") | $(ratio "$(med "$sw/f2")" "$(med "$sw/r2")") | $(med "$sw/fb2") | $(med "$sw/rb2") | $(ratio4 "$(med "$sw/fb2")" "$(med "$sw/rb2")") |"
     echo
     echo "Goal (issue 7): no slower and no more bytes than rsync."
     echo
