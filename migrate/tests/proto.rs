@@ -128,7 +128,7 @@ async fn put(c: &Connection, p: &[u8]) {
         }),
         stream: st.id(),
         extents: vec![ferry_migrate::proto::Extent { offset: 0, len: 5 }],
-        delta: false,
+        ..Default::default()
     }))
     .await
     .unwrap();
@@ -368,7 +368,7 @@ async fn destination_sees_a_source_that_dies_mid_file() {
             offset: 0,
             len: 10 << 20,
         }],
-        delta: false,
+        ..Default::default()
     }))
     .await
     .unwrap();
@@ -428,7 +428,7 @@ async fn a_file_the_source_gives_up_on_does_not_break_the_pass() {
             offset: 0,
             len: 100,
         }],
-        delta: false,
+        ..Default::default()
     }))
     .await
     .unwrap();

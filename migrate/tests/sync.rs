@@ -292,6 +292,7 @@ async fn peer_dying_mid_stream_gives_a_clear_error() {
                 manifest_stream: m.id(),
                 entries: 0,
                 compression: String::new(),
+                ..Default::default()
             }),
         )
         .await
@@ -516,4 +517,320 @@ async fn busybox_template_round_trip() {
     assert!(s1.entries_scanned > 100, "{s1:?}");
     assert_same_tree(&template, &dst);
     assert_eq!(pass(&template, &dst, 2).await.changes(), 0);
+}
+
+/// Many changed files: their signatures are asked for ahead (several in flight), and files
+/// that change, grow past the delta limit or vanish between the plan and their transfer are
+/// still sent right (or skipped, then deleted by the next pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_delta_files_and_changes_between_plan_and_transfer() {
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let name = |i: u64| format!("d{}/f{i:03}", i % 7);
+    for i in 0..120 {
+        write(&src.join(name(i)), &noise(40_000, i));
+    }
+    pass(&src, &dst, 1).await;
+    // 100 files change in the middle (delta candidates: more than the window of requests).
+    for i in 0..100 {
+        let p = src.join(name(i));
+        let mut data = std::fs::read(&p).unwrap();
+        data[20_000..20_100].copy_from_slice(&noise(100, 500 + i));
+        write(&p, &data);
+        set_mtime(&p, 1_650_000_000 + i as i64, 0);
+    }
+    // Right after the plan: f005 is rewritten, f050 grows past delta_max, f090 vanishes.
+    let rewritten = noise(41_000, 9005);
+    let grown = noise(300_000, 9050);
+    let (s5, s50, s90) = (src.join(name(5)), src.join(name(50)), src.join(name(90)));
+    let (r, g) = (rewritten.clone(), grown.clone());
+    let changed = Arc::new(AtomicBool::new(false));
+    let c = changed.clone();
+    let opts = SyncOptions {
+        pass: 2,
+        delta_max: 200_000,
+        progress: Some(Arc::new(move |p: &sync::Progress| {
+            if p.files_done == 0 && !c.swap(true, Ordering::SeqCst) {
+                std::fs::write(&s5, &r).unwrap();
+                std::fs::write(&s50, &g).unwrap();
+                std::fs::remove_file(&s90).unwrap();
+            }
+        })),
+        ..Default::default()
+    };
+    let s2 = pass_with(&src, &dst, opts, quick()).await.expect("pass 2");
+    assert!(
+        changed.load(Ordering::SeqCst),
+        "the plan was never reported"
+    );
+    // 99 files went (f090 vanished), all but the grown one as deltas.
+    assert_eq!((s2.files_sent, s2.delta_files), (99, 98), "{s2:?}");
+    assert_eq!(std::fs::read(dst.join(name(5))).unwrap(), rewritten);
+    assert_eq!(std::fs::read(dst.join(name(50))).unwrap(), grown);
+    for i in [0u64, 17, 99] {
+        assert_eq!(
+            std::fs::read(dst.join(name(i))).unwrap(),
+            std::fs::read(src.join(name(i))).unwrap()
+        );
+    }
+    // The next pass brings the times of the late changes and deletes the vanished file.
+    let s3 = pass(&src, &dst, 3).await;
+    assert_eq!(s3.deleted, 1, "{s3:?}");
+    assert_same_tree(&src, &dst);
+}
+
+/// The source keeps several signature requests in flight: a destination that answers none
+/// until it has seen a whole window still gets them all, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signature_requests_are_pipelined() {
+    use ferry_migrate::proto::{FileEntry, FileKind, SignatureReply, SyncBeginAck, SyncEndAck};
+    use prost::Message;
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    for i in 0..40 {
+        write(&src.join(format!("f{i:02}")), &noise(32 << 10, i));
+    }
+    let (c, s) = pair(quick(), quick()).await;
+    // A destination that claims an older copy of every file (so each is a delta candidate).
+    let server = tokio::spawn(async move {
+        let begin = s.recv().await.unwrap();
+        let mut summary = Vec::new();
+        FileEntry {
+            kind: FileKind::Directory as i32,
+            mode: 0o755,
+            ..Default::default()
+        }
+        .encode_length_delimited(&mut summary)
+        .unwrap();
+        for i in 0..40 {
+            FileEntry {
+                path: format!("f{i:02}").into_bytes(),
+                kind: FileKind::Regular as i32,
+                mode: 0o644,
+                size: 32 << 10,
+                mtime_ns: 1,
+                ..Default::default()
+            }
+            .encode_length_delimited(&mut summary)
+            .unwrap();
+        }
+        let mut m = s.open_stream();
+        s.reply(
+            begin.id,
+            Body::SyncBeginAck(SyncBeginAck {
+                manifest_stream: m.id(),
+                entries: 41,
+                put_files: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+        m.send(&summary).await.unwrap();
+        m.finish().await.unwrap();
+        // Take requests without answering until none comes for a while.
+        let mut waiting = Vec::new();
+        let mut asked = Vec::new();
+        while let Ok(env) = s.recv_timeout(Duration::from_secs(1)).await {
+            match env.body {
+                Some(Body::GetSignature(g)) => {
+                    asked.push(g.path);
+                    waiting.push(env.id);
+                }
+                other => panic!(
+                    "unexpected {:?} before any signature",
+                    other.map(|b| b.name())
+                ),
+            }
+        }
+        let in_flight = waiting.len();
+        for id in waiting {
+            let reply = Body::SignatureReply(SignatureReply { signature: vec![] });
+            s.reply(id, reply).await.unwrap();
+        }
+        // Then serve the rest: no copy to diff against, so every file comes whole.
+        let mut whole = 0;
+        loop {
+            let env = s.recv().await.unwrap();
+            match env.body {
+                Some(Body::GetSignature(g)) => {
+                    asked.push(g.path);
+                    let reply = Body::SignatureReply(SignatureReply { signature: vec![] });
+                    s.reply(env.id, reply).await.unwrap();
+                }
+                Some(Body::PutFiles(b)) => whole += b.entries.len(),
+                Some(Body::SetMeta(_)) => {}
+                Some(Body::SyncEnd(_)) => {
+                    s.reply(env.id, Body::SyncEndAck(SyncEndAck::default()))
+                        .await
+                        .unwrap();
+                    break;
+                }
+                other => panic!("unexpected {:?}", other.map(|b| b.name())),
+            }
+        }
+        let _ = s.recv().await;
+        (in_flight, asked, whole)
+    });
+    let stats = tokio::time::timeout(LIMIT, sync::sync_pass(&c, &src, &SyncOptions::default()))
+        .await
+        .expect("sync pass hung")
+        .expect("sync pass");
+    let _ = c.close().await;
+    let (in_flight, asked, whole) = server.await.unwrap();
+    assert!(
+        in_flight >= 8,
+        "only {in_flight} signature requests in flight"
+    );
+    let expected: Vec<Vec<u8>> = (0..40).map(|i| format!("f{i:02}").into_bytes()).collect();
+    assert_eq!(asked, expected, "each file asked for once, in order");
+    assert_eq!((whole, stats.files_sent, stats.delta_files), (40, 40, 0));
+}
+
+/// Small files travel in PutFiles batches; a file whose digest does not match is refused and
+/// named, its neighbours in the batch are installed with their metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_small_file_with_a_bad_digest_is_refused() {
+    use ferry_migrate::proto::{FileEntry, FileKind, PutFiles, SyncBegin, SyncEnd};
+    let tmp = tempdir();
+    let dst = tmp.path().join("dst");
+    let (c, s) = pair(quick(), quick()).await;
+    let d = dst.clone();
+    let server = tokio::spawn(async move {
+        let begin = s.recv().await.unwrap();
+        let r = sync::receive_pass(&s, &begin, &d, &ReceiveOptions::default()).await;
+        let _ = s.recv().await;
+        r
+    });
+    let Body::SyncBeginAck(ack) = c
+        .request(Body::SyncBegin(SyncBegin {
+            pass: 1,
+            xattrs: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!("no SyncBeginAck");
+    };
+    assert!(ack.put_files, "the destination does not take batches");
+    c.accept_stream(ack.manifest_stream)
+        .unwrap()
+        .read_to_end(1 << 20)
+        .await
+        .unwrap();
+    let file = |name: &str, size: usize| FileEntry {
+        path: name.as_bytes().to_vec(),
+        kind: FileKind::Regular as i32,
+        mode: 0o640,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 1_500_000_000_123_456_789,
+        size: size as u64,
+        ..Default::default()
+    };
+    let (good, bad, empty) = (noise(5000, 1), noise(3000, 2), Vec::new());
+    let mut batch = PutFiles {
+        entries: vec![file("good", 5000), file("bad", 3000), file("empty", 0)],
+        ..Default::default()
+    };
+    let mut all = Vec::new();
+    for data in [&good, &bad, &empty] {
+        all.extend_from_slice(data);
+        batch
+            .blake3
+            .extend_from_slice(blake3::hash(data).as_bytes());
+    }
+    batch.data = all.into();
+    batch.blake3[32] ^= 1; // the digest of "bad"
+    c.send(Body::PutFiles(batch)).await.unwrap();
+    let end = c
+        .request(Body::SyncEnd(SyncEnd {
+            pass: 1,
+            ..Default::default()
+        }))
+        .await;
+    let _ = c.close().await;
+    let served = server.await.unwrap();
+    let err = end.expect_err("a corrupted file was accepted").to_string();
+    assert!(err.contains("bad") && err.contains("blake3"), "{err}");
+    assert!(served.is_err());
+    assert!(!dst.join("bad").exists());
+    assert_eq!(std::fs::read(dst.join("good")).unwrap(), good);
+    assert_eq!(std::fs::read(dst.join("empty")).unwrap(), b"");
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(dst.join("good")).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o640);
+    assert_eq!(md.mtime(), 1_500_000_000);
+    assert_eq!(md.mtime_nsec(), 123_456_789);
+    // Nothing temporary left behind.
+    let names: Vec<_> = std::fs::read_dir(&dst)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+/// A delta too big to travel inside its PutFile (over 1 MiB) goes on a data stream with its
+/// FileCommit, and still rebuilds the file exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_delta_goes_on_a_stream() {
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let mut data = noise(8 << 20, 21);
+    write(&src.join("big.img"), &data);
+    pass(&src, &dst, 1).await;
+    data[2 << 20..5 << 20].copy_from_slice(&noise(3 << 20, 22));
+    write(&src.join("big.img"), &data);
+    set_mtime(&src.join("big.img"), 1_700_000_100, 0);
+    let s2 = pass(&src, &dst, 2).await;
+    assert_eq!((s2.files_sent, s2.delta_files), (1, 1), "{s2:?}");
+    assert!(s2.bytes_data > 1 << 20, "{s2:?}");
+    assert!(s2.bytes_data < 4 << 20, "{s2:?}");
+    assert_eq!(std::fs::read(dst.join("big.img")).unwrap(), data);
+    assert_same_tree(&src, &dst);
+}
+
+/// The source walks its tree while the destination walks its own: when the source's walk
+/// fails, it ends the pass it already began, nothing changes there, and the connection serves
+/// the next pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_cannot_walk_its_tree_ends_the_pass_cleanly() {
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write(&src.join("f"), b"data");
+    write(&dst.join("kept"), b"old");
+    let (c, s) = pair(quick(), quick()).await;
+    let d = dst.clone();
+    let server = tokio::spawn(async move {
+        let mut passes = Vec::new();
+        while let Ok(env) = s.recv().await {
+            if !matches!(env.body, Some(Body::SyncBegin(_))) {
+                break;
+            }
+            passes.push(sync::receive_pass(&s, &env, &d, &ReceiveOptions::default()).await);
+        }
+        passes
+    });
+    let err = sync::sync_pass(&c, &src.join("f"), &SyncOptions::default())
+        .await
+        .expect_err("a file is not a tree");
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    assert_eq!(std::fs::read(dst.join("kept")).unwrap(), b"old");
+    let s2 = sync::sync_pass(
+        &c,
+        &src,
+        &SyncOptions {
+            pass: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("the next pass");
+    assert_eq!((s2.files_sent, s2.deleted), (1, 1), "{s2:?}");
+    let _ = c.close().await;
+    let passes = server.await.unwrap();
+    assert_eq!(passes.len(), 2);
+    assert!(passes.iter().all(|p| p.is_ok()), "{passes:?}");
+    assert_same_tree(&src, &dst);
 }

@@ -356,6 +356,12 @@ impl Connection {
 
     /// Send a request and wait for its reply. An `Error` reply becomes [`Error::Remote`].
     pub async fn request(&self, body: Body) -> Result<Body> {
+        self.start_request(body).await?.reply().await
+    }
+
+    /// Send a request without waiting for its reply: several can be in flight at once (the
+    /// peer answers them in the order it handles them). Await [`PendingReply::reply`] later.
+    pub async fn start_request(&self, body: Body) -> Result<PendingReply> {
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
         {
@@ -371,12 +377,11 @@ impl Connection {
             body: Some(body),
         })
         .await?;
-        let env = rx.await.map_err(|_| self.shared.dead_error())?;
-        match env.body {
-            Some(Body::Error(e)) => Err(Error::Remote(e.message)),
-            Some(b) => Ok(b),
-            None => Err(Error::Protocol(format!("empty reply to request {id}"))),
-        }
+        Ok(PendingReply {
+            id,
+            rx,
+            shared: self.shared.clone(),
+        })
     }
 
     /// [`Connection::request`] with a limit on the wait.
@@ -498,6 +503,35 @@ impl Connection {
             }
         }
         Ok(())
+    }
+}
+
+/// A request sent with [`Connection::start_request`] whose reply has not been taken yet.
+/// Dropping it discards the reply when it comes.
+pub struct PendingReply {
+    id: u64,
+    rx: oneshot::Receiver<Envelope>,
+    shared: Arc<Shared>,
+}
+
+impl PendingReply {
+    /// The reply; an `Error` reply becomes [`Error::Remote`].
+    pub async fn reply(mut self) -> Result<Body> {
+        let env = (&mut self.rx).await.map_err(|_| self.shared.dead_error())?;
+        match env.body {
+            Some(Body::Error(e)) => Err(Error::Remote(e.message)),
+            Some(b) => Ok(b),
+            None => Err(Error::Protocol(format!(
+                "empty reply to request {}",
+                self.id
+            ))),
+        }
+    }
+}
+
+impl Drop for PendingReply {
+    fn drop(&mut self) {
+        self.shared.lock().pending.remove(&self.id);
     }
 }
 
@@ -676,7 +710,9 @@ async fn reader_loop<R>(
             FrameKind::Ping => {}
             FrameKind::Goodbye => break Dead::Closed("the peer closed the connection".into()),
             FrameKind::Control => {
-                let env = match Envelope::decode(&payload[..]) {
+                // From owned bytes: `bytes` fields of type Bytes (a PutFiles batch's data)
+                // then share the frame's buffer instead of being copied out of it.
+                let env = match Envelope::decode(prost::bytes::Bytes::from(payload)) {
                     Ok(e) => e,
                     Err(e) => break Dead::Protocol(format!("undecodable control message: {e}")),
                 };

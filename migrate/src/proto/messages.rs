@@ -12,7 +12,7 @@ pub struct Envelope {
     pub reply_to: u64,
     #[prost(
         oneof = "Body",
-        tags = "10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 40, 41, 42, 50, 51, 60, 61, 62, 70, 71, 72, 80, 81"
+        tags = "10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 40, 41, 42, 50, 51, 60, 61, 62, 70, 71, 72, 80, 81, 100"
     )]
     pub body: Option<Body>,
 }
@@ -87,6 +87,9 @@ pub enum Body {
     DataChannelOpen(DataChannelOpen),
     #[prost(message, tag = "81")]
     DataChannelReady(DataChannelReady),
+    // --- file sync (continued)
+    #[prost(message, tag = "100")]
+    PutFiles(PutFiles),
 }
 
 impl Body {
@@ -124,6 +127,7 @@ impl Body {
             Body::Done(_) => "Done",
             Body::DataChannelOpen(_) => "DataChannelOpen",
             Body::DataChannelReady(_) => "DataChannelReady",
+            Body::PutFiles(_) => "PutFiles",
         }
     }
 }
@@ -255,6 +259,11 @@ pub struct SyncBeginAck {
     /// "" (plain) or "zstd": how the whole summary stream is compressed.
     #[prost(string, tag = "3")]
     pub compression: String,
+    /// The destination accepts PutFiles (small files batched into one message) and deltas
+    /// inline in their PutFile; older ones leave it false and get PutFile + data stream +
+    /// FileCommit for every file.
+    #[prost(bool, tag = "4")]
+    pub put_files: bool,
 }
 
 /// File types on the wire.
@@ -337,6 +346,28 @@ pub struct PutFile {
     pub extents: Vec<Extent>,
     #[prost(bool, tag = "4")]
     pub delta: bool,
+    /// With `stream` 0 and `delta` set: the delta itself, and in `blake3` the whole file's
+    /// digest (no stream and no FileCommit follow). Only to destinations that set
+    /// SyncBeginAck.put_files.
+    #[prost(bytes = "vec", tag = "5")]
+    pub data: Vec<u8>,
+    #[prost(bytes = "vec", tag = "6")]
+    pub blake3: Vec<u8>,
+}
+
+/// Several small, dense files whole, in one message (no data stream, no FileCommit): each is
+/// written, checked and put in place exactly as a PutFile would be. Laid out by column so
+/// that a file costs its entry and its digest and no framing of its own.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PutFiles {
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<FileEntry>,
+    /// The files' bytes back to back, `entries[i].size` of them each, in order.
+    #[prost(bytes = "bytes", tag = "2")]
+    pub data: prost::bytes::Bytes,
+    /// The 32-byte blake3 digest of each file, back to back, in order.
+    #[prost(bytes = "vec", tag = "3")]
+    pub blake3: Vec<u8>,
 }
 
 /// Sent after a PutFile's stream ends: the blake3 digest of the whole file as the source read it.

@@ -11,7 +11,9 @@ mod handshake;
 mod image;
 pub mod messages;
 
-pub use connection::{Connection, ConnectionOptions, StreamReceiver, StreamSender, TamperFn};
+pub use connection::{
+    Connection, ConnectionOptions, PendingReply, StreamReceiver, StreamSender, TamperFn,
+};
 pub use handshake::{PeerInfo, PROTO_MAJOR, PROTO_MINOR};
 pub use image::{receive_image, send_image};
 pub use messages::*;

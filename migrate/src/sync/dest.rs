@@ -13,8 +13,8 @@ use super::source::hash_zeros;
 use super::ReceiveOptions;
 use crate::error::{Error, IoContext, Result};
 use crate::proto::{
-    Body, Connection, Envelope, FileEntry, FileKind, Hardlink, PutFile, SignatureReply,
-    SyncBeginAck, SyncEndAck,
+    Body, Connection, Envelope, FileCommit, FileEntry, FileKind, Hardlink, PutFile, PutFiles,
+    SignatureReply, SyncBeginAck, SyncEndAck,
 };
 
 /// What the destination did in one pass.
@@ -78,6 +78,7 @@ pub async fn receive_pass(
             manifest_stream: stream.id(),
             entries: summary.len() as u64,
             compression: "zstd".into(),
+            put_files: true,
         }),
     )
     .await?;
@@ -99,6 +100,7 @@ pub async fn receive_pass(
             ..Default::default()
         },
         counter: 0,
+        pid: std::process::id(),
     };
     loop {
         let env = conn.recv().await?;
@@ -169,6 +171,7 @@ struct Receiver<'a> {
     error_count: usize,
     stats: ReceiveStats,
     counter: u64,
+    pid: u32,
 }
 
 impl Receiver<'_> {
@@ -186,19 +189,27 @@ impl Receiver<'_> {
 
     fn temp(&mut self, target: &Path) -> PathBuf {
         self.counter += 1;
-        fsops::temp_name(target, self.counter)
+        fsops::temp_name(target, self.pid, self.counter)
     }
 
-    /// Put `tmp` in place of `target`. A directory in the way is removed first (rename cannot
-    /// replace one with a non-directory).
-    fn install(&mut self, tmp: &Path, target: &Path) -> Result<()> {
-        if std::fs::symlink_metadata(target).is_ok_and(|m| m.is_dir()) {
+    /// Put `tmp` in place of `target`. A directory in the way is removed (rename cannot
+    /// replace one with a non-directory). `fresh`: `tmp` is a new inode, so it cannot be
+    /// another name of `target`.
+    fn install(&mut self, tmp: &Path, target: &Path, fresh: bool) -> Result<()> {
+        if let Err(e) = std::fs::rename(tmp, target) {
+            let is_dir = std::fs::symlink_metadata(target).is_ok_and(|m| m.is_dir());
+            if !is_dir {
+                let _ = std::fs::remove_file(tmp);
+                return Err(Error::io("renaming into place", target, e));
+            }
             std::fs::remove_dir_all(target).ctx("removing directory", target)?;
             self.verified.clear();
+            std::fs::rename(tmp, target).ctx("renaming into place", target)?;
         }
-        std::fs::rename(tmp, target).ctx("renaming into place", target)?;
-        // Renaming over a name of the same inode does nothing: drop the temporary name then.
-        let _ = std::fs::remove_file(tmp);
+        if !fresh {
+            // Renaming over a name of the same inode does nothing: drop the temporary name then.
+            let _ = std::fs::remove_file(tmp);
+        }
         Ok(())
     }
 
@@ -243,7 +254,7 @@ impl Receiver<'_> {
                     let tmp = self.temp(&p);
                     std::fs::copy(&p, &tmp).ctx("copying", &p)?;
                     fsops::apply_meta(&tmp, &e, self.xattrs).ctx("setting metadata", &tmp)?;
-                    self.install(&tmp, &p)?;
+                    self.install(&tmp, &p, true)?;
                 } else {
                     fsops::apply_meta(&p, &e, self.xattrs).ctx("setting metadata", &p)?;
                 }
@@ -275,7 +286,7 @@ impl Receiver<'_> {
                 let t = self.path(&target, false)?;
                 let tmp = self.temp(&p);
                 std::fs::hard_link(&t, &tmp).ctx("linking", &p)?;
-                self.install(&tmp, &p)?;
+                self.install(&tmp, &p, false)?;
             }
             Body::LinkFrom(e) => {
                 let p = self.path(&e.path, false)?;
@@ -289,9 +300,10 @@ impl Receiver<'_> {
                 let from = resolve(&ld, &e.path, false, &mut seen)?;
                 let tmp = self.temp(&p);
                 std::fs::hard_link(&from, &tmp).ctx("linking from the previous tree", &from)?;
-                self.install(&tmp, &p)?;
+                self.install(&tmp, &p, false)?;
             }
             Body::PutFile(pf) => self.put_file(pf).await?,
+            Body::PutFiles(batch) => self.put_files(batch)?,
             Body::GetSignature(g) => {
                 let signature = self.signature(&g.path, g.block_size).unwrap_or_default();
                 self.conn
@@ -315,7 +327,7 @@ impl Receiver<'_> {
             let _ = std::fs::remove_file(tmp);
             return Err(Error::io("setting metadata", tmp, err));
         }
-        self.install(tmp, target)
+        self.install(tmp, target, true)
     }
 
     fn signature(&mut self, rel: &[u8], block_size: u32) -> Option<Vec<u8>> {
@@ -339,11 +351,18 @@ impl Receiver<'_> {
         Some(sig.into_serialized())
     }
 
-    async fn put_file(&mut self, pf: PutFile) -> Result<()> {
+    async fn put_file(&mut self, mut pf: PutFile) -> Result<()> {
         let entry = pf
             .entry
+            .take()
             .ok_or_else(|| Error::Protocol("PutFile without an entry".into()))?;
-        let mut rx = self.conn.accept_stream(pf.stream)?;
+        // A delta may come inside the message, with the file's digest (no stream, no commit).
+        let inline = pf.delta && pf.stream == 0;
+        let mut rx = if inline {
+            None
+        } else {
+            Some(self.conn.accept_stream(pf.stream)?)
+        };
         let name = display(&entry.path);
         // Local failures are remembered, not returned at once: the stream and the FileCommit
         // that follow must still be consumed to stay in step with the source.
@@ -377,21 +396,27 @@ impl Receiver<'_> {
                 entry.size
             )));
         }
+        let delta_limit = (entry.size as usize)
+            .saturating_mul(2)
+            .saturating_add(1 << 20);
         if pf.delta {
-            let delta = match rx
-                .read_to_end(
-                    (entry.size as usize)
-                        .saturating_mul(2)
-                        .saturating_add(1 << 20),
-                )
-                .await
-            {
-                Ok(d) => d,
-                Err(e @ Error::Remote(_)) => {
-                    failure.get_or_insert(Error::sync(name.clone(), e.to_string()));
-                    Vec::new()
+            let delta = match rx.as_mut() {
+                None if pf.data.len() > delta_limit => {
+                    return Err(Error::Protocol(format!(
+                        "{name}: an inline delta of {} bytes for a file of {}",
+                        pf.data.len(),
+                        entry.size
+                    )))
                 }
-                Err(e) => return Err(e),
+                None => std::mem::take(&mut pf.data),
+                Some(rx) => match rx.read_to_end(delta_limit).await {
+                    Ok(d) => d,
+                    Err(e @ Error::Remote(_)) => {
+                        failure.get_or_insert(Error::sync(name.clone(), e.to_string()));
+                        Vec::new()
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             if let (None, Some(t), Some(f)) = (&failure, &target, &file) {
                 match std::fs::read(t) {
@@ -440,6 +465,9 @@ impl Receiver<'_> {
                     ));
                 }
             }
+            let Some(rx) = rx.as_mut() else {
+                return Err(Error::Protocol(format!("{name}: PutFile without a stream")));
+            };
             let mut ext = extents.into_iter();
             let mut cur: Option<(u64, u64)> = None; // (offset of next byte, bytes left in extent)
             let mut hashed_to = 0u64;
@@ -502,20 +530,28 @@ impl Receiver<'_> {
             }
             hash_zeros(&mut hasher, entry.size.saturating_sub(hashed_to));
         }
-        // The source always follows a PutFile's stream with its FileCommit.
-        let commit = self.conn.recv().await?;
-        let Some(Body::FileCommit(commit)) = commit.body else {
-            return Err(Error::Protocol(format!(
-                "expected FileCommit for {name}, got {}",
-                commit.body.as_ref().map(Body::name).unwrap_or("nothing")
-            )));
+        let commit = if inline {
+            FileCommit {
+                path: entry.path.clone(),
+                blake3: pf.blake3,
+            }
+        } else {
+            // The source always follows a PutFile's stream with its FileCommit.
+            let commit = self.conn.recv().await?;
+            let Some(Body::FileCommit(commit)) = commit.body else {
+                return Err(Error::Protocol(format!(
+                    "expected FileCommit for {name}, got {}",
+                    commit.body.as_ref().map(Body::name).unwrap_or("nothing")
+                )));
+            };
+            if commit.path != entry.path {
+                return Err(Error::Protocol(format!(
+                    "FileCommit for {} while receiving {name}",
+                    display(&commit.path)
+                )));
+            }
+            commit
         };
-        if commit.path != entry.path {
-            return Err(Error::Protocol(format!(
-                "FileCommit for {} while receiving {name}",
-                display(&commit.path)
-            )));
-        }
         let cleanup = |tmp: &Option<PathBuf>| {
             if let Some(t) = tmp {
                 let _ = std::fs::remove_file(t);
@@ -539,17 +575,82 @@ impl Receiver<'_> {
                 "blake3 digest mismatch: the data received differs from the source's file (corrupted in transit); the old copy is kept",
             ));
         }
-        let (Some(tmp), Some(target)) = (tmp, target) else {
+        let (Some(tmp), Some(target), Some(file)) = (tmp, target, file) else {
             return Err(Error::sync(name, "no temporary file"));
         };
-        drop(file);
-        if let Err(e) = fsops::apply_meta(&tmp, &entry, self.xattrs && !entry.xattrs.is_empty()) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io("setting metadata", &tmp, e));
-        }
-        self.install(&tmp, &target)?;
+        self.finish_file(file, &tmp, &target, &entry)?;
         self.stats.files_written += 1;
         self.stats.bytes_written += written;
+        Ok(())
+    }
+
+    /// Metadata on a freshly written temporary file (a new inode has no xattrs to remove, so
+    /// the xattr step runs only when there are some to set), then into place.
+    fn finish_file(
+        &mut self,
+        file: std::fs::File,
+        tmp: &Path,
+        target: &Path,
+        entry: &FileEntry,
+    ) -> Result<()> {
+        let xattrs = self.xattrs && !entry.xattrs.is_empty();
+        if let Err(e) = fsops::apply_meta_fd(&file, tmp, entry, xattrs) {
+            let _ = std::fs::remove_file(tmp);
+            return Err(Error::io("setting metadata", tmp, e));
+        }
+        drop(file);
+        self.install(tmp, target, true)
+    }
+
+    /// A PutFiles batch. A file that fails is recorded and the others go on.
+    fn put_files(&mut self, batch: PutFiles) -> Result<()> {
+        let sizes = batch
+            .entries
+            .iter()
+            .map(|e| e.size)
+            .try_fold(0u64, u64::checked_add);
+        if sizes != Some(batch.data.len() as u64) || batch.blake3.len() != 32 * batch.entries.len()
+        {
+            return Err(Error::Protocol(format!(
+                "PutFiles of {} files carries {} bytes and {} bytes of digests",
+                batch.entries.len(),
+                batch.data.len(),
+                batch.blake3.len()
+            )));
+        }
+        let mut offset = 0usize;
+        for (entry, digest) in batch.entries.iter().zip(batch.blake3.chunks_exact(32)) {
+            let data = &batch.data[offset..offset + entry.size as usize];
+            offset += data.len();
+            if let Err(e) = self.put_inline(entry, data, digest) {
+                self.record(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// One file of a PutFiles batch: check its digest, write it whole, put it in place.
+    fn put_inline(&mut self, entry: &FileEntry, data: &[u8], digest: &[u8]) -> Result<()> {
+        if digest != blake3::hash(data).as_bytes() {
+            return Err(Error::sync(
+                display(&entry.path),
+                "blake3 digest mismatch: the data received differs from the source's file (corrupted in transit); the old copy is kept",
+            ));
+        }
+        let target = self.path(&entry.path, false)?;
+        let tmp = self.temp(&target);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .ctx("creating", &tmp)?;
+        if let Err(e) = std::io::Write::write_all(&mut file, data) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io("writing", &tmp, e));
+        }
+        self.finish_file(file, &tmp, &target, entry)?;
+        self.stats.files_written += 1;
+        self.stats.bytes_written += entry.size;
         Ok(())
     }
 

@@ -276,10 +276,9 @@ pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Set the modification time (atime left alone) without following a symlink.
-pub fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
-    let c = cpath(path)?;
-    let times = [
+/// utimensat/futimens times that set the modification time and leave atime alone.
+fn mtime_only(mtime_ns: i64) -> [libc::timespec; 2] {
+    [
         libc::timespec {
             tv_sec: 0,
             tv_nsec: libc::UTIME_OMIT,
@@ -288,7 +287,13 @@ pub fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
             tv_sec: mtime_ns.div_euclid(1_000_000_000),
             tv_nsec: mtime_ns.rem_euclid(1_000_000_000),
         },
-    ];
+    ]
+}
+
+/// Set the modification time (atime left alone) without following a symlink.
+pub fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
+    let c = cpath(path)?;
+    let times = mtime_only(mtime_ns);
     // SAFETY: valid path and a two-element timespec array, as utimensat requires.
     if unsafe {
         libc::utimensat(
@@ -341,6 +346,26 @@ pub fn apply_meta(path: &Path, e: &FileEntry, xattrs: bool) -> io::Result<()> {
         }
     }
     set_mtime(path, e.mtime_ns)
+}
+
+/// [`apply_meta`] for a regular file we just wrote, through its open descriptor (no path
+/// lookups); xattrs, when asked for, still go by `path`.
+pub fn apply_meta_fd(file: &File, path: &Path, e: &FileEntry, xattrs: bool) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::fchown(file, Some(e.uid), Some(e.gid))?;
+    file.set_permissions(std::fs::Permissions::from_mode(e.mode & 0o7777))?;
+    if xattrs {
+        match write_xattrs(path, &e.xattrs) {
+            Err(err) if unsupported(&err) && e.xattrs.is_empty() => {}
+            r => r?,
+        }
+    }
+    let times = mtime_only(e.mtime_ns);
+    // SAFETY: a valid descriptor and a two-element timespec array, as futimens requires.
+    if unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Flush the filesystem that holds `path`.
@@ -423,13 +448,14 @@ pub fn resolve(
     Ok(root.join(p))
 }
 
-/// A temporary name next to `path` for building a replacement.
-pub fn temp_name(path: &Path, counter: u64) -> PathBuf {
+/// A temporary name next to `path` for building a replacement; `pid` is the caller's process
+/// id (asked once per pass, not per file).
+pub fn temp_name(path: &Path, pid: u32, counter: u64) -> PathBuf {
     let name = path.file_name().map(|n| n.as_bytes()).unwrap_or(b"root");
     let short = &name[..name.len().min(180)];
     let mut t = Vec::from(TEMP_PREFIX.as_bytes());
     t.extend_from_slice(short);
-    t.extend_from_slice(format!(".{}.{counter}", std::process::id()).as_bytes());
+    t.extend_from_slice(format!(".{pid}.{counter}").as_bytes());
     path.with_file_name(OsStr::from_bytes(&t))
 }
 

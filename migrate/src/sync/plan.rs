@@ -196,6 +196,7 @@ mod tests {
             dev: 1,
             ino: 0,
             nlink: 1,
+            blocks: size.div_ceil(512),
         }
     }
 

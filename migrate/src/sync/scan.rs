@@ -19,6 +19,8 @@ pub struct SourceEntry {
     pub dev: u64,
     pub ino: u64,
     pub nlink: u64,
+    /// 512-byte blocks allocated: fewer than the size needs means the file has holes.
+    pub blocks: u64,
 }
 
 /// Called for each entry: (relative path, full path, lstat data).
@@ -59,16 +61,17 @@ fn walk(root: &Path, skip: &mut dyn FnMut(&Path, &[u8]) -> bool, f: Visit<'_>) -
         let mut names = Vec::new();
         for de in rd {
             let de = de.map_err(|e| Error::io("listing", &dir, e))?;
-            names.push(de.file_name());
+            names.push((de.file_name(), de));
         }
-        names.sort();
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut subdirs = Vec::new();
-        for name in names {
+        for (name, de) in names {
             let full = dir.join(&name);
             if skip(&full, name.as_bytes()) {
                 continue;
             }
-            let md = match std::fs::symlink_metadata(&full) {
+            // lstat relative to the open directory: no walk of the whole path per entry.
+            let md = match de.metadata() {
                 Ok(md) => md,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("reading", &full, e)),
@@ -96,6 +99,7 @@ pub fn scan_source(root: &Path, xattrs: bool) -> Result<Vec<SourceEntry>> {
                 dev: md.dev(),
                 ino: md.ino(),
                 nlink: md.nlink(),
+                blocks: md.blocks(),
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("reading", full, e)),

@@ -1,5 +1,7 @@
 //! The sending side of a pass.
 
+use std::collections::{HashSet, VecDeque};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
@@ -11,13 +13,21 @@ use super::scan::{scan_source, SourceEntry};
 use super::{fsops, PassStats, Progress, SyncOptions};
 use crate::error::{Error, Result};
 use crate::proto::{
-    Body, Connection, Delete, Extent, FileCommit, FileEntry, GetSignature, Hardlink, PutFile,
-    SyncBegin, SyncEnd,
+    Body, Connection, Delete, Extent, FileCommit, FileEntry, GetSignature, Hardlink, PendingReply,
+    PutFile, PutFiles, SyncBegin, SyncBeginAck, SyncEnd,
 };
 
 /// The largest manifest summary we accept from the destination.
 const MAX_SUMMARY: usize = 1 << 30;
 const CHUNK: usize = 1 << 20;
+/// Signature requests kept in flight during a pass: the destination reads and sums the next
+/// files while we compute and send the delta of the current one.
+const SIGNATURE_WINDOW: usize = 16;
+/// Dense files up to this size go whole in PutFiles batches (when the destination accepts them).
+pub(crate) const INLINE_MAX: u64 = 64 << 10;
+/// A batch is sent once it holds this many bytes of file data or this many files.
+const BATCH_BYTES: usize = 256 << 10;
+const BATCH_FILES: usize = 512;
 
 /// Run one sync pass of `src_dir` to the peer (which runs [`super::receive_pass`]). Returns when
 /// the destination has applied everything and answered, or with the first error (the
@@ -27,46 +37,45 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
     let wire_before = conn.bytes_sent() + conn.bytes_received();
     let root = src_dir.to_path_buf();
     let xattrs = opts.xattrs;
-    let entries = tokio::task::spawn_blocking(move || scan_source(&root, xattrs))
-        .await
-        .map_err(|e| {
-            Error::sync(
-                src_dir.display().to_string(),
-                format!("scan task failed: {e}"),
-            )
-        })??;
-
-    let ack = match conn
-        .request(Body::SyncBegin(SyncBegin {
-            pass: opts.pass,
-            ctid: opts.ctid.clone(),
-            xattrs: opts.xattrs,
-        }))
-        .await?
-    {
-        Body::SyncBeginAck(a) => a,
-        other => {
-            return Err(Error::Protocol(format!(
-                "expected SyncBeginAck, got {}",
-                other.name()
-            )))
+    // Both sides walk their trees at the same time: ours here, theirs once SyncBegin arrives.
+    let scan = tokio::task::spawn_blocking(move || scan_source(&root, xattrs));
+    let summary = fetch_summary(conn, opts).await;
+    let entries = scan.await.map_err(|e| {
+        Error::sync(
+            src_dir.display().to_string(),
+            format!("scan task failed: {e}"),
+        )
+    });
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "sync pass: both trees scanned"
+    );
+    let (ack, summary) = summary?;
+    let entries = match entries.and_then(|r| r) {
+        Ok(e) => e,
+        Err(e) => {
+            // The destination is inside the pass already: end it (nothing was sent, so nothing
+            // changes there) to leave the connection usable, then report the scan's failure.
+            let _ = conn
+                .request(Body::SyncEnd(SyncEnd {
+                    pass: opts.pass,
+                    ..Default::default()
+                }))
+                .await;
+            return Err(e);
         }
     };
-    let mut rx = conn.accept_stream(ack.manifest_stream)?;
-    let raw = rx.read_to_end(MAX_SUMMARY).await?;
-    let raw = match ack.compression.as_str() {
-        "" => raw,
-        "zstd" => zstd::bulk::decompress(&raw, MAX_SUMMARY)
-            .map_err(|e| Error::Protocol(format!("bad compressed manifest summary: {e}")))?,
-        other => {
-            return Err(Error::Protocol(format!(
-                "manifest summary in unknown compression {other:?}"
-            )))
-        }
-    };
-    let summary = decode_summary(&raw)?;
 
     let ops = plan(&entries, &summary, opts);
+    tracing::debug!(
+        pass = opts.pass,
+        entries = entries.len(),
+        destination_entries = summary.len(),
+        ops = ops.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "sync pass planned"
+    );
+    drop(summary);
     let mut stats = PassStats {
         pass: opts.pass,
         entries_scanned: entries.len() as u64,
@@ -76,10 +85,14 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
         pass: opts.pass,
         ..Default::default()
     };
+    let mut signatures_wanted = VecDeque::new();
     for op in &ops {
-        if let Op::SendFile { idx, .. } = op {
+        if let Op::SendFile { idx, delta } = op {
             progress.bytes_total += entries[*idx].entry.size;
             progress.files_total += 1;
+            if *delta {
+                signatures_wanted.push_back(*idx);
+            }
         }
     }
     report(opts, &progress);
@@ -90,12 +103,26 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
         stats: &mut stats,
         progress: &mut progress,
         errors: Vec::new(),
-        vanished: std::collections::HashSet::new(),
+        vanished: HashSet::new(),
         buf: Vec::new(),
+        signatures_wanted,
+        signatures: VecDeque::new(),
+        batching: ack.put_files,
+        batch: PutFiles::default(),
+        batch_data: Vec::new(),
     };
     for op in ops {
+        // Deletions come first and must reach the destination before it reads any old copy.
+        if !matches!(op, Op::Delete(_)) {
+            sender.request_signatures(&entries).await?;
+        }
         sender.run(&entries, op).await?;
     }
+    sender.flush_batch().await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "sync pass: all sent"
+    );
     let errors = std::mem::take(&mut sender.errors);
     match conn
         .request(Body::SyncEnd(SyncEnd {
@@ -125,6 +152,43 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
     Ok(stats)
 }
 
+/// Start the pass on the destination and read its summary.
+async fn fetch_summary(
+    conn: &Connection,
+    opts: &SyncOptions,
+) -> Result<(SyncBeginAck, Vec<FileEntry>)> {
+    let ack = match conn
+        .request(Body::SyncBegin(SyncBegin {
+            pass: opts.pass,
+            ctid: opts.ctid.clone(),
+            xattrs: opts.xattrs,
+        }))
+        .await?
+    {
+        Body::SyncBeginAck(a) => a,
+        other => {
+            return Err(Error::Protocol(format!(
+                "expected SyncBeginAck, got {}",
+                other.name()
+            )))
+        }
+    };
+    let mut rx = conn.accept_stream(ack.manifest_stream)?;
+    let raw = rx.read_to_end(MAX_SUMMARY).await?;
+    let raw = match ack.compression.as_str() {
+        "" => raw,
+        "zstd" => zstd::bulk::decompress(&raw, MAX_SUMMARY)
+            .map_err(|e| Error::Protocol(format!("bad compressed manifest summary: {e}")))?,
+        other => {
+            return Err(Error::Protocol(format!(
+                "manifest summary in unknown compression {other:?}"
+            )))
+        }
+    };
+    let summary = decode_summary(&raw)?;
+    Ok((ack, summary))
+}
+
 fn decode_summary(mut raw: &[u8]) -> Result<Vec<FileEntry>> {
     let mut out = Vec::new();
     while !raw.is_empty() {
@@ -150,10 +214,28 @@ struct Sender<'a> {
     errors: Vec<String>,
     /// Files that disappeared since the scan (a running container deletes files): their other
     /// hardlink names are skipped too. The next pass deletes them on the destination.
-    vanished: std::collections::HashSet<usize>,
+    vanished: HashSet<usize>,
     /// The read buffer, kept for the whole pass: a fresh zeroed megabyte per file cost more
     /// than reading a small file.
     buf: Vec<u8>,
+    /// Files to be sent as deltas whose signature has not been asked for yet, in send order.
+    signatures_wanted: VecDeque<usize>,
+    /// Signature requests in flight, in send order.
+    signatures: VecDeque<(usize, PendingReply)>,
+    /// The destination accepts PutFiles.
+    batching: bool,
+    /// Small files read but not sent yet (one PutFiles message), and their bytes.
+    batch: PutFiles,
+    batch_data: Vec<u8>,
+}
+
+/// What became of a file meant to go as a delta.
+enum DeltaOutcome {
+    Sent,
+    /// No usable copy on the destination, or the file grew too large: send it whole.
+    Whole,
+    /// The file is gone since the scan.
+    Vanished,
 }
 
 /// The entry as sent (the source's inode number means nothing to the destination).
@@ -180,12 +262,17 @@ impl Sender<'_> {
             }
             Op::SendFile { idx, delta } => {
                 let s = &entries[idx];
-                let sent = if delta {
-                    self.send_delta(s).await?
+                let outcome = if delta {
+                    self.send_delta(idx, s).await?
                 } else {
-                    false
+                    DeltaOutcome::Whole
                 };
-                if !sent && !self.send_whole(s).await? {
+                let gone = match outcome {
+                    DeltaOutcome::Sent => false,
+                    DeltaOutcome::Vanished => true,
+                    DeltaOutcome::Whole => !self.send_file(s).await?,
+                };
+                if gone {
                     self.vanished.insert(idx);
                 }
                 self.progress.files_done += 1;
@@ -197,6 +284,8 @@ impl Sender<'_> {
             }
             Op::Hardlink { target, .. } if self.vanished.contains(&target) => {}
             Op::Hardlink { idx, target } => {
+                // The target may still wait in the batch.
+                self.flush_batch().await?;
                 conn.send(Body::Hardlink(Hardlink {
                     path: entries[idx].entry.path.clone(),
                     target: entries[target].entry.path.clone(),
@@ -217,6 +306,87 @@ impl Sender<'_> {
                 self.stats.meta_updates += 1;
             }
         }
+        Ok(())
+    }
+
+    /// Ask for the signatures of the next delta files, up to the window.
+    async fn request_signatures(&mut self, entries: &[SourceEntry]) -> Result<()> {
+        while self.signatures.len() < SIGNATURE_WINDOW {
+            let Some(idx) = self.signatures_wanted.pop_front() else {
+                break;
+            };
+            let pending = self
+                .conn
+                .start_request(signature_request(&entries[idx]))
+                .await?;
+            self.signatures.push_back((idx, pending));
+        }
+        Ok(())
+    }
+
+    /// The reply to the signature request of `entries[idx]` (asked for now if it was not).
+    async fn signature_reply(&mut self, idx: usize, s: &SourceEntry) -> Result<Body> {
+        if self.signatures.front().is_some_and(|(i, _)| *i == idx) {
+            if let Some((_, pending)) = self.signatures.pop_front() {
+                return pending.reply().await;
+            }
+        }
+        self.conn.request(signature_request(s)).await
+    }
+
+    /// Send a whole file: batched when small and dense, else as a PutFile with a data stream.
+    /// `Ok(false)` when the file vanished since the scan.
+    async fn send_file(&mut self, s: &SourceEntry) -> Result<bool> {
+        let dense = s.blocks.saturating_mul(512) >= s.entry.size;
+        if self.batching && dense && s.entry.size <= INLINE_MAX {
+            if let Some(sent) = self.add_to_batch(s).await? {
+                return Ok(sent);
+            }
+        }
+        self.send_whole(s).await
+    }
+
+    /// Read a small file into the batch. `Ok(None)` when it outgrew [`INLINE_MAX`] since the
+    /// scan (send it the other way), `Ok(Some(false))` when it vanished.
+    async fn add_to_batch(&mut self, s: &SourceEntry) -> Result<Option<bool>> {
+        if self.batch_data.capacity() == 0 {
+            // Room for a full batch at once: growing it would copy it over and over.
+            self.batch_data = Vec::with_capacity(BATCH_BYTES + INLINE_MAX as usize + 1);
+        }
+        let start = self.batch_data.len();
+        match read_small(&s.full, s.entry.size, INLINE_MAX, &mut self.batch_data) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(false)),
+            Err(e) => {
+                let name = fsops::display(&s.entry.path);
+                self.errors.push(format!("{name}: reading: {e}"));
+                return Ok(Some(true));
+            }
+        }
+        let data = &self.batch_data[start..];
+        let mut entry = wire_entry(s);
+        entry.size = data.len() as u64;
+        self.batch
+            .blake3
+            .extend_from_slice(blake3::hash(data).as_bytes());
+        self.stats.files_sent += 1;
+        self.stats.bytes_data += entry.size;
+        self.progress.bytes_done += entry.size;
+        self.batch.entries.push(entry);
+        if self.batch_data.len() >= BATCH_BYTES || self.batch.entries.len() >= BATCH_FILES {
+            self.flush_batch().await?;
+        }
+        Ok(Some(true))
+    }
+
+    async fn flush_batch(&mut self) -> Result<()> {
+        if self.batch.entries.is_empty() {
+            return Ok(());
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.data = std::mem::take(&mut self.batch_data).into();
+        self.conn.send(Body::PutFiles(batch)).await?;
         Ok(())
     }
 
@@ -248,7 +418,7 @@ impl Sender<'_> {
                     .iter()
                     .map(|&(offset, len)| Extent { offset, len })
                     .collect(),
-                delta: false,
+                ..Default::default()
             }))
             .await?;
         let mut buf = std::mem::take(&mut self.buf);
@@ -332,17 +502,9 @@ impl Sender<'_> {
         Ok(true)
     }
 
-    /// Send an rsync delta against the destination's copy. `Ok(false)` when the destination has
-    /// no usable copy after all (then the caller sends the whole file).
-    async fn send_delta(&mut self, s: &SourceEntry) -> Result<bool> {
-        let block_size = ((s.entry.size as f64).sqrt() as u32).clamp(512, 128 << 10) & !63;
-        let reply = self
-            .conn
-            .request(Body::GetSignature(GetSignature {
-                path: s.entry.path.clone(),
-                block_size,
-            }))
-            .await?;
+    /// Send an rsync delta against the destination's copy.
+    async fn send_delta(&mut self, idx: usize, s: &SourceEntry) -> Result<DeltaOutcome> {
+        let reply = self.signature_reply(idx, s).await?;
         let Body::SignatureReply(sig) = reply else {
             return Err(Error::Protocol(format!(
                 "expected SignatureReply, got {}",
@@ -350,17 +512,24 @@ impl Sender<'_> {
             )));
         };
         if sig.signature.is_empty() {
-            return Ok(false);
+            return Ok(DeltaOutcome::Whole);
         }
         let name = fsops::display(&s.entry.path);
-        let data = match std::fs::read(&s.full) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        // The file may have changed since the plan: what we read now is what we send, and the
+        // destination refuses deltas of files over its limit.
+        let limit = self.opts.delta_max.min(super::DEFAULT_DELTA_MAX);
+        let mut data = Vec::new();
+        match read_small(&s.full, s.entry.size, limit, &mut data) {
+            Ok(true) => {}
+            Ok(false) => return Ok(DeltaOutcome::Whole),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(DeltaOutcome::Vanished)
+            }
             Err(e) => {
                 self.errors.push(format!("{name}: reading: {e}"));
-                return Ok(true);
+                return Ok(DeltaOutcome::Sent);
             }
-        };
+        }
         let signature = fast_rsync::Signature::deserialize(sig.signature).map_err(|e| {
             Error::Protocol(format!("{name}: bad rsync signature from the peer: {e}"))
         })?;
@@ -369,32 +538,91 @@ impl Sender<'_> {
             .map_err(|e| Error::sync(name.clone(), format!("computing the delta: {e}")))?;
         let mut entry = wire_entry(s);
         entry.size = data.len() as u64;
-        let mut stream = self.conn.open_stream();
-        self.conn
-            .send(Body::PutFile(PutFile {
-                entry: Some(entry.clone()),
-                stream: stream.id(),
-                extents: Vec::new(),
-                delta: true,
-            }))
-            .await?;
-        for chunk in delta.chunks(CHUNK) {
-            stream.send(chunk).await?;
-            self.stats.bytes_data += chunk.len() as u64;
+        let digest = blake3::hash(&data).as_bytes().to_vec();
+        self.stats.bytes_data += delta.len() as u64;
+        if self.batching && delta.len() <= CHUNK {
+            // One message: no stream to open and no FileCommit to wait for on the other side.
+            self.conn
+                .send(Body::PutFile(PutFile {
+                    entry: Some(entry),
+                    delta: true,
+                    data: delta,
+                    blake3: digest,
+                    ..Default::default()
+                }))
+                .await?;
+        } else {
+            let mut stream = self.conn.open_stream();
+            self.conn
+                .send(Body::PutFile(PutFile {
+                    entry: Some(entry.clone()),
+                    stream: stream.id(),
+                    delta: true,
+                    ..Default::default()
+                }))
+                .await?;
+            for chunk in delta.chunks(CHUNK) {
+                stream.send(chunk).await?;
+            }
+            stream.finish().await?;
+            self.conn
+                .send(Body::FileCommit(FileCommit {
+                    path: entry.path,
+                    blake3: digest,
+                }))
+                .await?;
         }
-        stream.finish().await?;
-        let digest = blake3::hash(&data);
-        self.conn
-            .send(Body::FileCommit(FileCommit {
-                path: entry.path,
-                blake3: digest.as_bytes().to_vec(),
-            }))
-            .await?;
         self.progress.bytes_done += s.entry.size;
         self.stats.files_sent += 1;
         self.stats.delta_files += 1;
-        Ok(true)
+        Ok(DeltaOutcome::Sent)
     }
+}
+
+fn signature_request(s: &SourceEntry) -> Body {
+    let block_size = ((s.entry.size as f64).sqrt() as u32).clamp(512, 128 << 10) & !63;
+    Body::GetSignature(GetSignature {
+        path: s.entry.path.clone(),
+        block_size,
+    })
+}
+
+/// Append all of a file expected to hold `expect` bytes to `out`; `Ok(false)` (and `out` as it
+/// was) if it holds more than `limit`. A read that returns exactly the expected size is taken
+/// as the whole file (a file growing meanwhile has a new mtime: the next pass sends it again).
+fn read_small(path: &Path, expect: u64, limit: u64, out: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut f = std::fs::File::open(path)?;
+    let start = out.len();
+    let mut room = expect.min(limit) as usize + 1;
+    out.resize(start + room, 0);
+    let mut filled = 0;
+    let result = loop {
+        match f.read(&mut out[start + filled..]) {
+            Ok(0) => break Ok(true),
+            Ok(n) => {
+                filled += n;
+                if filled as u64 == expect {
+                    break Ok(true);
+                }
+                if filled == room {
+                    if filled as u64 > limit {
+                        break Ok(false);
+                    }
+                    room = (room * 2).min(limit as usize + 1);
+                    out.resize(start + room, 0);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    let keep = if matches!(result, Ok(true)) {
+        filled
+    } else {
+        0
+    };
+    out.truncate(start + keep);
+    result
 }
 
 static ZEROS: [u8; 64 << 10] = [0u8; 64 << 10];
