@@ -162,6 +162,7 @@ async fn hostile_paths_never_escape_the_root() {
             pass: 1,
             ctid: String::new(),
             xattrs: false,
+            no_summary: false,
         }))
         .await
         .unwrap()
@@ -346,6 +347,7 @@ async fn destination_sees_a_source_that_dies_mid_file() {
             pass: 1,
             ctid: String::new(),
             xattrs: false,
+            no_summary: false,
         }))
         .await
         .unwrap()
@@ -406,6 +408,7 @@ async fn a_file_the_source_gives_up_on_does_not_break_the_pass() {
             pass: 1,
             ctid: String::new(),
             xattrs: false,
+            no_summary: false,
         }))
         .await
         .unwrap()

@@ -834,3 +834,62 @@ async fn a_source_that_cannot_walk_its_tree_ends_the_pass_cleanly() {
     assert!(passes.iter().all(|p| p.is_ok()), "{passes:?}");
     assert_same_tree(&src, &dst);
 }
+
+/// [`pass_with`] through `sync_pass_from`: returns what the destination holds afterwards.
+async fn pass_from(src: &Path, dst: &Path, n: u32, baseline: Option<&[ferry_migrate::proto::FileEntry]>) -> (PassStats, Option<sync::Baseline>) {
+    let (c, s) = pair(quick(), quick()).await;
+    let dst = dst.to_path_buf();
+    let server = tokio::spawn(async move {
+        let begin = s.recv().await?;
+        let r = sync::receive_pass(&s, &begin, &dst, &ReceiveOptions { fsync: true, ..Default::default() }).await;
+        let _ = s.recv().await;
+        r
+    });
+    let opts = SyncOptions { pass: n, ..Default::default() };
+    let r = tokio::time::timeout(LIMIT, sync::sync_pass_from(&c, src, &opts, baseline)).await.expect("sync pass hung");
+    let _ = c.close().await;
+    tokio::time::timeout(LIMIT, server).await.expect("receiver hung").expect("receiver panicked").expect("receiver");
+    r.expect("sync pass")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_from_the_previous_baseline_skips_the_destination_walk_and_misses_nothing() {
+    if !is_root() {
+        eprintln!("skipped: needs root (owners, device nodes)");
+        return;
+    }
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    build_full_tree(&src);
+    let (s1, baseline) = pass_from(&src, &dst, 1, None).await;
+    assert!(s1.destination_walked && s1.files_sent >= 6, "{s1:?}");
+    let baseline = baseline.expect("a clean pass leaves a baseline");
+
+    // Every kind of change a running container makes between two passes.
+    write(&src.join("small.txt"), b"hello again\n");
+    set_mtime(&src.join("small.txt"), 1_000_000_100, 0);
+    write(&src.join("a/new.txt"), b"new");
+    std::fs::remove_file(src.join("empty")).unwrap();
+    std::fs::hard_link(src.join("big.bin"), src.join("a/big-link")).unwrap();
+    chmod(&src.join("setuid-bin"), 0o755);
+    std::fs::remove_file(src.join("a/b/c/deep.txt")).unwrap();
+    std::fs::create_dir(src.join("a/b/c/deep.txt")).unwrap();
+    write(&src.join("a/b/c/deep.txt/inside"), b"was a file");
+    std::fs::remove_file(src.join("dangling")).unwrap();
+    std::os::unix::fs::symlink("somewhere/else", src.join("dangling")).unwrap();
+    std::fs::remove_file(src.join("a/linked-2")).unwrap();
+    write(&src.join("a/linked-2"), b"no longer shared");
+
+    let (s2, after) = pass_from(&src, &dst, 2, Some(&baseline)).await;
+    assert!(!s2.destination_walked, "the destination walked its tree: {s2:?}");
+    assert!(s2.changes() >= 8, "{s2:?}");
+    assert!(after.is_some());
+    assert_same_tree(&src, &dst);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(dst.join("a/big-link")).unwrap().ino(), std::fs::metadata(dst.join("big.bin")).unwrap().ino());
+    // A full pass (the destination walks its tree again) finds nothing left to do.
+    let s3 = pass(&src, &dst, 3).await;
+    assert!(s3.destination_walked);
+    assert_eq!(s3.changes(), 0, "the baseline pass missed something: {s3:?}");
+}

@@ -12,7 +12,7 @@ use super::report::{ms, MigrationReport, SyncPassReport};
 use crate::error::{Error, Result};
 use crate::proto::messages::*;
 use crate::proto::{Connection, ConnectionOptions};
-use crate::sync::{sync_pass, PassStats, ProgressFn, SyncOptions};
+use crate::sync::{sync_pass, sync_pass_from, Baseline, PassStats, ProgressFn, SyncOptions};
 use crate::transport::{SshTarget, Transport};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{ContainerConfig, Host};
@@ -69,6 +69,9 @@ struct Run<'a> {
     opts: &'a MigrateOptions,
     report: MigrationReport,
     work: PathBuf,
+    /// What the destination holds after the last live pass: the final pass, while frozen,
+    /// sends what changed since without the destination walking its tree again.
+    baseline: Option<Baseline>,
 }
 
 impl Run<'_> {
@@ -108,6 +111,7 @@ pub async fn migrate(host: &Host, lock: &ContainerLock, opts: &MigrateOptions) -
             ..Default::default()
         },
         work: work.clone(),
+        baseline: None,
     };
     let res = drive(&mut run, online, running, t0).await;
     let _ = std::fs::remove_dir_all(&work);
@@ -216,8 +220,12 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
         loop {
             let pass = history.len() as u32 + 1;
             run.stage(&format!("sync pass {pass}"));
-            let stats = match sync_pass(conn, area, &sync_opts(run, pass)).await {
-                Ok(s) => s,
+            // Each live pass compares with what the destination really holds.
+            let stats = match sync_pass_from(conn, area, &sync_opts(run, pass), None).await {
+                Ok((s, after)) => {
+                    run.baseline = after;
+                    s
+                }
                 Err(e) => {
                     Journal::remove(run.host, &ct);
                     abort(conn, &e.to_string(), run.opts.keep_dst).await;
@@ -302,7 +310,8 @@ async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir
     if !run.opts.shared_storage {
         run.stage("final sync");
         let pass = run.report.passes.len() as u32 + 1;
-        let stats = sync_pass(conn, area, &sync_opts(run, pass)).await?;
+        let baseline = run.baseline.take();
+        let (stats, _) = sync_pass_from(conn, area, &sync_opts(run, pass), baseline.as_deref()).await?;
         run.report.final_sync = Some(pass_report(&stats));
     }
     run.stage("image transfer");

@@ -246,6 +246,10 @@ pub struct SyncBegin {
     /// Whether the source sends xattrs (and so whether the summary should carry their digest).
     #[prost(bool, tag = "3")]
     pub xattrs: bool,
+    /// The source knows what the destination holds (its own scan of the previous pass, which
+    /// the destination applied in full): skip the walk and the summary.
+    #[prost(bool, tag = "4")]
+    pub no_summary: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -264,6 +268,9 @@ pub struct SyncBeginAck {
     /// FileCommit for every file.
     #[prost(bool, tag = "4")]
     pub put_files: bool,
+    /// The destination did as `no_summary` asked: no manifest stream follows.
+    #[prost(bool, tag = "5")]
+    pub summary_skipped: bool,
 }
 
 /// File types on the wire.

@@ -29,22 +29,8 @@ pub struct ReceiveStats {
 /// At most this many per-file errors are reported back (the rest are counted).
 const MAX_REPORTED_ERRORS: usize = 20;
 
-/// Serve one pass into `root`, starting from the peer's `SyncBegin` (which the caller's
-/// dispatcher received), until `SyncEnd`. Per-file failures are collected and returned to the
-/// source in the SyncEnd answer (and as this function's error); a broken connection ends the
-/// pass at once.
-pub async fn receive_pass(
-    conn: &Connection,
-    begin: &Envelope,
-    root: &Path,
-    opts: &ReceiveOptions,
-) -> Result<ReceiveStats> {
-    let Some(Body::SyncBegin(b)) = &begin.body else {
-        return Err(Error::Protocol(
-            "receive_pass needs a SyncBegin message".into(),
-        ));
-    };
-    let xattrs = b.xattrs;
+/// Walk `root` and send its summary (the answer to a SyncBegin).
+async fn send_summary(conn: &Connection, begin: &Envelope, root: &Path, opts: &ReceiveOptions, xattrs: bool) -> Result<()> {
     let root_buf = root.to_path_buf();
     let link_dest = opts.link_dest.clone();
     let summary =
@@ -79,12 +65,44 @@ pub async fn receive_pass(
             entries: summary.len() as u64,
             compression: "zstd".into(),
             put_files: true,
+            summary_skipped: false,
         }),
     )
     .await?;
     stream.send(&packed).await?;
     stream.finish().await?;
     drop(summary);
+    Ok(())
+}
+
+/// Serve one pass into `root`, starting from the peer's `SyncBegin` (which the caller's
+/// dispatcher received), until `SyncEnd`. Per-file failures are collected and returned to the
+/// source in the SyncEnd answer (and as this function's error); a broken connection ends the
+/// pass at once.
+pub async fn receive_pass(
+    conn: &Connection,
+    begin: &Envelope,
+    root: &Path,
+    opts: &ReceiveOptions,
+) -> Result<ReceiveStats> {
+    let Some(Body::SyncBegin(b)) = &begin.body else {
+        return Err(Error::Protocol(
+            "receive_pass needs a SyncBegin message".into(),
+        ));
+    };
+    let xattrs = b.xattrs;
+    if b.no_summary {
+        // The source knows what this tree holds: it sends the changes without our summary.
+        if !root.is_dir() {
+            let e = Error::sync(root.display().to_string(), "the tree to update is missing");
+            conn.reply_error(begin.id, format!("destination cannot read {}: {e}", root.display())).await?;
+            return Err(e);
+        }
+        conn.reply(begin.id, Body::SyncBeginAck(SyncBeginAck { put_files: true, summary_skipped: true, ..Default::default() }))
+            .await?;
+    } else {
+        send_summary(conn, begin, root, opts, xattrs).await?;
+    }
 
     let mut rx = Receiver {
         conn,

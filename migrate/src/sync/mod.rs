@@ -22,7 +22,7 @@ use std::time::Duration;
 pub use dest::{receive_pass, ReceiveStats};
 pub use iterate::{sync_iterative, IterationPolicy};
 pub use local::{sync_local, sync_local_blocking, LocalSyncOptions};
-pub use source::sync_pass;
+pub use source::{sync_pass, sync_pass_from, Baseline};
 
 /// Files at least this large that changed on a destination already holding a copy are sent as
 /// rsync deltas; smaller ones whole.
@@ -114,6 +114,9 @@ pub struct PassStats {
     /// Other entries created (directories, symlinks, device nodes, fifos).
     pub created: u64,
     pub deleted: u64,
+    /// The destination walked its tree and sent its summary (false: the pass worked from the
+    /// previous pass's baseline, see [`sync_pass_from`]).
+    pub destination_walked: bool,
     pub duration: Duration,
 }
 

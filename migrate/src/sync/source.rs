@@ -33,13 +33,32 @@ const BATCH_FILES: usize = 512;
 /// the destination has applied everything and answered, or with the first error (the
 /// destination's errors name each file that failed).
 pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) -> Result<PassStats> {
+    sync_pass_from(conn, src_dir, opts, None).await.map(|(stats, _)| stats)
+}
+
+/// What the destination holds after a successful pass: the source's scan of it, as the
+/// summary the destination would send (see [`sync_pass_from`]).
+pub type Baseline = Vec<FileEntry>;
+
+/// [`sync_pass`] that also returns the [`Baseline`] the pass left on the destination (None
+/// when a file vanished while it ran), and that, given the previous pass's baseline, skips
+/// the destination's walk and summary: the pass then sends what changed here since that
+/// pass. For the final pass of a migration, while the container is frozen: its cost then
+/// follows the changes, not the size of the tree on the far side. A destination that does
+/// not know the option sends its summary anyway, and that is used.
+pub async fn sync_pass_from(
+    conn: &Connection,
+    src_dir: &Path,
+    opts: &SyncOptions,
+    baseline: Option<&[FileEntry]>,
+) -> Result<(PassStats, Option<Baseline>)> {
     let started = Instant::now();
     let wire_before = conn.bytes_sent() + conn.bytes_received();
     let root = src_dir.to_path_buf();
     let xattrs = opts.xattrs;
     // Both sides walk their trees at the same time: ours here, theirs once SyncBegin arrives.
     let scan = tokio::task::spawn_blocking(move || scan_source(&root, xattrs));
-    let summary = fetch_summary(conn, opts).await;
+    let summary = fetch_summary(conn, opts, baseline.is_some()).await;
     let entries = scan.await.map_err(|e| {
         Error::sync(
             src_dir.display().to_string(),
@@ -66,7 +85,13 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
         }
     };
 
-    let ops = plan(&entries, &summary, opts);
+    let destination_walked = summary.is_some();
+    let summary: &[FileEntry] = match (&summary, baseline) {
+        (Some(s), _) => s,
+        (None, Some(b)) => b,
+        (None, None) => &[],
+    };
+    let ops = plan(&entries, summary, opts);
     tracing::debug!(
         pass = opts.pass,
         entries = entries.len(),
@@ -75,9 +100,9 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
         ms = started.elapsed().as_millis() as u64,
         "sync pass planned"
     );
-    drop(summary);
     let mut stats = PassStats {
         pass: opts.pass,
+        destination_walked,
         entries_scanned: entries.len() as u64,
         ..Default::default()
     };
@@ -124,6 +149,7 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
         "sync pass: all sent"
     );
     let errors = std::mem::take(&mut sender.errors);
+    let vanished = !sender.vanished.is_empty();
     match conn
         .request(Body::SyncEnd(SyncEnd {
             pass: opts.pass,
@@ -149,19 +175,25 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
     }
     stats.bytes_on_wire = conn.bytes_sent() + conn.bytes_received() - wire_before;
     stats.duration = started.elapsed();
-    Ok(stats)
+    // The destination now holds what was scanned (metadata as scanned; a file that changed
+    // while it was read differs from the scan here and goes again next time).
+    let after = (!vanished).then(|| entries.into_iter().map(|s| FileEntry { xattrs: Vec::new(), ..s.entry }).collect());
+    Ok((stats, after))
 }
 
-/// Start the pass on the destination and read its summary.
+/// Start the pass on the destination and read its summary (None when it skipped it because
+/// `no_summary` asked it to).
 async fn fetch_summary(
     conn: &Connection,
     opts: &SyncOptions,
-) -> Result<(SyncBeginAck, Vec<FileEntry>)> {
+    no_summary: bool,
+) -> Result<(SyncBeginAck, Option<Vec<FileEntry>>)> {
     let ack = match conn
         .request(Body::SyncBegin(SyncBegin {
             pass: opts.pass,
             ctid: opts.ctid.clone(),
             xattrs: opts.xattrs,
+            no_summary,
         }))
         .await?
     {
@@ -173,6 +205,9 @@ async fn fetch_summary(
             )))
         }
     };
+    if ack.summary_skipped {
+        return Ok((ack, None));
+    }
     let mut rx = conn.accept_stream(ack.manifest_stream)?;
     let raw = rx.read_to_end(MAX_SUMMARY).await?;
     let raw = match ack.compression.as_str() {
@@ -186,7 +221,7 @@ async fn fetch_summary(
         }
     };
     let summary = decode_summary(&raw)?;
-    Ok((ack, summary))
+    Ok((ack, Some(summary)))
 }
 
 fn decode_summary(mut raw: &[u8]) -> Result<Vec<FileEntry>> {
