@@ -273,6 +273,10 @@ pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<Strin
     if j.pid != std::process::id() && std::path::Path::new(&format!("/proc/{}", j.pid)).exists() {
         return Ok(None); // still running (it would hold the lock anyway)
     }
+    // Whatever the stage: new connections to its addresses are let through here again.
+    if let Ok(cfg) = ferry_runtime::container::load_config(host, ct) {
+        ferry_migrate::migration::hostops::release_held_connections(&cfg);
+    }
     use journal::Stage::*;
     let restore_from_dump = || -> Result<String> {
         let dir = j.image_dir.clone().unwrap_or_default();

@@ -198,7 +198,8 @@ impl Topology {
         }
         for fam in ["-4", "-6"] {
             for l in sh(&format!("ip -n {n} {fam} route show table all")).lines() {
-                if l.contains(" dev fv") || l.contains(" dev fe") {
+                // Also a blackhole a migration holds a container's traffic with.
+                if l.contains(" dev fv") || l.contains(" dev fe") || l.starts_with("blackhole ") {
                     left.push(format!("route {l}"));
                 }
             }
@@ -208,7 +209,8 @@ impl Topology {
         }
         for tool in ["iptables-save", "ip6tables-save"] {
             let out = self.run_in_ok(node, tool);
-            for l in out.lines().filter(|l| l.contains("FERRY")) {
+            // Filter chains (FERRY-*) and the rules holding back new connections (ferry-drain-*).
+            for l in out.lines().filter(|l| l.to_ascii_lowercase().contains("ferry")) {
                 left.push(format!("{tool}: {l}"));
             }
         }

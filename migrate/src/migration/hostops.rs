@@ -215,6 +215,31 @@ pub fn remove_source(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, r
     Ok(())
 }
 
+/// Right before the freeze: hold back new connections to the container here and give its
+/// services up to `limit` to accept what already waits in their backlogs (CRIU could only
+/// drop those). Returns how many still wait.
+pub fn drain_backlogs(host: &Host, cfg: &ContainerConfig, limit: Duration) -> u64 {
+    if cfg.net.ipadd.is_empty() {
+        return 0;
+    }
+    if let Err(e) = ferry_runtime::net::hold_new_connections(cfg, true) {
+        tracing::warn!("{e}");
+        return 0;
+    }
+    match ferry_runtime::state::State::load(host, &cfg.ctid) {
+        Ok(Some(st)) => ferry_runtime::net::wait_backlogs_empty(st.pid, limit),
+        _ => 0,
+    }
+}
+
+/// Let new connections to the container's addresses through here again (see
+/// [`drain_backlogs`]).
+pub fn release_held_connections(cfg: &ContainerConfig) {
+    if let Err(e) = ferry_runtime::net::hold_new_connections(cfg, false) {
+        tracing::warn!("{e}");
+    }
+}
+
 /// Between the dump and the destination's `Restored`, drop the container's venet traffic on
 /// this host (`on`), or stop dropping it (see [`ferry_runtime::net::hold_traffic`]).
 pub fn blackhole(cfg: &ContainerConfig, on: bool) {

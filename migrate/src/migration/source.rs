@@ -60,6 +60,8 @@ impl MigrateOptions {
 }
 
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the services get to accept what waits in their backlogs before the freeze.
+const BACKLOG_DRAIN: Duration = Duration::from_millis(200);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
 struct Run<'a> {
@@ -262,10 +264,17 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
         std::fs::create_dir_all(p).map_err(|e| Error::io("create", p, e))?;
     }
     journal(Stage::Frozen, Some(image_dir.clone())).write(run.host, &ct)?;
+    // New connections wait (their clients retry a second later, at the destination) while
+    // the services take in what their backlogs hold: CRIU can only drop those.
+    let waiting = hostops::drain_backlogs(run.host, &run.cfg, BACKLOG_DRAIN);
+    if waiting > 0 {
+        tracing::info!("{ct}: {waiting} connections still wait to be accepted; the dump drops them");
+    }
     let t_dump = Instant::now();
     let t_freeze = match hostops::dump_for_migration(run.host, run.lock, &run.cfg, &image_dir) {
         Ok(frozen_at) => frozen_at.unwrap_or(t_dump),
         Err(e) => {
+            hostops::release_held_connections(&run.cfg);
             Journal::remove(run.host, &ct);
             let _ = std::fs::remove_dir_all(&image_dir);
             abort(conn, &e.to_string(), run.opts.keep_dst).await;
@@ -289,6 +298,7 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
             abort(conn, &e.to_string(), run.opts.keep_dst).await;
             cleanup_remote(run).await;
             hostops::blackhole(&run.cfg, false);
+            hostops::release_held_connections(&run.cfg);
             match hostops::restore_from_dir(run.host, run.lock, &run.cfg, &image_dir) {
                 Ok(_) => {
                     Journal::remove(run.host, &ct);
@@ -335,6 +345,7 @@ async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir
         tracing::warn!("container {ct}: removing its mount, cgroup and network here: {e}");
     }
     hostops::blackhole(&run.cfg, false);
+    hostops::release_held_connections(&run.cfg);
 
     commit_and_finish(run, conn).await
 }
