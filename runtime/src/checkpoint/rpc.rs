@@ -158,7 +158,7 @@ pub fn call(spawn: &SwrkSpawn, req: &Criu_req, on_notify: &mut dyn FnMut(&Notify
     // Drain stderr on a thread so CRIU never blocks on a full pipe.
     let mut stderr = child.stderr.take();
     let (stderr_tx, stderr_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let drain = std::thread::spawn(move || {
         let mut s = String::new();
         if let Some(e) = stderr.as_mut() {
             let _ = e.read_to_string(&mut s);
@@ -171,7 +171,15 @@ pub fn call(spawn: &SwrkSpawn, req: &Criu_req, on_notify: &mut dyn FnMut(&Notify
     drop(ours);
     let status = child.wait();
     // Should a restored process ever keep CRIU's stderr open, do not wait for it forever.
-    let stderr = stderr_rx.recv_timeout(std::time::Duration::from_secs(2)).unwrap_or_default();
+    let stderr = match stderr_rx.recv_timeout(std::time::Duration::from_secs(2)) {
+        Ok(s) => {
+            // Gone for good before we return: a caller may need to be single-threaded next
+            // (starting a container after a failed restore).
+            let _ = drain.join();
+            s
+        }
+        Err(_) => String::new(),
+    };
     match res {
         Ok((resp, notifications)) => Ok(Exchange { resp, notifications, stderr }),
         Err(e) => {

@@ -57,8 +57,17 @@ impl std::fmt::Display for Status {
 /// clone/fork and setns need a single-threaded caller: a fork of a threaded process may
 /// deadlock on locks other threads held, and setns into a mount namespace refuses threads.
 pub fn ensure_single_threaded(ct: &Ctid, op: &'static str) -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let threads: u32 = status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|t| t.trim().parse().ok()).unwrap_or(1);
+    let count = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|t| t.trim().parse::<u32>().ok()).unwrap_or(1)
+    };
+    // A helper thread that was just joined may still be counted for a moment.
+    let t0 = std::time::Instant::now();
+    let mut threads = count();
+    while threads > 1 && t0.elapsed() < std::time::Duration::from_millis(200) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        threads = count();
+    }
     if threads > 1 {
         return Err(Error::ct(
             ct.as_str(),
