@@ -261,12 +261,20 @@ pub fn checkpoint_to_dir_frozen(
     let log_in_images = images_dir.join(&d.log_file);
     let log = keep_log(host, ct, &log_in_images, "checkpoint.log");
     let done = match dumped {
-        Ok(r) if frozen.is_some() => r,
+        // CRIU froze the cgroup itself if it sent no notification first (not CRIU 4.2): the
+        // dump is good; only the summary lacks the processes. Its processes are gone, so
+        // the dump is kept whatever.
+        Ok(r) if frozen.is_some() || !opts.keep_running => {
+            if frozen.is_none() {
+                summary.addresses = addresses.clone();
+            }
+            r
+        }
         Ok(_) => {
-            // CRIU froze and dumped without telling us first: not a dump this code can vouch
-            // for (the summary and the frozen window are missing). Never happens with CRIU 4.2.
+            // The processes run on, but without our freeze what `while_frozen` reads would not
+            // match the dumped memory: nothing is lost by dropping this dump.
             let _ = clear_dir(images_dir);
-            return Err(Error::ct(ct, "checkpoint", "CRIU sent no notification before the dump; the checkpoint was discarded"));
+            return Err(Error::ct(ct, "checkpoint", "CRIU sent no notification before it froze the container; the checkpoint was discarded and the container keeps running"));
         }
         Err(e) => {
             // The tree is intact (CRIU resumes it on failure); the freezer goes back to thawed.
