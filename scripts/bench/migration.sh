@@ -157,14 +157,27 @@ mig_same_move() {
   python3 -c "print(($t2-$t0)//1000000)" >> "$stem.both"
 }
 
+# N bare moves back and forth, A→B first, with a client on IP during each: MOVE is
+# mig_same_move or mig_byhand_move. Leaves STEM.{dump,restore,both,pause}.
+mig_bare_runs() {  # STEM IP MOVE IMG WHAT
+  local stem=$1 ip=$2 move=$3 img=$4 what=$5 i src=a cl
+  : > "$stem.dump"; : > "$stem.restore"; : > "$stem.both"; : > "$stem.pause"
+  for i in $(seq "$N"); do
+    mig_client "$ip" 2.5 "$stem-c$i.json"; cl=$!
+    sleep 1
+    "$move" "$stem" "$src" "$img"
+    wait "$cl" || { echo "bench: the client's connection to $what broke: $(cat "$stem-c$i.json")" >&2; return 1; }
+    mig_json "$stem-c$i.json" longest_pause_ms >> "$stem.pause"
+    src=$(mig_other "$src")
+  done
+}
+
 mig_cleanup() {
   set +e
   [[ -n ${MIG_BH_PID:-} ]] && kill -9 "$MIG_BH_PID" 2>/dev/null
   MIG_BH_PID=
   [[ -n ${MIG_SC_PID:-} ]] && kill -9 "$MIG_SC_PID" 2>/dev/null
   MIG_SC_PID=
-MIG_SC_IP=$MIG_NET.102          # the same container as ferry's, moved by the bare CLI
-MIG_SC_PID=
   local h ct
   for h in a b; do
     [[ -e /run/netns/$MIG_P-$h ]] || continue
@@ -212,34 +225,14 @@ bench_migration() {
 
   # --- bare criu: the same container, dump on one host, restore on the other ---------------
   mig_same_start
-  : > "$mw/s.dump"; : > "$mw/s.restore"; : > "$mw/s.both"; : > "$mw/s.pause"
-  src=a
-  for i in $(seq "$N"); do
-    mig_client "$MIG_SC_IP" 2.5 "$mw/sc$i.json"; local cl=$!
-    sleep 1
-    mig_same_move "$mw/s" "$src" "$mw/simg"
-    wait "$cl" || { echo "bench: the client's connection to the bare-moved container broke: $(cat "$mw/sc$i.json")" >&2; return 1; }
-    mig_json "$mw/sc$i.json" longest_pause_ms >> "$mw/s.pause"
-    src=$(mig_other "$src")
-  done
+  mig_bare_runs "$mw/s" "$MIG_SC_IP" mig_same_move "$mw/simg" "the bare-moved container"
   kill -9 "$MIG_SC_PID" 2>/dev/null; MIG_SC_PID=
   on a "$FERRY" destroy fb-bare --force >/dev/null
 
   # --- bare criu: the by-hand echo container, dump on one host, restore on the other -------
   mig_byhand_start "$mw/bh"
-  : > "$mw/b.dump"; : > "$mw/b.restore"; : > "$mw/b.both"; : > "$mw/b.pause"
-  src=a
-  for i in $(seq "$N"); do
-    mig_client "$MIG_BH_IP" 2.5 "$mw/bc$i.json"; local cl=$!
-    sleep 1
-    mig_byhand_move "$mw/b" "$src" "$mw/bimg"
-    wait "$cl" || { echo "bench: the client's connection to the by-hand container broke: $(cat "$mw/bc$i.json")" >&2; return 1; }
-    mig_json "$mw/bc$i.json" longest_pause_ms >> "$mw/b.pause"
-    src=$(mig_other "$src")
-  done
+  mig_bare_runs "$mw/b" "$MIG_BH_IP" mig_byhand_move "$mw/bimg" "the by-hand container"
   kill -9 "$MIG_BH_PID" 2>/dev/null; MIG_BH_PID=
-MIG_SC_IP=$MIG_NET.102          # the same container as ferry's, moved by the bare CLI
-MIG_SC_PID=
 
   # --- image transfer of a container with touched memory ------------------------------------
   on a "$FERRY" create fb-migbig --template "$TPL" >/dev/null
