@@ -21,6 +21,17 @@ async fn pass_with(
     sync_opts: SyncOptions,
     client: ConnectionOptions,
 ) -> ferry_migrate::Result<PassStats> {
+    run_pass(src, dst, sync_opts, client, None).await.map(|(stats, _)| stats)
+}
+
+/// [`pass_with`] through `sync_pass_from`: also what the destination holds afterwards.
+async fn run_pass(
+    src: &Path,
+    dst: &Path,
+    sync_opts: SyncOptions,
+    client: ConnectionOptions,
+    baseline: Option<&[ferry_migrate::proto::FileEntry]>,
+) -> ferry_migrate::Result<(PassStats, Option<sync::Baseline>)> {
     let (c, s) = pair(client, quick()).await;
     let dst = dst.to_path_buf();
     let server = tokio::spawn(async move {
@@ -38,7 +49,7 @@ async fn pass_with(
         let _ = s.recv().await; // wait for the source to hang up
         r
     });
-    let r = tokio::time::timeout(LIMIT, sync::sync_pass(&c, src, &sync_opts))
+    let r = tokio::time::timeout(LIMIT, sync::sync_pass_from(&c, src, &sync_opts, baseline))
         .await
         .expect("sync pass hung");
     let _ = c.close().await;
@@ -835,21 +846,8 @@ async fn a_source_that_cannot_walk_its_tree_ends_the_pass_cleanly() {
     assert_same_tree(&src, &dst);
 }
 
-/// [`pass_with`] through `sync_pass_from`: returns what the destination holds afterwards.
 async fn pass_from(src: &Path, dst: &Path, n: u32, baseline: Option<&[ferry_migrate::proto::FileEntry]>) -> (PassStats, Option<sync::Baseline>) {
-    let (c, s) = pair(quick(), quick()).await;
-    let dst = dst.to_path_buf();
-    let server = tokio::spawn(async move {
-        let begin = s.recv().await?;
-        let r = sync::receive_pass(&s, &begin, &dst, &ReceiveOptions { fsync: true, ..Default::default() }).await;
-        let _ = s.recv().await;
-        r
-    });
-    let opts = SyncOptions { pass: n, ..Default::default() };
-    let r = tokio::time::timeout(LIMIT, sync::sync_pass_from(&c, src, &opts, baseline)).await.expect("sync pass hung");
-    let _ = c.close().await;
-    tokio::time::timeout(LIMIT, server).await.expect("receiver hung").expect("receiver panicked").expect("receiver");
-    r.expect("sync pass")
+    run_pass(src, dst, SyncOptions { pass: n, ..Default::default() }, quick(), baseline).await.expect("sync pass")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -135,7 +135,8 @@ async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> R
             let needed = if shared { 0 } else { preflight::tree_size(&area) };
             let cpuinfo = if online { preflight::dump_cpuinfo(&work) } else { Vec::new() };
             let criu_version = if online { hostops::criu_version().unwrap_or_default() } else { String::new() };
-            (needed, cpuinfo, criu_version)
+            let mem_track = online && hostops::memory_tracking();
+            (needed, cpuinfo, criu_version, mem_track)
         })
     };
     let connected = match Transport::ssh(&run.opts.target, &["migrate-receive".to_string()]) {
@@ -145,7 +146,16 @@ async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> R
     // Also on failure: the work dir it writes into goes when this returns.
     let local = local.await.map_err(|e| Error::Migration(format!("preflight of {ct} here: {e}")));
     let (mut transport, conn) = connected?;
-    let (needed, cpuinfo, criu_version) = local?;
+    let (needed, cpuinfo, criu_version, mem_track) = local?;
+    if online {
+        // Iterative memory pre-copy (CRIU pre-dumps while it runs) needs soft-dirty tracking;
+        // ferry does not do it yet, so the memory goes in one dump, while frozen.
+        run.report.memory_copy = if mem_track {
+            "one full dump (memory pre-copy not implemented)".into()
+        } else {
+            "one full dump (no soft-dirty tracking here for memory pre-copy)".into()
+        };
+    }
     super::image_stream::check_peer(&conn, &run.opts.data_channel)?;
 
     // --- preflight: nothing has changed yet.
@@ -247,13 +257,6 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
     }
 
     // --- freeze and dump. On failure the dump thaws the container: it runs on as before.
-    // Iterative memory pre-copy (CRIU pre-dumps while it runs) needs soft-dirty tracking;
-    // ferry does not do it yet, so the memory goes in one dump, while frozen.
-    run.report.memory_copy = if hostops::memory_tracking() {
-        "one full dump (memory pre-copy not implemented)".into()
-    } else {
-        "one full dump (no soft-dirty tracking here for memory pre-copy)".into()
-    };
     run.stage("freeze and dump");
     // The dump goes where it outlives a failed attempt (it is how the container comes back),
     // and the journal names it before CRIU starts: if this process dies while CRIU finishes
