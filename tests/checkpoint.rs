@@ -468,9 +468,8 @@ fn a_process_of_another_user_is_checkpointed_or_the_missing_capability_is_named(
     // A service that dropped to another user, as postgres or nginx workers do.
     h.exec("cu", "su -s /bin/sh nobody -c 'exec sleep 1000' </dev/null >/dev/null 2>&1 &");
     wait_for(Duration::from_secs(10), "a process running as nobody", || h.exec("cu", "ps -o user,comm").lines().any(|l| l.contains("sleep") && !l.contains("root")));
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let cap_bnd = status.lines().find_map(|l| l.strip_prefix("CapBnd:")).map(|v| u64::from_str_radix(v.trim(), 16).unwrap()).unwrap();
-    if cap_bnd & (1 << 24) != 0 {
+    // CAP_SYS_RESOURCE is capability 24.
+    if ferry_runtime::checkpoint::check::has_cap_in_bounding_set(24) {
         // CRIU reads the other user's limits with CAP_SYS_RESOURCE: the usual round trip.
         h.ok(&["checkpoint", "cu"]);
         h.ok(&["restore", "cu"]);

@@ -273,9 +273,10 @@ pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<Strin
     if j.pid != std::process::id() && std::path::Path::new(&format!("/proc/{}", j.pid)).exists() {
         return Ok(None); // still running (it would hold the lock anyway)
     }
-    // Whatever the stage: new connections to its addresses are let through here again.
+    // Whatever the stage: its addresses are reachable here again (a restore below sets the
+    // container's own route).
     if let Ok(cfg) = ferry_runtime::container::load_config(host, ct) {
-        ferry_migrate::migration::hostops::release_held_connections(&cfg);
+        ferry_migrate::migration::hostops::let_traffic_through(&cfg);
     }
     use journal::Stage::*;
     let restore_from_dump = || -> Result<String> {

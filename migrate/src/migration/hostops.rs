@@ -232,18 +232,20 @@ pub fn drain_backlogs(host: &Host, cfg: &ContainerConfig, limit: Duration) -> u6
     }
 }
 
-/// Let new connections to the container's addresses through here again (see
-/// [`drain_backlogs`]).
-pub fn release_held_connections(cfg: &ContainerConfig) {
-    if let Err(e) = ferry_runtime::net::hold_new_connections(cfg, false) {
+/// Between the dump and the destination's `Restored`, drop all of the container's venet
+/// traffic on this host (see [`ferry_runtime::net::hold_traffic`]).
+pub fn blackhole(cfg: &ContainerConfig) {
+    if let Err(e) = ferry_runtime::net::hold_traffic(cfg, true) {
         tracing::warn!("{e}");
     }
 }
 
-/// Between the dump and the destination's `Restored`, drop the container's venet traffic on
-/// this host (`on`), or stop dropping it (see [`ferry_runtime::net::hold_traffic`]).
-pub fn blackhole(cfg: &ContainerConfig, on: bool) {
-    if let Err(e) = ferry_runtime::net::hold_traffic(cfg, on) {
-        tracing::warn!("{e}");
+/// Undo [`drain_backlogs`] and [`blackhole`]: the container's addresses are reachable here
+/// as usual again (what is absent is fine).
+pub fn let_traffic_through(cfg: &ContainerConfig) {
+    for r in [ferry_runtime::net::hold_traffic(cfg, false), ferry_runtime::net::hold_new_connections(cfg, false)] {
+        if let Err(e) = r {
+            tracing::warn!("{e}");
+        }
     }
 }

@@ -105,7 +105,7 @@ pub fn gather(host: &Host, cfg: &ContainerConfig, cpuinfo: &[u8], online: bool, 
     }
     for nif in &cfg.net.netifs {
         if let Some(b) = &nif.bridge {
-            if !Path::new("/sys/class/net").join(b).exists() && !link_exists(b) {
+            if !ferry_runtime::net::tools::link_exists(b) {
                 f.bridges_missing.push(b.clone());
             }
         }
@@ -123,10 +123,6 @@ pub fn gather(host: &Host, cfg: &ContainerConfig, cpuinfo: &[u8], online: bool, 
         }
     }
     f
-}
-
-fn link_exists(name: &str) -> bool {
-    Command::new("ip").args(["link", "show", "dev", name]).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
 fn host_addresses() -> Vec<IpAddr> {

@@ -277,7 +277,7 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
     let t_freeze = match hostops::dump_for_migration(run.host, run.lock, &run.cfg, &image_dir) {
         Ok(frozen_at) => frozen_at.unwrap_or(t_dump),
         Err(e) => {
-            hostops::release_held_connections(&run.cfg);
+            hostops::let_traffic_through(&run.cfg);
             Journal::remove(run.host, &ct);
             let _ = std::fs::remove_dir_all(&image_dir);
             abort(conn, &e.to_string(), run.opts.keep_dst).await;
@@ -287,7 +287,7 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
     // The dump's frozen part: CRIU's start-up before the freeze is not downtime.
     run.report.dump_ms = ms(t_freeze.elapsed());
     journal(Stage::Dumped, Some(image_dir.clone())).write(run.host, &ct)?;
-    hostops::blackhole(&run.cfg, true);
+    hostops::blackhole(&run.cfg);
 
     // From here on a failure restores the container here from the dump.
     let res = after_dump(run, conn, area, &image_dir, t_freeze).await;
@@ -300,8 +300,7 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
             run.stage("rolling back");
             abort(conn, &e.to_string(), run.opts.keep_dst).await;
             cleanup_remote(run).await;
-            hostops::blackhole(&run.cfg, false);
-            hostops::release_held_connections(&run.cfg);
+            hostops::let_traffic_through(&run.cfg);
             match hostops::restore_from_dir(run.host, run.lock, &run.cfg, &image_dir) {
                 Ok(_) => {
                     Journal::remove(run.host, &ct);
@@ -347,8 +346,7 @@ async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir
     if let Err(e) = hostops::release_source(run.host, &run.cfg) {
         tracing::warn!("container {ct}: removing its mount, cgroup and network here: {e}");
     }
-    hostops::blackhole(&run.cfg, false);
-    hostops::release_held_connections(&run.cfg);
+    hostops::let_traffic_through(&run.cfg);
 
     commit_and_finish(run, conn).await
 }

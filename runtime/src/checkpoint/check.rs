@@ -115,7 +115,7 @@ pub fn host_check(work_dir: &Path) -> HostCheck {
 }
 
 /// Whether capability number `cap` is in this process's bounding set.
-fn has_cap_in_bounding_set(cap: u32) -> bool {
+pub fn has_cap_in_bounding_set(cap: u32) -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     bounding_set_has(&status, cap)
 }

@@ -27,28 +27,25 @@ pub fn ip_in(pid: i32, args: &[&str]) -> Result<String> {
 /// Several `ip` commands in one process (`ip -batch -`, one command per line; it stops at the
 /// first that fails).
 pub fn ip_batch(lines: &[String]) -> Result<()> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    run_with_input(Command::new("ip").args(["-batch", "-"]), &(lines.join("\n") + "\n")).map(drop).map_err(net_err)
+    batch(Command::new("ip").args(["-batch", "-"]), lines)
 }
 
 /// [`ip_batch`] that runs every line even when some fail (for removals); the error, if
 /// any, names the failures.
 pub fn ip_batch_all(lines: &[String]) -> Result<()> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    run_with_input(Command::new("ip").args(["-force", "-batch", "-"]), &(lines.join("\n") + "\n")).map(drop).map_err(net_err)
+    batch(Command::new("ip").args(["-force", "-batch", "-"]), lines)
 }
 
 /// [`ip_batch`] inside the netns of process `pid`.
 pub fn ip_batch_in(pid: i32, lines: &[String]) -> Result<()> {
+    batch(Command::new("nsenter").arg(format!("--net=/proc/{pid}/ns/net")).args(["ip", "-batch", "-"]), lines)
+}
+
+fn batch(cmd: &mut Command, lines: &[String]) -> Result<()> {
     if lines.is_empty() {
         return Ok(());
     }
-    let ns = format!("--net=/proc/{pid}/ns/net");
-    run_with_input(Command::new("nsenter").arg(ns).args(["ip", "-batch", "-"]), &(lines.join("\n") + "\n")).map(drop).map_err(net_err)
+    run_with_input(cmd, &(lines.join("\n") + "\n")).map(drop).map_err(net_err)
 }
 
 /// `iptables-restore --noflush` (or ip6tables-restore) of `script`: one process, applied as
