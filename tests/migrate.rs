@@ -450,6 +450,20 @@ fn faults_after_the_freeze_roll_back_to_the_source() {
         let n = neigh_mac(&sim.t, &ip);
         assert!(n.contains(&sim.t.host(0).mac_str()), "{fault}: neighbour entry moved: {n}");
     }
+    // An image damaged on its way (a byte flipped in the middle of its files, stored
+    // uncompressed: inside its pages): the destination's reader refuses it, says so, and the
+    // container runs here again.
+    let mut c = sim.migrate_cmd(0, 1, &ct, &["--compress", "0"], "");
+    c.env("FERRY_TEST_FAULT", "damage-image");
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!("damage-image: {err}");
+    assert!(!o.status.success(), "damage-image: migrate succeeded");
+    assert!(err.contains("runs here again") && err.contains("digest mismatch"), "damage-image: {err}");
+    assert_eq!(sim.status(0, &ct), "running", "damage-image: {err}");
+    assert_counter_runs(sim.h(0), &ct);
+    sim.assert_clean(1, &ct);
+
     // With --keep-dst a failure leaves the synced files (and nothing else) on B, and the retry
     // sends only what changed since.
     let o = sim.migrate(0, 1, &ct, &["--keep-dst"], "FERRY_TEST_FAULT=fail-restore");
@@ -797,6 +811,7 @@ fn data_channel_failures_roll_back_to_the_source() {
     let cases = [
         ("cut-data", "", "cut on purpose"),
         ("wrong-token", "", "token not accepted"),
+        ("damage-image", "", "digest mismatch"),
         ("", "refuse-data", "refused"),
         ("", "die-mid-image", ""),
         ("", "die-after-image", ""),

@@ -38,9 +38,23 @@ pub use writer::{SectionWriter, Writer, WriterOptions, MAX_LEVEL};
 /// The eight bytes every ferry image starts with.
 pub const MAGIC: [u8; 8] = *b"FERRYIMG";
 /// Format version this library writes, and the newest it reads.
-pub const FORMAT_MAJOR: u16 = 1;
+pub const FORMAT_MAJOR: u16 = 2;
 /// See [`FORMAT_MAJOR`].
 pub const FORMAT_MINOR: u16 = 0;
+
+/// Oldest major the reader reads as it is, without an upgrader (and the writer can still
+/// write, for readers that know no newer one): major 1 differs from 2 only in what the
+/// whole-image digest covers.
+pub const OLDEST_NATIVE_MAJOR: u16 = 1;
+
+/// Whether the whole-image digest of `major` covers the chunk data of a section stored with
+/// `codec`. Major 1 hashes every byte; from major 2 on the chunk data of an uncompressed
+/// section is left to that section's digest, which covers the same bytes (one blake3 pass
+/// per byte instead of two), while compressed chunk data stays in: a change in it need not
+/// change what it decompresses to.
+pub(crate) fn whole_digest_covers_chunks(major: u16, codec: Codec) -> bool {
+    major < 2 || codec != Codec::None
+}
 
 /// Largest manifest (and end-of-image section table) accepted, in bytes.
 pub const MAX_MANIFEST_LEN: u32 = 16 << 20;

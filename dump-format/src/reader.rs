@@ -9,7 +9,10 @@ use crate::error::{Error, Result};
 use crate::manifest::{Manifest, SectionEntry, SectionTable};
 use crate::upgrade::{current_format_stream, parse_header, HEADER_LEN};
 use crate::wire::{ChunkSource, HashingReader};
-use crate::{Codec, SectionKind, Version, FORMAT_MAJOR, MAX_MANIFEST_LEN, MAX_NAME_LEN};
+use crate::{
+    whole_digest_covers_chunks, Codec, SectionKind, Version, FORMAT_MAJOR, MAX_MANIFEST_LEN,
+    MAX_NAME_LEN, OLDEST_NATIVE_MAJOR,
+};
 
 pub(crate) const TAG_SECTION: u8 = b'S';
 pub(crate) const TAG_END: u8 = b'E';
@@ -78,7 +81,7 @@ impl<R: Read> Reader<R> {
         let mut header = [0u8; HEADER_LEN];
         let filled = read_up_to(&mut input, &mut header)?;
         let parsed = parse_header(&header[..filled])?;
-        if parsed.version.major != FORMAT_MAJOR {
+        if !(OLDEST_NATIVE_MAJOR..=FORMAT_MAJOR).contains(&parsed.version.major) {
             return Err(match crate::upgrade_path_for(parsed.version.major) {
                 Some(_) => Error::Usage(format!(
                     "image format {} must be opened with Reader::open, which upgrades it",
@@ -230,7 +233,8 @@ impl<R: Read> Reader<R> {
                     format!("appears twice with kind {}", info.kind.label()),
                 ));
             }
-            let chunks = ChunkSource::new(input, &info.name);
+            let hash_data = whole_digest_covers_chunks(self.version.major, info.codec);
+            let chunks = ChunkSource::new(input, &info.name, hash_data);
             self.source = match info.codec {
                 Codec::None => Source::Raw(chunks),
                 Codec::Zstd => {

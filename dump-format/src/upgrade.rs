@@ -3,12 +3,14 @@
 //! An upgrader turns the byte stream of an old image (everything after its 16-byte header)
 //! into the byte stream of a current-format image, header included, so the one current
 //! [`crate::Reader`] reads every image. Upgraders are registered in [`UPGRADERS`] by the old
-//! major they read; none exists yet because 1 is the first major.
+//! major they read. None exists yet: the reader reads majors 1 and 2 as they are (they differ
+//! only in what the whole-image digest covers), so only a major older than
+//! [`OLDEST_NATIVE_MAJOR`] would need one.
 
 use std::io::{Cursor, Read};
 
 use crate::error::{Error, Result};
-use crate::{Version, FORMAT_MAJOR, FORMAT_MINOR, MAGIC};
+use crate::{Version, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, OLDEST_NATIVE_MAJOR};
 
 /// Converts the rest of an old-format image (after its header) into a current-format stream.
 pub type UpgradeFn = for<'a> fn(Version, Box<dyn Read + 'a>) -> Result<Box<dyn Read + 'a>>;
@@ -87,7 +89,7 @@ fn current_format_stream_with<'a>(
         }
     }
     let parsed = parse_header(&header[..filled])?;
-    if parsed.version.major == FORMAT_MAJOR {
+    if (OLDEST_NATIVE_MAJOR..=FORMAT_MAJOR).contains(&parsed.version.major) {
         return Ok(Box::new(Cursor::new(header).chain(r)));
     }
     let upgrader = upgraders

@@ -1,6 +1,6 @@
 //! Byte-level plumbing shared by the reader and the writer: a reader and a writer that hash
-//! every byte they pass (for the whole-image digest), little-endian integers, and the chunked
-//! payload source.
+//! the bytes they pass for the whole-image digest (chunk payloads only where the format's
+//! major says so), little-endian integers, and the chunked payload source.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
@@ -12,7 +12,7 @@ const READ_BUFFER: usize = 1 << 20;
 /// Buffer size of the writer; chunks larger than this go straight through.
 const WRITE_BUFFER: usize = 256 << 10;
 
-/// A buffered reader that hashes every byte consumed and counts them.
+/// A buffered reader that hashes the bytes consumed and counts them all.
 pub(crate) struct HashingReader<R: Read> {
     inner: BufReader<R>,
     hasher: blake3::Hasher,
@@ -26,6 +26,30 @@ impl<R: Read> HashingReader<R> {
             hasher: blake3::Hasher::new(),
             offset: 0,
         }
+    }
+
+    /// Consumes bytes that stay out of the whole-image digest: the chunk data of an
+    /// uncompressed section from format 2 on (its section digest covers them byte for byte).
+    fn consume_unhashed(&mut self, amt: usize) {
+        let amt = amt.min(self.inner.buffer().len());
+        self.offset += amt as u64;
+        self.inner.consume(amt);
+    }
+
+    /// Reads unhashed bytes into `buf` from the inner reader itself when nothing is buffered
+    /// (one copy less for large reads), else from the buffer.
+    fn read_unhashed(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = if self.inner.buffer().is_empty() {
+            self.inner.get_mut().read(buf)?
+        } else {
+            let available = self.inner.buffer();
+            let n = available.len().min(buf.len());
+            buf[..n].copy_from_slice(&available[..n]);
+            self.inner.consume(n);
+            n
+        };
+        self.offset += n as u64;
+        Ok(n)
     }
 
     pub(crate) fn offset(&self) -> u64 {
@@ -162,16 +186,19 @@ impl<R: Read> BufRead for HashingReader<R> {
 pub(crate) struct ChunkSource<R: Read> {
     pub(crate) inner: HashingReader<R>,
     section: String,
+    /// Chunk data goes into the whole-image digest.
+    hash_data: bool,
     left_in_chunk: u32,
     pub(crate) stored: u64,
     pub(crate) done: bool,
 }
 
 impl<R: Read> ChunkSource<R> {
-    pub(crate) fn new(inner: HashingReader<R>, section: &str) -> Self {
+    pub(crate) fn new(inner: HashingReader<R>, section: &str, hash_data: bool) -> Self {
         ChunkSource {
             inner,
             section: section.to_string(),
+            hash_data,
             left_in_chunk: 0,
             stored: 0,
             done: false,
@@ -197,6 +224,22 @@ impl<R: Read> ChunkSource<R> {
 
 impl<R: Read> Read for ChunkSource<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.hash_data && !self.done && self.left_in_chunk > 0 {
+            // Unhashed chunk data: no need to pass it through the buffer.
+            let want = buf.len().min(self.left_in_chunk as usize);
+            let offset = self.inner.offset();
+            let n = self.inner.read_unhashed(&mut buf[..want])?;
+            if n == 0 && want > 0 {
+                return Err(Error::Truncated {
+                    what: format!("section {:?} payload", self.section),
+                    offset,
+                }
+                .into_io());
+            }
+            self.left_in_chunk -= n as u32;
+            self.stored += n as u64;
+            return Ok(n);
+        }
         let available = self.fill_buf()?;
         let n = available.len().min(buf.len());
         buf[..n].copy_from_slice(&available[..n]);
@@ -232,13 +275,18 @@ impl<R: Read> BufRead for ChunkSource<R> {
 
     fn consume(&mut self, amt: usize) {
         let amt = amt.min(self.left_in_chunk as usize);
-        self.inner.consume(amt);
+        if self.hash_data {
+            self.inner.consume(amt);
+        } else {
+            self.inner.consume_unhashed(amt);
+        }
         self.left_in_chunk -= amt as u32;
         self.stored += amt as u64;
     }
 }
 
-/// A buffered writer that hashes every byte written through it.
+/// A buffered writer that hashes the bytes written through it, but for those written with
+/// [`HashingWriter::write_unhashed`].
 pub(crate) struct HashingWriter<W: Write> {
     inner: io::BufWriter<W>,
     hasher: blake3::Hasher,
@@ -258,7 +306,8 @@ impl<W: Write> HashingWriter<W> {
         self.hasher.finalize()
     }
 
-    /// Writes bytes that are not part of the hashed stream (the final digest).
+    /// Writes bytes that are not part of the hashed stream (the final digest, and from
+    /// format 2 on the chunk data of uncompressed sections).
     pub(crate) fn write_unhashed(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.inner.write_all(bytes)?;
         self.offset += bytes.len() as u64;

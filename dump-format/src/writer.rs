@@ -13,7 +13,8 @@ use crate::manifest::{Manifest, SectionEntry, SectionTable};
 use crate::reader::{FLAG_OPTIONAL, TAG_END, TAG_SECTION};
 use crate::wire::HashingWriter;
 use crate::{
-    Codec, SectionKind, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, MAX_CHUNK_LEN, MAX_MANIFEST_LEN,
+    whole_digest_covers_chunks, Codec, SectionKind, FORMAT_MAJOR, FORMAT_MINOR, MAGIC,
+    MAX_CHUNK_LEN, MAX_MANIFEST_LEN, OLDEST_NATIVE_MAJOR,
 };
 
 /// Highest zstd level: higher ones need windows larger than readers accept.
@@ -30,6 +31,9 @@ pub struct WriterOptions {
     pub multithread_min: u64,
     /// Largest stored chunk written, bytes (at most [`MAX_CHUNK_LEN`]).
     pub chunk_len: usize,
+    /// Format major to write: [`FORMAT_MAJOR`], or down to [`OLDEST_NATIVE_MAJOR`] for a reader
+    /// that knows no newer one (a destination running an older ferry).
+    pub major: u16,
 }
 
 impl Default for WriterOptions {
@@ -40,6 +44,7 @@ impl Default for WriterOptions {
             workers: u32::try_from(cores).unwrap_or(1),
             multithread_min: 4 << 20,
             chunk_len: 4 << 20,
+            major: FORMAT_MAJOR,
         }
     }
 }
@@ -71,6 +76,12 @@ impl<W: Write> Writer<W> {
                 )));
             }
         }
+        if !(OLDEST_NATIVE_MAJOR..=FORMAT_MAJOR).contains(&options.major) {
+            return Err(Error::Usage(format!(
+                "format major {} out of range {OLDEST_NATIVE_MAJOR}..={FORMAT_MAJOR}",
+                options.major
+            )));
+        }
         let bytes = manifest.encode_to_vec();
         let len = u32::try_from(bytes.len()).ok().filter(|len| *len <= MAX_MANIFEST_LEN).ok_or_else(|| {
             Error::Usage(format!(
@@ -81,7 +92,7 @@ impl<W: Write> Writer<W> {
         let mut out = HashingWriter::new(out);
         let mut header = Vec::with_capacity(16);
         header.extend_from_slice(&MAGIC);
-        header.extend_from_slice(&FORMAT_MAJOR.to_le_bytes());
+        header.extend_from_slice(&options.major.to_le_bytes());
         header.extend_from_slice(&FORMAT_MINOR.to_le_bytes());
         header.extend_from_slice(&0u32.to_le_bytes());
         let write = |out: &mut HashingWriter<W>| -> io::Result<()> {
@@ -143,6 +154,7 @@ impl<W: Write> Writer<W> {
             .map_err(|e| Error::io(format!("writing section {name:?} header"), e))?;
 
         let chunks = ChunkWriter {
+            hash_data: whole_digest_covers_chunks(self.options.major, codec),
             out: &mut self.out,
             buf: Vec::with_capacity(
                 self.options
@@ -189,9 +201,7 @@ impl<W: Write> Writer<W> {
         data: &[u8],
     ) -> Result<SectionEntry> {
         let mut section = self.start_section(kind, name, optional, Some(data.len() as u64))?;
-        section
-            .write_all(data)
-            .map_err(|e| Error::io(format!("writing section {name:?}"), e))?;
+        section.write_bytes(data)?;
         section.finish()
     }
 
@@ -204,8 +214,11 @@ impl<W: Write> Writer<W> {
         mut r: impl Read,
         size_hint: Option<u64>,
     ) -> Result<SectionEntry> {
+        // Uncompressed, whole chunks read at once go out without another copy.
+        let chunk = if self.options.level.is_none() { self.options.chunk_len } else { 1 << 20 };
+        let buf_len = size_hint.map_or(chunk, |n| chunk.min(usize::try_from(n).unwrap_or(chunk).max(4096)));
         let mut section = self.start_section(kind, name, optional, size_hint)?;
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; buf_len];
         loop {
             let n = match r.read(&mut buf) {
                 Ok(0) => break,
@@ -305,6 +318,8 @@ impl<W: Write> Writer<W> {
 
 /// Collects stored bytes into chunks of at most `chunk_len` and writes each with its length.
 struct ChunkWriter<'a, W: Write> {
+    /// Chunk data goes into the whole-image digest.
+    hash_data: bool,
     out: &'a mut HashingWriter<W>,
     buf: Vec<u8>,
     chunk_len: usize,
@@ -316,17 +331,33 @@ impl<W: Write> ChunkWriter<'_, W> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        // chunk_len ≤ MAX_CHUNK_LEN was checked in Writer::new, so the length fits a u32.
-        self.out.write_all(&(self.buf.len() as u32).to_le_bytes())?;
-        self.out.write_all(&self.buf)?;
-        self.stored += self.buf.len() as u64;
+        let buf = std::mem::take(&mut self.buf);
+        let written = self.emit_from(&buf);
+        self.buf = buf;
         self.buf.clear();
+        written
+    }
+
+    /// One chunk: its length, then its data.
+    fn emit_from(&mut self, data: &[u8]) -> io::Result<()> {
+        // data is at most chunk_len ≤ MAX_CHUNK_LEN (checked in Writer::new): fits a u32.
+        self.out.write_all(&(data.len() as u32).to_le_bytes())?;
+        if self.hash_data {
+            self.out.write_all(data)?;
+        } else {
+            self.out.write_unhashed(data)?;
+        }
+        self.stored += data.len() as u64;
         Ok(())
     }
 }
 
 impl<W: Write> Write for ChunkWriter<'_, W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.is_empty() && data.len() >= self.chunk_len {
+            self.emit_from(&data[..self.chunk_len])?;
+            return Ok(self.chunk_len);
+        }
         let room = self.chunk_len - self.buf.len();
         let n = room.min(data.len());
         self.buf.extend_from_slice(&data[..n]);
@@ -362,6 +393,12 @@ pub struct SectionWriter<'a, W: Write> {
 }
 
 impl<W: Write> SectionWriter<'_, W> {
+    /// Writes `data` as the next part of the payload (`write_all` with this crate's error).
+    pub fn write_bytes(&mut self, data: &[u8]) -> Result<()> {
+        self.write_all(data)
+            .map_err(|e| Error::io(format!("writing section {:?}", self.name), e))
+    }
+
     /// Ends the payload: flushes the compressor, writes the trailer (lengths and digest).
     pub fn finish(mut self) -> Result<SectionEntry> {
         let name = self.name.clone();

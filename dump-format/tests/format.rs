@@ -47,6 +47,7 @@ fn uncompressed_and_multithreaded_writers_round_trip() {
             workers: 2,
             multithread_min: 0,
             chunk_len: 1 << 20,
+            major: 1,
         },
     ] {
         let sections = vec![(
@@ -132,25 +133,27 @@ fn wrong_magic_is_refused() {
 
 #[test]
 fn newer_major_is_refused_with_the_upgrade_message() {
-    let bytes = craft_image(2, 3, &sample_manifest(), &[]);
+    let bytes = craft_image(3, 3, &sample_manifest(), &[]);
     let err = verify(bytes.as_slice()).unwrap_err().to_string();
     assert_eq!(
         err,
-        "image format 2.3 is newer than this ferry supports (up to 1.0); upgrade ferry"
+        "image format 3.3 is newer than this ferry supports (up to 2.0); upgrade ferry"
     );
 }
 
 #[test]
 fn newer_minor_of_same_major_is_read() {
-    let bytes = craft_image(
-        1,
-        7,
-        &sample_manifest(),
-        &[RawSection::new(1, 0, b"a.img", b"abc")],
-    );
-    let image = read_all(bytes.as_slice(), LIMIT).unwrap();
-    assert_eq!(image.version.minor, 7);
-    assert_eq!(image.sections[0].1, b"abc");
+    for major in [1, FORMAT_MAJOR] {
+        let bytes = craft_image(
+            major,
+            7,
+            &sample_manifest(),
+            &[RawSection::new(1, 0, b"a.img", b"abc")],
+        );
+        let image = read_all(bytes.as_slice(), LIMIT).unwrap();
+        assert_eq!((image.version.major, image.version.minor), (major, 7));
+        assert_eq!(image.sections[0].1, b"abc");
+    }
 }
 
 #[test]
@@ -170,7 +173,7 @@ fn unknown_optional_sections_are_skipped_and_unknown_required_refused() {
         RawSection::new(900, 1, b"future-thing", b"skip me"),
         RawSection::new(1, 0, b"b.img", b"second"),
     ];
-    let bytes = craft_image(1, 0, &sample_manifest(), &sections);
+    let bytes = craft_image(FORMAT_MAJOR, 0, &sample_manifest(), &sections);
     let image = read_all(bytes.as_slice(), LIMIT).unwrap();
     let names: Vec<&str> = image
         .sections
@@ -188,7 +191,7 @@ fn unknown_optional_sections_are_skipped_and_unknown_required_refused() {
         RawSection::new(1, 0, b"a.img", b"x"),
         RawSection::new(900, 0, b"future-thing", b"y"),
     ];
-    let bytes = craft_image(1, 0, &sample_manifest(), &sections);
+    let bytes = craft_image(FORMAT_MAJOR, 0, &sample_manifest(), &sections);
     let err = verify(bytes.as_slice()).unwrap_err();
     assert!(
         matches!(err, Error::UnknownRequiredSection { kind: 900, .. }),
@@ -197,34 +200,56 @@ fn unknown_optional_sections_are_skipped_and_unknown_required_refused() {
     assert!(err.to_string().contains("upgrade ferry"), "{err}");
 }
 
+/// Compressed and stored, in the current format and in format 1.
+fn option_sets() -> [WriterOptions; 3] {
+    [
+        small_options(),
+        WriterOptions {
+            level: None,
+            ..small_options()
+        },
+        WriterOptions {
+            level: None,
+            major: 1,
+            ..small_options()
+        },
+    ]
+}
+
 #[test]
 fn every_truncation_is_an_error() {
-    let bytes = write_image(&sample_manifest(), &sample_sections(), small_options());
-    for len in 0..bytes.len() {
-        let result = verify(&bytes[..len]);
-        assert!(
-            result.is_err(),
-            "prefix of {len} bytes of {} accepted",
-            bytes.len()
-        );
+    for options in option_sets() {
+        let bytes = write_image(&sample_manifest(), &sample_sections(), options.clone());
+        for len in 0..bytes.len() {
+            let result = verify(&bytes[..len]);
+            assert!(
+                result.is_err(),
+                "prefix of {len} bytes of {} accepted ({options:?})",
+                bytes.len()
+            );
+        }
+        let err = verify(&bytes[..bytes.len() - 1]).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
     }
-    let err = verify(&bytes[..bytes.len() - 1]).unwrap_err().to_string();
-    assert!(err.contains("truncated"), "{err}");
 }
 
 #[test]
 fn every_flipped_byte_is_an_error() {
-    let bytes = write_image(&sample_manifest(), &sample_sections(), small_options());
-    for pos in 0..bytes.len() {
-        for mask in [0x01u8, 0x80, 0xff] {
-            let mut damaged = bytes.clone();
-            damaged[pos] ^= mask;
-            let result = verify(damaged.as_slice());
-            assert!(
-                result.is_err(),
-                "flip {mask:#x} at {pos} of {} accepted",
-                bytes.len()
-            );
+    for (i, options) in option_sets().into_iter().enumerate() {
+        let bytes = write_image(&sample_manifest(), &sample_sections(), options.clone());
+        // The stored images are larger: one mask each keeps the test quick.
+        let masks: &[u8] = if i == 0 { &[0x01, 0x80, 0xff] } else { &[0x01] };
+        for pos in 0..bytes.len() {
+            for &mask in masks {
+                let mut damaged = bytes.clone();
+                damaged[pos] ^= mask;
+                let result = verify(damaged.as_slice());
+                assert!(
+                    result.is_err(),
+                    "flip {mask:#x} at {pos} of {} accepted ({options:?})",
+                    bytes.len()
+                );
+            }
         }
     }
 }
@@ -263,11 +288,19 @@ fn error_of(bytes: &[u8]) -> String {
 
 #[test]
 fn flipped_byte_errors_name_the_damaged_part() {
+    // Format 1 hashes chunk payloads into the whole-image digest too; format 2 leaves them to
+    // the section digests. Either way every part is checked and named.
+    for major in [1, FORMAT_MAJOR] {
+        flipped_byte_errors_in(major);
+    }
+}
+
+fn flipped_byte_errors_in(major: u16) {
     use prost::Message;
     let manifest = sample_manifest();
     let payload = b"payload bytes of the image".to_vec();
     let bytes = craft_image(
-        1,
+        major,
         0,
         &manifest,
         &[RawSection::new(1, 0, b"a.img", &payload)],
@@ -308,6 +341,14 @@ fn flipped_byte_errors_name_the_damaged_part() {
         }[..]
     )
     .is_err());
+    // A payload changed together with its trailer's digest: the whole-image digest, which
+    // covers the trailer, catches it.
+    let mut forged = bytes.clone();
+    forged[at.payload_at] ^= 0x20;
+    let digest = blake3::hash(&forged[at.payload_at..at.payload_at + payload.len()]);
+    forged[at.trailer_at + 16..at.trailer_at + 48].copy_from_slice(digest.as_bytes());
+    let e = error_of(&forged);
+    assert!(e.contains("whole image"), "format {major}: {e}");
 }
 
 #[test]
@@ -512,7 +553,7 @@ fn inspect_shows_what_a_person_needs() {
     let inspection = inspect(bytes.as_slice()).unwrap();
     let text = inspection.to_string();
     for needle in [
-        "format 1.0",
+        "format 2.0",
         "CRIU 4.2.1",
         "host-a",
         "2026-01-01T00:00:00Z",
@@ -597,6 +638,14 @@ fn out_of_range_writer_options_are_refused() {
         },
         WriterOptions {
             chunk_len: (64 << 20) + 1,
+            ..small_options()
+        },
+        WriterOptions {
+            major: 0,
+            ..small_options()
+        },
+        WriterOptions {
+            major: FORMAT_MAJOR + 1,
             ..small_options()
         },
     ] {

@@ -1,9 +1,9 @@
-//! Golden images of format 1.0. These files are the format's memory: every later ferry must
-//! decode them to exactly what is checked here. Never regenerate them to make a test pass;
-//! a new format version gets new fixtures next to these.
+//! Golden images of every format version (1.0, 2.0). These files are the format's memory:
+//! every later ferry must decode them to exactly what is checked here. Never regenerate them
+//! to make a test pass; a new format version gets new fixtures next to these.
 //!
-//! Made once with `FERRY_REGENERATE_FIXTURES=1 cargo nextest run -p ferry-dump-format
-//! -E 'binary(golden)' --run-ignored only`.
+//! The current version's were made once with `FERRY_REGENERATE_FIXTURES=1 cargo nextest run
+//! -p ferry-dump-format -E 'binary(golden)' --run-ignored only`, which writes only those.
 
 mod common;
 
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use common::*;
 use ferry_dump_format::{
     inspect, read_all, verify, Codec, EntryType, SectionKind, TreeEntry, TreeReader, TreeWriter,
-    Writer, WriterOptions, Xattr,
+    Writer, WriterOptions, Xattr, FORMAT_MAJOR,
 };
 
 fn fixture_path(name: &str) -> PathBuf {
@@ -72,12 +72,13 @@ fn tree() -> Vec<u8> {
 }
 
 /// The image in the fixtures, made by the writer of format 1.0.
-fn fixture_image(level: Option<i32>) -> Vec<u8> {
+fn fixture_image(level: Option<i32>, major: u16) -> Vec<u8> {
     let options = WriterOptions {
         level,
         workers: 0,
         multithread_min: u64::MAX,
         chunk_len: 1000,
+        major,
     };
     let mut writer = Writer::new(Vec::new(), &sample_manifest(), options).unwrap();
     writer
@@ -121,8 +122,13 @@ fn fixture_image(level: Option<i32>) -> Vec<u8> {
     writer.finish().unwrap()
 }
 
-const FIXTURES: [(&str, Option<i32>); 2] =
-    [("v1.0-stored.fimg", None), ("v1.0-zstd.fimg", Some(3))];
+/// (file, zstd level, major)
+const FIXTURES: [(&str, Option<i32>, u16); 4] = [
+    ("v1.0-stored.fimg", None, 1),
+    ("v1.0-zstd.fimg", Some(3), 1),
+    ("v2.0-stored.fimg", None, 2),
+    ("v2.0-zstd.fimg", Some(3), 2),
+];
 
 #[test]
 #[ignore = "writes the golden fixtures; run once per format version"]
@@ -131,16 +137,18 @@ fn regenerate_fixtures() {
         println!("set FERRY_REGENERATE_FIXTURES=1 to rewrite the fixtures");
         return;
     }
-    for (name, level) in FIXTURES {
-        std::fs::write(fixture_path(name), fixture_image(level)).unwrap();
+    for (name, level, major) in FIXTURES {
+        if major == FORMAT_MAJOR {
+            std::fs::write(fixture_path(name), fixture_image(level, major)).unwrap();
+        }
     }
 }
 
-fn check_fixture(name: &str, codec: Codec) {
+fn check_fixture(name: &str, codec: Codec, version: &str) {
     let bytes = std::fs::read(fixture_path(name)).unwrap();
     assert!(bytes.len() < 8192, "{name} should stay small");
     let image = read_all(bytes.as_slice(), 1 << 20).unwrap();
-    assert_eq!(image.version.to_string(), "1.0");
+    assert_eq!(image.version.to_string(), version);
     assert_eq!(image.manifest, sample_manifest(), "{name}: manifest");
     let m = &image.manifest;
     assert_eq!(m.image_id, "img-0001");
@@ -228,34 +236,56 @@ fn check_fixture(name: &str, codec: Codec) {
     let report = verify(bytes.as_slice()).unwrap();
     assert_eq!(report.image_bytes, bytes.len() as u64);
     let text = inspect(bytes.as_slice()).unwrap().to_string();
-    assert!(text.contains("ferry image format 1.0"), "{text}");
-}
-
-#[test]
-fn stored_fixture_decodes_and_the_writer_still_writes_it_byte_for_byte() {
-    check_fixture("v1.0-stored.fimg", Codec::None);
-    // Without compression the output depends only on this crate: any change of layout shows.
-    let on_disk = std::fs::read(fixture_path("v1.0-stored.fimg")).unwrap();
     assert!(
-        on_disk == fixture_image(None),
-        "the writer no longer writes format 1.0 as specified"
+        text.contains(&format!("ferry image format {version}")),
+        "{text}"
     );
 }
 
 #[test]
-fn zstd_fixture_decodes() {
-    check_fixture("v1.0-zstd.fimg", Codec::Zstd);
+fn stored_fixtures_decode_and_the_writer_still_writes_them_byte_for_byte() {
+    // Without compression the output depends only on this crate: any change of layout shows.
+    for (name, major, version) in [
+        ("v1.0-stored.fimg", 1, "1.0"),
+        ("v2.0-stored.fimg", 2, "2.0"),
+    ] {
+        check_fixture(name, Codec::None, version);
+        let on_disk = std::fs::read(fixture_path(name)).unwrap();
+        assert!(
+            on_disk == fixture_image(None, major),
+            "the writer no longer writes format {version} as specified"
+        );
+    }
+}
+
+#[test]
+fn zstd_fixtures_decode() {
+    check_fixture("v1.0-zstd.fimg", Codec::Zstd, "1.0");
+    check_fixture("v2.0-zstd.fimg", Codec::Zstd, "2.0");
+}
+
+#[test]
+fn the_two_majors_differ_only_in_the_whole_image_digest() {
+    let v1 = std::fs::read(fixture_path("v1.0-stored.fimg")).unwrap();
+    let v2 = std::fs::read(fixture_path("v2.0-stored.fimg")).unwrap();
+    assert_eq!(v1.len(), v2.len());
+    let differing: Vec<usize> = (0..v1.len()).filter(|&i| v1[i] != v2[i]).collect();
+    assert!(differing.contains(&8), "the major byte");
+    assert!(
+        differing.iter().all(|&i| i == 8 || i >= v1.len() - 32),
+        "only the major and the last 32 bytes (the whole-image digest) may differ: {differing:?}"
+    );
 }
 
 #[test]
 fn fixtures_start_with_the_documented_header() {
-    for (name, _) in FIXTURES {
+    for (name, _, major) in FIXTURES {
         let bytes = std::fs::read(fixture_path(name)).unwrap();
         assert_eq!(&bytes[..8], b"FERRYIMG");
         assert_eq!(
             &bytes[8..16],
-            &[1, 0, 0, 0, 0, 0, 0, 0],
-            "major 1, minor 0, flags 0"
+            &[major as u8, 0, 0, 0, 0, 0, 0, 0],
+            "major {major}, minor 0, flags 0"
         );
     }
 }

@@ -35,12 +35,14 @@ fn options() -> impl Strategy<Value = WriterOptions> {
         ],
         0u32..3,
         1usize..70_000,
+        1u16..=2,
     )
-        .prop_map(|(level, workers, chunk_len)| WriterOptions {
+        .prop_map(|(level, workers, chunk_len, major)| WriterOptions {
             level,
             workers,
             multithread_min: 50_000,
             chunk_len,
+            major,
         })
 }
 

@@ -182,7 +182,7 @@ fn write_image(cfg: &ContainerConfig, info: &CheckpointInfo, images: &Path, path
     let tmp_path = path.with_file_name(format!(".{}.tmp-{}", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), std::process::id()));
     let res = (|| -> Result<u64> {
         let file = File::create(&tmp_path).map_err(|e| other(ct, "write image", format!("create {}: {e}", tmp_path.display())))?;
-        let buf = write_image_to(cfg, &info.meta, images, std::io::BufWriter::with_capacity(1 << 20, file), opts.compress, progress)
+        let buf = write_image_to(cfg, &info.meta, images, std::io::BufWriter::with_capacity(1 << 20, file), opts.compress, fmt::FORMAT_MAJOR, progress)
             .map_err(|e| match e {
                 Error::Image { ctid, op, source, .. } => Error::Image { ctid, op, path: path.to_path_buf(), source },
                 e => e,
@@ -226,19 +226,27 @@ pub fn new_manifest(cfg: &ContainerConfig, criu_version: &str, summary: Option<f
     }
 }
 
+/// CRIU image files at least this large are mapped rather than read.
+const MAP_AT_LEAST: usize = 1 << 20;
+/// How much of a mapped file goes to the writer at once (the writer's chunk length: each
+/// piece goes out as one chunk without a copy).
+const MAPPED_PIECE: usize = 4 << 20;
+
 /// Write the CRIU images in `images` with `cfg` and the checkpoint's `meta` as one ferry image
-/// into `out` (a file, a pipe, a socket: nothing is seeked). Returns `out`.
+/// of format `major` (`fmt::FORMAT_MAJOR` unless the reader is an older ferry) into `out` (a
+/// file, a pipe, a socket: nothing is seeked). Returns `out`.
 pub fn write_image_to<W: Write>(
     cfg: &ContainerConfig,
     meta: &CheckpointMeta,
     images: &Path,
     out: W,
     compress: Option<i32>,
+    major: u16,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<W> {
     let ct = cfg.ctid.as_str();
     let manifest = new_manifest(cfg, &meta.criu_version, Some(format_summary(&meta.summary)));
-    let mut wopts = fmt::WriterOptions::default();
+    let mut wopts = fmt::WriterOptions { major, ..Default::default() };
     match compress {
         Some(0) => wopts.level = None,
         Some(l) => wopts.level = Some(l),
@@ -260,8 +268,26 @@ pub fn write_image_to<W: Write>(
         let p = images.join(&name);
         let f = File::open(&p).map_err(|e| other(ct, "write image", format!("open {}: {e}", p.display())))?;
         let len = f.metadata().map(|m| m.len()).ok();
-        let r = Counting { inner: f, done: &mut done, total, phase: "write", progress: &mut *progress };
-        w.add_reader(fmt::SectionKind::CriuImage, &name, false, r, len).map_err(img_err)?;
+        // Large files (the memory pages) are hashed and sent straight from the page cache.
+        let mapped = match len.and_then(|n| usize::try_from(n).ok()).filter(|n| *n >= MAP_AT_LEAST) {
+            Some(n) => crate::mapped::MappedFile::map(&f, n.try_into().expect("at least MAP_AT_LEAST")).ok(),
+            None => None,
+        };
+        match mapped {
+            Some(m) => {
+                let mut section = w.start_section(fmt::SectionKind::CriuImage, &name, false, len).map_err(img_err)?;
+                for piece in m.bytes().chunks(MAPPED_PIECE) {
+                    section.write_bytes(piece).map_err(img_err)?;
+                    done += piece.len() as u64;
+                    progress(Progress { phase: "write", done, total });
+                }
+                section.finish().map_err(img_err)?;
+            }
+            None => {
+                let r = Counting { inner: f, done: &mut done, total, phase: "write", progress: &mut *progress };
+                w.add_reader(fmt::SectionKind::CriuImage, &name, false, r, len).map_err(img_err)?;
+            }
+        }
     }
     w.finish().map_err(img_err)
 }

@@ -16,6 +16,7 @@
 //! [`ACCEPTED`]; then the image follows, raw, until the source shuts its side down.
 //! Blocking std sockets: both ends run on their own threads.
 
+use crate::proto::Last32;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
@@ -219,13 +220,13 @@ pub fn thread_cpu_time() -> Duration {
 pub struct Tail<W> {
     inner: W,
     bytes: u64,
-    last: [u8; 32],
+    last: Last32,
     io_time: Duration,
 }
 
 impl<W> Tail<W> {
     pub fn new(inner: W) -> Self {
-        Tail { inner, bytes: 0, last: [0; 32], io_time: Duration::ZERO }
+        Tail { inner, bytes: 0, last: Last32::default(), io_time: Duration::ZERO }
     }
     pub fn bytes(&self) -> u64 {
         self.bytes
@@ -236,19 +237,14 @@ impl<W> Tail<W> {
     }
     /// The last 32 bytes seen (zero-padded in front when fewer passed).
     pub fn last32(&self) -> [u8; 32] {
-        self.last
+        self.last.get()
     }
     pub fn get_ref(&self) -> &W {
         &self.inner
     }
     fn note(&mut self, b: &[u8]) {
         self.bytes += b.len() as u64;
-        if b.len() >= 32 {
-            self.last.copy_from_slice(&b[b.len() - 32..]);
-        } else {
-            self.last.copy_within(b.len().., 0);
-            self.last[32 - b.len()..].copy_from_slice(b);
-        }
+        self.last.note(b);
     }
 }
 

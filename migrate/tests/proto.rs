@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use ferry_migrate::proto::{
     Body, Connection, ConnectionOptions, Delete, FileCommit, FileEntry, FileKind, Hardlink,
-    PutFile, SyncBegin, SyncEnd, PROTO_MAJOR, PROTO_MINOR,
+    PutFile, StreamCheck, SyncBegin, SyncEnd, PROTO_MAJOR, PROTO_MINOR,
 };
 use ferry_migrate::sync::{self, ReceiveOptions};
 use ferry_migrate::transport::Transport;
@@ -84,6 +84,7 @@ async fn requests_replies_and_interleaved_streams() {
         stream: id,
         size_hint: 0,
         compression: String::new(),
+        tail_digest: false,
     }));
     let (reply, ()) = tokio::join!(req, send);
     let Body::ImageEnd(end) = reply.unwrap() else {
@@ -295,7 +296,7 @@ async fn image_stream_is_verified_end_to_end() {
         (n, out)
     });
     let mut seen = 0;
-    let sent = send_image(&c, "101", &image[..], image.len() as u64, "", |n| seen = n)
+    let sent = send_image(&c, "101", &image[..], image.len() as u64, "", StreamCheck::Blake3, |n| seen = n)
         .await
         .unwrap();
     assert_eq!((sent, seen), (image.len() as u64, image.len() as u64));
@@ -321,11 +322,68 @@ async fn image_stream_is_verified_end_to_end() {
         let _ = s.recv().await;
         r
     });
-    let err = send_image(&c, "102", &image[..], 0, "", |_| {})
+    let err = send_image(&c, "102", &image[..], 0, "", StreamCheck::Blake3, |_| {})
         .await
         .unwrap_err();
     assert!(
         err.to_string().contains("image of 102 arrived damaged"),
+        "{err}"
+    );
+    c.close().await.unwrap();
+    assert!(server.await.unwrap().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_checked_image_waits_for_its_reader() {
+    use ferry_migrate::proto::{receive_image_then, send_image};
+    let image = noise(3 << 20 | 77, 5);
+    // Whole: size and last 32 bytes agree, and the reader's verdict is Ok.
+    let (c, s) = pair(quick(), quick()).await;
+    let server = tokio::spawn(async move {
+        let begin = s.recv().await.unwrap();
+        let mut out = Vec::new();
+        let n = receive_image_then(&s, &begin, &mut out, async { Ok(()) }).await.unwrap();
+        let _ = s.recv().await;
+        (n, out)
+    });
+    let sent = send_image(&c, "103", &image[..], 0, "", StreamCheck::Tail, |_| {}).await.unwrap();
+    assert_eq!(sent, image.len() as u64);
+    c.close().await.unwrap();
+    let (n, out) = server.await.unwrap();
+    assert!(n == image.len() as u64 && out == image);
+
+    // The end of the stream damaged: refused by the tail check alone.
+    let hook: ferry_migrate::proto::TamperFn = std::sync::Arc::new(|_, d: &mut Vec<u8>| {
+        if let Some(b) = d.last_mut() {
+            *b ^= 1;
+        }
+    });
+    let (c, s) = pair(ConnectionOptions { tamper_data: Some(hook), ..quick() }, quick()).await;
+    let server = tokio::spawn(async move {
+        let begin = s.recv().await.unwrap();
+        let r = receive_image_then(&s, &begin, tokio::io::sink(), async { Ok(()) }).await;
+        let _ = s.recv().await;
+        r
+    });
+    let err = send_image(&c, "104", &image[..], 0, "", StreamCheck::Tail, |_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("image of 104 arrived damaged"), "{err}");
+    c.close().await.unwrap();
+    assert!(server.await.unwrap().is_err());
+
+    // Whatever the reader of the image found wrong is the answer the source gets.
+    let (c, s) = pair(quick(), quick()).await;
+    let server = tokio::spawn(async move {
+        let begin = s.recv().await.unwrap();
+        let r = receive_image_then(&s, &begin, tokio::io::sink(), async {
+            Err("section \"pages-1.img\": blake3 digest mismatch".to_string())
+        })
+        .await;
+        let _ = s.recv().await;
+        r
+    });
+    let err = send_image(&c, "105", &image[..], 0, "", StreamCheck::Tail, |_| {}).await.unwrap_err();
+    assert!(
+        err.to_string().contains("image of 105 was refused") && err.to_string().contains("digest mismatch"),
         "{err}"
     );
     c.close().await.unwrap();

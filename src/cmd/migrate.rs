@@ -150,7 +150,7 @@ pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
 pub fn migrate_receive(host: &Host) -> Result<u8> {
     let rt = runtime()?;
     let res = rt.block_on(async {
-        let opts = ConnectionOptions { features: vec![image_stream::TCP_CHANNEL_FEATURE.into()], ..Default::default() };
+        let opts = ConnectionOptions { features: image_stream::receiver_features(), ..Default::default() };
         let conn = ferry_migrate::transport::accept_stdio(opts).await?;
         let res = dest::serve(host, &conn).await;
         // Also after a failure: the last reply (the error that says why) must reach the
@@ -235,7 +235,7 @@ pub fn sync_receive(dir: PathBuf) -> Result<u8> {
     let rt = sync_runtime()?;
     rt.block_on(async {
         use ferry_migrate::proto::messages::{Body, OkReply};
-        let opts = ConnectionOptions { features: vec![image_stream::TCP_CHANNEL_FEATURE.into()], ..Default::default() };
+        let opts = ConnectionOptions { features: image_stream::receiver_features(), ..Default::default() };
         let conn = ferry_migrate::transport::accept_stdio(opts).await?;
         loop {
             let env = conn.recv().await?;

@@ -128,6 +128,7 @@ pub fn small_options() -> WriterOptions {
         workers: 0,
         multithread_min: u64::MAX,
         chunk_len: 4096,
+        ..WriterOptions::default()
     }
 }
 
@@ -168,6 +169,7 @@ pub fn craft_image(
     out.extend_from_slice(&manifest);
     out.extend_from_slice(blake3::hash(&manifest).as_bytes());
     let mut table = Vec::new();
+    let mut payload_ranges = Vec::new();
     for section in sections {
         let payload: Vec<u8> = section.chunks.concat();
         let mut header = vec![b'S'];
@@ -182,6 +184,11 @@ pub fn craft_image(
         out.extend_from_slice(digest.as_bytes());
         for chunk in section.chunks.iter().filter(|c| !c.is_empty()) {
             out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+            if major >= 2 {
+                // From format 2 on the whole-image digest leaves out the chunk data of
+                // uncompressed sections (all crafted ones are).
+                payload_ranges.push(out.len()..out.len() + chunk.len());
+            }
             out.extend_from_slice(chunk);
         }
         out.extend_from_slice(&0u32.to_le_bytes());
@@ -203,7 +210,14 @@ pub fn craft_image(
     out.push(b'E');
     out.extend_from_slice(&(table.len() as u32).to_le_bytes());
     out.extend_from_slice(&table);
-    let whole = blake3::hash(&out);
+    let mut whole = blake3::Hasher::new();
+    let mut at = 0;
+    for range in &payload_ranges {
+        whole.update(&out[at..range.start]);
+        at = range.end;
+    }
+    whole.update(&out[at..]);
+    let whole = whole.finalize();
     out.extend_from_slice(whole.as_bytes());
     out
 }

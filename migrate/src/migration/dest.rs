@@ -31,7 +31,8 @@ pub const FAULT_ENV: &str = "FERRY_TEST_FAULT";
 /// Also read by the source: `die-after-commit` (its ferry exits right after the destination
 /// took the container over, before cleaning up here), `cut-data` (it breaks the data channel's
 /// connection halfway through the image, `--data-channel tcp`), `wrong-token` (it presents a
-/// wrong token on the data channel).
+/// wrong token on the data channel), `damage-image` (it flips a byte in the middle of the
+/// image it sends, either channel).
 pub(crate) fn fault(name: &str) -> bool {
     std::env::var(FAULT_ENV).map(|v| v.split(',').any(|f| f == name)).unwrap_or(false)
 }

@@ -64,6 +64,24 @@ pub struct Sent {
 /// Announced in the handshake by a destination that serves `DataChannelOpen`.
 pub const TCP_CHANNEL_FEATURE: &str = "data-channel-tcp";
 
+/// Announced in the handshake by a destination that reads image format 2; to one that does
+/// not (an older ferry), the image goes in format 1.
+pub const IMAGE_FORMAT_2_FEATURE: &str = "image-format-2";
+
+/// What a destination's ferry announces it serves.
+pub fn receiver_features() -> Vec<String> {
+    vec![TCP_CHANNEL_FEATURE.into(), IMAGE_FORMAT_2_FEATURE.into()]
+}
+
+/// The image format major the peer reads.
+fn image_major(features: &[String]) -> u16 {
+    if features.iter().any(|f| f == IMAGE_FORMAT_2_FEATURE) {
+        ferry_dump_format::FORMAT_MAJOR
+    } else {
+        1
+    }
+}
+
 /// Refuse, before anything changed, a channel the destination's ferry does not serve.
 pub fn check_peer(conn: &Connection, channel: &DataChannel) -> Result<()> {
     if channel.kind == ChannelKind::Tcp && !conn.peer().features.iter().any(|f| f == TCP_CHANNEL_FEATURE) {
@@ -90,25 +108,36 @@ const WRITE_BUFFER: usize = 1 << 20;
 pub async fn send_image(conn: &Connection, dir: &Path, cfg: &ContainerConfig, level: i32, channel: &DataChannel) -> Result<Sent> {
     let meta = CheckpointMeta::load(dir)?
         .ok_or_else(|| Error::Migration(format!("{} holds no ferry checkpoint of {}", dir.display(), cfg.ctid)))?;
+    let format = ImageFormat { level, major: image_major(&conn.peer().features) };
     match channel.kind {
         ChannelKind::Ssh => {
             let before = conn.bytes_sent();
-            let image_bytes = send_over_connection(conn, dir, cfg, meta, level).await?;
+            let image_bytes = send_over_connection(conn, dir, cfg, meta, format).await?;
             Ok(Sent { image_bytes, wire_bytes: conn.bytes_sent() - before })
         }
-        ChannelKind::Tcp => send_over_tcp(conn, dir, cfg, meta, level, channel.ports).await,
+        ChannelKind::Tcp => send_over_tcp(conn, dir, cfg, meta, format, channel.ports).await,
     }
 }
 
-async fn send_over_connection(conn: &Connection, dir: &Path, cfg: &ContainerConfig, meta: CheckpointMeta, level: i32) -> Result<u64> {
+/// How the image is written: zstd level (0 = stored) and format major.
+#[derive(Clone, Copy)]
+struct ImageFormat {
+    level: i32,
+    major: u16,
+}
+
+async fn send_over_connection(conn: &Connection, dir: &Path, cfg: &ContainerConfig, meta: CheckpointMeta, format: ImageFormat) -> Result<u64> {
     let (tx, rx) = tokio::net::unix::pipe::pipe().map_err(|e| Error::io("create a pipe for", dir, e))?;
     let tx = tx.into_blocking_fd().map_err(|e| Error::io("create a pipe for", dir, e))?;
     let (cfg2, dir2) = (cfg.clone(), dir.to_path_buf());
+    let damage_at = damage_at(dir);
     let writer = std::thread::spawn(move || {
-        let out = BufWriter::with_capacity(WRITE_BUFFER, std::fs::File::from(tx));
-        write_image(&cfg2, &meta, &dir2, out, level).map(drop)
+        let out = BufWriter::with_capacity(WRITE_BUFFER, Damage::new(std::fs::File::from(tx), damage_at));
+        write_image(&cfg2, &meta, &dir2, out, format).map(drop)
     });
-    let sent = proto::send_image(conn, cfg.ctid.as_str(), rx, 0, if level > 0 { "zstd" } else { "" }, |_| {}).await;
+    // A destination reading format 2 checks the image's own digest; an older one hashes the stream.
+    let check = if format.major >= 2 { proto::StreamCheck::Tail } else { proto::StreamCheck::Blake3 };
+    let sent = proto::send_image(conn, cfg.ctid.as_str(), rx, 0, if format.level > 0 { "zstd" } else { "" }, check, |_| {}).await;
     let written = writer.join().map_err(|_| Error::Migration("the image writer panicked".into()))?;
     match (sent, written) {
         (Ok(n), Ok(())) => Ok(n),
@@ -118,12 +147,13 @@ async fn send_over_connection(conn: &Connection, dir: &Path, cfg: &ContainerConf
 }
 
 /// The image into `out`, flushed; returns `out`.
-fn write_image<W: Write>(cfg: &ContainerConfig, meta: &CheckpointMeta, dir: &Path, out: BufWriter<W>, level: i32) -> std::result::Result<W, String> {
-    let out = crate::checkpoint::write_image_to(cfg, meta, dir, out, Some(level), &mut |_| {}).map_err(|e| e.to_string())?;
+fn write_image<W: Write>(cfg: &ContainerConfig, meta: &CheckpointMeta, dir: &Path, out: BufWriter<W>, format: ImageFormat) -> std::result::Result<W, String> {
+    let out = crate::checkpoint::write_image_to(cfg, meta, dir, out, Some(format.level), format.major, &mut |_| {})
+        .map_err(|e| e.to_string())?;
     out.into_inner().map_err(|e| e.error().to_string())
 }
 
-async fn send_over_tcp(conn: &Connection, dir: &Path, cfg: &ContainerConfig, meta: CheckpointMeta, level: i32, ports: PortRange) -> Result<Sent> {
+async fn send_over_tcp(conn: &Connection, dir: &Path, cfg: &ContainerConfig, meta: CheckpointMeta, format: ImageFormat, ports: PortRange) -> Result<Sent> {
     let ct = cfg.ctid.to_string();
     let open = DataChannelOpen { ctid: ct.clone(), port_first: ports.first.into(), port_last: ports.last.into() };
     let ready = match conn.request_timeout(Body::DataChannelOpen(open), REPLY_TIMEOUT).await? {
@@ -139,13 +169,14 @@ async fn send_over_tcp(conn: &Connection, dir: &Path, cfg: &ContainerConfig, met
     let token = Token::from_slice(&token).ok_or_else(|| Error::Protocol("the destination's data channel token is not 32 bytes".into()))?;
     // FERRY_TEST_FAULT=cut-data on the source: the data connection breaks halfway.
     let cut_at = super::dest::fault("cut-data").then(|| files_size(dir) / 2);
+    let damage_at = damage_at(dir);
     let (cfg2, dir2) = (cfg.clone(), dir.to_path_buf());
     let writer = tokio::task::spawn_blocking(move || -> std::result::Result<(u64, [u8; 32]), String> {
         let s = datachan::connect(addr, &token, DATA_TIMEOUT).map_err(|e| format!("connecting to {addr}: {e}"))?;
         s.set_write_timeout(Some(DATA_TIMEOUT)).map_err(|e| e.to_string())?;
         let (t0, cpu0) = (std::time::Instant::now(), datachan::thread_cpu_time());
-        let out = BufWriter::with_capacity(WRITE_BUFFER, Tail::new(CutAfter { s: &s, left: cut_at }));
-        let tail = write_image(&cfg2, &meta, &dir2, out, level)?;
+        let out = BufWriter::with_capacity(WRITE_BUFFER, Tail::new(Damage::new(CutAfter { s: &s, left: cut_at }, damage_at)));
+        let tail = write_image(&cfg2, &meta, &dir2, out, format)?;
         // The destination reads to the end of the stream: tell it where that is.
         s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
         tracing::info!(
@@ -180,6 +211,46 @@ async fn send_over_tcp(conn: &Connection, dir: &Path, cfg: &ContainerConfig, met
 
 fn files_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+}
+
+/// FERRY_TEST_FAULT=damage-image on the source: the byte of the image at half the size of
+/// the CRIU files (inside the pages when stored uncompressed; nowhere when compression made
+/// the image smaller than that) is flipped on its way out, either channel.
+fn damage_at(dir: &Path) -> Option<u64> {
+    super::dest::fault("damage-image").then(|| files_size(dir) / 2)
+}
+
+/// A writer that flips the byte at offset `at` (the `damage-image` fault).
+struct Damage<W> {
+    inner: W,
+    at: Option<u64>,
+    offset: u64,
+}
+
+impl<W> Damage<W> {
+    fn new(inner: W, at: Option<u64>) -> Self {
+        Damage { inner, at, offset: 0 }
+    }
+}
+
+impl<W: Write> Write for Damage<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = match self.at {
+            Some(at) if (self.offset..self.offset + buf.len() as u64).contains(&at) => {
+                let mut copy = buf.to_vec();
+                copy[(at - self.offset) as usize] ^= 0x10;
+                self.at = None;
+                self.inner.write_all(&copy)?;
+                buf.len()
+            }
+            _ => self.inner.write(buf)?,
+        };
+        self.offset += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The data socket, shut down after `left` bytes (the `cut-data` fault).
@@ -246,13 +317,16 @@ pub async fn receive_over_connection(conn: &Connection, begin: &Envelope, work: 
     // Fewer wake-ups per MiB (best effort: the default 64 KiB works too).
     let _ = nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(&rx), nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
     let dir2 = dir.clone();
-    let extractor = std::thread::spawn(move || ferry_dump_format::extract_to_dir(std::fs::File::from(rx), &dir2).map(drop));
-    // When the extractor stops early (a damaged image), writes into the pipe fail and the
-    // receiver answers ImageEnd with that error.
-    let received = proto::receive_image(conn, begin, tx).await;
-    let extracted = extractor.join().map_err(|_| Error::Migration("the image extractor panicked".into()))?;
-    received?;
-    extracted?;
+    let extractor = tokio::task::spawn_blocking(move || ferry_dump_format::extract_to_dir(std::fs::File::from(rx), &dir2).map(drop));
+    // ImageEnd is answered once the extractor checked the whole image (when it stops early on
+    // a damaged one, writes into the pipe fail too): the source hears why.
+    let verdict = async {
+        match extractor.await {
+            Ok(res) => res.map_err(|e| e.to_string()),
+            Err(_) => Err("the image extractor panicked".to_string()),
+        }
+    };
+    proto::receive_image_then(conn, begin, tx, verdict).await?;
     Ok(dir)
 }
 
@@ -391,5 +465,18 @@ pub async fn finish_data_channel(conn: &Connection, req: &Envelope, end: &ImageE
             conn.reply(req.id, Body::Ok(OkReply {})).await?;
             Ok(dir)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_destination_gets_format_1() {
+        assert_eq!(image_major(&[TCP_CHANNEL_FEATURE.to_string()]), 1);
+        assert_eq!(image_major(&[]), 1);
+        assert_eq!(image_major(&receiver_features()), ferry_dump_format::FORMAT_MAJOR);
+        assert_ne!(image_major(&receiver_features()), 1);
     }
 }

@@ -1,12 +1,72 @@
-//! Streaming a checkpoint image (or any blob) across the connection with an end-to-end blake3
-//! check: `ImageBegin` announces the stream, the bytes follow as they are produced, and the
+//! Streaming a checkpoint image (or any blob) across the connection with an end-to-end check:
+//! `ImageBegin` announces the stream, the bytes follow as they are produced, and the
 //! `ImageEnd` request carries size and digest; the destination answers Ok only when both match.
+//! The digest is blake3 of the stream, or (`StreamCheck::Tail`) the stream's last 32 bytes:
+//! for a ferry image that is its whole-image digest, which the destination's extractor checks
+//! with every section, so the stream need not be hashed a second time on each side.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::messages::{Body, Envelope, ImageBegin, ImageEnd, OkReply};
 use super::{Connection, MAX_DATA_FRAME};
 use crate::error::{Error, Result};
+
+/// What `ImageEnd`'s digest is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamCheck {
+    /// blake3 of the whole stream.
+    Blake3,
+    /// The stream's last 32 bytes: a ferry image's own whole-image digest, which its reader
+    /// verifies (only for destinations that announce it, see `ImageBegin.tail_digest`).
+    Tail,
+}
+
+/// Size and digest of a stream as it passes.
+enum Digest {
+    Blake3(Box<blake3::Hasher>),
+    Tail(Last32),
+}
+
+impl Digest {
+    fn new(check: StreamCheck) -> Self {
+        match check {
+            StreamCheck::Blake3 => Digest::Blake3(Box::default()),
+            StreamCheck::Tail => Digest::Tail(Last32::default()),
+        }
+    }
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            Digest::Blake3(h) => {
+                h.update(b);
+            }
+            Digest::Tail(t) => t.note(b),
+        }
+    }
+    fn finalize(&self) -> [u8; 32] {
+        match self {
+            Digest::Blake3(h) => *h.finalize().as_bytes(),
+            Digest::Tail(t) => t.get(),
+        }
+    }
+}
+
+/// The last 32 bytes of a stream (zero-padded in front while fewer passed).
+#[derive(Clone, Copy, Default)]
+pub struct Last32([u8; 32]);
+
+impl Last32 {
+    pub fn note(&mut self, b: &[u8]) {
+        if b.len() >= 32 {
+            self.0.copy_from_slice(&b[b.len() - 32..]);
+        } else {
+            self.0.copy_within(b.len().., 0);
+            self.0[32 - b.len()..].copy_from_slice(b);
+        }
+    }
+    pub fn get(&self) -> [u8; 32] {
+        self.0
+    }
+}
 
 /// Send everything `reader` yields as the image of `ctid`. `progress(bytes_so_far)` is called
 /// after each chunk. Returns the number of bytes sent once the destination confirmed them.
@@ -16,6 +76,7 @@ pub async fn send_image<R>(
     mut reader: R,
     size_hint: u64,
     compression: &str,
+    check: StreamCheck,
     mut progress: impl FnMut(u64),
 ) -> Result<u64>
 where
@@ -27,9 +88,10 @@ where
         stream: stream.id(),
         size_hint,
         compression: compression.to_string(),
+        tail_digest: check == StreamCheck::Tail,
     }))
     .await?;
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = Digest::new(check);
     let mut buf = vec![0u8; MAX_DATA_FRAME];
     let mut total = 0u64;
     loop {
@@ -51,7 +113,7 @@ where
     match conn
         .request(Body::ImageEnd(ImageEnd {
             size: total,
-            blake3: hasher.finalize().as_bytes().to_vec(),
+            blake3: hasher.finalize().to_vec(),
         }))
         .await?
     {
@@ -66,9 +128,20 @@ where
 /// The destination's side: given the `ImageBegin` envelope, write the image into `writer`,
 /// then check the `ImageEnd` request and answer it. Returns the image size. On a mismatch the
 /// source's request fails with a message naming the container, and so does this function.
-pub async fn receive_image<W>(conn: &Connection, begin: &Envelope, mut writer: W) -> Result<u64>
+pub async fn receive_image<W>(conn: &Connection, begin: &Envelope, writer: W) -> Result<u64>
 where
     W: AsyncWrite + Unpin,
+{
+    receive_image_then(conn, begin, writer, async { Ok(()) }).await
+}
+
+/// Like [`receive_image`], and the answer to `ImageEnd` also waits for `consumer`: what
+/// `writer` feeds (the image's reader) says whether the image it read was whole. `writer` is
+/// closed first, so the consumer sees the end of the stream.
+pub async fn receive_image_then<W, F>(conn: &Connection, begin: &Envelope, mut writer: W, consumer: F) -> Result<u64>
+where
+    W: AsyncWrite + Unpin,
+    F: std::future::Future<Output = std::result::Result<(), String>>,
 {
     let Some(Body::ImageBegin(b)) = &begin.body else {
         return Err(Error::Protocol(
@@ -76,7 +149,7 @@ where
         ));
     };
     let mut rx = conn.accept_stream(b.stream)?;
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = Digest::new(if b.tail_digest { StreamCheck::Tail } else { StreamCheck::Blake3 });
     let mut total = 0u64;
     let mut write_error = None;
     while let Some(chunk) = rx.recv().await? {
@@ -93,6 +166,8 @@ where
             write_error = Some(e);
         }
     }
+    drop(writer);
+    let consumed = consumer.await;
     let end = conn.recv().await?;
     let Some(Body::ImageEnd(ie)) = &end.body else {
         return Err(Error::Protocol(format!(
@@ -100,12 +175,15 @@ where
             end.body.as_ref().map(Body::name).unwrap_or("nothing")
         )));
     };
-    let problem = if let Some(e) = write_error {
+    // The consumer's error first: a write fails because it stopped reading.
+    let problem = if let Err(e) = consumed {
+        Some(format!("the image of {} was refused: {e}", b.ctid))
+    } else if let Some(e) = write_error {
         Some(format!(
             "destination could not store the image of {}: {e}",
             b.ctid
         ))
-    } else if ie.size != total || ie.blake3 != hasher.finalize().as_bytes() {
+    } else if ie.size != total || ie.blake3 != hasher.finalize() {
         Some(format!(
             "the image of {} arrived damaged ({} bytes received, {} sent, or blake3 mismatch)",
             b.ctid, total, ie.size

@@ -454,6 +454,11 @@ pub struct ImageBegin {
     pub size_hint: u64,
     #[prost(string, tag = "4")]
     pub compression: String,
+    /// `ImageEnd.blake3` is the stream's last 32 bytes (the image's own whole-image digest,
+    /// checked by the destination's reader) instead of blake3 of the stream. Sent only to a
+    /// destination announcing the `image-format-2` feature.
+    #[prost(bool, tag = "5")]
+    pub tail_digest: bool,
 }
 
 /// Optional marker naming the image section that starts next on the image stream (progress).

@@ -161,7 +161,7 @@ fn build(
         frozen_ms = info.frozen_at.map(|t| t.elapsed().as_millis() as u64).unwrap_or(info.freeze_ms + info.dump_ms);
         let img = tmp.join(store::STATE_IMAGE);
         let f = std::fs::File::create(&img).map_err(|e| err(ct, "create", format!("create {}: {e}", img.display())))?;
-        let w = ckpt::write_image_to(cfg, &info.meta, &images, std::io::BufWriter::new(f), None, &mut |_| {}).map_err(|e| err(ct, "create", e))?;
+        let w = ckpt::write_image_to(cfg, &info.meta, &images, std::io::BufWriter::new(f), None, fmt::FORMAT_MAJOR, &mut |_| {}).map_err(|e| err(ct, "create", e))?;
         let f = w.into_inner().map_err(|e| err(ct, "create", format!("write {}: {}", img.display(), e.error())))?;
         f.sync_all().map_err(|e| err(ct, "create", format!("fsync {}: {e}", img.display())))?;
         state_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
