@@ -86,11 +86,19 @@ fn copy_payload<R: Read>(
 ) -> Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = payload.read_verified(&mut buf)?;
-        if n == 0 {
+        // Whole buffers: a socket hands out less at a time, and each write costs the file
+        // system a round of its own.
+        let mut filled = 0;
+        while filled < buf.len() {
+            match payload.read_verified(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        file.write_all(&buf[..filled])
+            .map_err(|e| Error::path("cannot write", path, e))?;
+        if filled < buf.len() {
             return Ok(());
         }
-        file.write_all(&buf[..n])
-            .map_err(|e| Error::path("cannot write", path, e))?;
     }
 }
