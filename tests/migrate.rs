@@ -311,10 +311,18 @@ fn live_migration_there_and_back_keeps_the_connection() {
     let client = Client::start(&sim.t, &ip);
     assert!(neigh_mac(&sim.t, &ip).contains(&sim.t.host(0).mac_str()));
     let ns_a = pidns(sim.h(0), &ct);
+    // An application log that only grows: after its first copy it goes as its new tail.
+    sim.h(0).exec(&ct, "head -c 100000 /dev/urandom > /root/app.log; (while :; do echo tick >> /root/app.log; usleep 5000; done) </dev/null >/dev/null 2>&1 &");
+    let log_head = |h: &TestHost| h.exec(&ct, "head -c 100000 /root/app.log | md5sum");
+    let head_before = log_head(sim.h(0));
 
     // A -> B, with the JSON report.
     let out = sim.migrate_ok(0, 1, &ct, &["--json"]);
     let rep: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("--json: {e}: {out}"));
+    let passes = rep["passes"].as_array().unwrap().iter().chain(std::iter::once(&rep["final_sync"]));
+    let appended: u64 = passes.map(|p| p["appended"].as_u64().unwrap_or(0)).sum();
+    assert!(appended >= 1, "the growing log never went as its tail: {rep}");
+    assert_eq!(log_head(sim.h(1)), head_before, "the log's first bytes differ on B");
     assert_eq!(rep["mode"], "online", "{rep}");
     for k in ["preflight_ms", "dump_ms", "image_transfer_ms", "restore_ms", "announce_ms", "frozen_ms", "total_ms", "image_bytes"] {
         assert!(rep[k].as_u64().is_some(), "{k} missing: {rep}");

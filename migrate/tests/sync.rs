@@ -21,7 +21,7 @@ async fn pass_with(
     sync_opts: SyncOptions,
     client: ConnectionOptions,
 ) -> ferry_migrate::Result<PassStats> {
-    run_pass(src, dst, sync_opts, client, None).await.map(|(stats, _)| stats)
+    run_pass(src, dst, sync_opts, client, None, None).await.map(|(stats, _)| stats)
 }
 
 /// [`pass_with`] through `sync_pass_from`: also what the destination holds afterwards.
@@ -31,6 +31,7 @@ async fn run_pass(
     sync_opts: SyncOptions,
     client: ConnectionOptions,
     baseline: Option<&[ferry_migrate::proto::FileEntry]>,
+    copies: Option<&mut sync::SentCopies>,
 ) -> ferry_migrate::Result<(PassStats, Option<sync::Baseline>)> {
     let (c, s) = pair(client, quick()).await;
     let dst = dst.to_path_buf();
@@ -49,7 +50,7 @@ async fn run_pass(
         let _ = s.recv().await; // wait for the source to hang up
         r
     });
-    let r = tokio::time::timeout(LIMIT, sync::sync_pass_from(&c, src, &sync_opts, baseline))
+    let r = tokio::time::timeout(LIMIT, sync::sync_pass_from(&c, src, &sync_opts, baseline, copies))
         .await
         .expect("sync pass hung");
     let _ = c.close().await;
@@ -847,7 +848,70 @@ async fn a_source_that_cannot_walk_its_tree_ends_the_pass_cleanly() {
 }
 
 async fn pass_from(src: &Path, dst: &Path, n: u32, baseline: Option<&[ferry_migrate::proto::FileEntry]>) -> (PassStats, Option<sync::Baseline>) {
-    run_pass(src, dst, SyncOptions { pass: n, ..Default::default() }, quick(), baseline).await.expect("sync pass")
+    run_pass(src, dst, SyncOptions { pass: n, ..Default::default() }, quick(), baseline, None).await.expect("sync pass")
+}
+
+async fn pass_tracking(src: &Path, dst: &Path, n: u32, baseline: Option<&[ferry_migrate::proto::FileEntry]>, copies: &mut sync::SentCopies) -> (PassStats, Option<sync::Baseline>) {
+    run_pass(src, dst, SyncOptions { pass: n, ..Default::default() }, quick(), baseline, Some(copies)).await.expect("sync pass")
+}
+
+fn append(path: &Path, data: &[u8]) {
+    use std::io::Write;
+    std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(data).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_only_grew_goes_as_its_tail() {
+    let tmp = tempdir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir(&src).unwrap();
+    // An append-only log, a file rewritten in place and then grown, a file replaced by a
+    // shorter one and grown back past its old size, and one left alone.
+    write(&src.join("db.log"), &noise(8 << 20, 1));
+    write(&src.join("rewritten.bin"), &noise(4 << 20, 2));
+    write(&src.join("replaced.bin"), &noise(2 << 20, 3));
+    write(&src.join("still.bin"), &noise(1 << 20, 4));
+    let mut copies = sync::SentCopies::default();
+    let (s1, _) = pass_tracking(&src, &dst, 1, None, &mut copies).await;
+    assert_eq!(s1.files_sent, 4, "{s1:?}");
+    assert_eq!(copies.get(b"db.log").map(|c| c.len), Some(8 << 20));
+    assert_eq!(copies.len(), 4);
+
+    append(&src.join("db.log"), &noise(100_000, 5));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(src.join("rewritten.bin")).unwrap();
+        f.write_all_at(b"changed in the middle", 2 << 20).unwrap();
+        f.write_all_at(&noise(50_000, 6), 4 << 20).unwrap();
+    }
+    let mut grown = noise(2 << 20, 3);
+    grown[10] ^= 1;
+    grown.extend_from_slice(&noise(30_000, 7));
+    std::fs::remove_file(src.join("replaced.bin")).unwrap();
+    write(&src.join("replaced.bin"), &grown);
+    let (s2, baseline) = pass_tracking(&src, &dst, 2, None, &mut copies).await;
+    assert_same_tree(&src, &dst);
+    assert_eq!((s2.files_sent, s2.delta_files, s2.append_files), (3, 3, 1), "{s2:?}");
+    // The log's tail and the others' rsync deltas, nothing near the files' sizes.
+    assert!(s2.bytes_data < 400_000, "{s2:?}");
+    assert_eq!(copies.get(b"db.log").map(|c| c.len), Some((8 << 20) + 100_000));
+
+    // The final pass of a migration (from the baseline, no walk of the destination) too.
+    append(&src.join("db.log"), &noise(7_000, 8));
+    let (s3, _) = pass_tracking(&src, &dst, 3, baseline.as_deref(), &mut copies).await;
+    assert!(!s3.destination_walked);
+    assert_eq!((s3.files_sent, s3.append_files), (1, 1), "{s3:?}");
+    assert!(s3.bytes_data < 8_000, "{s3:?}");
+    assert_same_tree(&src, &dst);
+
+    // A deleted file is forgotten: created anew, it goes whole, not as a tail.
+    std::fs::remove_file(src.join("still.bin")).unwrap();
+    pass_tracking(&src, &dst, 4, None, &mut copies).await;
+    assert!(copies.get(b"still.bin").is_none());
+    write(&src.join("still.bin"), &noise(1 << 20, 4));
+    let (s5, _) = pass_tracking(&src, &dst, 5, None, &mut copies).await;
+    assert_eq!((s5.files_sent, s5.append_files), (1, 0), "{s5:?}");
+    assert_same_tree(&src, &dst);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

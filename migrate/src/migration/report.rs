@@ -9,8 +9,17 @@ use std::time::Duration;
 pub struct SyncPassReport {
     pub pass: u32,
     pub files: u64,
+    /// Of `files`, those that had only grown, sent as their new tail.
+    pub appended: u64,
     pub bytes_on_wire: u64,
     pub ms: u64,
+}
+
+impl SyncPassReport {
+    fn detail(&self) -> String {
+        let grown = if self.appended > 0 { format!(" ({} grown, sent as their tail)", self.appended) } else { String::new() };
+        format!("{} files{grown}, {} on the wire", self.files, format_size(self.bytes_on_wire))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -50,14 +59,7 @@ impl fmt::Display for MigrationReport {
         writeln!(f, "  {:<28} {:>9}  detail", "stage", "ms")?;
         writeln!(f, "  {:<28} {:>9}", "preflight", self.preflight_ms)?;
         for p in &self.passes {
-            writeln!(
-                f,
-                "  {:<28} {:>9}  {} files, {} on the wire",
-                format!("sync pass {}", p.pass),
-                p.ms,
-                p.files,
-                format_size(p.bytes_on_wire)
-            )?;
+            writeln!(f, "  {:<28} {:>9}  {}", format!("sync pass {}", p.pass), p.ms, p.detail())?;
         }
         if !self.converged.is_empty() {
             writeln!(f, "  {:<28} {:>9}  {}", "  passes stopped", "", self.converged)?;
@@ -66,7 +68,7 @@ impl fmt::Display for MigrationReport {
             writeln!(f, "  {:<28} {:>9}  {}", "dump", self.dump_ms, self.memory_copy)?;
         }
         if let Some(p) = &self.final_sync {
-            writeln!(f, "  {:<28} {:>9}  {} files, {} on the wire", "final sync", p.ms, p.files, format_size(p.bytes_on_wire))?;
+            writeln!(f, "  {:<28} {:>9}  {}", "final sync", p.ms, p.detail())?;
         }
         if self.mode == "online" {
             writeln!(
@@ -98,7 +100,7 @@ mod tests {
             ctid: "101".into(),
             destination: "root@h2".into(),
             mode: "online".into(),
-            passes: vec![SyncPassReport { pass: 1, files: 10, bytes_on_wire: 3 << 20, ms: 120 }],
+            passes: vec![SyncPassReport { pass: 1, files: 10, appended: 0, bytes_on_wire: 3 << 20, ms: 120 }],
             frozen_ms: 321,
             memory_copy: "one full dump".into(),
             total_ms: 999,

@@ -12,7 +12,7 @@ use super::report::{ms, MigrationReport, SyncPassReport};
 use crate::error::{Error, Result};
 use crate::proto::messages::*;
 use crate::proto::{Connection, ConnectionOptions};
-use crate::sync::{sync_pass, sync_pass_from, Baseline, PassStats, ProgressFn, SyncOptions};
+use crate::sync::{sync_pass, sync_pass_from, Baseline, PassStats, ProgressFn, SentCopies, SyncOptions};
 use crate::transport::{SshTarget, Transport};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{ContainerConfig, Host};
@@ -74,6 +74,8 @@ struct Run<'a> {
     /// What the destination holds after the last live pass: the final pass, while frozen,
     /// sends what changed since without the destination walking its tree again.
     baseline: Option<Baseline>,
+    /// What each file sent holds, across the passes: a file that only grew goes as its tail.
+    copies: SentCopies,
 }
 
 impl Run<'_> {
@@ -114,6 +116,7 @@ pub async fn migrate(host: &Host, lock: &ContainerLock, opts: &MigrateOptions) -
         },
         work: work.clone(),
         baseline: None,
+        copies: SentCopies::default(),
     };
     let res = drive(&mut run, online, running, t0).await;
     let _ = std::fs::remove_dir_all(&work);
@@ -233,7 +236,7 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
             let pass = history.len() as u32 + 1;
             run.stage(&format!("sync pass {pass}"));
             // Each live pass compares with what the destination really holds.
-            let stats = match sync_pass_from(conn, area, &sync_opts(run, pass), None).await {
+            let stats = match sync_pass_from(conn, area, &sync_opts(run, pass), None, Some(&mut run.copies)).await {
                 Ok((s, after)) => {
                     run.baseline = after;
                     s
@@ -323,7 +326,8 @@ async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir
         run.stage("final sync");
         let pass = run.report.passes.len() as u32 + 1;
         let baseline = run.baseline.take();
-        let (stats, _) = sync_pass_from(conn, area, &sync_opts(run, pass), baseline.as_deref()).await?;
+        let mut copies = std::mem::take(&mut run.copies);
+        let (stats, _) = sync_pass_from(conn, area, &sync_opts(run, pass), baseline.as_deref(), Some(&mut copies)).await?;
         run.report.final_sync = Some(pass_report(&stats));
     }
     run.stage("image transfer");
@@ -429,7 +433,7 @@ fn sync_opts(run: &Run<'_>, pass: u32) -> SyncOptions {
 }
 
 fn pass_report(s: &PassStats) -> SyncPassReport {
-    SyncPassReport { pass: s.pass, files: s.files_sent, bytes_on_wire: s.bytes_on_wire, ms: ms(s.duration) }
+    SyncPassReport { pass: s.pass, files: s.files_sent, appended: s.append_files, bytes_on_wire: s.bytes_on_wire, ms: ms(s.duration) }
 }
 
 fn expect_ok(r: Result<Body>) -> Result<()> {

@@ -22,7 +22,7 @@ use std::time::Duration;
 pub use dest::{receive_pass, ReceiveStats};
 pub use iterate::{sync_iterative, IterationPolicy};
 pub use local::{sync_local, sync_local_blocking, LocalSyncOptions};
-pub use source::{sync_pass, sync_pass_from, Baseline};
+pub use source::{sync_pass, sync_pass_from, Baseline, SentCopies, SentCopy};
 
 /// Files at least this large that changed on a destination already holding a copy are sent as
 /// rsync deltas; smaller ones whole.
@@ -102,6 +102,8 @@ pub struct PassStats {
     pub files_sent: u64,
     /// Of those, sent as rsync deltas.
     pub delta_files: u64,
+    /// Of the deltas, files that had only grown since they were sent, sent as their tail.
+    pub append_files: u64,
     /// Bytes on the connection in both directions during the pass (headers included).
     pub bytes_on_wire: u64,
     /// File payload bytes sent (data extents or deltas).

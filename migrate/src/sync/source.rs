@@ -1,6 +1,6 @@
 //! The sending side of a pass.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -33,12 +33,83 @@ const BATCH_FILES: usize = 512;
 /// the destination has applied everything and answered, or with the first error (the
 /// destination's errors name each file that failed).
 pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) -> Result<PassStats> {
-    sync_pass_from(conn, src_dir, opts, None).await.map(|(stats, _)| stats)
+    sync_pass_from(conn, src_dir, opts, None, None).await.map(|(stats, _)| stats)
 }
 
 /// What the destination holds after a successful pass: the source's scan of it, as the
 /// summary the destination would send (see [`sync_pass_from`]).
 pub type Baseline = Vec<FileEntry>;
+
+/// The content of a file as this source sent it, which the destination verified and holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SentCopy {
+    pub len: u64,
+    pub blake3: [u8; 32],
+}
+
+/// What each regular file on the destination holds, by path, as far as the passes that
+/// sent it know; kept across the passes of one migration. A file that has only grown since
+/// (logs, append-only database files) then goes as its new tail, once the source checked
+/// that its first `len` bytes still hash to `blake3`: no signature from the destination and
+/// no rolling search through the whole file, which matters most in the final pass, while
+/// the container is frozen.
+#[derive(Clone, Debug, Default)]
+pub struct SentCopies(HashMap<Vec<u8>, SentCopy>);
+
+impl SentCopies {
+    pub fn get(&self, path: &[u8]) -> Option<SentCopy> {
+        self.0.get(path).copied()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn record(&mut self, path: &[u8], len: u64, blake3: &[u8]) {
+        match <[u8; 32]>::try_from(blake3) {
+            Ok(blake3) => {
+                self.0.insert(path.to_vec(), SentCopy { len, blake3 });
+            }
+            Err(_) => self.forget(path),
+        }
+    }
+    fn forget(&mut self, path: &[u8]) {
+        self.0.remove(path);
+    }
+    /// `path` and everything below it.
+    fn forget_tree(&mut self, path: &[u8]) {
+        self.0.remove(path);
+        if path.is_empty() {
+            self.0.clear();
+            return;
+        }
+        self.0.retain(|p, _| !(p.len() > path.len() && p.starts_with(path) && p[path.len()] == b'/'));
+    }
+}
+
+/// An rsync delta (librsync's format, which fast_rsync applies) that keeps the first
+/// `old_len` bytes of the destination's copy and appends `tail`.
+pub(crate) fn append_delta(old_len: u64, tail: &[u8]) -> Vec<u8> {
+    const MAGIC: u32 = 0x7273_0236;
+    const COPY_N8_N8: u8 = 0x54;
+    const LITERAL_N8: u8 = 0x44;
+    const END: u8 = 0;
+    let mut d = Vec::with_capacity(tail.len() + 32);
+    d.extend_from_slice(&MAGIC.to_be_bytes());
+    if old_len > 0 {
+        d.push(COPY_N8_N8);
+        d.extend_from_slice(&0u64.to_be_bytes());
+        d.extend_from_slice(&old_len.to_be_bytes());
+    }
+    if !tail.is_empty() {
+        d.push(LITERAL_N8);
+        d.extend_from_slice(&(tail.len() as u64).to_be_bytes());
+        d.extend_from_slice(tail);
+    }
+    d.push(END);
+    d
+}
 
 /// [`sync_pass`] that also returns the [`Baseline`] the pass left on the destination (None
 /// when a file vanished while it ran), and that, given the previous pass's baseline, skips
@@ -46,11 +117,15 @@ pub type Baseline = Vec<FileEntry>;
 /// pass. For the final pass of a migration, while the container is frozen: its cost then
 /// follows the changes, not the size of the tree on the far side. A destination that does
 /// not know the option sends its summary anyway, and that is used.
+///
+/// `copies`, kept by the caller across passes, records what each file sent holds and lets a
+/// file that only grew go as its tail (see [`SentCopies`]).
 pub async fn sync_pass_from(
     conn: &Connection,
     src_dir: &Path,
     opts: &SyncOptions,
     baseline: Option<&[FileEntry]>,
+    copies: Option<&mut SentCopies>,
 ) -> Result<(PassStats, Option<Baseline>)> {
     let started = Instant::now();
     let wire_before = conn.bytes_sent() + conn.bytes_received();
@@ -111,12 +186,20 @@ pub async fn sync_pass_from(
         ..Default::default()
     };
     let mut signatures_wanted = VecDeque::new();
+    let mut append_candidates = HashSet::new();
+    let copies_in = copies.as_deref().cloned().unwrap_or_default();
     for op in &ops {
         if let Op::SendFile { idx, delta } = op {
-            progress.bytes_total += entries[*idx].entry.size;
+            let e = &entries[*idx].entry;
+            progress.bytes_total += e.size;
             progress.files_total += 1;
             if *delta {
-                signatures_wanted.push_back(*idx);
+                // Grown since it was sent: try its tail first (no signature asked for).
+                if copies_in.get(&e.path).is_some_and(|c| c.len < e.size) {
+                    append_candidates.insert(*idx);
+                } else {
+                    signatures_wanted.push_back(*idx);
+                }
             }
         }
     }
@@ -135,6 +218,8 @@ pub async fn sync_pass_from(
         batching: ack.put_files,
         batch: PutFiles::default(),
         batch_data: Vec::new(),
+        copies: copies_in,
+        append_candidates,
     };
     for op in ops {
         // Deletions come first and must reach the destination before it reads any old copy.
@@ -150,6 +235,7 @@ pub async fn sync_pass_from(
     );
     let errors = std::mem::take(&mut sender.errors);
     let vanished = !sender.vanished.is_empty();
+    let copies_out = std::mem::take(&mut sender.copies);
     match conn
         .request(Body::SyncEnd(SyncEnd {
             pass: opts.pass,
@@ -166,6 +252,10 @@ pub async fn sync_pass_from(
                 other.name()
             )))
         }
+    }
+    if let Some(c) = copies {
+        // After a failed pass what the destination holds is not known file by file.
+        *c = if errors.is_empty() { copies_out } else { SentCopies::default() };
     }
     if !errors.is_empty() {
         return Err(Error::sync(
@@ -262,6 +352,10 @@ struct Sender<'a> {
     /// Small files read but not sent yet (one PutFiles message), and their bytes.
     batch: PutFiles,
     batch_data: Vec<u8>,
+    /// What the destination's files hold, updated as files go (see [`SentCopies`]).
+    copies: SentCopies,
+    /// Delta files that may have only grown: their tail is tried before a signature.
+    append_candidates: HashSet<usize>,
 }
 
 /// What became of a file meant to go as a delta.
@@ -286,6 +380,7 @@ impl Sender<'_> {
         let conn = self.conn;
         match op {
             Op::Delete(path) => {
+                self.copies.forget_tree(&path);
                 conn.send(Body::Delete(Delete { path })).await?;
                 self.stats.deleted += 1;
             }
@@ -297,10 +392,12 @@ impl Sender<'_> {
             }
             Op::SendFile { idx, delta } => {
                 let s = &entries[idx];
-                let outcome = if delta {
-                    self.send_delta(idx, s).await?
-                } else {
-                    DeltaOutcome::Whole
+                // (A file not sent keeps its record: the destination keeps its old copy.)
+                let appended = if self.append_candidates.contains(&idx) { self.send_append(s).await? } else { None };
+                let outcome = match appended {
+                    Some(outcome) => outcome,
+                    None if delta => self.send_delta(idx, s).await?,
+                    None => DeltaOutcome::Whole,
                 };
                 let gone = match outcome {
                     DeltaOutcome::Sent => false,
@@ -321,6 +418,7 @@ impl Sender<'_> {
             Op::Hardlink { idx, target } => {
                 // The target may still wait in the batch.
                 self.flush_batch().await?;
+                self.copies.forget(&entries[idx].entry.path);
                 conn.send(Body::Hardlink(Hardlink {
                     path: entries[idx].entry.path.clone(),
                     target: entries[target].entry.path.clone(),
@@ -402,9 +500,9 @@ impl Sender<'_> {
         let data = &self.batch_data[start..];
         let mut entry = wire_entry(s);
         entry.size = data.len() as u64;
-        self.batch
-            .blake3
-            .extend_from_slice(blake3::hash(data).as_bytes());
+        let digest = blake3::hash(data);
+        self.batch.blake3.extend_from_slice(digest.as_bytes());
+        self.copies.record(&entry.path, entry.size, digest.as_bytes());
         self.stats.files_sent += 1;
         self.stats.bytes_data += entry.size;
         self.progress.bytes_done += entry.size;
@@ -527,10 +625,12 @@ impl Sender<'_> {
         // Holes count as done for progress.
         self.progress.bytes_done += entry.size - extents.iter().map(|e| e.1).sum::<u64>();
         stream.finish().await?;
+        let digest = hasher.finalize();
+        self.copies.record(&entry.path, entry.size, digest.as_bytes());
         self.conn
             .send(Body::FileCommit(FileCommit {
                 path: entry.path,
-                blake3: hasher.finalize().as_bytes().to_vec(),
+                blake3: digest.as_bytes().to_vec(),
             }))
             .await?;
         self.stats.files_sent += 1;
@@ -571,9 +671,49 @@ impl Sender<'_> {
         let mut delta = Vec::new();
         fast_rsync::diff(&signature.index(), &data, &mut delta)
             .map_err(|e| Error::sync(name.clone(), format!("computing the delta: {e}")))?;
+        let digest = blake3::hash(&data);
+        self.put_delta(s, data.len() as u64, delta, digest).await
+    }
+
+    /// A file that may only have grown since it was sent: when its first bytes still hash
+    /// to what the destination holds, send the rest as a delta that keeps them. `None` when
+    /// it did not only grow (the caller sends a signature delta or the whole file).
+    async fn send_append(&mut self, s: &SourceEntry) -> Result<Option<DeltaOutcome>> {
+        let Some(copy) = self.copies.get(&s.entry.path) else {
+            return Ok(None);
+        };
+        let limit = self.opts.delta_max.min(super::DEFAULT_DELTA_MAX);
+        let mut data = Vec::new();
+        match read_small(&s.full, s.entry.size, limit, &mut data) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(DeltaOutcome::Vanished)),
+            Err(_) => return Ok(None),
+        }
+        let Ok(old_len) = usize::try_from(copy.len) else {
+            return Ok(None);
+        };
+        if data.len() <= old_len {
+            return Ok(None);
+        }
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&data[..old_len]);
+        if hasher.finalize().as_bytes() != &copy.blake3 {
+            return Ok(None);
+        }
+        hasher.update(&data[old_len..]);
+        let delta = append_delta(copy.len, &data[old_len..]);
+        self.stats.append_files += 1;
+        self.put_delta(s, data.len() as u64, delta, hasher.finalize()).await.map(Some)
+    }
+
+    /// Send `delta`, which turns the destination's copy into the `len` bytes whose digest is
+    /// `digest`.
+    async fn put_delta(&mut self, s: &SourceEntry, len: u64, delta: Vec<u8>, digest: blake3::Hash) -> Result<DeltaOutcome> {
         let mut entry = wire_entry(s);
-        entry.size = data.len() as u64;
-        let digest = blake3::hash(&data).as_bytes().to_vec();
+        entry.size = len;
+        self.copies.record(&entry.path, len, digest.as_bytes());
+        let digest = digest.as_bytes().to_vec();
         self.stats.bytes_data += delta.len() as u64;
         if self.batching && delta.len() <= CHUNK {
             // One message: no stream to open and no FileCommit to wait for on the other side.
@@ -667,5 +807,36 @@ pub(crate) fn hash_zeros(h: &mut blake3::Hasher, mut n: u64) {
         let k = n.min(ZEROS.len() as u64) as usize;
         h.update(&ZEROS[..k]);
         n -= k as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_append_delta_keeps_the_old_bytes_and_adds_the_tail() {
+        let old: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        for (keep, tail) in [(old.len(), &b"appended bytes"[..]), (old.len(), &[][..]), (0, &b"all new"[..]), (1000, &[7u8; 300][..])] {
+            let delta = append_delta(keep as u64, tail);
+            let mut out = Vec::new();
+            fast_rsync::apply(&old, &delta, &mut out).unwrap();
+            let mut want = old[..keep].to_vec();
+            want.extend_from_slice(tail);
+            assert!(out == want, "keep {keep}, tail {}", tail.len());
+        }
+    }
+
+    #[test]
+    fn forgetting_a_tree_forgets_what_is_below_it_only() {
+        let mut c = SentCopies::default();
+        for p in [&b"a"[..], b"a/b", b"a/b/c", b"ab", b"b"] {
+            c.record(p, 1, &[0; 32]);
+        }
+        c.forget_tree(b"a");
+        assert!(c.get(b"a").is_none() && c.get(b"a/b").is_none() && c.get(b"a/b/c").is_none());
+        assert!(c.get(b"ab").is_some() && c.get(b"b").is_some());
+        c.record(b"x", 1, b"short");
+        assert!(c.get(b"x").is_none(), "a digest that is not 32 bytes is no record");
     }
 }
