@@ -889,8 +889,11 @@ async fn a_file_that_only_grew_goes_as_its_tail() {
     grown.extend_from_slice(&noise(30_000, 7));
     std::fs::remove_file(src.join("replaced.bin")).unwrap();
     write(&src.join("replaced.bin"), &grown);
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let log_ino = ino(&dst.join("db.log"));
     let (s2, baseline) = pass_tracking(&src, &dst, 2, None, &mut copies).await;
     assert_same_tree(&src, &dst);
+    assert_eq!(ino(&dst.join("db.log")), log_ino, "the log was rewritten, not appended to");
     assert_eq!((s2.files_sent, s2.delta_files, s2.append_files), (3, 3, 1), "{s2:?}");
     // The log's tail and the others' rsync deltas, nothing near the files' sizes.
     assert!(s2.bytes_data < 400_000, "{s2:?}");
@@ -904,13 +907,31 @@ async fn a_file_that_only_grew_goes_as_its_tail() {
     assert!(s3.bytes_data < 8_000, "{s3:?}");
     assert_same_tree(&src, &dst);
 
+    // A destination copy that is not what was sent (changed there behind ferry's back): the
+    // appended result does not match, the pass says so, and the copy is cut back as it was.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(dst.join("db.log")).unwrap();
+        f.write_all_at(b"X", 5).unwrap();
+    }
+    let before = std::fs::metadata(dst.join("db.log")).unwrap().len();
+    append(&src.join("db.log"), &noise(3_000, 9));
+    let err = run_pass(&src, &dst, SyncOptions { pass: 4, ..Default::default() }, quick(), None, Some(&mut copies)).await.unwrap_err();
+    assert!(err.to_string().contains("db.log") && err.to_string().contains("digest mismatch"), "{err}");
+    assert_eq!(std::fs::metadata(dst.join("db.log")).unwrap().len(), before, "not cut back");
+    assert!(copies.is_empty(), "a failed pass must drop what it knew of the destination");
+    // A full pass repairs it with a signature delta.
+    let (s4, _) = pass_tracking(&src, &dst, 4, None, &mut copies).await;
+    assert_eq!(s4.append_files, 0, "{s4:?}");
+    assert_same_tree(&src, &dst);
+
     // A deleted file is forgotten: created anew, it goes whole, not as a tail.
     std::fs::remove_file(src.join("still.bin")).unwrap();
-    pass_tracking(&src, &dst, 4, None, &mut copies).await;
+    pass_tracking(&src, &dst, 5, None, &mut copies).await;
     assert!(copies.get(b"still.bin").is_none());
     write(&src.join("still.bin"), &noise(1 << 20, 4));
-    let (s5, _) = pass_tracking(&src, &dst, 5, None, &mut copies).await;
-    assert_eq!((s5.files_sent, s5.append_files), (1, 0), "{s5:?}");
+    let (s6, _) = pass_tracking(&src, &dst, 6, None, &mut copies).await;
+    assert_eq!((s6.files_sent, s6.append_files), (1, 0), "{s6:?}");
     assert_same_tree(&src, &dst);
 }
 

@@ -408,6 +408,9 @@ impl Receiver<'_> {
             Err(e) => failure = Some(e),
         }
         let mut written = 0u64;
+        // The destination's copy and its old length, when an append delta grew it in place
+        // (no temporary file then).
+        let mut in_place: Option<(PathBuf, u64)> = None;
         if pf.delta && entry.size > super::DEFAULT_DELTA_MAX {
             return Err(Error::Protocol(format!(
                 "{name}: a delta for {} bytes is more than the destination accepts",
@@ -436,7 +439,19 @@ impl Receiver<'_> {
                     Err(e) => return Err(e),
                 },
             };
-            if let (None, Some(t), Some(f)) = (&failure, &target, &file) {
+            let appended = match (&failure, &target, parse_append_delta(&delta)) {
+                (None, Some(t), Some((old_len, tail))) => append_in_place(t, old_len, tail, &mut hasher),
+                _ => None,
+            };
+            if let Some(res) = appended {
+                match res {
+                    Ok(old_len) => {
+                        written = entry.size;
+                        in_place = target.clone().map(|t| (t, old_len));
+                    }
+                    Err(e) => failure = Some(e),
+                }
+            } else if let (None, Some(t), Some(f)) = (&failure, &target, &file) {
                 match std::fs::read(t) {
                     Ok(base) => {
                         let mut out = Vec::with_capacity(entry.size as usize);
@@ -575,6 +590,10 @@ impl Receiver<'_> {
                 let _ = std::fs::remove_file(t);
             }
         };
+        if let Some((grown, old_len)) = in_place {
+            cleanup(&tmp);
+            return self.finish_in_place(&grown, old_len, &entry, &commit, hasher.finalize(), written);
+        }
         if let Some(f) = failure {
             cleanup(&tmp);
             return Err(f);
@@ -597,6 +616,37 @@ impl Receiver<'_> {
             return Err(Error::sync(name, "no temporary file"));
         };
         self.finish_file(file, &tmp, &target, &entry)?;
+        self.stats.files_written += 1;
+        self.stats.bytes_written += written;
+        Ok(())
+    }
+
+    /// A file grown in place by an append delta: kept when its digest is the source's (then
+    /// its metadata is set), else cut back to what it held before.
+    fn finish_in_place(
+        &mut self,
+        path: &Path,
+        old_len: u64,
+        entry: &FileEntry,
+        commit: &FileCommit,
+        digest: blake3::Hash,
+        written: u64,
+    ) -> Result<()> {
+        let name = display(&entry.path);
+        if commit.blake3.is_empty() || commit.blake3 != digest.as_bytes() {
+            if let Err(e) = std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(old_len)) {
+                // The copy is neither old nor new: remove it, the next pass sends it whole.
+                let _ = std::fs::remove_file(path);
+                tracing::warn!("{name}: cutting back a failed append: {e}");
+            }
+            let why = if commit.blake3.is_empty() {
+                "the source could not read the file (see its error)"
+            } else {
+                "blake3 digest mismatch after appending: the old copy is kept"
+            };
+            return Err(Error::sync(name, why));
+        }
+        fsops::apply_meta(path, entry, self.xattrs).map_err(|e| Error::io("setting metadata", path, e))?;
         self.stats.files_written += 1;
         self.stats.bytes_written += written;
         Ok(())
@@ -730,5 +780,88 @@ impl FromBytesExt for std::ffi::OsStr {
     fn from_bytes_ext(b: &[u8]) -> &Self {
         use std::os::unix::ffi::OsStrExt;
         std::ffi::OsStr::from_bytes(b)
+    }
+}
+
+/// The shape of the delta a source sends for a file that only grew (`source::append_delta`):
+/// keep the first `len` bytes, add a literal tail. Anything else is `None`.
+fn parse_append_delta(delta: &[u8]) -> Option<(u64, &[u8])> {
+    let rest = delta.strip_prefix(&0x7273_0236u32.to_be_bytes()[..])?;
+    let (op, rest) = rest.split_first()?;
+    if *op != 0x54 {
+        return None;
+    }
+    let (offset, rest) = rest.split_at_checked(8)?;
+    let (len, rest) = rest.split_at_checked(8)?;
+    if u64::from_be_bytes(offset.try_into().ok()?) != 0 {
+        return None;
+    }
+    let keep = u64::from_be_bytes(len.try_into().ok()?);
+    let (op, rest) = rest.split_first()?;
+    if *op != 0x44 {
+        return None;
+    }
+    let (n, rest) = rest.split_at_checked(8)?;
+    let n = usize::try_from(u64::from_be_bytes(n.try_into().ok()?)).ok()?;
+    let (tail, end) = rest.split_at_checked(n)?;
+    (end == [0]).then_some((keep, tail))
+}
+
+/// Appends `tail` to `path` when it holds exactly `old_len` bytes in a file of its own (one
+/// link), and makes `hasher` (fresh) the digest of the whole result. `None` when the copy is
+/// not like that (the caller applies the delta the usual way); an error leaves the file as it
+/// was. Returns `old_len`.
+fn append_in_place(path: &Path, old_len: u64, tail: &[u8], hasher: &mut blake3::Hasher) -> Option<Result<u64>> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(path).ok()?;
+    if !md.is_file() || md.len() != old_len || md.nlink() != 1 {
+        return None;
+    }
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).ok()?;
+    // What the copy holds now goes into the digest first: the result must match the
+    // source's whole file, not only the tail.
+    let mut whole = blake3::Hasher::new();
+    let mut buf = vec![0u8; (1 << 20).min(old_len as usize).max(1)];
+    let mut pos = 0u64;
+    while pos < old_len {
+        let want = ((old_len - pos) as usize).min(buf.len());
+        match f.read_at(&mut buf[..want], pos) {
+            Ok(0) => return None,
+            Ok(n) => {
+                whole.update(&buf[..n]);
+                pos += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    if let Err(e) = f.write_all_at(tail, old_len) {
+        let _ = f.set_len(old_len);
+        return Some(Err(Error::io("appending to", path, e)));
+    }
+    whole.update(tail);
+    *hasher = whole;
+    Some(Ok(old_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_append_shape_is_taken_for_an_append() {
+        let tail = b"new lines\n";
+        let d = super::super::source::append_delta(1234, tail);
+        assert_eq!(parse_append_delta(&d), Some((1234, &tail[..])));
+        // Truncated, trailing bytes, or any other delta: not an append.
+        assert_eq!(parse_append_delta(&d[..d.len() - 1]), None);
+        assert_eq!(parse_append_delta(&[&d[..], &[0]].concat()), None);
+        let base: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        let mut changed = base.clone();
+        changed[100] ^= 1;
+        let sig = fast_rsync::Signature::calculate(&base, fast_rsync::SignatureOptions { block_size: 1024, crypto_hash_size: 8 });
+        let mut delta = Vec::new();
+        fast_rsync::diff(&sig.index(), &changed, &mut delta).unwrap();
+        assert_eq!(parse_append_delta(&delta), None);
     }
 }

@@ -187,7 +187,10 @@ pub async fn sync_pass_from(
     };
     let mut signatures_wanted = VecDeque::new();
     let mut append_candidates = HashSet::new();
-    let copies_in = copies.as_deref().cloned().unwrap_or_default();
+    // Taken for the pass and given back when it succeeded: after a failure what the
+    // destination holds is not known file by file (the caller is left with none).
+    let mut copies = copies;
+    let copies_in = copies.as_deref_mut().map(std::mem::take).unwrap_or_default();
     for op in &ops {
         if let Op::SendFile { idx, delta } = op {
             let e = &entries[*idx].entry;
@@ -253,9 +256,8 @@ pub async fn sync_pass_from(
             )))
         }
     }
-    if let Some(c) = copies {
-        // After a failed pass what the destination holds is not known file by file.
-        *c = if errors.is_empty() { copies_out } else { SentCopies::default() };
+    if let (Some(c), true) = (copies, errors.is_empty()) {
+        *c = copies_out;
     }
     if !errors.is_empty() {
         return Err(Error::sync(
