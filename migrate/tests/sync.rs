@@ -30,7 +30,7 @@ async fn run_pass(
     dst: &Path,
     sync_opts: SyncOptions,
     client: ConnectionOptions,
-    baseline: Option<&[ferry_migrate::proto::FileEntry]>,
+    baseline: Option<sync::Baseline>,
     copies: Option<&mut sync::SentCopies>,
 ) -> ferry_migrate::Result<(PassStats, Option<sync::Baseline>)> {
     let (c, s) = pair(client, quick()).await;
@@ -847,11 +847,11 @@ async fn a_source_that_cannot_walk_its_tree_ends_the_pass_cleanly() {
     assert_same_tree(&src, &dst);
 }
 
-async fn pass_from(src: &Path, dst: &Path, n: u32, baseline: Option<&[ferry_migrate::proto::FileEntry]>) -> (PassStats, Option<sync::Baseline>) {
+async fn pass_from(src: &Path, dst: &Path, n: u32, baseline: Option<sync::Baseline>) -> (PassStats, Option<sync::Baseline>) {
     run_pass(src, dst, SyncOptions { pass: n, ..Default::default() }, quick(), baseline, None).await.expect("sync pass")
 }
 
-async fn pass_tracking(src: &Path, dst: &Path, n: u32, baseline: Option<&[ferry_migrate::proto::FileEntry]>, copies: &mut sync::SentCopies) -> (PassStats, Option<sync::Baseline>) {
+async fn pass_tracking(src: &Path, dst: &Path, n: u32, baseline: Option<sync::Baseline>, copies: &mut sync::SentCopies) -> (PassStats, Option<sync::Baseline>) {
     run_pass(src, dst, SyncOptions { pass: n, ..Default::default() }, quick(), baseline, Some(copies)).await.expect("sync pass")
 }
 
@@ -901,7 +901,7 @@ async fn a_file_that_only_grew_goes_as_its_tail() {
 
     // The final pass of a migration (from the baseline, no walk of the destination) too.
     append(&src.join("db.log"), &noise(7_000, 8));
-    let (s3, _) = pass_tracking(&src, &dst, 3, baseline.as_deref(), &mut copies).await;
+    let (s3, _) = pass_tracking(&src, &dst, 3, baseline, &mut copies).await;
     assert!(!s3.destination_walked);
     assert_eq!((s3.files_sent, s3.append_files), (1, 1), "{s3:?}");
     assert!(s3.bytes_data < 8_000, "{s3:?}");
@@ -964,7 +964,7 @@ async fn a_pass_from_the_previous_baseline_skips_the_destination_walk_and_misses
     std::fs::remove_file(src.join("a/linked-2")).unwrap();
     write(&src.join("a/linked-2"), b"no longer shared");
 
-    let (s2, after) = pass_from(&src, &dst, 2, Some(&baseline)).await;
+    let (s2, after) = pass_from(&src, &dst, 2, Some(baseline)).await;
     assert!(!s2.destination_walked, "the destination walked its tree: {s2:?}");
     assert!(s2.changes() >= 8, "{s2:?}");
     assert!(after.is_some());

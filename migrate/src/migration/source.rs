@@ -327,7 +327,7 @@ async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir
         let pass = run.report.passes.len() as u32 + 1;
         let baseline = run.baseline.take();
         let mut copies = std::mem::take(&mut run.copies);
-        let (stats, _) = sync_pass_from(conn, area, &sync_opts(run, pass), baseline.as_deref(), Some(&mut copies)).await?;
+        let (stats, _) = sync_pass_from(conn, area, &sync_opts(run, pass), baseline, Some(&mut copies)).await?;
         run.report.final_sync = Some(pass_report(&stats));
     }
     run.stage("image transfer");

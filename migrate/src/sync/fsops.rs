@@ -59,8 +59,24 @@ pub fn entry_from(
     xattrs: bool,
     values: bool,
 ) -> io::Result<FileEntry> {
+    let mut e = entry_from_stat(rel, md);
+    if e.kind() == FileKind::Symlink {
+        e.symlink_target = std::fs::read_link(full)?.as_os_str().as_bytes().to_vec();
+    }
+    if xattrs {
+        let list = read_xattrs(full)?;
+        e.xattr_digest = xattr_digest(&list);
+        if values {
+            e.xattrs = list;
+        }
+    }
+    Ok(e)
+}
+
+/// What lstat data alone says of an entry (no link target, no xattrs).
+pub fn entry_from_stat(rel: &[u8], md: &Metadata) -> FileEntry {
     let kind = kind_of(md);
-    let mut e = FileEntry {
+    FileEntry {
         path: rel.to_vec(),
         kind: kind as i32,
         mode: md.mode() & 0o7777,
@@ -82,18 +98,7 @@ pub fn entry_from(
         },
         ino: md.ino(),
         ..Default::default()
-    };
-    if kind == FileKind::Symlink {
-        e.symlink_target = std::fs::read_link(full)?.as_os_str().as_bytes().to_vec();
     }
-    if xattrs {
-        let list = read_xattrs(full)?;
-        e.xattr_digest = xattr_digest(&list);
-        if values {
-            e.xattrs = list;
-        }
-    }
-    Ok(e)
 }
 
 /// blake3 over the sorted (name, value) pairs; empty when there are none.

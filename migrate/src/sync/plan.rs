@@ -197,6 +197,7 @@ mod tests {
             ino: 0,
             nlink: 1,
             blocks: size.div_ceil(512),
+            settled_ctime: 0,
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 use prost::Message;
 
 use super::plan::{plan, Op};
-use super::scan::{scan_source, SourceEntry};
+use super::scan::{scan_source, Previous, SourceEntry};
 use super::{fsops, PassStats, Progress, SyncOptions};
 use crate::error::{Error, Result};
 use crate::proto::{
@@ -38,7 +38,14 @@ pub async fn sync_pass(conn: &Connection, src_dir: &Path, opts: &SyncOptions) ->
 
 /// What the destination holds after a successful pass: the source's scan of it, as the
 /// summary the destination would send (see [`sync_pass_from`]).
-pub type Baseline = Vec<FileEntry>;
+#[derive(Clone, Debug, Default)]
+pub struct Baseline {
+    pub entries: Vec<FileEntry>,
+    /// Per entry, its inode's change time when that was already settled at the scan (see
+    /// `scan::SETTLED`), else 0: the next scan re-reads an entry's xattrs and link target
+    /// only when this is 0 or differs.
+    settled_ctimes: Vec<i64>,
+}
 
 /// The content of a file as this source sent it, which the destination verified and holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +131,7 @@ pub async fn sync_pass_from(
     conn: &Connection,
     src_dir: &Path,
     opts: &SyncOptions,
-    baseline: Option<&[FileEntry]>,
+    baseline: Option<Baseline>,
     copies: Option<&mut SentCopies>,
 ) -> Result<(PassStats, Option<Baseline>)> {
     let started = Instant::now();
@@ -132,20 +139,29 @@ pub async fn sync_pass_from(
     let root = src_dir.to_path_buf();
     let xattrs = opts.xattrs;
     // Both sides walk their trees at the same time: ours here, theirs once SyncBegin arrives.
-    let scan = tokio::task::spawn_blocking(move || scan_source(&root, xattrs));
-    let summary = fetch_summary(conn, opts, baseline.is_some()).await;
-    let entries = scan.await.map_err(|e| {
-        Error::sync(
-            src_dir.display().to_string(),
-            format!("scan task failed: {e}"),
-        )
+    let from_baseline = baseline.is_some();
+    // With a baseline, what it holds of an entry whose inode did not change is not read again.
+    let scan = tokio::task::spawn_blocking(move || {
+        let previous = baseline.as_ref().map(|b| Previous::new(&b.entries, &b.settled_ctimes));
+        (scan_source(&root, xattrs, previous.as_ref()), baseline)
     });
+    let summary = fetch_summary(conn, opts, from_baseline).await;
+    let (entries, baseline) = match scan.await {
+        Ok((entries, baseline)) => (entries, baseline),
+        Err(e) => (
+            Err(Error::sync(
+                src_dir.display().to_string(),
+                format!("scan task failed: {e}"),
+            )),
+            None,
+        ),
+    };
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "sync pass: both trees scanned"
     );
     let (ack, summary) = summary?;
-    let entries = match entries.and_then(|r| r) {
+    let entries = match entries {
         Ok(e) => e,
         Err(e) => {
             // The destination is inside the pass already: end it (nothing was sent, so nothing
@@ -161,9 +177,9 @@ pub async fn sync_pass_from(
     };
 
     let destination_walked = summary.is_some();
-    let summary: &[FileEntry] = match (&summary, baseline) {
+    let summary: &[FileEntry] = match (&summary, &baseline) {
         (Some(s), _) => s,
-        (None, Some(b)) => b,
+        (None, Some(b)) => &b.entries,
         (None, None) => &[],
     };
     let ops = plan(&entries, summary, opts);
@@ -269,7 +285,10 @@ pub async fn sync_pass_from(
     stats.duration = started.elapsed();
     // The destination now holds what was scanned (metadata as scanned; a file that changed
     // while it was read differs from the scan here and goes again next time).
-    let after = (!vanished).then(|| entries.into_iter().map(|s| FileEntry { xattrs: Vec::new(), ..s.entry }).collect());
+    let after = (!vanished).then(|| Baseline {
+        settled_ctimes: entries.iter().map(|s| s.settled_ctime).collect(),
+        entries: entries.into_iter().map(|s| s.entry).collect(),
+    });
     Ok((stats, after))
 }
 
