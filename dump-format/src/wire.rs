@@ -9,6 +9,9 @@ use crate::MAX_CHUNK_LEN;
 
 /// Buffer size of the reader; large so that big chunks pass in few system calls.
 const READ_BUFFER: usize = 1 << 20;
+/// Reads of unhashed chunk data at least this large bypass the reader's buffer (smaller ones
+/// would cost a system call each).
+const DIRECT_READ_MIN: usize = 64 << 10;
 /// Buffer size of the writer; chunks larger than this go straight through.
 const WRITE_BUFFER: usize = 256 << 10;
 
@@ -36,18 +39,15 @@ impl<R: Read> HashingReader<R> {
         self.inner.consume(amt);
     }
 
-    /// Reads unhashed bytes into `buf` from the inner reader itself when nothing is buffered
-    /// (one copy less for large reads), else from the buffer.
-    fn read_unhashed(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = if self.inner.buffer().is_empty() {
-            self.inner.get_mut().read(buf)?
-        } else {
-            let available = self.inner.buffer();
-            let n = available.len().min(buf.len());
-            buf[..n].copy_from_slice(&available[..n]);
-            self.inner.consume(n);
-            n
-        };
+    /// Whether nothing is buffered.
+    fn drained(&self) -> bool {
+        self.inner.buffer().is_empty()
+    }
+
+    /// Reads unhashed bytes into `buf` from the inner reader itself, bypassing the (empty)
+    /// buffer: one copy less for large reads.
+    fn read_direct_unhashed(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.get_mut().read(buf)?;
         self.offset += n as u64;
         Ok(n)
     }
@@ -224,11 +224,11 @@ impl<R: Read> ChunkSource<R> {
 
 impl<R: Read> Read for ChunkSource<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.hash_data && !self.done && self.left_in_chunk > 0 {
-            // Unhashed chunk data: no need to pass it through the buffer.
+        if !self.hash_data && self.left_in_chunk > 0 && buf.len() >= DIRECT_READ_MIN && self.inner.drained() {
+            // Large reads of unhashed chunk data: no need to pass them through the buffer.
             let want = buf.len().min(self.left_in_chunk as usize);
             let offset = self.inner.offset();
-            let n = self.inner.read_unhashed(&mut buf[..want])?;
+            let n = self.inner.read_direct_unhashed(&mut buf[..want])?;
             if n == 0 && want > 0 {
                 return Err(Error::Truncated {
                     what: format!("section {:?} payload", self.section),

@@ -655,3 +655,21 @@ fn out_of_range_writer_options_are_refused() {
         );
     }
 }
+
+#[test]
+fn large_stored_images_cut_anywhere_are_refused() {
+    // Larger than the reader's buffer, so that payload reads go straight to the input.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 239) as u8).collect();
+    let sections = vec![(SectionKind::CriuImage, "pages-1.img".to_string(), false, data)];
+    let options = WriterOptions { level: None, ..WriterOptions::default() };
+    let bytes = write_image(&sample_manifest(), &sections, options);
+    for cut in [1_500_000, 2_000_000, 2_500_000, bytes.len() - 100] {
+        let err = verify(&bytes[..cut]).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "cut at {cut}: {err}");
+    }
+    let mut damaged = bytes.clone();
+    damaged[2_200_000] ^= 1;
+    let err = verify(damaged.as_slice()).unwrap_err().to_string();
+    assert!(err.contains("pages-1.img") && err.contains("digest"), "{err}");
+    assert!(verify(bytes.as_slice()).is_ok());
+}
