@@ -704,28 +704,21 @@ impl Sender<'_> {
             return Ok(None);
         };
         let limit = self.opts.delta_max.min(super::DEFAULT_DELTA_MAX);
-        let mut data = Vec::new();
-        match read_small(&s.full, s.entry.size, limit, &mut data) {
-            Ok(true) => {}
-            Ok(false) => return Ok(None),
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.len() < CHUNK {
+            buf.resize(CHUNK, 0);
+        }
+        let grown = read_grown(&s.full, copy, limit, &mut buf);
+        self.buf = buf;
+        let (hasher, tail) = match grown {
+            Ok(Some(grown)) => grown,
+            Ok(None) => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(DeltaOutcome::Vanished)),
             Err(_) => return Ok(None),
-        }
-        let Ok(old_len) = usize::try_from(copy.len) else {
-            return Ok(None);
         };
-        if data.len() <= old_len {
-            return Ok(None);
-        }
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(&data[..old_len]);
-        if hasher.finalize().as_bytes() != &copy.blake3 {
-            return Ok(None);
-        }
-        hasher.update(&data[old_len..]);
-        let delta = append_delta(copy.len, &data[old_len..]);
+        let delta = append_delta(copy.len, &tail);
         self.stats.append_files += 1;
-        self.put_delta(s, data.len() as u64, delta, hasher.finalize()).await.map(Some)
+        self.put_delta(s, copy.len + tail.len() as u64, delta, hasher.finalize()).await.map(Some)
     }
 
     /// Send `delta`, which turns the destination's copy into the `len` bytes whose digest is
@@ -781,6 +774,41 @@ fn signature_request(s: &SourceEntry) -> Body {
         path: s.entry.path.clone(),
         block_size,
     })
+}
+
+/// A file that may only have grown since `copy` of it was sent: when its first `copy.len`
+/// bytes (hashed through `buf`, never held whole) still have `copy`'s digest, the rest of
+/// it, and the digest of the whole file so far. `None` when it did not only grow, or would
+/// be larger than `limit`.
+fn read_grown(path: &Path, copy: SentCopy, limit: u64, buf: &mut [u8]) -> std::io::Result<Option<(blake3::Hasher, Vec<u8>)>> {
+    let f = std::fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut pos = 0u64;
+    while pos < copy.len {
+        let want = ((copy.len - pos) as usize).min(buf.len());
+        match f.read_at(&mut buf[..want], pos) {
+            Ok(0) => return Ok(None),
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                pos += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if hasher.finalize().as_bytes() != &copy.blake3 {
+        return Ok(None);
+    }
+    let mut tail = Vec::new();
+    let room = limit.saturating_sub(copy.len);
+    let mut f = f;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(copy.len))?;
+    f.take(room.saturating_add(1)).read_to_end(&mut tail)?;
+    if tail.is_empty() || tail.len() as u64 > room {
+        return Ok(None);
+    }
+    hasher.update(&tail);
+    Ok(Some((hasher, tail)))
 }
 
 /// Append all of a file expected to hold `expect` bytes to `out`; `Ok(false)` (and `out` as it
