@@ -86,6 +86,12 @@ sim_cleanup() {
   for h in "${SIM_HOSTS[@]}"; do
     [[ -f $SIM_DIR/$h/sshd/sshd.pid ]] && kill "$(cat "$SIM_DIR/$h/sshd/sshd.pid")" 2>/dev/null
     ip netns del "$SIM_PREFIX-$h" 2>/dev/null
+    # Each host's cgroup parent (FERRY_CGROUP_PARENT, see sim_env), once its containers are
+    # gone: only empty directories are removed.
+    local d
+    for d in /sys/fs/cgroup/*/"$SIM_PREFIX-$h" /sys/fs/cgroup/"$SIM_PREFIX-$h"; do
+      [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+    done
   done
   ip netns del "$SIM_PREFIX-sw" 2>/dev/null
   SIM_HOSTS=()
