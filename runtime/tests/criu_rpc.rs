@@ -143,12 +143,19 @@ fn dump_of_caller_frozen_cgroup_then_restore() {
     ct.pid = res.pid;
     wait_for(|| ct.count() > n + 3, "restored counter continues");
     // The counter forks short-lived children: list the tree first, then read the cgroup,
-    // and judge only the processes still alive after that read.
+    // and judge only the processes still running after that read (an exited child leaves
+    // its cgroup at once but stays in /proc as a zombie until it is reaped).
     let tree = descendants(res.pid);
     let procs = std::fs::read_to_string(cg.0.join("cgroup.procs")).unwrap();
+    let running = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| !rest.starts_with(['Z', 'X'])))
+            .unwrap_or(false)
+    };
     for p in tree {
         let in_cg = procs.lines().any(|l| l == p.to_string());
-        assert!(in_cg || !std::path::Path::new(&format!("/proc/{p}")).exists(), "pid {p} restored into {}", cg.0.display());
+        assert!(in_cg || !running(p), "pid {p} restored into {}", cg.0.display());
     }
 }
 
