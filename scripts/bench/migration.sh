@@ -19,6 +19,7 @@ MIG_BH_IP=$MIG_NET.100          # the by-hand container
 MIG_BH_PID=
 MIG_SC_IP=$MIG_NET.102          # the same container as ferry's, moved by the bare CLI
 MIG_SC_PID=
+MIG_MOVED_PID=                  # set by mig_criu_move
 
 mig_json() {  # FILE FIELD
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
@@ -95,26 +96,36 @@ mig_byhand_plumb() {
   ip -n "$ns" neigh replace proxy "$MIG_BH_IP" dev eth0
 }
 
-# One bare move of the by-hand container from SRC to the other host: criu dump there, criu
-# restore on the destination (same image directory: no copy), then the network plumbing.
-# Appends dump ms and restore ms to $1.dump / $1.restore.
-mig_byhand_move() {
-  local stem=$1 src=$2 img=$3 dst t0 t1 t2; dst=$(mig_other "$src")
-  rm -rf "$img"; mkdir -p "$img"; rm -f "$img.pid"
+# mig_criu_move STEM SRC IMG PID ROOT INNER OUTER WHAT: the timed part of one bare move of the
+# tree of PID from host SRC to the other one: criu dump there, criu restore on the other host
+# (same image directory: no copy), its veth INNER joined to the host's OUTER. Sets
+# MIG_MOVED_PID to the restored tree's pid; appends dump ms, restore ms and both to
+# STEM.{dump,restore,both}.
+mig_criu_move() {
+  local stem=$1 src=$2 img=$3 pid=$4 root=$5 inner=$6 outer=$7 what=$8 dst t0 t1 t2; dst=$(mig_other "$src")
+  rm -rf "$img" "$img.pid"; mkdir -p "$img"
   t0=$(now)
-  nsenter --net="/run/netns/$MIG_P-$src" criu dump -t "$MIG_BH_PID" -D "$img" --tcp-established -o dump.log ||
-    { echo "bench: bare criu dump failed:" >&2; grep -E 'Error' "$img/dump.log" >&2; return 1; }
+  nsenter --net="/run/netns/$MIG_P-$src" criu dump -t "$pid" -D "$img" --tcp-established -o dump.log ||
+    { echo "bench: bare criu dump of $what failed:" >&2; grep -E 'Error' "$img/dump.log" >&2; return 1; }
   t1=$(now)
-  nsenter --net="/run/netns/$MIG_P-$dst" criu restore -D "$img" --root "$W/mig/bh/rootfs" --tcp-established -d \
-    -o restore.log --pidfile "$img.pid" --external 'veth[eth0]:vbh100' ||
-    { echo "bench: bare criu restore failed:" >&2; grep -E 'Error' "$img/restore.log" >&2; return 1; }
+  nsenter --net="/run/netns/$MIG_P-$dst" criu restore -D "$img" --root "$root" --tcp-established -d \
+    -o restore.log --pidfile "$img.pid" --external "veth[$inner]:$outer" ||
+    { echo "bench: bare criu restore of $what failed:" >&2; grep -E 'Error' "$img/restore.log" >&2; return 1; }
   t2=$(now)
-  MIG_BH_PID=$(cat "$img.pid")
+  MIG_MOVED_PID=$(cat "$img.pid")
+  ms "$t0" "$t1" >> "$stem.dump"; ms "$t1" "$t2" >> "$stem.restore"
+  python3 -c "print(($t2-$t0)//1000000)" >> "$stem.both"
+}
+
+# One bare move of the by-hand container from SRC to the other host, then its network
+# plumbing there.
+mig_byhand_move() {
+  local stem=$1 src=$2 img=$3 dst; dst=$(mig_other "$src")
+  mig_criu_move "$stem" "$src" "$img" "$MIG_BH_PID" "$W/mig/bh/rootfs" eth0 vbh100 "the by-hand container" || return 1
+  MIG_BH_PID=$MIG_MOVED_PID
   ip -n "$MIG_P-$src" neigh del proxy "$MIG_BH_IP" dev eth0 2>/dev/null || true
   mig_byhand_plumb "$dst"
   nsenter --net="/run/netns/$MIG_P-$dst" arping -q -c1 -U -I eth0 -s "$MIG_BH_IP" "$MIG_BH_IP" >/dev/null 2>&1 &
-  ms "$t0" "$t1" >> "$stem.dump"; ms "$t1" "$t2" >> "$stem.restore"
-  python3 -c "print(($t2-$t0)//1000000)" >> "$stem.both"
 }
 
 # The same container as ferry's, for the bare CLI: created and started by ferry on host a
@@ -132,29 +143,19 @@ mig_same_start() {
   sleep 0.3
 }
 
-# One bare move of that container from SRC: criu dump there, criu restore on the other host
-# (same image directory: no copy), then the host side ferry would make, by hand: the venet
-# host end's MAC and flags, the /32 route and the proxy ARP entry. Appends to $1.{dump,restore,both}.
+# One bare move of that container from SRC to the other host, then the host side ferry
+# would make there, by hand: the venet host end's MAC and flags, the /32 route and the proxy
+# ARP entry.
 mig_same_move() {
-  local stem=$1 src=$2 img=$3 dst t0 t1 t2; dst=$(mig_other "$src")
-  rm -rf "$img" "$img.pid"; mkdir -p "$img"
-  t0=$(now)
-  nsenter --net="/run/netns/$MIG_P-$src" criu dump -t "$MIG_SC_PID" -D "$img" --tcp-established -o dump.log ||
-    { echo "bench: bare criu dump of ferry's container failed:" >&2; grep -E 'Error' "$img/dump.log" >&2; return 1; }
-  t1=$(now)
-  nsenter --net="/run/netns/$MIG_P-$dst" criu restore -D "$img" --root "$MIG_SC_ROOT" --tcp-established -d \
-    -o restore.log --pidfile "$img.pid" --external "veth[venet0]:$MIG_SC_IF" ||
-    { echo "bench: bare criu restore of ferry's container failed:" >&2; grep -E 'Error' "$img/restore.log" >&2; return 1; }
-  t2=$(now)
-  MIG_SC_PID=$(cat "$img.pid")
+  local stem=$1 src=$2 img=$3 dst; dst=$(mig_other "$src")
+  mig_criu_move "$stem" "$src" "$img" "$MIG_SC_PID" "$MIG_SC_ROOT" venet0 "$MIG_SC_IF" "ferry's container" || return 1
+  MIG_SC_PID=$MIG_MOVED_PID
   ip -n "$MIG_P-$src" route del "$MIG_SC_IP/32" 2>/dev/null || true
   ip -n "$MIG_P-$src" neigh del proxy "$MIG_SC_IP" dev eth0 2>/dev/null || true
   ip -n "$MIG_P-$dst" link set dev "$MIG_SC_IF" address "$MIG_SC_MAC" arp off multicast off up
   ip -n "$MIG_P-$dst" route replace "$MIG_SC_IP/32" dev "$MIG_SC_IF"
   ip -n "$MIG_P-$dst" neigh replace proxy "$MIG_SC_IP" dev eth0
   nsenter --net="/run/netns/$MIG_P-$dst" arping -q -c1 -U -I eth0 -s "$MIG_SC_IP" "$MIG_SC_IP" >/dev/null 2>&1 &
-  ms "$t0" "$t1" >> "$stem.dump"; ms "$t1" "$t2" >> "$stem.restore"
-  python3 -c "print(($t2-$t0)//1000000)" >> "$stem.both"
 }
 
 # N bare moves back and forth, A→B first, with a client on IP during each: MOVE is
