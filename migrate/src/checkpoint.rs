@@ -119,7 +119,8 @@ pub fn format_summary(s: &CheckpointSummary) -> fmt::Summary {
     }
 }
 
-fn dir_size(dir: &Path) -> u64 {
+/// Bytes in the regular files directly in `dir` (a CRIU image directory).
+pub(crate) fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }
 
@@ -269,10 +270,11 @@ pub fn write_image_to<W: Write>(
         let f = File::open(&p).map_err(|e| other(ct, "write image", format!("open {}: {e}", p.display())))?;
         let len = f.metadata().map(|m| m.len()).ok();
         // Large files (the memory pages) are hashed and sent straight from the page cache.
-        let mapped = match len.and_then(|n| usize::try_from(n).ok()).filter(|n| *n >= MAP_AT_LEAST) {
-            Some(n) => crate::mapped::MappedFile::map(&f, n.try_into().expect("at least MAP_AT_LEAST")).ok(),
-            None => None,
-        };
+        let mapped = len
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n >= MAP_AT_LEAST)
+            .and_then(std::num::NonZeroUsize::new)
+            .and_then(|n| crate::mapped::MappedFile::map(&f, n).ok());
         match mapped {
             Some(m) => {
                 let mut section = w.start_section(fmt::SectionKind::CriuImage, &name, false, len).map_err(img_err)?;

@@ -289,7 +289,7 @@ async fn image_stream_is_verified_end_to_end() {
     let server = tokio::spawn(async move {
         let begin = s.recv().await.unwrap();
         let mut out = Vec::new();
-        let n = ferry_migrate::proto::receive_image(&s, &begin, &mut out)
+        let n = ferry_migrate::proto::receive_image(&s, &begin, &mut out, async { Ok(()) })
             .await
             .unwrap();
         let _ = s.recv().await;
@@ -304,7 +304,6 @@ async fn image_stream_is_verified_end_to_end() {
     let (n, out) = server.await.unwrap();
     assert_eq!(n, image.len() as u64);
     assert!(out == image, "image differs");
-    let _ = receive_image::<Vec<u8>>;
 
     // A damaged image is refused, naming the container, on both sides.
     let hook: ferry_migrate::proto::TamperFn = std::sync::Arc::new(|_, d: &mut Vec<u8>| d[0] ^= 1);
@@ -318,7 +317,7 @@ async fn image_stream_is_verified_end_to_end() {
     .await;
     let server = tokio::spawn(async move {
         let begin = s.recv().await.unwrap();
-        let r = receive_image(&s, &begin, tokio::io::sink()).await;
+        let r = receive_image(&s, &begin, tokio::io::sink(), async { Ok(()) }).await;
         let _ = s.recv().await;
         r
     });
@@ -335,14 +334,14 @@ async fn image_stream_is_verified_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tail_checked_image_waits_for_its_reader() {
-    use ferry_migrate::proto::{receive_image_then, send_image};
+    use ferry_migrate::proto::{receive_image, send_image};
     let image = noise(3 << 20 | 77, 5);
     // Whole: size and last 32 bytes agree, and the reader's verdict is Ok.
     let (c, s) = pair(quick(), quick()).await;
     let server = tokio::spawn(async move {
         let begin = s.recv().await.unwrap();
         let mut out = Vec::new();
-        let n = receive_image_then(&s, &begin, &mut out, async { Ok(()) }).await.unwrap();
+        let n = receive_image(&s, &begin, &mut out, async { Ok(()) }).await.unwrap();
         let _ = s.recv().await;
         (n, out)
     });
@@ -361,7 +360,7 @@ async fn a_tail_checked_image_waits_for_its_reader() {
     let (c, s) = pair(ConnectionOptions { tamper_data: Some(hook), ..quick() }, quick()).await;
     let server = tokio::spawn(async move {
         let begin = s.recv().await.unwrap();
-        let r = receive_image_then(&s, &begin, tokio::io::sink(), async { Ok(()) }).await;
+        let r = receive_image(&s, &begin, tokio::io::sink(), async { Ok(()) }).await;
         let _ = s.recv().await;
         r
     });
@@ -374,7 +373,7 @@ async fn a_tail_checked_image_waits_for_its_reader() {
     let (c, s) = pair(quick(), quick()).await;
     let server = tokio::spawn(async move {
         let begin = s.recv().await.unwrap();
-        let r = receive_image_then(&s, &begin, tokio::io::sink(), async {
+        let r = receive_image(&s, &begin, tokio::io::sink(), async {
             Err("section \"pages-1.img\": blake3 digest mismatch".to_string())
         })
         .await;

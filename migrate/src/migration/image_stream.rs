@@ -130,7 +130,7 @@ async fn send_over_connection(conn: &Connection, dir: &Path, cfg: &ContainerConf
     let (tx, rx) = tokio::net::unix::pipe::pipe().map_err(|e| Error::io("create a pipe for", dir, e))?;
     let tx = tx.into_blocking_fd().map_err(|e| Error::io("create a pipe for", dir, e))?;
     let (cfg2, dir2) = (cfg.clone(), dir.to_path_buf());
-    let damage_at = damage_at(dir);
+    let damage_at = fault_at("damage-image", dir);
     let writer = std::thread::spawn(move || {
         let out = BufWriter::with_capacity(WRITE_BUFFER, Damage::new(std::fs::File::from(tx), damage_at));
         write_image(&cfg2, &meta, &dir2, out, format).map(drop)
@@ -167,9 +167,8 @@ async fn send_over_tcp(conn: &Connection, dir: &Path, cfg: &ContainerConfig, met
         token[0] ^= 1;
     }
     let token = Token::from_slice(&token).ok_or_else(|| Error::Protocol("the destination's data channel token is not 32 bytes".into()))?;
-    // FERRY_TEST_FAULT=cut-data on the source: the data connection breaks halfway.
-    let cut_at = super::dest::fault("cut-data").then(|| files_size(dir) / 2);
-    let damage_at = damage_at(dir);
+    let cut_at = fault_at("cut-data", dir);
+    let damage_at = fault_at("damage-image", dir);
     let (cfg2, dir2) = (cfg.clone(), dir.to_path_buf());
     let writer = tokio::task::spawn_blocking(move || -> std::result::Result<(u64, [u8; 32]), String> {
         let s = datachan::connect(addr, &token, DATA_TIMEOUT).map_err(|e| format!("connecting to {addr}: {e}"))?;
@@ -209,15 +208,12 @@ async fn send_over_tcp(conn: &Connection, dir: &Path, cfg: &ContainerConfig, met
     }
 }
 
-fn files_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir).map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
-}
-
-/// FERRY_TEST_FAULT=damage-image on the source: the byte of the image at half the size of
-/// the CRIU files (inside the pages when stored uncompressed; nowhere when compression made
-/// the image smaller than that) is flipped on its way out, either channel.
-fn damage_at(dir: &Path) -> Option<u64> {
-    super::dest::fault("damage-image").then(|| files_size(dir) / 2)
+/// Where the source's image faults strike, when `fault` is set: at half the size of the CRIU
+/// files (inside the pages when stored uncompressed; nowhere when compression made the image
+/// smaller than that). `damage-image` flips the byte there (either channel), `cut-data` cuts
+/// the data connection there (`--data-channel tcp`).
+fn fault_at(fault: &str, dir: &Path) -> Option<u64> {
+    super::dest::fault(fault).then(|| crate::checkpoint::dir_size(dir) / 2)
 }
 
 /// A writer that flips the byte at offset `at` (the `damage-image` fault).
@@ -326,7 +322,7 @@ pub async fn receive_over_connection(conn: &Connection, begin: &Envelope, work: 
             Err(_) => Err("the image extractor panicked".to_string()),
         }
     };
-    proto::receive_image_then(conn, begin, tx, verdict).await?;
+    proto::receive_image(conn, begin, tx, verdict).await?;
     Ok(dir)
 }
 

@@ -126,19 +126,12 @@ where
 }
 
 /// The destination's side: given the `ImageBegin` envelope, write the image into `writer`,
-/// then check the `ImageEnd` request and answer it. Returns the image size. On a mismatch the
-/// source's request fails with a message naming the container, and so does this function.
-pub async fn receive_image<W>(conn: &Connection, begin: &Envelope, writer: W) -> Result<u64>
-where
-    W: AsyncWrite + Unpin,
-{
-    receive_image_then(conn, begin, writer, async { Ok(()) }).await
-}
-
-/// Like [`receive_image`], and the answer to `ImageEnd` also waits for `consumer`: what
-/// `writer` feeds (the image's reader) says whether the image it read was whole. `writer` is
-/// closed first, so the consumer sees the end of the stream.
-pub async fn receive_image_then<W, F>(conn: &Connection, begin: &Envelope, mut writer: W, consumer: F) -> Result<u64>
+/// then check the `ImageEnd` request and answer it once `consumer` is done too: what `writer`
+/// feeds (the image's reader) says whether the image it read was whole (`async { Ok(()) }`
+/// when nothing reads it). `writer` is closed first, so the consumer sees the end of the
+/// stream. Returns the image size. On a mismatch or the consumer's error the source's
+/// request fails with a message naming the container, and so does this function.
+pub async fn receive_image<W, F>(conn: &Connection, begin: &Envelope, mut writer: W, consumer: F) -> Result<u64>
 where
     W: AsyncWrite + Unpin,
     F: std::future::Future<Output = std::result::Result<(), String>>,

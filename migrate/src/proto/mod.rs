@@ -15,7 +15,7 @@ pub use connection::{
     Connection, ConnectionOptions, PendingReply, StreamReceiver, StreamSender, TamperFn,
 };
 pub use handshake::{PeerInfo, PROTO_MAJOR, PROTO_MINOR};
-pub use image::{receive_image, receive_image_then, send_image, Last32, StreamCheck};
+pub use image::{receive_image, send_image, Last32, StreamCheck};
 pub use messages::*;
 
 /// The largest data frame payload: data streams are cut into frames of at most this size.
