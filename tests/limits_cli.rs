@@ -281,3 +281,109 @@ fn cpuunits_share_one_cpu_in_proportion() {
     }
     h.assert_clean();
 }
+
+/// One limit as `set` takes it, and how to see on the host that it is in force.
+struct LiveLimit {
+    opt: &'static str,
+    value: &'static str,
+    /// The cgroup (or process) fact that holds while the limit is in force.
+    holds: fn(&TestHost, &str) -> bool,
+}
+
+fn io_weight_file(h: &TestHost, ct: &str) -> String {
+    for f in ["blkio.bfq.weight", "blkio.weight"] {
+        let p = Path::new("/sys/fs/cgroup/blkio").join(&h.cgroup_parent).join(ct).join(f);
+        if let Ok(t) = std::fs::read_to_string(p) {
+            return t;
+        }
+    }
+    String::new()
+}
+
+fn live_limits() -> Vec<LiveLimit> {
+    vec![
+        LiveLimit { opt: "--cpuunits", value: "500", holds: |h, ct| cg_file(h, "cpu", ct, "cpu.shares") == "512" },
+        LiveLimit { opt: "--cpumask", value: "0", holds: |h, ct| cg_file(h, "cpuset", ct, "cpuset.cpus") == "0" },
+        LiveLimit { opt: "--ram", value: "100M", holds: |h, ct| cg_file(h, "memory", ct, "memory.limit_in_bytes") == (100u64 << 20).to_string() },
+        LiveLimit { opt: "--numproc", value: "40", holds: |h, ct| cg_file(h, "pids", ct, "pids.max") == "40" },
+        LiveLimit { opt: "--numfiles", value: "200", holds: |h, ct| h.exec(ct, "ulimit -n").trim() == "200" },
+        LiveLimit { opt: "--cpulimit", value: "50", holds: |h, ct| cg_file(h, "cpu", ct, "cpu.cfs_quota_us") == "50000" },
+        // io_weight(2) = 100 + 2 * 900 / 7
+        LiveLimit { opt: "--ioprio", value: "2", holds: |h, ct| io_weight_file(h, ct).split_whitespace().any(|w| w == "357") },
+        LiveLimit {
+            opt: "--iolimit",
+            value: "10M",
+            holds: |h, ct| cg_file(h, "blkio", ct, "blkio.throttle.write_bps_device").ends_with(&format!(" {}", 10u64 << 20)),
+        },
+        LiveLimit { opt: "--iopslimit", value: "300", holds: |h, ct| cg_file(h, "blkio", ct, "blkio.throttle.read_iops_device").ends_with(" 300") },
+    ]
+}
+
+/// Each live `set` changes only what it names: the limits set live before it stay in force
+/// (in the cgroups and in `status`), in either order; a restart goes back to the config; a
+/// checkpoint and restore keep the live limits; `unlimited` lifts one and leaves the rest.
+#[test]
+fn live_set_changes_only_what_it_names() {
+    let test = "live_set_changes_only_what_it_names";
+    if !support::need_root(test) || !v1_here(test) {
+        return;
+    }
+    let h = TestHost::new();
+    let ct = "305";
+    let tpl = h.template.to_str().unwrap().to_string();
+    h.ok(&["create", ct, "--template", &tpl]);
+    h.ok(&["start", ct]);
+    let limits = live_limits();
+    let check_all = |set: &[&LiveLimit], when: &str| {
+        for l in set {
+            assert!((l.holds)(&h, ct), "{} {} is no longer in force {when}", l.opt, l.value);
+        }
+    };
+    let status_limits = |h: &TestHost| status_json(h, ct)["limits"].clone();
+
+    // Forward, then (after a restart, which goes back to the config) backward: every limit is
+    // both set before others and set after others.
+    for pass in ["forward", "backward"] {
+        let order: Vec<&LiveLimit> = if pass == "forward" { limits.iter().collect() } else { limits.iter().rev().collect() };
+        for (i, l) in order.iter().enumerate() {
+            h.ok(&["set", ct, l.opt, l.value]);
+            check_all(&order[..=i], &format!("after `set {} {}` ({pass})", l.opt, l.value));
+        }
+        let s = status_limits(&h);
+        assert_eq!((s["ram"].as_u64(), s["cpumask"].as_str(), s["numproc"].as_u64()), (Some(100 << 20), Some("0"), Some(40)), "{s}");
+        let conf = std::fs::read_to_string(h.data.join(format!("conf/{ct}.toml"))).unwrap();
+        assert!(!conf.contains("ram") && !conf.contains("cpumask"), "live changes reached the config: {conf}");
+        if pass == "forward" {
+            h.ok(&["restart", ct]);
+            assert_ne!(cg_file(&h, "memory", ct, "memory.limit_in_bytes"), (100u64 << 20).to_string(), "a restart kept an unsaved limit");
+            assert_eq!(cg_file(&h, "pids", ct, "pids.max"), "max");
+            assert_eq!(status_limits(&h)["ram"], serde_json::Value::Null);
+        }
+    }
+
+    // --save of one limit saves that one only; the live ones stay live.
+    h.ok(&["set", ct, "--cpuunits", "700", "--save"]);
+    let conf = std::fs::read_to_string(h.data.join(format!("conf/{ct}.toml"))).unwrap();
+    assert!(conf.contains("cpuunits = 700") && !conf.contains("ram"), "{conf}");
+    assert_eq!(cg_file(&h, "cpu", ct, "cpu.shares"), "716");
+    check_all(&limits[1..].iter().collect::<Vec<_>>(), "after `set --cpuunits 700 --save`");
+
+    // A checkpoint carries the limits in force to the restore.
+    h.ok(&["checkpoint", ct]);
+    h.ok(&["restore", ct]);
+    check_all(&limits[1..].iter().collect::<Vec<_>>(), "after checkpoint and restore");
+    assert_eq!(cg_file(&h, "cpu", ct, "cpu.shares"), "716");
+
+    // `unlimited` lifts one limit at a time; the others stay.
+    for (i, l) in limits.iter().enumerate().skip(1) {
+        h.ok(&["set", ct, l.opt, "unlimited"]);
+        assert!(!(l.holds)(&h, ct), "{} unlimited did not lift it", l.opt);
+        check_all(&limits[i + 1..].iter().collect::<Vec<_>>(), &format!("after `set {} unlimited`", l.opt));
+    }
+    assert_eq!(cg_file(&h, "pids", ct, "pids.max"), "max");
+    assert_eq!(cg_file(&h, "cpuset", ct, "cpuset.cpus"), cg_file(&h, "cpuset", "", "cpuset.cpus"));
+    let s = status_limits(&h);
+    assert_eq!(s, serde_json::json!({ "cpuunits": 700 }), "{s}");
+    h.ok(&["destroy", "--force", ct]);
+    h.assert_clean();
+}

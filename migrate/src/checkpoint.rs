@@ -371,6 +371,8 @@ mod tests {
                     memory_bytes: 4096,
                     ..Default::default()
                 },
+                saved_resources: None,
+                live_resources: None,
             },
             cleanup_error: None,
         }

@@ -26,6 +26,10 @@ pub struct State {
     /// moved devices): exactly what stop removes. None when it has no networking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net_objects: Option<crate::net::NetState>,
+    /// The limits in force: the config's at start or restore, then each live `set` (saved or
+    /// not). None in states written before ferry kept them (the config's limits hold then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<crate::config::Resources>,
 }
 
 /// What `/proc/PID/stat` says about a process.
@@ -59,6 +63,7 @@ impl State {
             cgroup: cg.rel().to_string(),
             root_mount,
             net_objects: None,
+            resources: None,
         }
     }
 

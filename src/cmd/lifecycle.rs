@@ -97,6 +97,8 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     let (st, state) = container::status(h, &ct)?;
     let pid = state.as_ref().map(|s| s.pid);
     let usage = state.as_ref().filter(|_| st == Status::Running).and_then(|s| container::usage(h, &cfg, s).ok());
+    // Running: the limits in force (live changes included); else the config's.
+    let limits = container::effective_resources(&cfg, state.as_ref().filter(|_| st == Status::Running));
     // Running: the live addresses (set without --save changes them but not the config).
     let live = state.as_ref().filter(|_| st == Status::Running).map(|s| {
         s.net_objects.as_ref().and_then(|n| n.venet.as_ref()).map(|v| v.addrs.clone()).unwrap_or_default()
@@ -106,7 +108,7 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
         println!(
             "{}",
             serde_json::json!({ "ctid": ct.as_str(), "status": st, "pid": pid, "ip": ips, "storage": cfg.storage.kind,
-                "limits": cfg.resources, "usage": usage })
+                "limits": limits, "usage": usage })
         );
         return Ok(0);
     }
@@ -117,7 +119,7 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     if !ips.is_empty() && usage.is_some() {
         println!("  ip        {}", ips.join(" "));
     }
-    let r = &cfg.resources;
+    let r = &limits;
     let lim = |v: Option<u64>| v.map_or("unlimited".to_string(), super::list::human);
     let num = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
     if let Some(u) = usage {

@@ -158,7 +158,8 @@ fn row(h: &Host, ct: &ferry_runtime::Ctid) -> Result<Row> {
         None if state.is_some() => Vec::new(),
         None => cfg.net.ipadd.clone(),
     };
-    let r = &cfg.resources;
+    let res = container::effective_resources(&cfg, state.as_ref());
+    let r = &res;
     Ok(Row {
         ctid: ct.to_string(),
         status: st.to_string(),

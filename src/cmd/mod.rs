@@ -82,6 +82,9 @@ pub enum Command {
         follow: bool,
     },
     /// Change settings: live where the container runs, persisted with --save.
+    ///
+    /// A live change changes only what it names: limits set live earlier stay until the
+    /// container stops. Every limit takes `unlimited` to lift it.
     Set(set::SetArgs),
     /// Freeze and dump a running container into an image (vzctl chkpnt); it stops unless
     /// --keep-running. Prints one timing line.

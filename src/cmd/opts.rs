@@ -226,54 +226,87 @@ impl ResArgs {
     }
 
     /// `res` with these options applied; units and signs checked here, ranges and host facts
-    /// by `limits::validate` later.
+    /// by `limits::validate` later. `unlimited` lifts any limit (vzctl's word); a bare number
+    /// for --diskspace or --iolimit is refused, since vzctl read those in KiB and MB/s.
     pub fn apply(&self, res: &Resources) -> Result<Resources> {
         let mut r = res.clone();
         let size = |opt: &str, v: &str| parse_size(v).map_err(|e| anyhow!("--{opt}: {e}"));
+        fn lift<T>(slot: &mut Option<T>, v: &str, parse: impl FnOnce(&str) -> Result<T>) -> Result<()> {
+            *slot = if is_unlimited(v) { None } else { Some(parse(v)?) };
+            Ok(())
+        }
         if let Some(v) = &self.cpuunits {
-            r.cpuunits = Some(parse_count("cpuunits", v)?);
+            lift(&mut r.cpuunits, v, |v| parse_count("cpuunits", v))?;
         }
         if let Some(v) = &self.cpulimit {
-            r.cpulimit = Some(parse_count("cpulimit", v.trim_end_matches('%'))?);
+            lift(&mut r.cpulimit, v, |v| parse_count("cpulimit", v.trim_end_matches('%')))?;
         }
         if let Some(v) = &self.cpumask {
-            ferry_runtime::config::parse_cpumask(v).map_err(|e| anyhow!("--cpumask: {e}"))?;
-            r.cpumask = Some(v.trim().to_string());
+            lift(&mut r.cpumask, v, |v| {
+                ferry_runtime::config::parse_cpumask(v).map_err(|e| anyhow!("--cpumask: {e}"))?;
+                Ok(v.trim().to_string())
+            })?;
         }
         if let Some(v) = &self.cpus {
-            r.cpus = Some(parse_count("cpus", v)?);
+            lift(&mut r.cpus, v, |v| parse_count("cpus", v))?;
         }
         if let Some(v) = &self.ram {
-            r.ram = Some(size("ram", v)?);
+            lift(&mut r.ram, v, |v| size("ram", v))?;
+            if r.ram.is_none() {
+                // Swap is limited on top of ram: with ram lifted, so is swap.
+                r.swap = None;
+            }
         }
         if let Some(v) = &self.swap {
             // 0 is meaningful for swap: no swap at all.
-            r.swap = Some(if v.trim() == "0" { 0 } else { size("swap", v)? });
+            lift(&mut r.swap, v, |v| if v.trim() == "0" { Ok(0) } else { size("swap", v) })?;
         }
         if let Some(v) = &self.numproc {
-            r.numproc = Some(parse_count("numproc", v)?);
+            lift(&mut r.numproc, v, |v| parse_count("numproc", v))?;
         }
         if let Some(v) = &self.numfiles {
-            r.numfiles = Some(parse_count("numfiles", v)?);
+            lift(&mut r.numfiles, v, |v| parse_count("numfiles", v))?;
         }
         if let Some(v) = &self.diskspace {
-            r.diskspace = Some(size("diskspace", v)?);
+            lift(&mut r.diskspace, v, |v| {
+                refuse_bare_number("diskspace", v, "10G or 10485760K", "KiB")?;
+                size("diskspace", v)
+            })?;
         }
         if let Some(v) = &self.ioprio {
-            let p: i64 = v.trim().parse().map_err(|_| anyhow!("--ioprio {v:?}: use a number 0-7"))?;
-            if !(0..=7).contains(&p) {
-                bail!("--ioprio {v}: out of range; use 0 (lowest) .. 7 (highest)");
-            }
-            r.ioprio = Some(p as u8);
+            lift(&mut r.ioprio, v, |v| {
+                let p: i64 = v.trim().parse().map_err(|_| anyhow!("--ioprio {v:?}: use a number 0-7"))?;
+                if !(0..=7).contains(&p) {
+                    bail!("--ioprio {v}: out of range; use 0 (lowest) .. 7 (highest)");
+                }
+                Ok(p as u8)
+            })?;
         }
         if let Some(v) = &self.iolimit {
-            r.iolimit = Some(parse_rate(v).map_err(|e| anyhow!("--iolimit: {e}"))?);
+            lift(&mut r.iolimit, v, |v| {
+                refuse_bare_number("iolimit", v, "10M (bytes per second)", "MB/s")?;
+                parse_rate(v).map_err(|e| anyhow!("--iolimit: {e}"))
+            })?;
         }
         if let Some(v) = &self.iopslimit {
-            r.iopslimit = Some(parse_count("iopslimit", v)?);
+            lift(&mut r.iopslimit, v, |v| parse_count("iopslimit", v))?;
         }
         Ok(r)
     }
+}
+
+/// `unlimited` (any case) lifts a limit.
+fn is_unlimited(v: &str) -> bool {
+    v.trim().eq_ignore_ascii_case("unlimited")
+}
+
+/// vzctl read a bare number for this option in `vz_unit`, ferry in bytes: a bare number is
+/// refused rather than guessed.
+fn refuse_bare_number(opt: &str, v: &str, example: &str, vz_unit: &str) -> Result<()> {
+    if !v.trim().is_empty() && v.trim().bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        bail!("--{opt} {v}: give a unit suffix (K, M, G, T), e.g. {example}: a bare number meant {vz_unit} to vzctl and bytes to ferry; or `unlimited`");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -320,8 +353,62 @@ mod tests {
             ResArgs { ioprio: Some("8".into()), ..Default::default() },
             ResArgs { cpumask: Some("0-".into()), ..Default::default() },
             ResArgs { diskspace: Some("-1G".into()), ..Default::default() },
+            ResArgs { ram: Some("0".into()), ..Default::default() },
         ] {
             assert!(bad.apply(&Resources::default()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn every_limit_can_be_lifted() {
+        let set = ResArgs {
+            cpuunits: Some("500".into()),
+            cpulimit: Some("50%".into()),
+            cpumask: Some("0".into()),
+            cpus: Some("1".into()),
+            ram: Some("64M".into()),
+            swap: Some("0".into()),
+            numproc: Some("20".into()),
+            numfiles: Some("64".into()),
+            diskspace: Some("1G".into()),
+            ioprio: Some("2".into()),
+            iolimit: Some("10M".into()),
+            iopslimit: Some("100".into()),
+        };
+        let r = set.apply(&Resources::default()).unwrap();
+        assert_eq!(r.swap, Some(0), "--swap 0 keeps meaning no swap");
+        let all = |v: &str| ResArgs {
+            cpuunits: Some(v.into()),
+            cpulimit: Some(v.into()),
+            cpumask: Some(v.into()),
+            cpus: Some(v.into()),
+            ram: Some(v.into()),
+            swap: Some(v.into()),
+            numproc: Some(v.into()),
+            numfiles: Some(v.into()),
+            diskspace: Some(v.into()),
+            ioprio: Some(v.into()),
+            iolimit: Some(v.into()),
+            iopslimit: Some(v.into()),
+        };
+        assert_eq!(all("unlimited").apply(&r).unwrap(), Resources::default());
+        // Lifting ram lifts the swap limit on top of it.
+        let only_ram = ResArgs { ram: Some("Unlimited".into()), ..Default::default() };
+        let lifted = only_ram.apply(&r).unwrap();
+        assert_eq!((lifted.ram, lifted.swap, lifted.numproc), (None, None, Some(20)));
+    }
+
+    #[test]
+    fn bare_numbers_are_refused_where_vzctl_meant_other_units() {
+        for (a, opt) in [
+            (ResArgs { diskspace: Some("1048576".into()), ..Default::default() }, "--diskspace"),
+            (ResArgs { iolimit: Some("10".into()), ..Default::default() }, "--iolimit"),
+        ] {
+            let e = a.apply(&Resources::default()).unwrap_err().to_string();
+            assert!(e.contains(opt) && e.contains("unit suffix"), "{e}");
+        }
+        let ok = ResArgs { diskspace: Some("1048576K".into()), iolimit: Some("10M/s".into()), ..Default::default() };
+        let r = ok.apply(&Resources::default()).unwrap();
+        assert_eq!((r.diskspace, r.iolimit), (Some(1 << 30), Some(10 << 20)));
     }
 }

@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Result};
 use ferry_runtime::cgroups::DeviceRule;
+use ferry_runtime::config::ContainerConfig;
 use ferry_runtime::container::{self, Status};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{capabilities, Host};
@@ -47,10 +48,16 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
     if (!a.net.ipadd.is_empty() || !a.net.ipdel.is_empty() || !a.res.is_empty()) && !running && !a.save {
         bail!("container {ct}: set: container is not running, so addresses and limits without --save change nothing; add --save");
     }
-    // The new network and limits, checked before anything changes.
+    // The new network and limits, checked before anything changes. A running container's
+    // limits change from those in force (earlier live changes stay); --save changes the
+    // config's from the config's, so only what is named here reaches it.
     let new_net = a.net.apply(&ct, &cfg.net)?;
-    let new_res = a.res.apply(&cfg.resources)?;
-    container::check_resources(&new_res).map_err(|e| anyhow::anyhow!("container {ct}: set: {e}; nothing was changed"))?;
+    let live_res = container::effective_resources(&cfg, state.as_ref());
+    let new_live = a.res.apply(&live_res)?;
+    let new_saved = a.res.apply(&cfg.resources)?;
+    for r in [&new_live, &new_saved] {
+        container::check_resources(r).map_err(|e| anyhow::anyhow!("container {ct}: set: {e}; nothing was changed"))?;
+    }
     let live_ips: Vec<std::net::IpAddr> =
         state.as_ref().and_then(|s| s.net_objects.as_ref()).and_then(|n| n.venet.as_ref()).map(|v| v.addrs.clone()).unwrap_or_default();
     let ip_add: Vec<std::net::IpAddr> = a.net.ipadd.iter().filter(|x| !live_ips.contains(x)).copied().collect();
@@ -76,27 +83,36 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
         ferry_runtime::container::check_hostname(hn)?;
     }
     // Limits and addresses first: they are the changes that may still be refused.
-    let res_changed = new_res != cfg.resources;
     if let Some(st) = state.as_mut() {
+        let live_cfg = ContainerConfig { resources: live_res.clone(), ..cfg.clone() };
+        let res_changed = new_live != live_res;
         if res_changed {
-            container::set_resources_live(h, &cfg, st, &new_res)?;
+            container::set_resources_live(h, &live_cfg, st, &new_live)?;
+            st.resources = Some(new_live.clone());
         }
-        if !ip_add.is_empty() || !ip_del.is_empty() {
-            let mut live_cfg = cfg.clone();
-            live_cfg.net = new_net.clone();
-            if let Err(e) = container::set_ips_live(h, &live_cfg, st, &ip_add, &ip_del) {
-                // All or nothing: the limits go back too.
-                if res_changed {
-                    let mut applied = cfg.clone();
-                    applied.resources = new_res.clone();
-                    let _ = container::set_resources_live(h, &applied, st, &cfg.resources);
-                }
-                return Err(e.into());
+        let ips = if !ip_add.is_empty() || !ip_del.is_empty() {
+            let ip_cfg = ContainerConfig { net: new_net.clone(), ..live_cfg.clone() };
+            container::set_ips_live(h, &ip_cfg, st, &ip_add, &ip_del)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = ips {
+            // All or nothing: the limits go back too.
+            if res_changed {
+                let applied = ContainerConfig { resources: new_live.clone(), ..cfg.clone() };
+                let _ = container::set_resources_live(h, &applied, st, &live_res);
+                st.resources = Some(live_res.clone());
             }
+            let _ = st.save(h);
+            return Err(e.into());
         }
-    } else if a.save && new_res.diskspace != cfg.resources.diskspace {
+        // The state records the limits in force, for the next `set`, `list` and a checkpoint.
+        if res_changed {
+            st.save(h)?;
+        }
+    } else if a.save && new_saved.diskspace != cfg.resources.diskspace {
         // Stopped: the disk limit lives in the backend (qgroup, image size), not in a cgroup.
-        container::set_diskspace_stopped(h, &cfg, new_res.diskspace)?;
+        container::set_diskspace_stopped(h, &cfg, new_saved.diskspace)?;
     }
     if let (Some(hn), true) = (&a.hostname, running) {
         container::set_hostname_live(h, &ct, hn)?;
@@ -104,17 +120,21 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
     for up in &a.userpasswd {
         container::set_userpasswd(h, &ct, up)?;
     }
-    if running && !a.save && new_res.diskspace != cfg.resources.diskspace {
+    if running && !a.save && new_live.diskspace != cfg.resources.diskspace {
         // The disk backend keeps the new size (an image cannot shrink back at the next start),
         // so the config must say so too.
         let mut c = cfg.clone();
-        c.resources.diskspace = new_res.diskspace;
+        c.resources.diskspace = new_live.diskspace;
         c.save(&h.config_path(&ct))?;
         println!("diskspace is kept by the disk backend across restarts, so it was saved in the config too");
     }
     if a.save {
         cfg.net = new_net;
-        cfg.resources = new_res;
+        cfg.resources = new_saved;
+        if running {
+            // The disk limit is one (the backend's), whatever was saved before.
+            cfg.resources.diskspace = new_live.diskspace;
+        }
         if let Some(hn) = &a.hostname {
             cfg.hostname = Some(hn.clone());
         }

@@ -152,8 +152,11 @@ pub fn exec(host: &Host, ct: &Ctid, argv: &[String]) -> Result<i32> {
         .map(|a| CString::new(a.as_str()).map_err(|_| Error::ct(ct.as_str(), "exec", "an argument contains a NUL byte")))
         .collect::<Result<_>>()?;
     let env = exec_env();
-    // The container's numfiles holds for what runs in it too.
-    let nofile = crate::container::load_config(host, ct).ok().and_then(|c| crate::cgroups::limits::numfiles_rlimit(&c.resources));
+    // The container's numfiles (as in force now, live changes included) holds for what runs
+    // in it too.
+    let nofile = crate::container::load_config(host, ct)
+        .ok()
+        .and_then(|c| crate::cgroups::limits::numfiles_rlimit(&crate::container::effective_resources(&c, Some(&st))));
     let j = Joiner::open(&st)?;
     j.setns_all(ct)?;
     install_forwarding(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT]);

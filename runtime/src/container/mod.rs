@@ -108,6 +108,12 @@ pub fn running_state(host: &Host, ct: &Ctid, op: &'static str) -> Result<State> 
     }
 }
 
+/// The limits a container has now: while it runs, what it was started or restored with plus
+/// every live `set` since (kept in its state); else its config's.
+pub fn effective_resources(cfg: &ContainerConfig, state: Option<&State>) -> crate::config::Resources {
+    state.and_then(|s| s.resources.clone()).unwrap_or_else(|| cfg.resources.clone())
+}
+
 /// Usage of a running container (None when stopped).
 pub fn stats(st: &State) -> Result<CgroupStats> {
     Cgroup::new(crate::cgroups::DEFAULT_CGROUP_ROOT, st.cgroup.clone(), st.cgroup_mode).stats()

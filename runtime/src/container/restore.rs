@@ -19,7 +19,7 @@
 
 use crate::cgroups::{Cgroup, DEFAULT_CGROUP_ROOT};
 use crate::checkpoint::{freeze::FrozenGuard, Criu, DumpOpts, NetworkLock, RestoreOpts};
-use crate::config::ContainerConfig;
+use crate::config::{ContainerConfig, Resources};
 use crate::container::{prepare_cgroup, running_state, status, teardown, Status};
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -100,9 +100,25 @@ pub struct CheckpointMeta {
     pub ext_unix_sk: bool,
     pub criu_version: String,
     pub summary: CheckpointSummary,
+    /// The config's limits at the dump, and the limits in force then (live `set` changes
+    /// included): a restore gives the container the latter unless its config changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_resources: Option<Resources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_resources: Option<Resources>,
 }
 
 impl CheckpointMeta {
+    /// The limits a container restored from this checkpoint gets: those it ran with at the
+    /// dump, unless its saved limits were changed since (`set --save` of the stopped
+    /// container), in which case the saved ones are the admin's newer word.
+    pub fn restored_resources(meta: Option<&CheckpointMeta>, saved_now: &Resources) -> Resources {
+        match meta {
+            Some(CheckpointMeta { saved_resources: Some(saved), live_resources: Some(live), .. }) if saved == saved_now => live.clone(),
+            _ => saved_now.clone(),
+        }
+    }
+
     pub fn load(images_dir: &Path) -> Result<Option<CheckpointMeta>> {
         let p = images_dir.join(META_FILE);
         match std::fs::read_to_string(&p) {
@@ -296,7 +312,15 @@ pub fn checkpoint_to_dir_frozen(
     }
     drop(frozen);
     summary.memory_bytes = pages_size(images_dir).unwrap_or(summary.memory_bytes);
-    let meta = CheckpointMeta { ctid: ct.to_string(), veths, ext_unix_sk: opts.ext_unix_sk, criu_version, summary };
+    let meta = CheckpointMeta {
+        ctid: ct.to_string(),
+        veths,
+        ext_unix_sk: opts.ext_unix_sk,
+        criu_version,
+        summary,
+        saved_resources: Some(cfg.resources.clone()),
+        live_resources: Some(crate::container::effective_resources(cfg, Some(&st))),
+    };
     crate::util::write_atomic(&images_dir.join(META_FILE), &serde_json::to_vec_pretty(&meta).expect("meta serializes"))?;
 
     // The dump is good from here on: a cleanup failure must not make the caller drop it.
@@ -461,7 +485,8 @@ fn restore_inner(
     let root = crate::storage::mount_root(host, cfg)?;
     undo.mounted = true;
     let t_mount = t0.elapsed();
-    let cg = prepare_cgroup(host, cfg)?;
+    let resources = CheckpointMeta::restored_resources(meta, &cfg.resources);
+    let cg = prepare_cgroup(host, &ContainerConfig { resources: resources.clone(), ..cfg.clone() })?;
     undo.cgroup = Some(cg.clone());
     let t_cgroup = t0.elapsed();
 
@@ -517,7 +542,7 @@ fn restore_inner(
         undo.net = Some(ns.clone());
         net_state = Some(ns);
     }
-    let state = State { net_objects: net_state.clone(), ..State::new(cfg.ctid.clone(), done.pid, &cg, root) };
+    let state = State { net_objects: net_state.clone(), resources: Some(resources), ..State::new(cfg.ctid.clone(), done.pid, &cg, root) };
     if !state.is_alive() {
         return Err(Error::ct(ct, "restore", format!("the restored init (pid {}) exited at once; see {}", done.pid, log.display())));
     }
@@ -635,6 +660,30 @@ pub fn parse_ip_addr_json(out: &str) -> Vec<AddrInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restore_keeps_live_limits_unless_the_config_changed_since() {
+        let saved = Resources { ram: Some(64 << 20), ..Default::default() };
+        let live = Resources { ram: Some(96 << 20), cpumask: Some("0".into()), ..Default::default() };
+        let meta = CheckpointMeta {
+            ctid: "101".into(),
+            veths: vec![],
+            ext_unix_sk: false,
+            criu_version: String::new(),
+            summary: CheckpointSummary::default(),
+            saved_resources: Some(saved.clone()),
+            live_resources: Some(live.clone()),
+        };
+        assert_eq!(CheckpointMeta::restored_resources(Some(&meta), &saved), live);
+        let changed = Resources { ram: Some(128 << 20), ..Default::default() };
+        assert_eq!(CheckpointMeta::restored_resources(Some(&meta), &changed), changed);
+        // Images written before ferry recorded limits: the config's.
+        let old = CheckpointMeta { saved_resources: None, live_resources: None, ..meta };
+        assert_eq!(CheckpointMeta::restored_resources(Some(&old), &saved), saved);
+        assert_eq!(CheckpointMeta::restored_resources(None, &saved), saved);
+        let json = r#"{"ctid":"1","veths":[],"ext_unix_sk":false,"criu_version":"","summary":{"processes":[],"tcp":[],"addresses":[],"memory_bytes":0}}"#;
+        assert_eq!(serde_json::from_str::<CheckpointMeta>(json).unwrap().live_resources, None);
+    }
 
     #[test]
     fn parses_proc_net_tcp() {

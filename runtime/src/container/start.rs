@@ -188,7 +188,7 @@ fn start_inner(
         return Err(Error::ct(ct.as_str(), "start", msg));
     }
 
-    let st = State { start_time, net_objects: undo.net.clone(), ..State::new(ct.clone(), pid.as_raw(), &cg, root) };
+    let st = State { start_time, net_objects: undo.net.clone(), resources: Some(cfg.resources.clone()), ..State::new(ct.clone(), pid.as_raw(), &cg, root) };
     st.save(host)?;
     // PID 1 outlives this process; the host's init reaps it.
     undo.child = None;
