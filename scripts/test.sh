@@ -15,6 +15,8 @@ if [[ ! -x $FERRY_TEST_TEMPLATE/bin/busybox ]]; then
   scripts/make-template.sh busybox "$FERRY_TEST_TEMPLATE" >/dev/null
 fi
 
+echo "== format"
+cargo fmt --all --check >/dev/null || { echo "scripts/test.sh: cargo fmt --all --check finds unformatted code; run cargo fmt --all" >&2; exit 1; }
 echo "== build"
 cargo build --workspace --all-targets --locked 2>&1 | tail -n 3
 echo "== clippy"

@@ -125,9 +125,8 @@ fn cgroup_file(h: &TestHost, ct: &str, ctrl: &str, file: &str) -> String {
 
 /// Echo round trip to the container's listener from inside its netns (a new connection).
 fn echo_via_loopback(pid: i32) -> String {
-    let py = format!(
-        "import socket;s=socket.create_connection(('127.0.0.1',{PORT}),timeout=5);s.sendall(b'ping\\n');print(s.recv(100).decode().strip())"
-    );
+    let py =
+        format!("import socket;s=socket.create_connection(('127.0.0.1',{PORT}),timeout=5);s.sendall(b'ping\\n');print(s.recv(100).decode().strip())");
     let o = Command::new("nsenter").arg(format!("--net=/proc/{pid}/ns/net")).args(["python3", "-c", &py]).output().unwrap();
     format!("{}{}", String::from_utf8_lossy(&o.stdout).trim(), String::from_utf8_lossy(&o.stderr).trim())
 }
@@ -227,7 +226,12 @@ fn failed_dump_leaves_the_container_running_and_thawed() {
     // A process inside holding a host file (stdin of `ferry exec`): CRIU cannot dump it.
     let host_file = h.dir.path().join("host-file");
     std::fs::write(&host_file, "outside").unwrap();
-    let st = h.cmd().args(["exec", "cf", "--", "sh", "-c", "exec 3<&0; sleep 1000 >/dev/null 2>&1 &"]).stdin(std::fs::File::open(&host_file).unwrap()).status().unwrap();
+    let st = h
+        .cmd()
+        .args(["exec", "cf", "--", "sh", "-c", "exec 3<&0; sleep 1000 >/dev/null 2>&1 &"])
+        .stdin(std::fs::File::open(&host_file).unwrap())
+        .status()
+        .unwrap();
     assert!(st.success());
 
     let err = h.fails(&["checkpoint", "cf"]);
@@ -289,7 +293,8 @@ fn restore_refusals_change_nothing() {
     let dir = h.dir.path().join("ra-dir");
     h.ok(&["start", "ra"]);
     h.ok(&["checkpoint", "ra", "--images-dir", dir.to_str().unwrap()]);
-    let core = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("core-")).unwrap();
+    let core =
+        std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("core-")).unwrap();
     let saved = std::fs::read(&core).unwrap();
     std::fs::remove_file(&core).unwrap();
     let files_before = std::fs::read_dir(&dir).unwrap().count();
@@ -467,7 +472,9 @@ fn a_process_of_another_user_is_checkpointed_or_the_missing_capability_is_named(
     h.ok(&["start", "cu"]);
     // A service that dropped to another user, as postgres or nginx workers do.
     h.exec("cu", "su -s /bin/sh nobody -c 'exec sleep 1000' </dev/null >/dev/null 2>&1 &");
-    wait_for(Duration::from_secs(10), "a process running as nobody", || h.exec("cu", "ps -o user,comm").lines().any(|l| l.contains("sleep") && !l.contains("root")));
+    wait_for(Duration::from_secs(10), "a process running as nobody", || {
+        h.exec("cu", "ps -o user,comm").lines().any(|l| l.contains("sleep") && !l.contains("root"))
+    });
     // CAP_SYS_RESOURCE is capability 24.
     if ferry_runtime::checkpoint::check::has_cap_in_bounding_set(24) {
         // CRIU reads the other user's limits with CAP_SYS_RESOURCE: the usual round trip.

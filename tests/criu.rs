@@ -66,6 +66,9 @@ fn criu_dumps_and_restores_a_ferry_container() {
     let procs = std::fs::read_to_string(cg).unwrap();
     assert!(procs.lines().any(|l| l.trim() == new_pid.to_string()), "{procs}");
     h.ok(&["stop", "cr"]);
-    assert!(!std::path::Path::new(&format!("/proc/{new_pid}/cmdline")).exists() || std::fs::read_to_string(format!("/proc/{new_pid}/stat")).unwrap_or_default().contains(") Z"));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{new_pid}/cmdline")).exists()
+            || std::fs::read_to_string(format!("/proc/{new_pid}/stat")).unwrap_or_default().contains(") Z")
+    );
     h.assert_clean();
 }

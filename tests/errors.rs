@@ -1,8 +1,8 @@
 //! Every bad input gets a clear `ferry: ...` error, exit 1, and leaves nothing behind.
 
 mod support;
-use support::{need_root, TestHost};
 use std::path::Path;
+use support::{need_root, TestHost};
 
 fn assert_nothing_of(h: &TestHost, ct: &str) {
     for p in [format!("conf/{ct}.toml"), format!("private/{ct}"), format!("root/{ct}"), format!("locks/{ct}.lock")] {

@@ -41,7 +41,10 @@ fn lifecycle_create_start_stop_restart_destroy() {
     assert_ne!(pid, pid2);
     h.ok(&["stop", "101", "--timeout", "5"]);
     assert_eq!(h.ok(&["status", "101"]).trim(), "101 stopped");
-    assert!(!std::path::Path::new(&format!("/proc/{pid2}")).exists() || std::fs::read_to_string(format!("/proc/{pid2}/stat")).map(|s| s.contains(") Z")).unwrap_or(true));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid2}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid2}/stat")).map(|s| s.contains(") Z")).unwrap_or(true)
+    );
     h.assert_clean();
     assert!(!h.run.join("101/state.json").exists());
     let e = h.fails(&["stop", "101"]);
@@ -205,7 +208,10 @@ fn list_formats() {
     assert!(lines[1].starts_with("l1 ") && lines[1].contains("running"));
     assert_eq!(h.ok(&["list", "-a", "-H", "-o", "ctid"]), "l1\nl2\n");
     let out = h.ok(&["list", "-a", "-H", "-o", "ctid,status,hostname"]);
-    assert_eq!(out.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).collect::<Vec<_>>(), vec![vec!["l1", "running", "l1"], vec!["l2", "stopped", "two"]]);
+    assert_eq!(
+        out.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).collect::<Vec<_>>(),
+        vec![vec!["l1", "running", "l1"], vec!["l2", "stopped", "two"]]
+    );
     let v: serde_json::Value = serde_json::from_str(&h.ok(&["list", "-a", "--json"])).unwrap();
     let arr = v.as_array().unwrap();
     assert_eq!(arr.len(), 2);

@@ -36,8 +36,24 @@ fn numproc_ram_and_cpu_limits_act_and_survive_restart() {
     let ct = "301";
     let tpl = h.template.to_str().unwrap().to_string();
     h.ok(&[
-        "create", ct, "--template", &tpl, "--numproc", "20", "--ram", "64M", "--cpulimit", "50", "--cpuunits", "2000",
-        "--numfiles", "64", "--cpumask", "0", "--iolimit", "10M",
+        "create",
+        ct,
+        "--template",
+        &tpl,
+        "--numproc",
+        "20",
+        "--ram",
+        "64M",
+        "--cpulimit",
+        "50",
+        "--cpuunits",
+        "2000",
+        "--numfiles",
+        "64",
+        "--cpumask",
+        "0",
+        "--iolimit",
+        "10M",
     ]);
     h.ok(&["start", ct]);
 

@@ -4,9 +4,9 @@
 //! connection to the container doing round trips; every test checks that exactly one host
 //! runs the container afterwards and that the other keeps nothing of it.
 
-mod support;
 #[path = "support/ssh.rs"]
 mod ssh;
+mod support;
 #[path = "support/topology.rs"]
 mod topology;
 
@@ -312,7 +312,10 @@ fn live_migration_there_and_back_keeps_the_connection() {
     assert!(neigh_mac(&sim.t, &ip).contains(&sim.t.host(0).mac_str()));
     let ns_a = pidns(sim.h(0), &ct);
     // An application log that only grows: after its first copy it goes as its new tail.
-    sim.h(0).exec(&ct, "head -c 100000 /dev/urandom > /root/app.log; (while :; do echo tick >> /root/app.log; usleep 5000; done) </dev/null >/dev/null 2>&1 &");
+    sim.h(0).exec(
+        &ct,
+        "head -c 100000 /dev/urandom > /root/app.log; (while :; do echo tick >> /root/app.log; usleep 5000; done) </dev/null >/dev/null 2>&1 &",
+    );
     let log_head = |h: &TestHost| h.exec(&ct, "head -c 100000 /root/app.log | md5sum");
     let head_before = log_head(sim.h(0));
 
@@ -478,7 +481,10 @@ fn faults_after_the_freeze_roll_back_to_the_source() {
     assert!(!o.status.success());
     assert_eq!(sim.status(0, &ct), "running");
     let b = sim.h(1);
-    assert!(b.data.join("private").join(&ct).join("root/ctr").exists() || b.data.join("images").read_dir().is_ok_and(|mut d| d.next().is_some()), "--keep-dst kept no files");
+    assert!(
+        b.data.join("private").join(&ct).join("root/ctr").exists() || b.data.join("images").read_dir().is_ok_and(|mut d| d.next().is_some()),
+        "--keep-dst kept no files"
+    );
     assert!(!b.data.join("conf").join(format!("{ct}.toml")).exists());
     assert_eq!(sim.status(1, &ct), "absent");
     assert!(b.mounts().is_empty() || b.mounts().iter().all(|m| !m.to_string_lossy().contains("/root/")), "{:?}", b.mounts());

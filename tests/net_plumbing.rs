@@ -20,12 +20,7 @@ fn can_run() -> bool {
         return false;
     }
     for tool in ["ip", "nsenter", "unshare", "iptables", "ip6tables", "python3"] {
-        if std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()
-            .map_or(true, |o| !o.status.success())
-        {
+        if std::process::Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map_or(true, |o| !o.status.success()) {
             eprintln!("skipped: {tool} is not installed (scripts/install-deps.sh)");
             return false;
         }
@@ -447,11 +442,7 @@ fn failed_setup_leaves_nothing() {
     let ct = FakeContainer::new();
     let mut cfg = cfg_for(&ctid());
     cfg.net.ipadd = vec![t.ct_ip4(10), t.ct_ip6(10)];
-    cfg.net.netifs.push(VethIf {
-        name: "eth0".into(),
-        bridge: Some("nosuchbr".into()),
-        mac: "02:00:00:00:00:09".into(),
-    });
+    cfg.net.netifs.push(VethIf { name: "eth0".into(), bridge: Some("nosuchbr".into()), mac: "02:00:00:00:00:09".into() });
     t.enter(t.host(0));
     let err = net::setup(&Host::default(), &cfg, ct.pid()).unwrap_err().to_string();
     assert!(err.contains(cfg.ctid.as_str()) && err.contains("nosuchbr"), "{err}");

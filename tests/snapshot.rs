@@ -402,7 +402,9 @@ fn killed_snapshot_leaves_nothing_in_the_list() {
     let mut child = h.cmd().args(["snapshot", "create", ct]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     let t = Instant::now();
     let files_started = || {
-        std::fs::read_dir(&sdir).map(|r| r.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".tmp-") && e.path().join("files/root").exists())).unwrap_or(false)
+        std::fs::read_dir(&sdir)
+            .map(|r| r.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".tmp-") && e.path().join("files/root").exists()))
+            .unwrap_or(false)
     };
     while !files_started() && t.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(5));
@@ -420,7 +422,8 @@ fn killed_snapshot_leaves_nothing_in_the_list() {
     h.ok(&["snapshot", "list", ct]);
     let again = take(&h, ct, &[]);
     wait_for(Duration::from_secs(10), "the counter after the kill", || numbers(&f).len() > n + 5);
-    let left: Vec<_> = std::fs::read_dir(&sdir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(&sdir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
     assert!(left.is_empty(), "stale tmp dirs left: {left:?}");
     assert!(ids(&h, ct).contains(&again));
 }

@@ -6,12 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn ferry_sync(src: &Path, dst: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["sync", "--json"])
-        .arg(src)
-        .arg(dst)
-        .output()
-        .expect("run ferry sync");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry")).args(["sync", "--json"]).arg(src).arg(dst).output().expect("run ferry sync");
     assert!(out.status.success(), "ferry sync failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("ferry sync --json prints JSON")
 }

@@ -40,17 +40,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "--store" => options.level = None,
             "--sync" => sync = true,
             "--no-verify" => check = false,
-            "--workers" => {
-                options.workers = args.next().ok_or("--workers needs a value")?.parse()?
-            }
+            "--workers" => options.workers = args.next().ok_or("--workers needs a value")?.parse()?,
             "--out" => out = Some(PathBuf::from(args.next().ok_or("--out needs a value")?)),
             _ if dir.is_none() => dir = Some(PathBuf::from(arg)),
             other => return Err(format!("unexpected argument {other:?}").into()),
         }
     }
-    let dir = dir.ok_or(
-        "usage: write_bench DIR [--level N] [--workers N] [--store] [--sync] [--no-verify] [--out FILE]",
-    )?;
+    let dir = dir.ok_or("usage: write_bench DIR [--level N] [--workers N] [--store] [--sync] [--no-verify] [--out FILE]")?;
     let scratch;
     let out = match out {
         Some(path) => path,
@@ -60,18 +56,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    let input_bytes: u64 = std::fs::read_dir(&dir)?
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum();
+    let input_bytes: u64 = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum();
 
     let start = Instant::now();
     let file = Counting(BufWriter::with_capacity(1 << 20, File::create(&out)?), 0);
-    let manifest = Manifest {
-        image_id: "bench".into(),
-        ..Default::default()
-    };
+    let manifest = Manifest { image_id: "bench".into(), ..Default::default() };
     let mut writer = Writer::new(file, &manifest, options.clone())?;
     let sections = writer.write_dir(&dir)?.len();
     let Counting(mut file, image_bytes) = writer.finish()?;
@@ -86,11 +75,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if check {
         verify(File::open(&out)?)?;
     }
-    let verify_secs = if check {
-        start.elapsed().as_secs_f64()
-    } else {
-        f64::NAN
-    };
+    let verify_secs = if check { start.elapsed().as_secs_f64() } else { f64::NAN };
 
     let mb = input_bytes as f64 / 1e6;
     out_line!(
@@ -100,10 +85,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         options.level,
         options.workers
     );
-    out_line!(
-        "verify: {verify_secs:.3} s = {:.1} MB/s (uncompressed)",
-        mb / verify_secs
-    );
+    out_line!("verify: {verify_secs:.3} s = {:.1} MB/s (uncompressed)", mb / verify_secs);
     out_line!(
         "{{\"input_bytes\":{input_bytes},\"image_bytes\":{image_bytes},\"write_secs\":{write_secs:.6},\"verify_secs\":{verify_secs:.6},\"write_mb_s\":{:.1},\"verify_mb_s\":{:.1}}}",
         mb / write_secs,

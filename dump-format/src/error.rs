@@ -17,15 +17,8 @@ pub enum Error {
     #[error("not a ferry image: bad magic bytes {found:02x?} (expected \"FERRYIMG\")")]
     BadMagic { found: Vec<u8> },
     /// Written by a newer ferry with an incompatible layout.
-    #[error(
-        "image format {major}.{minor} is newer than this ferry supports (up to {max_major}.{max_minor}); upgrade ferry"
-    )]
-    NewerFormat {
-        major: u16,
-        minor: u16,
-        max_major: u16,
-        max_minor: u16,
-    },
+    #[error("image format {major}.{minor} is newer than this ferry supports (up to {max_major}.{max_minor}); upgrade ferry")]
+    NewerFormat { major: u16, minor: u16, max_major: u16, max_minor: u16 },
     /// An older major version that this ferry has no upgrade path for.
     #[error("image format {major}.{minor} is too old: this ferry has no upgrade path for it; read it with an older ferry and re-export")]
     NoUpgradePath { major: u16, minor: u16 },
@@ -33,9 +26,7 @@ pub enum Error {
     #[error("image truncated: input ended in {what} at byte offset {offset}")]
     Truncated { what: String, offset: u64 },
     /// A declared length is above its limit; nothing was allocated for it.
-    #[error(
-        "{what} declares {len} bytes, more than the limit of {limit}: image corrupt or hostile"
-    )]
+    #[error("{what} declares {len} bytes, more than the limit of {limit}: image corrupt or hostile")]
     TooLarge { what: String, len: u64, limit: u64 },
     /// A part of the image does not match its digest or its declared lengths.
     #[error("{what}: {detail}")]
@@ -68,10 +59,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::Corrupt {
-            what: what.into(),
-            detail: detail.into(),
-        }
+        Error::Corrupt { what: what.into(), detail: detail.into() }
     }
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
@@ -80,28 +68,15 @@ impl Error {
             let kind = source.kind();
             return match source.into_inner().map(|inner| inner.downcast::<Error>()) {
                 Some(Ok(ours)) => *ours,
-                Some(Err(other)) => Error::Io {
-                    context: context.into(),
-                    source: io::Error::new(kind, other),
-                },
-                None => Error::Io {
-                    context: context.into(),
-                    source: io::Error::from(kind),
-                },
+                Some(Err(other)) => Error::Io { context: context.into(), source: io::Error::new(kind, other) },
+                None => Error::Io { context: context.into(), source: io::Error::from(kind) },
             };
         }
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     pub(crate) fn path(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Path {
-            context,
-            path: path.into(),
-            source,
-        }
+        Error::Path { context, path: path.into(), source }
     }
 
     /// Wraps this error in an io::Error so it can cross an `io::Read` boundary unchanged.

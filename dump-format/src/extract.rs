@@ -13,12 +13,7 @@ use crate::{SectionKind, MAX_NAME_LEN};
 /// Checks that `name` is usable as a section name: one plain file-name component, so that
 /// joining it to a directory can only name a file directly inside that directory.
 pub fn validate_section_name(name: &str) -> Result<()> {
-    let refuse = |reason| {
-        Err(Error::UnsafeName {
-            name: name.to_string(),
-            reason,
-        })
-    };
+    let refuse = |reason| Err(Error::UnsafeName { name: name.to_string(), reason });
     if name.is_empty() {
         return refuse("empty");
     }
@@ -79,11 +74,7 @@ pub fn extract_to_dir(r: impl Read, dir: &Path) -> Result<Manifest> {
     Ok(reader.manifest().clone())
 }
 
-fn copy_payload<R: Read>(
-    payload: &mut crate::reader::SectionPayload<'_, R>,
-    file: &mut File,
-    path: &Path,
-) -> Result<()> {
+fn copy_payload<R: Read>(payload: &mut crate::reader::SectionPayload<'_, R>, file: &mut File, path: &Path) -> Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
         // Whole buffers: a socket hands out less at a time, and each write costs the file
@@ -95,8 +86,7 @@ fn copy_payload<R: Read>(
                 n => filled += n,
             }
         }
-        file.write_all(&buf[..filled])
-            .map_err(|e| Error::path("cannot write", path, e))?;
+        file.write_all(&buf[..filled]).map_err(|e| Error::path("cannot write", path, e))?;
         if filled < buf.len() {
             return Ok(());
         }

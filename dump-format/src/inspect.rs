@@ -95,8 +95,7 @@ pub fn inspect(r: impl Read) -> Result<Inspection> {
     Ok(Inspection {
         format_version: reader.version().to_string(),
         image_id: manifest.image_id.clone(),
-        parent_image_id: (!manifest.parent_image_id.is_empty())
-            .then(|| manifest.parent_image_id.clone()),
+        parent_image_id: (!manifest.parent_image_id.is_empty()).then(|| manifest.parent_image_id.clone()),
         ctid: manifest.ctid.clone(),
         ferry_version: manifest.ferry_version.clone(),
         criu_version: manifest.criu_version.clone(),
@@ -130,9 +129,7 @@ fn summarize_config(bytes: &[u8]) -> std::result::Result<Option<ConfigSummary>, 
         return Ok(None);
     }
     let text = std::str::from_utf8(bytes).map_err(|_| "config is not UTF-8".to_string())?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| format!("config is not valid TOML: {e}"))?;
+    let table: toml::Table = text.parse().map_err(|e| format!("config is not valid TOML: {e}"))?;
     let scalar = |value: &toml::Value| match value {
         toml::Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -148,12 +145,7 @@ fn summarize_config(bytes: &[u8]) -> std::result::Result<Option<ConfigSummary>, 
     let limits = table
         .get("resources")
         .and_then(toml::Value::as_table)
-        .map(|resources| {
-            resources
-                .iter()
-                .map(|(k, v)| (k.clone(), scalar(v)))
-                .collect()
-        })
+        .map(|resources| resources.iter().map(|(k, v)| (k.clone(), scalar(v))).collect())
         .unwrap_or_default();
     Ok(Some(ConfigSummary {
         ctid: table.get("ctid").map(scalar),
@@ -182,10 +174,7 @@ pub(crate) fn rfc3339(secs: i64, nanos: u32) -> String {
     if nanos == 0 {
         format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
     } else {
-        format!(
-            "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
-            nanos / 1_000_000
-        )
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z", nanos / 1_000_000)
     }
 }
 
@@ -214,11 +203,7 @@ fn or_unknown(s: &str) -> &str {
 
 impl fmt::Display for Inspection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "Image {}  (ferry image format {})",
-            self.image_id, self.format_version
-        )?;
+        writeln!(f, "Image {}  (ferry image format {})", self.image_id, self.format_version)?;
         if let Some(parent) = &self.parent_image_id {
             writeln!(f, "  incremental to:  {parent}")?;
         }
@@ -232,46 +217,21 @@ impl fmt::Display for Inspection {
             or_unknown(&self.architecture),
             or_unknown(&self.cgroup_mode)
         )?;
-        writeln!(
-            f,
-            "  written by:      ferry {}, CRIU {}",
-            or_unknown(&self.ferry_version),
-            or_unknown(&self.criu_version)
-        )?;
+        writeln!(f, "  written by:      ferry {}, CRIU {}", or_unknown(&self.ferry_version), or_unknown(&self.criu_version))?;
 
         writeln!(f, "\nConfig")?;
         match (&self.config, &self.config_error) {
             (Some(config), _) => {
-                writeln!(
-                    f,
-                    "  ctid:            {}",
-                    config.ctid.as_deref().unwrap_or("(unset)")
-                )?;
-                writeln!(
-                    f,
-                    "  hostname:        {}",
-                    config.hostname.as_deref().unwrap_or("(unset)")
-                )?;
-                let ips = if config.ipadd.is_empty() {
-                    "(none)".to_string()
-                } else {
-                    config.ipadd.join(", ")
-                };
+                writeln!(f, "  ctid:            {}", config.ctid.as_deref().unwrap_or("(unset)"))?;
+                writeln!(f, "  hostname:        {}", config.hostname.as_deref().unwrap_or("(unset)"))?;
+                let ips = if config.ipadd.is_empty() { "(none)".to_string() } else { config.ipadd.join(", ") };
                 writeln!(f, "  ipadd:           {ips}")?;
-                let init = if config.init.is_empty() {
-                    "(built-in)".to_string()
-                } else {
-                    config.init.join(" ")
-                };
+                let init = if config.init.is_empty() { "(built-in)".to_string() } else { config.init.join(" ") };
                 writeln!(f, "  init:            {init}")?;
                 if config.limits.is_empty() {
                     writeln!(f, "  limits:          (none)")?;
                 } else {
-                    let limits: Vec<String> = config
-                        .limits
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
+                    let limits: Vec<String> = config.limits.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     writeln!(f, "  limits:          {}", limits.join(", "))?;
                 }
             }
@@ -280,62 +240,28 @@ impl fmt::Display for Inspection {
         }
 
         match &self.summary {
-            None => writeln!(
-                f,
-                "\nNo dump-time summary recorded (processes, connections, addresses unknown)"
-            )?,
+            None => writeln!(f, "\nNo dump-time summary recorded (processes, connections, addresses unknown)")?,
             Some(summary) => {
                 writeln!(f, "\nProcesses ({})", summary.processes.len())?;
                 write_tree(f, &summary.processes)?;
                 writeln!(f, "\nTCP connections ({})", summary.tcp_connections.len())?;
                 for conn in &summary.tcp_connections {
-                    writeln!(
-                        f,
-                        "  {:<24} -> {:<24} {}",
-                        conn.local, conn.remote, conn.state
-                    )?;
+                    writeln!(f, "  {:<24} -> {:<24} {}", conn.local, conn.remote, conn.state)?;
                 }
                 writeln!(f, "\nAddresses")?;
                 for addr in &summary.addresses {
-                    let mac = if addr.mac.is_empty() {
-                        "-"
-                    } else {
-                        addr.mac.as_str()
-                    };
-                    writeln!(
-                        f,
-                        "  {:<10} mac {:<17} {}",
-                        addr.interface,
-                        mac,
-                        addr.ips.join(", ")
-                    )?;
+                    let mac = if addr.mac.is_empty() { "-" } else { addr.mac.as_str() };
+                    writeln!(f, "  {:<10} mac {:<17} {}", addr.interface, mac, addr.ips.join(", "))?;
                 }
-                writeln!(
-                    f,
-                    "\nMemory: {} ({} bytes)",
-                    human(summary.memory_bytes),
-                    summary.memory_bytes
-                )?;
+                writeln!(f, "\nMemory: {} ({} bytes)", human(summary.memory_bytes), summary.memory_bytes)?;
             }
         }
 
         writeln!(f, "\nSections ({})", self.sections.len())?;
-        writeln!(
-            f,
-            "  {:<13} {:<32} {:>12} {:>12} {:>7}",
-            "KIND", "NAME", "SIZE", "STORED", "RATIO"
-        )?;
+        writeln!(f, "  {:<13} {:<32} {:>12} {:>12} {:>7}", "KIND", "NAME", "SIZE", "STORED", "RATIO")?;
         for s in &self.sections {
             let optional = if s.optional { " (optional)" } else { "" };
-            writeln!(
-                f,
-                "  {:<13} {:<32} {:>12} {:>12} {:>6.2}x{optional}",
-                s.kind,
-                s.name,
-                human(s.size),
-                human(s.stored),
-                s.ratio
-            )?;
+            writeln!(f, "  {:<13} {:<32} {:>12} {:>12} {:>6.2}x{optional}", s.kind, s.name, human(s.size), human(s.stored), s.ratio)?;
         }
         writeln!(
             f,
@@ -379,13 +305,7 @@ fn write_tree(f: &mut fmt::Formatter<'_>, processes: &[crate::manifest::Process]
                 continue;
             }
             let p = &processes[i];
-            writeln!(
-                f,
-                "  {}{:<6} {}",
-                "  ".repeat(depth.min(32)),
-                p.pid,
-                p.command
-            )?;
+            writeln!(f, "  {}{:<6} {}", "  ".repeat(depth.min(32)), p.pid, p.command)?;
             // Only the first process with a pid owns its children (duplicate pids are hostile).
             if index_of.get(&p.pid) == Some(&i) {
                 for &child in children.get(&p.pid).into_iter().flatten().rev() {
@@ -426,10 +346,7 @@ numproc = 100
         assert_eq!(summary.hostname.as_deref(), Some("web"));
         assert_eq!(summary.ipadd, vec!["198.18.0.5"]);
         assert_eq!(summary.init, vec!["/bin/sh", "-c", "sleep 1"]);
-        assert_eq!(
-            summary.limits.get("ram").map(String::as_str),
-            Some("268435456")
-        );
+        assert_eq!(summary.limits.get("ram").map(String::as_str), Some("268435456"));
         assert!(summarize_config(b"not = [toml").is_err());
         assert!(summarize_config(b"ctid = 101\n[net]\nipadd = \"198.18.0.1\"").is_ok());
         assert_eq!(summarize_config(b"").unwrap(), None);
@@ -450,25 +367,13 @@ mod tree_tests {
     }
 
     fn p(pid: u32, ppid: u32, command: &str) -> Process {
-        Process {
-            pid,
-            ppid,
-            command: command.into(),
-        }
+        Process { pid, ppid, command: command.into() }
     }
 
     #[test]
     fn tree_nests_children_under_parents() {
-        let text = Tree(vec![
-            p(1, 0, "init"),
-            p(3, 2, "grandchild"),
-            p(2, 1, "child"),
-        ])
-        .to_string();
-        assert_eq!(
-            text,
-            "  1      init\n    2      child\n      3      grandchild\n"
-        );
+        let text = Tree(vec![p(1, 0, "init"), p(3, 2, "grandchild"), p(2, 1, "child")]).to_string();
+        assert_eq!(text, "  1      init\n    2      child\n      3      grandchild\n");
     }
 
     #[test]

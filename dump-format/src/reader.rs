@@ -9,10 +9,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{Manifest, SectionEntry, SectionTable};
 use crate::upgrade::{current_format_stream, parse_header, HEADER_LEN};
 use crate::wire::{ChunkSource, HashingReader};
-use crate::{
-    whole_digest_covers_chunks, Codec, SectionKind, Version, FORMAT_MAJOR, MAX_MANIFEST_LEN,
-    MAX_NAME_LEN, OLDEST_NATIVE_MAJOR,
-};
+use crate::{whole_digest_covers_chunks, Codec, SectionKind, Version, FORMAT_MAJOR, MAX_MANIFEST_LEN, MAX_NAME_LEN, OLDEST_NATIVE_MAJOR};
 
 pub(crate) const TAG_SECTION: u8 = b'S';
 pub(crate) const TAG_END: u8 = b'E';
@@ -83,41 +80,23 @@ impl<R: Read> Reader<R> {
         let parsed = parse_header(&header[..filled])?;
         if !(OLDEST_NATIVE_MAJOR..=FORMAT_MAJOR).contains(&parsed.version.major) {
             return Err(match crate::upgrade_path_for(parsed.version.major) {
-                Some(_) => Error::Usage(format!(
-                    "image format {} must be opened with Reader::open, which upgrades it",
-                    parsed.version
-                )),
-                None => Error::NoUpgradePath {
-                    major: parsed.version.major,
-                    minor: parsed.version.minor,
-                },
+                Some(_) => Error::Usage(format!("image format {} must be opened with Reader::open, which upgrades it", parsed.version)),
+                None => Error::NoUpgradePath { major: parsed.version.major, minor: parsed.version.minor },
             });
         }
         if parsed.flags != 0 {
-            return Err(Error::corrupt(
-                "header",
-                format!(
-                    "unknown flags {:#010x} (format {} defines none)",
-                    parsed.flags, parsed.version
-                ),
-            ));
+            return Err(Error::corrupt("header", format!("unknown flags {:#010x} (format {} defines none)", parsed.flags, parsed.version)));
         }
         let len = input.read_u32("manifest length")?;
         if len > MAX_MANIFEST_LEN {
-            return Err(Error::TooLarge {
-                what: "manifest".into(),
-                len: len.into(),
-                limit: MAX_MANIFEST_LEN.into(),
-            });
+            return Err(Error::TooLarge { what: "manifest".into(), len: len.into(), limit: MAX_MANIFEST_LEN.into() });
         }
         let bytes = input.read_vec(len, "manifest")?;
         let digest = input.read_digest("manifest digest")?;
         if !digest_ok(blake3::hash(&bytes), &digest) {
             return Err(Error::corrupt("manifest", "blake3 digest mismatch"));
         }
-        let manifest = Manifest::decode(bytes.as_slice()).map_err(|e| {
-            Error::corrupt("manifest", format!("not a valid manifest message: {e}"))
-        })?;
+        let manifest = Manifest::decode(bytes.as_slice()).map_err(|e| Error::corrupt("manifest", format!("not a valid manifest message: {e}")))?;
         Ok(Reader {
             source: Source::Idle(input),
             version: parsed.version,
@@ -192,9 +171,7 @@ impl<R: Read> Reader<R> {
     /// the end of the image.
     fn advance(&mut self) -> Result<bool> {
         if self.failed {
-            return Err(Error::Usage(
-                "the image reader already failed; reopen the image".into(),
-            ));
+            return Err(Error::Usage("the image reader already failed; reopen the image".into()));
         }
         if self.current.is_some() {
             self.drain_current()?;
@@ -220,38 +197,26 @@ impl<R: Read> Reader<R> {
                 other => {
                     return Err(Error::corrupt(
                         format!("after section {}", self.last_name()),
-                        format!(
-                            "expected a section header or the end marker at byte offset {offset}, found byte {other:#04x}"
-                        ),
+                        format!("expected a section header or the end marker at byte offset {offset}, found byte {other:#04x}"),
                     ))
                 }
             }
             let info = self.read_section_header(&mut input)?;
             if !self.seen.insert((info.kind.code(), info.name.clone())) {
-                return Err(Error::corrupt(
-                    format!("section {:?}", info.name),
-                    format!("appears twice with kind {}", info.kind.label()),
-                ));
+                return Err(Error::corrupt(format!("section {:?}", info.name), format!("appears twice with kind {}", info.kind.label())));
             }
             let hash_data = whole_digest_covers_chunks(self.version.major, info.codec);
             let chunks = ChunkSource::new(input, &info.name, hash_data);
             self.source = match info.codec {
                 Codec::None => Source::Raw(chunks),
                 Codec::Zstd => {
-                    let mut decoder = zstd::stream::read::Decoder::with_buffer(chunks)
-                        .map_err(|e| Error::io("starting a zstd decoder", e))?;
-                    decoder
-                        .window_log_max(MAX_WINDOW_LOG)
-                        .map_err(|e| Error::io("configuring the zstd decoder", e))?;
+                    let mut decoder = zstd::stream::read::Decoder::with_buffer(chunks).map_err(|e| Error::io("starting a zstd decoder", e))?;
+                    decoder.window_log_max(MAX_WINDOW_LOG).map_err(|e| Error::io("configuring the zstd decoder", e))?;
                     Source::Zstd(Box::new(decoder))
                 }
             };
             let skip = matches!(info.kind, SectionKind::Unknown(_));
-            self.current = Some(Current {
-                info,
-                hasher: blake3::Hasher::new(),
-                len: 0,
-            });
+            self.current = Some(Current { info, hasher: blake3::Hasher::new(), len: 0 });
             if skip {
                 // Unknown but optional (required ones were refused): verify it and move on.
                 self.drain_current()?;
@@ -262,10 +227,7 @@ impl<R: Read> Reader<R> {
     }
 
     fn last_name(&self) -> String {
-        self.read.last().map_or_else(
-            || "(none: right after the manifest)".into(),
-            |e| format!("{:?}", e.name),
-        )
+        self.read.last().map_or_else(|| "(none: right after the manifest)".into(), |e| format!("{:?}", e.name))
     }
 
     fn read_section_header(&self, input: &mut HashingReader<R>) -> Result<SectionInfo> {
@@ -277,40 +239,21 @@ impl<R: Read> Reader<R> {
         let codec = fixed[4];
         let name_len = u16::from_le_bytes([fixed[5], fixed[6]]);
         if name_len > MAX_NAME_LEN {
-            return Err(Error::TooLarge {
-                what: where_,
-                len: name_len.into(),
-                limit: MAX_NAME_LEN.into(),
-            });
+            return Err(Error::TooLarge { what: where_, len: name_len.into(), limit: MAX_NAME_LEN.into() });
         }
         let name_bytes = input.read_vec(name_len.into(), &where_)?;
         let size_hint = input.read_u64(&where_)?;
         let digest = input.read_digest(&where_)?;
         let mut hasher = blake3::Hasher::new();
-        hasher
-            .update(&[TAG_SECTION])
-            .update(&fixed)
-            .update(&name_bytes)
-            .update(&size_hint.to_le_bytes());
+        hasher.update(&[TAG_SECTION]).update(&fixed).update(&name_bytes).update(&size_hint.to_le_bytes());
         let shown_name = String::from_utf8_lossy(&name_bytes).into_owned();
         if !digest_ok(hasher.finalize(), &digest) {
-            return Err(Error::corrupt(
-                format!("section {shown_name:?} header"),
-                "blake3 digest mismatch",
-            ));
+            return Err(Error::corrupt(format!("section {shown_name:?} header"), "blake3 digest mismatch"));
         }
-        let name = String::from_utf8(name_bytes).map_err(|_| {
-            Error::corrupt(
-                format!("section {shown_name:?} header"),
-                "name is not UTF-8",
-            )
-        })?;
+        let name = String::from_utf8(name_bytes).map_err(|_| Error::corrupt(format!("section {shown_name:?} header"), "name is not UTF-8"))?;
         crate::extract::validate_section_name(&name)?;
         if flags & !FLAG_OPTIONAL != 0 {
-            return Err(Error::corrupt(
-                format!("section {name:?} header"),
-                format!("unknown flags {flags:#06x}"),
-            ));
+            return Err(Error::corrupt(format!("section {name:?} header"), format!("unknown flags {flags:#06x}")));
         }
         let optional = flags & FLAG_OPTIONAL != 0;
         let kind = SectionKind::from_code(kind);
@@ -319,45 +262,23 @@ impl<R: Read> Reader<R> {
                 return Err(Error::UnknownRequiredSection { name, kind: code });
             }
         }
-        let codec = Codec::from_code(codec).ok_or_else(|| {
-            Error::corrupt(
-                format!("section {name:?} header"),
-                format!("unknown codec {codec}"),
-            )
-        })?;
-        Ok(SectionInfo {
-            kind,
-            name,
-            optional,
-            codec,
-            size_hint: (size_hint != u64::MAX).then_some(size_hint),
-        })
+        let codec = Codec::from_code(codec).ok_or_else(|| Error::corrupt(format!("section {name:?} header"), format!("unknown codec {codec}")))?;
+        Ok(SectionInfo { kind, name, optional, codec, size_hint: (size_hint != u64::MAX).then_some(size_hint) })
     }
 
     fn read_end(&mut self, input: &mut HashingReader<R>) -> Result<()> {
         let len = input.read_u32("end-of-image table length")?;
         if len > MAX_MANIFEST_LEN {
-            return Err(Error::TooLarge {
-                what: "end-of-image table".into(),
-                len: len.into(),
-                limit: MAX_MANIFEST_LEN.into(),
-            });
+            return Err(Error::TooLarge { what: "end-of-image table".into(), len: len.into(), limit: MAX_MANIFEST_LEN.into() });
         }
         let bytes = input.read_vec(len, "end-of-image table")?;
         let computed = input.digest();
         let stored = input.read_unhashed_digest("whole-image digest")?;
         if !digest_ok(computed, &stored) {
-            return Err(Error::corrupt(
-                "whole image",
-                "blake3 digest mismatch (header, manifest, section framing or table damaged)",
-            ));
+            return Err(Error::corrupt("whole image", "blake3 digest mismatch (header, manifest, section framing or table damaged)"));
         }
-        let table = SectionTable::decode(bytes.as_slice()).map_err(|e| {
-            Error::corrupt(
-                "end-of-image table",
-                format!("not a valid table message: {e}"),
-            )
-        })?;
+        let table =
+            SectionTable::decode(bytes.as_slice()).map_err(|e| Error::corrupt("end-of-image table", format!("not a valid table message: {e}")))?;
         if table.sections != self.read {
             let first_bad = table
                 .sections
@@ -365,39 +286,18 @@ impl<R: Read> Reader<R> {
                 .zip(&self.read)
                 .find(|(listed, read)| listed != read)
                 .map(|(listed, _)| format!("section {:?}", listed.name))
-                .unwrap_or_else(|| {
-                    format!(
-                        "lists {} sections, {} were read",
-                        table.sections.len(),
-                        self.read.len()
-                    )
-                });
-            return Err(Error::corrupt(
-                "end-of-image table",
-                format!("does not match the sections read: {first_bad}"),
-            ));
+                .unwrap_or_else(|| format!("lists {} sections, {} were read", table.sections.len(), self.read.len()));
+            return Err(Error::corrupt("end-of-image table", format!("does not match the sections read: {first_bad}")));
         }
         for planned in &self.manifest.sections {
-            let found = self
-                .read
-                .iter()
-                .find(|e| e.kind == planned.kind && e.name == planned.name);
+            let found = self.read.iter().find(|e| e.kind == planned.kind && e.name == planned.name);
             match found {
-                None => {
-                    return Err(Error::corrupt(
-                        format!("section {:?}", planned.name),
-                        "listed in the manifest but missing from the image",
-                    ))
-                }
+                None => return Err(Error::corrupt(format!("section {:?}", planned.name), "listed in the manifest but missing from the image")),
                 Some(entry) => {
-                    let mismatch = (planned.uncompressed_len != 0
-                        && planned.uncompressed_len != entry.uncompressed_len)
+                    let mismatch = (planned.uncompressed_len != 0 && planned.uncompressed_len != entry.uncompressed_len)
                         || (!planned.digest.is_empty() && planned.digest != entry.digest);
                     if mismatch {
-                        return Err(Error::corrupt(
-                            format!("section {:?}", planned.name),
-                            "differs from its manifest entry (length or digest)",
-                        ));
+                        return Err(Error::corrupt(format!("section {:?}", planned.name), "differs from its manifest entry (length or digest)"));
                     }
                 }
             }
@@ -432,10 +332,9 @@ impl<R: Read> Reader<R> {
             Err(e) => {
                 let ours = Error::io(format!("section {:?} payload", current.info.name), e);
                 return Err(match ours {
-                    Error::Io { source, .. } => Error::corrupt(
-                        format!("section {:?} payload", current.info.name),
-                        format!("cannot decompress: {source}"),
-                    ),
+                    Error::Io { source, .. } => {
+                        Error::corrupt(format!("section {:?} payload", current.info.name), format!("cannot decompress: {source}"))
+                    }
                     other => other,
                 });
             }
@@ -468,10 +367,7 @@ impl<R: Read> Reader<R> {
             _ => return Err(Error::Usage("image reader in an unexpected state".into())),
         };
         if !chunks.done {
-            return Err(Error::corrupt(
-                format!("section {name:?} payload"),
-                "compressed data ends before its last chunk",
-            ));
+            return Err(Error::corrupt(format!("section {name:?} payload"), "compressed data ends before its last chunk"));
         }
         let stored_len = chunks.stored;
         let mut input = chunks.inner;
@@ -482,33 +378,22 @@ impl<R: Read> Reader<R> {
         if uncompressed_len != current.len {
             return Err(Error::corrupt(
                 format!("section {name:?}"),
-                format!(
-                    "trailer declares {uncompressed_len} bytes, payload has {}",
-                    current.len
-                ),
+                format!("trailer declares {uncompressed_len} bytes, payload has {}", current.len),
             ));
         }
         if let Some(hint) = current.info.size_hint {
             if hint != current.len {
-                return Err(Error::corrupt(
-                    format!("section {name:?}"),
-                    format!("header declares {hint} bytes, payload has {}", current.len),
-                ));
+                return Err(Error::corrupt(format!("section {name:?}"), format!("header declares {hint} bytes, payload has {}", current.len)));
             }
         }
         if declared_stored != stored_len {
             return Err(Error::corrupt(
                 format!("section {name:?}"),
-                format!(
-                    "trailer declares {declared_stored} stored bytes, chunks hold {stored_len}"
-                ),
+                format!("trailer declares {declared_stored} stored bytes, chunks hold {stored_len}"),
             ));
         }
         if !digest_ok(current.hasher.finalize(), &digest) {
-            return Err(Error::corrupt(
-                format!("section {name:?}"),
-                "blake3 digest mismatch",
-            ));
+            return Err(Error::corrupt(format!("section {name:?}"), "blake3 digest mismatch"));
         }
         self.read.push(SectionEntry {
             kind: current.info.kind.code().into(),
@@ -547,11 +432,7 @@ impl<R: Read> SectionPayload<'_, R> {
                 return Ok(out);
             }
             if out.len() as u64 + n as u64 > limit {
-                return Err(Error::TooLarge {
-                    what: format!("section {:?}", self.info().name),
-                    len: out.len() as u64 + n as u64,
-                    limit,
-                });
+                return Err(Error::TooLarge { what: format!("section {:?}", self.info().name), len: out.len() as u64 + n as u64, limit });
             }
             out.extend_from_slice(&buf[..n]);
         }
@@ -614,12 +495,7 @@ pub fn read_all(r: impl Read, limit: u64) -> Result<Image> {
         total += data.len() as u64;
         sections.push((info, data));
     }
-    Ok(Image {
-        version: reader.version(),
-        manifest: reader.manifest().clone(),
-        sections,
-        table: reader.sections_read().to_vec(),
-    })
+    Ok(Image { version: reader.version(), manifest: reader.manifest().clone(), sections, table: reader.sections_read().to_vec() })
 }
 
 /// What [`verify`] checked.
@@ -671,20 +547,10 @@ pub fn verify(r: impl Read) -> Result<VerifyReport> {
         }
     };
     if trailing != 0 {
-        return Err(Error::corrupt(
-            "end of image",
-            "unexpected bytes after the whole-image digest",
-        ));
+        return Err(Error::corrupt("end of image", "unexpected bytes after the whole-image digest"));
     }
     let uncompressed_bytes = sections.iter().map(|s| s.uncompressed_len).sum();
     let stored_bytes = sections.iter().map(|s| s.stored_len).sum();
     let image_bytes = bytes_read;
-    Ok(VerifyReport {
-        version,
-        image_id,
-        sections,
-        uncompressed_bytes,
-        stored_bytes,
-        image_bytes,
-    })
+    Ok(VerifyReport { version, image_id, sections, uncompressed_bytes, stored_bytes, image_bytes })
 }

@@ -80,12 +80,7 @@ pub struct TreeEntry {
 /// Checks a tree path: relative, '/'-separated plain components.
 pub fn validate_tree_path(path: &[u8]) -> Result<()> {
     let shown = || String::from_utf8_lossy(path).into_owned();
-    let refuse = |reason| {
-        Err(Error::UnsafeName {
-            name: shown(),
-            reason,
-        })
-    };
+    let refuse = |reason| Err(Error::UnsafeName { name: shown(), reason });
     if path.is_empty() {
         return refuse("empty path");
     }
@@ -111,22 +106,14 @@ pub fn validate_tree_path(path: &[u8]) -> Result<()> {
 fn validate_entry(entry: &TreeEntry) -> Result<EntryType> {
     validate_tree_path(&entry.path)?;
     let kind = EntryType::try_from(entry.entry_type).map_err(|_| {
-        Error::corrupt(
-            format!("tree entry {:?}", String::from_utf8_lossy(&entry.path)),
-            format!("unknown type {}", entry.entry_type),
-        )
+        Error::corrupt(format!("tree entry {:?}", String::from_utf8_lossy(&entry.path)), format!("unknown type {}", entry.entry_type))
     })?;
     let what = || format!("tree entry {:?}", String::from_utf8_lossy(&entry.path));
     match kind {
         EntryType::Unspecified => return Err(Error::corrupt(what(), "no type")),
         EntryType::Hardlink => validate_tree_path(&entry.hardlink_target)?,
-        EntryType::Symlink
-            if entry.symlink_target.is_empty() || entry.symlink_target.contains(&0) =>
-        {
-            return Err(Error::corrupt(
-                what(),
-                "symlink target empty or contains NUL",
-            ))
+        EntryType::Symlink if entry.symlink_target.is_empty() || entry.symlink_target.contains(&0) => {
+            return Err(Error::corrupt(what(), "symlink target empty or contains NUL"))
         }
         _ => {}
     }
@@ -155,26 +142,18 @@ impl<W: Write> TreeWriter<W> {
         let len = u32::try_from(encoded.len())
             .ok()
             .filter(|len| *len <= MAX_TREE_ENTRY_LEN)
-            .ok_or_else(|| {
-                Error::Usage(format!("tree entry {:?} is over 1 MiB encoded", name()))
-            })?;
+            .ok_or_else(|| Error::Usage(format!("tree entry {:?} is over 1 MiB encoded", name())))?;
         let io_err = |e| Error::io(format!("writing tree entry {:?}", name()), e);
         self.out.write_all(&[TAG_ENTRY]).map_err(io_err)?;
         self.out.write_all(&len.to_le_bytes()).map_err(io_err)?;
         self.out.write_all(&encoded).map_err(io_err)?;
         if kind == EntryType::File {
             let copied = match content {
-                Some(content) => {
-                    io::copy(&mut content.take(entry.size), &mut self.out).map_err(io_err)?
-                }
+                Some(content) => io::copy(&mut content.take(entry.size), &mut self.out).map_err(io_err)?,
                 None => 0,
             };
             if copied != entry.size {
-                return Err(Error::Usage(format!(
-                    "tree entry {:?}: content has {copied} bytes, entry says {}",
-                    name(),
-                    entry.size
-                )));
+                return Err(Error::Usage(format!("tree entry {:?}: content has {copied} bytes, entry says {}", name(), entry.size)));
             }
         }
         Ok(())
@@ -182,9 +161,7 @@ impl<W: Write> TreeWriter<W> {
 
     /// Writes the end marker and returns the output.
     pub fn finish(mut self) -> Result<W> {
-        self.out
-            .write_all(&[TAG_END])
-            .map_err(|e| Error::io("ending a tree", e))?;
+        self.out.write_all(&[TAG_END]).map_err(|e| Error::io("ending a tree", e))?;
         Ok(self.out)
     }
 }
@@ -199,11 +176,7 @@ pub struct TreeReader<R: Read> {
 
 impl<R: Read> TreeReader<R> {
     pub fn new(input: R) -> Self {
-        TreeReader {
-            input,
-            pending: 0,
-            done: false,
-        }
+        TreeReader { input, pending: 0, done: false }
     }
 
     /// The next entry, or `None` after the end marker. Unread content of the previous file is
@@ -213,13 +186,9 @@ impl<R: Read> TreeReader<R> {
             return Ok(None);
         }
         if self.pending > 0 {
-            let skipped = io::copy(&mut (&mut self.input).take(self.pending), &mut io::sink())
-                .map_err(|e| Error::io("skipping tree content", e))?;
+            let skipped = io::copy(&mut (&mut self.input).take(self.pending), &mut io::sink()).map_err(|e| Error::io("skipping tree content", e))?;
             if skipped != self.pending {
-                return Err(Error::corrupt(
-                    "tree",
-                    format!("ends in the middle of {}", "tree file content"),
-                ));
+                return Err(Error::corrupt("tree", format!("ends in the middle of {}", "tree file content")));
             }
             self.pending = 0;
         }
@@ -231,36 +200,20 @@ impl<R: Read> TreeReader<R> {
                 return Ok(None);
             }
             TAG_ENTRY => {}
-            other => {
-                return Err(Error::corrupt(
-                    "tree",
-                    format!("unexpected tag {other:#04x}"),
-                ))
-            }
+            other => return Err(Error::corrupt("tree", format!("unexpected tag {other:#04x}"))),
         }
         let mut len = [0u8; 4];
         read_exact(&mut self.input, &mut len, "tree entry length")?;
         let len = u32::from_le_bytes(len);
         if len > MAX_TREE_ENTRY_LEN {
-            return Err(Error::TooLarge {
-                what: "tree entry".into(),
-                len: len.into(),
-                limit: MAX_TREE_ENTRY_LEN.into(),
-            });
+            return Err(Error::TooLarge { what: "tree entry".into(), len: len.into(), limit: MAX_TREE_ENTRY_LEN.into() });
         }
         let mut encoded = Vec::new();
-        let got = (&mut self.input)
-            .take(len.into())
-            .read_to_end(&mut encoded)
-            .map_err(|e| Error::io("reading a tree entry", e))?;
+        let got = (&mut self.input).take(len.into()).read_to_end(&mut encoded).map_err(|e| Error::io("reading a tree entry", e))?;
         if got != len as usize {
-            return Err(Error::corrupt(
-                "tree",
-                format!("ends in the middle of {}", "tree entry"),
-            ));
+            return Err(Error::corrupt("tree", format!("ends in the middle of {}", "tree entry")));
         }
-        let entry = TreeEntry::decode(encoded.as_slice())
-            .map_err(|e| Error::corrupt("tree entry", format!("not a valid entry message: {e}")))?;
+        let entry = TreeEntry::decode(encoded.as_slice()).map_err(|e| Error::corrupt("tree entry", format!("not a valid entry message: {e}")))?;
         if validate_entry(&entry)? == EntryType::File {
             self.pending = entry.size;
         }
@@ -269,21 +222,13 @@ impl<R: Read> TreeReader<R> {
 
     /// Reads content of the current regular file (0 at its end).
     pub fn read_content(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let want = buf
-            .len()
-            .min(usize::try_from(self.pending).unwrap_or(usize::MAX));
+        let want = buf.len().min(usize::try_from(self.pending).unwrap_or(usize::MAX));
         if want == 0 {
             return Ok(0);
         }
-        let n = self
-            .input
-            .read(&mut buf[..want])
-            .map_err(|e| Error::io("reading tree content", e))?;
+        let n = self.input.read(&mut buf[..want]).map_err(|e| Error::io("reading tree content", e))?;
         if n == 0 {
-            return Err(Error::corrupt(
-                "tree",
-                format!("ends in the middle of {}", "tree file content"),
-            ));
+            return Err(Error::corrupt("tree", format!("ends in the middle of {}", "tree file content")));
         }
         self.pending -= n as u64;
         Ok(n)
@@ -292,9 +237,7 @@ impl<R: Read> TreeReader<R> {
 
 fn read_exact(input: &mut impl Read, buf: &mut [u8], what: &str) -> Result<()> {
     input.read_exact(buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => {
-            Error::corrupt("tree", format!("ends in the middle of {what}"))
-        }
+        io::ErrorKind::UnexpectedEof => Error::corrupt("tree", format!("ends in the middle of {what}")),
         _ => Error::io(format!("reading {what}"), e),
     })
 }

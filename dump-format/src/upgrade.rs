@@ -20,10 +20,7 @@ const UPGRADERS: &[(u16, UpgradeFn)] = &[];
 
 /// The upgrader for images of major version `major`, if one exists.
 pub fn upgrade_path_for(major: u16) -> Option<UpgradeFn> {
-    UPGRADERS
-        .iter()
-        .find(|(old, _)| *old == major)
-        .map(|(_, upgrade)| *upgrade)
+    UPGRADERS.iter().find(|(old, _)| *old == major).map(|(_, upgrade)| *upgrade)
 }
 
 /// Header of an image: version and flags.
@@ -41,31 +38,18 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header> {
     }
     let magic_len = bytes.len().min(MAGIC.len());
     if bytes[..magic_len] != MAGIC[..magic_len] {
-        return Err(Error::BadMagic {
-            found: bytes[..magic_len].to_vec(),
-        });
+        return Err(Error::BadMagic { found: bytes[..magic_len].to_vec() });
     }
     if bytes.len() < HEADER_LEN {
-        return Err(Error::Truncated {
-            what: "header".into(),
-            offset: 0,
-        });
+        return Err(Error::Truncated { what: "header".into(), offset: 0 });
     }
     let major = u16::from_le_bytes([bytes[8], bytes[9]]);
     let minor = u16::from_le_bytes([bytes[10], bytes[11]]);
     let flags = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
     if major > FORMAT_MAJOR {
-        return Err(Error::NewerFormat {
-            major,
-            minor,
-            max_major: FORMAT_MAJOR,
-            max_minor: FORMAT_MINOR,
-        });
+        return Err(Error::NewerFormat { major, minor, max_major: FORMAT_MAJOR, max_minor: FORMAT_MINOR });
     }
-    Ok(Header {
-        version: Version { major, minor },
-        flags,
-    })
+    Ok(Header { version: Version { major, minor }, flags })
 }
 
 /// Reads the header of `r` and returns a stream in the current format: the same bytes for a
@@ -74,10 +58,7 @@ pub(crate) fn current_format_stream<'a>(r: impl Read + 'a) -> Result<Box<dyn Rea
     current_format_stream_with(r, UPGRADERS)
 }
 
-fn current_format_stream_with<'a>(
-    mut r: impl Read + 'a,
-    upgraders: &[(u16, UpgradeFn)],
-) -> Result<Box<dyn Read + 'a>> {
+fn current_format_stream_with<'a>(mut r: impl Read + 'a, upgraders: &[(u16, UpgradeFn)]) -> Result<Box<dyn Read + 'a>> {
     let mut header = [0u8; HEADER_LEN];
     let mut filled = 0;
     while filled < HEADER_LEN {
@@ -92,15 +73,10 @@ fn current_format_stream_with<'a>(
     if (OLDEST_NATIVE_MAJOR..=FORMAT_MAJOR).contains(&parsed.version.major) {
         return Ok(Box::new(Cursor::new(header).chain(r)));
     }
-    let upgrader = upgraders
-        .iter()
-        .find(|(old, _)| *old == parsed.version.major);
+    let upgrader = upgraders.iter().find(|(old, _)| *old == parsed.version.major);
     match upgrader {
         Some((_, upgrade)) => upgrade(parsed.version, Box::new(r)),
-        None => Err(Error::NoUpgradePath {
-            major: parsed.version.major,
-            minor: parsed.version.minor,
-        }),
+        None => Err(Error::NoUpgradePath { major: parsed.version.major, minor: parsed.version.minor }),
     }
 }
 
@@ -114,15 +90,10 @@ mod tests {
     fn upgrade_toy(version: Version, mut old: Box<dyn Read + '_>) -> Result<Box<dyn Read + '_>> {
         assert_eq!(version, Version { major: 0, minor: 9 });
         let mut len = [0u8; 4];
-        old.read_exact(&mut len)
-            .map_err(|e| Error::io("reading a 0.9 image", e))?;
+        old.read_exact(&mut len).map_err(|e| Error::io("reading a 0.9 image", e))?;
         let mut data = vec![0u8; u32::from_le_bytes(len).min(1 << 20) as usize];
-        old.read_exact(&mut data)
-            .map_err(|e| Error::io("reading a 0.9 image", e))?;
-        let manifest = crate::Manifest {
-            image_id: "upgraded".into(),
-            ..Default::default()
-        };
+        old.read_exact(&mut data).map_err(|e| Error::io("reading a 0.9 image", e))?;
+        let manifest = crate::Manifest { image_id: "upgraded".into(), ..Default::default() };
         let mut writer = Writer::new(Vec::new(), &manifest, WriterOptions::default())?;
         writer.add_bytes(SectionKind::CriuImage, "pages-1.img", false, &data)?;
         Ok(Box::new(Cursor::new(writer.finish()?)))
@@ -145,24 +116,12 @@ mod tests {
         assert_eq!(payload.read_to_vec(100).unwrap(), b"hello");
 
         // Without the upgrader, the same bytes are refused with the documented error.
-        let err = current_format_stream_with(old.as_slice(), &[])
-            .err()
-            .unwrap();
-        assert!(
-            matches!(err, Error::NoUpgradePath { major: 0, minor: 9 }),
-            "{err}"
-        );
+        let err = current_format_stream_with(old.as_slice(), &[]).err().unwrap();
+        assert!(matches!(err, Error::NoUpgradePath { major: 0, minor: 9 }), "{err}");
         // And a current image passes through unchanged.
         let manifest = crate::Manifest::default();
-        let current = Writer::new(Vec::new(), &manifest, WriterOptions::default())
-            .unwrap()
-            .finish()
-            .unwrap();
-        let image = read_all(
-            current_format_stream_with(current.as_slice(), upgraders).unwrap(),
-            10,
-        )
-        .unwrap();
+        let current = Writer::new(Vec::new(), &manifest, WriterOptions::default()).unwrap().finish().unwrap();
+        let image = read_all(current_format_stream_with(current.as_slice(), upgraders).unwrap(), 10).unwrap();
         assert!(image.sections.is_empty());
     }
 }

@@ -24,11 +24,7 @@ pub(crate) struct HashingReader<R: Read> {
 
 impl<R: Read> HashingReader<R> {
     pub(crate) fn new(inner: R) -> Self {
-        HashingReader {
-            inner: BufReader::with_capacity(READ_BUFFER, inner),
-            hasher: blake3::Hasher::new(),
-            offset: 0,
-        }
+        HashingReader { inner: BufReader::with_capacity(READ_BUFFER, inner), hasher: blake3::Hasher::new(), offset: 0 }
     }
 
     /// Consumes bytes that stay out of the whole-image digest: the chunk data of an
@@ -76,10 +72,7 @@ impl<R: Read> HashingReader<R> {
                 Err(e) => return Err(Error::io(format!("reading {what}"), e)),
             };
             if available.is_empty() {
-                return Err(Error::Truncated {
-                    what: what.to_string(),
-                    offset: start,
-                });
+                return Err(Error::Truncated { what: what.to_string(), offset: start });
             }
             let n = available.len().min(buf.len() - filled);
             buf[filled..filled + n].copy_from_slice(&available[..n]);
@@ -98,10 +91,7 @@ impl<R: Read> HashingReader<R> {
                 self.offset += 32;
                 Ok(digest)
             }
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(Error::Truncated {
-                what: what.to_string(),
-                offset: start,
-            }),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(Error::Truncated { what: what.to_string(), offset: start }),
             Err(e) => Err(Error::io(format!("reading {what}"), e)),
         }
     }
@@ -143,10 +133,7 @@ impl<R: Read> HashingReader<R> {
                 Err(e) => return Err(Error::io(format!("reading {what}"), e)),
             };
             if available.is_empty() {
-                return Err(Error::Truncated {
-                    what: what.to_string(),
-                    offset: start,
-                });
+                return Err(Error::Truncated { what: what.to_string(), offset: start });
             }
             let n = available.len().min(left);
             out.extend_from_slice(&available[..n]);
@@ -195,14 +182,7 @@ pub(crate) struct ChunkSource<R: Read> {
 
 impl<R: Read> ChunkSource<R> {
     pub(crate) fn new(inner: HashingReader<R>, section: &str, hash_data: bool) -> Self {
-        ChunkSource {
-            inner,
-            section: section.to_string(),
-            hash_data,
-            left_in_chunk: 0,
-            stored: 0,
-            done: false,
-        }
+        ChunkSource { inner, section: section.to_string(), hash_data, left_in_chunk: 0, stored: 0, done: false }
     }
 
     fn next_chunk(&mut self) -> Result<()> {
@@ -211,11 +191,7 @@ impl<R: Read> ChunkSource<R> {
         if len == 0 {
             self.done = true;
         } else if len > MAX_CHUNK_LEN {
-            return Err(Error::TooLarge {
-                what: format!("section {:?} chunk", self.section),
-                len: len.into(),
-                limit: MAX_CHUNK_LEN.into(),
-            });
+            return Err(Error::TooLarge { what: format!("section {:?} chunk", self.section), len: len.into(), limit: MAX_CHUNK_LEN.into() });
         }
         self.left_in_chunk = len;
         Ok(())
@@ -230,11 +206,7 @@ impl<R: Read> Read for ChunkSource<R> {
             let offset = self.inner.offset();
             let n = self.inner.read_direct_unhashed(&mut buf[..want])?;
             if n == 0 && want > 0 {
-                return Err(Error::Truncated {
-                    what: format!("section {:?} payload", self.section),
-                    offset,
-                }
-                .into_io());
+                return Err(Error::Truncated { what: format!("section {:?} payload", self.section), offset }.into_io());
             }
             self.left_in_chunk -= n as u32;
             self.stored += n as u64;
@@ -264,11 +236,7 @@ impl<R: Read> BufRead for ChunkSource<R> {
         let section = &self.section;
         let available = self.inner.fill_buf()?;
         if available.is_empty() {
-            return Err(Error::Truncated {
-                what: format!("section {section:?} payload"),
-                offset,
-            }
-            .into_io());
+            return Err(Error::Truncated { what: format!("section {section:?} payload"), offset }.into_io());
         }
         Ok(&available[..available.len().min(left)])
     }
@@ -295,11 +263,7 @@ pub(crate) struct HashingWriter<W: Write> {
 
 impl<W: Write> HashingWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
-        HashingWriter {
-            inner: io::BufWriter::with_capacity(WRITE_BUFFER, inner),
-            hasher: blake3::Hasher::new(),
-            offset: 0,
-        }
+        HashingWriter { inner: io::BufWriter::with_capacity(WRITE_BUFFER, inner), hasher: blake3::Hasher::new(), offset: 0 }
     }
 
     pub(crate) fn digest(&self) -> blake3::Hash {

@@ -13,8 +13,7 @@ use crate::manifest::{Manifest, SectionEntry, SectionTable};
 use crate::reader::{FLAG_OPTIONAL, TAG_END, TAG_SECTION};
 use crate::wire::HashingWriter;
 use crate::{
-    whole_digest_covers_chunks, Codec, SectionKind, FORMAT_MAJOR, FORMAT_MINOR, MAGIC,
-    MAX_CHUNK_LEN, MAX_MANIFEST_LEN, OLDEST_NATIVE_MAJOR,
+    whole_digest_covers_chunks, Codec, SectionKind, FORMAT_MAJOR, FORMAT_MINOR, MAGIC, MAX_CHUNK_LEN, MAX_MANIFEST_LEN, OLDEST_NATIVE_MAJOR,
 };
 
 /// Highest zstd level: higher ones need windows larger than readers accept.
@@ -64,30 +63,19 @@ impl<W: Write> Writer<W> {
     /// written before [`Writer::finish`].
     pub fn new(out: W, manifest: &Manifest, options: WriterOptions) -> Result<Self> {
         if options.chunk_len == 0 || options.chunk_len > MAX_CHUNK_LEN as usize {
-            return Err(Error::Usage(format!(
-                "chunk length {} out of range 1..={MAX_CHUNK_LEN}",
-                options.chunk_len
-            )));
+            return Err(Error::Usage(format!("chunk length {} out of range 1..={MAX_CHUNK_LEN}", options.chunk_len)));
         }
         if let Some(level) = options.level {
             if !(-7..=MAX_LEVEL).contains(&level) {
-                return Err(Error::Usage(format!(
-                    "zstd level {level} out of range -7..={MAX_LEVEL}"
-                )));
+                return Err(Error::Usage(format!("zstd level {level} out of range -7..={MAX_LEVEL}")));
             }
         }
         if !(OLDEST_NATIVE_MAJOR..=FORMAT_MAJOR).contains(&options.major) {
-            return Err(Error::Usage(format!(
-                "format major {} out of range {OLDEST_NATIVE_MAJOR}..={FORMAT_MAJOR}",
-                options.major
-            )));
+            return Err(Error::Usage(format!("format major {} out of range {OLDEST_NATIVE_MAJOR}..={FORMAT_MAJOR}", options.major)));
         }
         let bytes = manifest.encode_to_vec();
         let len = u32::try_from(bytes.len()).ok().filter(|len| *len <= MAX_MANIFEST_LEN).ok_or_else(|| {
-            Error::Usage(format!(
-                "manifest is {} bytes, more than the {MAX_MANIFEST_LEN} allowed; keep large data in sections",
-                bytes.len()
-            ))
+            Error::Usage(format!("manifest is {} bytes, more than the {MAX_MANIFEST_LEN} allowed; keep large data in sections", bytes.len()))
         })?;
         let mut out = HashingWriter::new(out);
         let mut header = Vec::with_capacity(16);
@@ -102,40 +90,21 @@ impl<W: Write> Writer<W> {
             out.write_all(blake3::hash(&bytes).as_bytes())
         };
         write(&mut out).map_err(|e| Error::io("writing the image header and manifest", e))?;
-        Ok(Writer {
-            out,
-            options,
-            written: Vec::new(),
-            names: HashSet::new(),
-            broken: None,
-        })
+        Ok(Writer { out, options, written: Vec::new(), names: HashSet::new(), broken: None })
     }
 
     /// Starts a section whose payload is then written through the returned [`SectionWriter`]
     /// (in pieces, as it is produced) and closed with [`SectionWriter::finish`].
     /// `size_hint` is the exact payload length when known (it is checked).
-    pub fn start_section(
-        &mut self,
-        kind: SectionKind,
-        name: &str,
-        optional: bool,
-        size_hint: Option<u64>,
-    ) -> Result<SectionWriter<'_, W>> {
+    pub fn start_section(&mut self, kind: SectionKind, name: &str, optional: bool, size_hint: Option<u64>) -> Result<SectionWriter<'_, W>> {
         if let Some(why) = &self.broken {
             return Err(Error::Usage(format!("image writer unusable: {why}")));
         }
         validate_section_name(name)?;
         if !self.names.insert((kind.code(), name.to_string())) {
-            return Err(Error::Usage(format!(
-                "section {name:?} of kind {} written twice",
-                kind.label()
-            )));
+            return Err(Error::Usage(format!("section {name:?} of kind {} written twice", kind.label())));
         }
-        let codec = if self.options.level.is_some() {
-            Codec::Zstd
-        } else {
-            Codec::None
-        };
+        let codec = if self.options.level.is_some() { Codec::Zstd } else { Codec::None };
         let flags: u16 = if optional { FLAG_OPTIONAL } else { 0 };
         let mut header = Vec::with_capacity(64 + name.len());
         header.push(TAG_SECTION);
@@ -149,31 +118,22 @@ impl<W: Write> Writer<W> {
         let digest = blake3::hash(&header);
         header.extend_from_slice(digest.as_bytes());
         self.broken = Some(format!("section {name:?} was started but not finished"));
-        self.out
-            .write_all(&header)
-            .map_err(|e| Error::io(format!("writing section {name:?} header"), e))?;
+        self.out.write_all(&header).map_err(|e| Error::io(format!("writing section {name:?} header"), e))?;
 
         let chunks = ChunkWriter {
             hash_data: whole_digest_covers_chunks(self.options.major, codec),
             out: &mut self.out,
-            buf: Vec::with_capacity(
-                self.options
-                    .chunk_len
-                    .min(size_hint.map_or(usize::MAX, |n| n as usize + 64).max(4096)),
-            ),
+            buf: Vec::with_capacity(self.options.chunk_len.min(size_hint.map_or(usize::MAX, |n| n as usize + 64).max(4096))),
             chunk_len: self.options.chunk_len,
             stored: 0,
         };
         let sink = match self.options.level {
             None => Sink::Raw(chunks),
             Some(level) => {
-                let mut encoder = zstd::stream::write::Encoder::new(chunks, level)
-                    .map_err(|e| Error::io("starting a zstd encoder", e))?;
+                let mut encoder = zstd::stream::write::Encoder::new(chunks, level).map_err(|e| Error::io("starting a zstd encoder", e))?;
                 let big = size_hint.is_none_or(|n| n >= self.options.multithread_min);
                 if big && self.options.workers > 0 {
-                    encoder
-                        .multithread(self.options.workers)
-                        .map_err(|e| Error::io("starting zstd worker threads", e))?;
+                    encoder.multithread(self.options.workers).map_err(|e| Error::io("starting zstd worker threads", e))?;
                 }
                 Sink::Zstd(Box::new(encoder))
             }
@@ -193,27 +153,14 @@ impl<W: Write> Writer<W> {
     }
 
     /// Adds a section from bytes in memory.
-    pub fn add_bytes(
-        &mut self,
-        kind: SectionKind,
-        name: &str,
-        optional: bool,
-        data: &[u8],
-    ) -> Result<SectionEntry> {
+    pub fn add_bytes(&mut self, kind: SectionKind, name: &str, optional: bool, data: &[u8]) -> Result<SectionEntry> {
         let mut section = self.start_section(kind, name, optional, Some(data.len() as u64))?;
         section.write_bytes(data)?;
         section.finish()
     }
 
     /// Adds a section read from `r` to its end. `size_hint` as in [`Writer::start_section`].
-    pub fn add_reader(
-        &mut self,
-        kind: SectionKind,
-        name: &str,
-        optional: bool,
-        mut r: impl Read,
-        size_hint: Option<u64>,
-    ) -> Result<SectionEntry> {
+    pub fn add_reader(&mut self, kind: SectionKind, name: &str, optional: bool, mut r: impl Read, size_hint: Option<u64>) -> Result<SectionEntry> {
         // Uncompressed, whole chunks read at once go out without another copy.
         let chunk = if self.options.level.is_none() { self.options.chunk_len } else { 1 << 20 };
         let buf_len = size_hint.map_or(chunk, |n| chunk.min(usize::try_from(n).unwrap_or(chunk).max(4096)));
@@ -224,16 +171,9 @@ impl<W: Write> Writer<W> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("reading the data of section {name:?}"),
-                        e,
-                    ))
-                }
+                Err(e) => return Err(Error::io(format!("reading the data of section {name:?}"), e)),
             };
-            section
-                .write_all(&buf[..n])
-                .map_err(|e| Error::io(format!("writing section {name:?}"), e))?;
+            section.write_all(&buf[..n]).map_err(|e| Error::io(format!("writing section {name:?}"), e))?;
         }
         section.finish()
     }
@@ -242,23 +182,14 @@ impl<W: Write> Writer<W> {
     /// the file, in name order. Anything else in the directory (subdirectories, symlinks,
     /// devices) is refused: CRIU writes only regular files there.
     pub fn write_dir(&mut self, dir: &Path) -> Result<Vec<SectionEntry>> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| Error::path("cannot list CRIU image directory", dir, e))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::path("cannot list CRIU image directory", dir, e))?;
         let mut names = Vec::new();
         for entry in entries {
-            let entry =
-                entry.map_err(|e| Error::path("cannot list CRIU image directory", dir, e))?;
-            let name = entry.file_name().into_string().map_err(|raw| {
-                Error::Usage(format!("{}: file name {raw:?} is not UTF-8", dir.display()))
-            })?;
-            let file_type = entry
-                .file_type()
-                .map_err(|e| Error::path("cannot stat", entry.path(), e))?;
+            let entry = entry.map_err(|e| Error::path("cannot list CRIU image directory", dir, e))?;
+            let name = entry.file_name().into_string().map_err(|raw| Error::Usage(format!("{}: file name {raw:?} is not UTF-8", dir.display())))?;
+            let file_type = entry.file_type().map_err(|e| Error::path("cannot stat", entry.path(), e))?;
             if !file_type.is_file() {
-                return Err(Error::Usage(format!(
-                    "{} is not a regular file; a CRIU image directory holds only files",
-                    entry.path().display()
-                )));
+                return Err(Error::Usage(format!("{} is not a regular file; a CRIU image directory holds only files", entry.path().display())));
             }
             names.push(name);
         }
@@ -267,10 +198,7 @@ impl<W: Write> Writer<W> {
         for name in names {
             let path = dir.join(&name);
             let file = File::open(&path).map_err(|e| Error::path("cannot open", &path, e))?;
-            let len = file
-                .metadata()
-                .map_err(|e| Error::path("cannot stat", &path, e))?
-                .len();
+            let len = file.metadata().map_err(|e| Error::path("cannot stat", &path, e))?.len();
             added.push(self.add_reader(SectionKind::CriuImage, &name, false, file, Some(len))?);
         }
         Ok(added)
@@ -287,19 +215,11 @@ impl<W: Write> Writer<W> {
         if let Some(why) = self.broken.take() {
             return Err(Error::Usage(format!("cannot finish the image: {why}")));
         }
-        let table = SectionTable {
-            sections: self.written.clone(),
-        }
-        .encode_to_vec();
+        let table = SectionTable { sections: self.written.clone() }.encode_to_vec();
         let len = u32::try_from(table.len())
             .ok()
             .filter(|len| *len <= MAX_MANIFEST_LEN)
-            .ok_or_else(|| {
-                Error::Usage(format!(
-                    "section table is {} bytes, more than {MAX_MANIFEST_LEN}",
-                    table.len()
-                ))
-            })?;
+            .ok_or_else(|| Error::Usage(format!("section table is {} bytes, more than {MAX_MANIFEST_LEN}", table.len())))?;
         let out = &mut self.out;
         let write = |out: &mut HashingWriter<W>| -> io::Result<()> {
             out.write_all(&[TAG_END])?;
@@ -310,9 +230,7 @@ impl<W: Write> Writer<W> {
             out.flush()
         };
         write(out).map_err(|e| Error::io("writing the end of the image", e))?;
-        self.out
-            .into_inner()
-            .map_err(|e| Error::io("flushing the image", e))
+        self.out.into_inner().map_err(|e| Error::io("flushing the image", e))
     }
 }
 
@@ -395,8 +313,7 @@ pub struct SectionWriter<'a, W: Write> {
 impl<W: Write> SectionWriter<'_, W> {
     /// Writes `data` as the next part of the payload (`write_all` with this crate's error).
     pub fn write_bytes(&mut self, data: &[u8]) -> Result<()> {
-        self.write_all(data)
-            .map_err(|e| Error::io(format!("writing section {:?}", self.name), e))
+        self.write_all(data).map_err(|e| Error::io(format!("writing section {:?}", self.name), e))
     }
 
     /// Ends the payload: flushes the compressor, writes the trailer (lengths and digest).
@@ -410,10 +327,7 @@ impl<W: Write> SectionWriter<'_, W> {
         };
         if let Some(hint) = self.size_hint {
             if hint != self.len {
-                return Err(Error::Usage(format!(
-                    "section {name:?}: {} bytes written but {hint} announced",
-                    self.len
-                )));
+                return Err(Error::Usage(format!("section {name:?}: {} bytes written but {hint} announced", self.len)));
             }
         }
         chunks.emit().map_err(|e| Error::io(context(), e))?;

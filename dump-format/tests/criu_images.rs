@@ -5,9 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ferry_dump_format::{
-    extract_to_dir, inspect, verify, Manifest, SectionKind, Writer, WriterOptions,
-};
+use ferry_dump_format::{extract_to_dir, inspect, verify, Manifest, SectionKind, Writer, WriterOptions};
 
 /// Kills a process (by pid) when dropped, so a failing test leaves nothing running.
 struct KillOnDrop(Option<Child>, Option<i32>);
@@ -25,17 +23,11 @@ impl Drop for KillOnDrop {
 }
 
 fn criu_available() -> bool {
-    Command::new("criu")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("criu").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()
 }
 
 #[test]
@@ -44,10 +36,7 @@ fn criu_dump_directory_round_trips_and_restores() {
         println!("SKIP: criu is not installed (run scripts/install-deps.sh)");
         return;
     }
-    let base = tempfile::Builder::new()
-        .prefix("ferry-t-criuimg")
-        .tempdir()
-        .unwrap();
+    let base = tempfile::Builder::new().prefix("ferry-t-criuimg").tempdir().unwrap();
     let dump_dir = base.path().join("dump");
     let out_dir = base.path().join("restored");
     std::fs::create_dir(&dump_dir).unwrap();
@@ -55,13 +44,7 @@ fn criu_dump_directory_round_trips_and_restores() {
 
     // `setsid` execs sleep in place (the spawned child is not a process-group leader), so the
     // child's pid is sleep's pid; it runs in its own session, as --shell-job expects.
-    let child = Command::new("setsid")
-        .args(["sleep", "1000"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Command::new("setsid").args(["sleep", "1000"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let pid = child.id();
     let mut guard = KillOnDrop(Some(child), None);
     for _ in 0..50 {
@@ -71,20 +54,8 @@ fn criu_dump_directory_round_trips_and_restores() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(comm(pid), "sleep");
-    let status = Command::new("criu")
-        .args([
-            "dump",
-            "--shell-job",
-            "-v1",
-            "-o",
-            "dump.log",
-            "-t",
-            &pid.to_string(),
-            "-D",
-        ])
-        .arg(&dump_dir)
-        .status()
-        .unwrap();
+    let status =
+        Command::new("criu").args(["dump", "--shell-job", "-v1", "-o", "dump.log", "-t", &pid.to_string(), "-D"]).arg(&dump_dir).status().unwrap();
     if !status.success() {
         let log = std::fs::read_to_string(dump_dir.join("dump.log")).unwrap_or_default();
         panic!("criu dump failed ({status}):\n{log}");
@@ -93,59 +64,35 @@ fn criu_dump_directory_round_trips_and_restores() {
         let _ = child.wait(); // CRIU killed it after the dump
     }
 
-    let manifest = Manifest {
-        image_id: "criu-test".into(),
-        criu_version: "4.2".into(),
-        ..Default::default()
-    };
+    let manifest = Manifest { image_id: "criu-test".into(), criu_version: "4.2".into(), ..Default::default() };
     let mut writer = Writer::new(Vec::new(), &manifest, WriterOptions::default()).unwrap();
     let entries = writer.write_dir(&dump_dir).unwrap();
     let image = writer.finish().unwrap();
-    assert!(
-        entries.iter().any(|e| e.name == "pstree.img"),
-        "{entries:?}"
-    );
+    assert!(entries.iter().any(|e| e.name == "pstree.img"), "{entries:?}");
     assert!(entries.iter().any(|e| e.name.starts_with("pages-")));
 
     let report = verify(image.as_slice()).unwrap();
     assert_eq!(report.sections.len(), entries.len());
     let inspection = inspect(image.as_slice()).unwrap();
-    assert!(inspection
-        .sections
-        .iter()
-        .all(|s| s.kind == SectionKind::CriuImage.label()));
+    assert!(inspection.sections.iter().all(|s| s.kind == SectionKind::CriuImage.label()));
 
     extract_to_dir(image.as_slice(), &out_dir).unwrap();
     for entry in std::fs::read_dir(&dump_dir).unwrap() {
         let entry = entry.unwrap();
         let copy = out_dir.join(entry.file_name());
-        assert_eq!(
-            std::fs::read(entry.path()).unwrap(),
-            std::fs::read(&copy).unwrap(),
-            "{copy:?}"
-        );
+        assert_eq!(std::fs::read(entry.path()).unwrap(), std::fs::read(&copy).unwrap(), "{copy:?}");
     }
 
     // The extracted images are usable by CRIU, not only equal bytes.
     let pidfile = base.path().join("restored.pid");
     let status = Command::new("criu")
-        .args([
-            "restore",
-            "--shell-job",
-            "--restore-detached",
-            "-v1",
-            "-o",
-            "restore.log",
-            "--pidfile",
-        ])
+        .args(["restore", "--shell-job", "--restore-detached", "-v1", "-o", "restore.log", "--pidfile"])
         .arg(&pidfile)
         .arg("-D")
         .arg(&out_dir)
         .status()
         .unwrap();
-    let restored_pid = std::fs::read_to_string(&pidfile)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok());
+    let restored_pid = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok());
     guard.1 = restored_pid;
     if !status.success() {
         let log = std::fs::read_to_string(out_dir.join("restore.log")).unwrap_or_default();

@@ -7,10 +7,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ferry_dump_format::{
-    extract_to_dir, inspect, read_all, verify, Error, Reader, SectionKind, Writer, WriterOptions,
-    FORMAT_MAJOR,
-};
+use ferry_dump_format::{extract_to_dir, inspect, read_all, verify, Error, Reader, SectionKind, Writer, WriterOptions, FORMAT_MAJOR};
 
 const LIMIT: u64 = 1 << 30;
 
@@ -38,24 +35,10 @@ fn round_trip_keeps_manifest_and_every_section() {
 fn uncompressed_and_multithreaded_writers_round_trip() {
     let data: Vec<u8> = (0..6_000_000u32).map(|i| (i / 7 % 256) as u8).collect();
     for options in [
-        WriterOptions {
-            level: None,
-            ..WriterOptions::default()
-        },
-        WriterOptions {
-            level: Some(1),
-            workers: 2,
-            multithread_min: 0,
-            chunk_len: 1 << 20,
-            major: 1,
-        },
+        WriterOptions { level: None, ..WriterOptions::default() },
+        WriterOptions { level: Some(1), workers: 2, multithread_min: 0, chunk_len: 1 << 20, major: 1 },
     ] {
-        let sections = vec![(
-            SectionKind::CriuImage,
-            "pages-1.img".to_string(),
-            false,
-            data.clone(),
-        )];
+        let sections = vec![(SectionKind::CriuImage, "pages-1.img".to_string(), false, data.clone())];
         let bytes = write_image(&sample_manifest(), &sections, options.clone());
         let image = read_all(bytes.as_slice(), LIMIT).unwrap();
         assert_eq!(image.sections[0].1, data, "{options:?}");
@@ -69,18 +52,13 @@ fn streamed_section_of_unknown_length_through_a_socket() {
     let expected: Vec<u8> = (0..3_000_000u32).map(|i| (i % 13) as u8).collect();
     let to_send = expected.clone();
     let writer_thread = std::thread::spawn(move || {
-        let mut writer =
-            Writer::new(&mut tx, &sample_manifest(), WriterOptions::default()).unwrap();
-        let mut section = writer
-            .start_section(SectionKind::CriuImage, "pages-1.img", false, None)
-            .unwrap();
+        let mut writer = Writer::new(&mut tx, &sample_manifest(), WriterOptions::default()).unwrap();
+        let mut section = writer.start_section(SectionKind::CriuImage, "pages-1.img", false, None).unwrap();
         for piece in to_send.chunks(100_003) {
             section.write_all(piece).unwrap();
         }
         section.finish().unwrap();
-        writer
-            .add_bytes(SectionKind::CriuImage, "pstree.img", false, b"tree")
-            .unwrap();
+        writer.add_bytes(SectionKind::CriuImage, "pstree.img", false, b"tree").unwrap();
         writer.finish().unwrap();
     });
     let mut reader = Reader::open(rx).unwrap();
@@ -98,20 +76,13 @@ fn streamed_section_of_unknown_length_through_a_socket() {
 #[test]
 fn manifest_sections_must_all_be_written() {
     let mut manifest = sample_manifest();
-    manifest.sections.push(ferry_dump_format::SectionEntry {
-        kind: 1,
-        name: "inventory.img".into(),
-        ..Default::default()
-    });
+    manifest.sections.push(ferry_dump_format::SectionEntry { kind: 1, name: "inventory.img".into(), ..Default::default() });
     let bytes = write_image(&manifest, &sample_sections(), small_options());
     verify(bytes.as_slice()).unwrap();
     manifest.sections[0].name = "missing.img".into();
     let bytes = write_image(&manifest, &sample_sections(), small_options());
     let err = verify(bytes.as_slice()).unwrap_err().to_string();
-    assert!(
-        err.contains("missing.img") && err.contains("missing from the image"),
-        "{err}"
-    );
+    assert!(err.contains("missing.img") && err.contains("missing from the image"), "{err}");
 }
 
 #[test]
@@ -135,21 +106,13 @@ fn wrong_magic_is_refused() {
 fn newer_major_is_refused_with_the_upgrade_message() {
     let bytes = craft_image(3, 3, &sample_manifest(), &[]);
     let err = verify(bytes.as_slice()).unwrap_err().to_string();
-    assert_eq!(
-        err,
-        "image format 3.3 is newer than this ferry supports (up to 2.0); upgrade ferry"
-    );
+    assert_eq!(err, "image format 3.3 is newer than this ferry supports (up to 2.0); upgrade ferry");
 }
 
 #[test]
 fn newer_minor_of_same_major_is_read() {
     for major in [1, FORMAT_MAJOR] {
-        let bytes = craft_image(
-            major,
-            7,
-            &sample_manifest(),
-            &[RawSection::new(1, 0, b"a.img", b"abc")],
-        );
+        let bytes = craft_image(major, 7, &sample_manifest(), &[RawSection::new(1, 0, b"a.img", b"abc")]);
         let image = read_all(bytes.as_slice(), LIMIT).unwrap();
         assert_eq!((image.version.major, image.version.minor), (major, 7));
         assert_eq!(image.sections[0].1, b"abc");
@@ -160,60 +123,29 @@ fn newer_minor_of_same_major_is_read() {
 fn older_major_without_upgrade_path_is_refused() {
     let bytes = craft_image(0, 9, &sample_manifest(), &[]);
     let err = verify(bytes.as_slice()).unwrap_err();
-    assert!(
-        matches!(err, Error::NoUpgradePath { major: 0, minor: 9 }),
-        "{err}"
-    );
+    assert!(matches!(err, Error::NoUpgradePath { major: 0, minor: 9 }), "{err}");
 }
 
 #[test]
 fn unknown_optional_sections_are_skipped_and_unknown_required_refused() {
-    let sections = [
-        RawSection::new(1, 0, b"a.img", b"first"),
-        RawSection::new(900, 1, b"future-thing", b"skip me"),
-        RawSection::new(1, 0, b"b.img", b"second"),
-    ];
+    let sections =
+        [RawSection::new(1, 0, b"a.img", b"first"), RawSection::new(900, 1, b"future-thing", b"skip me"), RawSection::new(1, 0, b"b.img", b"second")];
     let bytes = craft_image(FORMAT_MAJOR, 0, &sample_manifest(), &sections);
     let image = read_all(bytes.as_slice(), LIMIT).unwrap();
-    let names: Vec<&str> = image
-        .sections
-        .iter()
-        .map(|(i, _)| i.name.as_str())
-        .collect();
+    let names: Vec<&str> = image.sections.iter().map(|(i, _)| i.name.as_str()).collect();
     assert_eq!(names, ["a.img", "b.img"]);
-    assert_eq!(
-        image.table.len(),
-        3,
-        "the skipped section was verified and counted"
-    );
+    assert_eq!(image.table.len(), 3, "the skipped section was verified and counted");
 
-    let sections = [
-        RawSection::new(1, 0, b"a.img", b"x"),
-        RawSection::new(900, 0, b"future-thing", b"y"),
-    ];
+    let sections = [RawSection::new(1, 0, b"a.img", b"x"), RawSection::new(900, 0, b"future-thing", b"y")];
     let bytes = craft_image(FORMAT_MAJOR, 0, &sample_manifest(), &sections);
     let err = verify(bytes.as_slice()).unwrap_err();
-    assert!(
-        matches!(err, Error::UnknownRequiredSection { kind: 900, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, Error::UnknownRequiredSection { kind: 900, .. }), "{err}");
     assert!(err.to_string().contains("upgrade ferry"), "{err}");
 }
 
 /// Compressed and stored, in the current format and in format 1.
 fn option_sets() -> [WriterOptions; 3] {
-    [
-        small_options(),
-        WriterOptions {
-            level: None,
-            ..small_options()
-        },
-        WriterOptions {
-            level: None,
-            major: 1,
-            ..small_options()
-        },
-    ]
+    [small_options(), WriterOptions { level: None, ..small_options() }, WriterOptions { level: None, major: 1, ..small_options() }]
 }
 
 #[test]
@@ -222,11 +154,7 @@ fn every_truncation_is_an_error() {
         let bytes = write_image(&sample_manifest(), &sample_sections(), options.clone());
         for len in 0..bytes.len() {
             let result = verify(&bytes[..len]);
-            assert!(
-                result.is_err(),
-                "prefix of {len} bytes of {} accepted ({options:?})",
-                bytes.len()
-            );
+            assert!(result.is_err(), "prefix of {len} bytes of {} accepted ({options:?})", bytes.len());
         }
         let err = verify(&bytes[..bytes.len() - 1]).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
@@ -244,11 +172,7 @@ fn every_flipped_byte_is_an_error() {
                 let mut damaged = bytes.clone();
                 damaged[pos] ^= mask;
                 let result = verify(damaged.as_slice());
-                assert!(
-                    result.is_err(),
-                    "flip {mask:#x} at {pos} of {} accepted ({options:?})",
-                    bytes.len()
-                );
+                assert!(result.is_err(), "flip {mask:#x} at {pos} of {} accepted ({options:?})", bytes.len());
             }
         }
     }
@@ -271,15 +195,7 @@ fn layout(manifest_len: usize, name_len: usize, payload_len: usize) -> Layout {
     let chunk_len_at = section_at + 1 + 7 + name_len + 8 + 32;
     let payload_at = chunk_len_at + 4;
     let trailer_at = payload_at + payload_len + 4;
-    Layout {
-        manifest_len_at: 16,
-        manifest_at,
-        section_at,
-        chunk_len_at,
-        payload_at,
-        trailer_at,
-        end_at: trailer_at + 48,
-    }
+    Layout { manifest_len_at: 16, manifest_at, section_at, chunk_len_at, payload_at, trailer_at, end_at: trailer_at + 48 }
 }
 
 fn error_of(bytes: &[u8]) -> String {
@@ -299,12 +215,7 @@ fn flipped_byte_errors_in(major: u16) {
     use prost::Message;
     let manifest = sample_manifest();
     let payload = b"payload bytes of the image".to_vec();
-    let bytes = craft_image(
-        major,
-        0,
-        &manifest,
-        &[RawSection::new(1, 0, b"a.img", &payload)],
-    );
+    let bytes = craft_image(major, 0, &manifest, &[RawSection::new(1, 0, b"a.img", &payload)]);
     let at = layout(manifest.encoded_len(), 5, payload.len());
     let flip = |pos: usize| {
         let mut damaged = bytes.clone();
@@ -312,16 +223,8 @@ fn flipped_byte_errors_in(major: u16) {
         error_of(&damaged)
     };
     assert!(flip(12).contains("header"), "{}", flip(12));
-    assert!(
-        flip(at.manifest_at + 3).contains("manifest"),
-        "{}",
-        flip(at.manifest_at + 3)
-    );
-    assert!(
-        flip(at.section_at + 2).contains("\"a.img\" header"),
-        "{}",
-        flip(at.section_at + 2)
-    );
+    assert!(flip(at.manifest_at + 3).contains("manifest"), "{}", flip(at.manifest_at + 3));
+    assert!(flip(at.section_at + 2).contains("\"a.img\" header"), "{}", flip(at.section_at + 2));
     let e = flip(at.payload_at + 3);
     assert!(e.contains("\"a.img\"") && e.contains("digest"), "{e}");
     let e = flip(at.trailer_at + 1);
@@ -366,19 +269,12 @@ fn huge_declared_lengths_fail_fast_without_allocating() {
 
     // Just under the limit but with nothing behind it: truncated, memory grows only with input.
     let mut damaged = bytes[..at.manifest_at].to_vec();
-    damaged[at.manifest_len_at..at.manifest_len_at + 4]
-        .copy_from_slice(&(16u32 << 20).to_le_bytes());
-    assert!(matches!(
-        verify(damaged.as_slice()).unwrap_err(),
-        Error::Truncated { .. }
-    ));
+    damaged[at.manifest_len_at..at.manifest_len_at + 4].copy_from_slice(&(16u32 << 20).to_le_bytes());
+    assert!(matches!(verify(damaged.as_slice()).unwrap_err(), Error::Truncated { .. }));
 
     let mut damaged = bytes.clone();
     damaged[at.section_at + 6..at.section_at + 8].copy_from_slice(&u16::MAX.to_le_bytes());
-    assert!(matches!(
-        verify(damaged.as_slice()).unwrap_err(),
-        Error::TooLarge { .. }
-    ));
+    assert!(matches!(verify(damaged.as_slice()).unwrap_err(), Error::TooLarge { .. }));
 
     // A chunk length above the limit, behind a valid header.
     let mut damaged = bytes.clone();
@@ -392,53 +288,23 @@ fn huge_declared_lengths_fail_fast_without_allocating() {
     let bytes = craft_image(1, 0, &manifest, &[RawSection::new(1, 0, b"a.img", &big)]);
     let mut reader = Reader::open(bytes.as_slice()).unwrap();
     let mut payload = reader.next_section().unwrap().unwrap();
-    assert!(matches!(
-        payload.read_to_vec(10).unwrap_err(),
-        Error::TooLarge { .. }
-    ));
+    assert!(matches!(payload.read_to_vec(10).unwrap_err(), Error::TooLarge { .. }));
 
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
 }
 
 #[test]
 fn hostile_section_names_are_refused_and_nothing_escapes() {
-    let base = tempfile::Builder::new()
-        .prefix("ferry-t-image")
-        .tempdir()
-        .unwrap();
+    let base = tempfile::Builder::new().prefix("ferry-t-image").tempdir().unwrap();
     let target = base.path().join("target");
     std::fs::create_dir(&target).unwrap();
-    let hostile: [&[u8]; 8] = [
-        b"../x",
-        b"/etc/x",
-        b"a\0b",
-        b"a/../../b",
-        b"..",
-        b".",
-        b"sub/x",
-        b"\xff\xfe",
-    ];
+    let hostile: [&[u8]; 8] = [b"../x", b"/etc/x", b"a\0b", b"a/../../b", b"..", b".", b"sub/x", b"\xff\xfe"];
     for name in hostile {
-        let bytes = craft_image(
-            1,
-            0,
-            &sample_manifest(),
-            &[RawSection::new(1, 0, name, b"evil")],
-        );
+        let bytes = craft_image(1, 0, &sample_manifest(), &[RawSection::new(1, 0, name, b"evil")]);
         let err = extract_to_dir(bytes.as_slice(), &target).unwrap_err();
         let text = err.to_string();
-        assert!(
-            matches!(err, Error::UnsafeName { .. }) || text.contains("not UTF-8"),
-            "{name:?}: {text}"
-        );
-        assert!(
-            verify(bytes.as_slice()).is_err(),
-            "verify accepted {name:?}"
-        );
+        assert!(matches!(err, Error::UnsafeName { .. }) || text.contains("not UTF-8"), "{name:?}: {text}");
+        assert!(verify(bytes.as_slice()).is_err(), "verify accepted {name:?}");
     }
     let everything: Vec<_> = walk(base.path());
     assert_eq!(everything, vec![target.clone()], "something was written");
@@ -447,10 +313,7 @@ fn hostile_section_names_are_refused_and_nothing_escapes() {
 
 #[test]
 fn extract_never_follows_or_overwrites() {
-    let base = tempfile::Builder::new()
-        .prefix("ferry-t-image")
-        .tempdir()
-        .unwrap();
+    let base = tempfile::Builder::new().prefix("ferry-t-image").tempdir().unwrap();
     let target = base.path().join("target");
     std::fs::create_dir(&target).unwrap();
     let victim = base.path().join("victim");
@@ -478,20 +341,9 @@ fn extract_never_follows_or_overwrites() {
 
 #[test]
 fn extract_removes_a_file_whose_payload_is_damaged() {
-    let base = tempfile::Builder::new()
-        .prefix("ferry-t-image")
-        .tempdir()
-        .unwrap();
-    let sections = vec![(
-        SectionKind::CriuImage,
-        "pages-1.img".to_string(),
-        false,
-        vec![7u8; 50_000],
-    )];
-    let options = WriterOptions {
-        level: None,
-        ..small_options()
-    };
+    let base = tempfile::Builder::new().prefix("ferry-t-image").tempdir().unwrap();
+    let sections = vec![(SectionKind::CriuImage, "pages-1.img".to_string(), false, vec![7u8; 50_000])];
+    let options = WriterOptions { level: None, ..small_options() };
     let mut bytes = write_image(&sample_manifest(), &sections, options);
     let middle = bytes.len() / 2;
     bytes[middle] ^= 1;
@@ -504,39 +356,19 @@ fn extract_removes_a_file_whose_payload_is_damaged() {
 fn writer_refuses_bad_names_duplicates_and_unfinished_sections() {
     let mut writer = Writer::new(Vec::new(), &sample_manifest(), small_options()).unwrap();
     for name in ["", "../x", "/abs", "a\0b", "a/b", ".."] {
-        assert!(
-            writer
-                .add_bytes(SectionKind::CriuImage, name, false, b"x")
-                .is_err(),
-            "{name:?}"
-        );
+        assert!(writer.add_bytes(SectionKind::CriuImage, name, false, b"x").is_err(), "{name:?}");
     }
-    writer
-        .add_bytes(SectionKind::CriuImage, "a.img", false, b"x")
-        .unwrap();
-    assert!(writer
-        .add_bytes(SectionKind::CriuImage, "a.img", false, b"y")
-        .is_err());
-    let section = writer
-        .start_section(SectionKind::CriuImage, "b.img", false, Some(10))
-        .unwrap();
+    writer.add_bytes(SectionKind::CriuImage, "a.img", false, b"x").unwrap();
+    assert!(writer.add_bytes(SectionKind::CriuImage, "a.img", false, b"y").is_err());
+    let section = writer.start_section(SectionKind::CriuImage, "b.img", false, Some(10)).unwrap();
     drop(section);
     let err = writer.finish().unwrap_err().to_string();
-    assert!(
-        err.contains("b.img") && err.contains("not finished"),
-        "{err}"
-    );
+    assert!(err.contains("b.img") && err.contains("not finished"), "{err}");
 
     let mut writer = Writer::new(Vec::new(), &sample_manifest(), small_options()).unwrap();
-    let mut section = writer
-        .start_section(SectionKind::CriuImage, "c.img", false, Some(10))
-        .unwrap();
+    let mut section = writer.start_section(SectionKind::CriuImage, "c.img", false, Some(10)).unwrap();
     section.write_all(b"short").unwrap();
-    assert!(section
-        .finish()
-        .unwrap_err()
-        .to_string()
-        .contains("announced"));
+    assert!(section.finish().unwrap_err().to_string().contains("announced"));
 }
 
 #[test]
@@ -573,10 +405,7 @@ fn inspect_shows_what_a_person_needs() {
     }
     let json = serde_json::to_value(&inspection).unwrap();
     assert_eq!(json["config"]["hostname"], "web1");
-    assert_eq!(
-        json["summary"]["processes"][1]["command"],
-        "nginx -g daemon off;"
-    );
+    assert_eq!(json["summary"]["processes"][1]["command"], "nginx -g daemon off;");
     assert_eq!(json["sections"][1]["name"], "pages-1.img");
     assert!(json["sections"][1]["ratio"].as_f64().unwrap() > 2.0);
 }
@@ -595,10 +424,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn write_dir_takes_regular_files_and_refuses_anything_else() {
-    let base = tempfile::Builder::new()
-        .prefix("ferry-t-image")
-        .tempdir()
-        .unwrap();
+    let base = tempfile::Builder::new().prefix("ferry-t-image").tempdir().unwrap();
     let dir = base.path().join("criu");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("b.img"), b"bbb").unwrap();
@@ -613,10 +439,7 @@ fn write_dir_takes_regular_files_and_refuses_anything_else() {
     std::os::unix::fs::symlink("/etc/passwd", dir.join("c.img")).unwrap();
     let mut writer = Writer::new(Vec::new(), &sample_manifest(), small_options()).unwrap();
     let err = writer.write_dir(&dir).unwrap_err().to_string();
-    assert!(
-        err.contains("c.img") && err.contains("not a regular file"),
-        "{err}"
-    );
+    assert!(err.contains("c.img") && err.contains("not a regular file"), "{err}");
     std::fs::remove_file(dir.join("c.img")).unwrap();
     std::fs::create_dir(dir.join("sub")).unwrap();
     let mut writer = Writer::new(Vec::new(), &sample_manifest(), small_options()).unwrap();
@@ -628,31 +451,13 @@ fn write_dir_takes_regular_files_and_refuses_anything_else() {
 #[test]
 fn out_of_range_writer_options_are_refused() {
     for options in [
-        WriterOptions {
-            level: Some(22),
-            ..small_options()
-        },
-        WriterOptions {
-            chunk_len: 0,
-            ..small_options()
-        },
-        WriterOptions {
-            chunk_len: (64 << 20) + 1,
-            ..small_options()
-        },
-        WriterOptions {
-            major: 0,
-            ..small_options()
-        },
-        WriterOptions {
-            major: FORMAT_MAJOR + 1,
-            ..small_options()
-        },
+        WriterOptions { level: Some(22), ..small_options() },
+        WriterOptions { chunk_len: 0, ..small_options() },
+        WriterOptions { chunk_len: (64 << 20) + 1, ..small_options() },
+        WriterOptions { major: 0, ..small_options() },
+        WriterOptions { major: FORMAT_MAJOR + 1, ..small_options() },
     ] {
-        assert!(
-            Writer::new(Vec::new(), &sample_manifest(), options.clone()).is_err(),
-            "{options:?}"
-        );
+        assert!(Writer::new(Vec::new(), &sample_manifest(), options.clone()).is_err(), "{options:?}");
     }
 }
 

@@ -12,20 +12,15 @@ use std::path::PathBuf;
 
 use common::*;
 use ferry_dump_format::{
-    inspect, read_all, verify, Codec, EntryType, SectionKind, TreeEntry, TreeReader, TreeWriter,
-    Writer, WriterOptions, Xattr, FORMAT_MAJOR,
+    inspect, read_all, verify, Codec, EntryType, SectionKind, TreeEntry, TreeReader, TreeWriter, Writer, WriterOptions, Xattr, FORMAT_MAJOR,
 };
 
 fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn pages() -> Vec<u8> {
-    (0..4096u32)
-        .map(|i| if i < 2048 { 0 } else { (i % 61) as u8 })
-        .collect()
+    (0..4096u32).map(|i| if i < 2048 { 0 } else { (i % 61) as u8 }).collect()
 }
 
 fn tree_entries() -> Vec<(TreeEntry, Vec<u8>)> {
@@ -42,10 +37,7 @@ fn tree_entries() -> Vec<(TreeEntry, Vec<u8>)> {
     let mut file = base("etc/hostname", EntryType::File);
     file.mode = 0o644;
     file.size = 5;
-    file.xattrs = vec![Xattr {
-        name: b"user.origin".to_vec(),
-        value: b"ferry".to_vec(),
-    }];
+    file.xattrs = vec![Xattr { name: b"user.origin".to_vec(), value: b"ferry".to_vec() }];
     let mut link = base("etc/localtime", EntryType::Symlink);
     link.symlink_target = b"/usr/share/zoneinfo/UTC".to_vec();
     let mut hard = base("etc/hostname.bak", EntryType::Hardlink);
@@ -73,62 +65,25 @@ fn tree() -> Vec<u8> {
 
 /// The image in the fixtures, made by the writer of format 1.0.
 fn fixture_image(level: Option<i32>, major: u16) -> Vec<u8> {
-    let options = WriterOptions {
-        level,
-        workers: 0,
-        multithread_min: u64::MAX,
-        chunk_len: 1000,
-        major,
-    };
+    let options = WriterOptions { level, workers: 0, multithread_min: u64::MAX, chunk_len: 1000, major };
     let mut writer = Writer::new(Vec::new(), &sample_manifest(), options).unwrap();
-    writer
-        .add_bytes(
-            SectionKind::CriuImage,
-            "inventory.img",
-            false,
-            b"\x01\x02inventory",
-        )
-        .unwrap();
+    writer.add_bytes(SectionKind::CriuImage, "inventory.img", false, b"\x01\x02inventory").unwrap();
     // A streamed section: length unknown when it started.
-    let mut section = writer
-        .start_section(SectionKind::CriuImage, "pages-1.img", false, None)
-        .unwrap();
+    let mut section = writer.start_section(SectionKind::CriuImage, "pages-1.img", false, None).unwrap();
     for piece in pages().chunks(3000) {
         section.write_all(piece).unwrap();
     }
     section.finish().unwrap();
-    writer
-        .add_bytes(
-            SectionKind::Config,
-            "ve.conf",
-            false,
-            SAMPLE_CONFIG.as_bytes(),
-        )
-        .unwrap();
-    writer
-        .add_bytes(SectionKind::FileTree, "rootfs-delta", true, &tree())
-        .unwrap();
-    writer
-        .add_bytes(
-            SectionKind::Unknown(0x7f00),
-            "from-the-future",
-            true,
-            b"skip me",
-        )
-        .unwrap();
-    writer
-        .add_bytes(SectionKind::CriuImage, "empty.img", false, b"")
-        .unwrap();
+    writer.add_bytes(SectionKind::Config, "ve.conf", false, SAMPLE_CONFIG.as_bytes()).unwrap();
+    writer.add_bytes(SectionKind::FileTree, "rootfs-delta", true, &tree()).unwrap();
+    writer.add_bytes(SectionKind::Unknown(0x7f00), "from-the-future", true, b"skip me").unwrap();
+    writer.add_bytes(SectionKind::CriuImage, "empty.img", false, b"").unwrap();
     writer.finish().unwrap()
 }
 
 /// (file, zstd level, major)
-const FIXTURES: [(&str, Option<i32>, u16); 4] = [
-    ("v1.0-stored.fimg", None, 1),
-    ("v1.0-zstd.fimg", Some(3), 1),
-    ("v2.0-stored.fimg", None, 2),
-    ("v2.0-zstd.fimg", Some(3), 2),
-];
+const FIXTURES: [(&str, Option<i32>, u16); 4] =
+    [("v1.0-stored.fimg", None, 1), ("v1.0-zstd.fimg", Some(3), 1), ("v2.0-stored.fimg", None, 2), ("v2.0-zstd.fimg", Some(3), 2)];
 
 #[test]
 #[ignore = "writes the golden fixtures; run once per format version"]
@@ -157,62 +112,28 @@ fn check_fixture(name: &str, codec: Codec, version: &str) {
     assert_eq!(m.summary.as_ref().unwrap().processes.len(), 3);
 
     let expected: Vec<(SectionKind, &str, bool, Vec<u8>)> = vec![
-        (
-            SectionKind::CriuImage,
-            "inventory.img",
-            false,
-            b"\x01\x02inventory".to_vec(),
-        ),
+        (SectionKind::CriuImage, "inventory.img", false, b"\x01\x02inventory".to_vec()),
         (SectionKind::CriuImage, "pages-1.img", false, pages()),
-        (
-            SectionKind::Config,
-            "ve.conf",
-            false,
-            SAMPLE_CONFIG.as_bytes().to_vec(),
-        ),
+        (SectionKind::Config, "ve.conf", false, SAMPLE_CONFIG.as_bytes().to_vec()),
         (SectionKind::FileTree, "rootfs-delta", true, tree()),
         (SectionKind::CriuImage, "empty.img", false, Vec::new()),
     ];
-    assert_eq!(
-        image.sections.len(),
-        expected.len(),
-        "{name}: the unknown section is skipped"
-    );
+    assert_eq!(image.sections.len(), expected.len(), "{name}: the unknown section is skipped");
     for ((info, data), (kind, section, optional, payload)) in image.sections.iter().zip(&expected) {
         assert_eq!(info.kind, *kind, "{name}/{section}");
         assert_eq!(info.name, *section);
         assert_eq!(info.optional, *optional);
         assert_eq!(info.codec, codec);
         assert_eq!(data, payload, "{name}/{section}");
-        let hint = if *section == "pages-1.img" {
-            None
-        } else {
-            Some(payload.len() as u64)
-        };
+        let hint = if *section == "pages-1.img" { None } else { Some(payload.len() as u64) };
         assert_eq!(info.size_hint, hint, "{name}/{section}");
     }
     // The table lists all six, the skipped one included, with their digests.
     let names: Vec<&str> = image.table.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "inventory.img",
-            "pages-1.img",
-            "ve.conf",
-            "rootfs-delta",
-            "from-the-future",
-            "empty.img"
-        ]
-    );
+    assert_eq!(names, ["inventory.img", "pages-1.img", "ve.conf", "rootfs-delta", "from-the-future", "empty.img"]);
     assert_eq!(image.table[4].kind, 0x7f00);
-    assert_eq!(
-        image.table[4].digest,
-        blake3::hash(b"skip me").as_bytes().to_vec()
-    );
-    assert_eq!(
-        image.table[1].digest,
-        blake3::hash(&pages()).as_bytes().to_vec()
-    );
+    assert_eq!(image.table[4].digest, blake3::hash(b"skip me").as_bytes().to_vec());
+    assert_eq!(image.table[1].digest, blake3::hash(&pages()).as_bytes().to_vec());
     assert_eq!(image.table[1].uncompressed_len, 4096);
     for entry in &image.table {
         assert_eq!(entry.codec, u32::from(codec.code()));
@@ -236,25 +157,16 @@ fn check_fixture(name: &str, codec: Codec, version: &str) {
     let report = verify(bytes.as_slice()).unwrap();
     assert_eq!(report.image_bytes, bytes.len() as u64);
     let text = inspect(bytes.as_slice()).unwrap().to_string();
-    assert!(
-        text.contains(&format!("ferry image format {version}")),
-        "{text}"
-    );
+    assert!(text.contains(&format!("ferry image format {version}")), "{text}");
 }
 
 #[test]
 fn stored_fixtures_decode_and_the_writer_still_writes_them_byte_for_byte() {
     // Without compression the output depends only on this crate: any change of layout shows.
-    for (name, major, version) in [
-        ("v1.0-stored.fimg", 1, "1.0"),
-        ("v2.0-stored.fimg", 2, "2.0"),
-    ] {
+    for (name, major, version) in [("v1.0-stored.fimg", 1, "1.0"), ("v2.0-stored.fimg", 2, "2.0")] {
         check_fixture(name, Codec::None, version);
         let on_disk = std::fs::read(fixture_path(name)).unwrap();
-        assert!(
-            on_disk == fixture_image(None, major),
-            "the writer no longer writes format {version} as specified"
-        );
+        assert!(on_disk == fixture_image(None, major), "the writer no longer writes format {version} as specified");
     }
 }
 
@@ -282,10 +194,6 @@ fn fixtures_start_with_the_documented_header() {
     for (name, _, major) in FIXTURES {
         let bytes = std::fs::read(fixture_path(name)).unwrap();
         assert_eq!(&bytes[..8], b"FERRYIMG");
-        assert_eq!(
-            &bytes[8..16],
-            &[major as u8, 0, 0, 0, 0, 0, 0, 0],
-            "major {major}, minor 0, flags 0"
-        );
+        assert_eq!(&bytes[8..16], &[major as u8, 0, 0, 0, 0, 0, 0, 0], "major {major}, minor 0, flags 0");
     }
 }

@@ -16,34 +16,12 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn kind() -> impl Strategy<Value = SectionKind> {
-    prop_oneof![
-        Just(SectionKind::CriuImage),
-        Just(SectionKind::Config),
-        Just(SectionKind::FileTree),
-    ]
+    prop_oneof![Just(SectionKind::CriuImage), Just(SectionKind::Config), Just(SectionKind::FileTree),]
 }
 
 fn options() -> impl Strategy<Value = WriterOptions> {
-    (
-        prop_oneof![
-            Just(None),
-            Just(Some(1)),
-            Just(Some(3)),
-            Just(Some(9)),
-            Just(Some(-5)),
-            Just(Some(19))
-        ],
-        0u32..3,
-        1usize..70_000,
-        1u16..=2,
-    )
-        .prop_map(|(level, workers, chunk_len, major)| WriterOptions {
-            level,
-            workers,
-            multithread_min: 50_000,
-            chunk_len,
-            major,
-        })
+    (prop_oneof![Just(None), Just(Some(1)), Just(Some(3)), Just(Some(9)), Just(Some(-5)), Just(Some(19))], 0u32..3, 1usize..70_000, 1u16..=2)
+        .prop_map(|(level, workers, chunk_len, major)| WriterOptions { level, workers, multithread_min: 50_000, chunk_len, major })
 }
 
 proptest! {

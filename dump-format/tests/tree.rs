@@ -4,18 +4,11 @@
 mod common;
 
 use common::*;
-use ferry_dump_format::{
-    read_all, EntryType, SectionKind, TreeEntry, TreeReader, TreeWriter, Writer, Xattr,
-};
+use ferry_dump_format::{read_all, EntryType, SectionKind, TreeEntry, TreeReader, TreeWriter, Writer, Xattr};
 use proptest::prelude::*;
 
 fn entry(path: &str, kind: EntryType) -> TreeEntry {
-    TreeEntry {
-        path: path.as_bytes().to_vec(),
-        entry_type: kind as i32,
-        mode: 0o755,
-        ..Default::default()
-    }
+    TreeEntry { path: path.as_bytes().to_vec(), entry_type: kind as i32, mode: 0o755, ..Default::default() }
 }
 
 fn encode(entries: &[(TreeEntry, Vec<u8>)]) -> Vec<u8> {
@@ -47,65 +40,44 @@ fn decode(bytes: &[u8]) -> ferry_dump_format::Result<Vec<(TreeEntry, Vec<u8>)>> 
 fn arb_entry() -> impl Strategy<Value = (TreeEntry, Vec<u8>)> {
     let path = proptest::collection::vec("[a-zA-Z0-9_.-]{1,12}", 1..4)
         .prop_map(|parts| parts.join("/"))
-        .prop_filter("no . or ..", |p| {
-            p.split('/').all(|c| c != "." && c != "..")
-        });
+        .prop_filter("no . or ..", |p| p.split('/').all(|c| c != "." && c != ".."));
     (
         path,
         0u8..8,
         any::<(u32, u32, u32, i64, u32)>(),
-        proptest::collection::vec(
-            (
-                proptest::collection::vec(any::<u8>(), 1..20),
-                proptest::collection::vec(any::<u8>(), 0..40),
-            ),
-            0..3,
-        ),
+        proptest::collection::vec((proptest::collection::vec(any::<u8>(), 1..20), proptest::collection::vec(any::<u8>(), 0..40)), 0..3),
         proptest::collection::vec(any::<u8>(), 0..5000),
         any::<(u32, u32)>(),
     )
-        .prop_map(
-            |(path, kind, (mode, uid, gid, mtime, nanos), xattrs, content, (major, minor))| {
-                let entry_type = match kind {
-                    0 => EntryType::File,
-                    1 => EntryType::Directory,
-                    2 => EntryType::Symlink,
-                    3 => EntryType::Hardlink,
-                    4 => EntryType::CharDevice,
-                    5 => EntryType::BlockDevice,
-                    6 => EntryType::Fifo,
-                    _ => EntryType::Socket,
-                };
-                let is_file = entry_type == EntryType::File;
-                let entry = TreeEntry {
-                    path: path.clone().into_bytes(),
-                    entry_type: entry_type as i32,
-                    mode: mode & 0o7777,
-                    uid,
-                    gid,
-                    mtime_secs: mtime,
-                    mtime_nanos: nanos % 1_000_000_000,
-                    xattrs: xattrs
-                        .into_iter()
-                        .map(|(name, value)| Xattr { name, value })
-                        .collect(),
-                    symlink_target: if entry_type == EntryType::Symlink {
-                        b"../../anywhere/at/all".to_vec()
-                    } else {
-                        vec![]
-                    },
-                    hardlink_target: if entry_type == EntryType::Hardlink {
-                        b"some/file".to_vec()
-                    } else {
-                        vec![]
-                    },
-                    rdev_major: major,
-                    rdev_minor: minor,
-                    size: if is_file { content.len() as u64 } else { 0 },
-                };
-                (entry, if is_file { content } else { Vec::new() })
-            },
-        )
+        .prop_map(|(path, kind, (mode, uid, gid, mtime, nanos), xattrs, content, (major, minor))| {
+            let entry_type = match kind {
+                0 => EntryType::File,
+                1 => EntryType::Directory,
+                2 => EntryType::Symlink,
+                3 => EntryType::Hardlink,
+                4 => EntryType::CharDevice,
+                5 => EntryType::BlockDevice,
+                6 => EntryType::Fifo,
+                _ => EntryType::Socket,
+            };
+            let is_file = entry_type == EntryType::File;
+            let entry = TreeEntry {
+                path: path.clone().into_bytes(),
+                entry_type: entry_type as i32,
+                mode: mode & 0o7777,
+                uid,
+                gid,
+                mtime_secs: mtime,
+                mtime_nanos: nanos % 1_000_000_000,
+                xattrs: xattrs.into_iter().map(|(name, value)| Xattr { name, value }).collect(),
+                symlink_target: if entry_type == EntryType::Symlink { b"../../anywhere/at/all".to_vec() } else { vec![] },
+                hardlink_target: if entry_type == EntryType::Hardlink { b"some/file".to_vec() } else { vec![] },
+                rdev_major: major,
+                rdev_minor: minor,
+                size: if is_file { content.len() as u64 } else { 0 },
+            };
+            (entry, if is_file { content } else { Vec::new() })
+        })
 }
 
 proptest! {
@@ -142,16 +114,7 @@ proptest! {
 
 #[test]
 fn hostile_tree_paths_are_refused_by_writer_and_reader() {
-    for path in [
-        "",
-        "/etc/passwd",
-        "../x",
-        "a/../../b",
-        "a//b",
-        "./a",
-        "a/.",
-        "a\0b",
-    ] {
+    for path in ["", "/etc/passwd", "../x", "a/../../b", "a//b", "./a", "a/.", "a\0b"] {
         let mut tree = TreeWriter::new(Vec::new());
         let bad = entry(path, EntryType::Directory);
         assert!(tree.add(&bad, None).is_err(), "writer accepted {path:?}");
@@ -174,10 +137,7 @@ fn huge_tree_entry_length_is_refused_fast() {
     let mut bytes = vec![b'F'];
     bytes.extend_from_slice(&u32::MAX.to_le_bytes());
     let err = decode(&bytes).unwrap_err();
-    assert!(
-        matches!(err, ferry_dump_format::Error::TooLarge { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ferry_dump_format::Error::TooLarge { .. }), "{err}");
 }
 
 #[test]

@@ -11,22 +11,12 @@ use ferry_migrate::sync::{self, LocalSyncOptions, ReceiveOptions, SyncOptions};
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut paths = Vec::new();
-    let mut opts = LocalSyncOptions {
-        sync: SyncOptions::default(),
-        receive: ReceiveOptions::default(),
-    };
+    let mut opts = LocalSyncOptions { sync: SyncOptions::default(), receive: ReceiveOptions::default() };
     let mut json = false;
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--pass" => {
-                opts.sync.pass = args
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            "--link-dest" => {
-                opts.receive.link_dest = Some(PathBuf::from(args.next().unwrap_or_else(|| usage())))
-            }
+            "--pass" => opts.sync.pass = args.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| usage()),
+            "--link-dest" => opts.receive.link_dest = Some(PathBuf::from(args.next().unwrap_or_else(|| usage()))),
             "--no-xattrs" => opts.sync.xattrs = false,
             "--fsync" => opts.receive.fsync = true,
             "--json" => json = true,
@@ -34,9 +24,7 @@ fn main() {
             _ => paths.push(PathBuf::from(a)),
         }
     }
-    let [src, dst] = paths.as_slice() else {
-        usage()
-    };
+    let [src, dst] = paths.as_slice() else { usage() };
     match sync::sync_local_blocking(src, dst, &opts) {
         Ok(s) => {
             if json {
@@ -48,7 +36,13 @@ fn main() {
             } else {
                 println!(
                     "pass {}: {} entries, {} files sent ({} as deltas), {} deleted, {} bytes on the wire ({} file data), {:.3}s",
-                    s.pass, s.entries_scanned, s.files_sent, s.delta_files, s.deleted, s.bytes_on_wire, s.bytes_data,
+                    s.pass,
+                    s.entries_scanned,
+                    s.files_sent,
+                    s.delta_files,
+                    s.deleted,
+                    s.bytes_on_wire,
+                    s.bytes_data,
                     s.duration.as_secs_f64()
                 );
             }
@@ -61,8 +55,6 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!(
-        "usage: sync_bench SRC DST [--pass N] [--link-dest DIR] [--no-xattrs] [--fsync] [--json]"
-    );
+    eprintln!("usage: sync_bench SRC DST [--pass N] [--link-dest DIR] [--no-xattrs] [--fsync] [--json]");
     std::process::exit(2);
 }

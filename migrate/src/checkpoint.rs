@@ -21,7 +21,13 @@ pub enum Error {
     #[error(transparent)]
     Runtime(#[from] ferry_runtime::Error),
     #[error("container {ctid}: {op}: image {path}: {source}")]
-    Image { ctid: String, op: &'static str, path: PathBuf, #[source] source: fmt::Error },
+    Image {
+        ctid: String,
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: fmt::Error,
+    },
     #[error("container {ctid}: {op}: {msg}")]
     Other { ctid: String, op: &'static str, msg: String },
 }
@@ -113,7 +119,11 @@ fn image_id(ct: &str) -> String {
 pub fn format_summary(s: &CheckpointSummary) -> fmt::Summary {
     fmt::Summary {
         processes: s.processes.iter().map(|p| fmt::Process { pid: p.pid, ppid: p.ppid, command: p.command.clone() }).collect(),
-        tcp_connections: s.tcp.iter().map(|t| fmt::TcpConnection { local: t.local.clone(), remote: t.remote.clone(), state: t.state.clone() }).collect(),
+        tcp_connections: s
+            .tcp
+            .iter()
+            .map(|t| fmt::TcpConnection { local: t.local.clone(), remote: t.remote.clone(), state: t.state.clone() })
+            .collect(),
         addresses: s.addresses.iter().map(|a| fmt::IfAddress { interface: a.interface.clone(), ips: a.ips.clone(), mac: a.mac.clone() }).collect(),
         memory_bytes: s.memory_bytes,
     }
@@ -157,7 +167,8 @@ pub fn checkpoint_to_image(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = TempDir::new(&parent, &format!("ferry-ckpt-{ct}")).map_err(|e| other(ct, "checkpoint", format!("create a work directory in {}: {e}", parent.display())))?;
+    let tmp = TempDir::new(&parent, &format!("ferry-ckpt-{ct}"))
+        .map_err(|e| other(ct, "checkpoint", format!("create a work directory in {}: {e}", parent.display())))?;
     let images = tmp.0.join("criu");
     let info = container::checkpoint_to_dir(host, lock, cfg, &images, &opts.checkpoint)?;
 
@@ -172,22 +183,38 @@ pub fn checkpoint_to_image(
             }
             let keep = host.dump_dir(lock.ctid()).join(format!("criu-{}", image_id(ct)));
             let kept = std::fs::create_dir_all(keep.parent().unwrap_or(Path::new("/"))).and_then(|_| std::fs::rename(&images, &keep)).is_ok();
-            let where_ = if kept { format!("the CRIU images are kept in {}; `ferry restore {ct} --images-dir {}` restores them", keep.display(), keep.display()) } else { "the CRIU images could not be kept".into() };
+            let where_ = if kept {
+                format!("the CRIU images are kept in {}; `ferry restore {ct} --images-dir {}` restores them", keep.display(), keep.display())
+            } else {
+                "the CRIU images could not be kept".into()
+            };
             Err(other(ct, "checkpoint", format!("{e}; {where_}")))
         }
     }
 }
 
-fn write_image(cfg: &ContainerConfig, info: &CheckpointInfo, images: &Path, path: &Path, opts: &ImageOpts, progress: &mut dyn FnMut(Progress)) -> Result<u64> {
+fn write_image(
+    cfg: &ContainerConfig,
+    info: &CheckpointInfo,
+    images: &Path,
+    path: &Path,
+    opts: &ImageOpts,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<u64> {
     let ct = cfg.ctid.as_str();
-    let tmp_path = path.with_file_name(format!(".{}.tmp-{}", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), std::process::id()));
+    let tmp_path = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::process::id()
+    ));
     let res = (|| -> Result<u64> {
         let file = File::create(&tmp_path).map_err(|e| other(ct, "write image", format!("create {}: {e}", tmp_path.display())))?;
-        let buf = write_image_to(cfg, &info.meta, images, std::io::BufWriter::with_capacity(1 << 20, file), opts.compress, fmt::FORMAT_MAJOR, progress)
-            .map_err(|e| match e {
-                Error::Image { ctid, op, source, .. } => Error::Image { ctid, op, path: path.to_path_buf(), source },
-                e => e,
-            })?;
+        let buf =
+            write_image_to(cfg, &info.meta, images, std::io::BufWriter::with_capacity(1 << 20, file), opts.compress, fmt::FORMAT_MAJOR, progress)
+                .map_err(|e| match e {
+                    Error::Image { ctid, op, source, .. } => Error::Image { ctid, op, path: path.to_path_buf(), source },
+                    e => e,
+                })?;
         let file = buf.into_inner().map_err(|e| other(ct, "write image", format!("flush {}: {}", tmp_path.display(), e.error())))?;
         file.sync_all().map_err(|e| other(ct, "write image", format!("fsync {}: {e}", tmp_path.display())))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -326,9 +353,14 @@ pub fn restore_from_image(host: &Host, lock: &ContainerLock, path: &Path, progre
         }
     };
     if !host.private_dir(lock.ctid()).exists() && !host.disk_image(lock.ctid()).exists() {
-        return Err(other(ct, "restore", format!("no private area at {}: copy the container's files to this host first", host.private_dir(lock.ctid()).display())));
+        return Err(other(
+            ct,
+            "restore",
+            format!("no private area at {}: copy the container's files to this host first", host.private_dir(lock.ctid()).display()),
+        ));
     }
-    let work = TempDir::new(&host.data_dir.join("dump").join(".work"), &format!("ferry-rst-{ct}")).map_err(|e| other(ct, "restore", format!("create a work directory: {e}")))?;
+    let work = TempDir::new(&host.data_dir.join("dump").join(".work"), &format!("ferry-rst-{ct}"))
+        .map_err(|e| other(ct, "restore", format!("create a work directory: {e}")))?;
     fmt::extract_criu_images(&mut reader, &work.0).map_err(img_err)?;
     drop(reader);
     let extract_ms = t0.elapsed().as_millis() as u64;

@@ -64,23 +64,12 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn io(
-        what: impl Into<String>,
-        path: impl AsRef<std::path::Path>,
-        source: std::io::Error,
-    ) -> Self {
-        Error::Io {
-            what: what.into(),
-            path: path.as_ref().display().to_string(),
-            source,
-        }
+    pub fn io(what: impl Into<String>, path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io { what: what.into(), path: path.as_ref().display().to_string(), source }
     }
 
     pub fn sync(path: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Sync {
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Error::Sync { path: path.into(), msg: msg.into() }
     }
 }
 

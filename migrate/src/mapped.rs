@@ -21,9 +21,7 @@ impl MappedFile {
     pub fn map(file: &File, len: NonZeroUsize) -> std::io::Result<Self> {
         // SAFETY: a fresh private read-only mapping at an address the kernel picks aliases no
         // Rust object; the slice handed out borrows `self`, which unmaps only on drop.
-        let ptr = unsafe {
-            mmap(None, len, ProtFlags::PROT_READ, MapFlags::MAP_PRIVATE | MapFlags::MAP_POPULATE, file.as_fd(), 0)
-        }?;
+        let ptr = unsafe { mmap(None, len, ProtFlags::PROT_READ, MapFlags::MAP_PRIVATE | MapFlags::MAP_POPULATE, file.as_fd(), 0) }?;
         Ok(MappedFile { ptr, len: len.get() })
     }
 

@@ -26,21 +26,12 @@ pub struct SshTarget {
 
 impl SshTarget {
     pub fn new(destination: impl Into<String>) -> Self {
-        SshTarget {
-            destination: destination.into(),
-            ssh_opts: Vec::new(),
-            remote_ferry: "ferry".into(),
-            ssh_program: "ssh".into(),
-        }
+        SshTarget { destination: destination.into(), ssh_opts: Vec::new(), remote_ferry: "ferry".into(), ssh_program: "ssh".into() }
     }
 
     /// The full ssh command line for `remote_args` (e.g. `["migrate-receive", "101"]`).
     pub fn command_line(&self, remote_args: &[String]) -> Vec<String> {
-        let mut argv = vec![
-            self.ssh_program.clone(),
-            "-o".into(),
-            "BatchMode=yes".into(),
-        ];
+        let mut argv = vec![self.ssh_program.clone(), "-o".into(), "BatchMode=yes".into()];
         argv.extend(self.ssh_opts.iter().cloned());
         // "--" keeps a destination that starts with '-' from being read as an option.
         argv.push("--".into());
@@ -55,10 +46,7 @@ impl SshTarget {
 
 /// Quote one word for a POSIX shell.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+".contains(&b))
-    {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+".contains(&b)) {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -83,19 +71,11 @@ impl Transport {
 
     /// Run a local command directly (tests; same-host migration and snapshots).
     pub fn local(argv: &[String]) -> Result<Transport> {
-        Self::spawn(
-            argv,
-            &format!(
-                "local command {}",
-                argv.first().map(String::as_str).unwrap_or("?")
-            ),
-        )
+        Self::spawn(argv, &format!("local command {}", argv.first().map(String::as_str).unwrap_or("?")))
     }
 
     fn spawn(argv: &[String], description: &str) -> Result<Transport> {
-        let (prog, args) = argv
-            .split_first()
-            .ok_or_else(|| Error::Transport("empty command line".into()))?;
+        let (prog, args) = argv.split_first().ok_or_else(|| Error::Transport("empty command line".into()))?;
         let mut child = Command::new(prog)
             .args(args)
             .stdin(Stdio::piped())
@@ -123,48 +103,31 @@ impl Transport {
                 }
             });
         }
-        Ok(Transport {
-            stdin: child.stdin.take(),
-            stdout: child.stdout.take(),
-            child,
-            stderr_text,
-            description: description.to_string(),
-        })
+        Ok(Transport { stdin: child.stdin.take(), stdout: child.stdout.take(), child, stderr_text, description: description.to_string() })
     }
 
     /// What the child wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr_text
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.stderr_text.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Do the handshake over the child's stdio. On failure the error includes the child's
     /// stderr (ssh's or the remote ferry's own message).
     pub async fn connect(&mut self, opts: ConnectionOptions) -> Result<Connection> {
         let (Some(stdin), Some(stdout)) = (self.stdin.take(), self.stdout.take()) else {
-            return Err(Error::Transport(format!(
-                "{}: already connected",
-                self.description
-            )));
+            return Err(Error::Transport(format!("{}: already connected", self.description)));
         };
         match Connection::client_split(stdout, stdin, opts).await {
             Ok(c) => Ok(c),
             Err(e) => {
                 // Give the child a moment to exit and its stderr to drain.
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait())
-                    .await;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait()).await;
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 let err = self.stderr();
                 if err.trim().is_empty() {
                     Err(Error::Transport(format!("{}: {e}", self.description)))
                 } else {
-                    Err(Error::Transport(format!(
-                        "{}: {e}; the other side said: {}",
-                        self.description,
-                        err.trim()
-                    )))
+                    Err(Error::Transport(format!("{}: {e}; the other side said: {}", self.description, err.trim())))
                 }
             }
         }
@@ -172,17 +135,12 @@ impl Transport {
 
     /// Wait for the child to exit (after the connection is closed).
     pub async fn wait(&mut self) -> Result<std::process::ExitStatus> {
-        self.child.wait().await.map_err(|e| {
-            Error::Transport(format!("{}: waiting for the child: {e}", self.description))
-        })
+        self.child.wait().await.map_err(|e| Error::Transport(format!("{}: waiting for the child: {e}", self.description)))
     }
 
     /// Kill the child (the peer sees its connection cut).
     pub async fn kill(&mut self) -> Result<()> {
-        self.child
-            .kill()
-            .await
-            .map_err(|e| Error::Transport(format!("{}: kill: {e}", self.description)))
+        self.child.kill().await.map_err(|e| Error::Transport(format!("{}: kill: {e}", self.description)))
     }
 }
 
@@ -196,12 +154,7 @@ pub async fn accept_stdio(opts: ConnectionOptions) -> Result<Connection> {
     let output = nix::unistd::dup(1).map_err(|e| sys("dup stdout", e))?;
     nix::unistd::dup2(2, 1).map_err(|e| sys("redirect stdout to stderr", e))?;
     // SAFETY: both descriptors were just created by dup and are owned by nothing else.
-    let (r, w) = unsafe {
-        (
-            std::fs::File::from_raw_fd(input),
-            std::fs::File::from_raw_fd(output),
-        )
-    };
+    let (r, w) = unsafe { (std::fs::File::from_raw_fd(input), std::fs::File::from_raw_fd(output)) };
     Connection::server_split(stdio_reader(r), stdio_writer(w), opts).await
 }
 
@@ -251,11 +204,7 @@ impl tokio::io::AsyncRead for PipeFd {
 }
 
 impl tokio::io::AsyncWrite for PipeFd {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
+    fn poll_write(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, data: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
         use std::io::Write;
         loop {
             let mut guard = std::task::ready!(self.0.poll_write_ready(cx))?;
@@ -266,18 +215,12 @@ impl tokio::io::AsyncWrite for PipeFd {
         }
     }
 
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
         // Writes go straight to the descriptor: nothing is held back.
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
         // The peer sees EOF when the descriptor is closed (on drop).
         std::task::Poll::Ready(Ok(()))
     }
@@ -322,16 +265,7 @@ mod tests {
         let argv = t.command_line(&["migrate-receive".into(), "it's".into()]);
         assert_eq!(
             argv,
-            vec![
-                "ssh",
-                "-o",
-                "BatchMode=yes",
-                "-p",
-                "2222",
-                "--",
-                "root@198.18.0.2",
-                "/opt/ferry/bin/ferry migrate-receive 'it'\\''s'"
-            ]
+            vec!["ssh", "-o", "BatchMode=yes", "-p", "2222", "--", "root@198.18.0.2", "/opt/ferry/bin/ferry migrate-receive 'it'\\''s'"]
         );
     }
 }

@@ -28,17 +28,12 @@ impl Drop for Host {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
     }
 }
 
 fn run(argv: &[&str]) {
-    let st = Command::new(argv[0])
-        .args(&argv[1..])
-        .status()
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let st = Command::new(argv[0]).args(&argv[1..]).status().unwrap_or_else(|e| panic!("{argv:?}: {e}"));
     assert!(st.success(), "{argv:?} failed: {st}");
 }
 
@@ -48,12 +43,7 @@ async fn sync_over_ssh_into_a_network_namespace() {
         eprintln!("skipped: needs root (network namespace, sshd)");
         return;
     }
-    for tool in [
-        "/usr/sbin/sshd",
-        "/usr/bin/ssh",
-        "/usr/bin/ssh-keygen",
-        "/usr/bin/nsenter",
-    ] {
+    for tool in ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen", "/usr/bin/nsenter"] {
         if !Path::new(tool).exists() {
             eprintln!("skipped: {tool} missing (scripts/install-deps.sh installs openssh)");
             return;
@@ -62,35 +52,14 @@ async fn sync_over_ssh_into_a_network_namespace() {
     let tmp = tempdir();
     let t = tmp.path();
     let netns = format!("fyt{}-ssh", std::process::id() % 100_000);
-    let mut host = Host {
-        netns: netns.clone(),
-        sshd: None,
-    };
+    let mut host = Host { netns: netns.clone(), sshd: None };
     run(&["ip", "netns", "add", &netns]);
     let ns = format!("--net=/run/netns/{netns}");
     run(&["nsenter", &ns, "ip", "link", "set", "lo", "up"]);
-    run(&[
-        "nsenter",
-        &ns,
-        "ip",
-        "addr",
-        "add",
-        &format!("{ADDR}/32"),
-        "dev",
-        "lo",
-    ]);
+    run(&["nsenter", &ns, "ip", "addr", "add", &format!("{ADDR}/32"), "dev", "lo"]);
     let (hostkey, clientkey) = (t.join("hostkey"), t.join("clientkey"));
     for k in [&hostkey, &clientkey] {
-        run(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            k.to_str().unwrap(),
-        ]);
+        run(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", k.to_str().unwrap()]);
     }
     std::fs::copy(t.join("clientkey.pub"), t.join("authorized_keys")).unwrap();
     let cfg = t.join("sshd_config");
@@ -107,34 +76,16 @@ async fn sync_over_ssh_into_a_network_namespace() {
     )
     .unwrap();
     std::fs::create_dir_all("/run/sshd").unwrap();
-    host.sshd = Some(
-        Command::new("nsenter")
-            .args([
-                ns.as_str(),
-                "/usr/sbin/sshd",
-                "-D",
-                "-e",
-                "-f",
-                cfg.to_str().unwrap(),
-            ])
-            .spawn()
-            .expect("start sshd"),
-    );
+    host.sshd =
+        Some(Command::new("nsenter").args([ns.as_str(), "/usr/sbin/sshd", "-D", "-e", "-f", cfg.to_str().unwrap()]).spawn().expect("start sshd"));
     let started = Instant::now();
     while !t.join("sshd.pid").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "sshd did not start"
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "sshd did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The ssh client runs inside the namespace too.
     let wrapper = t.join("ssh-in-netns");
-    std::fs::write(
-        &wrapper,
-        format!("#!/bin/sh\nexec nsenter --net=/run/netns/{netns} ssh \"$@\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec nsenter --net=/run/netns/{netns} ssh \"$@\"\n")).unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
 
     let (src, dst) = (t.join("src"), t.join("dst"));
@@ -162,33 +113,19 @@ async fn sync_over_ssh_into_a_network_namespace() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    target.remote_ferry = format!(
-        "exec 3>&1 1>&2; {HELPER_ENV}={} exec {} --exact helper_ssh_receiver --nocapture",
-        dst.display(),
-        exe.display()
-    );
+    target.remote_ferry = format!("exec 3>&1 1>&2; {HELPER_ENV}={} exec {} --exact helper_ssh_receiver --nocapture", dst.display(), exe.display());
     let mut transport = Transport::ssh(&target, &[]).unwrap();
     let conn = tokio::time::timeout(Duration::from_secs(30), transport.connect(quick()))
         .await
         .expect("ssh handshake hung")
         .unwrap_or_else(|e| panic!("ssh transport: {e}"));
-    let stats = tokio::time::timeout(
-        Duration::from_secs(60),
-        sync::sync_pass(&conn, &src, &SyncOptions::default()),
-    )
-    .await
-    .expect("sync over ssh hung")
-    .unwrap();
-    conn.close().await.unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), transport.wait())
+    let stats = tokio::time::timeout(Duration::from_secs(60), sync::sync_pass(&conn, &src, &SyncOptions::default()))
         .await
-        .expect("ssh did not exit")
+        .expect("sync over ssh hung")
         .unwrap();
-    assert!(
-        status.success(),
-        "remote side failed: {status}; stderr: {}",
-        transport.stderr()
-    );
+    conn.close().await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), transport.wait()).await.expect("ssh did not exit").unwrap();
+    assert!(status.success(), "remote side failed: {status}; stderr: {}", transport.stderr());
     assert_eq!(stats.files_sent, 2, "{stats:?}");
     assert!(stats.bytes_on_wire > 3 << 20);
     assert_same_tree(&src, &dst);
@@ -209,17 +146,7 @@ async fn helper_ssh_receiver() {
     let conn = transport::accept_stdio(quick()).await.unwrap();
     let begin = conn.recv().await.unwrap();
     assert!(matches!(begin.body, Some(Body::SyncBegin(_))));
-    sync::receive_pass(
-        &conn,
-        &begin,
-        Path::new(&dir),
-        &ReceiveOptions {
-            fsync: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    sync::receive_pass(&conn, &begin, Path::new(&dir), &ReceiveOptions { fsync: true, ..Default::default() }).await.unwrap();
     // Wait for the source's goodbye.
     let _ = conn.recv().await;
     std::process::exit(0);

@@ -15,12 +15,7 @@ use ferry_migrate::Error;
 const LIMIT: Duration = Duration::from_secs(120);
 
 /// One pass from `src` to `dst` through an in-process connection pair.
-async fn pass_with(
-    src: &Path,
-    dst: &Path,
-    sync_opts: SyncOptions,
-    client: ConnectionOptions,
-) -> ferry_migrate::Result<PassStats> {
+async fn pass_with(src: &Path, dst: &Path, sync_opts: SyncOptions, client: ConnectionOptions) -> ferry_migrate::Result<PassStats> {
     run_pass(src, dst, sync_opts, client, None, None).await.map(|(stats, _)| stats)
 }
 
@@ -37,27 +32,13 @@ async fn run_pass(
     let dst = dst.to_path_buf();
     let server = tokio::spawn(async move {
         let begin = s.recv().await?;
-        let r = sync::receive_pass(
-            &s,
-            &begin,
-            &dst,
-            &ReceiveOptions {
-                fsync: true,
-                ..Default::default()
-            },
-        )
-        .await;
+        let r = sync::receive_pass(&s, &begin, &dst, &ReceiveOptions { fsync: true, ..Default::default() }).await;
         let _ = s.recv().await; // wait for the source to hang up
         r
     });
-    let r = tokio::time::timeout(LIMIT, sync::sync_pass_from(&c, src, &sync_opts, baseline, copies))
-        .await
-        .expect("sync pass hung");
+    let r = tokio::time::timeout(LIMIT, sync::sync_pass_from(&c, src, &sync_opts, baseline, copies)).await.expect("sync pass hung");
     let _ = c.close().await;
-    let served = tokio::time::timeout(LIMIT, server)
-        .await
-        .expect("receiver hung")
-        .expect("receiver panicked");
+    let served = tokio::time::timeout(LIMIT, server).await.expect("receiver hung").expect("receiver panicked");
     if let (Err(e), Err(d)) = (&r, &served) {
         eprintln!("source: {e}\ndestination: {d}");
     }
@@ -65,17 +46,7 @@ async fn run_pass(
 }
 
 async fn pass(src: &Path, dst: &Path, n: u32) -> PassStats {
-    pass_with(
-        src,
-        dst,
-        SyncOptions {
-            pass: n,
-            ..Default::default()
-        },
-        quick(),
-    )
-    .await
-    .expect("sync pass")
+    pass_with(src, dst, SyncOptions { pass: n, ..Default::default() }, quick()).await.expect("sync pass")
 }
 
 /// A tree with every kind of entry. Returns whether xattrs were set.
@@ -100,15 +71,9 @@ fn build_full_tree(src: &Path) -> bool {
         f.write_all_at(&noise(4096, 2), 10 << 20).unwrap();
         f.write_all_at(&noise(4096, 3), 90 << 20).unwrap();
     }
-    let xattrs = try_set_xattr(&src.join("small.txt"), "user.ferry.test", b"value-1")
-        && try_set_xattr(&src.join("a"), "user.ferry.dir", b"d");
+    let xattrs = try_set_xattr(&src.join("small.txt"), "user.ferry.test", b"value-1") && try_set_xattr(&src.join("a"), "user.ferry.dir", b"d");
     write(&src.join("setuid-bin"), b"#!/bin/true\n");
-    nix::unistd::chown(
-        &src.join("setuid-bin"),
-        Some(1234.into()),
-        Some(5678.into()),
-    )
-    .unwrap();
+    nix::unistd::chown(&src.join("setuid-bin"), Some(1234.into()), Some(5678.into())).unwrap();
     chmod(&src.join("setuid-bin"), 0o4755);
     nix::unistd::chown(&src.join("a/b"), Some(1234.into()), Some(5678.into())).unwrap();
     chmod(&src.join("a/b"), 0o2750);
@@ -135,10 +100,7 @@ async fn full_tree_round_trip_preserves_everything() {
     std::fs::create_dir(&src).unwrap();
     let xattrs = build_full_tree(&src);
     if !xattrs {
-        eprintln!(
-            "note: user xattrs unsupported on {}: xattrs not checked",
-            tmp.path().display()
-        );
+        eprintln!("note: user xattrs unsupported on {}: xattrs not checked", tmp.path().display());
     }
 
     let s1 = pass(&src, &dst, 1).await;
@@ -150,23 +112,14 @@ async fn full_tree_round_trip_preserves_everything() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(dmd.nlink(), 3);
     // Holes stay holes: 100 MiB apparent, a few KiB allocated.
-    assert!(
-        st_blocks(&dst.join("sparse.img")) * 512 < 1 << 20,
-        "sparse file filled: {} blocks",
-        st_blocks(&dst.join("sparse.img"))
-    );
+    assert!(st_blocks(&dst.join("sparse.img")) * 512 < 1 << 20, "sparse file filled: {} blocks", st_blocks(&dst.join("sparse.img")));
     assert!(s1.bytes_data < 11 << 20, "sparse holes sent? {s1:?}");
     if xattrs {
         let x = fsops::read_xattrs(&dst.join("small.txt")).unwrap();
-        assert!(x
-            .iter()
-            .any(|x| x.name == b"user.ferry.test" && x.value == b"value-1"));
+        assert!(x.iter().any(|x| x.name == b"user.ferry.test" && x.value == b"value-1"));
     }
     let md = std::fs::metadata(dst.join("setuid-bin")).unwrap();
-    assert_eq!(
-        (md.mode() & 0o7777, md.uid(), md.gid()),
-        (0o4755, 1234, 5678)
-    );
+    assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o4755, 1234, 5678));
 
     // An unchanged tree costs nothing but the manifests.
     let s2 = pass(&src, &dst, 2).await;
@@ -187,25 +140,15 @@ async fn second_pass_sends_only_changed_files() {
     assert!(s1.bytes_on_wire > 400 * 8192);
     // Change 1% of the files (4), contents and mtime.
     for i in [3u64, 77, 150, 399] {
-        write(
-            &src.join(format!("d{}/f{i}", i % 10)),
-            &noise(8192, i + 1000),
-        );
-        set_mtime(
-            &src.join(format!("d{}/f{i}", i % 10)),
-            1_600_000_000 + i as i64,
-            0,
-        );
+        write(&src.join(format!("d{}/f{i}", i % 10)), &noise(8192, i + 1000));
+        set_mtime(&src.join(format!("d{}/f{i}", i % 10)), 1_600_000_000 + i as i64, 0);
     }
     let s2 = pass(&src, &dst, 2).await;
     assert_eq!(s2.files_sent, 4, "{s2:?}");
     assert_eq!(s2.bytes_data, 4 * 8192);
     // 4 files plus manifests (~400 entries each way): far below pass 1.
     assert!(s2.bytes_on_wire < 120 << 10, "{s2:?}");
-    assert!(
-        s2.bytes_on_wire * 10 < s1.bytes_on_wire,
-        "pass 1 {s1:?} pass 2 {s2:?}"
-    );
+    assert!(s2.bytes_on_wire * 10 < s1.bytes_on_wire, "pass 1 {s1:?} pass 2 {s2:?}");
     assert_same_tree(&src, &dst);
 }
 
@@ -224,11 +167,7 @@ async fn large_changed_file_goes_as_delta() {
     set_mtime(&src.join("disk.img"), 1_700_000_000, 0);
     let s2 = pass(&src, &dst, 2).await;
     assert_eq!((s2.files_sent, s2.delta_files), (1, 1), "{s2:?}");
-    assert!(
-        s2.bytes_on_wire < 1 << 20,
-        "delta sent {} bytes on the wire for 1 KiB changed",
-        s2.bytes_on_wire
-    );
+    assert!(s2.bytes_on_wire < 1 << 20, "delta sent {} bytes on the wire for 1 KiB changed", s2.bytes_on_wire);
     assert_eq!(std::fs::read(dst.join("disk.img")).unwrap(), data);
     assert_same_tree(&src, &dst);
 }
@@ -249,10 +188,7 @@ async fn deletions_and_type_changes_propagate() {
     let s2 = pass(&src, &dst, 2).await;
     assert_eq!(s2.deleted, 3, "{s2:?}");
     assert!(!dst.join("gone-file").exists() && !dst.join("gone-dir").exists());
-    assert!(std::fs::symlink_metadata(dst.join("becomes-link"))
-        .unwrap()
-        .file_type()
-        .is_symlink());
+    assert!(std::fs::symlink_metadata(dst.join("becomes-link")).unwrap().file_type().is_symlink());
     assert_same_tree(&src, &dst);
 }
 
@@ -271,15 +207,10 @@ async fn corruption_in_flight_is_detected_and_names_the_file() {
         })),
         ..quick()
     };
-    let err = pass_with(&src, &dst, SyncOptions::default(), client)
-        .await
-        .expect_err("corruption not detected");
+    let err = pass_with(&src, &dst, SyncOptions::default(), client).await.expect_err("corruption not detected");
     assert!(flipped.load(Ordering::SeqCst), "the hook never ran");
     let msg = err.to_string();
-    assert!(
-        msg.contains("victim.bin") && msg.contains("blake3"),
-        "unclear error: {msg}"
-    );
+    assert!(msg.contains("victim.bin") && msg.contains("blake3"), "unclear error: {msg}");
     assert!(!dst.join("victim.bin").exists(), "corrupted file installed");
     // No temporary left visible after the next (clean) pass, which repairs the file.
     pass(&src, &dst, 2).await;
@@ -318,18 +249,12 @@ async fn peer_dying_mid_stream_gives_a_clear_error() {
         }
         drop(s);
     });
-    let r = tokio::time::timeout(
-        Duration::from_secs(30),
-        sync::sync_pass(&c, &src, &SyncOptions::default()),
-    )
-    .await
-    .expect("sync hung after the peer died");
+    let r = tokio::time::timeout(Duration::from_secs(30), sync::sync_pass(&c, &src, &SyncOptions::default()))
+        .await
+        .expect("sync hung after the peer died");
     server.await.unwrap();
     let err = r.expect_err("sync succeeded without a peer");
-    assert!(
-        matches!(err, Error::PeerClosed(_)),
-        "unexpected error: {err}"
-    );
+    assert!(matches!(err, Error::PeerClosed(_)), "unexpected error: {err}");
     assert!(err.to_string().contains("connection"), "{err}");
 }
 
@@ -338,23 +263,13 @@ async fn silent_peer_times_out() {
     let tmp = tempdir();
     let src = tmp.path().join("src");
     write(&src.join("f"), b"x");
-    let client = ConnectionOptions {
-        idle_timeout: Duration::from_secs(2),
-        ..quick()
-    };
+    let client = ConnectionOptions { idle_timeout: Duration::from_secs(2), ..quick() };
     // The destination handshakes, then neither answers nor pings.
-    let server = ConnectionOptions {
-        ping_interval: Duration::from_secs(3600),
-        ..quick()
-    };
+    let server = ConnectionOptions { ping_interval: Duration::from_secs(3600), ..quick() };
     let (c, _s) = pair(client, server).await;
     let started = std::time::Instant::now();
-    let r = tokio::time::timeout(
-        Duration::from_secs(30),
-        sync::sync_pass(&c, &src, &SyncOptions::default()),
-    )
-    .await
-    .expect("hung instead of timing out");
+    let r =
+        tokio::time::timeout(Duration::from_secs(30), sync::sync_pass(&c, &src, &SyncOptions::default())).await.expect("hung instead of timing out");
     let err = r.expect_err("no error from a silent peer");
     assert!(matches!(err, Error::Timeout(_)), "{err}");
     assert!(err.to_string().contains("nothing received"), "{err}");
@@ -370,23 +285,11 @@ async fn local_sync_with_link_dest_shares_unchanged_files() {
     }
     let snap1 = tmp.path().join("snap1");
     let snap2 = tmp.path().join("snap2");
-    let s1 = sync::sync_local(&src, &snap1, &LocalSyncOptions::default())
-        .await
-        .unwrap();
+    let s1 = sync::sync_local(&src, &snap1, &LocalSyncOptions::default()).await.unwrap();
     assert_eq!(s1.files_sent, 50);
-    let opts = LocalSyncOptions {
-        receive: ReceiveOptions {
-            link_dest: Some(snap1.clone()),
-            fsync: false,
-        },
-        ..Default::default()
-    };
+    let opts = LocalSyncOptions { receive: ReceiveOptions { link_dest: Some(snap1.clone()), fsync: false }, ..Default::default() };
     let s2 = sync::sync_local(&src, &snap2, &opts).await.unwrap();
-    assert_eq!(
-        (s2.files_sent, s2.links, s2.bytes_data),
-        (0, 50, 0),
-        "{s2:?}"
-    );
+    assert_eq!((s2.files_sent, s2.links, s2.bytes_data), (0, 50, 0), "{s2:?}");
     assert_same_tree(&src, &snap2);
     use std::os::unix::fs::MetadataExt;
     let a = std::fs::metadata(snap1.join("dir/f7")).unwrap().ino();
@@ -395,14 +298,8 @@ async fn local_sync_with_link_dest_shares_unchanged_files() {
     // A change of metadata in a later pass into snap2 never alters snap1.
     chmod(&src.join("dir/f7"), 0o600);
     sync::sync_local(&src, &snap2, &opts).await.unwrap();
-    assert_eq!(
-        std::fs::metadata(snap1.join("dir/f7")).unwrap().mode() & 0o777,
-        0o644
-    );
-    assert_eq!(
-        std::fs::metadata(snap2.join("dir/f7")).unwrap().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(snap1.join("dir/f7")).unwrap().mode() & 0o777, 0o644);
+    assert_eq!(std::fs::metadata(snap2.join("dir/f7")).unwrap().mode() & 0o777, 0o600);
 }
 
 #[test]
@@ -410,9 +307,7 @@ fn blocking_local_sync_works_without_a_runtime() {
     let tmp = tempdir();
     let src = tmp.path().join("src");
     write(&src.join("x/y"), b"z");
-    let stats =
-        sync::sync_local_blocking(&src, &tmp.path().join("dst"), &LocalSyncOptions::default())
-            .unwrap();
+    let stats = sync::sync_local_blocking(&src, &tmp.path().join("dst"), &LocalSyncOptions::default()).unwrap();
     assert_eq!(stats.files_sent, 1);
     assert_eq!(std::fs::read(tmp.path().join("dst/x/y")).unwrap(), b"z");
 }
@@ -427,17 +322,10 @@ async fn progress_reports_reach_the_total() {
     let last = Arc::new(std::sync::Mutex::new(sync::Progress::default()));
     let l = last.clone();
     let opts = LocalSyncOptions {
-        sync: SyncOptions {
-            progress: Some(Arc::new(move |p: &sync::Progress| {
-                *l.lock().unwrap() = p.clone()
-            })),
-            ..Default::default()
-        },
+        sync: SyncOptions { progress: Some(Arc::new(move |p: &sync::Progress| *l.lock().unwrap() = p.clone())), ..Default::default() },
         ..Default::default()
     };
-    sync::sync_local(&src, &tmp.path().join("dst"), &opts)
-        .await
-        .unwrap();
+    sync::sync_local(&src, &tmp.path().join("dst"), &opts).await.unwrap();
     let p = last.lock().unwrap().clone();
     assert_eq!((p.files_done, p.files_total), (5, 5));
     assert_eq!((p.bytes_done, p.bytes_total), (15 << 20, 15 << 20));
@@ -455,14 +343,8 @@ async fn interrupted_pass_is_repaired_by_the_next() {
     write(&dst.join("f4"), &noise(1000, 4));
     write(&dst.join(".ferry-part.f5.999.1"), b"partial");
     let s = pass(&src, &dst, 2).await;
-    assert_eq!(
-        s.files_sent, 20,
-        "mtimes differ for f3, so it is sent too: {s:?}"
-    );
-    assert!(
-        !dst.join(".ferry-part.f5.999.1").exists(),
-        "leftover temporary kept"
-    );
+    assert_eq!(s.files_sent, 20, "mtimes differ for f3, so it is sent too: {s:?}");
+    assert!(!dst.join(".ferry-part.f5.999.1").exists(), "leftover temporary kept");
     assert_same_tree(&src, &dst);
 }
 
@@ -478,22 +360,13 @@ async fn iterative_passes_stop_when_the_tree_is_quiet() {
     let server = tokio::spawn(async move {
         loop {
             let Ok(begin) = s.recv().await else { return };
-            if sync::receive_pass(&s, &begin, &d2, &ReceiveOptions::default())
-                .await
-                .is_err()
-            {
+            if sync::receive_pass(&s, &begin, &d2, &ReceiveOptions::default()).await.is_err() {
                 return;
             }
         }
     });
-    let policy = sync::IterationPolicy {
-        max_passes: 5,
-        max_changes: 0,
-        max_bytes: 0,
-    };
-    let passes = sync::sync_iterative(&c, &src, &SyncOptions::default(), &policy)
-        .await
-        .unwrap();
+    let policy = sync::IterationPolicy { max_passes: 5, max_changes: 0, max_bytes: 0 };
+    let passes = sync::sync_iterative(&c, &src, &SyncOptions::default(), &policy).await.unwrap();
     // Pass 1 copies everything, pass 2 finds nothing left: done.
     assert_eq!(passes.len(), 2, "{passes:?}");
     assert_eq!((passes[0].files_sent, passes[1].changes()), (100, 0));
@@ -511,12 +384,7 @@ async fn busybox_template_round_trip() {
         Err(_) => {
             let dir = tmp.path().join("template");
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-template.sh");
-            let ok = std::process::Command::new("bash")
-                .arg(&script)
-                .arg("busybox")
-                .arg(&dir)
-                .status()
-                .is_ok_and(|s| s.success());
+            let ok = std::process::Command::new("bash").arg(&script).arg("busybox").arg(&dir).status().is_ok_and(|s| s.success());
             if !ok {
                 eprintln!("skipped: could not build a busybox template (scripts/install-deps.sh installs busybox-static)");
                 return;
@@ -571,19 +439,13 @@ async fn many_delta_files_and_changes_between_plan_and_transfer() {
         ..Default::default()
     };
     let s2 = pass_with(&src, &dst, opts, quick()).await.expect("pass 2");
-    assert!(
-        changed.load(Ordering::SeqCst),
-        "the plan was never reported"
-    );
+    assert!(changed.load(Ordering::SeqCst), "the plan was never reported");
     // 99 files went (f090 vanished), all but the grown one as deltas.
     assert_eq!((s2.files_sent, s2.delta_files), (99, 98), "{s2:?}");
     assert_eq!(std::fs::read(dst.join(name(5))).unwrap(), rewritten);
     assert_eq!(std::fs::read(dst.join(name(50))).unwrap(), grown);
     for i in [0u64, 17, 99] {
-        assert_eq!(
-            std::fs::read(dst.join(name(i))).unwrap(),
-            std::fs::read(src.join(name(i))).unwrap()
-        );
+        assert_eq!(std::fs::read(dst.join(name(i))).unwrap(), std::fs::read(src.join(name(i))).unwrap());
     }
     // The next pass brings the times of the late changes and deletes the vanished file.
     let s3 = pass(&src, &dst, 3).await;
@@ -607,13 +469,7 @@ async fn signature_requests_are_pipelined() {
     let server = tokio::spawn(async move {
         let begin = s.recv().await.unwrap();
         let mut summary = Vec::new();
-        FileEntry {
-            kind: FileKind::Directory as i32,
-            mode: 0o755,
-            ..Default::default()
-        }
-        .encode_length_delimited(&mut summary)
-        .unwrap();
+        FileEntry { kind: FileKind::Directory as i32, mode: 0o755, ..Default::default() }.encode_length_delimited(&mut summary).unwrap();
         for i in 0..40 {
             FileEntry {
                 path: format!("f{i:02}").into_bytes(),
@@ -627,17 +483,9 @@ async fn signature_requests_are_pipelined() {
             .unwrap();
         }
         let mut m = s.open_stream();
-        s.reply(
-            begin.id,
-            Body::SyncBeginAck(SyncBeginAck {
-                manifest_stream: m.id(),
-                entries: 41,
-                put_files: true,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+        s.reply(begin.id, Body::SyncBeginAck(SyncBeginAck { manifest_stream: m.id(), entries: 41, put_files: true, ..Default::default() }))
+            .await
+            .unwrap();
         m.send(&summary).await.unwrap();
         m.finish().await.unwrap();
         // Take requests without answering until none comes for a while.
@@ -649,10 +497,7 @@ async fn signature_requests_are_pipelined() {
                     asked.push(g.path);
                     waiting.push(env.id);
                 }
-                other => panic!(
-                    "unexpected {:?} before any signature",
-                    other.map(|b| b.name())
-                ),
+                other => panic!("unexpected {:?} before any signature", other.map(|b| b.name())),
             }
         }
         let in_flight = waiting.len();
@@ -673,9 +518,7 @@ async fn signature_requests_are_pipelined() {
                 Some(Body::PutFiles(b)) => whole += b.entries.len(),
                 Some(Body::SetMeta(_)) => {}
                 Some(Body::SyncEnd(_)) => {
-                    s.reply(env.id, Body::SyncEndAck(SyncEndAck::default()))
-                        .await
-                        .unwrap();
+                    s.reply(env.id, Body::SyncEndAck(SyncEndAck::default())).await.unwrap();
                     break;
                 }
                 other => panic!("unexpected {:?}", other.map(|b| b.name())),
@@ -684,16 +527,10 @@ async fn signature_requests_are_pipelined() {
         let _ = s.recv().await;
         (in_flight, asked, whole)
     });
-    let stats = tokio::time::timeout(LIMIT, sync::sync_pass(&c, &src, &SyncOptions::default()))
-        .await
-        .expect("sync pass hung")
-        .expect("sync pass");
+    let stats = tokio::time::timeout(LIMIT, sync::sync_pass(&c, &src, &SyncOptions::default())).await.expect("sync pass hung").expect("sync pass");
     let _ = c.close().await;
     let (in_flight, asked, whole) = server.await.unwrap();
-    assert!(
-        in_flight >= 8,
-        "only {in_flight} signature requests in flight"
-    );
+    assert!(in_flight >= 8, "only {in_flight} signature requests in flight");
     let expected: Vec<Vec<u8>> = (0..40).map(|i| format!("f{i:02}").into_bytes()).collect();
     assert_eq!(asked, expected, "each file asked for once, in order");
     assert_eq!((whole, stats.files_sent, stats.delta_files), (40, 40, 0));
@@ -714,23 +551,11 @@ async fn batched_small_file_with_a_bad_digest_is_refused() {
         let _ = s.recv().await;
         r
     });
-    let Body::SyncBeginAck(ack) = c
-        .request(Body::SyncBegin(SyncBegin {
-            pass: 1,
-            xattrs: true,
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-    else {
+    let Body::SyncBeginAck(ack) = c.request(Body::SyncBegin(SyncBegin { pass: 1, xattrs: true, ..Default::default() })).await.unwrap() else {
         panic!("no SyncBeginAck");
     };
     assert!(ack.put_files, "the destination does not take batches");
-    c.accept_stream(ack.manifest_stream)
-        .unwrap()
-        .read_to_end(1 << 20)
-        .await
-        .unwrap();
+    c.accept_stream(ack.manifest_stream).unwrap().read_to_end(1 << 20).await.unwrap();
     let file = |name: &str, size: usize| FileEntry {
         path: name.as_bytes().to_vec(),
         kind: FileKind::Regular as i32,
@@ -742,26 +567,16 @@ async fn batched_small_file_with_a_bad_digest_is_refused() {
         ..Default::default()
     };
     let (good, bad, empty) = (noise(5000, 1), noise(3000, 2), Vec::new());
-    let mut batch = PutFiles {
-        entries: vec![file("good", 5000), file("bad", 3000), file("empty", 0)],
-        ..Default::default()
-    };
+    let mut batch = PutFiles { entries: vec![file("good", 5000), file("bad", 3000), file("empty", 0)], ..Default::default() };
     let mut all = Vec::new();
     for data in [&good, &bad, &empty] {
         all.extend_from_slice(data);
-        batch
-            .blake3
-            .extend_from_slice(blake3::hash(data).as_bytes());
+        batch.blake3.extend_from_slice(blake3::hash(data).as_bytes());
     }
     batch.data = all.into();
     batch.blake3[32] ^= 1; // the digest of "bad"
     c.send(Body::PutFiles(batch)).await.unwrap();
-    let end = c
-        .request(Body::SyncEnd(SyncEnd {
-            pass: 1,
-            ..Default::default()
-        }))
-        .await;
+    let end = c.request(Body::SyncEnd(SyncEnd { pass: 1, ..Default::default() })).await;
     let _ = c.close().await;
     let served = server.await.unwrap();
     let err = end.expect_err("a corrupted file was accepted").to_string();
@@ -776,10 +591,7 @@ async fn batched_small_file_with_a_bad_digest_is_refused() {
     assert_eq!(md.mtime(), 1_500_000_000);
     assert_eq!(md.mtime_nsec(), 123_456_789);
     // Nothing temporary left behind.
-    let names: Vec<_> = std::fs::read_dir(&dst)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(&dst).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
@@ -824,21 +636,10 @@ async fn a_source_that_cannot_walk_its_tree_ends_the_pass_cleanly() {
         }
         passes
     });
-    let err = sync::sync_pass(&c, &src.join("f"), &SyncOptions::default())
-        .await
-        .expect_err("a file is not a tree");
+    let err = sync::sync_pass(&c, &src.join("f"), &SyncOptions::default()).await.expect_err("a file is not a tree");
     assert!(err.to_string().contains("not a directory"), "{err}");
     assert_eq!(std::fs::read(dst.join("kept")).unwrap(), b"old");
-    let s2 = sync::sync_pass(
-        &c,
-        &src,
-        &SyncOptions {
-            pass: 2,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("the next pass");
+    let s2 = sync::sync_pass(&c, &src, &SyncOptions { pass: 2, ..Default::default() }).await.expect("the next pass");
     assert_eq!((s2.files_sent, s2.deleted), (1, 1), "{s2:?}");
     let _ = c.close().await;
     let passes = server.await.unwrap();
@@ -851,7 +652,13 @@ async fn pass_from(src: &Path, dst: &Path, n: u32, baseline: Option<sync::Baseli
     run_pass(src, dst, SyncOptions { pass: n, ..Default::default() }, quick(), baseline, None).await.expect("sync pass")
 }
 
-async fn pass_tracking(src: &Path, dst: &Path, n: u32, baseline: Option<sync::Baseline>, copies: &mut sync::SentCopies) -> (PassStats, Option<sync::Baseline>) {
+async fn pass_tracking(
+    src: &Path,
+    dst: &Path,
+    n: u32,
+    baseline: Option<sync::Baseline>,
+    copies: &mut sync::SentCopies,
+) -> (PassStats, Option<sync::Baseline>) {
     run_pass(src, dst, SyncOptions { pass: n, ..Default::default() }, quick(), baseline, Some(copies)).await.expect("sync pass")
 }
 

@@ -31,9 +31,8 @@ pub const DEFAULT_CAPS: [&str; 15] = [
 pub fn parse_cap(name: &str) -> Result<Capability> {
     let up = name.trim().to_ascii_uppercase();
     let full = if up.starts_with("CAP_") { up } else { format!("CAP_{up}") };
-    Capability::from_str(&full).map_err(|_| {
-        Error::Config(format!("unknown capability {name:?}: use a name such as SYS_TIME or NET_ADMIN (see capabilities(7))"))
-    })
+    Capability::from_str(&full)
+        .map_err(|_| Error::Config(format!("unknown capability {name:?}: use a name such as SYS_TIME or NET_ADMIN (see capabilities(7))")))
 }
 
 /// The short name (no CAP_ prefix) of a capability.
@@ -58,9 +57,8 @@ pub fn container_caps(sec: &Security) -> Result<CapsHashSet> {
 
 /// Apply `set -NAME:on|off` to a Security: on adds it (and undoes a drop), off drops it.
 pub fn set_capability(sec: &mut Security, spec: &str) -> Result<()> {
-    let (name, onoff) = spec
-        .rsplit_once(':')
-        .ok_or_else(|| Error::Config(format!("invalid capability setting {spec:?}: use NAME:on or NAME:off")))?;
+    let (name, onoff) =
+        spec.rsplit_once(':').ok_or_else(|| Error::Config(format!("invalid capability setting {spec:?}: use NAME:on or NAME:off")))?;
     let cap = cap_name(parse_cap(name)?);
     let same = |c: &String| parse_cap(c).map(cap_name).ok().as_deref() == Some(cap.as_str());
     sec.cap_add.retain(|c| !same(c));

@@ -175,10 +175,7 @@ impl ContainerConfig {
     pub fn from_toml(text: &str) -> std::result::Result<Self, String> {
         let cfg: ContainerConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         if cfg.version > CONFIG_VERSION {
-            return Err(format!(
-                "config version {} is newer than this ferry understands ({CONFIG_VERSION}); upgrade ferry",
-                cfg.version
-            ));
+            return Err(format!("config version {} is newer than this ferry understands ({CONFIG_VERSION}); upgrade ferry", cfg.version));
         }
         Ok(cfg)
     }

@@ -14,7 +14,11 @@ impl Ctid {
             && s != "."
             && s != ".."
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        if ok { Ok(Ctid(s.to_string())) } else { Err(Error::InvalidCtid(s.to_string())) }
+        if ok {
+            Ok(Ctid(s.to_string()))
+        } else {
+            Err(Error::InvalidCtid(s.to_string()))
+        }
     }
 
     pub fn as_str(&self) -> &str {

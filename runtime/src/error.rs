@@ -16,7 +16,12 @@ pub enum Error {
     Locked { ctid: String, holder: String, pid: i32 },
 
     #[error("{what} {path}: {source}")]
-    Io { what: String, path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error("{0}")]
     Config(String),
@@ -31,7 +36,11 @@ pub enum Error {
     Criu(String),
 
     #[error("{op}: {source}")]
-    Sys { op: String, #[source] source: nix::Error },
+    Sys {
+        op: String,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 impl Error {

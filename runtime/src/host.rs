@@ -19,11 +19,7 @@ pub struct Host {
 
 impl Default for Host {
     fn default() -> Self {
-        Host {
-            data_dir: DEFAULT_DATA_DIR.into(),
-            run_dir: DEFAULT_RUN_DIR.into(),
-            cgroup_parent: DEFAULT_CGROUP_PARENT.into(),
-        }
+        Host { data_dir: DEFAULT_DATA_DIR.into(), run_dir: DEFAULT_RUN_DIR.into(), cgroup_parent: DEFAULT_CGROUP_PARENT.into() }
     }
 }
 

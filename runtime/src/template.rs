@@ -39,10 +39,7 @@ pub fn template_kind(path: &Path) -> Result<TemplateKind> {
     } else if n >= 262 && &m[257..262] == b"ustar" {
         Ok(TemplateKind::Tar)
     } else {
-        Err(Error::Config(format!(
-            "template {} is neither a directory nor a tar, tar.zst or tar.gz archive",
-            path.display()
-        )))
+        Err(Error::Config(format!("template {} is neither a directory nor a tar, tar.zst or tar.gz archive", path.display())))
     }
 }
 
@@ -104,7 +101,8 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
 }
 
 fn copy_dir_contents(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(src).ctx("read template directory", src)?.collect::<std::io::Result<_>>().ctx("read template directory", src)?;
+    let mut entries: Vec<_> =
+        std::fs::read_dir(src).ctx("read template directory", src)?.collect::<std::io::Result<_>>().ctx("read template directory", src)?;
     entries.sort_by_key(|e| e.file_name());
     for ent in entries {
         let s = ent.path();
@@ -343,7 +341,12 @@ mod tests {
     fn unpacks_good_archive() {
         use tar::EntryType as E;
         let d = tempfile::tempdir().unwrap();
-        let t = tar_with(&[("bin/", E::Directory, None), ("bin/busybox", E::Regular, None), ("bin/sh", E::Symlink, Some("/bin/busybox")), ("bin/ash", E::Link, Some("bin/busybox"))]);
+        let t = tar_with(&[
+            ("bin/", E::Directory, None),
+            ("bin/busybox", E::Regular, None),
+            ("bin/sh", E::Symlink, Some("/bin/busybox")),
+            ("bin/ash", E::Link, Some("bin/busybox")),
+        ]);
         unpack_tar(&t[..], d.path()).unwrap();
         assert_eq!(std::fs::read(d.path().join("bin/busybox")).unwrap(), b"abc");
         assert_eq!(std::fs::read_link(d.path().join("bin/sh")).unwrap(), PathBuf::from("/bin/busybox"));

@@ -30,16 +30,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 
 /// Run a host tool, returning its stdout; a failure carries the command line and its stderr.
 pub fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().map_err(|e| {
-        Error::Config(format!("cannot run {:?}: {e} (is it installed? run scripts/install-deps.sh)", cmd.get_program()))
-    })?;
+    let out =
+        cmd.output().map_err(|e| Error::Config(format!("cannot run {:?}: {e} (is it installed? run scripts/install-deps.sh)", cmd.get_program())))?;
     if !out.status.success() {
-        return Err(Error::Config(format!(
-            "{} failed ({}): {}",
-            describe(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(Error::Config(format!("{} failed ({}): {}", describe(cmd), out.status, String::from_utf8_lossy(&out.stderr).trim())));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -49,9 +43,12 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<String> {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| {
-        Error::Config(format!("cannot run {:?}: {e} (is it installed? run scripts/install-deps.sh)", cmd.get_program()))
-    })?;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Config(format!("cannot run {:?}: {e} (is it installed? run scripts/install-deps.sh)", cmd.get_program())))?;
     // Batch inputs are small (well below a pipe's buffer), so writing before reading the
     // output cannot deadlock.
     let wrote = child.stdin.take().map(|mut stdin| stdin.write_all(input.as_bytes()));

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 /// The hybrid layout's cgroup2 mount, else a pure v2 host's.
 fn cgroup2_root() -> Option<PathBuf> {
-    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].into_iter().map(PathBuf::from).find(|p| {
-        nix::sys::statfs::statfs(p.as_path()).map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC).unwrap_or(false)
-    })
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| nix::sys::statfs::statfs(p.as_path()).map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC).unwrap_or(false))
 }
 
 fn unique() -> String {
@@ -108,8 +109,13 @@ fn probe(procs: &Path, null: &Path, random: &Path, blk: &Path, random_allowed: b
 }
 
 fn mknod_char(path: &Path, major: u64, minor: u64) {
-    nix::sys::stat::mknod(path, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(major, minor))
-        .unwrap_or_else(|e| panic!("mknod {}: {e}", path.display()));
+    nix::sys::stat::mknod(
+        path,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(major, minor),
+    )
+    .unwrap_or_else(|e| panic!("mknod {}: {e}", path.display()));
 }
 
 #[test]

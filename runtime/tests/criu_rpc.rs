@@ -53,7 +53,16 @@ fn dump_and_restore_continue_counter_with_same_ns_pids() {
     assert!(ct.count() > at_dump);
     assert_eq!(ct.ns_pids(), pids_before, "same pid-namespace pids after restore");
     // Detached: the restored init is not our child.
-    let ppid: i32 = std::fs::read_to_string(format!("/proc/{}/stat", r.pid)).unwrap().rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let ppid: i32 = std::fs::read_to_string(format!("/proc/{}/stat", r.pid))
+        .unwrap()
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_ne!(ppid, std::process::id() as i32);
 }
 
@@ -579,7 +588,15 @@ fn tcp_connection_pipe_and_appended_file_survive() {
     let rounds_at_dump = rounds();
     // The old pair goes away with the dead netns, asynchronously: the name must be free again.
     wait_for(
-        || !std::process::Command::new("ip").args(["-n", &host.0, "link", "show", &outer]).stderr(std::process::Stdio::null()).stdout(std::process::Stdio::null()).status().unwrap().success(),
+        || {
+            !std::process::Command::new("ip")
+                .args(["-n", &host.0, "link", "show", &outer])
+                .stderr(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        },
         "old veth gone",
     );
 
@@ -692,11 +709,22 @@ fn bad_veth_mapping_fails_the_restore_with_a_veth_hint() {
     ct.dumped();
     // The dead netns takes its veth pair along, asynchronously.
     wait_for(
-        || !std::process::Command::new("ip").args(["-n", &host.0, "link", "show", &outer]).stderr(std::process::Stdio::null()).stdout(std::process::Stdio::null()).status().unwrap().success(),
+        || {
+            !std::process::Command::new("ip")
+                .args(["-n", &host.0, "link", "show", &outer])
+                .stderr(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        },
         "old veth gone",
     );
     // The outer name is taken in the restoring netns: CRIU cannot create the pair.
-    let st = std::process::Command::new("ip").args(["-n", &host.0, "link", "add", &outer, "type", "veth", "peer", "name", &format!("fv{}w", tag())]).status().unwrap();
+    let st = std::process::Command::new("ip")
+        .args(["-n", &host.0, "link", "add", &outer, "type", "veth", "peer", "name", &format!("fv{}w", tag())])
+        .status()
+        .unwrap();
     assert!(st.success());
     let mut r = restore_opts(&ct, &ct.images("img"));
     r.netns = Some(host.path());

@@ -227,9 +227,8 @@ fn numproc_20_stops_a_fork_loop() {
     cg.spawn("p", "i=0; while [ $i -lt 60 ]; do sleep 30 & i=$((i+1)); done; sleep 30");
     // Under load the loop may take a while to reach the limit: wait until a fork was refused
     // and the count stays put (not a fixed time), checking on the way it never passes 20.
-    let read = |cg: &Cgroups| -> (u64, String) {
-        (cg.read("pids", "p", "pids.current").trim().parse().unwrap(), cg.read("pids", "p", "pids.events"))
-    };
+    let read =
+        |cg: &Cgroups| -> (u64, String) { (cg.read("pids", "p", "pids.current").trim().parse().unwrap(), cg.read("pids", "p", "pids.events")) };
     let t0 = Instant::now();
     let (mut current, mut events) = read(&cg);
     let mut stable_since = Instant::now();

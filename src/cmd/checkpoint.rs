@@ -187,7 +187,13 @@ pub fn restore(h: &Host, a: RestoreArgs) -> Result<u8> {
         let cfg = container::load_config(h, &ct)?;
         let info = container::restore_from_dir(h, &lock, &cfg, dir)?;
         if !a.quiet {
-            println!("container {ct} restored from {} (pid {}): restore {} ms, total {} ms", dir.display(), info.state.pid, info.restore_ms, info.total_ms);
+            println!(
+                "container {ct} restored from {} (pid {}): restore {} ms, total {} ms",
+                dir.display(),
+                info.state.pid,
+                info.restore_ms,
+                info.total_ms
+            );
         }
         return Ok(0);
     }
@@ -208,15 +214,16 @@ fn restore_from_export(h: &Host, lock: &ContainerLock, img: &Path, cold: bool, q
         anyhow::bail!("container {ct}: restore: image {} holds container {}, not {ct}", img.display(), contents.manifest.ctid);
     }
     let exists = h.config_path(ct).exists();
-    let (cfg, created) = if exists {
-        (container::load_config(h, ct)?, false)
-    } else {
-        (snap::create_from_image(h, lock, img, &contents)?, true)
-    };
+    let (cfg, created) = if exists { (container::load_config(h, ct)?, false) } else { (snap::create_from_image(h, lock, img, &contents)?, true) };
     if !contents.has_processes {
         let st = container::start(h, lock, &cfg)?;
         if !quiet {
-            println!("container {ct}{} started from the files of {} (pid {}; the image holds no processes)", if created { " created and" } else { "" }, img.display(), st.pid);
+            println!(
+                "container {ct}{} started from the files of {} (pid {}; the image holds no processes)",
+                if created { " created and" } else { "" },
+                img.display(),
+                st.pid
+            );
         }
         return Ok(0);
     }
@@ -226,7 +233,14 @@ fn restore_from_export(h: &Host, lock: &ContainerLock, img: &Path, cold: bool, q
     match res {
         Ok(done) => {
             if !quiet {
-                println!("container {ct}{} restored from {} (pid {}): extract {} ms, restore {} ms", if created { " created and" } else { "" }, img.display(), done.restore.state.pid, done.extract_ms, done.restore.restore_ms);
+                println!(
+                    "container {ct}{} restored from {} (pid {}): extract {} ms, restore {} ms",
+                    if created { " created and" } else { "" },
+                    img.display(),
+                    done.restore.state.pid,
+                    done.extract_ms,
+                    done.restore.restore_ms
+                );
             }
             Ok(0)
         }
@@ -248,7 +262,10 @@ fn restore_from_export(h: &Host, lock: &ContainerLock, img: &Path, cold: bool, q
             if created {
                 snap::remove_created(h, &cfg);
             }
-            Err(anyhow::anyhow!("{e}\n{}add --cold to start the container from the image's files instead", if created { "nothing was left on this host; " } else { "" }))
+            Err(anyhow::anyhow!(
+                "{e}\n{}add --cold to start the container from the image's files instead",
+                if created { "nothing was left on this host; " } else { "" }
+            ))
         }
     }
 }

@@ -100,9 +100,10 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     // Running: the limits in force (live changes included); else the config's.
     let limits = container::effective_resources(&cfg, state.as_ref().filter(|_| st == Status::Running));
     // Running: the live addresses (set without --save changes them but not the config).
-    let live = state.as_ref().filter(|_| st == Status::Running).map(|s| {
-        s.net_objects.as_ref().and_then(|n| n.venet.as_ref()).map(|v| v.addrs.clone()).unwrap_or_default()
-    });
+    let live = state
+        .as_ref()
+        .filter(|_| st == Status::Running)
+        .map(|s| s.net_objects.as_ref().and_then(|n| n.venet.as_ref()).map(|v| v.addrs.clone()).unwrap_or_default());
     let ips: Vec<String> = live.unwrap_or_else(|| cfg.net.ipadd.clone()).iter().map(|a| a.to_string()).collect();
     if json {
         println!(
@@ -123,8 +124,13 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     let lim = |v: Option<u64>| v.map_or("unlimited".to_string(), super::list::human);
     let num = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
     if let Some(u) = usage {
-        println!("  cputime   {:.2}s  cpu {:.1}% (average since start)  cpulimit {}  cpuunits {}", u.cputime, u.cpu_percent,
-            r.cpulimit.map_or("none".into(), |c| format!("{c}%")), r.cpuunits.unwrap_or(1000));
+        println!(
+            "  cputime   {:.2}s  cpu {:.1}% (average since start)  cpulimit {}  cpuunits {}",
+            u.cputime,
+            u.cpu_percent,
+            r.cpulimit.map_or("none".into(), |c| format!("{c}%")),
+            r.cpuunits.unwrap_or(1000)
+        );
         println!("  memory    {} / {}", super::list::human(u.memory), lim(r.ram));
         println!("  swap      {} / {}", super::list::human(u.swap), lim(r.swap));
         println!("  numproc   {} / {}", u.numproc, num(r.numproc));

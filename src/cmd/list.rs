@@ -6,8 +6,28 @@ use ferry_runtime::Host;
 use serde::Serialize;
 
 pub const FIELDS: [&str; 22] = [
-    "ctid", "status", "pid", "hostname", "ip", "storage", "cputime", "cpu", "cpuunits", "cpulimit", "memory", "ram", "swap",
-    "swaplimit", "numproc", "numproclimit", "numfiles", "numfileslimit", "diskspace", "disklimit", "ioread", "iowrite",
+    "ctid",
+    "status",
+    "pid",
+    "hostname",
+    "ip",
+    "storage",
+    "cputime",
+    "cpu",
+    "cpuunits",
+    "cpulimit",
+    "memory",
+    "ram",
+    "swap",
+    "swaplimit",
+    "numproc",
+    "numproclimit",
+    "numfiles",
+    "numfileslimit",
+    "diskspace",
+    "disklimit",
+    "ioread",
+    "iowrite",
 ];
 /// `ferry list --help` for -o: every field and what it means.
 const FIELDS_HELP: &str = "Fields to show, comma separated. Usage fields show \"-\" when the container is not
@@ -83,7 +103,13 @@ impl Row {
             "status" => self.status.clone(),
             "pid" => self.pid.map_or_else(dash, |p| p.to_string()),
             "hostname" => self.hostname.clone(),
-            "ip" => if self.ip.is_empty() { dash() } else { self.ip.join(",") },
+            "ip" => {
+                if self.ip.is_empty() {
+                    dash()
+                } else {
+                    self.ip.join(",")
+                }
+            }
             "storage" => self.storage.clone(),
             "cputime" => self.cputime.map_or_else(dash, |c| format!("{c:.2}")),
             "cpu" => self.cpu.map_or_else(dash, |c| format!("{c:.1}")),

@@ -83,11 +83,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 /// `ferry sync` and its receiver: two workers, so the connection's reader and writer keep the
 /// pipe to ssh moving while the pass reads, hashes and writes files.
 fn sync_runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("cannot start the async runtime")
 }
 
 pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
@@ -95,7 +91,13 @@ pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
     let lock = ContainerLock::acquire(host, &ct, "migrate")?;
     super::checkpoint::thaw_stale(host, &lock);
     let mut opts = MigrateOptions::new(target(&a.destination, &a.ssh_opts, &a.remote_ferry));
-    opts.online = if a.online { Some(true) } else if a.offline { Some(false) } else { None };
+    opts.online = if a.online {
+        Some(true)
+    } else if a.offline {
+        Some(false)
+    } else {
+        None
+    };
     opts.keep_dst = a.keep_dst;
     opts.remove_area = a.remove_area == "yes";
     opts.shared_storage = a.shared_storage;
@@ -223,7 +225,12 @@ pub fn sync_cmd(a: SyncArgs) -> Result<u8> {
     } else {
         println!(
             "synced {} entries: {} files sent ({} as deltas), {} bytes on the wire, {} deleted, {} ms",
-            stats.entries_scanned, stats.files_sent, stats.delta_files, stats.bytes_on_wire, stats.deleted, stats.duration.as_millis()
+            stats.entries_scanned,
+            stats.files_sent,
+            stats.delta_files,
+            stats.bytes_on_wire,
+            stats.deleted,
+            stats.duration.as_millis()
         );
     }
     Ok(0)

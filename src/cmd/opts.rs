@@ -304,7 +304,9 @@ fn is_unlimited(v: &str) -> bool {
 /// refused rather than guessed.
 fn refuse_bare_number(opt: &str, v: &str, example: &str, vz_unit: &str) -> Result<()> {
     if !v.trim().is_empty() && v.trim().bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        bail!("--{opt} {v}: give a unit suffix (K, M, G, T), e.g. {example}: a bare number meant {vz_unit} to vzctl and bytes to ferry; or `unlimited`");
+        bail!(
+            "--{opt} {v}: give a unit suffix (K, M, G, T), e.g. {example}: a bare number meant {vz_unit} to vzctl and bytes to ferry; or `unlimited`"
+        );
     }
     Ok(())
 }

@@ -97,10 +97,13 @@ pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
             let ct = super::ctid(&ctid)?;
             let list = store::list(h, &ct);
             let last_error = store::last_error(h, &ct);
-            let rows: Vec<(store::SnapshotMeta, store::Usage)> = list.into_iter().map(|m| {
-                let u = store::usage(&store::snap_dir(h, &ct, &m.id));
-                (m, u)
-            }).collect();
+            let rows: Vec<(store::SnapshotMeta, store::Usage)> = list
+                .into_iter()
+                .map(|m| {
+                    let u = store::usage(&store::snap_dir(h, &ct, &m.id));
+                    (m, u)
+                })
+                .collect();
             if json {
                 let v = serde_json::json!({
                     "snapshots": rows.iter().map(|(m, u)| serde_json::json!({
@@ -192,7 +195,10 @@ pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
                 match snap::run_due_one(h, &cfg, now) {
                     DueOutcome::NotDue => {}
                     DueOutcome::Taken { id, pruned, ms } => {
-                        println!("container {ct}: snapshot {id} taken in {ms} ms{}", if pruned.is_empty() { String::new() } else { format!(", pruned {}", pruned.join(" ")) });
+                        println!(
+                            "container {ct}: snapshot {id} taken in {ms} ms{}",
+                            if pruned.is_empty() { String::new() } else { format!(", pruned {}", pruned.join(" ")) }
+                        );
                     }
                     DueOutcome::Failed(e) => {
                         failed += 1;

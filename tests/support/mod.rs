@@ -88,7 +88,13 @@ impl TestHost {
     /// Run ferry, require success, return stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.ferry(args);
-        assert!(o.status.success(), "ferry {args:?} failed ({}): {}{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "ferry {args:?} failed ({}): {}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
@@ -131,11 +137,7 @@ impl TestHost {
     /// Mount points below this host's directory.
     pub fn mounts(&self) -> Vec<PathBuf> {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        info.lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(PathBuf::from)
-            .filter(|p| p.starts_with(self.dir.path()))
-            .collect()
+        info.lines().filter_map(|l| l.split(' ').nth(4)).map(PathBuf::from).filter(|p| p.starts_with(self.dir.path())).collect()
     }
 
     /// Nothing of this host remains in the kernel: no mounts, no container cgroups.

@@ -29,9 +29,9 @@ fn keygen(path: &Path) {
 /// Whether the programs this needs exist (the caller prints why it skips otherwise).
 pub fn available() -> bool {
     Path::new("/usr/sbin/sshd").exists()
-        && ["ssh", "ssh-keygen"].iter().all(|t| {
-            Command::new("sh").arg("-c").arg(format!("command -v {t}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
-        })
+        && ["ssh", "ssh-keygen"]
+            .iter()
+            .all(|t| Command::new("sh").arg("-c").arg(format!("command -v {t}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success()))
 }
 
 impl Sshd {

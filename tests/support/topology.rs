@@ -53,8 +53,7 @@ pub fn fmt_mac(m: &[u8; 6]) -> String {
 pub fn unique_id() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let mut v =
-        (u64::from(std::process::id()) << 20) ^ u64::from(nanos) ^ (u64::from(N.fetch_add(1, Ordering::Relaxed)) << 40);
+    let mut v = (u64::from(std::process::id()) << 20) ^ u64::from(nanos) ^ (u64::from(N.fetch_add(1, Ordering::Relaxed)) << 40);
     let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut s = String::new();
     for _ in 0..6 {
@@ -86,19 +85,9 @@ impl Topology {
     pub fn new(n_hosts: usize, n_clients: usize) -> Topology {
         assert!(n_hosts + n_clients < 100);
         let id = format!("fyt{}", unique_id());
-        let mut t = Topology {
-            switch: format!("{id}-sw"),
-            bridge: "br0".into(),
-            id,
-            hosts: Vec::new(),
-            clients: Vec::new(),
-            made: Vec::new(),
-        };
+        let mut t = Topology { switch: format!("{id}-sw"), bridge: "br0".into(), id, hosts: Vec::new(), clients: Vec::new(), made: Vec::new() };
         t.add_netns(&t.switch.clone());
-        sh(&format!(
-            "ip -n {sw} link add br0 type bridge mcast_snooping 0 && ip -n {sw} link set br0 up",
-            sw = t.switch
-        ));
+        sh(&format!("ip -n {sw} link add br0 type bridge mcast_snooping 0 && ip -n {sw} link set br0 up", sw = t.switch));
         for i in 0..n_hosts {
             let n = t.add_node(&format!("h{i}"), 1 + i as u8);
             // A host routes for its containers.
@@ -154,11 +143,7 @@ impl Topology {
 
     /// `sh -c CMD` inside the node's netns (nsenter --net only: mounts stay shared).
     pub fn run_in(&self, node: &Node, cmd: &str) -> Output {
-        Command::new("nsenter")
-            .arg(format!("--net={}", node.netns_path()))
-            .args(["sh", "-c", cmd])
-            .output()
-            .expect("run nsenter")
+        Command::new("nsenter").arg(format!("--net={}", node.netns_path())).args(["sh", "-c", cmd]).output().expect("run nsenter")
     }
 
     pub fn run_in_ok(&self, node: &Node, cmd: &str) -> String {
@@ -233,18 +218,13 @@ pub struct FakeContainer {
 
 impl FakeContainer {
     pub fn new() -> FakeContainer {
-        let child = Command::new("unshare")
-            .args(["-n", "--", "sleep", "600"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn unshare");
+        let child = Command::new("unshare").args(["-n", "--", "sleep", "600"]).stdin(Stdio::null()).spawn().expect("spawn unshare");
         let pid = child.id() as i32;
         // unshare execs sleep in place: wait until the pid's netns differs from ours.
         let ours = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
         for _ in 0..200 {
             if let Ok(l) = std::fs::read_link(format!("/proc/{pid}/ns/net")) {
-                if l != ours && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
-                {
+                if l != ours && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep") {
                     break;
                 }
             }
@@ -264,11 +244,7 @@ impl FakeContainer {
 
     /// `sh -c CMD` inside the container's netns.
     pub fn run(&self, cmd: &str) -> Output {
-        Command::new("nsenter")
-            .arg(format!("--net={}", self.netns_path()))
-            .args(["sh", "-c", cmd])
-            .output()
-            .expect("run nsenter")
+        Command::new("nsenter").arg(format!("--net={}", self.netns_path())).args(["sh", "-c", cmd]).output().expect("run nsenter")
     }
 
     pub fn run_ok(&self, cmd: &str) -> String {

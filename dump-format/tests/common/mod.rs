@@ -3,10 +3,7 @@
 //! valid digests can be made, and so the spec is checked by a second implementation).
 #![allow(dead_code)]
 
-use ferry_dump_format::{
-    IfAddress, Manifest, Process, SectionEntry, SectionKind, SectionTable, Summary, TcpConnection,
-    Writer, WriterOptions,
-};
+use ferry_dump_format::{IfAddress, Manifest, Process, SectionEntry, SectionKind, SectionTable, Summary, TcpConnection, Writer, WriterOptions};
 use prost::Message;
 
 pub const SAMPLE_CONFIG: &str = r#"version = 1
@@ -39,45 +36,17 @@ pub fn sample_manifest() -> Manifest {
         sections: vec![],
         summary: Some(Summary {
             processes: vec![
-                Process {
-                    pid: 1,
-                    ppid: 0,
-                    command: "/sbin/init".into(),
-                },
-                Process {
-                    pid: 42,
-                    ppid: 1,
-                    command: "nginx -g daemon off;".into(),
-                },
-                Process {
-                    pid: 43,
-                    ppid: 42,
-                    command: "nginx: worker".into(),
-                },
+                Process { pid: 1, ppid: 0, command: "/sbin/init".into() },
+                Process { pid: 42, ppid: 1, command: "nginx -g daemon off;".into() },
+                Process { pid: 43, ppid: 42, command: "nginx: worker".into() },
             ],
             tcp_connections: vec![
-                TcpConnection {
-                    local: "198.18.0.10:80".into(),
-                    remote: "0.0.0.0:0".into(),
-                    state: "LISTEN".into(),
-                },
-                TcpConnection {
-                    local: "198.18.0.10:80".into(),
-                    remote: "198.18.1.2:51234".into(),
-                    state: "ESTABLISHED".into(),
-                },
+                TcpConnection { local: "198.18.0.10:80".into(), remote: "0.0.0.0:0".into(), state: "LISTEN".into() },
+                TcpConnection { local: "198.18.0.10:80".into(), remote: "198.18.1.2:51234".into(), state: "ESTABLISHED".into() },
             ],
             addresses: vec![
-                IfAddress {
-                    interface: "venet0".into(),
-                    ips: vec!["198.18.0.10/32".into()],
-                    mac: String::new(),
-                },
-                IfAddress {
-                    interface: "eth0".into(),
-                    ips: vec!["198.18.2.5/24".into()],
-                    mac: "02:00:c6:12:02:05".into(),
-                },
+                IfAddress { interface: "venet0".into(), ips: vec!["198.18.0.10/32".into()], mac: String::new() },
+                IfAddress { interface: "eth0".into(), ips: vec!["198.18.2.5/24".into()], mac: "02:00:c6:12:02:05".into() },
             ],
             memory_bytes: 12_345_678,
         }),
@@ -90,9 +59,7 @@ pub type Section = (SectionKind, String, bool, Vec<u8>);
 pub fn write_image(manifest: &Manifest, sections: &[Section], options: WriterOptions) -> Vec<u8> {
     let mut writer = Writer::new(Vec::new(), manifest, options).expect("writer");
     for (kind, name, optional, data) in sections {
-        writer
-            .add_bytes(*kind, name, *optional, data)
-            .expect("add section");
+        writer.add_bytes(*kind, name, *optional, data).expect("add section");
     }
     writer.finish().expect("finish")
 }
@@ -100,36 +67,15 @@ pub fn write_image(manifest: &Manifest, sections: &[Section], options: WriterOpt
 pub fn sample_sections() -> Vec<Section> {
     let pages: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
     vec![
-        (
-            SectionKind::CriuImage,
-            "inventory.img".into(),
-            false,
-            b"inventory bytes".to_vec(),
-        ),
+        (SectionKind::CriuImage, "inventory.img".into(), false, b"inventory bytes".to_vec()),
         (SectionKind::CriuImage, "pages-1.img".into(), false, pages),
-        (
-            SectionKind::Config,
-            "ve.conf".into(),
-            false,
-            SAMPLE_CONFIG.as_bytes().to_vec(),
-        ),
-        (
-            SectionKind::CriuImage,
-            "empty.img".into(),
-            false,
-            Vec::new(),
-        ),
+        (SectionKind::Config, "ve.conf".into(), false, SAMPLE_CONFIG.as_bytes().to_vec()),
+        (SectionKind::CriuImage, "empty.img".into(), false, Vec::new()),
     ]
 }
 
 pub fn small_options() -> WriterOptions {
-    WriterOptions {
-        level: Some(3),
-        workers: 0,
-        multithread_min: u64::MAX,
-        chunk_len: 4096,
-        ..WriterOptions::default()
-    }
+    WriterOptions { level: Some(3), workers: 0, multithread_min: u64::MAX, chunk_len: 4096, ..WriterOptions::default() }
 }
 
 /// One section for [`craft_image`]: stored uncompressed in the given chunks.
@@ -142,23 +88,13 @@ pub struct RawSection {
 
 impl RawSection {
     pub fn new(kind: u16, flags: u16, name: &[u8], payload: &[u8]) -> Self {
-        RawSection {
-            kind,
-            flags,
-            name: name.to_vec(),
-            chunks: vec![payload.to_vec()],
-        }
+        RawSection { kind, flags, name: name.to_vec(), chunks: vec![payload.to_vec()] }
     }
 }
 
 /// Encodes an image byte by byte following docs/image-format.md, with valid digests
 /// everywhere, whatever the content.
-pub fn craft_image(
-    major: u16,
-    minor: u16,
-    manifest: &Manifest,
-    sections: &[RawSection],
-) -> Vec<u8> {
+pub fn craft_image(major: u16, minor: u16, manifest: &Manifest, sections: &[RawSection]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(b"FERRYIMG");
     out.extend_from_slice(&major.to_le_bytes());

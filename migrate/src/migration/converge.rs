@@ -64,10 +64,7 @@ mod tests {
         assert_eq!(next_step(&pol, &[p(5000, 1 << 30), p(3, 900)]), Next::Freeze("change set below threshold"));
         assert_eq!(next_step(&pol, &[p(5000, 1 << 30), p(100, 1 << 20), p(120, 2 << 20)]), Next::Freeze("change set stopped shrinking"));
         assert_eq!(next_step(&pol, &[p(5000, 1 << 30), p(100, 1 << 20), p(50, 1 << 19)]), Next::AnotherPass);
-        assert_eq!(
-            next_step(&pol, &[p(5000, 1 << 30), p(100, 1 << 20), p(50, 1 << 19), p(20, 1 << 18)]),
-            Next::Freeze("reached --max-iterations")
-        );
+        assert_eq!(next_step(&pol, &[p(5000, 1 << 30), p(100, 1 << 20), p(50, 1 << 19), p(20, 1 << 18)]), Next::Freeze("reached --max-iterations"));
         let one = ConvergePolicy { max_passes: 1, ..pol };
         assert_eq!(next_step(&one, &[p(5000, 1 << 30)]), Next::Freeze("reached --max-iterations"));
     }

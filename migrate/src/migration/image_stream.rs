@@ -106,8 +106,7 @@ const WRITE_BUFFER: usize = 1 << 20;
 
 /// Send the CRIU images in `dir` as one ferry image over `channel`.
 pub async fn send_image(conn: &Connection, dir: &Path, cfg: &ContainerConfig, level: i32, channel: &DataChannel) -> Result<Sent> {
-    let meta = CheckpointMeta::load(dir)?
-        .ok_or_else(|| Error::Migration(format!("{} holds no ferry checkpoint of {}", dir.display(), cfg.ctid)))?;
+    let meta = CheckpointMeta::load(dir)?.ok_or_else(|| Error::Migration(format!("{} holds no ferry checkpoint of {}", dir.display(), cfg.ctid)))?;
     let format = ImageFormat { level, major: image_major(&conn.peer().features) };
     match channel.kind {
         ChannelKind::Ssh => {
@@ -147,13 +146,25 @@ async fn send_over_connection(conn: &Connection, dir: &Path, cfg: &ContainerConf
 }
 
 /// The image into `out`, flushed; returns `out`.
-fn write_image<W: Write>(cfg: &ContainerConfig, meta: &CheckpointMeta, dir: &Path, out: BufWriter<W>, format: ImageFormat) -> std::result::Result<W, String> {
-    let out = crate::checkpoint::write_image_to(cfg, meta, dir, out, Some(format.level), format.major, &mut |_| {})
-        .map_err(|e| e.to_string())?;
+fn write_image<W: Write>(
+    cfg: &ContainerConfig,
+    meta: &CheckpointMeta,
+    dir: &Path,
+    out: BufWriter<W>,
+    format: ImageFormat,
+) -> std::result::Result<W, String> {
+    let out = crate::checkpoint::write_image_to(cfg, meta, dir, out, Some(format.level), format.major, &mut |_| {}).map_err(|e| e.to_string())?;
     out.into_inner().map_err(|e| e.error().to_string())
 }
 
-async fn send_over_tcp(conn: &Connection, dir: &Path, cfg: &ContainerConfig, meta: CheckpointMeta, format: ImageFormat, ports: PortRange) -> Result<Sent> {
+async fn send_over_tcp(
+    conn: &Connection,
+    dir: &Path,
+    cfg: &ContainerConfig,
+    meta: CheckpointMeta,
+    format: ImageFormat,
+    ports: PortRange,
+) -> Result<Sent> {
     let ct = cfg.ctid.to_string();
     let open = DataChannelOpen { ctid: ct.clone(), port_first: ports.first.into(), port_last: ports.last.into() };
     let ready = match conn.request_timeout(Body::DataChannelOpen(open), REPLY_TIMEOUT).await? {
@@ -443,10 +454,9 @@ pub async fn finish_data_channel(conn: &Connection, req: &Envelope, end: &ImageE
         Err(_) => Some(format!("the image of {ct} did not arrive on the data channel within {REPLY_TIMEOUT:?}")),
         Ok(Err(_)) => Some(format!("receiving the image of {ct} on the data channel ended without a result")),
         Ok(Ok(Err(e))) => Some(format!("receiving the image of {ct} on the data channel failed: {e}")),
-        Ok(Ok(Ok((size, digest)))) if size != end.size || digest[..] != end.blake3[..] => Some(format!(
-            "the image of {ct} arrived damaged on the data channel ({size} bytes received, {} sent, or digest mismatch)",
-            end.size
-        )),
+        Ok(Ok(Ok((size, digest)))) if size != end.size || digest[..] != end.blake3[..] => {
+            Some(format!("the image of {ct} arrived damaged on the data channel ({size} bytes received, {} sent, or digest mismatch)", end.size))
+        }
         Ok(Ok(Ok(_))) if end.blake3.is_empty() => Some(format!("the source gave up sending the image of {ct}")),
         Ok(Ok(Ok(_))) => None,
     };

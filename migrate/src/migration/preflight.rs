@@ -64,11 +64,7 @@ pub fn problems(cfg: &ContainerConfig, facts: &DestFacts, needed_disk: u64, onli
     // Room for the files plus a margin for the image and metadata.
     let want = needed_disk + needed_disk / 10 + (64 << 20);
     if facts.free_disk < want {
-        out.push(format!(
-            "not enough disk on the destination: {} MiB free, about {} MiB needed for {ct}",
-            facts.free_disk >> 20,
-            want >> 20
-        ));
+        out.push(format!("not enough disk on the destination: {} MiB free, about {} MiB needed for {ct}", facts.free_disk >> 20, want >> 20));
     }
     if online {
         if let Err(e) = &facts.criu {
@@ -247,7 +243,9 @@ mod tests {
         f.cpu = Err("no avx512".into());
         f.bridges_missing = vec!["br9".into()];
         let p = problems(&cfg(), &f, 1 << 30, true, false).join("\n");
-        for want in ["already exists", "configured on a destination interface", "used by container 102", "not enough disk", "too old", "no avx512", "br9"] {
+        for want in
+            ["already exists", "configured on a destination interface", "used by container 102", "not enough disk", "too old", "no avx512", "br9"]
+        {
             assert!(p.contains(want), "missing {want:?} in:\n{p}");
         }
         // Offline migration does not need CRIU or a compatible CPU.

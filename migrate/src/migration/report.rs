@@ -52,7 +52,6 @@ pub fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
-
 impl fmt::Display for MigrationReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "migration of {} to {} ({})", self.ctid, self.destination, self.mode)?;

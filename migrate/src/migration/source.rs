@@ -445,11 +445,8 @@ fn expect_ok(r: Result<Body>) -> Result<()> {
 
 /// Tell the destination to give up (best effort: the connection may be what failed).
 async fn abort(conn: &Connection, reason: &str, keep_files: bool) {
-    let body = if keep_files {
-        Body::Cleanup(Cleanup { ctid: String::new(), keep_files: true })
-    } else {
-        Body::Abort(Abort { reason: reason.to_string() })
-    };
+    let body =
+        if keep_files { Body::Cleanup(Cleanup { ctid: String::new(), keep_files: true }) } else { Body::Abort(Abort { reason: reason.to_string() }) };
     let _ = conn.request_timeout(body, Duration::from_secs(30)).await;
     let _ = conn.close().await;
 }

@@ -109,11 +109,7 @@ struct Slot {
 impl Slot {
     fn new() -> Self {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        Slot {
-            tx: Some(tx),
-            rx: Some(rx),
-            discard: false,
-        }
+        Slot { tx: Some(tx), rx: Some(rx), discard: false }
     }
 }
 
@@ -158,11 +154,7 @@ impl Shared {
     }
 
     fn dead_error(&self) -> Error {
-        self.lock()
-            .dead
-            .as_ref()
-            .map(Dead::to_error)
-            .unwrap_or_else(|| Error::PeerClosed("the connection is closed".into()))
+        self.lock().dead.as_ref().map(Dead::to_error).unwrap_or_else(|| Error::PeerClosed("the connection is closed".into()))
     }
 }
 
@@ -232,12 +224,7 @@ impl Connection {
         Self::start(r, w, opts, false).await
     }
 
-    async fn start<R, W>(
-        mut r: R,
-        mut w: W,
-        opts: ConnectionOptions,
-        is_client: bool,
-    ) -> Result<Connection>
+    async fn start<R, W>(mut r: R, mut w: W, opts: ConnectionOptions, is_client: bool) -> Result<Connection>
     where
         R: AsyncRead + Send + Unpin + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
@@ -253,14 +240,9 @@ impl Connection {
                 handshake::server(&mut r, &mut w, &ours, &opts.features).await
             }
         };
-        let peer = tokio::time::timeout(opts.handshake_timeout, hs)
-            .await
-            .map_err(|_| {
-                Error::Timeout(format!(
-                    "no handshake from the peer within {}s: is ferry running on the other host?",
-                    opts.handshake_timeout.as_secs()
-                ))
-            })??;
+        let peer = tokio::time::timeout(opts.handshake_timeout, hs).await.map_err(|_| {
+            Error::Timeout(format!("no handshake from the peer within {}s: is ferry running on the other host?", opts.handshake_timeout.as_secs()))
+        })??;
 
         let (dead_tx, dead_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -280,13 +262,7 @@ impl Connection {
         let r = tokio::io::BufReader::with_capacity(IO_BUFFER, r);
         let w = tokio::io::BufWriter::with_capacity(IO_BUFFER, w);
         let reader = tokio::spawn(reader_loop(r, shared.clone(), ctrl_tx, opts.idle_timeout));
-        let writer = tokio::spawn(writer_loop(
-            w,
-            out_rx,
-            shared.clone(),
-            opts.ping_interval,
-            dead_rx.clone(),
-        ));
+        let writer = tokio::spawn(writer_loop(w, out_rx, shared.clone(), opts.ping_interval, dead_rx.clone()));
         Ok(Connection {
             shared,
             out: out_tx,
@@ -324,14 +300,7 @@ impl Connection {
         if self.is_dead() {
             return Err(self.shared.dead_error());
         }
-        self.out
-            .send(Outgoing {
-                kind,
-                stream,
-                payload,
-            })
-            .await
-            .map_err(|_| self.shared.dead_error())
+        self.out.send(Outgoing { kind, stream, payload }).await.map_err(|_| self.shared.dead_error())
     }
 
     async fn send_envelope(&self, env: Envelope) -> Result<()> {
@@ -345,12 +314,7 @@ impl Connection {
     /// Send a message that expects no reply. Returns its id (for the peer's `reply`).
     pub async fn send(&self, body: Body) -> Result<u64> {
         let id = self.next_id();
-        self.send_envelope(Envelope {
-            id,
-            reply_to: 0,
-            body: Some(body),
-        })
-        .await?;
+        self.send_envelope(Envelope { id, reply_to: 0, body: Some(body) }).await?;
         Ok(id)
     }
 
@@ -371,17 +335,8 @@ impl Connection {
             }
             st.pending.insert(id, tx);
         }
-        self.send_envelope(Envelope {
-            id,
-            reply_to: 0,
-            body: Some(body),
-        })
-        .await?;
-        Ok(PendingReply {
-            id,
-            rx,
-            shared: self.shared.clone(),
-        })
+        self.send_envelope(Envelope { id, reply_to: 0, body: Some(body) }).await?;
+        Ok(PendingReply { id, rx, shared: self.shared.clone() })
     }
 
     /// [`Connection::request`] with a limit on the wait.
@@ -389,31 +344,18 @@ impl Connection {
         let name = body.name();
         tokio::time::timeout(limit, self.request(body))
             .await
-            .map_err(|_| {
-                Error::Timeout(format!("no answer to {name} within {}s", limit.as_secs()))
-            })?
+            .map_err(|_| Error::Timeout(format!("no answer to {name} within {}s", limit.as_secs())))?
     }
 
     /// Answer the request whose envelope id is `to`.
     pub async fn reply(&self, to: u64, body: Body) -> Result<()> {
         let id = self.next_id();
-        self.send_envelope(Envelope {
-            id,
-            reply_to: to,
-            body: Some(body),
-        })
-        .await
+        self.send_envelope(Envelope { id, reply_to: to, body: Some(body) }).await
     }
 
     /// Answer the request `to` with an error text.
     pub async fn reply_error(&self, to: u64, message: impl Into<String>) -> Result<()> {
-        self.reply(
-            to,
-            Body::Error(ErrorReply {
-                message: message.into(),
-            }),
-        )
-        .await
+        self.reply(to, Body::Error(ErrorReply { message: message.into() })).await
     }
 
     /// The next message from the peer that is not a reply to one of our requests.
@@ -435,35 +377,19 @@ impl Connection {
 
     /// [`Connection::recv`] with a limit on the wait.
     pub async fn recv_timeout(&self, limit: Duration) -> Result<Envelope> {
-        tokio::time::timeout(limit, self.recv())
-            .await
-            .map_err(|_| {
-                Error::Timeout(format!(
-                    "no message from the peer within {}s",
-                    limit.as_secs()
-                ))
-            })?
+        tokio::time::timeout(limit, self.recv()).await.map_err(|_| Error::Timeout(format!("no message from the peer within {}s", limit.as_secs())))?
     }
 
     /// Start a new outgoing data stream. Tell the peer its id in a control message.
     pub fn open_stream(&self) -> StreamSender {
         let id = self.shared.next_stream.fetch_add(2, Ordering::Relaxed);
-        StreamSender {
-            id,
-            out: self.out.clone(),
-            shared: self.shared.clone(),
-            tamper: self.tamper.clone(),
-            finished: false,
-            sent: 0,
-        }
+        StreamSender { id, out: self.out.clone(), shared: self.shared.clone(), tamper: self.tamper.clone(), finished: false, sent: 0 }
     }
 
     /// Take the incoming data stream `id` (its frames may already be queued).
     pub fn accept_stream(&self, id: u32) -> Result<StreamReceiver> {
         if id == 0 {
-            return Err(Error::Protocol(
-                "data stream id 0 is reserved for control".into(),
-            ));
+            return Err(Error::Protocol("data stream id 0 is reserved for control".into()));
         }
         let mut st = self.shared.lock();
         let dead = st.dead.is_some();
@@ -474,19 +400,10 @@ impl Connection {
             }
             s
         });
-        let rx = slot
-            .rx
-            .take()
-            .ok_or_else(|| Error::Protocol(format!("data stream {id} accepted twice")))?;
+        let rx = slot.rx.take().ok_or_else(|| Error::Protocol(format!("data stream {id} accepted twice")))?;
         drop(st);
         self.shared.accepted.notify_one();
-        Ok(StreamReceiver {
-            id,
-            rx,
-            shared: self.shared.clone(),
-            dead_rx: self.dead_rx.clone(),
-            done: false,
-        })
+        Ok(StreamReceiver { id, rx, shared: self.shared.clone(), dead_rx: self.dead_rx.clone(), done: false })
     }
 
     /// Say goodbye and wait (at most the idle timeout) until everything queued is written.
@@ -497,9 +414,7 @@ impl Connection {
             let abort = w.abort_handle();
             if tokio::time::timeout(self.idle_timeout, w).await.is_err() {
                 abort.abort();
-                return Err(Error::Timeout(
-                    "the peer did not take our last messages".into(),
-                ));
+                return Err(Error::Timeout("the peer did not take our last messages".into()));
             }
         }
         Ok(())
@@ -521,10 +436,7 @@ impl PendingReply {
         match env.body {
             Some(Body::Error(e)) => Err(Error::Remote(e.message)),
             Some(b) => Ok(b),
-            None => Err(Error::Protocol(format!(
-                "empty reply to request {}",
-                self.id
-            ))),
+            None => Err(Error::Protocol(format!("empty reply to request {}", self.id))),
         }
     }
 }
@@ -556,14 +468,7 @@ impl StreamSender {
     }
 
     async fn push(&self, kind: FrameKind, payload: Vec<u8>) -> Result<()> {
-        self.out
-            .send(Outgoing {
-                kind,
-                stream: self.id,
-                payload,
-            })
-            .await
-            .map_err(|_| self.shared.dead_error())
+        self.out.send(Outgoing { kind, stream: self.id, payload }).await.map_err(|_| self.shared.dead_error())
     }
 
     /// Send bytes (cut into frames of at most [`MAX_DATA_FRAME`]); waits while the link is busy.
@@ -597,11 +502,7 @@ impl StreamSender {
 impl Drop for StreamSender {
     fn drop(&mut self) {
         if !self.finished {
-            let _ = self.out.try_send(Outgoing {
-                kind: FrameKind::StreamAbort,
-                stream: self.id,
-                payload: b"the sender dropped the stream".to_vec(),
-            });
+            let _ = self.out.try_send(Outgoing { kind: FrameKind::StreamAbort, stream: self.id, payload: b"the sender dropped the stream".to_vec() });
         }
     }
 }
@@ -639,10 +540,7 @@ impl StreamReceiver {
             }
             Some(StreamItem::Abort(why)) => {
                 self.done = true;
-                Err(Error::Remote(format!(
-                    "the peer aborted data stream {}: {why}",
-                    self.id
-                )))
+                Err(Error::Remote(format!("the peer aborted data stream {}: {why}", self.id)))
             }
             None => Err(self.shared.dead_error()),
         }
@@ -653,10 +551,7 @@ impl StreamReceiver {
         let mut all = Vec::new();
         while let Some(chunk) = self.recv().await? {
             if all.len() + chunk.len() > limit {
-                return Err(Error::Protocol(format!(
-                    "data stream {} exceeds {limit} bytes",
-                    self.id
-                )));
+                return Err(Error::Protocol(format!("data stream {} exceeds {limit} bytes", self.id)));
             }
             all.extend_from_slice(&chunk);
         }
@@ -678,34 +573,22 @@ impl Drop for StreamReceiver {
     }
 }
 
-async fn reader_loop<R>(
-    mut r: R,
-    shared: Arc<Shared>,
-    ctrl_tx: mpsc::Sender<Envelope>,
-    idle: Duration,
-) where
+async fn reader_loop<R>(mut r: R, shared: Arc<Shared>, ctrl_tx: mpsc::Sender<Envelope>, idle: Duration)
+where
     R: AsyncRead + Unpin,
 {
     let why = loop {
         let frame = match tokio::time::timeout(idle, read_frame(&mut r)).await {
             Err(_) => {
-                break Dead::Timeout(format!(
-                "nothing received from the peer for {}s (the other host or the link may be down)",
-                idle.as_secs()
-            ))
+                break Dead::Timeout(format!("nothing received from the peer for {}s (the other host or the link may be down)", idle.as_secs()))
             }
             Ok(Err(Error::Protocol(m))) => break Dead::Protocol(m),
             Ok(Err(e)) => break Dead::Closed(e.to_string()),
-            Ok(Ok(None)) => {
-                break Dead::Closed("the peer closed the connection (end of stream)".into())
-            }
+            Ok(Ok(None)) => break Dead::Closed("the peer closed the connection (end of stream)".into()),
             Ok(Ok(Some(f))) => f,
         };
         let (h, payload): (FrameHeader, Vec<u8>) = frame;
-        shared.bytes_in.fetch_add(
-            super::frame::HEADER_LEN as u64 + payload.len() as u64,
-            Ordering::Relaxed,
-        );
+        shared.bytes_in.fetch_add(super::frame::HEADER_LEN as u64 + payload.len() as u64, Ordering::Relaxed);
         match h.kind {
             FrameKind::Ping => {}
             FrameKind::Goodbye => break Dead::Closed("the peer closed the connection".into()),
@@ -742,9 +625,7 @@ async fn reader_loop<R>(
                     let room = {
                         let st = shared.lock();
                         let unclaimed = st.streams.values().filter(|s| s.rx.is_some()).count();
-                        st.dead.is_some()
-                            || st.streams.contains_key(&h.stream)
-                            || unclaimed < MAX_UNCLAIMED_STREAMS
+                        st.dead.is_some() || st.streams.contains_key(&h.stream) || unclaimed < MAX_UNCLAIMED_STREAMS
                     };
                     if room {
                         break;
@@ -777,13 +658,8 @@ async fn reader_loop<R>(
     drop(ctrl_tx);
 }
 
-async fn writer_loop<W>(
-    mut w: W,
-    mut rx: mpsc::Receiver<Outgoing>,
-    shared: Arc<Shared>,
-    ping: Duration,
-    mut dead: watch::Receiver<bool>,
-) where
+async fn writer_loop<W>(mut w: W, mut rx: mpsc::Receiver<Outgoing>, shared: Arc<Shared>, ping: Duration, mut dead: watch::Receiver<bool>)
+where
     W: AsyncWrite + Unpin,
 {
     loop {
@@ -794,11 +670,7 @@ async fn writer_loop<W>(
         };
         let Some(item) = item else { break };
         let goodbye = item.kind == FrameKind::Goodbye;
-        let header = FrameHeader {
-            kind: item.kind,
-            stream: item.stream,
-            len: item.payload.len() as u32,
-        };
+        let header = FrameHeader { kind: item.kind, stream: item.stream, len: item.payload.len() as u32 };
         let res = async {
             w.write_all(&header.encode()).await?;
             w.write_all(&item.payload).await?;
@@ -813,9 +685,7 @@ async fn writer_loop<W>(
             shared.kill(Dead::Closed(format!("writing to the peer: {e}")));
             return;
         }
-        shared
-            .bytes_out
-            .fetch_add((HEADER_LEN + item.payload.len()) as u64, Ordering::Relaxed);
+        shared.bytes_out.fetch_add((HEADER_LEN + item.payload.len()) as u64, Ordering::Relaxed);
         if goodbye {
             let _ = w.shutdown().await;
             return;

@@ -66,23 +66,14 @@ impl FrameHeader {
     }
 
     pub fn decode(b: &[u8; HEADER_LEN]) -> Result<Self> {
-        let kind = FrameKind::from_u8(b[0])
-            .ok_or_else(|| Error::Protocol(format!("unknown frame kind {}", b[0])))?;
+        let kind = FrameKind::from_u8(b[0]).ok_or_else(|| Error::Protocol(format!("unknown frame kind {}", b[0])))?;
         let stream = u32::from_be_bytes([b[1], b[2], b[3], b[4]]);
         let len = u32::from_be_bytes([b[5], b[6], b[7], b[8]]);
         if len as usize > kind.max_len() {
-            return Err(Error::Protocol(format!(
-                "{kind:?} frame of {len} bytes exceeds the limit of {} bytes",
-                kind.max_len()
-            )));
+            return Err(Error::Protocol(format!("{kind:?} frame of {len} bytes exceeds the limit of {} bytes", kind.max_len())));
         }
-        if (kind == FrameKind::Control) != (stream == 0)
-            && kind != FrameKind::Ping
-            && kind != FrameKind::Goodbye
-        {
-            return Err(Error::Protocol(format!(
-                "{kind:?} frame on stream {stream}"
-            )));
+        if (kind == FrameKind::Control) != (stream == 0) && kind != FrameKind::Ping && kind != FrameKind::Goodbye {
+            return Err(Error::Protocol(format!("{kind:?} frame on stream {stream}")));
         }
         Ok(FrameHeader { kind, stream, len })
     }
@@ -93,29 +84,21 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<(Frame
     let mut hb = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
-        let n = r
-            .read(&mut hb[got..])
-            .await
-            .map_err(|e| Error::PeerClosed(format!("reading from the peer: {e}")))?;
+        let n = r.read(&mut hb[got..]).await.map_err(|e| Error::PeerClosed(format!("reading from the peer: {e}")))?;
         if n == 0 {
             if got == 0 {
                 return Ok(None);
             }
-            return Err(Error::PeerClosed(
-                "the peer closed the connection in the middle of a frame".into(),
-            ));
+            return Err(Error::PeerClosed("the peer closed the connection in the middle of a frame".into()));
         }
         got += n;
     }
     let header = FrameHeader::decode(&hb)?;
     // The length was bounded by decode, so this allocation is bounded too.
     let mut payload = vec![0u8; header.len as usize];
-    r.read_exact(&mut payload).await.map_err(|e| {
-        Error::PeerClosed(format!(
-            "the peer closed the connection in the middle of a {:?} frame: {e}",
-            header.kind
-        ))
-    })?;
+    r.read_exact(&mut payload)
+        .await
+        .map_err(|e| Error::PeerClosed(format!("the peer closed the connection in the middle of a {:?} frame: {e}", header.kind)))?;
     Ok(Some((header, payload)))
 }
 
@@ -125,40 +108,24 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        let h = FrameHeader {
-            kind: FrameKind::Data,
-            stream: 7,
-            len: 1234,
-        };
+        let h = FrameHeader { kind: FrameKind::Data, stream: 7, len: 1234 };
         assert_eq!(FrameHeader::decode(&h.encode()).unwrap(), h);
     }
 
     #[test]
     fn oversized_and_unknown_frames_are_refused() {
-        let h = FrameHeader {
-            kind: FrameKind::Data,
-            stream: 7,
-            len: (MAX_DATA_FRAME + 1) as u32,
-        };
+        let h = FrameHeader { kind: FrameKind::Data, stream: 7, len: (MAX_DATA_FRAME + 1) as u32 };
         assert!(FrameHeader::decode(&h.encode()).is_err());
         let mut b = h.encode();
         b[0] = 99;
         assert!(FrameHeader::decode(&b).is_err());
-        let c = FrameHeader {
-            kind: FrameKind::Control,
-            stream: 3,
-            len: 1,
-        };
+        let c = FrameHeader { kind: FrameKind::Control, stream: 3, len: 1 };
         assert!(FrameHeader::decode(&c.encode()).is_err());
     }
 
     #[tokio::test]
     async fn reader_stops_at_eof() {
-        let h = FrameHeader {
-            kind: FrameKind::Data,
-            stream: 1,
-            len: 3,
-        };
+        let h = FrameHeader { kind: FrameKind::Data, stream: 1, len: 3 };
         let mut bytes = h.encode().to_vec();
         bytes.extend_from_slice(b"abc");
         let mut r = &bytes[..];
@@ -166,9 +133,6 @@ mod tests {
         assert_eq!((hh, p.as_slice()), (h, &b"abc"[..]));
         assert!(read_frame(&mut r).await.unwrap().is_none());
         let mut cut = &bytes[..5];
-        assert!(matches!(
-            read_frame(&mut cut).await,
-            Err(Error::PeerClosed(_))
-        ));
+        assert!(matches!(read_frame(&mut cut).await, Err(Error::PeerClosed(_))));
     }
 }

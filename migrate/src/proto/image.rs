@@ -110,18 +110,9 @@ where
         progress(total);
     }
     stream.finish().await?;
-    match conn
-        .request(Body::ImageEnd(ImageEnd {
-            size: total,
-            blake3: hasher.finalize().to_vec(),
-        }))
-        .await?
-    {
+    match conn.request(Body::ImageEnd(ImageEnd { size: total, blake3: hasher.finalize().to_vec() })).await? {
         Body::Ok(_) => Ok(total),
-        other => Err(Error::Protocol(format!(
-            "expected Ok after ImageEnd, got {}",
-            other.name()
-        ))),
+        other => Err(Error::Protocol(format!("expected Ok after ImageEnd, got {}", other.name()))),
     }
 }
 
@@ -137,9 +128,7 @@ where
     F: std::future::Future<Output = std::result::Result<(), String>>,
 {
     let Some(Body::ImageBegin(b)) = &begin.body else {
-        return Err(Error::Protocol(
-            "receive_image needs an ImageBegin message".into(),
-        ));
+        return Err(Error::Protocol("receive_image needs an ImageBegin message".into()));
     };
     let mut rx = conn.accept_stream(b.stream)?;
     let mut hasher = Digest::new(if b.tail_digest { StreamCheck::Tail } else { StreamCheck::Blake3 });
@@ -163,24 +152,15 @@ where
     let consumed = consumer.await;
     let end = conn.recv().await?;
     let Some(Body::ImageEnd(ie)) = &end.body else {
-        return Err(Error::Protocol(format!(
-            "expected ImageEnd, got {}",
-            end.body.as_ref().map(Body::name).unwrap_or("nothing")
-        )));
+        return Err(Error::Protocol(format!("expected ImageEnd, got {}", end.body.as_ref().map(Body::name).unwrap_or("nothing"))));
     };
     // The consumer's error first: a write fails because it stopped reading.
     let problem = if let Err(e) = consumed {
         Some(format!("the image of {} was refused: {e}", b.ctid))
     } else if let Some(e) = write_error {
-        Some(format!(
-            "destination could not store the image of {}: {e}",
-            b.ctid
-        ))
+        Some(format!("destination could not store the image of {}: {e}", b.ctid))
     } else if ie.size != total || ie.blake3 != hasher.finalize() {
-        Some(format!(
-            "the image of {} arrived damaged ({} bytes received, {} sent, or blake3 mismatch)",
-            b.ctid, total, ie.size
-        ))
+        Some(format!("the image of {} arrived damaged ({} bytes received, {} sent, or blake3 mismatch)", b.ctid, total, ie.size))
     } else {
         None
     };

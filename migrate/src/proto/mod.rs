@@ -11,9 +11,7 @@ mod handshake;
 mod image;
 pub mod messages;
 
-pub use connection::{
-    Connection, ConnectionOptions, PendingReply, StreamReceiver, StreamSender, TamperFn,
-};
+pub use connection::{Connection, ConnectionOptions, PendingReply, StreamReceiver, StreamSender, TamperFn};
 pub use handshake::{PeerInfo, PROTO_MAJOR, PROTO_MINOR};
 pub use image::{receive_image, send_image, Last32, StreamCheck};
 pub use messages::*;

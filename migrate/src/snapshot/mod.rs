@@ -161,7 +161,8 @@ fn build(
         frozen_ms = info.frozen_at.map(|t| t.elapsed().as_millis() as u64).unwrap_or(info.freeze_ms + info.dump_ms);
         let img = tmp.join(store::STATE_IMAGE);
         let f = std::fs::File::create(&img).map_err(|e| err(ct, "create", format!("create {}: {e}", img.display())))?;
-        let w = ckpt::write_image_to(cfg, &info.meta, &images, std::io::BufWriter::new(f), None, fmt::FORMAT_MAJOR, &mut |_| {}).map_err(|e| err(ct, "create", e))?;
+        let w = ckpt::write_image_to(cfg, &info.meta, &images, std::io::BufWriter::new(f), None, fmt::FORMAT_MAJOR, &mut |_| {})
+            .map_err(|e| err(ct, "create", e))?;
         let f = w.into_inner().map_err(|e| err(ct, "create", format!("write {}: {}", img.display(), e.error())))?;
         f.sync_all().map_err(|e| err(ct, "create", format!("fsync {}: {e}", img.display())))?;
         state_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -211,7 +212,15 @@ pub fn verify_state(host: &Host, ct: &Ctid, m: &SnapshotMeta) -> Result<()> {
     let img = store::snap_dir(host, ct, &m.id).join(store::STATE_IMAGE);
     let f = std::fs::File::open(&img).map_err(|e| err(ct, "restore", format!("snapshot {}: open {}: {e}", m.id, img.display())))?;
     fmt::verify(std::io::BufReader::new(f)).map_err(|e| {
-        err(ct, "restore", format!("snapshot {}: its process image {} is damaged ({e}); the container was not touched; other snapshots are not affected", m.id, img.display()))
+        err(
+            ct,
+            "restore",
+            format!(
+                "snapshot {}: its process image {} is damaged ({e}); the container was not touched; other snapshots are not affected",
+                m.id,
+                img.display()
+            ),
+        )
     })?;
     Ok(())
 }
@@ -247,7 +256,11 @@ pub fn restore(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, id: &st
     switch_files(host, cfg, &files).map_err(|e| err(ct, "restore", format!("switch files to snapshot {}: {e}", m.id)))?;
     // The files are the snapshot's from here: say so if the processes do not come back.
     let stopped_note = |e: &dyn std::fmt::Display| {
-        err(ct, "restore", format!("{e}\nthe container's files are now those of snapshot {}; it is stopped: `ferry start {ct}` starts it on them", m.id))
+        err(
+            ct,
+            "restore",
+            format!("{e}\nthe container's files are now those of snapshot {}; it is stopped: `ferry start {ct}` starts it on them", m.id),
+        )
     };
     let pid = if m.stateful {
         let r = ckpt::restore_from_image(host, lock, &dir.join(store::STATE_IMAGE), &mut |_| {}).map_err(|e| stopped_note(&e))?;
@@ -291,7 +304,8 @@ pub fn export(host: &Host, ct: &Ctid, cfg: &ContainerConfig, id: &str, out: &Pat
     if m.stateful {
         verify_state(host, ct, &m)?;
     }
-    let tmp = out.with_file_name(format!(".{}.tmp-{}", out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), std::process::id()));
+    let tmp =
+        out.with_file_name(format!(".{}.tmp-{}", out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), std::process::id()));
     let res = (|| -> std::result::Result<u64, String> {
         let file = std::fs::File::create(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
         let out_w = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -367,7 +381,14 @@ pub fn create_from_image(host: &Host, lock: &ContainerLock, path: &Path, content
         return Err(err(ct, "restore", format!("image {} holds container {}, not {ct}", path.display(), cfg.ctid)));
     }
     if !contents.has_tree {
-        return Err(err(ct, "restore", format!("container {ct} does not exist here and image {} has no file tree; export a snapshot with `ferry snapshot export`", path.display())));
+        return Err(err(
+            ct,
+            "restore",
+            format!(
+                "container {ct} does not exist here and image {} has no file tree; export a snapshot with `ferry snapshot export`",
+                path.display()
+            ),
+        ));
     }
     // This host's backend, not the source's (it may have no btrfs).
     cfg.storage.kind = ferry_runtime::storage::backends::choose_kind(&host.data_dir, cfg.resources.diskspace).map_err(|e| err(ct, "restore", e))?;
@@ -425,7 +446,8 @@ pub fn run_due_one(host: &Host, cfg: &ContainerConfig, now: i64) -> DueOutcome {
     let res = (|| -> std::result::Result<(String, Vec<String>, u64), String> {
         let lock = ContainerLock::acquire(host, ct, "snapshot").map_err(|e| e.to_string())?;
         let m = create(host, &lock, cfg, &CreateOpts { auto: true, created: Some(now), ..CreateOpts::default() }).map_err(|e| e.to_string())?;
-        let cands: Vec<schedule::Candidate> = store::list(host, ct).into_iter().map(|m| schedule::Candidate { id: m.id, created: m.created, auto: m.auto }).collect();
+        let cands: Vec<schedule::Candidate> =
+            store::list(host, ct).into_iter().map(|m| schedule::Candidate { id: m.id, created: m.created, auto: m.auto }).collect();
         let mut pruned = Vec::new();
         for id in schedule::to_prune(&cands, sched.keep, sched.keep_daily) {
             store::remove_dir(&store::snap_dir(host, ct, &id)).map_err(|e| format!("snapshot {} taken, but pruning {id} failed: {e}", m.id))?;

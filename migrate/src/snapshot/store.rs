@@ -263,7 +263,19 @@ mod tests {
         for (id, created, taken_ns) in [("2-b", 2, 5), ("1-a", 1, 9), ("2-a", 2, 7)] {
             let dir = base.join(id);
             std::fs::create_dir_all(dir.join(FILES_DIR)).unwrap();
-            let m = SnapshotMeta { id: id.into(), name: None, created, stateful: false, auto: true, files_bytes: 0, state_bytes: 0, btrfs: false, frozen_ms: 0, total_ms: 0, taken_ns };
+            let m = SnapshotMeta {
+                id: id.into(),
+                name: None,
+                created,
+                stateful: false,
+                auto: true,
+                files_bytes: 0,
+                state_bytes: 0,
+                btrfs: false,
+                frozen_ms: 0,
+                total_ms: 0,
+                taken_ns,
+            };
             save_meta(&dir, &m).unwrap();
         }
         std::fs::create_dir_all(base.join(".tmp-3-c/files")).unwrap();

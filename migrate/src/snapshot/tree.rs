@@ -22,8 +22,18 @@ pub fn write_tree<W: Write>(root: &Path, tree: &mut TreeWriter<W>) -> Result<(u6
     Ok(counts)
 }
 
-fn walk<W: Write>(dir: &Path, rel: Vec<u8>, tree: &mut TreeWriter<W>, seen: &mut HashMap<(u64, u64), Vec<u8>>, counts: &mut (u64, u64)) -> Result<(), String> {
-    let mut names: Vec<_> = std::fs::read_dir(dir).map_err(|e| io_err("list", dir, e))?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>().map_err(|e| io_err("list", dir, e))?;
+fn walk<W: Write>(
+    dir: &Path,
+    rel: Vec<u8>,
+    tree: &mut TreeWriter<W>,
+    seen: &mut HashMap<(u64, u64), Vec<u8>>,
+    counts: &mut (u64, u64),
+) -> Result<(), String> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| io_err("list", dir, e))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| io_err("list", dir, e))?;
     names.sort();
     for name in names {
         let p = dir.join(&name);
@@ -139,7 +149,8 @@ pub fn extract_tree<R: Read>(tree: &mut TreeReader<R>, root: &Path) -> Result<u6
                     _ => nix::sys::stat::SFlag::S_IFSOCK,
                 };
                 let dev = libc::makedev(e.rdev_major, e.rdev_minor);
-                nix::sys::stat::mknod(&p, t, nix::sys::stat::Mode::from_bits_truncate(0o600), dev).map_err(|x| format!("mknod {}: {x}", p.display()))?;
+                nix::sys::stat::mknod(&p, t, nix::sys::stat::Mode::from_bits_truncate(0o600), dev)
+                    .map_err(|x| format!("mknod {}: {x}", p.display()))?;
             }
             EntryType::Unspecified => return Err(format!("file tree: entry {} has no type", p.display())),
         }
@@ -156,12 +167,14 @@ pub fn extract_tree<R: Read>(tree: &mut TreeReader<R>, root: &Path) -> Result<u6
 }
 
 fn apply_meta(p: &Path, e: &TreeEntry, symlink: bool) -> Result<(), String> {
-    nix::unistd::fchownat(None, p, Some(e.uid.into()), Some(e.gid.into()), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|x| format!("chown {}: {x}", p.display()))?;
+    nix::unistd::fchownat(None, p, Some(e.uid.into()), Some(e.gid.into()), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|x| format!("chown {}: {x}", p.display()))?;
     if !symlink {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(e.mode)).map_err(|x| io_err("chmod", p, x))?;
     }
     let ts = nix::sys::time::TimeSpec::new(e.mtime_secs, e.mtime_nanos as i64);
-    nix::sys::stat::utimensat(None, p, &ts, &ts, nix::sys::stat::UtimensatFlags::NoFollowSymlink).map_err(|x| format!("set times of {}: {x}", p.display()))?;
+    nix::sys::stat::utimensat(None, p, &ts, &ts, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
+        .map_err(|x| format!("set times of {}: {x}", p.display()))?;
     Ok(())
 }
 

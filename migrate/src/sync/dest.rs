@@ -13,8 +13,7 @@ use super::source::hash_zeros;
 use super::ReceiveOptions;
 use crate::error::{Error, IoContext, Result};
 use crate::proto::{
-    Body, Connection, Envelope, FileCommit, FileEntry, FileKind, Hardlink, PutFile, PutFiles,
-    SignatureReply, SyncBeginAck, SyncEndAck,
+    Body, Connection, Envelope, FileCommit, FileEntry, FileKind, Hardlink, PutFile, PutFiles, SignatureReply, SyncBeginAck, SyncEndAck,
 };
 
 /// What the destination did in one pass.
@@ -33,29 +32,22 @@ const MAX_REPORTED_ERRORS: usize = 20;
 async fn send_summary(conn: &Connection, begin: &Envelope, root: &Path, opts: &ReceiveOptions, xattrs: bool) -> Result<()> {
     let root_buf = root.to_path_buf();
     let link_dest = opts.link_dest.clone();
-    let summary =
-        tokio::task::spawn_blocking(move || scan_dest(&root_buf, link_dest.as_deref(), xattrs))
-            .await
-            .map_err(|e| Error::sync(root.display().to_string(), format!("scan task failed: {e}")));
+    let summary = tokio::task::spawn_blocking(move || scan_dest(&root_buf, link_dest.as_deref(), xattrs))
+        .await
+        .map_err(|e| Error::sync(root.display().to_string(), format!("scan task failed: {e}")));
     let summary = match summary.and_then(|r| r) {
         Ok(s) => s,
         Err(e) => {
-            conn.reply_error(
-                begin.id,
-                format!("destination cannot read {}: {e}", root.display()),
-            )
-            .await?;
+            conn.reply_error(begin.id, format!("destination cannot read {}: {e}", root.display())).await?;
             return Err(e);
         }
     };
     // Summaries of big trees repeat most of each entry: compressed they cost a fraction.
     let mut plain = Vec::with_capacity(summary.len() * 48);
     for e in &summary {
-        e.encode_length_delimited(&mut plain)
-            .map_err(|e| Error::Protocol(format!("encoding summary: {e}")))?;
+        e.encode_length_delimited(&mut plain).map_err(|e| Error::Protocol(format!("encoding summary: {e}")))?;
     }
-    let packed = zstd::bulk::compress(&plain, 3)
-        .map_err(|e| Error::io("compressing the summary of", root, e))?;
+    let packed = zstd::bulk::compress(&plain, 3).map_err(|e| Error::io("compressing the summary of", root, e))?;
     drop(plain);
     let mut stream = conn.open_stream();
     conn.reply(
@@ -79,16 +71,9 @@ async fn send_summary(conn: &Connection, begin: &Envelope, root: &Path, opts: &R
 /// dispatcher received), until `SyncEnd`. Per-file failures are collected and returned to the
 /// source in the SyncEnd answer (and as this function's error); a broken connection ends the
 /// pass at once.
-pub async fn receive_pass(
-    conn: &Connection,
-    begin: &Envelope,
-    root: &Path,
-    opts: &ReceiveOptions,
-) -> Result<ReceiveStats> {
+pub async fn receive_pass(conn: &Connection, begin: &Envelope, root: &Path, opts: &ReceiveOptions) -> Result<ReceiveStats> {
     let Some(Body::SyncBegin(b)) = &begin.body else {
-        return Err(Error::Protocol(
-            "receive_pass needs a SyncBegin message".into(),
-        ));
+        return Err(Error::Protocol("receive_pass needs a SyncBegin message".into()));
     };
     let xattrs = b.xattrs;
     if b.no_summary {
@@ -98,8 +83,7 @@ pub async fn receive_pass(
             conn.reply_error(begin.id, format!("destination cannot read {}: {e}", root.display())).await?;
             return Err(e);
         }
-        conn.reply(begin.id, Body::SyncBeginAck(SyncBeginAck { put_files: true, summary_skipped: true, ..Default::default() }))
-            .await?;
+        conn.reply(begin.id, Body::SyncBeginAck(SyncBeginAck { put_files: true, summary_skipped: true, ..Default::default() })).await?;
     } else {
         send_summary(conn, begin, root, opts, xattrs).await?;
     }
@@ -113,10 +97,7 @@ pub async fn receive_pass(
         dir_meta: Vec::new(),
         errors: Vec::new(),
         error_count: 0,
-        stats: ReceiveStats {
-            pass: b.pass,
-            ..Default::default()
-        },
+        stats: ReceiveStats { pass: b.pass, ..Default::default() },
         counter: 0,
         pid: std::process::id(),
     };
@@ -126,20 +107,10 @@ pub async fn receive_pass(
             return Err(Error::Protocol("empty control message during sync".into()));
         };
         if let Body::SyncEnd(end) = body {
-            tracing::debug!(
-                pass = end.pass,
-                scanned = end.entries_scanned,
-                files = end.files_sent,
-                bytes = end.bytes_data,
-                "sync pass received"
-            );
+            tracing::debug!(pass = end.pass, scanned = end.entries_scanned, files = end.files_sent, bytes = end.bytes_data, "sync pass received");
             rx.finish();
             if rx.error_count > 0 {
-                let mut msg = format!(
-                    "{} entries failed on the destination: {}",
-                    rx.error_count,
-                    rx.errors.join("; ")
-                );
+                let mut msg = format!("{} entries failed on the destination: {}", rx.error_count, rx.errors.join("; "));
                 if rx.error_count > rx.errors.len() {
                     msg.push_str("; ...");
                 }
@@ -147,29 +118,16 @@ pub async fn receive_pass(
                 return Err(Error::sync(root.display().to_string(), msg));
             }
             let s = &rx.stats;
-            conn.reply(
-                env.id,
-                Body::SyncEndAck(SyncEndAck {
-                    files_written: s.files_written,
-                    bytes_written: s.bytes_written,
-                    deleted: s.deleted,
-                }),
-            )
-            .await?;
+            conn.reply(env.id, Body::SyncEndAck(SyncEndAck { files_written: s.files_written, bytes_written: s.bytes_written, deleted: s.deleted }))
+                .await?;
             return Ok(rx.stats);
         }
         if let Body::Abort(a) = &body {
-            return Err(Error::Remote(format!(
-                "the source aborted the sync: {}",
-                a.reason
-            )));
+            return Err(Error::Remote(format!("the source aborted the sync: {}", a.reason)));
         }
         let res = rx.handle(env.id, body).await;
         if let Err(e) = res {
-            if matches!(
-                e,
-                Error::PeerClosed(_) | Error::Timeout(_) | Error::Protocol(_)
-            ) {
+            if matches!(e, Error::PeerClosed(_) | Error::Timeout(_) | Error::Protocol(_)) {
                 return Err(e);
             }
             rx.record(e);
@@ -257,10 +215,7 @@ impl Receiver<'_> {
                 let p = self.path(&e.path, true)?;
                 let md = std::fs::symlink_metadata(&p).ctx("reading", &p)?;
                 if fsops::kind_of(&md) != e.kind() {
-                    return Err(Error::sync(
-                        display(&e.path),
-                        "metadata for an entry of another type",
-                    ));
+                    return Err(Error::sync(display(&e.path), "metadata for an entry of another type"));
                 }
                 if e.kind() == FileKind::Directory {
                     self.dir_meta.push(e);
@@ -280,19 +235,12 @@ impl Receiver<'_> {
             Body::Symlink(e) => {
                 let p = self.path(&e.path, false)?;
                 let tmp = self.temp(&p);
-                std::os::unix::fs::symlink(
-                    std::ffi::OsStr::from_bytes_ext(&e.symlink_target),
-                    &tmp,
-                )
-                .ctx("creating symlink", &tmp)?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes_ext(&e.symlink_target), &tmp).ctx("creating symlink", &tmp)?;
                 self.finish_new(&tmp, &p, &e)?;
             }
             Body::Mknod(e) => {
                 if !is_special(e.kind()) {
-                    return Err(Error::sync(
-                        display(&e.path),
-                        "Mknod for a file that is not special",
-                    ));
+                    return Err(Error::sync(display(&e.path), "Mknod for a file that is not special"));
                 }
                 let p = self.path(&e.path, false)?;
                 let tmp = self.temp(&p);
@@ -309,10 +257,7 @@ impl Receiver<'_> {
             Body::LinkFrom(e) => {
                 let p = self.path(&e.path, false)?;
                 let Some(ld) = self.opts.link_dest.clone() else {
-                    return Err(Error::sync(
-                        display(&e.path),
-                        "LinkFrom without a link-dest tree",
-                    ));
+                    return Err(Error::sync(display(&e.path), "LinkFrom without a link-dest tree"));
                 };
                 let mut seen = HashSet::new();
                 let from = resolve(&ld, &e.path, false, &mut seen)?;
@@ -324,15 +269,10 @@ impl Receiver<'_> {
             Body::PutFiles(batch) => self.put_files(batch)?,
             Body::GetSignature(g) => {
                 let signature = self.signature(&g.path, g.block_size).unwrap_or_default();
-                self.conn
-                    .reply(id, Body::SignatureReply(SignatureReply { signature }))
-                    .await?;
+                self.conn.reply(id, Body::SignatureReply(SignatureReply { signature })).await?;
             }
             other => {
-                return Err(Error::Protocol(format!(
-                    "unexpected {} during a sync pass",
-                    other.name()
-                )));
+                return Err(Error::Protocol(format!("unexpected {} during a sync pass", other.name())));
             }
         }
         Ok(())
@@ -352,35 +292,19 @@ impl Receiver<'_> {
         let p = self.path(rel, false).ok()?;
         let md = std::fs::symlink_metadata(&p).ok()?;
         // Deltas work in memory: refuse to load more than a source may delta.
-        if !md.is_file()
-            || md.len() > super::DEFAULT_DELTA_MAX
-            || !(64..=1 << 20).contains(&block_size)
-        {
+        if !md.is_file() || md.len() > super::DEFAULT_DELTA_MAX || !(64..=1 << 20).contains(&block_size) {
             return None;
         }
         let data = std::fs::read(&p).ok()?;
-        let sig = fast_rsync::Signature::calculate(
-            &data,
-            fast_rsync::SignatureOptions {
-                block_size,
-                crypto_hash_size: 8,
-            },
-        );
+        let sig = fast_rsync::Signature::calculate(&data, fast_rsync::SignatureOptions { block_size, crypto_hash_size: 8 });
         Some(sig.into_serialized())
     }
 
     async fn put_file(&mut self, mut pf: PutFile) -> Result<()> {
-        let entry = pf
-            .entry
-            .take()
-            .ok_or_else(|| Error::Protocol("PutFile without an entry".into()))?;
+        let entry = pf.entry.take().ok_or_else(|| Error::Protocol("PutFile without an entry".into()))?;
         // A delta may come inside the message, with the file's digest (no stream, no commit).
         let inline = pf.delta && pf.stream == 0;
-        let mut rx = if inline {
-            None
-        } else {
-            Some(self.conn.accept_stream(pf.stream)?)
-        };
+        let mut rx = if inline { None } else { Some(self.conn.accept_stream(pf.stream)?) };
         let name = display(&entry.path);
         // Local failures are remembered, not returned at once: the stream and the FileCommit
         // that follow must still be consumed to stay in step with the source.
@@ -392,11 +316,7 @@ impl Receiver<'_> {
         match self.path(&entry.path, false) {
             Ok(p) => {
                 let t = self.temp(&p);
-                match std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&t)
-                {
+                match std::fs::OpenOptions::new().write(true).create_new(true).open(&t) {
                     Ok(f) => {
                         file = Some(f);
                         tmp = Some(t);
@@ -412,22 +332,13 @@ impl Receiver<'_> {
         // (no temporary file then).
         let mut in_place: Option<(PathBuf, u64)> = None;
         if pf.delta && entry.size > super::DEFAULT_DELTA_MAX {
-            return Err(Error::Protocol(format!(
-                "{name}: a delta for {} bytes is more than the destination accepts",
-                entry.size
-            )));
+            return Err(Error::Protocol(format!("{name}: a delta for {} bytes is more than the destination accepts", entry.size)));
         }
-        let delta_limit = (entry.size as usize)
-            .saturating_mul(2)
-            .saturating_add(1 << 20);
+        let delta_limit = (entry.size as usize).saturating_mul(2).saturating_add(1 << 20);
         if pf.delta {
             let delta = match rx.as_mut() {
                 None if pf.data.len() > delta_limit => {
-                    return Err(Error::Protocol(format!(
-                        "{name}: an inline delta of {} bytes for a file of {}",
-                        pf.data.len(),
-                        entry.size
-                    )))
+                    return Err(Error::Protocol(format!("{name}: an inline delta of {} bytes for a file of {}", pf.data.len(), entry.size)))
                 }
                 None => std::mem::take(&mut pf.data),
                 Some(rx) => match rx.read_to_end(delta_limit).await {
@@ -455,12 +366,7 @@ impl Receiver<'_> {
                 match std::fs::read(t) {
                     Ok(base) => {
                         let mut out = Vec::with_capacity(entry.size as usize);
-                        match fast_rsync::apply_limited(
-                            &base,
-                            &delta,
-                            &mut out,
-                            entry.size as usize,
-                        ) {
+                        match fast_rsync::apply_limited(&base, &delta, &mut out, entry.size as usize) {
                             Ok(()) => {
                                 hasher.update(&out);
                                 written = out.len() as u64;
@@ -468,20 +374,14 @@ impl Receiver<'_> {
                                     failure = Some(Error::io("writing", t, e));
                                 }
                             }
-                            Err(e) => {
-                                failure = Some(Error::sync(
-                                    name.clone(),
-                                    format!("applying the delta: {e}"),
-                                ))
-                            }
+                            Err(e) => failure = Some(Error::sync(name.clone(), format!("applying the delta: {e}"))),
                         }
                     }
                     Err(e) => failure = Some(Error::io("reading the old copy of", t, e)),
                 }
             }
         } else {
-            let extents =
-                check_extents(&pf.extents, entry.size).map_err(|m| Error::sync(name.clone(), m));
+            let extents = check_extents(&pf.extents, entry.size).map_err(|m| Error::sync(name.clone(), m));
             let extents = match extents {
                 Ok(x) => x,
                 Err(e) => {
@@ -491,11 +391,7 @@ impl Receiver<'_> {
             };
             if let (None, Some(f)) = (&failure, &file) {
                 if let Err(e) = f.set_len(entry.size) {
-                    failure = Some(Error::io(
-                        "sizing",
-                        tmp.as_deref().unwrap_or(Path::new("?")),
-                        e,
-                    ));
+                    failure = Some(Error::io("sizing", tmp.as_deref().unwrap_or(Path::new("?")), e));
                 }
             }
             let Some(rx) = rx.as_mut() else {
@@ -528,10 +424,7 @@ impl Receiver<'_> {
                                 cur = Some((off, len));
                             }
                             None => {
-                                failure = Some(Error::sync(
-                                    name.clone(),
-                                    "more data than the announced extents",
-                                ));
+                                failure = Some(Error::sync(name.clone(), "more data than the announced extents"));
                                 break;
                             }
                         }
@@ -540,11 +433,7 @@ impl Receiver<'_> {
                     let n = (left as usize).min(data.len());
                     if let Some(f) = &file {
                         if let Err(e) = f.write_all_at(&data[..n], off) {
-                            failure = Some(Error::io(
-                                "writing",
-                                tmp.as_deref().unwrap_or(Path::new("?")),
-                                e,
-                            ));
+                            failure = Some(Error::io("writing", tmp.as_deref().unwrap_or(Path::new("?")), e));
                             break;
                         }
                     }
@@ -556,18 +445,12 @@ impl Receiver<'_> {
                 }
             }
             if failure.is_none() && (ext.next().is_some() || cur.is_some_and(|c| c.1 != 0)) {
-                failure = Some(Error::sync(
-                    name.clone(),
-                    "the stream ended before all announced data arrived",
-                ));
+                failure = Some(Error::sync(name.clone(), "the stream ended before all announced data arrived"));
             }
             hash_zeros(&mut hasher, entry.size.saturating_sub(hashed_to));
         }
         let commit = if inline {
-            FileCommit {
-                path: entry.path.clone(),
-                blake3: pf.blake3,
-            }
+            FileCommit { path: entry.path.clone(), blake3: pf.blake3 }
         } else {
             // The source always follows a PutFile's stream with its FileCommit.
             let commit = self.conn.recv().await?;
@@ -578,10 +461,7 @@ impl Receiver<'_> {
                 )));
             };
             if commit.path != entry.path {
-                return Err(Error::Protocol(format!(
-                    "FileCommit for {} while receiving {name}",
-                    display(&commit.path)
-                )));
+                return Err(Error::Protocol(format!("FileCommit for {} while receiving {name}", display(&commit.path))));
             }
             commit
         };
@@ -600,10 +480,7 @@ impl Receiver<'_> {
         }
         if commit.blake3.is_empty() {
             cleanup(&tmp);
-            return Err(Error::sync(
-                name,
-                "the source could not read the file (see its error)",
-            ));
+            return Err(Error::sync(name, "the source could not read the file (see its error)"));
         }
         if commit.blake3 != hasher.finalize().as_bytes() {
             cleanup(&tmp);
@@ -654,13 +531,7 @@ impl Receiver<'_> {
 
     /// Metadata on a freshly written temporary file (a new inode has no xattrs to remove, so
     /// the xattr step runs only when there are some to set), then into place.
-    fn finish_file(
-        &mut self,
-        file: std::fs::File,
-        tmp: &Path,
-        target: &Path,
-        entry: &FileEntry,
-    ) -> Result<()> {
+    fn finish_file(&mut self, file: std::fs::File, tmp: &Path, target: &Path, entry: &FileEntry) -> Result<()> {
         let xattrs = self.xattrs && !entry.xattrs.is_empty();
         if let Err(e) = fsops::apply_meta_fd(&file, tmp, entry, xattrs) {
             let _ = std::fs::remove_file(tmp);
@@ -672,13 +543,8 @@ impl Receiver<'_> {
 
     /// A PutFiles batch. A file that fails is recorded and the others go on.
     fn put_files(&mut self, batch: PutFiles) -> Result<()> {
-        let sizes = batch
-            .entries
-            .iter()
-            .map(|e| e.size)
-            .try_fold(0u64, u64::checked_add);
-        if sizes != Some(batch.data.len() as u64) || batch.blake3.len() != 32 * batch.entries.len()
-        {
+        let sizes = batch.entries.iter().map(|e| e.size).try_fold(0u64, u64::checked_add);
+        if sizes != Some(batch.data.len() as u64) || batch.blake3.len() != 32 * batch.entries.len() {
             return Err(Error::Protocol(format!(
                 "PutFiles of {} files carries {} bytes and {} bytes of digests",
                 batch.entries.len(),
@@ -707,11 +573,7 @@ impl Receiver<'_> {
         }
         let target = self.path(&entry.path, false)?;
         let tmp = self.temp(&target);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .ctx("creating", &tmp)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).ctx("creating", &tmp)?;
         if let Err(e) = std::io::Write::write_all(&mut file, data) {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::io("writing", &tmp, e));
@@ -726,16 +588,10 @@ impl Receiver<'_> {
     /// mtime, but creating it did, so parents come after), then flush if asked.
     fn finish(&mut self) {
         let mut metas = std::mem::take(&mut self.dir_meta);
-        metas.sort_by_key(|e| {
-            std::cmp::Reverse(
-                e.path.iter().filter(|b| **b == b'/').count() + usize::from(!e.path.is_empty()),
-            )
-        });
+        metas.sort_by_key(|e| std::cmp::Reverse(e.path.iter().filter(|b| **b == b'/').count() + usize::from(!e.path.is_empty())));
         for e in metas {
-            let res = self.path(&e.path, true).and_then(|p| {
-                fsops::apply_meta(&p, &e, self.xattrs)
-                    .map_err(|err| Error::io("setting metadata", &p, err))
-            });
+            let res =
+                self.path(&e.path, true).and_then(|p| fsops::apply_meta(&p, &e, self.xattrs).map_err(|err| Error::io("setting metadata", &p, err)));
             if let Err(err) = res {
                 self.record(err);
             }
@@ -750,19 +606,13 @@ impl Receiver<'_> {
 }
 
 /// Extents must be in order, not overlap, and stay within the file.
-fn check_extents(
-    extents: &[crate::proto::Extent],
-    size: u64,
-) -> std::result::Result<Vec<(u64, u64)>, String> {
+fn check_extents(extents: &[crate::proto::Extent], size: u64) -> std::result::Result<Vec<(u64, u64)>, String> {
     let mut end = 0u64;
     let mut out = Vec::with_capacity(extents.len());
     for x in extents {
         let stop = x.offset.checked_add(x.len).ok_or("extent overflows")?;
         if x.offset < end || stop > size {
-            return Err(format!(
-                "bad extent {}+{} in a file of {size} bytes",
-                x.offset, x.len
-            ));
+            return Err(format!("bad extent {}+{} in a file of {size} bytes", x.offset, x.len));
         }
         end = stop;
         if x.len > 0 {

@@ -25,8 +25,7 @@ pub fn display(rel: &[u8]) -> String {
 }
 
 fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
 }
 
 pub fn kind_of(md: &Metadata) -> FileKind {
@@ -52,13 +51,7 @@ pub fn kind_of(md: &Metadata) -> FileKind {
 
 /// An entry from lstat data. Xattrs are read when `xattrs` is set (full values when
 /// `values`, else only their digest).
-pub fn entry_from(
-    rel: &[u8],
-    full: &Path,
-    md: &Metadata,
-    xattrs: bool,
-    values: bool,
-) -> io::Result<FileEntry> {
+pub fn entry_from(rel: &[u8], full: &Path, md: &Metadata, xattrs: bool, values: bool) -> io::Result<FileEntry> {
     let mut e = entry_from_stat(rel, md);
     if e.kind() == FileKind::Symlink {
         e.symlink_target = std::fs::read_link(full)?.as_os_str().as_bytes().to_vec();
@@ -82,20 +75,9 @@ pub fn entry_from_stat(rel: &[u8], md: &Metadata) -> FileEntry {
         mode: md.mode() & 0o7777,
         uid: md.uid(),
         gid: md.gid(),
-        mtime_ns: md
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(md.mtime_nsec()),
-        size: if kind == FileKind::Regular {
-            md.len()
-        } else {
-            0
-        },
-        rdev: if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) {
-            md.rdev()
-        } else {
-            0
-        },
+        mtime_ns: md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec()),
+        size: if kind == FileKind::Regular { md.len() } else { 0 },
+        rdev: if matches!(kind, FileKind::CharDevice | FileKind::BlockDevice) { md.rdev() } else { 0 },
         ino: md.ino(),
         ..Default::default()
     }
@@ -128,11 +110,7 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
         let n = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if unsupported(&e) {
-                Ok(Vec::new())
-            } else {
-                Err(e)
-            };
+            return if unsupported(&e) { Ok(Vec::new()) } else { Err(e) };
         }
         if n == 0 {
             return Ok(Vec::new());
@@ -152,8 +130,7 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
     };
     let mut out = Vec::new();
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let cname = CString::new(name)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name"))?;
+        let cname = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name"))?;
         let value = loop {
             // SAFETY: size query with a NULL buffer.
             let n = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) };
@@ -166,14 +143,7 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
             }
             let mut buf = vec![0u8; n as usize];
             // SAFETY: buf is valid for buf.len() bytes.
-            let m = unsafe {
-                libc::lgetxattr(
-                    c.as_ptr(),
-                    cname.as_ptr(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
+            let m = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
             if m < 0 {
                 let e = io::Error::last_os_error();
                 if e.raw_os_error() == Some(libc::ERANGE) {
@@ -185,10 +155,7 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
             break Some(buf);
         };
         if let Some(value) = value {
-            out.push(Xattr {
-                name: name.to_vec(),
-                value,
-            });
+            out.push(Xattr { name: name.to_vec(), value });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -201,8 +168,7 @@ pub fn write_xattrs(path: &Path, want: &[Xattr]) -> io::Result<()> {
     let c = cpath(path)?;
     for old in &have {
         if !want.iter().any(|w| w.name == old.name) {
-            let n = CString::new(old.name.clone())
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name"))?;
+            let n = CString::new(old.name.clone()).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name"))?;
             // SAFETY: both pointers are valid NUL-terminated strings.
             if unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) } < 0 {
                 return Err(io::Error::last_os_error());
@@ -213,18 +179,9 @@ pub fn write_xattrs(path: &Path, want: &[Xattr]) -> io::Result<()> {
         if have.iter().any(|h| h.name == x.name && h.value == x.value) {
             continue;
         }
-        let n = CString::new(x.name.clone())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name"))?;
+        let n = CString::new(x.name.clone()).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "xattr name"))?;
         // SAFETY: valid strings and a value buffer of value.len() bytes.
-        let r = unsafe {
-            libc::lsetxattr(
-                c.as_ptr(),
-                n.as_ptr(),
-                x.value.as_ptr().cast(),
-                x.value.len(),
-                0,
-            )
-        };
+        let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), x.value.as_ptr().cast(), x.value.len(), 0) };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -284,14 +241,8 @@ pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
 /// utimensat/futimens times that set the modification time and leave atime alone.
 fn mtime_only(mtime_ns: i64) -> [libc::timespec; 2] {
     [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: mtime_ns.div_euclid(1_000_000_000),
-            tv_nsec: mtime_ns.rem_euclid(1_000_000_000),
-        },
+        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        libc::timespec { tv_sec: mtime_ns.div_euclid(1_000_000_000), tv_nsec: mtime_ns.rem_euclid(1_000_000_000) },
     ]
 }
 
@@ -300,15 +251,7 @@ pub fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
     let c = cpath(path)?;
     let times = mtime_only(mtime_ns);
     // SAFETY: valid path and a two-element timespec array, as utimensat requires.
-    if unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } < 0
-    {
+    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -320,12 +263,7 @@ pub fn mknod(path: &Path, kind: FileKind, mode: u32, rdev: u64) -> io::Result<()
         FileKind::BlockDevice => libc::S_IFBLK,
         FileKind::Fifo => libc::S_IFIFO,
         FileKind::Socket => libc::S_IFSOCK,
-        _ => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a special file",
-            ))
-        }
+        _ => return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a special file")),
     };
     let c = cpath(path)?;
     // SAFETY: valid path; mknod creates a node and touches no memory of ours.
@@ -387,12 +325,7 @@ pub fn syncfs(path: &Path) -> io::Result<()> {
 /// components. The empty path (the root itself) is allowed only when `allow_root`.
 pub fn check_rel(rel: &[u8], allow_root: bool) -> Result<&Path> {
     let p = Path::new(OsStr::from_bytes(rel));
-    let bad = |why: &str| {
-        Err(Error::sync(
-            display(rel),
-            format!("refused path from the peer: {why}"),
-        ))
-    };
+    let bad = |why: &str| Err(Error::sync(display(rel), format!("refused path from the peer: {why}")));
     if rel.is_empty() {
         return if allow_root { Ok(p) } else { bad("empty path") };
     }
@@ -420,12 +353,7 @@ pub fn check_rel(rel: &[u8], allow_root: bool) -> Result<&Path> {
 
 /// `root/rel` after checking `rel` and that every directory between root and the last component
 /// is a real directory (not a symlink a hostile tree could use to point outside the root).
-pub fn resolve(
-    root: &Path,
-    rel: &[u8],
-    allow_root: bool,
-    verified: &mut std::collections::HashSet<PathBuf>,
-) -> Result<PathBuf> {
+pub fn resolve(root: &Path, rel: &[u8], allow_root: bool, verified: &mut std::collections::HashSet<PathBuf>) -> Result<PathBuf> {
     let p = check_rel(rel, allow_root)?;
     let mut cur = root.to_path_buf();
     let comps: Vec<_> = p.components().collect();
@@ -441,10 +369,7 @@ pub fn resolve(
             Ok(_) => {
                 return Err(Error::sync(
                     display(rel),
-                    format!(
-                        "{} is not a directory on the destination (a symlink is never followed)",
-                        cur.display()
-                    ),
+                    format!("{} is not a directory on the destination (a symlink is never followed)", cur.display()),
                 ))
             }
             Err(e) => return Err(Error::io("checking parent directory", &cur, e)),
@@ -480,43 +405,19 @@ mod tests {
 
     #[test]
     fn hostile_paths_are_refused() {
-        for bad in [
-            &b"../x"[..],
-            b"/etc/passwd",
-            b"a/../../x",
-            b"a/./b",
-            b"a//b",
-            b"a/",
-            b"",
-            b"a\0b",
-            b"..",
-        ] {
-            assert!(
-                check_rel(bad, false).is_err(),
-                "{:?} accepted",
-                String::from_utf8_lossy(bad)
-            );
+        for bad in [&b"../x"[..], b"/etc/passwd", b"a/../../x", b"a/./b", b"a//b", b"a/", b"", b"a\0b", b".."] {
+            assert!(check_rel(bad, false).is_err(), "{:?} accepted", String::from_utf8_lossy(bad));
         }
         for good in [&b"a"[..], b"a/b/c", b"..a", b"a..", b".hidden"] {
-            assert!(
-                check_rel(good, false).is_ok(),
-                "{:?} refused",
-                String::from_utf8_lossy(good)
-            );
+            assert!(check_rel(good, false).is_ok(), "{:?} refused", String::from_utf8_lossy(good));
         }
         assert!(check_rel(b"", true).is_ok());
     }
 
     #[test]
     fn xattr_digest_depends_on_values() {
-        let a = vec![Xattr {
-            name: b"user.a".to_vec(),
-            value: b"1".to_vec(),
-        }];
-        let b = vec![Xattr {
-            name: b"user.a".to_vec(),
-            value: b"2".to_vec(),
-        }];
+        let a = vec![Xattr { name: b"user.a".to_vec(), value: b"1".to_vec() }];
+        let b = vec![Xattr { name: b"user.a".to_vec(), value: b"2".to_vec() }];
         assert_ne!(xattr_digest(&a), xattr_digest(&b));
         assert!(xattr_digest(&[]).is_empty());
     }

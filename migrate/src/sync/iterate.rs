@@ -19,23 +19,14 @@ pub struct IterationPolicy {
 
 impl Default for IterationPolicy {
     fn default() -> Self {
-        IterationPolicy {
-            max_passes: 8,
-            max_changes: 64,
-            max_bytes: 8 << 20,
-        }
+        IterationPolicy { max_passes: 8, max_changes: 64, max_bytes: 8 << 20 }
     }
 }
 
 /// Run passes starting at `opts.pass` until the change set is small enough, stops shrinking,
 /// or `max_passes` is reached. Returns the stats of every pass; the caller then freezes and
 /// runs one final pass (with the next pass number).
-pub async fn sync_iterative(
-    conn: &Connection,
-    src_dir: &Path,
-    opts: &SyncOptions,
-    policy: &IterationPolicy,
-) -> Result<Vec<PassStats>> {
+pub async fn sync_iterative(conn: &Connection, src_dir: &Path, opts: &SyncOptions, policy: &IterationPolicy) -> Result<Vec<PassStats>> {
     let mut all: Vec<PassStats> = Vec::new();
     let mut o = opts.clone();
     for n in 0..policy.max_passes.max(1) {

@@ -61,14 +61,7 @@ pub struct SyncOptions {
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        SyncOptions {
-            pass: 1,
-            ctid: String::new(),
-            xattrs: true,
-            delta_min: DEFAULT_DELTA_MIN,
-            delta_max: DEFAULT_DELTA_MAX,
-            progress: None,
-        }
+        SyncOptions { pass: 1, ctid: String::new(), xattrs: true, delta_min: DEFAULT_DELTA_MIN, delta_max: DEFAULT_DELTA_MAX, progress: None }
     }
 }
 

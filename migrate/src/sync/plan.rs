@@ -35,47 +35,26 @@ pub(crate) fn parent(path: &[u8]) -> &[u8] {
 }
 
 fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
-    path.iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'/')
-        .map(move |(i, _)| &path[..i])
+    path.iter().enumerate().filter(|(_, b)| **b == b'/').map(move |(i, _)| &path[..i])
 }
 
 fn meta_eq(s: &FileEntry, d: &FileEntry, xattrs: bool) -> bool {
     let mode_eq = s.kind() == FileKind::Symlink || s.mode == d.mode;
-    mode_eq
-        && s.uid == d.uid
-        && s.gid == d.gid
-        && s.mtime_ns == d.mtime_ns
-        && (!xattrs || s.xattr_digest == d.xattr_digest)
+    mode_eq && s.uid == d.uid && s.gid == d.gid && s.mtime_ns == d.mtime_ns && (!xattrs || s.xattr_digest == d.xattr_digest)
 }
 
 pub(crate) fn plan(src: &[SourceEntry], dest: &[FileEntry], opts: &SyncOptions) -> Vec<Op> {
     let mut ops = Vec::new();
-    let in_root: HashMap<&[u8], &FileEntry> = dest
-        .iter()
-        .filter(|d| !d.in_link_dest)
-        .map(|d| (d.path.as_slice(), d))
-        .collect();
-    let in_link_dest: HashMap<&[u8], &FileEntry> = dest
-        .iter()
-        .filter(|d| d.in_link_dest)
-        .map(|d| (d.path.as_slice(), d))
-        .collect();
-    let by_path: HashMap<&[u8], &SourceEntry> =
-        src.iter().map(|s| (s.entry.path.as_slice(), s)).collect();
+    let in_root: HashMap<&[u8], &FileEntry> = dest.iter().filter(|d| !d.in_link_dest).map(|d| (d.path.as_slice(), d)).collect();
+    let in_link_dest: HashMap<&[u8], &FileEntry> = dest.iter().filter(|d| d.in_link_dest).map(|d| (d.path.as_slice(), d)).collect();
+    let by_path: HashMap<&[u8], &SourceEntry> = src.iter().map(|s| (s.entry.path.as_slice(), s)).collect();
 
     // Deletions first: what the source lacks, or has with another type. Only the topmost of a
     // deleted subtree is named.
     let mut deleted: HashSet<&[u8]> = HashSet::new();
     let mut touched: HashSet<Vec<u8>> = HashSet::new();
-    for d in dest
-        .iter()
-        .filter(|d| !d.in_link_dest && !d.path.is_empty())
-    {
-        let keep = by_path
-            .get(d.path.as_slice())
-            .is_some_and(|s| s.entry.kind == d.kind);
+    for d in dest.iter().filter(|d| !d.in_link_dest && !d.path.is_empty()) {
+        let keep = by_path.get(d.path.as_slice()).is_some_and(|s| s.entry.kind == d.kind);
         if keep {
             continue;
         }
@@ -87,12 +66,7 @@ pub(crate) fn plan(src: &[SourceEntry], dest: &[FileEntry], opts: &SyncOptions) 
         touched.insert(parent(&d.path).to_vec());
         ops.push(Op::Delete(d.path.clone()));
     }
-    let present = |path: &[u8], kind: i32| -> Option<&FileEntry> {
-        in_root
-            .get(path)
-            .copied()
-            .filter(|d| d.kind == kind && !deleted.contains(path))
-    };
+    let present = |path: &[u8], kind: i32| -> Option<&FileEntry> { in_root.get(path).copied().filter(|d| d.kind == kind && !deleted.contains(path)) };
 
     // Hardlink groups: the first name seen (the leader) carries the data.
     let mut leaders: HashMap<(u64, u64), (usize, bool)> = HashMap::new();
@@ -105,36 +79,23 @@ pub(crate) fn plan(src: &[SourceEntry], dest: &[FileEntry], opts: &SyncOptions) 
                 if s.nlink > 1 {
                     if let Some(&(leader, leader_changed)) = leaders.get(&(s.dev, s.ino)) {
                         let leader_ino = present(&src[leader].entry.path, e.kind).map(|l| l.ino);
-                        let linked =
-                            !leader_changed && d.is_some_and(|d| Some(d.ino) == leader_ino);
+                        let linked = !leader_changed && d.is_some_and(|d| Some(d.ino) == leader_ino);
                         if !linked {
-                            ops.push(Op::Hardlink {
-                                idx: i,
-                                target: leader,
-                            });
+                            ops.push(Op::Hardlink { idx: i, target: leader });
                             touched.insert(parent(&e.path).to_vec());
                         }
                         continue;
                     }
                 }
                 let op = match d {
-                    Some(d) if d.size == e.size && d.mtime_ns == e.mtime_ns => {
-                        (!meta_eq(e, d, opts.xattrs)).then_some(Op::SetMeta(i))
-                    }
+                    Some(d) if d.size == e.size && d.mtime_ns == e.mtime_ns => (!meta_eq(e, d, opts.xattrs)).then_some(Op::SetMeta(i)),
                     Some(d) => {
-                        let delta = d.size >= opts.delta_min
-                            && e.size >= opts.delta_min
-                            && e.size <= opts.delta_max;
+                        let delta = d.size >= opts.delta_min && e.size >= opts.delta_min && e.size <= opts.delta_max;
                         Some(Op::SendFile { idx: i, delta })
                     }
                     None => match in_link_dest.get(e.path.as_slice()) {
-                        Some(l) if l.size == e.size && meta_eq(e, l, opts.xattrs) => {
-                            Some(Op::LinkFrom(i))
-                        }
-                        _ => Some(Op::SendFile {
-                            idx: i,
-                            delta: false,
-                        }),
+                        Some(l) if l.size == e.size && meta_eq(e, l, opts.xattrs) => Some(Op::LinkFrom(i)),
+                        _ => Some(Op::SendFile { idx: i, delta: false }),
                     },
                 };
                 if s.nlink > 1 {
@@ -143,15 +104,11 @@ pub(crate) fn plan(src: &[SourceEntry], dest: &[FileEntry], opts: &SyncOptions) 
                 op
             }
             FileKind::Symlink => match d {
-                Some(d) if d.symlink_target == e.symlink_target => {
-                    (!meta_eq(e, d, opts.xattrs)).then_some(Op::SetMeta(i))
-                }
+                Some(d) if d.symlink_target == e.symlink_target => (!meta_eq(e, d, opts.xattrs)).then_some(Op::SetMeta(i)),
                 _ => Some(Op::Symlink(i)),
             },
             k if is_special(k) => match d {
-                Some(d) if d.rdev == e.rdev => {
-                    (!meta_eq(e, d, opts.xattrs)).then_some(Op::SetMeta(i))
-                }
+                Some(d) if d.rdev == e.rdev => (!meta_eq(e, d, opts.xattrs)).then_some(Op::SetMeta(i)),
                 _ => Some(Op::Mknod(i)),
             },
             _ => None,
@@ -163,11 +120,7 @@ pub(crate) fn plan(src: &[SourceEntry], dest: &[FileEntry], opts: &SyncOptions) 
             ops.push(op);
         }
     }
-    for (i, s) in src
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.entry.kind() == FileKind::Directory)
-    {
+    for (i, s) in src.iter().enumerate().filter(|(_, s)| s.entry.kind() == FileKind::Directory) {
         let e = &s.entry;
         let same = present(&e.path, e.kind).is_some_and(|d| meta_eq(e, d, opts.xattrs));
         if !same || touched.contains(&e.path) {
@@ -184,14 +137,7 @@ mod tests {
 
     fn src(path: &str, kind: FileKind, size: u64, mtime: i64) -> SourceEntry {
         SourceEntry {
-            entry: FileEntry {
-                path: path.as_bytes().to_vec(),
-                kind: kind as i32,
-                size,
-                mtime_ns: mtime,
-                mode: 0o644,
-                ..Default::default()
-            },
+            entry: FileEntry { path: path.as_bytes().to_vec(), kind: kind as i32, size, mtime_ns: mtime, mode: 0o644, ..Default::default() },
             full: PathBuf::from(path),
             dev: 1,
             ino: 0,
@@ -214,30 +160,15 @@ mod tests {
         assert!(plan(&s, &d, &opts).is_empty());
         d[1].mtime_ns = 6; // a changed
         d[2].size += 1; // big changed: delta
-        d.push(FileEntry {
-            path: b"d/gone".to_vec(),
-            kind: FileKind::Regular as i32,
-            mode: 0o644,
-            ..Default::default()
-        });
-        d.push(FileEntry {
-            path: b"d/gone/deeper".to_vec(),
-            kind: FileKind::Regular as i32,
-            ..Default::default()
-        });
+        d.push(FileEntry { path: b"d/gone".to_vec(), kind: FileKind::Regular as i32, mode: 0o644, ..Default::default() });
+        d.push(FileEntry { path: b"d/gone/deeper".to_vec(), kind: FileKind::Regular as i32, ..Default::default() });
         let ops = plan(&s, &d, &opts);
         assert_eq!(
             ops,
             vec![
                 Op::Delete(b"d/gone".to_vec()),
-                Op::SendFile {
-                    idx: 1,
-                    delta: false
-                },
-                Op::SendFile {
-                    idx: 2,
-                    delta: true
-                },
+                Op::SendFile { idx: 1, delta: false },
+                Op::SendFile { idx: 2, delta: true },
                 Op::DirMeta(0),
                 Op::DirMeta(3),
             ]

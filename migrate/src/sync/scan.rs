@@ -42,12 +42,7 @@ pub struct Previous<'a> {
 
 impl<'a> Previous<'a> {
     pub fn new(entries: &'a [FileEntry], settled_ctimes: &[i64]) -> Self {
-        let by_path = entries
-            .iter()
-            .zip(settled_ctimes)
-            .filter(|(_, ct)| **ct != 0)
-            .map(|(e, ct)| (e.path.as_slice(), (e, *ct)))
-            .collect();
+        let by_path = entries.iter().zip(settled_ctimes).filter(|(_, ct)| **ct != 0).map(|(e, ct)| (e.path.as_slice(), (e, *ct))).collect();
         Previous { by_path }
     }
 
@@ -83,10 +78,7 @@ fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
 fn walk(root: &Path, skip: &mut dyn FnMut(&Path, &[u8]) -> bool, f: Visit<'_>) -> Result<()> {
     let md = std::fs::symlink_metadata(root).map_err(|e| Error::io("reading", root, e))?;
     if !md.is_dir() {
-        return Err(Error::sync(
-            root.display().to_string(),
-            "the tree's root is not a directory",
-        ));
+        return Err(Error::sync(root.display().to_string(), "the tree's root is not a directory"));
     }
     let root_dev = md.dev();
     f(b"", root, &md)?;
@@ -193,19 +185,15 @@ pub fn scan_dest(root: &Path, link_dest: Option<&Path>, xattrs: bool) -> Result<
     if let Some(ld) = link_dest.filter(|p| p.is_dir()) {
         let have: HashMap<Vec<u8>, ()> = out.iter().map(|e| (e.path.clone(), ())).collect();
         let mut extra = Vec::new();
-        walk(
-            ld,
-            &mut |_, name| name.starts_with(TEMP_PREFIX.as_bytes()),
-            &mut |rel, full, md| {
-                if md.is_file() && !have.contains_key(rel) {
-                    if let Ok(mut e) = fsops::entry_from(rel, full, md, xattrs, false) {
-                        e.in_link_dest = true;
-                        extra.push(e);
-                    }
+        walk(ld, &mut |_, name| name.starts_with(TEMP_PREFIX.as_bytes()), &mut |rel, full, md| {
+            if md.is_file() && !have.contains_key(rel) {
+                if let Ok(mut e) = fsops::entry_from(rel, full, md, xattrs, false) {
+                    e.in_link_dest = true;
+                    extra.push(e);
                 }
-                Ok(())
-            },
-        )?;
+            }
+            Ok(())
+        })?;
         out.extend(extra);
     }
     Ok(out)
@@ -213,10 +201,7 @@ pub fn scan_dest(root: &Path, link_dest: Option<&Path>, xattrs: bool) -> Result<
 
 /// Whether `kind` is one of the special files recreated with mknod.
 pub fn is_special(kind: FileKind) -> bool {
-    matches!(
-        kind,
-        FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo | FileKind::Socket
-    )
+    matches!(kind, FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo | FileKind::Socket)
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use super::scan::{scan_source, Previous, SourceEntry};
 use super::{fsops, PassStats, Progress, SyncOptions};
 use crate::error::{Error, Result};
 use crate::proto::{
-    Body, Connection, Delete, Extent, FileCommit, FileEntry, GetSignature, Hardlink, PendingReply,
-    PutFile, PutFiles, SyncBegin, SyncBeginAck, SyncEnd,
+    Body, Connection, Delete, Extent, FileCommit, FileEntry, GetSignature, Hardlink, PendingReply, PutFile, PutFiles, SyncBegin, SyncBeginAck,
+    SyncEnd,
 };
 
 /// The largest manifest summary we accept from the destination.
@@ -143,30 +143,16 @@ pub async fn sync_pass_from(
     let summary = fetch_summary(conn, opts, from_baseline).await;
     let (entries, baseline) = match scan.await {
         Ok((entries, baseline)) => (entries, baseline),
-        Err(e) => (
-            Err(Error::sync(
-                src_dir.display().to_string(),
-                format!("scan task failed: {e}"),
-            )),
-            None,
-        ),
+        Err(e) => (Err(Error::sync(src_dir.display().to_string(), format!("scan task failed: {e}"))), None),
     };
-    tracing::debug!(
-        ms = started.elapsed().as_millis() as u64,
-        "sync pass: both trees scanned"
-    );
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "sync pass: both trees scanned");
     let (ack, summary) = summary?;
     let entries = match entries {
         Ok(e) => e,
         Err(e) => {
             // The destination is inside the pass already: end it (nothing was sent, so nothing
             // changes there) to leave the connection usable, then report the scan's failure.
-            let _ = conn
-                .request(Body::SyncEnd(SyncEnd {
-                    pass: opts.pass,
-                    ..Default::default()
-                }))
-                .await;
+            let _ = conn.request(Body::SyncEnd(SyncEnd { pass: opts.pass, ..Default::default() })).await;
             return Err(e);
         }
     };
@@ -186,16 +172,8 @@ pub async fn sync_pass_from(
         ms = started.elapsed().as_millis() as u64,
         "sync pass planned"
     );
-    let mut stats = PassStats {
-        pass: opts.pass,
-        destination_walked,
-        entries_scanned: entries.len() as u64,
-        ..Default::default()
-    };
-    let mut progress = Progress {
-        pass: opts.pass,
-        ..Default::default()
-    };
+    let mut stats = PassStats { pass: opts.pass, destination_walked, entries_scanned: entries.len() as u64, ..Default::default() };
+    let mut progress = Progress { pass: opts.pass, ..Default::default() };
     let mut signatures_wanted = VecDeque::new();
     let mut append_candidates = HashSet::new();
     // Taken for the pass and given back when it succeeded: after a failure what the
@@ -243,10 +221,7 @@ pub async fn sync_pass_from(
         sender.run(&entries, op).await?;
     }
     sender.flush_batch().await?;
-    tracing::debug!(
-        ms = started.elapsed().as_millis() as u64,
-        "sync pass: all sent"
-    );
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "sync pass: all sent");
     let errors = std::mem::take(&mut sender.errors);
     let vanished = !sender.vanished.is_empty();
     let copies_out = std::mem::take(&mut sender.copies);
@@ -260,21 +235,13 @@ pub async fn sync_pass_from(
         .await?
     {
         Body::SyncEndAck(_) => {}
-        other => {
-            return Err(Error::Protocol(format!(
-                "expected SyncEndAck, got {}",
-                other.name()
-            )))
-        }
+        other => return Err(Error::Protocol(format!("expected SyncEndAck, got {}", other.name()))),
     }
     if let (Some(c), true) = (copies, errors.is_empty()) {
         *c = copies_out;
     }
     if !errors.is_empty() {
-        return Err(Error::sync(
-            src_dir.display().to_string(),
-            errors.join("; "),
-        ));
+        return Err(Error::sync(src_dir.display().to_string(), errors.join("; ")));
     }
     stats.bytes_on_wire = conn.bytes_sent() + conn.bytes_received() - wire_before;
     stats.duration = started.elapsed();
@@ -289,27 +256,10 @@ pub async fn sync_pass_from(
 
 /// Start the pass on the destination and read its summary (None when it skipped it because
 /// `no_summary` asked it to).
-async fn fetch_summary(
-    conn: &Connection,
-    opts: &SyncOptions,
-    no_summary: bool,
-) -> Result<(SyncBeginAck, Option<Vec<FileEntry>>)> {
-    let ack = match conn
-        .request(Body::SyncBegin(SyncBegin {
-            pass: opts.pass,
-            ctid: opts.ctid.clone(),
-            xattrs: opts.xattrs,
-            no_summary,
-        }))
-        .await?
-    {
+async fn fetch_summary(conn: &Connection, opts: &SyncOptions, no_summary: bool) -> Result<(SyncBeginAck, Option<Vec<FileEntry>>)> {
+    let ack = match conn.request(Body::SyncBegin(SyncBegin { pass: opts.pass, ctid: opts.ctid.clone(), xattrs: opts.xattrs, no_summary })).await? {
         Body::SyncBeginAck(a) => a,
-        other => {
-            return Err(Error::Protocol(format!(
-                "expected SyncBeginAck, got {}",
-                other.name()
-            )))
-        }
+        other => return Err(Error::Protocol(format!("expected SyncBeginAck, got {}", other.name()))),
     };
     if ack.summary_skipped {
         return Ok((ack, None));
@@ -318,13 +268,8 @@ async fn fetch_summary(
     let raw = rx.read_to_end(MAX_SUMMARY).await?;
     let raw = match ack.compression.as_str() {
         "" => raw,
-        "zstd" => zstd::bulk::decompress(&raw, MAX_SUMMARY)
-            .map_err(|e| Error::Protocol(format!("bad compressed manifest summary: {e}")))?,
-        other => {
-            return Err(Error::Protocol(format!(
-                "manifest summary in unknown compression {other:?}"
-            )))
-        }
+        "zstd" => zstd::bulk::decompress(&raw, MAX_SUMMARY).map_err(|e| Error::Protocol(format!("bad compressed manifest summary: {e}")))?,
+        other => return Err(Error::Protocol(format!("manifest summary in unknown compression {other:?}"))),
     };
     let summary = decode_summary(&raw)?;
     Ok((ack, Some(summary)))
@@ -333,8 +278,7 @@ async fn fetch_summary(
 fn decode_summary(mut raw: &[u8]) -> Result<Vec<FileEntry>> {
     let mut out = Vec::new();
     while !raw.is_empty() {
-        let e = FileEntry::decode_length_delimited(&mut raw)
-            .map_err(|e| Error::Protocol(format!("bad manifest summary entry: {e}")))?;
+        let e = FileEntry::decode_length_delimited(&mut raw).map_err(|e| Error::Protocol(format!("bad manifest summary entry: {e}")))?;
         out.push(e);
     }
     Ok(out)
@@ -385,10 +329,7 @@ enum DeltaOutcome {
 
 /// The entry as sent (the source's inode number means nothing to the destination).
 fn wire_entry(s: &SourceEntry) -> FileEntry {
-    FileEntry {
-        ino: 0,
-        ..s.entry.clone()
-    }
+    FileEntry { ino: 0, ..s.entry.clone() }
 }
 
 impl Sender<'_> {
@@ -435,11 +376,7 @@ impl Sender<'_> {
                 // The target may still wait in the batch.
                 self.flush_batch().await?;
                 self.copies.forget(&entries[idx].entry.path);
-                conn.send(Body::Hardlink(Hardlink {
-                    path: entries[idx].entry.path.clone(),
-                    target: entries[target].entry.path.clone(),
-                }))
-                .await?;
+                conn.send(Body::Hardlink(Hardlink { path: entries[idx].entry.path.clone(), target: entries[target].entry.path.clone() })).await?;
                 self.stats.links += 1;
             }
             Op::Symlink(i) => {
@@ -464,10 +401,7 @@ impl Sender<'_> {
             let Some(idx) = self.signatures_wanted.pop_front() else {
                 break;
             };
-            let pending = self
-                .conn
-                .start_request(signature_request(&entries[idx]))
-                .await?;
+            let pending = self.conn.start_request(signature_request(&entries[idx])).await?;
             self.signatures.push_back((idx, pending));
         }
         Ok(())
@@ -551,9 +485,7 @@ impl Sender<'_> {
                 return Ok(true);
             }
         };
-        let md = file
-            .metadata()
-            .map_err(|e| Error::io("reading", &s.full, e))?;
+        let md = file.metadata().map_err(|e| Error::io("reading", &s.full, e))?;
         let mut entry = wire_entry(s);
         // What we send is what the file holds now; mtime from the scan keeps the next pass honest.
         entry.size = md.len();
@@ -563,10 +495,7 @@ impl Sender<'_> {
             .send(Body::PutFile(PutFile {
                 entry: Some(entry.clone()),
                 stream: stream.id(),
-                extents: extents
-                    .iter()
-                    .map(|&(offset, len)| Extent { offset, len })
-                    .collect(),
+                extents: extents.iter().map(|&(offset, len)| Extent { offset, len }).collect(),
                 ..Default::default()
             }))
             .await?;
@@ -575,9 +504,7 @@ impl Sender<'_> {
         if buf.len() < need {
             buf.resize(need, 0);
         }
-        let result = self
-            .send_extents(s, &file, &extents, &mut buf, stream, entry)
-            .await;
+        let result = self.send_extents(s, &file, &extents, &mut buf, stream, entry).await;
         self.buf = buf;
         result
     }
@@ -628,12 +555,7 @@ impl Sender<'_> {
         }
         if let Some(err) = read_error {
             stream.abort(&err).await?;
-            self.conn
-                .send(Body::FileCommit(FileCommit {
-                    path: entry.path,
-                    blake3: Vec::new(),
-                }))
-                .await?;
+            self.conn.send(Body::FileCommit(FileCommit { path: entry.path, blake3: Vec::new() })).await?;
             self.errors.push(err);
             return Ok(true);
         }
@@ -643,12 +565,7 @@ impl Sender<'_> {
         stream.finish().await?;
         let digest = hasher.finalize();
         self.copies.record(&entry.path, entry.size, &digest);
-        self.conn
-            .send(Body::FileCommit(FileCommit {
-                path: entry.path,
-                blake3: digest.as_bytes().to_vec(),
-            }))
-            .await?;
+        self.conn.send(Body::FileCommit(FileCommit { path: entry.path, blake3: digest.as_bytes().to_vec() })).await?;
         self.stats.files_sent += 1;
         Ok(true)
     }
@@ -657,10 +574,7 @@ impl Sender<'_> {
     async fn send_delta(&mut self, idx: usize, s: &SourceEntry) -> Result<DeltaOutcome> {
         let reply = self.signature_reply(idx, s).await?;
         let Body::SignatureReply(sig) = reply else {
-            return Err(Error::Protocol(format!(
-                "expected SignatureReply, got {}",
-                reply.name()
-            )));
+            return Err(Error::Protocol(format!("expected SignatureReply, got {}", reply.name())));
         };
         if sig.signature.is_empty() {
             return Ok(DeltaOutcome::Whole);
@@ -673,20 +587,16 @@ impl Sender<'_> {
         match read_small(&s.full, s.entry.size, limit, &mut data) {
             Ok(true) => {}
             Ok(false) => return Ok(DeltaOutcome::Whole),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(DeltaOutcome::Vanished)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DeltaOutcome::Vanished),
             Err(e) => {
                 self.errors.push(format!("{name}: reading: {e}"));
                 return Ok(DeltaOutcome::Sent);
             }
         }
-        let signature = fast_rsync::Signature::deserialize(sig.signature).map_err(|e| {
-            Error::Protocol(format!("{name}: bad rsync signature from the peer: {e}"))
-        })?;
+        let signature = fast_rsync::Signature::deserialize(sig.signature)
+            .map_err(|e| Error::Protocol(format!("{name}: bad rsync signature from the peer: {e}")))?;
         let mut delta = Vec::new();
-        fast_rsync::diff(&signature.index(), &data, &mut delta)
-            .map_err(|e| Error::sync(name.clone(), format!("computing the delta: {e}")))?;
+        fast_rsync::diff(&signature.index(), &data, &mut delta).map_err(|e| Error::sync(name.clone(), format!("computing the delta: {e}")))?;
         let digest = blake3::hash(&data);
         self.put_delta(s, data.len() as u64, delta, digest).await
     }
@@ -726,35 +636,15 @@ impl Sender<'_> {
         self.stats.bytes_data += delta.len() as u64;
         if self.batching && delta.len() <= CHUNK {
             // One message: no stream to open and no FileCommit to wait for on the other side.
-            self.conn
-                .send(Body::PutFile(PutFile {
-                    entry: Some(entry),
-                    delta: true,
-                    data: delta,
-                    blake3: digest,
-                    ..Default::default()
-                }))
-                .await?;
+            self.conn.send(Body::PutFile(PutFile { entry: Some(entry), delta: true, data: delta, blake3: digest, ..Default::default() })).await?;
         } else {
             let mut stream = self.conn.open_stream();
-            self.conn
-                .send(Body::PutFile(PutFile {
-                    entry: Some(entry.clone()),
-                    stream: stream.id(),
-                    delta: true,
-                    ..Default::default()
-                }))
-                .await?;
+            self.conn.send(Body::PutFile(PutFile { entry: Some(entry.clone()), stream: stream.id(), delta: true, ..Default::default() })).await?;
             for chunk in delta.chunks(CHUNK) {
                 stream.send(chunk).await?;
             }
             stream.finish().await?;
-            self.conn
-                .send(Body::FileCommit(FileCommit {
-                    path: entry.path,
-                    blake3: digest,
-                }))
-                .await?;
+            self.conn.send(Body::FileCommit(FileCommit { path: entry.path, blake3: digest })).await?;
         }
         self.progress.bytes_done += s.entry.size;
         self.stats.files_sent += 1;
@@ -765,10 +655,7 @@ impl Sender<'_> {
 
 fn signature_request(s: &SourceEntry) -> Body {
     let block_size = ((s.entry.size as f64).sqrt() as u32).clamp(512, 128 << 10) & !63;
-    Body::GetSignature(GetSignature {
-        path: s.entry.path.clone(),
-        block_size,
-    })
+    Body::GetSignature(GetSignature { path: s.entry.path.clone(), block_size })
 }
 
 /// A file that may only have grown since `copy` of it was sent: when its first `copy.len`
@@ -835,11 +722,7 @@ fn read_small(path: &Path, expect: u64, limit: u64, out: &mut Vec<u8>) -> std::i
             Err(e) => break Err(e),
         }
     };
-    let keep = if matches!(result, Ok(true)) {
-        filled
-    } else {
-        0
-    };
+    let keep = if matches!(result, Ok(true)) { filled } else { 0 };
     out.truncate(start + keep);
     result
 }

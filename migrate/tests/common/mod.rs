@@ -17,10 +17,7 @@ pub fn is_root() -> bool {
 
 /// A temporary directory whose path contains "ferry-t", removed on drop.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("ferry-t-sync")
-        .tempdir()
-        .expect("tempdir")
+    tempfile::Builder::new().prefix("ferry-t-sync").tempdir().expect("tempdir")
 }
 
 pub fn write(path: &Path, data: &[u8]) {
@@ -52,13 +49,7 @@ pub fn chmod(path: &Path, mode: u32) {
 }
 
 pub fn mknod_char(path: &Path, major: u32, minor: u32) {
-    fsops::mknod(
-        path,
-        ferry_migrate::proto::FileKind::CharDevice,
-        0o666,
-        nix::sys::stat::makedev(major as u64, minor as u64),
-    )
-    .unwrap();
+    fsops::mknod(path, ferry_migrate::proto::FileKind::CharDevice, 0o666, nix::sys::stat::makedev(major as u64, minor as u64)).unwrap();
 }
 
 pub fn mkfifo(path: &Path) {
@@ -70,15 +61,7 @@ pub fn try_set_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     let n = CString::new(name).unwrap();
     // SAFETY: valid strings and value buffer.
-    let r = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
+    let r = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     r == 0
 }
 
@@ -109,23 +92,9 @@ pub fn snapshot(root: &Path, with_dir_times: bool) -> BTreeMap<String, Snap> {
         let ft = md.file_type();
         let key = rel.display().to_string();
         let kind = format!("{:?}", fsops::kind_of(&md));
-        let digest = if ft.is_file() {
-            blake3::hash(&std::fs::read(&full).unwrap())
-                .to_hex()
-                .to_string()
-        } else {
-            String::new()
-        };
-        let target = if ft.is_symlink() {
-            std::fs::read_link(&full).unwrap().display().to_string()
-        } else {
-            String::new()
-        };
-        let xattrs = fsops::read_xattrs(&full)
-            .unwrap()
-            .into_iter()
-            .map(|x| (String::from_utf8_lossy(&x.name).into_owned(), x.value))
-            .collect();
+        let digest = if ft.is_file() { blake3::hash(&std::fs::read(&full).unwrap()).to_hex().to_string() } else { String::new() };
+        let target = if ft.is_symlink() { std::fs::read_link(&full).unwrap().display().to_string() } else { String::new() };
+        let xattrs = fsops::read_xattrs(&full).unwrap().into_iter().map(|x| (String::from_utf8_lossy(&x.name).into_owned(), x.value)).collect();
         if ft.is_file() && md.nlink() > 1 {
             inodes.entry(md.ino()).or_default().push(key.clone());
         }
@@ -134,35 +103,20 @@ pub fn snapshot(root: &Path, with_dir_times: bool) -> BTreeMap<String, Snap> {
             key,
             Snap {
                 kind,
-                mode: if ft.is_symlink() {
-                    0
-                } else {
-                    md.mode() & 0o7777
-                },
+                mode: if ft.is_symlink() { 0 } else { md.mode() & 0o7777 },
                 uid: md.uid(),
                 gid: md.gid(),
-                mtime_ns: if is_dir && !with_dir_times {
-                    0
-                } else {
-                    md.mtime() * 1_000_000_000 + md.mtime_nsec()
-                },
+                mtime_ns: if is_dir && !with_dir_times { 0 } else { md.mtime() * 1_000_000_000 + md.mtime_nsec() },
                 size: if ft.is_file() { md.len() } else { 0 },
                 digest,
                 target,
-                rdev: if ft.is_char_device() || ft.is_block_device() {
-                    md.rdev()
-                } else {
-                    0
-                },
+                rdev: if ft.is_char_device() || ft.is_block_device() { md.rdev() } else { 0 },
                 xattrs,
                 links: Vec::new(),
             },
         );
         if is_dir {
-            let mut names: Vec<_> = std::fs::read_dir(&full)
-                .unwrap()
-                .map(|d| d.unwrap().file_name())
-                .collect();
+            let mut names: Vec<_> = std::fs::read_dir(&full).unwrap().map(|d| d.unwrap().file_name()).collect();
             names.sort();
             for n in names {
                 stack.push(rel.join(n));
@@ -192,25 +146,16 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 }
 
 /// A connected pair over an in-process pipe: (source side, destination side).
-pub async fn pair(
-    client: ConnectionOptions,
-    server: ConnectionOptions,
-) -> (Connection, Connection) {
+pub async fn pair(client: ConnectionOptions, server: ConnectionOptions) -> (Connection, Connection) {
     let (a, b) = tokio::io::duplex(1 << 20);
     let s = tokio::spawn(async move { Connection::server(b, server).await });
-    let c = Connection::client(a, client)
-        .await
-        .expect("client handshake");
+    let c = Connection::client(a, client).await.expect("client handshake");
     let s = s.await.unwrap().expect("server handshake");
     (c, s)
 }
 
 pub fn quick() -> ConnectionOptions {
-    ConnectionOptions {
-        idle_timeout: Duration::from_secs(10),
-        ping_interval: Duration::from_millis(500),
-        ..Default::default()
-    }
+    ConnectionOptions { idle_timeout: Duration::from_secs(10), ping_interval: Duration::from_millis(500), ..Default::default() }
 }
 
 pub fn st_blocks(path: &Path) -> u64 {

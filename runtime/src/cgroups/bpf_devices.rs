@@ -251,8 +251,7 @@ pub fn attached(dir: &Path) -> Result<Vec<u32>> {
         prog_cnt: ids.len() as u32,
         ..Default::default()
     };
-    sys_bpf(BPF_PROG_QUERY, &mut attr)
-        .map_err(|e| Error::Cgroup(format!("query device programs of {}: {e}", dir.display())))?;
+    sys_bpf(BPF_PROG_QUERY, &mut attr).map_err(|e| Error::Cgroup(format!("query device programs of {}: {e}", dir.display())))?;
     ids.truncate(attr.prog_cnt as usize);
     Ok(ids)
 }
@@ -262,14 +261,9 @@ fn detach(cg: &OwnedFd, prog_id: u32, dir: &Path) -> Result<()> {
     let prog = sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut get)
         .map(owned_fd)
         .map_err(|e| Error::Cgroup(format!("open device program {prog_id} of {}: {e}", dir.display())))?;
-    let mut attr = AttachAttr {
-        target_fd: cg.as_raw_fd() as u32,
-        attach_bpf_fd: prog.as_raw_fd() as u32,
-        attach_type: BPF_CGROUP_DEVICE,
-        ..Default::default()
-    };
-    sys_bpf(BPF_PROG_DETACH, &mut attr)
-        .map_err(|e| Error::Cgroup(format!("detach device program {prog_id} from {}: {e}", dir.display())))?;
+    let mut attr =
+        AttachAttr { target_fd: cg.as_raw_fd() as u32, attach_bpf_fd: prog.as_raw_fd() as u32, attach_type: BPF_CGROUP_DEVICE, ..Default::default() };
+    sys_bpf(BPF_PROG_DETACH, &mut attr).map_err(|e| Error::Cgroup(format!("detach device program {prog_id} from {}: {e}", dir.display())))?;
     Ok(())
 }
 
@@ -370,7 +364,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Insn>(), 8);
         assert_eq!(raw[0], [0x61, 0x12, 0, 0, 0, 0, 0, 0]); // r2 = *(u32 *)(r1 + 0)
         assert_eq!(raw[4], [0x61, 0x14, 4, 0, 0, 0, 0, 0]); // r4 = *(u32 *)(r1 + 4)
-        // c:1:3:rwm: type, major, minor; then allow.
+                                                            // c:1:3:rwm: type, major, minor; then allow.
         assert_eq!(raw[6], [0x56, 0x02, 4, 0, 2, 0, 0, 0]); // if w2 != 2 goto +4
         assert_eq!(raw[7], [0x56, 0x04, 3, 0, 1, 0, 0, 0]); // if w4 != 1 goto +3
         assert_eq!(raw[8], [0x56, 0x05, 2, 0, 3, 0, 0, 0]); // if w5 != 3 goto +2
@@ -381,7 +375,7 @@ mod tests {
         assert_eq!(raw[12], [0x46, 0x03, 3, 0, 5, 0, 0, 0]); // if w3 & 5 goto +3
         assert_eq!(raw[13], [0x56, 0x04, 2, 0, 8, 0, 0, 0]);
         assert_eq!(raw[16], [0xb7, 0x00, 0, 0, 0, 0, 0, 0]); // r0 = 0
-        // Every jump lands inside the program.
+                                                             // Every jump lands inside the program.
         for (i, insn) in p.iter().enumerate() {
             if insn.code & 0x07 == 0x06 {
                 assert!(i + 1 + (insn.off as usize) < p.len());

@@ -22,9 +22,7 @@ impl DeviceRule {
 
     /// Parse `TYPE:MAJOR:MINOR:ACCESS` (e.g. `c:10:200:rw`, `b:8:*:r`); access defaults to rwm.
     pub fn parse(s: &str) -> Result<DeviceRule> {
-        let bad = |why: &str| {
-            Error::Config(format!("invalid device rule {s:?}: {why}; use TYPE:MAJOR:MINOR[:ACCESS], e.g. c:10:200:rw"))
-        };
+        let bad = |why: &str| Error::Config(format!("invalid device rule {s:?}: {why}; use TYPE:MAJOR:MINOR[:ACCESS], e.g. c:10:200:rw"));
         let parts: Vec<&str> = s.split(':').collect();
         if !(3..=4).contains(&parts.len()) {
             return Err(bad("expected 3 or 4 fields"));
@@ -71,14 +69,14 @@ impl fmt::Display for DeviceRule {
 pub fn default_rules() -> Vec<DeviceRule> {
     let rwm = |major, minor: Option<u32>| DeviceRule { kind: 'c', major: Some(major), minor, access: "rwm".into() };
     vec![
-        rwm(1, Some(3)),   // null
-        rwm(1, Some(5)),   // zero
-        rwm(1, Some(7)),   // full
-        rwm(1, Some(8)),   // random
-        rwm(1, Some(9)),   // urandom
-        rwm(5, Some(0)),   // tty
-        rwm(5, Some(2)),   // ptmx
-        rwm(136, None),    // pts/*
+        rwm(1, Some(3)), // null
+        rwm(1, Some(5)), // zero
+        rwm(1, Some(7)), // full
+        rwm(1, Some(8)), // random
+        rwm(1, Some(9)), // urandom
+        rwm(5, Some(0)), // tty
+        rwm(5, Some(2)), // ptmx
+        rwm(136, None),  // pts/*
     ]
 }
 

@@ -47,10 +47,7 @@ pub fn validate(res: &Resources, ctx: &LimitContext) -> Result<()> {
             return Err(bad("cpulimit 0 would stop the container: use 1..100 per CPU (100 = one CPU), or unset it"));
         }
         if p > ncpus * 100 {
-            return Err(bad(format!(
-                "cpulimit {p}% is more than this host's {ncpus} CPUs can give ({}%): lower it or unset it",
-                ncpus * 100
-            )));
+            return Err(bad(format!("cpulimit {p}% is more than this host's {ncpus} CPUs can give ({}%): lower it or unset it", ncpus * 100)));
         }
     }
     if let Some(n) = res.cpus {
@@ -64,10 +61,7 @@ pub fn validate(res: &Resources, ctx: &LimitContext) -> Result<()> {
     if let Some(m) = &res.cpumask {
         let cpus = parse_cpumask(m).map_err(bad)?;
         if let Some(&c) = cpus.iter().find(|&&c| c >= ctx.ncpus.max(1)) {
-            return Err(bad(format!(
-                "cpumask {m:?} names CPU {c}, but this host has CPUs 0-{} only",
-                ctx.ncpus.max(1) - 1
-            )));
+            return Err(bad(format!("cpumask {m:?} names CPU {c}, but this host has CPUs 0-{} only", ctx.ncpus.max(1) - 1)));
         }
     }
     if let Some(r) = res.ram {
@@ -115,7 +109,6 @@ pub fn validate(res: &Resources, ctx: &LimitContext) -> Result<()> {
     Ok(())
 }
 
-
 /// v1 `cpu.shares` for a `cpuunits` value (1000 units = 1024 shares), clamped to the kernel range.
 pub fn cpu_shares(cpuunits: u64) -> u64 {
     (cpuunits.saturating_mul(1024) / 1000).clamp(2, 262_144)
@@ -162,10 +155,8 @@ fn w(controller: &'static str, file: &str, value: impl ToString) -> CgroupWrite 
 
 fn need_device(res: &Resources, ctx: &LimitContext) -> Result<Option<(u32, u32)>> {
     if (res.iolimit.is_some() || res.iopslimit.is_some()) && ctx.block_device.is_none() {
-        return Err(bad(
-            "iolimit/iopslimit need the block device that holds the private area, and none was found \
-             (is it on a network or virtual filesystem?): unset them",
-        ));
+        return Err(bad("iolimit/iopslimit need the block device that holds the private area, and none was found \
+             (is it on a network or virtual filesystem?): unset them"));
     }
     Ok(ctx.block_device)
 }
@@ -187,10 +178,8 @@ pub fn v1_writes(res: &Resources, ctx: &LimitContext) -> Result<Vec<CgroupWrite>
 
     // memory: lift memsw, set mem, then set memsw (see the module docs for why).
     if res.swap.is_some() && !ctx.memsw {
-        return Err(bad(
-            "swap cannot be limited on this host: the kernel does not account swap per cgroup \
-             (no memory.memsw.limit_in_bytes; boot with swapaccount=1 to enable it): unset --swap",
-        ));
+        return Err(bad("swap cannot be limited on this host: the kernel does not account swap per cgroup \
+             (no memory.memsw.limit_in_bytes; boot with swapaccount=1 to enable it): unset --swap"));
     }
     if ctx.memsw {
         out.push(w("memory", "memory.memsw.limit_in_bytes", "-1"));
@@ -208,9 +197,7 @@ pub fn v1_writes(res: &Resources, ctx: &LimitContext) -> Result<Vec<CgroupWrite>
     match (&ctx.io_weight_file, res.ioprio) {
         (Some(f), p) => out.push(w("blkio", f, io_weight(p.unwrap_or(DEFAULT_IOPRIO)))),
         (None, Some(_)) => {
-            return Err(bad(
-                "ioprio cannot be applied: this host's blkio cgroup has neither blkio.bfq.weight nor blkio.weight: unset --ioprio",
-            ))
+            return Err(bad("ioprio cannot be applied: this host's blkio cgroup has neither blkio.bfq.weight nor blkio.weight: unset --ioprio"))
         }
         (None, None) => {}
     }
@@ -248,10 +235,8 @@ pub fn v2_writes(res: &Resources, ctx: &LimitContext) -> Result<Vec<CgroupWrite>
     if ctx.memsw {
         out.push(w("memory", "memory.swap.max", res.swap.map_or("max".to_string(), |s| s.to_string())));
     } else if res.swap.is_some() {
-        return Err(bad(
-            "swap cannot be limited on this host: memory.swap.max is missing (kernel built without \
-             CONFIG_SWAP or swap accounting off): unset --swap",
-        ));
+        return Err(bad("swap cannot be limited on this host: memory.swap.max is missing (kernel built without \
+             CONFIG_SWAP or swap accounting off): unset --swap"));
     }
 
     out.push(w("pids", "pids.max", res.numproc.map_or("max".to_string(), |n| n.to_string())));
@@ -264,10 +249,8 @@ pub fn v2_writes(res: &Resources, ctx: &LimitContext) -> Result<Vec<CgroupWrite>
             out.push(w("io", f, v));
         }
         (None, Some(_)) => {
-            return Err(bad(
-                "ioprio cannot be applied: this host's cgroup has neither io.bfq.weight nor io.weight \
-                 (is the io controller enabled?): unset --ioprio",
-            ))
+            return Err(bad("ioprio cannot be applied: this host's cgroup has neither io.bfq.weight nor io.weight \
+                 (is the io controller enabled?): unset --ioprio"))
         }
         (None, None) => {}
     }
@@ -314,10 +297,7 @@ pub fn set_nofile_all(pids: &[i32], limit: u64) -> Result<()> {
 /// Open file descriptors held by `pids` together (what `ferry status` shows as numfiles
 /// usage; the limit itself applies to each process alone). Unreadable processes count 0.
 pub fn open_files(pids: &[i32]) -> u64 {
-    pids.iter()
-        .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok())
-        .map(|rd| rd.count() as u64)
-        .sum()
+    pids.iter().filter_map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok()).map(|rd| rd.count() as u64).sum()
 }
 
 /// Current RLIMIT_NOFILE (soft, hard) of one process.
@@ -416,10 +396,7 @@ pub fn online_cpus() -> u32 {
 /// v1 uses the hierarchical `total_rss`/`total_swap`, v2 `anon` (swap is separate there).
 pub fn unreclaimable_memory(mode: CgroupMode, memory_stat: &str) -> u64 {
     let get = |k: &str| {
-        memory_stat
-            .lines()
-            .find_map(|l| l.split_once(' ').filter(|(n, _)| *n == k).and_then(|(_, v)| v.trim().parse::<u64>().ok()))
-            .unwrap_or(0)
+        memory_stat.lines().find_map(|l| l.split_once(' ').filter(|(n, _)| *n == k).and_then(|(_, v)| v.trim().parse::<u64>().ok())).unwrap_or(0)
     };
     match mode {
         CgroupMode::V1 => get("total_rss"),
@@ -463,13 +440,8 @@ impl LimitContext {
                 let mems = cpuset_of_parent("cpuset.mems");
                 let parent_cpus = cpuset_of_parent("cpuset.cpus");
                 let memsw = h("memory").join("memory.memsw.limit_in_bytes").exists();
-                let io_weight_file = first_with(
-                    &[h("blkio").join(rel), h("blkio").join(&parent_rel)],
-                    &["blkio.bfq.weight", "blkio.weight"],
-                );
-                let memory_usage = std::fs::read_to_string(h("memory").join(rel).join("memory.stat"))
-                    .ok()
-                    .map(|s| unreclaimable_memory(mode, &s));
+                let io_weight_file = first_with(&[h("blkio").join(rel), h("blkio").join(&parent_rel)], &["blkio.bfq.weight", "blkio.weight"]);
+                let memory_usage = std::fs::read_to_string(h("memory").join(rel).join("memory.stat")).ok().map(|s| unreclaimable_memory(mode, &s));
                 LimitContext { ncpus, block_device, mems, parent_cpus, memsw, io_weight_file, memory_usage }
             }
             CgroupMode::V2 => {
@@ -477,17 +449,8 @@ impl LimitContext {
                 let parent = cgroup_root.join(&parent_rel);
                 let memsw = [&ct, &parent].iter().any(|d| d.join("memory.swap.max").exists());
                 let io_weight_file = first_with(&[ct.clone(), parent], &["io.bfq.weight", "io.weight"]);
-                let memory_usage =
-                    std::fs::read_to_string(ct.join("memory.stat")).ok().map(|s| unreclaimable_memory(mode, &s));
-                LimitContext {
-                    ncpus,
-                    block_device,
-                    mems: String::new(),
-                    parent_cpus: String::new(),
-                    memsw,
-                    io_weight_file,
-                    memory_usage,
-                }
+                let memory_usage = std::fs::read_to_string(ct.join("memory.stat")).ok().map(|s| unreclaimable_memory(mode, &s));
+                LimitContext { ncpus, block_device, mems: String::new(), parent_cpus: String::new(), memsw, io_weight_file, memory_usage }
             }
         }
     }

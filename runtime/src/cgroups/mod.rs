@@ -221,11 +221,7 @@ impl Cgroup {
         let enabled = read_trim(&dir.join("cgroup.subtree_control")).unwrap_or_default();
         let offered: Vec<&str> = offered.split_whitespace().collect();
         let enabled: Vec<&str> = enabled.split_whitespace().collect();
-        let want: Vec<String> = V2_CONTROLLERS
-            .iter()
-            .filter(|c| offered.contains(c) && !enabled.contains(c))
-            .map(|c| format!("+{c}"))
-            .collect();
+        let want: Vec<String> = V2_CONTROLLERS.iter().filter(|c| offered.contains(c) && !enabled.contains(c)).map(|c| format!("+{c}")).collect();
         if want.is_empty() {
             return Ok(());
         }
@@ -386,9 +382,8 @@ impl Cgroup {
         let mut s = CgroupStats::default();
         match self.mode {
             CgroupMode::V1 => {
-                s.numproc = read_u64(&self.dir("pids").join("pids.current")).unwrap_or_else(|| {
-                    std::fs::read_to_string(self.dir("cpu").join("tasks")).map(|t| t.lines().count() as u64).unwrap_or(0)
-                });
+                s.numproc = read_u64(&self.dir("pids").join("pids.current"))
+                    .unwrap_or_else(|| std::fs::read_to_string(self.dir("cpu").join("tasks")).map(|t| t.lines().count() as u64).unwrap_or(0));
                 s.cputime_ns = read_u64(&self.dir("cpuacct").join("cpuacct.usage")).unwrap_or(0);
                 s.memory_bytes = read_u64(&self.dir("memory").join("memory.usage_in_bytes")).unwrap_or(0);
                 if let Some(memsw) = read_u64(&self.dir("memory").join("memory.memsw.usage_in_bytes")) {
@@ -400,9 +395,8 @@ impl Cgroup {
             }
             CgroupMode::V2 => {
                 let d = self.dir("");
-                s.numproc = read_u64(&d.join("pids.current")).unwrap_or_else(|| {
-                    std::fs::read_to_string(d.join("cgroup.threads")).map(|t| t.lines().count() as u64).unwrap_or(0)
-                });
+                s.numproc = read_u64(&d.join("pids.current"))
+                    .unwrap_or_else(|| std::fs::read_to_string(d.join("cgroup.threads")).map(|t| t.lines().count() as u64).unwrap_or(0));
                 if let Ok(t) = std::fs::read_to_string(d.join("cpu.stat")) {
                     s.cputime_ns = parse_keyed(&t, "usage_usec").unwrap_or(0).saturating_mul(1000);
                 }
@@ -462,12 +456,7 @@ impl Cgroup {
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(10));
                     }
-                    Err(e) => {
-                        return Err(Error::Cgroup(format!(
-                            "remove {}: {e}; processes may still be in it (see its cgroup.procs)",
-                            d.display()
-                        )))
-                    }
+                    Err(e) => return Err(Error::Cgroup(format!("remove {}: {e}; processes may still be in it (see its cgroup.procs)", d.display()))),
                 }
             }
         }

@@ -22,12 +22,7 @@ pub struct CheckRow {
 }
 
 fn row(feature: &str, ok: bool, detail: impl Into<String>, without: &str) -> CheckRow {
-    CheckRow {
-        feature: feature.into(),
-        status: if ok { Status::Ok } else { Status::Missing },
-        detail: detail.into(),
-        without: without.into(),
-    }
+    CheckRow { feature: feature.into(), status: if ok { Status::Ok } else { Status::Missing }, detail: detail.into(), without: without.into() }
 }
 
 /// The whole table. `work_dir` receives CRIU's check log.
@@ -40,7 +35,11 @@ pub fn host_check(work_dir: &Path) -> HostCheck {
         Ok(v) => rows.push(row(
             "CRIU version",
             v.at_least(MIN_VERSION),
-            if v.at_least(MIN_VERSION) { v.to_string() } else { format!("{v}: needs {}.{}+, run scripts/install-deps.sh", MIN_VERSION.0, MIN_VERSION.1) },
+            if v.at_least(MIN_VERSION) {
+                v.to_string()
+            } else {
+                format!("{v}: needs {}.{}+, run scripts/install-deps.sh", MIN_VERSION.0, MIN_VERSION.1)
+            },
             no_cr,
         )),
         Err(e) => rows.push(row("CRIU version", false, e.clone(), no_cr)),
@@ -67,13 +66,29 @@ pub fn host_check(work_dir: &Path) -> HostCheck {
     rows.push(row(
         "soft-dirty (mem_track)",
         f.mem_track,
-        if known { if f.mem_track { "supported" } else { "not in this kernel (CONFIG_MEM_SOFT_DIRTY)" } } else { "unknown (no CRIU)" },
+        if known {
+            if f.mem_track {
+                "supported"
+            } else {
+                "not in this kernel (CONFIG_MEM_SOFT_DIRTY)"
+            }
+        } else {
+            "unknown (no CRIU)"
+        },
         "live migration copies memory once while the container is frozen (no iterative pre-copy): a longer freeze for big containers",
     ));
     rows.push(row(
         "userfaultfd (lazy_pages)",
         f.lazy_pages,
-        if known { if f.lazy_pages { "supported" } else { "not supported" } } else { "unknown (no CRIU)" },
+        if known {
+            if f.lazy_pages {
+                "supported"
+            } else {
+                "not supported"
+            }
+        } else {
+            "unknown (no CRIU)"
+        },
         "no post-copy: all memory is copied before the container resumes",
     ));
     let sys_resource = has_cap_in_bounding_set(24);
@@ -156,10 +171,7 @@ pub fn cgroup_row(root: &Path) -> CheckRow {
     }
     let mut v1: Vec<String> = std::fs::read_dir(root)
         .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter(|e| e.path().join("tasks").exists())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
+            rd.filter_map(|e| e.ok()).filter(|e| e.path().join("tasks").exists()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
         })
         .unwrap_or_default();
     v1.sort();
@@ -227,9 +239,7 @@ mod tests {
 
     #[test]
     fn table_shows_fallback_only_when_missing() {
-        let t = HostCheck {
-            rows: vec![row("a", true, "fine", "plan A"), row("soft-dirty", false, "off", "one full dump")],
-        };
+        let t = HostCheck { rows: vec![row("a", true, "fine", "plan A"), row("soft-dirty", false, "off", "one full dump")] };
         let s = t.to_string();
         assert!(s.contains("MISSING"));
         assert!(s.contains("one full dump"));

@@ -69,8 +69,7 @@ pub mod rpc;
 use crate::error::{Error, Result};
 pub use rpc::{Notify, NotifyResult};
 use rust_criu::rust_criu_protobuf::rpc::{
-    Cgroup_root, Criu_cg_mode, Criu_features, Criu_network_lock_method, Criu_opts, Criu_req_type, Criu_veth_pair,
-    Ext_mount_map,
+    Cgroup_root, Criu_cg_mode, Criu_features, Criu_network_lock_method, Criu_opts, Criu_req_type, Criu_veth_pair, Ext_mount_map,
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -328,15 +327,13 @@ impl Criu {
     pub fn version(&self) -> Result<CriuVersion> {
         let ex = rpc::call(&self.spawn(None, &[]), &rpc::request(Criu_req_type::VERSION, None), &mut |_| Ok(()))?;
         if !ex.resp.success() || ex.resp.version.is_none() {
-            return Err(Error::Criu(format!("{} does not answer the VERSION request (too old?): run scripts/install-deps.sh", self.binary.display())));
+            return Err(Error::Criu(format!(
+                "{} does not answer the VERSION request (too old?): run scripts/install-deps.sh",
+                self.binary.display()
+            )));
         }
         let v = &ex.resp.version;
-        Ok(CriuVersion {
-            major: v.major_number() as u32,
-            minor: v.minor_number() as u32,
-            sublevel: v.sublevel() as u32,
-            gitid: v.gitid.clone(),
-        })
+        Ok(CriuVersion { major: v.major_number() as u32, minor: v.minor_number() as u32, sublevel: v.sublevel() as u32, gitid: v.gitid.clone() })
     }
 
     /// CRIU's CHECK request (what `criu check` does). The error carries CRIU's log lines;
@@ -408,8 +405,7 @@ impl Criu {
             Some(cb) => cb,
             None => &mut none,
         };
-        let ex = rpc::call(&self.spawn(opts.netns.as_deref(), &[]), &rpc::request(ty, Some(o)), cb)
-            .map_err(|e| with_log(e, &what, &log))?;
+        let ex = rpc::call(&self.spawn(opts.netns.as_deref(), &[]), &rpc::request(ty, Some(o)), cb).map_err(|e| with_log(e, &what, &log))?;
         drop(dir);
         if !ex.resp.success() {
             return Err(Error::Criu(log::describe_failure(&what, ex.resp.cr_errmsg(), Some(&log))));

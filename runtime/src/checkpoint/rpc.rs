@@ -91,11 +91,7 @@ pub fn call(spawn: &SwrkSpawn, req: &Criu_req, on_notify: &mut dyn FnMut(&Notify
 
     // Everything the child needs is prepared here: after fork only async-signal-safe calls.
     let netns_fd: Option<OwnedFd> = match &spawn.netns {
-        Some(p) => Some(
-            std::fs::File::open(p)
-                .map_err(|e| Error::io("open network namespace for criu", p, e))?
-                .into(),
-        ),
+        Some(p) => Some(std::fs::File::open(p).map_err(|e| Error::io("open network namespace for criu", p, e))?.into()),
         None => None,
     };
     let cgroup_paths: Vec<CString> = spawn
@@ -146,12 +142,7 @@ pub fn call(spawn: &SwrkSpawn, req: &Criu_req, on_notify: &mut dyn FnMut(&Notify
         });
     }
     let mut child = cmd.spawn().map_err(|e| {
-        Error::Criu(format!(
-            "cannot start {} swrk (in netns {:?}, joining cgroups {:?}): {e}",
-            criu.display(),
-            spawn.netns,
-            spawn.join_cgroups
-        ))
+        Error::Criu(format!("cannot start {} swrk (in netns {:?}, joining cgroups {:?}): {e}", criu.display(), spawn.netns, spawn.join_cgroups))
     })?;
     drop(theirs);
     drop(netns_fd);
@@ -185,10 +176,7 @@ pub fn call(spawn: &SwrkSpawn, req: &Criu_req, on_notify: &mut dyn FnMut(&Notify
         Err(e) => {
             let st = status.map(|s| s.to_string()).unwrap_or_default();
             let tail = stderr.trim();
-            Err(Error::Criu(format!(
-                "{e} (criu swrk {st}{}{tail})",
-                if tail.is_empty() { "" } else { ": " }
-            )))
+            Err(Error::Criu(format!("{e} (criu swrk {st}{}{tail})", if tail.is_empty() { "" } else { ": " })))
         }
     }
 }
@@ -221,11 +209,7 @@ fn exchange(sock: &OwnedFd, req: &Criu_req, on_notify: &mut dyn FnMut(&Notify) -
                 // CRIU rolls back after a negative ack and then answers the request with a
                 // failure; read that answer so the caller sees CRIU's log too.
                 let fin = recv_final(sock, want);
-                return Err(Error::Criu(format!(
-                    "the {} step failed: {msg}{}",
-                    n.script,
-                    if fin.is_ok() { "" } else { " (criu stopped)" }
-                )));
+                return Err(Error::Criu(format!("the {} step failed: {msg}{}", n.script, if fin.is_ok() { "" } else { " (criu stopped)" })));
             }
             continue;
         }
@@ -246,8 +230,7 @@ fn recv_final(sock: &OwnedFd, want: Criu_req_type) -> Result<Criu_resp> {
 }
 
 fn send(sock: &OwnedFd, data: &[u8]) -> Result<()> {
-    let n = nix::sys::socket::send(sock.as_raw_fd(), data, nix::sys::socket::MsgFlags::empty())
-        .map_err(|e| Error::sys("send to criu swrk", e))?;
+    let n = nix::sys::socket::send(sock.as_raw_fd(), data, nix::sys::socket::MsgFlags::empty()).map_err(|e| Error::sys("send to criu swrk", e))?;
     if n != data.len() {
         return Err(Error::Criu("short write to criu swrk".into()));
     }

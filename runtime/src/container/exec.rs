@@ -85,7 +85,8 @@ extern "C" fn remember_signal(sig: libc::c_int) {
 /// Install handlers (without SA_RESTART, so waits are interrupted) for the signals forwarded
 /// to a child.
 fn install_forwarding(sigs: &[Signal]) {
-    let act = nix::sys::signal::SigAction::new(SigHandler::Handler(remember_signal), nix::sys::signal::SaFlags::empty(), nix::sys::signal::SigSet::empty());
+    let act =
+        nix::sys::signal::SigAction::new(SigHandler::Handler(remember_signal), nix::sys::signal::SaFlags::empty(), nix::sys::signal::SigSet::empty());
     for s in sigs {
         // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
         let _ = unsafe { nix::sys::signal::sigaction(*s, &act) };
@@ -116,10 +117,15 @@ fn wait_forwarding(child: Pid) -> Result<i32> {
 
 fn exec_env() -> Vec<CString> {
     let term = std::env::var("TERM").unwrap_or_else(|_| "dumb".into());
-    ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(), "HOME=/root".into(), format!("TERM={term}"), "container=ferry".into()]
-        .into_iter()
-        .filter_map(|s| CString::new(s).ok())
-        .collect()
+    [
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        "HOME=/root".into(),
+        format!("TERM={term}"),
+        "container=ferry".into(),
+    ]
+    .into_iter()
+    .filter_map(|s| CString::new(s).ok())
+    .collect()
 }
 
 fn exec_in_child(j: &Joiner, argv: &[CString], env: &[CString], nofile: Option<u64>) -> ! {
@@ -305,7 +311,11 @@ pub fn enter(host: &Host, ct: &Ctid) -> Result<i32> {
             drop(slave);
             drop(j);
             let saved = if stdin_tty { make_raw(0) } else { None };
-            let act = nix::sys::signal::SigAction::new(SigHandler::Handler(on_winch), nix::sys::signal::SaFlags::empty(), nix::sys::signal::SigSet::empty());
+            let act = nix::sys::signal::SigAction::new(
+                SigHandler::Handler(on_winch),
+                nix::sys::signal::SaFlags::empty(),
+                nix::sys::signal::SigSet::empty(),
+            );
             // SAFETY: the handler only stores into an atomic.
             let _ = unsafe { nix::sys::signal::sigaction(Signal::SIGWINCH, &act) };
             proxy(master.as_raw_fd(), stdin_tty);

@@ -14,10 +14,13 @@ mod stop;
 
 pub use create::{check_hostname, check_resources, create, destroy, CreateOptions};
 pub use exec::{enter, exec, run_in_container};
+pub use restore::{
+    checkpoint_to_dir, checkpoint_to_dir_frozen, restore_from_dir, thaw_if_frozen, CheckpointInfo, CheckpointMeta, CheckpointOpts, CheckpointSummary,
+    RestoreInfo,
+};
 pub use set::{set_diskspace_stopped, set_hostname_live, set_ips_live, set_resources_live, set_userpasswd, update_passwd_files};
 pub use start::{configure_cgroup, limit_context, prepare_cgroup, start, CONSOLE_LOG};
 pub use stop::{stop, teardown};
-pub use restore::{checkpoint_to_dir, checkpoint_to_dir_frozen, restore_from_dir, thaw_if_frozen, CheckpointInfo, CheckpointMeta, CheckpointOpts, CheckpointSummary, RestoreInfo};
 
 use crate::cgroups::{Cgroup, CgroupStats};
 use crate::config::ContainerConfig;
@@ -82,7 +85,11 @@ pub fn ensure_single_threaded(ct: &Ctid, op: &'static str) -> Result<()> {
 pub fn load_config(host: &Host, ct: &Ctid) -> Result<ContainerConfig> {
     let p = host.config_path(ct);
     if !p.exists() {
-        return Err(Error::ct(ct.as_str(), "load", format!("no such container (no {}); `ferry list -a` shows the containers of this host", p.display())));
+        return Err(Error::ct(
+            ct.as_str(),
+            "load",
+            format!("no such container (no {}); `ferry list -a` shows the containers of this host", p.display()),
+        ));
     }
     ContainerConfig::load(&p)
 }

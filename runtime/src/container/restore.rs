@@ -53,7 +53,14 @@ pub struct CheckpointOpts {
 
 impl Default for CheckpointOpts {
     fn default() -> Self {
-        CheckpointOpts { keep_running: false, tcp_established: true, tcp_skip_in_flight: true, file_locks: true, ext_unix_sk: false, defer_release: false }
+        CheckpointOpts {
+            keep_running: false,
+            tcp_established: true,
+            tcp_skip_in_flight: true,
+            file_locks: true,
+            ext_unix_sk: false,
+            defer_release: false,
+        }
     }
 }
 
@@ -202,7 +209,13 @@ pub fn thaw_if_frozen(host: &Host, lock: &ContainerLock) -> Result<bool> {
 
 /// Checkpoint a running container into `images_dir` (created; must be empty or absent).
 /// The host is the calling thread's network namespace; a multi-threaded caller is fine.
-pub fn checkpoint_to_dir(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, images_dir: &Path, opts: &CheckpointOpts) -> Result<CheckpointInfo> {
+pub fn checkpoint_to_dir(
+    host: &Host,
+    lock: &ContainerLock,
+    cfg: &ContainerConfig,
+    images_dir: &Path,
+    opts: &CheckpointOpts,
+) -> Result<CheckpointInfo> {
     checkpoint_to_dir_frozen(host, lock, cfg, images_dir, opts, &mut || Ok(()))
 }
 
@@ -290,7 +303,11 @@ pub fn checkpoint_to_dir_frozen(
             // The processes run on, but without our freeze what `while_frozen` reads would not
             // match the dumped memory: nothing is lost by dropping this dump.
             let _ = clear_dir(images_dir);
-            return Err(Error::ct(ct, "checkpoint", "CRIU sent no notification before it froze the container; the checkpoint was discarded and the container keeps running"));
+            return Err(Error::ct(
+                ct,
+                "checkpoint",
+                "CRIU sent no notification before it froze the container; the checkpoint was discarded and the container keeps running",
+            ));
         }
         Err(e) => {
             // The tree is intact (CRIU resumes it on failure); the freezer goes back to thawed.
@@ -301,14 +318,22 @@ pub fn checkpoint_to_dir_frozen(
             }
             let alive = st.is_alive();
             let e = criu_err(ct, "checkpoint", e, &log_in_images, &log);
-            return Err(if alive { e } else { Error::ct(ct, "checkpoint", format!("{e}\n(the container's init is gone after the failed dump; `ferry stop {ct}` cleans up)")) });
+            return Err(if alive {
+                e
+            } else {
+                Error::ct(ct, "checkpoint", format!("{e}\n(the container's init is gone after the failed dump; `ferry stop {ct}` cleans up)"))
+            });
         }
     };
     // CRIU left the cgroup frozen (we froze it): the container is still stopped here.
     if let Err(m) = while_frozen() {
         drop(frozen);
         let _ = clear_dir(images_dir);
-        return Err(Error::ct(ct, "checkpoint", format!("{m}; the container was thawed{}", if opts.keep_running { " and keeps running" } else { "" })));
+        return Err(Error::ct(
+            ct,
+            "checkpoint",
+            format!("{m}; the container was thawed{}", if opts.keep_running { " and keeps running" } else { "" }),
+        ));
     }
     drop(frozen);
     summary.memory_bytes = pages_size(images_dir).unwrap_or(summary.memory_bytes);
@@ -331,7 +356,16 @@ pub fn checkpoint_to_dir_frozen(
             cleanup_error = Some(e.to_string());
         }
     }
-    Ok(CheckpointInfo { freeze_ms, frozen_at, dump_ms: ms(done.elapsed), total_ms: ms(t0.elapsed()), images_dir: images_dir.to_path_buf(), log, meta, cleanup_error })
+    Ok(CheckpointInfo {
+        freeze_ms,
+        frozen_at,
+        dump_ms: ms(done.elapsed),
+        total_ms: ms(t0.elapsed()),
+        images_dir: images_dir.to_path_buf(),
+        log,
+        meta,
+        cleanup_error,
+    })
 }
 
 /// After the processes are gone: the host side a running container holds, removed the way
@@ -429,7 +463,9 @@ pub fn restore_from_dir_with(host: &Host, lock: &ContainerLock, cfg: &ContainerC
     let t0 = Instant::now();
     let ct = lock.ctid().as_str();
     match status(host, lock.ctid())?.0 {
-        Status::Running => return Err(Error::ct(ct, "restore", format!("container is already running; stop it first with `ferry stop {ct}` or checkpoint it"))),
+        Status::Running => {
+            return Err(Error::ct(ct, "restore", format!("container is already running; stop it first with `ferry stop {ct}` or checkpoint it")))
+        }
         Status::Mounted => teardown(host, cfg, None)?,
         Status::Stopped => {}
     }
@@ -495,7 +531,11 @@ fn restore_inner(
         let t = Instant::now();
         while net::tools::link_exists(outer) {
             if t.elapsed() > STALE_VETH_WAIT {
-                return Err(Error::ct(ct, "restore", format!("host interface {outer} still exists; remove it (`ip link del {outer}`) if nothing uses it")));
+                return Err(Error::ct(
+                    ct,
+                    "restore",
+                    format!("host interface {outer} still exists; remove it (`ip link del {outer}`) if nothing uses it"),
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -681,7 +721,8 @@ mod tests {
         let old = CheckpointMeta { saved_resources: None, live_resources: None, ..meta };
         assert_eq!(CheckpointMeta::restored_resources(Some(&old), &saved), saved);
         assert_eq!(CheckpointMeta::restored_resources(None, &saved), saved);
-        let json = r#"{"ctid":"1","veths":[],"ext_unix_sk":false,"criu_version":"","summary":{"processes":[],"tcp":[],"addresses":[],"memory_bytes":0}}"#;
+        let json =
+            r#"{"ctid":"1","veths":[],"ext_unix_sk":false,"criu_version":"","summary":{"processes":[],"tcp":[],"addresses":[],"memory_bytes":0}}"#;
         assert_eq!(serde_json::from_str::<CheckpointMeta>(json).unwrap().live_resources, None);
     }
 

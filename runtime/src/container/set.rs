@@ -5,15 +5,15 @@
 use crate::cgroups::{limits, Cgroup};
 use crate::config::{ContainerConfig, Resources};
 use crate::container::run_in_container;
-use crate::net::NetState;
-use crate::state::State;
-use crate::storage::backends;
-use std::net::IpAddr;
 use crate::ctid::Ctid;
 use crate::error::{Error, Result};
 use crate::host::Host;
+use crate::net::NetState;
+use crate::state::State;
+use crate::storage::backends;
 use std::ffi::{CStr, CString};
 use std::io::Read;
+use std::net::IpAddr;
 
 /// Set the hostname of the running container (and its /etc/hostname when it has one).
 pub fn set_hostname_live(host: &Host, ct: &Ctid, hostname: &str) -> Result<()> {

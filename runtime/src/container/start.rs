@@ -8,8 +8,8 @@ use crate::cgroups::{devices, Cgroup, LimitContext};
 use crate::config::ContainerConfig;
 use crate::container::{status, Status};
 use crate::error::{Error, Result};
-use crate::host::Host;
 use crate::hooks;
+use crate::host::Host;
 use crate::lock::ContainerLock;
 use crate::state::{proc_stat, State};
 use nix::mount::{MntFlags, MsFlags};
@@ -105,7 +105,9 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     let ct = lock.ctid();
     crate::container::ensure_single_threaded(ct, "start")?;
     match status(host, ct)?.0 {
-        Status::Running => return Err(Error::ct(ct.as_str(), "start", format!("container is already running; `ferry stop {ct}` or `ferry restart {ct}`"))),
+        Status::Running => {
+            return Err(Error::ct(ct.as_str(), "start", format!("container is already running; `ferry stop {ct}` or `ferry restart {ct}`")))
+        }
         // Leftovers of a container that died or a failed stop: clear them first.
         Status::Mounted => crate::container::teardown(host, cfg, None)?,
         Status::Stopped => {
@@ -133,17 +135,15 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     res
 }
 
-fn start_inner(
-    host: &Host,
-    cfg: &ContainerConfig,
-    caps: &caps::CapsHashSet,
-    rules: &[devices::DeviceRule],
-    undo: &mut Undo<'_>,
-) -> Result<State> {
+fn start_inner(host: &Host, cfg: &ContainerConfig, caps: &caps::CapsHashSet, rules: &[devices::DeviceRule], undo: &mut Undo<'_>) -> Result<State> {
     let ct = &cfg.ctid;
     let cg = Cgroup::open(host.cgroup_path(ct))?;
     if !cg.pids()?.is_empty() {
-        return Err(Error::ct(ct.as_str(), "start", format!("cgroup {} still has processes {:?}; run `ferry stop {ct}` first", cg.rel(), cg.pids()?)));
+        return Err(Error::ct(
+            ct.as_str(),
+            "start",
+            format!("cgroup {} still has processes {:?}; run `ferry stop {ct}` first", cg.rel(), cg.pids()?),
+        ));
     }
     cg.create()?;
     undo.cgroup = Some(cg.clone());
@@ -173,7 +173,8 @@ fn start_inner(
     let pid = Pid::from_raw(ret as i32);
     undo.child = Some(pid);
 
-    let start_time = proc_stat(pid.as_raw()).map(|s| s.start_time).ok_or_else(|| Error::ct(ct.as_str(), "start", "PID 1 vanished right after clone"))?;
+    let start_time =
+        proc_stat(pid.as_raw()).map(|s| s.start_time).ok_or_else(|| Error::ct(ct.as_str(), "start", "PID 1 vanished right after clone"))?;
     cg.add_pid(pid.as_raw())?;
     undo.hooked = true;
     undo.net = hooks::net_hook_after_clone(host, cfg, pid.as_raw())?;
@@ -188,7 +189,12 @@ fn start_inner(
         return Err(Error::ct(ct.as_str(), "start", msg));
     }
 
-    let st = State { start_time, net_objects: undo.net.clone(), resources: Some(cfg.resources.clone()), ..State::new(ct.clone(), pid.as_raw(), &cg, root) };
+    let st = State {
+        start_time,
+        net_objects: undo.net.clone(),
+        resources: Some(cfg.resources.clone()),
+        ..State::new(ct.clone(), pid.as_raw(), &cg, root)
+    };
     st.save(host)?;
     // PID 1 outlives this process; the host's init reaps it.
     undo.child = None;
@@ -290,9 +296,17 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     }
     nix::sys::stat::fchmodat(None, &dev.join("shm"), Mode::from_bits_truncate(0o1777), nix::sys::stat::FchmodatFlags::FollowSymlink)
         .map_err(|e| format!("chmod /dev/shm: {e}"))?;
-    mnt(Some(Path::new("devpts")), &dev.join("pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"))?;
+    mnt(
+        Some(Path::new("devpts")),
+        &dev.join("pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
     mnt(Some(Path::new("shm")), &dev.join("shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=65536k"))?;
-    for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (link, target) in
+        [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")]
+    {
         std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
     }
     // Hide what would reach the host through /proc.

@@ -127,19 +127,13 @@ impl PacketSocket {
         // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
         let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
         if ifindex == 0 {
-            return Err(Error::Net(format!(
-                "announce: no interface {ifname} in this network namespace: {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(Error::Net(format!("announce: no interface {ifname} in this network namespace: {}", std::io::Error::last_os_error())));
         }
         // Protocol 0: this socket only sends, so it never queues received frames.
         // SAFETY: plain socket(2) call; the result is checked before use.
         let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
-            return Err(Error::Net(format!(
-                "announce: cannot open an AF_PACKET socket (needs CAP_NET_RAW): {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(Error::Net(format!("announce: cannot open an AF_PACKET socket (needs CAP_NET_RAW): {}", std::io::Error::last_os_error())));
         }
         // SAFETY: raw is a fresh descriptor we own exclusively.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -156,10 +150,7 @@ impl PacketSocket {
         // across the call.
         let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) };
         if r < 0 {
-            return Err(Error::Net(format!(
-                "announce: cannot read the MAC of {ifname}: {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(Error::Net(format!("announce: cannot read the MAC of {ifname}: {}", std::io::Error::last_os_error())));
         }
         // SAFETY: after a successful SIOCGIFHWADDR the union holds ifru_hwaddr.
         let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
@@ -213,8 +204,7 @@ pub fn announce(ifname: &str, addrs: &[IpAddr], mac: Option<[u8; 6]>, count: u32
             std::thread::sleep(spacing);
         }
         for (frame, dst) in &frames {
-            sock.send(frame, dst)
-                .map_err(|e| Error::Net(format!("announce on {ifname}: sendto failed: {e} (is {ifname} up?)")))?;
+            sock.send(frame, dst).map_err(|e| Error::Net(format!("announce on {ifname}: sendto failed: {e} (is {ifname} up?)")))?;
         }
     }
     Ok(())
@@ -223,14 +213,7 @@ pub fn announce(ifname: &str, addrs: &[IpAddr], mac: Option<[u8; 6]>, count: u32
 /// [`announce`] from inside the netns of process `pid` (a container's device with its own
 /// MAC). A scoped thread joins that netns (fine for CLONE_NEWNET in a multi-threaded
 /// process) so the caller's own namespace is untouched.
-pub fn announce_in_netns(
-    pid: i32,
-    ifname: &str,
-    addrs: &[IpAddr],
-    mac: Option<[u8; 6]>,
-    count: u32,
-    spacing: Duration,
-) -> Result<()> {
+pub fn announce_in_netns(pid: i32, ifname: &str, addrs: &[IpAddr], mac: Option<[u8; 6]>, count: u32, spacing: Duration) -> Result<()> {
     in_netns(pid, || announce(ifname, addrs, mac, count, spacing))
 }
 
@@ -240,8 +223,7 @@ pub fn in_netns<T: Send>(pid: i32, f: impl FnOnce() -> Result<T> + Send) -> Resu
     let ns = std::fs::File::open(&path).map_err(|e| Error::io("open netns of process", &path, e))?;
     std::thread::scope(|s| {
         s.spawn(move || {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| Error::sys(format!("setns into {path}"), e))?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys(format!("setns into {path}"), e))?;
             f()
         })
         .join()

@@ -142,11 +142,8 @@ pub fn setup(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<NetState> {
             create_bridged(&cfg.ctid, &mut st, pid, i, vif)?;
         }
         for dev in &cfg.net.netdevs {
-            let ifindex = link_index(None, dev).ok_or_else(|| {
-                Error::Net(format!(
-                    "no device {dev} on this host to pass through; check `ip link` or drop --netdev-add {dev}"
-                ))
-            })?;
+            let ifindex = link_index(None, dev)
+                .ok_or_else(|| Error::Net(format!("no device {dev} on this host to pass through; check `ip link` or drop --netdev-add {dev}")))?;
             ip(&["link", "set", "dev", dev, "netns", &pid.to_string()])?;
             st.moved_devs.push(MovedDev { name: dev.clone(), ifindex });
         }
@@ -156,12 +153,7 @@ pub fn setup(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<NetState> {
         Ok(()) => Ok(st),
         Err(e) => {
             let _ = teardown(host, &st);
-            Err(net_ct(
-                cfg.ctid.as_str(),
-                "network setup",
-                e,
-                "nothing was left on the host; fix the cause and start again",
-            ))
+            Err(net_ct(cfg.ctid.as_str(), "network setup", e, "nothing was left on the host; fix the cause and start again"))
         }
     }
 }
@@ -177,24 +169,7 @@ fn create_venet(ct: &Ctid, st: &mut NetState, pid: i32, addrs: &[IpAddr]) -> Res
     ip(&["link", "add", &host_if, "type", "veth", "peer", "name", VENET_INNER, "netns", &pid.to_string()])?;
     st.host_links.push(host_if.clone());
     st.venet = Some(VenetState { host_if: host_if.clone(), addrs: Vec::new() });
-    ip_in(
-        pid,
-        &[
-            "link",
-            "set",
-            "dev",
-            VENET_INNER,
-            "address",
-            &mac,
-            "arp",
-            "off",
-            "multicast",
-            "off",
-            "addrgenmode",
-            "none",
-            "up",
-        ],
-    )?;
+    ip_in(pid, &["link", "set", "dev", VENET_INNER, "address", &mac, "arp", "off", "multicast", "off", "addrgenmode", "none", "up"])?;
     ip_in(pid, &["link", "set", "dev", "lo", "up"])?;
     venet_host_side(st, &host_if, addrs)
 }
@@ -360,7 +335,9 @@ pub fn hold_new_connections(cfg: &ContainerConfig, hold: bool) -> Result<()> {
             }
             r
         };
-        res.map_err(|e| Error::ct(cfg.ctid.as_str(), "migrate", format!("{} new connections to {a}: {e}", if hold { "hold back" } else { "let through" })))?;
+        res.map_err(|e| {
+            Error::ct(cfg.ctid.as_str(), "migrate", format!("{} new connections to {a}: {e}", if hold { "hold back" } else { "let through" }))
+        })?;
     }
     Ok(())
 }
@@ -370,11 +347,8 @@ pub fn hold_new_connections(cfg: &ContainerConfig, hold: bool) -> Result<()> {
 pub fn wait_backlogs_empty(pid: i32, limit: Duration) -> u64 {
     let t0 = std::time::Instant::now();
     loop {
-        let waiting: u64 = ["tcp", "tcp6"]
-            .iter()
-            .filter_map(|f| std::fs::read_to_string(format!("/proc/{pid}/net/{f}")).ok())
-            .map(|t| listen_backlog(&t))
-            .sum();
+        let waiting: u64 =
+            ["tcp", "tcp6"].iter().filter_map(|f| std::fs::read_to_string(format!("/proc/{pid}/net/{f}")).ok()).map(|t| listen_backlog(&t)).sum();
         if waiting == 0 || t0.elapsed() >= limit {
             return waiting;
         }
@@ -419,10 +393,7 @@ pub fn del_ip(_host: &Host, st: &mut NetState, addr: IpAddr) -> Result<()> {
             ignore_absent(ip_in(st.pid, &[fam, "addr", "del", &p, "dev", VENET_INNER]))?;
         }
         remove_routes_and_proxies(st, Some(addr))?;
-        ignore_absent(iptables(
-            v6,
-            &["-t", "raw", "-D", &filter_chain(&host_if), "-s", &addr.to_string(), "-j", "RETURN"],
-        ))?;
+        ignore_absent(iptables(v6, &["-t", "raw", "-D", &filter_chain(&host_if), "-s", &addr.to_string(), "-j", "RETURN"]))?;
         if let Some(v) = st.venet.as_mut() {
             v.addrs.retain(|a| *a != addr);
         }
@@ -453,9 +424,7 @@ fn remove_routes_and_proxies(st: &mut NetState, only: Option<IpAddr>) -> Result<
 
 fn create_bridged(ct: &Ctid, st: &mut NetState, pid: i32, index: usize, vif: &VethIf) -> Result<()> {
     let host_if = veth_host_if(ct, index);
-    let mac = parse_mac(&vif.mac).ok_or_else(|| {
-        Error::Net(format!("interface {}: invalid MAC {:?} (want 02:xx:xx:xx:xx:xx)", vif.name, vif.mac))
-    })?;
+    let mac = parse_mac(&vif.mac).ok_or_else(|| Error::Net(format!("interface {}: invalid MAC {:?} (want 02:xx:xx:xx:xx:xx)", vif.name, vif.mac)))?;
     if link_exists(&host_if) {
         return Err(Error::Net(format!("host interface {host_if} already exists (leftover? `ip link del {host_if}`)")));
     }
@@ -470,9 +439,7 @@ fn create_bridged(ct: &Ctid, st: &mut NetState, pid: i32, index: usize, vif: &Ve
 fn bridged_host_side(host_if: &str, vif: &VethIf) -> Result<()> {
     if let Some(br) = &vif.bridge {
         ip(&["link", "set", "dev", host_if, "master", br]).map_err(|e| {
-            Error::Net(format!(
-                "cannot attach {host_if} to bridge {br}: {e} (does the bridge exist? `ip link add {br} type bridge`)"
-            ))
+            Error::Net(format!("cannot attach {host_if} to bridge {br}: {e} (does the bridge exist? `ip link add {br} type bridge`)"))
         })?;
     }
     ip(&["link", "set", "dev", host_if, "up"])?;
@@ -507,9 +474,7 @@ pub fn detach_netdevs(st: &mut NetState) -> Result<()> {
         }
     }
     st.moved_devs = left;
-    first_err.map_or(Ok(()), |e| {
-        Err(net_ct(&st.ctid.clone(), "move devices back", e, "retry before stopping the container"))
-    })
+    first_err.map_or(Ok(()), |e| Err(net_ct(&st.ctid.clone(), "move devices back", e, "retry before stopping the container")))
 }
 
 /// Ifindex of a link on the host (`pid` None) or inside the netns of `pid`.
@@ -527,10 +492,7 @@ fn link_index(pid: Option<i32>, name: &str) -> Option<u32> {
 fn link_name_by_index(pid: i32, ifindex: u32) -> Option<String> {
     let out = ip_in(pid, &["-j", "link", "show"]).ok()?;
     let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-    v.as_array()?
-        .iter()
-        .find(|l| l["ifindex"].as_u64() == Some(u64::from(ifindex)))
-        .and_then(|l| l["ifname"].as_str().map(str::to_string))
+    v.as_array()?.iter().find(|l| l["ifindex"].as_u64() == Some(u64::from(ifindex))).and_then(|l| l["ifname"].as_str().map(str::to_string))
 }
 
 /// Remove everything `st` records from the host. Idempotent; works on a half-done setup.
@@ -675,11 +637,7 @@ pub fn after_restore(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<Net
                 )));
             }
             st.host_links.push(host_if.clone());
-            st.bridged.push(BridgedState {
-                host_if: host_if.clone(),
-                inner: vif.name.clone(),
-                bridge: vif.bridge.clone(),
-            });
+            st.bridged.push(BridgedState { host_if: host_if.clone(), inner: vif.name.clone(), bridge: vif.bridge.clone() });
             bridged_host_side(&host_if, vif)?;
         }
         Ok(())
@@ -833,13 +791,8 @@ mod tests {
 
     #[test]
     fn uplink_choice() {
-        let routes = vec![
-            r("default", "eth0"),
-            r("198.18.0.0/16", "eth1"),
-            r("198.18.5.0/24", "eth2"),
-            r("198.18.5.7/32", "fv101"),
-            r("10.0.0.0/8", "fe1_0"),
-        ];
+        let routes =
+            vec![r("default", "eth0"), r("198.18.0.0/16", "eth1"), r("198.18.5.0/24", "eth2"), r("198.18.5.7/32", "fv101"), r("10.0.0.0/8", "fe1_0")];
         let a = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(pick_uplink(&a("198.18.5.9"), &routes).as_deref(), Some("eth2"));
         assert_eq!(pick_uplink(&a("198.18.6.9"), &routes).as_deref(), Some("eth1"));
@@ -857,10 +810,7 @@ mod tests {
         assert!(criu_veth_externals(&cfg).is_empty());
         cfg.net.ipadd.push("198.18.1.1".parse().unwrap());
         cfg.net.netifs.push(VethIf { name: "eth0".into(), bridge: None, mac: "02:00:00:00:00:01".into() });
-        assert_eq!(
-            criu_veth_externals(&cfg),
-            vec![("venet0".to_string(), "fv101".to_string()), ("eth0".to_string(), "fe101_0".to_string())]
-        );
+        assert_eq!(criu_veth_externals(&cfg), vec![("venet0".to_string(), "fv101".to_string()), ("eth0".to_string(), "fe101_0".to_string())]);
         assert_eq!(criu_external_arg("venet0", "fv101"), "veth[venet0]:fv101");
         assert!(migratable(&cfg).is_ok());
         cfg.net.netdevs.push("dummy7".into());
@@ -877,12 +827,7 @@ mod tests {
             venet: Some(VenetState { host_if: "fv101".into(), addrs: vec!["198.18.1.1".parse().unwrap()] }),
             routes: vec![HostRoute { dst: "198.18.1.1".parse().unwrap(), dev: "fv101".into() }],
             proxies: vec![ProxyEntry { addr: "198.18.1.1".parse().unwrap(), dev: "eth0".into() }],
-            filters: vec![FilterChain {
-                v6: false,
-                table: "raw".into(),
-                chain: "FERRY-fv101".into(),
-                in_if: "fv101".into(),
-            }],
+            filters: vec![FilterChain { v6: false, table: "raw".into(), chain: "FERRY-fv101".into(), in_if: "fv101".into() }],
             ..Default::default()
         };
         let j = serde_json::to_string(&st).unwrap();

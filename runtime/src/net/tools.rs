@@ -106,9 +106,7 @@ pub fn sysctl_set(parts: &[&str], value: &str) -> Result<()> {
 
 pub fn sysctl_get(parts: &[&str]) -> Result<String> {
     let path = sysctl_path(parts);
-    std::fs::read_to_string(&path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| Error::Net(format!("cannot read {path}: {e}")))
+    std::fs::read_to_string(&path).map(|s| s.trim().to_string()).map_err(|e| Error::Net(format!("cannot read {path}: {e}")))
 }
 
 /// Whether a link exists in the caller's netns (the calling thread's: the lookup goes

@@ -10,8 +10,8 @@
 
 use crate::config::StorageKind;
 use crate::ctid::Ctid;
-use crate::host::Host;
 use crate::error::{Error, Result};
+use crate::host::Host;
 use std::path::{Path, PathBuf};
 
 /// `f_type` of a btrfs filesystem (statfs).
@@ -104,9 +104,7 @@ pub fn mount_of(path: &Path) -> Result<MountEntry> {
     let all = mountinfo()?;
     let mut best: Option<&MountEntry> = None;
     for m in all.iter() {
-        if p.starts_with(&m.mount_point)
-            && best.is_none_or(|b| m.mount_point.as_os_str().len() >= b.mount_point.as_os_str().len())
-        {
+        if p.starts_with(&m.mount_point) && best.is_none_or(|b| m.mount_point.as_os_str().len() >= b.mount_point.as_os_str().len()) {
             best = Some(m);
         }
     }
@@ -140,10 +138,7 @@ pub fn project_quota_for(m: &MountEntry) -> ProjectQuota {
             m.mount_point.display(),
             m.fstype
         )),
-        other => ProjectQuota::Unsupported(format!(
-            "{} is {other}, which has no project quotas ferry can use",
-            m.mount_point.display()
-        )),
+        other => ProjectQuota::Unsupported(format!("{} is {other}, which has no project quotas ferry can use", m.mount_point.display())),
     }
 }
 

@@ -62,11 +62,9 @@ pub fn create_subvolume(path: &Path) -> Result<()> {
 
 /// The qgroup numbers of one subvolume: (referenced bytes, referenced limit).
 fn qgroup_show(path: &Path) -> Result<(u64, Option<u64>)> {
-    let out = run(btrfs().args(["qgroup", "show", "-rf", "--raw", "--sync"]).arg(path))
-        .map_err(|e| err(path, "qgroup show", e))?;
-    parse_qgroup_show(&out).ok_or_else(|| {
-        err(path, "qgroup show", format!("no qgroup for this subvolume in {out:?}; run `btrfs quota rescan -w {}`", path.display()))
-    })
+    let out = run(btrfs().args(["qgroup", "show", "-rf", "--raw", "--sync"]).arg(path)).map_err(|e| err(path, "qgroup show", e))?;
+    parse_qgroup_show(&out)
+        .ok_or_else(|| err(path, "qgroup show", format!("no qgroup for this subvolume in {out:?}; run `btrfs quota rescan -w {}`", path.display())))
 }
 
 /// Parse `btrfs qgroup show -rf --raw` output: the first level-0 qgroup line,

@@ -141,9 +141,8 @@ pub fn umount(m: &LoopMount) -> Result<()> {
 /// still attached to `img`. Safe to call when nothing is mounted.
 pub fn umount_path(img: &Path, mount_point: &Path) -> Result<()> {
     if mount_at(mount_point)?.is_some() {
-        run(Command::new("umount").arg(mount_point)).map_err(|e| {
-            err(img, "umount", format!("{e}; a process may still use {}: stop it and retry", mount_point.display()))
-        })?;
+        run(Command::new("umount").arg(mount_point))
+            .map_err(|e| err(img, "umount", format!("{e}; a process may still use {}: stop it and retry", mount_point.display())))?;
     }
     detach_all(img);
     let left = attached_devices(img)?;
@@ -155,8 +154,7 @@ pub fn umount_path(img: &Path, mount_point: &Path) -> Result<()> {
 
 /// Usage of a mounted image, from statvfs: used and total bytes of its filesystem.
 pub fn usage(mount_point: &Path) -> Result<DiskUsage> {
-    let st = nix::sys::statvfs::statvfs(mount_point)
-        .map_err(|e| Error::sys(format!("statvfs {}", mount_point.display()), e))?;
+    let st = nix::sys::statvfs::statvfs(mount_point).map_err(|e| Error::sys(format!("statvfs {}", mount_point.display()), e))?;
     let frsize = st.fragment_size() as u64;
     let total = st.blocks() as u64 * frsize;
     let free = st.blocks_free() as u64 * frsize;
@@ -217,8 +215,7 @@ fn grow_mounted(img: &Path, m: &LoopMount, new_size: u64) -> Result<()> {
     let old = image_size(img)?;
     let f = std::fs::OpenOptions::new().write(true).open(img).map_err(|e| Error::io("open disk image", img, e))?;
     f.set_len(round_up(new_size)).map_err(|e| Error::io("extend disk image", img, e))?;
-    let res = run(Command::new("losetup").arg("-c").arg(&m.device))
-        .and_then(|_| run(Command::new("xfs_growfs").arg(&m.mount_point)).map(|_| ()));
+    let res = run(Command::new("losetup").arg("-c").arg(&m.device)).and_then(|_| run(Command::new("xfs_growfs").arg(&m.mount_point)).map(|_| ()));
     if let Err(e) = res {
         // The filesystem did not grow: give the file back its old size (its tail is unused).
         let _ = f.set_len(old);

@@ -45,9 +45,7 @@ pub fn prepare(host: &Host, cfg: &ContainerConfig, template: &Path) -> Result<()
         }
         StorageKind::Image => {
             let img = host.disk_image(ct);
-            let size = diskspace.ok_or_else(|| {
-                Error::ct(ct.as_str(), "create", "the image backend needs a disk limit: give --diskspace")
-            })?;
+            let size = diskspace.ok_or_else(|| Error::ct(ct.as_str(), "create", "the image backend needs a disk limit: give --diskspace"))?;
             if img.exists() {
                 return Err(exists_error(ct, &img));
             }
