@@ -56,7 +56,7 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
     let new_live = a.res.apply(&live_res)?;
     let new_saved = a.res.apply(&cfg.resources)?;
     for r in [&new_live, &new_saved] {
-        container::check_resources(r).map_err(|e| anyhow::anyhow!("container {ct}: set: {e}; nothing was changed"))?;
+        container::check_resources(h, r).map_err(|e| anyhow::anyhow!("container {ct}: set: {e}; nothing was changed"))?;
     }
     let live_ips: Vec<std::net::IpAddr> =
         state.as_ref().and_then(|s| s.net_objects.as_ref()).and_then(|n| n.venet.as_ref()).map(|v| v.addrs.clone()).unwrap_or_default();
