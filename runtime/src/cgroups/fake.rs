@@ -115,6 +115,15 @@ fn controller_files(mode: CgroupMode, ctl: &str, swap: bool) -> Vec<(&'static st
     }
 }
 
+/// A file that takes one of two words (EINVAL otherwise): true for `on`.
+fn switch(v: &str, on: &str, off: &str) -> io::Result<bool> {
+    match v {
+        _ if v == on => Ok(true),
+        _ if v == off => Ok(false),
+        _ => Err(errno(libc::EINVAL)),
+    }
+}
+
 /// A number or "max" (memory.max, pids.max, ...).
 fn max_or_number(v: &str) -> bool {
     v == "max" || v.parse::<u64>().is_ok()
@@ -272,6 +281,11 @@ impl FakeKernel {
         Self::freezing(st, key) && !Self::subtree_keys(st, key).iter().any(|k| st.nodes[k].procs.iter().any(|p| st.unfreezable.contains(p)))
     }
 
+    /// v1: the process is in a frozen (or freezing) cgroup of the freezer hierarchy.
+    fn held_by_v1_freezer(st: &State, pid: i32) -> bool {
+        st.nodes.iter().any(|(k, n)| Self::hierarchy(k) == "freezer" && n.procs.contains(&pid) && Self::freezing(st, k))
+    }
+
     /// Remove a process from every cgroup (it died).
     fn reap(st: &mut State, pid: i32) {
         for n in st.nodes.values_mut() {
@@ -385,12 +399,7 @@ impl FakeKernel {
                 Ok(())
             }
             "cgroup.freeze" => {
-                let f = match v {
-                    "0" => false,
-                    "1" => true,
-                    _ => return Err(errno(libc::EINVAL)),
-                };
-                st.nodes.get_mut(key).expect("exists").freeze = f;
+                st.nodes.get_mut(key).expect("exists").freeze = switch(v, "1", "0")?;
                 Ok(())
             }
             "cgroup.kill" => {
@@ -404,18 +413,13 @@ impl FakeKernel {
                 Ok(())
             }
             "freezer.state" => {
-                let f = match v {
-                    "FROZEN" => true,
-                    "THAWED" => false,
-                    _ => return Err(errno(libc::EINVAL)),
-                };
+                let f = switch(v, "FROZEN", "THAWED")?;
                 st.nodes.get_mut(key).expect("exists").freeze = f;
                 if !f {
                     // Pending SIGKILLs land once their tasks run again.
                     let pending: Vec<i32> = st.pending_kill.iter().copied().collect();
                     for p in pending {
-                        let held = st.nodes.iter().any(|(k, n)| Self::hierarchy(k) == "freezer" && n.procs.contains(&p) && Self::freezing(st, k));
-                        if !held {
+                        if !Self::held_by_v1_freezer(st, p) {
                             Self::reap(st, p);
                         }
                     }
@@ -521,9 +525,7 @@ impl CgroupFs for FakeKernel {
         }
         st.signals.push((pid, sig));
         if sig == Signal::SIGKILL {
-            let held = self.mode == CgroupMode::V1
-                && st.nodes.iter().any(|(k, n)| Self::hierarchy(k) == "freezer" && n.procs.contains(&pid) && Self::freezing(&st, k));
-            if held {
+            if self.mode == CgroupMode::V1 && Self::held_by_v1_freezer(&st, pid) {
                 st.pending_kill.insert(pid);
             } else {
                 Self::reap(&mut st, pid);

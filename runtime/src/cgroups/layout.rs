@@ -86,34 +86,13 @@ fn has_v1_hierarchies(root: &Path) -> bool {
     ["memory", "pids", "freezer"].iter().all(|c| root.join(c).join("cgroup.procs").is_file())
 }
 
-/// Undo mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
-fn unescape(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Mount points of cgroup2 filesystems that show the whole hierarchy (mount root `/`), in the
 /// order /proc/self/mountinfo lists them.
 pub fn cgroup2_mounts(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            let sep = f.iter().position(|x| *x == "-")?;
-            let point = f.get(4)?;
-            (f.get(sep + 1) == Some(&"cgroup2") && f.get(3) == Some(&"/")).then(|| PathBuf::from(unescape(point)))
-        })
+    crate::storage::backends::parse_mountinfo(mountinfo)
+        .into_iter()
+        .filter(|m| m.fstype == "cgroup2" && m.root == "/")
+        .map(|m| m.mount_point)
         .collect()
 }
 
