@@ -39,8 +39,8 @@ cargo nextest run --workspace --locked --profile "$profile" --no-fail-fast || st
 # (res_storage), the v1 limit measurements (res_cgroup_v1) and the CRIU tests that use no
 # cgroup.
 # Limits tests whose controller the v2 hierarchy lacks skip with a line naming the limit and
-# the controller; they run first, with their output shown. The whole pass took 2m05s on this
-# machine kind (its budget is five minutes).
+# the controller; they run first, with their output shown. Its tests took 85-90 s on this
+# machine kind while other work loaded it (budget: five minutes for the whole pass).
 echo "== tests in cgroup mode v2"
 v2_limits='package(ferry) & binary(limits_cli)'
 v2_rest='(package(ferry) & kind(test) & !binary(limits_cli) & !binary(sync_cli) & !binary(net_plumbing))
