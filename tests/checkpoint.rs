@@ -119,10 +119,6 @@ fn ps(h: &TestHost, ct: &str) -> String {
     h.exec(ct, "ps -o pid,args")
 }
 
-fn cgroup_file(h: &TestHost, ct: &str, ctrl: &str, file: &str) -> String {
-    std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/{}/{ct}/{file}", h.cgroup_parent)).unwrap_or_default().trim().to_string()
-}
-
 /// Echo round trip to the container's listener from inside its netns (a new connection).
 fn echo_via_loopback(pid: i32) -> String {
     let py =
@@ -131,19 +127,20 @@ fn echo_via_loopback(pid: i32) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout).trim(), String::from_utf8_lossy(&o.stderr).trim())
 }
 
-fn is_v1() -> bool {
-    !Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-}
-
 #[test]
 fn checkpoint_restore_suspend_resume_keep_state() {
     if !can_run("checkpoint_restore_suspend_resume_keep_state") {
         return;
     }
     let h = TestHost::new();
+    // The limits go along where this host's cgroups have their controllers (not in cgroup
+    // mode v2 on a hybrid host, whose v2 hierarchy has neither pids nor memory).
+    let limited = h.has_controllers_for("checkpoint_restore_suspend_resume_keep_state (limits part)", &["numproc", "ram"]);
     start_workload(&h, "ck", |c| {
-        c.resources.numproc = Some(300);
-        c.resources.ram = Some(256 << 20);
+        if limited {
+            c.resources.numproc = Some(300);
+            c.resources.ram = Some(256 << 20);
+        }
     });
     run_worker(&h, "ck");
     let before = ps(&h, "ck");
@@ -179,12 +176,16 @@ fn checkpoint_restore_suspend_resume_keep_state() {
     }
     assert_eq!(echo_via_loopback(h.pid("ck")), "ping", "listening socket lost");
     assert!(h.exec("ck", "cat /proc/locks").contains("FLOCK"), "the worker's file lock was not restored");
-    // The limits of the config are on the new cgroups.
-    if is_v1() {
-        assert_eq!(cgroup_file(&h, "ck", "pids", "pids.max"), "300");
-        assert_eq!(cgroup_file(&h, "ck", "memory", "memory.limit_in_bytes"), (256u64 << 20).to_string());
-        let procs = cgroup_file(&h, "ck", "freezer", "cgroup.procs");
-        assert!(procs.lines().count() >= 5, "restored tree not in the container's cgroup: {procs}");
+    // The restored tree is in the container's cgroup (v1: every hierarchy; v2: its one
+    // directory), with the limits of the config.
+    let cg = h.cgroup("ck");
+    for f in cg.procs_files() {
+        let procs = std::fs::read_to_string(&f).unwrap();
+        assert!(procs.lines().count() >= 5, "restored tree not in {}: {procs}", f.display());
+    }
+    if limited && h.is_v1() {
+        assert_eq!(h.cg_file("ck", "pids", "pids.max"), "300");
+        assert_eq!(h.cg_file("ck", "memory", "memory.limit_in_bytes"), (256u64 << 20).to_string());
     }
     // The kept CRIU logs.
     assert!(h.data.join("logs/ck/checkpoint.log").is_file() && h.data.join("logs/ck/restore.log").is_file());
@@ -240,8 +241,8 @@ fn failed_dump_leaves_the_container_running_and_thawed() {
     let log = h.data.join("logs/cf/checkpoint.log");
     assert!(log.is_file() && err.contains(log.to_str().unwrap()), "log path missing from: {err}");
     assert_eq!(h.pid("cf"), pid, "container was restarted or stopped");
-    let frozen = if is_v1() { cgroup_file(&h, "cf", "freezer", "freezer.state") } else { "THAWED".into() };
-    assert_eq!(frozen, "THAWED");
+    let freezer = h.cgroup("cf").freezer();
+    assert!(!freezer.is_frozen().unwrap() && !freezer.is_requested().unwrap(), "left frozen");
     assert!(!h.data.join("dump/cf/dump.img").exists(), "a failed checkpoint left an image");
     let c = counter(&h, "cf");
     assert_continues(&h, "cf", c);
@@ -315,18 +316,19 @@ fn restore_refusals_change_nothing() {
 
 #[test]
 fn a_container_left_frozen_is_thawed_by_the_next_command() {
-    if !can_run("a_container_left_frozen_is_thawed_by_the_next_command") || !is_v1() {
+    if !can_run("a_container_left_frozen_is_thawed_by_the_next_command") {
         return;
     }
     let h = TestHost::new();
     h.started("fz");
-    let state = format!("/sys/fs/cgroup/freezer/{}/fz/freezer.state", h.cgroup_parent);
-    std::fs::write(&state, "FROZEN").unwrap();
-    wait_for(Duration::from_secs(5), "freeze", || std::fs::read_to_string(&state).unwrap().trim() == "FROZEN");
+    // Frozen behind ferry's back (v1 freezer.state or v2 cgroup.freeze, whichever this
+    // host's cgroup mode uses), as a checkpoint that died would leave it.
+    let freezer = h.cgroup("fz").freezer();
+    freezer.freeze().unwrap();
     let o = h.ferry(&["exec", "fz", "--", "true"]);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("left frozen"), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read_to_string(&state).unwrap().trim(), "THAWED");
+    assert!(!freezer.is_frozen().unwrap() && !freezer.is_requested().unwrap());
     h.ok(&["stop", "fz"]);
     h.assert_clean();
 }
@@ -336,7 +338,7 @@ fn a_container_left_frozen_is_thawed_by_the_next_command() {
 // same host and a restore on a second simulated host.
 
 fn host_of(h: &TestHost) -> Host {
-    Host::new(&h.data, &h.run, h.cgroup_parent.clone())
+    h.runtime_host()
 }
 
 /// `ferry start` made the venet plumbing of the container (its outer veth exists here).
@@ -374,9 +376,12 @@ fn tcp_connection_survives_restore_here_and_on_a_second_host() {
     let addr = t.ct_ip4(10);
     // This thread (and every ferry it runs) lives in host A's netns.
     t.enter(t.host(0));
+    let limited = a.has_controllers_for("tcp_connection_survives_restore_here_and_on_a_second_host (limits part)", &["numproc"]);
     start_workload(&a, "cn", |c| {
         c.net.ipadd = vec![addr];
-        c.resources.numproc = Some(321);
+        if limited {
+            c.resources.numproc = Some(321);
+        }
     });
     let _ga = NetGuard(&a, "cn");
     let _gb = NetGuard(&b, "cn");
@@ -416,9 +421,10 @@ fn tcp_connection_survives_restore_here_and_on_a_second_host() {
     assert_continues(&b, "cn", at_move);
     assert!(b.data.join("conf/cn.toml").is_file(), "config not installed from the image");
     assert!(b.exec("cn", "ip -4 addr show dev venet0").contains(&format!("{addr}/32")));
-    if is_v1() {
-        assert_eq!(cgroup_file(&b, "cn", "pids", "pids.max"), "321");
+    if limited {
+        assert_eq!(b.cg_file("cn", "pids", "pids.max"), "321");
     }
+    assert!(b.cgroup("cn").pids().unwrap().len() >= 3, "restored tree not in B's cgroup {}", b.cgroup("cn").rel());
 
     let out = client.0.wait_with_output_ref();
     assert!(out.contains("\"ok\": true"), "client: {out}");

@@ -58,13 +58,10 @@ fn criu_dumps_and_restores_a_ferry_container() {
     let cmdline = std::fs::read_to_string(format!("/proc/{new_pid}/cmdline")).unwrap();
     assert!(cmdline.starts_with("/bin/sh\0-c\0trap"), "{cmdline:?}");
     // The restored init is back in the container's cgroup, so `ferry stop` cleans it up.
-    let cg = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        format!("/sys/fs/cgroup/{}/cr/cgroup.procs", h.cgroup_parent)
-    } else {
-        format!("/sys/fs/cgroup/pids/{}/cr/cgroup.procs", h.cgroup_parent)
-    };
-    let procs = std::fs::read_to_string(cg).unwrap();
-    assert!(procs.lines().any(|l| l.trim() == new_pid.to_string()), "{procs}");
+    for f in h.cgroup("cr").procs_files() {
+        let procs = std::fs::read_to_string(&f).unwrap();
+        assert!(procs.lines().any(|l| l.trim() == new_pid.to_string()), "{}: {procs}", f.display());
+    }
     h.ok(&["stop", "cr"]);
     assert!(
         !std::path::Path::new(&format!("/proc/{new_pid}/cmdline")).exists()

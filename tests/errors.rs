@@ -156,7 +156,7 @@ fn second_operation_names_lock_holder() {
     }
     let h = TestHost::new();
     h.ok(&["create", "lk", "--template", h.template.to_str().unwrap()]);
-    let host = ferry_runtime::Host::new(&h.data, &h.run, h.cgroup_parent.clone());
+    let host = h.runtime_host();
     let ct = ferry_runtime::Ctid::new("lk").unwrap();
     let lock = ferry_runtime::lock::ContainerLock::acquire(&host, &ct, "migrate").unwrap();
     let e = h.fails(&["start", "lk"]);

@@ -4,22 +4,26 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use support::TestHost;
 
 fn cg_file(h: &TestHost, ctl: &str, ct: &str, file: &str) -> String {
-    let p = Path::new("/sys/fs/cgroup").join(ctl).join(&h.cgroup_parent).join(ct).join(file);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())).trim().to_string()
+    h.cg_file(ct, ctl, file)
 }
 
-fn v1_here(test: &str) -> bool {
-    if Path::new("/sys/fs/cgroup/pids").is_dir() && Path::new("/sys/fs/cgroup/memory").is_dir() {
-        true
-    } else {
-        eprintln!("{test}: skipped: these checks read cgroup v1 files (pids, memory hierarchies)");
-        false
+/// Whether `test` can measure `limits` here: their controllers exist in this run's cgroup
+/// mode (else the skip names the limit and the missing controller), and the checks' v1 files
+/// are there.
+fn limits_here(test: &str, h: &TestHost, limits: &[&str]) -> bool {
+    if !h.has_controllers_for(test, limits) {
+        return false;
     }
+    if !h.is_v1() {
+        eprintln!("{test}: skipped: these checks read cgroup v1 files, and this run uses {}", h.layout());
+        return false;
+    }
+    true
 }
 
 fn status_json(h: &TestHost, ct: &str) -> serde_json::Value {
@@ -29,10 +33,13 @@ fn status_json(h: &TestHost, ct: &str) -> serde_json::Value {
 #[test]
 fn numproc_ram_and_cpu_limits_act_and_survive_restart() {
     let test = "numproc_ram_and_cpu_limits_act_and_survive_restart";
-    if !support::need_root(test) || !v1_here(test) {
+    if !support::need_root(test) {
         return;
     }
     let h = TestHost::new();
+    if !limits_here(test, &h, &["numproc", "ram", "cpulimit", "cpuunits", "cpumask", "iolimit"]) {
+        return;
+    }
     let ct = "301";
     let tpl = h.template.to_str().unwrap().to_string();
     h.ok(&[
@@ -237,10 +244,13 @@ fn diskspace_on_a_btrfs_pool() {
 #[test]
 fn cpulimit_and_iolimit_measured() {
     let test = "cpulimit_and_iolimit_measured";
-    if !support::need_root(test) || !v1_here(test) {
+    if !support::need_root(test) {
         return;
     }
     let h = TestHost::new();
+    if !limits_here(test, &h, &["cpulimit", "iolimit"]) {
+        return;
+    }
     let ct = "701";
     let tpl = h.template.to_str().unwrap().to_string();
     h.ok(&["create", ct, "--template", &tpl, "--cpulimit", "25", "--iolimit", "1M"]);
@@ -271,10 +281,13 @@ fn cpulimit_and_iolimit_measured() {
 #[test]
 fn cpuunits_share_one_cpu_in_proportion() {
     let test = "cpuunits_share_one_cpu_in_proportion";
-    if !support::need_root(test) || !v1_here(test) {
+    if !support::need_root(test) {
         return;
     }
     let h = TestHost::new();
+    if !limits_here(test, &h, &["cpuunits", "cpumask"]) {
+        return;
+    }
     let tpl = h.template.to_str().unwrap().to_string();
     for (ct, units) in [("801", "1000"), ("802", "2000")] {
         h.ok(&["create", ct, "--template", &tpl, "--cpuunits", units, "--cpumask", "0"]);
@@ -308,7 +321,7 @@ struct LiveLimit {
 
 fn io_weight_file(h: &TestHost, ct: &str) -> String {
     for f in ["blkio.bfq.weight", "blkio.weight"] {
-        let p = Path::new("/sys/fs/cgroup/blkio").join(&h.cgroup_parent).join(ct).join(f);
+        let p = h.cgroup(ct).dir("blkio").join(f);
         if let Ok(t) = std::fs::read_to_string(p) {
             return t;
         }
@@ -341,10 +354,14 @@ fn live_limits() -> Vec<LiveLimit> {
 #[test]
 fn live_set_changes_only_what_it_names() {
     let test = "live_set_changes_only_what_it_names";
-    if !support::need_root(test) || !v1_here(test) {
+    if !support::need_root(test) {
         return;
     }
     let h = TestHost::new();
+    let names: Vec<&str> = live_limits().iter().map(|l| l.opt.trim_start_matches("--")).collect();
+    if !limits_here(test, &h, &names) {
+        return;
+    }
     let ct = "305";
     let tpl = h.template.to_str().unwrap().to_string();
     h.ok(&["create", ct, "--template", &tpl]);
@@ -401,5 +418,57 @@ fn live_set_changes_only_what_it_names() {
     let s = status_limits(&h);
     assert_eq!(s, serde_json::json!({ "cpuunits": 700 }), "{s}");
     h.ok(&["destroy", "--force", ct]);
+    h.assert_clean();
+}
+
+/// In cgroup mode v2 on a host whose v2 hierarchy lacks the controllers (a hybrid host's
+/// unified hierarchy), a limit that needs one is refused by `create` and by `set` (live and
+/// saved) with the limit and the controller named, nothing is changed, `ferry check` lists
+/// it; limits that need no controller (numfiles, diskspace) work.
+#[test]
+fn limits_without_a_controller_are_refused_in_v2_mode() {
+    let test = "limits_without_a_controller_are_refused_in_v2_mode";
+    if !support::need_root(test) {
+        return;
+    }
+    let mut h = TestHost::new();
+    h.cgroup_mode = ferry_runtime::cgroups::CgroupModeSetting::V2;
+    let Ok(layout) = h.runtime_host().cgroup_layout() else {
+        eprintln!("{test}: skipped: no cgroup2 hierarchy mounted");
+        return;
+    };
+    let have = ferry_runtime::cgroups::Cgroup::in_layout(&layout, "").controllers();
+    if have.iter().any(|c| c == "memory") || have.iter().any(|c| c == "pids") {
+        eprintln!("{test}: skipped: the cgroup v2 hierarchy at {} offers memory or pids ({have:?})", layout.root.display());
+        return;
+    }
+    let tpl = h.template.to_str().unwrap().to_string();
+    let e = h.fails(&["create", "901", "--template", &tpl, "--ram", "64M", "--numproc", "20"]);
+    assert!(e.contains("container 901: create") && e.contains("ram needs the memory controller"), "{e}");
+    assert!(e.contains("numproc needs the pids controller") && e.contains("cgroup v2"), "{e}");
+    assert!(!h.data.join("conf/901.toml").exists(), "a refused create left a config");
+
+    h.ok(&["create", "901", "--template", &tpl, "--numfiles", "200"]);
+    h.ok(&["start", "901"]);
+    let e = h.fails(&["set", "901", "--numproc", "30", "--numfiles", "100"]);
+    assert!(e.contains("numproc needs the pids controller") && e.contains("nothing was changed"), "{e}");
+    assert_eq!(h.exec("901", "ulimit -n").trim(), "200", "the refused set changed numfiles");
+    let e = h.fails(&["set", "901", "--cpuunits", "500", "--save"]);
+    assert!(e.contains("cpuunits needs the cpu controller"), "{e}");
+    let conf = std::fs::read_to_string(h.data.join("conf/901.toml")).unwrap();
+    assert!(!conf.contains("cpuunits"), "{conf}");
+    // What needs no controller still works live.
+    h.ok(&["set", "901", "--numfiles", "100"]);
+    assert_eq!(h.exec("901", "ulimit -n").trim(), "100");
+
+    let v: serde_json::Value = serde_json::from_str(&h.ok(&["check", "--json"])).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    let row = |name: &str| rows.iter().find(|r| r["feature"] == name).unwrap_or_else(|| panic!("no {name} row: {rows:?}")).clone();
+    let mode = row("cgroup mode");
+    assert!(mode["detail"].as_str().unwrap().contains(&layout.root.display().to_string()), "{mode}");
+    let limits = row("resource limits");
+    assert_eq!(limits["status"], "missing", "{limits}");
+    assert!(limits["detail"].as_str().unwrap().contains("ram, swap (memory)"), "{limits}");
+    h.ok(&["destroy", "--force", "901"]);
     h.assert_clean();
 }

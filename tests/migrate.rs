@@ -63,12 +63,7 @@ impl Sim {
     /// destination's ferry (e.g. `FERRY_TEST_FAULT=...`).
     fn migrate_cmd(&self, from: usize, to: usize, ct: &str, extra: &[&str], remote_env: &str) -> Command {
         let d = self.h(to);
-        let remote = format!(
-            "env FERRY_DATA_DIR={} FERRY_RUN_DIR={} FERRY_CGROUP_PARENT={} {remote_env} {FERRY}",
-            d.data.display(),
-            d.run.display(),
-            d.cgroup_parent
-        );
+        let remote = format!("env {} {remote_env} {FERRY}", d.env_assignments());
         let mut c = self.h(from).cmd();
         c.args(["migrate", ct, &format!("root@{}", self.t.host(to).ip4), "--ssh-opts", &self.sshd[to].ssh_opts(), "--remote-ferry", &remote]);
         c.args(extra);
@@ -338,6 +333,9 @@ fn live_migration_there_and_back_keeps_the_connection() {
     assert_eq!(sim.status(0, &ct), "absent");
     assert_counter_runs(sim.h(1), &ct);
     assert_no_processes(&ns_a, "A");
+    // B restored it into its own cgroup, in the run's cgroup mode (the remote ferry got it).
+    let cg_b = sim.h(1).cgroup(&ct);
+    assert!(cg_b.pids().unwrap().len() >= 3, "the container's processes are not in B's cgroup {}", cg_b.dir("pids").display());
     sim.assert_clean(0, &ct);
     let n = neigh_mac(&sim.t, &ip);
     assert!(n.contains(&sim.t.host(1).mac_str()), "client's neighbour entry for {ip} not moved to B: {n}");

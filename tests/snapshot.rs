@@ -434,16 +434,15 @@ fn work_while_frozen_sees_a_frozen_container_and_a_failure_thaws_it() {
     if !have_criu(test) {
         return;
     }
-    use ferry_runtime::cgroups::Cgroup;
-    use ferry_runtime::container::{self, restore::freezer_dir, CheckpointOpts};
-    use ferry_runtime::{lock::ContainerLock, Ctid, Host};
+    use ferry_runtime::container::{self, CheckpointOpts};
+    use ferry_runtime::{lock::ContainerLock, Ctid};
     let h = TestHost::new();
     let ct = "sn7";
     start_counter(&h, ct);
-    let host = Host::new(&h.data, &h.run, h.cgroup_parent.clone());
+    let host = h.runtime_host();
     let c = Ctid::new(ct).unwrap();
     let cfg = container::load_config(&host, &c).unwrap();
-    let freezer = freezer_dir(&Cgroup::open(host.cgroup_path(&c)).unwrap());
+    let freezer = host.cgroup(&c).unwrap().freezer();
     let f = counter_file(&h, ct);
     let opts = CheckpointOpts { keep_running: true, ..CheckpointOpts::default() };
     let images = h.dir.path().join("imgs");
@@ -452,7 +451,7 @@ fn work_while_frozen_sees_a_frozen_container_and_a_failure_thaws_it() {
         let mut seen_frozen = false;
         let mut still = false;
         let r = container::checkpoint_to_dir_frozen(&host, &lock, &cfg, &images, &opts, &mut || {
-            seen_frozen = ferry_runtime::checkpoint::freeze::is_frozen(&freezer).unwrap_or(false);
+            seen_frozen = freezer.is_frozen().unwrap_or(false);
             // Frozen: the counter does not move.
             let a = numbers(&f).len();
             std::thread::sleep(Duration::from_millis(200));
@@ -463,7 +462,7 @@ fn work_while_frozen_sees_a_frozen_container_and_a_failure_thaws_it() {
         assert!(e.to_string().contains("the copy failed (test)") && e.to_string().contains("thawed"), "{e}");
         assert!(seen_frozen && still, "the callback ran while the container was frozen");
     }
-    assert!(!ferry_runtime::checkpoint::freeze::is_frozen(&freezer).unwrap(), "left frozen");
+    assert!(!freezer.is_frozen().unwrap(), "left frozen");
     let n = numbers(&f).len();
     wait_for(Duration::from_secs(5), "the counter after the failed snapshot", || numbers(&f).len() > n + 5);
     assert!(std::fs::read_dir(&images).map(|mut d| d.next().is_none()).unwrap_or(true), "images left");

@@ -1,8 +1,11 @@
 //! Where a host keeps things: the data directory (configs, private areas, roots, dumps,
-//! snapshots), the run directory (state, locks, logs of running containers) and the cgroup
-//! parent. All three are configurable so that several simulated hosts can share one machine.
+//! snapshots), the run directory (state, locks, logs of running containers), the cgroup
+//! parent, and which cgroup layout its containers use. All are configurable so that several
+//! simulated hosts can share one machine.
 
+use crate::cgroups::{Cgroup, CgroupLayout, CgroupModeSetting};
 use crate::ctid::Ctid;
+use crate::error::Result;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/ferry";
@@ -15,27 +18,54 @@ pub struct Host {
     pub run_dir: PathBuf,
     /// A relative cgroup path (e.g. `ferry` or `hostA/ferry`) under each hierarchy's root.
     pub cgroup_parent: String,
+    /// Which cgroup layout new containers get (`FERRY_CGROUP_MODE`): every cgroup of this
+    /// host is found through [`Host::cgroup_layout`], so this field is the one place the
+    /// choice is read. A running container keeps the layout it started with (its state).
+    pub cgroup_mode: CgroupModeSetting,
 }
 
 impl Default for Host {
     fn default() -> Self {
-        Host { data_dir: DEFAULT_DATA_DIR.into(), run_dir: DEFAULT_RUN_DIR.into(), cgroup_parent: DEFAULT_CGROUP_PARENT.into() }
+        Host::new(DEFAULT_DATA_DIR, DEFAULT_RUN_DIR, DEFAULT_CGROUP_PARENT)
     }
 }
 
 impl Host {
+    /// A host with the automatic cgroup layout ([`Host::with_cgroup_mode`] to choose one).
     pub fn new(data_dir: impl Into<PathBuf>, run_dir: impl Into<PathBuf>, cgroup_parent: impl Into<String>) -> Self {
-        Host { data_dir: data_dir.into(), run_dir: run_dir.into(), cgroup_parent: cgroup_parent.into() }
+        Host { data_dir: data_dir.into(), run_dir: run_dir.into(), cgroup_parent: cgroup_parent.into(), cgroup_mode: CgroupModeSetting::Auto }
     }
 
-    /// `FERRY_DATA_DIR`, `FERRY_RUN_DIR`, `FERRY_CGROUP_PARENT`, else the defaults.
-    pub fn from_env() -> Self {
+    pub fn with_cgroup_mode(self, cgroup_mode: CgroupModeSetting) -> Self {
+        Host { cgroup_mode, ..self }
+    }
+
+    /// `FERRY_DATA_DIR`, `FERRY_RUN_DIR`, `FERRY_CGROUP_PARENT`, `FERRY_CGROUP_MODE`, else the
+    /// defaults; a cgroup mode other than auto, v1 or v2 is an error.
+    pub fn from_env() -> Result<Self> {
         let d = Host::default();
-        Host {
+        let cgroup_mode = match std::env::var("FERRY_CGROUP_MODE") {
+            Ok(m) => m.parse()?,
+            Err(_) => d.cgroup_mode,
+        };
+        Ok(Host {
             data_dir: std::env::var_os("FERRY_DATA_DIR").map(PathBuf::from).unwrap_or(d.data_dir),
             run_dir: std::env::var_os("FERRY_RUN_DIR").map(PathBuf::from).unwrap_or(d.run_dir),
             cgroup_parent: std::env::var("FERRY_CGROUP_PARENT").unwrap_or(d.cgroup_parent),
-        }
+            cgroup_mode,
+        })
+    }
+
+    /// The cgroup layout this host's containers get: [`Host::cgroup_mode`] resolved against
+    /// what the kernel mounts.
+    pub fn cgroup_layout(&self) -> Result<CgroupLayout> {
+        crate::cgroups::host_layout(self.cgroup_mode)
+    }
+
+    /// The cgroup of container `ct` in this host's layout (for a running container, its state's
+    /// cgroup is the one it runs in: [`crate::state::State::cgroup`]).
+    pub fn cgroup(&self, ct: &Ctid) -> Result<Cgroup> {
+        Ok(Cgroup::in_layout(&self.cgroup_layout()?, self.cgroup_path(ct)))
     }
 
     /// `<data>/conf/<CTID>.toml`: the container's configuration.
@@ -128,5 +158,7 @@ mod tests {
         assert_eq!(h.root_dir(&c), PathBuf::from("/d/root/101"));
         assert_eq!(h.state_path(&c), PathBuf::from("/r/101/state.json"));
         assert_eq!(h.cgroup_path(&c), "hA/ferry/101");
+        assert_eq!(h.cgroup_mode, CgroupModeSetting::Auto);
+        assert_eq!(h.with_cgroup_mode(CgroupModeSetting::V2).cgroup_mode, CgroupModeSetting::V2);
     }
 }

@@ -18,6 +18,11 @@ pub struct State {
     /// Field 22 of /proc/PID/stat (clock ticks after boot) when PID 1 started.
     pub start_time: u64,
     pub cgroup_mode: CgroupMode,
+    /// The cgroupfs directory `cgroup` is relative to (the v1 hierarchies' parent, or the
+    /// cgroup2 mount). Absent in states written before cgroup modes could be chosen:
+    /// /sys/fs/cgroup then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_root: Option<PathBuf>,
     /// Relative cgroup path under each hierarchy's root.
     pub cgroup: String,
     /// The root mount made in the host mount namespace.
@@ -60,6 +65,7 @@ impl State {
             pid,
             start_time: proc_stat(pid).map(|s| s.start_time).unwrap_or(0),
             cgroup_mode: cg.mode(),
+            cgroup_root: Some(cg.root().to_path_buf()),
             cgroup: cg.rel().to_string(),
             root_mount,
             net_objects: None,
@@ -92,6 +98,12 @@ impl State {
         }
         let _ = std::fs::remove_dir(dir);
         Ok(())
+    }
+
+    /// The cgroup the container runs in (whatever cgroup mode the host is set to now).
+    pub fn cgroup(&self) -> crate::cgroups::Cgroup {
+        let root = self.cgroup_root.clone().unwrap_or_else(|| PathBuf::from(crate::cgroups::DEFAULT_CGROUP_ROOT));
+        crate::cgroups::Cgroup::new(root, self.cgroup.clone(), self.cgroup_mode)
     }
 
     /// PID 1 is alive (not a zombie) and is the same process that was started.

@@ -3,7 +3,8 @@
 
 mod support;
 
-use ferry_runtime::checkpoint::{freeze, CriuVersion, DumpOpts, RestoreOpts};
+use ferry_runtime::cgroups::FrozenGuard;
+use ferry_runtime::checkpoint::{CriuVersion, DumpOpts, RestoreOpts};
 use ferry_runtime::Error;
 use support::*;
 
@@ -109,20 +110,20 @@ fn failed_dump_of_caller_frozen_cgroup_is_thawed_by_guard() {
     let ct = Container::start(&CtSpec { payload: COUNTER.into(), leak_host_fd: true, ..Default::default() });
     cg.add_tree(ct.pid);
     wait_for(|| ct.count() >= 3, "counter runs");
-    let guard = freeze::FrozenGuard::freeze(&cg.0).unwrap();
+    let guard = FrozenGuard::freeze(cg.1.clone()).unwrap();
     let n = ct.count();
     let mut o = DumpOpts::new(ct.pid, ct.images("img"));
     o.freeze_cgroup = Some(cg.0.clone());
     let err = criu.dump(&o).unwrap_err();
     assert!(err.to_string().contains("Can't lookup mount="), "{err}");
     // CRIU puts the freezer back as it found it: frozen, so the caller must thaw.
-    let still_frozen = freeze::is_frozen(&cg.0).unwrap();
+    let still_frozen = cg.1.is_frozen().unwrap();
     eprintln!("after the failed dump the caller-frozen cgroup is frozen: {still_frozen}");
     assert!(still_frozen, "CRIU restores the freezer state it found");
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert_eq!(ct.count(), n, "frozen: no progress");
     drop(guard);
-    assert!(!freeze::is_frozen(&cg.0).unwrap());
+    assert!(!cg.1.is_frozen().unwrap());
     wait_for(|| ct.count() > n + 3, "runs again after the thaw");
 }
 
@@ -136,7 +137,7 @@ fn dump_of_caller_frozen_cgroup_then_restore() {
     let mut ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
     cg.add_tree(ct.pid);
     wait_for(|| ct.count() >= 3, "counter runs");
-    let guard = freeze::FrozenGuard::freeze(&cg.0).unwrap();
+    let guard = FrozenGuard::freeze(cg.1.clone()).unwrap();
     let mut o = DumpOpts::new(ct.pid, ct.images("img"));
     o.freeze_cgroup = Some(cg.0.clone());
     criu.dump(&o).unwrap();
@@ -145,7 +146,7 @@ fn dump_of_caller_frozen_cgroup_then_restore() {
     let n = ct.count();
     // Restore into the same freezer cgroup through join_cgroups (CRIU ignores cgroups);
     // it must be thawed for the tree to run.
-    freeze::thaw(&cg.0).unwrap();
+    cg.1.thaw().unwrap();
     let mut r = restore_opts(&ct, &ct.images("img"));
     r.join_cgroups = vec![cg.0.join("cgroup.procs")];
     let res = criu.restore(&r).unwrap();
@@ -311,11 +312,12 @@ fn host_check_table() {
         return;
     }
     let d = tempfile::Builder::new().prefix("ferry-t").tempdir().unwrap();
-    let t = ferry_runtime::checkpoint::check::host_check(d.path());
+    let host = ferry_runtime::Host::new(d.path(), d.path(), "ferry-tcheck").with_cgroup_mode(cgroup_mode());
+    let t = ferry_runtime::checkpoint::check::host_check(&host, d.path());
     println!("{t}");
     let s = t.to_string();
     assert!(s.contains("CRIU version"));
-    assert!(s.contains("cgroups"));
+    assert!(s.contains("cgroups") && s.contains("cgroup mode") && s.contains("resource limits"));
     assert!(s.contains("soft-dirty"));
     assert!(s.contains("network lock"));
     assert!(s.contains("loop devices"));
@@ -487,6 +489,73 @@ fn restore_under_other_parent_with_criu_cg_root() {
     eprintln!("{cg}");
     assert!(cg.lines().any(|l| l.ends_with(&format!("pids:/{b}/ct"))), "{cg}");
     ct.kill();
+}
+
+/// cgroup mode v2 on a hybrid host: the container's only cgroup is on the unified hierarchy
+/// (its v1 memberships stay in the hierarchy roots). ferry freezes it through `cgroup.freeze`,
+/// CRIU takes that directory as its freeze cgroup (it detects v2 by `cgroup.freeze` and seizes
+/// from `cgroup.threads`), dumps with cgroups ignored, and the restore joins another v2
+/// cgroup; `cgroup.kill` ends it.
+#[test]
+fn v2_freeze_dump_and_restore_on_the_unified_hierarchy() {
+    use ferry_runtime::cgroups::{host_layout, Cgroup, CgroupModeSetting};
+    let Some(criu) = criu_ready() else { return };
+    let layout = match host_layout(CgroupModeSetting::V2) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    struct Rm(Vec<Cgroup>);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            for cg in &self.0 {
+                let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL, std::time::Duration::from_secs(3));
+                let _ = cg.sibling(cg.rel().split('/').next().unwrap()).remove_tree();
+            }
+        }
+    }
+    let a = Cgroup::in_layout(&layout, format!("ferry-t{}-va/ct", tag()));
+    let b = Cgroup::in_layout(&layout, format!("ferry-t{}-vb/ct", tag()));
+    let _rm = Rm(vec![a.clone(), b.clone()]);
+    a.create().unwrap();
+    b.create().unwrap();
+    let mut ct = Container::start(&CtSpec { payload: COUNTER.into(), ..Default::default() });
+    move_tree(&a.procs_files()[0], ct.pid);
+    wait_for(|| ct.count() >= 3, "counter runs");
+
+    let guard = FrozenGuard::freeze(a.freezer()).unwrap();
+    let events = std::fs::read_to_string(a.dir("").join("cgroup.events")).unwrap();
+    assert!(events.contains("frozen 1"), "{events}");
+    let n = ct.count();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(ct.count(), n, "frozen through cgroup.freeze: no progress");
+    let mut o = DumpOpts::new(ct.pid, ct.images("img"));
+    o.freeze_cgroup = Some(a.freezer().dir().to_path_buf());
+    o.log_level = 4;
+    let dumped = criu.dump(&o);
+    let log = std::fs::read_to_string(ct.images("img").join("dump.log")).unwrap_or_default();
+    dumped.unwrap_or_else(|e| panic!("{e}"));
+    assert!(log.contains("Detected cgroup V2 freezer"), "CRIU did not take {} as a v2 freezer", a.rel());
+    guard.keep_frozen();
+    ct.dumped();
+    assert!(a.pids().unwrap().is_empty());
+
+    let mut r = restore_opts(&ct, &ct.images("img"));
+    r.join_cgroups = b.procs_files();
+    ct.pid = criu.restore(&r).unwrap().pid;
+    let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", ct.pid)).unwrap();
+    assert!(cg.lines().any(|l| l == format!("0::/{}", b.rel())), "restored into {}: {cg}", b.rel());
+    let n = ct.count();
+    wait_for(|| ct.count() > n + 3, "runs in the new v2 cgroup");
+    assert!(b.pids().unwrap().contains(&ct.pid));
+
+    // cgroup.kill takes the whole restored tree; the cgroup empties and goes.
+    b.kill_all(nix::sys::signal::Signal::SIGKILL, std::time::Duration::from_secs(5)).unwrap();
+    wait_for(|| !ct.alive(), "killed through cgroup.kill");
+    b.destroy().unwrap();
+    a.destroy().unwrap();
 }
 
 #[test]
@@ -753,15 +822,15 @@ fn criu_puts_the_freezer_back_as_it_found_it() {
     o.leave_running = true;
     o.freeze_cgroup = Some(cg.0.clone());
     criu.dump(&o).unwrap();
-    assert!(!freeze::is_frozen(&cg.0).unwrap());
+    assert!(!cg.1.is_frozen().unwrap());
     let n = ct.count();
     wait_for(|| ct.count() > n + 3, "runs after CRIU's own freeze");
 
     // Frozen by the caller: still frozen after a leave_running dump; the caller thaws.
-    let guard = freeze::FrozenGuard::freeze(&cg.0).unwrap();
+    let guard = FrozenGuard::freeze(cg.1.clone()).unwrap();
     o.images_dir = ct.images("b");
     criu.dump(&o).unwrap();
-    assert!(freeze::is_frozen(&cg.0).unwrap(), "caller-frozen cgroup stays frozen");
+    assert!(cg.1.is_frozen().unwrap(), "caller-frozen cgroup stays frozen");
     drop(guard);
     let n = ct.count();
     wait_for(|| ct.count() > n + 3, "runs after the caller's thaw");

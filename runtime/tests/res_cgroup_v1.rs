@@ -5,7 +5,7 @@
 //! it, and measures. A guard kills the processes and removes the cgroups even on failure.
 
 use ferry_runtime::cgroups::limits::{self, v1_writes};
-use ferry_runtime::cgroups::{CgroupMode, LimitContext};
+use ferry_runtime::cgroups::{Cgroup, CgroupMode, LimitContext};
 use ferry_runtime::config::Resources;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -61,7 +61,7 @@ impl Cgroups {
             std::fs::create_dir(self.dir(h, name)).unwrap();
         }
         self.children.push(name.to_string());
-        let ctx = LimitContext::probe(CgroupMode::V1, Path::new(ROOT), &format!("{}/{name}", self.parent), private_area);
+        let ctx = LimitContext::probe(&Cgroup::new(ROOT, format!("{}/{name}", self.parent), CgroupMode::V1), private_area);
         for w in v1_writes(res, &ctx).unwrap() {
             let p = self.dir(w.controller, name).join(&w.file);
             std::fs::write(&p, &w.value).unwrap_or_else(|e| panic!("write {} = {:?}: {e}", p.display(), w.value));

@@ -317,7 +317,7 @@ pub fn resume(h: &Host, ct: &str, quiet: bool) -> Result<u8> {
 
 pub fn check(h: &Host, json: bool) -> Result<u8> {
     let work = h.run_dir.join("check");
-    let table = ferry_runtime::checkpoint::check::host_check(&work);
+    let table = ferry_runtime::checkpoint::check::host_check(h, &work);
     let _ = std::fs::remove_dir_all(&work);
     if json {
         println!("{}", serde_json::to_string_pretty(&table)?);

@@ -11,6 +11,7 @@ mod snapshot;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use ferry_runtime::cgroups::CgroupModeSetting;
 use ferry_runtime::host::{DEFAULT_CGROUP_PARENT, DEFAULT_DATA_DIR, DEFAULT_RUN_DIR};
 use ferry_runtime::{Ctid, Host};
 use std::path::PathBuf;
@@ -27,6 +28,10 @@ pub struct Cli {
     /// The cgroup (relative to each hierarchy's root) that holds this host's containers.
     #[arg(long, global = true, env = "FERRY_CGROUP_PARENT", default_value = DEFAULT_CGROUP_PARENT)]
     pub cgroup_parent: String,
+    /// Which cgroups containers get: auto (v2 when /sys/fs/cgroup is cgroup2, else v1), v1, or
+    /// v2 (the cgroup2 hierarchy wherever it is mounted, also beside v1 on a hybrid host).
+    #[arg(long, global = true, env = "FERRY_CGROUP_MODE", value_name = "auto|v1|v2")]
+    pub cgroup_mode: Option<CgroupModeSetting>,
     #[command(subcommand)]
     pub cmd: Command,
 }
@@ -146,7 +151,7 @@ impl Command {
 }
 
 pub fn host(cli: &Cli) -> Host {
-    Host::new(&cli.data_dir, &cli.run_dir, cli.cgroup_parent.clone())
+    Host::new(&cli.data_dir, &cli.run_dir, cli.cgroup_parent.clone()).with_cgroup_mode(cli.cgroup_mode.unwrap_or_default())
 }
 
 pub fn ctid(s: &str) -> Result<Ctid> {

@@ -55,8 +55,11 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
     let live_res = container::effective_resources(&cfg, state.as_ref());
     let new_live = a.res.apply(&live_res)?;
     let new_saved = a.res.apply(&cfg.resources)?;
-    for r in [&new_live, &new_saved] {
-        container::check_resources(r).map_err(|e| anyhow::anyhow!("container {ct}: set: {e}; nothing was changed"))?;
+    // What is saved must hold on this host's cgroups at the next start; a running container's
+    // live limits are checked against the cgroup it runs in (by set_resources_live).
+    // (Limits of a stopped container change only with --save, refused above otherwise.)
+    if a.save {
+        container::check_resources(h, &new_saved).map_err(|e| anyhow::anyhow!("container {ct}: set: {e}; nothing was changed"))?;
     }
     let live_ips: Vec<std::net::IpAddr> =
         state.as_ref().and_then(|s| s.net_objects.as_ref()).and_then(|n| n.venet.as_ref()).map(|v| v.addrs.clone()).unwrap_or_default();

@@ -1,8 +1,13 @@
 //! Shared pieces of the root integration tests: a unique simulated host (data dir, run dir
 //! and cgroup parent) whose guard stops and destroys every container and removes the cgroup
 //! parent and any leftover mount when dropped, even after a failed assertion.
+//!
+//! The cgroup mode comes from `FERRY_CGROUP_MODE` (scripts/test.sh runs a second pass with
+//! v2) and is passed explicitly to every ferry command ([`TestHost::cmd`], and the remote
+//! ferry of a migration) and every runtime call ([`TestHost::runtime_host`]).
 #![allow(dead_code)]
 
+use ferry_runtime::cgroups::{Cgroup, CgroupLayout, CgroupMode, CgroupModeSetting};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,6 +24,13 @@ pub struct TestHost {
     pub template: PathBuf,
     /// The simulated host's netns (/run/netns/NAME) every ferry command runs in, if any.
     pub netns: Option<String>,
+    /// The cgroup mode of every ferry command and runtime call of this host.
+    pub cgroup_mode: CgroupModeSetting,
+}
+
+/// The cgroup mode the tests run in: `FERRY_CGROUP_MODE`, else auto.
+pub fn cgroup_mode() -> CgroupModeSetting {
+    std::env::var("FERRY_CGROUP_MODE").map(|m| m.parse().expect("FERRY_CGROUP_MODE is auto, v1 or v2")).unwrap_or_default()
 }
 
 /// Root is needed for namespaces, cgroups and mounts; without it the test says why and stops.
@@ -53,7 +65,7 @@ impl TestHost {
                 t
             }
         };
-        TestHost { dir, data, run, cgroup_parent: format!("ferry-t{u}"), template, netns: None }
+        TestHost { dir, data, run, cgroup_parent: format!("ferry-t{u}"), template, netns: None, cgroup_mode: cgroup_mode() }
     }
 
     /// A host whose ferry commands run in the network namespace at `netns_path` (entered
@@ -76,6 +88,7 @@ impl TestHost {
         c.env("FERRY_DATA_DIR", &self.data)
             .env("FERRY_RUN_DIR", &self.run)
             .env("FERRY_CGROUP_PARENT", &self.cgroup_parent)
+            .env("FERRY_CGROUP_MODE", self.cgroup_mode.as_str())
             .env_remove("FERRY_LOG")
             .stdin(Stdio::null());
         c
@@ -124,9 +137,70 @@ impl TestHost {
         self.ok(&["exec", ct, "--", "sh", "-c", sh])
     }
 
+    /// `FERRY_DATA_DIR=... FERRY_CGROUP_MODE=...`: what a ferry started elsewhere (over ssh,
+    /// which passes no environment) needs to act as this host, for `env`.
+    pub fn env_assignments(&self) -> String {
+        format!(
+            "FERRY_DATA_DIR={} FERRY_RUN_DIR={} FERRY_CGROUP_PARENT={} FERRY_CGROUP_MODE={}",
+            self.data.display(),
+            self.run.display(),
+            self.cgroup_parent,
+            self.cgroup_mode
+        )
+    }
+
+    /// This host as the runtime library sees it (for tests that call it directly).
+    pub fn runtime_host(&self) -> ferry_runtime::Host {
+        ferry_runtime::Host::new(&self.data, &self.run, self.cgroup_parent.clone()).with_cgroup_mode(self.cgroup_mode)
+    }
+
+    /// The cgroup layout this host's containers get.
+    pub fn layout(&self) -> CgroupLayout {
+        self.runtime_host().cgroup_layout().expect("the tests' cgroup mode resolves on this machine")
+    }
+
+    pub fn is_v1(&self) -> bool {
+        self.layout().mode == CgroupMode::V1
+    }
+
+    /// The cgroup of container `ct` (or, with "", the host's cgroup parent).
+    pub fn cgroup(&self, ct: &str) -> Cgroup {
+        let rel = if ct.is_empty() { self.cgroup_parent.clone() } else { format!("{}/{ct}", self.cgroup_parent) };
+        Cgroup::in_layout(&self.layout(), rel)
+    }
+
+    /// One file of a container's cgroup (v1: in `controller`'s hierarchy), trimmed.
+    pub fn cg_file(&self, ct: &str, controller: &str, file: &str) -> String {
+        let p = self.cgroup(ct).dir(controller).join(file);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())).trim().to_string()
+    }
+
+    /// Whether this host's cgroups have the controller of each limit in `limits` (names as
+    /// `ferry set` takes them); if not, prints why `test` is skipped: the limit and the
+    /// missing controller.
+    pub fn has_controllers_for(&self, test: &str, limits: &[&str]) -> bool {
+        let l = self.layout();
+        let have = Cgroup::in_layout(&l, self.cgroup_parent.clone()).controllers();
+        let missing = ferry_runtime::cgroups::limits::unavailable_limits(l.mode, &have);
+        for limit in limits {
+            if let Some((_, ctl)) = missing.iter().find(|(name, _)| name == limit) {
+                eprintln!(
+                    "{test}: skipped: {limit} needs the {ctl} controller, which the cgroup {} hierarchy at {} does not offer (FERRY_CGROUP_MODE={})",
+                    l.mode.as_str(),
+                    l.root.display(),
+                    self.cgroup_mode
+                );
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Every directory that may hold this host's cgroup parent, whatever the layout: each v1
+    /// hierarchy, a pure v2 mount, a hybrid host's unified mount.
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         let root = Path::new("/sys/fs/cgroup");
-        let mut v: Vec<PathBuf> = ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids"]
+        let mut v: Vec<PathBuf> = ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "unified"]
             .iter()
             .map(|c| root.join(c).join(&self.cgroup_parent))
             .collect();
@@ -166,6 +240,7 @@ fn kill_cgroup_tree(d: &Path) {
             break;
         }
         let _ = std::fs::write(d.join("freezer.state"), "THAWED");
+        let _ = std::fs::write(d.join("cgroup.freeze"), "0");
         for p in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
         }

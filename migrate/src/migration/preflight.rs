@@ -23,6 +23,9 @@ pub struct DestFacts {
     /// `Err(reason)` when the source's cpuinfo does not fit this CPU.
     pub cpu: Result<(), String>,
     pub bridges_missing: Vec<String>,
+    /// `Err(reason)` when this host's cgroups cannot enforce the container's limits (e.g. a
+    /// cgroup v2 hierarchy without the memory controller and a `ram` limit).
+    pub limits: Result<(), String>,
 }
 
 impl Default for DestFacts {
@@ -36,6 +39,7 @@ impl Default for DestFacts {
             criu: Ok(String::new()),
             cpu: Ok(()),
             bridges_missing: Vec::new(),
+            limits: Ok(()),
         }
     }
 }
@@ -74,6 +78,9 @@ pub fn problems(cfg: &ContainerConfig, facts: &DestFacts, needed_disk: u64, onli
             out.push(format!("CPU of the destination cannot run the dumped tasks of {ct}: {e}; use --offline"));
         }
     }
+    if let Err(e) = &facts.limits {
+        out.push(format!("the destination cannot enforce the limits of {ct}: {e}"));
+    }
     for b in &facts.bridges_missing {
         out.push(format!("bridge {b} used by {ct} does not exist on the destination; create it there first"));
     }
@@ -90,6 +97,7 @@ pub fn gather(host: &Host, cfg: &ContainerConfig, cpuinfo: &[u8], online: bool, 
         free_disk: free_disk(&host.data_dir),
         criu: Ok(String::new()),
         cpu: Ok(()),
+        limits: ferry_runtime::container::check_resources(host, &cfg.resources).map_err(|e| e.to_string()),
         ..Default::default()
     };
     for other in host.list_ctids().unwrap_or_default() {
@@ -242,10 +250,18 @@ mod tests {
         f.criu = Err("criu 3.17 is too old".into());
         f.cpu = Err("no avx512".into());
         f.bridges_missing = vec!["br9".into()];
+        f.limits = Err("ram needs the memory controller".into());
         let p = problems(&cfg(), &f, 1 << 30, true, false).join("\n");
-        for want in
-            ["already exists", "configured on a destination interface", "used by container 102", "not enough disk", "too old", "no avx512", "br9"]
-        {
+        for want in [
+            "already exists",
+            "configured on a destination interface",
+            "used by container 102",
+            "not enough disk",
+            "too old",
+            "no avx512",
+            "br9",
+            "cannot enforce the limits of 101: ram needs the memory controller",
+        ] {
             assert!(p.contains(want), "missing {want:?} in:\n{p}");
         }
         // Offline migration does not need CRIU or a compatible CPU.

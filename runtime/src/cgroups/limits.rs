@@ -14,7 +14,7 @@
 //!
 //! Open files (`numfiles`) are not a cgroup: see [`numfiles_rlimit`] and [`set_nofile`].
 
-use super::{CgroupMode, CgroupWrite, LimitContext};
+use super::{Cgroup, CgroupMode, CgroupWrite, LimitContext};
 use crate::config::{parse_cpumask, Resources};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -109,6 +109,74 @@ pub fn validate(res: &Resources, ctx: &LimitContext) -> Result<()> {
     Ok(())
 }
 
+/// The limits that need a cgroup controller: (name, v1 hierarchy, v2 controller). `numfiles`
+/// (an rlimit) and `diskspace` (the disk backend) need none.
+pub const CONTROLLED_LIMITS: [(&str, &str, &str); 10] = [
+    ("cpuunits", "cpu", "cpu"),
+    ("cpulimit", "cpu", "cpu"),
+    ("cpus", "cpu", "cpu"),
+    ("cpumask", "cpuset", "cpuset"),
+    ("ram", "memory", "memory"),
+    ("swap", "memory", "memory"),
+    ("numproc", "pids", "pids"),
+    ("ioprio", "blkio", "io"),
+    ("iolimit", "blkio", "io"),
+    ("iopslimit", "blkio", "io"),
+];
+
+/// Whether the limit named `name` (one of [`CONTROLLED_LIMITS`]) is set in `res`.
+fn is_set(res: &Resources, name: &str) -> bool {
+    match name {
+        "cpuunits" => res.cpuunits.is_some(),
+        "cpulimit" => res.cpulimit.is_some(),
+        "cpus" => res.cpus.is_some(),
+        "cpumask" => res.cpumask.is_some(),
+        "ram" => res.ram.is_some(),
+        "swap" => res.swap.is_some(),
+        "numproc" => res.numproc.is_some(),
+        "ioprio" => res.ioprio.is_some(),
+        "iolimit" => res.iolimit.is_some(),
+        "iopslimit" => res.iopslimit.is_some(),
+        _ => false,
+    }
+}
+
+/// Whether any limit of `res` needs a cgroup controller.
+pub fn needs_a_controller(res: &Resources) -> bool {
+    CONTROLLED_LIMITS.iter().any(|(name, _, _)| is_set(res, name))
+}
+
+/// (limit, controller) for every limit a cgroup with `controllers` cannot enforce under
+/// `mode`, whether set or not (what `ferry check` lists).
+pub fn unavailable_limits(mode: CgroupMode, controllers: &[String]) -> Vec<(&'static str, &'static str)> {
+    CONTROLLED_LIMITS
+        .iter()
+        .map(|&(name, v1, v2)| (name, if mode == CgroupMode::V1 { v1 } else { v2 }))
+        .filter(|(_, c)| !controllers.iter().any(|x| x == c))
+        .collect()
+}
+
+/// Refuse the limits of `res` whose controller the container's cgroup does not have (a
+/// hybrid host's cgroup v2 hierarchy offers hardly any): each is named with its controller,
+/// never silently left out.
+pub fn check_controllers(res: &Resources, mode: CgroupMode, controllers: &[String]) -> Result<()> {
+    let missing: Vec<(&str, &str)> = unavailable_limits(mode, controllers).into_iter().filter(|(name, _)| is_set(res, name)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let needs = missing.iter().map(|(l, c)| format!("{l} needs the {c} controller")).collect::<Vec<_>>().join(", ");
+    let limits = missing.iter().map(|(l, _)| *l).collect::<Vec<_>>().join(", ");
+    let mut ctls: Vec<&str> = missing.iter().map(|(_, c)| *c).collect();
+    ctls.dedup();
+    let have = if controllers.is_empty() { "none".to_string() } else { controllers.join(" ") };
+    Err(bad(format!(
+        "{needs}, which this host's cgroup {} hierarchy does not offer (it has: {have}): leave {limits} unset (`unlimited` lifts a \
+         live one), or run ferry in a cgroup mode whose hierarchy has {} (FERRY_CGROUP_MODE, --cgroup-mode)",
+        mode.as_str(),
+        ctls.join(", ")
+    )))
+}
+
 /// v1 `cpu.shares` for a `cpuunits` value (1000 units = 1024 shares), clamped to the kernel range.
 pub fn cpu_shares(cpuunits: u64) -> u64 {
     (cpuunits.saturating_mul(1024) / 1000).clamp(2, 262_144)
@@ -161,9 +229,18 @@ fn need_device(res: &Resources, ctx: &LimitContext) -> Result<Option<(u32, u32)>
     Ok(ctx.block_device)
 }
 
+/// The writes for controllers the cgroup has. An unset limit of a missing controller needs
+/// none: a cgroup without that controller is unlimited in it anyway ([`check_controllers`]
+/// refused the set ones already).
+fn only_offered(mut out: Vec<CgroupWrite>, ctx: &LimitContext) -> Vec<CgroupWrite> {
+    out.retain(|w| ctx.controllers.iter().any(|c| c == w.controller));
+    out
+}
+
 /// The writes that set `res` on a v1 host, in the order to apply them.
 pub fn v1_writes(res: &Resources, ctx: &LimitContext) -> Result<Vec<CgroupWrite>> {
     validate(res, ctx)?;
+    check_controllers(res, CgroupMode::V1, &ctx.controllers)?;
     let mut out = Vec::new();
 
     // cpuset: mems first, a cpuset without mems refuses tasks.
@@ -213,7 +290,7 @@ pub fn v1_writes(res: &Resources, ctx: &LimitContext) -> Result<Vec<CgroupWrite>
             out.push(w("blkio", file, format!("{maj}:{min} {v}")));
         }
     }
-    Ok(out)
+    Ok(only_offered(out, ctx))
 }
 
 /// The writes that set `res` on a v2 host, in the order to apply them. The controller field
@@ -221,6 +298,7 @@ pub fn v1_writes(res: &Resources, ctx: &LimitContext) -> Result<Vec<CgroupWrite>
 /// `cgroup.subtree_control`).
 pub fn v2_writes(res: &Resources, ctx: &LimitContext) -> Result<Vec<CgroupWrite>> {
     validate(res, ctx)?;
+    check_controllers(res, CgroupMode::V2, &ctx.controllers)?;
     let mut out = Vec::new();
 
     // An empty cpuset.cpus on v2 means "inherit the parent's".
@@ -259,7 +337,7 @@ pub fn v2_writes(res: &Resources, ctx: &LimitContext) -> Result<Vec<CgroupWrite>
         let iops = res.iopslimit.map_or("max".to_string(), |v| v.to_string());
         out.push(w("io", "io.max", format!("{maj}:{min} rbps={bps} wbps={bps} riops={iops} wiops={iops}")));
     }
-    Ok(out)
+    Ok(only_offered(out, ctx))
 }
 
 /// Raise or lower RLIMIT_NOFILE (soft and hard) of one process. Lowering always works; raising
@@ -406,51 +484,50 @@ pub fn unreclaimable_memory(mode: CgroupMode, memory_stat: &str) -> u64 {
 
 impl LimitContext {
     /// Look at the host: online CPUs, NUMA nodes, swap accounting, which I/O weight file
-    /// exists, the block device of `private_area`, and (if the container's cgroup exists) its
-    /// current unreclaimable memory. `cgroup_root` is the cgroupfs mount (`/sys/fs/cgroup` on
-    /// v1, the unified mount on v2), `ct_cgroup` the container's relative cgroup path
-    /// ([`crate::Host::cgroup_path`]).
-    pub fn probe(mode: CgroupMode, cgroup_root: &Path, ct_cgroup: &str, private_area: &Path) -> LimitContext {
-        let rel = ct_cgroup.trim_matches('/');
-        let parent_rel = Path::new(rel).parent().map(Path::to_path_buf).unwrap_or_default();
+    /// exists, the block device of `private_area`, the controllers the container's cgroup
+    /// `cg` has (or gets when made), and (if the cgroup exists) its current unreclaimable
+    /// memory.
+    pub fn probe(cg: &Cgroup, private_area: &Path) -> LimitContext {
+        let fs = cg.fs();
+        let parent = cg.sibling(Path::new(cg.rel()).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default());
         let ncpus = online_cpus();
         let block_device = block_device_of(private_area).ok();
-        // The first of `dirs` that has `file`.
+        // The first of `files` found in the first of `dirs` that has one.
         let first_with = |dirs: &[PathBuf], files: &[&str]| -> Option<String> {
-            for d in dirs {
-                for f in files {
-                    if d.join(f).exists() {
-                        return Some(f.to_string());
-                    }
-                }
-            }
-            None
+            dirs.iter().find_map(|d| files.iter().find(|f| fs.exists(&d.join(f))).map(|f| f.to_string()))
         };
-        match mode {
+        let read = |p: PathBuf| fs.read(&p).ok().map(|s| s.trim().to_string());
+        let controllers = cg.controllers();
+        let memory_usage = read(cg.dir("memory").join("memory.stat")).map(|s| unreclaimable_memory(cg.mode(), &s));
+        match cg.mode() {
             CgroupMode::V1 => {
-                let h = |c: &str| cgroup_root.join(c);
                 let cpuset_of_parent = |f: &str| {
-                    [h("cpuset").join(&parent_rel), h("cpuset")]
-                        .iter()
-                        .filter_map(|d| std::fs::read_to_string(d.join(f)).ok())
-                        .map(|s| s.trim().to_string())
+                    [parent.dir("cpuset"), cg.root().join("cpuset")]
+                        .into_iter()
+                        .filter_map(|d| read(d.join(f)))
                         .find(|s| !s.is_empty())
                         .unwrap_or_default()
                 };
                 let mems = cpuset_of_parent("cpuset.mems");
                 let parent_cpus = cpuset_of_parent("cpuset.cpus");
-                let memsw = h("memory").join("memory.memsw.limit_in_bytes").exists();
-                let io_weight_file = first_with(&[h("blkio").join(rel), h("blkio").join(&parent_rel)], &["blkio.bfq.weight", "blkio.weight"]);
-                let memory_usage = std::fs::read_to_string(h("memory").join(rel).join("memory.stat")).ok().map(|s| unreclaimable_memory(mode, &s));
-                LimitContext { ncpus, block_device, mems, parent_cpus, memsw, io_weight_file, memory_usage }
+                let memsw = fs.exists(&cg.root().join("memory").join("memory.memsw.limit_in_bytes"));
+                let io_weight_file = first_with(&[cg.dir("blkio"), parent.dir("blkio")], &["blkio.bfq.weight", "blkio.weight"]);
+                LimitContext { ncpus, block_device, mems, parent_cpus, memsw, io_weight_file, memory_usage, controllers }
             }
             CgroupMode::V2 => {
-                let ct = cgroup_root.join(rel);
-                let parent = cgroup_root.join(&parent_rel);
-                let memsw = [&ct, &parent].iter().any(|d| d.join("memory.swap.max").exists());
-                let io_weight_file = first_with(&[ct.clone(), parent], &["io.bfq.weight", "io.weight"]);
-                let memory_usage = std::fs::read_to_string(ct.join("memory.stat")).ok().map(|s| unreclaimable_memory(mode, &s));
-                LimitContext { ncpus, block_device, mems: String::new(), parent_cpus: String::new(), memsw, io_weight_file, memory_usage }
+                let dirs = [cg.dir(""), parent.dir("")];
+                let memsw = first_with(&dirs, &["memory.swap.max"]).is_some();
+                let io_weight_file = first_with(&dirs, &["io.bfq.weight", "io.weight"]);
+                LimitContext {
+                    ncpus,
+                    block_device,
+                    mems: String::new(),
+                    parent_cpus: String::new(),
+                    memsw,
+                    io_weight_file,
+                    memory_usage,
+                    controllers,
+                }
             }
         }
     }
@@ -469,10 +546,16 @@ mod tests {
             memsw: true,
             io_weight_file: Some("blkio.bfq.weight".into()),
             memory_usage: None,
+            controllers: super::super::V1_CONTROLLERS.iter().map(|c| c.to_string()).collect(),
         }
     }
     fn ctx2() -> LimitContext {
-        LimitContext { io_weight_file: Some("io.bfq.weight".into()), mems: String::new(), ..ctx() }
+        LimitContext {
+            io_weight_file: Some("io.bfq.weight".into()),
+            mems: String::new(),
+            controllers: super::super::V2_CONTROLLERS.iter().map(|c| c.to_string()).collect(),
+            ..ctx()
+        }
     }
     fn get<'a>(ws: &'a [CgroupWrite], file: &str) -> Vec<&'a str> {
         ws.iter().filter(|w| w.file == file).map(|w| w.value.as_str()).collect()
@@ -714,31 +797,42 @@ mod tests {
 
     #[test]
     fn probe_fake_v2_tree() {
-        let d = tempfile::tempdir().unwrap();
-        let ct = d.path().join("ferry/101");
-        std::fs::create_dir_all(&ct).unwrap();
-        std::fs::write(ct.join("memory.swap.max"), "max\n").unwrap();
-        std::fs::write(ct.join("io.weight"), "default 100\n").unwrap();
-        std::fs::write(ct.join("memory.stat"), "anon 4096\nfile 1\n").unwrap();
-        let c = LimitContext::probe(CgroupMode::V2, d.path(), "ferry/101", d.path());
+        use crate::cgroups::{fake::FakeKernel, CgroupFs};
+        let k = std::sync::Arc::new(FakeKernel::v2("/fake", &["cpu", "io", "memory", "pids"], true));
+        let cg = Cgroup::with_fs(k.clone(), "/fake", "ferry/101", CgroupMode::V2);
+        // Before the cgroup exists: what its parents offer.
+        let before = LimitContext::probe(&cg, Path::new("/"));
+        assert_eq!(before.controllers, ["cpu", "io", "memory", "pids"]);
+        assert_eq!(before.memory_usage, None);
+        cg.create().unwrap();
+        k.set_counter(Path::new("/fake/ferry/101/memory.stat"), "anon 4096\nfile 1\n");
+        let c = LimitContext::probe(&cg, Path::new("/"));
         assert!(c.memsw);
         assert_eq!(c.io_weight_file.as_deref(), Some("io.weight"));
         assert_eq!(c.memory_usage, Some(4096));
         assert!(c.ncpus >= 1);
+        assert!(k.exists(Path::new("/fake/ferry/101/io.weight")));
+        // The hybrid hosts' unified hierarchy: nothing to probe, no controllers.
+        let k = std::sync::Arc::new(FakeKernel::v2("/fake", &["hugetlb"], false));
+        let cg = Cgroup::with_fs(k, "/fake", "ferry/101", CgroupMode::V2);
+        cg.create().unwrap();
+        let c = LimitContext::probe(&cg, Path::new("/"));
+        assert!(c.controllers.is_empty() && !c.memsw && c.io_weight_file.is_none() && c.memory_usage.is_none(), "{c:?}");
+        // Defaults write nothing there; every set limit that needs a controller is refused.
+        assert!(v2_writes(&Resources::default(), &c).unwrap().is_empty());
+        assert!(v2_writes(&Resources { numfiles: Some(10), diskspace: Some(1 << 30), ..Default::default() }, &c).unwrap().is_empty());
     }
 
     #[test]
     fn probe_fake_v1_tree() {
-        let d = tempfile::tempdir().unwrap();
-        for sub in ["cpuset/ferry", "memory/ferry/101", "blkio/ferry"] {
-            std::fs::create_dir_all(d.path().join(sub)).unwrap();
-        }
-        std::fs::write(d.path().join("cpuset/ferry/cpuset.mems"), "0-1\n").unwrap();
-        std::fs::write(d.path().join("cpuset/ferry/cpuset.cpus"), "1\n").unwrap();
-        std::fs::write(d.path().join("blkio/ferry/blkio.weight"), "500\n").unwrap();
-        std::fs::write(d.path().join("memory/ferry/101/memory.stat"), "total_rss 12\n").unwrap();
-        let c = LimitContext::probe(CgroupMode::V1, d.path(), "ferry/101", d.path());
-        assert_eq!(c.mems, "0-1");
+        use crate::cgroups::fake::FakeKernel;
+        let k = std::sync::Arc::new(FakeKernel::v1("/fake", &["cpuset", "memory", "blkio", "pids"], false));
+        let cg = Cgroup::with_fs(k.clone(), "/fake", "ferry/101", CgroupMode::V1);
+        cg.create().unwrap();
+        cg.sibling("ferry").apply_writes(&[w("cpuset", "cpuset.cpus", "1")]).unwrap();
+        k.set_counter(Path::new("/fake/memory/ferry/101/memory.stat"), "total_rss 12\n");
+        let c = LimitContext::probe(&cg, Path::new("/"));
+        assert_eq!(c.mems, "0");
         assert_eq!(c.parent_cpus, "1");
         // No cpumask: the container gets what its parent has, not CPUs the parent lacks.
         let ws = v1_writes(&Resources::default(), &LimitContext { ncpus: 2, ..c.clone() }).unwrap();
@@ -746,6 +840,42 @@ mod tests {
         assert!(!c.memsw);
         assert_eq!(c.io_weight_file.as_deref(), Some("blkio.weight"));
         assert_eq!(c.memory_usage, Some(12));
+        let mut have = c.controllers.clone();
+        have.sort();
+        assert_eq!(have, ["blkio", "cpuset", "memory", "pids"]);
+        // No cpu hierarchy here: its defaults are left out, a cpu limit refused.
+        assert!(get(&ws, "cpu.shares").is_empty());
+        let e = v1_writes(&Resources { cpuunits: Some(500), ..Default::default() }, &c).unwrap_err().to_string();
+        assert!(e.contains("cpuunits needs the cpu controller") && e.contains("cgroup v1"), "{e}");
+    }
+
+    #[test]
+    fn limits_without_their_controller_are_named_and_refused() {
+        let hugetlb_only = vec!["hugetlb".to_string()];
+        let res = Resources { ram: Some(64 << 20), numproc: Some(20), iolimit: Some(1 << 20), numfiles: Some(64), ..Default::default() };
+        let e = check_controllers(&res, CgroupMode::V2, &hugetlb_only).unwrap_err().to_string();
+        for want in [
+            "ram needs the memory controller",
+            "numproc needs the pids controller",
+            "iolimit needs the io controller",
+            "cgroup v2",
+            "it has: hugetlb",
+        ] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        assert!(!e.contains("numfiles"), "numfiles needs no controller: {e}");
+        assert!(e.contains("FERRY_CGROUP_MODE"), "{e}");
+        check_controllers(&Resources { numfiles: Some(64), diskspace: Some(1 << 30), ..Default::default() }, CgroupMode::V2, &[]).unwrap();
+        // v1 names the blkio hierarchy.
+        let e = check_controllers(&Resources { ioprio: Some(3), ..Default::default() }, CgroupMode::V1, &[]).unwrap_err().to_string();
+        assert!(e.contains("ioprio needs the blkio controller") && e.contains("it has: none"), "{e}");
+        // What `ferry check` lists: every controlled limit there, none with all controllers.
+        assert_eq!(unavailable_limits(CgroupMode::V2, &hugetlb_only).len(), CONTROLLED_LIMITS.len());
+        assert!(unavailable_limits(CgroupMode::V2, &ctx2().controllers).is_empty());
+        assert_eq!(
+            unavailable_limits(CgroupMode::V2, &["cpu".into(), "memory".into()]).iter().map(|x| x.0).collect::<Vec<_>>(),
+            ["cpumask", "numproc", "ioprio", "iolimit", "iopslimit"]
+        );
     }
 
     #[test]

@@ -25,8 +25,9 @@ fn row(feature: &str, ok: bool, detail: impl Into<String>, without: &str) -> Che
     CheckRow { feature: feature.into(), status: if ok { Status::Ok } else { Status::Missing }, detail: detail.into(), without: without.into() }
 }
 
-/// The whole table. `work_dir` receives CRIU's check log.
-pub fn host_check(work_dir: &Path) -> HostCheck {
+/// The whole table for `host` (its cgroup mode decides the cgroup rows). `work_dir` receives
+/// CRIU's check log.
+pub fn host_check(host: &crate::Host, work_dir: &Path) -> HostCheck {
     let mut rows = Vec::new();
     let criu = super::rpc::find_criu().map(Criu::with_binary);
     let version = criu.as_ref().map_err(|e| e.to_string()).and_then(|c| c.version().map_err(|e| e.to_string()));
@@ -61,6 +62,10 @@ pub fn host_check(work_dir: &Path) -> HostCheck {
         _ => None,
     };
     rows.push(cgroup_row(Path::new("/sys/fs/cgroup")));
+    rows.extend(cgroup_mode_rows(host.cgroup_layout().map(|l| {
+        let controllers = crate::cgroups::Cgroup::in_layout(&l, host.cgroup_parent.clone()).controllers();
+        (l, controllers)
+    })));
     let f = features.unwrap_or_default();
     let known = features.is_some();
     rows.push(row(
@@ -184,6 +189,37 @@ pub fn cgroup_row(root: &Path) -> CheckRow {
     row("cgroups", ok && !v1.is_empty(), detail, without)
 }
 
+/// The layout ferry uses on this host (`FERRY_CGROUP_MODE` resolved) and the limits its
+/// cgroups cannot enforce there, which `create` and `set` refuse.
+pub fn cgroup_mode_rows(layout: crate::Result<(crate::cgroups::CgroupLayout, Vec<String>)>) -> Vec<CheckRow> {
+    let (l, controllers) = match layout {
+        Ok(x) => x,
+        Err(e) => return vec![row("cgroup mode", false, e.to_string(), "containers cannot start: no cgroup for them")],
+    };
+    let have = if controllers.is_empty() { "none".to_string() } else { controllers.join(" ") };
+    let mut rows = vec![row("cgroup mode", true, format!("{l}; controllers: {have}"), "")];
+    let missing = crate::cgroups::limits::unavailable_limits(l.mode, &controllers);
+    let mut by_controller: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (limit, ctl) in &missing {
+        match by_controller.iter_mut().find(|(c, _)| c == ctl) {
+            Some((_, v)) => v.push(limit),
+            None => by_controller.push((ctl, vec![limit])),
+        }
+    }
+    let detail = if missing.is_empty() {
+        "every limit has its controller".to_string()
+    } else {
+        format!("no controller for: {}", by_controller.iter().map(|(c, l)| format!("{} ({c})", l.join(", "))).collect::<Vec<_>>().join("; "))
+    };
+    rows.push(row(
+        "resource limits",
+        missing.is_empty(),
+        detail,
+        "create and set refuse these limits (numfiles and diskspace need no controller and work)",
+    ));
+    rows
+}
+
 /// The table of `ferry check`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HostCheck {
@@ -235,6 +271,25 @@ mod tests {
         let r = cgroup_row(d.path());
         assert_eq!(r.status, Status::Ok);
         assert_eq!(r.detail, "v1: cpu,cpuacct freezer memory pids");
+    }
+
+    #[test]
+    fn cgroup_mode_rows_name_each_limit_and_its_missing_controller() {
+        use crate::cgroups::{CgroupLayout, CgroupMode, CgroupModeSetting};
+        let l = CgroupLayout { mode: CgroupMode::V2, root: "/sys/fs/cgroup/unified".into(), setting: CgroupModeSetting::V2 };
+        let rows = cgroup_mode_rows(Ok((l.clone(), vec!["hugetlb".into()])));
+        assert_eq!(rows[0].status, Status::Ok);
+        assert!(rows[0].detail.contains("/sys/fs/cgroup/unified") && rows[0].detail.contains("controllers: hugetlb"), "{:?}", rows[0]);
+        assert_eq!(rows[1].status, Status::Missing);
+        for want in ["cpuunits, cpulimit, cpus (cpu)", "ram, swap (memory)", "numproc (pids)", "ioprio, iolimit, iopslimit (io)", "cpumask (cpuset)"]
+        {
+            assert!(rows[1].detail.contains(want), "{want}: {}", rows[1].detail);
+        }
+        let all: Vec<String> = crate::cgroups::V2_CONTROLLERS.iter().map(|c| c.to_string()).collect();
+        let rows = cgroup_mode_rows(Ok((l, all)));
+        assert_eq!(rows[1].status, Status::Ok);
+        let rows = cgroup_mode_rows(Err(crate::Error::Cgroup("no cgroup2 filesystem is mounted".into())));
+        assert_eq!((rows.len(), rows[0].status), (1, Status::Missing));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! CRIU driven over its RPC (`criu swrk`): version, check and feature checks, dump, pre-dump,
 //! restore; CRIU's errors turned into actionable messages; the host feature table of
-//! `ferry check`; a small freezer for callers that freeze a tree themselves.
+//! `ferry check`. (The freezer is [`crate::cgroups::freezer`].)
 //!
 //! # Cgroups
 //! ferry makes a container's cgroups itself (with the config's current limits, under the
@@ -25,24 +25,32 @@
 //!   cgroup subtree below the tree's cgroups: a container left in a hierarchy's root drags every
 //!   other cgroup of the host into its image (and the restore fails when they are missing).
 //!
-//! Ignore + join is the default because it depends only on the cgroups ferry made.
+//! Ignore + join is the default because it depends only on the cgroups ferry made. It is also
+//! what a container whose only cgroup is on a hybrid host's cgroup2 hierarchy (cgroup mode v2)
+//! needs: IGNORE dumps no cgroup at all, so the v1 hierarchies the tree also sits in (their
+//! roots) never reach the image, and the restore joins the v2 cgroup alone (test
+//! `v2_freeze_dump_and_restore_on_the_unified_hierarchy`).
 //!
-//! //! # Freezing
+//! # Freezing
 //! A caller that freezes the container through its freezer cgroup passes that cgroup as
 //! [`DumpOpts::freeze_cgroup`]; CRIU then seizes the frozen tasks. CRIU puts the freezer back in
 //! the state it found it: a cgroup the caller froze stays frozen after a failed dump (and after a
-//! dump with `leave_running`), so **the caller thaws it on every path** (see [`freeze`]'s
-//! [`freeze::FrozenGuard`]). A cgroup passed thawed is frozen and thawed by CRIU itself.
+//! dump with `leave_running`), so **the caller thaws it on every path** (see
+//! [`crate::cgroups::FrozenGuard`]). A cgroup passed thawed is frozen and thawed by CRIU itself.
+//! CRIU tells the layouts apart by the file the directory holds (`freezer.state` for v1,
+//! `cgroup.freeze` for v2) and seizes the tasks listed in `tasks` / `cgroup.threads`, so a v2
+//! directory on a hybrid host's unified hierarchy works as well as a v1 freezer cgroup.
 //!
 //! # Use
 //! ```no_run
 //! # fn f() -> ferry_runtime::Result<()> {
-//! use ferry_runtime::checkpoint::{freeze::FrozenGuard, Criu, DumpOpts, RestoreOpts};
+//! use ferry_runtime::cgroups::{Freezer, FrozenGuard};
+//! use ferry_runtime::checkpoint::{Criu, DumpOpts, RestoreOpts};
 //! let criu = Criu::new()?; // finds criu, insists on 4.2+
-//! let freezer = std::path::PathBuf::from("/sys/fs/cgroup/freezer/ferry/101");
-//! let frozen = FrozenGuard::freeze(&freezer)?; // thaws on drop, also on `?` below
+//! let freezer = Freezer::at("/sys/fs/cgroup/freezer/ferry/101")?; // or a v2 cgroup directory
+//! let frozen = FrozenGuard::freeze(freezer.clone())?; // thaws on drop, also on `?` below
 //! let mut dump = DumpOpts::new(4242, "/var/lib/ferry/dump/101");
-//! dump.freeze_cgroup = Some(freezer.clone());
+//! dump.freeze_cgroup = Some(freezer.dir().to_path_buf());
 //! dump.netns = Some("/run/netns/hostA".into());
 //! let done = criu.dump_notify(&dump, &mut |n| {
 //!     if n.script == "post-dump" { /* stop forwarding, drop routes */ }
@@ -62,7 +70,6 @@
 //! ```
 
 pub mod check;
-pub mod freeze;
 pub mod log;
 pub mod rpc;
 

@@ -18,10 +18,18 @@ pub struct CreateOptions {
     pub resources: Resources,
 }
 
-/// Check limits as far as a container that does not run yet allows (CPU numbers, ranges).
-pub fn check_resources(res: &Resources) -> Result<()> {
+/// Check limits as far as a container that does not run yet allows: values and ranges (CPUs
+/// that exist), then whether the host's cgroup layout has the controller each set limit
+/// needs (a hybrid host's v2 hierarchy has hardly any: refused here, not ignored at start).
+pub fn check_resources(host: &Host, res: &Resources) -> Result<()> {
     let ctx = crate::cgroups::LimitContext { ncpus: crate::cgroups::limits::online_cpus(), ..Default::default() };
-    crate::cgroups::limits::validate(res, &ctx)
+    crate::cgroups::limits::validate(res, &ctx)?;
+    if !crate::cgroups::limits::needs_a_controller(res) {
+        return Ok(());
+    }
+    let layout = host.cgroup_layout()?;
+    let probe = crate::cgroups::Cgroup::in_layout(&layout, host.cgroup_parent.clone());
+    crate::cgroups::limits::check_controllers(res, layout.mode, &probe.controllers())
 }
 
 /// Check a hostname the kernel and resolvers accept.
@@ -59,7 +67,7 @@ pub fn create(host: &Host, lock: &ContainerLock, opts: &CreateOptions) -> Result
     }
     // Refuse a bad template before anything is made.
     crate::template::template_kind(&opts.template)?;
-    check_resources(&opts.resources).map_err(|e| Error::ct(ct.as_str(), "create", e.to_string()))?;
+    check_resources(host, &opts.resources).map_err(|e| Error::ct(ct.as_str(), "create", e.to_string()))?;
     let mut cfg = ContainerConfig::new(ct.clone());
     cfg.hostname = opts.hostname.clone();
     cfg.template = Some(opts.template.display().to_string());

@@ -48,7 +48,7 @@ impl Joiner {
             let p = format!("/proc/{}/ns/{name}", st.pid);
             ns.push(File::open(&p).map_err(|e| Error::io("open namespace", &p, e))?);
         }
-        let cg = crate::cgroups::Cgroup::new(crate::cgroups::DEFAULT_CGROUP_ROOT, st.cgroup.clone(), st.cgroup_mode);
+        let cg = st.cgroup();
         let mut cgroup_procs = Vec::new();
         for p in cg.procs_files() {
             cgroup_procs.push(std::fs::OpenOptions::new().write(true).open(&p).map_err(|e| Error::io("open cgroup", &p, e))?);

@@ -22,7 +22,7 @@ pub use set::{set_diskspace_stopped, set_hostname_live, set_ips_live, set_resour
 pub use start::{configure_cgroup, limit_context, prepare_cgroup, start, CONSOLE_LOG};
 pub use stop::{stop, teardown};
 
-use crate::cgroups::{Cgroup, CgroupStats};
+use crate::cgroups::CgroupStats;
 use crate::config::ContainerConfig;
 use crate::ctid::Ctid;
 use crate::error::{Error, Result};
@@ -123,7 +123,7 @@ pub fn effective_resources(cfg: &ContainerConfig, state: Option<&State>) -> crat
 
 /// Usage of a running container (None when stopped).
 pub fn stats(st: &State) -> Result<CgroupStats> {
-    Cgroup::new(crate::cgroups::DEFAULT_CGROUP_ROOT, st.cgroup.clone(), st.cgroup_mode).stats()
+    st.cgroup().stats()
 }
 
 /// Stop (when running) and start again, under one lock.
@@ -160,10 +160,22 @@ fn uptime_secs() -> Option<f64> {
     std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()
 }
 
+/// VmRSS of a process in bytes (0 when it is gone).
+fn resident_bytes(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0) * 1024
+}
+
 /// Read the usage of a running container.
 pub fn usage(host: &Host, cfg: &ContainerConfig, st: &State) -> Result<Usage> {
-    let cg = Cgroup::new(crate::cgroups::DEFAULT_CGROUP_ROOT, st.cgroup.clone(), st.cgroup_mode);
-    let s = cg.stats()?;
+    let cg = st.cgroup();
+    let mut s = cg.stats()?;
+    let pids = cg.pids().unwrap_or_default();
+    if !cg.controllers().iter().any(|c| c == "memory") {
+        // No memory controller (cgroup mode v2 on a hybrid host): the resident memory of its
+        // processes instead, for display only (shared pages count once per process).
+        s.memory_bytes = pids.iter().map(|p| resident_bytes(*p)).sum();
+    }
     let cputime = s.cputime_ns as f64 / 1e9;
     // SAFETY: sysconf has no memory effects.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
@@ -176,7 +188,7 @@ pub fn usage(host: &Host, cfg: &ContainerConfig, st: &State) -> Result<Usage> {
         memory: s.memory_bytes,
         swap: s.swap_bytes,
         numproc: s.numproc,
-        numfiles: crate::cgroups::limits::open_files(&cg.pids().unwrap_or_default()),
+        numfiles: crate::cgroups::limits::open_files(&pids),
         disk_used: disk.map(|d| d.used),
         disk_limit: disk.and_then(|d| d.limit),
         io_read: s.io_read_bytes,

@@ -17,8 +17,8 @@
 //!
 //! The image directory carries one file of ferry's own, [`META_FILE`], next to CRIU's.
 
-use crate::cgroups::{Cgroup, DEFAULT_CGROUP_ROOT};
-use crate::checkpoint::{freeze::FrozenGuard, Criu, DumpOpts, NetworkLock, RestoreOpts};
+use crate::cgroups::{Cgroup, FrozenGuard};
+use crate::checkpoint::{Criu, DumpOpts, NetworkLock, RestoreOpts};
 use crate::config::{ContainerConfig, Resources};
 use crate::container::{prepare_cgroup, running_state, status, teardown, Status};
 use crate::error::{Error, Result};
@@ -166,11 +166,6 @@ fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
-/// The freezer directory of a container's cgroup (v1 freezer hierarchy or the v2 directory).
-pub fn freezer_dir(cg: &Cgroup) -> PathBuf {
-    cg.dir("freezer")
-}
-
 /// Keep a CRIU log under the container's log dir (the images may be temporary); returns the
 /// new path, or the old one when it cannot be moved.
 fn keep_log(host: &Host, ct: &str, log: &Path, name: &str) -> PathBuf {
@@ -198,12 +193,17 @@ fn criu_err(ct: &str, op: &'static str, e: Error, old_log: &Path, new_log: &Path
 /// Thaw a container left frozen by a checkpoint that crashed. Call with the container's lock
 /// held (so no running checkpoint owns the freeze). Returns whether it was frozen.
 pub fn thaw_if_frozen(host: &Host, lock: &ContainerLock) -> Result<bool> {
-    let cg = Cgroup::open(host.cgroup_path(lock.ctid()))?;
-    let dir = freezer_dir(&cg);
-    if !dir.is_dir() || !crate::checkpoint::freeze::is_frozen(&dir).unwrap_or(false) {
+    // A running container's cgroup is the one its state names (the host's cgroup mode may
+    // have changed since it started).
+    let cg = match State::load(host, lock.ctid())? {
+        Some(st) => st.cgroup(),
+        None => host.cgroup(lock.ctid())?,
+    };
+    let freezer = cg.freezer();
+    if !cg.fs().is_dir(freezer.dir()) || !freezer.is_requested().unwrap_or(false) {
         return Ok(false);
     }
-    crate::checkpoint::freeze::thaw(&dir)?;
+    freezer.thaw()?;
     Ok(true)
 }
 
@@ -244,8 +244,8 @@ pub fn checkpoint_to_dir_frozen(
         return Err(Error::ct(ct, "checkpoint", format!("{} is not empty; remove it or choose another place", images_dir.display())));
     }
     std::fs::create_dir_all(images_dir).map_err(|e| Error::io("create image directory", images_dir, e))?;
-    let cg = Cgroup::new(DEFAULT_CGROUP_ROOT, st.cgroup.clone(), st.cgroup_mode);
-    let freezer = freezer_dir(&cg);
+    let cg = st.cgroup();
+    let freezer = cg.freezer();
     let veths: Vec<(String, String)> = net::criu_veth_externals(cfg).into_iter().filter(|(_, outer)| net::tools::link_exists(outer)).collect();
 
     // What needs a process (`ip`) is read while the container still runs; the rest of the
@@ -258,7 +258,7 @@ pub fn checkpoint_to_dir_frozen(
     d.file_locks = opts.file_locks;
     d.ext_unix_sk = opts.ext_unix_sk;
     d.network_lock = NetworkLock::Iptables;
-    d.freeze_cgroup = Some(freezer.clone());
+    d.freeze_cgroup = Some(freezer.dir().to_path_buf());
     // The container is frozen when CRIU is ready to collect it ("pre-dump" comes after its
     // start-up, which takes tens of milliseconds), not before CRIU starts: that start-up is
     // not downtime. CRIU finds the cgroup frozen and leaves it so after the dump.
@@ -270,7 +270,7 @@ pub fn checkpoint_to_dir_frozen(
     let dumped = criu.dump_notify(&d, &mut |n| {
         if frozen.is_none() {
             let tf = Instant::now();
-            match FrozenGuard::freeze(&freezer) {
+            match FrozenGuard::freeze(freezer.clone()) {
                 Ok(g) => {
                     frozen = Some(g);
                     frozen_at = Some(tf);
@@ -484,7 +484,7 @@ pub fn restore_from_dir_with(host: &Host, lock: &ContainerLock, cfg: &ContainerC
         Some(m) => m.veths.clone(),
         None => net::criu_veth_externals(cfg),
     };
-    let cg = Cgroup::open(host.cgroup_path(lock.ctid()))?;
+    let cg = host.cgroup(lock.ctid())?;
     if cg.exists() && !cg.pids()?.is_empty() {
         return Err(Error::ct(ct, "restore", format!("cgroup {} still has processes {:?}; run `ferry stop {ct}` first", cg.rel(), cg.pids()?)));
     }

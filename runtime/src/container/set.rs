@@ -2,7 +2,7 @@
 //! (written into its /etc/passwd and /etc/shadow from inside, so no symlink in the container
 //! can redirect the write to the host).
 
-use crate::cgroups::{limits, Cgroup};
+use crate::cgroups::limits;
 use crate::config::{ContainerConfig, Resources};
 use crate::container::run_in_container;
 use crate::ctid::Ctid;
@@ -159,9 +159,10 @@ pub fn set_resources_live(host: &Host, cfg: &ContainerConfig, st: &State, new: &
     let fail = |e: Error| Error::ct(ct.as_str(), "set limits", format!("{e}; nothing was changed"));
     // For errors that already name the container.
     let unchanged = |e: Error| Error::Config(format!("{e}; nothing was changed"));
-    let cg = Cgroup::new(crate::cgroups::DEFAULT_CGROUP_ROOT, st.cgroup.clone(), st.cgroup_mode);
+    let cg = st.cgroup();
     let ctx = crate::container::limit_context(host, cfg, &cg);
     limits::validate(new, &ctx).map_err(fail)?;
+    limits::check_controllers(new, cg.mode(), &ctx.controllers).map_err(fail)?;
     let disk_changed = new.diskspace != old.diskspace;
     if disk_changed {
         backends::check_diskspace(cfg.storage.kind, host, ct, new.diskspace).map_err(unchanged)?;

@@ -76,7 +76,7 @@ pub fn limit_context(host: &Host, cfg: &ContainerConfig, cg: &Cgroup) -> LimitCo
         crate::config::StorageKind::Image => host.disk_image(&cfg.ctid),
         _ => host.private_dir(&cfg.ctid),
     };
-    LimitContext::probe(cg.mode(), cg.root(), cg.rel(), &area)
+    LimitContext::probe(cg, &area)
 }
 
 /// Device policy and resource limits of `cfg` on an existing cgroup (shared by start and
@@ -89,7 +89,7 @@ pub fn configure_cgroup(host: &Host, cfg: &ContainerConfig, cg: &Cgroup, rules: 
 /// Create the container's cgroup with its device policy and limits, ready for processes
 /// (for restore: CRIU is then told to put the tree there). Removed again on failure.
 pub fn prepare_cgroup(host: &Host, cfg: &ContainerConfig) -> Result<Cgroup> {
-    let cg = Cgroup::open(host.cgroup_path(&cfg.ctid))?;
+    let cg = host.cgroup(&cfg.ctid)?;
     cg.create()?;
     let rules = devices::rules_for(&cfg.security.devices);
     let res = rules.and_then(|r| configure_cgroup(host, cfg, &cg, &r));
@@ -137,7 +137,7 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
 
 fn start_inner(host: &Host, cfg: &ContainerConfig, caps: &caps::CapsHashSet, rules: &[devices::DeviceRule], undo: &mut Undo<'_>) -> Result<State> {
     let ct = &cfg.ctid;
-    let cg = Cgroup::open(host.cgroup_path(ct))?;
+    let cg = host.cgroup(ct)?;
     if !cg.pids()?.is_empty() {
         return Err(Error::ct(
             ct.as_str(),

@@ -1,7 +1,6 @@
 //! `stop`: SIGTERM to PID 1, a grace period, SIGKILL to whatever is left in the cgroup, then
 //! every piece of host state removed (root mount, cgroup, network, state file).
 
-use crate::cgroups::Cgroup;
 use crate::config::ContainerConfig;
 use crate::container::{status, Status};
 use crate::error::{Error, Result};
@@ -40,8 +39,8 @@ pub fn stop(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, timeout: D
 pub fn teardown(host: &Host, cfg: &ContainerConfig, state: Option<&State>) -> Result<()> {
     let ct = &cfg.ctid;
     let cg = match state {
-        Some(s) => Cgroup::new(crate::cgroups::DEFAULT_CGROUP_ROOT, s.cgroup.clone(), s.cgroup_mode),
-        None => Cgroup::open(host.cgroup_path(ct))?,
+        Some(s) => s.cgroup(),
+        None => host.cgroup(ct)?,
     };
     if let Some(s) = state {
         let mut net = s.net_objects.clone();

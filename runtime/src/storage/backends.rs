@@ -44,6 +44,8 @@ pub fn choose_kind(data_dir: &Path, diskspace: Option<u64>) -> Result<StorageKin
 /// One line of /proc/self/mountinfo, the fields ferry needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The directory of its filesystem the mount shows (`/` for the whole filesystem).
+    pub root: String,
     pub mount_point: PathBuf,
     pub fstype: String,
     pub source: String,
@@ -78,6 +80,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             continue;
         }
         out.push(MountEntry {
+            root: unescape(f[3]),
             mount_point: PathBuf::from(unescape(f[4])),
             fstype: f[sep + 1].to_string(),
             source: unescape(f[sep + 2]),

@@ -247,21 +247,28 @@ impl Drop for Netns {
     }
 }
 
-/// A v1 freezer cgroup `ferry-t<tag>-<role>` (or v2 directory), removed on drop (after thawing).
-pub struct FreezerCg(pub PathBuf);
+/// The cgroup mode the tests run in: `FERRY_CGROUP_MODE` (scripts/test.sh runs a second pass
+/// with v2), else auto.
+pub fn cgroup_mode() -> ferry_runtime::cgroups::CgroupModeSetting {
+    std::env::var("FERRY_CGROUP_MODE").map(|m| m.parse().expect("FERRY_CGROUP_MODE is auto, v1 or v2")).unwrap_or_default()
+}
+
+/// A freezer cgroup `ferry-t<tag>-<role>` in the tests' cgroup mode (v1: in the freezer
+/// hierarchy; v2: on the cgroup2 mount, also a hybrid host's unified one), removed on drop
+/// (after thawing).
+pub struct FreezerCg(pub PathBuf, pub ferry_runtime::cgroups::Freezer);
 
 impl FreezerCg {
     pub fn new(role: &str) -> Option<FreezerCg> {
-        let base = if Path::new("/sys/fs/cgroup/freezer/tasks").exists() {
-            PathBuf::from("/sys/fs/cgroup/freezer")
-        } else if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-            PathBuf::from("/sys/fs/cgroup")
-        } else {
+        let layout = ferry_runtime::cgroups::host_layout(cgroup_mode()).ok()?;
+        let rel = format!("ferry-t{}-{role}", tag());
+        let cg = ferry_runtime::cgroups::Cgroup::in_layout(&layout, rel);
+        if layout.mode == ferry_runtime::cgroups::CgroupMode::V1 && !layout.root.join("freezer").is_dir() {
             return None;
-        };
-        let p = base.join(format!("ferry-t{}-{role}", tag()));
-        std::fs::create_dir_all(&p).ok()?;
-        Some(FreezerCg(p))
+        }
+        let dir = cg.dir("freezer");
+        std::fs::create_dir_all(&dir).ok()?;
+        Some(FreezerCg(dir, cg.freezer()))
     }
     pub fn add_tree(&self, pid: i32) {
         move_tree(&self.0.join("cgroup.procs"), pid);
@@ -270,7 +277,7 @@ impl FreezerCg {
 
 impl Drop for FreezerCg {
     fn drop(&mut self) {
-        let _ = ferry_runtime::checkpoint::freeze::thaw(&self.0);
+        let _ = self.1.thaw();
         for _ in 0..100 {
             if std::fs::remove_dir(&self.0).is_ok() {
                 return;
