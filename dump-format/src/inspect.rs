@@ -384,6 +384,8 @@ mod tree_tests {
         let start = std::time::Instant::now();
         let text = Tree(chain).to_string();
         assert_eq!(text.lines().count(), 199_999);
-        assert!(start.elapsed().as_secs() < 5);
+        // A guard against quadratic walks (hours for this chain), not a speed target: generous
+        // for a loaded machine.
+        assert!(start.elapsed().as_secs() < 60, "took {:?}", start.elapsed());
     }
 }

@@ -290,7 +290,8 @@ fn huge_declared_lengths_fail_fast_without_allocating() {
     let mut payload = reader.next_section().unwrap().unwrap();
     assert!(matches!(payload.read_to_vec(10).unwrap_err(), Error::TooLarge { .. }));
 
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    // A guard against reading what the sizes claim (gigabytes), not a speed target.
+    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
 }
 
 #[test]
