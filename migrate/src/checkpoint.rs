@@ -405,6 +405,7 @@ mod tests {
                 },
                 saved_resources: None,
                 live_resources: None,
+                isolation: None,
             },
             cleanup_error: None,
         }
