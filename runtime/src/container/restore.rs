@@ -247,7 +247,8 @@ pub fn checkpoint_to_dir_frozen(
     if images_dir.exists() && std::fs::read_dir(images_dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(Error::ct(ct, "checkpoint", format!("{} is not empty; remove it or choose another place", images_dir.display())));
     }
-    std::fs::create_dir_all(images_dir).map_err(|e| Error::io("create image directory", images_dir, e))?;
+    // CRIU writes the container's memory there (its files 0600): root's alone.
+    crate::util::private_dir(images_dir)?;
     let cg = Cgroup::new(DEFAULT_CGROUP_ROOT, st.cgroup.clone(), st.cgroup_mode);
     let freezer = freezer_dir(&cg);
     let veths: Vec<(String, String)> = net::criu_veth_externals(cfg).into_iter().filter(|(_, outer)| net::tools::link_exists(outer)).collect();
