@@ -194,9 +194,9 @@ fn write_image(
     let (file, tmp) = tmp.into_parts();
     let buf = write_image_to(cfg, &info.meta, images, std::io::BufWriter::with_capacity(1 << 20, file), opts.compress, fmt::FORMAT_MAJOR, progress)
         .map_err(|e| match e {
-            Error::Image { ctid, op, source, .. } => Error::Image { ctid, op, path: path.to_path_buf(), source },
-            e => e,
-        })?;
+        Error::Image { ctid, op, source, .. } => Error::Image { ctid, op, path: path.to_path_buf(), source },
+        e => e,
+    })?;
     let file = buf.into_inner().map_err(|e| other(ct, "write image", format!("flush {}: {}", tmp_path.display(), e.error())))?;
     file.sync_all().map_err(|e| other(ct, "write image", format!("fsync {}: {e}", tmp_path.display())))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
