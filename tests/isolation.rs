@@ -3,12 +3,14 @@
 //! masked paths still hold after checkpoint/restore, snapshot restore and a restore from an
 //! image on another simulated host. (A live migration is checked in tests/migrate.rs.)
 
+#[path = "support/probe.rs"]
+mod probe;
 mod support;
 
-use std::collections::HashMap;
+use probe::{assert_confined, assert_masked, create_with_probe, probe_exec, probe_loop, start_probe_loop};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{need_root, TestHost};
@@ -27,85 +29,6 @@ fn have(test: &str, tools: &[&str]) -> bool {
         }
     }
     true
-}
-
-/// The probe (tests/helpers/isolation_probe.c), built static once per test host.
-fn probe_binary(h: &TestHost) -> PathBuf {
-    let out = h.dir.path().join("isolation_probe");
-    if !out.exists() {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/isolation_probe.c");
-        let o = Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&out).arg(&src).output().unwrap();
-        assert!(o.status.success(), "gcc: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    out
-}
-
-/// Create `ct` with `extra` options and the probe at /usr/local/bin/probe.
-fn create_with_probe(h: &TestHost, ct: &str, extra: &[&str]) {
-    let mut args = vec!["create", ct, "--template", h.template.to_str().unwrap()];
-    args.extend(extra);
-    h.ok(&args);
-    let bin = h.data.join("private").join(ct).join("usr/local/bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(probe_binary(h), bin.join("probe")).unwrap();
-}
-
-fn parse(out: &str) -> HashMap<String, String> {
-    out.lines().filter_map(|l| l.split_once(' ')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-/// The probe run by `ferry exec` (with the filter exec installs).
-fn probe_exec(h: &TestHost, ct: &str) -> HashMap<String, String> {
-    parse(&h.ok(&["exec", ct, "--", "/usr/local/bin/probe"]))
-}
-
-/// A loop started inside that runs the probe when /tmp/go appears: after a restore it is a
-/// restored process, so the probe inherits the filter CRIU gave back, not exec's.
-fn start_probe_loop(h: &TestHost, ct: &str) {
-    h.exec(
-        ct,
-        "(while :; do if [ -e /tmp/go ]; then rm -f /tmp/go; /usr/local/bin/probe > /tmp/probe.new 2>&1; mv /tmp/probe.new /tmp/probe.out; fi; usleep 50000; done) </dev/null >/dev/null 2>&1 &",
-    );
-}
-
-/// Ask the loop for a probe run and read what it printed.
-fn probe_loop(h: &TestHost, ct: &str) -> HashMap<String, String> {
-    h.exec(ct, "rm -f /tmp/probe.out; touch /tmp/go");
-    let t0 = Instant::now();
-    loop {
-        let o = h.ferry(&["exec", ct, "--", "cat", "/tmp/probe.out"]);
-        if o.status.success() {
-            return parse(&String::from_utf8_lossy(&o.stdout));
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "the probe loop in {ct} did not answer");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// What the default filter and masks must show, whoever runs the probe.
-fn assert_confined(r: &HashMap<String, String>, what: &str) {
-    let eperm = "1";
-    for call in ["keyctl", "bpf", "perf_event_open", "open_by_handle_at", "userfaultfd", "unshare_user", "clone_user"] {
-        assert_eq!(r.get(call).map(String::as_str), Some(eperm), "{what}: {call} not refused with EPERM: {r:?}");
-    }
-    assert_eq!(r.get("clone3").map(String::as_str), Some("38"), "{what}: clone3 should fail with ENOSYS: {r:?}");
-    assert_masked(r, what);
-}
-
-fn assert_masked(r: &HashMap<String, String>, what: &str) {
-    let erofs = "30";
-    assert_eq!(r.get("write_irq").map(String::as_str), Some(erofs), "{what}: /proc/irq writable: {r:?}");
-    if Path::new("/proc/bus/pci").is_dir() {
-        assert_eq!(r.get("write_pci").map(String::as_str), Some(erofs), "{what}: PCI config space writable: {r:?}");
-    }
-    for (key, host) in [("timer_list_bytes", "/proc/timer_list"), ("keys_bytes", "/proc/keys"), ("sched_debug_bytes", "/proc/sched_debug")] {
-        if Path::new(host).exists() {
-            assert_eq!(r.get(key).map(String::as_str), Some("0"), "{what}: {host} not masked: {r:?}");
-        }
-    }
-    if Path::new("/sys/firmware").is_dir() {
-        assert_eq!(r.get("firmware_entries").map(String::as_str), Some("0"), "{what}: /sys/firmware not masked: {r:?}");
-    }
 }
 
 fn cap_eff(h: &TestHost, ct: &str) -> u64 {
