@@ -437,11 +437,7 @@ fn kill_ssh(sim: &Sim, to: usize) -> usize {
 }
 
 fn static_helper(h: &TestHost, name: &str) -> PathBuf {
-    let out = h.dir.path().join(name);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/helpers/{name}.c"));
-    let o = Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&out).arg(&src).output().unwrap();
-    assert!(o.status.success(), "gcc: {}", String::from_utf8_lossy(&o.stderr));
-    out
+    h.static_helper(name)
 }
 
 #[test]

@@ -5,20 +5,8 @@
 
 use super::support::TestHost;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// The probe (tests/helpers/isolation_probe.c), built static once per test host.
-pub fn probe_binary(h: &TestHost) -> PathBuf {
-    let out = h.dir.path().join("isolation_probe");
-    if !out.exists() {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/isolation_probe.c");
-        let o = Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&out).arg(&src).output().unwrap();
-        assert!(o.status.success(), "gcc: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    out
-}
 
 /// Create `ct` with `extra` options and the probe at /usr/local/bin/probe.
 pub fn create_with_probe(h: &TestHost, ct: &str, extra: &[&str]) {
@@ -32,7 +20,7 @@ pub fn create_with_probe(h: &TestHost, ct: &str, extra: &[&str]) {
 pub fn install(h: &TestHost, ct: &str) {
     let bin = h.data.join("private").join(ct).join("usr/local/bin");
     std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(probe_binary(h), bin.join("probe")).unwrap();
+    std::fs::copy(h.static_helper("isolation_probe"), bin.join("probe")).unwrap();
 }
 
 pub fn parse(out: &str) -> HashMap<String, String> {
