@@ -32,13 +32,7 @@ fn can_run(test: &str) -> bool {
 
 /// The static workload helper, built once per test host.
 fn worker_binary(h: &TestHost) -> PathBuf {
-    let out = h.dir.path().join("ckpt_worker");
-    if !out.exists() {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/ckpt_worker.c");
-        let o = Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&out).arg(&src).output().unwrap();
-        assert!(o.status.success(), "gcc: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    out
+    h.static_helper("ckpt_worker")
 }
 
 fn edit_config(h: &TestHost, ct: &str, f: impl FnOnce(&mut ContainerConfig)) {

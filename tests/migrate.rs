@@ -4,6 +4,8 @@
 //! connection to the container doing round trips; every test checks that exactly one host
 //! runs the container afterwards and that the other keeps nothing of it.
 
+#[path = "support/probe.rs"]
+mod probe;
 #[path = "support/ssh.rs"]
 mod ssh;
 mod support;
@@ -313,6 +315,9 @@ fn live_migration_there_and_back_keeps_the_connection() {
     );
     let log_head = |h: &TestHost| h.exec(&ct, "head -c 100000 /root/app.log | md5sum");
     let head_before = log_head(sim.h(0));
+    // A process that probes the seccomp filter and the masks it got back after the restore.
+    probe::install(sim.h(0), &ct);
+    probe::start_probe_loop(sim.h(0), &ct);
 
     // A -> B, with the JSON report.
     let out = sim.migrate_ok(0, 1, &ct, &["--json"]);
@@ -332,6 +337,7 @@ fn live_migration_there_and_back_keeps_the_connection() {
     assert_eq!(sim.status(1, &ct), "running");
     assert_eq!(sim.status(0, &ct), "absent");
     assert_counter_runs(sim.h(1), &ct);
+    probe::assert_confined(&probe::probe_loop(sim.h(1), &ct), "after a live migration");
     assert_no_processes(&ns_a, "A");
     // B restored it into its own cgroup, in the run's cgroup mode (the remote ferry got it).
     let cg_b = sim.h(1).cgroup(&ct);
@@ -429,11 +435,7 @@ fn kill_ssh(sim: &Sim, to: usize) -> usize {
 }
 
 fn static_helper(h: &TestHost, name: &str) -> PathBuf {
-    let out = h.dir.path().join(name);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/helpers/{name}.c"));
-    let o = Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&out).arg(&src).output().unwrap();
-    assert!(o.status.success(), "gcc: {}", String::from_utf8_lossy(&o.stderr));
-    out
+    h.static_helper(name)
 }
 
 #[test]
@@ -650,7 +652,8 @@ fn bridged_veth_keeps_its_mac() {
         sim.t.run_in_ok(sim.t.host(i), "ip link add br0 type bridge && ip link set br0 up");
     }
     let ct = ctid();
-    sim.container(0, &ct, &["--netif", "eth0:br0"]);
+    // Its admin configures eth0 inside: NET_ADMIN, which is not a default.
+    sim.container(0, &ct, &["--netif", "eth0:br0", "--capability", "net_admin:on"]);
     let mac = sim.h(0).exec(&ct, "cat /sys/class/net/eth0/address");
     sim.h(0).exec(&ct, "ip addr add 198.19.7.7/24 dev eth0; ip link set eth0 up");
     sim.migrate_ok(0, 1, &ct, &[]);

@@ -127,7 +127,8 @@ fn veth_bridged_through_the_cli() {
     t.run_in_ok(t.host(0), "ip link add br0 type bridge && ip link set br0 up && ip link set eth0 master br0");
     let h = TestHost::in_netns(&t.host(0).netns_path());
     let ct = ctid();
-    h.ok(&["create", &ct, "--template", h.template.to_str().unwrap(), "--netif", "eth0:br0"]);
+    // Its admin configures the interface inside: that needs NET_ADMIN, which is not a default.
+    h.ok(&["create", &ct, "--template", h.template.to_str().unwrap(), "--netif", "eth0:br0", "--capability", "net_admin:on"]);
     let conf = std::fs::read_to_string(h.data.join(format!("conf/{ct}.toml"))).unwrap();
     let mac = conf.lines().find_map(|l| l.trim().strip_prefix("mac = ")).expect("a generated MAC in the config").trim_matches('"').to_string();
     h.ok(&["start", &ct]);

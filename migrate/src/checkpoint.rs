@@ -134,24 +134,6 @@ pub(crate) fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(parent: &Path, prefix: &str) -> std::io::Result<TempDir> {
-        std::fs::create_dir_all(parent)?;
-        let p = parent.join(format!(".{prefix}-{}-{}", std::process::id(), image_id("t")));
-        std::fs::create_dir(&p)?;
-        Ok(TempDir(p))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Checkpoint a running container into the image file `path` (replaced atomically when it
 /// exists). The CRIU images go to a temporary directory next to `path`, removed afterwards.
 pub fn checkpoint_to_image(
@@ -167,9 +149,10 @@ pub fn checkpoint_to_image(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = TempDir::new(&parent, &format!("ferry-ckpt-{ct}"))
+    // The CRIU images hold the container's memory: a directory of root's alone.
+    let tmp = ferry_runtime::util::private_temp_dir(&parent, &format!("ferry-ckpt-{ct}"))
         .map_err(|e| other(ct, "checkpoint", format!("create a work directory in {}: {e}", parent.display())))?;
-    let images = tmp.0.join("criu");
+    let images = tmp.path().join("criu");
     let info = container::checkpoint_to_dir(host, lock, cfg, &images, &opts.checkpoint)?;
 
     // From here the container is gone (unless kept running): a failure to write the image
@@ -202,32 +185,26 @@ fn write_image(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<u64> {
     let ct = cfg.ctid.as_str();
-    let tmp_path = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        std::process::id()
-    ));
-    let res = (|| -> Result<u64> {
-        let file = File::create(&tmp_path).map_err(|e| other(ct, "write image", format!("create {}: {e}", tmp_path.display())))?;
-        let buf =
-            write_image_to(cfg, &info.meta, images, std::io::BufWriter::with_capacity(1 << 20, file), opts.compress, fmt::FORMAT_MAJOR, progress)
-                .map_err(|e| match e {
-                    Error::Image { ctid, op, source, .. } => Error::Image { ctid, op, path: path.to_path_buf(), source },
-                    e => e,
-                })?;
-        let file = buf.into_inner().map_err(|e| other(ct, "write image", format!("flush {}: {}", tmp_path.display(), e.error())))?;
-        file.sync_all().map_err(|e| other(ct, "write image", format!("fsync {}: {e}", tmp_path.display())))?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        std::fs::rename(&tmp_path, path).map_err(|e| other(ct, "write image", format!("rename to {}: {e}", path.display())))?;
-        if let Ok(d) = File::open(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))) {
-            let _ = d.sync_all();
-        }
-        Ok(len)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp_path);
+    // Mode 0600 from its creation (it holds the container's memory), an unpredictable name
+    // created exclusively, renamed over `path` once complete.
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = ferry_runtime::util::private_temp_file(dir, &path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .map_err(|e| other(ct, "write image", e.to_string()))?;
+    let tmp_path = tmp.path().to_path_buf();
+    let (file, tmp) = tmp.into_parts();
+    let buf = write_image_to(cfg, &info.meta, images, std::io::BufWriter::with_capacity(1 << 20, file), opts.compress, fmt::FORMAT_MAJOR, progress)
+        .map_err(|e| match e {
+        Error::Image { ctid, op, source, .. } => Error::Image { ctid, op, path: path.to_path_buf(), source },
+        e => e,
+    })?;
+    let file = buf.into_inner().map_err(|e| other(ct, "write image", format!("flush {}: {}", tmp_path.display(), e.error())))?;
+    file.sync_all().map_err(|e| other(ct, "write image", format!("fsync {}: {e}", tmp_path.display())))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    tmp.persist(path).map_err(|e| other(ct, "write image", format!("rename to {}: {}", path.display(), e.error)))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
     }
-    res
+    Ok(len)
 }
 
 /// The manifest of a new image of `cfg` written on this host now (sections are listed by
@@ -359,15 +336,17 @@ pub fn restore_from_image(host: &Host, lock: &ContainerLock, path: &Path, progre
             format!("no private area at {}: copy the container's files to this host first", host.private_dir(lock.ctid()).display()),
         ));
     }
-    let work = TempDir::new(&host.data_dir.join("dump").join(".work"), &format!("ferry-rst-{ct}"))
+    let work_parent = host.data_dir.join("dump").join(".work");
+    let work = ferry_runtime::util::private_dir(&work_parent)
+        .and_then(|()| ferry_runtime::util::private_temp_dir(&work_parent, &format!("ferry-rst-{ct}")))
         .map_err(|e| other(ct, "restore", format!("create a work directory: {e}")))?;
-    fmt::extract_criu_images(&mut reader, &work.0).map_err(img_err)?;
+    fmt::extract_criu_images(&mut reader, work.path()).map_err(img_err)?;
     drop(reader);
     let extract_ms = t0.elapsed().as_millis() as u64;
     if config_installed {
         cfg.save(&host.config_path(lock.ctid()))?;
     }
-    let res = container::restore_from_dir(host, lock, &cfg, &work.0);
+    let res = container::restore_from_dir(host, lock, &cfg, work.path());
     match res {
         Ok(restore) => Ok(ImageRestore { restore, extract_ms, config_installed }),
         Err(e) => {
@@ -405,6 +384,7 @@ mod tests {
                 },
                 saved_resources: None,
                 live_resources: None,
+                isolation: None,
             },
             cleanup_error: None,
         }

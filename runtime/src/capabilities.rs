@@ -1,15 +1,15 @@
-//! The capability set a container keeps: Docker's default set plus NET_ADMIN (for its own
-//! network namespace), changed by the container's `cap_add` / `cap_drop`. Everything else
-//! (SYS_ADMIN, SYS_TIME, SYS_MODULE, SYS_RAWIO, SYS_BOOT, ...) is dropped from the bounding,
-//! effective, permitted and inheritable sets before PID 1 or an exec'd command runs.
+//! The capability set a container keeps: its kind's defaults (for the privileged kind,
+//! Docker's default set), changed by the container's `cap_add` / `cap_drop`. Everything else
+//! (SYS_ADMIN, NET_ADMIN, SYS_TIME, SYS_MODULE, SYS_RAWIO, SYS_BOOT, ...) is dropped from the
+//! bounding, effective, permitted and inheritable sets before PID 1 or an exec'd command runs.
 
-use crate::config::Security;
+use crate::config::{ContainerKind, Security};
 use crate::error::{Error, Result};
 use caps::{CapSet, Capability, CapsHashSet};
 use std::str::FromStr;
 
-/// Names without the CAP_ prefix.
-pub const DEFAULT_CAPS: [&str; 15] = [
+/// The privileged kind's defaults (Docker's default set), names without the CAP_ prefix.
+pub const DEFAULT_CAPS: [&str; 14] = [
     "CHOWN",
     "DAC_OVERRIDE",
     "FSETID",
@@ -24,7 +24,6 @@ pub const DEFAULT_CAPS: [&str; 15] = [
     "SYS_CHROOT",
     "KILL",
     "AUDIT_WRITE",
-    "NET_ADMIN",
 ];
 
 /// Parse a capability name, with or without `CAP_`, any case.
@@ -40,10 +39,18 @@ pub fn cap_name(c: Capability) -> String {
     c.to_string().trim_start_matches("CAP_").to_string()
 }
 
-/// The set a container keeps: defaults + cap_add − cap_drop (a drop wins over an add).
+/// The capabilities a container of `kind` has when nothing is added or dropped.
+pub fn kind_defaults(kind: ContainerKind) -> &'static [&'static str] {
+    match kind {
+        ContainerKind::Privileged => &DEFAULT_CAPS,
+    }
+}
+
+/// The set a container keeps: its kind's defaults + cap_add − cap_drop (a drop wins over an
+/// add).
 pub fn container_caps(sec: &Security) -> Result<CapsHashSet> {
     let mut set = CapsHashSet::new();
-    for n in DEFAULT_CAPS {
+    for n in kind_defaults(sec.kind) {
         set.insert(parse_cap(n)?);
     }
     for n in &sec.cap_add {
@@ -55,7 +62,18 @@ pub fn container_caps(sec: &Security) -> Result<CapsHashSet> {
     Ok(set)
 }
 
-/// Apply `set -NAME:on|off` to a Security: on adds it (and undoes a drop), off drops it.
+/// Apply a vzctl-style list `NAME:on|off[,NAME:on|off...]` to a Security.
+pub fn set_capabilities(sec: &mut Security, list: &str) -> Result<()> {
+    for spec in list.split(',').map(str::trim) {
+        if spec.is_empty() {
+            return Err(Error::Config(format!("invalid capability list {list:?}: use NAME:on|off[,NAME:on|off...]")));
+        }
+        set_capability(sec, spec)?;
+    }
+    Ok(())
+}
+
+/// Apply `NAME:on|off` to a Security: on adds it (and undoes a drop), off drops it.
 pub fn set_capability(sec: &mut Security, spec: &str) -> Result<()> {
     let (name, onoff) =
         spec.rsplit_once(':').ok_or_else(|| Error::Config(format!("invalid capability setting {spec:?}: use NAME:on or NAME:off")))?;
@@ -63,7 +81,7 @@ pub fn set_capability(sec: &mut Security, spec: &str) -> Result<()> {
     let same = |c: &String| parse_cap(c).map(cap_name).ok().as_deref() == Some(cap.as_str());
     sec.cap_add.retain(|c| !same(c));
     sec.cap_drop.retain(|c| !same(c));
-    let default = DEFAULT_CAPS.contains(&cap.as_str());
+    let default = kind_defaults(sec.kind).contains(&cap.as_str());
     match onoff {
         "on" if !default => sec.cap_add.push(cap),
         "off" if default => sec.cap_drop.push(cap),
@@ -102,7 +120,18 @@ mod tests {
         for bad in ["SYS_ADMIN", "SYS_TIME", "SYS_MODULE", "SYS_RAWIO", "SYS_BOOT", "SYS_PTRACE", "SYS_RESOURCE"] {
             assert!(!s.contains(&parse_cap(bad).unwrap()), "{bad}");
         }
-        assert!(s.contains(&Capability::CAP_NET_ADMIN));
+        assert!(!s.contains(&Capability::CAP_NET_ADMIN));
+        assert!(s.contains(&Capability::CAP_NET_BIND_SERVICE) && s.contains(&Capability::CAP_CHOWN));
+    }
+
+    #[test]
+    fn comma_lists() {
+        let mut sec = Security::default();
+        set_capabilities(&mut sec, "net_admin:on, chown:off").unwrap();
+        assert_eq!(sec.cap_add, vec!["NET_ADMIN"]);
+        assert_eq!(sec.cap_drop, vec!["CHOWN"]);
+        assert!(set_capabilities(&mut sec, "net_admin:on,,").is_err());
+        assert!(set_capabilities(&mut sec, "").is_err());
     }
 
     #[test]

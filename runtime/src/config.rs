@@ -106,10 +106,14 @@ pub struct Resources {
     pub iopslimit: Option<u64>,
 }
 
-/// Capability and device grants beyond the default isolation.
+/// The isolation of a container: its kind, and the grants beyond that kind's defaults
+/// (capabilities, devices, seccomp, features). `isolation::Isolation` turns it into what
+/// start and exec apply; docs/runtime.md has the defaults table.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Security {
+    #[serde(default, skip_serializing_if = "ContainerKind::is_default")]
+    pub kind: ContainerKind,
     /// Capabilities added to the default bounding set, e.g. "SYS_TIME" (no CAP_ prefix).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
@@ -119,6 +123,60 @@ pub struct Security {
     /// Extra device rules: "c:10:200:rw" (type:major:minor:access); minor may be "*".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    #[serde(default, skip_serializing_if = "SeccompPolicy::is_default")]
+    pub seccomp: SeccompPolicy,
+    /// `--features nesting:on`: user namespaces (and what they allow) inside the container.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nesting: bool,
+}
+
+/// What container root is on the host. Each kind has its own defaults (docs/runtime.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerKind {
+    /// Container root is host root, held in by capabilities, the seccomp filter, masked paths
+    /// and its namespaces (no user namespace).
+    #[default]
+    Privileged,
+}
+
+impl ContainerKind {
+    pub fn is_default(&self) -> bool {
+        *self == ContainerKind::default()
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerKind::Privileged => "privileged",
+        }
+    }
+}
+
+/// The seccomp filter of a container's processes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompPolicy {
+    /// ferry's default profile for the container's kind, capabilities and features.
+    #[default]
+    Default,
+    /// No filter.
+    Unconfined,
+    /// The admin's profile (seccompiler's JSON format, docs/runtime.md), kept in the config
+    /// so that it travels with the container; `source` is the file it was read from.
+    Profile { source: String, json: String },
+}
+
+impl SeccompPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == SeccompPolicy::Default
+    }
+    /// "default", "unconfined" or "profile FILE".
+    pub fn describe(&self) -> String {
+        match self {
+            SeccompPolicy::Default => "default".into(),
+            SeccompPolicy::Unconfined => "unconfined".into(),
+            SeccompPolicy::Profile { source, .. } => format!("profile {source}"),
+        }
+    }
 }
 
 /// Which storage backend holds the private area (chosen at create time).
@@ -281,6 +339,15 @@ mod tests {
         c.security.cap_add.push("SYS_TIME".into());
         let t = c.to_toml();
         assert_eq!(ContainerConfig::from_toml(&t).unwrap(), c);
+        // Defaults are not written; a profile and nesting are.
+        assert!(!t.contains("seccomp") && !t.contains("nesting") && !t.contains("privileged"), "{t}");
+        c.security.seccomp = SeccompPolicy::Profile { source: "/etc/p.json".into(), json: "{\"a\": 1}".into() };
+        c.security.nesting = true;
+        let t = c.to_toml();
+        assert_eq!(ContainerConfig::from_toml(&t).unwrap(), c);
+        c.security.seccomp = SeccompPolicy::Unconfined;
+        assert!(c.to_toml().contains("seccomp = \"unconfined\""));
+        assert_eq!(ContainerConfig::from_toml(&c.to_toml()).unwrap(), c);
     }
 
     #[test]

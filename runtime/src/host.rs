@@ -12,6 +12,9 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/ferry";
 pub const DEFAULT_RUN_DIR: &str = "/run/ferry";
 pub const DEFAULT_CGROUP_PARENT: &str = "ferry";
 
+/// The data dir's subdirectories, each closed to other host users.
+pub const PRIVATE_SUBDIRS: [&str; 8] = ["conf", "private", "root", "images", "dump", "snapshots", "logs", "locks"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
     pub data_dir: PathBuf,
@@ -138,6 +141,20 @@ impl Host {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Close the host's directories to other host users: the data dir and everything under it
+    /// that holds container files, images or memory, and the run dir, are 0700 (created so,
+    /// or tightened when an older ferry left them open). Called whenever a container's lock
+    /// is taken.
+    pub fn secure_layout(&self) -> crate::Result<()> {
+        if !self.data_dir.exists() {
+            crate::util::private_dir(&self.data_dir)?;
+        }
+        for sub in PRIVATE_SUBDIRS {
+            crate::util::private_dir(&self.data_dir.join(sub))?;
+        }
+        crate::util::private_dir(&self.run_dir)
     }
 
     pub fn is_under_data_dir(&self, p: &Path) -> bool {

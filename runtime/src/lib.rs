@@ -17,6 +17,7 @@ pub mod ctid;
 pub mod error;
 pub mod hooks;
 pub mod host;
+pub mod isolation;
 pub mod lock;
 pub mod net;
 pub mod state;

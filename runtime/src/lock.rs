@@ -23,8 +23,7 @@ impl ContainerLock {
     /// operation holds it.
     pub fn acquire(host: &Host, ct: &Ctid, op: &str) -> Result<Self> {
         let path = host.lock_path(ct);
-        let dir = path.parent().expect("lock path has a parent");
-        std::fs::create_dir_all(dir).ctx("create lock directory", dir)?;
+        host.secure_layout()?;
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).ctx("open lock file", &path)?;
         let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(f) => f,

@@ -35,6 +35,13 @@ pub struct State {
     /// not). None in states written before ferry kept them (the config's limits hold then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<crate::config::Resources>,
+    /// The namespaces ferry made for it, by identity (what exec may join).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<crate::isolation::namespaces::NsId>,
+    /// The isolation it runs with (what exec gives a new process). None in states written
+    /// before ferry kept it (the config's holds then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<crate::isolation::Applied>,
 }
 
 /// What `/proc/PID/stat` says about a process.
@@ -70,6 +77,8 @@ impl State {
             root_mount,
             net_objects: None,
             resources: None,
+            namespaces: Vec::new(),
+            isolation: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Small helpers shared by the runtime: atomic file writes, running host tools.
+//! Small helpers shared by the runtime: atomic file writes, directories and files closed to
+//! other host users, running host tools.
 
 use crate::error::{Error, IoContext, Result};
 use std::io::Write;
@@ -26,6 +27,55 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+/// Make `dir` (and missing parents) a directory only root enters: created 0700, or its group
+/// and other bits cleared when it exists. A symlink or non-directory there is refused.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::DirBuilder::new().recursive(false).mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent).ctx("create directory", parent)?;
+            }
+            return match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(Error::io("create directory", dir, e)),
+                _ => private_dir(dir),
+            };
+        }
+        Err(e) => return Err(Error::io("create directory", dir, e)),
+    }
+    let md = std::fs::symlink_metadata(dir).ctx("stat", dir)?;
+    if !md.is_dir() {
+        return Err(Error::Config(format!("{} is not a directory (a symlink?); ferry keeps container files there: remove it", dir.display())));
+    }
+    if md.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).ctx("close to other users", dir)?;
+    }
+    Ok(())
+}
+
+/// A new file in `dir` that holds a container's memory or files: mode 0600 from its creation,
+/// an unpredictable name starting with `.prefix`, created exclusively (never an existing file
+/// or symlink). Renamed into place with `persist`; removed when dropped otherwise.
+pub fn private_temp_file(dir: &Path, prefix: &str) -> Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&format!(".{prefix}."))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .tempfile_in(dir)
+        .ctx("create a private temporary file in", dir)
+}
+
+/// A new directory in `dir` (mode 0700, unpredictable name starting with `.prefix`),
+/// removed when dropped.
+pub fn private_temp_dir(dir: &Path, prefix: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!(".{prefix}."))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir_in(dir)
+        .ctx("create a private temporary directory in", dir)
 }
 
 /// Run a host tool, returning its stdout; a failure carries the command line and its stderr.
@@ -80,6 +130,28 @@ pub fn describe(cmd: &Command) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_dirs_and_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b");
+        private_dir(&p).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o700);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&p).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o700);
+        std::os::unix::fs::symlink("/tmp", d.path().join("link")).unwrap();
+        assert!(private_dir(&d.path().join("link")).is_err());
+        // umask cannot widen a private file, and two never share a name.
+        let f1 = private_temp_file(&p, "img").unwrap();
+        let f2 = private_temp_file(&p, "img").unwrap();
+        assert_ne!(f1.path(), f2.path());
+        assert_eq!(std::fs::metadata(f1.path()).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(f1.path().file_name().unwrap().to_str().unwrap().starts_with(".img."));
+        let t = private_temp_dir(&p, "work").unwrap();
+        assert_eq!(std::fs::metadata(t.path()).unwrap().permissions().mode() & 0o777, 0o700);
+    }
 
     #[test]
     fn atomic_write_replaces() {

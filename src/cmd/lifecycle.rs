@@ -22,6 +22,8 @@ pub struct CreateArgs {
     pub net: super::opts::NetArgs,
     #[command(flatten)]
     pub res: super::opts::ResArgs,
+    #[command(flatten)]
+    pub security: super::opts::SecurityArgs,
 }
 
 pub fn create(h: &Host, a: CreateArgs) -> Result<u8> {
@@ -31,6 +33,7 @@ pub fn create(h: &Host, a: CreateArgs) -> Result<u8> {
     }
     let net = a.net.apply(&ct, &Default::default())?;
     let resources = a.res.apply(&Default::default())?;
+    let security = a.security.apply(&Default::default()).map_err(|e| anyhow::anyhow!("container {ct}: create: {e:#}"))?;
     let lock = ContainerLock::acquire(h, &ct, "create")?;
     let opts = CreateOptions {
         template: a.template,
@@ -38,6 +41,7 @@ pub fn create(h: &Host, a: CreateArgs) -> Result<u8> {
         init: a.init.map(|s| s.split_whitespace().map(str::to_string).collect()),
         net,
         resources,
+        security,
     };
     match container::create(h, &lock, &opts) {
         Ok(_) => {
@@ -105,11 +109,23 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
         .filter(|_| st == Status::Running)
         .map(|s| s.net_objects.as_ref().and_then(|n| n.venet.as_ref()).map(|v| v.addrs.clone()).unwrap_or_default());
     let ips: Vec<String> = live.unwrap_or_else(|| cfg.net.ipadd.clone()).iter().map(|a| a.to_string()).collect();
+    // Running: the isolation it was started or restored with, and what its init shows; else
+    // what the next start gives.
+    let running = state.as_ref().filter(|_| st == Status::Running);
+    let applied = match running.and_then(|s| s.isolation.clone()) {
+        Some(a) => Ok(a),
+        None => ferry_runtime::isolation::Applied::from_security(&cfg.security),
+    };
+    let isolation = match &applied {
+        Ok(a) => serde_json::to_value(a.summary()).unwrap_or_default(),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    let observed = running.map(|s| ferry_runtime::isolation::observe(s.pid));
     if json {
         println!(
             "{}",
             serde_json::json!({ "ctid": ct.as_str(), "status": st, "pid": pid, "ip": ips, "storage": cfg.storage.kind,
-                "limits": limits, "usage": usage })
+                "limits": limits, "usage": usage, "isolation": isolation, "isolation_observed": observed })
         );
         return Ok(0);
     }
@@ -138,6 +154,23 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
         let dl = u.disk_limit.or(r.diskspace);
         println!("  disk      {} / {} ({:?})", u.disk_used.map_or("-".into(), super::list::human), lim(dl), cfg.storage.kind);
         println!("  io        read {}  write {}", super::list::human(u.io_read), super::list::human(u.io_write));
+        if let (Ok(a), Some(o)) = (&applied, &observed) {
+            let s = a.summary();
+            println!(
+                "  isolation {} kind, seccomp {} ({} filters in force), caps {}",
+                s.kind,
+                s.seccomp,
+                o.seccomp_filters,
+                s.capabilities.join(",")
+            );
+            println!(
+                "            masked {} of {}, read-only {} of {}",
+                o.masked.len(),
+                s.masked_paths.len(),
+                o.readonly.len(),
+                s.readonly_paths.len()
+            );
+        }
     }
     // A container that does not run shows one line; its limits are in --json.
     Ok(0)

@@ -414,3 +414,42 @@ mod tests {
         assert_eq!((r.diskspace, r.iolimit), (Some(1 << 30), Some(10 << 20)));
     }
 }
+
+/// Isolation options shared by `create` and `set` (they take effect at the next start).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct SecurityArgs {
+    /// Capabilities added to (on) or taken from (off) the defaults, vzctl's spelling:
+    /// NAME:on|off[,NAME:on|off...] (e.g. net_admin:on,chown:off); repeatable.
+    #[arg(long, value_name = "NAME:on|off[,...]")]
+    pub capability: Vec<String>,
+    /// The seccomp filter: default, unconfined, or a profile FILE in seccompiler's JSON format
+    /// (kept in the config; see docs/runtime.md).
+    #[arg(long, value_name = "default|unconfined|FILE")]
+    pub seccomp: Option<String>,
+    /// Features: nesting:on lets processes inside create user namespaces; NAME:on|off[,...].
+    #[arg(long, value_name = "NAME:on|off[,...]")]
+    pub features: Vec<String>,
+}
+
+impl SecurityArgs {
+    pub fn is_empty(&self) -> bool {
+        self.capability.is_empty() && self.seccomp.is_none() && self.features.is_empty()
+    }
+
+    /// `sec` with these options applied, checked as a whole (a capability the filter would
+    /// make useless is refused with the option that helps).
+    pub fn apply(&self, sec: &ferry_runtime::config::Security) -> Result<ferry_runtime::config::Security> {
+        let mut s = sec.clone();
+        for c in &self.capability {
+            ferry_runtime::capabilities::set_capabilities(&mut s, c).map_err(|e| anyhow!("--capability: {e}"))?;
+        }
+        for f in &self.features {
+            ferry_runtime::isolation::set_features(&mut s, f).map_err(|e| anyhow!("--features: {e}"))?;
+        }
+        if let Some(p) = &self.seccomp {
+            s.seccomp = ferry_runtime::isolation::parse_seccomp_option(p)?;
+        }
+        ferry_runtime::isolation::Applied::from_security(&s)?;
+        Ok(s)
+    }
+}

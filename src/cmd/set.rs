@@ -1,13 +1,13 @@
 //! `set`: hostname, passwords, venet addresses and resource limits live (vzctl semantics: live
 //! without --save, persisted with it); capabilities, devices, bridged interfaces, passed-through
-//! devices and the uplink persisted for the next start.
+//! devices, seccomp, features and the uplink persisted for the next start.
 
 use anyhow::{bail, Result};
 use ferry_runtime::cgroups::DeviceRule;
 use ferry_runtime::config::ContainerConfig;
 use ferry_runtime::container::{self, Status};
 use ferry_runtime::lock::ContainerLock;
-use ferry_runtime::{capabilities, Host};
+use ferry_runtime::Host;
 
 #[derive(Debug, clap::Args)]
 pub struct SetArgs {
@@ -17,9 +17,6 @@ pub struct SetArgs {
     /// USER:PASSWORD; the user is created if missing.
     #[arg(long)]
     pub userpasswd: Vec<String>,
-    /// NAME:on|off (e.g. SYS_TIME:on); takes effect on the next start.
-    #[arg(long)]
-    pub capability: Vec<String>,
     /// Extra device allowed, TYPE:MAJOR:MINOR[:ACCESS] (e.g. c:10:200:rw); next start.
     #[arg(long)]
     pub devices: Vec<String>,
@@ -27,6 +24,9 @@ pub struct SetArgs {
     pub net: super::opts::NetArgs,
     #[command(flatten)]
     pub res: super::opts::ResArgs,
+    /// Capabilities, seccomp and features take effect on the next start (with --save).
+    #[command(flatten)]
+    pub security: super::opts::SecurityArgs,
     /// Persist the settings in the container's config.
     #[arg(long)]
     pub save: bool,
@@ -39,7 +39,7 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
     let (status, state) = container::status(h, &ct)?;
     let running = status == Status::Running;
     let mut state = state.filter(|_| running);
-    if a.hostname.is_none() && a.userpasswd.is_empty() && a.capability.is_empty() && a.devices.is_empty() && a.net.is_empty() && a.res.is_empty() {
+    if a.hostname.is_none() && a.userpasswd.is_empty() && a.security.is_empty() && a.devices.is_empty() && a.net.is_empty() && a.res.is_empty() {
         bail!("container {ct}: set: nothing to change; see `ferry set --help`");
     }
     if a.net.has_next_start_changes() && !a.save {
@@ -65,17 +65,16 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
         state.as_ref().and_then(|s| s.net_objects.as_ref()).and_then(|n| n.venet.as_ref()).map(|v| v.addrs.clone()).unwrap_or_default();
     let ip_add: Vec<std::net::IpAddr> = a.net.ipadd.iter().filter(|x| !live_ips.contains(x)).copied().collect();
     let ip_del: Vec<std::net::IpAddr> = a.net.ipdel_addrs(&live_ips)?.into_iter().filter(|x| live_ips.contains(x)).collect();
-    if (!a.capability.is_empty() || !a.devices.is_empty()) && !a.save {
-        bail!("container {ct}: set: capabilities and devices cannot change in a running container; add --save (they take effect on the next start)");
+    if (!a.security.is_empty() || !a.devices.is_empty()) && !a.save {
+        bail!(
+            "container {ct}: set: capabilities, seccomp, features and devices cannot change in a running container; add --save (they take effect on the next start)"
+        );
     }
     if a.hostname.is_some() && !running && !a.save {
         bail!("container {ct}: set: container is not running, so --hostname without --save changes nothing; add --save");
     }
     // Validate everything before changing anything.
-    let mut sec = cfg.security.clone();
-    for c in &a.capability {
-        capabilities::set_capability(&mut sec, c)?;
-    }
+    let mut sec = a.security.apply(&cfg.security).map_err(|e| anyhow::anyhow!("container {ct}: set: {e:#}; nothing was changed"))?;
     for d in &a.devices {
         DeviceRule::parse(d)?;
         if !sec.devices.contains(d) {
@@ -145,7 +144,7 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
         cfg.security = sec;
         cfg.save(&h.config_path(&ct))?;
         if sec_changed && running {
-            println!("capabilities/devices saved; they take effect on the next start (`ferry restart {ct}`)");
+            println!("capabilities/seccomp/features/devices saved; they take effect on the next start (`ferry restart {ct}`)");
         }
         if a.net.has_next_start_changes() && running {
             println!("interfaces, passed-through devices and the uplink saved; they take effect on the next start (`ferry restart {ct}`)");

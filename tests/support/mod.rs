@@ -126,6 +126,17 @@ impl TestHost {
         self.ok(&["start", ct]);
     }
 
+    /// tests/helpers/NAME.c built static (to copy into a container), once per test host.
+    pub fn static_helper(&self, name: &str) -> PathBuf {
+        let out = self.dir.path().join(name);
+        if !out.exists() {
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/helpers/{name}.c"));
+            let o = Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&out).arg(&src).output().expect("run gcc");
+            assert!(o.status.success(), "gcc {name}.c: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        out
+    }
+
     /// PID 1 of a running container as seen from the host.
     pub fn pid(&self, ct: &str) -> i32 {
         let v: serde_json::Value = serde_json::from_str(&self.ok(&["status", ct, "--json"])).unwrap();

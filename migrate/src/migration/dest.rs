@@ -203,7 +203,7 @@ fn handle_preflight(host: &Host, st: &mut Incoming, p: &Preflight) -> Result<Vec
     }
     let lock = ContainerLock::acquire(host, &ct, "migrate-receive")?;
     let work = host.run_ct_dir(&ct).join("incoming");
-    std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
+    ferry_runtime::util::private_dir(&work)?;
     let resuming = staging_config(host, &ct).exists();
     let facts = preflight::gather(host, &cfg, &p.cpuinfo, p.online, &work);
     let problems = preflight::problems(&cfg, &facts, p.needed_disk_bytes, p.online, resuming);

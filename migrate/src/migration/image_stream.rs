@@ -288,11 +288,12 @@ impl Write for CutAfter<'_> {
 // --- the destination's side ------------------------------------------------------------------
 
 /// A fresh `<work>/images`, where the received image is extracted.
+/// A new directory for the received CRIU images (the container's memory): 0700, an
+/// unpredictable name, made exclusively; it goes with the work directory.
 fn fresh_images_dir(work: &Path) -> Result<PathBuf> {
-    let dir = work.join("images");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-    Ok(dir)
+    ferry_runtime::util::private_dir(work)?;
+    let dir = ferry_runtime::util::private_temp_dir(work, "images")?;
+    Ok(dir.keep())
 }
 
 /// The data socket of a destination that exits after `left` bytes (the `die-mid-image` fault).

@@ -20,6 +20,7 @@ use ferry_runtime::container::{self, CheckpointOpts, Status};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::storage::{self, btrfs};
 use ferry_runtime::{ContainerConfig, Ctid, Host};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 pub use store::{SnapshotMeta, Usage};
@@ -160,7 +161,14 @@ fn build(
         // From the freeze to the thaw (and the few writes after it).
         frozen_ms = info.frozen_at.map(|t| t.elapsed().as_millis() as u64).unwrap_or(info.freeze_ms + info.dump_ms);
         let img = tmp.join(store::STATE_IMAGE);
-        let f = std::fs::File::create(&img).map_err(|e| err(ct, "create", format!("create {}: {e}", img.display())))?;
+        // It holds the container's memory: 0600 from its creation, never an existing file.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&img)
+            .map_err(|e| err(ct, "create", format!("create {}: {e}", img.display())))?;
         let w = ckpt::write_image_to(cfg, &info.meta, &images, std::io::BufWriter::new(f), None, fmt::FORMAT_MAJOR, &mut |_| {})
             .map_err(|e| err(ct, "create", e))?;
         let f = w.into_inner().map_err(|e| err(ct, "create", format!("write {}: {}", img.display(), e.error())))?;
@@ -304,10 +312,14 @@ pub fn export(host: &Host, ct: &Ctid, cfg: &ContainerConfig, id: &str, out: &Pat
     if m.stateful {
         verify_state(host, ct, &m)?;
     }
-    let tmp =
-        out.with_file_name(format!(".{}.tmp-{}", out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), std::process::id()));
+    // Mode 0600 from its creation (a stateful snapshot holds the container's memory, and
+    // every image its files), an unpredictable name created exclusively, renamed into place.
+    let out_dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp_file = ferry_runtime::util::private_temp_file(out_dir, &out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .map_err(|e| err(ct, "export", e))?;
+    let tmp = tmp_file.path().to_path_buf();
+    let (file, tmp_path) = tmp_file.into_parts();
     let res = (|| -> std::result::Result<u64, String> {
-        let file = std::fs::File::create(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
         let out_w = std::io::BufWriter::with_capacity(1 << 20, file);
         let mut w = if m.stateful {
             let img = dir.join(store::STATE_IMAGE);
@@ -338,13 +350,12 @@ pub fn export(host: &Host, ct: &Ctid, cfg: &ContainerConfig, id: &str, out: &Pat
         let f = buf.into_inner().map_err(|e| format!("flush {}: {}", tmp.display(), e.error()))?;
         f.sync_all().map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        std::fs::rename(&tmp, out).map_err(|e| format!("rename to {}: {e}", out.display()))?;
         Ok(len)
     })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.map_err(|e| err(ct, "export", e))
+    // Dropping the temporary path on an error removes the file.
+    let len = res.map_err(|e| err(ct, "export", e))?;
+    tmp_path.persist(out).map_err(|e| err(ct, "export", format!("rename to {}: {}", out.display(), e.error)))?;
+    Ok(len)
 }
 
 /// What an image holds, for `restore --from-image`.

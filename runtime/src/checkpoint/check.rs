@@ -103,6 +103,24 @@ pub fn host_check(host: &crate::Host, work_dir: &Path) -> HostCheck {
         if sys_resource { "in root's bounding set" } else { "missing from root's bounding set (CapBnd in /proc/self/status)" },
         "CRIU cannot read the limits of processes running as another user than root: containers whose services drop privileges (postgres, nginx workers, ...) cannot be checkpointed or live-migrated",
     ));
+    let (seccomp_ok, seccomp_detail) = seccomp_support();
+    rows.push(row(
+        "seccomp filters",
+        seccomp_ok,
+        seccomp_detail,
+        "containers with a seccomp filter (the default) do not start: only --seccomp unconfined works",
+    ));
+    let criu_seccomp = criu.as_ref().ok().map(|c| criu_feature(c.binary(), "seccomp_filters"));
+    rows.push(row(
+        "CRIU seccomp (seccomp_filters)",
+        criu_seccomp == Some(true),
+        match criu_seccomp {
+            Some(true) => "filters are dumped and restored",
+            Some(false) => "criu check --feature seccomp_filters fails",
+            None => "unknown (no CRIU)",
+        },
+        "containers with a seccomp filter cannot be checkpointed or migrated",
+    ));
     let iptables = on_path("iptables-restore");
     let nft = on_path("nft");
     rows.push(row(
@@ -131,7 +149,36 @@ pub fn host_check(host: &crate::Host, work_dir: &Path) -> HostCheck {
         format!("btrfs-progs: {}, xfsprogs: {}", yes(btrfs), yes(xfs)),
         "private areas are plain directories without disk limits",
     ));
-    HostCheck { rows }
+    let default_isolation =
+        crate::isolation::Applied::from_security(&crate::config::Security::default()).map(|a| a.summary()).map_err(|e| e.to_string());
+    HostCheck { rows, default_isolation }
+}
+
+/// Whether the kernel takes seccomp filters that return an errno.
+fn seccomp_support() -> (bool, String) {
+    // SAFETY: prctl and seccomp with integer and pointer-to-local arguments only.
+    let mode = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
+    if mode < 0 {
+        return (false, format!("prctl(PR_GET_SECCOMP): {}", std::io::Error::last_os_error()));
+    }
+    let action: u32 = libc::SECCOMP_RET_ERRNO;
+    // SAFETY: SECCOMP_GET_ACTION_AVAIL reads one u32 from a pointer to a live local.
+    let rc = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_GET_ACTION_AVAIL, 0u32, &action as *const u32) };
+    if rc != 0 {
+        return (false, format!("SECCOMP_RET_ERRNO not available: {}", std::io::Error::last_os_error()));
+    }
+    (true, "filter mode with errno actions".into())
+}
+
+/// `criu check --feature NAME` succeeds.
+fn criu_feature(criu: &Path, name: &str) -> bool {
+    std::process::Command::new(criu)
+        .args(["check", "--feature", name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// Whether capability number `cap` is in this process's bounding set.
@@ -224,6 +271,8 @@ pub fn cgroup_mode_rows(layout: crate::Result<(crate::cgroups::CgroupLayout, Vec
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HostCheck {
     pub rows: Vec<CheckRow>,
+    /// The isolation a container gets when nothing is granted (docs/runtime.md).
+    pub default_isolation: std::result::Result<crate::isolation::Summary, String>,
 }
 
 impl std::fmt::Display for HostCheck {
@@ -239,7 +288,10 @@ impl std::fmt::Display for HostCheck {
             let without = if r.status == Status::Ok { "-" } else { r.without.as_str() };
             writeln!(f, "{:<w0$}  {:<7}  {:<w2$}  {}", r.feature, st, r.detail, without)?;
         }
-        Ok(())
+        match &self.default_isolation {
+            Ok(s) => writeln!(f, "\nisolation of a container by default (grants: --capability, --seccomp, --features):\n{s}"),
+            Err(e) => writeln!(f, "\nisolation: the default cannot be built: {e}"),
+        }
     }
 }
 
@@ -294,7 +346,10 @@ mod tests {
 
     #[test]
     fn table_shows_fallback_only_when_missing() {
-        let t = HostCheck { rows: vec![row("a", true, "fine", "plan A"), row("soft-dirty", false, "off", "one full dump")] };
+        let t = HostCheck {
+            rows: vec![row("a", true, "fine", "plan A"), row("soft-dirty", false, "off", "one full dump")],
+            default_isolation: Err("none".into()),
+        };
         let s = t.to_string();
         assert!(s.contains("MISSING"));
         assert!(s.contains("one full dump"));

@@ -321,7 +321,12 @@ impl Criu {
     }
 
     fn spawn(&self, netns: Option<&Path>, join_cgroups: &[PathBuf]) -> rpc::SwrkSpawn {
-        rpc::SwrkSpawn { criu: Some(self.binary.clone()), netns: netns.map(Path::to_path_buf), join_cgroups: join_cgroups.to_vec() }
+        rpc::SwrkSpawn {
+            criu: Some(self.binary.clone()),
+            netns: netns.map(Path::to_path_buf),
+            join_cgroups: join_cgroups.to_vec(),
+            private_files: false,
+        }
     }
 
     /// Fail with a clear message when CRIU is older than [`MIN_VERSION`].
@@ -412,7 +417,8 @@ impl Criu {
             Some(cb) => cb,
             None => &mut none,
         };
-        let ex = rpc::call(&self.spawn(opts.netns.as_deref(), &[]), &rpc::request(ty, Some(o)), cb).map_err(|e| with_log(e, &what, &log))?;
+        let spawn = rpc::SwrkSpawn { private_files: true, ..self.spawn(opts.netns.as_deref(), &[]) };
+        let ex = rpc::call(&spawn, &rpc::request(ty, Some(o)), cb).map_err(|e| with_log(e, &what, &log))?;
         drop(dir);
         if !ex.resp.success() {
             return Err(Error::Criu(log::describe_failure(&what, ex.resp.cr_errmsg(), Some(&log))));

@@ -43,6 +43,9 @@ pub struct SwrkSpawn {
     /// `cgroup.procs` files CRIU joins before it starts (writing "0" moves the writer): with
     /// cgroup management off, restored processes inherit these cgroups.
     pub join_cgroups: Vec<PathBuf>,
+    /// Files CRIU creates are root's alone (umask 077): a dump's images hold the memory of
+    /// the container.
+    pub private_files: bool,
 }
 
 /// Find `criu` on PATH.
@@ -101,13 +104,17 @@ pub fn call(spawn: &SwrkSpawn, req: &Criu_req, on_notify: &mut dyn FnMut(&Notify
         .collect::<Result<_>>()?;
     let child_sock = theirs.as_raw_fd();
     let child_netns = netns_fd.as_ref().map(|f| f.as_raw_fd());
+    let private_files = spawn.private_files;
 
     let mut cmd = Command::new(&criu);
     cmd.arg("swrk").arg(SWRK_FD.to_string()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
-    // functions (setns, open, write, close, dup2, close_range) on data prepared before the fork.
+    // functions (umask, setns, open, write, close, dup2, close_range) on data prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            if private_files {
+                libc::umask(0o077);
+            }
             if let Some(fd) = child_netns {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());

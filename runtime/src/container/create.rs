@@ -1,4 +1,4 @@
-use crate::config::{ContainerConfig, NetConfig, Resources, StorageKind};
+use crate::config::{ContainerConfig, NetConfig, Resources, Security, StorageKind};
 use crate::container::{status, Status};
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -16,6 +16,8 @@ pub struct CreateOptions {
     pub net: NetConfig,
     /// Resource limits; `diskspace` also picks the disk backend.
     pub resources: Resources,
+    /// Isolation beyond the defaults (capabilities, seccomp, features).
+    pub security: Security,
 }
 
 /// Check limits as far as a container that does not run yet allows: values and ranges (CPUs
@@ -73,6 +75,8 @@ pub fn create(host: &Host, lock: &ContainerLock, opts: &CreateOptions) -> Result
     cfg.template = Some(opts.template.display().to_string());
     cfg.net = opts.net.clone();
     cfg.resources = opts.resources.clone();
+    crate::isolation::Applied::from_security(&opts.security).map_err(|e| Error::ct(ct.as_str(), "create", e.to_string()))?;
+    cfg.security = opts.security.clone();
     cfg.storage.kind = crate::storage::backends::choose_kind(&host.data_dir, cfg.resources.diskspace)?;
     crate::storage::prepare(host, &cfg, &opts.template)?;
     let res = (|| {

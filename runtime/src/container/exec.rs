@@ -6,8 +6,9 @@ use crate::container::running_state;
 use crate::ctid::Ctid;
 use crate::error::{Error, Result};
 use crate::host::Host;
+use crate::isolation::namespaces::{self, NsKind};
+use crate::isolation::{Applied, Prepared};
 use crate::state::State;
-use nix::sched::CloneFlags;
 use nix::sys::signal::{SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
@@ -17,63 +18,64 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-const NAMESPACES: [(&str, CloneFlags); 5] = [
-    ("ipc", CloneFlags::CLONE_NEWIPC),
-    ("uts", CloneFlags::CLONE_NEWUTS),
-    ("net", CloneFlags::CLONE_NEWNET),
-    ("pid", CloneFlags::CLONE_NEWPID),
-    ("mnt", CloneFlags::CLONE_NEWNS),
-];
-
-/// The capability bounding set of a process (`CapBnd` in /proc/PID/status).
-pub fn bounding_set(pid: i32) -> Result<caps::CapsHashSet> {
-    let p = format!("/proc/{pid}/status");
-    let s = std::fs::read_to_string(&p).map_err(|e| Error::io("read", &p, e))?;
-    let hex = s.lines().find_map(|l| l.strip_prefix("CapBnd:")).map(str::trim).unwrap_or("0");
-    let bits = u64::from_str_radix(hex, 16).unwrap_or(0);
-    Ok(caps::all().into_iter().filter(|c| c.index() < 64 && bits & (1u64 << c.index()) != 0).collect())
-}
-
-/// What a process needs to become part of a running container.
+/// What a process needs to become part of a running container: the namespaces ferry
+/// recorded (checked against PID 1's), its cgroup (from ferry's state) and the isolation it
+/// runs with (from ferry's state, else its config). Nothing here comes from what the
+/// container's processes report about themselves.
 struct Joiner {
-    ns: Vec<File>,
+    ns: Vec<(NsKind, File)>,
     cgroup_procs: Vec<File>,
-    caps: caps::CapsHashSet,
+    isolation: Prepared,
 }
 
 impl Joiner {
-    fn open(st: &State) -> Result<Self> {
-        let mut ns = Vec::new();
-        for (name, _) in NAMESPACES {
-            let p = format!("/proc/{}/ns/{name}", st.pid);
-            ns.push(File::open(&p).map_err(|e| Error::io("open namespace", &p, e))?);
-        }
+    fn open(host: &Host, ct: &Ctid, st: &State, op: &'static str) -> Result<Self> {
+        let applied = match &st.isolation {
+            Some(a) => a.clone(),
+            None => Applied::from_security(&crate::container::load_config(host, ct)?.security)?,
+        };
+        let isolation = applied.prepare()?;
+        let ns = namespaces::open_recorded(ct.as_str(), op, st.pid, st.start_time, &st.namespaces)?;
         let cg = st.cgroup();
         let mut cgroup_procs = Vec::new();
         for p in cg.procs_files() {
             cgroup_procs.push(std::fs::OpenOptions::new().write(true).open(&p).map_err(|e| Error::io("open cgroup", &p, e))?);
         }
-        Ok(Joiner { ns, cgroup_procs, caps: bounding_set(st.pid)? })
+        Ok(Joiner { ns, cgroup_procs, isolation })
     }
 
     /// Join every namespace (the pid namespace applies to children forked after this).
+    /// The caller becomes non-dumpable first: its children appear in the container's pid
+    /// namespace while they still run ferry's code (and /proc/PID/exe is ferry's binary), so
+    /// the container's root must not reach into them.
     fn setns_all(&self, ct: &Ctid) -> Result<()> {
-        for ((name, flag), f) in NAMESPACES.iter().zip(&self.ns) {
-            nix::sched::setns(f.as_fd(), *flag).map_err(|e| Error::ct(ct.as_str(), "exec", format!("join the {name} namespace: {e}")))?;
+        make_undumpable().map_err(|e| Error::ct(ct.as_str(), "exec", e))?;
+        for (kind, f) in &self.ns {
+            nix::sched::setns(f.as_fd(), kind.flag())
+                .map_err(|e| Error::ct(ct.as_str(), "exec", format!("join the {} namespace: {e}", kind.name())))?;
         }
         Ok(())
     }
 
-    /// In the forked child: new session, own cgroup, `/`, container capabilities.
+    /// In the forked child: new session, own cgroup, `/`.
     fn finish_in_child(&self) -> std::result::Result<(), String> {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
         for mut f in &self.cgroup_procs {
             // "0" means the writing process.
             f.write_all(b"0").map_err(|e| format!("join cgroup: {e}"))?;
         }
-        nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
-        crate::capabilities::restrict_to(&self.caps).map_err(|e| e.to_string())
+        nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
     }
+}
+
+/// PR_SET_DUMPABLE 0: /proc/PID of this process (and of its children until they exec) is
+/// closed to anyone without CAP_SYS_PTRACE over the host.
+fn make_undumpable() -> std::result::Result<(), String> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(format!("prctl(PR_SET_DUMPABLE): {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 static FORWARD_SIG: AtomicI32 = AtomicI32::new(0);
@@ -135,6 +137,7 @@ fn exec_in_child(j: &Joiner, argv: &[CString], env: &[CString], nofile: Option<u
             crate::container::start::set_own_nofile(n)?;
         }
         crate::container::start::default_signals();
+        j.isolation.apply_in_child()?;
         let e = nix::unistd::execvpe(&argv[0], argv, env).unwrap_err();
         Err(format!("{:?}: {e}", argv[0]))
     });
@@ -163,7 +166,7 @@ pub fn exec(host: &Host, ct: &Ctid, argv: &[String]) -> Result<i32> {
     let nofile = crate::container::load_config(host, ct)
         .ok()
         .and_then(|c| crate::cgroups::limits::numfiles_rlimit(&crate::container::effective_resources(&c, Some(&st))));
-    let j = Joiner::open(&st)?;
+    let j = Joiner::open(host, ct, &st, "exec")?;
     j.setns_all(ct)?;
     install_forwarding(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT]);
     // SAFETY: single-threaded process; the child only execs or exits.
@@ -177,16 +180,23 @@ pub fn exec(host: &Host, ct: &Ctid, argv: &[String]) -> Result<i32> {
 }
 
 /// Run `f` inside the container: in its namespaces when it runs, else chrooted into its
-/// private area. Runs in a forked child, so the caller stays where it is. With `privileged`
-/// the child keeps the host's capabilities (for sethostname in the container's UTS
-/// namespace); otherwise it has the container's.
+/// private area. Runs in a forked child, so the caller stays where it is. The child has the
+/// container's capabilities, plus SYS_ADMIN with `privileged` (for sethostname in the
+/// container's UTS namespace); no seccomp filter (it runs ferry's code, not the container's).
 pub fn run_in_container<F>(host: &Host, ct: &Ctid, privileged: bool, f: F) -> Result<()>
 where
     F: FnOnce() -> std::result::Result<(), String>,
 {
     crate::container::ensure_single_threaded(ct, "set")?;
     let st = crate::container::status(host, ct)?.1;
-    let joiner = st.as_ref().map(Joiner::open).transpose()?;
+    let joiner = st.as_ref().map(|st| Joiner::open(host, ct, st, "set")).transpose()?;
+    let mut keep = match &joiner {
+        Some(j) => j.isolation.caps.clone(),
+        None => crate::capabilities::container_caps(&crate::container::load_config(host, ct)?.security)?,
+    };
+    if privileged {
+        keep.insert(caps::Capability::CAP_SYS_ADMIN);
+    }
     let private = host.private_dir(ct);
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
     // SAFETY: single-threaded process; the child exits without returning.
@@ -194,10 +204,11 @@ where
         ForkResult::Child => {
             drop(err_r);
             let r = (|| {
+                make_undumpable()?;
                 match &joiner {
                     Some(j) => {
-                        for ((name, flag), f) in NAMESPACES.iter().zip(&j.ns) {
-                            nix::sched::setns(f.as_fd(), *flag).map_err(|e| format!("join the {name} namespace: {e}"))?;
+                        for (kind, f) in &j.ns {
+                            nix::sched::setns(f.as_fd(), kind.flag()).map_err(|e| format!("join the {} namespace: {e}", kind.name()))?;
                         }
                         if privileged {
                             nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
@@ -208,12 +219,9 @@ where
                     None => {
                         nix::unistd::chroot(&private).map_err(|e| format!("chroot {}: {e}", private.display()))?;
                         nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
-                        if !privileged {
-                            let keep = crate::capabilities::container_caps(&Default::default()).map_err(|e| e.to_string())?;
-                            crate::capabilities::restrict_to(&keep).map_err(|e| e.to_string())?;
-                        }
                     }
                 }
+                crate::capabilities::restrict_to(&keep).map_err(|e| e.to_string())?;
                 f()
             })();
             let code = match r {
@@ -259,14 +267,13 @@ fn copy_winsize(from: i32, to: i32) {
 /// devpts (so a checkpoint of the container sees only its own ptys). Returns the shell's exit
 /// code.
 pub fn enter(host: &Host, ct: &Ctid) -> Result<i32> {
-    use nix::fcntl::OFlag;
     crate::container::ensure_single_threaded(ct, "enter")?;
     let st = running_state(host, ct, "enter")?;
-    let ptmx_path = format!("/proc/{}/root/dev/pts/ptmx", st.pid);
-    let master = nix::fcntl::open(ptmx_path.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| Error::ct(ct.as_str(), "enter", format!("open {ptmx_path}: {e}")))?;
-    // SAFETY: master is a descriptor we just opened and own.
-    let master = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master) };
+    // Joined first: the pty and the shell are looked up in the container's own mount
+    // namespace and root, never through a path the container could bend.
+    let j = Joiner::open(host, ct, &st, "enter")?;
+    j.setns_all(ct)?;
+    let master = open_container_ptmx().map_err(|m| Error::ct(ct.as_str(), "enter", m))?;
     let unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK takes a pointer to an int; TIOCGPTPEER returns a new descriptor.
     let slave = unsafe {
@@ -278,15 +285,13 @@ pub fn enter(host: &Host, ct: &Ctid) -> Result<i32> {
     }
     // SAFETY: the ioctl returned a fresh descriptor that we now own.
     let slave = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) };
-    let shell = if std::fs::symlink_metadata(format!("/proc/{}/root/bin/bash", st.pid)).is_ok() { "/bin/bash" } else { "/bin/sh" };
+    let shell = if std::fs::symlink_metadata("/bin/bash").is_ok() { "/bin/bash" } else { "/bin/sh" };
     let argv = vec![CString::new(shell).expect("no NUL"), CString::new("-l").expect("no NUL")];
     let env = exec_env();
     let stdin_tty = nix::unistd::isatty(0).unwrap_or(false);
     if stdin_tty {
         copy_winsize(0, master.as_raw_fd());
     }
-    let j = Joiner::open(&st)?;
-    j.setns_all(ct)?;
     // SAFETY: single-threaded process; the child only execs or exits.
     match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))? {
         ForkResult::Child => {
@@ -300,6 +305,7 @@ pub fn enter(host: &Host, ct: &Ctid) -> Result<i32> {
                 }
                 crate::container::start::close_fds_except(-1);
                 crate::container::start::default_signals();
+                j.isolation.apply_in_child()?;
                 let e = nix::unistd::execve(&argv[0], &argv, &env).unwrap_err();
                 Err(format!("{shell}: {e}"))
             });
@@ -326,6 +332,24 @@ pub fn enter(host: &Host, ct: &Ctid) -> Result<i32> {
             wait_forwarding(child)
         }
     }
+}
+
+/// The ptmx of the container's devpts, opened in its mount namespace (the caller joined it)
+/// without following any symlink, and checked to be the pty multiplexer.
+fn open_container_ptmx() -> std::result::Result<OwnedFd, String> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = nix::fcntl::openat2(libc::AT_FDCWD, "/dev/pts/ptmx", how).map_err(|e| format!("open /dev/pts/ptmx: {e}"))?;
+    // SAFETY: openat2 returned a new descriptor that we now own.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| format!("stat /dev/pts/ptmx: {e}"))?;
+    let is_chr = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
+    if !is_chr || nix::sys::stat::major(st.st_rdev) != 5 || nix::sys::stat::minor(st.st_rdev) != 2 {
+        return Err("/dev/pts/ptmx in the container is not the pty multiplexer (5:2)".into());
+    }
+    Ok(fd)
 }
 
 fn make_raw(fd: i32) -> Option<nix::sys::termios::Termios> {

@@ -113,6 +113,10 @@ pub struct CheckpointMeta {
     pub saved_resources: Option<Resources>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_resources: Option<Resources>,
+    /// The isolation the dumped processes ran with (their filters and capabilities are in
+    /// CRIU's images): what exec gives a process after the restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<crate::isolation::Applied>,
 }
 
 impl CheckpointMeta {
@@ -243,7 +247,8 @@ pub fn checkpoint_to_dir_frozen(
     if images_dir.exists() && std::fs::read_dir(images_dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(Error::ct(ct, "checkpoint", format!("{} is not empty; remove it or choose another place", images_dir.display())));
     }
-    std::fs::create_dir_all(images_dir).map_err(|e| Error::io("create image directory", images_dir, e))?;
+    // CRIU writes the container's memory there (its files 0600): root's alone.
+    crate::util::private_dir(images_dir)?;
     let cg = st.cgroup();
     let freezer = cg.freezer();
     let veths: Vec<(String, String)> = net::criu_veth_externals(cfg).into_iter().filter(|(_, outer)| net::tools::link_exists(outer)).collect();
@@ -345,6 +350,7 @@ pub fn checkpoint_to_dir_frozen(
         summary,
         saved_resources: Some(cfg.resources.clone()),
         live_resources: Some(crate::container::effective_resources(cfg, Some(&st))),
+        isolation: st.isolation.clone(),
     };
     crate::util::write_atomic(&images_dir.join(META_FILE), &serde_json::to_vec_pretty(&meta).expect("meta serializes"))?;
 
@@ -522,6 +528,12 @@ fn restore_inner(
     undo.mounted = true;
     let t_mount = t0.elapsed();
     let resources = CheckpointMeta::restored_resources(meta, &cfg.resources);
+    // The dumped processes come back with their own filters and capabilities; exec gives
+    // what they had (the config's isolation for images that do not say).
+    let isolation = match meta.and_then(|m| m.isolation.clone()) {
+        Some(a) => a,
+        None => crate::isolation::Applied::from_security(&cfg.security).map_err(|e| Error::ct(ct, "restore", e.to_string()))?,
+    };
     let cg = prepare_cgroup(host, &ContainerConfig { resources: resources.clone(), ..cfg.clone() })?;
     undo.cgroup = Some(cg.clone());
     let t_cgroup = t0.elapsed();
@@ -552,9 +564,16 @@ fn restore_inner(
     let mut net_state: Option<NetState> = None;
     let mut net_err: Option<Error> = None;
     let mut net_time = Duration::ZERO;
+    let mut namespaces = None;
+    let kind = isolation.kind;
     let t_criu = t0.elapsed();
     let restored = criu.restore_notify(&r, &mut |n| {
         tracing::debug!("container {ct}: criu notify {} at {} ms", n.script, ms(t0.elapsed()));
+        // The restored tree is still CRIU's (not resumed) at post-restore: its namespaces are
+        // the container's, recorded for exec before any of its code runs again.
+        if n.script == "post-restore" && n.pid > 0 && namespaces.is_none() {
+            namespaces = Some(crate::isolation::namespaces::record(n.pid, kind).map_err(|e| e.to_string())?);
+        }
         if n.script == "post-restore" && n.pid > 0 && !veths.is_empty() && net_state.is_none() {
             let t = Instant::now();
             let res = net::after_restore(host, cfg, n.pid);
@@ -582,7 +601,17 @@ fn restore_inner(
         undo.net = Some(ns.clone());
         net_state = Some(ns);
     }
-    let state = State { net_objects: net_state.clone(), resources: Some(resources), ..State::new(cfg.ctid.clone(), done.pid, &cg, root) };
+    let namespaces = match namespaces {
+        Some(n) => n,
+        None => crate::isolation::namespaces::record(done.pid, kind)?,
+    };
+    let state = State {
+        net_objects: net_state.clone(),
+        resources: Some(resources),
+        namespaces,
+        isolation: Some(isolation),
+        ..State::new(cfg.ctid.clone(), done.pid, &cg, root)
+    };
     if !state.is_alive() {
         return Err(Error::ct(ct, "restore", format!("the restored init (pid {}) exited at once; see {}", done.pid, log.display())));
     }
@@ -713,6 +742,7 @@ mod tests {
             summary: CheckpointSummary::default(),
             saved_resources: Some(saved.clone()),
             live_resources: Some(live.clone()),
+            isolation: None,
         };
         assert_eq!(CheckpointMeta::restored_resources(Some(&meta), &saved), live);
         let changed = Resources { ram: Some(128 << 20), ..Default::default() };

@@ -1,15 +1,16 @@
-//! `start`: clone PID 1 into new pid, mount, uts, ipc and net namespaces, put it in its cgroup,
-//! run the host-side hooks, then let it build its root (/proc, /sys, /dev, pivot_root), drop
-//! capabilities, close every launcher fd and exec the init. Setup or exec errors come back
-//! over a close-on-exec pipe, so the admin sees the real reason.
+//! `start`: clone PID 1 into new pid, mount, uts, ipc and net namespaces, record them, put it in
+//! its cgroup, run the host-side hooks, then let it build its root (/proc, /sys, /dev,
+//! pivot_root, masked and read-only paths), close every launcher fd, install its seccomp
+//! filter, drop capabilities and exec the init. Setup or exec errors come back over a
+//! close-on-exec pipe, so the admin sees the real reason.
 
-use crate::capabilities;
 use crate::cgroups::{devices, Cgroup, LimitContext};
 use crate::config::ContainerConfig;
 use crate::container::{status, Status};
 use crate::error::{Error, Result};
 use crate::hooks;
 use crate::host::Host;
+use crate::isolation::{namespaces, Applied, Prepared};
 use crate::lock::ContainerLock;
 use crate::state::{proc_stat, State};
 use nix::mount::{MntFlags, MsFlags};
@@ -117,11 +118,12 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     if cfg.init.is_empty() {
         return Err(Error::ct(ct.as_str(), "start", "the config has no init command; set one with `init = [...]` in the config"));
     }
-    let caps = capabilities::container_caps(&cfg.security)?;
+    let isolation = Applied::from_security(&cfg.security).map_err(|e| Error::ct(ct.as_str(), "start", e.to_string()))?;
+    let prepared = isolation.prepare()?;
     let rules = devices::rules_for(&cfg.security.devices)?;
 
     let mut undo = Undo { host, cfg, cgroup: None, mounted: false, child: None, hooked: false, net: None };
-    let res = start_inner(host, cfg, &caps, &rules, &mut undo);
+    let res = start_inner(host, cfg, (&isolation, prepared), &rules, &mut undo);
     if res.is_err() {
         undo.run();
     }
@@ -135,7 +137,13 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     res
 }
 
-fn start_inner(host: &Host, cfg: &ContainerConfig, caps: &caps::CapsHashSet, rules: &[devices::DeviceRule], undo: &mut Undo<'_>) -> Result<State> {
+fn start_inner(
+    host: &Host,
+    cfg: &ContainerConfig,
+    (isolation, prepared): (&Applied, Prepared),
+    rules: &[devices::DeviceRule],
+    undo: &mut Undo<'_>,
+) -> Result<State> {
     let ct = &cfg.ctid;
     let cg = host.cgroup(ct)?;
     if !cg.pids()?.is_empty() {
@@ -152,7 +160,7 @@ fn start_inner(host: &Host, cfg: &ContainerConfig, caps: &caps::CapsHashSet, rul
     let root = crate::storage::mount_root(host, cfg)?;
     undo.mounted = true;
 
-    let plan = ChildPlan::new(&root, cfg, caps)?;
+    let plan = ChildPlan::new(&root, cfg, prepared)?;
     let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
 
@@ -175,6 +183,8 @@ fn start_inner(host: &Host, cfg: &ContainerConfig, caps: &caps::CapsHashSet, rul
 
     let start_time =
         proc_stat(pid.as_raw()).map(|s| s.start_time).ok_or_else(|| Error::ct(ct.as_str(), "start", "PID 1 vanished right after clone"))?;
+    // Before PID 1 runs any code of the container: what exec may join later.
+    let namespaces = namespaces::record(pid.as_raw(), isolation.kind)?;
     cg.add_pid(pid.as_raw())?;
     undo.hooked = true;
     undo.net = hooks::net_hook_after_clone(host, cfg, pid.as_raw())?;
@@ -193,6 +203,8 @@ fn start_inner(host: &Host, cfg: &ContainerConfig, caps: &caps::CapsHashSet, rul
         start_time,
         net_objects: undo.net.clone(),
         resources: Some(cfg.resources.clone()),
+        namespaces,
+        isolation: Some(isolation.clone()),
         ..State::new(ct.clone(), pid.as_raw(), &cg, root)
     };
     st.save(host)?;
@@ -211,20 +223,21 @@ struct ChildPlan {
     hostname: String,
     argv: Vec<CString>,
     env: Vec<CString>,
-    caps: caps::CapsHashSet,
+    /// Capabilities and seccomp filter, compiled before clone.
+    isolation: Prepared,
     /// RLIMIT_NOFILE for PID 1 (`numfiles`), inherited by everything it starts.
     nofile: Option<u64>,
 }
 
 impl ChildPlan {
-    fn new(root: &Path, cfg: &ContainerConfig, caps: &caps::CapsHashSet) -> Result<Self> {
+    fn new(root: &Path, cfg: &ContainerConfig, isolation: Prepared) -> Result<Self> {
         let cs = |s: &str| CString::new(s).map_err(|_| Error::Config(format!("{s:?} contains a NUL byte")));
         Ok(ChildPlan {
             root: root.to_path_buf(),
             hostname: cfg.effective_hostname().to_string(),
             argv: cfg.init.iter().map(|a| cs(a)).collect::<Result<_>>()?,
             env: INIT_ENV.iter().map(|e| cs(e)).collect::<Result<_>>()?,
-            caps: caps.clone(),
+            isolation,
             nofile: crate::cgroups::limits::numfiles_rlimit(&cfg.resources),
         })
     }
@@ -309,21 +322,11 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     {
         std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
     }
-    // Hide what would reach the host through /proc.
-    for f in ["kcore", "sysrq-trigger", "keys", "timer_list"] {
-        let p = root.join("proc").join(f);
-        if p.exists() {
-            mnt(Some(&dev.join("null")), &p, None, MsFlags::MS_BIND, None)?;
-        }
-    }
-    let sys = root.join("proc/sys");
-    mnt(Some(&sys), &sys, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-    mnt(None, &sys, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nse, None)?;
-
     nix::unistd::chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    crate::isolation::paths::apply()?;
     nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname {}: {e}", plan.hostname))?;
     // Like vzctl: the container's /etc/hostname follows the configured name (inside the new
     // root, so a symlink there cannot point the write at the host).
@@ -338,9 +341,9 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     if let Some(n) = plan.nofile {
         set_own_nofile(n)?;
     }
-    capabilities::restrict_to(&plan.caps).map_err(|e| e.to_string())?;
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     default_signals();
+    plan.isolation.apply_in_child()?;
     let e = nix::unistd::execve(&plan.argv[0], &plan.argv, &plan.env).unwrap_err();
     Err(format!("exec init {:?}: {e}; check the init command (`init` in the config or --init at create)", plan.argv[0]))
 }
