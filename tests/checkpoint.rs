@@ -151,7 +151,8 @@ fn checkpoint_restore_suspend_resume_keep_state() {
 
     let out = h.ok(&["checkpoint", "ck"]);
     assert!(out.contains("freeze") && out.contains("dump") && out.contains("write"), "{out}");
-    assert_eq!(h.ok(&["status", "ck"]).trim(), "ck stopped");
+    // Its image is in the default place: vzctl's status word "suspended" says so.
+    assert_eq!(h.ok(&["status", "ck"]).trim(), "ck stopped suspended");
     assert!(h.mounts().is_empty(), "root still mounted: {:?}", h.mounts());
     let at_dump = counter(&h, "ck");
     std::thread::sleep(Duration::from_millis(300));
@@ -171,6 +172,7 @@ fn checkpoint_restore_suspend_resume_keep_state() {
 
     let out = h.ok(&["restore", "ck"]);
     assert!(out.contains("restore") && out.contains("ms"), "{out}");
+    assert!(!img.exists(), "a restore from the default place keeps the image (a later start would resume it)");
     assert_continues(&h, "ck", at_dump);
     let after = ps(&h, "ck");
     let pids = |s: &str| s.lines().filter(|l| !l.contains(" ps ")).map(|l| l.to_string()).collect::<Vec<_>>();
@@ -198,7 +200,7 @@ fn checkpoint_restore_suspend_resume_keep_state() {
 
     // suspend/resume: the default location, removed after resume.
     h.ok(&["suspend", "ck"]);
-    assert_eq!(h.ok(&["status", "ck"]).trim(), "ck stopped");
+    assert_eq!(h.ok(&["status", "ck"]).trim(), "ck stopped suspended");
     let at_suspend = counter(&h, "ck");
     assert!(h.data.join("dump/ck/dump.img").is_file());
     h.ok(&["resume", "ck"]);

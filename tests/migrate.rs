@@ -62,13 +62,7 @@ impl Sim {
     /// `ferry migrate CT root@HOST_to ...` run on host `from`; `remote_env` goes to the
     /// destination's ferry (e.g. `FERRY_TEST_FAULT=...`).
     fn migrate_cmd(&self, from: usize, to: usize, ct: &str, extra: &[&str], remote_env: &str) -> Command {
-        let d = self.h(to);
-        let remote = format!(
-            "env FERRY_DATA_DIR={} FERRY_RUN_DIR={} FERRY_CGROUP_PARENT={} {remote_env} {FERRY}",
-            d.data.display(),
-            d.run.display(),
-            d.cgroup_parent
-        );
+        let remote = format!("{} {remote_env} {FERRY}", self.h(to).env_prefix());
         let mut c = self.h(from).cmd();
         c.args(["migrate", ct, &format!("root@{}", self.t.host(to).ip4), "--ssh-opts", &self.sshd[to].ssh_opts(), "--remote-ferry", &remote]);
         c.args(extra);

@@ -61,6 +61,15 @@ impl Host {
     pub fn dump_dir(&self, ct: &Ctid) -> PathBuf {
         self.data_dir.join("dump").join(ct.as_str())
     }
+    /// `<data>/dump/<CTID>/dump.img`: the image of `suspend` (and of `stop --all` in suspend
+    /// mode), restored by `resume` (and `start --all`).
+    pub fn suspend_image(&self, ct: &Ctid) -> PathBuf {
+        self.dump_dir(ct).join("dump.img")
+    }
+    /// `<data>/boot/ran-at-shutdown`: the CTIDs that ran when the last `stop --all` began.
+    pub fn ran_at_shutdown_path(&self) -> PathBuf {
+        self.data_dir.join("boot").join("ran-at-shutdown")
+    }
     /// `<data>/snapshots/<CTID>`: the snapshot store of one container.
     pub fn snapshot_dir(&self, ct: &Ctid) -> PathBuf {
         self.data_dir.join("snapshots").join(ct.as_str())

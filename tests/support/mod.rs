@@ -16,6 +16,8 @@ pub struct TestHost {
     pub data: PathBuf,
     pub run: PathBuf,
     pub cgroup_parent: String,
+    /// This host's config file (FERRY_HOST_CONFIG): never the machine's /etc/ferry.
+    pub host_config: PathBuf,
     pub template: PathBuf,
     /// The simulated host's netns (/run/netns/NAME) every ferry command runs in, if any.
     pub netns: Option<String>,
@@ -53,7 +55,9 @@ impl TestHost {
                 t
             }
         };
-        TestHost { dir, data, run, cgroup_parent: format!("ferry-t{u}"), template, netns: None }
+        let host_config = dir.path().join("ferry.toml");
+        std::fs::write(&host_config, "# host config of a test host: its paths come from FERRY_* variables\n").expect("write host config");
+        TestHost { dir, data, run, cgroup_parent: format!("ferry-t{u}"), host_config, template, netns: None }
     }
 
     /// A host whose ferry commands run in the network namespace at `netns_path` (entered
@@ -76,9 +80,22 @@ impl TestHost {
         c.env("FERRY_DATA_DIR", &self.data)
             .env("FERRY_RUN_DIR", &self.run)
             .env("FERRY_CGROUP_PARENT", &self.cgroup_parent)
+            .env("FERRY_HOST_CONFIG", &self.host_config)
+            .env_remove("FERRY_STOP_MODE")
             .env_remove("FERRY_LOG")
             .stdin(Stdio::null());
         c
+    }
+
+    /// `env FERRY_...=... ` naming this host, for a ferry started elsewhere (over ssh).
+    pub fn env_prefix(&self) -> String {
+        format!(
+            "env FERRY_DATA_DIR={} FERRY_RUN_DIR={} FERRY_CGROUP_PARENT={} FERRY_HOST_CONFIG={}",
+            self.data.display(),
+            self.run.display(),
+            self.cgroup_parent,
+            self.host_config.display()
+        )
     }
 
     pub fn ferry(&self, args: &[&str]) -> Output {
@@ -98,12 +115,25 @@ impl TestHost {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
-    /// Run ferry, require exit 1 with a `ferry: ` message, return stderr.
+    /// Run ferry, require a failure (any code but 0) with a `ferry: ` message, return stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let o = self.ferry(args);
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert_eq!(o.status.code(), Some(1), "ferry {args:?} should fail: stdout {} stderr {err}", String::from_utf8_lossy(&o.stdout));
+        assert!(
+            !o.status.success() && o.status.code().is_some(),
+            "ferry {args:?} should fail: {} stdout {} stderr {err}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout)
+        );
         assert!(err.starts_with("ferry: "), "{err}");
+        err
+    }
+
+    /// Run ferry, require exit `code` (see docs/exit-codes.md), return stderr.
+    pub fn fails_with(&self, code: i32, args: &[&str]) -> String {
+        let o = self.ferry(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(code), "ferry {args:?}: stdout {} stderr {err}", String::from_utf8_lossy(&o.stdout));
         err
     }
 
