@@ -118,13 +118,13 @@ pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
     if cts.len() > 1 && a.new_id.is_some() {
         super::exit::usage!("migrate: --new-id names one container; migrate the others separately");
     }
-    if let [ct] = cts.as_slice() {
+    if let (None, [ct]) = (&a.to, cts.as_slice()) {
         return migrate_one(host, &a, ct, &dest).map_err(|e| {
             let class = e.downcast_ref::<ferry_migrate::Error>().map(|m| m.migration_class()).unwrap_or_else(|| super::exit::classify(&e));
             super::exit::Classified { class, inner: e }.into()
         });
     }
-    // Several: one after the other, one summary; a failure that needs a hand stops the rest.
+    // --to: one after the other, one summary; a failure that needs a hand stops the rest.
     let mut results: Vec<(String, Outcome)> = Vec::new();
     for ct in &cts {
         let res = migrate_report(host, &a, ct, &dest).map_err(|e| {
