@@ -109,6 +109,18 @@ mod tests {
     use anyhow::Context;
 
     #[test]
+    fn the_documented_table_is_the_codes() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/exit-codes.md")).unwrap();
+        for c in ErrorClass::ALL {
+            let row = format!("| {:<4} | `{}`", c.code(), c.name());
+            assert!(doc.lines().any(|l| l.starts_with(&row)), "docs/exit-codes.md has no row {row:?}");
+        }
+        for code in [ferry_runtime::exit::EXEC_OWN_FAILURE, ferry_runtime::exit::EXEC_CANNOT_RUN, ferry_runtime::exit::EXEC_NOT_FOUND] {
+            assert!(doc.lines().any(|l| l.starts_with(&format!("| {code:<4} |"))), "no row for {code}");
+        }
+    }
+
+    #[test]
     fn the_typed_error_in_the_chain_decides() {
         let e: anyhow::Error = ferry_runtime::Error::not_running("101", "exec").into();
         assert_eq!(classify(&e), ErrorClass::NotRunning);

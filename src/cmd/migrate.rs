@@ -39,8 +39,8 @@ pub struct MigrateArgs {
     /// With --new-id: an address it drops there ("all": every one); repeatable.
     #[arg(long, value_name = "IP|all", requires = "new_id")]
     pub ipdel: Vec<String>,
-    /// Live migration (the default when the container runs).
-    #[arg(long, conflicts_with = "offline")]
+    /// Live migration (the default when the container runs; vzmigrate's --live too).
+    #[arg(long, visible_alias = "live", conflicts_with = "offline")]
     pub online: bool,
     /// Stop, copy, start on the destination (the default when the container is stopped).
     #[arg(long)]
@@ -49,7 +49,7 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub keep_dst: bool,
     /// Remove the container's files here after a successful migration.
-    #[arg(long, default_value = "yes", value_parser = ["yes", "no"])]
+    #[arg(short = 'r', long, default_value = "yes", value_parser = ["yes", "no"])]
     pub remove_area: String,
     /// Both hosts see the same private area (shared storage): do not copy files.
     #[arg(long)]
@@ -77,13 +77,13 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "PORTS")]
     pub data_ports: Option<ferry_migrate::datachan::PortRange>,
     /// Print the stage timing table (vzmigrate -t).
-    #[arg(long)]
+    #[arg(short = 't', long)]
     pub times: bool,
     /// Print the stage timings as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Only run the preflight checks.
-    #[arg(long)]
+    /// Only run the preflight checks (vzmigrate's --check-only too).
+    #[arg(long, visible_alias = "check-only")]
     pub dry_run: bool,
 }
 

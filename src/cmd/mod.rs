@@ -72,7 +72,7 @@ pub enum Command {
         json: bool,
     },
     /// Remove a container's files and config.
-    #[command(alias = "delete")]
+    #[command(visible_alias = "delete")]
     Destroy {
         ctid: String,
         /// Stop it first if it runs.
@@ -87,7 +87,7 @@ pub enum Command {
     List(list::ListArgs),
     /// Run a command inside a running container; exits with the command's status (125 when
     /// ferry itself fails, 126/127 when the command cannot run or is not there).
-    #[command(alias = "exec2")]
+    #[command(visible_alias = "exec2")]
     Exec {
         ctid: String,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
@@ -120,7 +120,7 @@ pub enum Command {
     Set(set::SetArgs),
     /// Freeze and dump a running container into an image (vzctl chkpnt); it stops unless
     /// --keep-running. Prints one timing line.
-    #[command(alias = "chkpnt")]
+    #[command(visible_alias = "chkpnt")]
     Checkpoint(checkpoint::CheckpointArgs),
     /// Start a container from an image made by `checkpoint`. Prints one timing line.
     Restore(checkpoint::RestoreArgs),

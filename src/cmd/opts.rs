@@ -205,10 +205,10 @@ pub struct ResArgs {
     /// CPU weight, OpenVZ scale (default 1000).
     #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub cpuunits: Option<String>,
-    /// Hard CPU cap in percent of one CPU (100 = one CPU).
+    /// Hard CPU cap in percent of one CPU (100 = one CPU; 0 lifts it, as vzctl).
     #[arg(long, allow_hyphen_values = true, value_name = "PCT")]
     pub cpulimit: Option<String>,
-    /// CPUs the container may run on, e.g. 0-1,3.
+    /// CPUs the container may run on, e.g. 0-1,3 (`all` lifts it).
     #[arg(long, allow_hyphen_values = true, value_name = "LIST")]
     pub cpumask: Option<String>,
     /// At most N CPUs' worth of time at once.
@@ -220,7 +220,7 @@ pub struct ResArgs {
     /// Swap on top of --ram.
     #[arg(long, allow_hyphen_values = true, value_name = "SIZE")]
     pub swap: Option<String>,
-    /// Processes and threads.
+    /// Processes and threads (vzctl's BARRIER:LIMIT takes the LIMIT).
     #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub numproc: Option<String>,
     /// Open files per process (RLIMIT_NOFILE; see docs/resources.md).
@@ -232,10 +232,10 @@ pub struct ResArgs {
     /// Relative disk I/O weight 0-7 (default 4).
     #[arg(long, allow_hyphen_values = true, value_name = "0-7")]
     pub ioprio: Option<String>,
-    /// Disk bandwidth cap, read and write each, e.g. 10M (bytes per second).
+    /// Disk bandwidth cap, read and write each, e.g. 10M (bytes per second; 0 lifts it).
     #[arg(long, allow_hyphen_values = true, value_name = "RATE")]
     pub iolimit: Option<String>,
-    /// Disk I/O operations per second, read and write each.
+    /// Disk I/O operations per second, read and write each (0 lifts it).
     #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub iopslimit: Option<String>,
 }
@@ -288,9 +288,12 @@ impl ResArgs {
             lift(&mut r.cpuunits, v, |v| parse_count("cpuunits", v))?;
         }
         if let Some(v) = &self.cpulimit {
+            let v = zero_is_unlimited(v);
             lift(&mut r.cpulimit, v, |v| parse_count("cpulimit", v.trim_end_matches('%')))?;
         }
         if let Some(v) = &self.cpumask {
+            // vzctl's `all`: every CPU, i.e. no mask.
+            let v = if v.trim() == "all" { "unlimited" } else { v.as_str() };
             lift(&mut r.cpumask, v, |v| {
                 ferry_runtime::config::parse_cpumask(v).map_err(|e| invalid!("--cpumask: {e}"))?;
                 Ok(v.trim().to_string())
@@ -333,15 +336,27 @@ impl ResArgs {
             })?;
         }
         if let Some(v) = &self.iolimit {
+            let v = zero_is_unlimited(v);
             lift(&mut r.iolimit, v, |v| {
                 refuse_bare_number("iolimit", v, "10M (bytes per second)", "MB/s")?;
                 parse_rate(v).map_err(|e| invalid!("--iolimit: {e}"))
             })?;
         }
         if let Some(v) = &self.iopslimit {
-            lift(&mut r.iopslimit, v, |v| parse_count("iopslimit", v))?;
+            lift(&mut r.iopslimit, zero_is_unlimited(v), |v| parse_count("iopslimit", v))?;
         }
         Ok(r)
+    }
+}
+
+/// vzctl read 0 as "no limit" for --cpulimit, --iolimit and --iopslimit (a limit of nothing
+/// is no use): so does ferry.
+fn zero_is_unlimited(v: &str) -> &str {
+    let t = v.trim().trim_end_matches('%');
+    if !t.is_empty() && t.bytes().all(|b| b == b'0') {
+        "unlimited"
+    } else {
+        v
     }
 }
 
@@ -397,6 +412,27 @@ mod tests {
         assert!(a.has_next_start_changes());
         let gone = NetArgs { netif_del: vec!["all".into()], ..Default::default() }.apply(&ct, &n).unwrap();
         assert!(gone.netifs.is_empty());
+    }
+
+    #[test]
+    fn vzctl_zeros_and_all_mean_no_limit() {
+        let set = ResArgs {
+            cpulimit: Some("50".into()),
+            iolimit: Some("1M".into()),
+            iopslimit: Some("9".into()),
+            cpumask: Some("0".into()),
+            ..Default::default()
+        };
+        let r = set.apply(&Resources::default()).unwrap();
+        let zero = ResArgs {
+            cpulimit: Some("0%".into()),
+            iolimit: Some("0".into()),
+            iopslimit: Some("0".into()),
+            cpumask: Some("all".into()),
+            ..Default::default()
+        };
+        assert_eq!(zero.apply(&r).unwrap(), Resources::default());
+        assert!(ResArgs { numproc: Some("0".into()), ..Default::default() }.apply(&r).is_err(), "a zero elsewhere stays refused");
     }
 
     #[test]
