@@ -59,24 +59,6 @@ fn status(h: &TestHost, ct: &str) -> serde_json::Value {
     serde_json::from_str(&h.ok(&["status", ct, "--json"])).unwrap()
 }
 
-/// A counter in the container's memory: a shell loop that writes its value every 50 ms.
-fn start_counter(h: &TestHost, ct: &str) {
-    h.exec(ct, "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /root/ctr; sleep 0.05; done' >/dev/null 2>&1 &");
-    wait_for(|| counter(h, ct) > 3, "the counter to count");
-}
-
-fn counter(h: &TestHost, ct: &str) -> u64 {
-    std::fs::read_to_string(h.data.join(format!("private/{ct}/root/ctr"))).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
-}
-
-fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The processes inside, as (pid inside, command), from the container's own ps.
 fn processes(h: &TestHost, ct: &str) -> Vec<String> {
     let mut v: Vec<String> = h
@@ -112,8 +94,8 @@ fn a_reboot_in_suspend_mode_brings_processes_and_memory_back_in_bootorder() {
     for ct in ["web", "db", "job", "off"] {
         h.ok(&["start", ct]);
     }
-    start_counter(&h, "web");
-    start_counter(&h, "job");
+    h.start_counter("web");
+    h.start_counter("job");
     let before = processes(&h, "web");
     assert!(before.iter().any(|p| p.contains("while :")), "{before:?}");
 
@@ -121,13 +103,13 @@ fn a_reboot_in_suspend_mode_brings_processes_and_memory_back_in_bootorder() {
     let out = run_unit(&h, &exec_stop);
     let order: Vec<&str> = out.lines().filter(|l| l.contains(" suspended to ")).map(|l| l.split_whitespace().nth(1).unwrap()).collect();
     assert_eq!(order, ["off", "job", "web", "db"], "the boot order reversed: {out}");
-    let at_shutdown = (counter(&h, "web"), counter(&h, "job"));
+    let at_shutdown = (h.counter("web"), h.counter("job"));
     for ct in ["web", "db", "job", "off"] {
         let s = status(&h, ct);
         assert_eq!((s["status"].as_str(), s["suspended"].as_bool()), (Some("stopped"), Some(true)), "{ct}: {s}");
     }
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!((counter(&h, "web"), counter(&h, "job")), at_shutdown, "processes ran on after the shutdown");
+    assert_eq!((h.counter("web"), h.counter("job")), at_shutdown, "processes ran on after the shutdown");
     h.assert_clean();
     reboot(&h);
 
@@ -143,7 +125,7 @@ fn a_reboot_in_suspend_mode_brings_processes_and_memory_back_in_bootorder() {
     assert_eq!(status(&h, "idle")["status"], "stopped");
     // Same processes inside (same pids), and the counters go on from their memory.
     assert_eq!(processes(&h, "web"), before);
-    wait_for(|| counter(&h, "web") > at_shutdown.0 + 3 && counter(&h, "job") > at_shutdown.1 + 3, "the counters to go on");
+    support::wait_for("the counters to go on", || h.counter("web") > at_shutdown.0 + 3 && h.counter("job") > at_shutdown.1 + 3);
     let s = status(&h, "web");
     assert_eq!(s["ip"], serde_json::json!([ip]), "{s}");
     assert!(t.run_in_ok(t.host(0), "ip -4 route").contains(&ip), "the venet route is back");

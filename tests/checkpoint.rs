@@ -225,16 +225,7 @@ fn failed_dump_leaves_the_container_running_and_thawed() {
     start_workload(&h, "cf", |_| {});
     run_worker(&h, "cf");
     let pid = h.pid("cf");
-    // A process inside holding a host file (stdin of `ferry exec`): CRIU cannot dump it.
-    let host_file = h.dir.path().join("host-file");
-    std::fs::write(&host_file, "outside").unwrap();
-    let st = h
-        .cmd()
-        .args(["exec", "cf", "--", "sh", "-c", "exec 3<&0; sleep 1000 >/dev/null 2>&1 &"])
-        .stdin(std::fs::File::open(&host_file).unwrap())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    h.hold_host_file("cf");
 
     let err = h.fails(&["checkpoint", "cf"]);
     assert!(err.contains("container cf: checkpoint"), "{err}");

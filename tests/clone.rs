@@ -7,21 +7,8 @@ mod support;
 #[path = "support/topology.rs"]
 mod topology;
 
-use std::time::{Duration, Instant};
 use support::TestHost;
 use topology::Topology;
-
-fn counter(h: &TestHost, ct: &str) -> u64 {
-    std::fs::read_to_string(h.data.join(format!("private/{ct}/root/ctr"))).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
-}
-
-fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn a_clone_under_a_new_ctid_runs_beside_the_original() {
@@ -37,8 +24,7 @@ fn a_clone_under_a_new_ctid_runs_beside_the_original() {
     let (ip_a, ip_b) = (t.ct_ip4(51).to_string(), t.ct_ip4(52).to_string());
     h.ok(&["create", "101", "--template", h.template.to_str().unwrap(), "--name", "orig", "--ipadd", &ip_a, "--netif", "eth0:brc0"]);
     h.ok(&["start", "101"]);
-    h.exec("101", "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /root/ctr; sleep 0.05; done' >/dev/null 2>&1 &");
-    wait_for(|| counter(&h, "101") > 5, "the counter");
+    h.start_counter("101");
     h.ok(&["snapshot", "create", "101"]);
     let snaps: serde_json::Value = serde_json::from_str(&h.ok(&["snapshot", "list", "101", "--json"])).unwrap();
     let id = snaps["snapshots"][0]["id"].as_str().unwrap().to_string();
@@ -60,7 +46,7 @@ fn a_clone_under_a_new_ctid_runs_beside_the_original() {
     for ct in ["101", "copy"] {
         assert!(h.ok(&["status", ct]).contains("running"), "{ct}");
     }
-    wait_for(|| counter(&h, "201") > at_snapshot + 3, "the clone's counter to go on");
+    support::wait_for("the clone's counter to go on", || h.counter("201") > at_snapshot + 3);
     // Its own addresses inside and on the host; its own MAC on the bridge.
     let inside = h.exec("copy", "ip -o addr show dev venet0");
     assert!(inside.contains(&ip_b) && !inside.contains(&ip_a), "{inside}");

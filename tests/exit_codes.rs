@@ -97,16 +97,7 @@ fn criu_failures_have_their_codes() {
     let h = TestHost::in_netns(&t.host(0).netns_path());
     h.ok(&["create", "k1", "--template", h.template.to_str().unwrap()]);
     h.ok(&["start", "k1"]);
-    // A process holding a host file (stdin of `ferry exec`): CRIU cannot dump it.
-    let host_file = h.dir.path().join("host-file");
-    std::fs::write(&host_file, "outside").unwrap();
-    let st = h
-        .cmd()
-        .args(["exec", "k1", "--", "sh", "-c", "exec 3<&0; sleep 1000 >/dev/null 2>&1 &"])
-        .stdin(std::fs::File::open(&host_file).unwrap())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    h.hold_host_file("k1");
     h.fails_with(16, &["checkpoint", "k1"]);
     h.exec("k1", "pkill sleep || killall sleep; true");
     // A damaged checkpoint: CRIU cannot restore it.

@@ -225,6 +225,13 @@ pub fn load(path: &Path, named: bool, flags: &Flags, env: &dyn Fn(&str) -> Optio
     Ok(Loaded { settings, file: read, path: path.to_path_buf(), sources: pick.sources })
 }
 
+/// The built-in defaults alone (no file, no environment, no flag).
+pub fn defaults() -> Loaded {
+    let mut pick = Picker { flags: &Flags::default(), env: &|_| None, sources: Vec::new() };
+    let settings = HostSettings::merge(FileSettings::default(), &mut pick).expect("the defaults are valid");
+    Loaded { settings, file: None, path: PathBuf::from(DEFAULT_PATH), sources: pick.sources }
+}
+
 impl HostSettings {
     /// The paths and cgroup parent every command works with.
     pub fn host(&self) -> Host {

@@ -5,12 +5,14 @@
 //! (/etc/ferry/samples/); anything with a `/` or ending in `.toml` is a path. Options on the
 //! command line win over the sample's.
 
-use super::exit::bail_invalid;
+use super::exit::{bail_invalid, invalid};
 use super::opts::ResArgs;
 use anyhow::Result;
 use ferry_runtime::host_config::Loaded;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use toml::Spanned;
 
 /// A value as written in a sample: text or a number.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,23 +31,6 @@ impl Value {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Sample {
-    cpuunits: Option<Value>,
-    cpulimit: Option<Value>,
-    cpumask: Option<Value>,
-    cpus: Option<Value>,
-    ram: Option<Value>,
-    swap: Option<Value>,
-    numproc: Option<Value>,
-    numfiles: Option<Value>,
-    diskspace: Option<Value>,
-    ioprio: Option<Value>,
-    iolimit: Option<Value>,
-    iopslimit: Option<Value>,
-}
-
 /// Where the sample `arg` is.
 pub fn sample_path(loaded: &Loaded, arg: &str) -> PathBuf {
     if arg.contains('/') || arg.ends_with(".toml") {
@@ -57,25 +42,27 @@ pub fn sample_path(loaded: &Loaded, arg: &str) -> PathBuf {
 
 /// The limits of the sample `text` (read from `path`) as options.
 fn parse(path: &std::path::Path, text: &str) -> Result<ResArgs> {
-    let s: Sample = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|sp| text[..sp.start.min(text.len())].matches('\n').count() + 1);
-        super::exit::invalid!("sample config {}: {}{}", path.display(), line.map(|l| format!("line {l}: ")).unwrap_or_default(), e.message().trim())
+    let line = |at: usize| text[..at.min(text.len())].matches('\n').count() + 1;
+    let table: BTreeMap<Spanned<String>, Value> = toml::from_str(text).map_err(|e| {
+        let l = e.span().map(|sp| format!("line {}: ", line(sp.start))).unwrap_or_default();
+        invalid!("sample config {}: {l}{}", path.display(), e.message().trim())
     })?;
-    let t = |v: Option<Value>| v.map(Value::text);
-    Ok(ResArgs {
-        cpuunits: t(s.cpuunits),
-        cpulimit: t(s.cpulimit),
-        cpumask: t(s.cpumask),
-        cpus: t(s.cpus),
-        ram: t(s.ram),
-        swap: t(s.swap),
-        numproc: t(s.numproc),
-        numfiles: t(s.numfiles),
-        diskspace: t(s.diskspace),
-        ioprio: t(s.ioprio),
-        iolimit: t(s.iolimit),
-        iopslimit: t(s.iopslimit),
-    })
+    let mut r = ResArgs::default();
+    for (key, value) in table {
+        let mut slots = r.slots();
+        let Some((_, slot)) = slots.iter_mut().find(|(n, _)| *n == key.get_ref()) else {
+            let known: Vec<&str> = slots.iter().map(|(n, _)| *n).collect();
+            bail_invalid!(
+                "sample config {}: line {}: unknown key {:?}; a sample sets limits: {}",
+                path.display(),
+                line(key.span().start),
+                key.get_ref(),
+                known.join(", ")
+            );
+        };
+        **slot = Some(value.text());
+    }
+    Ok(r)
 }
 
 /// `given` on top of the sample `arg`: what the command applies.
@@ -85,22 +72,7 @@ pub fn merged(loaded: &Loaded, arg: &str, given: &ResArgs) -> Result<ResArgs> {
         Ok(t) => t,
         Err(e) => bail_invalid!("--applyconfig {arg}: {}: {e}; samples are in {} (or give a path)", path.display(), loaded.samples_dir().display()),
     };
-    let s = parse(&path, &text)?;
-    let pick = |given: &Option<String>, sample: Option<String>| given.clone().or(sample);
-    Ok(ResArgs {
-        cpuunits: pick(&given.cpuunits, s.cpuunits),
-        cpulimit: pick(&given.cpulimit, s.cpulimit),
-        cpumask: pick(&given.cpumask, s.cpumask),
-        cpus: pick(&given.cpus, s.cpus),
-        ram: pick(&given.ram, s.ram),
-        swap: pick(&given.swap, s.swap),
-        numproc: pick(&given.numproc, s.numproc),
-        numfiles: pick(&given.numfiles, s.numfiles),
-        diskspace: pick(&given.diskspace, s.diskspace),
-        ioprio: pick(&given.ioprio, s.ioprio),
-        iolimit: pick(&given.iolimit, s.iolimit),
-        iopslimit: pick(&given.iopslimit, s.iopslimit),
-    })
+    Ok(given.clone().or(parse(&path, &text)?))
 }
 
 #[cfg(test)]

@@ -55,20 +55,10 @@ pub struct RestoreArgs {
     /// start the container from the image's files instead.
     #[arg(long, requires = "from_image")]
     pub cold: bool,
-    /// With --from-image: restore a clone of the image's container as CTID (which is then the
-    /// image's CTID, and this the new one): its own CTID, MACs and --name; its addresses as
-    /// --ipadd/--ipdel say (an address another container here has must be dropped or changed).
-    #[arg(long = "new-id", value_name = "NEWCTID", requires = "from_image")]
-    pub new_id: Option<String>,
-    /// With --new-id: the clone's name (default: none, names are unique on a host).
-    #[arg(long, requires = "new_id")]
-    pub name: Option<String>,
-    /// With --new-id: a venet address for the clone; repeatable.
-    #[arg(long, value_name = "IP", requires = "new_id")]
-    pub ipadd: Vec<std::net::IpAddr>,
-    /// With --new-id: drop a venet address of the original ("all": every one); repeatable.
-    #[arg(long, value_name = "IP|all", requires = "new_id")]
-    pub ipdel: Vec<String>,
+    /// With --from-image and --new-id: a clone of the image's container CTID beside it (an
+    /// address another container here has must be dropped or changed).
+    #[command(flatten)]
+    pub clone: super::newid::NewIdArgs,
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -195,8 +185,11 @@ fn do_checkpoint(h: &Host, lock: &ContainerLock, cfg: &ferry_runtime::ContainerC
 }
 
 pub fn restore(h: &Host, a: RestoreArgs) -> Result<u8> {
-    if let (Some(img), Some(new_id)) = (&a.from_image, &a.new_id) {
-        return restore_clone(h, &a, img, new_id);
+    if let (Some(img), Some(_)) = (&a.from_image, &a.clone.new_id) {
+        return restore_clone(h, &a, img);
+    }
+    if a.clone.new_id.is_some() {
+        super::exit::usage!("restore: --new-id clones an exported image: add --from-image FILE");
     }
     // --from-image may create the container: its CTID need not exist yet.
     let ct = super::ctid(h, &a.ctid).or_else(|_| super::new_ctid(&a.ctid))?;
@@ -300,11 +293,14 @@ fn restore_from_export(h: &Host, lock: &ContainerLock, img: &Path, cold: bool, q
 
 /// `restore --from-image IMG --new-id CT2 ORIG`: a clone of ORIG (the image's container)
 /// as CT2 on this host, with its own MACs, name and addresses; the original is not touched.
-fn restore_clone(h: &Host, a: &RestoreArgs, img: &Path, new_id: &str) -> Result<u8> {
+fn restore_clone(h: &Host, a: &RestoreArgs, img: &Path) -> Result<u8> {
     use ferry_migrate::snapshot as snap;
     let from = super::new_ctid(&a.ctid)?;
-    let ct = super::new_ctid(new_id)?;
-    let contents = snap::image_contents(img).map_err(|e| anyhow::anyhow!("container {ct}: restore: {e}"))?;
+    let contents = snap::image_contents(img).map_err(|e| anyhow::anyhow!("container {from}: restore: {e}"))?;
+    let text = String::from_utf8_lossy(&contents.manifest.config_toml).into_owned();
+    let orig = ferry_runtime::ContainerConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("container {from}: restore: the image's config: {e}"))?;
+    let cfg = a.clone.config(&orig)?.expect("--new-id given");
+    let ct = cfg.ctid.clone();
     if contents.manifest.ctid != from.as_str() {
         anyhow::bail!("container {ct}: restore: image {} holds container {}, not {from}", img.display(), contents.manifest.ctid);
     }
@@ -317,14 +313,9 @@ fn restore_clone(h: &Host, a: &RestoreArgs, img: &Path, new_id: &str) -> Result<
         .into());
     }
     ferry_runtime::lookup::check_new_ctid(h, &ct)?;
-    if let Some(n) = &a.name {
+    if let Some(n) = &cfg.name {
         ferry_runtime::lookup::check_name_free(h, &ct, n)?;
     }
-    let text = String::from_utf8_lossy(&contents.manifest.config_toml).into_owned();
-    let orig = ferry_runtime::ContainerConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("container {ct}: restore: the image's config: {e}"))?;
-    let mut cfg = ferry_runtime::newid::renamed(&orig, &ct, a.name.as_deref())?;
-    let net = super::opts::NetArgs { ipadd: a.ipadd.clone(), ipdel: a.ipdel.clone(), ..Default::default() };
-    cfg.net = net.apply(&ct, &cfg.net)?;
     let taken = ferry_runtime::newid::addresses_taken_here(h, &cfg)?;
     if !taken.is_empty() {
         let list: Vec<String> = taken.iter().map(|(a, c)| format!("{a} (container {c})")).collect();

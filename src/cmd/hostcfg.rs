@@ -21,12 +21,6 @@ pub fn load(cli: &Cli) -> Result<Loaded> {
     Ok(host_config::load(&path, named, &flags, &host_config::process_env)?)
 }
 
-/// The built-in defaults, for commands that need no host.
-pub fn defaults() -> Loaded {
-    let none = |_: &str| None;
-    host_config::load(std::path::Path::new("/nonexistent/ferry.toml"), false, &Flags::default(), &none).expect("the defaults load")
-}
-
 /// `ferry host-config [--json]`.
 pub fn show(l: &Loaded, json: bool) -> Result<u8> {
     let value = serde_json::to_value(&l.settings)?;

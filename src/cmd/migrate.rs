@@ -26,19 +26,9 @@ pub struct MigrateArgs {
     /// The destination of every CTID given, `[USER@]HOST`.
     #[arg(long, value_name = "DEST")]
     pub to: Option<String>,
-    /// Arrive under this CTID on the destination (vzmigrate's --new-id): a clone of the
-    /// container there with its own CTID, MACs and --name, addresses per --ipadd/--ipdel.
-    #[arg(long = "new-id", value_name = "NEWCTID")]
-    pub new_id: Option<String>,
-    /// With --new-id: its name there (default: none).
-    #[arg(long, requires = "new_id")]
-    pub name: Option<String>,
-    /// With --new-id: a venet address it gets there; repeatable.
-    #[arg(long, value_name = "IP", requires = "new_id")]
-    pub ipadd: Vec<std::net::IpAddr>,
-    /// With --new-id: an address it drops there ("all": every one); repeatable.
-    #[arg(long, value_name = "IP|all", requires = "new_id")]
-    pub ipdel: Vec<String>,
+    /// With --new-id: arrive under another CTID (one container only).
+    #[command(flatten)]
+    pub new: super::newid::NewIdArgs,
     /// Live migration (the default when the container runs; vzmigrate's --live too).
     #[arg(long, visible_alias = "live", conflicts_with = "offline")]
     pub online: bool,
@@ -115,8 +105,8 @@ fn plan(a: &MigrateArgs) -> Result<(Vec<String>, String)> {
 
 pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
     let (cts, dest) = plan(&a)?;
-    if cts.len() > 1 && a.new_id.is_some() {
-        super::exit::usage!("migrate: --new-id names one container; migrate the others separately");
+    if (cts.len() > 1 || a.to.is_some()) && a.new.new_id.is_some() {
+        super::exit::usage!("migrate: --new-id names one container: `ferry migrate CTID DEST --new-id NEWCTID`");
     }
     if let (None, [ct]) = (&a.to, cts.as_slice()) {
         return migrate_one(host, &a, ct, &dest).map_err(|e| {
@@ -203,13 +193,16 @@ fn migrate_report(host: &Host, a: &MigrateArgs, ct: &str, dest: &str) -> Result<
     let lock = ContainerLock::acquire(host, &ct, "migrate")?;
     super::checkpoint::thaw_stale(host, &lock);
     let mut opts = MigrateOptions::new(target(dest, &a.ssh_opts, &a.remote_ferry));
-    if let Some(new) = &a.new_id {
-        let new = super::new_ctid(new)?;
-        let cfg = ferry_runtime::container::load_config(host, &ct)?;
-        let mut d = ferry_runtime::newid::renamed(&cfg, &new, a.name.as_deref())?;
-        let net = super::opts::NetArgs { ipadd: a.ipadd.clone(), ipdel: a.ipdel.clone(), ..Default::default() };
-        d.net = net.apply(&new, &d.net)?;
-        opts.dest_config = Some(d);
+    let cfg = ferry_runtime::container::load_config(host, &ct)?;
+    opts.dest_config = a.new.config(&cfg)?;
+    if let Some(d) = &opts.dest_config {
+        let live = !a.offline && ferry_migrate::migration::hostops::is_running(host, &ct);
+        if live && cfg.net.ipadd.is_empty() && !d.net.ipadd.is_empty() {
+            super::exit::usage!(
+                "container {ct}: migrate: its processes have no venet interface to take --ipadd; migrate without it, then `ferry set {} --ipadd IP` there",
+                d.ctid
+            );
+        }
     }
     opts.online = if a.online {
         Some(true)

@@ -9,6 +9,7 @@ mod hostcfg;
 mod lifecycle;
 mod list;
 mod migrate;
+mod newid;
 mod opts;
 mod set;
 mod settings;
@@ -220,7 +221,7 @@ pub fn new_ctid(word: &str) -> Result<Ctid> {
 
 /// Run a command; the result is the process exit code.
 pub fn run(cli: Cli) -> Result<u8> {
-    let loaded = if cli.cmd.needs_host() { hostcfg::load(&cli)? } else { hostcfg::defaults() };
+    let loaded = if cli.cmd.needs_host() { hostcfg::load(&cli)? } else { ferry_runtime::host_config::defaults() };
     let h = loaded.settings.host();
     match cli.cmd {
         Command::Create(a) => lifecycle::create(&h, &loaded, a),

@@ -255,6 +255,34 @@ fn parse_count(opt: &str, v: &str) -> Result<u64> {
 }
 
 impl ResArgs {
+    /// Every option by its name (samples are written with them).
+    pub fn slots(&mut self) -> [(&'static str, &mut Option<String>); 12] {
+        [
+            ("cpuunits", &mut self.cpuunits),
+            ("cpulimit", &mut self.cpulimit),
+            ("cpumask", &mut self.cpumask),
+            ("cpus", &mut self.cpus),
+            ("ram", &mut self.ram),
+            ("swap", &mut self.swap),
+            ("numproc", &mut self.numproc),
+            ("numfiles", &mut self.numfiles),
+            ("diskspace", &mut self.diskspace),
+            ("ioprio", &mut self.ioprio),
+            ("iolimit", &mut self.iolimit),
+            ("iopslimit", &mut self.iopslimit),
+        ]
+    }
+
+    /// These options, with those not given taken from `fallback`.
+    pub fn or(mut self, mut fallback: ResArgs) -> ResArgs {
+        for ((_, mine), (_, theirs)) in self.slots().into_iter().zip(fallback.slots()) {
+            if mine.is_none() {
+                *mine = theirs.take();
+            }
+        }
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         [
             &self.cpuunits,

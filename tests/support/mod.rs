@@ -154,6 +154,32 @@ impl TestHost {
         self.ok(&["exec", ct, "--", "sh", "-c", sh])
     }
 
+    /// A counter in the container's memory: a shell loop writing its value to /root/ctr every
+    /// 50 ms. Returns once it counts.
+    pub fn start_counter(&self, ct: &str) {
+        self.exec(ct, "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /root/ctr; sleep 0.05; done' >/dev/null 2>&1 &");
+        wait_for("the counter to count", || self.counter(ct) > 3);
+    }
+
+    /// The counter's value (0 before it wrote one).
+    pub fn counter(&self, ct: &str) -> u64 {
+        std::fs::read_to_string(self.data.join(format!("private/{ct}/root/ctr"))).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// A process inside that holds a host file (the stdin `ferry exec` gave it): CRIU cannot
+    /// dump the container while it lives.
+    pub fn hold_host_file(&self, ct: &str) {
+        let host_file = self.dir.path().join("host-file");
+        std::fs::write(&host_file, "outside").unwrap();
+        let st = self
+            .cmd()
+            .args(["exec", ct, "--", "sh", "-c", "exec 3<&0; sleep 1000 >/dev/null 2>&1 &"])
+            .stdin(std::fs::File::open(&host_file).unwrap())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         let root = Path::new("/sys/fs/cgroup");
         let mut v: Vec<PathBuf> = ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids"]
@@ -179,6 +205,15 @@ impl TestHost {
                 assert!(subs.is_empty(), "cgroups left: {subs:?}");
             }
         }
+    }
+}
+
+/// Poll `f` every 50 ms until it holds; panics after 10 s naming `what`.
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
