@@ -35,7 +35,8 @@ fn unit_commands(h: &TestHost) -> (Vec<String>, Vec<String>) {
     assert!(root.join("etc/ferry/ferry.toml").is_file() && root.join("etc/ferry/samples/basic.toml").is_file());
     let line = |key: &str| -> Vec<String> {
         let l = unit.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("no {key} in the unit:\n{unit}"));
-        l.split_whitespace().map(str::to_string).collect()
+        // systemd's prefixes: "-" ignores the exit code.
+        l.trim_start_matches(['-', '@', '+', '!', ':']).split_whitespace().map(str::to_string).collect()
     };
     let (start, stop) = (line("ExecStart="), line("ExecStop="));
     assert_eq!(start[0], FERRY, "the unit runs the installed ferry");
@@ -166,6 +167,15 @@ fn a_reboot_in_stop_mode_starts_onboot_and_what_ran() {
         lines,
         [vec!["a", "running", "yes", "-"], vec!["b", "running", "-", "5"], vec!["c", "stopped", "no", "-"], vec!["d", "stopped", "-", "-"]]
     );
+    // One that cannot start keeps none of the others down; the exit code says it failed.
+    h.ok(&["create", "e", "--template", tpl, "--onboot", "yes", "--bootorder", "99", "--init", "/bin/no-such-init"]);
+    h.ok(&["stop", "--all"]);
+    reboot(&h);
+    let o = h.ferry(&["start", "--all"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("start of e failed") && out.contains("2 of 3 started"), "{out}");
+    assert_eq!(h.ok(&["list", "-1"]), "a\nb\n");
     h.ok(&["stop", "--all"]);
 }
 

@@ -107,7 +107,8 @@ fn start_all(h: &Host) -> Result<u8> {
         let ct = step.ctid();
         if let Err(e) = start_one(h, ct) {
             let class = super::exit::classify(&e);
-            eprintln!("ferry: container {ct}: {}: {e:#}", if matches!(step, BootStep::Resume(_)) { "resume" } else { "start" });
+            let what = if matches!(step, BootStep::Resume(_)) { "resume" } else { "start" };
+            eprintln!("ferry: start --all: {what} of {ct} failed: {e:#}");
             failed.push(class);
             not_back.push(ct.clone());
         }
@@ -139,7 +140,7 @@ fn stop_all(h: &Host, mode: StopMode, how: container::Shutdown) -> Result<u8> {
             StopMode::Stop => stop_one(h, ct, how),
         };
         if let Err(e) = res {
-            eprintln!("ferry: container {ct}: stop: {e:#}");
+            eprintln!("ferry: stop --all: {ct} failed: {e:#}");
             failed.push(super::exit::classify(&e));
         }
     }
