@@ -52,10 +52,10 @@ fn flag_beats_environment_beats_file_beats_default() {
     assert!(h.data.join("conf/f1.toml").is_file());
     ok(bare(&h, &conf).args(["start", "f1"]).output().unwrap());
     assert!(h.run.join("f1/state.json").is_file());
-    assert!(
-        std::path::Path::new("/sys/fs/cgroup/pids").join(&h.cgroup_parent).join("f1").is_dir()
-            || !std::path::Path::new("/sys/fs/cgroup/pids").is_dir()
-    );
+    // Its cgroup is under the file's parent, in a v1 hierarchy or on the cgroup2 mount.
+    let cg: Vec<_> =
+        ["pids", "unified", ""].iter().map(|m| std::path::Path::new("/sys/fs/cgroup").join(m).join(&h.cgroup_parent).join("f1")).collect();
+    assert!(cg.iter().any(|p| p.is_dir()), "no cgroup of f1 under {}: {cg:?}", h.cgroup_parent);
     ok(bare(&h, &conf).args(["stop", "f1"]).output().unwrap());
 
     // The environment beats the file, a flag beats both.
