@@ -37,7 +37,8 @@ crun_ns() {
 W=$(mktemp -d /tmp/ferry-bench.XXXX)
 # shellcheck source=lib/simhosts.sh
 source scripts/lib/simhosts.sh
-export FERRY_DATA_DIR=$W/host/data FERRY_RUN_DIR=$W/host/run FERRY_CGROUP_PARENT=ferry-bench
+: > "$W/ferry.toml"
+export FERRY_DATA_DIR=$W/host/data FERRY_RUN_DIR=$W/host/run FERRY_CGROUP_PARENT=ferry-bench FERRY_HOST_CONFIG=$W/ferry.toml
 # Removes a cgroup parent (and anything left under it) from every hierarchy.
 bench_rm_cgroup() {
   local d

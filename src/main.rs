@@ -1,8 +1,9 @@
 //! `ferry`: run Linux containers and move them between hosts while they run.
 //!
 //! One subcommand per verb; each verb group lives in `cmd/`. Errors print as
-//! `ferry: <message>` and exit 1. The process stays single-threaded: `start` clones and
-//! `exec`/`enter` call setns, which both need that.
+//! `ferry: <message>` and exit with the code of their class (docs/exit-codes.md; `--json`
+//! commands also print the error as JSON). The process stays single-threaded: `start` clones
+//! and `exec`/`enter` call setns, which both need that.
 
 mod cmd;
 
@@ -10,7 +11,14 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cmd::Cli::parse();
+    let cli = match cmd::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Help and version print and succeed; a bad command line is a usage error.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { cmd::exit::clap_class(&e).code() } else { 0 });
+        }
+    };
     if cli.cmd.only_prints() {
         // `ferry image inspect F | head`: a reader that goes away ends the output quietly, as for any
         // Unix filter. Commands that change things keep SIGPIPE ignored, so a broken pipe to
@@ -20,11 +28,10 @@ fn main() -> ExitCode {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().init();
+    let json = cli.cmd.json();
+    let own_failure = cli.cmd.own_failure_code();
     match cmd::run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("ferry: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(e) => ExitCode::from(cmd::exit::report(&e, json, own_failure)),
     }
 }

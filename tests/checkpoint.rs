@@ -142,7 +142,8 @@ fn checkpoint_restore_suspend_resume_keep_state() {
 
     let out = h.ok(&["checkpoint", "ck"]);
     assert!(out.contains("freeze") && out.contains("dump") && out.contains("write"), "{out}");
-    assert_eq!(h.ok(&["status", "ck"]).trim(), "ck stopped");
+    // Its image is in the default place: vzctl's status word "suspended" says so.
+    assert_eq!(h.ok(&["status", "ck"]).trim(), "ck stopped suspended");
     assert!(h.mounts().is_empty(), "root still mounted: {:?}", h.mounts());
     let at_dump = counter(&h, "ck");
     std::thread::sleep(Duration::from_millis(300));
@@ -162,6 +163,7 @@ fn checkpoint_restore_suspend_resume_keep_state() {
 
     let out = h.ok(&["restore", "ck"]);
     assert!(out.contains("restore") && out.contains("ms"), "{out}");
+    assert!(!img.exists(), "a restore from the default place keeps the image (a later start would resume it)");
     assert_continues(&h, "ck", at_dump);
     let after = ps(&h, "ck");
     let pids = |s: &str| s.lines().filter(|l| !l.contains(" ps ")).map(|l| l.to_string()).collect::<Vec<_>>();
@@ -193,7 +195,7 @@ fn checkpoint_restore_suspend_resume_keep_state() {
 
     // suspend/resume: the default location, removed after resume.
     h.ok(&["suspend", "ck"]);
-    assert_eq!(h.ok(&["status", "ck"]).trim(), "ck stopped");
+    assert_eq!(h.ok(&["status", "ck"]).trim(), "ck stopped suspended");
     let at_suspend = counter(&h, "ck");
     assert!(h.data.join("dump/ck/dump.img").is_file());
     h.ok(&["resume", "ck"]);
@@ -218,16 +220,7 @@ fn failed_dump_leaves_the_container_running_and_thawed() {
     start_workload(&h, "cf", |_| {});
     run_worker(&h, "cf");
     let pid = h.pid("cf");
-    // A process inside holding a host file (stdin of `ferry exec`): CRIU cannot dump it.
-    let host_file = h.dir.path().join("host-file");
-    std::fs::write(&host_file, "outside").unwrap();
-    let st = h
-        .cmd()
-        .args(["exec", "cf", "--", "sh", "-c", "exec 3<&0; sleep 1000 >/dev/null 2>&1 &"])
-        .stdin(std::fs::File::open(&host_file).unwrap())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    h.hold_host_file("cf");
 
     let err = h.fails(&["checkpoint", "cf"]);
     assert!(err.contains("container cf: checkpoint"), "{err}");

@@ -64,8 +64,7 @@ impl Sim {
     /// `ferry migrate CT root@HOST_to ...` run on host `from`; `remote_env` goes to the
     /// destination's ferry (e.g. `FERRY_TEST_FAULT=...`).
     fn migrate_cmd(&self, from: usize, to: usize, ct: &str, extra: &[&str], remote_env: &str) -> Command {
-        let d = self.h(to);
-        let remote = format!("env {} {remote_env} {FERRY}", d.env_assignments());
+        let remote = format!("{} {remote_env} {FERRY}", self.h(to).env_prefix());
         let mut c = self.h(from).cmd();
         c.args(["migrate", ct, &format!("root@{}", self.t.host(to).ip4), "--ssh-opts", &self.sshd[to].ssh_opts(), "--remote-ferry", &remote]);
         c.args(extra);
@@ -862,4 +861,92 @@ fn data_channel_failures_roll_back_to_the_source() {
     sim.assert_clean(0, &ct);
     let st = client.finish();
     eprintln!("client: {} round trips, longest pause {:?}", st.round_trips, st.longest_pause);
+}
+
+/// `ferry migrate --to root@HOST CT...` from host `from` to host `to`.
+fn migrate_many(sim: &Sim, from: usize, to: usize, cts: &[&str], extra: &[&str]) -> std::process::Output {
+    let remote = format!("{} {FERRY}", sim.h(to).env_prefix());
+    let mut c = sim.h(from).cmd();
+    c.args(["migrate", "--to", &format!("root@{}", sim.t.host(to).ip4), "--ssh-opts", &sim.sshd[to].ssh_opts(), "--remote-ferry", &remote]);
+    c.args(cts).args(extra);
+    c.output().expect("run ferry migrate")
+}
+
+#[test]
+fn several_containers_move_one_after_the_other_with_one_summary() {
+    let test = "several_containers_move_one_after_the_other_with_one_summary";
+    if !can_run(test) {
+        return;
+    }
+    let sim = Sim::new(2);
+    let (a, b, c) = (ctid(), ctid(), ctid());
+    sim.container(0, &a, &["--ipadd", &sim.t.ct_ip4(61).to_string()]);
+    sim.h(0).ok(&["create", &b, "--template", sim.h(0).template.to_str().unwrap(), "--name", &format!("{b}-n")]);
+    sim.container(0, &c, &[]);
+    // The destination has a container c already: its preflight refuses that one only.
+    sim.h(1).ok(&["create", &c, "--template", sim.h(1).template.to_str().unwrap()]);
+    let names = [a.as_str(), &format!("{b}-n"), c.as_str()];
+    let o = migrate_many(&sim, 0, 1, &names, &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(112), "the refused one's class decides the exit code");
+    assert!(out.starts_with("migrate to root@") && out.contains("2 of 3 moved"), "{out}");
+    assert!(out.lines().any(|l| l.contains(&a) && l.contains("ok") && l.contains("online")), "{out}");
+    assert!(out.lines().any(|l| l.contains(&format!("{b}-n")) && l.contains("offline")), "{out}");
+    assert!(out.lines().any(|l| l.contains(&c) && l.contains("migration-refused")), "{out}");
+    assert_eq!(sim.status(1, &a), "running");
+    assert_counter_runs(sim.h(1), &a);
+    assert_eq!(sim.status(1, &b), "stopped");
+    assert_eq!(sim.status(0, &c), "running", "the refused one stays");
+    sim.h(0).ok(&["stop", &c]);
+    sim.h(0).ok(&["destroy", &c]);
+    sim.assert_clean(0, &a);
+    sim.assert_clean(0, &b);
+    // --json: one result per container.
+    let o = migrate_many(&sim, 1, 0, &[&a], &["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(o.status.success(), "{v}");
+    assert_eq!(v["results"][0]["ok"], true, "{v}");
+    assert_eq!(sim.status(0, &a), "running");
+    // `migrate CT DEST` stays; one failure's class is the exit code, also in --json.
+    let o = sim.migrate(0, 1, &a, &["--json"], "FERRY_TEST_FAULT=fail-restore");
+    assert_eq!(o.status.code(), Some(113), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["error"]["class"].as_str(), v["error"]["code"].as_i64()), (Some("migration-failed"), Some(113)), "{v}");
+    assert_eq!(sim.status(0, &a), "running");
+    sim.assert_clean(1, &a);
+}
+
+#[test]
+fn migrate_new_id_arrives_as_another_container_with_new_addresses() {
+    let test = "migrate_new_id_arrives_as_another_container_with_new_addresses";
+    if !can_run(test) {
+        return;
+    }
+    let sim = Sim::new(2);
+    let (ct, new) = (ctid(), ctid());
+    let (ip_a, ip_b) = (sim.t.ct_ip4(71).to_string(), sim.t.ct_ip4(72).to_string());
+    sim.container(0, &ct, &["--ipadd", &ip_a, "--name", &format!("{ct}-n")]);
+    let ns = pidns(sim.h(0), &ct);
+    let o = sim.migrate(0, 1, &ct, &["--new-id", &new, "--name", "moved", "--ipdel", "all", "--ipadd", &ip_b], "");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains(&format!("as {new}")), "{out}");
+    // Here: nothing of it. There: the new CTID, its name, the new address, processes and
+    // memory carried over (the counter file goes on without a gap).
+    sim.assert_clean(0, &ct);
+    assert_no_processes(&ns, "the source");
+    assert_eq!(sim.status(1, &new), "running");
+    assert_eq!(sim.status(1, &ct), "absent");
+    let b = sim.h(1);
+    assert!(b.ok(&["status", "moved"]).starts_with(&format!("{new} running")));
+    assert_counter_runs(b, &new);
+    let inside = b.exec(&new, "ip -o addr show dev venet0");
+    assert!(inside.contains(&ip_b) && !inside.contains(&ip_a), "{inside}");
+    let routes = sim.t.run_in_ok(sim.t.host(1), "ip -4 route");
+    assert!(routes.lines().any(|l| l.starts_with(&ip_b)), "{routes}");
+    let client = Client::start(&sim.t, &ip_b);
+    let st = client.finish();
+    assert!(st.round_trips > 0, "no echo from the new address");
+    b.ok(&["stop", &new]);
 }

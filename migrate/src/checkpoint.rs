@@ -34,6 +34,16 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// Which class of failure this is (see `ferry_runtime::exit`).
+    pub fn class(&self) -> ferry_runtime::exit::ErrorClass {
+        match self {
+            Error::Runtime(e) => e.class(),
+            _ => ferry_runtime::exit::ErrorClass::Failed,
+        }
+    }
+}
+
 fn other(ctid: &str, op: &'static str, msg: impl Into<String>) -> Error {
     Error::Other { ctid: ctid.to_string(), op, msg: msg.into() }
 }
@@ -302,10 +312,28 @@ pub fn write_image_to<W: Write>(
 /// directory under the data dir, refused when it holds another container. When this host has
 /// no config for the CTID, the image's config is installed (the private area must be there).
 pub fn restore_from_image(host: &Host, lock: &ContainerLock, path: &Path, progress: &mut dyn FnMut(Progress)) -> Result<ImageRestore> {
+    restore_from_image_as(host, lock, path, None, progress)
+}
+
+/// [`restore_from_image`] of an image of container `from` as the locked container, whose
+/// config must be here (a clone: `restore --from-image --new-id`). The checkpoint is
+/// retargeted to it (veth names); its addresses and MACs become the config's.
+pub fn restore_from_image_as(
+    host: &Host,
+    lock: &ContainerLock,
+    path: &Path,
+    from: Option<&str>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ImageRestore> {
     let ct = lock.ctid().as_str();
     let t0 = Instant::now();
     if container::status(host, lock.ctid())?.0 == container::Status::Running {
-        return Err(other(ct, "restore", format!("container is already running; stop it first with `ferry stop {ct}` or checkpoint it")));
+        return Err(ferry_runtime::Error::already_running(
+            ct,
+            "restore",
+            format!("container is already running; stop it first with `ferry stop {ct}` or checkpoint it"),
+        )
+        .into());
     }
     let file = File::open(path).map_err(|e| other(ct, "restore", format!("open image {}: {e}", path.display())))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -314,8 +342,12 @@ pub fn restore_from_image(host: &Host, lock: &ContainerLock, path: &Path, progre
     let counting = Counting { inner: file, done: &mut done, total, phase: "extract", progress: &mut *progress };
     let mut reader = fmt::Reader::open(std::io::BufReader::with_capacity(1 << 20, counting)).map_err(img_err)?;
     let m = reader.manifest().clone();
-    if m.ctid != ct {
+    let clone = from.is_some_and(|f| f == m.ctid && f != ct);
+    if m.ctid != ct && !clone {
         return Err(other(ct, "restore", format!("image {} holds container {}, not {ct}", path.display(), m.ctid)));
+    }
+    if clone && !host.config_path(lock.ctid()).exists() {
+        return Err(other(ct, "restore", format!("restoring {} as {ct} needs the config of {ct} here first", m.ctid)));
     }
     // Config: this host's own (current limits), else the image's.
     let (cfg, config_installed) = match container::load_config(host, lock.ctid()) {
@@ -342,6 +374,11 @@ pub fn restore_from_image(host: &Host, lock: &ContainerLock, path: &Path, progre
         .map_err(|e| other(ct, "restore", format!("create a work directory: {e}")))?;
     fmt::extract_criu_images(&mut reader, work.path()).map_err(img_err)?;
     drop(reader);
+    if clone {
+        if let Some(meta) = CheckpointMeta::load(work.path())? {
+            meta.retarget(&cfg)?.save(work.path())?;
+        }
+    }
     let extract_ms = t0.elapsed().as_millis() as u64;
     if config_installed {
         cfg.save(&host.config_path(lock.ctid()))?;
@@ -356,6 +393,33 @@ pub fn restore_from_image(host: &Host, lock: &ContainerLock, path: &Path, progre
             Err(e.into())
         }
     }
+}
+
+/// Checkpoint the running container to its suspend image (`Host::suspend_image`), replacing
+/// any earlier one atomically; it stops (vzctl's `suspend`).
+pub fn suspend(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, progress: &mut dyn FnMut(Progress)) -> Result<ImageCheckpoint> {
+    let file = host.suspend_image(lock.ctid());
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| other(lock.ctid().as_str(), "suspend", format!("create {}: {e}", dir.display())))?;
+    }
+    checkpoint_to_image(host, lock, cfg, &file, &ImageOpts::default(), progress)
+}
+
+/// Restore the stopped container from its suspend image, then remove the image (vzctl's
+/// `resume`).
+pub fn resume(host: &Host, lock: &ContainerLock, progress: &mut dyn FnMut(Progress)) -> Result<ImageRestore> {
+    let ct = lock.ctid();
+    let file = host.suspend_image(ct);
+    if container::status(host, ct)?.0 == container::Status::Running {
+        return Err(ferry_runtime::Error::already_running(ct.as_str(), "resume", "container is already running").into());
+    }
+    if !file.exists() {
+        return Err(other(ct.as_str(), "resume", format!("no suspend image at {}; suspend it first with `ferry suspend {ct}`", file.display())));
+    }
+    let done = restore_from_image(host, lock, &file, progress)?;
+    std::fs::remove_file(&file).map_err(|e| other(ct.as_str(), "resume", format!("remove {}: {e}", file.display())))?;
+    let _ = std::fs::remove_dir(host.dump_dir(ct));
+    Ok(done)
 }
 
 #[cfg(test)]

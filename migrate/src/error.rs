@@ -1,6 +1,8 @@
 //! The migrate crate's error type. Each variant says what failed; the messages name the peer,
 //! the file or the versions involved and, where one exists, what to do.
 
+use ferry_runtime::exit::ErrorClass;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,45 @@ pub enum Error {
     /// The migration failed after the freeze and the container was put back here.
     #[error("{cause}; container {ctid} was restored and runs here again")]
     RolledBack { ctid: String, cause: Box<Error> },
+
+    /// The migration failed and putting the container back failed too: the message says
+    /// what the admin must do.
+    #[error("{msg}")]
+    NeedsAction { ctid: String, msg: String },
+
+    /// A failure with what the destination printed on its way out.
+    #[error("{cause}\nthe destination said: {said}")]
+    DestinationSaid { cause: Box<Error>, said: String },
+}
+
+impl Error {
+    /// Which class of failure this is, for any operation (see `ferry_runtime::exit`).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Runtime(e) => e.class(),
+            Error::Checkpoint(e) => e.class(),
+            Error::Preflight { .. } => ErrorClass::MigrationRefused,
+            Error::RolledBack { .. } => ErrorClass::MigrationFailed,
+            Error::NeedsAction { .. } => ErrorClass::MigrationNeedsAction,
+            Error::DestinationSaid { cause, .. } => cause.class(),
+            _ => ErrorClass::Failed,
+        }
+    }
+
+    /// The class of an error returned by `migration::source::migrate`, which leaves the
+    /// container on this host as it was unless it says otherwise: a lock held or a missing
+    /// container keep their class, a refusal and a failure needing a hand theirs, anything
+    /// else is a migration that failed without harm.
+    pub fn migration_class(&self) -> ErrorClass {
+        match self.class() {
+            c @ (ErrorClass::Locked
+            | ErrorClass::NotFound
+            | ErrorClass::NotRunning
+            | ErrorClass::MigrationRefused
+            | ErrorClass::MigrationNeedsAction) => c,
+            _ => ErrorClass::MigrationFailed,
+        }
+    }
 }
 
 impl Error {

@@ -22,6 +22,13 @@ pub struct ContainerConfig {
     pub ctid: Ctid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// A second name, usable wherever a CTID is (vzctl's --name); never another container's
+    /// CTID or name on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Free text for the admin (vzctl's --description).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// argv of PID 1. Empty means the built-in keep-alive (see `runtime::init`).
     #[serde(default)]
     pub init: Vec<String>,
@@ -38,6 +45,50 @@ pub struct ContainerConfig {
     pub storage: StorageConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_schedule: Option<SnapshotSchedule>,
+    #[serde(default, skip_serializing_if = "Boot::is_default")]
+    pub boot: Boot,
+    #[serde(default, skip_serializing_if = "Dns::is_empty")]
+    pub dns: Dns,
+}
+
+/// What happens at the host's boot and shutdown, and how long a stop waits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    /// vzctl's ONBOOT: `true` starts it at boot, `false` never; unset starts it when it ran
+    /// before the shutdown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onboot: Option<bool>,
+    /// Higher starts earlier at boot (and stops later); unset comes last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootorder: Option<u32>,
+    /// Seconds `stop` waits after asking init to halt before it kills; unset: the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u64>,
+}
+
+impl Boot {
+    pub fn is_default(&self) -> bool {
+        *self == Boot::default()
+    }
+}
+
+/// The container's resolver settings, written into its /etc/resolv.conf.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// Name server addresses, or `inherit` (the host's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+    /// Search domains, or `inherit` (the host's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub searchdomains: Vec<String>,
+}
+
+impl Dns {
+    pub fn is_empty(&self) -> bool {
+        self.nameservers.is_empty() && self.searchdomains.is_empty()
+    }
 }
 
 fn config_version() -> u32 {
@@ -215,6 +266,8 @@ impl ContainerConfig {
             version: CONFIG_VERSION,
             ctid,
             hostname: None,
+            name: None,
+            description: None,
             init: Vec::new(),
             template: None,
             net: NetConfig::default(),
@@ -222,6 +275,8 @@ impl ContainerConfig {
             security: Security::default(),
             storage: StorageConfig::default(),
             snapshot_schedule: None,
+            boot: Boot::default(),
+            dns: Dns::default(),
         }
     }
 
@@ -337,6 +392,10 @@ mod tests {
         c.net.netifs.push(VethIf { name: "eth0".into(), bridge: Some("br0".into()), mac: "02:00:00:00:00:01".into() });
         c.resources.ram = Some(64 << 20);
         c.security.cap_add.push("SYS_TIME".into());
+        c.name = Some("web".into());
+        c.description = Some("the \"front\" end".into());
+        c.boot = Boot { onboot: Some(true), bootorder: Some(10), stop_timeout: Some(30) };
+        c.dns.nameservers.push("198.18.0.53".into());
         let t = c.to_toml();
         assert_eq!(ContainerConfig::from_toml(&t).unwrap(), c);
         // Defaults are not written; a profile and nesting are.

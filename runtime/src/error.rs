@@ -1,5 +1,6 @@
 //! The runtime's error type. Every variant names what failed and, where one exists, a way out.
 
+use crate::exit::ErrorClass;
 use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -11,6 +12,42 @@ pub enum Error {
 
     #[error("container {ctid}: {op}: {msg}")]
     Container { ctid: String, op: &'static str, msg: String },
+
+    /// No container with this CTID (or name) on this host.
+    #[error("container {ctid}: {op}: {msg}")]
+    NotFound { ctid: String, op: &'static str, msg: String },
+
+    /// The CTID or name is taken already.
+    #[error("container {ctid}: {op}: {msg}")]
+    Exists { ctid: String, op: &'static str, msg: String },
+
+    /// The operation needs a running container.
+    #[error("container {ctid}: {op}: {msg}")]
+    NotRunning { ctid: String, op: &'static str, msg: String },
+
+    /// The operation needs a stopped container.
+    #[error("container {ctid}: {op}: {msg}")]
+    AlreadyRunning { ctid: String, op: &'static str, msg: String },
+
+    /// The operation needs the container's root mounted (or not mounted).
+    #[error("container {ctid}: {op}: {msg}")]
+    Mount { ctid: String, op: &'static str, mounted: bool, msg: String },
+
+    /// CRIU failed to dump (`op` "checkpoint") or restore (`op` "restore") the container.
+    #[error("container {ctid}: {op}: {msg}")]
+    CriuFailed { ctid: String, op: &'static str, msg: String },
+
+    /// An action script (`<data>/conf/CTID.start`, `vps.mount`, ...) failed.
+    #[error("container {ctid}: {action} script {script}: {msg}")]
+    ActionScript { ctid: String, action: &'static str, script: PathBuf, msg: String },
+
+    /// A value the admin gave that ferry cannot use.
+    #[error("{0}")]
+    Invalid(String),
+
+    /// The host config file (`/etc/ferry/ferry.toml`) is unreadable or wrong.
+    #[error("host config {path}: {msg}")]
+    HostConfig { path: PathBuf, msg: String },
 
     #[error("container {ctid} is busy: {holder} holds its lock (pid {pid}); wait for it or, if that process is gone, run the command again")]
     Locked { ctid: String, holder: String, pid: i32 },
@@ -47,6 +84,42 @@ impl Error {
     /// An error about one container and one operation, with a message that says what to do.
     pub fn ct(ctid: impl Into<String>, op: &'static str, msg: impl Into<String>) -> Self {
         Error::Container { ctid: ctid.into(), op, msg: msg.into() }
+    }
+
+    pub fn not_found(ctid: impl Into<String>, op: &'static str, msg: impl Into<String>) -> Self {
+        Error::NotFound { ctid: ctid.into(), op, msg: msg.into() }
+    }
+
+    /// "container is not running; start it with `ferry start CTID`".
+    pub fn not_running(ctid: impl Into<String>, op: &'static str) -> Self {
+        let ctid = ctid.into();
+        let msg = format!("container is not running; start it with `ferry start {ctid}`");
+        Error::NotRunning { ctid, op, msg }
+    }
+
+    pub fn already_running(ctid: impl Into<String>, op: &'static str, msg: impl Into<String>) -> Self {
+        Error::AlreadyRunning { ctid: ctid.into(), op, msg: msg.into() }
+    }
+
+    /// Which class of failure this is (for the exit code; see `exit`).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::InvalidCtid(_) | Error::Invalid(_) => ErrorClass::InvalidValue,
+            Error::Locked { .. } => ErrorClass::Locked,
+            Error::NotFound { .. } => ErrorClass::NotFound,
+            Error::Exists { .. } => ErrorClass::Exists,
+            Error::NotRunning { .. } => ErrorClass::NotRunning,
+            Error::AlreadyRunning { .. } => ErrorClass::AlreadyRunning,
+            Error::Mount { mounted: true, .. } => ErrorClass::AlreadyMounted,
+            Error::Mount { mounted: false, .. } => ErrorClass::NotMounted,
+            Error::CriuFailed { op: "restore", .. } => ErrorClass::RestoreFailed,
+            Error::CriuFailed { .. } | Error::Criu(_) => ErrorClass::CheckpointFailed,
+            Error::ActionScript { .. } => ErrorClass::ActionScript,
+            Error::HostConfig { .. } => ErrorClass::HostConfig,
+            Error::Container { .. } | Error::Io { .. } | Error::Config(_) | Error::Cgroup(_) | Error::Net(_) | Error::Sys { .. } => {
+                ErrorClass::Failed
+            }
+        }
     }
 
     pub fn io(what: impl Into<String>, path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -43,22 +43,6 @@ impl Host {
         Host { cgroup_mode, ..self }
     }
 
-    /// `FERRY_DATA_DIR`, `FERRY_RUN_DIR`, `FERRY_CGROUP_PARENT`, `FERRY_CGROUP_MODE`, else the
-    /// defaults; a cgroup mode other than auto, v1 or v2 is an error.
-    pub fn from_env() -> Result<Self> {
-        let d = Host::default();
-        let cgroup_mode = match std::env::var("FERRY_CGROUP_MODE") {
-            Ok(m) => m.parse()?,
-            Err(_) => d.cgroup_mode,
-        };
-        Ok(Host {
-            data_dir: std::env::var_os("FERRY_DATA_DIR").map(PathBuf::from).unwrap_or(d.data_dir),
-            run_dir: std::env::var_os("FERRY_RUN_DIR").map(PathBuf::from).unwrap_or(d.run_dir),
-            cgroup_parent: std::env::var("FERRY_CGROUP_PARENT").unwrap_or(d.cgroup_parent),
-            cgroup_mode,
-        })
-    }
-
     /// The cgroup layout this host's containers get: [`Host::cgroup_mode`] resolved against
     /// what the kernel mounts.
     pub fn cgroup_layout(&self) -> Result<CgroupLayout> {
@@ -93,6 +77,15 @@ impl Host {
     /// `<data>/dump/<CTID>`: default location of `suspend`/`checkpoint` images.
     pub fn dump_dir(&self, ct: &Ctid) -> PathBuf {
         self.data_dir.join("dump").join(ct.as_str())
+    }
+    /// `<data>/dump/<CTID>/dump.img`: the image of `suspend` (and of `stop --all` in suspend
+    /// mode), restored by `resume` (and `start --all`).
+    pub fn suspend_image(&self, ct: &Ctid) -> PathBuf {
+        self.dump_dir(ct).join("dump.img")
+    }
+    /// `<data>/boot/ran-at-shutdown`: the CTIDs that ran when the last `stop --all` began.
+    pub fn ran_at_shutdown_path(&self) -> PathBuf {
+        self.data_dir.join("boot").join("ran-at-shutdown")
     }
     /// `<data>/snapshots/<CTID>`: the snapshot store of one container.
     pub fn snapshot_dir(&self, ct: &Ctid) -> PathBuf {

@@ -8,18 +8,25 @@
 //! processes. Every host path and the cgroup parent come from [`Host`], so several simulated
 //! hosts can share one machine.
 
+pub mod actions;
+pub mod boot;
 pub mod capabilities;
 pub mod cgroups;
 pub mod checkpoint;
 pub mod config;
 pub mod container;
 pub mod ctid;
+pub mod dns;
 pub mod error;
+pub mod exit;
 pub mod hooks;
 pub mod host;
+pub mod host_config;
 pub mod isolation;
 pub mod lock;
+pub mod lookup;
 pub mod net;
+pub mod newid;
 pub mod state;
 pub mod storage;
 pub mod template;

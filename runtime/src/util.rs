@@ -78,6 +78,50 @@ pub fn private_temp_dir(dir: &Path, prefix: &str) -> Result<tempfile::TempDir> {
         .ctx("create a private temporary directory in", dir)
 }
 
+/// Replace the file `path` of the current root (a process inside a container's namespaces or
+/// chroot) with `text`: a fresh temp file (never a link: a stale one is unlinked, then created
+/// exclusively without following), fsync, rename over `path`. A symlink at `path` is replaced,
+/// never followed.
+pub fn write_replace(path: &str, text: &str, mode: u32) -> std::result::Result<(), String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = format!("{path}.ferry-tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(|e| format!("create {tmp}: {e}"))?;
+        f.write_all(text.as_bytes()).map_err(|e| format!("write {tmp}: {e}"))?;
+        // The umask may have cut the mode.
+        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| format!("chmod {tmp}: {e}"))?;
+        f.sync_all().map_err(|e| format!("fsync {tmp}: {e}"))?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("rename {tmp} to {path}: {e}"))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Read the file `path` of the current root without following a symlink there (a link reads
+/// as missing).
+pub fn read_nofollow(path: &str) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) {
+        Ok(mut f) => {
+            let mut s = String::new();
+            f.read_to_string(&mut s)?;
+            Ok(Some(s))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Run a host tool, returning its stdout; a failure carries the command line and its stderr.
 pub fn run(cmd: &mut Command) -> Result<String> {
     let out =
@@ -151,6 +195,25 @@ mod tests {
         assert!(f1.path().file_name().unwrap().to_str().unwrap().starts_with(".img."));
         let t = private_temp_dir(&p, "work").unwrap();
         assert_eq!(std::fs::metadata(t.path()).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn write_replace_replaces_a_symlink_and_never_writes_through_one() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let target = d.path().join("resolv.conf");
+        std::os::unix::fs::symlink(&victim, &target).unwrap();
+        // A planted temp-file link is not followed either.
+        let tmp = format!("{}.ferry-tmp", target.display());
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        let t = target.to_str().unwrap();
+        assert_eq!(read_nofollow(t).unwrap(), None);
+        write_replace(t, "nameserver 198.18.0.53\n", 0o644).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(std::fs::symlink_metadata(&target).unwrap().file_type().is_file());
+        assert_eq!(read_nofollow(t).unwrap().as_deref(), Some("nameserver 198.18.0.53\n"));
+        assert!(!std::path::Path::new(&tmp).exists());
     }
 
     #[test]

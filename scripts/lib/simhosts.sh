@@ -15,6 +15,8 @@ SIM_HOSTS=()
 sim_init() {
   SIM_PREFIX=$1 SIM_DIR=$2
   mkdir -p "$SIM_DIR"
+  # The simulated hosts' own (empty) host config: never the machine's /etc/ferry.
+  : > "$SIM_DIR/ferry.toml"
   ip netns add "$SIM_PREFIX-sw"
   ip -n "$SIM_PREFIX-sw" link set lo up
   ip -n "$SIM_PREFIX-sw" link add br0 type bridge
@@ -46,7 +48,7 @@ sim_client() { sim_node "$1" "$2"; }
 
 # The environment that makes a ferry command act as host NAME.
 sim_env() {
-  echo "FERRY_DATA_DIR=$SIM_DIR/$1/data FERRY_RUN_DIR=$SIM_DIR/$1/run FERRY_CGROUP_PARENT=$SIM_PREFIX-$1"
+  echo "FERRY_DATA_DIR=$SIM_DIR/$1/data FERRY_RUN_DIR=$SIM_DIR/$1/run FERRY_CGROUP_PARENT=$SIM_PREFIX-$1 FERRY_HOST_CONFIG=$SIM_DIR/ferry.toml"
 }
 
 on() {

@@ -6,7 +6,7 @@
 use super::list::human;
 use anyhow::{Context, Result};
 use ferry_migrate::checkpoint::{self as ckpt, ImageOpts, Progress};
-use ferry_runtime::container::{self, CheckpointOpts, Status};
+use ferry_runtime::container::{self, CheckpointOpts};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{Ctid, Host};
 use std::io::IsTerminal;
@@ -55,6 +55,10 @@ pub struct RestoreArgs {
     /// start the container from the image's files instead.
     #[arg(long, requires = "from_image")]
     pub cold: bool,
+    /// With --from-image and --new-id: a clone of the image's container CTID beside it (an
+    /// address another container here has must be dropped or changed).
+    #[command(flatten)]
+    pub clone: super::newid::NewIdArgs,
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -72,7 +76,7 @@ pub enum ImageCmd {
 }
 
 pub fn default_dumpfile(h: &Host, ct: &Ctid) -> PathBuf {
-    h.dump_dir(ct).join("dump.img")
+    h.suspend_image(ct)
 }
 
 /// A container left frozen by a checkpoint that died is thawed by the next command that gets
@@ -134,7 +138,7 @@ impl Drop for Bar {
 }
 
 pub fn checkpoint(h: &Host, a: CheckpointArgs) -> Result<u8> {
-    let ct = super::ctid(&a.ctid)?;
+    let ct = super::ctid(h, &a.ctid)?;
     let cfg = container::load_config(h, &ct)?;
     let lock = ContainerLock::acquire(h, &ct, "checkpoint")?;
     thaw_stale(h, &lock);
@@ -181,7 +185,14 @@ fn do_checkpoint(h: &Host, lock: &ContainerLock, cfg: &ferry_runtime::ContainerC
 }
 
 pub fn restore(h: &Host, a: RestoreArgs) -> Result<u8> {
-    let ct = super::ctid(&a.ctid)?;
+    if let (Some(img), Some(_)) = (&a.from_image, &a.clone.new_id) {
+        return restore_clone(h, &a, img);
+    }
+    if a.clone.new_id.is_some() {
+        super::exit::usage!("restore: --new-id clones an exported image: add --from-image FILE");
+    }
+    // --from-image may create the container: its CTID need not exist yet.
+    let ct = super::ctid(h, &a.ctid).or_else(|_| super::new_ctid(&a.ctid))?;
     let lock = ContainerLock::acquire(h, &ct, "restore")?;
     if let Some(dir) = &a.images_dir {
         let cfg = container::load_config(h, &ct)?;
@@ -200,8 +211,18 @@ pub fn restore(h: &Host, a: RestoreArgs) -> Result<u8> {
     if let Some(img) = &a.from_image {
         return restore_from_export(h, &lock, img, a.cold, a.quiet);
     }
-    let file = a.dumpfile.clone().unwrap_or_else(|| default_dumpfile(h, &ct));
-    do_restore(h, &lock, &file, a.quiet)
+    match &a.dumpfile {
+        Some(file) => do_restore(h, &lock, file, a.quiet),
+        // From the default place it is a resume: the image goes, or the next start would
+        // resume it again (as vzctl).
+        None => {
+            let file = default_dumpfile(h, &ct);
+            do_restore(h, &lock, &file, a.quiet)?;
+            std::fs::remove_file(&file).with_context(|| format!("container {ct}: restore: remove {}", file.display()))?;
+            let _ = std::fs::remove_dir(h.dump_dir(&ct));
+            Ok(0)
+        }
+    }
 }
 
 /// `restore --from-image`: create the container from the image when this host lacks it, then
@@ -270,6 +291,70 @@ fn restore_from_export(h: &Host, lock: &ContainerLock, img: &Path, cold: bool, q
     }
 }
 
+/// `restore --from-image IMG --new-id CT2 ORIG`: a clone of ORIG (the image's container)
+/// as CT2 on this host, with its own MACs, name and addresses; the original is not touched.
+fn restore_clone(h: &Host, a: &RestoreArgs, img: &Path) -> Result<u8> {
+    use ferry_migrate::snapshot as snap;
+    let from = super::new_ctid(&a.ctid)?;
+    let contents = snap::image_contents(img).map_err(|e| anyhow::anyhow!("container {from}: restore: {e}"))?;
+    let text = String::from_utf8_lossy(&contents.manifest.config_toml).into_owned();
+    let orig = ferry_runtime::ContainerConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("container {from}: restore: the image's config: {e}"))?;
+    let cfg = a.clone.config(&orig)?.expect("--new-id given");
+    let ct = cfg.ctid.clone();
+    if contents.manifest.ctid != from.as_str() {
+        anyhow::bail!("container {ct}: restore: image {} holds container {}, not {from}", img.display(), contents.manifest.ctid);
+    }
+    if h.config_path(&ct).exists() {
+        return Err(ferry_runtime::Error::Exists {
+            ctid: ct.to_string(),
+            op: "restore",
+            msg: "container already exists; pick another --new-id or destroy it first".into(),
+        }
+        .into());
+    }
+    ferry_runtime::lookup::check_new_ctid(h, &ct)?;
+    if let Some(n) = &cfg.name {
+        ferry_runtime::lookup::check_name_free(h, &ct, n)?;
+    }
+    let taken = ferry_runtime::newid::addresses_taken_here(h, &cfg)?;
+    if !taken.is_empty() {
+        let list: Vec<String> = taken.iter().map(|(a, c)| format!("{a} (container {c})")).collect();
+        return Err(super::exit::invalid!(
+            "container {ct}: restore: its addresses {} are in use here; drop them with --ipdel (or --ipdel all) and give new ones with --ipadd",
+            list.join(", ")
+        ));
+    }
+    if contents.has_processes && !cfg.net.ipadd.is_empty() && orig.net.ipadd.is_empty() {
+        super::exit::usage!(
+            "container {ct}: restore: the image's processes have no venet interface to take --ipadd; restore without it, then `ferry set {ct} --ipadd IP`"
+        );
+    }
+    let lock = ContainerLock::acquire(h, &ct, "restore")?;
+    let contents =
+        snap::ImageContents { manifest: ferry_dump_format::Manifest { config_toml: cfg.to_toml().into_bytes(), ..contents.manifest }, ..contents };
+    let cfg = snap::create_from_image(h, &lock, img, &contents)?;
+    let res = if contents.has_processes {
+        let mut bar = Bar::new();
+        let r = ckpt::restore_from_image_as(h, &lock, img, Some(from.as_str()), &mut |p| bar.update(p)).map(|d| d.restore.state.pid);
+        drop(bar);
+        r.map_err(anyhow::Error::from)
+    } else {
+        container::start(h, &lock, &cfg).map(|s| s.pid).map_err(anyhow::Error::from)
+    };
+    match res {
+        Ok(pid) => {
+            if !a.quiet {
+                println!("container {ct} restored from {} as a clone of {from} (pid {pid})", img.display());
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            snap::remove_created(h, &cfg);
+            Err(e.context("nothing of the clone was left on this host"))
+        }
+    }
+}
+
 fn do_restore(h: &Host, lock: &ContainerLock, file: &Path, quiet: bool) -> Result<u8> {
     let ct = lock.ctid();
     if !file.exists() {
@@ -293,7 +378,7 @@ fn do_restore(h: &Host, lock: &ContainerLock, file: &Path, quiet: bool) -> Resul
 }
 
 pub fn suspend(h: &Host, ct: &str, quiet: bool) -> Result<u8> {
-    let ct = super::ctid(ct)?;
+    let ct = super::ctid(h, ct)?;
     let cfg = container::load_config(h, &ct)?;
     let lock = ContainerLock::acquire(h, &ct, "suspend")?;
     thaw_stale(h, &lock);
@@ -303,15 +388,21 @@ pub fn suspend(h: &Host, ct: &str, quiet: bool) -> Result<u8> {
 }
 
 pub fn resume(h: &Host, ct: &str, quiet: bool) -> Result<u8> {
-    let ct = super::ctid(ct)?;
+    let ct = super::ctid(h, ct)?;
     let lock = ContainerLock::acquire(h, &ct, "resume")?;
-    let file = default_dumpfile(h, &ct);
-    if container::status(h, &ct)?.0 == Status::Running {
-        anyhow::bail!("container {ct}: resume: container is already running");
+    let mut bar = Bar::new();
+    let done = ckpt::resume(h, &lock, &mut |p| bar.update(p))?;
+    drop(bar);
+    if !quiet {
+        let r = &done.restore;
+        println!(
+            "container {ct} resumed (pid {}): extract {} ms, restore {} ms, total {} ms",
+            r.state.pid,
+            done.extract_ms,
+            r.restore_ms,
+            done.extract_ms + r.total_ms
+        );
     }
-    do_restore(h, &lock, &file, quiet)?;
-    std::fs::remove_file(&file).with_context(|| format!("container {ct}: resume: remove {}", file.display()))?;
-    let _ = std::fs::remove_dir(h.dump_dir(&ct));
     Ok(0)
 }
 

@@ -1,4 +1,5 @@
-//! exec, enter, console/logs.
+//! exec, enter, runscript, console/logs. exec, enter and runscript exit with the command's
+//! own status; ferry's own failures exit 125 (see `cmd::Command::own_failure_code`).
 
 use anyhow::{Context, Result};
 use ferry_runtime::container;
@@ -7,17 +8,26 @@ use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 
 pub fn exec(h: &Host, ct: &str, cmd: &[String]) -> Result<u8> {
-    let ct = super::ctid(ct)?;
+    let ct = super::ctid(h, ct)?;
     container::load_config(h, &ct)?;
     super::checkpoint::thaw_stale_unlocked(h, &ct);
     let code = container::exec(h, &ct, cmd)?;
     Ok(code.clamp(0, 255) as u8)
 }
 
-pub fn enter(h: &Host, ct: &str) -> Result<u8> {
-    let ct = super::ctid(ct)?;
+pub fn enter(h: &Host, ct: &str, cmd: &[String]) -> Result<u8> {
+    let ct = super::ctid(h, ct)?;
     container::load_config(h, &ct)?;
-    let code = container::enter(h, &ct)?;
+    let code = container::enter_with(h, &ct, cmd)?;
+    Ok(code.clamp(0, 255) as u8)
+}
+
+/// vzctl's runscript: a shell script from the host, run inside by `/bin/sh -c`.
+pub fn runscript(h: &Host, ct: &str, script: &std::path::Path) -> Result<u8> {
+    let ct = super::ctid(h, ct)?;
+    container::load_config(h, &ct)?;
+    let text = std::fs::read_to_string(script).with_context(|| format!("container {ct}: runscript: read {}", script.display()))?;
+    let code = container::exec(h, &ct, &["/bin/sh".into(), "-c".into(), text])?;
     Ok(code.clamp(0, 255) as u8)
 }
 
@@ -48,7 +58,7 @@ fn open_in_root(root: &std::path::Path, rel: &str) -> std::io::Result<std::fs::F
 }
 
 pub fn console(h: &Host, ct: &str, follow: bool) -> Result<u8> {
-    let ct = super::ctid(ct)?;
+    let ct = super::ctid(h, ct)?;
     container::load_config(h, &ct)?;
     let rel = container::CONSOLE_LOG.trim_start_matches('/');
     let mut f = match open_in_root(&h.private_dir(&ct), rel) {

@@ -1,7 +1,7 @@
-//! create, start, stop, restart, status, destroy.
+//! create, restart, status, destroy, mount, umount (start and stop: `boot`).
 
 use anyhow::Result;
-use ferry_runtime::container::{self, CreateOptions, Status};
+use ferry_runtime::container::{self, CreateOptions, Shutdown, Status};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::Host;
 use std::path::PathBuf;
@@ -18,6 +18,12 @@ pub struct CreateArgs {
     /// What runs as PID 1 (split on spaces; default /sbin/init or a built-in keep-alive).
     #[arg(long)]
     pub init: Option<String>,
+    /// A sample config's limits (vzctl's --config): NAME (samples/NAME.toml beside the host
+    /// config file) or a FILE; options given here win.
+    #[arg(long = "config", alias = "applyconfig", value_name = "NAME|FILE")]
+    pub sample: Option<String>,
+    #[command(flatten)]
+    pub settings: super::settings::SettingsArgs,
     #[command(flatten)]
     pub net: super::opts::NetArgs,
     #[command(flatten)]
@@ -26,14 +32,28 @@ pub struct CreateArgs {
     pub security: super::opts::SecurityArgs,
 }
 
-pub fn create(h: &Host, a: CreateArgs) -> Result<u8> {
-    let ct = super::ctid(&a.ctid)?;
+/// `--timeout`/`--fast` as a way to stop.
+pub fn shutdown(timeout: Option<u64>, fast: bool) -> Shutdown {
+    if fast {
+        Shutdown::Fast
+    } else {
+        Shutdown::Halt(timeout.map(Duration::from_secs))
+    }
+}
+
+pub fn create(h: &Host, loaded: &ferry_runtime::host_config::Loaded, a: CreateArgs) -> Result<u8> {
+    let ct = super::new_ctid(&a.ctid)?;
     if !a.net.ipdel.is_empty() || !a.net.netif_del.is_empty() || !a.net.netdev_del.is_empty() {
-        anyhow::bail!("container {ct}: create: --ipdel, --netif-del and --netdev-del only make sense with `ferry set`");
+        super::exit::usage!("container {ct}: create: --ipdel, --netif-del and --netdev-del only make sense with `ferry set`");
     }
     let net = a.net.apply(&ct, &Default::default())?;
-    let resources = a.res.apply(&Default::default())?;
+    let res_args = match &a.sample {
+        Some(s) => super::applyconfig::merged(loaded, s, &a.res)?,
+        None => a.res.clone(),
+    };
+    let resources = res_args.apply(&Default::default())?;
     let security = a.security.apply(&Default::default()).map_err(|e| anyhow::anyhow!("container {ct}: create: {e:#}"))?;
+    let settings = a.settings.apply(&ferry_runtime::ContainerConfig::new(ct.clone()))?;
     let lock = ContainerLock::acquire(h, &ct, "create")?;
     let opts = CreateOptions {
         template: a.template,
@@ -42,6 +62,10 @@ pub fn create(h: &Host, a: CreateArgs) -> Result<u8> {
         net,
         resources,
         security,
+        name: settings.name,
+        description: settings.description,
+        boot: settings.boot,
+        dns: settings.dns,
     };
     match container::create(h, &lock, &opts) {
         Ok(_) => {
@@ -58,44 +82,17 @@ pub fn create(h: &Host, a: CreateArgs) -> Result<u8> {
     }
 }
 
-pub fn start(h: &Host, ct: &str) -> Result<u8> {
-    let ct = super::ctid(ct)?;
-    let cfg = container::load_config(h, &ct)?;
-    let lock = ContainerLock::acquire(h, &ct, "start")?;
-    // An interrupted migration may have left it dumped: bring it back from its dump rather
-    // than boot it afresh (the dump would otherwise be restored over it later).
-    let was_running = container::status(h, &ct)?.0 == Status::Running;
-    super::checkpoint::thaw_stale(h, &lock);
-    if let ((Status::Running, Some(st)), false) = (container::status(h, &ct)?, was_running) {
-        println!("container {ct} is running (pid {})", st.pid);
-        return Ok(0);
-    }
-    let st = container::start(h, &lock, &cfg)?;
-    println!("container {ct} started (pid {})", st.pid);
-    Ok(0)
-}
-
-pub fn stop(h: &Host, ct: &str, timeout: u64) -> Result<u8> {
-    let ct = super::ctid(ct)?;
-    let cfg = container::load_config(h, &ct)?;
-    let lock = ContainerLock::acquire(h, &ct, "stop")?;
-    super::checkpoint::thaw_stale(h, &lock);
-    container::stop(h, &lock, &cfg, Duration::from_secs(timeout))?;
-    println!("container {ct} stopped");
-    Ok(0)
-}
-
-pub fn restart(h: &Host, ct: &str, timeout: u64) -> Result<u8> {
-    let ct = super::ctid(ct)?;
+pub fn restart(h: &Host, ct: &str, how: Shutdown) -> Result<u8> {
+    let ct = super::ctid(h, ct)?;
     container::load_config(h, &ct)?;
     let lock = ContainerLock::acquire(h, &ct, "restart")?;
-    let st = container::restart(h, &lock, Duration::from_secs(timeout))?;
+    let st = container::restart(h, &lock, how)?;
     println!("container {ct} restarted (pid {})", st.pid);
     Ok(0)
 }
 
 pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
-    let ct = super::ctid(ct)?;
+    let ct = super::ctid(h, ct)?;
     super::migrate::recover_if_interrupted(h, &ct);
     let cfg = container::load_config(h, &ct)?;
     let (st, state) = container::status(h, &ct)?;
@@ -121,16 +118,18 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
         Err(e) => serde_json::json!({ "error": e.to_string() }),
     };
     let observed = running.map(|s| ferry_runtime::isolation::observe(s.pid));
+    let suspended = st != Status::Running && h.suspend_image(&ct).exists();
     if json {
         println!(
             "{}",
-            serde_json::json!({ "ctid": ct.as_str(), "status": st, "pid": pid, "ip": ips, "storage": cfg.storage.kind,
-                "limits": limits, "usage": usage, "isolation": isolation, "isolation_observed": observed })
+            serde_json::json!({ "ctid": ct.as_str(), "name": cfg.name, "status": st, "suspended": suspended, "pid": pid, "ip": ips,
+                "storage": cfg.storage.kind, "limits": limits, "usage": usage, "isolation": isolation, "isolation_observed": observed })
         );
         return Ok(0);
     }
     match pid {
         Some(p) if st == Status::Running => println!("{ct} {st} pid {p}"),
+        _ if suspended => println!("{ct} {st} suspended"),
         _ => println!("{ct} {st}"),
     }
     if !ips.is_empty() && usage.is_some() {
@@ -177,10 +176,28 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
 }
 
 pub fn destroy(h: &Host, ct: &str, force: bool) -> Result<u8> {
-    let ct = super::ctid(ct)?;
+    let ct = super::ctid(h, ct)?;
     container::load_config(h, &ct)?;
     let lock = ContainerLock::acquire(h, &ct, "destroy")?;
     container::destroy(h, &lock, force)?;
     println!("container {ct} destroyed");
+    Ok(0)
+}
+
+pub fn mount(h: &Host, ct: &str) -> Result<u8> {
+    let ct = super::ctid(h, ct)?;
+    let cfg = container::load_config(h, &ct)?;
+    let lock = ContainerLock::acquire(h, &ct, "mount")?;
+    let root = container::mount(h, &lock, &cfg)?;
+    println!("container {ct} mounted at {}", root.display());
+    Ok(0)
+}
+
+pub fn umount(h: &Host, ct: &str) -> Result<u8> {
+    let ct = super::ctid(h, ct)?;
+    let cfg = container::load_config(h, &ct)?;
+    let lock = ContainerLock::acquire(h, &ct, "umount")?;
+    container::umount(h, &lock, &cfg)?;
+    println!("container {ct} unmounted");
     Ok(0)
 }

@@ -9,6 +9,7 @@ use ferry_migrate::migration::source::{migrate, MigrateOptions};
 use ferry_migrate::migration::{dest, image_stream, journal};
 use ferry_migrate::proto::ConnectionOptions;
 use ferry_migrate::transport::{SshTarget, Transport};
+use ferry_runtime::exit::ErrorClass;
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::Host;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -18,11 +19,18 @@ use std::sync::Arc;
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    pub ctid: String,
-    /// The destination, `[USER@]HOST`, reached with the system's ssh client.
-    pub destination: String,
-    /// Live migration (the default when the container runs).
-    #[arg(long, conflicts_with = "offline")]
+    /// `CTID DEST` (DEST is `[USER@]HOST`, reached with the system's ssh client), or with
+    /// --to the CTIDs (or names) to move, one after the other.
+    #[arg(required = true, value_name = "CTID DEST | CTID...")]
+    pub args: Vec<String>,
+    /// The destination of every CTID given, `[USER@]HOST`.
+    #[arg(long, value_name = "DEST")]
+    pub to: Option<String>,
+    /// With --new-id: arrive under another CTID (one container only).
+    #[command(flatten)]
+    pub new: super::newid::NewIdArgs,
+    /// Live migration (the default when the container runs; vzmigrate's --live too).
+    #[arg(long, visible_alias = "live", conflicts_with = "offline")]
     pub online: bool,
     /// Stop, copy, start on the destination (the default when the container is stopped).
     #[arg(long)]
@@ -31,7 +39,7 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub keep_dst: bool,
     /// Remove the container's files here after a successful migration.
-    #[arg(long, default_value = "yes", value_parser = ["yes", "no"])]
+    #[arg(short = 'r', long, default_value = "yes", value_parser = ["yes", "no"])]
     pub remove_area: String,
     /// Both hosts see the same private area (shared storage): do not copy files.
     #[arg(long)]
@@ -59,13 +67,13 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "PORTS")]
     pub data_ports: Option<ferry_migrate::datachan::PortRange>,
     /// Print the stage timing table (vzmigrate -t).
-    #[arg(long)]
+    #[arg(short = 't', long)]
     pub times: bool,
     /// Print the stage timings as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Only run the preflight checks.
-    #[arg(long)]
+    /// Only run the preflight checks (vzmigrate's --check-only too).
+    #[arg(long, visible_alias = "check-only")]
     pub dry_run: bool,
 }
 
@@ -86,11 +94,116 @@ fn sync_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("cannot start the async runtime")
 }
 
+/// The containers and the destination the arguments name.
+fn plan(a: &MigrateArgs) -> Result<(Vec<String>, String)> {
+    match (&a.to, a.args.as_slice()) {
+        (Some(dest), cts) => Ok((cts.to_vec(), dest.clone())),
+        (None, [ct, dest]) => Ok((vec![ct.clone()], dest.clone())),
+        (None, _) => super::exit::usage!("migrate: give `CTID DEST`, or `--to DEST CTID...` for several containers"),
+    }
+}
+
 pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
-    let ct = super::ctid(&a.ctid)?;
+    let (cts, dest) = plan(&a)?;
+    if (cts.len() > 1 || a.to.is_some()) && a.new.new_id.is_some() {
+        super::exit::usage!("migrate: --new-id names one container: `ferry migrate CTID DEST --new-id NEWCTID`");
+    }
+    if let (None, [ct]) = (&a.to, cts.as_slice()) {
+        return migrate_one(host, &a, ct, &dest).map_err(|e| {
+            let class = e.downcast_ref::<ferry_migrate::Error>().map(|m| m.migration_class()).unwrap_or_else(|| super::exit::classify(&e));
+            super::exit::Classified { class, inner: e }.into()
+        });
+    }
+    // --to: one after the other, one summary; a failure that needs a hand stops the rest.
+    let mut results: Vec<(String, Outcome)> = Vec::new();
+    for ct in &cts {
+        let res = migrate_report(host, &a, ct, &dest).map_err(|e| {
+            let class = e.downcast_ref::<ferry_migrate::Error>().map(|m| m.migration_class()).unwrap_or_else(|| super::exit::classify(&e));
+            (class, format!("{e:#}"))
+        });
+        let stop = matches!(res, Err((ErrorClass::MigrationNeedsAction, _)));
+        if let Err((_, m)) = &res {
+            eprintln!("ferry: {m}");
+        }
+        results.push((ct.clone(), res));
+        if stop {
+            eprintln!("ferry: stopping here: the failure above needs a hand first");
+            break;
+        }
+    }
+    let failures: Vec<ErrorClass> = results.iter().filter_map(|(_, r)| r.as_ref().err().map(|(c, _)| *c)).collect();
+    let skipped: Vec<&String> = cts.iter().skip(results.len()).collect();
+    if a.json {
+        let v: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(ct, r)| match r {
+                Ok(rep) => serde_json::json!({ "ctid": ct, "ok": true, "report": rep }),
+                Err((c, m)) => serde_json::json!({ "ctid": ct, "ok": false, "error": { "class": c, "code": c.code(), "message": m } }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "destination": dest, "results": v, "skipped": skipped }))?);
+    } else {
+        println!("migrate to {dest}: {} of {} moved", results.len() - failures.len(), cts.len());
+        for (ct, r) in &results {
+            match r {
+                Ok(rep) => println!("  {ct}  ok      {}{}, total {} ms", rep.mode, frozen_note(rep), rep.total_ms),
+                Err((c, _)) => println!("  {ct}  FAILED  {c} (exit code {})", c.code()),
+            }
+        }
+        for ct in &skipped {
+            println!("  {ct}  skipped");
+        }
+    }
+    Ok(ErrorClass::most_urgent(failures).map_or(0, |c| c.code()))
+}
+
+/// One container of a batch: its report, or the class and message of its failure.
+type Outcome = std::result::Result<MigrationReport, (ErrorClass, String)>;
+
+fn frozen_note(r: &MigrationReport) -> String {
+    if r.mode == "online" {
+        format!(", frozen {} ms", r.frozen_ms)
+    } else {
+        String::new()
+    }
+}
+
+/// One container, with the output of a single migration.
+fn migrate_one(host: &Host, a: &MigrateArgs, ct: &str, dest: &str) -> Result<u8> {
+    let report = migrate_report(host, a, ct, dest)?;
+    let ct = super::ctid(host, ct).unwrap_or_else(|_| super::new_ctid(ct).expect("migrated, so valid"));
+    if a.dry_run {
+        println!("preflight of {ct} on {dest}: ok (nothing was changed)");
+        return Ok(0);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if a.times {
+        println!("{report}");
+    } else {
+        let arrived = if report.ctid != ct.as_str() { format!(" as {}", report.ctid) } else { String::new() };
+        println!("migrated {ct} to {dest}{arrived} ({}{}, total {} ms)", report.mode, frozen_note(&report), report.total_ms);
+    }
+    Ok(0)
+}
+
+/// Migrate one container; its report.
+fn migrate_report(host: &Host, a: &MigrateArgs, ct: &str, dest: &str) -> Result<MigrationReport> {
+    let ct = super::ctid(host, ct)?;
     let lock = ContainerLock::acquire(host, &ct, "migrate")?;
     super::checkpoint::thaw_stale(host, &lock);
-    let mut opts = MigrateOptions::new(target(&a.destination, &a.ssh_opts, &a.remote_ferry));
+    let mut opts = MigrateOptions::new(target(dest, &a.ssh_opts, &a.remote_ferry));
+    let cfg = ferry_runtime::container::load_config(host, &ct)?;
+    opts.dest_config = a.new.config(&cfg)?;
+    if let Some(d) = &opts.dest_config {
+        let live = !a.offline && ferry_migrate::migration::hostops::is_running(host, &ct);
+        if live && cfg.net.ipadd.is_empty() && !d.net.ipadd.is_empty() {
+            super::exit::usage!(
+                "container {ct}: migrate: its processes have no venet interface to take --ipadd; migrate without it, then `ferry set {} --ipadd IP` there",
+                d.ctid
+            );
+        }
+    }
     opts.online = if a.online {
         Some(true)
     } else if a.offline {
@@ -132,20 +245,11 @@ pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
     if let Some(pb) = &bar {
         pb.finish_and_clear();
     }
-    let report: MigrationReport = res.with_context(|| format!("migration of {ct} to {}", a.destination))?;
-    if a.dry_run {
-        println!("preflight of {ct} on {}: ok (nothing was changed)", a.destination);
-        return Ok(0);
+    let mut report: MigrationReport = res.with_context(|| format!("migration of {ct} to {dest}"))?;
+    if let Some(d) = &opts.dest_config {
+        report.ctid = d.ctid.to_string();
     }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if a.times {
-        println!("{report}");
-    } else {
-        let frozen = if report.mode == "online" { format!(", frozen {} ms", report.frozen_ms) } else { String::new() };
-        println!("migrated {ct} to {} ({}{frozen}, total {} ms)", a.destination, report.mode, report.total_ms);
-    }
-    Ok(0)
+    Ok(report)
 }
 
 /// The destination's end: speaks the protocol on stdin/stdout.
@@ -168,7 +272,7 @@ pub fn migrate_receive(host: &Host) -> Result<u8> {
 }
 
 pub fn migrate_cleanup(host: &Host, ctid: &str, keep_files: bool) -> Result<u8> {
-    let ct = super::ctid(ctid)?;
+    let ct = super::new_ctid(ctid)?;
     if dest::cleanup_stale(host, &ct, keep_files)? {
         eprintln!("ferry: removed the half-received {ct}");
     }
@@ -289,6 +393,10 @@ pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<Strin
     let restore_from_dump = || -> Result<String> {
         let dir = j.image_dir.clone().unwrap_or_default();
         let cfg = ferry_runtime::container::load_config(host, ct)?;
+        // A migration under a new CTID had made the dump the destination's: make it ours again.
+        if let Some(m) = ferry_runtime::container::CheckpointMeta::load(&dir)?.filter(|m| m.ctid != ct.as_str()) {
+            m.retarget(&cfg)?.save(&dir)?;
+        }
         ferry_migrate::migration::hostops::restore_from_dir(host, lock, &cfg, &dir)
             .with_context(|| format!("a migration of {ct} was interrupted after its dump; restoring it here from {} failed", dir.display()))?;
         journal::Journal::remove(host, ct);

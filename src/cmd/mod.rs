@@ -1,36 +1,53 @@
 //! The command line: global flags, one subcommand per verb, dispatch.
 
+mod applyconfig;
+mod boot;
 mod checkpoint;
 mod exec;
+pub mod exit;
+mod hostcfg;
 mod lifecycle;
 mod list;
 mod migrate;
+mod newid;
 mod opts;
 mod set;
+mod settings;
 mod snapshot;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use ferry_runtime::cgroups::CgroupModeSetting;
-use ferry_runtime::host::{DEFAULT_CGROUP_PARENT, DEFAULT_DATA_DIR, DEFAULT_RUN_DIR};
 use ferry_runtime::{Ctid, Host};
 use std::path::PathBuf;
 
+const AFTER_HELP: &str = "\
+Containers are named by CTID or by name (`set --name`) wherever a CTID goes.
+Host settings: flag > FERRY_* variable > host config file (/etc/ferry/ferry.toml) > default;
+`ferry host-config` shows them. Exit codes: docs/exit-codes.md (vzctl's where vzctl had one).";
+
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about = "Run Linux containers and move them between hosts while they run")]
+#[command(name = "ferry", version, about = "Run Linux containers and move them between hosts while they run", after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Where configs, private areas and roots live.
-    #[arg(long, global = true, env = "FERRY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-    /// Where the state of running containers lives.
-    #[arg(long, global = true, env = "FERRY_RUN_DIR", default_value = DEFAULT_RUN_DIR)]
-    pub run_dir: PathBuf,
-    /// The cgroup (relative to each hierarchy's root) that holds this host's containers.
-    #[arg(long, global = true, env = "FERRY_CGROUP_PARENT", default_value = DEFAULT_CGROUP_PARENT)]
-    pub cgroup_parent: String,
+    /// The host config file [env: FERRY_HOST_CONFIG; default /etc/ferry/ferry.toml].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub host_config: Option<PathBuf>,
+    /// Where configs, private areas and roots live [env: FERRY_DATA_DIR; host config:
+    /// data_dir; default /var/lib/ferry].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where the state of running containers lives [env: FERRY_RUN_DIR; host config: run_dir;
+    /// default /run/ferry].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// The cgroup (relative to each hierarchy's root) that holds this host's containers
+    /// [env: FERRY_CGROUP_PARENT; host config: cgroup_parent; default ferry].
+    #[arg(long, global = true, value_name = "CGROUP")]
+    pub cgroup_parent: Option<String>,
     /// Which cgroups containers get: auto (v2 when /sys/fs/cgroup is cgroup2, else v1), v1, or
-    /// v2 (the cgroup2 hierarchy wherever it is mounted, also beside v1 on a hybrid host).
-    #[arg(long, global = true, env = "FERRY_CGROUP_MODE", value_name = "auto|v1|v2")]
+    /// v2 (the cgroup2 hierarchy wherever it is mounted, also beside v1 on a hybrid host)
+    /// [env: FERRY_CGROUP_MODE; host config: cgroup_mode; default auto].
+    #[arg(long, global = true, value_name = "auto|v1|v2")]
     pub cgroup_mode: Option<CgroupModeSetting>,
     #[command(subcommand)]
     pub cmd: Command,
@@ -40,20 +57,20 @@ pub struct Cli {
 pub enum Command {
     /// Create a container from a template directory or tarball (.tar, .tar.zst, .tar.gz).
     Create(lifecycle::CreateArgs),
-    /// Start a container.
-    Start { ctid: String },
-    /// Stop a container: SIGTERM to its PID 1, then SIGKILL to what is left.
-    Stop {
-        ctid: String,
-        /// Seconds to wait after SIGTERM before killing.
-        #[arg(long, default_value_t = 10)]
-        timeout: u64,
-    },
+    /// Start a container, or with --all those that start at boot (as the boot unit does).
+    Start(boot::StartArgs),
+    /// Stop a container: the halt signal to its init, its stop timeout, then SIGKILL to what
+    /// is left; --all stops (or, with stop_mode = "suspend", suspends) every running one.
+    Stop(boot::StopArgs),
     /// Stop (if running) and start a container.
     Restart {
         ctid: String,
-        #[arg(long, default_value_t = 10)]
-        timeout: u64,
+        /// Seconds to wait for init to halt before killing (default: its --stop-timeout, else 10).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Kill at once, without asking init to halt.
+        #[arg(long, conflicts_with = "timeout")]
+        fast: bool,
     },
     /// Show whether a container runs, and its usage next to its limits.
     Status {
@@ -62,22 +79,37 @@ pub enum Command {
         json: bool,
     },
     /// Remove a container's files and config.
+    #[command(visible_alias = "delete")]
     Destroy {
         ctid: String,
         /// Stop it first if it runs.
         #[arg(long)]
         force: bool,
     },
-    /// List containers (running ones unless -a).
+    /// Mount a stopped container's root at <data>/root/<CTID> (with its mount scripts).
+    Mount { ctid: String },
+    /// Unmount a stopped container's root (with its umount scripts).
+    Umount { ctid: String },
+    /// List containers (running ones unless -a or CTIDs are given), vzlist style.
     List(list::ListArgs),
-    /// Run a command inside a running container.
+    /// Run a command inside a running container; exits with the command's status (125 when
+    /// ferry itself fails, 126/127 when the command cannot run or is not there).
+    #[command(visible_alias = "exec2")]
     Exec {
         ctid: String,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
-    /// An interactive shell inside a running container.
-    Enter { ctid: String },
+    /// An interactive shell inside a running container, or with --exec a command on a
+    /// terminal; exits with its status (125 when ferry itself fails).
+    Enter {
+        ctid: String,
+        /// Run CMD [ARG...] on the terminal instead of a login shell.
+        #[arg(long = "exec", num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]
+        exec: Vec<String>,
+    },
+    /// Run a shell script from the host inside a running container (vzctl's runscript).
+    Runscript { ctid: String, script: PathBuf },
     /// Print the console log (stdout/stderr of PID 1).
     #[command(alias = "logs")]
     Console {
@@ -89,10 +121,13 @@ pub enum Command {
     /// Change settings: live where the container runs, persisted with --save.
     ///
     /// A live change changes only what it names: limits set live earlier stay until the
-    /// container stops. Every limit takes `unlimited` to lift it.
+    /// container stops. Every limit takes `unlimited` to lift it. Name, description, boot
+    /// settings and the stop timeout are saved only (they need --save); DNS settings write
+    /// the container's /etc/resolv.conf at once and at every start when saved.
     Set(set::SetArgs),
     /// Freeze and dump a running container into an image (vzctl chkpnt); it stops unless
     /// --keep-running. Prints one timing line.
+    #[command(visible_alias = "chkpnt")]
     Checkpoint(checkpoint::CheckpointArgs),
     /// Start a container from an image made by `checkpoint`. Prints one timing line.
     Restore(checkpoint::RestoreArgs),
@@ -113,6 +148,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The host's settings and where each comes from (flag, environment, host config file,
+    /// default).
+    HostConfig {
+        #[arg(long)]
+        json: bool,
+    },
     /// Look into image files.
     Image {
         #[command(subcommand)]
@@ -123,7 +164,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: snapshot::SnapshotCmd,
     },
-    /// Move a container to another host over ssh, live (online) or stopped (offline).
+    /// Move containers to another host over ssh, live (online) or stopped (offline):
+    /// `migrate CTID DEST`, or `migrate --to DEST CTID...` for several, one after the other.
     Migrate(migrate::MigrateArgs),
     /// Copy a directory tree to another host (or directory) with ferry's file sync.
     Sync(migrate::SyncArgs),
@@ -146,38 +188,68 @@ impl Command {
     /// Commands that only read and print (no container, CRIU or peer to leave half-done;
     /// list and status may first repair what an interrupted migration left).
     pub fn only_prints(&self) -> bool {
-        matches!(self, Command::Console { .. } | Command::Check { .. } | Command::Image { .. })
+        matches!(self, Command::Console { .. } | Command::Check { .. } | Command::Image { .. } | Command::HostConfig { .. })
+    }
+
+    /// Whether the command asked for JSON output (its error is printed as JSON too).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Status { json, .. } | Command::Check { json } | Command::HostConfig { json } => *json,
+            Command::List(a) => a.json,
+            Command::Migrate(a) => a.json,
+            Command::Sync(a) => a.json,
+            Command::Image { cmd: checkpoint::ImageCmd::Inspect { json, .. } } => *json,
+            Command::Snapshot { cmd: snapshot::SnapshotCmd::List { json, .. } } => *json,
+            _ => false,
+        }
+    }
+
+    /// `exec` and `enter` exit with the command's status; ferry's own failures with 125.
+    pub fn own_failure_code(&self) -> Option<u8> {
+        matches!(self, Command::Exec { .. } | Command::Enter { .. } | Command::Runscript { .. }).then_some(ferry_runtime::exit::EXEC_OWN_FAILURE)
+    }
+
+    /// Commands that work without this host's settings (images and trees only).
+    fn needs_host(&self) -> bool {
+        !matches!(self, Command::Image { .. } | Command::Sync(_) | Command::SyncReceive { .. })
     }
 }
 
-pub fn host(cli: &Cli) -> Host {
-    Host::new(&cli.data_dir, &cli.run_dir, cli.cgroup_parent.clone()).with_cgroup_mode(cli.cgroup_mode.unwrap_or_default())
+/// The CTID of the container `word` (a CTID or a name) names on this host.
+pub fn ctid(h: &Host, word: &str) -> Result<Ctid> {
+    Ok(ferry_runtime::lookup::resolve(h, word)?)
 }
 
-pub fn ctid(s: &str) -> Result<Ctid> {
-    Ok(Ctid::new(s)?)
+/// A CTID for a container that does not exist yet.
+pub fn new_ctid(word: &str) -> Result<Ctid> {
+    Ok(Ctid::new(word)?)
 }
 
 /// Run a command; the result is the process exit code.
 pub fn run(cli: Cli) -> Result<u8> {
-    let h = host(&cli);
+    let loaded = if cli.cmd.needs_host() { hostcfg::load(&cli)? } else { ferry_runtime::host_config::defaults() };
+    let h = loaded.settings.host();
     match cli.cmd {
-        Command::Create(a) => lifecycle::create(&h, a),
-        Command::Start { ctid } => lifecycle::start(&h, &ctid),
-        Command::Stop { ctid, timeout } => lifecycle::stop(&h, &ctid, timeout),
-        Command::Restart { ctid, timeout } => lifecycle::restart(&h, &ctid, timeout),
+        Command::Create(a) => lifecycle::create(&h, &loaded, a),
+        Command::Start(a) => boot::start(&h, a),
+        Command::Stop(a) => boot::stop(&h, &loaded, a),
+        Command::Restart { ctid, timeout, fast } => lifecycle::restart(&h, &ctid, lifecycle::shutdown(timeout, fast)),
         Command::Status { ctid, json } => lifecycle::status(&h, &ctid, json),
         Command::Destroy { ctid, force } => lifecycle::destroy(&h, &ctid, force),
+        Command::Mount { ctid } => lifecycle::mount(&h, &ctid),
+        Command::Umount { ctid } => lifecycle::umount(&h, &ctid),
         Command::List(a) => list::list(&h, a),
         Command::Exec { ctid, cmd } => exec::exec(&h, &ctid, &cmd),
-        Command::Enter { ctid } => exec::enter(&h, &ctid),
+        Command::Enter { ctid, exec } => exec::enter(&h, &ctid, &exec),
+        Command::Runscript { ctid, script } => exec::runscript(&h, &ctid, &script),
         Command::Console { ctid, follow } => exec::console(&h, &ctid, follow),
-        Command::Set(a) => set::set(&h, a),
+        Command::Set(a) => set::set(&h, &loaded, a),
         Command::Checkpoint(a) => checkpoint::checkpoint(&h, a),
         Command::Restore(a) => checkpoint::restore(&h, a),
         Command::Suspend { ctid, quiet } => checkpoint::suspend(&h, &ctid, quiet),
         Command::Resume { ctid, quiet } => checkpoint::resume(&h, &ctid, quiet),
         Command::Check { json } => checkpoint::check(&h, json),
+        Command::HostConfig { json } => hostcfg::show(&loaded, json),
         Command::Image { cmd } => checkpoint::image(cmd),
         Command::Snapshot { cmd } => snapshot::run(&h, cmd),
         Command::Migrate(a) => migrate::migrate_cmd(&h, a),

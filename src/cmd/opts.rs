@@ -1,6 +1,7 @@
 //! Network and resource options shared by `create` and `set`.
 
-use anyhow::{anyhow, bail, Result};
+use super::exit::{bail_invalid, invalid};
+use anyhow::Result;
 use ferry_runtime::config::{parse_rate, parse_size, NetConfig, Resources, VethIf};
 use ferry_runtime::net::names::{format_mac, parse_mac};
 use ferry_runtime::Ctid;
@@ -18,14 +19,19 @@ pub struct NetArgs {
     /// MAC is generated from the CTID unless given. Takes effect at the next start.
     #[arg(long, value_name = "NAME[:BRIDGE][,mac=MAC]")]
     pub netif: Vec<String>,
-    /// Remove a bridged interface by its inner name; next start.
-    #[arg(long, value_name = "NAME")]
+    /// Bridged interface in vzctl's form IFNAME[,MAC,HOST_IFNAME,HOST_MAC,BRIDGE] (empty
+    /// parts are generated; ferry names the host end itself, so HOST_IFNAME and HOST_MAC stay
+    /// empty). Takes effect at the next start.
+    #[arg(long = "netif_add", value_name = "IFNAME[,MAC,,,BRIDGE]")]
+    pub netif_add: Vec<String>,
+    /// Remove a bridged interface by its inner name ("all": every one); next start.
+    #[arg(long, alias = "netif_del", value_name = "NAME|all")]
     pub netif_del: Vec<String>,
     /// Pass a host device into the container while it runs; next start.
-    #[arg(long, value_name = "DEV")]
+    #[arg(long, alias = "netdev_add", value_name = "DEV")]
     pub netdev_add: Vec<String>,
     /// Stop passing a host device through; next start.
-    #[arg(long, value_name = "DEV")]
+    #[arg(long, alias = "netdev_del", value_name = "DEV")]
     pub netdev_del: Vec<String>,
     /// Host interface that answers ARP/NDP for venet addresses and announces them (default:
     /// chosen from the host's routes); next start.
@@ -38,6 +44,7 @@ impl NetArgs {
         self.ipadd.is_empty()
             && self.ipdel.is_empty()
             && self.netif.is_empty()
+            && self.netif_add.is_empty()
             && self.netif_del.is_empty()
             && self.netdev_add.is_empty()
             && self.netdev_del.is_empty()
@@ -46,7 +53,12 @@ impl NetArgs {
 
     /// Whether anything beyond --ipadd/--ipdel is asked (those only act at the next start).
     pub fn has_next_start_changes(&self) -> bool {
-        !self.netif.is_empty() || !self.netif_del.is_empty() || !self.netdev_add.is_empty() || !self.netdev_del.is_empty() || self.uplink.is_some()
+        !self.netif.is_empty()
+            || !self.netif_add.is_empty()
+            || !self.netif_del.is_empty()
+            || !self.netdev_add.is_empty()
+            || !self.netdev_del.is_empty()
+            || self.uplink.is_some()
     }
 
     /// The addresses --ipdel names, given the current ones ("all" = every one).
@@ -56,7 +68,7 @@ impl NetArgs {
             if d == "all" {
                 out.extend_from_slice(current);
             } else {
-                out.push(d.parse().map_err(|_| anyhow!("--ipdel {d:?}: not an IP address (or \"all\")"))?);
+                out.push(d.parse().map_err(|_| invalid!("--ipdel {d:?}: not an IP address (or \"all\")"))?);
             }
         }
         Ok(out)
@@ -69,23 +81,28 @@ impl NetArgs {
         n.ipadd.retain(|a| !del.contains(a));
         for a in &self.ipadd {
             if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
-                bail!("--ipadd {a}: not a usable unicast address");
+                bail_invalid!("--ipadd {a}: not a usable unicast address");
             }
             if !n.ipadd.contains(a) {
                 n.ipadd.push(*a);
             }
         }
         for name in &self.netif_del {
+            if name == "all" {
+                n.netifs.clear();
+                continue;
+            }
             let before = n.netifs.len();
             n.netifs.retain(|v| &v.name != name);
             if n.netifs.len() == before {
-                bail!("--netif-del {name}: the container has no such interface");
+                bail_invalid!("--netif-del {name}: the container has no such interface");
             }
         }
-        for spec in &self.netif {
+        let vz: Vec<String> = self.netif_add.iter().map(|s| vzctl_netif(s)).collect::<Result<_>>()?;
+        for spec in self.netif.iter().chain(&vz) {
             let mut v = parse_netif(spec)?;
             if n.netifs.iter().any(|x| x.name == v.name) {
-                bail!("--netif {spec}: interface {} already exists; remove it first with --netif-del {}", v.name, v.name);
+                bail_invalid!("--netif {spec}: interface {} already exists; remove it first with --netif-del {}", v.name, v.name);
             }
             if v.mac.is_empty() {
                 // Stable: derived from the CTID and the interface's slot, skipping MACs in use.
@@ -105,7 +122,7 @@ impl NetArgs {
             let before = n.netdevs.len();
             n.netdevs.retain(|x| x != d);
             if n.netdevs.len() == before {
-                bail!("--netdev-del {d}: the container has no such device passed through");
+                bail_invalid!("--netdev-del {d}: the container has no such device passed through");
             }
         }
         for d in &self.netdev_add {
@@ -124,9 +141,34 @@ impl NetArgs {
 
 fn check_ifname(s: &str, opt: &str) -> Result<()> {
     if s.is_empty() || s.len() > 15 || s.contains(['/', ' ', ':', ',']) || s == "." || s == ".." {
-        bail!("{opt} {s:?}: not a valid interface name (1-15 characters, no '/', ':', ',' or spaces)");
+        bail_invalid!("{opt} {s:?}: not a valid interface name (1-15 characters, no '/', ':', ',' or spaces)");
     }
     Ok(())
+}
+
+/// vzctl's `--netif_add IFNAME[,MAC,HOST_IFNAME,HOST_MAC,BRIDGE]` as ferry's
+/// `NAME[:BRIDGE][,mac=MAC]`.
+pub fn vzctl_netif(spec: &str) -> Result<String> {
+    let f: Vec<&str> = spec.split(',').collect();
+    if f.len() > 5 {
+        bail_invalid!("--netif_add {spec}: at most IFNAME,MAC,HOST_IFNAME,HOST_MAC,BRIDGE");
+    }
+    let part = |i: usize| f.get(i).map(|s| s.trim()).unwrap_or("");
+    for (i, what) in [(2, "HOST_IFNAME"), (3, "HOST_MAC")] {
+        if !part(i).is_empty() {
+            bail_invalid!(
+                "--netif_add {spec}: ferry names and addresses the host end itself (fe<ctid>_<n>, a fixed MAC), so {what} must stay empty, e.g. eth0,,,,br0"
+            );
+        }
+    }
+    let mut out = part(0).to_string();
+    if !part(4).is_empty() {
+        out.push_str(&format!(":{}", part(4)));
+    }
+    if !part(1).is_empty() {
+        out.push_str(&format!(",mac={}", part(1)));
+    }
+    Ok(out)
 }
 
 /// NAME[:BRIDGE][,mac=MAC]; an empty `mac` means "generate".
@@ -145,13 +187,14 @@ pub fn parse_netif(spec: &str) -> Result<VethIf> {
     for p in parts {
         match p.split_once('=') {
             Some(("mac", m)) => {
-                let parsed = parse_mac(m).ok_or_else(|| anyhow!("--netif {spec}: invalid MAC {m:?}; use six hex pairs such as 02:00:00:12:34:56"))?;
+                let parsed =
+                    parse_mac(m).ok_or_else(|| invalid!("--netif {spec}: invalid MAC {m:?}; use six hex pairs such as 02:00:00:12:34:56"))?;
                 if parsed[0] & 1 == 1 {
-                    bail!("--netif {spec}: MAC {m} is a multicast address; the first byte must be even (e.g. 02:...)");
+                    bail_invalid!("--netif {spec}: MAC {m} is a multicast address; the first byte must be even (e.g. 02:...)");
                 }
                 mac = format_mac(&parsed);
             }
-            _ => bail!("--netif {spec}: unknown part {p:?}; the form is NAME[:BRIDGE][,mac=MAC]"),
+            _ => bail_invalid!("--netif {spec}: unknown part {p:?}; the form is NAME[:BRIDGE][,mac=MAC]"),
         }
     }
     Ok(VethIf { name: name.to_string(), bridge, mac })
@@ -162,10 +205,10 @@ pub struct ResArgs {
     /// CPU weight, OpenVZ scale (default 1000).
     #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub cpuunits: Option<String>,
-    /// Hard CPU cap in percent of one CPU (100 = one CPU).
+    /// Hard CPU cap in percent of one CPU (100 = one CPU; 0 lifts it, as vzctl).
     #[arg(long, allow_hyphen_values = true, value_name = "PCT")]
     pub cpulimit: Option<String>,
-    /// CPUs the container may run on, e.g. 0-1,3.
+    /// CPUs the container may run on, e.g. 0-1,3 (`all` lifts it).
     #[arg(long, allow_hyphen_values = true, value_name = "LIST")]
     pub cpumask: Option<String>,
     /// At most N CPUs' worth of time at once.
@@ -177,7 +220,7 @@ pub struct ResArgs {
     /// Swap on top of --ram.
     #[arg(long, allow_hyphen_values = true, value_name = "SIZE")]
     pub swap: Option<String>,
-    /// Processes and threads.
+    /// Processes and threads (vzctl's BARRIER:LIMIT takes the LIMIT).
     #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub numproc: Option<String>,
     /// Open files per process (RLIMIT_NOFILE; see docs/resources.md).
@@ -189,23 +232,57 @@ pub struct ResArgs {
     /// Relative disk I/O weight 0-7 (default 4).
     #[arg(long, allow_hyphen_values = true, value_name = "0-7")]
     pub ioprio: Option<String>,
-    /// Disk bandwidth cap, read and write each, e.g. 10M (bytes per second).
+    /// Disk bandwidth cap, read and write each, e.g. 10M (bytes per second; 0 lifts it).
     #[arg(long, allow_hyphen_values = true, value_name = "RATE")]
     pub iolimit: Option<String>,
-    /// Disk I/O operations per second, read and write each.
+    /// Disk I/O operations per second, read and write each (0 lifts it).
     #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub iopslimit: Option<String>,
 }
 
+/// vzctl's BARRIER:LIMIT for a limit ferry has one value of: the limit.
+fn limit_part(v: &str) -> &str {
+    v.rsplit_once(':').map_or(v, |(_, l)| l)
+}
+
 fn parse_count(opt: &str, v: &str) -> Result<u64> {
-    let n: i128 = v.trim().parse().map_err(|_| anyhow!("--{opt} {v:?}: not a whole number"))?;
+    let v = limit_part(v);
+    let n: i128 = v.trim().parse().map_err(|_| invalid!("--{opt} {v:?}: not a whole number"))?;
     if n <= 0 {
-        bail!("--{opt} {v}: must be greater than zero");
+        bail_invalid!("--{opt} {v}: must be greater than zero");
     }
-    u64::try_from(n).map_err(|_| anyhow!("--{opt} {v}: too large"))
+    u64::try_from(n).map_err(|_| invalid!("--{opt} {v}: too large"))
 }
 
 impl ResArgs {
+    /// Every option by its name (samples are written with them).
+    pub fn slots(&mut self) -> [(&'static str, &mut Option<String>); 12] {
+        [
+            ("cpuunits", &mut self.cpuunits),
+            ("cpulimit", &mut self.cpulimit),
+            ("cpumask", &mut self.cpumask),
+            ("cpus", &mut self.cpus),
+            ("ram", &mut self.ram),
+            ("swap", &mut self.swap),
+            ("numproc", &mut self.numproc),
+            ("numfiles", &mut self.numfiles),
+            ("diskspace", &mut self.diskspace),
+            ("ioprio", &mut self.ioprio),
+            ("iolimit", &mut self.iolimit),
+            ("iopslimit", &mut self.iopslimit),
+        ]
+    }
+
+    /// These options, with those not given taken from `fallback`.
+    pub fn or(mut self, mut fallback: ResArgs) -> ResArgs {
+        for ((_, mine), (_, theirs)) in self.slots().into_iter().zip(fallback.slots()) {
+            if mine.is_none() {
+                *mine = theirs.take();
+            }
+        }
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         [
             &self.cpuunits,
@@ -230,7 +307,7 @@ impl ResArgs {
     /// for --diskspace or --iolimit is refused, since vzctl read those in KiB and MB/s.
     pub fn apply(&self, res: &Resources) -> Result<Resources> {
         let mut r = res.clone();
-        let size = |opt: &str, v: &str| parse_size(v).map_err(|e| anyhow!("--{opt}: {e}"));
+        let size = |opt: &str, v: &str| parse_size(v).map_err(|e| invalid!("--{opt}: {e}"));
         fn lift<T>(slot: &mut Option<T>, v: &str, parse: impl FnOnce(&str) -> Result<T>) -> Result<()> {
             *slot = if is_unlimited(v) { None } else { Some(parse(v)?) };
             Ok(())
@@ -239,11 +316,14 @@ impl ResArgs {
             lift(&mut r.cpuunits, v, |v| parse_count("cpuunits", v))?;
         }
         if let Some(v) = &self.cpulimit {
+            let v = zero_is_unlimited(v);
             lift(&mut r.cpulimit, v, |v| parse_count("cpulimit", v.trim_end_matches('%')))?;
         }
         if let Some(v) = &self.cpumask {
+            // vzctl's `all`: every CPU, i.e. no mask.
+            let v = if v.trim() == "all" { "unlimited" } else { v.as_str() };
             lift(&mut r.cpumask, v, |v| {
-                ferry_runtime::config::parse_cpumask(v).map_err(|e| anyhow!("--cpumask: {e}"))?;
+                ferry_runtime::config::parse_cpumask(v).map_err(|e| invalid!("--cpumask: {e}"))?;
                 Ok(v.trim().to_string())
             })?;
         }
@@ -269,29 +349,42 @@ impl ResArgs {
         }
         if let Some(v) = &self.diskspace {
             lift(&mut r.diskspace, v, |v| {
+                let v = limit_part(v);
                 refuse_bare_number("diskspace", v, "10G or 10485760K", "KiB")?;
                 size("diskspace", v)
             })?;
         }
         if let Some(v) = &self.ioprio {
             lift(&mut r.ioprio, v, |v| {
-                let p: i64 = v.trim().parse().map_err(|_| anyhow!("--ioprio {v:?}: use a number 0-7"))?;
+                let p: i64 = v.trim().parse().map_err(|_| invalid!("--ioprio {v:?}: use a number 0-7"))?;
                 if !(0..=7).contains(&p) {
-                    bail!("--ioprio {v}: out of range; use 0 (lowest) .. 7 (highest)");
+                    bail_invalid!("--ioprio {v}: out of range; use 0 (lowest) .. 7 (highest)");
                 }
                 Ok(p as u8)
             })?;
         }
         if let Some(v) = &self.iolimit {
+            let v = zero_is_unlimited(v);
             lift(&mut r.iolimit, v, |v| {
                 refuse_bare_number("iolimit", v, "10M (bytes per second)", "MB/s")?;
-                parse_rate(v).map_err(|e| anyhow!("--iolimit: {e}"))
+                parse_rate(v).map_err(|e| invalid!("--iolimit: {e}"))
             })?;
         }
         if let Some(v) = &self.iopslimit {
-            lift(&mut r.iopslimit, v, |v| parse_count("iopslimit", v))?;
+            lift(&mut r.iopslimit, zero_is_unlimited(v), |v| parse_count("iopslimit", v))?;
         }
         Ok(r)
+    }
+}
+
+/// vzctl read 0 as "no limit" for --cpulimit, --iolimit and --iopslimit (a limit of nothing
+/// is no use): so does ferry.
+fn zero_is_unlimited(v: &str) -> &str {
+    let t = v.trim().trim_end_matches('%');
+    if !t.is_empty() && t.bytes().all(|b| b == b'0') {
+        "unlimited"
+    } else {
+        v
     }
 }
 
@@ -304,7 +397,7 @@ fn is_unlimited(v: &str) -> bool {
 /// refused rather than guessed.
 fn refuse_bare_number(opt: &str, v: &str, example: &str, vz_unit: &str) -> Result<()> {
     if !v.trim().is_empty() && v.trim().bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        bail!(
+        bail_invalid!(
             "--{opt} {v}: give a unit suffix (K, M, G, T), e.g. {example}: a bare number meant {vz_unit} to vzctl and bytes to ferry; or `unlimited`"
         );
     }
@@ -330,6 +423,51 @@ mod tests {
         assert_ne!(n.netifs[0].mac, n.netifs[1].mac);
         // Stable across calls.
         assert_eq!(a.apply(&ct, &NetConfig::default()).unwrap(), n);
+    }
+
+    #[test]
+    fn vzctl_netif_add_grammar() {
+        assert_eq!(vzctl_netif("eth0").unwrap(), "eth0");
+        assert_eq!(vzctl_netif("eth0,,,,br0").unwrap(), "eth0:br0");
+        assert_eq!(vzctl_netif("eth1,02:00:00:00:00:09,,,vmbr0").unwrap(), "eth1:vmbr0,mac=02:00:00:00:00:09");
+        for bad in ["eth0,,veth101.0,,br0", "eth0,,,FE:FF:FF:FF:FF:FF,br0", "a,b,c,d,e,f"] {
+            assert!(vzctl_netif(bad).is_err(), "{bad}");
+        }
+        let ct = Ctid::new("101").unwrap();
+        let a = NetArgs { netif_add: vec!["eth0,,,,br0".into()], ..Default::default() };
+        let n = a.apply(&ct, &NetConfig::default()).unwrap();
+        assert_eq!((n.netifs[0].name.as_str(), n.netifs[0].bridge.as_deref()), ("eth0", Some("br0")));
+        assert!(a.has_next_start_changes());
+        let gone = NetArgs { netif_del: vec!["all".into()], ..Default::default() }.apply(&ct, &n).unwrap();
+        assert!(gone.netifs.is_empty());
+    }
+
+    #[test]
+    fn vzctl_zeros_and_all_mean_no_limit() {
+        let set = ResArgs {
+            cpulimit: Some("50".into()),
+            iolimit: Some("1M".into()),
+            iopslimit: Some("9".into()),
+            cpumask: Some("0".into()),
+            ..Default::default()
+        };
+        let r = set.apply(&Resources::default()).unwrap();
+        let zero = ResArgs {
+            cpulimit: Some("0%".into()),
+            iolimit: Some("0".into()),
+            iopslimit: Some("0".into()),
+            cpumask: Some("all".into()),
+            ..Default::default()
+        };
+        assert_eq!(zero.apply(&r).unwrap(), Resources::default());
+        assert!(ResArgs { numproc: Some("0".into()), ..Default::default() }.apply(&r).is_err(), "a zero elsewhere stays refused");
+    }
+
+    #[test]
+    fn vzctl_barrier_limit_pairs_take_the_limit() {
+        let a = ResArgs { numproc: Some("80:100".into()), diskspace: Some("9G:10G".into()), ..Default::default() };
+        let r = a.apply(&Resources::default()).unwrap();
+        assert_eq!((r.numproc, r.diskspace), (Some(100), Some(10 << 30)));
     }
 
     #[test]
@@ -441,10 +579,10 @@ impl SecurityArgs {
     pub fn apply(&self, sec: &ferry_runtime::config::Security) -> Result<ferry_runtime::config::Security> {
         let mut s = sec.clone();
         for c in &self.capability {
-            ferry_runtime::capabilities::set_capabilities(&mut s, c).map_err(|e| anyhow!("--capability: {e}"))?;
+            ferry_runtime::capabilities::set_capabilities(&mut s, c).map_err(|e| invalid!("--capability: {e}"))?;
         }
         for f in &self.features {
-            ferry_runtime::isolation::set_features(&mut s, f).map_err(|e| anyhow!("--features: {e}"))?;
+            ferry_runtime::isolation::set_features(&mut s, f).map_err(|e| invalid!("--features: {e}"))?;
         }
         if let Some(p) = &self.seccomp {
             s.seccomp = ferry_runtime::isolation::parse_seccomp_option(p)?;

@@ -1,8 +1,11 @@
 //! `set`: hostname, passwords, venet addresses and resource limits live (vzctl semantics: live
 //! without --save, persisted with it); capabilities, devices, bridged interfaces, passed-through
-//! devices, seccomp, features and the uplink persisted for the next start.
+//! devices, seccomp, features and the uplink persisted for the next start; name, description,
+//! boot settings and the stop timeout saved only; name servers and search domains written into
+//! the container's /etc/resolv.conf at once (and at every start once saved).
 
-use anyhow::{bail, Result};
+use super::exit::usage;
+use anyhow::Result;
 use ferry_runtime::cgroups::DeviceRule;
 use ferry_runtime::config::ContainerConfig;
 use ferry_runtime::container::{self, Status};
@@ -21,32 +24,58 @@ pub struct SetArgs {
     #[arg(long)]
     pub devices: Vec<String>,
     #[command(flatten)]
+    pub settings: super::settings::SettingsArgs,
+    #[command(flatten)]
     pub net: super::opts::NetArgs,
     #[command(flatten)]
     pub res: super::opts::ResArgs,
     /// Capabilities, seccomp and features take effect on the next start (with --save).
     #[command(flatten)]
     pub security: super::opts::SecurityArgs,
+    /// Apply a sample config's limits: NAME (samples/NAME.toml beside the host config file) or
+    /// a FILE; limit options given here win.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub applyconfig: Option<String>,
     /// Persist the settings in the container's config.
     #[arg(long)]
     pub save: bool,
 }
 
-pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
-    let ct = super::ctid(&a.ctid)?;
+pub fn set(h: &Host, loaded: &ferry_runtime::host_config::Loaded, mut a: SetArgs) -> Result<u8> {
+    let ct = super::ctid(h, &a.ctid)?;
+    if let Some(s) = &a.applyconfig {
+        a.res = super::applyconfig::merged(loaded, s, &a.res)?;
+    }
     let mut cfg = container::load_config(h, &ct)?;
     let lock = ContainerLock::acquire(h, &ct, "set")?;
     let (status, state) = container::status(h, &ct)?;
     let running = status == Status::Running;
     let mut state = state.filter(|_| running);
-    if a.hostname.is_none() && a.userpasswd.is_empty() && a.security.is_empty() && a.devices.is_empty() && a.net.is_empty() && a.res.is_empty() {
-        bail!("container {ct}: set: nothing to change; see `ferry set --help`");
+    if a.hostname.is_none()
+        && a.userpasswd.is_empty()
+        && a.security.is_empty()
+        && a.devices.is_empty()
+        && a.net.is_empty()
+        && a.res.is_empty()
+        && a.settings.is_empty()
+    {
+        usage!("container {ct}: set: nothing to change; see `ferry set --help`");
     }
     if a.net.has_next_start_changes() && !a.save {
-        bail!("container {ct}: set: --netif, --netif-del, --netdev-add, --netdev-del and --uplink take effect at the next start; add --save");
+        usage!(
+            "container {ct}: set: --netif, --netif_add, --netif-del, --netdev-add, --netdev-del and --uplink take effect at the next start; add --save"
+        );
+    }
+    if a.settings.has_saved_only() && !a.save {
+        usage!("container {ct}: set: --name, --description, --onboot, --bootorder and --stop-timeout are kept in the config only; add --save");
     }
     if (!a.net.ipadd.is_empty() || !a.net.ipdel.is_empty() || !a.res.is_empty()) && !running && !a.save {
-        bail!("container {ct}: set: container is not running, so addresses and limits without --save change nothing; add --save");
+        usage!("container {ct}: set: container is not running, so addresses and limits without --save change nothing; add --save");
+    }
+    // Name, description, boot and DNS settings, checked before anything changes.
+    let with_settings = a.settings.apply(&cfg)?;
+    if let Some(Some(n)) = a.settings.new_name() {
+        ferry_runtime::lookup::check_name_free(h, &ct, n)?;
     }
     // The new network and limits, checked before anything changes. A running container's
     // limits change from those in force (earlier live changes stay); --save changes the
@@ -59,19 +88,19 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
     // live limits are checked against the cgroup it runs in (by set_resources_live).
     // (Limits of a stopped container change only with --save, refused above otherwise.)
     if a.save {
-        container::check_resources(h, &new_saved).map_err(|e| anyhow::anyhow!("container {ct}: set: {e}; nothing was changed"))?;
+        container::check_resources(h, &new_saved).map_err(|e| super::exit::invalid!("container {ct}: set: {e}; nothing was changed"))?;
     }
     let live_ips: Vec<std::net::IpAddr> =
         state.as_ref().and_then(|s| s.net_objects.as_ref()).and_then(|n| n.venet.as_ref()).map(|v| v.addrs.clone()).unwrap_or_default();
     let ip_add: Vec<std::net::IpAddr> = a.net.ipadd.iter().filter(|x| !live_ips.contains(x)).copied().collect();
     let ip_del: Vec<std::net::IpAddr> = a.net.ipdel_addrs(&live_ips)?.into_iter().filter(|x| live_ips.contains(x)).collect();
     if (!a.security.is_empty() || !a.devices.is_empty()) && !a.save {
-        bail!(
+        usage!(
             "container {ct}: set: capabilities, seccomp, features and devices cannot change in a running container; add --save (they take effect on the next start)"
         );
     }
     if a.hostname.is_some() && !running && !a.save {
-        bail!("container {ct}: set: container is not running, so --hostname without --save changes nothing; add --save");
+        usage!("container {ct}: set: container is not running, so --hostname without --save changes nothing; add --save");
     }
     // Validate everything before changing anything.
     let mut sec = a.security.apply(&cfg.security).map_err(|e| anyhow::anyhow!("container {ct}: set: {e:#}; nothing was changed"))?;
@@ -122,6 +151,9 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
     for up in &a.userpasswd {
         container::set_userpasswd(h, &ct, up)?;
     }
+    if a.settings.has_dns() {
+        container::set_dns(h, &ct, &with_settings.dns)?;
+    }
     if running && !a.save && new_live.diskspace != cfg.resources.diskspace {
         // The disk backend keeps the new size (an image cannot shrink back at the next start),
         // so the config must say so too.
@@ -140,6 +172,10 @@ pub fn set(h: &Host, a: SetArgs) -> Result<u8> {
         if let Some(hn) = &a.hostname {
             cfg.hostname = Some(hn.clone());
         }
+        cfg.name = with_settings.name;
+        cfg.description = with_settings.description;
+        cfg.boot = with_settings.boot;
+        cfg.dns = with_settings.dns;
         let sec_changed = sec != cfg.security;
         cfg.security = sec;
         cfg.save(&h.config_path(&ct))?;

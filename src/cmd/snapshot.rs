@@ -78,7 +78,7 @@ fn time_str(t: i64) -> String {
 pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
     match cmd {
         SnapshotCmd::Create { ctid, name, stateless } => {
-            let ct = super::ctid(&ctid)?;
+            let ct = super::ctid(h, &ctid)?;
             let cfg = container::load_config(h, &ct)?;
             let lock = ContainerLock::acquire(h, &ct, "snapshot")?;
             super::checkpoint::thaw_stale(h, &lock);
@@ -94,7 +94,7 @@ pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
             Ok(0)
         }
         SnapshotCmd::List { ctid, json } => {
-            let ct = super::ctid(&ctid)?;
+            let ct = super::ctid(h, &ctid)?;
             let list = store::list(h, &ct);
             let last_error = store::last_error(h, &ct);
             let rows: Vec<(store::SnapshotMeta, store::Usage)> = list
@@ -135,14 +135,14 @@ pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
             Ok(0)
         }
         SnapshotCmd::Delete { ctid, id } => {
-            let ct = super::ctid(&ctid)?;
+            let ct = super::ctid(h, &ctid)?;
             let lock = ContainerLock::acquire(h, &ct, "snapshot delete")?;
             snap::delete(h, &lock, &id)?;
             println!("container {ct}: snapshot {id} deleted");
             Ok(0)
         }
         SnapshotCmd::Restore { ctid, id } => {
-            let ct = super::ctid(&ctid)?;
+            let ct = super::ctid(h, &ctid)?;
             let cfg = container::load_config(h, &ct)?;
             let lock = ContainerLock::acquire(h, &ct, "snapshot restore")?;
             super::checkpoint::thaw_stale(h, &lock);
@@ -157,7 +157,7 @@ pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
             Ok(0)
         }
         SnapshotCmd::Export { ctid, id, file } => {
-            let ct = super::ctid(&ctid)?;
+            let ct = super::ctid(h, &ctid)?;
             let cfg = container::load_config(h, &ct)?;
             // Shared: an export only reads the snapshot; the lock keeps a delete away.
             let _lock = ContainerLock::acquire(h, &ct, "snapshot export")?;
@@ -166,7 +166,7 @@ pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
             Ok(0)
         }
         SnapshotCmd::Schedule { ctid, every, keep, keep_daily, off } => {
-            let ct = super::ctid(&ctid)?;
+            let ct = super::ctid(h, &ctid)?;
             let _lock = ContainerLock::acquire(h, &ct, "snapshot schedule")?;
             let mut cfg = container::load_config(h, &ct)?;
             if off {

@@ -21,6 +21,8 @@ pub struct TestHost {
     pub data: PathBuf,
     pub run: PathBuf,
     pub cgroup_parent: String,
+    /// This host's config file (FERRY_HOST_CONFIG): never the machine's /etc/ferry.
+    pub host_config: PathBuf,
     pub template: PathBuf,
     /// The simulated host's netns (/run/netns/NAME) every ferry command runs in, if any.
     pub netns: Option<String>,
@@ -65,7 +67,9 @@ impl TestHost {
                 t
             }
         };
-        TestHost { dir, data, run, cgroup_parent: format!("ferry-t{u}"), template, netns: None, cgroup_mode: cgroup_mode() }
+        let host_config = dir.path().join("ferry.toml");
+        std::fs::write(&host_config, "# host config of a test host: its paths come from FERRY_* variables\n").expect("write host config");
+        TestHost { dir, data, run, cgroup_parent: format!("ferry-t{u}"), host_config, template, netns: None, cgroup_mode: cgroup_mode() }
     }
 
     /// A host whose ferry commands run in the network namespace at `netns_path` (entered
@@ -89,9 +93,23 @@ impl TestHost {
             .env("FERRY_RUN_DIR", &self.run)
             .env("FERRY_CGROUP_PARENT", &self.cgroup_parent)
             .env("FERRY_CGROUP_MODE", self.cgroup_mode.as_str())
+            .env("FERRY_HOST_CONFIG", &self.host_config)
+            .env_remove("FERRY_STOP_MODE")
             .env_remove("FERRY_LOG")
             .stdin(Stdio::null());
         c
+    }
+
+    /// `env FERRY_...=... ` naming this host, for a ferry started elsewhere (over ssh).
+    pub fn env_prefix(&self) -> String {
+        format!(
+            "env FERRY_DATA_DIR={} FERRY_RUN_DIR={} FERRY_CGROUP_PARENT={} FERRY_CGROUP_MODE={} FERRY_HOST_CONFIG={}",
+            self.data.display(),
+            self.run.display(),
+            self.cgroup_parent,
+            self.cgroup_mode,
+            self.host_config.display()
+        )
     }
 
     pub fn ferry(&self, args: &[&str]) -> Output {
@@ -111,12 +129,25 @@ impl TestHost {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
-    /// Run ferry, require exit 1 with a `ferry: ` message, return stderr.
+    /// Run ferry, require a failure (any code but 0) with a `ferry: ` message, return stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let o = self.ferry(args);
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert_eq!(o.status.code(), Some(1), "ferry {args:?} should fail: stdout {} stderr {err}", String::from_utf8_lossy(&o.stdout));
+        assert!(
+            !o.status.success() && o.status.code().is_some(),
+            "ferry {args:?} should fail: {} stdout {} stderr {err}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout)
+        );
         assert!(err.starts_with("ferry: "), "{err}");
+        err
+    }
+
+    /// Run ferry, require exit `code` (see docs/exit-codes.md), return stderr.
+    pub fn fails_with(&self, code: i32, args: &[&str]) -> String {
+        let o = self.ferry(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(code), "ferry {args:?}: stdout {} stderr {err}", String::from_utf8_lossy(&o.stdout));
         err
     }
 
@@ -148,16 +179,30 @@ impl TestHost {
         self.ok(&["exec", ct, "--", "sh", "-c", sh])
     }
 
-    /// `FERRY_DATA_DIR=... FERRY_CGROUP_MODE=...`: what a ferry started elsewhere (over ssh,
-    /// which passes no environment) needs to act as this host, for `env`.
-    pub fn env_assignments(&self) -> String {
-        format!(
-            "FERRY_DATA_DIR={} FERRY_RUN_DIR={} FERRY_CGROUP_PARENT={} FERRY_CGROUP_MODE={}",
-            self.data.display(),
-            self.run.display(),
-            self.cgroup_parent,
-            self.cgroup_mode
-        )
+    /// A counter in the container's memory: a shell loop writing its value to /root/ctr every
+    /// 50 ms. Returns once it counts.
+    pub fn start_counter(&self, ct: &str) {
+        self.exec(ct, "sh -c 'i=0; while :; do i=$((i+1)); echo $i > /root/ctr; sleep 0.05; done' >/dev/null 2>&1 &");
+        wait_for("the counter to count", || self.counter(ct) > 3);
+    }
+
+    /// The counter's value (0 before it wrote one).
+    pub fn counter(&self, ct: &str) -> u64 {
+        std::fs::read_to_string(self.data.join(format!("private/{ct}/root/ctr"))).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// A process inside that holds a host file (the stdin `ferry exec` gave it): CRIU cannot
+    /// dump the container while it lives.
+    pub fn hold_host_file(&self, ct: &str) {
+        let host_file = self.dir.path().join("host-file");
+        std::fs::write(&host_file, "outside").unwrap();
+        let st = self
+            .cmd()
+            .args(["exec", ct, "--", "sh", "-c", "exec 3<&0; sleep 1000 >/dev/null 2>&1 &"])
+            .stdin(std::fs::File::open(&host_file).unwrap())
+            .status()
+            .unwrap();
+        assert!(st.success());
     }
 
     /// This host as the runtime library sees it (for tests that call it directly).
@@ -234,6 +279,15 @@ impl TestHost {
                 assert!(subs.is_empty(), "cgroups left: {subs:?}");
             }
         }
+    }
+}
+
+/// Poll `f` every 50 ms until it holds; panics after 10 s naming `what`.
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

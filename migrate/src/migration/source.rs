@@ -36,6 +36,9 @@ pub struct MigrateOptions {
     /// How the image travels: inside the ssh connection, or on a direct TCP connection.
     pub data_channel: super::image_stream::DataChannel,
     pub dry_run: bool,
+    /// The container as the destination gets it, when that is not as it is here: another
+    /// CTID, name or addresses (`migrate --new-id`; see `ferry_runtime::newid`).
+    pub dest_config: Option<ContainerConfig>,
     pub progress: Option<ProgressFn>,
     /// Told about each stage as it starts (the CLI prints or draws it).
     pub on_stage: Option<StageFn>,
@@ -53,6 +56,7 @@ impl MigrateOptions {
             compress: 1,
             data_channel: Default::default(),
             dry_run: false,
+            dest_config: None,
             progress: None,
             on_stage: None,
         }
@@ -68,6 +72,8 @@ struct Run<'a> {
     host: &'a Host,
     lock: &'a ContainerLock,
     cfg: ContainerConfig,
+    /// The container as the destination gets it (`cfg` unless `--new-id`).
+    dest_cfg: ContainerConfig,
     opts: &'a MigrateOptions,
     report: MigrationReport,
     work: PathBuf,
@@ -103,10 +109,12 @@ pub async fn migrate(host: &Host, lock: &ContainerLock, opts: &MigrateOptions) -
     let work = host.run_ct_dir(&ct).join("outgoing");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
+    let dest_cfg = opts.dest_config.clone().unwrap_or_else(|| cfg.clone());
     let mut run = Run {
         host,
         lock,
         cfg,
+        dest_cfg,
         opts,
         report: MigrationReport {
             ctid: ct.to_string(),
@@ -163,10 +171,11 @@ async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> R
 
     // --- preflight: nothing has changed yet.
     run.stage("preflight");
+    let dest = &run.dest_cfg;
     let pre = Preflight {
-        ctid: ct.to_string(),
-        config_toml: run.cfg.to_toml(),
-        ips: run.cfg.net.ipadd.iter().map(|a| a.to_string()).collect(),
+        ctid: dest.ctid.to_string(),
+        config_toml: dest.to_toml(),
+        ips: dest.net.ipadd.iter().map(|a| a.to_string()).collect(),
         needed_disk_bytes: needed,
         criu_version,
         cpuinfo,
@@ -179,7 +188,7 @@ async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> R
         Body::PreflightResult(r) if r.ok => {}
         Body::PreflightResult(r) => {
             abort(&conn, "preflight failed", run.opts.keep_dst).await;
-            return Err(Error::Preflight { ctid: ct.to_string(), problems: r.problems });
+            return Err(Error::Preflight { ctid: run.dest_cfg.ctid.to_string(), problems: r.problems });
         }
         other => return Err(Error::Protocol(format!("expected PreflightResult, got {}", other.name()))),
     }
@@ -187,7 +196,8 @@ async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> R
         abort(&conn, "dry run", true).await;
         return Ok(());
     }
-    expect_ok(conn.request_timeout(Body::Config(ConfigMsg { ctid: ct.to_string(), config_toml: run.cfg.to_toml() }), REPLY_TIMEOUT).await)?;
+    let dest = &run.dest_cfg;
+    expect_ok(conn.request_timeout(Body::Config(ConfigMsg { ctid: dest.ctid.to_string(), config_toml: dest.to_toml() }), REPLY_TIMEOUT).await)?;
 
     let res = if online { online_switch(run, &conn, &area).await } else { offline_switch(run, &conn, &area, running).await };
     match res {
@@ -211,7 +221,7 @@ async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> R
             if said.is_empty() {
                 Err(e)
             } else {
-                Err(Error::Migration(format!("{e}\nthe destination said: {said}")))
+                Err(Error::DestinationSaid { cause: Box::new(e), said: said.to_string() })
             }
         }
     }
@@ -292,8 +302,21 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
     journal(Stage::Dumped, Some(image_dir.clone())).write(run.host, &ct)?;
     hostops::blackhole(&run.cfg);
 
-    // From here on a failure restores the container here from the dump.
-    let res = after_dump(run, conn, area, &image_dir, t_freeze).await;
+    // From here on a failure restores the container here from the dump. Under a new CTID the
+    // checkpoint goes out as the destination's container; a rollback here needs it back.
+    let here_meta = ferry_runtime::container::CheckpointMeta::load(&image_dir)?;
+    let res = match (&here_meta, run.dest_cfg.ctid != ct) {
+        (Some(m), true) => match m.retarget(&run.dest_cfg).and_then(|d| d.save(&image_dir)) {
+            Ok(()) => after_dump(run, conn, area, &image_dir, t_freeze).await,
+            Err(e) => Err(e.into()),
+        },
+        _ => after_dump(run, conn, area, &image_dir, t_freeze).await,
+    };
+    if let (Err(_), Some(m)) = (&res, &here_meta) {
+        if let Err(e) = m.save(&image_dir) {
+            tracing::warn!("container {ct}: putting its checkpoint back: {e}");
+        }
+    }
     match res {
         Ok(()) => {
             let _ = std::fs::remove_dir_all(&image_dir);
@@ -310,11 +333,14 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
                     let _ = std::fs::remove_dir_all(&image_dir);
                     Err(Error::RolledBack { ctid: ct.to_string(), cause: Box::new(e) })
                 }
-                Err(re) => Err(Error::Migration(format!(
-                    "migration of {ct} failed ({e}) and restoring it here failed too ({re}); its dump is kept in {}: \
+                Err(re) => Err(Error::NeedsAction {
+                    ctid: ct.to_string(),
+                    msg: format!(
+                        "migration of {ct} failed ({e}) and restoring it here failed too ({re}); its dump is kept in {}: \
                      fix the cause and run `ferry restore {ct}` (it finds the dump through the migration journal)",
-                    image_dir.display()
-                ))),
+                        image_dir.display()
+                    ),
+                }),
             }
         }
     }
@@ -332,14 +358,14 @@ async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir
     }
     run.stage("image transfer");
     let t = Instant::now();
-    let sent = super::image_stream::send_image(conn, image_dir, &run.cfg, run.opts.compress, &run.opts.data_channel).await?;
+    let sent = super::image_stream::send_image(conn, image_dir, &run.dest_cfg, run.opts.compress, &run.opts.data_channel).await?;
     run.report.image_bytes = sent.image_bytes;
     run.report.image_wire_bytes = sent.wire_bytes;
     run.report.image_transfer_ms = ms(t.elapsed());
 
     run.stage("restore on the destination");
     let t = Instant::now();
-    match conn.request_timeout(Body::Restore(Restore { ctid: ct.to_string(), from_image: true }), RESTORE_TIMEOUT).await? {
+    match conn.request_timeout(Body::Restore(Restore { ctid: run.dest_cfg.ctid.to_string(), from_image: true }), RESTORE_TIMEOUT).await? {
         Body::Restored(_) => {}
         other => return Err(Error::Protocol(format!("expected Restored, got {}", other.name()))),
     }
@@ -361,8 +387,9 @@ async fn commit_and_finish(run: &mut Run<'_>, conn: &Connection) -> Result<()> {
     let ct = run.cfg.ctid.clone();
     run.stage("announce");
     let t = Instant::now();
-    let ips = run.cfg.net.ipadd.iter().map(|a| a.to_string()).collect();
-    expect_ok(conn.request_timeout(Body::Announce(Announce { ctid: ct.to_string(), ips }), REPLY_TIMEOUT).await)?;
+    let ips = run.dest_cfg.net.ipadd.iter().map(|a| a.to_string()).collect();
+    let dest_ct = run.dest_cfg.ctid.to_string();
+    expect_ok(conn.request_timeout(Body::Announce(Announce { ctid: dest_ct.clone(), ips }), REPLY_TIMEOUT).await)?;
     run.report.announce_ms = ms(t.elapsed());
     Journal {
         stage: Stage::Committed,
@@ -375,7 +402,7 @@ async fn commit_and_finish(run: &mut Run<'_>, conn: &Connection) -> Result<()> {
     if super::dest::fault("die-after-commit") {
         std::process::exit(137);
     }
-    let _ = conn.request_timeout(Body::Done(Done { ctid: ct.to_string() }), REPLY_TIMEOUT).await;
+    let _ = conn.request_timeout(Body::Done(Done { ctid: dest_ct }), REPLY_TIMEOUT).await;
     let _ = conn.close().await;
 
     run.stage("source cleanup");
@@ -406,7 +433,7 @@ async fn offline_switch(run: &mut Run<'_>, conn: &Connection, area: &Path, runni
         if running {
             run.stage("start on the destination");
             let t = Instant::now();
-            match conn.request_timeout(Body::Restore(Restore { ctid: ct.to_string(), from_image: false }), RESTORE_TIMEOUT).await? {
+            match conn.request_timeout(Body::Restore(Restore { ctid: run.dest_cfg.ctid.to_string(), from_image: false }), RESTORE_TIMEOUT).await? {
                 Body::Restored(_) => {}
                 other => return Err(Error::Protocol(format!("expected Restored, got {}", other.name()))),
             }
@@ -420,7 +447,10 @@ async fn offline_switch(run: &mut Run<'_>, conn: &Connection, area: &Path, runni
         cleanup_remote(run).await;
         if running {
             if let Err(se) = hostops::start(run.host, run.lock, &run.cfg) {
-                return Err(Error::Migration(format!("offline migration of {ct} failed ({e}) and starting it here again failed ({se})")));
+                return Err(Error::NeedsAction {
+                    ctid: ct.to_string(),
+                    msg: format!("offline migration of {ct} failed ({e}) and starting it here again failed ({se}); start it with `ferry start {ct}`"),
+                });
             }
         }
         return Err(Error::RolledBack { ctid: ct.to_string(), cause: Box::new(e) });
@@ -429,7 +459,7 @@ async fn offline_switch(run: &mut Run<'_>, conn: &Connection, area: &Path, runni
 }
 
 fn sync_opts(run: &Run<'_>, pass: u32) -> SyncOptions {
-    SyncOptions { pass, ctid: run.cfg.ctid.to_string(), progress: run.opts.progress.clone(), ..Default::default() }
+    SyncOptions { pass, ctid: run.dest_cfg.ctid.to_string(), progress: run.opts.progress.clone(), ..Default::default() }
 }
 
 fn pass_report(s: &PassStats) -> SyncPassReport {
@@ -454,7 +484,7 @@ async fn abort(conn: &Connection, reason: &str, keep_files: bool) {
 /// After a failure, make sure the destination holds nothing half-made even if its receiver
 /// died: run `ferry migrate-cleanup CTID` there over a fresh ssh connection (best effort).
 async fn cleanup_remote(run: &Run<'_>) {
-    let mut args = vec!["migrate-cleanup".to_string(), run.cfg.ctid.to_string()];
+    let mut args = vec!["migrate-cleanup".to_string(), run.dest_cfg.ctid.to_string()];
     if run.opts.keep_dst {
         args.push("--keep-files".into());
     }

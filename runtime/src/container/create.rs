@@ -1,4 +1,4 @@
-use crate::config::{ContainerConfig, NetConfig, Resources, Security, StorageKind};
+use crate::config::{Boot, ContainerConfig, Dns, NetConfig, Resources, Security, StorageKind};
 use crate::container::{status, Status};
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -18,6 +18,11 @@ pub struct CreateOptions {
     pub resources: Resources,
     /// Isolation beyond the defaults (capabilities, seccomp, features).
     pub security: Security,
+    /// Name (checked free by [`create`]), description, boot and resolver settings.
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub boot: Boot,
+    pub dns: Dns,
 }
 
 /// Check limits as far as a container that does not run yet allows: values and ranges (CPUs
@@ -42,7 +47,7 @@ pub fn check_hostname(h: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Config(format!("invalid hostname {h:?}: use letters, digits, '-' and '.' (at most 64 characters)")))
+        Err(Error::Invalid(format!("invalid hostname {h:?}: use letters, digits, '-' and '.' (at most 64 characters)")))
     }
 }
 
@@ -62,11 +67,20 @@ pub fn create(host: &Host, lock: &ContainerLock, opts: &CreateOptions) -> Result
     let ct = lock.ctid();
     check_writable(host)?;
     if host.config_path(ct).exists() {
-        return Err(Error::ct(ct.as_str(), "create", "container already exists; destroy it first or pick another CTID"));
+        return Err(Error::Exists {
+            ctid: ct.to_string(),
+            op: "create",
+            msg: "container already exists; destroy it first or pick another CTID".into(),
+        });
     }
     if let Some(h) = &opts.hostname {
         check_hostname(h)?;
     }
+    crate::lookup::check_new_ctid(host, ct)?;
+    if let Some(n) = &opts.name {
+        crate::lookup::check_name_free(host, ct, n)?;
+    }
+    crate::dns::check(&opts.dns)?;
     // Refuse a bad template before anything is made.
     crate::template::template_kind(&opts.template)?;
     check_resources(host, &opts.resources).map_err(|e| Error::ct(ct.as_str(), "create", e.to_string()))?;
@@ -77,6 +91,10 @@ pub fn create(host: &Host, lock: &ContainerLock, opts: &CreateOptions) -> Result
     cfg.resources = opts.resources.clone();
     crate::isolation::Applied::from_security(&opts.security).map_err(|e| Error::ct(ct.as_str(), "create", e.to_string()))?;
     cfg.security = opts.security.clone();
+    cfg.name = opts.name.clone();
+    cfg.description = opts.description.clone();
+    cfg.boot = opts.boot.clone();
+    cfg.dns = opts.dns.clone();
     cfg.storage.kind = crate::storage::backends::choose_kind(&host.data_dir, cfg.resources.diskspace)?;
     crate::storage::prepare(host, &cfg, &opts.template)?;
     let res = (|| {
@@ -115,7 +133,11 @@ pub fn destroy(host: &Host, lock: &ContainerLock, force: bool) -> Result<()> {
         Status::Stopped => {}
         _ if force => crate::container::stop(host, lock, &cfg, std::time::Duration::from_secs(10))?,
         Status::Running => {
-            return Err(Error::ct(ct.as_str(), "destroy", format!("container is running; stop it first (`ferry stop {ct}`) or pass --force")))
+            return Err(Error::already_running(
+                ct.as_str(),
+                "destroy",
+                format!("container is running; stop it first (`ferry stop {ct}`) or pass --force"),
+            ))
         }
         Status::Mounted => crate::container::teardown(host, &cfg, None)?,
     }

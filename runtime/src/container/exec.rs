@@ -130,21 +130,37 @@ fn exec_env() -> Vec<CString> {
     .collect()
 }
 
+/// The exit code when `execvpe` fails with `e`: as a shell (and podman exec) says, 127 for a
+/// command that is not there, 126 for one that cannot run; 125 for anything else.
+pub fn exec_failure_code(e: nix::errno::Errno) -> u8 {
+    use nix::errno::Errno;
+    match e {
+        Errno::ENOENT | Errno::ENOTDIR => crate::exit::EXEC_NOT_FOUND,
+        Errno::EACCES | Errno::ENOEXEC | Errno::EISDIR | Errno::EPERM => crate::exit::EXEC_CANNOT_RUN,
+        _ => crate::exit::EXEC_OWN_FAILURE,
+    }
+}
+
 fn exec_in_child(j: &Joiner, argv: &[CString], env: &[CString], nofile: Option<u64>) -> ! {
-    let r: std::result::Result<(), String> = j.finish_in_child().and_then(|()| {
-        crate::container::start::close_fds_except(-1);
-        if let Some(n) = nofile {
-            crate::container::start::set_own_nofile(n)?;
-        }
-        crate::container::start::default_signals();
-        j.isolation.apply_in_child()?;
-        let e = nix::unistd::execvpe(&argv[0], argv, env).unwrap_err();
-        Err(format!("{:?}: {e}", argv[0]))
-    });
-    let msg = r.unwrap_err();
+    let r: std::result::Result<(), (String, u8)> = j
+        .finish_in_child()
+        .and_then(|()| {
+            crate::container::start::close_fds_except(-1);
+            if let Some(n) = nofile {
+                crate::container::start::set_own_nofile(n)?;
+            }
+            crate::container::start::default_signals();
+            j.isolation.apply_in_child()
+        })
+        .map_err(|m| (m, crate::exit::EXEC_OWN_FAILURE))
+        .and_then(|()| {
+            let e = nix::unistd::execvpe(&argv[0], argv, env).unwrap_err();
+            Err((format!("{:?}: {e}", argv[0]), exec_failure_code(e)))
+        });
+    let (msg, code) = r.unwrap_err();
     let _ = writeln!(std::io::stderr(), "ferry: exec {msg}");
-    // SAFETY: _exit is always safe; 127 like a shell when the command cannot run.
-    unsafe { libc::_exit(127) }
+    // SAFETY: _exit is always safe.
+    unsafe { libc::_exit(i32::from(code)) }
 }
 
 /// Run `argv` inside the running container `ct`; returns its exit code (128+N if killed by
@@ -179,6 +195,45 @@ pub fn exec(host: &Host, ct: &Ctid, argv: &[String]) -> Result<i32> {
     }
 }
 
+/// [`exec`] from a forked child, so the caller stays in its own namespaces (for the runtime's
+/// own commands inside, such as action scripts). The command's exit code; a failure to get
+/// it running comes back as the error.
+pub fn exec_detached(host: &Host, ct: &Ctid, argv: &[String]) -> Result<i32> {
+    crate::container::ensure_single_threaded(ct, "exec")?;
+    running_state(host, ct, "exec")?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
+    // SAFETY: single-threaded process; the child exits without returning.
+    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))? {
+        ForkResult::Child => {
+            drop(err_r);
+            let code = match exec(host, ct, argv) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = File::from(err_w).write_all(e.to_string().as_bytes());
+                    i32::from(crate::exit::EXEC_OWN_FAILURE)
+                }
+            };
+            // SAFETY: _exit is always safe.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(err_w);
+            let mut msg = String::new();
+            let _ = File::from(err_r).read_to_string(&mut msg);
+            let code = match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, c)) => c,
+                Ok(WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
+                _ => i32::from(crate::exit::EXEC_OWN_FAILURE),
+            };
+            if msg.is_empty() {
+                Ok(code)
+            } else {
+                Err(Error::ct(ct.as_str(), "exec", msg))
+            }
+        }
+    }
+}
+
 /// Run `f` inside the container: in its namespaces when it runs, else chrooted into its
 /// private area. Runs in a forked child, so the caller stays where it is. The child has the
 /// container's capabilities, plus SYS_ADMIN with `privileged` (for sethostname in the
@@ -188,7 +243,7 @@ where
     F: FnOnce() -> std::result::Result<(), String>,
 {
     crate::container::ensure_single_threaded(ct, "set")?;
-    let st = crate::container::status(host, ct)?.1;
+    let (status, st) = crate::container::status(host, ct)?;
     let joiner = st.as_ref().map(|st| Joiner::open(host, ct, st, "set")).transpose()?;
     let mut keep = match &joiner {
         Some(j) => j.isolation.caps.clone(),
@@ -197,7 +252,34 @@ where
     if privileged {
         keep.insert(caps::Capability::CAP_SYS_ADMIN);
     }
-    let private = host.private_dir(ct);
+    // A stopped container's files: its mounted root, else its private area; an image must be
+    // mounted for it (and is unmounted again afterwards).
+    let image = crate::container::load_config(host, ct)?.storage.kind == crate::config::StorageKind::Image;
+    let temp_mount = joiner.is_none() && image && status == crate::container::Status::Stopped;
+    let private = if joiner.is_none() && (image || status == crate::container::Status::Mounted) {
+        if temp_mount {
+            crate::storage::mount_root(host, &crate::container::load_config(host, ct)?)?
+        } else {
+            host.root_dir(ct)
+        }
+    } else {
+        host.private_dir(ct)
+    };
+    let res = fork_in_container(ct, joiner.as_ref(), &private, privileged, &keep, f);
+    if temp_mount {
+        if let Err(e) = crate::storage::unmount_root(host, &crate::container::load_config(host, ct)?) {
+            tracing::warn!("container {ct}: unmount after the change: {e}");
+        }
+    }
+    res
+}
+
+/// [`run_in_container`]'s fork: the child joins `joiner`'s namespaces, or chroots into `files`.
+fn fork_in_container<F>(ct: &Ctid, joiner: Option<&Joiner>, files: &std::path::Path, privileged: bool, keep: &caps::CapsHashSet, f: F) -> Result<()>
+where
+    F: FnOnce() -> std::result::Result<(), String>,
+{
+    let private = files;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
     // SAFETY: single-threaded process; the child exits without returning.
     match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))? {
@@ -205,7 +287,7 @@ where
             drop(err_r);
             let r = (|| {
                 make_undumpable()?;
-                match &joiner {
+                match joiner {
                     Some(j) => {
                         for (kind, f) in &j.ns {
                             nix::sched::setns(f.as_fd(), kind.flag()).map_err(|e| format!("join the {} namespace: {e}", kind.name()))?;
@@ -217,11 +299,11 @@ where
                         }
                     }
                     None => {
-                        nix::unistd::chroot(&private).map_err(|e| format!("chroot {}: {e}", private.display()))?;
+                        nix::unistd::chroot(private).map_err(|e| format!("chroot {}: {e}", private.display()))?;
                         nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
                     }
                 }
-                crate::capabilities::restrict_to(&keep).map_err(|e| e.to_string())?;
+                crate::capabilities::restrict_to(keep).map_err(|e| e.to_string())?;
                 f()
             })();
             let code = match r {
@@ -267,6 +349,12 @@ fn copy_winsize(from: i32, to: i32) {
 /// devpts (so a checkpoint of the container sees only its own ptys). Returns the shell's exit
 /// code.
 pub fn enter(host: &Host, ct: &Ctid) -> Result<i32> {
+    enter_with(host, ct, &[])
+}
+
+/// [`enter`] running `cmd` (looked up in the container's PATH) on the pty instead of a login
+/// shell, when it is not empty (vzctl's `enter --exec`); returns its exit code.
+pub fn enter_with(host: &Host, ct: &Ctid, cmd: &[String]) -> Result<i32> {
     crate::container::ensure_single_threaded(ct, "enter")?;
     let st = running_state(host, ct, "enter")?;
     // Joined first: the pty and the shell are looked up in the container's own mount
@@ -286,7 +374,13 @@ pub fn enter(host: &Host, ct: &Ctid) -> Result<i32> {
     // SAFETY: the ioctl returned a fresh descriptor that we now own.
     let slave = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) };
     let shell = if std::fs::symlink_metadata("/bin/bash").is_ok() { "/bin/bash" } else { "/bin/sh" };
-    let argv = vec![CString::new(shell).expect("no NUL"), CString::new("-l").expect("no NUL")];
+    let argv: Vec<CString> = if cmd.is_empty() {
+        vec![CString::new(shell).expect("no NUL"), CString::new("-l").expect("no NUL")]
+    } else {
+        cmd.iter()
+            .map(|a| CString::new(a.as_str()).map_err(|_| Error::ct(ct.as_str(), "enter", "an argument contains a NUL byte")))
+            .collect::<Result<_>>()?
+    };
     let env = exec_env();
     let stdin_tty = nix::unistd::isatty(0).unwrap_or(false);
     if stdin_tty {
@@ -296,22 +390,28 @@ pub fn enter(host: &Host, ct: &Ctid) -> Result<i32> {
     match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))? {
         ForkResult::Child => {
             drop(master);
-            let r: std::result::Result<(), String> = j.finish_in_child().and_then(|()| {
-                let s = slave.as_raw_fd();
-                // SAFETY: make the pty our controlling terminal (we are a new session leader).
-                unsafe { libc::ioctl(s, libc::TIOCSCTTY, 0) };
-                for fd in 0..3 {
-                    nix::unistd::dup2(s, fd).map_err(|e| format!("dup2: {e}"))?;
-                }
-                crate::container::start::close_fds_except(-1);
-                crate::container::start::default_signals();
-                j.isolation.apply_in_child()?;
-                let e = nix::unistd::execve(&argv[0], &argv, &env).unwrap_err();
-                Err(format!("{shell}: {e}"))
-            });
-            let _ = writeln!(std::io::stderr(), "ferry: enter: {}", r.unwrap_err());
+            let r: std::result::Result<(), (String, u8)> = j
+                .finish_in_child()
+                .and_then(|()| {
+                    let s = slave.as_raw_fd();
+                    // SAFETY: make the pty our controlling terminal (we are a new session leader).
+                    unsafe { libc::ioctl(s, libc::TIOCSCTTY, 0) };
+                    for fd in 0..3 {
+                        nix::unistd::dup2(s, fd).map_err(|e| format!("dup2: {e}"))?;
+                    }
+                    crate::container::start::close_fds_except(-1);
+                    crate::container::start::default_signals();
+                    j.isolation.apply_in_child()
+                })
+                .map_err(|m| (m, crate::exit::EXEC_OWN_FAILURE))
+                .and_then(|()| {
+                    let e = nix::unistd::execvpe(&argv[0], &argv, &env).unwrap_err();
+                    Err((format!("{:?}: {e}", argv[0]), exec_failure_code(e)))
+                });
+            let (msg, code) = r.unwrap_err();
+            let _ = writeln!(std::io::stderr(), "ferry: enter: {msg}");
             // SAFETY: _exit is always safe.
-            unsafe { libc::_exit(127) }
+            unsafe { libc::_exit(i32::from(code)) }
         }
         ForkResult::Parent { child } => {
             drop(slave);

@@ -13,14 +13,14 @@ mod start;
 mod stop;
 
 pub use create::{check_hostname, check_resources, create, destroy, CreateOptions};
-pub use exec::{enter, exec, run_in_container};
+pub use exec::{enter, enter_with, exec, exec_detached, exec_failure_code, run_in_container};
 pub use restore::{
     checkpoint_to_dir, checkpoint_to_dir_frozen, restore_from_dir, thaw_if_frozen, CheckpointInfo, CheckpointMeta, CheckpointOpts, CheckpointSummary,
     RestoreInfo,
 };
-pub use set::{set_diskspace_stopped, set_hostname_live, set_ips_live, set_resources_live, set_userpasswd, update_passwd_files};
+pub use set::{set_diskspace_stopped, set_dns, set_hostname_live, set_ips_live, set_resources_live, set_userpasswd, update_passwd_files};
 pub use start::{configure_cgroup, limit_context, prepare_cgroup, start, CONSOLE_LOG};
-pub use stop::{stop, teardown};
+pub use stop::{halt_signal, mount, stop, stop_timeout, stop_with, teardown, umount, Shutdown, DEFAULT_STOP_TIMEOUT};
 
 use crate::cgroups::CgroupStats;
 use crate::config::ContainerConfig;
@@ -85,7 +85,7 @@ pub fn ensure_single_threaded(ct: &Ctid, op: &'static str) -> Result<()> {
 pub fn load_config(host: &Host, ct: &Ctid) -> Result<ContainerConfig> {
     let p = host.config_path(ct);
     if !p.exists() {
-        return Err(Error::ct(
+        return Err(Error::not_found(
             ct.as_str(),
             "load",
             format!("no such container (no {}); `ferry list -a` shows the containers of this host", p.display()),
@@ -111,7 +111,7 @@ pub fn status(host: &Host, ct: &Ctid) -> Result<(Status, Option<State>)> {
 pub fn running_state(host: &Host, ct: &Ctid, op: &'static str) -> Result<State> {
     match status(host, ct)? {
         (Status::Running, Some(st)) => Ok(st),
-        _ => Err(Error::ct(ct.as_str(), op, format!("container is not running; start it with `ferry start {ct}`"))),
+        _ => Err(Error::not_running(ct.as_str(), op)),
     }
 }
 
@@ -126,11 +126,11 @@ pub fn stats(st: &State) -> Result<CgroupStats> {
     st.cgroup().stats()
 }
 
-/// Stop (when running) and start again, under one lock.
-pub fn restart(host: &Host, lock: &ContainerLock, timeout: std::time::Duration) -> Result<State> {
+/// Stop (when running, the way `how` says) and start again, under one lock.
+pub fn restart(host: &Host, lock: &ContainerLock, how: Shutdown) -> Result<State> {
     let cfg = load_config(host, lock.ctid())?;
     if status(host, lock.ctid())?.0 != Status::Stopped {
-        stop(host, lock, &cfg, timeout)?;
+        stop_with(host, lock, &cfg, how)?;
     }
     start(host, lock, &cfg)
 }
@@ -166,6 +166,13 @@ fn resident_bytes(pid: i32) -> u64 {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0) * 1024
 }
 
+/// Seconds since the running container's PID 1 started (its uptime, as vzlist's).
+pub fn uptime(st: &State) -> Option<f64> {
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    uptime_secs().map(|u| (u - st.start_time as f64 / hz).max(0.0))
+}
+
 /// Read the usage of a running container.
 pub fn usage(host: &Host, cfg: &ContainerConfig, st: &State) -> Result<Usage> {
     let cg = st.cgroup();
@@ -177,9 +184,7 @@ pub fn usage(host: &Host, cfg: &ContainerConfig, st: &State) -> Result<Usage> {
         s.memory_bytes = pids.iter().map(|p| resident_bytes(*p)).sum();
     }
     let cputime = s.cputime_ns as f64 / 1e9;
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let running = uptime_secs().map(|u| u - st.start_time as f64 / hz).unwrap_or(0.0);
+    let running = uptime(st).unwrap_or(0.0);
     let cpu_percent = if running > 0.0 { cputime / running * 100.0 } else { 0.0 };
     let disk = crate::storage::backends::disk_usage(cfg.storage.kind, host, &cfg.ctid).ok().flatten();
     Ok(Usage {

@@ -130,6 +130,35 @@ impl CheckpointMeta {
         }
     }
 
+    /// This checkpoint as one of the container `cfg` describes, which may be another CTID (a
+    /// clone, or a migration under a new CTID): the host ends of its veth pairs get that
+    /// container's names. Every interface of the dump must be in `cfg`.
+    pub fn retarget(&self, cfg: &ContainerConfig) -> Result<CheckpointMeta> {
+        let mut m = self.clone();
+        m.ctid = cfg.ctid.to_string();
+        for (inner, outer) in m.veths.iter_mut() {
+            *outer = if inner == net::names::VENET_INNER {
+                net::names::venet_host_if(&cfg.ctid)
+            } else {
+                let i = cfg.net.netifs.iter().position(|v| &v.name == inner).ok_or_else(|| {
+                    Error::ct(cfg.ctid.as_str(), "restore", format!("the checkpoint has interface {inner}, which the config no longer has"))
+                })?;
+                net::names::veth_host_if(&cfg.ctid, i)
+            };
+        }
+        Ok(m)
+    }
+
+    /// Write it into `images_dir` (atomically).
+    pub fn save(&self, images_dir: &Path) -> Result<()> {
+        crate::util::write_atomic(&images_dir.join(META_FILE), &serde_json::to_vec_pretty(self).expect("meta serializes"))
+    }
+
+    /// The addresses its dump had: (interface, addresses, MAC).
+    pub fn dumped_addresses(&self) -> Vec<(String, Vec<String>, String)> {
+        self.summary.addresses.iter().map(|a| (a.interface.clone(), a.ips.clone(), a.mac.clone())).collect()
+    }
+
     pub fn load(images_dir: &Path) -> Result<Option<CheckpointMeta>> {
         let p = images_dir.join(META_FILE);
         match std::fs::read_to_string(&p) {
@@ -191,7 +220,7 @@ fn criu_err(ct: &str, op: &'static str, e: Error, old_log: &Path, new_log: &Path
         other => other.to_string(),
     };
     let msg = msg.replace(&old_log.display().to_string(), &new_log.display().to_string());
-    Error::ct(ct, op, msg)
+    Error::CriuFailed { ctid: ct.to_string(), op, msg }
 }
 
 /// Thaw a container left frozen by a checkpoint that crashed. Call with the container's lock
@@ -308,11 +337,11 @@ pub fn checkpoint_to_dir_frozen(
             // The processes run on, but without our freeze what `while_frozen` reads would not
             // match the dumped memory: nothing is lost by dropping this dump.
             let _ = clear_dir(images_dir);
-            return Err(Error::ct(
-                ct,
-                "checkpoint",
-                "CRIU sent no notification before it froze the container; the checkpoint was discarded and the container keeps running",
-            ));
+            return Err(Error::CriuFailed {
+                ctid: ct.to_string(),
+                op: "checkpoint",
+                msg: "CRIU sent no notification before it froze the container; the checkpoint was discarded and the container keeps running".into(),
+            });
         }
         Err(e) => {
             // The tree is intact (CRIU resumes it on failure); the freezer goes back to thawed.
@@ -326,7 +355,11 @@ pub fn checkpoint_to_dir_frozen(
             return Err(if alive {
                 e
             } else {
-                Error::ct(ct, "checkpoint", format!("{e}\n(the container's init is gone after the failed dump; `ferry stop {ct}` cleans up)"))
+                Error::CriuFailed {
+                    ctid: ct.to_string(),
+                    op: "checkpoint",
+                    msg: format!("{e}\n(the container's init is gone after the failed dump; `ferry stop {ct}` cleans up)"),
+                }
             });
         }
     };
@@ -352,7 +385,7 @@ pub fn checkpoint_to_dir_frozen(
         live_resources: Some(crate::container::effective_resources(cfg, Some(&st))),
         isolation: st.isolation.clone(),
     };
-    crate::util::write_atomic(&images_dir.join(META_FILE), &serde_json::to_vec_pretty(&meta).expect("meta serializes"))?;
+    meta.save(images_dir)?;
 
     // The dump is good from here on: a cleanup failure must not make the caller drop it.
     let mut cleanup_error = None;
@@ -470,7 +503,11 @@ pub fn restore_from_dir_with(host: &Host, lock: &ContainerLock, cfg: &ContainerC
     let ct = lock.ctid().as_str();
     match status(host, lock.ctid())?.0 {
         Status::Running => {
-            return Err(Error::ct(ct, "restore", format!("container is already running; stop it first with `ferry stop {ct}` or checkpoint it")))
+            return Err(Error::already_running(
+                ct,
+                "restore",
+                format!("container is already running; stop it first with `ferry stop {ct}` or checkpoint it"),
+            ))
         }
         Status::Mounted => teardown(host, cfg, None)?,
         Status::Stopped => {}
@@ -566,6 +603,8 @@ fn restore_inner(
     let mut net_time = Duration::ZERO;
     let mut namespaces = None;
     let kind = isolation.kind;
+    // Addresses or MACs the config changed since the dump (a clone's, or `set --save`).
+    let readdress = meta.map(|m| net::Readdress::plan(cfg, &m.dumped_addresses())).unwrap_or_default();
     let t_criu = t0.elapsed();
     let restored = criu.restore_notify(&r, &mut |n| {
         tracing::debug!("container {ct}: criu notify {} at {} ms", n.script, ms(t0.elapsed()));
@@ -576,7 +615,15 @@ fn restore_inner(
         }
         if n.script == "post-restore" && n.pid > 0 && !veths.is_empty() && net_state.is_none() {
             let t = Instant::now();
-            let res = net::after_restore(host, cfg, n.pid);
+            let res = net::after_restore(host, cfg, n.pid).and_then(|ns| {
+                if !readdress.is_empty() {
+                    if let Err(e) = net::readdress(&ns, n.pid, &readdress) {
+                        let _ = net::teardown(host, &ns);
+                        return Err(e);
+                    }
+                }
+                Ok(ns)
+            });
             net_time = t.elapsed();
             match res {
                 Ok(ns) => net_state = Some(ns),
@@ -599,6 +646,9 @@ fn restore_inner(
     if net_state.is_none() && !veths.is_empty() {
         let ns = net::after_restore(host, cfg, done.pid)?;
         undo.net = Some(ns.clone());
+        if !readdress.is_empty() {
+            net::readdress(&ns, done.pid, &readdress)?;
+        }
         net_state = Some(ns);
     }
     let namespaces = match namespaces {

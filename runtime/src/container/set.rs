@@ -3,7 +3,7 @@
 //! can redirect the write to the host).
 
 use crate::cgroups::limits;
-use crate::config::{ContainerConfig, Resources};
+use crate::config::{ContainerConfig, Dns, Resources};
 use crate::container::run_in_container;
 use crate::ctid::Ctid;
 use crate::error::{Error, Result};
@@ -11,6 +11,7 @@ use crate::host::Host;
 use crate::net::NetState;
 use crate::state::State;
 use crate::storage::backends;
+use crate::util::write_replace;
 use std::ffi::{CStr, CString};
 use std::io::Read;
 use std::net::IpAddr;
@@ -58,7 +59,7 @@ pub fn sha512_crypt(pass: &str) -> Result<String> {
 
 /// Check `USER:PASS` and split it.
 pub fn parse_userpasswd(s: &str) -> Result<(String, String)> {
-    let bad = |why: &str| Error::Config(format!("invalid --userpasswd: {why}; use USER:PASSWORD"));
+    let bad = |why: &str| Error::Invalid(format!("invalid --userpasswd: {why}; use USER:PASSWORD"));
     let (u, p) = s.split_once(':').ok_or_else(|| bad("no ':'"))?;
     let user_ok = !u.is_empty()
         && u.len() <= 32
@@ -116,18 +117,6 @@ pub fn update_passwd_files(passwd: &str, shadow: &str, user: &str, hash: &str, d
     (passwd, out)
 }
 
-/// Write a file inside the current root by temp file + rename.
-fn write_replace(path: &str, text: &str, mode: u32) -> std::result::Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = format!("{path}.ferry-tmp");
-    std::fs::write(&tmp, text).map_err(|e| format!("write {tmp}: {e}"))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("chmod {tmp}: {e}"))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("rename {tmp} to {path}: {e}")
-    })
-}
-
 /// Create `user` if missing and set its password, inside the container (running or not).
 pub fn set_userpasswd(host: &Host, ct: &Ctid, spec: &str) -> Result<()> {
     let (user, pass) = parse_userpasswd(spec)?;
@@ -146,6 +135,24 @@ pub fn set_userpasswd(host: &Host, ct: &Ctid, spec: &str) -> Result<()> {
         }
         write_replace("/etc/shadow", &ns, 0o640)
     })
+}
+
+/// Write the container's /etc/resolv.conf from `dns` (running or not), from inside it: the
+/// old file is read without following a link, the new one replaces it (a link included).
+pub fn set_dns(host: &Host, ct: &Ctid, dns: &Dns) -> Result<()> {
+    crate::dns::check(dns)?;
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let dns = dns.clone();
+    run_in_container(host, ct, false, move || write_resolv_conf(&dns, &host_resolv))
+}
+
+/// Inside the container (its root is `/`): render and write /etc/resolv.conf.
+pub(crate) fn write_resolv_conf(dns: &Dns, host_resolv: &str) -> std::result::Result<(), String> {
+    let old = crate::util::read_nofollow("/etc/resolv.conf").map_err(|e| format!("read /etc/resolv.conf: {e}"))?.unwrap_or_default();
+    if !std::path::Path::new("/etc").is_dir() {
+        std::fs::create_dir("/etc").map_err(|e| format!("create /etc: {e}"))?;
+    }
+    write_replace("/etc/resolv.conf", &crate::dns::render(&old, dns, host_resolv), 0o644)
 }
 
 /// Change the limits of the running container `cfg` (whose config still holds the old ones)

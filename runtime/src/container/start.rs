@@ -4,6 +4,7 @@
 //! filter, drop capabilities and exec the init. Setup or exec errors come back over a
 //! close-on-exec pipe, so the admin sees the real reason.
 
+use crate::actions::{self, Action};
 use crate::cgroups::{devices, Cgroup, LimitContext};
 use crate::config::ContainerConfig;
 use crate::container::{status, Status};
@@ -32,6 +33,8 @@ struct Undo<'a> {
     cfg: &'a ContainerConfig,
     cgroup: Option<Cgroup>,
     mounted: bool,
+    /// The mount scripts ran: the umount scripts run when the start is undone.
+    scripted: bool,
     child: Option<Pid>,
     hooked: bool,
     net: Option<crate::net::NetState>,
@@ -61,10 +64,16 @@ impl Undo<'_> {
                 tracing::warn!("undo start of {}: {e}", self.cfg.ctid);
             }
         }
+        if self.scripted {
+            actions::run_on_host_or_warn(self.host, self.cfg, Action::Umount);
+        }
         if self.mounted {
             if let Err(e) = crate::storage::unmount_root(self.host, self.cfg) {
                 tracing::warn!("undo start of {}: {e}", self.cfg.ctid);
             }
+        }
+        if self.scripted {
+            actions::run_on_host_or_warn(self.host, self.cfg, Action::Postumount);
         }
         let _ = State::remove(self.host, &self.cfg.ctid);
     }
@@ -107,10 +116,19 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     crate::container::ensure_single_threaded(ct, "start")?;
     match status(host, ct)?.0 {
         Status::Running => {
-            return Err(Error::ct(ct.as_str(), "start", format!("container is already running; `ferry stop {ct}` or `ferry restart {ct}`")))
+            return Err(Error::already_running(
+                ct.as_str(),
+                "start",
+                format!("container is already running; `ferry stop {ct}` or `ferry restart {ct}`"),
+            ))
         }
-        // Leftovers of a container that died or a failed stop: clear them first.
-        Status::Mounted => crate::container::teardown(host, cfg, None)?,
+        // Mounted by `ferry mount`, or leftovers of a container that died or a failed stop:
+        // unmounted (with its scripts) and mounted again, as vzctl does.
+        Status::Mounted => {
+            actions::run_on_host_or_warn(host, cfg, Action::Umount);
+            crate::container::teardown(host, cfg, None)?;
+            actions::run_on_host_or_warn(host, cfg, Action::Postumount);
+        }
         Status::Stopped => {
             let _ = State::remove(host, ct);
         }
@@ -122,10 +140,19 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     let prepared = isolation.prepare()?;
     let rules = devices::rules_for(&cfg.security.devices)?;
 
-    let mut undo = Undo { host, cfg, cgroup: None, mounted: false, child: None, hooked: false, net: None };
-    let res = start_inner(host, cfg, (&isolation, prepared), &rules, &mut undo);
+    let mut undo = Undo { host, cfg, cgroup: None, mounted: false, scripted: false, child: None, hooked: false, net: None };
+    let mut res = start_inner(host, cfg, (&isolation, prepared), &rules, &mut undo);
     if res.is_err() {
         undo.run();
+    }
+    // The container's start script runs inside once it runs; a failing one stops it again.
+    if res.is_ok() {
+        if let Err(e) = actions::run_inside(host, cfg, Action::Start) {
+            if let Err(se) = crate::container::stop_with(host, lock, cfg, crate::container::Shutdown::Fast) {
+                tracing::warn!("container {ct}: stop after its failed start script: {se}");
+            }
+            res = Err(e);
+        }
     }
     // Announce once the container runs (the CLI is done cloning, so the helper thread that
     // announces inside a netns is allowed now); 3 frames 100 ms apart.
@@ -157,8 +184,11 @@ fn start_inner(
     undo.cgroup = Some(cg.clone());
     configure_cgroup(host, cfg, &cg, rules)?;
 
+    actions::run_on_host(host, cfg, Action::Premount)?;
     let root = crate::storage::mount_root(host, cfg)?;
     undo.mounted = true;
+    undo.scripted = true;
+    actions::run_on_host(host, cfg, Action::Mount)?;
 
     let plan = ChildPlan::new(&root, cfg, prepared)?;
     let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
@@ -212,6 +242,7 @@ fn start_inner(
     undo.child = None;
     undo.cgroup = None;
     undo.mounted = false;
+    undo.scripted = false;
     undo.hooked = false;
     undo.net = None;
     Ok(st)
@@ -227,6 +258,9 @@ struct ChildPlan {
     isolation: Prepared,
     /// RLIMIT_NOFILE for PID 1 (`numfiles`), inherited by everything it starts.
     nofile: Option<u64>,
+    /// Resolver settings to write into /etc/resolv.conf, with the host's resolv.conf (for
+    /// `inherit`), read before the child leaves the host's root.
+    dns: Option<(crate::config::Dns, String)>,
 }
 
 impl ChildPlan {
@@ -239,6 +273,7 @@ impl ChildPlan {
             env: INIT_ENV.iter().map(|e| cs(e)).collect::<Result<_>>()?,
             isolation,
             nofile: crate::cgroups::limits::numfiles_rlimit(&cfg.resources),
+            dns: (!cfg.dns.is_empty()).then(|| (cfg.dns.clone(), std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())),
         })
     }
 }
@@ -334,6 +369,11 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
         && std::fs::read_to_string("/etc/hostname").map(|h| h.trim() != plan.hostname).unwrap_or(false)
     {
         let _ = std::fs::write("/etc/hostname", format!("{}\n", plan.hostname));
+    }
+    // Like vzctl: the saved name servers and search domains at every start (best effort, as
+    // the hostname: a container without a writable /etc still starts).
+    if let Some((dns, host_resolv)) = &plan.dns {
+        let _ = crate::container::set::write_resolv_conf(dns, host_resolv);
     }
 
     close_fds_except(keep_fd);

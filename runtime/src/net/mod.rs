@@ -651,6 +651,77 @@ pub fn after_restore(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<Net
     }
 }
 
+/// What a restored container's netns must change to match `cfg`, given the addresses and MACs
+/// its dump had (`dumped`: interface, addresses as `IP/PREFIX`, MAC): venet addresses the config
+/// dropped or added, bridged interfaces whose MAC the config changed (a clone gets its own).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readdress {
+    pub venet_del: Vec<IpAddr>,
+    pub venet_add: Vec<IpAddr>,
+    /// The dump had a venet pair and the config has no address left: the pair goes.
+    pub venet_drop: bool,
+    /// (inner interface, new MAC).
+    pub macs: Vec<(String, String)>,
+}
+
+impl Readdress {
+    pub fn plan(cfg: &ContainerConfig, dumped: &[(String, Vec<String>, String)]) -> Readdress {
+        let mut r = Readdress::default();
+        let venet: Option<Vec<IpAddr>> = dumped
+            .iter()
+            .find(|(i, _, _)| i == VENET_INNER)
+            .map(|(_, ips, _)| ips.iter().filter_map(|a| a.split('/').next()?.parse().ok()).collect());
+        if let Some(had) = &venet {
+            if cfg.net.ipadd.is_empty() {
+                r.venet_drop = true;
+            } else {
+                r.venet_del = had.iter().copied().filter(|a| !cfg.net.ipadd.contains(a)).collect();
+                r.venet_add = cfg.net.ipadd.iter().copied().filter(|a| !had.contains(a)).collect();
+            }
+        }
+        for vif in &cfg.net.netifs {
+            if let Some((_, _, mac)) = dumped.iter().find(|(i, _, _)| *i == vif.name) {
+                if !mac.eq_ignore_ascii_case(&vif.mac) {
+                    r.macs.push((vif.name.clone(), vif.mac.clone()));
+                }
+            }
+        }
+        r
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Readdress::default()
+    }
+}
+
+/// Apply `r` to the restored container `pid` (still frozen by CRIU): addresses inside its
+/// venet end, its default route, MACs of bridged ends; the venet pair removed when dropped.
+pub fn readdress(st: &NetState, pid: i32, r: &Readdress) -> Result<()> {
+    if r.venet_drop {
+        let host_if = venet_host_if(&Ctid::new(&st.ctid)?);
+        return ignore_absent(ip(&["link", "del", &host_if]));
+    }
+    let mut cmds = Vec::new();
+    for a in &r.venet_del {
+        cmds.push(format!("addr del {} dev {VENET_INNER}", prefix(a)));
+    }
+    for a in &r.venet_add {
+        cmds.push(format!("addr add {} dev {VENET_INNER}{}", prefix(a), if a.is_ipv6() { " nodad" } else { "" }));
+    }
+    for v6 in [false, true] {
+        if r.venet_add.iter().any(|a| a.is_ipv6() == v6) {
+            cmds.push(format!("{}route replace {} dev {VENET_INNER}", if v6 { "-6 " } else { "" }, if v6 { "::/0" } else { "default" }));
+        }
+    }
+    for (name, mac) in &r.macs {
+        cmds.push(format!("link set dev {name} address {mac}"));
+    }
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    ip_batch_in(pid, &cmds)
+}
+
 /// Announce every address of a running container: venet addresses from their uplinks with
 /// the host's MAC, bridged interfaces' addresses from inside the container with its MAC.
 pub fn announce_container(st: &NetState, count: u32, spacing: Duration) -> Result<()> {

@@ -19,7 +19,7 @@ pub mod btrfs;
 pub mod image;
 
 fn exists_error(ct: &Ctid, p: &Path) -> Error {
-    Error::ct(ct.as_str(), "create", format!("private area {} already exists; remove it or pick another CTID", p.display()))
+    Error::Exists { ctid: ct.to_string(), op: "create", msg: format!("private area {} already exists; remove it or pick another CTID", p.display()) }
 }
 
 /// Create the private area of `cfg` and fill it from `template`, with the disk limit

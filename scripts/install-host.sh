@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install ferry's host files: the systemd units (ferry-boot.service: start containers at
+# boot, stop or suspend them at shutdown; the snapshot timer), an example host config (only
+# when none exists) and the sample configs for --applyconfig.
+#
+#   scripts/install-host.sh [--root DIR] [--ferry PATH] [--no-enable]
+#
+# --root DIR installs below DIR (a package build, a test) and enables nothing; --ferry is the
+# installed ferry binary the units run (default: /usr/local/bin/ferry). Run again to update:
+# the units and samples are replaced, an existing /etc/ferry/ferry.toml is kept.
+set -euo pipefail
+cd "$(dirname "$0")"
+root="" ferry=/usr/local/bin/ferry enable=1
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --root) root=$2; shift 2 ;;
+    --ferry) ferry=$2; shift 2 ;;
+    --no-enable) enable=0; shift ;;
+    *) echo "install-host.sh: unknown option $1 (see the comment at its top)" >&2; exit 2 ;;
+  esac
+done
+[[ $ferry == /* ]] || { echo "install-host.sh: --ferry needs an absolute path" >&2; exit 2; }
+
+units=$root/etc/systemd/system
+conf=$root/etc/ferry
+install -d -m 755 "$units" "$conf" "$conf/samples"
+for u in systemd/ferry-boot.service systemd/ferry-snapshots.service systemd/ferry-snapshots.timer; do
+  sed "s#/usr/local/bin/ferry#$ferry#g" "$u" > "$units/$(basename "$u").tmp"
+  chmod 644 "$units/$(basename "$u").tmp"
+  mv "$units/$(basename "$u").tmp" "$units/$(basename "$u")"
+done
+[[ -e $conf/ferry.toml ]] || install -m 644 host/ferry.toml "$conf/ferry.toml"
+install -m 644 host/samples/*.toml "$conf/samples/"
+
+if [[ -z $root && $enable -eq 1 && -d /run/systemd/system ]]; then
+  systemctl daemon-reload
+  systemctl enable ferry-boot.service ferry-snapshots.timer
+  echo "ferry-boot.service and ferry-snapshots.timer enabled"
+else
+  echo "installed below ${root:-/}; enable with: systemctl enable ferry-boot.service ferry-snapshots.timer"
+fi
