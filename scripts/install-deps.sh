@@ -14,7 +14,7 @@ apt_update() { if [[ $updated -eq 0 ]]; then "${APT[@]}" update >/dev/null; upda
 
 # Packages from the distribution itself.
 PKGS=(busybox-static iproute2 iputils-arping openssh-client openssh-server e2fsprogs xfsprogs
-      btrfs-progs python3 rsync procps kmod util-linux zstd tar gzip gcc libc6-dev libcrypt-dev)
+      btrfs-progs python3 rsync procps kmod util-linux zstd tar gzip gcc libc6-dev libcrypt-dev debootstrap)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Makes a container template (a root file tree) for `ferry create --template DIR`.
 #   scripts/make-template.sh busybox DIR   a small busybox-static tree (what the tests use)
-#   scripts/make-template.sh debian DIR    a Debian bookworm minbase tree (debootstrap)
+#   scripts/make-template.sh debian DIR [PACKAGE...]
+#                                          a Debian bookworm minbase tree (debootstrap), with
+#                                          PACKAGEs (and what they depend on) installed
 set -euo pipefail
-usage() { echo "usage: $0 busybox|debian DIR" >&2; exit 2; }
-[[ $# -eq 2 ]] || usage
+usage() { echo "usage: $0 busybox DIR | debian DIR [PACKAGE...]" >&2; exit 2; }
+[[ $# -ge 2 ]] || usage
 kind=$1 dir=$2
+shift 2
+[[ $kind == debian || $# -eq 0 ]] || usage
 
 case $kind in
 busybox)
@@ -37,7 +41,11 @@ G
   ;;
 debian)
   command -v debootstrap >/dev/null || { apt-get install -y -q debootstrap >/dev/null; }
-  debootstrap --variant=minbase bookworm "$dir" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+  include=()
+  [[ $# -gt 0 ]] && include=("--include=$(IFS=,; echo "$*")")
+  debootstrap --variant=minbase "${include[@]}" bookworm "$dir" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+  # Services installed into a template are the container's to start, not debootstrap's.
+  rm -f "$dir/usr/sbin/policy-rc.d"
   ;;
 *) usage ;;
 esac

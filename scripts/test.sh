@@ -14,6 +14,12 @@ if [[ ! -x $FERRY_TEST_TEMPLATE/bin/busybox ]]; then
   rm -rf "$FERRY_TEST_TEMPLATE"
   scripts/make-template.sh busybox "$FERRY_TEST_TEMPLATE" >/dev/null
 fi
+# Debian templates for the tests of real services (redis), cached on the machine and made
+# again only when scripts/make-template.sh changes (the first run takes a few minutes).
+# shellcheck source=lib/template-cache.sh
+source scripts/lib/template-cache.sh
+FERRY_TEST_TEMPLATE_DEBIAN_REDIS=$(cached_template debian redis-server)
+export FERRY_TEST_TEMPLATE_DEBIAN_REDIS
 
 echo "== format"
 cargo fmt --all --check >/dev/null || { echo "scripts/test.sh: cargo fmt --all --check finds unformatted code; run cargo fmt --all" >&2; exit 1; }

@@ -35,6 +35,19 @@ pub fn cgroup_mode() -> CgroupModeSetting {
     std::env::var("FERRY_CGROUP_MODE").map(|m| m.parse().expect("FERRY_CGROUP_MODE is auto, v1 or v2")).unwrap_or_default()
 }
 
+/// A cached Debian template with redis-server (scripts/test.sh makes it through
+/// scripts/lib/template-cache.sh and names it in `FERRY_TEST_TEMPLATE_DEBIAN_REDIS`); None after
+/// saying why `test` is skipped.
+pub fn debian_redis_template(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("FERRY_TEST_TEMPLATE_DEBIAN_REDIS").map(PathBuf::from) {
+        Some(t) if t.join("usr/bin/redis-server").exists() => Some(t),
+        _ => {
+            eprintln!("{test}: skipped: needs the Debian template with redis-server (FERRY_TEST_TEMPLATE_DEBIAN_REDIS; scripts/test.sh makes it)");
+            None
+        }
+    }
+}
+
 /// Root is needed for namespaces, cgroups and mounts; without it the test says why and stops.
 pub fn need_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
