@@ -63,7 +63,8 @@ if grep -q 'ferry-t' /proc/self/mountinfo; then echo "left behind: mounts:"; gre
 # v1 hierarchies, a pure v2 mount and every cgroup2 mount (a hybrid host's unified one).
 cgs=$(find /sys/fs/cgroup /sys/fs/cgroup/unified $(findmnt -rn -t cgroup2 -o TARGET 2>/dev/null) -maxdepth 3 -type d -name 'ferry-t*' 2>/dev/null | sort -u || true)
 if [[ -n $cgs ]]; then echo "left behind: cgroups:"; echo "$cgs"; left=1; fi
-if pgrep -f 'ferry-t[0-9a-z-]*/' >/dev/null; then echo "left behind: processes:"; pgrep -af 'ferry-t[0-9a-z-]*/'; left=1; fi
+# Tests' directories are /tmp/ferry-t<unique>...; /var/cache/ferry-test is the machine's cache.
+if pgrep -f '/tmp/ferry-t[0-9A-Za-z-]*/' >/dev/null; then echo "left behind: processes:"; pgrep -af '/tmp/ferry-t[0-9A-Za-z-]*/'; left=1; fi
 [[ $left -eq 0 ]] && echo "nothing left behind"
 if [[ $status -ne 0 || $left -ne 0 ]]; then
   echo "scripts/test.sh: FAILED (tests: exit $status, leftovers: $left)"

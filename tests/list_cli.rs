@@ -24,7 +24,7 @@ fn vzlist_options_and_fields() {
     h.ok(&["create", "101", "--template", tpl, "--name", "web", "--description", "front", "--onboot", "yes", "--bootorder", "20"]);
     h.ok(&["create", "20", "--template", tpl, "--hostname", "db1", "--name", "db", "--bootorder", "90", "--cpus", "1"]);
     h.ok(&["create", "3", "--template", tpl, "--iolimit", "10M", "--iopslimit", "300", "--ioprio", "6", "--ram", "64M"]);
-    h.ok(&["set", "3", "--capability", "SYS_TIME:on", "--save"]);
+    h.ok(&["set", "3", "--capability", "net_admin:on", "--features", "nesting:on", "--save"]);
     h.ok(&["start", "101"]);
     h.ok(&["start", "3"]);
 
@@ -40,13 +40,13 @@ fn vzlist_options_and_fields() {
     assert_eq!(h.ok(&["list", "-a", "-1", "-s", "bootorder"]), "101\n20\n3\n");
     h.fails_with(20, &["list", "-s", "nofield"]);
     // The new fields.
-    let l = lines(&h.ok(&["list", "-a", "-H", "-o", "ctid,name,description,onboot,bootorder,cpus,iolimit,iopslimit,ioprio,capability"]));
+    let l = lines(&h.ok(&["list", "-a", "-H", "-o", "ctid,name,description,onboot,bootorder,cpus,iolimit,iopslimit,ioprio,capability,features"]));
     assert_eq!(
         l,
         [
-            ["3", "-", "-", "-", "-", "-", "10485760", "300", "6", "SYS_TIME:on"],
-            ["20", "db", "-", "-", "90", "1", "-", "-", "-", "-"],
-            ["101", "web", "front", "yes", "20", "-", "-", "-", "-", "-"],
+            ["3", "-", "-", "-", "-", "-", "10485760", "300", "6", "NET_ADMIN:on", "nesting:on"],
+            ["20", "db", "-", "-", "90", "1", "-", "-", "-", "-", "-"],
+            ["101", "web", "front", "yes", "20", "-", "-", "-", "-", "-", "-"],
         ]
     );
     let l = lines(&h.ok(&["list", "-H", "--human", "-o", "ctid,iolimit,ram,uptime", "3"]));
