@@ -1,0 +1,149 @@
+//! A peer on the wire that plays the attacker: message sequences that try to reach host files
+//! through what they made in the tree, a summary that decompresses far beyond what it announced.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use ferry_migrate::proto::{Body, Connection, FileEntry, FileKind, GetSignature, Hardlink, PutFile, SyncBegin, SyncBeginAck, SyncEnd, SyncEndAck};
+use ferry_migrate::sync::{self, ReceiveOptions, SyncOptions};
+use ferry_migrate::Error;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn entry(p: &[u8], k: FileKind, mode: u32) -> FileEntry {
+    FileEntry { path: p.to_vec(), kind: k as i32, mode, mtime_ns: 1_000_000_000, ..Default::default() }
+}
+
+/// A destination receiving one pass into `root`; returns the source's side.
+async fn destination(root: &Path) -> (Connection, tokio::task::JoinHandle<ferry_migrate::Result<sync::ReceiveStats>>) {
+    let (c, s) = pair(quick(), quick()).await;
+    let r = root.to_path_buf();
+    let server = tokio::spawn(async move {
+        let begin = s.recv().await?;
+        let res = sync::receive_pass(&s, &begin, &r, &ReceiveOptions::default()).await;
+        let _ = s.recv().await;
+        res
+    });
+    let Body::SyncBeginAck(ack) = c.request(Body::SyncBegin(SyncBegin { pass: 1, ..Default::default() })).await.unwrap() else {
+        panic!("expected SyncBeginAck")
+    };
+    c.accept_stream(ack.manifest_stream).unwrap().read_to_end(1 << 20).await.unwrap();
+    (c, server)
+}
+
+/// Mkdir d, SetMeta d mode 04777, Symlink d -> a host file, SyncEnd: the directory's metadata,
+/// applied at the end of the pass, must not reach the host file the symlink now names. Nor do a
+/// signature, a delta's base, a hardlink or metadata reach it through symlinks the peer made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_source_cannot_reach_host_files_through_symlinks_it_made() {
+    let tmp = tempdir();
+    let (root, host) = (tmp.path().join("root"), tmp.path().join("host"));
+    std::fs::create_dir_all(&root).unwrap();
+    write(&host.join("file"), &noise(100_000, 1));
+    std::fs::set_permissions(host.join("file"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = std::fs::metadata(host.join("file")).unwrap();
+    let host_file = host.join("file").as_os_str().as_encoded_bytes().to_vec();
+
+    let (c, server) = destination(&root).await;
+    c.send(Body::Mkdir(entry(b"d", FileKind::Directory, 0o755))).await.unwrap();
+    c.send(Body::SetMeta(FileEntry { uid: 4321, gid: 4321, ..entry(b"d", FileKind::Directory, 0o4777) })).await.unwrap();
+    c.send(Body::Symlink(FileEntry { symlink_target: host_file.clone(), ..entry(b"d", FileKind::Symlink, 0o777) })).await.unwrap();
+    // Metadata for the symlink as if it were the file it names.
+    c.send(Body::SetMeta(FileEntry { uid: 4321, ..entry(b"d", FileKind::Regular, 0o4777) })).await.unwrap();
+    // Another name for what the symlink names.
+    c.send(Body::Hardlink(Hardlink { path: b"stolen".to_vec(), target: b"d".to_vec() })).await.unwrap();
+    // The host file's rsync signature (it tells what the file holds) ...
+    let Body::SignatureReply(sig) = c.request(Body::GetSignature(GetSignature { path: b"d".to_vec(), block_size: 1024 })).await.unwrap() else {
+        panic!("expected SignatureReply")
+    };
+    assert!(sig.signature.is_empty(), "the destination computed a signature through a symlink");
+    // ... and a delta against it as the base.
+    let delta = {
+        let s = fast_rsync::Signature::calculate(b"", fast_rsync::SignatureOptions { block_size: 1024, crypto_hash_size: 8 });
+        let mut d = Vec::new();
+        fast_rsync::diff(&s.index(), b"whatever", &mut d).unwrap();
+        d
+    };
+    let put = PutFile {
+        entry: Some(FileEntry { size: 100_000, ..entry(b"d", FileKind::Regular, 0o644) }),
+        delta: true,
+        data: delta,
+        blake3: vec![0; 32],
+        ..Default::default()
+    };
+    c.send(Body::PutFile(put)).await.unwrap();
+    let end = tokio::time::timeout(LIMIT, c.request(Body::SyncEnd(SyncEnd { pass: 1, ..Default::default() }))).await.expect("no answer to SyncEnd");
+    let _ = c.close().await;
+    let _ = tokio::time::timeout(LIMIT, server).await.expect("receiver hung");
+    let err = end.expect_err("the hostile pass was accepted").to_string();
+    assert!(err.contains("d"), "{err}");
+
+    let after = std::fs::metadata(host.join("file")).unwrap();
+    assert_eq!(
+        (after.mode(), after.uid(), after.gid(), after.nlink(), after.mtime()),
+        (before.mode(), before.uid(), before.gid(), 1, before.mtime()),
+        "the host file was changed through the tree"
+    );
+    assert_eq!(std::fs::read(host.join("file")).unwrap(), noise(100_000, 1));
+    assert!(!root.join("stolen").exists());
+    assert!(std::fs::symlink_metadata(root.join("d")).unwrap().file_type().is_symlink());
+}
+
+fn vm_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A destination announces one entry and a summary of 100 bytes, then streams a compressed
+/// summary that inflates to millions of entries: the source refuses it before building them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_beyond_its_announcement_is_refused() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    write(&src.join("f"), b"data");
+    // 2 MiB of zeros: two million empty entries once decoded.
+    let bomb = zstd::bulk::compress(&vec![0u8; 2 << 20], 19).unwrap();
+    assert!(bomb.len() < 4096);
+    for announce_bytes in [false, true] {
+        let (c, s) = pair(quick(), quick()).await;
+        let bomb = bomb.clone();
+        let dest = tokio::spawn(async move {
+            while let Ok(env) = s.recv().await {
+                match env.body {
+                    Some(Body::SyncBegin(_)) => {
+                        let mut st = s.open_stream();
+                        let mut ack =
+                            SyncBeginAck { manifest_stream: st.id(), entries: 1, compression: "zstd".into(), put_files: true, ..Default::default() };
+                        if announce_bytes {
+                            ack.summary_bytes = 100;
+                        }
+                        s.reply(env.id, Body::SyncBeginAck(ack)).await.unwrap();
+                        st.send(&bomb).await.unwrap();
+                        st.finish().await.unwrap();
+                    }
+                    Some(Body::SyncEnd(_)) => s.reply(env.id, Body::SyncEndAck(SyncEndAck::default())).await.unwrap(),
+                    Some(Body::PutFile(_)) => {
+                        let _ = s.recv().await; // its FileCommit
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        });
+        let rss_before = vm_kib("VmRSS:");
+        let r = tokio::time::timeout(LIMIT, sync::sync_pass(&c, &src, &SyncOptions::default())).await.expect("the source hung");
+        let grown_mib = vm_kib("VmHWM:").saturating_sub(rss_before) >> 10;
+        let err = r.expect_err("the inflated summary was taken");
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Protocol(_)) && msg.contains("announced"), "{msg}");
+        assert!(grown_mib < 200, "the source grew by {grown_mib} MiB");
+        eprintln!("refused: {msg}");
+        let _ = c.close().await;
+        dest.abort();
+    }
+}
