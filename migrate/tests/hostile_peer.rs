@@ -1,5 +1,6 @@
 //! A peer on the wire that plays the attacker: message sequences that try to reach host files
-//! through what they made in the tree, a summary that decompresses far beyond what it announced.
+//! through what they made in the tree, a Config for a container the destination already has,
+//! floods of control messages, a summary that decompresses far beyond what it announced.
 
 mod common;
 
@@ -8,9 +9,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use ferry_migrate::proto::{Body, Connection, FileEntry, FileKind, GetSignature, Hardlink, PutFile, SyncBegin, SyncBeginAck, SyncEnd, SyncEndAck};
+use ferry_migrate::proto::{
+    Body, Connection, ConnectionOptions, Envelope, ErrorReply, FileEntry, FileKind, GetSignature, Hardlink, PutFile, SyncBegin, SyncBeginAck,
+    SyncEnd, SyncEndAck,
+};
 use ferry_migrate::sync::{self, ReceiveOptions, SyncOptions};
 use ferry_migrate::Error;
+use prost::Message;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -93,10 +98,73 @@ async fn a_hostile_source_cannot_reach_host_files_through_symlinks_it_made() {
     assert!(std::fs::symlink_metadata(root.join("d")).unwrap().file_type().is_symlink());
 }
 
+/// A raw peer: the handshake by hand, then whatever frames it likes.
+async fn raw_client(opts: ConnectionOptions) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<ferry_migrate::Result<Connection>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut a, b) = tokio::io::duplex(1 << 20);
+    let server = tokio::spawn(Connection::server(b, opts));
+    let hello = ferry_migrate::proto::Hello {
+        proto_major: ferry_migrate::proto::PROTO_MAJOR,
+        proto_minor: ferry_migrate::proto::PROTO_MINOR,
+        ferry_version: "hostile".into(),
+        features: Vec::new(),
+    }
+    .encode_to_vec();
+    let mut msg = b"FERRYMIG".to_vec();
+    msg.extend_from_slice(&(ferry_migrate::proto::PROTO_MAJOR as u16).to_be_bytes());
+    msg.extend_from_slice(&(ferry_migrate::proto::PROTO_MINOR as u16).to_be_bytes());
+    msg.extend_from_slice(&(hello.len() as u32).to_be_bytes());
+    msg.extend_from_slice(&hello);
+    a.write_all(&msg).await.unwrap();
+    let mut head = [0u8; 16];
+    a.read_exact(&mut head).await.unwrap();
+    let len = u32::from_be_bytes(head[12..16].try_into().unwrap()) as usize;
+    let mut ack = vec![0u8; len];
+    a.read_exact(&mut ack).await.unwrap();
+    (a, server)
+}
+
 fn vm_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A peer sends control messages of 16 MiB (the largest frame) as fast as it can, which this
+/// side does not take: it buffers a bounded amount (not 1024 of them), and the connection ends
+/// with an error that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_control_messages_is_refused_with_a_clear_error() {
+    use tokio::io::AsyncWriteExt;
+    let rss_before = vm_kib("VmRSS:");
+    let opts = ConnectionOptions { idle_timeout: Duration::from_secs(3), ..quick() };
+    let (mut raw, server) = raw_client(opts).await;
+    let victim = server.await.unwrap().unwrap();
+    let flood = tokio::spawn(async move {
+        let env = Envelope { id: 1, reply_to: 0, body: Some(Body::Error(ErrorReply { message: "x".repeat((16 << 20) - 64) })) }.encode_to_vec();
+        let mut frame = vec![1u8];
+        frame.extend_from_slice(&0u32.to_be_bytes());
+        frame.extend_from_slice(&(env.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&env);
+        for _ in 0..64 {
+            if raw.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        raw
+    });
+    // This side waits for an answer the peer never gives, taking no unsolicited message.
+    let err = tokio::time::timeout(Duration::from_secs(60), victim.request(Body::Done(Default::default())))
+        .await
+        .expect("the flooded side never gave up")
+        .expect_err("the flood was answered");
+    let grown_mib = vm_kib("VmHWM:").saturating_sub(rss_before) >> 10;
+    let msg = err.to_string();
+    eprintln!("refused: {msg}");
+    assert!(matches!(err, Error::Protocol(_)) && msg.contains("control messages") && msg.contains("limit"), "{msg}");
+    assert!(grown_mib < 400, "the flooded side grew by {grown_mib} MiB");
+    drop(victim);
+    let _ = flood.await;
 }
 
 /// A destination announces one entry and a summary of 100 bytes, then streams a compressed
