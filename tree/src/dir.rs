@@ -67,10 +67,24 @@ impl Dir {
     /// The names in this directory (without `.` and `..`), in the order the filesystem gives.
     pub fn names(&self) -> io::Result<Vec<Vec<u8>>> {
         sys::rewind(self.fd.as_fd())?;
+        // One buffer per thread, kept: a walk lists every directory, and a fresh zeroed buffer
+        // for each cost more than reading a small one.
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            if buf.is_empty() {
+                buf.resize(32 << 10, 0);
+            }
+            self.names_with(&mut buf)
+        })
+    }
+
+    fn names_with(&self, buf: &mut [u8]) -> io::Result<Vec<Vec<u8>>> {
         let mut out = Vec::new();
-        let mut buf = vec![0u8; 32 << 10];
         loop {
-            let n = sys::getdents(self.fd.as_fd(), &mut buf)?;
+            let n = sys::getdents(self.fd.as_fd(), buf)?;
             if n == 0 {
                 return Ok(out);
             }
