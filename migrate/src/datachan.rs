@@ -403,15 +403,29 @@ mod tests {
         true
     }
 
-    #[test]
-    fn a_wrong_token_is_refused_and_the_right_one_still_gets_in() {
-        if !private_loopback("a_wrong_token_is_refused_and_the_right_one_still_gets_in") {
-            return;
+    /// A listener on the test's own loopback, a token, and a cancel flag (`None`: skipped).
+    fn listening(test: &str) -> Option<(TcpListener, SocketAddr, Token, AtomicBool)> {
+        if !private_loopback(test) {
+            return None;
         }
         let listener = bind(IpAddr::V4(Ipv4Addr::LOCALHOST), PortRange::default()).unwrap();
         let addr = listener.local_addr().unwrap();
-        let token = Token::random().unwrap();
-        let cancel = AtomicBool::new(false);
+        Some((listener, addr, Token::random().unwrap(), AtomicBool::new(false)))
+    }
+
+    /// The source's end `good` sends an image and hangs up: the accepted end reads just that.
+    fn image_arrives(mut good: TcpStream, accepted: Result<TcpStream, AcceptError>) {
+        good.write_all(b"image").unwrap();
+        drop(good);
+        let mut got = accepted.unwrap();
+        let mut data = Vec::new();
+        got.read_to_end(&mut data).unwrap();
+        assert_eq!(data, b"image");
+    }
+
+    #[test]
+    fn a_wrong_token_is_refused_and_the_right_one_still_gets_in() {
+        let Some((listener, addr, token, cancel)) = listening("a_wrong_token_is_refused_and_the_right_one_still_gets_in") else { return };
         std::thread::scope(|s| {
             let acceptor = s.spawn(|| accept_authenticated(&listener, &token, Duration::from_secs(20), &cancel));
             // A wrong token, and then someone who sends nothing valid at all.
@@ -423,13 +437,8 @@ mod tests {
             let mut buf = [0u8; 1];
             assert_eq!(junk.read(&mut buf).unwrap_or(0), 0, "junk was answered");
             // The listener still waits: the right token gets in and its bytes arrive.
-            let mut good = connect(addr, &token, Duration::from_secs(10)).unwrap();
-            good.write_all(b"image").unwrap();
-            drop(good);
-            let mut got = acceptor.join().unwrap().unwrap();
-            let mut data = Vec::new();
-            got.read_to_end(&mut data).unwrap();
-            assert_eq!(data, b"image");
+            let good = connect(addr, &token, Duration::from_secs(10)).unwrap();
+            image_arrives(good, acceptor.join().unwrap());
         });
     }
 
@@ -437,13 +446,7 @@ mod tests {
     /// source's: it is in within a second, and they are closed unanswered.
     #[test]
     fn idle_connections_do_not_delay_the_right_one() {
-        if !private_loopback("idle_connections_do_not_delay_the_right_one") {
-            return;
-        }
-        let listener = bind(IpAddr::V4(Ipv4Addr::LOCALHOST), PortRange::default()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let token = Token::random().unwrap();
-        let cancel = AtomicBool::new(false);
+        let Some((listener, addr, token, cancel)) = listening("idle_connections_do_not_delay_the_right_one") else { return };
         std::thread::scope(|s| {
             let acceptor = s.spawn(|| accept_authenticated(&listener, &token, Duration::from_secs(30), &cancel));
             let mut idle: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
@@ -452,15 +455,10 @@ mod tests {
             idle.push(half);
             std::thread::sleep(Duration::from_millis(100));
             let t0 = Instant::now();
-            let mut good = connect(addr, &token, Duration::from_secs(10)).expect("the source's connection was not accepted");
+            let good = connect(addr, &token, Duration::from_secs(10)).expect("the source's connection was not accepted");
             let waited = t0.elapsed();
             assert!(waited < Duration::from_secs(1), "the right connection waited {waited:?} behind idle ones");
-            good.write_all(b"image").unwrap();
-            drop(good);
-            let mut got = acceptor.join().unwrap().unwrap();
-            let mut data = Vec::new();
-            got.read_to_end(&mut data).unwrap();
-            assert_eq!(data, b"image");
+            image_arrives(good, acceptor.join().unwrap());
             for mut c in idle {
                 c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                 let mut b = [0u8; 1];

@@ -297,6 +297,26 @@ struct XattrArgs {
     flags: u32,
 }
 
+/// getxattrat or setxattrat (`nr`) of `attr` on `name` in `dir`, never followed.
+///
+/// # Safety
+/// `args.value` must point to `args.size` bytes the call may read (set) or write (get).
+unsafe fn xattrat_with_args(nr: libc::c_long, dir: BorrowedFd<'_>, name: &CStr, attr: &CStr, args: &XattrArgs) -> libc::c_long {
+    // SAFETY: valid fd and NUL-terminated names; `args` is valid for the size passed, and
+    // what it points to is the caller's promise.
+    unsafe {
+        libc::syscall(
+            nr,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            attr.as_ptr(),
+            args as *const XattrArgs,
+            std::mem::size_of::<XattrArgs>(),
+        )
+    }
+}
+
 /// Run `at` (an *xattrat call) when the kernel has it, else `path_call` on the /proc path
 /// `fallback` makes.
 fn with_xattrat(
@@ -367,18 +387,8 @@ pub(crate) fn getxattr(of: XattrOf<'_>, attr: &CStr, buf: &mut [u8]) -> io::Resu
         XattrOf::At(dir, name) => {
             let args = XattrArgs { value: ptr as u64, size: len as u32, flags: 0 };
             with_xattrat(
-                // SAFETY: valid fd and names; `args` describes a buffer of `len` bytes the kernel may fill.
-                || unsafe {
-                    libc::syscall(
-                        nr::GETXATTRAT,
-                        dir.as_raw_fd(),
-                        name.as_ptr(),
-                        libc::AT_SYMLINK_NOFOLLOW,
-                        attr.as_ptr(),
-                        &args as *const XattrArgs,
-                        std::mem::size_of::<XattrArgs>(),
-                    )
-                },
+                // SAFETY: `args` describes a buffer of `len` bytes the kernel may fill.
+                || unsafe { xattrat_with_args(nr::GETXATTRAT, dir, name, attr, &args) },
                 || proc_fd_path(dir.as_raw_fd(), Some(name.to_bytes())),
                 // SAFETY: as above, with a valid path.
                 |p| unsafe { libc::lgetxattr(p.as_ptr(), attr.as_ptr(), ptr, len) },
@@ -400,18 +410,8 @@ pub(crate) fn setxattr(of: XattrOf<'_>, attr: &CStr, value: &[u8]) -> io::Result
         XattrOf::At(dir, name) => {
             let args = XattrArgs { value: ptr as u64, size: len as u32, flags: 0 };
             with_xattrat(
-                // SAFETY: valid fd and names; `args` describes `len` readable bytes.
-                || unsafe {
-                    libc::syscall(
-                        nr::SETXATTRAT,
-                        dir.as_raw_fd(),
-                        name.as_ptr(),
-                        libc::AT_SYMLINK_NOFOLLOW,
-                        attr.as_ptr(),
-                        &args as *const XattrArgs,
-                        std::mem::size_of::<XattrArgs>(),
-                    )
-                },
+                // SAFETY: `args` describes `len` readable bytes.
+                || unsafe { xattrat_with_args(nr::SETXATTRAT, dir, name, attr, &args) },
                 || proc_fd_path(dir.as_raw_fd(), Some(name.to_bytes())),
                 // SAFETY: as above, with a valid path.
                 |p| unsafe { libc::lsetxattr(p.as_ptr(), attr.as_ptr(), ptr, len, 0) } as isize,

@@ -185,6 +185,17 @@ fn refused(rel: &[u8], e: &std::io::Error) -> String {
     format!("file tree entry {:?} refused: {why}; nothing is written outside the new container's directory", shown(rel))
 }
 
+/// The owner, mode and time an entry records.
+fn meta_of(e: &TreeEntry) -> Meta<'static> {
+    Meta {
+        uid: e.uid,
+        gid: e.gid,
+        perm: e.mode,
+        mtime_ns: e.mtime_secs.saturating_mul(1_000_000_000).saturating_add(e.mtime_nanos.into()),
+        xattrs: None,
+    }
+}
+
 fn split(rel: &[u8]) -> (&[u8], &[u8]) {
     match rel.iter().rposition(|b| *b == b'/') {
         Some(i) => (&rel[..i], &rel[i + 1..]),
@@ -208,13 +219,7 @@ pub fn extract_tree<R: Read>(tree: &mut TreeReader<R>, root: &Path) -> Result<u6
         let (parent_rel, name) = split(&e.path);
         let parent = top.dir_beneath(parent_rel).map_err(|x| refused(&e.path, &x))?;
         let at = |what: &str, x: std::io::Error| format!("file tree entry {:?}: {what}: {x}", shown(&e.path));
-        let meta = Meta {
-            uid: e.uid,
-            gid: e.gid,
-            perm: e.mode,
-            mtime_ns: e.mtime_secs.saturating_mul(1_000_000_000).saturating_add(e.mtime_nanos.into()),
-            xattrs: None,
-        };
+        let meta = meta_of(&e);
         match kind {
             EntryType::Directory => {
                 parent.mkdir_at(name, 0o700).map_err(|x| at("create", x))?;
@@ -275,14 +280,7 @@ pub fn extract_tree<R: Read>(tree: &mut TreeReader<R>, root: &Path) -> Result<u6
     // Directories last, deepest first: creating children changes their mtimes.
     for e in dirs.iter().rev() {
         let d = top.dir_beneath(&e.path).map_err(|x| refused(&e.path, &x))?;
-        let meta = Meta {
-            uid: e.uid,
-            gid: e.gid,
-            perm: e.mode,
-            mtime_ns: e.mtime_secs.saturating_mul(1_000_000_000).saturating_add(e.mtime_nanos.into()),
-            xattrs: None,
-        };
-        meta::apply(Target::Dir(&d), &meta).map_err(|x| format!("file tree entry {:?}: set owner, mode and time: {x}", shown(&e.path)))?;
+        meta::apply(Target::Dir(&d), &meta_of(e)).map_err(|x| format!("file tree entry {:?}: set owner, mode and time: {x}", shown(&e.path)))?;
     }
     Ok(n)
 }
