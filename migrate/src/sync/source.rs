@@ -348,7 +348,12 @@ fn decompress_bounded(raw: &[u8], limit: usize) -> Result<Vec<u8>> {
 
 /// Decode the summary's entries: no more than it announced (when it did) nor than `limit`.
 fn decode_summary(mut raw: &[u8], announced: u64, limit: usize) -> Result<Vec<FileEntry>> {
-    let limit = if announced > 0 { limit.min(usize::try_from(announced).unwrap_or(usize::MAX)) } else { limit };
+    if announced > limit as u64 {
+        return Err(Error::Protocol(format!(
+            "the destination announces a summary of {announced} entries, more than the {limit} taken for this tree; if it holds a stale copy, remove it there"
+        )));
+    }
+    let limit = if announced > 0 { announced as usize } else { limit };
     let mut out = Vec::with_capacity(limit.min(1 << 16));
     while !raw.is_empty() {
         if out.len() == limit {
