@@ -5,6 +5,7 @@
 //! `exec`/`enter` call setns, which both need that.
 
 mod cmd;
+mod version;
 
 use clap::Parser;
 use std::process::ExitCode;

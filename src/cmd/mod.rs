@@ -2,6 +2,7 @@
 
 mod checkpoint;
 mod exec;
+mod generate;
 mod lifecycle;
 mod list;
 mod migrate;
@@ -16,7 +17,12 @@ use ferry_runtime::{Ctid, Host};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about = "Run Linux containers and move them between hosts while they run")]
+#[command(
+    name = "ferry",
+    version = crate::version::short(),
+    long_version = crate::version::long(),
+    about = "Run Linux containers and move them between hosts while they run"
+)]
 pub struct Cli {
     /// Where configs, private areas and roots live.
     #[arg(long, global = true, env = "FERRY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
@@ -135,6 +141,14 @@ pub enum Command {
     /// The receiving end of `ferry sync`.
     #[command(hide = true)]
     SyncReceive { dir: PathBuf },
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(name = "__generate", hide = true)]
+    Generate {
+        dir: PathBuf,
+        /// The date the man pages carry (YYYY-MM-DD).
+        #[arg(long, default_value = "")]
+        date: String,
+    },
 }
 
 impl Command {
@@ -180,5 +194,6 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::MigrateReceive => migrate::migrate_receive(&h),
         Command::MigrateCleanup { ctid, keep_files } => migrate::migrate_cleanup(&h, &ctid, keep_files),
         Command::SyncReceive { dir } => migrate::sync_receive(dir),
+        Command::Generate { dir, date } => generate::generate(&dir, &date),
     }
 }
