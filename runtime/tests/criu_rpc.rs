@@ -493,7 +493,7 @@ fn restore_under_other_parent_with_criu_cg_root() {
 fn missing_criu_binary_is_a_clear_error() {
     let c = ferry_runtime::checkpoint::Criu::with_binary("/nonexistent/criu");
     let e = c.version().unwrap_err().to_string();
-    assert!(e.contains("/nonexistent/criu") && e.contains("scripts/install-deps.sh"), "{e}");
+    assert!(e.contains("/nonexistent/criu") && e.contains("ferry-install-criu"), "{e}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The data behind `ferry check`: what this host offers ferry, and what ferry does without it.
 
-use super::{Criu, MIN_VERSION};
+use super::{Criu, INSTALL_HINT, MIN_VERSION};
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -35,11 +35,7 @@ pub fn host_check(work_dir: &Path) -> HostCheck {
         Ok(v) => rows.push(row(
             "CRIU version",
             v.at_least(MIN_VERSION),
-            if v.at_least(MIN_VERSION) {
-                v.to_string()
-            } else {
-                format!("{v}: needs {}.{}+, run scripts/install-deps.sh", MIN_VERSION.0, MIN_VERSION.1)
-            },
+            if v.at_least(MIN_VERSION) { v.to_string() } else { format!("{v}: needs {}.{}+, {INSTALL_HINT}", MIN_VERSION.0, MIN_VERSION.1) },
             no_cr,
         )),
         Err(e) => rows.push(row("CRIU version", false, e.clone(), no_cr)),
@@ -126,8 +122,15 @@ pub fn host_check(work_dir: &Path) -> HostCheck {
         format!("btrfs-progs: {}, xfsprogs: {}", yes(btrfs), yes(xfs)),
         "private areas are plain directories without disk limits",
     ));
-    HostCheck { rows }
+    let advice = if matches!(&version, Ok(v) if v.at_least(MIN_VERSION)) { Vec::new() } else { vec![GET_CRIU.to_owned()] };
+    HostCheck { rows, advice }
 }
+
+/// How to get a CRIU ferry can use, printed under the table when it lacks one.
+const GET_CRIU: &str = "CRIU 4.2+ on Debian 12 or 13: run ferry-install-criu as root. It adds Debian's trixie and sid \
+suites to apt's sources, pinned at priority 100 and 50 so that nothing else upgrades from them by itself, and installs \
+criu and iptables from trixie, then criu from sid (see /usr/share/doc/ferry/README.Debian; from ferry's source tree: \
+scripts/install-deps.sh). Elsewhere: CRIU 4.2 or newer from your distribution or https://criu.org.";
 
 /// Whether capability number `cap` is in this process's bounding set.
 pub fn has_cap_in_bounding_set(cap: u32) -> bool {
@@ -188,6 +191,8 @@ pub fn cgroup_row(root: &Path) -> CheckRow {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HostCheck {
     pub rows: Vec<CheckRow>,
+    /// What to do about what is missing (printed under the table).
+    pub advice: Vec<String>,
 }
 
 impl std::fmt::Display for HostCheck {
@@ -202,6 +207,9 @@ impl std::fmt::Display for HostCheck {
             };
             let without = if r.status == Status::Ok { "-" } else { r.without.as_str() };
             writeln!(f, "{:<w0$}  {:<7}  {:<w2$}  {}", r.feature, st, r.detail, without)?;
+        }
+        for a in &self.advice {
+            writeln!(f, "\n{a}")?;
         }
         Ok(())
     }
@@ -239,8 +247,10 @@ mod tests {
 
     #[test]
     fn table_shows_fallback_only_when_missing() {
-        let t = HostCheck { rows: vec![row("a", true, "fine", "plan A"), row("soft-dirty", false, "off", "one full dump")] };
+        let t = HostCheck { rows: vec![row("a", true, "fine", "plan A"), row("soft-dirty", false, "off", "one full dump")], advice: vec![] };
         let s = t.to_string();
+        let advised = HostCheck { rows: t.rows.clone(), advice: vec![GET_CRIU.into()] }.to_string();
+        assert!(advised.starts_with(&s) && advised.contains("\n\nCRIU 4.2+ on Debian 12 or 13: run ferry-install-criu"), "{advised}");
         assert!(s.contains("MISSING"));
         assert!(s.contains("one full dump"));
         assert!(!s.contains("plan A"));
