@@ -73,13 +73,7 @@ rust_from_debian() {
 }
 add_bookworm_security() {
   local f=/etc/apt/sources.list.d/debian-security.sources
-  cat >"$f" <<'SRC'
-Types: deb
-URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+  cp scripts/lib/bookworm-security.sources "$f"
   changed+=("added Debian 12's security suite to apt's sources ($f)")
   updated=0
 }

@@ -25,7 +25,7 @@ trap 'rm -rf "$work"' EXIT
 cache=${FERRY_TEST_CACHE:-/var/cache/ferry-test}
 mkdir -p "$cache/apt-archives/partial" "$cache/cargo/registry"
 # The roots download each package once: apt's archive cache and cargo's registry are shared.
-in_root() { scripts/lib/in-root.sh --bind "$cache/apt-archives:/var/cache/apt/archives" "$@"; }
+in_root() { scripts/lib/in-root.sh --env DEBCONF_NOWARNINGS=yes --bind "$cache/apt-archives:/var/cache/apt/archives" "$@"; }
 
 step "package"
 deb=$(scripts/package.sh | tail -n 1)

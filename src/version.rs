@@ -28,3 +28,9 @@ pub fn long() -> &'static str {
     });
     &LONG
 }
+
+/// [`long`] on one line (a man page's VERSION section fills its lines into one paragraph).
+pub fn long_one_line() -> &'static str {
+    static ONE: LazyLock<String> = LazyLock::new(|| long().replace('\n', "; "));
+    &ONE
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian 12 trees for packaging and the package tests, made once with debootstrap and kept under
-# /var/cache/ferry-test (or FERRY_TEST_CACHE); made again only when this script changes (its
-# hash is in their names). Prints the tree's path; use it through a copy or read-only.
+# /var/cache/ferry-test (or FERRY_TEST_CACHE); made again only when this script (or the
+# bookworm-security.sources beside it) changes: their hash is in the trees' names. Prints the tree's path; use it through a copy or read-only.
 #   debian12-root.sh base    minbase, plus what a host has that the tests use: systemd (unit
 #                            enablement), man-db, bash-completion
 #   debian12-root.sh build   base, plus gcc, libc6-dev, libcrypt-dev and Debian 12's own Rust
@@ -12,7 +12,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${FERRY_TEST_CACHE:-/var/cache/ferry-test}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-key=$(sha256sum "$0" | cut -c1-12)
+key=$(cat "$0" "$here/bookworm-security.sources" | sha256sum | cut -c1-12)
 base=$cache/debian12-base-$key
 build=$cache/debian12-build-$key
 [[ $(id -u) -eq 0 ]] || { echo "debian12-root.sh: run as root (debootstrap)" >&2; exit 1; }
@@ -43,13 +43,7 @@ make_build() {
   echo "debian12-root.sh: a build tree with Debian 12's Rust in $build, once" >&2
   rm -rf "$build.tmp"
   cp -a "$base" "$build.tmp"
-  cat >"$build.tmp/etc/apt/sources.list.d/debian-security.sources" <<'SRC'
-Types: deb
-URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+  cp "$here/bookworm-security.sources" "$build.tmp/etc/apt/sources.list.d/debian-security.sources"
   "$here/in-root.sh" "$build.tmp" sh -ec 'apt-get -q update
     apt-get -y -q install --no-install-recommends gcc libc6-dev libcrypt-dev ca-certificates rustc-web cargo-web
     apt-get clean' >"$cache/build-tree.log" 2>&1 || fail "$cache/build-tree.log" "installing the build tools failed"

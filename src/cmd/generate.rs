@@ -15,7 +15,7 @@ pub fn generate(dir: &Path, date: &str) -> Result<u8> {
     for d in [&man, &completions] {
         std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
     }
-    let mut cli = super::Cli::command().disable_help_subcommand(true);
+    let mut cli = super::Cli::command().disable_help_subcommand(true).long_version(crate::version::long_one_line());
     cli.build();
     write_man_pages(&cli, &man, date)?;
     let mut public = public_command(&super::Cli::command());
@@ -71,6 +71,7 @@ mod tests {
         let top = std::fs::read_to_string(d.path().join("man/ferry.8")).unwrap();
         assert!(top.contains(".TH ferry 8 2026-01-02"), "{top}");
         assert!(top.contains("FERRY_DATA_DIR"), "the environment variables are named");
+        assert!(top.contains("; image format: writes"), "the VERSION section names the formats: {top}");
         assert!(top.contains("migrate"), "the top page lists the commands");
         assert!(!top.contains("migrate\\-receive") && !top.contains("__generate"), "hidden commands stay out: {top}");
         for page in ["ferry-create.8", "ferry-migrate.8", "ferry-snapshot.8", "ferry-snapshot-create.8", "ferry-image-inspect.8"] {
