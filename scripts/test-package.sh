@@ -12,7 +12,7 @@
 #   3. in another fresh copy, which has no Rust: scripts/install-deps.sh installs what building
 #      ferry needs (Rust from Debian's archive) and runs again with nothing to do, and
 #      `cargo build --locked -p ferry` builds a ferry that runs there.
-# Each step prints how long it took.
+# Each step prints when it started. FERRY_TEST_SKIP_SOURCE_BUILD=1 leaves step 3 out (it says so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $(id -u) -eq 0 ]] || { echo "test-package.sh: run as root" >&2; exit 1; }
