@@ -24,6 +24,9 @@ work=$(mktemp -d /var/tmp/ferry-pkgtest.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cache=${FERRY_TEST_CACHE:-/var/cache/ferry-test}
 mkdir -p "$cache/apt-archives/partial" "$cache/cargo/registry"
+# One package test at a time: the roots share apt's archive cache, and apt locks it.
+exec 8>"$cache/package-test.lock"
+flock -n 8 || { echo "test-package: waiting for another package test to finish ($cache/package-test.lock)"; flock 8; }
 # The roots download each package once: apt's archive cache and cargo's registry are shared.
 in_root() { scripts/lib/in-root.sh --env DEBCONF_NOWARNINGS=yes --bind "$cache/apt-archives:/var/cache/apt/archives" "$@"; }
 
