@@ -5,7 +5,8 @@
 #                                          `ferry __generate`, i.e. from the CLI definition
 #   /usr/sbin/ferry-install-criu           scripts/install-criu.sh (CRIU 4.2+ on Debian 12/13)
 #   /lib/systemd/system/                   every unit in scripts/systemd (ExecStart on /usr/bin/ferry)
-#   /etc/ferry/ferry.toml                  scripts/ferry.toml, when the tree has one (a conffile)
+#   /etc/ferry/ferry.toml, samples/*.toml  scripts/host/ferry.toml and scripts/host/samples/, when
+#                                          the tree has them (conffiles)
 #   /usr/share/man/man8/, completions for bash, zsh and fish, /usr/share/doc/ferry/
 #
 #   scripts/package.sh [OUTDIR]            default OUTDIR: target/debian; prints the .deb's path
@@ -80,10 +81,19 @@ for unit in scripts/systemd/*; do
   if [[ $name == *.timer ]]; then timers+=("$name"); fi
 done
 
-if [[ -f scripts/ferry.toml ]]; then
-  inst 644 scripts/ferry.toml etc/ferry/ferry.toml
-  echo /etc/ferry/ferry.toml >"$stage/DEBIAN/conffiles"
+# The host's configuration: the commented default host config and the sample configs for
+# --applyconfig, conffiles (an admin's edits survive upgrades and removal).
+conffiles=()
+if [[ -f scripts/host/ferry.toml ]]; then
+  inst 644 scripts/host/ferry.toml etc/ferry/ferry.toml
+  conffiles+=(/etc/ferry/ferry.toml)
 fi
+for sample in scripts/host/samples/*.toml; do
+  [[ -f $sample ]] || continue
+  inst 644 "$sample" "etc/ferry/samples/$(basename "$sample")"
+  conffiles+=("/etc/ferry/samples/$(basename "$sample")")
+done
+if [[ ${#conffiles[@]} -gt 0 ]]; then printf '%s\n' "${conffiles[@]}" >"$stage/DEBIAN/conffiles"; fi
 
 doc=usr/share/doc/ferry
 inst 644 README.md "$doc/README.md"

@@ -96,6 +96,9 @@ for unit in /lib/systemd/system/ferry-*; do
   grep -q '^\[Install\]' "$unit" || continue
   [ "$(systemctl is-enabled "$(basename "$unit")" 2>&1)" = enabled ] || fail "$unit is not enabled: $(systemctl is-enabled "$(basename "$unit")" 2>&1)"
 done
+if [ -f /var/lib/dpkg/info/ferry.conffiles ]; then
+  while read -r f; do [ -f "$f" ] || fail "conffile $f is missing"; done </var/lib/dpkg/info/ferry.conffiles
+fi
 for f in README.Debian copyright changelog.gz; do [ -f "/usr/share/doc/ferry/$f" ] || fail "no /usr/share/doc/ferry/$f"; done
 grep -q 'ferry-install-criu' /usr/share/doc/ferry/README.Debian || fail "README.Debian does not name ferry-install-criu"
 echo "ferry works in the Debian 12 root: $(echo "$v" | head -n 1)"
@@ -110,7 +113,11 @@ snapshot >"$work/removed"
 # Debian keeps a removed package's configuration: its conffiles (and their directory), and
 # whether its units were enabled (the symlinks and deb-systemd-helper's record of them).
 kept='^$'
-for f in $conffiles; do kept+="|^f [0-7]+ \\.$f \$|^d [0-7]+ \\.$(dirname "$f") \$"; done
+for f in $conffiles; do
+  kept+="|^f [0-7]+ \\.$f \$"
+  d=$(dirname "$f")
+  while [[ $d != /etc ]]; do kept+="|^d [0-7]+ \\.$d \$"; d=$(dirname "$d"); done
+done
 for u in $units; do kept+="|^l [0-7]+ \\./etc/systemd/system/[^/]+\\.wants/$u |^[fd] [0-7]+ \\./var/lib/systemd/deb-systemd-helper-enabled/.*$u"; done
 kept+='|^d [0-7]+ \./etc/systemd/system/[^/]+\.wants |^d [0-7]+ \./var/lib/systemd/deb-systemd-helper-enabled'
 extra=$(comm -13 "$work/before" "$work/removed" | grep -Ev "$kept" || true)
