@@ -5,6 +5,7 @@ mod boot;
 mod checkpoint;
 mod exec;
 pub mod exit;
+mod generate;
 mod hostcfg;
 mod lifecycle;
 mod list;
@@ -27,7 +28,13 @@ Host settings: flag > FERRY_* variable > host config file (/etc/ferry/ferry.toml
 `ferry host-config` shows them. Exit codes: docs/exit-codes.md (vzctl's where vzctl had one).";
 
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about = "Run Linux containers and move them between hosts while they run", after_help = AFTER_HELP)]
+#[command(
+    name = "ferry",
+    version = crate::version::short(),
+    long_version = crate::version::long(),
+    about = "Run Linux containers and move them between hosts while they run",
+    after_help = AFTER_HELP
+)]
 pub struct Cli {
     /// The host config file [env: FERRY_HOST_CONFIG; default /etc/ferry/ferry.toml].
     #[arg(long, global = true, value_name = "FILE")]
@@ -182,6 +189,14 @@ pub enum Command {
     /// The receiving end of `ferry sync`.
     #[command(hide = true)]
     SyncReceive { dir: PathBuf },
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(name = "__generate", hide = true)]
+    Generate {
+        dir: PathBuf,
+        /// The date the man pages carry (YYYY-MM-DD).
+        #[arg(long, default_value = "")]
+        date: String,
+    },
 }
 
 impl Command {
@@ -211,7 +226,7 @@ impl Command {
 
     /// Commands that work without this host's settings (images and trees only).
     fn needs_host(&self) -> bool {
-        !matches!(self, Command::Image { .. } | Command::Sync(_) | Command::SyncReceive { .. })
+        !matches!(self, Command::Image { .. } | Command::Sync(_) | Command::SyncReceive { .. } | Command::Generate { .. })
     }
 }
 
@@ -257,5 +272,6 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::MigrateReceive => migrate::migrate_receive(&h),
         Command::MigrateCleanup { ctid, keep_files } => migrate::migrate_cleanup(&h, &ctid, keep_files),
         Command::SyncReceive { dir } => migrate::sync_receive(dir),
+        Command::Generate { dir, date } => generate::generate(&dir, &date),
     }
 }

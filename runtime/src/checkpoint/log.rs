@@ -49,7 +49,7 @@ pub fn hint(errors: &[String]) -> Option<&'static str> {
     } else if has("veth") || has("Can't restore link") || has("netdev") && has("File exists") {
         Some("CRIU could not recreate a network device (veth): check the external veth mapping (veth[IN]:OUT) and that its outer name is free in the network namespace the restore runs in")
     } else if (has("tcp") || has("TCP") || has("sockets:")) && has("Operation not supported") {
-        Some("this kernel/CRIU pair cannot dump this socket option; CRIU 4.2+ is needed for established TCP on recent kernels (run scripts/install-deps.sh)")
+        Some("this kernel/CRIU pair cannot dump this socket option; CRIU 4.2+ is needed for established TCP on recent kernels (ferry-install-criu installs it)")
     } else if has("Can't dump") && (has("socket") || has("sk ")) {
         Some("a process holds a socket kind CRIU cannot dump (or one connected outside the container): close it or make it external (ext_unix_sk for unix sockets)")
     } else if has("Unsupported") || has("unsupported") {

@@ -83,6 +83,9 @@ use std::time::{Duration, Instant};
 
 /// The oldest CRIU ferry accepts: older ones fail on kernels ≥ 6.13 or cannot dump TCP there.
 pub const MIN_VERSION: (u32, u32) = (4, 2);
+/// What to do when CRIU is missing or older than [`MIN_VERSION`]: ferry-install-criu comes with
+/// the Debian package, install-deps.sh runs the same steps from a source tree.
+pub const INSTALL_HINT: &str = "run ferry-install-criu (scripts/install-deps.sh in ferry's source tree)";
 /// CRIU's log level: 3 (info) has every step, warning and error; 4 adds debug lines (each
 /// mapping, each fd) that cost 20-30 ms of a ~150 ms restore, all of it while the container
 /// is frozen. `FERRY_CRIU_LOG_LEVEL=4` asks for them when a failure needs the detail.
@@ -339,10 +342,7 @@ impl Criu {
     pub fn version(&self) -> Result<CriuVersion> {
         let ex = rpc::call(&self.spawn(None, &[]), &rpc::request(Criu_req_type::VERSION, None), &mut |_| Ok(()))?;
         if !ex.resp.success() || ex.resp.version.is_none() {
-            return Err(Error::Criu(format!(
-                "{} does not answer the VERSION request (too old?): run scripts/install-deps.sh",
-                self.binary.display()
-            )));
+            return Err(Error::Criu(format!("{} does not answer the VERSION request (too old?): {INSTALL_HINT}", self.binary.display())));
         }
         let v = &ex.resp.version;
         Ok(CriuVersion { major: v.major_number() as u32, minor: v.minor_number() as u32, sublevel: v.sublevel() as u32, gitid: v.gitid.clone() })
@@ -469,7 +469,7 @@ pub fn version_ok(v: &CriuVersion) -> Result<()> {
         return Ok(());
     }
     Err(Error::Criu(format!(
-        "criu {v} is too old for ferry (needs {}.{}+: older CRIU fails on kernels 6.13+ and cannot dump TCP there): run scripts/install-deps.sh",
+        "criu {v} is too old for ferry (needs {}.{}+: older CRIU fails on kernels 6.13+ and cannot dump TCP there): {INSTALL_HINT}",
         MIN_VERSION.0, MIN_VERSION.1
     )))
 }
@@ -634,6 +634,6 @@ mod tests {
         assert_eq!(v.to_string(), "4.1.1");
         assert!(CriuVersion { major: 4, minor: 2, sublevel: 0, gitid: None }.at_least(MIN_VERSION));
         let e = version_ok(&CriuVersion { major: 3, minor: 17, sublevel: 0, gitid: None }).unwrap_err().to_string();
-        assert!(e.contains("criu 3.17 is too old") && e.contains("4.2+") && e.contains("scripts/install-deps.sh"), "{e}");
+        assert!(e.contains("criu 3.17 is too old") && e.contains("4.2+") && e.contains("ferry-install-criu"), "{e}");
     }
 }

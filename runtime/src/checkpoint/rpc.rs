@@ -57,7 +57,7 @@ pub fn find_criu() -> Result<PathBuf> {
             return Ok(cand);
         }
     }
-    Err(Error::Criu("criu is not installed (not found on PATH): run scripts/install-deps.sh".into()))
+    Err(Error::Criu(format!("criu is not installed (not found on PATH): {}", super::INSTALL_HINT)))
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -74,7 +74,7 @@ pub fn call(spawn: &SwrkSpawn, req: &Criu_req, on_notify: &mut dyn FnMut(&Notify
         None => find_criu()?,
     };
     if !is_executable(&criu) {
-        return Err(Error::Criu(format!("{} is missing or not executable: run scripts/install-deps.sh", criu.display())));
+        return Err(Error::Criu(format!("{} is missing or not executable: {}", criu.display(), super::INSTALL_HINT)));
     }
     for p in &spawn.join_cgroups {
         if !p.exists() {
