@@ -26,6 +26,9 @@ struct Joiner {
     ns: Vec<(NsKind, File)>,
     cgroup_procs: Vec<File>,
     isolation: Prepared,
+    /// A system container: the process gets a cgroup namespace rooted at the cgroups it
+    /// joined, as PID 1 has, so paths in /proc/self/cgroup are the ones systemd knows.
+    cgroup_namespace: bool,
 }
 
 impl Joiner {
@@ -38,10 +41,11 @@ impl Joiner {
         let ns = namespaces::open_recorded(ct.as_str(), op, st.pid, st.start_time, &st.namespaces)?;
         let cg = st.cgroup();
         let mut cgroup_procs = Vec::new();
-        for p in cg.procs_files() {
+        let systemd = st.system.as_ref().and_then(|s| s.systemd_cgroup.as_ref()).map(|d| d.join("cgroup.procs"));
+        for p in cg.procs_files().into_iter().chain(systemd) {
             cgroup_procs.push(std::fs::OpenOptions::new().write(true).open(&p).map_err(|e| Error::io("open cgroup", &p, e))?);
         }
-        Ok(Joiner { ns, cgroup_procs, isolation })
+        Ok(Joiner { ns, cgroup_procs, isolation, cgroup_namespace: st.system.is_some() })
     }
 
     /// Join every namespace (the pid namespace applies to children forked after this).
@@ -63,6 +67,9 @@ impl Joiner {
         for mut f in &self.cgroup_procs {
             // "0" means the writing process.
             f.write_all(b"0").map_err(|e| format!("join cgroup: {e}"))?;
+        }
+        if self.cgroup_namespace {
+            crate::sysenv::child::enter_cgroup_namespace()?;
         }
         nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
     }

@@ -117,6 +117,9 @@ pub struct CheckpointMeta {
     /// CRIU's images): what exec gives a process after the restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<crate::isolation::Applied>,
+    /// A system container's console and cgroup subtree as dumped (None for others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<crate::sysenv::checkpoint::SystemMeta>,
 }
 
 impl CheckpointMeta {
@@ -187,7 +190,7 @@ pub struct CheckpointInfo {
 }
 
 /// A finished restore.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreInfo {
     pub state: State,
     pub restore_ms: u64,
@@ -293,6 +296,7 @@ pub fn checkpoint_to_dir_frozen(
     d.ext_unix_sk = opts.ext_unix_sk;
     d.network_lock = NetworkLock::Iptables;
     d.freeze_cgroup = Some(freezer.dir().to_path_buf());
+    let system = crate::sysenv::checkpoint::dump_options(&st, &cg, &mut d)?;
     // The container is frozen when CRIU is ready to collect it ("pre-dump" comes after its
     // start-up, which takes tens of milliseconds), not before CRIU starts: that start-up is
     // not downtime. CRIU finds the cgroup frozen and leaves it so after the dump.
@@ -384,6 +388,7 @@ pub fn checkpoint_to_dir_frozen(
         saved_resources: Some(cfg.resources.clone()),
         live_resources: Some(crate::container::effective_resources(cfg, Some(&st))),
         isolation: st.isolation.clone(),
+        system,
     };
     meta.save(images_dir)?;
 
@@ -461,6 +466,8 @@ struct RestoreUndo<'a> {
     mounted: bool,
     cgroup: Option<Cgroup>,
     net: Option<NetState>,
+    /// A system container's systemd cgroup (v1), which CRIU makes.
+    systemd_cgroup: Option<PathBuf>,
 }
 
 impl RestoreUndo<'_> {
@@ -468,6 +475,11 @@ impl RestoreUndo<'_> {
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(10));
             if let Err(e) = cg.destroy() {
+                tracing::warn!("undo restore of {}: {e}", self.cfg.ctid);
+            }
+        }
+        if let Some(d) = self.systemd_cgroup.take() {
+            if let Err(e) = crate::sysenv::cgroup::remove_tree(&d) {
                 tracing::warn!("undo restore of {}: {e}", self.cfg.ctid);
             }
         }
@@ -532,8 +544,17 @@ pub fn restore_from_dir_with(host: &Host, lock: &ContainerLock, cfg: &ContainerC
         return Err(Error::ct(ct, "restore", format!("cgroup {} still has processes {:?}; run `ferry stop {ct}` first", cg.rel(), cg.pids()?)));
     }
 
-    let mut undo = RestoreUndo { host, cfg, mounted: false, cgroup: None, net: None };
-    let res = restore_inner(host, cfg, images_dir, &criu, &veths, meta.as_ref(), &mut undo);
+    // A system container comes back inside a new monitor, on a new console.
+    let system = meta.as_ref().and_then(|m| m.system.clone());
+    if let Some(sm) = &system {
+        crate::sysenv::checkpoint::check_cgroup_mode(ct, sm, &cg)?;
+    }
+    let res = match &system {
+        Some(sm) => crate::sysenv::monitor::run(host, cfg, crate::container::start::MONITORED, "restore", |console| {
+            restore_attempt(host, cfg, images_dir, &criu, &veths, meta.as_ref(), Some((sm, console))).map(|r| (r.clone(), r.0))
+        }),
+        None => restore_attempt(host, cfg, images_dir, &criu, &veths, meta.as_ref(), None),
+    };
     match res {
         Ok((state, restore_ms, log)) => {
             if let (Some(ns), true) = (&state.net_objects, announce) {
@@ -543,13 +564,31 @@ pub fn restore_from_dir_with(host: &Host, lock: &ContainerLock, cfg: &ContainerC
             }
             Ok(RestoreInfo { state, restore_ms, total_ms: ms(t0.elapsed()), log })
         }
-        Err(e) => {
-            undo.run();
-            Err(e)
-        }
+        Err(e) => Err(e),
     }
 }
 
+type SystemRestore<'a> = Option<(&'a crate::sysenv::checkpoint::SystemMeta, &'a crate::sysenv::monitor::Console)>;
+
+/// One try at restoring: everything it made is removed again when it fails.
+fn restore_attempt(
+    host: &Host,
+    cfg: &ContainerConfig,
+    images_dir: &Path,
+    criu: &Criu,
+    veths: &[(String, String)],
+    meta: Option<&CheckpointMeta>,
+    system: SystemRestore<'_>,
+) -> Result<(State, u64, PathBuf)> {
+    let mut undo = RestoreUndo { host, cfg, mounted: false, cgroup: None, net: None, systemd_cgroup: None };
+    let res = restore_inner(host, cfg, images_dir, criu, veths, meta, system, &mut undo);
+    if res.is_err() {
+        undo.run();
+    }
+    res
+}
+
+#[allow(clippy::too_many_arguments)]
 fn restore_inner(
     host: &Host,
     cfg: &ContainerConfig,
@@ -557,6 +596,7 @@ fn restore_inner(
     criu: &Criu,
     veths: &[(String, String)],
     meta: Option<&CheckpointMeta>,
+    system: SystemRestore<'_>,
     undo: &mut RestoreUndo<'_>,
 ) -> Result<(State, u64, PathBuf)> {
     let ct = cfg.ctid.as_str();
@@ -598,6 +638,11 @@ fn restore_inner(
     r.join_cgroups = cg.procs_files();
     r.ext_unix_sk = meta.map(|m| m.ext_unix_sk).unwrap_or(false);
     r.rst_sibling = false;
+    if let Some((sm, console)) = system {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
+        undo.systemd_cgroup = crate::sysenv::cgroup::systemd_dir(&cg, &mountinfo)?;
+        crate::sysenv::checkpoint::restore_options(sm, &cg, console, &mut r);
+    }
     let mut net_state: Option<NetState> = None;
     let mut net_err: Option<Error> = None;
     let mut net_time = Duration::ZERO;
@@ -660,6 +705,12 @@ fn restore_inner(
         resources: Some(resources),
         namespaces,
         isolation: Some(isolation),
+        system: system.map(|(_, c)| crate::sysenv::SystemState {
+            monitor_pid: std::process::id() as i32,
+            console: c.pty.path.clone(),
+            console_socket: c.socket.clone(),
+            systemd_cgroup: undo.systemd_cgroup.clone(),
+        }),
         ..State::new(cfg.ctid.clone(), done.pid, &cg, root)
     };
     if !state.is_alive() {
@@ -678,6 +729,7 @@ fn restore_inner(
     undo.cgroup = None;
     undo.mounted = false;
     undo.net = None;
+    undo.systemd_cgroup = None;
     Ok((state, ms(done.elapsed), log))
 }
 
@@ -793,6 +845,7 @@ mod tests {
             saved_resources: Some(saved.clone()),
             live_resources: Some(live.clone()),
             isolation: None,
+            system: None,
         };
         assert_eq!(CheckpointMeta::restored_resources(Some(&meta), &saved), live);
         let changed = Resources { ram: Some(128 << 20), ..Default::default() };
