@@ -16,7 +16,6 @@ mod support;
 mod topology;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -301,9 +300,7 @@ impl RedisClient {
         let (stop2, acked2) = (stop.clone(), acked.clone());
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let f = std::fs::File::open(&ns).map_err(|e| e.to_string())?;
-            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
-            let s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(5)).map_err(|e| format!("connect {addr}: {e}"));
+            let s = topology::connect_from(&ns, &addr);
             let _ = tx.send(s.as_ref().map(|_| ()).map_err(|e| e.clone()));
             let mut s = s?;
             s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -369,6 +366,9 @@ fn assert_system_alive(h: &TestHost, ct: &str, what: &str) {
     assert_eq!(h.exec(ct, "systemctl is-active redis-server").trim(), "active", "{what}");
     let status = h.exec(ct, "systemctl status redis-server --no-pager");
     assert!(status.contains("Active: active (running)") && status.contains("/system.slice/redis-server.service"), "{what}: {status}");
+    // A service systemd starts now reports ready over its notify socket (ssh is Type=notify),
+    // lands in a new cgroup and is watched through its SIGCHLD.
+    assert_eq!(h.exec(ct, "systemctl restart ssh && systemctl is-active ssh").trim(), "active", "{what}");
     let since = h.exec(ct, "date +%s").trim().to_string();
     let marker = format!("ferry-test-{what}").replace(' ', "-");
     h.exec(ct, &format!("logger -t ferry-test {marker}"));

@@ -459,7 +459,8 @@ fn open_container_ptmx() -> std::result::Result<OwnedFd, String> {
     Ok(fd)
 }
 
-fn make_raw(fd: i32) -> Option<nix::sys::termios::Termios> {
+/// Put stdin (a terminal) in raw mode; the settings to restore.
+pub(crate) fn make_raw(fd: i32) -> Option<nix::sys::termios::Termios> {
     let _ = fd;
     let saved = nix::sys::termios::tcgetattr(std::io::stdin()).ok()?;
     let mut raw = saved.clone();
@@ -493,11 +494,7 @@ fn proxy(master: i32, stdin_tty: bool) {
         if m_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
             match nix::unistd::read(master, &mut buf) {
                 Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    let mut out = std::io::stdout();
-                    let _ = out.write_all(&buf[..n]);
-                    let _ = out.flush();
-                }
+                Ok(n) => to_stdout(&buf[..n]),
             }
         }
         if i_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
@@ -515,6 +512,13 @@ fn proxy(master: i32, stdin_tty: bool) {
             }
         }
     }
+}
+
+/// Write `data` to stdout at once (a terminal proxy's output).
+pub(crate) fn to_stdout(data: &[u8]) {
+    let mut out = std::io::stdout();
+    let _ = out.write_all(data);
+    let _ = out.flush();
 }
 
 fn unsafe_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {

@@ -6,7 +6,7 @@
 //! exec/enter call setns).
 
 mod create;
-mod exec;
+pub(crate) mod exec;
 pub mod restore;
 mod set;
 pub(crate) mod start;

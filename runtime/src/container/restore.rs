@@ -549,11 +549,12 @@ pub fn restore_from_dir_with(host: &Host, lock: &ContainerLock, cfg: &ContainerC
     if let Some(sm) = &system {
         crate::sysenv::checkpoint::check_cgroup_mode(ct, sm, &cg)?;
     }
+    let job = RestoreJob { host, cfg, images_dir, criu: &criu, veths: &veths, meta: meta.as_ref(), system: None };
     let res = match &system {
         Some(sm) => crate::sysenv::monitor::run(host, cfg, crate::container::start::MONITORED, "restore", |console| {
-            restore_attempt(host, cfg, images_dir, &criu, &veths, meta.as_ref(), Some((sm, console))).map(|r| (r.clone(), r.0))
+            restore_attempt(RestoreJob { system: Some((sm, console)), ..job }).map(|r| (r.clone(), r.0))
         }),
-        None => restore_attempt(host, cfg, images_dir, &criu, &veths, meta.as_ref(), None),
+        None => restore_attempt(job),
     };
     match res {
         Ok((state, restore_ms, log)) => {
@@ -570,35 +571,30 @@ pub fn restore_from_dir_with(host: &Host, lock: &ContainerLock, cfg: &ContainerC
 
 type SystemRestore<'a> = Option<(&'a crate::sysenv::checkpoint::SystemMeta, &'a crate::sysenv::monitor::Console)>;
 
+/// What one restore works with.
+#[derive(Clone, Copy)]
+struct RestoreJob<'a> {
+    host: &'a Host,
+    cfg: &'a ContainerConfig,
+    images_dir: &'a Path,
+    criu: &'a Criu,
+    veths: &'a [(String, String)],
+    meta: Option<&'a CheckpointMeta>,
+    system: SystemRestore<'a>,
+}
+
 /// One try at restoring: everything it made is removed again when it fails.
-fn restore_attempt(
-    host: &Host,
-    cfg: &ContainerConfig,
-    images_dir: &Path,
-    criu: &Criu,
-    veths: &[(String, String)],
-    meta: Option<&CheckpointMeta>,
-    system: SystemRestore<'_>,
-) -> Result<(State, u64, PathBuf)> {
-    let mut undo = RestoreUndo { host, cfg, mounted: false, cgroup: None, net: None, systemd_cgroup: None };
-    let res = restore_inner(host, cfg, images_dir, criu, veths, meta, system, &mut undo);
+fn restore_attempt(job: RestoreJob<'_>) -> Result<(State, u64, PathBuf)> {
+    let mut undo = RestoreUndo { host: job.host, cfg: job.cfg, mounted: false, cgroup: None, net: None, systemd_cgroup: None };
+    let res = restore_inner(job, &mut undo);
     if res.is_err() {
         undo.run();
     }
     res
 }
 
-#[allow(clippy::too_many_arguments)]
-fn restore_inner(
-    host: &Host,
-    cfg: &ContainerConfig,
-    images_dir: &Path,
-    criu: &Criu,
-    veths: &[(String, String)],
-    meta: Option<&CheckpointMeta>,
-    system: SystemRestore<'_>,
-    undo: &mut RestoreUndo<'_>,
-) -> Result<(State, u64, PathBuf)> {
+fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(State, u64, PathBuf)> {
+    let RestoreJob { host, cfg, images_dir, criu, veths, meta, system } = job;
     let ct = cfg.ctid.as_str();
     let t0 = Instant::now();
     let root = crate::storage::mount_root(host, cfg)?;

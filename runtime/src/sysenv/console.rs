@@ -210,7 +210,7 @@ pub fn attach(ctid: &str, socket: &Path) -> Result<()> {
     let mut sock = UnixStream::connect(socket)
         .map_err(|e| Error::ct(ctid, "console", format!("connect to its console at {}: {e}; is the container running?", socket.display())))?;
     let tty = nix::unistd::isatty(0).unwrap_or(false);
-    let saved = if tty { raw_mode() } else { None };
+    let saved = if tty { crate::container::exec::make_raw(0) } else { None };
     if tty {
         let act = nix::sys::signal::SigAction::new(
             nix::sys::signal::SigHandler::Handler(on_winch),
@@ -249,11 +249,7 @@ pub fn attach(ctid: &str, socket: &Path) -> Result<()> {
                     let _ = write!(err, "\r\nferry: the console of {ctid} closed\r\n");
                     break Ok(());
                 }
-                Ok(n) => {
-                    let mut out = std::io::stdout();
-                    let _ = out.write_all(&buf[..n]);
-                    let _ = out.flush();
-                }
+                Ok(n) => crate::container::exec::to_stdout(&buf[..n]),
             }
         }
         if i_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
@@ -290,18 +286,8 @@ fn drain_quietly(sock: &mut std::os::unix::net::UnixStream, buf: &mut [u8]) {
         if n == 0 {
             break;
         }
-        let mut out = std::io::stdout();
-        let _ = out.write_all(&buf[..n]);
-        let _ = out.flush();
+        crate::container::exec::to_stdout(&buf[..n]);
     }
-}
-
-fn raw_mode() -> Option<nix::sys::termios::Termios> {
-    let saved = nix::sys::termios::tcgetattr(std::io::stdin()).ok()?;
-    let mut raw = saved.clone();
-    nix::sys::termios::cfmakeraw(&mut raw);
-    nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &raw).ok()?;
-    Some(saved)
 }
 
 #[cfg(test)]
