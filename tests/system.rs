@@ -121,10 +121,7 @@ fn a_debian_with_systemd_boots_runs_its_services_stops_cleanly_and_reboots() {
     assert!(init_cg.lines().any(|l| l.ends_with(systemd_line)), "systemd is not in its own init.scope: {init_cg}");
     // On the host, the services are in cgroups below the container's.
     let redis_pid = h.exec(&ct, "systemctl show -P MainPID redis-server").trim().to_string();
-    let systemd_dir = match state(&h, &ct)["system"]["systemd_cgroup"].as_str() {
-        Some(d) => PathBuf::from(d),
-        None => h.cgroup(&ct).dir(""),
-    };
+    let systemd_dir = PathBuf::from(state(&h, &ct)["system"]["systemd_cgroup"].as_str().unwrap());
     let redis_cg = systemd_dir.join("system.slice/redis-server.service/cgroup.procs");
     let procs = std::fs::read_to_string(&redis_cg).unwrap_or_else(|e| panic!("{}: {e}", redis_cg.display()));
     assert_eq!(procs.lines().count(), 1, "redis-server ({redis_pid} inside) is not alone in {}: {procs}", redis_cg.display());
@@ -136,6 +133,14 @@ fn a_debian_with_systemd_boots_runs_its_services_stops_cleanly_and_reboots() {
         assert!(!o.status.success(), "pids.max written from inside");
         assert!(String::from_utf8_lossy(&o.stderr).contains("Read-only"), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(!h.ferry(&["exec", &ct, "--", "mkdir", "/sys/fs/cgroup/memory/escape"]).status.success());
+    }
+    if !h.is_v1() {
+        // v2: its cgroup namespace's root is a child of the cgroup holding its limits: what it
+        // writes into its root's interface files stays below them.
+        let ours = h.cgroup(&ct).dir("").join("cgroup.max.descendants");
+        h.exec(&ct, "echo 3 > /sys/fs/cgroup/cgroup.max.descendants");
+        assert_eq!(std::fs::read_to_string(&ours).unwrap().trim(), "max", "the container changed its own cgroup's {}", ours.display());
+        h.exec(&ct, "echo max > /sys/fs/cgroup/cgroup.max.descendants");
     }
     let top = h.exec(&ct, "ls /sys/fs/cgroup/systemd 2>/dev/null || ls /sys/fs/cgroup");
     assert!(!top.contains(&h.cgroup_parent) && top.contains("system.slice"), "the container sees more than its subtree: {top}");

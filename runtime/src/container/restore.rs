@@ -634,10 +634,14 @@ fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(Sta
     r.join_cgroups = cg.procs_files();
     r.ext_unix_sk = meta.map(|m| m.ext_unix_sk).unwrap_or(false);
     r.rst_sibling = false;
+    let mut systemd = None;
     if let Some((sm, console)) = system {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
-        undo.systemd_cgroup = crate::sysenv::cgroup::systemd_dir(&cg, &mountinfo)?;
-        crate::sysenv::checkpoint::restore_options(sm, &cg, console, &mut r);
+        let sd = crate::sysenv::cgroup::SystemdCgroup::on_host(&cg)?;
+        undo.systemd_cgroup = Some(sd.dir.clone());
+        sd.create(&cg)?;
+        r.join_cgroups = sd.criu_join(&cg);
+        crate::sysenv::checkpoint::restore_options(sm, &sd, console, &mut r);
+        systemd = Some(sd);
     }
     let mut net_state: Option<NetState> = None;
     let mut net_err: Option<Error> = None;
@@ -705,7 +709,7 @@ fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(Sta
             monitor_pid: std::process::id() as i32,
             console: c.pty.path.clone(),
             console_socket: c.socket.clone(),
-            systemd_cgroup: undo.systemd_cgroup.clone(),
+            systemd_cgroup: systemd.as_ref().map(|s| s.dir.clone()).unwrap_or_default(),
         }),
         ..State::new(cfg.ctid.clone(), done.pid, &cg, root)
     };

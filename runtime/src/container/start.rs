@@ -246,10 +246,14 @@ fn start_inner(
     actions::run_on_host(host, cfg, Action::Mount)?;
 
     // A system container: its systemd's own cgroup (v1), and what its PID 1 sets up.
+    let mut systemd = None;
     let system = match console {
         Some(c) => {
-            undo.systemd_cgroup = crate::sysenv::cgroup::create(&cg)?;
             let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
+            let sd = crate::sysenv::cgroup::SystemdCgroup::of(&cg, &mountinfo)?;
+            undo.systemd_cgroup = Some(sd.dir.clone());
+            sd.create(&cg)?;
+            systemd = Some(sd);
             Some(crate::sysenv::child::ChildEnv { console: c.pty.path.clone(), cgroup_mounts: crate::sysenv::cgroup::child_mounts(&cg, &mountinfo) })
         }
         None => None,
@@ -279,9 +283,9 @@ fn start_inner(
         proc_stat(pid.as_raw()).map(|s| s.start_time).ok_or_else(|| Error::ct(ct.as_str(), "start", "PID 1 vanished right after clone"))?;
     // Before PID 1 runs any code of the container: what exec may join later.
     let namespaces = namespaces::record(pid.as_raw(), isolation.kind)?;
-    cg.add_pid(pid.as_raw())?;
-    if let Some(d) = &undo.systemd_cgroup {
-        crate::sysenv::cgroup::add_pid(d, pid.as_raw())?;
+    match &systemd {
+        Some(sd) => sd.join(&cg, pid.as_raw())?,
+        None => cg.add_pid(pid.as_raw())?,
     }
     undo.hooked = true;
     undo.net = hooks::net_hook_after_clone(host, cfg, pid.as_raw())?;
@@ -306,7 +310,7 @@ fn start_inner(
             monitor_pid: std::process::id() as i32,
             console: c.pty.path.clone(),
             console_socket: c.socket.clone(),
-            systemd_cgroup: undo.systemd_cgroup.clone(),
+            systemd_cgroup: systemd.as_ref().map(|s| s.dir.clone()).unwrap_or_default(),
         }),
         ..State::new(ct.clone(), pid.as_raw(), &cg, root)
     };

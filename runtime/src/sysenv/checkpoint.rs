@@ -17,7 +17,7 @@ use crate::cgroups::Cgroup;
 use crate::checkpoint::{CgroupHandling, CriuCgMode, DumpOpts, RestoreOpts};
 use crate::error::Result;
 use crate::state::State;
-use crate::sysenv::cgroup::criu_cgroups;
+use crate::sysenv::cgroup::SystemdCgroup;
 use crate::sysenv::monitor::Console;
 use serde::{Deserialize, Serialize};
 use std::os::fd::AsRawFd;
@@ -41,7 +41,7 @@ pub fn dump_options(st: &State, cg: &Cgroup, d: &mut DumpOpts) -> Result<Option<
     let console_tty = crate::sysenv::console::criu_tty_key(&sys.console)?;
     d.external.push(console_tty.clone());
     d.external_mounts.push(("/dev/console".into(), CONSOLE_MOUNT_KEY.into()));
-    let cgs = criu_cgroups(cg);
+    let cgs = SystemdCgroup::recorded(cg, &sys.systemd_cgroup).criu();
     d.cgroups = CgroupHandling::Criu { mode: CriuCgMode::Soft, roots: vec![(String::new(), cgs.root)] };
     d.cgroup_dump_controllers = vec![cgs.dump_controller.clone()];
     Ok(Some(SystemMeta { console_tty, cgroup_hierarchy: cgs.dump_controller }))
@@ -51,7 +51,7 @@ pub fn dump_options(st: &State, cg: &Cgroup, d: &mut DumpOpts) -> Result<Option<
 /// the hierarchy it booted with (its mounts say which), so the restoring host must put the
 /// container in the same kind (ferry's cgroup mode v1 or v2).
 pub fn check_cgroup_mode(ct: &str, meta: &SystemMeta, cg: &Cgroup) -> Result<()> {
-    let here = criu_cgroups(cg).dump_controller;
+    let here = if cg.mode() == crate::cgroups::CgroupMode::V1 { crate::sysenv::cgroup::SYSTEMD_HIERARCHY } else { "" };
     if here == meta.cgroup_hierarchy {
         return Ok(());
     }
@@ -68,12 +68,12 @@ pub fn check_cgroup_mode(ct: &str, meta: &SystemMeta, cg: &Cgroup) -> Result<()>
     ))
 }
 
-/// Restore a system container's console and cgroups (its cgroup here is `cg`) from a dump
-/// that recorded `meta`, onto the restoring monitor's `console`.
-pub fn restore_options(meta: &SystemMeta, cg: &Cgroup, console: &Console, r: &mut RestoreOpts) {
+/// Restore a system container's console and cgroups (its systemd's cgroup here is `sd`) from
+/// a dump that recorded `meta`, onto the restoring monitor's `console`.
+pub fn restore_options(meta: &SystemMeta, sd: &SystemdCgroup, console: &Console, r: &mut RestoreOpts) {
     r.inherit_fds.push((meta.console_tty.clone(), console.pty.peer.as_raw_fd()));
     r.external_mounts.push((CONSOLE_MOUNT_KEY.into(), console.pty.path.display().to_string()));
-    r.cgroups = CgroupHandling::Criu { mode: CriuCgMode::Soft, roots: vec![(String::new(), criu_cgroups(cg).root)] };
+    r.cgroups = CgroupHandling::Criu { mode: CriuCgMode::Soft, roots: vec![(String::new(), sd.criu().root)] };
 }
 
 #[cfg(test)]

@@ -104,10 +104,9 @@ pub struct SystemState {
     pub console: PathBuf,
     /// Its attach socket.
     pub console_socket: PathBuf,
-    /// The cgroup directory systemd owns, when it is not the container's own (v1 hosts: the
-    /// `name=systemd` hierarchy).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub systemd_cgroup: Option<PathBuf>,
+    /// The cgroup directory systemd owns (`sysenv::cgroup::SystemdCgroup`): v1 the container's
+    /// cgroup in the `name=systemd` hierarchy, v2 the `payload` child of the container's.
+    pub systemd_cgroup: PathBuf,
 }
 
 #[cfg(test)]
