@@ -481,3 +481,12 @@ fn busybox_init_gets_its_poweroff_signal_and_halts_on_its_own() {
     h.ok(&["destroy", &ct]);
     h.assert_clean();
 }
+
+#[test]
+fn create_help_names_the_template_kinds() {
+    let o = Command::new(FERRY).args(["create", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    for kind in ["`busybox`", "`debian DIR [PACKAGE...]`", "`debian-systemd DIR`", "--init-system"] {
+        assert!(help.contains(kind), "ferry create --help lacks {kind}: {help}");
+    }
+}

@@ -12,8 +12,8 @@ pub struct CreateArgs {
     pub ctid: String,
     /// A directory tree or a .tar / .tar.zst / .tar.gz archive. scripts/make-template.sh
     /// makes three kinds: `busybox` (a small tree; ferry's keep-alive runs as PID 1),
-    /// `debian DIR [PACKAGE...]` (Debian with packages; /sbin/init is not an init system
-    /// there) and `debian-systemd DIR` (a system container: systemd boots it, with cron,
+    /// `debian DIR [PACKAGE...]` (Debian minbase with packages and no init: the keep-alive
+    /// runs as PID 1) and `debian-systemd DIR` (a system container: systemd boots it, with cron,
     /// ssh, dbus and redis-server as services; stop timeout 120 s).
     #[arg(long, verbatim_doc_comment)]
     pub template: PathBuf,

@@ -63,7 +63,7 @@ pub fn check_cgroup_mode(ct: &str, meta: &SystemMeta, cg: &Cgroup) -> Result<()>
             "its systemd runs in cgroup mode {}, and this host puts containers in cgroup mode {}: restore it where the cgroup mode is \
              the same (FERRY_CGROUP_MODE, --cgroup-mode), or stop it there and start it here",
             mode(&meta.cgroup_hierarchy),
-            mode(&here)
+            mode(here)
         ),
     ))
 }
