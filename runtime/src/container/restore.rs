@@ -30,6 +30,10 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// How many times a checkpoint tries a dump that failed on a passing moment
+/// (`checkpoint::log::is_transient_dump_failure`).
+const DUMP_TRIES: u32 = 5;
+
 /// ferry's own file in a checkpoint's image directory (CTID, veths, summary).
 pub const META_FILE: &str = "ferry-checkpoint.json";
 /// How to checkpoint.
@@ -300,33 +304,49 @@ pub fn checkpoint_to_dir_frozen(
     // The container is frozen when CRIU is ready to collect it ("pre-dump" comes after its
     // start-up, which takes tens of milliseconds), not before CRIU starts: that start-up is
     // not downtime. CRIU finds the cgroup frozen and leaves it so after the dump.
-    let mut frozen: Option<FrozenGuard> = None;
-    let mut frozen_at: Option<Instant> = None;
-    let mut freeze_ms = 0;
-    let mut freeze_err: Option<Error> = None;
-    let mut summary = CheckpointSummary::default();
-    let dumped = criu.dump_notify(&d, &mut |n| {
-        if frozen.is_none() {
-            let tf = Instant::now();
-            match FrozenGuard::freeze(freezer.clone()) {
-                Ok(g) => {
-                    frozen = Some(g);
-                    frozen_at = Some(tf);
-                    freeze_ms = ms(tf.elapsed());
-                    summary = collect_summary(st.pid, &cg);
-                    summary.addresses = addresses.clone();
-                }
-                Err(e) => {
-                    let m = format!("freeze before the {} notification: {e}", n.script);
-                    freeze_err = Some(Error::ct(ct, "checkpoint", format!("freeze: {e}; the container keeps running")));
-                    return Err(m);
+    let mut attempt = 1;
+    let (dumped, frozen, frozen_at, freeze_ms, freeze_err, mut summary, log_in_images, log) = loop {
+        let mut frozen: Option<FrozenGuard> = None;
+        let mut frozen_at: Option<Instant> = None;
+        let mut freeze_ms = 0;
+        let mut freeze_err: Option<Error> = None;
+        let mut summary = CheckpointSummary::default();
+        let dumped = criu.dump_notify(&d, &mut |n| {
+            if frozen.is_none() {
+                let tf = Instant::now();
+                match FrozenGuard::freeze(freezer.clone()) {
+                    Ok(g) => {
+                        frozen = Some(g);
+                        frozen_at = Some(tf);
+                        freeze_ms = ms(tf.elapsed());
+                        summary = collect_summary(st.pid, &cg);
+                        summary.addresses = addresses.clone();
+                    }
+                    Err(e) => {
+                        let m = format!("freeze before the {} notification: {e}", n.script);
+                        freeze_err = Some(Error::ct(ct, "checkpoint", format!("freeze: {e}; the container keeps running")));
+                        return Err(m);
+                    }
                 }
             }
+            Ok(())
+        });
+        let log_in_images = images_dir.join(&d.log_file);
+        // A passing moment (a socket message in flight with credentials, which a booted
+        // system's journald and systemd receive all the time): thaw, let the readers take it,
+        // try again.
+        let transient = || crate::checkpoint::log::is_transient_dump_failure(&std::fs::read_to_string(&log_in_images).unwrap_or_default());
+        if dumped.is_err() && freeze_err.is_none() && attempt < DUMP_TRIES && st.is_alive() && transient() {
+            drop(frozen);
+            let _ = clear_dir(images_dir);
+            tracing::info!("container {ct}: dump attempt {attempt} met a socket message in flight; trying again");
+            std::thread::sleep(Duration::from_millis(50 * attempt as u64));
+            attempt += 1;
+            continue;
         }
-        Ok(())
-    });
-    let log_in_images = images_dir.join(&d.log_file);
-    let log = keep_log(host, ct, &log_in_images, "checkpoint.log");
+        let log = keep_log(host, ct, &log_in_images, "checkpoint.log");
+        break (dumped, frozen, frozen_at, freeze_ms, freeze_err, summary, log_in_images, log);
+    };
     let done = match dumped {
         // CRIU froze the cgroup itself if it sent no notification first (not CRIU 4.2): the
         // dump is good; only the summary lacks the processes. Its processes are gone, so
