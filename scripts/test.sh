@@ -21,6 +21,9 @@ fi
 source scripts/lib/template-cache.sh
 FERRY_TEST_TEMPLATE_DEBIAN_REDIS=$(cached_template debian redis-server)
 export FERRY_TEST_TEMPLATE_DEBIAN_REDIS
+# A system container (systemd boots it; tests/system.rs).
+FERRY_TEST_TEMPLATE_DEBIAN_SYSTEMD=$(cached_template debian-systemd)
+export FERRY_TEST_TEMPLATE_DEBIAN_SYSTEMD
 
 echo "== format"
 cargo fmt --all --check >/dev/null || { echo "scripts/test.sh: cargo fmt --all --check finds unformatted code; run cargo fmt --all" >&2; exit 1; }

@@ -117,13 +117,18 @@ pub enum Command {
     },
     /// Run a shell script from the host inside a running container (vzctl's runscript).
     Runscript { ctid: String, script: PathBuf },
-    /// Print the console log (stdout/stderr of PID 1).
+    /// Print the console log (stdout/stderr of PID 1, a system container's /dev/console), or
+    /// with --attach connect this terminal to a running system container's console.
     #[command(alias = "logs")]
     Console {
         ctid: String,
         /// Keep printing what is appended.
         #[arg(short, long)]
         follow: bool,
+        /// Attach to the console interactively (a system container's /dev/console, where its
+        /// getty shows a login prompt); Esc then . detaches.
+        #[arg(short, long, conflicts_with = "follow")]
+        attach: bool,
     },
     /// Change settings: live where the container runs, persisted with --save.
     ///
@@ -257,7 +262,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Exec { ctid, cmd } => exec::exec(&h, &ctid, &cmd),
         Command::Enter { ctid, exec } => exec::enter(&h, &ctid, &exec),
         Command::Runscript { ctid, script } => exec::runscript(&h, &ctid, &script),
-        Command::Console { ctid, follow } => exec::console(&h, &ctid, follow),
+        Command::Console { ctid, follow, attach: false } => exec::console(&h, &ctid, follow),
+        Command::Console { ctid, attach: true, .. } => exec::console_attach(&h, &ctid),
         Command::Set(a) => set::set(&h, &loaded, a),
         Command::Checkpoint(a) => checkpoint::checkpoint(&h, a),
         Command::Restore(a) => checkpoint::restore(&h, a),

@@ -38,6 +38,8 @@ struct Undo<'a> {
     child: Option<Pid>,
     hooked: bool,
     net: Option<crate::net::NetState>,
+    /// The cgroup a system container's systemd owns (v1 hosts).
+    systemd_cgroup: Option<PathBuf>,
 }
 
 impl Undo<'_> {
@@ -53,6 +55,11 @@ impl Undo<'_> {
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL, std::time::Duration::from_secs(5));
             if let Err(e) = cg.destroy() {
+                tracing::warn!("undo start of {}: {e}", self.cfg.ctid);
+            }
+        }
+        if let Some(d) = self.systemd_cgroup.take() {
+            if let Err(e) = crate::sysenv::cgroup::remove_tree(&d) {
                 tracing::warn!("undo start of {}: {e}", self.cfg.ctid);
             }
         }
@@ -136,15 +143,18 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     if cfg.init.is_empty() {
         return Err(Error::ct(ct.as_str(), "start", "the config has no init command; set one with `init = [...]` in the config"));
     }
-    let isolation = Applied::from_security(&cfg.security).map_err(|e| Error::ct(ct.as_str(), "start", e.to_string()))?;
+    let isolation = Applied::from_security(&crate::sysenv::security(cfg)).map_err(|e| Error::ct(ct.as_str(), "start", e.to_string()))?;
     let prepared = isolation.prepare()?;
     let rules = devices::rules_for(&cfg.security.devices)?;
 
-    let mut undo = Undo { host, cfg, cgroup: None, mounted: false, scripted: false, child: None, hooked: false, net: None };
-    let mut res = start_inner(host, cfg, (&isolation, prepared), &rules, &mut undo);
-    if res.is_err() {
-        undo.run();
-    }
+    // A system container starts inside its monitor, which stays as PID 1's parent.
+    let mut res = if crate::sysenv::is_system(cfg) {
+        crate::sysenv::monitor::run(host, cfg, MONITORED, "start", |console| {
+            attempt(host, cfg, (&isolation, prepared), &rules, Some(console)).map(|st| (st.clone(), st))
+        })
+    } else {
+        attempt(host, cfg, (&isolation, prepared), &rules, None)
+    };
     // The container's start script runs inside once it runs; a failing one stops it again.
     if res.is_ok() {
         if let Err(e) = actions::run_inside(host, cfg, Action::Start) {
@@ -164,11 +174,56 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     res
 }
 
+/// What a system container's monitor calls when PID 1 ends or reboots.
+pub(crate) const MONITORED: crate::sysenv::monitor::Lifecycle = crate::sysenv::monitor::Lifecycle { end: end_after_init, start_again };
+
+/// PID 1 of `state` is gone: the container's host state goes, with its umount scripts.
+fn end_after_init(host: &Host, _lock: &ContainerLock, cfg: &ContainerConfig, state: &State) -> Result<()> {
+    actions::run_on_host_or_warn(host, cfg, Action::Umount);
+    crate::container::teardown(host, cfg, Some(state))?;
+    actions::run_on_host_or_warn(host, cfg, Action::Postumount);
+    Ok(())
+}
+
+/// Start again inside the monitor after a reboot (the monitor is the caller), with the
+/// container's start script and address announcements as a start has.
+fn start_again(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, console: &crate::sysenv::monitor::Console) -> Result<State> {
+    let ct = lock.ctid();
+    let isolation = Applied::from_security(&crate::sysenv::security(cfg)).map_err(|e| Error::ct(ct.as_str(), "start", e.to_string()))?;
+    let prepared = isolation.prepare()?;
+    let rules = devices::rules_for(&cfg.security.devices)?;
+    let st = attempt(host, cfg, (&isolation, prepared), &rules, Some(console))?;
+    if let Err(e) = actions::run_inside(host, cfg, Action::Start) {
+        tracing::warn!("container {ct}: start script after a reboot: {e}");
+    }
+    if let Some(n) = &st.net_objects {
+        hooks::announce_after_start(n);
+    }
+    Ok(st)
+}
+
+/// One try at starting: everything it made is removed again when it fails.
+fn attempt(
+    host: &Host,
+    cfg: &ContainerConfig,
+    isolation: (&Applied, Prepared),
+    rules: &[devices::DeviceRule],
+    console: Option<&crate::sysenv::monitor::Console>,
+) -> Result<State> {
+    let mut undo = Undo { host, cfg, cgroup: None, mounted: false, scripted: false, child: None, hooked: false, net: None, systemd_cgroup: None };
+    let res = start_inner(host, cfg, isolation, rules, console, &mut undo);
+    if res.is_err() {
+        undo.run();
+    }
+    res
+}
+
 fn start_inner(
     host: &Host,
     cfg: &ContainerConfig,
     (isolation, prepared): (&Applied, Prepared),
     rules: &[devices::DeviceRule],
+    console: Option<&crate::sysenv::monitor::Console>,
     undo: &mut Undo<'_>,
 ) -> Result<State> {
     let ct = &cfg.ctid;
@@ -190,7 +245,20 @@ fn start_inner(
     undo.scripted = true;
     actions::run_on_host(host, cfg, Action::Mount)?;
 
-    let plan = ChildPlan::new(&root, cfg, prepared)?;
+    // A system container: its systemd's own cgroup (v1), and what its PID 1 sets up.
+    let mut systemd = None;
+    let system = match console {
+        Some(c) => {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
+            let sd = crate::sysenv::cgroup::SystemdCgroup::of(&cg, &mountinfo)?;
+            undo.systemd_cgroup = Some(sd.dir.clone());
+            sd.create(&cg)?;
+            systemd = Some(sd);
+            Some(crate::sysenv::child::ChildEnv { console: c.pty.path.clone(), cgroup_mounts: crate::sysenv::cgroup::child_mounts(&cg, &mountinfo) })
+        }
+        None => None,
+    };
+    let plan = ChildPlan::new(&root, cfg, prepared, system)?;
     let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
 
@@ -215,7 +283,10 @@ fn start_inner(
         proc_stat(pid.as_raw()).map(|s| s.start_time).ok_or_else(|| Error::ct(ct.as_str(), "start", "PID 1 vanished right after clone"))?;
     // Before PID 1 runs any code of the container: what exec may join later.
     let namespaces = namespaces::record(pid.as_raw(), isolation.kind)?;
-    cg.add_pid(pid.as_raw())?;
+    match &systemd {
+        Some(sd) => sd.join(&cg, pid.as_raw())?,
+        None => cg.add_pid(pid.as_raw())?,
+    }
     undo.hooked = true;
     undo.net = hooks::net_hook_after_clone(host, cfg, pid.as_raw())?;
 
@@ -235,6 +306,12 @@ fn start_inner(
         resources: Some(cfg.resources.clone()),
         namespaces,
         isolation: Some(isolation.clone()),
+        system: console.map(|c| crate::sysenv::SystemState {
+            monitor_pid: std::process::id() as i32,
+            console: c.pty.path.clone(),
+            console_socket: c.socket.clone(),
+            systemd_cgroup: systemd.as_ref().map(|s| s.dir.clone()).unwrap_or_default(),
+        }),
         ..State::new(ct.clone(), pid.as_raw(), &cg, root)
     };
     st.save(host)?;
@@ -245,6 +322,7 @@ fn start_inner(
     undo.scripted = false;
     undo.hooked = false;
     undo.net = None;
+    undo.systemd_cgroup = None;
     Ok(st)
 }
 
@@ -261,10 +339,12 @@ struct ChildPlan {
     /// Resolver settings to write into /etc/resolv.conf, with the host's resolv.conf (for
     /// `inherit`), read before the child leaves the host's root.
     dns: Option<(crate::config::Dns, String)>,
+    /// A system container's environment (console, cgroup namespace, API file systems).
+    system: Option<crate::sysenv::child::ChildEnv>,
 }
 
 impl ChildPlan {
-    fn new(root: &Path, cfg: &ContainerConfig, isolation: Prepared) -> Result<Self> {
+    fn new(root: &Path, cfg: &ContainerConfig, isolation: Prepared, system: Option<crate::sysenv::child::ChildEnv>) -> Result<Self> {
         let cs = |s: &str| CString::new(s).map_err(|_| Error::Config(format!("{s:?} contains a NUL byte")));
         Ok(ChildPlan {
             root: root.to_path_buf(),
@@ -274,6 +354,7 @@ impl ChildPlan {
             isolation,
             nofile: crate::cgroups::limits::numfiles_rlimit(&cfg.resources),
             dns: (!cfg.dns.is_empty()).then(|| (cfg.dns.clone(), std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())),
+            system,
         })
     }
 }
@@ -318,6 +399,10 @@ fn mnt(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, 
 
 fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infallible, String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    if plan.system.is_some() {
+        // The parent has put this process into the container's cgroups by now.
+        crate::sysenv::child::enter_cgroup_namespace()?;
+    }
     nix::sys::stat::umask(Mode::empty());
     let root = &plan.root;
     mnt(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
@@ -357,11 +442,17 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     {
         std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
     }
+    if let Some(env) = &plan.system {
+        crate::sysenv::child::bind_console(root, env)?;
+    }
     nix::unistd::chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     crate::isolation::paths::apply()?;
+    if let Some(env) = &plan.system {
+        crate::sysenv::child::after_pivot(env)?;
+    }
     nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname {}: {e}", plan.hostname))?;
     // Like vzctl: the container's /etc/hostname follows the configured name (inside the new
     // root, so a symlink there cannot point the write at the host).
@@ -377,7 +468,10 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     }
 
     close_fds_except(keep_fd);
-    redirect_stdio()?;
+    match plan.system {
+        Some(_) => crate::sysenv::child::console_stdio()?,
+        None => redirect_stdio()?,
+    }
     if let Some(n) = plan.nofile {
         set_own_nofile(n)?;
     }
