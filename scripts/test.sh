@@ -9,6 +9,26 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh --test
 
+# What tests leave behind: network namespaces, mounts, cgroups and processes named like the
+# tests' own. What was there before this run (another run on the machine, killed midway) is
+# noted now and not counted against this one.
+test_state() {
+  ip netns list | awk '/^fy/ {print "network namespace: " $1}'
+  awk '$5 ~ /ferry-t/ {print "mount: " $5}' /proc/self/mountinfo
+  # v1 hierarchies, a pure v2 mount and every cgroup2 mount (a hybrid host's unified one).
+  find /sys/fs/cgroup /sys/fs/cgroup/unified $(findmnt -rn -t cgroup2 -o TARGET 2>/dev/null) -maxdepth 3 -type d -name 'ferry-t*' 2>/dev/null |
+    sed 's/^/cgroup: /' || true
+  # Tests' directories are /tmp/ferry-t<unique>...; /var/cache/ferry-test is the machine's cache.
+  pgrep -af '/tmp/ferry-t[0-9A-Za-z-]*/' | sed 's/^/process: /' || true
+}
+before_run=$(mktemp)
+trap 'rm -f "$before_run"' EXIT
+test_state | sort -u >"$before_run"
+if [[ -s $before_run ]]; then
+  echo "scripts/test.sh: already on this machine before the tests (not counted as this run's leftovers):"
+  sed 's/^/  /' "$before_run"
+fi
+
 # A template every integration test copies; made once per run.
 export FERRY_TEST_TEMPLATE=${FERRY_TEST_TEMPLATE:-$PWD/target/test-template}
 if [[ ! -x $FERRY_TEST_TEMPLATE/bin/busybox ]]; then
@@ -62,14 +82,8 @@ echo "cgroup mode v2 pass: $((SECONDS - v2_start)) s"
 
 echo "== leftovers"
 left=0
-if ip netns list | grep -q 'fy'; then echo "left behind: network namespaces: $(ip netns list | grep fy | tr '\n' ' ')"; left=1; fi
-if grep -q 'ferry-t' /proc/self/mountinfo; then echo "left behind: mounts:"; grep 'ferry-t' /proc/self/mountinfo | awk '{print $5}'; left=1; fi
-# v1 hierarchies, a pure v2 mount and every cgroup2 mount (a hybrid host's unified one).
-cgs=$(find /sys/fs/cgroup /sys/fs/cgroup/unified $(findmnt -rn -t cgroup2 -o TARGET 2>/dev/null) -maxdepth 3 -type d -name 'ferry-t*' 2>/dev/null | sort -u || true)
-if [[ -n $cgs ]]; then echo "left behind: cgroups:"; echo "$cgs"; left=1; fi
-# Tests' directories are /tmp/ferry-t<unique>...; /var/cache/ferry-test is the machine's cache.
-if pgrep -f '/tmp/ferry-t[0-9A-Za-z-]*/' >/dev/null; then echo "left behind: processes:"; pgrep -af '/tmp/ferry-t[0-9A-Za-z-]*/'; left=1; fi
-[[ $left -eq 0 ]] && echo "nothing left behind"
+leftovers=$(test_state | sort -u | comm -13 "$before_run" -)
+if [[ -n $leftovers ]]; then echo "left behind:"; echo "$leftovers"; left=1; else echo "nothing left behind"; fi
 
 echo "== package"
 package=0
