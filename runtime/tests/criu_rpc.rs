@@ -703,6 +703,72 @@ fn tcp_connection_pipe_and_appended_file_survive() {
     }
 }
 
+/// A dump that ends its tree leaves CRIU's lock (filter rules) in the tree's netns, but the
+/// kernel drops a dying netns's netfilter hooks before its interfaces: a segment arriving in
+/// between meets no socket and no lock and is answered with a RST, which ends a connection the
+/// images hold (seen as "connection reset" by clients of live-migrated containers on a busy
+/// host). The dump takes the netns off the wire before CRIU kills the tree. Here the dead
+/// tree's netns is kept (a held fd) and its rules are flushed by hand: that moment, made as
+/// long as the test needs. Nothing may answer there any more, neither the port the dumped
+/// listener had nor a closed one.
+#[test]
+fn a_dumped_netns_sends_no_reset_while_it_dies() {
+    let Some(criu) = criu_ready() else { return };
+    let host = Netns::new("r");
+    let payload = "ip link set lo up; exec nc -ll -p 8000 -e /bin/cat";
+    let mut ct = Container::start(&CtSpec { payload: payload.into(), netns: Some(host.0.clone()), ..Default::default() });
+    let outer = format!("fv{}r", tag());
+    let sh = |cmd: &str| {
+        let out = std::process::Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+        assert!(out.status.success(), "`{cmd}`: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ct_ns = format!("/proc/{}/ns/net", ct.pid);
+    sh(&format!(
+        "ip -n {h} link add {outer} type veth peer name eth0 netns {ct_ns} && ip -n {h} addr add 198.18.203.1/24 dev {outer} && \
+         ip -n {h} link set {outer} up && nsenter --net={ct_ns} sh -c 'ip addr add 198.18.203.2/24 dev eth0 && ip link set eth0 up'",
+        h = host.0
+    ));
+    // A TCP connection attempt from the host's netns to the container's address.
+    let connect = |port: u16| {
+        let ns = std::fs::File::open(host.path()).unwrap();
+        std::thread::spawn(move || {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let to = std::net::SocketAddr::from(([198, 18, 203, 2], port));
+            std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(1)).map(drop)
+        })
+        .join()
+        .unwrap()
+    };
+    // While it runs the listener answers, and a closed port is refused with a RST: the probe
+    // sees resets when there are any.
+    wait_for(|| connect(8000).is_ok(), "the listener answers");
+    let refused = connect(8001).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused, "{refused}");
+
+    // Keeps the netns once its tree is gone.
+    let held = std::fs::File::open(&ct_ns).unwrap();
+    let held_path = format!("/proc/{}/fd/{}", std::process::id(), std::os::fd::AsRawFd::as_raw_fd(&held));
+    let mut d = DumpOpts::new(ct.pid, ct.images("img"));
+    d.netns = Some(host.path());
+    criu.dump(&d).unwrap();
+    ct.dumped();
+    // CRIU's lock is still there; the kernel removes it first when the netns dies.
+    let rules = sh(&format!("nsenter --net={held_path} iptables -w -S"));
+    assert!(rules.contains("-j CRIU"), "no network lock left by CRIU: {rules}");
+    sh(&format!("nsenter --net={held_path} sh -c 'iptables -w -F && iptables -w -X && ip6tables -w -F && ip6tables -w -X'"));
+    for port in [8000, 8001] {
+        match connect(port) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                panic!("the dead tree's netns answered a SYN to port {port} with a RST: {e}")
+            }
+            Err(e) => assert!(matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::HostUnreachable), "port {port}: {e}"),
+            Ok(()) => panic!("port {port} of the dead tree's netns accepted a connection"),
+        }
+    }
+    drop(held);
+}
+
 trait WaitRef {
     fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String);
 }

@@ -41,6 +41,17 @@
 //! `cgroup.freeze` for v2) and seizes the tasks listed in `tasks` / `cgroup.threads`, so a v2
 //! directory on a hybrid host's unified hierarchy works as well as a v1 freezer cgroup.
 //!
+//! # Network
+//! CRIU locks the network of a tree with its own netns by filter rules inside that netns
+//! ([`DumpOpts::network_lock`]), and a dump that ends the tree leaves them there. The kernel
+//! removes a dying netns's netfilter hooks before its interfaces, so for a moment (longer on a
+//! busy host) a peer's retransmission reaches a netns with neither the sockets nor the lock,
+//! which answers it with a RST and ends a connection the images hold. A dump that ends the
+//! tree therefore sets every interface of the tree's netns but `lo` down once CRIU reports the
+//! dump complete ("post-dump", after the caller's callback, before CRIU kills the tree): the
+//! netns dies off the wire ([`crate::net::silence`]; test
+//! `a_dumped_netns_sends_no_reset_while_it_dies`).
+//!
 //! # Use
 //! ```no_run
 //! # fn f() -> ferry_runtime::Result<()> {
@@ -53,7 +64,7 @@
 //! dump.freeze_cgroup = Some(freezer.dir().to_path_buf());
 //! dump.netns = Some("/run/netns/hostA".into());
 //! let done = criu.dump_notify(&dump, &mut |n| {
-//!     if n.script == "post-dump" { /* stop forwarding, drop routes */ }
+//!     if n.script == "post-dump" { /* stop forwarding (the tree's netns goes off the wire next) */ }
 //!     Ok(())
 //! })?;
 //! drop(frozen); // the tree is gone; thawing the empty cgroup is harmless
@@ -419,15 +430,24 @@ impl Criu {
         let what = format!("{} of pid {}", if ty == Criu_req_type::PRE_DUMP { "pre-dump" } else { "dump" }, opts.pid);
         std::fs::create_dir_all(&opts.images_dir).map_err(|e| Error::io("create image directory", &opts.images_dir, e))?;
         let dir = std::fs::File::open(&opts.images_dir).map_err(|e| Error::io("open image directory", &opts.images_dir, e))?;
-        let o = dump_criu_opts(opts, std::os::fd::AsRawFd::as_raw_fd(&dir), on_notify.is_some());
+        let silence = ty == Criu_req_type::DUMP && silences_its_netns(opts);
+        let o = dump_criu_opts(opts, std::os::fd::AsRawFd::as_raw_fd(&dir), on_notify.is_some() || silence);
         let log = opts.images_dir.join(&opts.log_file);
         let mut none = |_: &Notify| Ok(());
-        let cb: &mut dyn FnMut(&Notify) -> NotifyResult = match on_notify {
+        let caller: &mut dyn FnMut(&Notify) -> NotifyResult = match on_notify {
             Some(cb) => cb,
             None => &mut none,
         };
+        let mut cb = |n: &Notify| {
+            caller(n)?;
+            // The dump is complete and the caller let it stand: CRIU kills the tree next.
+            if silence && n.script == "post-dump" {
+                silence_before_kill(opts);
+            }
+            Ok(())
+        };
         let spawn = rpc::SwrkSpawn { private_files: true, ..self.spawn(opts.netns.as_deref(), &[]) };
-        let ex = rpc::call(&spawn, &rpc::request(ty, Some(o)), cb).map_err(|e| with_log(e, &what, &log))?;
+        let ex = rpc::call(&spawn, &rpc::request(ty, Some(o)), &mut cb).map_err(|e| with_log(e, &what, &log))?;
         drop(dir);
         if !ex.resp.success() {
             return Err(Error::Criu(log::describe_failure(&what, ex.resp.cr_errmsg(), Some(&log))));
@@ -523,6 +543,38 @@ fn set_cgroups(o: &mut Criu_opts, cg: &CgroupHandling) {
                 o.cg_root.push(r);
             }
         }
+    }
+}
+
+/// Whether a dump with `opts` ends a tree whose network CRIU locks: then, once the dump is
+/// complete, its netns is taken off the wire before CRIU kills the tree. CRIU leaves its
+/// lock (filter rules in the tree's netns) in place, but the kernel drops a dying netns's
+/// netfilter hooks before its interfaces, and for that moment a peer's segment of a dumped
+/// connection would meet no socket and no lock: the netns would answer with a RST, ending the
+/// very connection the dump carries (see [`crate::net::silence`]).
+fn silences_its_netns(opts: &DumpOpts) -> bool {
+    !opts.leave_running && opts.network_lock != NetworkLock::Skip
+}
+
+/// At "post-dump": every interface of the dumped tree's netns down, unless that netns is the
+/// one CRIU runs in (a tree without a netns of its own; CRIU then locks each connection on the
+/// host instead). Best effort: the dump is good whatever happens here.
+fn silence_before_kill(opts: &DumpOpts) {
+    let tree = format!("/proc/{}/ns/net", opts.pid);
+    let host = opts.netns.clone().unwrap_or_else(|| PathBuf::from(crate::net::tools::own_netns_path()));
+    let (tree_ns, host_ns) = match (std::fs::File::open(&tree), std::fs::File::open(&host)) {
+        (Ok(t), Ok(h)) => (t, h),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("dump of pid {}: cannot take its netns off the wire ({e}); a peer may see its connections reset", opts.pid);
+            return;
+        }
+    };
+    if crate::net::silence::same_namespace(&tree_ns, &host_ns) {
+        return;
+    }
+    match crate::net::silence::links_down(&tree_ns) {
+        Ok(links) => tracing::debug!("dump of pid {}: its netns is off the wire ({} down)", opts.pid, links.join(", ")),
+        Err(e) => tracing::warn!("dump of pid {}: taking its netns off the wire: {e}; a peer may see its connections reset", opts.pid),
     }
 }
 

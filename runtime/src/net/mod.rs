@@ -35,10 +35,12 @@
 //! - checkpoint/migration: [`migratable`] / [`before_dump_detach`] before dumping; restore
 //!   passes `--external` for each of [`criu_veth_externals`] ([`criu_external_arg`]), then
 //!   [`after_restore`] → [`announce_container`]; the source side calls [`teardown`] with the
-//!   state it had once the dump is done.
+//!   state it had once the dump is done. A dump that ends the container takes its netns off
+//!   the wire first ([`silence`], from [`crate::checkpoint`]), so that it dies silently.
 
 pub mod announce;
 pub mod names;
+pub mod silence;
 pub mod tools;
 
 use crate::config::{ContainerConfig, VethIf};
