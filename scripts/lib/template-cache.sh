@@ -13,8 +13,12 @@ cached_template() {
   dir=$cache/$1-$key
   if [[ ! -f $dir/.ferry-template-complete ]]; then
     mkdir -p "$cache"
-    # Older versions of this kind go (each is a few hundred MB).
-    find "$cache" -maxdepth 1 -name "$1-*" ! -name "$1-$key" -exec rm -rf {} + 2>/dev/null || true
+    # Older versions of this template (the same arguments, made by an older script) go: each
+    # is a few hundred MB. Another kind, or the same kind with other packages, stays.
+    local old
+    for old in "$cache"/*/.ferry-template-args; do
+      [[ -f $old && $(<"$old") == "$*" && $(dirname "$old") != "$dir" ]] && rm -rf "$(dirname "$old")"
+    done
     tmp=$(mktemp -d "$cache/.make.XXXXXX")
     if ! "$script" "$1" "$tmp/t" "${@:2}" >"$tmp/log" 2>&1; then
       echo "template-cache: scripts/make-template.sh $* failed; its output:" >&2
@@ -27,5 +31,7 @@ cached_template() {
     rm -rf "$tmp"
     touch "$dir/.ferry-template-complete"
   fi
+  # What it was made with, for the clean-up above (templates made before it was written too).
+  [[ -f $dir/.ferry-template-args ]] || printf '%s' "$*" >"$dir/.ferry-template-args"
   echo "$dir"
 }
