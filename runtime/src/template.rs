@@ -127,9 +127,9 @@ fn copy_dir_contents(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), Pat
             std::os::unix::fs::symlink(&target, &d).ctx("create symlink", &d)?;
             set_owner_mode_times(&d, &md, true)?;
         } else if ft.is_file() {
-            let mut from = open_nofollow(&s)?;
-            let mut to = std::fs::OpenOptions::new().write(true).create_new(true).open(&d).ctx("create", &d)?;
-            std::io::copy(&mut from, &mut to).ctx("copy", &d)?;
+            let from = open_nofollow(&s)?;
+            let to = std::fs::OpenOptions::new().write(true).create_new(true).open(&d).ctx("create", &d)?;
+            copy_sparse(&from, &to, md.len()).ctx("copy", &d)?;
             drop(to);
             set_owner_mode_times(&d, &md, false)?;
         } else {
@@ -152,6 +152,29 @@ fn copy_dir_contents(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), Pat
         copy_xattrs(&s, &d);
     }
     Ok(())
+}
+
+/// Copy `len` bytes of `from` into the empty `to` by its data extents: a hole stays a hole
+/// (a sparse disk image or database file in a template or a restored image keeps its size on
+/// disk, not its length).
+fn copy_sparse(from: &std::fs::File, to: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 1 << 20];
+    for extent in ferry_tree::extents::data_extents(from, len) {
+        let (mut at, extent_len) = extent?;
+        let end = at + extent_len;
+        while at < end {
+            let want = buf.len().min((end - at) as usize);
+            let n = from.read_at(&mut buf[..want], at)?;
+            if n == 0 {
+                // Shrunk while copied: the rest reads as zeros (the length is set below).
+                break;
+            }
+            to.write_all_at(&buf[..n], at)?;
+            at += n as u64;
+        }
+    }
+    to.set_len(len)
 }
 
 fn open_nofollow(p: &Path) -> Result<std::fs::File> {
@@ -305,6 +328,34 @@ pub fn keepalive_init() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_tree_keeps_holes() {
+        use std::os::unix::fs::FileExt;
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        // 64 MiB long, two 4 KiB runs of data: one at the start, one in the middle.
+        let f = std::fs::File::create(src.path().join("sparse")).unwrap();
+        f.write_all_at(&[7u8; 4096], 0).unwrap();
+        f.write_all_at(&[9u8; 4096], 32 << 20).unwrap();
+        f.set_len(64 << 20).unwrap();
+        if f.metadata().unwrap().blocks() * 512 > 1 << 20 {
+            eprintln!("skipped: this filesystem does not keep holes");
+            return;
+        }
+        copy_tree(src.path(), dst.path()).unwrap();
+        let copy = std::fs::File::open(dst.path().join("sparse")).unwrap();
+        let md = copy.metadata().unwrap();
+        assert_eq!(md.len(), 64 << 20);
+        assert!(md.blocks() * 512 <= 1 << 20, "the copy takes {} bytes on disk: its holes were filled", md.blocks() * 512);
+        let mut b = [0u8; 4096];
+        copy.read_exact_at(&mut b, 0).unwrap();
+        assert_eq!(b, [7u8; 4096]);
+        copy.read_exact_at(&mut b, 32 << 20).unwrap();
+        assert_eq!(b, [9u8; 4096]);
+        copy.read_exact_at(&mut b, 16 << 20).unwrap();
+        assert_eq!(b, [0u8; 4096]);
+    }
 
     fn tar_with(entries: &[(&str, tar::EntryType, Option<&str>)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
