@@ -32,6 +32,7 @@ pub enum NsKind {
     Uts,
     Net,
     Pid,
+    Time,
     Mnt,
 }
 
@@ -43,6 +44,7 @@ impl NsKind {
             NsKind::Uts => "uts",
             NsKind::Net => "net",
             NsKind::Pid => "pid",
+            NsKind::Time => "time",
             NsKind::Mnt => "mnt",
         }
     }
@@ -53,16 +55,21 @@ impl NsKind {
             NsKind::Uts => CloneFlags::CLONE_NEWUTS,
             NsKind::Net => CloneFlags::CLONE_NEWNET,
             NsKind::Pid => CloneFlags::CLONE_NEWPID,
+            NsKind::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
             NsKind::Mnt => CloneFlags::CLONE_NEWNS,
         }
     }
 }
 
-/// The namespaces a container of `kind` gets of its own, in the order they are joined (a user
-/// namespace first, the mount namespace last).
+/// The namespaces a container of `kind` runs in, in the order they are joined: the time
+/// namespace, then a user namespace, the mount namespace last. The time namespace is the
+/// host's after a start and one of the container's own after a CRIU restore (CRIU makes one
+/// to carry the dumped clocks, owned by the host's user namespace, so it is joined before the
+/// container's): a process exec'd there joins it too, else the next dump holds tasks of two
+/// time namespaces, which CRIU cannot restore.
 pub fn kinds(kind: ContainerKind) -> &'static [NsKind] {
     match kind {
-        ContainerKind::Privileged => &[NsKind::Ipc, NsKind::Uts, NsKind::Net, NsKind::Pid, NsKind::Mnt],
+        ContainerKind::Privileged => &[NsKind::Time, NsKind::Ipc, NsKind::Uts, NsKind::Net, NsKind::Pid, NsKind::Mnt],
     }
 }
 
@@ -167,7 +174,7 @@ mod tests {
         assert_eq!(open_recorded("t", "exec", me, start, &rec).unwrap().len(), rec.len());
         // Another identity is refused, naming the namespace.
         let mut other = rec.clone();
-        other[2].ino += 1;
+        other[3].ino += 1;
         let e = open_recorded("t", "exec", me, start, &other).unwrap_err().to_string();
         assert!(e.contains("net namespace") && e.contains("ferry restart t"), "{e}");
         // Another start time is another process.
