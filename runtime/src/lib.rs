@@ -30,6 +30,7 @@ pub mod newid;
 pub mod state;
 pub mod storage;
 pub mod template;
+pub mod userns;
 pub mod util;
 
 pub use config::ContainerConfig;

@@ -52,7 +52,9 @@ pub fn create(h: &Host, loaded: &ferry_runtime::host_config::Loaded, a: CreateAr
         None => a.res.clone(),
     };
     let resources = res_args.apply(&Default::default())?;
-    let security = a.security.apply(&Default::default()).map_err(|e| anyhow::anyhow!("container {ct}: create: {e:#}"))?;
+    // The host's default kind unless --userns says.
+    let base = ferry_runtime::config::Security { kind: loaded.settings.userns.kind(), ..Default::default() };
+    let security = a.security.apply(&base).map_err(|e| anyhow::anyhow!("container {ct}: create: {e:#}"))?;
     let settings = a.settings.apply(&ferry_runtime::ContainerConfig::new(ct.clone()))?;
     let lock = ContainerLock::acquire(h, &ct, "create")?;
     let opts = CreateOptions {

@@ -102,6 +102,16 @@ pub fn set(h: &Host, loaded: &ferry_runtime::host_config::Loaded, mut a: SetArgs
     if a.hostname.is_some() && !running && !a.save {
         usage!("container {ct}: set: container is not running, so --hostname without --save changes nothing; add --save");
     }
+    // The kind changes only while the container is stopped: its range, root mount and
+    // namespaces are those it started with.
+    if a.security.userns()?.is_some_and(|u| u.kind() != cfg.security.kind) && status != Status::Stopped {
+        return Err(ferry_runtime::Error::already_running(
+            ct.as_str(),
+            "set",
+            format!("--userns changes what container root is on the host, so only while it is stopped: `ferry stop {ct}` first; nothing was changed"),
+        )
+        .into());
+    }
     // Validate everything before changing anything.
     let mut sec = a.security.apply(&cfg.security).map_err(|e| anyhow::anyhow!("container {ct}: set: {e:#}; nothing was changed"))?;
     for d in &a.devices {
@@ -178,7 +188,8 @@ pub fn set(h: &Host, loaded: &ferry_runtime::host_config::Loaded, mut a: SetArgs
         cfg.dns = with_settings.dns;
         let sec_changed = sec != cfg.security;
         cfg.security = sec;
-        cfg.save(&h.config_path(&ct))?;
+        // Takes (or keeps) an unprivileged container's ID range, frees a privileged one's.
+        ferry_runtime::userns::pool::save_with_range(h, &mut cfg, &h.config_path(&ct))?;
         if sec_changed && running {
             println!("capabilities/seccomp/features/devices saved; they take effect on the next start (`ferry restart {ct}`)");
         }

@@ -39,7 +39,7 @@ pub(crate) fn fault(name: &str) -> bool {
 
 /// `<data>/migrating/<CTID>.toml`: the config of a container being received.
 pub fn staging_config(host: &Host, ct: &Ctid) -> PathBuf {
-    host.data_dir.join("migrating").join(format!("{ct}.toml"))
+    host.incoming_dir().join(format!("{ct}.toml"))
 }
 
 #[derive(Default)]

@@ -104,7 +104,8 @@ pub fn create(host: &Host, lock: &ContainerLock, opts: &CreateOptions) -> Result
                 Error::ct(ct.as_str(), "create", "the template has neither /sbin/init nor /bin/sh: give the command PID 1 runs with --init")
             })?,
         };
-        cfg.save(&host.config_path(ct))?;
+        // An unprivileged container's ID range is taken as its config is saved.
+        crate::userns::pool::save_with_range(host, &mut cfg, &host.config_path(ct))?;
         Ok(cfg.clone())
     })();
     if res.is_err() {

@@ -57,8 +57,23 @@ impl Joiner {
         Ok(())
     }
 
-    /// In the forked child: new session, own cgroup, `/`.
+    /// Whether it joins a user namespace (an unprivileged container's).
+    fn joins_userns(&self) -> bool {
+        self.ns.iter().any(|(k, _)| *k == NsKind::User)
+    }
+
+    /// In the forked child, once joined: root of the container's user namespace (if it has
+    /// one), so that what it creates belongs to the container.
+    fn become_root(&self) -> std::result::Result<(), String> {
+        if self.joins_userns() {
+            crate::userns::become_root()?;
+        }
+        Ok(())
+    }
+
+    /// In the forked child: root of its user namespace, new session, own cgroup, `/`.
     fn finish_in_child(&self) -> std::result::Result<(), String> {
+        self.become_root()?;
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
         for mut f in &self.cgroup_procs {
             // "0" means the writing process.
@@ -293,6 +308,7 @@ where
                             nix::sched::setns(f.as_fd(), kind.flag()).map_err(|e| format!("join the {} namespace: {e}", kind.name()))?;
                         }
                         if privileged {
+                            j.become_root()?;
                             nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
                         } else {
                             j.finish_in_child()?;

@@ -26,6 +26,7 @@ use crate::host::Host;
 use crate::lock::ContainerLock;
 use crate::net::{self, NetState};
 use crate::state::State;
+use crate::userns::criu_image;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -293,6 +294,9 @@ pub fn checkpoint_to_dir_frozen(
     d.ext_unix_sk = opts.ext_unix_sk;
     d.network_lock = NetworkLock::Iptables;
     d.freeze_cgroup = Some(freezer.dir().to_path_buf());
+    if cfg.security.kind.has_userns() || st.isolation.as_ref().is_some_and(|i| i.kind.has_userns()) {
+        d.external_mounts = dev_externals().into_iter().map(|(inside, key, _)| (inside, key)).collect();
+    }
     // The container is frozen when CRIU is ready to collect it ("pre-dump" comes after its
     // start-up, which takes tens of milliseconds), not before CRIU starts: that start-up is
     // not downtime. CRIU finds the cgroup frozen and leaves it so after the dump.
@@ -454,6 +458,45 @@ pub fn load_net_state(host: &Host, ct: &crate::Ctid) -> Result<Option<NetState>>
     Ok(State::load(host, ct)?.and_then(|s| s.net_objects))
 }
 
+/// For an unprivileged container: the images directory to hand CRIU so that its user
+/// namespace gets the range of `cfg` (a rewritten copy when the images carry another: see
+/// `userns::criu_image`), opened to the container's root. Refuses a checkpoint of the other
+/// kind (made before `set --userns` changed it).
+fn userns_images(cfg: &ContainerConfig, images_dir: &Path) -> Result<Option<tempfile::TempDir>> {
+    let ct = cfg.ctid.as_str();
+    let dumped = criu_image::dumped_map(images_dir)?;
+    let map = crate::storage::root_idmap(cfg)?;
+    match (dumped, map) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(Error::ct(
+            ct,
+            "restore",
+            format!("the checkpoint is of an unprivileged container (with a user namespace) and {ct} is privileged now: `ferry set {ct} --userns on --save` to restore it, or start it afresh"),
+        )),
+        (None, Some(_)) => Err(Error::ct(
+            ct,
+            "restore",
+            format!("the checkpoint is of a privileged container (no user namespace) and {ct} is unprivileged now: `ferry set {ct} --userns off --save` to restore it, or start it afresh"),
+        )),
+        (Some(_), Some(map)) => {
+            let shadow = criu_image::images_for(images_dir, &map)?;
+            criu_image::open_to(images_dir, &map)?;
+            if let Some(d) = &shadow {
+                criu_image::open_to(d.path(), &map)?;
+            }
+            Ok(shadow)
+        }
+    }
+}
+
+/// The host's device nodes an unprivileged container's /dev binds (`start::DEV_NODES`), as
+/// CRIU external mounts: (mount point inside, key in the images, host path bound at restore).
+/// The masked files of /proc are binds of /dev/null too; CRIU restores them from the same
+/// external.
+pub fn dev_externals() -> Vec<(String, String, String)> {
+    crate::container::start::DEV_NODES.iter().map(|(n, _, _)| (format!("/dev/{n}"), format!("dev-{n}"), format!("/dev/{n}"))).collect()
+}
+
 /// Host state made so far by a restore, undone in reverse on failure.
 struct RestoreUndo<'a> {
     host: &'a Host,
@@ -590,12 +633,19 @@ fn restore_inner(
         }
     }
 
+    // An unprivileged container's user namespace comes back with the range its config has
+    // now (the images may carry another host's); CRIU's restored tasks read the images.
+    let userns_images = userns_images(cfg, images_dir)?;
+    let criu_dir = userns_images.as_ref().map_or(images_dir, |d| d.path());
     // CRIU writes its log into the images directory; it is moved out right after.
-    let mut r = RestoreOpts::new(images_dir);
+    let mut r = RestoreOpts::new(criu_dir);
     r.log_file = format!("restore-{}.log", std::process::id());
     r.root = Some(root.clone());
     r.external = veths.iter().map(|(i, o)| net::criu_external_arg(i, o)).collect();
     r.join_cgroups = cg.procs_files();
+    if isolation.kind.has_userns() {
+        r.external_mounts = dev_externals().into_iter().map(|(_, key, host)| (key, host)).collect();
+    }
     r.ext_unix_sk = meta.map(|m| m.ext_unix_sk).unwrap_or(false);
     r.rst_sibling = false;
     let mut net_state: Option<NetState> = None;
@@ -636,7 +686,7 @@ fn restore_inner(
         }
         Ok(())
     });
-    let log_in_images = images_dir.join(&r.log_file);
+    let log_in_images = criu_dir.join(&r.log_file);
     let log = keep_log(host, ct, &log_in_images, "restore.log");
     undo.net = net_state.clone();
     let done = match restored {

@@ -194,7 +194,12 @@ fn start_inner(
     let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
 
-    let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET;
+    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET;
+    // The user namespace comes with the others, so that it owns them all.
+    let idmap = crate::storage::root_idmap(cfg)?;
+    if idmap.is_some() {
+        flags |= libc::CLONE_NEWUSER;
+    }
     // SAFETY: a raw clone without CLONE_VM and with a null stack behaves like fork(); the
     // process is single-threaded (the CLI guarantees it), so the child may allocate freely.
     let ret = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
@@ -210,6 +215,10 @@ fn start_inner(
     drop(err_w);
     let pid = Pid::from_raw(ret as i32);
     undo.child = Some(pid);
+    if let Some(map) = &idmap {
+        crate::userns::write_maps(pid.as_raw(), map)
+            .map_err(|e| Error::ct(ct.as_str(), "start", format!("write the user namespace's ID mapping {map}: {e}")))?;
+    }
 
     let start_time =
         proc_stat(pid.as_raw()).map(|s| s.start_time).ok_or_else(|| Error::ct(ct.as_str(), "start", "PID 1 vanished right after clone"))?;
@@ -261,6 +270,8 @@ struct ChildPlan {
     /// Resolver settings to write into /etc/resolv.conf, with the host's resolv.conf (for
     /// `inherit`), read before the child leaves the host's root.
     dns: Option<(crate::config::Dns, String)>,
+    /// It runs in a user namespace of its own (mapped by the parent before release).
+    userns: bool,
 }
 
 impl ChildPlan {
@@ -274,6 +285,7 @@ impl ChildPlan {
             isolation,
             nofile: crate::cgroups::limits::numfiles_rlimit(&cfg.resources),
             dns: (!cfg.dns.is_empty()).then(|| (cfg.dns.clone(), std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())),
+            userns: cfg.security.kind.has_userns(),
         })
     }
 }
@@ -319,10 +331,16 @@ fn mnt(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, 
 fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infallible, String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     nix::sys::stat::umask(Mode::empty());
-    let root = &plan.root;
     mnt(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     // pivot_root wants the new root to be a mount point.
-    mnt(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    mnt(Some(&plan.root), &plan.root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    nix::unistd::chdir(&plan.root).map_err(|e| format!("chdir {}: {e}", plan.root.display()))?;
+    // From here on, the root is reached relative to the working directory: as root of its
+    // user namespace, PID 1 can no longer pass the host's directories above it.
+    if plan.userns {
+        crate::userns::become_root()?;
+    }
+    let root = Path::new(".");
     for d in ["proc", "sys", "dev"] {
         let p = root.join(d);
         if std::fs::symlink_metadata(&p).is_err() {
@@ -334,11 +352,7 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     mnt(Some(Path::new("sysfs")), &root.join("sys"), Some("sysfs"), nse | MsFlags::MS_RDONLY, None)?;
     let dev = root.join("dev");
     mnt(Some(Path::new("tmpfs")), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k"))?;
-    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
-        let p = dev.join(name);
-        nix::sys::stat::mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(major, minor))
-            .map_err(|e| format!("mknod /dev/{name}: {e}"))?;
-    }
+    make_dev_nodes(&dev, plan.userns)?;
     for d in ["pts", "shm"] {
         std::fs::create_dir(dev.join(d)).map_err(|e| format!("create /dev/{d}: {e}"))?;
     }
@@ -357,7 +371,6 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     {
         std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
     }
-    nix::unistd::chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
@@ -386,6 +399,27 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     plan.isolation.apply_in_child()?;
     let e = nix::unistd::execve(&plan.argv[0], &plan.argv, &plan.env).unwrap_err();
     Err(format!("exec init {:?}: {e}; check the init command (`init` in the config or --init at create)", plan.argv[0]))
+}
+
+/// The device nodes of every container's /dev: name, major, minor.
+pub const DEV_NODES: [(&str, u64, u64); 6] = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
+/// [`DEV_NODES`] in the container's new /dev (a tmpfs at `dev`): made with mknod, or, in a
+/// user namespace (where device nodes cannot be made, and would not open on its own tmpfs),
+/// the host's nodes bound onto empty files. CRIU takes those binds as external mounts
+/// (`restore::dev_externals`).
+fn make_dev_nodes(dev: &Path, bind_from_host: bool) -> Result<(), String> {
+    for (name, major, minor) in DEV_NODES {
+        let p = dev.join(name);
+        if bind_from_host {
+            std::fs::File::create(&p).map_err(|e| format!("create /dev/{name}: {e}"))?;
+            mnt(Some(&Path::new("/dev").join(name)), &p, None, MsFlags::MS_BIND, None)?;
+        } else {
+            nix::sys::stat::mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(major, minor))
+                .map_err(|e| format!("mknod /dev/{name}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Set this process's RLIMIT_NOFILE (soft and hard) to `n` (`numfiles`).

@@ -70,6 +70,7 @@ impl NsKind {
 pub fn kinds(kind: ContainerKind) -> &'static [NsKind] {
     match kind {
         ContainerKind::Privileged => &[NsKind::Time, NsKind::Ipc, NsKind::Uts, NsKind::Net, NsKind::Pid, NsKind::Mnt],
+        ContainerKind::Unprivileged => &[NsKind::Time, NsKind::User, NsKind::Ipc, NsKind::Uts, NsKind::Net, NsKind::Pid, NsKind::Mnt],
     }
 }
 

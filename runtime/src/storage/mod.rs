@@ -11,6 +11,7 @@ use crate::config::{ContainerConfig, StorageKind};
 use crate::ctid::Ctid;
 use crate::error::{Error, IoContext, Result};
 use crate::host::Host;
+use crate::userns::{idmapped, IdMap};
 use nix::mount::{MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 
@@ -85,9 +86,26 @@ fn unescape_mountinfo(s: &str) -> String {
     s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 
-/// Mount the private area at the root (host mount namespace). Returns the mount point.
+/// The mapping a container's root is mounted with: its range for the unprivileged kind.
+pub fn root_idmap(cfg: &ContainerConfig) -> Result<Option<IdMap>> {
+    if !cfg.security.kind.has_userns() {
+        return Ok(None);
+    }
+    let ct = &cfg.ctid;
+    cfg.security.id_map.map(Some).ok_or_else(|| {
+        Error::ct(
+            ct.as_str(),
+            "mount",
+            format!("it is unprivileged but its config records no user ID range; give it one with `ferry set {ct} --userns on`"),
+        )
+    })
+}
+
+/// Mount the private area at the root (host mount namespace), idmapped with the container's
+/// range when it is unprivileged. Returns the mount point.
 pub fn mount_root(host: &Host, cfg: &ContainerConfig) -> Result<PathBuf> {
     let ct = &cfg.ctid;
+    let idmap = root_idmap(cfg)?;
     match cfg.storage.kind {
         StorageKind::Image => {
             let root = host.root_dir(ct);
@@ -95,6 +113,12 @@ pub fn mount_root(host: &Host, cfg: &ContainerConfig) -> Result<PathBuf> {
                 return Ok(root);
             }
             image::mount(&host.disk_image(ct), &root)?;
+            if let Some(map) = &idmap {
+                if let Err(e) = idmapped::remount(&root, map) {
+                    let _ = image::umount_path(&host.disk_image(ct), &root);
+                    return Err(e);
+                }
+            }
             if let Err(e) = nix::mount::mount(None::<&str>, &root, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>) {
                 let _ = image::umount_path(&host.disk_image(ct), &root);
                 return Err(Error::sys(format!("make {} private", root.display()), e));
@@ -111,8 +135,11 @@ pub fn mount_root(host: &Host, cfg: &ContainerConfig) -> Result<PathBuf> {
             if is_mounted(&root) {
                 return Ok(root);
             }
-            nix::mount::mount(Some(&private), &root, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .map_err(|e| Error::sys(format!("bind-mount {} at {}", private.display(), root.display()), e))?;
+            match &idmap {
+                Some(map) => idmapped::mount(&private, &root, map)?,
+                None => nix::mount::mount(Some(&private), &root, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                    .map_err(|e| Error::sys(format!("bind-mount {} at {}", private.display(), root.display()), e))?,
+            }
             // Private: the container's own mounts below must not spread back into the host.
             if let Err(e) = nix::mount::mount(None::<&str>, &root, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>) {
                 let _ = nix::mount::umount2(&root, MntFlags::MNT_DETACH);
