@@ -127,33 +127,36 @@ pub fn stop(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result<
 /// state. The lock is the caller's proof that no other operation touches it meanwhile.
 pub fn kill_and_teardown(host: &Host, _lock: &ContainerLock, cfg: &ContainerConfig) -> Result<()> {
     let (_, state) = container::status(host, &cfg.ctid)?;
-    if let Some(st) = &state {
+    if let Some(ns) = state.as_ref().and_then(|st| st.netns("migrate").ok()) {
         // This copy holds the same TCP connections as the one the source runs (or is about to
         // run again): killed with its links up, it would send FINs and RSTs that end them.
         // Take its links down first so its death stays silent.
-        silence_network(st.pid);
+        silence_network(&ns);
     }
     container::teardown(host, cfg, state.as_ref())?;
     Ok(())
 }
 
-/// Set every interface but lo in the netns of `pid` down (best effort).
-fn silence_network(pid: i32) {
-    let ns = format!("--net=/proc/{pid}/ns/net");
-    let Ok(out) = std::process::Command::new("nsenter").args([ns.as_str(), "ip", "-o", "link", "show"]).output() else { return };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+/// Set every interface but lo in the container's netns `ns` down (best effort).
+fn silence_network(ns: &ferry_runtime::net::CtNetns) {
+    use ferry_runtime::net::tools::ip_in;
+    let Ok(out) = ip_in(ns, &["-o", "link", "show"]) else { return };
+    for line in out.lines() {
         let Some(name) = line.split(':').nth(1).map(|n| n.trim().split('@').next().unwrap_or("").to_string()) else { continue };
         if name.is_empty() || name == "lo" {
             continue;
         }
-        let _ = std::process::Command::new("nsenter").args([ns.as_str(), "ip", "link", "set", "dev", &name, "down"]).status();
+        let _ = ip_in(ns, &["link", "set", "dev", &name, "down"]);
     }
 }
 
 /// Announce the container's addresses from here, several times over the first second.
 pub fn announce(host: &Host, cfg: &ContainerConfig, count: u32, spacing: Duration) -> Result<()> {
-    if let Some(net) = container::restore::load_net_state(host, &cfg.ctid)? {
-        ferry_runtime::net::announce_container(&net, count, spacing)?;
+    if let Some(st) = ferry_runtime::state::State::load(host, &cfg.ctid)? {
+        if let Some(net) = &st.net_objects {
+            let ns = st.netns("announce").ok();
+            ferry_runtime::net::announce_container(net, ns.as_ref(), count, spacing)?;
+        }
     }
     Ok(())
 }

@@ -285,7 +285,7 @@ pub fn checkpoint_to_dir_frozen(
 
     // What needs a process (`ip`) is read while the container still runs; the rest of the
     // summary once it is frozen.
-    let addresses = container_addresses(st.pid);
+    let addresses = st.netns("checkpoint").map(|ns| container_addresses(&ns)).unwrap_or_default();
     let mut d = DumpOpts::new(st.pid, images_dir);
     d.leave_running = opts.keep_running;
     d.tcp_established = opts.tcp_established;
@@ -579,8 +579,9 @@ pub fn restore_from_dir_with(host: &Host, lock: &ContainerLock, cfg: &ContainerC
     let res = restore_inner(host, cfg, images_dir, &criu, &veths, meta.as_ref(), &mut undo);
     match res {
         Ok((state, restore_ms, log)) => {
-            if let (Some(ns), true) = (&state.net_objects, announce) {
-                if let Err(e) = net::announce_container(ns, 1, Duration::from_millis(0)) {
+            if let (Some(n), true) = (&state.net_objects, announce) {
+                let ns = state.netns("announce").ok();
+                if let Err(e) = net::announce_container(n, ns.as_ref(), 1, Duration::from_millis(0)) {
                     tracing::warn!("container {ct}: announce after restore: {e}");
                 }
             }
@@ -665,9 +666,10 @@ fn restore_inner(
         }
         if n.script == "post-restore" && n.pid > 0 && !veths.is_empty() && net_state.is_none() {
             let t = Instant::now();
-            let res = net::after_restore(host, cfg, n.pid).and_then(|ns| {
+            // The tree has not resumed: its netns is the one CRIU made.
+            let res = net::CtNetns::of_new_process(n.pid).and_then(|netns| net::after_restore(host, cfg, n.pid, &netns).map(|ns| (ns, netns))).and_then(|(ns, netns)| {
                 if !readdress.is_empty() {
-                    if let Err(e) = net::readdress(&ns, n.pid, &readdress) {
+                    if let Err(e) = net::readdress(&ns, &netns, &readdress) {
                         let _ = net::teardown(host, &ns);
                         return Err(e);
                     }
@@ -694,10 +696,12 @@ fn restore_inner(
         Err(e) => return Err(net_err.unwrap_or_else(|| criu_err(ct, "restore", e, &log_in_images, &log))),
     };
     if net_state.is_none() && !veths.is_empty() {
-        let ns = net::after_restore(host, cfg, done.pid)?;
+        // CRIU sent no post-restore (not CRIU 4.2): the tree runs already.
+        let netns = net::CtNetns::of_new_process(done.pid)?;
+        let ns = net::after_restore(host, cfg, done.pid, &netns)?;
         undo.net = Some(ns.clone());
         if !readdress.is_empty() {
-            net::readdress(&ns, done.pid, &readdress)?;
+            net::readdress(&ns, &netns, &readdress)?;
         }
         net_state = Some(ns);
     }
@@ -762,9 +766,9 @@ pub fn collect_summary(init_pid: i32, cg: &Cgroup) -> CheckpointSummary {
     s
 }
 
-/// The addresses inside the container's netns (for the checkpoint summary).
-pub fn container_addresses(init_pid: i32) -> Vec<AddrInfo> {
-    net::tools::ip_in(init_pid, &["-j", "addr", "show"]).map(|out| parse_ip_addr_json(&out)).unwrap_or_default()
+/// The addresses inside the container's netns `ns` (for the checkpoint summary).
+pub fn container_addresses(ns: &net::CtNetns) -> Vec<AddrInfo> {
+    net::tools::ip_in(ns, &["-j", "addr", "show"]).map(|out| parse_ip_addr_json(&out)).unwrap_or_default()
 }
 
 const TCP_STATES: [&str; 12] =

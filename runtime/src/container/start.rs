@@ -38,12 +38,14 @@ struct Undo<'a> {
     child: Option<Pid>,
     hooked: bool,
     net: Option<crate::net::NetState>,
+    /// The netns PID 1 was cloned into, opened before it ran any code of the container.
+    netns: Option<crate::net::CtNetns>,
 }
 
 impl Undo<'_> {
     fn run(&mut self) {
         // Passed-through devices go back while the netns still lives.
-        if let Err(e) = hooks::net_hook_before_kill(&mut self.net) {
+        if let Err(e) = hooks::net_hook_before_kill(&mut self.net, self.netns.as_ref()) {
             tracing::warn!("undo start of {}: {e}", self.cfg.ctid);
         }
         if let Some(pid) = self.child.take() {
@@ -140,7 +142,7 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     let prepared = isolation.prepare()?;
     let rules = devices::rules_for(&cfg.security.devices)?;
 
-    let mut undo = Undo { host, cfg, cgroup: None, mounted: false, scripted: false, child: None, hooked: false, net: None };
+    let mut undo = Undo { host, cfg, cgroup: None, mounted: false, scripted: false, child: None, hooked: false, net: None, netns: None };
     let mut res = start_inner(host, cfg, (&isolation, prepared), &rules, &mut undo);
     if res.is_err() {
         undo.run();
@@ -157,9 +159,7 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     // Announce once the container runs (the CLI is done cloning, so the helper thread that
     // announces inside a netns is allowed now); 3 frames 100 ms apart.
     if let Ok(st) = &res {
-        if let Some(n) = &st.net_objects {
-            hooks::announce_after_start(n);
-        }
+        hooks::announce_after_start(st);
     }
     res
 }
@@ -225,8 +225,10 @@ fn start_inner(
     // Before PID 1 runs any code of the container: what exec may join later.
     let namespaces = namespaces::record(pid.as_raw(), isolation.kind)?;
     cg.add_pid(pid.as_raw())?;
+    let netns = crate::net::CtNetns::of_new_process(pid.as_raw())?;
     undo.hooked = true;
-    undo.net = hooks::net_hook_after_clone(host, cfg, pid.as_raw())?;
+    undo.net = hooks::net_hook_after_clone(host, cfg, pid.as_raw(), &netns)?;
+    undo.netns = Some(netns);
 
     // Release the child, then wait for exec (EOF) or its error message.
     let mut w = std::fs::File::from(sync_w);

@@ -59,9 +59,11 @@ pub fn stop_with(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, how: 
             tracing::warn!("{e}");
             eprintln!("ferry: warning: {e}");
         }
-        // Passed-through devices must leave before the netns dies; record what is left.
+        // Passed-through devices must leave before the netns dies (from the netns ferry made,
+        // wherever PID 1 went); record what is left.
         let mut net = state.net_objects.clone();
-        if let Err(e) = hooks::net_hook_before_kill(&mut net) {
+        let ns = netns_for_devices(state);
+        if let Err(e) = hooks::net_hook_before_kill(&mut net, ns.as_ref()) {
             tracing::warn!("{e}");
         }
         if net != state.net_objects {
@@ -95,7 +97,8 @@ fn kill_all(host: &Host, cfg: &ContainerConfig, state: Option<&State>) -> Result
     };
     if let Some(s) = state {
         let mut net = s.net_objects.clone();
-        if let Err(e) = hooks::net_hook_before_kill(&mut net) {
+        let ns = netns_for_devices(s);
+        if let Err(e) = hooks::net_hook_before_kill(&mut net, ns.as_ref()) {
             tracing::warn!("{e}");
         }
         let _ = kill(Pid::from_raw(s.pid), Signal::SIGKILL);
@@ -107,6 +110,14 @@ fn kill_all(host: &Host, cfg: &ContainerConfig, state: Option<&State>) -> Result
         }
     }
     Ok(cg)
+}
+
+/// The container's netns, when it has passed-through devices to move back from it.
+fn netns_for_devices(state: &State) -> Option<crate::net::CtNetns> {
+    if state.net_objects.as_ref().is_none_or(|n| n.moved_devs.is_empty()) {
+        return None;
+    }
+    state.netns("stop").map_err(|e| tracing::warn!("{e}")).ok()
 }
 
 /// With its processes gone: the root mount, the cgroup, the host-side network, the state.

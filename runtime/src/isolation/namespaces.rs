@@ -162,6 +162,36 @@ pub fn open_recorded(ct: &str, op: &'static str, pid: i32, start_time: u64, reco
     Ok(out)
 }
 
+/// One recorded namespace of kind `kind`, opened through PID 1 (`pid`, started at
+/// `start_time`) or, when PID 1 has left it, through another of `others` (the container's
+/// processes, from its cgroup): whichever file opened is checked against the record, so what
+/// is returned is the namespace ferry made, wherever the container's processes went since.
+/// For the host's work on the container's network (live addresses, passed-through devices).
+pub fn open_recorded_kind(ct: &str, op: &'static str, pid: i32, start_time: u64, recorded: &[NsId], kind: NsKind, others: &[i32]) -> Result<File> {
+    let want = recorded.iter().find(|n| n.kind == kind).ok_or_else(|| {
+        Error::ct(ct, op, format!("its state records no {} namespace (it was started by an older ferry); restart it with `ferry restart {ct}`", kind.name()))
+    })?;
+    let rel = format!("ns/{}", kind.name());
+    let try_pid = |p: i32, start: Option<u64>| -> Option<File> {
+        let dir = ProcDir::open(p).ok()?;
+        if start.is_some_and(|s| dir.start_time() != Some(s)) {
+            return None;
+        }
+        let f = dir.open_file(&rel).ok()?;
+        (id_of(kind, &f).ok()? == *want).then_some(f)
+    };
+    std::iter::once((pid, Some(start_time)))
+        .chain(others.iter().filter(|p| **p != pid).map(|p| (*p, None)))
+        .find_map(|(p, s)| try_pid(p, s))
+        .ok_or_else(|| {
+            Error::ct(
+                ct,
+                op,
+                format!("no process of the container is left in the {} namespace ferry made for it; restart it with `ferry restart {ct}`", kind.name()),
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +211,10 @@ mod tests {
         // Another start time is another process.
         assert!(open_recorded("t", "exec", me, start + 1, &rec).unwrap_err().to_string().contains("gone"));
         assert!(open_recorded("t", "exec", me, start, &[]).unwrap_err().to_string().contains("older ferry"));
+        // One kind: through PID 1, else through another process; never another namespace.
+        assert!(open_recorded_kind("t", "set", me, start, &rec, NsKind::Net, &[]).is_ok());
+        assert!(open_recorded_kind("t", "set", me, start + 1, &rec, NsKind::Net, &[me]).is_ok(), "found through the others");
+        let e = open_recorded_kind("t", "set", me, start, &other, NsKind::Net, &[me]).unwrap_err().to_string();
+        assert!(e.contains("no process") && e.contains("net namespace"), "{e}");
     }
 }
