@@ -504,10 +504,13 @@ struct RestoreUndo<'a> {
     mounted: bool,
     cgroup: Option<Cgroup>,
     net: Option<NetState>,
+    /// Host ends of veth pairs made before CRIU ran.
+    precreated: Vec<String>,
 }
 
 impl RestoreUndo<'_> {
     fn run(&mut self) {
+        net::remove_precreated(&self.precreated);
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(10));
             if let Err(e) = cg.destroy() {
@@ -575,7 +578,7 @@ pub fn restore_from_dir_with(host: &Host, lock: &ContainerLock, cfg: &ContainerC
         return Err(Error::ct(ct, "restore", format!("cgroup {} still has processes {:?}; run `ferry stop {ct}` first", cg.rel(), cg.pids()?)));
     }
 
-    let mut undo = RestoreUndo { host, cfg, mounted: false, cgroup: None, net: None };
+    let mut undo = RestoreUndo { host, cfg, mounted: false, cgroup: None, net: None, precreated: Vec::new() };
     let res = restore_inner(host, cfg, images_dir, &criu, &veths, meta.as_ref(), &mut undo);
     match res {
         Ok((state, restore_ms, log)) => {
@@ -642,7 +645,14 @@ fn restore_inner(
     let mut r = RestoreOpts::new(criu_dir);
     r.log_file = format!("restore-{}.log", std::process::id());
     r.root = Some(root.clone());
-    r.external = veths.iter().map(|(i, o)| net::criu_external_arg(i, o)).collect();
+    r.external = if isolation.kind.has_userns() {
+        // In a user namespace CRIU moves pairs made here rather than creating them.
+        let args = net::precreate_restore_pairs(veths)?;
+        undo.precreated = veths.iter().map(|(_, o)| o.clone()).collect();
+        args
+    } else {
+        veths.iter().map(|(i, o)| net::criu_external_arg(i, o)).collect()
+    };
     r.join_cgroups = cg.procs_files();
     if isolation.kind.has_userns() {
         r.external_mounts = dev_externals().into_iter().map(|(_, key, host)| (key, host)).collect();
@@ -732,6 +742,7 @@ fn restore_inner(
     undo.cgroup = None;
     undo.mounted = false;
     undo.net = None;
+    undo.precreated.clear();
     Ok((state, ms(done.elapsed), log))
 }
 

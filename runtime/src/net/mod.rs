@@ -588,6 +588,37 @@ pub fn criu_external_arg(inner: &str, host_if: &str) -> String {
     format!("veth[{inner}]:{host_if}")
 }
 
+/// The pairs of a restore into a user namespace, made on the host before CRIU runs: the host
+/// end under its name, the other end under a temporary one that CRIU moves into the restored
+/// netns and renames (`netdev[INNER]:TEMP`, returned for `--external`). CRIU 4.2.1 creates a
+/// veth pair for a user-namespaced tree through its helper in the host's user namespace, with
+/// the dumped ifindex of the inner end taken as a device of the host's netns: where the host
+/// has a device with that index (eth0 is usually 2, as venet0 is), the kernel answers
+/// EOPNOTSUPP. Moving a device made beforehand has no such lookup. On failure, what was made is
+/// removed.
+pub fn precreate_restore_pairs(pairs: &[(String, String)]) -> Result<Vec<String>> {
+    let mut made: Vec<&str> = Vec::new();
+    let mut args = Vec::new();
+    for (inner, outer) in pairs {
+        let temp = names::restore_temp_if(outer);
+        if let Err(e) = ip(&["link", "add", outer, "type", "veth", "peer", "name", &temp]) {
+            remove_precreated(&made);
+            return Err(e);
+        }
+        made.push(outer);
+        args.push(format!("netdev[{inner}]:{temp}"));
+    }
+    Ok(args)
+}
+
+/// Remove pairs [`precreate_restore_pairs`] made (by their host ends; a pair whose other end
+/// went into a netns that died is gone already).
+pub fn remove_precreated<S: AsRef<str>>(host_ifs: &[S]) {
+    for h in host_ifs {
+        let _ = ignore_absent(ip(&["link", "del", "dev", h.as_ref()]));
+    }
+}
+
 /// Before dumping for a checkpoint or migration: refuses passthrough. The venet/veth plumbing
 /// stays until the dump is done (traffic keeps flowing); the source side then calls
 /// [`teardown`] with the state it had.
