@@ -24,7 +24,7 @@ fn vzlist_options_and_fields() {
     h.ok(&["create", "101", "--template", tpl, "--name", "web", "--description", "front", "--onboot", "yes", "--bootorder", "20"]);
     h.ok(&["create", "20", "--template", tpl, "--hostname", "db1", "--name", "db", "--bootorder", "90", "--cpus", "1"]);
     h.ok(&["create", "3", "--template", tpl, "--iolimit", "10M", "--iopslimit", "300", "--ioprio", "6", "--ram", "64M"]);
-    h.ok(&["set", "3", "--capability", "SYS_TIME:on", "--save"]);
+    h.ok(&["set", "3", "--capability", "NET_RAW:off", "--save"]);
     h.ok(&["start", "101"]);
     h.ok(&["start", "3"]);
 
@@ -44,7 +44,7 @@ fn vzlist_options_and_fields() {
     assert_eq!(
         l,
         [
-            ["3", "-", "-", "-", "-", "-", "10485760", "300", "6", "SYS_TIME:on"],
+            ["3", "-", "-", "-", "-", "-", "10485760", "300", "6", "NET_RAW:off"],
             ["20", "db", "-", "-", "90", "1", "-", "-", "-", "-"],
             ["101", "web", "front", "yes", "20", "-", "-", "-", "-", "-"],
         ]

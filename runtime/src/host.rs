@@ -92,6 +92,11 @@ impl Host {
     pub fn disk_image(&self, ct: &Ctid) -> PathBuf {
         self.data_dir.join("images").join(format!("{ct}.img"))
     }
+    /// `<data>/images/<CTID>.mnt`: where an unprivileged container's disk image is mounted with
+    /// its owners as on disk (its root is an idmapped copy of that mount).
+    pub fn image_files_dir(&self, ct: &Ctid) -> PathBuf {
+        self.data_dir.join("images").join(format!("{ct}.mnt"))
+    }
     /// `<data>/dump/<CTID>`: default location of `suspend`/`checkpoint` images.
     pub fn dump_dir(&self, ct: &Ctid) -> PathBuf {
         self.data_dir.join("dump").join(ct.as_str())

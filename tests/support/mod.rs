@@ -202,6 +202,12 @@ impl TestHost {
         out
     }
 
+    /// Whether container `ct` is of the unprivileged kind (a user namespace of its own).
+    pub fn is_unprivileged(&self, ct: &str) -> bool {
+        let cfg = ferry_runtime::ContainerConfig::load(&self.data.join("conf").join(format!("{ct}.toml"))).expect("the container's config");
+        cfg.security.kind.has_userns()
+    }
+
     /// PID 1 of a running container as seen from the host.
     pub fn pid(&self, ct: &str) -> i32 {
         let v: serde_json::Value = serde_json::from_str(&self.ok(&["status", ct, "--json"])).unwrap();

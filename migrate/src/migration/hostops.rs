@@ -13,11 +13,12 @@ pub fn is_running(host: &Host, ct: &Ctid) -> bool {
     matches!(container::status(host, ct), Ok((Status::Running, _)))
 }
 
-/// The directory that holds the container's files on this host (what the sync reads or fills).
+/// The directory that holds the container's files on this host (what the sync reads or
+/// fills), with their owners as on disk (never an unprivileged container's idmapped root).
 pub fn files_dir(host: &Host, cfg: &ContainerConfig, running: bool) -> PathBuf {
     match cfg.storage.kind {
         // The image's files are visible only where it is mounted.
-        StorageKind::Image if running => host.root_dir(&cfg.ctid),
+        StorageKind::Image if running => storage::files_dir(host, cfg),
         _ => host.private_dir(&cfg.ctid),
     }
 }
@@ -73,7 +74,7 @@ pub fn restore_unannounced(host: &Host, lock: &ContainerLock, cfg: &ContainerCon
 }
 
 fn restore_here(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, dir: &Path, announce: bool) -> Result<i32> {
-    if cfg.storage.kind == StorageKind::Image && storage::is_mounted(&host.root_dir(&cfg.ctid)) {
+    if cfg.storage.kind == StorageKind::Image && storage::is_mounted(&storage::files_dir(host, cfg)) {
         // Received through its mount point; the restore mounts it itself.
         storage::unmount_root(host, cfg)?;
     }
@@ -86,7 +87,7 @@ fn restore_here(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, dir: &
 /// Start the container from its files. The runtime's start must run single-threaded (it
 /// clones the container's init), and this process runs tokio: fork first, start in the child.
 pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result<i32> {
-    if cfg.storage.kind == StorageKind::Image && storage::is_mounted(&host.root_dir(&cfg.ctid)) {
+    if cfg.storage.kind == StorageKind::Image && storage::is_mounted(&storage::files_dir(host, cfg)) {
         storage::unmount_root(host, cfg)?;
     }
     let (rd, wr) = nix::unistd::pipe().map_err(|e| Error::Migration(format!("pipe: {e}")))?;
@@ -180,8 +181,7 @@ pub fn prepare_receive_area(host: &Host, cfg: &mut ContainerConfig) -> Result<Pa
         res?;
     }
     if cfg.storage.kind == StorageKind::Image {
-        storage::mount_root(host, cfg)?;
-        return Ok(host.root_dir(&cfg.ctid));
+        return Ok(storage::mount_root_unmapped(host, cfg)?);
     }
     Ok(private)
 }

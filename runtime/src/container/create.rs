@@ -119,7 +119,7 @@ fn default_init(host: &Host, cfg: &ContainerConfig) -> Option<Vec<String>> {
     if cfg.storage.kind != StorageKind::Image {
         return crate::template::default_init(&host.private_dir(&cfg.ctid));
     }
-    let root = crate::storage::mount_root(host, cfg).ok()?;
+    let root = crate::storage::mount_root_unmapped(host, cfg).ok()?;
     let init = crate::template::default_init(&root);
     let _ = crate::storage::unmount_root(host, cfg);
     init

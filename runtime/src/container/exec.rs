@@ -260,29 +260,37 @@ where
     crate::container::ensure_single_threaded(ct, "set")?;
     let (status, st) = crate::container::status(host, ct)?;
     let joiner = st.as_ref().map(|st| Joiner::open(host, ct, st, "set")).transpose()?;
+    // A stopped container's files are worked on as host root, in the host's user namespace:
+    // with the privileged kind's capabilities at most, never an unprivileged kind's full set.
     let mut keep = match &joiner {
         Some(j) => j.isolation.caps.clone(),
-        None => crate::capabilities::container_caps(&crate::container::load_config(host, ct)?.security)?,
+        None => {
+            let sec = crate::container::load_config(host, ct)?.security;
+            let on_host = if sec.kind.has_userns() { crate::config::Security { cap_drop: sec.cap_drop, ..Default::default() } } else { sec };
+            crate::capabilities::container_caps(&on_host)?
+        }
     };
     if privileged {
         keep.insert(caps::Capability::CAP_SYS_ADMIN);
     }
-    // A stopped container's files: its mounted root, else its private area; an image must be
-    // mounted for it (and is unmounted again afterwards).
-    let image = crate::container::load_config(host, ct)?.storage.kind == crate::config::StorageKind::Image;
+    // A stopped container's files as they are on disk (host root writes them; an idmapped
+    // root would refuse): its private area, or for the image backend the image, mounted for
+    // it (and unmounted again afterwards) or where `ferry mount` mounted it.
+    let cfg = crate::container::load_config(host, ct)?;
+    let image = cfg.storage.kind == crate::config::StorageKind::Image;
     let temp_mount = joiner.is_none() && image && status == crate::container::Status::Stopped;
-    let private = if joiner.is_none() && (image || status == crate::container::Status::Mounted) {
+    let private = if joiner.is_none() && image {
         if temp_mount {
-            crate::storage::mount_root(host, &crate::container::load_config(host, ct)?)?
+            crate::storage::mount_root_unmapped(host, &cfg)?
         } else {
-            host.root_dir(ct)
+            crate::storage::files_dir(host, &cfg)
         }
     } else {
         host.private_dir(ct)
     };
     let res = fork_in_container(ct, joiner.as_ref(), &private, privileged, &keep, f);
     if temp_mount {
-        if let Err(e) = crate::storage::unmount_root(host, &crate::container::load_config(host, ct)?) {
+        if let Err(e) = crate::storage::unmount_root(host, &cfg) {
             tracing::warn!("container {ct}: unmount after the change: {e}");
         }
     }

@@ -677,15 +677,17 @@ fn restore_inner(
         if n.script == "post-restore" && n.pid > 0 && !veths.is_empty() && net_state.is_none() {
             let t = Instant::now();
             // The tree has not resumed: its netns is the one CRIU made.
-            let res = net::CtNetns::of_new_process(n.pid).and_then(|netns| net::after_restore(host, cfg, n.pid, &netns).map(|ns| (ns, netns))).and_then(|(ns, netns)| {
-                if !readdress.is_empty() {
-                    if let Err(e) = net::readdress(&ns, &netns, &readdress) {
-                        let _ = net::teardown(host, &ns);
-                        return Err(e);
+            let res = net::CtNetns::of_new_process(n.pid)
+                .and_then(|netns| net::after_restore(host, cfg, n.pid, &netns).map(|ns| (ns, netns)))
+                .and_then(|(ns, netns)| {
+                    if !readdress.is_empty() {
+                        if let Err(e) = net::readdress(&ns, &netns, &readdress) {
+                            let _ = net::teardown(host, &ns);
+                            return Err(e);
+                        }
                     }
-                }
-                Ok(ns)
-            });
+                    Ok(ns)
+                });
             net_time = t.elapsed();
             match res {
                 Ok(ns) => net_state = Some(ns),

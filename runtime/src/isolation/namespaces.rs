@@ -169,7 +169,11 @@ pub fn open_recorded(ct: &str, op: &'static str, pid: i32, start_time: u64, reco
 /// For the host's work on the container's network (live addresses, passed-through devices).
 pub fn open_recorded_kind(ct: &str, op: &'static str, pid: i32, start_time: u64, recorded: &[NsId], kind: NsKind, others: &[i32]) -> Result<File> {
     let want = recorded.iter().find(|n| n.kind == kind).ok_or_else(|| {
-        Error::ct(ct, op, format!("its state records no {} namespace (it was started by an older ferry); restart it with `ferry restart {ct}`", kind.name()))
+        Error::ct(
+            ct,
+            op,
+            format!("its state records no {} namespace (it was started by an older ferry); restart it with `ferry restart {ct}`", kind.name()),
+        )
     })?;
     let rel = format!("ns/{}", kind.name());
     let try_pid = |p: i32, start: Option<u64>| -> Option<File> {
@@ -187,7 +191,10 @@ pub fn open_recorded_kind(ct: &str, op: &'static str, pid: i32, start_time: u64,
             Error::ct(
                 ct,
                 op,
-                format!("no process of the container is left in the {} namespace ferry made for it; restart it with `ferry restart {ct}`", kind.name()),
+                format!(
+                    "no process of the container is left in the {} namespace ferry made for it; restart it with `ferry restart {ct}`",
+                    kind.name()
+                ),
             )
         })
 }

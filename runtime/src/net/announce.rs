@@ -2,8 +2,8 @@
 //! reply forms) for IPv4 and unsolicited neighbour advertisements for IPv6, so neighbours
 //! repoint their caches at once after a start, restore or migration.
 
-use crate::error::{Error, Result};
 use super::tools::CtNetns;
+use crate::error::{Error, Result};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
@@ -222,7 +222,8 @@ pub fn announce_in_netns(ns: &CtNetns, ifname: &str, addrs: &[IpAddr], mac: Opti
 pub fn in_netns<T: Send>(ns: &CtNetns, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     std::thread::scope(|s| {
         s.spawn(move || {
-            nix::sched::setns(ns.file(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys("setns into the container's network namespace", e))?;
+            nix::sched::setns(ns.file(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::sys("setns into the container's network namespace", e))?;
             f()
         })
         .join()

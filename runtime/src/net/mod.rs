@@ -49,8 +49,8 @@ use names::{filter_chain, format_mac, parse_mac, venet_host_if, venet_mac, veth_
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::Duration;
-use tools::{ignore_absent, ip, ip_batch, ip_batch_in, ip_in, iptables, iptables_restore, link_exists, link_exists_in, sysctl_set};
 pub use tools::CtNetns;
+use tools::{ignore_absent, ip, ip_batch, ip_batch_in, ip_in, iptables, iptables_restore, link_exists, link_exists_in, sysctl_set};
 
 pub use announce::{announce, announce_in_netns};
 pub use names::generate_veth_mac;

@@ -122,16 +122,6 @@ pub fn mount(src: &Path, target: &Path, map: &IdMap) -> Result<()> {
     attach(&tree, target)
 }
 
-/// Replace the mount at `target` by an idmapped copy of itself (for a filesystem ferry
-/// mounted there, such as a disk image): the copy holds the filesystem while the original
-/// is unmounted. On failure the original stays.
-pub fn remount(target: &Path, map: &IdMap) -> Result<()> {
-    let ns = userns_fd(map)?;
-    let tree = idmapped_tree(target, &ns)?;
-    nix::mount::umount2(target, nix::mount::MntFlags::empty()).map_err(|e| Error::sys(format!("unmount {} to idmap it", target.display()), e))?;
-    attach(&tree, target)
-}
-
 /// Whether the mount at `point` (a line of `mountinfo` with that mount point) is idmapped:
 /// the kernel lists `idmapped` among its mount options.
 pub fn is_idmapped(mountinfo: &str, point: &Path) -> bool {
