@@ -67,9 +67,20 @@ fn vzlist_options_and_fields() {
     assert_eq!(v[0]["onboot"], true);
     assert!(v[0]["uptime"].as_u64().is_some(), "{v}");
     assert_eq!(v[0]["features"], serde_json::json!([]));
+    // userns: the mapping of an unprivileged container, - for a privileged one.
+    h.ok(&["create", "40", "--template", tpl, "--userns", "on"]);
+    h.ok(&["create", "41", "--template", tpl, "--userns", "off"]);
+    let l = lines(&h.ok(&["list", "-H", "-o", "ctid,userns", "40", "41"]));
+    let cfg = ferry_runtime::ContainerConfig::load(&h.data.join("conf/40.toml")).unwrap();
+    let map = cfg.security.id_map.expect("an unprivileged container has a range");
+    assert_eq!(l, [["40".to_string(), format!("0:{}:65536", map.host_first)], ["41".to_string(), "-".to_string()]]);
+    let v: serde_json::Value = serde_json::from_str(&h.ok(&["list", "-j", "-o", "userns", "40", "41"])).unwrap();
+    assert_eq!(v, serde_json::json!([{"userns": format!("0:{}:65536", map.host_first)}, {"userns": null}]));
     // -L lists every field with its meaning.
     let fields = h.ok(&["list", "-L"]);
-    for f in ["ctid", "name", "description", "onboot", "bootorder", "uptime", "cpus", "iolimit", "iopslimit", "ioprio", "capability", "features"] {
+    for f in
+        ["ctid", "name", "description", "onboot", "bootorder", "uptime", "cpus", "iolimit", "iopslimit", "ioprio", "capability", "features", "userns"]
+    {
         assert!(fields.lines().any(|l| l.split_whitespace().next() == Some(f)), "-L lacks {f}:\n{fields}");
     }
     // -h is help.

@@ -121,11 +121,13 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     };
     let observed = running.map(|s| ferry_runtime::isolation::observe(s.pid));
     let suspended = st != Status::Running && h.suspend_image(&ct).exists();
+    let userns = cfg.security.id_map.filter(|_| cfg.security.kind.has_userns());
     if json {
         println!(
             "{}",
             serde_json::json!({ "ctid": ct.as_str(), "name": cfg.name, "status": st, "suspended": suspended, "pid": pid, "ip": ips,
-                "storage": cfg.storage.kind, "limits": limits, "usage": usage, "isolation": isolation, "isolation_observed": observed })
+                "storage": cfg.storage.kind, "limits": limits, "usage": usage, "isolation": isolation, "isolation_observed": observed,
+                "userns": userns })
         );
         return Ok(0);
     }
@@ -136,6 +138,9 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     }
     if !ips.is_empty() && usage.is_some() {
         println!("  ip        {}", ips.join(" "));
+    }
+    if let Some(m) = userns {
+        println!("  userns    {m} (its root is host uid {} and gid {})", m.host_first, m.host_first);
     }
     let r = &limits;
     let lim = |v: Option<u64>| v.map_or("unlimited".to_string(), super::list::human);

@@ -220,10 +220,12 @@ fn handle_config(host: &Host, st: &mut Incoming, c: &ConfigMsg) -> Result<()> {
     if cfg.ctid != ct {
         return Err(Error::Migration(format!("the source sent the config of {} for {ct}", cfg.ctid)));
     }
-    // This host decides its own storage backend; the limits stay the container's.
+    // This host decides its own storage backend and an unprivileged container's ID range (its
+    // own when free here: the restore maps its user namespace to whichever it gets); the
+    // limits stay the container's.
     let area = hostops::prepare_receive_area(host, &mut cfg)?;
     let staging = staging_config(host, &ct);
-    cfg.save(&staging)?;
+    ferry_runtime::userns::pool::save_with_range(host, &mut cfg, &staging)?;
     st.keep_files = false;
     st.area = Some(area);
     st.cfg = Some(cfg);

@@ -425,7 +425,10 @@ pub fn create_from_image(host: &Host, lock: &ContainerLock, path: &Path, content
     })();
     let _ = std::fs::remove_dir_all(&staging);
     res.map_err(|e| err(ct, "restore", e))?;
-    if let Err(e) = cfg.save(&host.config_path(ct)) {
+    // An unprivileged container gets a range of this host's pool: its own when free here (a
+    // clone of a container of this host never is).
+    let conf = host.config_path(ct);
+    if let Err(e) = ferry_runtime::userns::pool::save_with_range(host, &mut cfg, &conf) {
         let _ = storage::remove(host, &cfg);
         return Err(err(ct, "restore", e));
     }

@@ -11,6 +11,7 @@
 pub mod criu_image;
 pub mod idmapped;
 pub mod pool;
+pub mod probe;
 
 use serde::{Deserialize, Serialize};
 
