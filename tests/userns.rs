@@ -130,3 +130,38 @@ fn ranges_come_from_the_pool_never_twice_and_go_back_with_the_container() {
     }
     h.assert_clean();
 }
+
+/// Devices: an unprivileged container cannot make device nodes, so it gets the host's node of
+/// each device its rules name, bound into its /dev with the host's owner and mode (what the
+/// host lets only its root open stays closed to the container's root); the bind survives a
+/// checkpoint and restore; a rule for a class of devices is refused with the way out.
+#[test]
+fn device_rules_bind_the_hosts_nodes_and_a_class_of_devices_is_refused() {
+    let test = "device_rules_bind_the_hosts_nodes_and_a_class_of_devices_is_refused";
+    if !support::need_root(test) {
+        return;
+    }
+    let Ok(host_tun) = std::fs::metadata("/dev/net/tun") else {
+        eprintln!("{test}: skipped: this host has no /dev/net/tun to pass");
+        return;
+    };
+    let h = TestHost::new();
+    h.ok(&["create", "t", "--template", h.template.to_str().unwrap(), "--userns", "on"]);
+    h.ok(&["set", "t", "--devices", "c:10:200:rw", "--save"]);
+    h.ok(&["start", "t"]);
+    let node = |h: &TestHost| h.exec("t", "stat -c '%F %t:%T' /dev/net/tun").trim().to_string();
+    assert_eq!(node(&h), "character special file a:c8", "the host's node is bound in");
+    let open = h.exec("t", "(exec 3<>/dev/net/tun) 2>&1 && echo opened || true");
+    if host_tun.mode() & 0o006 == 0o006 {
+        assert!(open.contains("opened"), "{open}");
+    } else {
+        assert!(open.contains("denied") && !open.contains("opened"), "the host's mode {:o} lets only its root open it: {open}", host_tun.mode());
+    }
+    h.ok(&["checkpoint", "t"]);
+    h.ok(&["restore", "t"]);
+    assert_eq!(node(&h), "character special file a:c8", "the bind came back with the restore");
+    let e = h.fails(&["set", "t", "--devices", "c:10:*:rw", "--save"]);
+    assert!(e.contains("class of devices") && e.contains("--userns off") && e.contains("nothing was changed"), "{e}");
+    h.ok(&["stop", "t"]);
+    h.assert_clean();
+}

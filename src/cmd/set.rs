@@ -123,6 +123,12 @@ pub fn set(h: &Host, loaded: &ferry_runtime::host_config::Loaded, mut a: SetArgs
     if let Some(hn) = &a.hostname {
         ferry_runtime::container::check_hostname(hn)?;
     }
+    // An unprivileged container gets the host's nodes of its devices: each must be named and
+    // exist here.
+    if sec.kind.has_userns() && (!a.devices.is_empty() || sec.kind != cfg.security.kind) {
+        ferry_runtime::userns::devices::node_binds(&sec.devices, std::path::Path::new("/dev"))
+            .map_err(|e| anyhow::anyhow!("container {ct}: set: {e}; nothing was changed"))?;
+    }
     // Limits and addresses first: they are the changes that may still be refused.
     if let Some(st) = state.as_mut() {
         let live_cfg = ContainerConfig { resources: live_res.clone(), ..cfg.clone() };

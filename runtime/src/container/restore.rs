@@ -295,7 +295,8 @@ pub fn checkpoint_to_dir_frozen(
     d.network_lock = NetworkLock::Iptables;
     d.freeze_cgroup = Some(freezer.dir().to_path_buf());
     if cfg.security.kind.has_userns() || st.isolation.as_ref().is_some_and(|i| i.kind.has_userns()) {
-        d.external_mounts = dev_externals().into_iter().map(|(inside, key, _)| (inside, key)).collect();
+        d.external_mounts =
+            dev_externals(cfg).map_err(|e| Error::ct(ct, "checkpoint", e.to_string()))?.into_iter().map(|(inside, key, _)| (inside, key)).collect();
     }
     // The container is frozen when CRIU is ready to collect it ("pre-dump" comes after its
     // start-up, which takes tens of milliseconds), not before CRIU starts: that start-up is
@@ -489,12 +490,18 @@ fn userns_images(cfg: &ContainerConfig, images_dir: &Path) -> Result<Option<temp
     }
 }
 
-/// The host's device nodes an unprivileged container's /dev binds (`start::DEV_NODES`), as
-/// CRIU external mounts: (mount point inside, key in the images, host path bound at restore).
-/// The masked files of /proc are binds of /dev/null too; CRIU restores them from the same
-/// external.
-pub fn dev_externals() -> Vec<(String, String, String)> {
-    crate::container::start::DEV_NODES.iter().map(|(n, _, _)| (format!("/dev/{n}"), format!("dev-{n}"), format!("/dev/{n}"))).collect()
+/// The host's device nodes an unprivileged container's /dev binds (`start::DEV_NODES`, and
+/// those its device rules give: `userns::devices`), as CRIU external mounts: (mount point
+/// inside, key in the images, host path bound at restore, this host's node for that key). The
+/// masked files of /proc are binds of /dev/null too; CRIU restores them from the same external.
+pub fn dev_externals(cfg: &ContainerConfig) -> Result<Vec<(String, String, String)>> {
+    let mut v: Vec<(String, String, String)> =
+        crate::container::start::DEV_NODES.iter().map(|(n, _, _)| (format!("/dev/{n}"), format!("dev-{n}"), format!("/dev/{n}"))).collect();
+    for b in crate::userns::devices::node_binds(&cfg.security.devices, Path::new("/dev"))? {
+        let p = Path::new("/dev").join(&b.path).display().to_string();
+        v.push((p.clone(), b.key, p));
+    }
+    Ok(v)
 }
 
 /// Host state made so far by a restore, undone in reverse on failure.
@@ -655,7 +662,7 @@ fn restore_inner(
     };
     r.join_cgroups = cg.procs_files();
     if isolation.kind.has_userns() {
-        r.external_mounts = dev_externals().into_iter().map(|(_, key, host)| (key, host)).collect();
+        r.external_mounts = dev_externals(cfg)?.into_iter().map(|(_, key, host)| (key, host)).collect();
     }
     r.ext_unix_sk = meta.map(|m| m.ext_unix_sk).unwrap_or(false);
     r.rst_sibling = false;

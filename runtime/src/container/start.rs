@@ -274,6 +274,9 @@ struct ChildPlan {
     dns: Option<(crate::config::Dns, String)>,
     /// It runs in a user namespace of its own (mapped by the parent before release).
     userns: bool,
+    /// Host device nodes (paths below /dev) bound into its /dev beyond the defaults (`userns`
+    /// only: the privileged kind makes its own nodes).
+    dev_binds: Vec<PathBuf>,
 }
 
 impl ChildPlan {
@@ -288,6 +291,11 @@ impl ChildPlan {
             nofile: crate::cgroups::limits::numfiles_rlimit(&cfg.resources),
             dns: (!cfg.dns.is_empty()).then(|| (cfg.dns.clone(), std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())),
             userns: cfg.security.kind.has_userns(),
+            dev_binds: if cfg.security.kind.has_userns() {
+                crate::userns::devices::node_binds(&cfg.security.devices, Path::new("/dev"))?.into_iter().map(|b| b.path).collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -354,7 +362,7 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     mnt(Some(Path::new("sysfs")), &root.join("sys"), Some("sysfs"), nse | MsFlags::MS_RDONLY, None)?;
     let dev = root.join("dev");
     mnt(Some(Path::new("tmpfs")), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k"))?;
-    make_dev_nodes(&dev, plan.userns)?;
+    make_dev_nodes(&dev, plan.userns, &plan.dev_binds)?;
     for d in ["pts", "shm"] {
         std::fs::create_dir(dev.join(d)).map_err(|e| format!("create /dev/{d}: {e}"))?;
     }
@@ -408,9 +416,9 @@ pub const DEV_NODES: [(&str, u64, u64); 6] = [("null", 1, 3), ("zero", 1, 5), ("
 
 /// [`DEV_NODES`] in the container's new /dev (a tmpfs at `dev`): made with mknod, or, in a
 /// user namespace (where device nodes cannot be made, and would not open on its own tmpfs),
-/// the host's nodes bound onto empty files. CRIU takes those binds as external mounts
-/// (`restore::dev_externals`).
-fn make_dev_nodes(dev: &Path, bind_from_host: bool) -> Result<(), String> {
+/// the host's nodes bound onto empty files, with those of `extra` (paths below /dev). CRIU
+/// takes those binds as external mounts (`restore::dev_externals`).
+fn make_dev_nodes(dev: &Path, bind_from_host: bool, extra: &[PathBuf]) -> Result<(), String> {
     for (name, major, minor) in DEV_NODES {
         let p = dev.join(name);
         if bind_from_host {
@@ -420,6 +428,14 @@ fn make_dev_nodes(dev: &Path, bind_from_host: bool) -> Result<(), String> {
             nix::sys::stat::mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(major, minor))
                 .map_err(|e| format!("mknod /dev/{name}: {e}"))?;
         }
+    }
+    for rel in extra {
+        let p = dev.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+        }
+        std::fs::File::create(&p).map_err(|e| format!("create /dev/{}: {e}", rel.display()))?;
+        mnt(Some(&Path::new("/dev").join(rel)), &p, None, MsFlags::MS_BIND, None)?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! ([`criu_image`]).
 
 pub mod criu_image;
+pub mod devices;
 pub mod idmapped;
 pub mod pool;
 pub mod probe;
