@@ -165,3 +165,23 @@ fn device_rules_bind_the_hosts_nodes_and_a_class_of_devices_is_refused() {
     h.ok(&["stop", "t"]);
     h.assert_clean();
 }
+
+/// A data dir on a filesystem without idmapped mounts (ramfs here) cannot hold an unprivileged
+/// container: create says so with the ways out and leaves nothing; a privileged one is fine.
+#[test]
+fn create_refuses_an_unprivileged_container_where_idmapped_mounts_do_not_work() {
+    let test = "create_refuses_an_unprivileged_container_where_idmapped_mounts_do_not_work";
+    if !support::need_root(test) {
+        return;
+    }
+    let h = TestHost::new();
+    std::fs::create_dir_all(&h.data).unwrap();
+    let st = Command::new("mount").args(["-t", "ramfs", "ferry-t-ramfs"]).arg(&h.data).status().unwrap();
+    assert!(st.success());
+    let tpl = h.template.to_str().unwrap();
+    let e = h.fails(&["create", "r", "--template", tpl, "--userns", "on"]);
+    assert!(e.contains("idmapped mount") && e.contains("--userns off") && e.contains("container r: create"), "{e}");
+    assert!(!h.data.join("conf/r.toml").exists() && !h.data.join("private/r").exists(), "nothing of it is left");
+    h.ok(&["create", "r", "--template", tpl, "--userns", "off"]);
+    h.ok(&["destroy", "r"]);
+}

@@ -143,8 +143,9 @@ host_settings! {
     userns_pool: IdPoolSetting = IdPoolSetting::Auto, "FERRY_USERNS_POOL";
 }
 
-/// What `create` does without `--userns` (the host setting `userns` changes it).
-pub const DEFAULT_USERNS: Userns = Userns::Off;
+/// What `create` does without `--userns` (the host setting `userns` changes it): new
+/// containers are unprivileged unless asked otherwise.
+pub const DEFAULT_USERNS: Userns = Userns::On;
 
 /// Values given on the command line, by setting name.
 #[derive(Debug, Clone, Default)]

@@ -96,6 +96,7 @@ pub fn create(host: &Host, lock: &ContainerLock, opts: &CreateOptions) -> Result
     cfg.boot = opts.boot.clone();
     cfg.dns = opts.dns.clone();
     cfg.storage.kind = crate::storage::backends::choose_kind(&host.data_dir, cfg.resources.diskspace)?;
+    check_idmap_support(host, &cfg)?;
     crate::storage::prepare(host, &cfg, &opts.template)?;
     let res = (|| {
         cfg.init = match &opts.init {
@@ -112,6 +113,27 @@ pub fn create(host: &Host, lock: &ContainerLock, opts: &CreateOptions) -> Result
         let _ = crate::storage::remove(host, &cfg);
     }
     res
+}
+
+/// An unprivileged container's root is an idmapped mount of its private area: refuse one
+/// whose private area would sit on a filesystem without them (an image backend's XFS has
+/// them), before anything is made.
+fn check_idmap_support(host: &Host, cfg: &ContainerConfig) -> Result<()> {
+    if !cfg.security.kind.has_userns() || cfg.storage.kind == StorageKind::Image {
+        return Ok(());
+    }
+    let dir = host.data_dir.join("private");
+    crate::util::private_dir(&dir)?;
+    crate::userns::idmapped::probe(&dir).map_err(|e| {
+        Error::ct(
+            cfg.ctid.as_str(),
+            "create",
+            format!(
+                "an unprivileged container's root is an idmapped mount, which the filesystem of {} does not offer here ({e}): give --userns off, or keep the data dir on ext4, xfs or btrfs",
+                dir.display()
+            ),
+        )
+    })
 }
 
 /// PID 1's default command, looked up in the container's files (an image is mounted for it).
