@@ -29,7 +29,7 @@ fn criu_dumps_and_restores_a_ferry_container() {
 
     // An unprivileged container's /dev binds the host's nodes: CRIU takes them as external
     // mounts, and its restored tasks read the images as the container's root.
-    let cfg = ferry_runtime::ContainerConfig::load(&h.data.join("conf/cr.toml")).unwrap();
+    let cfg = h.config("cr");
     let ext = ferry_runtime::container::restore::dev_externals(&cfg).unwrap();
     let (dump_ext, restore_ext): (Vec<String>, Vec<String>) = if cfg.security.kind.has_userns() {
         ext.iter().map(|(inside, key, host)| (format!("--external=mnt[{inside}]:{key}"), format!("--external=mnt[{key}]:{host}"))).unzip()

@@ -92,8 +92,7 @@ fn isolation_inside_the_container() {
             "the container's mount is seen on the host"
         );
         let map = h.exec("iso", "cat /proc/self/uid_map /proc/self/gid_map");
-        let cfg = ferry_runtime::ContainerConfig::load(&h.data.join("conf/iso.toml")).unwrap();
-        let first = cfg.security.id_map.expect("a range").host_first.to_string();
+        let first = h.range_first("iso").expect("a range").to_string();
         assert!(map.lines().count() == 2 && map.lines().all(|l| l.split_whitespace().collect::<Vec<_>>() == ["0", first.as_str(), "65536"]), "{map}");
     } else {
         assert!(!o.status.success(), "mount succeeded");

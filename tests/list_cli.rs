@@ -71,11 +71,10 @@ fn vzlist_options_and_fields() {
     h.ok(&["create", "40", "--template", tpl, "--userns", "on"]);
     h.ok(&["create", "41", "--template", tpl, "--userns", "off"]);
     let l = lines(&h.ok(&["list", "-H", "-o", "ctid,userns", "40", "41"]));
-    let cfg = ferry_runtime::ContainerConfig::load(&h.data.join("conf/40.toml")).unwrap();
-    let map = cfg.security.id_map.expect("an unprivileged container has a range");
-    assert_eq!(l, [["40".to_string(), format!("0:{}:65536", map.host_first)], ["41".to_string(), "-".to_string()]]);
+    let first = h.range_first("40").expect("an unprivileged container has a range");
+    assert_eq!(l, [["40".to_string(), format!("0:{first}:65536")], ["41".to_string(), "-".to_string()]]);
     let v: serde_json::Value = serde_json::from_str(&h.ok(&["list", "-j", "-o", "userns", "40", "41"])).unwrap();
-    assert_eq!(v, serde_json::json!([{"userns": format!("0:{}:65536", map.host_first)}, {"userns": null}]));
+    assert_eq!(v, serde_json::json!([{"userns": format!("0:{first}:65536")}, {"userns": null}]));
     // -L lists every field with its meaning.
     let fields = h.ok(&["list", "-L"]);
     for f in

@@ -1002,11 +1002,7 @@ fn redis_as_its_own_user_checkpoints_and_migrates_unprivileged_with_no_acknowled
     a.ok(&["create", &ct, "--template", tpl.to_str().unwrap(), "--userns", "on", "--ipadd", &ip]);
     a.ok(&["start", &ct]);
     start_redis(a, &ct);
-    let range_on = |h: &TestHost| {
-        let cfg = ferry_runtime::ContainerConfig::load(&h.data.join("conf").join(format!("{ct}.toml"))).unwrap();
-        cfg.security.id_map.expect("an unprivileged container has a range").host_first
-    };
-    let first_a = range_on(a);
+    let first_a = a.range_first(&ct).expect("an unprivileged container has a range");
     assert_eq!(host_uid_of(a, &ct, "redis-server"), Some(first_a + 100), "redis runs as the range's uid 100 on the host");
 
     let stop = a.dir.path().join("stop-writer");
@@ -1029,7 +1025,7 @@ fn redis_as_its_own_user_checkpoints_and_migrates_unprivileged_with_no_acknowled
     assert!(v["acknowledged"].as_u64().unwrap() > 100, "{v}");
     eprintln!("{test}: the writer: {v}");
 
-    let first_b = range_on(b);
+    let first_b = b.range_first(&ct).expect("a range on the destination");
     assert_ne!(first_a, first_b, "the destination's pool gave another range");
     assert!((3_000_000..3_655_360).contains(&first_b), "{first_b} from the destination's pool");
     assert_eq!(host_uid_of(b, &ct, "redis-server"), Some(first_b + 100), "redis runs as uid 100 of the new range");
@@ -1070,10 +1066,6 @@ fn an_unprivileged_container_gets_each_hosts_range_and_a_full_pool_refuses_at_pr
     let ct = ctid();
     let ip = sim.t.ct_ip4(62).to_string();
     sim.container(0, &ct, &["--userns", "on", "--ipadd", &ip]);
-    let first = |h: &TestHost, ct: &str| {
-        let cfg = ferry_runtime::ContainerConfig::load(&h.data.join("conf").join(format!("{ct}.toml"))).unwrap();
-        cfg.security.id_map.map(|m| m.host_first)
-    };
     let uid_map = |h: &TestHost| h.exec(&ct, "cat /proc/self/uid_map").split_whitespace().map(str::to_string).collect::<Vec<_>>();
     let ns = pidns(a, &ct);
 
@@ -1093,7 +1085,7 @@ fn an_unprivileged_container_gets_each_hosts_range_and_a_full_pool_refuses_at_pr
     sim.migrate_ok(0, 1, &ct, &[]);
     let stats = client.finish();
     assert!(stats.round_trips > 10, "{stats:?}");
-    assert_eq!(first(b, &ct), Some(5_000_000));
+    assert_eq!(b.range_first(&ct), Some(5_000_000));
     assert_eq!(uid_map(b), ["0", "5000000", "65536"]);
     assert_counter_runs(b, &ct);
     sim.assert_clean(0, &ct);
@@ -1106,7 +1098,7 @@ fn an_unprivileged_container_gets_each_hosts_range_and_a_full_pool_refuses_at_pr
     b.ok(&["snapshot", "export", &ct, &id, img.to_str().unwrap()]);
     b.ok(&["stop", &ct]);
     c.ok(&["restore", &ct, "--from-image", img.to_str().unwrap()]);
-    assert_eq!(first(c, &ct), Some(6_000_000));
+    assert_eq!(c.range_first(&ct), Some(6_000_000));
     assert_eq!(uid_map(c), ["0", "6000000", "65536"]);
     assert_counter_runs(c, &ct);
     c.ok(&["destroy", "--force", &ct]);

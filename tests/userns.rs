@@ -13,11 +13,6 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use support::TestHost;
 
-fn range(h: &TestHost, ct: &str) -> Option<ferry_runtime::userns::IdMap> {
-    let cfg = ferry_runtime::ContainerConfig::load(&h.data.join("conf").join(format!("{ct}.toml"))).unwrap();
-    cfg.security.id_map.filter(|_| cfg.security.kind.has_userns())
-}
-
 /// Files made inside are 0's inside and in the private area, the range's through the host's
 /// view of the idmapped root; a setuid-root program made inside and copied out by host root
 /// (owner and mode kept) to where a host user reaches it runs for that user as the range's
@@ -34,8 +29,7 @@ fn root_files_belong_to_the_range_outside_and_a_setuid_copy_runs_as_the_range_no
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::copy(h.static_helper("show_ids"), bin.join("show_ids")).unwrap();
     h.ok(&["start", "u"]);
-    let map = range(&h, "u").expect("a range");
-    let first = map.host_first;
+    let first = h.range_first("u").expect("a range");
     assert!(first >= ferry_runtime::userns::pool::LOWEST_POOL_ID);
 
     // A file root makes inside, and one a user of the container makes.
@@ -96,7 +90,7 @@ fn ranges_come_from_the_pool_never_twice_and_go_back_with_the_container() {
     let tpl = h.template.to_str().unwrap();
     h.ok(&["create", "a", "--template", tpl, "--userns", "on"]);
     h.ok(&["create", "b", "--template", tpl, "--userns"]);
-    let first = |ct: &str| range(&h, ct).map(|m| m.host_first);
+    let first = |ct: &str| h.range_first(ct);
     assert_eq!((first("a"), first("b")), (Some(4_000_000), Some(4_065_536)));
     // Full: refused, naming the pool and the ways out, and nothing of it is left.
     let e = h.fails(&["create", "c", "--template", tpl, "--userns", "on"]);

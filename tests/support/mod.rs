@@ -204,8 +204,18 @@ impl TestHost {
 
     /// Whether container `ct` is of the unprivileged kind (a user namespace of its own).
     pub fn is_unprivileged(&self, ct: &str) -> bool {
-        let cfg = ferry_runtime::ContainerConfig::load(&self.data.join("conf").join(format!("{ct}.toml"))).expect("the container's config");
-        cfg.security.kind.has_userns()
+        self.config(ct).security.kind.has_userns()
+    }
+
+    /// The config of container `ct`.
+    pub fn config(&self, ct: &str) -> ferry_runtime::ContainerConfig {
+        ferry_runtime::ContainerConfig::load(&self.data.join("conf").join(format!("{ct}.toml"))).expect("the container's config")
+    }
+
+    /// The first host ID of the range of unprivileged container `ct` (None: privileged).
+    pub fn range_first(&self, ct: &str) -> Option<u32> {
+        let cfg = self.config(ct);
+        cfg.security.id_map.filter(|_| cfg.security.kind.has_userns()).map(|m| m.host_first)
     }
 
     /// PID 1 of a running container as seen from the host.
