@@ -139,7 +139,7 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     if !ips.is_empty() && usage.is_some() {
         println!("  ip        {}", ips.join(" "));
     }
-    if let Some(m) = userns {
+    if let (Some(m), Some(_)) = (userns, &usage) {
         println!("  userns    {m} (its root is host uid {} and gid {})", m.host_first, m.host_first);
     }
     let r = &limits;

@@ -220,8 +220,13 @@ mod tests {
         assert!(open_recorded("t", "exec", me, start, &[]).unwrap_err().to_string().contains("older ferry"));
         // One kind: through PID 1, else through another process; never another namespace.
         assert!(open_recorded_kind("t", "set", me, start, &rec, NsKind::Net, &[]).is_ok());
-        assert!(open_recorded_kind("t", "set", me, start + 1, &rec, NsKind::Net, &[me]).is_ok(), "found through the others");
-        let e = open_recorded_kind("t", "set", me, start, &other, NsKind::Net, &[me]).unwrap_err().to_string();
+        let mut child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+        let other_pid = child.id() as i32;
+        assert!(open_recorded_kind("t", "set", me, start + 1, &rec, NsKind::Net, &[other_pid]).is_ok(), "found through the others");
+        assert!(open_recorded_kind("t", "set", me, start + 1, &rec, NsKind::Net, &[me]).is_err(), "PID 1 of another start time is not tried again");
+        let e = open_recorded_kind("t", "set", me, start, &other, NsKind::Net, &[other_pid]).unwrap_err().to_string();
         assert!(e.contains("no process") && e.contains("net namespace"), "{e}");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
