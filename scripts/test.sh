@@ -64,7 +64,7 @@ echo "cgroup mode v2 pass: $((SECONDS - v2_start)) s"
 # they make no container of the default kind: the tests of tests/userns.rs and those that ask
 # for each kind themselves (redis as its own user, ranges across hosts, a service as another
 # user), file sync (sync_cli) and network plumbing without containers (net_plumbing); and the
-# other packages, whose tests make no ferry container. Its tests took about 150 s on this
+# other packages, whose tests make no ferry container. Its tests took about 110 s on this
 # machine kind while other work loaded it (budget: five minutes for the whole pass).
 echo "== tests with privileged containers"
 kind_rest='package(ferry) & kind(test) & !binary(sync_cli) & !binary(net_plumbing) & !binary(userns)
