@@ -46,7 +46,8 @@ cargo nextest run --workspace --locked --profile "$profile" --no-fail-fast || st
 # cgroup.
 # Limits tests whose controller the v2 hierarchy lacks skip with a line naming the limit and
 # the controller; they run first, with their output shown. Its tests took 85-90 s on this
-# machine kind while other work loaded it (budget: five minutes for the whole pass).
+# machine kind while other work loaded it, 117-169 s since they run unprivileged containers
+# (with another suite running beside them) (budget: five minutes for the whole pass).
 echo "== tests in cgroup mode v2"
 v2_limits='package(ferry) & binary(limits_cli)'
 v2_rest='(package(ferry) & kind(test) & !binary(limits_cli) & !binary(sync_cli) & !binary(net_plumbing))
@@ -64,7 +65,7 @@ echo "cgroup mode v2 pass: $((SECONDS - v2_start)) s"
 # they make no container of the default kind: the tests of tests/userns.rs and those that ask
 # for each kind themselves (redis as its own user, ranges across hosts, a service as another
 # user), file sync (sync_cli) and network plumbing without containers (net_plumbing); and the
-# other packages, whose tests make no ferry container. Its tests took about 110 s on this
+# other packages, whose tests make no ferry container. Its tests took 110-145 s on this
 # machine kind while other work loaded it (budget: five minutes for the whole pass).
 echo "== tests with privileged containers"
 kind_rest='package(ferry) & kind(test) & !binary(sync_cli) & !binary(net_plumbing) & !binary(userns)
