@@ -4,12 +4,81 @@
 #   scripts/make-template.sh debian DIR [PACKAGE...]
 #                                          a Debian bookworm minbase tree (debootstrap), with
 #                                          PACKAGEs (and what they depend on) installed
+#   scripts/make-template.sh debian-systemd DIR
+#                                          a system container: Debian bookworm booted by
+#                                          systemd, with dbus, cron, an ssh server and
+#                                          redis-server as services (docs/runtime.md, "System
+#                                          containers")
 set -euo pipefail
-usage() { echo "usage: $0 busybox DIR | debian DIR [PACKAGE...]" >&2; exit 2; }
+usage() { echo "usage: $0 busybox DIR | debian DIR [PACKAGE...] | debian-systemd DIR" >&2; exit 2; }
 [[ $# -ge 2 ]] || usage
 kind=$1 dir=$2
 shift 2
 [[ $kind == debian || $# -eq 0 ]] || usage
+
+debian_tree() {
+  local dir=$1; shift
+  command -v debootstrap >/dev/null || { apt-get install -y -q debootstrap >/dev/null; }
+  local include=()
+  [[ $# -gt 0 ]] && include=("--include=$(IFS=,; echo "$*")")
+  debootstrap --variant=minbase "${include[@]}" bookworm "$dir" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+  # Services installed into a template are the container's to start, not debootstrap's.
+  rm -f "$dir/usr/sbin/policy-rc.d"
+}
+
+# What a distribution's container image does to a systemd tree, and what ferry's system
+# containers need (docs/runtime.md, "System containers"; docs/checkpoint.md for the services
+# running as root).
+systemd_container() {
+  local dir=$1 sd=$1/etc/systemd/system
+  # Each container makes its own identity at its first boot: machine id (ferry writes one),
+  # ssh host keys (generated before sshd starts).
+  : > "$dir/etc/machine-id"
+  rm -f "$dir/var/lib/dbus/machine-id" "$dir"/etc/ssh/ssh_host_*
+  mkdir -p "$sd/ssh.service.d"
+  cat > "$sd/ssh.service.d/ferry-host-keys.conf" <<'UNIT'
+[Service]
+ExecStartPre=
+ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/usr/sbin/sshd -t
+UNIT
+  # Units for hardware and kernel settings a container does not have, and apt's network
+  # jobs: masked, so nothing is left failed (systemctl is-system-running says running).
+  local unit
+  for unit in getty@tty1.service e2scrub_reap.service e2scrub_all.timer e2scrub_all.service \
+      fstrim.timer apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
+      systemd-pstore.service; do
+    rm -f "$sd"/*.wants/"$unit"
+    ln -sf /dev/null "$sd/$unit"
+  done
+  # CRIU runs as root without CAP_SYS_RESOURCE on some hosts (PLATFORM: no CAP_SYS_RESOURCE in
+  # the bounding set), and then cannot read the resource limits of a process whose user and
+  # group ids are not all root's: long-running services run as root in this template.
+  # User-namespace containers lift this (docs/checkpoint.md).
+  mkdir -p "$sd/redis-server.service.d" "$dir/etc/dbus-1"
+  # Its unit asks for a user namespace of its own, which a container without CAP_SYS_ADMIN
+  # cannot make (systemd 252 fails the unit for it rather than going on without).
+  cat > "$sd/redis-server.service.d/ferry-container.conf" <<'UNIT'
+[Service]
+User=root
+Group=root
+PrivateUsers=no
+UNIT
+  # Its files become root's (its unit leaves it no capability to read another user's).
+  chroot "$dir" chown -R root:root /etc/redis /var/lib/redis /var/log/redis
+  cat > "$dir/etc/dbus-1/system-local.conf" <<'CONF'
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <!-- ferry: run as root, so CRIU can checkpoint it on hosts without CAP_SYS_RESOURCE -->
+  <user>root</user>
+</busconfig>
+CONF
+  echo localhost > "$dir/etc/hostname"
+  printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' > "$dir/etc/hosts"
+  chroot "$dir" apt-get clean
+  rm -rf "$dir"/var/lib/apt/lists/*
+}
 
 case $kind in
 busybox)
@@ -40,12 +109,11 @@ G
   rm -f "$dir/sbin/init" "$dir/linuxrc"
   ;;
 debian)
-  command -v debootstrap >/dev/null || { apt-get install -y -q debootstrap >/dev/null; }
-  include=()
-  [[ $# -gt 0 ]] && include=("--include=$(IFS=,; echo "$*")")
-  debootstrap --variant=minbase "${include[@]}" bookworm "$dir" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-  # Services installed into a template are the container's to start, not debootstrap's.
-  rm -f "$dir/usr/sbin/policy-rc.d"
+  debian_tree "$dir" "$@"
+  ;;
+debian-systemd)
+  debian_tree "$dir" systemd-sysv dbus cron openssh-server redis-server procps iproute2 less
+  systemd_container "$dir"
   ;;
 *) usage ;;
 esac

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The one test command: installs what is missing, builds, lints, runs the unit tests and the
-# root integration tests with cargo nextest, then checks that no test left host state behind.
-# Exits non-zero on any failure.
+# root integration tests with cargo nextest, checks that no test left host state behind, then
+# builds the Debian package and tests it in fresh Debian 12 roots (scripts/test-package.sh;
+# FERRY_TEST_SKIP_PACKAGE=1 leaves that step out). Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $(id -u) -eq 0 ]] || { echo "scripts/test.sh: run as root (the integration tests create namespaces, cgroups and mounts)" >&2; exit 1; }
 
-scripts/install-deps.sh
+scripts/install-deps.sh --test
 
 # A template every integration test copies; made once per run.
 export FERRY_TEST_TEMPLATE=${FERRY_TEST_TEMPLATE:-$PWD/target/test-template}
@@ -20,6 +21,9 @@ fi
 source scripts/lib/template-cache.sh
 FERRY_TEST_TEMPLATE_DEBIAN_REDIS=$(cached_template debian redis-server)
 export FERRY_TEST_TEMPLATE_DEBIAN_REDIS
+# A system container (systemd boots it; tests/system.rs).
+FERRY_TEST_TEMPLATE_DEBIAN_SYSTEMD=$(cached_template debian-systemd)
+export FERRY_TEST_TEMPLATE_DEBIAN_SYSTEMD
 
 echo "== format"
 cargo fmt --all --check >/dev/null || { echo "scripts/test.sh: cargo fmt --all --check finds unformatted code; run cargo fmt --all" >&2; exit 1; }
@@ -81,10 +85,21 @@ if grep -q 'ferry-t' /proc/self/mountinfo; then echo "left behind: mounts:"; gre
 # v1 hierarchies, a pure v2 mount and every cgroup2 mount (a hybrid host's unified one).
 cgs=$(find /sys/fs/cgroup /sys/fs/cgroup/unified $(findmnt -rn -t cgroup2 -o TARGET 2>/dev/null) -maxdepth 3 -type d -name 'ferry-t*' 2>/dev/null | sort -u || true)
 if [[ -n $cgs ]]; then echo "left behind: cgroups:"; echo "$cgs"; left=1; fi
-if pgrep -f 'ferry-t[0-9a-z-]*/' >/dev/null; then echo "left behind: processes:"; pgrep -af 'ferry-t[0-9a-z-]*/'; left=1; fi
+# Tests' directories are /tmp/ferry-t<unique>...; /var/cache/ferry-test is the machine's cache.
+if pgrep -f '/tmp/ferry-t[0-9A-Za-z-]*/' >/dev/null; then echo "left behind: processes:"; pgrep -af '/tmp/ferry-t[0-9A-Za-z-]*/'; left=1; fi
 [[ $left -eq 0 ]] && echo "nothing left behind"
-if [[ $status -ne 0 || $left -ne 0 ]]; then
-  echo "scripts/test.sh: FAILED (tests: exit $status, leftovers: $left)"
+
+echo "== package"
+package=0
+if [[ ${FERRY_TEST_SKIP_PACKAGE:-} == 1 ]]; then
+  echo "skipped (FERRY_TEST_SKIP_PACKAGE=1)"
+else
+  start=$SECONDS
+  scripts/test-package.sh || package=$?
+  echo "package tests: $((SECONDS - start)) s"
+fi
+if [[ $status -ne 0 || $left -ne 0 || $package -ne 0 ]]; then
+  echo "scripts/test.sh: FAILED (tests: exit $status, leftovers: $left, package: exit $package)"
   exit 1
 fi
 echo "scripts/test.sh: all tests passed"

@@ -6,6 +6,7 @@
 //! and `exec`/`enter` call setns, which both need that.
 
 mod cmd;
+mod version;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -89,7 +89,7 @@ fn runscript_applyconfig_samples_and_vzctl_spellings() {
     }
     let t = Topology::new(1, 0);
     let h = TestHost::in_netns(&t.host(0).netns_path());
-    // The samples set limits of every kind.
+    // The samples are limits: this test needs the controllers they use.
     if !h.has_controllers_for(test, &["cpuunits", "cpulimit", "ram", "swap", "numproc", "ioprio"]) {
         return;
     }

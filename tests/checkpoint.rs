@@ -209,6 +209,7 @@ fn checkpoint_restore_suspend_resume_keep_state() {
     let v: serde_json::Value = serde_json::from_str(&h.ok(&["check", "--json"])).unwrap();
     let rows = v["rows"].as_array().unwrap();
     assert!(rows.iter().any(|r| r["feature"] == "CRIU version" && r["status"] == "ok"), "{rows:?}");
+    assert_eq!(v["advice"], serde_json::json!([]), "no advice on getting CRIU when it is new enough");
 }
 
 #[test]

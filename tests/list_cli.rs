@@ -20,7 +20,7 @@ fn vzlist_options_and_fields() {
     }
     let t = Topology::new(1, 0);
     let h = TestHost::in_netns(&t.host(0).netns_path());
-    // The containers carry limits of these kinds, which the fields show.
+    // Limits are among the fields shown: this test needs their controllers.
     if !h.has_controllers_for("vzlist_options_and_fields", &["cpus", "iolimit", "iopslimit", "ioprio", "ram"]) {
         return;
     }
@@ -28,7 +28,7 @@ fn vzlist_options_and_fields() {
     h.ok(&["create", "101", "--template", tpl, "--name", "web", "--description", "front", "--onboot", "yes", "--bootorder", "20"]);
     h.ok(&["create", "20", "--template", tpl, "--hostname", "db1", "--name", "db", "--bootorder", "90", "--cpus", "1"]);
     h.ok(&["create", "3", "--template", tpl, "--iolimit", "10M", "--iopslimit", "300", "--ioprio", "6", "--ram", "64M"]);
-    h.ok(&["set", "3", "--capability", "NET_RAW:off", "--save"]);
+    h.ok(&["set", "3", "--capability", "NET_RAW:off", "--features", "nesting:on", "--save"]);
     h.ok(&["start", "101"]);
     h.ok(&["start", "3"]);
 
@@ -44,13 +44,13 @@ fn vzlist_options_and_fields() {
     assert_eq!(h.ok(&["list", "-a", "-1", "-s", "bootorder"]), "101\n20\n3\n");
     h.fails_with(20, &["list", "-s", "nofield"]);
     // The new fields.
-    let l = lines(&h.ok(&["list", "-a", "-H", "-o", "ctid,name,description,onboot,bootorder,cpus,iolimit,iopslimit,ioprio,capability"]));
+    let l = lines(&h.ok(&["list", "-a", "-H", "-o", "ctid,name,description,onboot,bootorder,cpus,iolimit,iopslimit,ioprio,capability,features"]));
     assert_eq!(
         l,
         [
-            ["3", "-", "-", "-", "-", "-", "10485760", "300", "6", "NET_RAW:off"],
-            ["20", "db", "-", "-", "90", "1", "-", "-", "-", "-"],
-            ["101", "web", "front", "yes", "20", "-", "-", "-", "-", "-"],
+            ["3", "-", "-", "-", "-", "-", "10485760", "300", "6", "NET_RAW:off", "nesting:on"],
+            ["20", "db", "-", "-", "90", "1", "-", "-", "-", "-", "-"],
+            ["101", "web", "front", "yes", "20", "-", "-", "-", "-", "-", "-"],
         ]
     );
     let l = lines(&h.ok(&["list", "-H", "--human", "-o", "ctid,iolimit,ram,uptime", "3"]));

@@ -13,7 +13,6 @@ mod support;
 mod topology;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -255,9 +254,7 @@ impl Client {
         let stop2 = stop.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let f = std::fs::File::open(&ns).map_err(|e| e.to_string())?;
-            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
-            let s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(5)).map_err(|e| format!("connect {addr}: {e}"));
+            let s = topology::connect_from(&ns, &addr);
             let _ = tx.send(s.as_ref().map(|_| ()).map_err(|e| e.clone()));
             let mut s = s?;
             s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();

@@ -27,10 +27,8 @@ fn a_name_goes_wherever_a_ctid_does_and_never_hides_another_container() {
     assert_eq!((s["ctid"].as_str(), s["name"].as_str(), s["status"].as_str()), (Some("101"), Some("web"), Some("running")));
     let l = h.ok(&["list", "-H", "-o", "ctid,name,description", "web"]);
     assert_eq!(l.trim(), "101 web the front end");
-    // A live limit by name (where the host's cgroups have its controller).
-    if h.has_controllers_for("a_name_goes_wherever_a_ctid_does_and_never_hides_another_container (its live limit)", &["numproc"]) {
-        h.ok(&["set", "web", "--numproc", "50"]);
-    }
+    h.ok(&["set", "web", "--hostname", "www1"]);
+    assert_eq!(h.exec("web", "hostname").trim(), "www1");
     h.ok(&["stop", "web"]);
 
     // Taken: another's name, another's CTID; a new CTID may not be an existing name.

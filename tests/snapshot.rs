@@ -467,3 +467,80 @@ fn work_while_frozen_sees_a_frozen_container_and_a_failure_thaws_it() {
     wait_for(Duration::from_secs(5), "the counter after the failed snapshot", || numbers(&f).len() > n + 5);
     assert!(std::fs::read_dir(&images).map(|mut d| d.next().is_none()).unwrap_or(true), "images left");
 }
+
+/// A container's 4 GiB file holding 20 MiB of data in 5000 extents costs the snapshot store
+/// about its data, not its size.
+#[test]
+fn a_sparse_file_costs_the_store_its_data() {
+    use std::os::unix::fs::MetadataExt;
+    let test = "a_sparse_file_costs_the_store_its_data";
+    if !need_root(test) {
+        return;
+    }
+    let h = TestHost::new();
+    let ct = "sn7";
+    h.ok(&["create", ct, "--template", h.template.to_str().unwrap()]);
+    let img = h.data.join("private").join(ct).join("var/disk.img");
+    std::fs::create_dir_all(img.parent().unwrap()).unwrap();
+    let f = std::fs::File::create(&img).unwrap();
+    let size: u64 = 4 << 30;
+    f.set_len(size).unwrap();
+    for i in 0..5000u64 {
+        std::os::unix::fs::FileExt::write_all_at(&f, &[(i % 251) as u8 + 1; 4096], (i * (size / 5000)) & !4095).unwrap();
+    }
+    drop(f);
+    let id = take(&h, ct, &[]);
+    let copy = h.data.join("snapshots").join(ct).join(&id).join("files/var/disk.img");
+    let md = std::fs::metadata(&copy).unwrap();
+    assert_eq!(md.len(), size);
+    assert!(md.blocks() * 512 < 64 << 20, "the store holds {} MiB for 20 MiB of data", (md.blocks() * 512) >> 20);
+}
+
+/// `restore --from-image` of an image whose file tree reaches outside the new container's
+/// directory (through a symlink it made earlier on an entry's path, or a hard link through
+/// one) refuses it naming the entry, and leaves nothing: no container, no files, nothing
+/// outside.
+#[test]
+fn an_image_whose_tree_escapes_is_refused_naming_the_entry() {
+    use ferry_dump_format::{self as fmt, EntryType, TreeEntry, TreeWriter};
+    use std::os::unix::fs::MetadataExt;
+    let test = "an_image_whose_tree_escapes_is_refused_naming_the_entry";
+    if !need_root(test) {
+        return;
+    }
+    let h = TestHost::new();
+    let outside = h.dir.path().join("outside");
+    std::fs::create_dir_all(outside.join("etc")).unwrap();
+    std::fs::write(outside.join("secret"), b"host file").unwrap();
+    let cfg = ferry_runtime::ContainerConfig::new(ferry_runtime::Ctid::new("sn8").unwrap());
+    let entry = |path: &str, kind: EntryType| TreeEntry { path: path.into(), entry_type: kind as i32, mode: 0o755, ..Default::default() };
+    let link = TreeEntry { symlink_target: outside.as_os_str().as_encoded_bytes().to_vec(), ..entry("d/link", EntryType::Symlink) };
+    let hardlink = TreeEntry { hardlink_target: b"d/link/secret".to_vec(), ..entry("stolen", EntryType::Hardlink) };
+    let file = TreeEntry { size: 4, ..entry("d/link/etc/evil", EntryType::File) };
+    for (entries, bad) in [
+        (vec![entry("d", EntryType::Directory), link.clone(), file], "d/link/etc/evil"),
+        (vec![entry("d", EntryType::Directory), link, hardlink], "stolen"),
+    ] {
+        let path = h.dir.path().join("evil.img");
+        let manifest = ferry_migrate::checkpoint::new_manifest(&cfg, "", None);
+        let mut w = fmt::Writer::new(std::fs::File::create(&path).unwrap(), &manifest, fmt::WriterOptions::default()).unwrap();
+        w.add_bytes(fmt::SectionKind::Config, ferry_migrate::checkpoint::CONFIG_SECTION, false, cfg.to_toml().as_bytes()).unwrap();
+        let section = w.start_section(fmt::SectionKind::FileTree, ferry_migrate::snapshot::TREE_SECTION, false, None).unwrap();
+        let mut tree = TreeWriter::new(section);
+        for e in &entries {
+            let content: Option<&mut dyn std::io::Read> = if e.entry_type == EntryType::File as i32 { Some(&mut &b"evil"[..]) } else { None };
+            tree.add(e, content).unwrap();
+        }
+        tree.finish().unwrap().finish().unwrap();
+        w.finish().unwrap();
+        let err = h.fails(&["restore", "sn8", "--from-image", path.to_str().unwrap()]);
+        assert!(err.contains(&format!("{bad:?}")) && err.contains("refused"), "{err}");
+        assert!(!outside.join("etc/evil").exists(), "written outside");
+        assert_eq!(std::fs::metadata(outside.join("secret")).unwrap().nlink(), 1, "a hard link to a host file");
+        assert!(!h.data.join("conf/sn8.toml").exists() && !h.data.join("private/sn8").exists(), "a refused restore left a container");
+        let private = h.data.join("private");
+        let left: Vec<_> = std::fs::read_dir(&private).map(|r| r.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "left in {}: {left:?}", private.display());
+        h.assert_clean();
+    }
+}

@@ -451,6 +451,7 @@ mod tests {
                 saved_resources: None,
                 live_resources: None,
                 isolation: None,
+                system: None,
             },
             cleanup_error: None,
         }

@@ -7,7 +7,9 @@
 //! - only the source ferry can feed the destination: the destination hands a one-time random
 //!   token to the source over the (authenticated, encrypted) ssh control connection, and
 //!   accepts exactly one connection that presents it ([`accept_authenticated`]); any other
-//!   connection is dropped and the listener waits on until its deadline;
+//!   connection is dropped and the listener waits on until its deadline. Connections are
+//!   served side by side: one that sends nothing (or too little) is dropped after
+//!   [`TOKEN_DEADLINE`] and never holds up the right one;
 //! - nothing damaged is restored: the image carries blake3 digests per chunk and for the whole
 //!   image, checked while it is extracted, and both sides compare size and digest over the
 //!   control connection before the restore.
@@ -29,8 +31,11 @@ pub const MAGIC: [u8; 8] = *b"FERRYDC1";
 pub const TOKEN_LEN: usize = 32;
 /// The destination's answer once the token checked out.
 pub const ACCEPTED: u8 = b'+';
-/// How long one connecting peer may take to present its token.
-const TOKEN_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connecting peer may take to present its token (the source sends it right after
+/// connecting).
+pub const TOKEN_DEADLINE: Duration = Duration::from_secs(2);
+/// Connections waited on at once for their token; beyond, the oldest is dropped.
+const MAX_PENDING: usize = 64;
 
 /// A one-time secret that authenticates the data connection.
 #[derive(Clone)]
@@ -133,50 +138,115 @@ pub enum AcceptError {
     Io(#[from] io::Error),
 }
 
+/// A connection that has not shown its token yet.
+struct Pending {
+    s: TcpStream,
+    peer: SocketAddr,
+    hello: [u8; MAGIC.len() + TOKEN_LEN],
+    got: usize,
+    until: Instant,
+}
+
 /// Accept connections on `listener` until one presents `token` (answered [`ACCEPTED`] and
 /// returned, blocking, ready for the image) or `within` has passed or `cancel` is set.
-/// Connections with anything else are dropped unanswered. The listener is not closed here:
-/// the caller drops it right after.
+/// Connections are read side by side, without blocking: one that shows anything else, or not
+/// all of its token within [`TOKEN_DEADLINE`], is dropped unanswered, and none of them delays
+/// the others. The listener is not closed here: the caller drops it right after.
 pub fn accept_authenticated(listener: &TcpListener, token: &Token, within: Duration, cancel: &AtomicBool) -> Result<TcpStream, AcceptError> {
+    listener.set_nonblocking(true)?;
     let deadline = Instant::now() + within;
     let mut refused = 0;
+    let mut pending: Vec<Pending> = Vec::new();
+    let refuse = |p: Pending, why: &str, refused: &mut u32| {
+        *refused += 1;
+        tracing::warn!("data channel: refused a connection from {} ({why})", p.peer);
+    };
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(AcceptError::Cancelled);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
         if left.is_zero() {
             return Err(AcceptError::Deadline(within, refused));
         }
-        // Wake up now and then to look at `cancel`.
-        if !readable(listener, left.min(Duration::from_millis(100)))? {
-            continue;
+        for p in std::mem::take(&mut pending) {
+            if p.until <= now {
+                refuse(p, "no token in time", &mut refused);
+            } else {
+                pending.push(p);
+            }
         }
-        let (mut s, peer) = match listener.accept() {
-            Ok(c) => c,
-            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let mut hello = [0u8; MAGIC.len() + TOKEN_LEN];
-        let presented = s
-            .set_read_timeout(Some(TOKEN_READ_TIMEOUT.min(left)))
-            .and_then(|()| s.read_exact(&mut hello))
-            .map(|()| hello[..MAGIC.len()] == MAGIC && token.matches(&hello[MAGIC.len()..]));
-        if matches!(presented, Ok(true)) && s.write_all(&[ACCEPTED]).is_ok() && s.set_read_timeout(None).is_ok() {
-            return Ok(s);
+        // Wake up now and then to look at `cancel` and the deadlines.
+        let next = pending.iter().map(|p| p.until.saturating_duration_since(now)).min().unwrap_or(left);
+        let ready = readable(listener, &pending, next.min(left).min(Duration::from_millis(100)))?;
+        // Those that were waiting first (their flags follow the listener's), then newcomers.
+        let mut i = 0;
+        let mut slot = 1;
+        while i < pending.len() {
+            let was_ready = ready.get(slot).copied().unwrap_or(false);
+            slot += 1;
+            if !was_ready {
+                i += 1;
+                continue;
+            }
+            let p = &mut pending[i];
+            let n = match (&p.s).read(&mut p.hello[p.got..]) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                    i += 1;
+                    continue;
+                }
+                Err(_) => 0,
+            };
+            p.got += n;
+            if n > 0 && p.got < p.hello.len() {
+                i += 1;
+                continue;
+            }
+            let p = pending.remove(i);
+            let presented = p.got == p.hello.len() && p.hello[..MAGIC.len()] == MAGIC && token.matches(&p.hello[MAGIC.len()..]);
+            if presented {
+                let mut s = p.s;
+                if s.set_nonblocking(false).is_ok() && s.write_all(&[ACCEPTED]).is_ok() {
+                    return Ok(s);
+                }
+                refused += 1;
+            } else {
+                refuse(p, "no valid token", &mut refused);
+            }
         }
-        refused += 1;
-        tracing::warn!("data channel: refused a connection from {peer} (no valid token)");
+        if ready.first() == Some(&true) {
+            loop {
+                match listener.accept() {
+                    Ok((s, peer)) => {
+                        s.set_nonblocking(true)?;
+                        if pending.len() >= MAX_PENDING {
+                            let oldest = pending.remove(0);
+                            refuse(oldest, "too many connections waiting", &mut refused);
+                        }
+                        pending.push(Pending { s, peer, hello: [0; MAGIC.len() + TOKEN_LEN], got: 0, until: Instant::now() + TOKEN_DEADLINE });
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
     }
 }
 
-fn readable(listener: &TcpListener, wait: Duration) -> io::Result<bool> {
+/// Wait up to `wait` for the listener or a pending connection to be readable: one flag for
+/// the listener, then one per pending connection.
+fn readable(listener: &TcpListener, pending: &[Pending], wait: Duration) -> io::Result<Vec<bool>> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
-    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    let mut fds = Vec::with_capacity(1 + pending.len());
+    fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+    fds.extend(pending.iter().map(|p| PollFd::new(p.s.as_fd(), PollFlags::POLLIN)));
     match poll(&mut fds, PollTimeout::from(ms)) {
-        Ok(n) => Ok(n > 0),
-        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Ok(_) => Ok(fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect()),
+        Err(nix::errno::Errno::EINTR) => Ok(vec![false; fds.len()]),
         Err(e) => Err(e.into()),
     }
 }
@@ -333,15 +403,29 @@ mod tests {
         true
     }
 
-    #[test]
-    fn a_wrong_token_is_refused_and_the_right_one_still_gets_in() {
-        if !private_loopback("a_wrong_token_is_refused_and_the_right_one_still_gets_in") {
-            return;
+    /// A listener on the test's own loopback, a token, and a cancel flag (`None`: skipped).
+    fn listening(test: &str) -> Option<(TcpListener, SocketAddr, Token, AtomicBool)> {
+        if !private_loopback(test) {
+            return None;
         }
         let listener = bind(IpAddr::V4(Ipv4Addr::LOCALHOST), PortRange::default()).unwrap();
         let addr = listener.local_addr().unwrap();
-        let token = Token::random().unwrap();
-        let cancel = AtomicBool::new(false);
+        Some((listener, addr, Token::random().unwrap(), AtomicBool::new(false)))
+    }
+
+    /// The source's end `good` sends an image and hangs up: the accepted end reads just that.
+    fn image_arrives(mut good: TcpStream, accepted: Result<TcpStream, AcceptError>) {
+        good.write_all(b"image").unwrap();
+        drop(good);
+        let mut got = accepted.unwrap();
+        let mut data = Vec::new();
+        got.read_to_end(&mut data).unwrap();
+        assert_eq!(data, b"image");
+    }
+
+    #[test]
+    fn a_wrong_token_is_refused_and_the_right_one_still_gets_in() {
+        let Some((listener, addr, token, cancel)) = listening("a_wrong_token_is_refused_and_the_right_one_still_gets_in") else { return };
         std::thread::scope(|s| {
             let acceptor = s.spawn(|| accept_authenticated(&listener, &token, Duration::from_secs(20), &cancel));
             // A wrong token, and then someone who sends nothing valid at all.
@@ -353,13 +437,45 @@ mod tests {
             let mut buf = [0u8; 1];
             assert_eq!(junk.read(&mut buf).unwrap_or(0), 0, "junk was answered");
             // The listener still waits: the right token gets in and its bytes arrive.
-            let mut good = connect(addr, &token, Duration::from_secs(10)).unwrap();
-            good.write_all(b"image").unwrap();
-            drop(good);
-            let mut got = acceptor.join().unwrap().unwrap();
-            let mut data = Vec::new();
-            got.read_to_end(&mut data).unwrap();
-            assert_eq!(data, b"image");
+            let good = connect(addr, &token, Duration::from_secs(10)).unwrap();
+            image_arrives(good, acceptor.join().unwrap());
+        });
+    }
+
+    /// Connections that send nothing, or half a token and then nothing, do not hold up the
+    /// source's: it is in within a second, and they are closed unanswered.
+    #[test]
+    fn idle_connections_do_not_delay_the_right_one() {
+        let Some((listener, addr, token, cancel)) = listening("idle_connections_do_not_delay_the_right_one") else { return };
+        std::thread::scope(|s| {
+            let acceptor = s.spawn(|| accept_authenticated(&listener, &token, Duration::from_secs(30), &cancel));
+            let mut idle: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
+            let mut half = TcpStream::connect(addr).unwrap();
+            half.write_all(&MAGIC).unwrap();
+            idle.push(half);
+            std::thread::sleep(Duration::from_millis(100));
+            let t0 = Instant::now();
+            let good = connect(addr, &token, Duration::from_secs(10)).expect("the source's connection was not accepted");
+            let waited = t0.elapsed();
+            assert!(waited < Duration::from_secs(1), "the right connection waited {waited:?} behind idle ones");
+            image_arrives(good, acceptor.join().unwrap());
+            for mut c in idle {
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut b = [0u8; 1];
+                assert_eq!(c.read(&mut b).unwrap_or(0), 0, "an idle connection was answered");
+            }
+        });
+        // On its own, one that never shows its token is dropped after the short deadline.
+        std::thread::scope(|s| {
+            let acceptor = s.spawn(|| accept_authenticated(&listener, &token, Duration::from_secs(30), &cancel));
+            let mut idle = TcpStream::connect(addr).unwrap();
+            idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let t0 = Instant::now();
+            let mut b = [0u8; 1];
+            assert_eq!(idle.read(&mut b).unwrap_or(0), 0);
+            assert!(t0.elapsed() < TOKEN_DEADLINE + Duration::from_secs(1), "{:?}", t0.elapsed());
+            cancel.store(true, Ordering::Relaxed);
+            assert!(matches!(acceptor.join().unwrap(), Err(AcceptError::Cancelled)));
         });
     }
 

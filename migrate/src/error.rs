@@ -113,14 +113,3 @@ impl Error {
         Error::Sync { path: path.into(), msg: msg.into() }
     }
 }
-
-/// Attach a verb and a path to an `std::io::Error`.
-pub(crate) trait IoContext<T> {
-    fn ctx(self, what: &str, path: impl AsRef<std::path::Path>) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn ctx(self, what: &str, path: impl AsRef<std::path::Path>) -> Result<T> {
-        self.map_err(|e| Error::io(what, path, e))
-    }
-}

@@ -9,6 +9,8 @@ pub mod migration;
 pub mod proto;
 pub mod snapshot;
 pub mod sync;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 pub mod transport;
 
 pub use error::{Error, Result};

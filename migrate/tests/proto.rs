@@ -119,7 +119,7 @@ async fn hostile_paths_never_escape_the_root() {
         r
     });
     let Body::SyncBeginAck(ack) =
-        c.request(Body::SyncBegin(SyncBegin { pass: 1, ctid: String::new(), xattrs: false, no_summary: false })).await.unwrap()
+        c.request(Body::SyncBegin(SyncBegin { pass: 1, ctid: String::new(), xattrs: false, no_summary: false, ..Default::default() })).await.unwrap()
     else {
         panic!("expected SyncBeginAck")
     };
@@ -277,7 +277,7 @@ async fn destination_sees_a_source_that_dies_mid_file() {
         sync::receive_pass(&s, &begin, &r2, &ReceiveOptions::default()).await
     });
     let Body::SyncBeginAck(ack) =
-        c.request(Body::SyncBegin(SyncBegin { pass: 1, ctid: String::new(), xattrs: false, no_summary: false })).await.unwrap()
+        c.request(Body::SyncBegin(SyncBegin { pass: 1, ctid: String::new(), xattrs: false, no_summary: false, ..Default::default() })).await.unwrap()
     else {
         panic!("expected SyncBeginAck")
     };
@@ -315,7 +315,7 @@ async fn a_file_the_source_gives_up_on_does_not_break_the_pass() {
         r
     });
     let Body::SyncBeginAck(ack) =
-        c.request(Body::SyncBegin(SyncBegin { pass: 1, ctid: String::new(), xattrs: false, no_summary: false })).await.unwrap()
+        c.request(Body::SyncBegin(SyncBegin { pass: 1, ctid: String::new(), xattrs: false, no_summary: false, ..Default::default() })).await.unwrap()
     else {
         panic!("expected SyncBeginAck")
     };

@@ -32,6 +32,11 @@ pub struct ContainerConfig {
     /// argv of PID 1. Empty means the built-in keep-alive (see `runtime::init`).
     #[serde(default)]
     pub init: Vec<String>,
+    /// What PID 1 is (detected from the template at create, or `--init-system`): how `stop`
+    /// asks it to halt, and whether the container is a system container (systemd: the
+    /// environment of docs/runtime.md, "System containers").
+    #[serde(default, skip_serializing_if = "InitSystem::is_default")]
+    pub init_system: InitSystem,
     /// Where the template came from (for `list` and humans; never read back as a path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
@@ -49,6 +54,48 @@ pub struct ContainerConfig {
     pub boot: Boot,
     #[serde(default, skip_serializing_if = "Dns::is_empty")]
     pub dns: Dns,
+}
+
+/// The init a container runs as PID 1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitSystem {
+    /// Anything else: an application, a shell, ferry's keep-alive. Stopped with SIGTERM.
+    #[default]
+    None,
+    /// systemd: a system container (halts on SIGRTMIN+3).
+    Systemd,
+    /// SysV init (halts on SIGPWR, through the powerfail entry of its inittab).
+    Sysvinit,
+    /// BusyBox init (powers off on SIGUSR2).
+    Busybox,
+}
+
+impl InitSystem {
+    pub fn is_default(&self) -> bool {
+        *self == InitSystem::None
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitSystem::None => "none",
+            InitSystem::Systemd => "systemd",
+            InitSystem::Sysvinit => "sysvinit",
+            InitSystem::Busybox => "busybox",
+        }
+    }
+}
+
+impl std::str::FromStr for InitSystem {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(InitSystem::None),
+            "systemd" => Ok(InitSystem::Systemd),
+            "sysvinit" => Ok(InitSystem::Sysvinit),
+            "busybox" => Ok(InitSystem::Busybox),
+            _ => Err(format!("unknown init system {s:?}: use systemd, sysvinit, busybox or none")),
+        }
+    }
 }
 
 /// What happens at the host's boot and shutdown, and how long a stop waits.
@@ -282,6 +329,7 @@ impl ContainerConfig {
             name: None,
             description: None,
             init: Vec::new(),
+            init_system: InitSystem::None,
             template: None,
             net: NetConfig::default(),
             resources: Resources::default(),
@@ -401,6 +449,7 @@ mod tests {
         let mut c = ContainerConfig::new(Ctid::new("101").unwrap());
         c.hostname = Some("web".into());
         c.init = vec!["/sbin/init".into()];
+        c.init_system = InitSystem::Systemd;
         c.net.ipadd.push("198.18.0.100".parse().unwrap());
         c.net.netifs.push(VethIf { name: "eth0".into(), bridge: Some("br0".into()), mac: "02:00:00:00:00:01".into() });
         c.resources.ram = Some(64 << 20);

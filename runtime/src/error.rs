@@ -72,6 +72,11 @@ pub enum Error {
     #[error("criu: {0}")]
     Criu(String),
 
+    /// An error of an operation another ferry process ran (a system container's monitor),
+    /// with its class.
+    #[error("{msg}")]
+    Relayed { class: ErrorClass, msg: String },
+
     #[error("{op}: {source}")]
     Sys {
         op: String,
@@ -116,6 +121,7 @@ impl Error {
             Error::CriuFailed { .. } | Error::Criu(_) => ErrorClass::CheckpointFailed,
             Error::ActionScript { .. } => ErrorClass::ActionScript,
             Error::HostConfig { .. } => ErrorClass::HostConfig,
+            Error::Relayed { class, .. } => *class,
             Error::Container { .. } | Error::Io { .. } | Error::Config(_) | Error::Cgroup(_) | Error::Net(_) | Error::Sys { .. } => {
                 ErrorClass::Failed
             }

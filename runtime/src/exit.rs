@@ -4,7 +4,7 @@
 //! the exception: they exit with the command's own status and use [`EXEC_OWN_FAILURE`] for
 //! ferry's own failures (as `podman exec`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `exec`/`enter`: ferry itself failed (the command never ran).
 pub const EXEC_OWN_FAILURE: u8 = 125;
@@ -15,7 +15,7 @@ pub const EXEC_NOT_FOUND: u8 = 127;
 
 /// What kind of failure ended a command. The runtime's and the pipelines' typed errors say
 /// which (`Error::class`); the CLI maps the class to the exit code and to `--json` output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorClass {
     /// Anything not in a class below (vzctl used 1 for a limit it could not set; so does ferry).

@@ -29,6 +29,7 @@ pub mod net;
 pub mod newid;
 pub mod state;
 pub mod storage;
+pub mod sysenv;
 pub mod template;
 pub mod userns;
 pub mod util;

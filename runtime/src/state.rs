@@ -42,6 +42,9 @@ pub struct State {
     /// before ferry kept it (the config's holds then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<crate::isolation::Applied>,
+    /// A system container's monitor, console and systemd cgroup (None for others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<crate::sysenv::SystemState>,
 }
 
 /// What `/proc/PID/stat` says about a process.
@@ -79,6 +82,7 @@ impl State {
             resources: None,
             namespaces: Vec::new(),
             isolation: None,
+            system: None,
         }
     }
 

@@ -576,7 +576,7 @@ fn v2_freeze_dump_and_restore_on_the_unified_hierarchy() {
 fn missing_criu_binary_is_a_clear_error() {
     let c = ferry_runtime::checkpoint::Criu::with_binary("/nonexistent/criu");
     let e = c.version().unwrap_err().to_string();
-    assert!(e.contains("/nonexistent/criu") && e.contains("scripts/install-deps.sh"), "{e}");
+    assert!(e.contains("/nonexistent/criu") && e.contains("ferry-install-criu"), "{e}");
 }
 
 #[test]

@@ -87,3 +87,16 @@ pub fn console(h: &Host, ct: &str, follow: bool) -> Result<u8> {
     }
     Ok(0)
 }
+
+/// `console --attach`: the running system container's console on this terminal.
+pub fn console_attach(h: &Host, ct: &str) -> Result<u8> {
+    let ct = super::ctid(h, ct)?;
+    container::load_config(h, &ct)?;
+    let st = container::running_state(h, &ct, "console")?;
+    let Some(sys) = st.system.as_ref() else {
+        let msg = format!("it has no console to attach to (only system containers have one); `ferry enter {ct}` gives a shell");
+        return Err(ferry_runtime::Error::ct(ct.as_str(), "console", msg).into());
+    };
+    ferry_runtime::sysenv::console::attach(ct.as_str(), &sys.console_socket)?;
+    Ok(0)
+}

@@ -10,14 +10,23 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 pub struct CreateArgs {
     pub ctid: String,
-    /// A directory tree or a .tar / .tar.zst / .tar.gz archive.
-    #[arg(long)]
+    /// A directory tree or a .tar / .tar.zst / .tar.gz archive. scripts/make-template.sh
+    /// makes three kinds: `busybox` (a small tree; ferry's keep-alive runs as PID 1),
+    /// `debian DIR [PACKAGE...]` (Debian minbase with packages and no init: the keep-alive
+    /// runs as PID 1) and `debian-systemd DIR` (a system container: systemd boots it, with cron,
+    /// ssh, dbus and redis-server as services; stop timeout 120 s).
+    #[arg(long, verbatim_doc_comment)]
     pub template: PathBuf,
     #[arg(long)]
     pub hostname: Option<String>,
     /// What runs as PID 1 (split on spaces; default /sbin/init or a built-in keep-alive).
     #[arg(long)]
     pub init: Option<String>,
+    /// What PID 1 is, when ferry should not tell from the template: systemd (a system
+    /// container: console, cgroup namespace, API file systems, halts on SIGRTMIN+3),
+    /// sysvinit (halts on SIGPWR), busybox (SIGUSR2) or none (SIGTERM).
+    #[arg(long, value_name = "systemd|sysvinit|busybox|none")]
+    pub init_system: Option<ferry_runtime::config::InitSystem>,
     /// A sample config's limits (vzctl's --config): NAME (samples/NAME.toml beside the host
     /// config file) or a FILE; options given here win.
     #[arg(long = "config", alias = "applyconfig", value_name = "NAME|FILE")]
@@ -61,6 +70,7 @@ pub fn create(h: &Host, loaded: &ferry_runtime::host_config::Loaded, a: CreateAr
         template: a.template,
         hostname: a.hostname,
         init: a.init.map(|s| s.split_whitespace().map(str::to_string).collect()),
+        init_system: a.init_system,
         net,
         resources,
         security,
@@ -113,7 +123,7 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     let running = state.as_ref().filter(|_| st == Status::Running);
     let applied = match running.and_then(|s| s.isolation.clone()) {
         Some(a) => Ok(a),
-        None => ferry_runtime::isolation::Applied::from_security(&cfg.security),
+        None => ferry_runtime::isolation::Applied::from_security(&ferry_runtime::sysenv::security(&cfg)),
     };
     let isolation = match &applied {
         Ok(a) => serde_json::to_value(a.summary()).unwrap_or_default(),
@@ -125,7 +135,7 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     if json {
         println!(
             "{}",
-            serde_json::json!({ "ctid": ct.as_str(), "name": cfg.name, "status": st, "suspended": suspended, "pid": pid, "ip": ips,
+            serde_json::json!({ "ctid": ct.as_str(), "name": cfg.name, "init_system": cfg.init_system.as_str(), "system": running.and_then(|s| s.system.clone()), "status": st, "suspended": suspended, "pid": pid, "ip": ips,
                 "storage": cfg.storage.kind, "limits": limits, "usage": usage, "isolation": isolation, "isolation_observed": observed,
                 "userns": userns })
         );
@@ -175,6 +185,14 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
                 s.masked_paths.len(),
                 o.readonly.len(),
                 s.readonly_paths.len()
+            );
+        }
+        if let Some(sys) = running.and_then(|s| s.system.as_ref()) {
+            println!(
+                "  system    {}: console {} (`ferry console {ct} --attach`), monitor pid {}",
+                cfg.init_system.as_str(),
+                sys.console.display(),
+                sys.monitor_pid
             );
         }
     }

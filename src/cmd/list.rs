@@ -410,7 +410,7 @@ fn row(h: &Host, ct: &Ctid) -> Result<Row> {
         iolimit: r.iolimit,
         iopslimit: r.iopslimit,
         capability: sec.cap_add.iter().map(|c| format!("{c}:on")).chain(sec.cap_drop.iter().map(|c| format!("{c}:off"))).collect(),
-        features: Vec::new(),
+        features: if sec.nesting { vec!["nesting:on".to_string()] } else { Vec::new() },
         userns: sec.id_map.filter(|_| sec.kind.has_userns()).map(|m| m.to_string()),
     })
 }

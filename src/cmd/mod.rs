@@ -5,6 +5,7 @@ mod boot;
 mod checkpoint;
 mod exec;
 pub mod exit;
+mod generate;
 mod hostcfg;
 mod lifecycle;
 mod list;
@@ -27,7 +28,13 @@ Host settings: flag > FERRY_* variable > host config file (/etc/ferry/ferry.toml
 `ferry host-config` shows them. Exit codes: docs/exit-codes.md (vzctl's where vzctl had one).";
 
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about = "Run Linux containers and move them between hosts while they run", after_help = AFTER_HELP)]
+#[command(
+    name = "ferry",
+    version = crate::version::short(),
+    long_version = crate::version::long(),
+    about = "Run Linux containers and move them between hosts while they run",
+    after_help = AFTER_HELP
+)]
 pub struct Cli {
     /// The host config file [env: FERRY_HOST_CONFIG; default /etc/ferry/ferry.toml].
     #[arg(long, global = true, value_name = "FILE")]
@@ -110,13 +117,18 @@ pub enum Command {
     },
     /// Run a shell script from the host inside a running container (vzctl's runscript).
     Runscript { ctid: String, script: PathBuf },
-    /// Print the console log (stdout/stderr of PID 1).
+    /// Print the console log (stdout/stderr of PID 1, a system container's /dev/console), or
+    /// with --attach connect this terminal to a running system container's console.
     #[command(alias = "logs")]
     Console {
         ctid: String,
         /// Keep printing what is appended.
         #[arg(short, long)]
         follow: bool,
+        /// Attach to the console interactively (a system container's /dev/console, where its
+        /// getty shows a login prompt); Esc then . detaches.
+        #[arg(short, long, conflicts_with = "follow")]
+        attach: bool,
     },
     /// Change settings: live where the container runs, persisted with --save.
     ///
@@ -182,6 +194,14 @@ pub enum Command {
     /// The receiving end of `ferry sync`.
     #[command(hide = true)]
     SyncReceive { dir: PathBuf },
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(name = "__generate", hide = true)]
+    Generate {
+        dir: PathBuf,
+        /// The date the man pages carry (YYYY-MM-DD).
+        #[arg(long, default_value = "")]
+        date: String,
+    },
 }
 
 impl Command {
@@ -211,7 +231,7 @@ impl Command {
 
     /// Commands that work without this host's settings (images and trees only).
     fn needs_host(&self) -> bool {
-        !matches!(self, Command::Image { .. } | Command::Sync(_) | Command::SyncReceive { .. })
+        !matches!(self, Command::Image { .. } | Command::Sync(_) | Command::SyncReceive { .. } | Command::Generate { .. })
     }
 }
 
@@ -249,7 +269,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Exec { ctid, cmd } => exec::exec(&h, &ctid, &cmd),
         Command::Enter { ctid, exec } => exec::enter(&h, &ctid, &exec),
         Command::Runscript { ctid, script } => exec::runscript(&h, &ctid, &script),
-        Command::Console { ctid, follow } => exec::console(&h, &ctid, follow),
+        Command::Console { ctid, follow, attach: false } => exec::console(&h, &ctid, follow),
+        Command::Console { ctid, attach: true, .. } => exec::console_attach(&h, &ctid),
         Command::Set(a) => set::set(&h, &loaded, a),
         Command::Checkpoint(a) => checkpoint::checkpoint(&h, a),
         Command::Restore(a) => checkpoint::restore(&h, a),
@@ -264,5 +285,6 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::MigrateReceive => migrate::migrate_receive(&h),
         Command::MigrateCleanup { ctid, keep_files } => migrate::migrate_cleanup(&h, &ctid, keep_files),
         Command::SyncReceive { dir } => migrate::sync_receive(dir),
+        Command::Generate { dir, date } => generate::generate(&dir, &date),
     }
 }

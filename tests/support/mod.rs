@@ -59,6 +59,22 @@ pub fn debian_redis_template(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// The cached `debian-systemd` template (a system container: systemd with cron, ssh, dbus and
+/// redis-server; scripts/test.sh makes it and names it in `FERRY_TEST_TEMPLATE_DEBIAN_SYSTEMD`);
+/// None after saying why `test` is skipped.
+pub fn debian_systemd_template(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("FERRY_TEST_TEMPLATE_DEBIAN_SYSTEMD").map(PathBuf::from) {
+        Some(t) if t.join("lib/systemd/systemd").exists() && t.join("usr/bin/redis-server").exists() => Some(t),
+        _ => {
+            eprintln!(
+                "{test}: skipped: needs the debian-systemd template (FERRY_TEST_TEMPLATE_DEBIAN_SYSTEMD; scripts/test.sh makes it with \
+                 scripts/make-template.sh debian-systemd)"
+            );
+            None
+        }
+    }
+}
+
 /// Root is needed for namespaces, cgroups and mounts; without it the test says why and stops.
 pub fn need_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -306,7 +322,7 @@ impl TestHost {
     /// hierarchy, a pure v2 mount, a hybrid host's unified mount.
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         let root = Path::new("/sys/fs/cgroup");
-        let mut v: Vec<PathBuf> = ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "unified"]
+        let mut v: Vec<PathBuf> = ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "unified", "systemd"]
             .iter()
             .map(|c| root.join(c).join(&self.cgroup_parent))
             .collect();

@@ -63,6 +63,15 @@ pub fn unique_id() -> String {
     s
 }
 
+/// From the calling thread, moved into the network namespace at `netns_path` for good, a TCP
+/// connection to `addr` (a client thread's first step).
+pub fn connect_from(netns_path: &str, addr: &str) -> Result<std::net::TcpStream, String> {
+    let f = std::fs::File::open(netns_path).map_err(|e| e.to_string())?;
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+    std::net::TcpStream::connect_timeout(&addr.parse().map_err(|e| format!("{addr}: {e}"))?, std::time::Duration::from_secs(5))
+        .map_err(|e| format!("connect {addr}: {e}"))
+}
+
 /// Run a command; panic with its stderr if it fails.
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().expect("run sh");

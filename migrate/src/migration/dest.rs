@@ -53,6 +53,9 @@ struct Incoming {
     restored: bool,
     committed: bool,
     keep_files: bool,
+    /// A staged config of an earlier receive of this container was here at Preflight (kept
+    /// by --keep-dst): its private area is that receive's, and may be brought up to date.
+    resuming: bool,
     /// This side failed a request; the source decides what happens to the files.
     failed: Option<Error>,
     /// The announcements that follow the commit.
@@ -211,14 +214,31 @@ fn handle_preflight(host: &Host, st: &mut Incoming, p: &Preflight) -> Result<Vec
     st.lock = Some(lock);
     st.work = Some(work);
     st.keep_files = resuming;
+    st.resuming = resuming;
     Ok(problems)
 }
 
 fn handle_config(host: &Host, st: &mut Incoming, c: &ConfigMsg) -> Result<()> {
     let ct = st.ctid.clone().ok_or_else(|| Error::Protocol("Config before Preflight".into()))?;
+    if st.cfg.is_some() {
+        return Err(Error::Protocol(format!("a second Config for {ct}")));
+    }
     let mut cfg = ContainerConfig::from_toml(&c.config_toml).map_err(|e| Error::Migration(format!("config of {ct}: {e}")))?;
     if cfg.ctid != ct {
         return Err(Error::Migration(format!("the source sent the config of {} for {ct}", cfg.ctid)));
+    }
+    // What preflight checked, checked again (under the lock held since then): a source that
+    // goes on after its problems were listed must not write into, nor later remove, a
+    // container or files this host had before.
+    if host.config_path(&ct).exists() {
+        return Err(Error::Migration(format!(
+            "container {ct} already exists on this host: migrate-receive refuses its config and leaves it untouched; destroy it here or migrate under another CTID"
+        )));
+    }
+    if !st.resuming && (host.private_dir(&ct).exists() || host.disk_image(&ct).exists()) {
+        return Err(Error::Migration(format!(
+            "this host has a private area for {ct} but no container (left by something else than a kept migration): migrate-receive leaves it untouched; remove it here or retry with --keep-dst"
+        )));
     }
     // This host decides its own storage backend and an unprivileged container's ID range (its
     // own when free here: the restore maps its user namespace to whichever it gets); the

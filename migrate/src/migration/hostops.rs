@@ -80,6 +80,12 @@ fn restore_here(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, dir: &
     }
     // A dump for a migration left the source's host side in place: clear it first.
     container::restore::release_after_dump(host, cfg)?;
+    // A system container is restored inside a monitor the restore forks, which needs a
+    // single-threaded process: this one runs tokio, so the restore runs in a forked child.
+    let system = ferry_runtime::sysenv::is_system(cfg) || container::CheckpointMeta::load(dir)?.is_some_and(|m| m.system.is_some());
+    if system {
+        return in_child(cfg, || container::restore::restore_from_dir_with(host, lock, cfg, dir, announce).map(|i| i.state.pid));
+    }
     let info = container::restore::restore_from_dir_with(host, lock, cfg, dir, announce)?;
     Ok(info.state.pid)
 }
@@ -90,14 +96,20 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     if cfg.storage.kind == StorageKind::Image && storage::is_mounted(&storage::files_dir(host, cfg)) {
         storage::unmount_root(host, cfg)?;
     }
+    in_child(cfg, || container::start(host, lock, cfg).map(|st| st.pid))
+}
+
+/// Run `op` (a start or restore returning PID 1) in a forked, single-threaded child of this
+/// process, and return its result.
+fn in_child(cfg: &ContainerConfig, op: impl FnOnce() -> ferry_runtime::Result<i32>) -> Result<i32> {
     let (rd, wr) = nix::unistd::pipe().map_err(|e| Error::Migration(format!("pipe: {e}")))?;
-    // SAFETY: the child only calls the runtime's start (which needs no lock another thread
-    // could hold beyond malloc's, which glibc resets across fork) and then _exit()s.
+    // SAFETY: the child only calls the runtime's start or restore (which need no lock another
+    // thread could hold beyond malloc's, which glibc resets across fork) and then _exit()s.
     match unsafe { nix::unistd::fork() }.map_err(|e| Error::Migration(format!("fork: {e}")))? {
         nix::unistd::ForkResult::Child => {
             drop(rd);
-            let msg = match container::start(host, lock, cfg) {
-                Ok(st) => format!("ok {}", st.pid),
+            let msg = match op() {
+                Ok(pid) => format!("ok {pid}"),
                 Err(e) => format!("err {e}"),
             };
             let _ = nix::unistd::write(&wr, msg.as_bytes());

@@ -207,25 +207,18 @@ pub fn dump_cpuinfo(work: &Path) -> Vec<u8> {
     data
 }
 
-/// Bytes the private area takes (allocated blocks, not apparent sizes).
+/// Bytes the private area takes (allocated blocks, not apparent sizes). The container runs
+/// meanwhile: its tree is walked through directory fds (`ferry_tree`), never following a
+/// symlink it swaps in, and without recursion (a deep tree cannot exhaust the stack).
 pub fn tree_size(root: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    fn walk(p: &Path, dev: u64, sum: &mut u64) {
-        let Ok(rd) = std::fs::read_dir(p) else { return };
-        for e in rd.flatten() {
-            let Ok(md) = e.metadata() else { continue };
-            if md.dev() != dev {
-                continue;
-            }
-            *sum += md.blocks() * 512;
-            if md.is_dir() {
-                walk(&e.path(), dev, sum);
-            }
-        }
-    }
-    let Ok(md) = std::fs::metadata(root) else { return 0 };
+    let Ok(dir) = ferry_tree::Dir::open(root) else { return 0 };
     let mut sum = 0;
-    walk(root, md.dev(), &mut sum);
+    let _ = ferry_tree::walk::walk(&dir, &mut |_, _| false, &mut |e| {
+        if !e.rel.is_empty() {
+            sum += e.stat.blocks * 512;
+        }
+        Ok(())
+    });
     sum
 }
 
@@ -285,5 +278,22 @@ mod tests {
         f.ctid_has_private = true;
         assert_eq!(problems(&cfg(), &f, 0, true, false).len(), 1);
         assert!(problems(&cfg(), &f, 0, true, true).is_empty());
+    }
+
+    /// What the tree holds, not what its symlinks lead to (a running container may point one at
+    /// the host's root).
+    #[test]
+    fn tree_size_counts_the_tree_not_where_its_symlinks_lead() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, outside) = (d.path().join("root"), d.path().join("outside"));
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/f"), vec![1u8; 64 << 10]).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("big"), vec![1u8; 8 << 20]).unwrap();
+        let before = tree_size(&root);
+        assert!((64 << 10..1 << 20).contains(&before), "{before}");
+        std::os::unix::fs::symlink(&outside, root.join("a/link")).unwrap();
+        let after = tree_size(&root);
+        assert!(after < 1 << 20, "the walk followed a symlink: {after}");
     }
 }

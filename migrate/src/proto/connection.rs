@@ -3,13 +3,15 @@
 //!
 //! Backpressure: the writer takes frames from a bounded queue, so senders wait while the byte
 //! stream is slow; each incoming data stream has a bounded queue, so the reader task waits (and
-//! the peer's writes with it) while that stream's consumer is slow. Consumers must therefore
+//! the peer's writes with it) while that stream's consumer is slow. Control messages nobody
+//! has taken yet are bounded in bytes ([`ConnectionOptions::control_budget`]): the reader waits
+//! for the consumer beyond that, and a peer that keeps it full for the idle timeout is refused. Consumers must therefore
 //! read the streams they accept and drop the ones they do not want (dropped streams are
 //! discarded). Frames arrive in the order they were sent, so a receiver that handles streams in
 //! the order the sender wrote them never deadlocks.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +31,8 @@ pub type TamperFn = Arc<dyn Fn(u32, &mut Vec<u8>) + Send + Sync>;
 
 const OUT_QUEUE: usize = 32;
 const CONTROL_QUEUE: usize = 1024;
+/// Bytes of control messages received and not taken yet, by default.
+pub const CONTROL_BUDGET: usize = 64 << 20;
 const STREAM_QUEUE: usize = 8;
 /// Read and write buffer of the byte stream.
 const IO_BUFFER: usize = 256 << 10;
@@ -50,6 +54,10 @@ pub struct ConnectionOptions {
     pub tamper_data: Option<TamperFn>,
     /// Test hook: announce this protocol major instead of ours.
     pub announce_major: Option<u32>,
+    /// At most this many bytes of control messages received and not taken yet (one message
+    /// always fits): the reader waits for the consumer beyond that, and ends the connection
+    /// when the consumer took nothing for `idle_timeout` meanwhile.
+    pub control_budget: usize,
 }
 
 impl Default for ConnectionOptions {
@@ -61,6 +69,7 @@ impl Default for ConnectionOptions {
             features: Vec::new(),
             tamper_data: None,
             announce_major: None,
+            control_budget: CONTROL_BUDGET,
         }
     }
 }
@@ -129,6 +138,10 @@ struct Shared {
     next_stream: AtomicU32,
     /// Signalled when a stream is accepted or dropped (room for unclaimed streams).
     accepted: tokio::sync::Notify,
+    /// Bytes of control messages received and not taken by `recv` yet.
+    control_queued: AtomicUsize,
+    /// Signalled when `recv` takes a control message.
+    control_taken: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -151,6 +164,7 @@ impl Shared {
         drop(st);
         self.dead_tx.send_replace(true);
         self.accepted.notify_one();
+        self.control_taken.notify_one();
     }
 
     fn dead_error(&self) -> Error {
@@ -168,7 +182,7 @@ struct Outgoing {
 pub struct Connection {
     shared: Arc<Shared>,
     out: mpsc::Sender<Outgoing>,
-    ctrl_rx: tokio::sync::Mutex<mpsc::Receiver<Envelope>>,
+    ctrl_rx: tokio::sync::Mutex<mpsc::Receiver<(Envelope, usize)>>,
     dead_rx: watch::Receiver<bool>,
     reader: JoinHandle<()>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -254,6 +268,8 @@ impl Connection {
             // Each side numbers its streams with its own parity so ids never collide.
             next_stream: AtomicU32::new(if is_client { 1 } else { 2 }),
             accepted: tokio::sync::Notify::new(),
+            control_queued: AtomicUsize::new(0),
+            control_taken: tokio::sync::Notify::new(),
         });
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
@@ -261,7 +277,7 @@ impl Connection {
         // system call per frame (two to read one: header, then payload) cost more than the data.
         let r = tokio::io::BufReader::with_capacity(IO_BUFFER, r);
         let w = tokio::io::BufWriter::with_capacity(IO_BUFFER, w);
-        let reader = tokio::spawn(reader_loop(r, shared.clone(), ctrl_tx, opts.idle_timeout));
+        let reader = tokio::spawn(reader_loop(r, shared.clone(), ctrl_tx, opts.idle_timeout, opts.control_budget));
         let writer = tokio::spawn(writer_loop(w, out_rx, shared.clone(), opts.ping_interval, dead_rx.clone()));
         Ok(Connection {
             shared,
@@ -362,17 +378,16 @@ impl Connection {
     pub async fn recv(&self) -> Result<Envelope> {
         let mut rx = self.ctrl_rx.lock().await;
         let mut dead = self.dead_rx.clone();
-        tokio::select! {
+        let got = tokio::select! {
             biased;
-            m = rx.recv() => m.ok_or_else(|| self.shared.dead_error()),
-            _ = dead.wait_for(|d| *d) => {
-                // Deliver what arrived before the end first.
-                match rx.try_recv() {
-                    Ok(m) => Ok(m),
-                    Err(_) => Err(self.shared.dead_error()),
-                }
-            }
-        }
+            m = rx.recv() => m,
+            // Deliver what arrived before the end first.
+            _ = dead.wait_for(|d| *d) => rx.try_recv().ok(),
+        };
+        let (env, size) = got.ok_or_else(|| self.shared.dead_error())?;
+        self.shared.control_queued.fetch_sub(size, Ordering::Relaxed);
+        self.shared.control_taken.notify_one();
+        Ok(env)
     }
 
     /// [`Connection::recv`] with a limit on the wait.
@@ -573,7 +588,7 @@ impl Drop for StreamReceiver {
     }
 }
 
-async fn reader_loop<R>(mut r: R, shared: Arc<Shared>, ctrl_tx: mpsc::Sender<Envelope>, idle: Duration)
+async fn reader_loop<R>(mut r: R, shared: Arc<Shared>, ctrl_tx: mpsc::Sender<(Envelope, usize)>, idle: Duration, budget: usize)
 where
     R: AsyncRead + Unpin,
 {
@@ -588,6 +603,7 @@ where
             Ok(Ok(Some(f))) => f,
         };
         let (h, payload): (FrameHeader, Vec<u8>) = frame;
+        let size = payload.len();
         shared.bytes_in.fetch_add(super::frame::HEADER_LEN as u64 + payload.len() as u64, Ordering::Relaxed);
         match h.kind {
             FrameKind::Ping => {}
@@ -609,8 +625,14 @@ where
                             tracing::debug!(reply_to = env.reply_to, "reply to no pending request")
                         }
                     }
-                } else if ctrl_tx.send(env).await.is_err() {
-                    tracing::debug!("control message dropped: nobody receives anymore");
+                } else {
+                    if let Err(why) = wait_for_control_room(&shared, size, budget, idle).await {
+                        break why;
+                    }
+                    shared.control_queued.fetch_add(size, Ordering::Relaxed);
+                    if ctrl_tx.send((env, size)).await.is_err() {
+                        tracing::debug!("control message dropped: nobody receives anymore");
+                    }
                 }
             }
             FrameKind::Data | FrameKind::End | FrameKind::StreamAbort => {
@@ -656,6 +678,24 @@ where
     };
     shared.kill(why);
     drop(ctrl_tx);
+}
+
+/// Wait until `size` more bytes of control messages fit in `budget` (a message always fits in
+/// an empty queue). A consumer that takes nothing for `idle` meanwhile ends the connection: the
+/// peer sends more control messages than this side takes.
+async fn wait_for_control_room(shared: &Shared, size: usize, budget: usize, idle: Duration) -> std::result::Result<(), Dead> {
+    loop {
+        let queued = shared.control_queued.load(Ordering::Relaxed);
+        if queued == 0 || queued + size <= budget || shared.lock().dead.is_some() {
+            return Ok(());
+        }
+        if tokio::time::timeout(idle, shared.control_taken.notified()).await.is_err() {
+            return Err(Dead::Protocol(format!(
+                "the peer sent more control messages than this side takes: {queued} bytes of them wait (the limit is {budget}) and none was taken for {}s",
+                idle.as_secs()
+            )));
+        }
+    }
 }
 
 async fn writer_loop<W>(mut w: W, mut rx: mpsc::Receiver<Outgoing>, shared: Arc<Shared>, ping: Duration, mut dead: watch::Receiver<bool>)

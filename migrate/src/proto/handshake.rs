@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 
 pub const MAGIC: &[u8; 8] = b"FERRYMIG";
 pub const PROTO_MAJOR: u32 = 1;
-pub const PROTO_MINOR: u32 = 0;
+pub const PROTO_MINOR: u32 = 1;
 const MAX_HELLO: usize = 64 << 10;
 const HINT: &str = "is ferry installed and working on the other host (see --remote-ferry), and does ssh reach it?";
 

@@ -250,6 +250,11 @@ pub struct SyncBegin {
     /// the destination applied in full): skip the walk and the summary.
     #[prost(bool, tag = "4")]
     pub no_summary: bool,
+    /// The source can send whole files as extent records on their data stream and check files
+    /// with layout-aware digests (protocol 1.1; see PutFile). The destination says in its
+    /// SyncBeginAck whether the pass uses them.
+    #[prost(bool, tag = "5")]
+    pub extent_records: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -271,6 +276,14 @@ pub struct SyncBeginAck {
     /// The destination did as `no_summary` asked: no manifest stream follows.
     #[prost(bool, tag = "5")]
     pub summary_skipped: bool,
+    /// The pass uses extent records and layout-aware digests (the source offered them and the
+    /// destination takes them).
+    #[prost(bool, tag = "6")]
+    pub extent_records: bool,
+    /// The summary's size once decompressed (0: not announced, from a destination of protocol
+    /// 1.0). The source refuses a summary that decompresses to more.
+    #[prost(uint64, tag = "7")]
+    pub summary_bytes: u64,
 }
 
 /// File types on the wire.
@@ -341,8 +354,10 @@ pub struct Extent {
     pub len: u64,
 }
 
-/// A file's contents follow on `stream`: either the bytes of `extents` back to back, or
-/// (when `delta` is set) an rsync delta against the destination's current copy.
+/// A file's contents follow on `stream`: in a pass with extent records, one record per data
+/// extent (u64 BE offset, u64 BE length, then that many bytes; holes are not sent) and
+/// `extents` empty; else the bytes of `extents` back to back; or (when `delta` is set) an
+/// rsync delta against the destination's current copy.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PutFile {
     #[prost(message, optional, tag = "1")]

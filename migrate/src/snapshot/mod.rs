@@ -42,6 +42,13 @@ fn err(ct: &Ctid, op: &'static str, msg: impl std::fmt::Display) -> Error {
     Error { ctid: ct.to_string(), op, msg: msg.to_string() }
 }
 
+/// `prefix` and 16 random hex digits: a name nothing could have prepared, for a directory made
+/// with create_dir (which refuses an existing name).
+fn unpredictable(prefix: &str) -> std::result::Result<String, String> {
+    let name = ferry_tree::temp::temp_name(prefix.as_bytes()).map_err(|e| format!("random name: {e}"))?;
+    Ok(String::from_utf8_lossy(&name).into_owned())
+}
+
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
@@ -100,7 +107,10 @@ pub fn create(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, opts: &C
     let id = store::new_id(created);
     let previous = store::list(host, ct).into_iter().last();
     let tmp = store::tmp_dir(host, ct, &id);
-    std::fs::create_dir_all(&tmp).map_err(|e| err(ct, "create", format!("create {}: {e}", tmp.display())))?;
+    let store_dir = store::store_dir(host, ct);
+    std::fs::create_dir_all(&store_dir).map_err(|e| err(ct, "create", format!("create {}: {e}", store_dir.display())))?;
+    // A name of its own (the id has a random part): never one that was there before.
+    std::fs::create_dir(&tmp).map_err(|e| err(ct, "create", format!("create {}: {e}", tmp.display())))?;
     let res = build(host, lock, cfg, opts, &id, created, previous.as_ref(), &tmp, t0);
     let meta = match res {
         Ok(m) => m,
@@ -286,7 +296,7 @@ fn switch_files(host: &Host, cfg: &ContainerConfig, files: &Path) -> std::result
     if cfg.storage.kind == StorageKind::Btrfs && btrfs::is_subvolume(files) {
         // Swap: a writable snapshot of the snapshot replaces the private subvolume.
         let private = host.private_dir(ct);
-        let fresh = private.with_file_name(format!(".{ct}.restore-{}", std::process::id()));
+        let fresh = private.with_file_name(unpredictable(&format!(".{ct}.restore-")).map_err(|e| e.to_string())?);
         btrfs::snapshot(files, &fresh, false).map_err(|e| e.to_string())?;
         if let Some(l) = cfg.resources.diskspace {
             let _ = btrfs::set_limit(&fresh, Some(l));
@@ -404,9 +414,10 @@ pub fn create_from_image(host: &Host, lock: &ContainerLock, path: &Path, content
     }
     // This host's backend, not the source's (it may have no btrfs).
     cfg.storage.kind = ferry_runtime::storage::backends::choose_kind(&host.data_dir, cfg.resources.diskspace).map_err(|e| err(ct, "restore", e))?;
-    let staging = host.data_dir.join("private").join(format!(".import-{ct}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(|e| err(ct, "restore", format!("create {}: {e}", staging.display())))?;
+    let private_dir = host.data_dir.join("private");
+    std::fs::create_dir_all(&private_dir).map_err(|e| err(ct, "restore", format!("create {}: {e}", private_dir.display())))?;
+    let staging = private_dir.join(unpredictable(&format!(".import-{ct}-")).map_err(|e| err(ct, "restore", e))?);
+    std::fs::create_dir(&staging).map_err(|e| err(ct, "restore", format!("create {}: {e}", staging.display())))?;
     let res = (|| -> std::result::Result<(), String> {
         let f = std::fs::File::open(path).map_err(|e| format!("open image {}: {e}", path.display()))?;
         let mut r = fmt::Reader::open(std::io::BufReader::with_capacity(1 << 20, f)).map_err(|e| format!("image {}: {e}", path.display()))?;

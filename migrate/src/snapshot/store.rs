@@ -78,11 +78,14 @@ pub fn tmp_dir(host: &Host, ct: &Ctid, id: &str) -> PathBuf {
     host.snapshot_dir(ct).join(format!("{TMP_PREFIX}{id}"))
 }
 
-/// A new snapshot id: creation time (sortable) and a short random tail.
+/// A new snapshot id: creation time (sortable) and a short random tail (from the kernel's
+/// random source; the time and pid as a fallback).
 pub fn new_id(created: i64) -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let h = blake3::hash(format!("{created}:{}:{}", std::process::id(), t.as_nanos()).as_bytes());
-    format!("{created}-{}", &h.to_hex()[..6])
+    let tail = ferry_tree::temp::temp_name(b"").map(|n| String::from_utf8_lossy(&n[..6]).into_owned()).unwrap_or_else(|_| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        blake3::hash(format!("{created}:{}:{}", std::process::id(), t.as_nanos()).as_bytes()).to_hex()[..6].to_string()
+    });
+    format!("{created}-{tail}")
 }
 
 /// Ids are plain names (also used as directory names).

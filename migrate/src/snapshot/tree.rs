@@ -1,181 +1,288 @@
 //! A directory tree to and from a file-tree section ([`ferry_dump_format::TreeWriter`] encoding):
 //! what `snapshot export` writes and `restore --from-image` unpacks into a new private area.
+//! Both go through `ferry_tree`: the tree is walked through directory fds, and an image's
+//! entries are made relative to their directory's fd, opened beneath the new root without
+//! following anything, so no entry of a hostile image reaches outside it.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use ferry_dump_format::{self as fmt, EntryType, TreeEntry, TreeReader, TreeWriter};
-use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use ferry_tree::meta::{self, Meta, Target};
+use ferry_tree::walk::walk;
+use ferry_tree::{Dir, Kind, Opened, Stat};
 
 fn io_err(what: &str, p: &Path, e: std::io::Error) -> String {
     format!("{what} {}: {e}", p.display())
 }
 
+fn shown(rel: &[u8]) -> String {
+    String::from_utf8_lossy(rel).into_owned()
+}
+
 /// Add every entry under `root` (not `root` itself), parents before children, hardlinks within
 /// the tree as links to their first path. Returns (entries, content bytes).
 pub fn write_tree<W: Write>(root: &Path, tree: &mut TreeWriter<W>) -> Result<(u64, u64), String> {
+    let top = Dir::open(root).map_err(|e| io_err("open", root, e))?;
     let mut seen: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut counts = (0u64, 0u64);
-    walk(root, Vec::new(), tree, &mut seen, &mut counts)?;
+    let mut failure = None;
+    let walked = walk(&top, &mut |_, _| false, &mut |w| {
+        if w.rel.is_empty() {
+            return Ok(());
+        }
+        let r = add_entry(tree, w.dir, w.name, w.rel, w.stat, &mut seen, &mut counts);
+        r.map_err(|m| {
+            failure = Some(m);
+            std::io::Error::other("stopped")
+        })
+    });
+    if let Some(m) = failure {
+        return Err(m);
+    }
+    walked.map_err(|e| io_err("walk", root, e))?;
     Ok(counts)
 }
 
-fn walk<W: Write>(
-    dir: &Path,
-    rel: Vec<u8>,
+fn add_entry<W: Write>(
     tree: &mut TreeWriter<W>,
+    dir: &Dir,
+    name: &[u8],
+    rel: &[u8],
+    st: &Stat,
     seen: &mut HashMap<(u64, u64), Vec<u8>>,
     counts: &mut (u64, u64),
 ) -> Result<(), String> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| io_err("list", dir, e))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| io_err("list", dir, e))?;
-    names.sort();
-    for name in names {
-        let p = dir.join(&name);
-        let mut path = rel.clone();
-        if !path.is_empty() {
-            path.push(b'/');
-        }
-        path.extend_from_slice(name.as_bytes());
-        let md = std::fs::symlink_metadata(&p).map_err(|e| io_err("stat", &p, e))?;
-        let ft = md.file_type();
-        let mut e = TreeEntry {
-            path: path.clone(),
-            mode: md.mode() & 0o7777,
-            uid: md.uid(),
-            gid: md.gid(),
-            mtime_secs: md.mtime(),
-            mtime_nanos: md.mtime_nsec() as u32,
-            ..Default::default()
-        };
-        let kind = if ft.is_dir() {
-            EntryType::Directory
-        } else if ft.is_symlink() {
-            e.symlink_target = std::fs::read_link(&p).map_err(|e| io_err("readlink", &p, e))?.as_os_str().as_bytes().to_vec();
+    let mut e = TreeEntry {
+        path: rel.to_vec(),
+        mode: st.perm(),
+        uid: st.uid,
+        gid: st.gid,
+        mtime_secs: st.mtime_ns.div_euclid(1_000_000_000),
+        mtime_nanos: st.mtime_ns.rem_euclid(1_000_000_000) as u32,
+        ..Default::default()
+    };
+    let kind = match st.kind() {
+        Kind::Directory => EntryType::Directory,
+        Kind::Symlink => {
+            e.symlink_target = dir.read_link_at(name).map_err(|x| format!("{}: readlink: {x}", shown(rel)))?;
             EntryType::Symlink
-        } else if ft.is_file() {
-            if md.nlink() > 1 {
-                if let Some(first) = seen.get(&(md.dev(), md.ino())) {
+        }
+        Kind::Regular => {
+            if st.nlink > 1 {
+                if let Some(first) = seen.get(&(st.dev, st.ino)) {
                     e.hardlink_target = first.clone();
                     e.entry_type = EntryType::Hardlink as i32;
-                    tree.add(&e, None).map_err(|x| format!("{}: {x}", p.display()))?;
+                    tree.add(&e, None).map_err(|x| format!("{}: {x}", shown(rel)))?;
                     counts.0 += 1;
-                    continue;
+                    return Ok(());
                 }
-                seen.insert((md.dev(), md.ino()), path.clone());
+                seen.insert((st.dev, st.ino), rel.to_vec());
             }
-            e.size = md.len();
+            e.size = st.size;
             EntryType::File
-        } else {
-            e.rdev_major = libc::major(md.rdev());
-            e.rdev_minor = libc::minor(md.rdev());
-            if ft.is_char_device() {
-                EntryType::CharDevice
-            } else if ft.is_block_device() {
-                EntryType::BlockDevice
-            } else if ft.is_fifo() {
-                EntryType::Fifo
-            } else {
-                EntryType::Socket
-            }
-        };
-        e.entry_type = kind as i32;
-        if kind == EntryType::File {
-            let mut f = std::fs::File::open(&p).map_err(|e| io_err("open", &p, e))?;
-            // A file that changes length while read would break the framing: refuse clearly.
-            let mut limited = (&mut f).take(e.size);
-            tree.add(&e, Some(&mut limited)).map_err(|x| format!("{}: {x} (did it change while being exported?)", p.display()))?;
-            counts.1 += e.size;
-        } else {
-            tree.add(&e, None).map_err(|x| format!("{}: {x}", p.display()))?;
         }
-        counts.0 += 1;
-        if kind == EntryType::Directory {
-            walk(&p, path, tree, seen, counts)?;
+        Kind::CharDevice => EntryType::CharDevice,
+        Kind::BlockDevice => EntryType::BlockDevice,
+        Kind::Fifo => EntryType::Fifo,
+        Kind::Socket | Kind::Unknown => EntryType::Socket,
+    };
+    if matches!(kind, EntryType::CharDevice | EntryType::BlockDevice | EntryType::Fifo | EntryType::Socket) {
+        e.rdev_major = libc::major(st.rdev);
+        e.rdev_minor = libc::minor(st.rdev);
+    }
+    e.entry_type = kind as i32;
+    if kind == EntryType::File {
+        let f = match dir.open_file_beneath(name, false, Some(st)).map_err(|x| format!("{}: open: {x}", shown(rel)))? {
+            Opened::File(f, _) => f,
+            _ => return Err(format!("{}: changed while being exported", shown(rel))),
+        };
+        // Holes read as zeros without reading the disk; a file that changes length while read
+        // would break the framing: refuse clearly.
+        let mut content = Holes::new(&f, e.size);
+        tree.add(&e, Some(&mut content)).map_err(|x| format!("{}: {x} (did it change while being exported?)", shown(rel)))?;
+        counts.1 += e.size;
+    } else {
+        tree.add(&e, None).map_err(|x| format!("{}: {x}", shown(rel)))?;
+    }
+    counts.0 += 1;
+    Ok(())
+}
+
+/// A regular file's content as a reader: its data extents read, its holes given as zeros.
+struct Holes<'a> {
+    f: &'a File,
+    size: u64,
+    pos: u64,
+    extents: ferry_tree::extents::DataExtents<'a>,
+    /// The current data extent (start, end), if `pos` has reached one.
+    next: Option<(u64, u64)>,
+}
+
+impl<'a> Holes<'a> {
+    fn new(f: &'a File, size: u64) -> Self {
+        Holes { f, size, pos: 0, extents: ferry_tree::extents::data_extents(f, size), next: None }
+    }
+}
+
+impl Read for Holes<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.next.is_none_or(|(_, end)| end <= self.pos) {
+            self.next = match self.extents.next() {
+                Some(x) => x.map(|(off, len)| Some((off, off + len)))?,
+                None => Some((self.size, self.size)),
+            };
+        }
+        let (start, end) = self.next.unwrap_or((self.size, self.size));
+        let n = if self.pos < start {
+            let n = ((start - self.pos) as usize).min(buf.len());
+            buf[..n].fill(0);
+            n
+        } else {
+            let want = ((end - self.pos) as usize).min(buf.len());
+            self.f.read_at(&mut buf[..want], self.pos)?
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Write `data` at `off` of `f`, leaving whole blocks of zeros as holes (the file is sized
+/// first, so they read as zeros).
+fn write_sparse(f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
+    const BLOCK: usize = 4096;
+    let mut i = 0;
+    while i < data.len() {
+        // Runs of non-zero blocks go in one write.
+        let start = i;
+        while i < data.len() && !data[i..(i + BLOCK).min(data.len())].iter().all(|b| *b == 0) {
+            i = (i + BLOCK).min(data.len());
+        }
+        if i > start {
+            f.write_all_at(&data[start..i], off + start as u64)?;
+        }
+        while i < data.len() && data[i..(i + BLOCK).min(data.len())].iter().all(|b| *b == 0) {
+            i = (i + BLOCK).min(data.len());
         }
     }
     Ok(())
 }
 
+/// Why an entry's place in the new tree cannot be reached, in words.
+fn refused(rel: &[u8], e: &std::io::Error) -> String {
+    let why = match e.raw_os_error() {
+        Some(libc::ELOOP) => "a symlink is on its path (never followed)".to_string(),
+        Some(libc::ENOTDIR) => "a directory on its path is not a directory (a symlink is never followed)".to_string(),
+        Some(libc::ENOENT) => "its directory is not in the tree before it".to_string(),
+        _ => e.to_string(),
+    };
+    format!("file tree entry {:?} refused: {why}; nothing is written outside the new container's directory", shown(rel))
+}
+
+/// The owner, mode and time an entry records.
+fn meta_of(e: &TreeEntry) -> Meta<'static> {
+    Meta {
+        uid: e.uid,
+        gid: e.gid,
+        perm: e.mode,
+        mtime_ns: e.mtime_secs.saturating_mul(1_000_000_000).saturating_add(e.mtime_nanos.into()),
+        xattrs: None,
+    }
+}
+
+fn split(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (b"", rel),
+    }
+}
+
 /// Create the tree's entries under `root` (an existing, empty directory): owners, modes and
-/// mtimes as recorded. Paths are checked by the reader; nothing is written outside `root`
-/// because every parent is created by this function as a real directory before its children.
+/// mtimes as recorded. Paths are checked by the reader; each entry is made relative to its
+/// directory, opened beneath `root` without following any symlink (one the image made earlier
+/// included), and a hard link may only name a regular file this extraction made: no entry
+/// reaches outside `root`. Blocks of zeros are left as holes.
 pub fn extract_tree<R: Read>(tree: &mut TreeReader<R>, root: &Path) -> Result<u64, String> {
-    let mut dirs: Vec<(std::path::PathBuf, TreeEntry)> = Vec::new();
+    let top = Dir::open(root).map_err(|e| io_err("open", root, e))?;
+    let mut dirs: Vec<TreeEntry> = Vec::new();
+    let mut files: HashSet<Vec<u8>> = HashSet::new();
+    let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     while let Some(e) = tree.next_entry().map_err(|x| format!("file tree: {x}"))? {
-        let p = root.join(OsStr::from_bytes(&e.path));
         let kind = EntryType::try_from(e.entry_type).unwrap_or(EntryType::Unspecified);
-        // The parent must be a directory this extraction made (no symlink on the way).
-        if let Some(parent) = p.parent() {
-            let md = std::fs::symlink_metadata(parent).map_err(|x| io_err("stat", parent, x))?;
-            if !md.is_dir() {
-                return Err(format!("file tree: {} is not a directory", parent.display()));
-            }
-        }
+        let (parent_rel, name) = split(&e.path);
+        let parent = top.dir_beneath(parent_rel).map_err(|x| refused(&e.path, &x))?;
+        let at = |what: &str, x: std::io::Error| format!("file tree entry {:?}: {what}: {x}", shown(&e.path));
+        let meta = meta_of(&e);
         match kind {
             EntryType::Directory => {
-                std::fs::create_dir(&p).map_err(|x| io_err("create", &p, x))?;
-                dirs.push((p.clone(), e.clone()));
+                parent.mkdir_at(name, 0o700).map_err(|x| at("create", x))?;
+                dirs.push(e);
+                n += 1;
+                continue;
             }
             EntryType::File => {
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&p).map_err(|x| io_err("create", &p, x))?;
-                let mut buf = vec![0u8; 1 << 20];
+                let f = parent.create_file_at(name, 0o600).map_err(|x| at("create", x))?;
+                f.set_len(e.size).map_err(|x| at("size", x))?;
+                let mut off = 0u64;
                 loop {
                     let k = tree.read_content(&mut buf).map_err(|x| format!("file tree: {x}"))?;
                     if k == 0 {
                         break;
                     }
-                    f.write_all(&buf[..k]).map_err(|x| io_err("write", &p, x))?;
+                    write_sparse(&f, &buf[..k], off).map_err(|x| at("write", x))?;
+                    off += k as u64;
                 }
+                meta::apply(Target::File(&f), &meta).map_err(|x| at("set owner, mode and time", x))?;
+                files.insert(e.path.clone());
             }
-            EntryType::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(&e.symlink_target), &p).map_err(|x| io_err("symlink", &p, x))?,
+            EntryType::Symlink => {
+                parent.symlink_at(&e.symlink_target, name).map_err(|x| at("symlink", x))?;
+                let node = parent.node_at(name).map_err(|x| at("open", x))?;
+                meta::apply(Target::Node(&node), &meta).map_err(|x| at("set owner and time", x))?;
+            }
             EntryType::Hardlink => {
-                let t = root.join(OsStr::from_bytes(&e.hardlink_target));
-                std::fs::hard_link(&t, &p).map_err(|x| io_err("link", &p, x))?;
-                n += 1;
-                continue;
+                // Only to a regular file this extraction made (the format says: an earlier file).
+                if !files.contains(&e.hardlink_target) {
+                    return Err(format!(
+                        "file tree entry {:?} refused: its hard link target {:?} is not a regular file earlier in this tree",
+                        shown(&e.path),
+                        shown(&e.hardlink_target)
+                    ));
+                }
+                let target = top.node_beneath(&e.hardlink_target).map_err(|x| refused(&e.hardlink_target, &x))?;
+                if target.kind() != Kind::Regular {
+                    return Err(format!("file tree entry {:?} refused: its hard link target is {}", shown(&e.path), target.kind().describe()));
+                }
+                parent.link_at(&target, name).map_err(|x| at("link", x))?;
             }
             EntryType::CharDevice | EntryType::BlockDevice | EntryType::Fifo | EntryType::Socket => {
-                let t = match kind {
-                    EntryType::CharDevice => nix::sys::stat::SFlag::S_IFCHR,
-                    EntryType::BlockDevice => nix::sys::stat::SFlag::S_IFBLK,
-                    EntryType::Fifo => nix::sys::stat::SFlag::S_IFIFO,
-                    _ => nix::sys::stat::SFlag::S_IFSOCK,
+                let k = match kind {
+                    EntryType::CharDevice => Kind::CharDevice,
+                    EntryType::BlockDevice => Kind::BlockDevice,
+                    EntryType::Fifo => Kind::Fifo,
+                    _ => Kind::Socket,
                 };
-                let dev = libc::makedev(e.rdev_major, e.rdev_minor);
-                nix::sys::stat::mknod(&p, t, nix::sys::stat::Mode::from_bits_truncate(0o600), dev)
-                    .map_err(|x| format!("mknod {}: {x}", p.display()))?;
+                parent.mknod_at(name, k, 0o600, libc::makedev(e.rdev_major, e.rdev_minor)).map_err(|x| at("mknod", x))?;
+                let node = parent.node_at(name).map_err(|x| at("open", x))?;
+                meta::apply(Target::Node(&node), &meta).map_err(|x| at("set owner, mode and time", x))?;
             }
-            EntryType::Unspecified => return Err(format!("file tree: entry {} has no type", p.display())),
-        }
-        if kind != EntryType::Directory {
-            apply_meta(&p, &e, kind == EntryType::Symlink)?;
+            EntryType::Unspecified => return Err(format!("file tree: entry {:?} has no type", shown(&e.path))),
         }
         n += 1;
     }
     // Directories last, deepest first: creating children changes their mtimes.
-    for (p, e) in dirs.iter().rev() {
-        apply_meta(p, e, false)?;
+    for e in dirs.iter().rev() {
+        let d = top.dir_beneath(&e.path).map_err(|x| refused(&e.path, &x))?;
+        meta::apply(Target::Dir(&d), &meta_of(e)).map_err(|x| format!("file tree entry {:?}: set owner, mode and time: {x}", shown(&e.path)))?;
     }
     Ok(n)
-}
-
-fn apply_meta(p: &Path, e: &TreeEntry, symlink: bool) -> Result<(), String> {
-    nix::unistd::fchownat(None, p, Some(e.uid.into()), Some(e.gid.into()), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-        .map_err(|x| format!("chown {}: {x}", p.display()))?;
-    if !symlink {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(e.mode)).map_err(|x| io_err("chmod", p, x))?;
-    }
-    let ts = nix::sys::time::TimeSpec::new(e.mtime_secs, e.mtime_nanos as i64);
-    nix::sys::stat::utimensat(None, p, &ts, &ts, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
-        .map_err(|x| format!("set times of {}: {x}", p.display()))?;
-    Ok(())
 }
 
 /// Write `root` as a file-tree section named `name` of `w`.
@@ -191,9 +298,10 @@ pub fn add_tree_section<W: Write>(w: &mut fmt::Writer<W>, name: &str, root: &Pat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
-    fn round_trip_keeps_files_links_and_modes() {
+    fn round_trip_keeps_files_links_modes_and_holes() {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
         std::fs::create_dir_all(src.join("etc/sub")).unwrap();
@@ -201,9 +309,15 @@ mod tests {
         std::fs::hard_link(src.join("etc/a"), src.join("etc/sub/a2")).unwrap();
         std::os::unix::fs::symlink("../a", src.join("etc/sub/l")).unwrap();
         std::fs::set_permissions(src.join("etc/a"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        // 8 MiB apparent, two islands of data.
+        let f = File::create(src.join("sparse")).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_all_at(b"start", 0).unwrap();
+        f.write_all_at(b"middle", 4 << 20).unwrap();
+        drop(f);
         let mut tw = TreeWriter::new(Vec::new());
         let (n, bytes) = write_tree(&src, &mut tw).unwrap();
-        assert_eq!((n, bytes), (5, 5));
+        assert_eq!((n, bytes), (6, 5 + (8 << 20)));
         let buf = tw.finish().unwrap();
         let dst = d.path().join("dst");
         std::fs::create_dir(&dst).unwrap();
@@ -214,5 +328,61 @@ mod tests {
         assert_eq!(a.mode() & 0o777, 0o640);
         assert_eq!(std::fs::read_link(dst.join("etc/sub/l")).unwrap(), Path::new("../a"));
         assert_eq!(a.mtime(), std::fs::metadata(src.join("etc/a")).unwrap().mtime());
+        let s = std::fs::metadata(dst.join("sparse")).unwrap();
+        assert_eq!(s.len(), 8 << 20);
+        assert!(s.blocks() * 512 < 1 << 20, "the holes were filled: {} blocks", s.blocks());
+        let back = std::fs::read(dst.join("sparse")).unwrap();
+        assert_eq!((&back[..5], &back[4 << 20..(4 << 20) + 6]), (&b"start"[..], &b"middle"[..]));
+        assert_eq!(back.iter().filter(|b| **b != 0).count(), std::fs::read(src.join("sparse")).unwrap().iter().filter(|b| **b != 0).count());
+    }
+
+    fn entry(path: &str, kind: EntryType) -> TreeEntry {
+        TreeEntry { path: path.into(), entry_type: kind as i32, mode: 0o755, ..Default::default() }
+    }
+
+    /// An image whose entries try to leave the new container's directory: through a symlink it
+    /// made earlier on an entry's path, or a hard link to a file reached through one. Each is
+    /// refused with a message naming the entry, and nothing is made outside.
+    #[test]
+    fn entries_that_would_leave_the_tree_are_refused_naming_them() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(outside.join("sub")).unwrap();
+        std::fs::write(outside.join("secret"), b"host file").unwrap();
+        let out = outside.as_os_str().as_encoded_bytes().to_vec();
+        let link = TreeEntry { symlink_target: out, ..entry("d/link", EntryType::Symlink) };
+        let evil_file = TreeEntry { size: 4, ..entry("d/link/sub/evil", EntryType::File) };
+        let cases: Vec<(Vec<TreeEntry>, &str)> = vec![
+            // A symlink earlier on the path (not the immediate parent).
+            (vec![entry("d", EntryType::Directory), link.clone(), evil_file.clone()], "d/link/sub/evil"),
+            (vec![entry("d", EntryType::Directory), link.clone(), entry("d/link/sub/x", EntryType::Directory)], "d/link/sub/x"),
+            // A hard link to a host file through the symlink, and to one the tree never had.
+            (
+                vec![
+                    entry("d", EntryType::Directory),
+                    link.clone(),
+                    TreeEntry { hardlink_target: b"d/link/secret".to_vec(), ..entry("stolen", EntryType::Hardlink) },
+                ],
+                "stolen",
+            ),
+            (vec![TreeEntry { hardlink_target: b"d/link".to_vec(), ..entry("stolen", EntryType::Hardlink) }], "stolen"),
+        ];
+        for (i, (entries, bad)) in cases.into_iter().enumerate() {
+            let mut tw = TreeWriter::new(Vec::new());
+            for e in &entries {
+                let content: Option<&mut dyn Read> = if e.entry_type == EntryType::File as i32 { Some(&mut &b"evil"[..]) } else { None };
+                tw.add(e, content).unwrap();
+            }
+            let buf = tw.finish().unwrap();
+            let dst = d.path().join(format!("dst{i}"));
+            std::fs::create_dir(&dst).unwrap();
+            let err = extract_tree(&mut TreeReader::new(buf.as_slice()), &dst).expect_err("an escaping image was extracted");
+            assert!(err.contains(&format!("{bad:?}")) && err.contains("refused"), "case {i}: {err}");
+            let mut names: Vec<_> = std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+            names.sort();
+            assert_eq!(names, ["secret", "sub"], "case {i}");
+            assert_eq!(std::fs::read_dir(outside.join("sub")).unwrap().count(), 0, "case {i}");
+            assert_eq!(std::fs::metadata(outside.join("secret")).unwrap().nlink(), 1, "case {i}");
+        }
     }
 }

@@ -1,17 +1,27 @@
-//! The receiving side of a pass. Nothing is written outside the root: every path from the peer
-//! is checked (relative, no `..`), and no directory on the way may be a symlink.
+//! The receiving side of a pass. Nothing is written outside the root, and nothing the tree
+//! holds is followed: every path from the peer is checked (relative, no `..`), its directory
+//! is opened beneath the root's fd without following any symlink (`ferry_tree`), and entries
+//! are made, replaced and given their metadata through fds, never by path. What an earlier
+//! message of the pass left in place (a symlink where a directory was) is therefore never a
+//! way out either.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
+use ferry_tree::meta::{self, Target};
+use ferry_tree::{Dir, Kind, Node, Opened};
 use prost::Message;
 
-use super::fsops::{self, display, resolve};
+use super::digest::{dense_digest, hash_zeros, Layout};
+use super::fsops::{self, apply_meta, display, split, tree_kind, unreachable};
 use super::scan::{is_special, scan_dest};
-use super::source::hash_zeros;
+use super::source::RECORD_HEADER;
 use super::ReceiveOptions;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::proto::{
     Body, Connection, Envelope, FileCommit, FileEntry, FileKind, Hardlink, PutFile, PutFiles, SignatureReply, SyncBeginAck, SyncEndAck,
 };
@@ -27,18 +37,38 @@ pub struct ReceiveStats {
 
 /// At most this many per-file errors are reported back (the rest are counted).
 const MAX_REPORTED_ERRORS: usize = 20;
+/// Directories kept open for the entries that follow (siblings arrive together).
+const PARENT_CACHE: usize = 256;
+/// A signature of more blocks than this is not computed (a legitimate source asks for about
+/// the square root of the file's size; tiny blocks on a big file would make a reply larger
+/// than a control message may be).
+const MAX_SIGNATURE_BLOCKS: u64 = 1 << 18;
 
 /// Walk `root` and send its summary (the answer to a SyncBegin).
-async fn send_summary(conn: &Connection, begin: &Envelope, root: &Path, opts: &ReceiveOptions, xattrs: bool) -> Result<()> {
-    let root_buf = root.to_path_buf();
+async fn send_summary(
+    conn: &Connection,
+    begin: &Envelope,
+    root: &Arc<Dir>,
+    root_path: &Path,
+    opts: &ReceiveOptions,
+    xattrs: bool,
+    layouts: bool,
+) -> Result<()> {
+    let root2 = root.clone();
     let link_dest = opts.link_dest.clone();
-    let summary = tokio::task::spawn_blocking(move || scan_dest(&root_buf, link_dest.as_deref(), xattrs))
-        .await
-        .map_err(|e| Error::sync(root.display().to_string(), format!("scan task failed: {e}")));
+    let summary = tokio::task::spawn_blocking(move || {
+        let ld = match link_dest.filter(|p| p.is_dir()) {
+            Some(p) => Some(Dir::open(&p).map_err(|e| Error::io("opening the link-dest tree", &p, e))?),
+            None => None,
+        };
+        scan_dest(&root2, ld.as_ref(), xattrs)
+    })
+    .await
+    .map_err(|e| Error::sync(root_path.display().to_string(), format!("scan task failed: {e}")));
     let summary = match summary.and_then(|r| r) {
         Ok(s) => s,
         Err(e) => {
-            conn.reply_error(begin.id, format!("destination cannot read {}: {e}", root.display())).await?;
+            conn.reply_error(begin.id, format!("destination cannot read {}: {e}", root_path.display())).await?;
             return Err(e);
         }
     };
@@ -47,8 +77,7 @@ async fn send_summary(conn: &Connection, begin: &Envelope, root: &Path, opts: &R
     for e in &summary {
         e.encode_length_delimited(&mut plain).map_err(|e| Error::Protocol(format!("encoding summary: {e}")))?;
     }
-    let packed = zstd::bulk::compress(&plain, 3).map_err(|e| Error::io("compressing the summary of", root, e))?;
-    drop(plain);
+    let packed = zstd::bulk::compress(&plain, 3).map_err(|e| Error::io("compressing the summary of", root_path, e))?;
     let mut stream = conn.open_stream();
     conn.reply(
         begin.id,
@@ -58,13 +87,31 @@ async fn send_summary(conn: &Connection, begin: &Envelope, root: &Path, opts: &R
             compression: "zstd".into(),
             put_files: true,
             summary_skipped: false,
+            extent_records: layouts,
+            summary_bytes: plain.len() as u64,
         }),
     )
     .await?;
+    drop(plain);
     stream.send(&packed).await?;
     stream.finish().await?;
     drop(summary);
     Ok(())
+}
+
+/// The tree to receive into, open: created when missing, unless the source expects it to hold
+/// what its previous pass left.
+fn open_root(root: &Path, must_exist: bool) -> Result<Dir> {
+    if !must_exist && !root.exists() {
+        std::fs::create_dir_all(root).map_err(|e| Error::io("creating", root, e))?;
+    }
+    match Dir::open(root) {
+        Ok(d) => Ok(d),
+        Err(e) if must_exist && e.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::sync(root.display().to_string(), "the tree to update is missing"))
+        }
+        Err(e) => Err(Error::io("opening", root, e)),
+    }
 }
 
 /// Serve one pass into `root`, starting from the peer's `SyncBegin` (which the caller's
@@ -76,30 +123,40 @@ pub async fn receive_pass(conn: &Connection, begin: &Envelope, root: &Path, opts
         return Err(Error::Protocol("receive_pass needs a SyncBegin message".into()));
     };
     let xattrs = b.xattrs;
-    if b.no_summary {
-        // The source knows what this tree holds: it sends the changes without our summary.
-        if !root.is_dir() {
-            let e = Error::sync(root.display().to_string(), "the tree to update is missing");
+    // Extent records and layout digests, when the source offers them (protocol 1.1).
+    let layouts = b.extent_records;
+    let dir = match open_root(root, b.no_summary) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
             conn.reply_error(begin.id, format!("destination cannot read {}: {e}", root.display())).await?;
             return Err(e);
         }
-        conn.reply(begin.id, Body::SyncBeginAck(SyncBeginAck { put_files: true, summary_skipped: true, ..Default::default() })).await?;
+    };
+    if b.no_summary {
+        // The source knows what this tree holds: it sends the changes without our summary.
+        let ack = SyncBeginAck { put_files: true, summary_skipped: true, extent_records: layouts, ..Default::default() };
+        conn.reply(begin.id, Body::SyncBeginAck(ack)).await?;
     } else {
-        send_summary(conn, begin, root, opts, xattrs).await?;
+        send_summary(conn, begin, &dir, root, opts, xattrs, layouts).await?;
     }
+    let link_dest = match opts.link_dest.as_deref().filter(|p| p.is_dir()) {
+        Some(p) => Some(Dir::open(p).map_err(|e| Error::io("opening the link-dest tree", p, e))?),
+        None => None,
+    };
 
     let mut rx = Receiver {
         conn,
-        root: root.to_path_buf(),
+        root: dir,
+        root_path: root,
+        link_dest,
         opts,
         xattrs,
-        verified: HashSet::new(),
+        layouts,
+        parents: HashMap::new(),
         dir_meta: Vec::new(),
         errors: Vec::new(),
         error_count: 0,
         stats: ReceiveStats { pass: b.pass, ..Default::default() },
-        counter: 0,
-        pid: std::process::id(),
     };
     loop {
         let env = conn.recv().await?;
@@ -137,17 +194,25 @@ pub async fn receive_pass(conn: &Connection, begin: &Envelope, root: &Path, opts
 
 struct Receiver<'a> {
     conn: &'a Connection,
-    root: PathBuf,
+    root: Arc<Dir>,
+    root_path: &'a Path,
+    link_dest: Option<Dir>,
     opts: &'a ReceiveOptions,
     xattrs: bool,
-    /// Directories already checked to be real directories inside the root.
-    verified: HashSet<PathBuf>,
+    /// Whole files come as extent records, digests cover data and layout (see `digest`).
+    layouts: bool,
+    /// Directories opened beneath the root for the entries in them, by relative path. Cleared
+    /// whenever a directory goes (its fd would lead nowhere).
+    parents: HashMap<Vec<u8>, Arc<Dir>>,
     dir_meta: Vec<FileEntry>,
     errors: Vec<String>,
     error_count: usize,
     stats: ReceiveStats,
-    counter: u64,
-    pid: u32,
+}
+
+/// A sync error on `rel`: `what` failed with `e`.
+fn failed(rel: &[u8], what: &str, e: std::io::Error) -> Error {
+    Error::sync(display(rel), format!("{what}: {e}"))
 }
 
 impl Receiver<'_> {
@@ -159,32 +224,49 @@ impl Receiver<'_> {
         }
     }
 
-    fn path(&mut self, rel: &[u8], allow_root: bool) -> Result<PathBuf> {
-        resolve(&self.root, rel, allow_root, &mut self.verified)
+    /// The directory `rel` lies in, opened beneath the root (never through a symlink), and its
+    /// name there.
+    fn parent<'r>(&mut self, rel: &'r [u8]) -> Result<(Arc<Dir>, &'r [u8])> {
+        fsops::check_rel(rel, false)?;
+        let (dir, name) = split(rel);
+        if let Some(d) = self.parents.get(dir) {
+            return Ok((d.clone(), name));
+        }
+        let d = if dir.is_empty() { self.root.clone() } else { Arc::new(self.root.dir_beneath(dir).map_err(|e| unreachable(rel, "refused", &e))?) };
+        if self.parents.len() >= PARENT_CACHE {
+            self.parents.clear();
+        }
+        self.parents.insert(dir.to_vec(), d.clone());
+        Ok((d, name))
     }
 
-    fn temp(&mut self, target: &Path) -> PathBuf {
-        self.counter += 1;
-        fsops::temp_name(target, self.pid, self.counter)
+    /// `rel` itself, held by an O_PATH fd (a symlink there is the symlink).
+    fn node(&self, rel: &[u8]) -> Result<Node> {
+        fsops::check_rel(rel, false)?;
+        self.root.node_beneath(rel).map_err(|e| unreachable(rel, "refused", &e))
     }
 
-    /// Put `tmp` in place of `target`. A directory in the way is removed (rename cannot
+    fn temp(rel: &[u8]) -> Result<Vec<u8>> {
+        fsops::temp_name().map_err(|e| failed(rel, "making a temporary name", e))
+    }
+
+    /// Put `tmp` in place of `name` in `dir`. A directory in the way is removed (rename cannot
     /// replace one with a non-directory). `fresh`: `tmp` is a new inode, so it cannot be
-    /// another name of `target`.
-    fn install(&mut self, tmp: &Path, target: &Path, fresh: bool) -> Result<()> {
-        if let Err(e) = std::fs::rename(tmp, target) {
-            let is_dir = std::fs::symlink_metadata(target).is_ok_and(|m| m.is_dir());
+    /// another name of what `name` is.
+    fn install(&mut self, dir: &Dir, tmp: &[u8], name: &[u8], fresh: bool, rel: &[u8]) -> Result<()> {
+        if let Err(e) = dir.rename_at(tmp, name) {
+            let is_dir = dir.stat_at(name).is_ok_and(|s| s.kind() == Kind::Directory);
             if !is_dir {
-                let _ = std::fs::remove_file(tmp);
-                return Err(Error::io("renaming into place", target, e));
+                let _ = dir.unlink_at(tmp);
+                return Err(failed(rel, "renaming into place", e));
             }
-            std::fs::remove_dir_all(target).ctx("removing directory", target)?;
-            self.verified.clear();
-            std::fs::rename(tmp, target).ctx("renaming into place", target)?;
+            dir.remove_all_at(name).map_err(|e| failed(rel, "removing the directory in the way", e))?;
+            self.parents.clear();
+            dir.rename_at(tmp, name).map_err(|e| failed(rel, "renaming into place", e))?;
         }
         if !fresh {
             // Renaming over a name of the same inode does nothing: drop the temporary name then.
-            let _ = std::fs::remove_file(tmp);
+            let _ = dir.unlink_at(tmp);
         }
         Ok(())
     }
@@ -192,78 +274,54 @@ impl Receiver<'_> {
     async fn handle(&mut self, id: u64, body: Body) -> Result<()> {
         match body {
             Body::Delete(d) => {
-                let p = self.path(&d.path, false)?;
-                if fsops::remove_any(&p).ctx("deleting", &p)? {
+                let (dir, name) = self.parent(&d.path)?;
+                if dir.remove_all_at(name).map_err(|e| failed(&d.path, "deleting", e))? {
                     self.stats.deleted += 1;
                 }
-                self.verified.clear();
+                self.parents.clear();
             }
-            Body::Mkdir(e) => {
-                let p = self.path(&e.path, true)?;
-                match std::fs::symlink_metadata(&p) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        fsops::remove_any(&p).ctx("replacing", &p)?;
-                        std::fs::create_dir(&p).ctx("creating directory", &p)?;
-                    }
-                    Err(_) => std::fs::create_dir(&p).ctx("creating directory", &p)?,
-                }
-                // Owner and mode now (so contents land in a directory owned right); times last.
-                fsops::lchown(&p, e.uid, e.gid).ctx("chown", &p)?;
-            }
-            Body::SetMeta(e) => {
-                let p = self.path(&e.path, true)?;
-                let md = std::fs::symlink_metadata(&p).ctx("reading", &p)?;
-                if fsops::kind_of(&md) != e.kind() {
-                    return Err(Error::sync(display(&e.path), "metadata for an entry of another type"));
-                }
-                if e.kind() == FileKind::Directory {
-                    self.dir_meta.push(e);
-                } else if e.kind() == FileKind::Regular && self.opts.link_dest.is_some() && {
-                    use std::os::unix::fs::MetadataExt;
-                    md.nlink() > 1
-                } {
-                    // Possibly shared with the link-dest tree: change a private copy.
-                    let tmp = self.temp(&p);
-                    std::fs::copy(&p, &tmp).ctx("copying", &p)?;
-                    fsops::apply_meta(&tmp, &e, self.xattrs).ctx("setting metadata", &tmp)?;
-                    self.install(&tmp, &p, true)?;
-                } else {
-                    fsops::apply_meta(&p, &e, self.xattrs).ctx("setting metadata", &p)?;
-                }
-            }
+            Body::Mkdir(e) => self.mkdir(&e)?,
+            Body::SetMeta(e) => self.set_meta(e)?,
             Body::Symlink(e) => {
-                let p = self.path(&e.path, false)?;
-                let tmp = self.temp(&p);
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes_ext(&e.symlink_target), &tmp).ctx("creating symlink", &tmp)?;
-                self.finish_new(&tmp, &p, &e)?;
+                let (dir, name) = self.parent(&e.path)?;
+                let tmp = Self::temp(&e.path)?;
+                dir.symlink_at(&e.symlink_target, &tmp).map_err(|err| failed(&e.path, "creating symlink", err))?;
+                self.finish_new(&dir, &tmp, name, &e)?;
             }
             Body::Mknod(e) => {
                 if !is_special(e.kind()) {
                     return Err(Error::sync(display(&e.path), "Mknod for a file that is not special"));
                 }
-                let p = self.path(&e.path, false)?;
-                let tmp = self.temp(&p);
-                fsops::mknod(&tmp, e.kind(), e.mode, e.rdev).ctx("mknod", &tmp)?;
-                self.finish_new(&tmp, &p, &e)?;
+                let (dir, name) = self.parent(&e.path)?;
+                let tmp = Self::temp(&e.path)?;
+                dir.mknod_at(&tmp, tree_kind(e.kind()), e.mode, e.rdev).map_err(|err| failed(&e.path, "mknod", err))?;
+                self.finish_new(&dir, &tmp, name, &e)?;
             }
             Body::Hardlink(Hardlink { path, target }) => {
-                let p = self.path(&path, false)?;
-                let t = self.path(&target, false)?;
-                let tmp = self.temp(&p);
-                std::fs::hard_link(&t, &tmp).ctx("linking", &p)?;
-                self.install(&tmp, &p, false)?;
+                let (dir, name) = self.parent(&path)?;
+                let node = self.node(&target)?;
+                if node.kind() != Kind::Regular {
+                    return Err(Error::sync(
+                        display(&path),
+                        format!("refused: the hardlink target {} is {}", display(&target), node.kind().describe()),
+                    ));
+                }
+                let tmp = Self::temp(&path)?;
+                dir.link_at(&node, &tmp).map_err(|e| failed(&path, "linking", e))?;
+                self.install(&dir, &tmp, name, false, &path)?;
             }
             Body::LinkFrom(e) => {
-                let p = self.path(&e.path, false)?;
-                let Some(ld) = self.opts.link_dest.clone() else {
+                let (dir, name) = self.parent(&e.path)?;
+                let Some(ld) = &self.link_dest else {
                     return Err(Error::sync(display(&e.path), "LinkFrom without a link-dest tree"));
                 };
-                let mut seen = HashSet::new();
-                let from = resolve(&ld, &e.path, false, &mut seen)?;
-                let tmp = self.temp(&p);
-                std::fs::hard_link(&from, &tmp).ctx("linking from the previous tree", &from)?;
-                self.install(&tmp, &p, false)?;
+                let node = ld.node_beneath(&e.path).map_err(|err| unreachable(&e.path, "in the previous tree", &err))?;
+                if node.kind() != Kind::Regular {
+                    return Err(Error::sync(display(&e.path), format!("refused: in the previous tree it is {}", node.kind().describe())));
+                }
+                let tmp = Self::temp(&e.path)?;
+                dir.link_at(&node, &tmp).map_err(|err| failed(&e.path, "linking from the previous tree", err))?;
+                self.install(&dir, &tmp, name, false, &e.path)?;
             }
             Body::PutFile(pf) => self.put_file(pf).await?,
             Body::PutFiles(batch) => self.put_files(batch)?,
@@ -272,30 +330,94 @@ impl Receiver<'_> {
                 self.conn.reply(id, Body::SignatureReply(SignatureReply { signature })).await?;
             }
             other => {
-                return Err(Error::Protocol(format!("unexpected {} during a sync pass", other.name())));
+                return Err(Error::Protocol(format!("unexpected {} message during a sync pass", other.name())));
             }
         }
         Ok(())
     }
 
+    /// A directory (the root: only its owner). Owner now, so that contents land in a directory
+    /// owned right; mode and times at the end of the pass.
+    fn mkdir(&mut self, e: &FileEntry) -> Result<()> {
+        if e.path.is_empty() {
+            return meta::set_owner(Target::Dir(&self.root), e.uid, e.gid).map_err(|err| failed(&e.path, "chown", err));
+        }
+        let (dir, name) = self.parent(&e.path)?;
+        match dir.stat_at(name) {
+            Ok(st) if st.kind() == Kind::Directory => {}
+            Ok(_) => {
+                dir.remove_all_at(name).map_err(|err| failed(&e.path, "replacing", err))?;
+                self.parents.clear();
+                dir.mkdir_at(name, 0o700).map_err(|err| failed(&e.path, "creating directory", err))?;
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                dir.mkdir_at(name, 0o700).map_err(|err| failed(&e.path, "creating directory", err))?;
+            }
+            Err(err) => return Err(failed(&e.path, "reading", err)),
+        }
+        let child = dir.child_dir(name).map_err(|err| unreachable(&e.path, "refused", &err))?;
+        meta::set_owner(Target::Dir(&child), e.uid, e.gid).map_err(|err| failed(&e.path, "chown", err))?;
+        self.parents.insert(e.path.clone(), Arc::new(child));
+        Ok(())
+    }
+
+    fn set_meta(&mut self, e: FileEntry) -> Result<()> {
+        if e.kind() == FileKind::Directory {
+            // Applied at the end (after what the pass puts inside it), on the directory's fd.
+            fsops::check_rel(&e.path, true)?;
+            self.dir_meta.push(e);
+            return Ok(());
+        }
+        let node = self.node(&e.path)?;
+        if node.kind() != tree_kind(e.kind()) {
+            return Err(Error::sync(
+                display(&e.path),
+                format!("metadata for {} but here it is {}", tree_kind(e.kind()).describe(), node.kind().describe()),
+            ));
+        }
+        if node.kind() == Kind::Regular && self.link_dest.is_some() && node.stat().nlink > 1 {
+            // Possibly shared with the link-dest tree: change a private copy.
+            let (dir, name) = self.parent(&e.path)?;
+            let tmp = Self::temp(&e.path)?;
+            let copied = node.reopen(false).and_then(|src| {
+                let dst = dir.create_file_at(&tmp, 0o600)?;
+                copy_extents(&src, &dst, node.stat().size)?;
+                Ok(dst)
+            });
+            let dst = match copied {
+                Ok(d) => d,
+                Err(err) => {
+                    let _ = dir.unlink_at(&tmp);
+                    return Err(failed(&e.path, "copying", err));
+                }
+            };
+            return self.finish_file(dst, &dir, &tmp, name, &e);
+        }
+        apply_meta(Target::Node(&node), &e, self.xattrs).map_err(|err| failed(&e.path, "setting metadata", err))
+    }
+
     /// Metadata on a freshly made temporary entry (a new inode has no xattrs to remove, so
     /// the xattr step runs only when there are some to set), then into place.
-    fn finish_new(&mut self, tmp: &Path, target: &Path, e: &FileEntry) -> Result<()> {
-        if let Err(err) = fsops::apply_meta(tmp, e, self.xattrs && !e.xattrs.is_empty()) {
-            let _ = std::fs::remove_file(tmp);
-            return Err(Error::io("setting metadata", tmp, err));
+    fn finish_new(&mut self, dir: &Dir, tmp: &[u8], name: &[u8], e: &FileEntry) -> Result<()> {
+        let res = dir.node_at(tmp).and_then(|node| apply_meta(Target::Node(&node), e, self.xattrs && !e.xattrs.is_empty()));
+        if let Err(err) = res {
+            let _ = dir.unlink_at(tmp);
+            return Err(failed(&e.path, "setting metadata", err));
         }
-        self.install(tmp, target, true)
+        self.install(dir, tmp, name, true, &e.path)
     }
 
     fn signature(&mut self, rel: &[u8], block_size: u32) -> Option<Vec<u8>> {
-        let p = self.path(rel, false).ok()?;
-        let md = std::fs::symlink_metadata(&p).ok()?;
-        // Deltas work in memory: refuse to load more than a source may delta.
-        if !md.is_file() || md.len() > super::DEFAULT_DELTA_MAX || !(64..=1 << 20).contains(&block_size) {
+        fsops::check_rel(rel, false).ok()?;
+        if !(64..=1 << 20).contains(&block_size) {
             return None;
         }
-        let data = std::fs::read(&p).ok()?;
+        let Ok(Opened::File(f, st)) = self.root.open_file_beneath(rel, false, None) else { return None };
+        // Deltas work in memory: refuse to load more than a source may delta.
+        if st.size > super::DEFAULT_DELTA_MAX || st.size.div_ceil(block_size.into()) > MAX_SIGNATURE_BLOCKS {
+            return None;
+        }
+        let data = read_bounded(&f, super::DEFAULT_DELTA_MAX).ok()??;
         let sig = fast_rsync::Signature::calculate(&data, fast_rsync::SignatureOptions { block_size, crypto_hash_size: 8 });
         Some(sig.into_serialized())
     }
@@ -306,34 +428,38 @@ impl Receiver<'_> {
         let inline = pf.delta && pf.stream == 0;
         let mut rx = if inline { None } else { Some(self.conn.accept_stream(pf.stream)?) };
         let name = display(&entry.path);
+        if pf.delta && entry.size > super::DEFAULT_DELTA_MAX {
+            return Err(Error::Protocol(format!("{name}: a delta for {} bytes is more than the destination accepts", entry.size)));
+        }
+        if !pf.delta && self.layouts && !pf.extents.is_empty() {
+            return Err(Error::Protocol(format!("{name}: extents in a PutFile of a pass with extent records")));
+        }
         // Local failures are remembered, not returned at once: the stream and the FileCommit
         // that follow must still be consumed to stay in step with the source.
         let mut failure: Option<Error> = None;
-        let mut hasher = blake3::Hasher::new();
-        let mut target = None;
-        let mut tmp = None;
-        let mut file = None;
-        match self.path(&entry.path, false) {
-            Ok(p) => {
-                let t = self.temp(&p);
-                match std::fs::OpenOptions::new().write(true).create_new(true).open(&t) {
-                    Ok(f) => {
+        let mut data = blake3::Hasher::new();
+        let mut target: Option<(Arc<Dir>, Vec<u8>)> = None;
+        let mut tmp: Option<Vec<u8>> = None;
+        let mut file: Option<File> = None;
+        match self.parent(&entry.path) {
+            Ok((dir, n)) => {
+                match fsops::temp_name().and_then(|t| dir.create_file_at(&t, 0o600).map(|f| (t, f))) {
+                    Ok((t, f)) => {
                         file = Some(f);
                         tmp = Some(t);
                     }
-                    Err(e) => failure = Some(Error::io("creating", &t, e)),
+                    Err(e) => failure = Some(failed(&entry.path, "creating a temporary file", e)),
                 }
-                target = Some(p);
+                target = Some((dir, n.to_vec()));
             }
             Err(e) => failure = Some(e),
         }
         let mut written = 0u64;
         // The destination's copy and its old length, when an append delta grew it in place
         // (no temporary file then).
-        let mut in_place: Option<(PathBuf, u64)> = None;
-        if pf.delta && entry.size > super::DEFAULT_DELTA_MAX {
-            return Err(Error::Protocol(format!("{name}: a delta for {} bytes is more than the destination accepts", entry.size)));
-        }
+        let mut in_place: Option<(File, u64)> = None;
+        // The digest this side computes, once all is written.
+        let digest: [u8; 32];
         let delta_limit = (entry.size as usize).saturating_mul(2).saturating_add(1 << 20);
         if pf.delta {
             let delta = match rx.as_mut() {
@@ -350,56 +476,55 @@ impl Receiver<'_> {
                     Err(e) => return Err(e),
                 },
             };
-            let appended = match (&failure, &target, parse_append_delta(&delta)) {
-                (None, Some(t), Some((old_len, tail))) => append_in_place(t, old_len, tail, &mut hasher),
+            let appended = match (&failure, parse_append_delta(&delta)) {
+                (None, Some((old_len, tail))) => append_in_place(&self.root, &entry.path, old_len, tail, &mut data),
                 _ => None,
             };
             if let Some(res) = appended {
                 match res {
-                    Ok(old_len) => {
+                    Ok(f) => {
                         written = entry.size;
-                        in_place = target.clone().map(|t| (t, old_len));
+                        in_place = Some(f);
                     }
                     Err(e) => failure = Some(e),
                 }
-            } else if let (None, Some(t), Some(f)) = (&failure, &target, &file) {
-                match std::fs::read(t) {
-                    Ok(base) => {
-                        let mut out = Vec::with_capacity(entry.size as usize);
-                        match fast_rsync::apply_limited(&base, &delta, &mut out, entry.size as usize) {
-                            Ok(()) => {
-                                hasher.update(&out);
-                                written = out.len() as u64;
-                                if let Err(e) = f.write_all_at(&out, 0) {
-                                    failure = Some(Error::io("writing", t, e));
+            } else if let (None, Some(f)) = (&failure, &file) {
+                match self.root.open_file_beneath(&entry.path, false, None) {
+                    Ok(Opened::File(base, _)) => match read_bounded(&base, super::DEFAULT_DELTA_MAX) {
+                        Ok(Some(base)) => {
+                            let mut out = Vec::with_capacity(entry.size as usize);
+                            match fast_rsync::apply_limited(&base, &delta, &mut out, entry.size as usize) {
+                                Ok(()) => {
+                                    data.update(&out);
+                                    written = out.len() as u64;
+                                    if let Err(e) = f.write_all_at(&out, 0) {
+                                        failure = Some(failed(&entry.path, "writing", e));
+                                    }
                                 }
+                                Err(e) => failure = Some(Error::sync(name.clone(), format!("applying the delta: {e}"))),
                             }
-                            Err(e) => failure = Some(Error::sync(name.clone(), format!("applying the delta: {e}"))),
                         }
-                    }
-                    Err(e) => failure = Some(Error::io("reading the old copy of", t, e)),
+                        Ok(None) => failure = Some(Error::sync(name.clone(), "the old copy is larger than a delta may be")),
+                        Err(e) => failure = Some(failed(&entry.path, "reading the old copy", e)),
+                    },
+                    Ok(_) => failure = Some(Error::sync(name.clone(), "no old copy (a regular file) to apply the delta to")),
+                    Err(e) => failure = Some(failed(&entry.path, "reading the old copy", e)),
                 }
             }
+            digest = dense_digest(&data.finalize(), written, self.layouts);
         } else {
-            let extents = check_extents(&pf.extents, entry.size).map_err(|m| Error::sync(name.clone(), m));
-            let extents = match extents {
-                Ok(x) => x,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                    Vec::new()
-                }
-            };
             if let (None, Some(f)) = (&failure, &file) {
                 if let Err(e) = f.set_len(entry.size) {
-                    failure = Some(Error::io("sizing", tmp.as_deref().unwrap_or(Path::new("?")), e));
+                    failure = Some(failed(&entry.path, "sizing", e));
                 }
             }
             let Some(rx) = rx.as_mut() else {
                 return Err(Error::Protocol(format!("{name}: PutFile without a stream")));
             };
-            let mut ext = extents.into_iter();
-            let mut cur: Option<(u64, u64)> = None; // (offset of next byte, bytes left in extent)
-            let mut hashed_to = 0u64;
+            let mut sink = WholeFile::new(&entry, self.layouts, &pf);
+            if let Err(m) = &sink.check {
+                failure.get_or_insert(Error::sync(name.clone(), m.clone()));
+            }
             loop {
                 let chunk = match rx.recv().await {
                     Ok(Some(c)) => c,
@@ -414,40 +539,21 @@ impl Receiver<'_> {
                 if failure.is_some() {
                     continue;
                 }
-                let mut data = &chunk[..];
-                while !data.is_empty() {
-                    if cur.is_none_or(|c| c.1 == 0) {
-                        match ext.next() {
-                            Some((off, len)) => {
-                                hash_zeros(&mut hasher, off - hashed_to);
-                                hashed_to = off;
-                                cur = Some((off, len));
-                            }
-                            None => {
-                                failure = Some(Error::sync(name.clone(), "more data than the announced extents"));
-                                break;
-                            }
-                        }
-                    }
-                    let (off, left) = cur.unwrap_or((0, 0));
-                    let n = (left as usize).min(data.len());
-                    if let Some(f) = &file {
-                        if let Err(e) = f.write_all_at(&data[..n], off) {
-                            failure = Some(Error::io("writing", tmp.as_deref().unwrap_or(Path::new("?")), e));
-                            break;
-                        }
-                    }
-                    hasher.update(&data[..n]);
-                    hashed_to = off + n as u64;
-                    written += n as u64;
-                    cur = Some((off + n as u64, left - n as u64));
-                    data = &data[n..];
+                let wrote = sink.take(&chunk, &mut data, |off, bytes| match &file {
+                    Some(f) => f.write_all_at(bytes, off).map_err(|e| failed(&entry.path, "writing", e)),
+                    None => Ok(()),
+                });
+                match wrote {
+                    Ok(n) => written += n,
+                    Err(e) => failure = Some(e),
                 }
             }
-            if failure.is_none() && (ext.next().is_some() || cur.is_some_and(|c| c.1 != 0)) {
-                failure = Some(Error::sync(name.clone(), "the stream ended before all announced data arrived"));
+            if failure.is_none() {
+                if let Err(m) = sink.finished() {
+                    failure = Some(Error::sync(name.clone(), m));
+                }
             }
-            hash_zeros(&mut hasher, entry.size.saturating_sub(hashed_to));
+            digest = sink.digest(data, entry.size);
         }
         let commit = if inline {
             FileCommit { path: entry.path.clone(), blake3: pf.blake3 }
@@ -465,34 +571,34 @@ impl Receiver<'_> {
             }
             commit
         };
-        let cleanup = |tmp: &Option<PathBuf>| {
-            if let Some(t) = tmp {
-                let _ = std::fs::remove_file(t);
+        let cleanup = |target: &Option<(Arc<Dir>, Vec<u8>)>, tmp: &Option<Vec<u8>>| {
+            if let (Some((dir, _)), Some(t)) = (target, tmp) {
+                let _ = dir.unlink_at(t);
             }
         };
         if let Some((grown, old_len)) = in_place {
-            cleanup(&tmp);
-            return self.finish_in_place(&grown, old_len, &entry, &commit, hasher.finalize(), written);
+            cleanup(&target, &tmp);
+            return self.finish_in_place(grown, old_len, &entry, &commit, &digest, written);
         }
         if let Some(f) = failure {
-            cleanup(&tmp);
+            cleanup(&target, &tmp);
             return Err(f);
         }
         if commit.blake3.is_empty() {
-            cleanup(&tmp);
+            cleanup(&target, &tmp);
             return Err(Error::sync(name, "the source could not read the file (see its error)"));
         }
-        if commit.blake3 != hasher.finalize().as_bytes() {
-            cleanup(&tmp);
+        if commit.blake3 != digest {
+            cleanup(&target, &tmp);
             return Err(Error::sync(
                 name,
                 "blake3 digest mismatch: the data received differs from the source's file (corrupted in transit); the old copy is kept",
             ));
         }
-        let (Some(tmp), Some(target), Some(file)) = (tmp, target, file) else {
+        let (Some(tmp), Some((dir, n)), Some(file)) = (tmp, target, file) else {
             return Err(Error::sync(name, "no temporary file"));
         };
-        self.finish_file(file, &tmp, &target, &entry)?;
+        self.finish_file(file, &dir, &tmp, &n, &entry)?;
         self.stats.files_written += 1;
         self.stats.bytes_written += written;
         Ok(())
@@ -500,20 +606,14 @@ impl Receiver<'_> {
 
     /// A file grown in place by an append delta: kept when its digest is the source's (then
     /// its metadata is set), else cut back to what it held before.
-    fn finish_in_place(
-        &mut self,
-        path: &Path,
-        old_len: u64,
-        entry: &FileEntry,
-        commit: &FileCommit,
-        digest: blake3::Hash,
-        written: u64,
-    ) -> Result<()> {
+    fn finish_in_place(&mut self, file: File, old_len: u64, entry: &FileEntry, commit: &FileCommit, digest: &[u8; 32], written: u64) -> Result<()> {
         let name = display(&entry.path);
-        if commit.blake3.is_empty() || commit.blake3 != digest.as_bytes() {
-            if let Err(e) = std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.set_len(old_len)) {
+        if commit.blake3.is_empty() || commit.blake3 != digest {
+            if let Err(e) = file.set_len(old_len) {
                 // The copy is neither old nor new: remove it, the next pass sends it whole.
-                let _ = std::fs::remove_file(path);
+                if let Ok((dir, n)) = self.parent(&entry.path) {
+                    let _ = dir.unlink_at(n);
+                }
                 tracing::warn!("{name}: cutting back a failed append: {e}");
             }
             let why = if commit.blake3.is_empty() {
@@ -523,7 +623,7 @@ impl Receiver<'_> {
             };
             return Err(Error::sync(name, why));
         }
-        fsops::apply_meta(path, entry, self.xattrs).map_err(|e| Error::io("setting metadata", path, e))?;
+        apply_meta(Target::File(&file), entry, self.xattrs).map_err(|e| failed(&entry.path, "setting metadata", e))?;
         self.stats.files_written += 1;
         self.stats.bytes_written += written;
         Ok(())
@@ -531,14 +631,14 @@ impl Receiver<'_> {
 
     /// Metadata on a freshly written temporary file (a new inode has no xattrs to remove, so
     /// the xattr step runs only when there are some to set), then into place.
-    fn finish_file(&mut self, file: std::fs::File, tmp: &Path, target: &Path, entry: &FileEntry) -> Result<()> {
+    fn finish_file(&mut self, file: File, dir: &Dir, tmp: &[u8], name: &[u8], entry: &FileEntry) -> Result<()> {
         let xattrs = self.xattrs && !entry.xattrs.is_empty();
-        if let Err(e) = fsops::apply_meta_fd(&file, tmp, entry, xattrs) {
-            let _ = std::fs::remove_file(tmp);
-            return Err(Error::io("setting metadata", tmp, e));
+        if let Err(e) = apply_meta(Target::File(&file), entry, xattrs) {
+            let _ = dir.unlink_at(tmp);
+            return Err(failed(&entry.path, "setting metadata", e));
         }
         drop(file);
-        self.install(tmp, target, true)
+        self.install(dir, tmp, name, true, &entry.path)
     }
 
     /// A PutFiles batch. A file that fails is recorded and the others go on.
@@ -571,36 +671,187 @@ impl Receiver<'_> {
                 "blake3 digest mismatch: the data received differs from the source's file (corrupted in transit); the old copy is kept",
             ));
         }
-        let target = self.path(&entry.path, false)?;
-        let tmp = self.temp(&target);
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).ctx("creating", &tmp)?;
-        if let Err(e) = std::io::Write::write_all(&mut file, data) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io("writing", &tmp, e));
+        let (dir, name) = self.parent(&entry.path)?;
+        let tmp = Self::temp(&entry.path)?;
+        let mut file = dir.create_file_at(&tmp, 0o600).map_err(|e| failed(&entry.path, "creating a temporary file", e))?;
+        if let Err(e) = file.write_all(data) {
+            let _ = dir.unlink_at(&tmp);
+            return Err(failed(&entry.path, "writing", e));
         }
-        self.finish_file(file, &tmp, &target, entry)?;
+        self.finish_file(file, &dir, &tmp, name, entry)?;
         self.stats.files_written += 1;
         self.stats.bytes_written += entry.size;
         Ok(())
     }
 
     /// Directory metadata, deepest first (setting a child's times would not change its parent's
-    /// mtime, but creating it did, so parents come after), then flush if asked.
+    /// mtime, but creating it did, so parents come after), each through the directory's own fd
+    /// (whatever took its name during the pass is never followed), then flush if asked.
     fn finish(&mut self) {
         let mut metas = std::mem::take(&mut self.dir_meta);
         metas.sort_by_key(|e| std::cmp::Reverse(e.path.iter().filter(|b| **b == b'/').count() + usize::from(!e.path.is_empty())));
         for e in metas {
-            let res =
-                self.path(&e.path, true).and_then(|p| fsops::apply_meta(&p, &e, self.xattrs).map_err(|err| Error::io("setting metadata", &p, err)));
+            let res = self
+                .root
+                .dir_beneath(&e.path)
+                .map_err(|err| unreachable(&e.path, "setting directory metadata", &err))
+                .and_then(|d| apply_meta(Target::Dir(&d), &e, self.xattrs).map_err(|err| failed(&e.path, "setting metadata", err)));
             if let Err(err) = res {
                 self.record(err);
             }
         }
         if self.opts.fsync {
-            if let Err(e) = fsops::syncfs(&self.root) {
-                let root = self.root.clone();
+            if let Err(e) = self.root.syncfs() {
+                let root = self.root_path.to_path_buf();
                 self.record(Error::io("flushing", root, e));
             }
+        }
+    }
+}
+
+/// All of `f`, unless it holds more than `limit` bytes (`None`).
+fn read_bounded(f: &File, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    f.take(limit + 1).read_to_end(&mut out)?;
+    Ok((out.len() as u64 <= limit).then_some(out))
+}
+
+/// Copy the data extents of `src` (`size` bytes) into `dst`, leaving its holes holes.
+fn copy_extents(src: &File, dst: &File, size: u64) -> std::io::Result<()> {
+    dst.set_len(size)?;
+    let mut buf = vec![0u8; (1 << 20).min(size as usize).max(1)];
+    for x in ferry_tree::extents::data_extents(src, size) {
+        let (off, len) = x?;
+        let mut done = 0u64;
+        while done < len {
+            let want = ((len - done) as usize).min(buf.len());
+            let n = src.read_at(&mut buf[..want], off + done)?;
+            if n == 0 {
+                break;
+            }
+            dst.write_all_at(&buf[..n], off + done)?;
+            done += n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// A whole file arriving on its data stream: extent records (protocol 1.1), or the bytes of the
+/// extents its PutFile listed, back to back (1.0). Tracks where the next bytes go, checks the
+/// records, and hashes what is written (see `digest`).
+struct WholeFile {
+    name: String,
+    size: u64,
+    records: bool,
+    /// 1.0: the announced extents, in order; `check` says whether they were sound.
+    listed: std::vec::IntoIter<(u64, u64)>,
+    check: std::result::Result<(), String>,
+    /// Bytes of a record header received so far.
+    head: [u8; RECORD_HEADER],
+    head_len: usize,
+    /// Where the next data byte goes and how many are left in the current extent.
+    at: u64,
+    left: u64,
+    /// End of the last extent (records must come in order, without overlap).
+    end: u64,
+    layout: Layout,
+    /// 1.0: how far the plain digest has come (holes hashed as zeros).
+    hashed_to: u64,
+}
+
+impl WholeFile {
+    fn new(entry: &FileEntry, records: bool, pf: &PutFile) -> Self {
+        let check = if records { Ok(Vec::new()) } else { check_extents(&pf.extents, entry.size) };
+        let (listed, check) = match check {
+            Ok(l) => (l, Ok(())),
+            Err(m) => (Vec::new(), Err(m)),
+        };
+        WholeFile {
+            name: display(&entry.path),
+            size: entry.size,
+            records,
+            listed: listed.into_iter(),
+            check,
+            head: [0; RECORD_HEADER],
+            head_len: 0,
+            at: 0,
+            left: 0,
+            end: 0,
+            layout: Layout::default(),
+            hashed_to: 0,
+        }
+    }
+
+    /// Take `chunk` of the stream, calling `write(offset, bytes)` for its file bytes; returns
+    /// how many file bytes it held.
+    fn take(&mut self, mut chunk: &[u8], data: &mut blake3::Hasher, mut write: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<u64> {
+        let mut n = 0u64;
+        while !chunk.is_empty() {
+            if self.left == 0 {
+                self.next_extent(&mut chunk, data)?;
+                continue;
+            }
+            let k = (self.left.min(chunk.len() as u64)) as usize;
+            write(self.at, &chunk[..k])?;
+            data.update(&chunk[..k]);
+            self.at += k as u64;
+            self.left -= k as u64;
+            self.hashed_to = self.at;
+            n += k as u64;
+            chunk = &chunk[k..];
+        }
+        Ok(n)
+    }
+
+    /// Start the next extent: from a record header in the stream, or the next listed one.
+    fn next_extent(&mut self, chunk: &mut &[u8], data: &mut blake3::Hasher) -> Result<()> {
+        let bad = |m: String| Err(Error::sync(self.name.clone(), m));
+        let (off, len) = if self.records {
+            let k = (RECORD_HEADER - self.head_len).min(chunk.len());
+            self.head[self.head_len..self.head_len + k].copy_from_slice(&chunk[..k]);
+            self.head_len += k;
+            *chunk = &chunk[k..];
+            if self.head_len < RECORD_HEADER {
+                return Ok(());
+            }
+            self.head_len = 0;
+            let off = u64::from_be_bytes(self.head[..8].try_into().expect("8 bytes"));
+            let len = u64::from_be_bytes(self.head[8..].try_into().expect("8 bytes"));
+            let stop = off.checked_add(len);
+            if len == 0 || off < self.end || stop.is_none_or(|s| s > self.size) {
+                return bad(format!("bad extent record {off}+{len} in a file of {} bytes", self.size));
+            }
+            self.layout.extent(off, len);
+            (off, len)
+        } else {
+            match self.listed.next() {
+                Some(x) => x,
+                None => return bad("more data than the announced extents".into()),
+            }
+        };
+        if !self.records {
+            hash_zeros(data, off - self.hashed_to);
+        }
+        self.end = off + len;
+        self.at = off;
+        self.left = len;
+        Ok(())
+    }
+
+    /// Whether the stream ended where a file may end.
+    fn finished(&mut self) -> std::result::Result<(), String> {
+        if self.head_len != 0 || self.left != 0 || self.listed.next().is_some() {
+            return Err("the stream ended before all announced data arrived".into());
+        }
+        Ok(())
+    }
+
+    fn digest(&self, mut data: blake3::Hasher, size: u64) -> [u8; 32] {
+        if self.records {
+            self.layout.file_digest(&data.finalize(), size)
+        } else {
+            hash_zeros(&mut data, size.saturating_sub(self.hashed_to));
+            *data.finalize().as_bytes()
         }
     }
 }
@@ -620,17 +871,6 @@ fn check_extents(extents: &[crate::proto::Extent], size: u64) -> std::result::Re
         }
     }
     Ok(out)
-}
-
-trait FromBytesExt {
-    fn from_bytes_ext(b: &[u8]) -> &Self;
-}
-
-impl FromBytesExt for std::ffi::OsStr {
-    fn from_bytes_ext(b: &[u8]) -> &Self {
-        use std::os::unix::ffi::OsStrExt;
-        std::ffi::OsStr::from_bytes(b)
-    }
 }
 
 /// The shape of the delta a source sends for a file that only grew (`source::append_delta`):
@@ -657,17 +897,16 @@ fn parse_append_delta(delta: &[u8]) -> Option<(u64, &[u8])> {
     (end == [0]).then_some((keep, tail))
 }
 
-/// Appends `tail` to `path` when it holds exactly `old_len` bytes in a file of its own (one
-/// link), and makes `hasher` (fresh) the digest of the whole result. `None` when the copy is
-/// not like that (the caller applies the delta the usual way); an error leaves the file as it
-/// was. Returns `old_len`.
-fn append_in_place(path: &Path, old_len: u64, tail: &[u8], hasher: &mut blake3::Hasher) -> Option<Result<u64>> {
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::symlink_metadata(path).ok()?;
-    if !md.is_file() || md.len() != old_len || md.nlink() != 1 {
+/// Appends `tail` to the file `rel` when it holds exactly `old_len` bytes in a file of its own
+/// (a regular file with one link, opened beneath the root through its fd), and makes `hasher`
+/// (fresh) the blake3 of the whole result. `None` when the copy is not like that (the caller
+/// applies the delta the usual way); an error leaves the file as it was. Returns the file and
+/// `old_len`.
+fn append_in_place(root: &Dir, rel: &[u8], old_len: u64, tail: &[u8], hasher: &mut blake3::Hasher) -> Option<Result<(File, u64)>> {
+    let Ok(Opened::File(f, st)) = root.open_file_beneath(rel, true, None) else { return None };
+    if st.size != old_len || st.nlink != 1 {
         return None;
     }
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).ok()?;
     // What the copy holds now goes into the digest first: the result must match the
     // source's whole file, not only the tail.
     let mut whole = blake3::Hasher::new();
@@ -687,11 +926,11 @@ fn append_in_place(path: &Path, old_len: u64, tail: &[u8], hasher: &mut blake3::
     }
     if let Err(e) = f.write_all_at(tail, old_len) {
         let _ = f.set_len(old_len);
-        return Some(Err(Error::io("appending to", path, e)));
+        return Some(Err(failed(rel, "appending", e)));
     }
     whole.update(tail);
     *hasher = whole;
-    Some(Ok(old_len))
+    Some(Ok((f, old_len)))
 }
 
 #[cfg(test)]
@@ -713,5 +952,49 @@ mod tests {
         let mut delta = Vec::new();
         fast_rsync::diff(&sig.index(), &changed, &mut delta).unwrap();
         assert_eq!(parse_append_delta(&delta), None);
+    }
+
+    fn record(off: u64, len: u64) -> Vec<u8> {
+        [off.to_be_bytes(), len.to_be_bytes()].concat()
+    }
+
+    #[test]
+    fn extent_records_are_checked_and_split_anywhere() {
+        let entry = FileEntry { size: 100, ..Default::default() };
+        let pf = PutFile::default();
+        let mut stream = record(10, 3);
+        stream.extend_from_slice(b"abc");
+        stream.extend(record(50, 2));
+        stream.extend_from_slice(b"de");
+        // Cut into one-byte chunks: headers and data split anywhere.
+        let mut w = WholeFile::new(&entry, true, &pf);
+        let mut got = Vec::new();
+        let mut h = blake3::Hasher::new();
+        for b in &stream {
+            w.take(std::slice::from_ref(b), &mut h, |off, bytes| {
+                got.push((off, bytes.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        }
+        w.finished().unwrap();
+        let joined: Vec<(u64, u8)> = got.iter().flat_map(|(o, b)| b.iter().enumerate().map(move |(i, x)| (o + i as u64, *x))).collect();
+        assert_eq!(joined, vec![(10, b'a'), (11, b'b'), (12, b'c'), (50, b'd'), (51, b'e')]);
+        let mut layout = Layout::default();
+        layout.extent(10, 3);
+        layout.extent(50, 2);
+        assert_eq!(w.digest(h, 100), layout.file_digest(&blake3::hash(b"abcde"), 100));
+
+        // Out of order, overlapping, past the end, empty, cut short: refused.
+        for bad in [[record(50, 2), b"de".to_vec(), record(10, 3)].concat(), record(99, 2), record(10, 0)] {
+            let mut w = WholeFile::new(&entry, true, &pf);
+            let mut data = bad.clone();
+            data.resize(data.len() + 8, 0);
+            let r = w.take(&data, &mut blake3::Hasher::new(), |_, _| Ok(()));
+            assert!(r.is_err(), "{bad:?} accepted");
+        }
+        let mut w = WholeFile::new(&entry, true, &pf);
+        w.take(&[record(0, 10), b"abc".to_vec()].concat(), &mut blake3::Hasher::new(), |_, _| Ok(())).unwrap();
+        assert!(w.finished().is_err());
     }
 }

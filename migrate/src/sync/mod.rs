@@ -1,13 +1,15 @@
 //! ferry's file sync: the source walks its tree, the destination answers with a summary of
 //! what it has, and the source sends only what differs — whole files, rsync deltas
 //! (fast_rsync) for large changed files, metadata-only changes, deletions, links, special files,
-//! holes skipped — each file checked by blake3 on arrival. A pass can be repeated as often as
+//! holes skipped — each file checked by blake3 on arrival. Both trees are read and written
+//! through `ferry_tree`: relative to directory fds, never following what the tree holds. A pass can be repeated as often as
 //! wanted; each compares against the destination's actual state.
 //!
 //! The same code serves migrations (over an ssh [`Connection`](crate::proto::Connection)) and
 //! local copies such as snapshots ([`sync_local`], over an in-process pipe, with `link_dest`).
 
 mod dest;
+mod digest;
 pub mod fsops;
 mod iterate;
 mod local;

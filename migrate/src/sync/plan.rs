@@ -76,8 +76,8 @@ pub(crate) fn plan(src: &[SourceEntry], dest: &[FileEntry], opts: &SyncOptions) 
         let op = match e.kind() {
             FileKind::Directory => d.is_none().then_some(Op::Mkdir(i)),
             FileKind::Regular => {
-                if s.nlink > 1 {
-                    if let Some(&(leader, leader_changed)) = leaders.get(&(s.dev, s.ino)) {
+                if s.stat.nlink > 1 {
+                    if let Some(&(leader, leader_changed)) = leaders.get(&(s.stat.dev, s.stat.ino)) {
                         let leader_ino = present(&src[leader].entry.path, e.kind).map(|l| l.ino);
                         let linked = !leader_changed && d.is_some_and(|d| Some(d.ino) == leader_ino);
                         if !linked {
@@ -90,7 +90,9 @@ pub(crate) fn plan(src: &[SourceEntry], dest: &[FileEntry], opts: &SyncOptions) 
                 let op = match d {
                     Some(d) if d.size == e.size && d.mtime_ns == e.mtime_ns => (!meta_eq(e, d, opts.xattrs)).then_some(Op::SetMeta(i)),
                     Some(d) => {
-                        let delta = d.size >= opts.delta_min && e.size >= opts.delta_min && e.size <= opts.delta_max;
+                        // A sparse file goes whole, as its data extents: a delta would read,
+                        // hash and write its holes as zeros.
+                        let delta = d.size >= opts.delta_min && e.size >= opts.delta_min && e.size <= opts.delta_max && s.stat.is_dense();
                         Some(Op::SendFile { idx: i, delta })
                     }
                     None => match in_link_dest.get(e.path.as_slice()) {
@@ -98,8 +100,8 @@ pub(crate) fn plan(src: &[SourceEntry], dest: &[FileEntry], opts: &SyncOptions) 
                         _ => Some(Op::SendFile { idx: i, delta: false }),
                     },
                 };
-                if s.nlink > 1 {
-                    leaders.insert((s.dev, s.ino), (i, op.is_some()));
+                if s.stat.nlink > 1 {
+                    leaders.insert((s.stat.dev, s.stat.ino), (i, op.is_some()));
                 }
                 op
             }
@@ -133,16 +135,24 @@ pub(crate) fn plan(src: &[SourceEntry], dest: &[FileEntry], opts: &SyncOptions) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     fn src(path: &str, kind: FileKind, size: u64, mtime: i64) -> SourceEntry {
-        SourceEntry {
-            entry: FileEntry { path: path.as_bytes().to_vec(), kind: kind as i32, size, mtime_ns: mtime, mode: 0o644, ..Default::default() },
-            full: PathBuf::from(path),
+        let stat = ferry_tree::Stat {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size,
+            blocks: size.div_ceil(512),
+            mtime_ns: mtime,
+            ctime_ns: 0,
             dev: 1,
             ino: 0,
             nlink: 1,
-            blocks: size.div_ceil(512),
+            rdev: 0,
+        };
+        SourceEntry {
+            entry: FileEntry { path: path.as_bytes().to_vec(), kind: kind as i32, size, mtime_ns: mtime, mode: 0o644, ..Default::default() },
+            stat,
             settled_ctime: 0,
         }
     }

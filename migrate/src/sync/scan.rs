@@ -1,11 +1,12 @@
-//! Walking a tree: the source's full manifest and the destination's summary. Symlinks are never
-//! followed and the walk stays on the root's filesystem (a mount point is listed, not entered).
+//! Walking a tree: the source's full manifest and the destination's summary. The walk goes
+//! through directory fds (`ferry_tree::walk`): symlinks are never followed and the walk stays
+//! on the root's filesystem (a mount point is listed, not entered).
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+
+use ferry_tree::walk::walk;
+use ferry_tree::{Dir, Stat};
 
 use super::fsops::{self, TEMP_PREFIX};
 use crate::error::{Error, Result};
@@ -15,12 +16,9 @@ use crate::proto::{FileEntry, FileKind};
 #[derive(Clone, Debug)]
 pub struct SourceEntry {
     pub entry: FileEntry,
-    pub full: PathBuf,
-    pub dev: u64,
-    pub ino: u64,
-    pub nlink: u64,
-    /// 512-byte blocks allocated: fewer than the size needs means the file has holes.
-    pub blocks: u64,
+    /// What the scan saw: an open for the data must find this inode again (type, device,
+    /// inode number), or the entry changed since the scan.
+    pub stat: Stat,
     /// The inode's change time (ns) when it was at least [`SETTLED`] older than the scan,
     /// else 0.
     pub settled_ctime: i64,
@@ -47,153 +45,97 @@ impl<'a> Previous<'a> {
     }
 
     /// The previous entry at `rel` when its inode has not changed since.
-    fn unchanged(&self, rel: &[u8], md: &std::fs::Metadata) -> Option<&'a FileEntry> {
+    fn unchanged(&self, rel: &[u8], st: &Stat) -> Option<&'a FileEntry> {
         let (e, ctime) = self.by_path.get(rel)?;
-        (e.ino == md.ino() && *ctime == ctime_ns(md) && e.kind == fsops::kind_of(md) as i32).then_some(*e)
+        (e.ino == st.ino && *ctime == st.ctime_ns && e.kind == fsops::kind_of(st.kind()) as i32).then_some(*e)
     }
 }
 
-fn ctime_ns(md: &std::fs::Metadata) -> i64 {
-    md.ctime().saturating_mul(1_000_000_000).saturating_add(md.ctime_nsec())
-}
-
-/// Called for each entry: (relative path, full path, lstat data).
-type Visit<'a> = &'a mut dyn FnMut(&[u8], &Path, &std::fs::Metadata) -> Result<()>;
-
-fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    if parent.is_empty() {
-        name.to_vec()
-    } else {
-        let mut v = Vec::with_capacity(parent.len() + 1 + name.len());
-        v.extend_from_slice(parent);
-        v.push(b'/');
-        v.extend_from_slice(name);
-        v
-    }
-}
-
-/// Visit `root` and everything below it in pre-order, names sorted, calling `f(rel, full, md)`.
-/// Entries that vanish during the walk are skipped (the tree may be in use). `skip` may prune
-/// names (e.g. our temporary files).
-fn walk(root: &Path, skip: &mut dyn FnMut(&Path, &[u8]) -> bool, f: Visit<'_>) -> Result<()> {
-    let md = std::fs::symlink_metadata(root).map_err(|e| Error::io("reading", root, e))?;
-    if !md.is_dir() {
-        return Err(Error::sync(root.display().to_string(), "the tree's root is not a directory"));
-    }
-    let root_dev = md.dev();
-    f(b"", root, &md)?;
-    let mut stack: Vec<(Vec<u8>, PathBuf)> = vec![(Vec::new(), root.to_path_buf())];
-    while let Some((rel, dir)) = stack.pop() {
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("listing", &dir, e)),
-        };
-        let mut names = Vec::new();
-        for de in rd {
-            let de = de.map_err(|e| Error::io("listing", &dir, e))?;
-            names.push((de.file_name(), de));
-        }
-        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut subdirs = Vec::new();
-        for (name, de) in names {
-            let full = dir.join(&name);
-            if skip(&full, name.as_bytes()) {
-                continue;
-            }
-            // lstat relative to the open directory: no walk of the whole path per entry.
-            let md = match de.metadata() {
-                Ok(md) => md,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io("reading", &full, e)),
-            };
-            let r = join_rel(&rel, name.as_bytes());
-            f(&r, &full, &md)?;
-            if md.is_dir() && md.dev() == root_dev {
-                subdirs.push((r, full));
-            }
-        }
-        // Reverse so that popping keeps the sorted pre-order.
-        stack.extend(subdirs.into_iter().rev());
-    }
-    Ok(())
+/// Entries that vanish between the listing and the reads are passed over (EINVAL: a symlink
+/// replaced by something else before its target was read).
+fn vanished(e: &io::Error) -> bool {
+    ferry_tree::gone(e) || e.raw_os_error() == Some(libc::EINVAL)
 }
 
 /// The source's manifest, with full xattrs when `xattrs`; `previous` as in [`Previous`].
-pub fn scan_source(root: &Path, xattrs: bool, previous: Option<&Previous<'_>>) -> Result<Vec<SourceEntry>> {
+pub fn scan_source(root: &Dir, xattrs: bool, previous: Option<&Previous<'_>>) -> Result<Vec<SourceEntry>> {
     let mut out = Vec::new();
     let settled_before = std::time::SystemTime::now()
         .checked_sub(SETTLED)
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    walk(root, &mut |_, _| false, &mut |rel, full, md| {
-        let unchanged = previous.and_then(|p| p.unchanged(rel, md));
+    let mut failed = None;
+    let walked = walk(root, &mut |_, _| false, &mut |w| {
+        let unchanged = previous.and_then(|p| p.unchanged(w.rel, w.stat));
         let entry = match unchanged {
             Some(prev) => Ok(FileEntry {
                 symlink_target: prev.symlink_target.clone(),
                 xattrs: prev.xattrs.clone(),
                 xattr_digest: prev.xattr_digest.clone(),
-                ..fsops::entry_from_stat(rel, md)
+                ..fsops::entry_from_stat(w.rel, w.stat)
             }),
-            None => fsops::entry_from(rel, full, md, xattrs, true),
+            None => fsops::entry_at(w.dir, w.name, w.rel, w.stat, xattrs, true),
         };
-        let ctime = ctime_ns(md);
+        let ctime = w.stat.ctime_ns;
         match entry {
-            Ok(entry) => out.push(SourceEntry {
-                entry,
-                full: full.to_path_buf(),
-                dev: md.dev(),
-                ino: md.ino(),
-                nlink: md.nlink(),
-                blocks: md.blocks(),
-                settled_ctime: if ctime < settled_before { ctime } else { 0 },
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("reading", full, e)),
+            Ok(entry) => out.push(SourceEntry { entry, stat: *w.stat, settled_ctime: if ctime < settled_before { ctime } else { 0 } }),
+            Err(e) if vanished(&e) => {}
+            Err(e) => {
+                failed = Some(Error::sync(fsops::display(w.rel), format!("reading: {e}")));
+                return Err(e);
+            }
         }
         Ok(())
-    })?;
+    });
+    if let Err(e) = walked {
+        return Err(failed.unwrap_or_else(|| Error::sync(".", format!("walking the tree: {e}"))));
+    }
     Ok(out)
 }
 
-/// The destination's summary of `root` (creating it if missing), plus the regular files of
-/// `link_dest` that `root` lacks (flagged `in_link_dest`). Leftover temporary files of an
-/// interrupted pass are removed on the way.
-pub fn scan_dest(root: &Path, link_dest: Option<&Path>, xattrs: bool) -> Result<Vec<FileEntry>> {
-    if !root.exists() {
-        std::fs::create_dir_all(root).map_err(|e| Error::io("creating", root, e))?;
-    }
+/// The destination's summary of `root`, plus the regular files of `link_dest` that `root`
+/// lacks (flagged `in_link_dest`). Leftover temporary files of an interrupted pass are removed
+/// on the way.
+pub fn scan_dest(root: &Dir, link_dest: Option<&Dir>, xattrs: bool) -> Result<Vec<FileEntry>> {
     let mut out = Vec::new();
-    let mut skip_temp = |full: &Path, name: &[u8]| {
+    let mut skip_temp = |dir: &Dir, name: &[u8]| {
         if name.starts_with(TEMP_PREFIX.as_bytes()) {
-            if let Err(e) = fsops::remove_any(full) {
-                tracing::warn!("removing leftover {}: {e}", full.display());
+            if let Err(e) = dir.remove_all_at(name) {
+                tracing::warn!("removing leftover {}: {e}", String::from_utf8_lossy(name));
             }
             true
         } else {
             false
         }
     };
-    walk(root, &mut skip_temp, &mut |rel, full, md| {
-        match fsops::entry_from(rel, full, md, xattrs, false) {
+    let mut failed = None;
+    let walked = walk(root, &mut skip_temp, &mut |w| {
+        match fsops::entry_at(w.dir, w.name, w.rel, w.stat, xattrs, false) {
             Ok(e) => out.push(e),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("reading", full, e)),
+            Err(e) if vanished(&e) => {}
+            Err(e) => {
+                failed = Some(Error::sync(fsops::display(w.rel), format!("reading: {e}")));
+                return Err(e);
+            }
         }
         Ok(())
-    })?;
-    if let Some(ld) = link_dest.filter(|p| p.is_dir()) {
-        let have: HashMap<Vec<u8>, ()> = out.iter().map(|e| (e.path.clone(), ())).collect();
+    });
+    if let Err(e) = walked {
+        return Err(failed.unwrap_or_else(|| Error::sync(".", format!("walking the tree: {e}"))));
+    }
+    if let Some(ld) = link_dest {
+        let have: std::collections::HashSet<Vec<u8>> = out.iter().map(|e| e.path.clone()).collect();
         let mut extra = Vec::new();
-        walk(ld, &mut |_, name| name.starts_with(TEMP_PREFIX.as_bytes()), &mut |rel, full, md| {
-            if md.is_file() && !have.contains_key(rel) {
-                if let Ok(mut e) = fsops::entry_from(rel, full, md, xattrs, false) {
+        walk(ld, &mut |_, name| name.starts_with(TEMP_PREFIX.as_bytes()), &mut |w| {
+            if w.stat.kind() == ferry_tree::Kind::Regular && !have.contains(w.rel) {
+                if let Ok(mut e) = fsops::entry_at(w.dir, w.name, w.rel, w.stat, xattrs, false) {
                     e.in_link_dest = true;
                     extra.push(e);
                 }
             }
             Ok(())
-        })?;
+        })
+        .map_err(|e| Error::sync(".", format!("walking the link-dest tree: {e}")))?;
         out.extend(extra);
     }
     Ok(out)
@@ -209,6 +151,12 @@ mod tests {
     use super::*;
     use crate::proto::Xattr;
 
+    fn set_xattr(path: &std::path::Path, value: &[u8]) -> bool {
+        let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: valid strings and a value buffer of value.len() bytes.
+        unsafe { libc::lsetxattr(p.as_ptr(), c"user.ferry.scan".as_ptr(), value.as_ptr().cast(), value.len(), 0) == 0 }
+    }
+
     fn xattr(v: &[u8]) -> Vec<Xattr> {
         vec![Xattr { name: b"user.ferry.scan".to_vec(), value: v.to_vec() }]
     }
@@ -216,13 +164,14 @@ mod tests {
     #[test]
     fn an_unchanged_settled_inode_is_not_read_again() {
         let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        std::fs::write(root.join("f"), b"data").unwrap();
-        if fsops::write_xattrs(&root.join("f"), &xattr(b"on disk")).is_err() {
+        let root_path = tmp.path();
+        std::fs::write(root_path.join("f"), b"data").unwrap();
+        if !set_xattr(&root_path.join("f"), b"on disk") {
             eprintln!("skipped: this file system takes no user xattrs");
             return;
         }
-        let scan = || scan_source(root, true, None).unwrap();
+        let root = Dir::open(root_path).unwrap();
+        let scan = || scan_source(&root, true, None).unwrap();
         let first = scan();
         let f = |v: &[SourceEntry]| v.iter().find(|e| e.entry.path == b"f").unwrap().clone();
         assert_eq!(f(&first).settled_ctime, 0, "just made: not settled yet");
@@ -235,17 +184,17 @@ mod tests {
         let ctimes: Vec<i64> = settled.iter().map(|s| s.settled_ctime).collect();
         let planted = entries.iter_mut().find(|e| e.path == b"f").unwrap();
         planted.xattrs = xattr(b"planted");
-        let again = scan_source(root, true, Some(&Previous::new(&entries, &ctimes))).unwrap();
+        let again = scan_source(&root, true, Some(&Previous::new(&entries, &ctimes))).unwrap();
         assert_eq!(f(&again).entry.xattrs, xattr(b"planted"));
         assert_eq!(f(&again).entry.size, 4, "lstat fields are always fresh");
 
         // Any change of the inode (here its xattr) changes its ctime: read again.
-        fsops::write_xattrs(&root.join("f"), &xattr(b"changed")).unwrap();
-        let changed = scan_source(root, true, Some(&Previous::new(&entries, &ctimes))).unwrap();
+        assert!(set_xattr(&root_path.join("f"), b"changed"));
+        let changed = scan_source(&root, true, Some(&Previous::new(&entries, &ctimes))).unwrap();
         assert_eq!(f(&changed).entry.xattrs, xattr(b"changed"));
         // And an entry whose ctime was not settled is always read.
         let unsettled = vec![0; ctimes.len()];
-        let fresh = scan_source(root, true, Some(&Previous::new(&entries, &unsettled))).unwrap();
+        let fresh = scan_source(&root, true, Some(&Previous::new(&entries, &unsettled))).unwrap();
         assert_eq!(f(&fresh).entry.xattrs, xattr(b"changed"));
     }
 }

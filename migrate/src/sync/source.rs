@@ -1,13 +1,17 @@
 //! The sending side of a pass.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
+use ferry_tree::{Dir, Opened, Stat};
 use prost::Message;
 
+use super::digest::{dense_digest, hash_zeros, Layout};
 use super::plan::{plan, Op};
 use super::scan::{scan_source, Previous, SourceEntry};
 use super::{fsops, PassStats, Progress, SyncOptions};
@@ -17,9 +21,21 @@ use crate::proto::{
     SyncEnd,
 };
 
-/// The largest manifest summary we accept from the destination.
+/// The largest manifest summary (uncompressed) we accept from the destination, whatever it
+/// announces.
 const MAX_SUMMARY: usize = 1 << 30;
+/// The most entries a summary may hold: the destination's tree is about the source's, so at
+/// most this many times the source's entries (and this many more: a stale kept copy)...
+const SUMMARY_ENTRIES_PER_SOURCE_ENTRY: usize = 4;
+const SUMMARY_ENTRIES_SLACK: usize = 1 << 20;
+/// ... and never more than this (each decoded entry costs a few hundred bytes of memory).
+const MAX_SUMMARY_ENTRIES: usize = 16 << 20;
 const CHUNK: usize = 1 << 20;
+/// Size of an extent record's header on a data stream (offset and length, u64 BE each).
+pub(crate) const RECORD_HEADER: usize = 16;
+/// With peers of protocol 1.0 a file's extents go in its PutFile: a file with more than this
+/// many goes dense to them (its holes as zeros).
+const LEGACY_MAX_EXTENTS: usize = 4096;
 /// Signature requests kept in flight during a pass: the destination reads and sums the next
 /// files while we compute and send the delta of the current one.
 const SIGNATURE_WINDOW: usize = 16;
@@ -51,7 +67,11 @@ pub struct Baseline {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SentCopy {
     pub len: u64,
+    /// blake3 of its data (all of its bytes when `dense`).
     pub blake3: [u8; 32],
+    /// It went with all of its bytes as data (no holes): only then can its tail be checked
+    /// against `blake3` by reading the file from the start.
+    pub dense: bool,
 }
 
 /// What each regular file on the destination holds, by path, as far as the passes that
@@ -73,8 +93,8 @@ impl SentCopies {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    fn record(&mut self, path: &[u8], len: u64, digest: &blake3::Hash) {
-        self.0.insert(path.to_vec(), SentCopy { len, blake3: *digest.as_bytes() });
+    fn record(&mut self, path: &[u8], len: u64, data: &blake3::Hash, dense: bool) {
+        self.0.insert(path.to_vec(), SentCopy { len, blake3: *data.as_bytes(), dense });
     }
     fn forget(&mut self, path: &[u8]) {
         self.0.remove(path);
@@ -131,24 +151,25 @@ pub async fn sync_pass_from(
 ) -> Result<(PassStats, Option<Baseline>)> {
     let started = Instant::now();
     let wire_before = conn.bytes_sent() + conn.bytes_received();
-    let root = src_dir.to_path_buf();
+    let root_path = src_dir.to_path_buf();
     let xattrs = opts.xattrs;
     // Both sides walk their trees at the same time: ours here, theirs once SyncBegin arrives.
     let from_baseline = baseline.is_some();
     // With a baseline, what it holds of an entry whose inode did not change is not read again.
     let scan = tokio::task::spawn_blocking(move || {
         let previous = baseline.as_ref().map(|b| Previous::new(&b.entries, &b.settled_ctimes));
-        (scan_source(&root, xattrs, previous.as_ref()), baseline)
+        let scanned = open_tree(&root_path).and_then(|root| scan_source(&root, xattrs, previous.as_ref()).map(|entries| (Arc::new(root), entries)));
+        (scanned, baseline)
     });
     let summary = fetch_summary(conn, opts, from_baseline).await;
-    let (entries, baseline) = match scan.await {
-        Ok((entries, baseline)) => (entries, baseline),
+    let (scanned, baseline) = match scan.await {
+        Ok((scanned, baseline)) => (scanned, baseline),
         Err(e) => (Err(Error::sync(src_dir.display().to_string(), format!("scan task failed: {e}"))), None),
     };
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "sync pass: both trees scanned");
     let (ack, summary) = summary?;
-    let entries = match entries {
-        Ok(e) => e,
+    let (root, entries) = match scanned {
+        Ok(s) => s,
         Err(e) => {
             // The destination is inside the pass already: end it (nothing was sent, so nothing
             // changes there) to leave the connection usable, then report the scan's failure.
@@ -156,8 +177,18 @@ pub async fn sync_pass_from(
             return Err(e);
         }
     };
+    #[cfg(feature = "test-hooks")]
+    crate::test_hooks::after_scan(src_dir);
 
     let destination_walked = summary.is_some();
+    let summary = match summary {
+        Some(raw) => {
+            let limit = (entries.len().saturating_mul(SUMMARY_ENTRIES_PER_SOURCE_ENTRY) + SUMMARY_ENTRIES_SLACK).min(MAX_SUMMARY_ENTRIES);
+            // A destination that breaks its own announcement is not waited for any longer.
+            Some(decode_summary(&raw, ack.entries, limit)?)
+        }
+        None => None,
+    };
     let summary: &[FileEntry] = match (&summary, &baseline) {
         (Some(s), _) => s,
         (None, Some(b)) => &b.entries,
@@ -187,7 +218,7 @@ pub async fn sync_pass_from(
             progress.files_total += 1;
             if *delta {
                 // Grown since it was sent: try its tail first (no signature asked for).
-                if copies_in.get(&e.path).is_some_and(|c| c.len < e.size) {
+                if copies_in.get(&e.path).is_some_and(|c| c.len < e.size && c.dense) {
                     append_candidates.insert(*idx);
                 } else {
                     signatures_wanted.push_back(*idx);
@@ -200,6 +231,8 @@ pub async fn sync_pass_from(
     let mut sender = Sender {
         conn,
         opts,
+        root: &root,
+        layouts: ack.extent_records,
         stats: &mut stats,
         progress: &mut progress,
         errors: Vec::new(),
@@ -246,7 +279,9 @@ pub async fn sync_pass_from(
     stats.bytes_on_wire = conn.bytes_sent() + conn.bytes_received() - wire_before;
     stats.duration = started.elapsed();
     // The destination now holds what was scanned (metadata as scanned; a file that changed
-    // while it was read differs from the scan here and goes again next time).
+    // while it was read differs from the scan here and goes again next time). A file that
+    // vanished or changed into something else since the scan was not sent: the next pass
+    // compares with the destination's own summary and sends what it now is.
     let after = (!vanished).then(|| Baseline {
         settled_ctimes: entries.iter().map(|s| s.settled_ctime).collect(),
         entries: entries.into_iter().map(|s| s.entry).collect(),
@@ -254,30 +289,78 @@ pub async fn sync_pass_from(
     Ok((stats, after))
 }
 
-/// Start the pass on the destination and read its summary (None when it skipped it because
-/// `no_summary` asked it to).
-async fn fetch_summary(conn: &Connection, opts: &SyncOptions, no_summary: bool) -> Result<(SyncBeginAck, Option<Vec<FileEntry>>)> {
-    let ack = match conn.request(Body::SyncBegin(SyncBegin { pass: opts.pass, ctid: opts.ctid.clone(), xattrs: opts.xattrs, no_summary })).await? {
+/// The tree to send, open.
+fn open_tree(root: &Path) -> Result<Dir> {
+    Dir::open(root).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTDIR) => Error::sync(root.display().to_string(), "the tree's root is not a directory"),
+        Some(libc::ELOOP) => Error::sync(root.display().to_string(), "the tree's root is a symlink (not followed)"),
+        _ => Error::io("opening the tree", root, e),
+    })
+}
+
+/// Start the pass on the destination and read its summary, uncompressed but not decoded yet
+/// (None when it skipped it because `no_summary` asked it to). The summary may not be larger
+/// than the destination announced (when it did), nor than [`MAX_SUMMARY`].
+async fn fetch_summary(conn: &Connection, opts: &SyncOptions, no_summary: bool) -> Result<(SyncBeginAck, Option<Vec<u8>>)> {
+    let begin = SyncBegin { pass: opts.pass, ctid: opts.ctid.clone(), xattrs: opts.xattrs, no_summary, extent_records: true };
+    let ack = match conn.request(Body::SyncBegin(begin)).await? {
         Body::SyncBeginAck(a) => a,
         other => return Err(Error::Protocol(format!("expected SyncBeginAck, got {}", other.name()))),
     };
     if ack.summary_skipped {
         return Ok((ack, None));
     }
+    let announced = usize::try_from(ack.summary_bytes).unwrap_or(usize::MAX);
+    let limit = if ack.summary_bytes > 0 { announced.min(MAX_SUMMARY) } else { MAX_SUMMARY };
+    if ack.summary_bytes > 0 && announced > MAX_SUMMARY {
+        return Err(Error::Protocol(format!("the destination announces a summary of {announced} bytes, more than the {MAX_SUMMARY} accepted")));
+    }
     let mut rx = conn.accept_stream(ack.manifest_stream)?;
-    let raw = rx.read_to_end(MAX_SUMMARY).await?;
+    // Compressed, it is smaller than what it decompresses to (zstd adds a few bytes per block
+    // to what it cannot shrink).
+    let raw = rx.read_to_end(limit + limit / 64 + (64 << 10)).await?;
     let raw = match ack.compression.as_str() {
         "" => raw,
-        "zstd" => zstd::bulk::decompress(&raw, MAX_SUMMARY).map_err(|e| Error::Protocol(format!("bad compressed manifest summary: {e}")))?,
+        "zstd" => decompress_bounded(&raw, limit)?,
         other => return Err(Error::Protocol(format!("manifest summary in unknown compression {other:?}"))),
     };
-    let summary = decode_summary(&raw)?;
-    Ok((ack, Some(summary)))
+    if raw.len() > limit || (ack.summary_bytes > 0 && raw.len() != announced) {
+        return Err(Error::Protocol(format!(
+            "the destination's summary holds {} bytes, not the {} it announced (at most {limit} accepted)",
+            raw.len(),
+            ack.summary_bytes
+        )));
+    }
+    Ok((ack, Some(raw)))
 }
 
-fn decode_summary(mut raw: &[u8]) -> Result<Vec<FileEntry>> {
-    let mut out = Vec::new();
+/// zstd-decompress at most `limit` bytes; more is an error (never allocated).
+fn decompress_bounded(raw: &[u8], limit: usize) -> Result<Vec<u8>> {
+    let bad = |e: std::io::Error| Error::Protocol(format!("bad compressed manifest summary: {e}"));
+    let decoder = zstd::stream::read::Decoder::new(raw).map_err(bad)?;
+    let mut out = Vec::with_capacity(limit.min(64 << 20));
+    decoder.take(limit as u64 + 1).read_to_end(&mut out).map_err(bad)?;
+    if out.len() > limit {
+        return Err(Error::Protocol(format!("the destination's summary decompresses to more than the {limit} bytes announced or accepted")));
+    }
+    Ok(out)
+}
+
+/// Decode the summary's entries: no more than it announced (when it did) nor than `limit`.
+fn decode_summary(mut raw: &[u8], announced: u64, limit: usize) -> Result<Vec<FileEntry>> {
+    if announced > limit as u64 {
+        return Err(Error::Protocol(format!(
+            "the destination announces a summary of {announced} entries, more than the {limit} taken for this tree; if it holds a stale copy, remove it there"
+        )));
+    }
+    let limit = if announced > 0 { announced as usize } else { limit };
+    let mut out = Vec::with_capacity(limit.min(1 << 16));
     while !raw.is_empty() {
+        if out.len() == limit {
+            return Err(Error::Protocol(format!(
+                "the destination's summary holds more entries than the {announced} it announced (at most {limit} are taken); refused to decode the rest"
+            )));
+        }
         let e = FileEntry::decode_length_delimited(&mut raw).map_err(|e| Error::Protocol(format!("bad manifest summary entry: {e}")))?;
         out.push(e);
     }
@@ -293,12 +376,18 @@ fn report(opts: &SyncOptions, p: &Progress) {
 struct Sender<'a> {
     conn: &'a Connection,
     opts: &'a SyncOptions,
+    /// The tree being sent, open: every file is opened beneath it.
+    root: &'a Dir,
+    /// The destination takes whole files as extent records and checks layout-aware digests
+    /// (protocol 1.1, see `digest`).
+    layouts: bool,
     stats: &'a mut PassStats,
     progress: &'a mut Progress,
     /// Source-side failures that do not break the protocol (a file unreadable mid-way).
     errors: Vec<String>,
-    /// Files that disappeared since the scan (a running container deletes files): their other
-    /// hardlink names are skipped too. The next pass deletes them on the destination.
+    /// Files that disappeared since the scan (a running container deletes files), or are
+    /// another inode by now: their other hardlink names are skipped too. The next pass deletes
+    /// them on the destination, or sends what is there now.
     vanished: HashSet<usize>,
     /// The read buffer, kept for the whole pass: a fresh zeroed megabyte per file cost more
     /// than reading a small file.
@@ -323,8 +412,22 @@ enum DeltaOutcome {
     Sent,
     /// No usable copy on the destination, or the file grew too large: send it whole.
     Whole,
-    /// The file is gone since the scan.
+    /// The file is gone since the scan, or is not the inode scanned any more.
     Vanished,
+}
+
+/// The scanned regular file, opened to read. `None` when it vanished, or when what is there now
+/// is not the inode scanned (another file, a symlink, a FIFO, a directory on the way replaced
+/// by a symlink, ...): never followed, never opened; the next pass sends it as what it is then.
+fn open_scanned(root: &Dir, s: &SourceEntry) -> std::io::Result<Option<(File, Stat)>> {
+    match root.open_file_beneath(&s.entry.path, false, Some(&s.stat))? {
+        Opened::File(f, st) => Ok(Some((f, st))),
+        Opened::Changed(now) => {
+            tracing::debug!("{}: changed since the scan (now {}); left for the next pass", fsops::display(&s.entry.path), now.kind().describe());
+            Ok(None)
+        }
+        Opened::Gone => Ok(None),
+    }
 }
 
 /// The entry as sent (the source's inode number means nothing to the destination).
@@ -420,8 +523,7 @@ impl Sender<'_> {
     /// Send a whole file: batched when small and dense, else as a PutFile with a data stream.
     /// `Ok(false)` when the file vanished since the scan.
     async fn send_file(&mut self, s: &SourceEntry) -> Result<bool> {
-        let dense = s.blocks.saturating_mul(512) >= s.entry.size;
-        if self.batching && dense && s.entry.size <= INLINE_MAX {
+        if self.batching && s.stat.is_dense() && s.entry.size <= INLINE_MAX {
             if let Some(sent) = self.add_to_batch(s).await? {
                 return Ok(sent);
             }
@@ -437,10 +539,14 @@ impl Sender<'_> {
             self.batch_data = Vec::with_capacity(BATCH_BYTES + INLINE_MAX as usize + 1);
         }
         let start = self.batch_data.len();
-        match read_small(&s.full, s.entry.size, INLINE_MAX, &mut self.batch_data) {
-            Ok(true) => {}
-            Ok(false) => return Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(false)),
+        let read = open_scanned(self.root, s).and_then(|f| match f {
+            Some((f, _)) => read_small(&f, s.entry.size, INLINE_MAX, &mut self.batch_data).map(Some),
+            None => Ok(None),
+        });
+        match read {
+            Ok(Some(true)) => {}
+            Ok(Some(false)) => return Ok(None),
+            Ok(None) => return Ok(Some(false)),
             Err(e) => {
                 let name = fsops::display(&s.entry.path);
                 self.errors.push(format!("{name}: reading: {e}"));
@@ -452,7 +558,7 @@ impl Sender<'_> {
         entry.size = data.len() as u64;
         let digest = blake3::hash(data);
         self.batch.blake3.extend_from_slice(digest.as_bytes());
-        self.copies.record(&entry.path, entry.size, &digest);
+        self.copies.record(&entry.path, entry.size, &digest, true);
         self.stats.files_sent += 1;
         self.stats.bytes_data += entry.size;
         self.progress.bytes_done += entry.size;
@@ -473,62 +579,80 @@ impl Sender<'_> {
         Ok(())
     }
 
-    /// Send the whole file (its data extents; holes stay holes). A file that vanished since the
-    /// scan is skipped (`Ok(false)`; the next pass deletes it).
+    /// Send the whole file: its data extents (found with SEEK_DATA / SEEK_HOLE however many
+    /// there are; holes are never read or sent). A file that vanished or changed since the
+    /// scan is skipped (`Ok(false)`; the next pass deals with it).
     async fn send_whole(&mut self, s: &SourceEntry) -> Result<bool> {
         let name = fsops::display(&s.entry.path);
-        let file = match std::fs::File::open(&s.full) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        let (file, st) = match open_scanned(self.root, s) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(false),
             Err(e) => {
                 self.errors.push(format!("{name}: opening: {e}"));
                 return Ok(true);
             }
         };
-        let md = file.metadata().map_err(|e| Error::io("reading", &s.full, e))?;
         let mut entry = wire_entry(s);
         // What we send is what the file holds now; mtime from the scan keeps the next pass honest.
-        entry.size = md.len();
-        let extents = fsops::data_extents(&file, &md);
+        entry.size = st.size;
+        // Peers of protocol 1.0 need the extents up front, in the PutFile.
+        let legacy = if self.layouts { None } else { Some(legacy_extents(&file, &st)) };
         let stream = self.conn.open_stream();
-        self.conn
-            .send(Body::PutFile(PutFile {
-                entry: Some(entry.clone()),
-                stream: stream.id(),
-                extents: extents.iter().map(|&(offset, len)| Extent { offset, len }).collect(),
-                ..Default::default()
-            }))
-            .await?;
+        let extents = legacy.as_deref().unwrap_or_default().iter().map(|&(offset, len)| Extent { offset, len }).collect();
+        self.conn.send(Body::PutFile(PutFile { entry: Some(entry.clone()), stream: stream.id(), extents, ..Default::default() })).await?;
         let mut buf = std::mem::take(&mut self.buf);
-        let need = (entry.size as usize).min(CHUNK);
+        let need = (entry.size as usize).saturating_add(RECORD_HEADER).min(CHUNK);
         if buf.len() < need {
             buf.resize(need, 0);
         }
-        let result = self.send_extents(s, &file, &extents, &mut buf, stream, entry).await;
+        let result = self.send_extents(&file, &st, legacy, &mut buf, stream, entry).await;
         self.buf = buf;
         result
     }
 
-    /// The data part of [`Sender::send_whole`], reading through `buf`.
+    /// The data part of [`Sender::send_whole`], reading through `buf`: each extent as a record
+    /// (its offset and length, then its bytes) or, to a peer of protocol 1.0, the `legacy`
+    /// extents' bytes back to back with the holes hashed as zeros.
     async fn send_extents(
         &mut self,
-        s: &SourceEntry,
-        file: &std::fs::File,
-        extents: &[(u64, u64)],
+        file: &File,
+        st: &Stat,
+        legacy: Option<Vec<(u64, u64)>>,
         buf: &mut [u8],
         mut stream: crate::proto::StreamSender,
         entry: FileEntry,
     ) -> Result<bool> {
-        let name = fsops::display(&s.entry.path);
-        let mut hasher = blake3::Hasher::new();
+        let name = fsops::display(&entry.path);
+        let size = st.size;
+        let mut data = blake3::Hasher::new();
+        let mut layout = Layout::default();
         let mut pos = 0u64;
+        let mut sent_data = 0u64;
         let mut read_error = None;
-        'extents: for &(off, len) in extents {
-            hash_zeros(&mut hasher, off - pos);
+        let records = legacy.is_none();
+        let mut extents = ExtentSource::new(file, st, legacy);
+        'extents: loop {
+            let (off, len) = match extents.next() {
+                None => break,
+                Some(Ok(x)) => x,
+                Some(Err(e)) => {
+                    read_error = Some(format!("{name}: finding its data: {e}"));
+                    break;
+                }
+            };
+            let mut head = 0;
+            if records {
+                layout.extent(off, len);
+                buf[..8].copy_from_slice(&off.to_be_bytes());
+                buf[8..RECORD_HEADER].copy_from_slice(&len.to_be_bytes());
+                head = RECORD_HEADER;
+            } else {
+                hash_zeros(&mut data, off - pos);
+            }
             let mut done = 0u64;
-            while done < len {
-                let want = ((len - done) as usize).min(CHUNK);
-                let chunk = &mut buf[..want];
+            while done < len || head > 0 {
+                let want = ((len - done) as usize).min(buf.len() - head);
+                let chunk = &mut buf[head..head + want];
                 let mut filled = 0;
                 while filled < want {
                     match file.read_at(&mut chunk[filled..], off + done + filled as u64) {
@@ -544,13 +668,15 @@ impl Sender<'_> {
                 // A file that shrank while we read it is padded with zeros; its new mtime makes
                 // the next pass send it again.
                 chunk[filled..].fill(0);
-                hasher.update(chunk);
-                stream.send(chunk).await?;
+                data.update(chunk);
+                stream.send(&buf[..head + want]).await?;
+                head = 0;
                 done += want as u64;
                 self.stats.bytes_data += want as u64;
                 self.progress.bytes_done += want as u64;
                 report(self.opts, self.progress);
             }
+            sent_data += len;
             pos = off + len;
         }
         if let Some(err) = read_error {
@@ -559,13 +685,19 @@ impl Sender<'_> {
             self.errors.push(err);
             return Ok(true);
         }
-        hash_zeros(&mut hasher, entry.size - pos);
         // Holes count as done for progress.
-        self.progress.bytes_done += entry.size - extents.iter().map(|e| e.1).sum::<u64>();
+        self.progress.bytes_done += size - sent_data;
         stream.finish().await?;
-        let digest = hasher.finalize();
-        self.copies.record(&entry.path, entry.size, &digest);
-        self.conn.send(Body::FileCommit(FileCommit { path: entry.path, blake3: digest.as_bytes().to_vec() })).await?;
+        let (digest, data_digest, dense) = if records {
+            let data_digest = data.finalize();
+            (layout.file_digest(&data_digest, size), data_digest, sent_data == size)
+        } else {
+            hash_zeros(&mut data, size - pos);
+            let d = data.finalize();
+            (*d.as_bytes(), d, true)
+        };
+        self.copies.record(&entry.path, size, &data_digest, dense);
+        self.conn.send(Body::FileCommit(FileCommit { path: entry.path, blake3: digest.to_vec() })).await?;
         self.stats.files_sent += 1;
         Ok(true)
     }
@@ -584,10 +716,16 @@ impl Sender<'_> {
         // destination refuses deltas of files over its limit.
         let limit = self.opts.delta_max.min(super::DEFAULT_DELTA_MAX);
         let mut data = Vec::new();
-        match read_small(&s.full, s.entry.size, limit, &mut data) {
-            Ok(true) => {}
-            Ok(false) => return Ok(DeltaOutcome::Whole),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DeltaOutcome::Vanished),
+        let read = open_scanned(self.root, s).and_then(|f| match f {
+            // Sparse by now: whole, as its extents.
+            Some((_, st)) if !st.is_dense() => Ok(Some(false)),
+            Some((f, _)) => read_small(&f, s.entry.size, limit, &mut data).map(Some),
+            None => Ok(None),
+        });
+        match read {
+            Ok(Some(true)) => {}
+            Ok(Some(false)) => return Ok(DeltaOutcome::Whole),
+            Ok(None) => return Ok(DeltaOutcome::Vanished),
             Err(e) => {
                 self.errors.push(format!("{name}: reading: {e}"));
                 return Ok(DeltaOutcome::Sent);
@@ -613,12 +751,16 @@ impl Sender<'_> {
         if buf.len() < CHUNK {
             buf.resize(CHUNK, 0);
         }
-        let grown = read_grown(&s.full, copy, limit, &mut buf);
+        let grown = open_scanned(self.root, s).and_then(|f| match f {
+            Some((f, st)) if st.is_dense() => read_grown(&f, copy, limit, &mut buf).map(Some),
+            Some(_) => Ok(Some(None)),
+            None => Ok(None),
+        });
         self.buf = buf;
         let (hasher, tail) = match grown {
-            Ok(Some(grown)) => grown,
-            Ok(None) => return Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(DeltaOutcome::Vanished)),
+            Ok(Some(Some(grown))) => grown,
+            Ok(Some(None)) => return Ok(None),
+            Ok(None) => return Ok(Some(DeltaOutcome::Vanished)),
             Err(_) => return Ok(None),
         };
         let delta = append_delta(copy.len, &tail);
@@ -626,13 +768,13 @@ impl Sender<'_> {
         self.put_delta(s, copy.len + tail.len() as u64, delta, hasher.finalize()).await.map(Some)
     }
 
-    /// Send `delta`, which turns the destination's copy into the `len` bytes whose digest is
-    /// `digest`.
-    async fn put_delta(&mut self, s: &SourceEntry, len: u64, delta: Vec<u8>, digest: blake3::Hash) -> Result<DeltaOutcome> {
+    /// Send `delta`, which turns the destination's copy into the `len` bytes whose blake3 is
+    /// `data`.
+    async fn put_delta(&mut self, s: &SourceEntry, len: u64, delta: Vec<u8>, data: blake3::Hash) -> Result<DeltaOutcome> {
         let mut entry = wire_entry(s);
         entry.size = len;
-        self.copies.record(&entry.path, len, &digest);
-        let digest = digest.as_bytes().to_vec();
+        self.copies.record(&entry.path, len, &data, true);
+        let digest = dense_digest(&data, len, self.layouts).to_vec();
         self.stats.bytes_data += delta.len() as u64;
         if self.batching && delta.len() <= CHUNK {
             // One message: no stream to open and no FileCommit to wait for on the other side.
@@ -662,8 +804,7 @@ fn signature_request(s: &SourceEntry) -> Body {
 /// bytes (hashed through `buf`, never held whole) still have `copy`'s digest, the rest of
 /// it, and the digest of the whole file so far. `None` when it did not only grow, or would
 /// be larger than `limit`.
-fn read_grown(path: &Path, copy: SentCopy, limit: u64, buf: &mut [u8]) -> std::io::Result<Option<(blake3::Hasher, Vec<u8>)>> {
-    let f = std::fs::File::open(path)?;
+fn read_grown(f: &File, copy: SentCopy, limit: u64, buf: &mut [u8]) -> std::io::Result<Option<(blake3::Hasher, Vec<u8>)>> {
     let mut hasher = blake3::Hasher::new();
     let mut pos = 0u64;
     while pos < copy.len {
@@ -696,8 +837,7 @@ fn read_grown(path: &Path, copy: SentCopy, limit: u64, buf: &mut [u8]) -> std::i
 /// Append all of a file expected to hold `expect` bytes to `out`; `Ok(false)` (and `out` as it
 /// was) if it holds more than `limit`. A read that returns exactly the expected size is taken
 /// as the whole file (a file growing meanwhile has a new mtime: the next pass sends it again).
-fn read_small(path: &Path, expect: u64, limit: u64, out: &mut Vec<u8>) -> std::io::Result<bool> {
-    let mut f = std::fs::File::open(path)?;
+fn read_small(mut f: &File, expect: u64, limit: u64, out: &mut Vec<u8>) -> std::io::Result<bool> {
     let start = out.len();
     let mut room = expect.min(limit) as usize + 1;
     out.resize(start + room, 0);
@@ -727,14 +867,51 @@ fn read_small(path: &Path, expect: u64, limit: u64, out: &mut Vec<u8>) -> std::i
     result
 }
 
-static ZEROS: [u8; 64 << 10] = [0u8; 64 << 10];
+/// Where a whole file's data lies, as [`Sender::send_extents`] reads it.
+enum ExtentSource<'a> {
+    /// One extent known without a seek (a dense file), or none left.
+    Known(std::vec::IntoIter<(u64, u64)>),
+    /// Found as the file is read (SEEK_DATA / SEEK_HOLE).
+    Sought(ferry_tree::extents::DataExtents<'a>),
+}
 
-pub(crate) fn hash_zeros(h: &mut blake3::Hasher, mut n: u64) {
-    while n > 0 {
-        let k = n.min(ZEROS.len() as u64) as usize;
-        h.update(&ZEROS[..k]);
-        n -= k as u64;
+impl<'a> ExtentSource<'a> {
+    fn new(file: &'a File, st: &Stat, legacy: Option<Vec<(u64, u64)>>) -> Self {
+        match legacy {
+            Some(list) => ExtentSource::Known(list.into_iter()),
+            None if st.size == 0 => ExtentSource::Known(Vec::new().into_iter()),
+            None if st.is_dense() => ExtentSource::Known(vec![(0, st.size)].into_iter()),
+            None => ExtentSource::Sought(ferry_tree::extents::data_extents(file, st.size)),
+        }
     }
+}
+
+impl Iterator for ExtentSource<'_> {
+    type Item = std::io::Result<(u64, u64)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            ExtentSource::Known(it) => it.next().map(Ok),
+            ExtentSource::Sought(it) => it.next(),
+        }
+    }
+}
+
+/// A file's extents for a peer of protocol 1.0 (in its PutFile): dense when it has very many.
+fn legacy_extents(file: &File, st: &Stat) -> Vec<(u64, u64)> {
+    if st.size == 0 {
+        return Vec::new();
+    }
+    if st.is_dense() {
+        return vec![(0, st.size)];
+    }
+    let mut out = Vec::new();
+    for x in ferry_tree::extents::data_extents(file, st.size) {
+        match x {
+            Ok(x) if out.len() < LEGACY_MAX_EXTENTS => out.push(x),
+            _ => return vec![(0, st.size)],
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -758,7 +935,7 @@ mod tests {
     fn forgetting_a_tree_forgets_what_is_below_it_only() {
         let mut c = SentCopies::default();
         for p in [&b"a"[..], b"a/b", b"a/b/c", b"ab", b"b"] {
-            c.record(p, 1, &blake3::hash(p));
+            c.record(p, 1, &blake3::hash(p), true);
         }
         c.forget_tree(b"a");
         assert!(c.get(b"a").is_none() && c.get(b"a/b").is_none() && c.get(b"a/b/c").is_none());

@@ -8,8 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferry_migrate::proto::{Connection, ConnectionOptions};
-use ferry_migrate::sync::fsops;
+use ferry_migrate::proto::{Connection, ConnectionOptions, FileKind};
 
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -40,8 +39,53 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+fn cpath(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
+/// Set the modification time of `path` itself (a symlink is not followed).
 pub fn set_mtime(path: &Path, secs: i64, nsec: i64) {
-    fsops::set_mtime(path, secs * 1_000_000_000 + nsec).unwrap();
+    let t = [libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT }, libc::timespec { tv_sec: secs, tv_nsec: nsec }];
+    // SAFETY: a valid path and a two-element timespec array.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, cpath(path).as_ptr(), t.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    assert_eq!(r, 0, "utimensat {}: {}", path.display(), std::io::Error::last_os_error());
+}
+
+pub fn mknod(path: &Path, kind: FileKind, mode: u32, rdev: u64) {
+    let fmt = match kind {
+        FileKind::CharDevice => libc::S_IFCHR,
+        FileKind::BlockDevice => libc::S_IFBLK,
+        FileKind::Fifo => libc::S_IFIFO,
+        _ => libc::S_IFSOCK,
+    };
+    // SAFETY: a valid path.
+    let r = unsafe { libc::mknod(cpath(path).as_ptr(), fmt | mode, rdev as libc::dev_t) };
+    assert_eq!(r, 0, "mknod {}: {}", path.display(), std::io::Error::last_os_error());
+}
+
+/// The xattrs of `path` itself, sorted by name.
+pub fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let parent = ferry_tree::Dir::open(path.parent().unwrap()).unwrap();
+    parent.xattrs_at(path.file_name().unwrap().as_bytes()).unwrap()
+}
+
+pub fn kind_name(md: &std::fs::Metadata) -> &'static str {
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        "symlink"
+    } else if ft.is_dir() {
+        "directory"
+    } else if ft.is_file() {
+        "regular"
+    } else if ft.is_char_device() {
+        "char"
+    } else if ft.is_block_device() {
+        "block"
+    } else if ft.is_fifo() {
+        "fifo"
+    } else {
+        "other"
+    }
 }
 
 pub fn chmod(path: &Path, mode: u32) {
@@ -49,11 +93,11 @@ pub fn chmod(path: &Path, mode: u32) {
 }
 
 pub fn mknod_char(path: &Path, major: u32, minor: u32) {
-    fsops::mknod(path, ferry_migrate::proto::FileKind::CharDevice, 0o666, nix::sys::stat::makedev(major as u64, minor as u64)).unwrap();
+    mknod(path, FileKind::CharDevice, 0o666, nix::sys::stat::makedev(major as u64, minor as u64));
 }
 
 pub fn mkfifo(path: &Path) {
-    fsops::mknod(path, ferry_migrate::proto::FileKind::Fifo, 0o640, 0).unwrap();
+    mknod(path, FileKind::Fifo, 0o640, 0);
 }
 
 /// Try to set a user xattr; false when the filesystem does not support them.
@@ -91,10 +135,10 @@ pub fn snapshot(root: &Path, with_dir_times: bool) -> BTreeMap<String, Snap> {
         let md = std::fs::symlink_metadata(&full).unwrap();
         let ft = md.file_type();
         let key = rel.display().to_string();
-        let kind = format!("{:?}", fsops::kind_of(&md));
+        let kind = kind_name(&md).to_string();
         let digest = if ft.is_file() { blake3::hash(&std::fs::read(&full).unwrap()).to_hex().to_string() } else { String::new() };
         let target = if ft.is_symlink() { std::fs::read_link(&full).unwrap().display().to_string() } else { String::new() };
-        let xattrs = fsops::read_xattrs(&full).unwrap().into_iter().map(|x| (String::from_utf8_lossy(&x.name).into_owned(), x.value)).collect();
+        let xattrs = read_xattrs(&full).into_iter().map(|(n, v)| (String::from_utf8_lossy(&n).into_owned(), v)).collect();
         if ft.is_file() && md.nlink() > 1 {
             inodes.entry(md.ino()).or_default().push(key.clone());
         }

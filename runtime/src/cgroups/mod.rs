@@ -367,7 +367,8 @@ impl Cgroup {
         Freezer::new(self.fs.clone(), self.dir("freezer"), self.mode)
     }
 
-    /// Pids of every process in the cgroup (empty when it does not exist).
+    /// Pids of every process in the cgroup and in the cgroups below it (a system container's
+    /// systemd makes some), empty when it does not exist.
     pub fn pids(&self) -> Result<Vec<i32>> {
         let dir = match self.mode {
             CgroupMode::V1 => {
@@ -377,12 +378,28 @@ impl Cgroup {
             }
             CgroupMode::V2 => self.dir(""),
         };
-        let p = dir.join("cgroup.procs");
-        match self.fs.read(&p) {
-            Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(io_err("read", &p, e)),
+        let mut pids = Vec::new();
+        for d in self.subtree(&dir) {
+            let p = d.join("cgroup.procs");
+            match self.fs.read(&p) {
+                Ok(s) => pids.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("read", &p, e)),
+            }
         }
+        Ok(pids)
+    }
+
+    /// `dir` and every cgroup directory below it, parents before their children.
+    fn subtree(&self, dir: &Path) -> Vec<PathBuf> {
+        let mut out = vec![dir.to_path_buf()];
+        let mut i = 0;
+        while i < out.len() {
+            let below = self.fs.subdirs(&out[i]);
+            out.extend(below);
+            i += 1;
+        }
+        out
     }
 
     /// Usage counters; a counter the host does not offer reads as 0.
@@ -406,9 +423,9 @@ impl Cgroup {
             CgroupMode::V2 => {
                 let d = self.dir("");
                 // Without the pids controller: threads listed in cgroup.threads.
-                s.numproc = self
-                    .read_u64(&d.join("pids.current"))
-                    .unwrap_or_else(|| text(d.join("cgroup.threads")).map(|t| t.lines().count() as u64).unwrap_or(0));
+                s.numproc = self.read_u64(&d.join("pids.current")).unwrap_or_else(|| {
+                    self.subtree(&d).into_iter().filter_map(|sub| text(sub.join("cgroup.threads"))).map(|t| t.lines().count() as u64).sum()
+                });
                 if let Some(t) = text(d.join("cpu.stat")) {
                     s.cputime_ns = parse_keyed(&t, "usage_usec").unwrap_or(0).saturating_mul(1000);
                 }
@@ -469,10 +486,13 @@ impl Cgroup {
         }
     }
 
-    /// Remove the cgroup's directories (not its parents), waiting while exiting tasks leave
-    /// (the kernel refuses with EBUSY until the cgroup is no longer populated).
+    /// Remove the cgroup's directories and the cgroups below them (not its parents), deepest
+    /// first, waiting while exiting tasks leave (the kernel refuses with EBUSY until a cgroup
+    /// is no longer populated).
     pub fn destroy(&self) -> Result<()> {
-        for d in self.dirs() {
+        let mut all: Vec<PathBuf> = self.dirs().iter().flat_map(|d| self.subtree(d)).collect();
+        all.reverse();
+        for d in all {
             let mut failure: Option<std::io::Error> = None;
             let done = self.fs.wait_until(&d.join("cgroup.events"), Duration::from_secs(3), &mut || match self.fs.rmdir(&d) {
                 Ok(()) => {
@@ -682,6 +702,34 @@ mod tests {
         c.create().unwrap();
         c.add_pid(5).unwrap();
         assert_eq!(c.stats().unwrap().numproc, 1);
+    }
+
+    #[test]
+    fn a_delegated_subtree_is_read_killed_and_removed_whole() {
+        // A system container's systemd makes cgroups below the container's and moves its
+        // processes there: ferry still sees, kills and removes them all.
+        let (k, root) = v2(&["hugetlb"]);
+        for p in [1, 2, 3] {
+            k.spawn(p);
+        }
+        let c = cg(&k, &root, "ferry/sys", CgroupMode::V2);
+        c.create().unwrap();
+        c.add_pid(1).unwrap();
+        let unit = c.sibling("ferry/sys/system.slice/redis.service");
+        unit.create().unwrap();
+        unit.add_pid(2).unwrap();
+        let scope = c.sibling("ferry/sys/init.scope");
+        scope.create().unwrap();
+        scope.add_pid(3).unwrap();
+        let mut pids = c.pids().unwrap();
+        pids.sort();
+        assert_eq!(pids, vec![1, 2, 3]);
+        assert_eq!(c.stats().unwrap().numproc, 3, "threads of the whole subtree");
+        c.kill_all(Signal::SIGKILL, Duration::from_secs(1)).unwrap();
+        assert!(!k.is_alive(2) && !k.is_alive(3));
+        c.destroy().unwrap();
+        assert!(!k.is_dir(&root.join("ferry/sys")), "the subtree is gone");
+        assert!(k.is_dir(&root.join("ferry")), "not its parent");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The data behind `ferry check`: what this host offers ferry, and what ferry does without it.
 
-use super::{Criu, MIN_VERSION};
+use super::{Criu, INSTALL_HINT, MIN_VERSION};
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -37,11 +37,7 @@ pub fn host_check(host: &crate::Host, work_dir: &Path, default_kind: crate::conf
         Ok(v) => rows.push(row(
             "CRIU version",
             v.at_least(MIN_VERSION),
-            if v.at_least(MIN_VERSION) {
-                v.to_string()
-            } else {
-                format!("{v}: needs {}.{}+, run scripts/install-deps.sh", MIN_VERSION.0, MIN_VERSION.1)
-            },
+            if v.at_least(MIN_VERSION) { v.to_string() } else { format!("{v}: needs {}.{}+, {INSTALL_HINT}", MIN_VERSION.0, MIN_VERSION.1) },
             no_cr,
         )),
         Err(e) => rows.push(row("CRIU version", false, e.clone(), no_cr)),
@@ -154,7 +150,8 @@ pub fn host_check(host: &crate::Host, work_dir: &Path, default_kind: crate::conf
     let default_isolation = crate::isolation::Applied::from_security(&crate::config::Security { kind: default_kind, ..Default::default() })
         .map(|a| a.summary())
         .map_err(|e| e.to_string());
-    HostCheck { rows, default_isolation }
+    let advice = if matches!(&version, Ok(v) if v.at_least(MIN_VERSION)) { Vec::new() } else { vec![GET_CRIU.to_owned()] };
+    HostCheck { rows, default_isolation, advice }
 }
 
 /// Unprivileged containers: user namespaces, idmapped mounts where the private areas live,
@@ -238,6 +235,12 @@ fn criu_feature(criu: &Path, name: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// How to get a CRIU ferry can use, printed under the table when it lacks one.
+const GET_CRIU: &str = "CRIU 4.2+ on Debian 12 or 13: run ferry-install-criu as root. It adds Debian's trixie and sid \
+suites to apt's sources, pinned at priority 100 and 50 so that nothing else upgrades from them by itself, and installs \
+criu and iptables from trixie, then criu from sid (see /usr/share/doc/ferry/README.Debian; from ferry's source tree: \
+scripts/install-deps.sh). Elsewhere: CRIU 4.2 or newer from your distribution or https://criu.org.";
 
 /// Whether capability number `cap` is in this process's bounding set.
 pub fn has_cap_in_bounding_set(cap: u32) -> bool {
@@ -331,6 +334,8 @@ pub struct HostCheck {
     pub rows: Vec<CheckRow>,
     /// The isolation a container gets when nothing is granted (docs/runtime.md).
     pub default_isolation: std::result::Result<crate::isolation::Summary, String>,
+    /// What to do about what is missing (printed under the table).
+    pub advice: Vec<String>,
 }
 
 impl std::fmt::Display for HostCheck {
@@ -349,7 +354,11 @@ impl std::fmt::Display for HostCheck {
         match &self.default_isolation {
             Ok(s) => writeln!(f, "\nisolation of a container by default (grants: --capability, --seccomp, --features):\n{s}"),
             Err(e) => writeln!(f, "\nisolation: the default cannot be built: {e}"),
+        }?;
+        for a in &self.advice {
+            writeln!(f, "\n{a}")?;
         }
+        Ok(())
     }
 }
 
@@ -407,8 +416,11 @@ mod tests {
         let t = HostCheck {
             rows: vec![row("a", true, "fine", "plan A"), row("soft-dirty", false, "off", "one full dump")],
             default_isolation: Err("none".into()),
+            advice: vec![],
         };
         let s = t.to_string();
+        let advised = HostCheck { rows: t.rows.clone(), default_isolation: Err("none".into()), advice: vec![GET_CRIU.into()] }.to_string();
+        assert!(advised.starts_with(&s) && advised.contains("\n\nCRIU 4.2+ on Debian 12 or 13: run ferry-install-criu"), "{advised}");
         assert!(s.contains("MISSING"));
         assert!(s.contains("one full dump"));
         assert!(!s.contains("plan A"));

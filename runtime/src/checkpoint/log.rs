@@ -34,6 +34,15 @@ fn is_error_line(l: &str) -> bool {
 /// Error lines CRIU prints on successful runs too (no CAP_SYS_RESOURCE in the bounding set).
 const BENIGN: &[&str] = &["rlimit: Can't setup RLIMIT_NOFILE for self"];
 
+/// Dump failures that come from a moment, not from the container: a message in flight in a
+/// unix socket's queue with its sender's credentials attached (a booted system's journald,
+/// notify and D-Bus sockets receive them all the time; CRIU dumps only descriptors passed in
+/// a queue). The reader takes it off once the container runs again, so a dump a moment
+/// later succeeds.
+pub fn is_transient_dump_failure(log: &str) -> bool {
+    error_excerpt(log).iter().any(|l| l.contains("Control messages in queue, not supported"))
+}
+
 /// A hint for known failure patterns in the error lines, if one matches.
 pub fn hint(errors: &[String]) -> Option<&'static str> {
     let all = errors.join("\n");
@@ -49,7 +58,9 @@ pub fn hint(errors: &[String]) -> Option<&'static str> {
     } else if has("veth") || has("Can't restore link") || has("netdev") && has("File exists") {
         Some("CRIU could not recreate a network device (veth): check the external veth mapping (veth[IN]:OUT) and that its outer name is free in the network namespace the restore runs in")
     } else if (has("tcp") || has("TCP") || has("sockets:")) && has("Operation not supported") {
-        Some("this kernel/CRIU pair cannot dump this socket option; CRIU 4.2+ is needed for established TCP on recent kernels (run scripts/install-deps.sh)")
+        Some("this kernel/CRIU pair cannot dump this socket option; CRIU 4.2+ is needed for established TCP on recent kernels (ferry-install-criu installs it)")
+    } else if has("Control messages in queue") {
+        Some("a unix socket had a message with its sender's credentials in flight (journald, systemd's notify socket, D-Bus): a passing moment that outlasted ferry's tries; check it again")
     } else if has("Can't dump") && (has("socket") || has("sk ")) {
         Some("a process holds a socket kind CRIU cannot dump (or one connected outside the container): close it or make it external (ext_unix_sk for unix sockets)")
     } else if has("Unsupported") || has("unsupported") {
@@ -101,6 +112,16 @@ mod tests {
     use super::*;
 
     const LOG: &str = "(00.001) one\n(00.002) two\n(00.003) three\n(00.004) Error (criu/files-reg.c:1710): Can't lookup mount=22 for fd=3 path=/etc/hostname\n(00.005) after\n(00.006) Error (criu/cr-dump.c:1600): Dumping FAILED.\n";
+
+    #[test]
+    fn credentials_in_a_socket_queue_are_a_passing_moment() {
+        let log = "(00.086946) unix: Dumped: id 0x3d ino 5585164 peer 0 type 1 state 10 name 28 bytes\n\
+                   (00.086986) Error (criu/sk-queue.c:144): skqueue: Control messages in queue, not supported\n\
+                   (00.145679) Error (criu/cr-dump.c:1975): Dumping FAILED.\n";
+        assert!(is_transient_dump_failure(log));
+        assert!(!is_transient_dump_failure(LOG));
+        assert!(hint(&error_excerpt(log)).is_some_and(|h| h.contains("credentials")));
+    }
 
     #[test]
     fn excerpt_keeps_errors_and_context() {

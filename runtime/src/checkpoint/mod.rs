@@ -76,13 +76,16 @@ pub mod rpc;
 use crate::error::{Error, Result};
 pub use rpc::{Notify, NotifyResult};
 use rust_criu::rust_criu_protobuf::rpc::{
-    Cgroup_root, Criu_cg_mode, Criu_features, Criu_network_lock_method, Criu_opts, Criu_req_type, Criu_veth_pair, Ext_mount_map,
+    Cgroup_root, Criu_cg_mode, Criu_features, Criu_network_lock_method, Criu_opts, Criu_req_type, Criu_veth_pair, Ext_mount_map, Inherit_fd,
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The oldest CRIU ferry accepts: older ones fail on kernels ≥ 6.13 or cannot dump TCP there.
 pub const MIN_VERSION: (u32, u32) = (4, 2);
+/// What to do when CRIU is missing or older than [`MIN_VERSION`]: ferry-install-criu comes with
+/// the Debian package, install-deps.sh runs the same steps from a source tree.
+pub const INSTALL_HINT: &str = "run ferry-install-criu (scripts/install-deps.sh in ferry's source tree)";
 /// CRIU's log level: 3 (info) has every step, warning and error; 4 adds debug lines (each
 /// mapping, each fd) that cost 20-30 ms of a ~150 ms restore, all of it while the container
 /// is frozen. `FERRY_CRIU_LOG_LEVEL=4` asks for them when a failure needs the detail.
@@ -180,6 +183,9 @@ pub struct DumpOpts {
     /// Never set for containers (their init is a session leader inside its pid namespace).
     pub shell_job: bool,
     pub cgroups: CgroupHandling,
+    /// With CRIU's own cgroup handling: the hierarchies it dumps (`name=systemd`, "" for the
+    /// unified one); empty: every hierarchy.
+    pub cgroup_dump_controllers: Vec<String>,
     /// Mounts from outside the container: (mount point inside, key written to the image).
     pub external_mounts: Vec<(String, String)>,
     /// Other externals, CRIU's `--external` syntax.
@@ -212,6 +218,7 @@ impl DumpOpts {
             ext_unix_sk: false,
             shell_job: false,
             cgroups: CgroupHandling::Ignore,
+            cgroup_dump_controllers: Vec::new(),
             external_mounts: Vec::new(),
             external: Vec::new(),
             network_lock: NetworkLock::Iptables,
@@ -253,6 +260,9 @@ pub struct RestoreOpts {
     pub netns: Option<PathBuf>,
     /// `cgroup.procs` files the restored tree starts in (with [`CgroupHandling::Ignore`]).
     pub join_cgroups: Vec<PathBuf>,
+    /// Descriptors of the caller the restored tree gets in place of a dumped external
+    /// (CRIU's `--inherit-fd fd[N]:KEY`): (key, descriptor).
+    pub inherit_fds: Vec<(String, std::os::fd::RawFd)>,
 }
 
 impl RestoreOpts {
@@ -274,6 +284,7 @@ impl RestoreOpts {
             rst_sibling: false,
             netns: None,
             join_cgroups: Vec::new(),
+            inherit_fds: Vec::new(),
         }
     }
 }
@@ -326,6 +337,7 @@ impl Criu {
             netns: netns.map(Path::to_path_buf),
             join_cgroups: join_cgroups.to_vec(),
             private_files: false,
+            inherit_fds: Vec::new(),
         }
     }
 
@@ -339,10 +351,7 @@ impl Criu {
     pub fn version(&self) -> Result<CriuVersion> {
         let ex = rpc::call(&self.spawn(None, &[]), &rpc::request(Criu_req_type::VERSION, None), &mut |_| Ok(()))?;
         if !ex.resp.success() || ex.resp.version.is_none() {
-            return Err(Error::Criu(format!(
-                "{} does not answer the VERSION request (too old?): run scripts/install-deps.sh",
-                self.binary.display()
-            )));
+            return Err(Error::Criu(format!("{} does not answer the VERSION request (too old?): {INSTALL_HINT}", self.binary.display())));
         }
         let v = &ex.resp.version;
         Ok(CriuVersion { major: v.major_number() as u32, minor: v.minor_number() as u32, sublevel: v.sublevel() as u32, gitid: v.gitid.clone() })
@@ -449,8 +458,11 @@ impl Criu {
             Some(cb) => cb,
             None => &mut none,
         };
-        let ex = rpc::call(&self.spawn(opts.netns.as_deref(), &opts.join_cgroups), &rpc::request(Criu_req_type::RESTORE, Some(o)), cb)
-            .map_err(|e| with_log(e, &what, &log))?;
+        let spawn = rpc::SwrkSpawn {
+            inherit_fds: opts.inherit_fds.iter().map(|(_, fd)| *fd).collect(),
+            ..self.spawn(opts.netns.as_deref(), &opts.join_cgroups)
+        };
+        let ex = rpc::call(&spawn, &rpc::request(Criu_req_type::RESTORE, Some(o)), cb).map_err(|e| with_log(e, &what, &log))?;
         drop(dir);
         if !ex.resp.success() {
             return Err(Error::Criu(log::describe_failure(&what, ex.resp.cr_errmsg(), Some(&log))));
@@ -469,7 +481,7 @@ pub fn version_ok(v: &CriuVersion) -> Result<()> {
         return Ok(());
     }
     Err(Error::Criu(format!(
-        "criu {v} is too old for ferry (needs {}.{}+: older CRIU fails on kernels 6.13+ and cannot dump TCP there): run scripts/install-deps.sh",
+        "criu {v} is too old for ferry (needs {}.{}+: older CRIU fails on kernels 6.13+ and cannot dump TCP there): {INSTALL_HINT}",
         MIN_VERSION.0, MIN_VERSION.1
     )))
 }
@@ -547,6 +559,7 @@ pub fn dump_criu_opts(d: &DumpOpts, images_dir_fd: i32, notify: bool) -> Criu_op
     o.set_notify_scripts(notify);
     o.set_network_lock(lock_method(d.network_lock));
     set_cgroups(&mut o, &d.cgroups);
+    o.cgroup_dump_controller = d.cgroup_dump_controllers.clone();
     ext_mounts(&mut o, &d.external_mounts);
     o.external = d.external.clone();
     if let Some(fc) = &d.freeze_cgroup {
@@ -580,6 +593,13 @@ pub fn restore_criu_opts(r: &RestoreOpts, images_dir_fd: i32, notify: bool) -> C
     set_cgroups(&mut o, &r.cgroups);
     ext_mounts(&mut o, &r.external_mounts);
     o.external = r.external.clone();
+    // `criu swrk` finds the inherited descriptors right after its socket, in order.
+    for (n, (key, _)) in r.inherit_fds.iter().enumerate() {
+        let mut f = Inherit_fd::new();
+        f.set_key(key.clone());
+        f.set_fd(rpc::inherited_fd(n));
+        o.inherit_fd.push(f);
+    }
     for (i, out) in &r.veths {
         let mut v = Criu_veth_pair::new();
         v.set_if_in(i.clone());
@@ -625,6 +645,25 @@ mod tests {
         assert!(!o.cg_root[0].has_ctrl());
         assert_eq!(o.cg_root[0].path(), "/hostB/ferry/101");
         assert!(!o.rst_sibling());
+        assert!(o.inherit_fd.is_empty());
+    }
+
+    #[test]
+    fn a_system_containers_console_and_cgroup_subtree() {
+        let mut d = DumpOpts::new(42, "/x");
+        d.cgroups = CgroupHandling::Criu { mode: CriuCgMode::Soft, roots: vec![(String::new(), "/ferry/101".into())] };
+        d.cgroup_dump_controllers = vec!["name=systemd".into()];
+        d.external.push("tty[8800:1a]".into());
+        let o = dump_criu_opts(&d, 5, false);
+        assert_eq!(o.cgroup_dump_controller, vec!["name=systemd".to_owned()]);
+        assert_eq!(o.manage_cgroups_mode(), Criu_cg_mode::SOFT);
+        assert_eq!(o.cg_root[0].path(), "/ferry/101");
+        let mut r = RestoreOpts::new("/x");
+        r.inherit_fds = vec![("tty[8800:1a]".into(), 17), ("other".into(), 9)];
+        let o = restore_criu_opts(&r, 5, false);
+        // criu swrk finds them right after its socket (fd 3), in order.
+        let got: Vec<(String, i32)> = o.inherit_fd.iter().map(|f| (f.key().to_owned(), f.fd())).collect();
+        assert_eq!(got, vec![("tty[8800:1a]".to_owned(), 4), ("other".to_owned(), 5)]);
     }
 
     #[test]
@@ -634,6 +673,6 @@ mod tests {
         assert_eq!(v.to_string(), "4.1.1");
         assert!(CriuVersion { major: 4, minor: 2, sublevel: 0, gitid: None }.at_least(MIN_VERSION));
         let e = version_ok(&CriuVersion { major: 3, minor: 17, sublevel: 0, gitid: None }).unwrap_err().to_string();
-        assert!(e.contains("criu 3.17 is too old") && e.contains("4.2+") && e.contains("scripts/install-deps.sh"), "{e}");
+        assert!(e.contains("criu 3.17 is too old") && e.contains("4.2+") && e.contains("ferry-install-criu"), "{e}");
     }
 }

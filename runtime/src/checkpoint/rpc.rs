@@ -46,6 +46,13 @@ pub struct SwrkSpawn {
     /// Files CRIU creates are root's alone (umask 077): a dump's images hold the memory of
     /// the container.
     pub private_files: bool,
+    /// Descriptors passed on to `criu swrk`, at [`inherited_fd`]`(0)`, `(1)`, ... in order.
+    pub inherit_fds: Vec<RawFd>,
+}
+
+/// The descriptor number the `n`th of [`SwrkSpawn::inherit_fds`] has in `criu swrk`.
+pub fn inherited_fd(n: usize) -> RawFd {
+    SWRK_FD + 1 + n as RawFd
 }
 
 /// Find `criu` on PATH.
@@ -57,7 +64,7 @@ pub fn find_criu() -> Result<PathBuf> {
             return Ok(cand);
         }
     }
-    Err(Error::Criu("criu is not installed (not found on PATH): run scripts/install-deps.sh".into()))
+    Err(Error::Criu(format!("criu is not installed (not found on PATH): {}", super::INSTALL_HINT)))
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -74,7 +81,10 @@ pub fn call(spawn: &SwrkSpawn, req: &Criu_req, on_notify: &mut dyn FnMut(&Notify
         None => find_criu()?,
     };
     if !is_executable(&criu) {
-        return Err(Error::Criu(format!("{} is missing or not executable: run scripts/install-deps.sh", criu.display())));
+        return Err(Error::Criu(format!("{} is missing or not executable: {}", criu.display(), super::INSTALL_HINT)));
+    }
+    if spawn.inherit_fds.len() > 8 {
+        return Err(Error::Criu(format!("{} descriptors to pass to criu swrk; at most 8 are supported", spawn.inherit_fds.len())));
     }
     for p in &spawn.join_cgroups {
         if !p.exists() {
@@ -105,6 +115,10 @@ pub fn call(spawn: &SwrkSpawn, req: &Criu_req, on_notify: &mut dyn FnMut(&Notify
     let child_sock = theirs.as_raw_fd();
     let child_netns = netns_fd.as_ref().map(|f| f.as_raw_fd());
     let private_files = spawn.private_files;
+    // Moved out of the way of the fixed numbers first, so no dup2 below overwrites one still
+    // to be placed.
+    let inherit: Vec<RawFd> = spawn.inherit_fds.clone();
+    let last_fixed = inherited_fd(inherit.len());
 
     let mut cmd = Command::new(&criu);
     cmd.arg("swrk").arg(SWRK_FD.to_string()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -132,17 +146,29 @@ pub fn call(spawn: &SwrkSpawn, req: &Criu_req, on_notify: &mut dyn FnMut(&Notify
                     return Err(err);
                 }
             }
-            // dup2 clears CLOEXEC on the copy; then nothing but stdio and the socket survives,
-            // so no fd of ours (or one leaked to us) ends up in CRIU or a restored process.
-            if libc::dup2(child_sock, SWRK_FD) < 0 {
+            // Every descriptor to keep is first copied above the fixed numbers, so placing one
+            // cannot overwrite another still to be placed. dup2 clears CLOEXEC on the copy;
+            // then nothing but stdio, the socket and the inherited ones survives, so no fd of
+            // ours (or one leaked to us) ends up in CRIU or a restored process.
+            let mut moved = [0 as RawFd; 8];
+            let n = inherit.len().min(moved.len());
+            for (i, fd) in inherit.iter().take(n).enumerate() {
+                moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, last_fixed + 1);
+                if moved[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            let sock = libc::fcntl(child_sock, libc::F_DUPFD_CLOEXEC, last_fixed + 1);
+            if sock < 0 || libc::dup2(sock, SWRK_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if child_sock == SWRK_FD {
-                let flags = libc::fcntl(SWRK_FD, libc::F_GETFD);
-                libc::fcntl(SWRK_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            for (i, fd) in moved.iter().take(n).enumerate() {
+                if libc::dup2(*fd, inherited_fd(i)) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             // Marked close-on-exec rather than closed: std's exec-error pipe must live until exec.
-            if libc::syscall(libc::SYS_close_range, SWRK_FD + 1, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+            if libc::syscall(libc::SYS_close_range, last_fixed, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

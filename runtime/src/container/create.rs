@@ -1,4 +1,4 @@
-use crate::config::{Boot, ContainerConfig, Dns, NetConfig, Resources, Security, StorageKind};
+use crate::config::{Boot, ContainerConfig, Dns, InitSystem, NetConfig, Resources, Security, StorageKind};
 use crate::container::{status, Status};
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -12,6 +12,8 @@ pub struct CreateOptions {
     pub hostname: Option<String>,
     /// argv of PID 1; None picks `/sbin/init` or the keep-alive.
     pub init: Option<Vec<String>>,
+    /// What PID 1 is; None detects it from the template (`sysenv::detect`).
+    pub init_system: Option<InitSystem>,
     /// Network config (venet addresses, bridged interfaces with their MACs, devices).
     pub net: NetConfig,
     /// Resource limits; `diskspace` also picks the disk backend.
@@ -105,6 +107,14 @@ pub fn create(host: &Host, lock: &ContainerLock, opts: &CreateOptions) -> Result
                 Error::ct(ct.as_str(), "create", "the template has neither /sbin/init nor /bin/sh: give the command PID 1 runs with --init")
             })?,
         };
+        cfg.init_system = match opts.init_system {
+            Some(i) => i,
+            None => detect_init(host, &cfg),
+        };
+        // vzctl's stop timeout for a whole system: systemd stops every service in order.
+        if cfg.init_system == InitSystem::Systemd && cfg.boot.stop_timeout.is_none() {
+            cfg.boot.stop_timeout = Some(SYSTEM_STOP_TIMEOUT);
+        }
         // An unprivileged container's ID range is taken as its config is saved.
         crate::userns::pool::save_with_range(host, &mut cfg, &host.config_path(ct))?;
         Ok(cfg.clone())
@@ -134,6 +144,20 @@ fn check_idmap_support(host: &Host, cfg: &ContainerConfig) -> Result<()> {
             ),
         )
     })
+}
+
+/// The stop timeout (seconds) a system container gets when none is given: vzctl's.
+pub const SYSTEM_STOP_TIMEOUT: u64 = 120;
+
+/// What `cfg.init` starts, looked up in the container's files.
+fn detect_init(host: &Host, cfg: &ContainerConfig) -> InitSystem {
+    if cfg.storage.kind != StorageKind::Image {
+        return crate::sysenv::detect::detect(&host.private_dir(&cfg.ctid), &cfg.init);
+    }
+    let Ok(root) = crate::storage::mount_root_unmapped(host, cfg) else { return InitSystem::None };
+    let init = crate::sysenv::detect::detect(&root, &cfg.init);
+    let _ = crate::storage::unmount_root(host, cfg);
+    init
 }
 
 /// PID 1's default command, looked up in the container's files (an image is mounted for it).

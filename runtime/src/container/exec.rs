@@ -25,7 +25,13 @@ use std::sync::atomic::{AtomicI32, Ordering};
 struct Joiner {
     ns: Vec<(NsKind, File)>,
     cgroup_procs: Vec<File>,
+    /// A system container's: the first of these that takes the process (v2: systemd's cgroup,
+    /// else its init.scope).
+    cgroup_procs_first_of: Vec<File>,
     isolation: Prepared,
+    /// A system container: the process gets a cgroup namespace rooted at the cgroups it
+    /// joined, as PID 1 has, so paths in /proc/self/cgroup are the ones systemd knows.
+    cgroup_namespace: bool,
 }
 
 impl Joiner {
@@ -37,11 +43,15 @@ impl Joiner {
         let isolation = applied.prepare()?;
         let ns = namespaces::open_recorded(ct.as_str(), op, st.pid, st.start_time, &st.namespaces)?;
         let cg = st.cgroup();
-        let mut cgroup_procs = Vec::new();
-        for p in cg.procs_files() {
-            cgroup_procs.push(std::fs::OpenOptions::new().write(true).open(&p).map_err(|e| Error::io("open cgroup", &p, e))?);
-        }
-        Ok(Joiner { ns, cgroup_procs, isolation })
+        let (all, first_of) = match &st.system {
+            Some(sys) => crate::sysenv::cgroup::SystemdCgroup::recorded(&cg, &sys.systemd_cgroup).exec_procs(&cg),
+            None => (cg.procs_files(), Vec::new()),
+        };
+        let open = |p: &std::path::PathBuf| std::fs::OpenOptions::new().write(true).open(p).map_err(|e| Error::io("open cgroup", p, e));
+        let cgroup_procs = all.iter().map(open).collect::<Result<Vec<_>>>()?;
+        // Those that do not exist (yet) are no candidates.
+        let cgroup_procs_first_of = first_of.iter().filter_map(|p| open(p).ok()).collect();
+        Ok(Joiner { ns, cgroup_procs, cgroup_procs_first_of, isolation, cgroup_namespace: st.system.is_some() })
     }
 
     /// Join every namespace (the pid namespace applies to children forked after this).
@@ -78,6 +88,12 @@ impl Joiner {
         for mut f in &self.cgroup_procs {
             // "0" means the writing process.
             f.write_all(b"0").map_err(|e| format!("join cgroup: {e}"))?;
+        }
+        if !self.cgroup_procs_first_of.is_empty() && !self.cgroup_procs_first_of.iter().any(|mut f| f.write_all(b"0").is_ok()) {
+            return Err("join cgroup: neither the container's systemd cgroup nor its init.scope takes a process".into());
+        }
+        if self.cgroup_namespace {
+            crate::sysenv::child::enter_cgroup_namespace()?;
         }
         nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
     }
@@ -476,7 +492,8 @@ fn open_container_ptmx() -> std::result::Result<OwnedFd, String> {
     Ok(fd)
 }
 
-fn make_raw(fd: i32) -> Option<nix::sys::termios::Termios> {
+/// Put stdin (a terminal) in raw mode; the settings to restore.
+pub(crate) fn make_raw(fd: i32) -> Option<nix::sys::termios::Termios> {
     let _ = fd;
     let saved = nix::sys::termios::tcgetattr(std::io::stdin()).ok()?;
     let mut raw = saved.clone();
@@ -510,11 +527,7 @@ fn proxy(master: i32, stdin_tty: bool) {
         if m_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
             match nix::unistd::read(master, &mut buf) {
                 Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    let mut out = std::io::stdout();
-                    let _ = out.write_all(&buf[..n]);
-                    let _ = out.flush();
-                }
+                Ok(n) => to_stdout(&buf[..n]),
             }
         }
         if i_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
@@ -532,6 +545,13 @@ fn proxy(master: i32, stdin_tty: bool) {
             }
         }
     }
+}
+
+/// Write `data` to stdout at once (a terminal proxy's output).
+pub(crate) fn to_stdout(data: &[u8]) {
+    let mut out = std::io::stdout();
+    let _ = out.write_all(data);
+    let _ = out.flush();
 }
 
 fn unsafe_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {

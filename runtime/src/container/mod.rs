@@ -6,13 +6,13 @@
 //! exec/enter call setns).
 
 mod create;
-mod exec;
+pub(crate) mod exec;
 pub mod restore;
 mod set;
-mod start;
+pub(crate) mod start;
 mod stop;
 
-pub use create::{check_hostname, check_resources, create, destroy, CreateOptions};
+pub use create::{check_hostname, check_resources, create, destroy, CreateOptions, SYSTEM_STOP_TIMEOUT};
 pub use exec::{enter, enter_with, exec, exec_detached, exec_failure_code, run_in_container};
 pub use restore::{
     checkpoint_to_dir, checkpoint_to_dir_frozen, restore_from_dir, thaw_if_frozen, CheckpointInfo, CheckpointMeta, CheckpointOpts, CheckpointSummary,

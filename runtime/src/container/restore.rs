@@ -31,6 +31,10 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// How many times a checkpoint tries a dump that failed on a passing moment
+/// (`checkpoint::log::is_transient_dump_failure`).
+const DUMP_TRIES: u32 = 5;
+
 /// ferry's own file in a checkpoint's image directory (CTID, veths, summary).
 pub const META_FILE: &str = "ferry-checkpoint.json";
 /// How to checkpoint.
@@ -118,6 +122,9 @@ pub struct CheckpointMeta {
     /// CRIU's images): what exec gives a process after the restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<crate::isolation::Applied>,
+    /// A system container's console and cgroup subtree as dumped (None for others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<crate::sysenv::checkpoint::SystemMeta>,
 }
 
 impl CheckpointMeta {
@@ -188,7 +195,7 @@ pub struct CheckpointInfo {
 }
 
 /// A finished restore.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreInfo {
     pub state: State,
     pub restore_ms: u64,
@@ -298,36 +305,53 @@ pub fn checkpoint_to_dir_frozen(
         d.external_mounts =
             dev_externals(cfg).map_err(|e| Error::ct(ct, "checkpoint", e.to_string()))?.into_iter().map(|(inside, key, _)| (inside, key)).collect();
     }
+    let system = crate::sysenv::checkpoint::dump_options(&st, &cg, &mut d)?;
     // The container is frozen when CRIU is ready to collect it ("pre-dump" comes after its
     // start-up, which takes tens of milliseconds), not before CRIU starts: that start-up is
     // not downtime. CRIU finds the cgroup frozen and leaves it so after the dump.
-    let mut frozen: Option<FrozenGuard> = None;
-    let mut frozen_at: Option<Instant> = None;
-    let mut freeze_ms = 0;
-    let mut freeze_err: Option<Error> = None;
-    let mut summary = CheckpointSummary::default();
-    let dumped = criu.dump_notify(&d, &mut |n| {
-        if frozen.is_none() {
-            let tf = Instant::now();
-            match FrozenGuard::freeze(freezer.clone()) {
-                Ok(g) => {
-                    frozen = Some(g);
-                    frozen_at = Some(tf);
-                    freeze_ms = ms(tf.elapsed());
-                    summary = collect_summary(st.pid, &cg);
-                    summary.addresses = addresses.clone();
-                }
-                Err(e) => {
-                    let m = format!("freeze before the {} notification: {e}", n.script);
-                    freeze_err = Some(Error::ct(ct, "checkpoint", format!("freeze: {e}; the container keeps running")));
-                    return Err(m);
+    let mut attempt = 1;
+    let (dumped, frozen, frozen_at, freeze_ms, freeze_err, mut summary, log_in_images, log) = loop {
+        let mut frozen: Option<FrozenGuard> = None;
+        let mut frozen_at: Option<Instant> = None;
+        let mut freeze_ms = 0;
+        let mut freeze_err: Option<Error> = None;
+        let mut summary = CheckpointSummary::default();
+        let dumped = criu.dump_notify(&d, &mut |n| {
+            if frozen.is_none() {
+                let tf = Instant::now();
+                match FrozenGuard::freeze(freezer.clone()) {
+                    Ok(g) => {
+                        frozen = Some(g);
+                        frozen_at = Some(tf);
+                        freeze_ms = ms(tf.elapsed());
+                        summary = collect_summary(st.pid, &cg);
+                        summary.addresses = addresses.clone();
+                    }
+                    Err(e) => {
+                        let m = format!("freeze before the {} notification: {e}", n.script);
+                        freeze_err = Some(Error::ct(ct, "checkpoint", format!("freeze: {e}; the container keeps running")));
+                        return Err(m);
+                    }
                 }
             }
+            Ok(())
+        });
+        let log_in_images = images_dir.join(&d.log_file);
+        // A passing moment (a socket message in flight with credentials, which a booted
+        // system's journald and systemd receive all the time): thaw, let the readers take it,
+        // try again.
+        let transient = || crate::checkpoint::log::is_transient_dump_failure(&std::fs::read_to_string(&log_in_images).unwrap_or_default());
+        if dumped.is_err() && freeze_err.is_none() && attempt < DUMP_TRIES && st.is_alive() && transient() {
+            drop(frozen);
+            let _ = clear_dir(images_dir);
+            tracing::info!("container {ct}: dump attempt {attempt} met a socket message in flight; trying again");
+            std::thread::sleep(Duration::from_millis(50 * attempt as u64));
+            attempt += 1;
+            continue;
         }
-        Ok(())
-    });
-    let log_in_images = images_dir.join(&d.log_file);
-    let log = keep_log(host, ct, &log_in_images, "checkpoint.log");
+        let log = keep_log(host, ct, &log_in_images, "checkpoint.log");
+        break (dumped, frozen, frozen_at, freeze_ms, freeze_err, summary, log_in_images, log);
+    };
     let done = match dumped {
         // CRIU froze the cgroup itself if it sent no notification first (not CRIU 4.2): the
         // dump is good; only the summary lacks the processes. Its processes are gone, so
@@ -389,6 +413,7 @@ pub fn checkpoint_to_dir_frozen(
         saved_resources: Some(cfg.resources.clone()),
         live_resources: Some(crate::container::effective_resources(cfg, Some(&st))),
         isolation: st.isolation.clone(),
+        system,
     };
     meta.save(images_dir)?;
 
@@ -511,6 +536,8 @@ struct RestoreUndo<'a> {
     mounted: bool,
     cgroup: Option<Cgroup>,
     net: Option<NetState>,
+    /// A system container's systemd cgroup (v1), which CRIU makes.
+    systemd_cgroup: Option<PathBuf>,
     /// Host ends of veth pairs made before CRIU ran.
     precreated: Vec<String>,
 }
@@ -521,6 +548,11 @@ impl RestoreUndo<'_> {
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(10));
             if let Err(e) = cg.destroy() {
+                tracing::warn!("undo restore of {}: {e}", self.cfg.ctid);
+            }
+        }
+        if let Some(d) = self.systemd_cgroup.take() {
+            if let Err(e) = crate::sysenv::cgroup::remove_tree(&d) {
                 tracing::warn!("undo restore of {}: {e}", self.cfg.ctid);
             }
         }
@@ -585,8 +617,18 @@ pub fn restore_from_dir_with(host: &Host, lock: &ContainerLock, cfg: &ContainerC
         return Err(Error::ct(ct, "restore", format!("cgroup {} still has processes {:?}; run `ferry stop {ct}` first", cg.rel(), cg.pids()?)));
     }
 
-    let mut undo = RestoreUndo { host, cfg, mounted: false, cgroup: None, net: None, precreated: Vec::new() };
-    let res = restore_inner(host, cfg, images_dir, &criu, &veths, meta.as_ref(), &mut undo);
+    // A system container comes back inside a new monitor, on a new console.
+    let system = meta.as_ref().and_then(|m| m.system.clone());
+    if let Some(sm) = &system {
+        crate::sysenv::checkpoint::check_cgroup_mode(ct, sm, &cg)?;
+    }
+    let job = RestoreJob { host, cfg, images_dir, criu: &criu, veths: &veths, meta: meta.as_ref(), system: None };
+    let res = match &system {
+        Some(sm) => crate::sysenv::monitor::run(host, cfg, crate::container::start::MONITORED, "restore", |console| {
+            restore_attempt(RestoreJob { system: Some((sm, console)), ..job }).map(|r| (r.clone(), r.0))
+        }),
+        None => restore_attempt(job),
+    };
     match res {
         Ok((state, restore_ms, log)) => {
             if let (Some(n), true) = (&state.net_objects, announce) {
@@ -597,22 +639,37 @@ pub fn restore_from_dir_with(host: &Host, lock: &ContainerLock, cfg: &ContainerC
             }
             Ok(RestoreInfo { state, restore_ms, total_ms: ms(t0.elapsed()), log })
         }
-        Err(e) => {
-            undo.run();
-            Err(e)
-        }
+        Err(e) => Err(e),
     }
 }
 
-fn restore_inner(
-    host: &Host,
-    cfg: &ContainerConfig,
-    images_dir: &Path,
-    criu: &Criu,
-    veths: &[(String, String)],
-    meta: Option<&CheckpointMeta>,
-    undo: &mut RestoreUndo<'_>,
-) -> Result<(State, u64, PathBuf)> {
+type SystemRestore<'a> = Option<(&'a crate::sysenv::checkpoint::SystemMeta, &'a crate::sysenv::monitor::Console)>;
+
+/// What one restore works with.
+#[derive(Clone, Copy)]
+struct RestoreJob<'a> {
+    host: &'a Host,
+    cfg: &'a ContainerConfig,
+    images_dir: &'a Path,
+    criu: &'a Criu,
+    veths: &'a [(String, String)],
+    meta: Option<&'a CheckpointMeta>,
+    system: SystemRestore<'a>,
+}
+
+/// One try at restoring: everything it made is removed again when it fails.
+fn restore_attempt(job: RestoreJob<'_>) -> Result<(State, u64, PathBuf)> {
+    let mut undo =
+        RestoreUndo { host: job.host, cfg: job.cfg, mounted: false, cgroup: None, net: None, systemd_cgroup: None, precreated: Vec::new() };
+    let res = restore_inner(job, &mut undo);
+    if res.is_err() {
+        undo.run();
+    }
+    res
+}
+
+fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(State, u64, PathBuf)> {
+    let RestoreJob { host, cfg, images_dir, criu, veths, meta, system } = job;
     let ct = cfg.ctid.as_str();
     let t0 = Instant::now();
     let root = crate::storage::mount_root(host, cfg)?;
@@ -666,6 +723,15 @@ fn restore_inner(
     }
     r.ext_unix_sk = meta.map(|m| m.ext_unix_sk).unwrap_or(false);
     r.rst_sibling = false;
+    let mut systemd = None;
+    if let Some((sm, console)) = system {
+        let sd = crate::sysenv::cgroup::SystemdCgroup::on_host(&cg)?;
+        undo.systemd_cgroup = Some(sd.dir.clone());
+        sd.create(&cg)?;
+        r.join_cgroups = sd.criu_join(&cg);
+        crate::sysenv::checkpoint::restore_options(sm, &sd, console, &mut r);
+        systemd = Some(sd);
+    }
     let mut net_state: Option<NetState> = None;
     let mut net_err: Option<Error> = None;
     let mut net_time = Duration::ZERO;
@@ -733,6 +799,12 @@ fn restore_inner(
         resources: Some(resources),
         namespaces,
         isolation: Some(isolation),
+        system: system.map(|(_, c)| crate::sysenv::SystemState {
+            monitor_pid: std::process::id() as i32,
+            console: c.pty.path.clone(),
+            console_socket: c.socket.clone(),
+            systemd_cgroup: systemd.as_ref().map(|s| s.dir.clone()).unwrap_or_default(),
+        }),
         ..State::new(cfg.ctid.clone(), done.pid, &cg, root)
     };
     if !state.is_alive() {
@@ -751,6 +823,7 @@ fn restore_inner(
     undo.cgroup = None;
     undo.mounted = false;
     undo.net = None;
+    undo.systemd_cgroup = None;
     undo.precreated.clear();
     Ok((state, ms(done.elapsed), log))
 }
@@ -867,6 +940,7 @@ mod tests {
             saved_resources: Some(saved.clone()),
             live_resources: Some(live.clone()),
             isolation: None,
+            system: None,
         };
         assert_eq!(CheckpointMeta::restored_resources(Some(&meta), &saved), live);
         let changed = Resources { ram: Some(128 << 20), ..Default::default() };

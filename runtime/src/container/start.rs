@@ -40,6 +40,8 @@ struct Undo<'a> {
     net: Option<crate::net::NetState>,
     /// The netns PID 1 was cloned into, opened before it ran any code of the container.
     netns: Option<crate::net::CtNetns>,
+    /// The cgroup a system container's systemd owns (v1 hosts).
+    systemd_cgroup: Option<PathBuf>,
 }
 
 impl Undo<'_> {
@@ -55,6 +57,11 @@ impl Undo<'_> {
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL, std::time::Duration::from_secs(5));
             if let Err(e) = cg.destroy() {
+                tracing::warn!("undo start of {}: {e}", self.cfg.ctid);
+            }
+        }
+        if let Some(d) = self.systemd_cgroup.take() {
+            if let Err(e) = crate::sysenv::cgroup::remove_tree(&d) {
                 tracing::warn!("undo start of {}: {e}", self.cfg.ctid);
             }
         }
@@ -138,15 +145,18 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     if cfg.init.is_empty() {
         return Err(Error::ct(ct.as_str(), "start", "the config has no init command; set one with `init = [...]` in the config"));
     }
-    let isolation = Applied::from_security(&cfg.security).map_err(|e| Error::ct(ct.as_str(), "start", e.to_string()))?;
+    let isolation = Applied::from_security(&crate::sysenv::security(cfg)).map_err(|e| Error::ct(ct.as_str(), "start", e.to_string()))?;
     let prepared = isolation.prepare()?;
     let rules = devices::rules_for(&cfg.security.devices)?;
 
-    let mut undo = Undo { host, cfg, cgroup: None, mounted: false, scripted: false, child: None, hooked: false, net: None, netns: None };
-    let mut res = start_inner(host, cfg, (&isolation, prepared), &rules, &mut undo);
-    if res.is_err() {
-        undo.run();
-    }
+    // A system container starts inside its monitor, which stays as PID 1's parent.
+    let mut res = if crate::sysenv::is_system(cfg) {
+        crate::sysenv::monitor::run(host, cfg, MONITORED, "start", |console| {
+            attempt(host, cfg, (&isolation, prepared), &rules, Some(console)).map(|st| (st.clone(), st))
+        })
+    } else {
+        attempt(host, cfg, (&isolation, prepared), &rules, None)
+    };
     // The container's start script runs inside once it runs; a failing one stops it again.
     if res.is_ok() {
         if let Err(e) = actions::run_inside(host, cfg, Action::Start) {
@@ -164,11 +174,55 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     res
 }
 
+/// What a system container's monitor calls when PID 1 ends or reboots.
+pub(crate) const MONITORED: crate::sysenv::monitor::Lifecycle = crate::sysenv::monitor::Lifecycle { end: end_after_init, start_again };
+
+/// PID 1 of `state` is gone: the container's host state goes, with its umount scripts.
+fn end_after_init(host: &Host, _lock: &ContainerLock, cfg: &ContainerConfig, state: &State) -> Result<()> {
+    actions::run_on_host_or_warn(host, cfg, Action::Umount);
+    crate::container::teardown(host, cfg, Some(state))?;
+    actions::run_on_host_or_warn(host, cfg, Action::Postumount);
+    Ok(())
+}
+
+/// Start again inside the monitor after a reboot (the monitor is the caller), with the
+/// container's start script and address announcements as a start has.
+fn start_again(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, console: &crate::sysenv::monitor::Console) -> Result<State> {
+    let ct = lock.ctid();
+    let isolation = Applied::from_security(&crate::sysenv::security(cfg)).map_err(|e| Error::ct(ct.as_str(), "start", e.to_string()))?;
+    let prepared = isolation.prepare()?;
+    let rules = devices::rules_for(&cfg.security.devices)?;
+    let st = attempt(host, cfg, (&isolation, prepared), &rules, Some(console))?;
+    if let Err(e) = actions::run_inside(host, cfg, Action::Start) {
+        tracing::warn!("container {ct}: start script after a reboot: {e}");
+    }
+    hooks::announce_after_start(&st);
+    Ok(st)
+}
+
+/// One try at starting: everything it made is removed again when it fails.
+fn attempt(
+    host: &Host,
+    cfg: &ContainerConfig,
+    isolation: (&Applied, Prepared),
+    rules: &[devices::DeviceRule],
+    console: Option<&crate::sysenv::monitor::Console>,
+) -> Result<State> {
+    let mut undo =
+        Undo { host, cfg, cgroup: None, mounted: false, scripted: false, child: None, hooked: false, net: None, netns: None, systemd_cgroup: None };
+    let res = start_inner(host, cfg, isolation, rules, console, &mut undo);
+    if res.is_err() {
+        undo.run();
+    }
+    res
+}
+
 fn start_inner(
     host: &Host,
     cfg: &ContainerConfig,
     (isolation, prepared): (&Applied, Prepared),
     rules: &[devices::DeviceRule],
+    console: Option<&crate::sysenv::monitor::Console>,
     undo: &mut Undo<'_>,
 ) -> Result<State> {
     let ct = &cfg.ctid;
@@ -190,7 +244,20 @@ fn start_inner(
     undo.scripted = true;
     actions::run_on_host(host, cfg, Action::Mount)?;
 
-    let plan = ChildPlan::new(&root, cfg, prepared)?;
+    // A system container: its systemd's own cgroup (v1), and what its PID 1 sets up.
+    let mut systemd = None;
+    let system = match console {
+        Some(c) => {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
+            let sd = crate::sysenv::cgroup::SystemdCgroup::of(&cg, &mountinfo)?;
+            undo.systemd_cgroup = Some(sd.dir.clone());
+            sd.create(&cg)?;
+            systemd = Some(sd);
+            Some(crate::sysenv::child::ChildEnv { console: c.pty.path.clone(), cgroup_mounts: crate::sysenv::cgroup::child_mounts(&cg, &mountinfo) })
+        }
+        None => None,
+    };
+    let plan = ChildPlan::new(&root, cfg, prepared, system)?;
     let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
 
@@ -224,7 +291,10 @@ fn start_inner(
         proc_stat(pid.as_raw()).map(|s| s.start_time).ok_or_else(|| Error::ct(ct.as_str(), "start", "PID 1 vanished right after clone"))?;
     // Before PID 1 runs any code of the container: what exec may join later.
     let namespaces = namespaces::record(pid.as_raw(), isolation.kind)?;
-    cg.add_pid(pid.as_raw())?;
+    match &systemd {
+        Some(sd) => sd.join(&cg, pid.as_raw())?,
+        None => cg.add_pid(pid.as_raw())?,
+    }
     let netns = crate::net::CtNetns::of_new_process(pid.as_raw())?;
     undo.hooked = true;
     undo.net = hooks::net_hook_after_clone(host, cfg, pid.as_raw(), &netns)?;
@@ -246,6 +316,12 @@ fn start_inner(
         resources: Some(cfg.resources.clone()),
         namespaces,
         isolation: Some(isolation.clone()),
+        system: console.map(|c| crate::sysenv::SystemState {
+            monitor_pid: std::process::id() as i32,
+            console: c.pty.path.clone(),
+            console_socket: c.socket.clone(),
+            systemd_cgroup: systemd.as_ref().map(|s| s.dir.clone()).unwrap_or_default(),
+        }),
         ..State::new(ct.clone(), pid.as_raw(), &cg, root)
     };
     st.save(host)?;
@@ -256,6 +332,7 @@ fn start_inner(
     undo.scripted = false;
     undo.hooked = false;
     undo.net = None;
+    undo.systemd_cgroup = None;
     Ok(st)
 }
 
@@ -277,10 +354,12 @@ struct ChildPlan {
     /// Host device nodes (paths below /dev) bound into its /dev beyond the defaults (`userns`
     /// only: the privileged kind makes its own nodes).
     dev_binds: Vec<PathBuf>,
+    /// A system container's environment (console, cgroup namespace, API file systems).
+    system: Option<crate::sysenv::child::ChildEnv>,
 }
 
 impl ChildPlan {
-    fn new(root: &Path, cfg: &ContainerConfig, isolation: Prepared) -> Result<Self> {
+    fn new(root: &Path, cfg: &ContainerConfig, isolation: Prepared, system: Option<crate::sysenv::child::ChildEnv>) -> Result<Self> {
         let cs = |s: &str| CString::new(s).map_err(|_| Error::Config(format!("{s:?} contains a NUL byte")));
         Ok(ChildPlan {
             root: root.to_path_buf(),
@@ -296,6 +375,7 @@ impl ChildPlan {
             } else {
                 Vec::new()
             },
+            system,
         })
     }
 }
@@ -340,6 +420,10 @@ fn mnt(src: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, 
 
 fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infallible, String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    if plan.system.is_some() {
+        // The parent has put this process into the container's cgroups by now.
+        crate::sysenv::child::enter_cgroup_namespace()?;
+    }
     nix::sys::stat::umask(Mode::empty());
     mnt(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     // pivot_root wants the new root to be a mount point.
@@ -381,10 +465,16 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     {
         std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
     }
+    if let Some(env) = &plan.system {
+        crate::sysenv::child::bind_console(root, env)?;
+    }
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     crate::isolation::paths::apply()?;
+    if let Some(env) = &plan.system {
+        crate::sysenv::child::after_pivot(env)?;
+    }
     nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname {}: {e}", plan.hostname))?;
     // Like vzctl: the container's /etc/hostname follows the configured name (inside the new
     // root, so a symlink there cannot point the write at the host).
@@ -400,7 +490,10 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     }
 
     close_fds_except(keep_fd);
-    redirect_stdio()?;
+    match plan.system {
+        Some(_) => crate::sysenv::child::console_stdio()?,
+        None => redirect_stdio()?,
+    }
     if let Some(n) = plan.nofile {
         set_own_nofile(n)?;
     }

@@ -35,10 +35,10 @@ pub fn stop_timeout(cfg: &ContainerConfig, asked: Option<Duration>) -> Duration 
     asked.or(cfg.boot.stop_timeout.map(Duration::from_secs)).unwrap_or(DEFAULT_STOP_TIMEOUT)
 }
 
-/// The signal that asks the container's init to halt. One place, so the choice per init
-/// (systemd, sysvinit, busybox, ...) can grow here.
-pub fn halt_signal(_cfg: &ContainerConfig) -> Signal {
-    Signal::SIGTERM
+/// The signal (its number) that asks the container's init to halt: SIGRTMIN+3 for systemd,
+/// SIGPWR for sysvinit, SIGUSR2 for BusyBox init, SIGTERM otherwise (`init_system`).
+pub fn halt_signal(cfg: &ContainerConfig) -> i32 {
+    crate::sysenv::halt_signal(cfg.init_system)
 }
 
 /// Stop a running (or half-stopped, `mounted`) container, waiting `timeout` after the halt
@@ -70,7 +70,8 @@ pub fn stop_with(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, how: 
             let _ = State { net_objects: net, ..state.clone() }.save(host);
         }
         if let Shutdown::Halt(asked) = how {
-            let _ = kill(Pid::from_raw(state.pid), halt_signal(cfg));
+            // SAFETY: kill(2) with a pid and a signal number; no memory is involved.
+            unsafe { libc::kill(state.pid, halt_signal(cfg)) };
             wait_until(Instant::now() + stop_timeout(cfg, asked), || !state.is_alive());
         }
     }
@@ -125,6 +126,7 @@ fn release(host: &Host, cfg: &ContainerConfig, state: Option<&State>, cg: &Cgrou
     let ct = &cfg.ctid;
     crate::storage::unmount_root(host, cfg)?;
     cg.destroy()?;
+    crate::sysenv::cgroup::remove_for(host, cfg, state)?;
     hooks::net_hook_after_stop(host, cfg, state.and_then(|s| s.net_objects.as_ref()))?;
     State::remove(host, ct)
 }

@@ -94,6 +94,9 @@ pub fn attached_devices(img: &Path) -> Result<Vec<PathBuf>> {
     Ok(out.lines().filter_map(|l| l.split(':').next()).filter(|s| !s.is_empty()).map(PathBuf::from).collect())
 }
 
+/// How long an unmounted image's loop device may take to go.
+const DETACH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn detach_all(img: &Path) {
     if let Ok(devs) = attached_devices(img) {
         for d in devs {
@@ -144,10 +147,20 @@ pub fn umount_path(img: &Path, mount_point: &Path) -> Result<()> {
         run(Command::new("umount").arg(mount_point))
             .map_err(|e| err(img, "umount", format!("{e}; a process may still use {}: stop it and retry", mount_point.display())))?;
     }
-    detach_all(img);
-    let left = attached_devices(img)?;
+    // A loop device still referenced right after the umount (the kernel drops the mount's
+    // last reference asynchronously) is only marked for autoclear by `losetup -d`: it goes
+    // a moment later. Wait for that, asking again, rather than fail a busy host.
+    let deadline = std::time::Instant::now() + DETACH_WAIT;
+    let left = loop {
+        detach_all(img);
+        let left = attached_devices(img)?;
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            break left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     if !left.is_empty() {
-        return Err(err(img, "detach", format!("still attached to {left:?}; run `losetup -d` on them")));
+        return Err(err(img, "detach", format!("still attached to {left:?} after {} s; run `losetup -d` on them", DETACH_WAIT.as_secs())));
     }
     Ok(())
 }
