@@ -724,10 +724,19 @@ fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(Sta
     r.ext_unix_sk = meta.map(|m| m.ext_unix_sk).unwrap_or(false);
     r.rst_sibling = false;
     let mut systemd = None;
+    // An unprivileged system container dumped under another range: its cgroups come back with
+    // the dumping host's owners (`SystemdCgroup::shift_owners`).
+    let mut reown = match (system.is_some(), criu_image::dumped_map(images_dir)?, crate::storage::root_idmap(cfg)?) {
+        (true, Some(from), Some(to)) if from != to => Some((from, to)),
+        _ => None,
+    };
     if let Some((sm, console)) = system {
         let sd = crate::sysenv::cgroup::SystemdCgroup::on_host(&cg)?;
         undo.systemd_cgroup = Some(sd.dir.clone());
         sd.create(&cg)?;
+        if let Some(map) = crate::storage::root_idmap(cfg)? {
+            sd.delegate(&map)?;
+        }
         r.join_cgroups = sd.criu_join(&cg);
         crate::sysenv::checkpoint::restore_options(sm, &sd, console, &mut r);
         systemd = Some(sd);
@@ -746,6 +755,11 @@ fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(Sta
         // the container's, recorded for exec before any of its code runs again.
         if n.script == "post-restore" && n.pid > 0 && namespaces.is_none() {
             namespaces = Some(crate::isolation::namespaces::record(n.pid, kind).map_err(|e| e.to_string())?);
+        }
+        // Before the tree runs again.
+        if let (true, Some((from, to)), Some(sd)) = (n.script == "post-restore", reown.as_ref(), systemd.as_ref()) {
+            sd.shift_owners(from, to).map_err(|e| e.to_string())?;
+            reown = None;
         }
         if n.script == "post-restore" && n.pid > 0 && !veths.is_empty() && net_state.is_none() {
             let t = Instant::now();
@@ -789,6 +803,10 @@ fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(Sta
             net::readdress(&ns, &netns, &readdress)?;
         }
         net_state = Some(ns);
+    }
+    if let (Some((from, to)), Some(sd)) = (reown.as_ref(), systemd.as_ref()) {
+        // CRIU sent no post-restore: the tree runs already (the walk never follows a link).
+        sd.shift_owners(from, to)?;
     }
     let namespaces = match namespaces {
         Some(n) => n,

@@ -252,6 +252,9 @@ fn start_inner(
             let sd = crate::sysenv::cgroup::SystemdCgroup::of(&cg, &mountinfo)?;
             undo.systemd_cgroup = Some(sd.dir.clone());
             sd.create(&cg)?;
+            if let Some(map) = crate::storage::root_idmap(cfg)? {
+                sd.delegate(&map)?;
+            }
             systemd = Some(sd);
             Some(crate::sysenv::child::ChildEnv { console: c.pty.path.clone(), cgroup_mounts: crate::sysenv::cgroup::child_mounts(&cg, &mountinfo) })
         }
@@ -452,12 +455,14 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     }
     nix::sys::stat::fchmodat(None, &dev.join("shm"), Mode::from_bits_truncate(0o1777), nix::sys::stat::FchmodatFlags::FollowSymlink)
         .map_err(|e| format!("chmod /dev/shm: {e}"))?;
+    // Its own devpts instance; new ptys are group tty (gid 5: mapped in every range), as
+    // runc and LXC mount it and as `mesg` and logins expect.
     mnt(
         Some(Path::new("devpts")),
         &dev.join("pts"),
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     )?;
     mnt(Some(Path::new("shm")), &dev.join("shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=65536k"))?;
     for (link, target) in

@@ -72,7 +72,10 @@ pub fn stop_with(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, how: 
         if let Shutdown::Halt(asked) = how {
             // SAFETY: kill(2) with a pid and a signal number; no memory is involved.
             unsafe { libc::kill(state.pid, halt_signal(cfg)) };
-            wait_until(Instant::now() + stop_timeout(cfg, asked), || !state.is_alive());
+            let halted = wait_until(Instant::now() + stop_timeout(cfg, asked), || !state.is_alive());
+            if let (true, Some(sys)) = (halted, &state.system) {
+                crate::sysenv::monitor::wait_console_drained(sys, state.pid, Duration::from_secs(2));
+            }
         }
     }
     let cg = kill_all(host, cfg, state.as_ref())?;
