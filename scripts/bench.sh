@@ -132,7 +132,7 @@ PY
 . scripts/bench/migration.sh
 . scripts/bench/filesync.sh
 FAILED=()
-for sec in ${BENCH_SECTIONS:-start_stop memory_per_ct checkpoint big_memory image_format migration file_sync}; do
+for sec in ${BENCH_SECTIONS:-start_stop userns memory_per_ct checkpoint big_memory image_format migration file_sync}; do
   t0=$(now)
   set +e; ( set -e; "section_$sec" ); rc=$?; set -e
   echo "bench: $sec took $(( ($(now) - t0) / 1000000000 )) s$([[ $rc -ne 0 ]] && echo " and FAILED (exit $rc)")"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install ferry's host files: the systemd units (ferry-boot.service: start containers at
 # boot, stop or suspend them at shutdown; the snapshot timer), an example host config (only
-# when none exists) and the sample configs for --applyconfig.
+# when none exists), the sample configs for --applyconfig, and root's user ID range for
+# unprivileged containers in /etc/subuid and /etc/subgid (when root has none).
 #
 #   scripts/install-host.sh [--root DIR] [--ferry PATH] [--no-enable]
 #
@@ -31,6 +32,23 @@ for u in systemd/ferry-boot.service systemd/ferry-snapshots.service systemd/ferr
 done
 [[ -e $conf/ferry.toml ]] || install -m 644 host/ferry.toml "$conf/ferry.toml"
 install -m 644 host/samples/*.toml "$conf/samples/"
+
+# Unprivileged containers take their user ID ranges from root's entry in /etc/subuid and
+# /etc/subgid (the host setting userns_pool = "auto"): reserve ferry's default pool there when
+# root has none, unless another entry already uses part of it (then say so).
+pool_first=1000000 pool_count=1000000000
+for f in "$root/etc/subuid" "$root/etc/subgid"; do
+  [[ -e $f ]] || { install -d -m 755 "$(dirname "$f")"; : > "$f"; chmod 644 "$f"; }
+  if grep -qE '^(root|0):' "$f"; then
+    continue
+  fi
+  if awk -F: -v a="$pool_first" -v n="$pool_count" 'NF >= 3 && $2 < a + n && a < $2 + $3 { found = 1 } END { exit !found }' "$f"; then
+    echo "install-host.sh: $f gives part of $pool_first:$pool_count to another user; set userns_pool in $conf/ferry.toml to a free range" >&2
+    continue
+  fi
+  echo "root:$pool_first:$pool_count" >> "$f"
+  echo "reserved $pool_first:$pool_count for root (ferry's unprivileged containers) in $f"
+done
 
 if [[ -z $root && $enable -eq 1 && -d /run/systemd/system ]]; then
   systemctl daemon-reload

@@ -83,13 +83,14 @@ fn action_scripts_run_where_vzctl_runs_them_with_its_environment() {
 
 #[test]
 fn runscript_applyconfig_samples_and_vzctl_spellings() {
-    if !support::need_root("admin") {
+    let test = "runscript_applyconfig_samples_and_vzctl_spellings";
+    if !support::need_root(test) {
         return;
     }
     let t = Topology::new(1, 0);
     let h = TestHost::in_netns(&t.host(0).netns_path());
     // The samples are limits: this test needs the controllers they use.
-    if !h.has_controllers_for("runscript_applyconfig_samples_and_vzctl_spellings", &["cpuunits", "cpulimit", "ram", "swap", "numproc", "ioprio"]) {
+    if !h.has_controllers_for(test, &["cpuunits", "cpulimit", "ram", "swap", "numproc", "ioprio"]) {
         return;
     }
     // The shipped samples, installed beside this host's config file.

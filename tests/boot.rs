@@ -81,7 +81,7 @@ fn a_reboot_in_suspend_mode_brings_processes_and_memory_back_in_bootorder() {
     let t = Topology::new(1, 0);
     let h = TestHost::in_netns(&t.host(0).netns_path());
     let (exec_start, exec_stop) = unit_commands(&h);
-    std::fs::write(&h.host_config, "# a host that suspends its containers at shutdown\nstop_mode = \"suspend\"\n").unwrap();
+    h.add_host_config("# a host that suspends its containers at shutdown\nstop_mode = \"suspend\"\n");
     let tpl = h.template.to_str().unwrap();
     let ip = t.ct_ip4(41).to_string();
     // web: onboot, late; db: onboot, first; job: no onboot, was running; off: onboot no, was

@@ -27,12 +27,22 @@ fn criu_dumps_and_restores_a_ferry_container() {
     let pid = h.pid("cr");
     assert!(children(pid).iter().any(|c| c == "sleep 1000"), "{:?}", children(pid));
 
+    // An unprivileged container's /dev binds the host's nodes: CRIU takes them as external
+    // mounts, and its restored tasks read the images as the container's root.
+    let cfg = h.config("cr");
+    let ext = ferry_runtime::container::restore::dev_externals(&cfg).unwrap();
+    let (dump_ext, restore_ext): (Vec<String>, Vec<String>) = if cfg.security.kind.has_userns() {
+        ext.iter().map(|(inside, key, host)| (format!("--external=mnt[{inside}]:{key}"), format!("--external=mnt[{key}]:{host}"))).unzip()
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let dump = h.dir.path().join("dump");
     std::fs::create_dir(&dump).unwrap();
     let o = Command::new("criu")
         .args(["dump", "-t", &pid.to_string(), "-D"])
         .arg(&dump)
         .args(["--tcp-established", "-v4", "-o", "dump.log"])
+        .args(&dump_ext)
         .output()
         .unwrap();
     let log = |name: &str| std::fs::read_to_string(dump.join(name)).unwrap_or_default();
@@ -41,6 +51,9 @@ fn criu_dumps_and_restores_a_ferry_container() {
     assert_eq!(h.ok(&["status", "cr"]).trim(), "cr mounted");
 
     let root = h.data.join("root/cr");
+    if let Some(map) = &cfg.security.id_map {
+        ferry_runtime::userns::criu_image::open_to(&dump, map).unwrap();
+    }
     let pidfile = h.dir.path().join("restored.pid");
     let o = Command::new("criu")
         .args(["restore", "-D"])
@@ -49,6 +62,7 @@ fn criu_dumps_and_restores_a_ferry_container() {
         .arg(&root)
         .args(["-d", "-v4", "-o", "restore.log", "--pidfile"])
         .arg(&pidfile)
+        .args(&restore_ext)
         .output()
         .unwrap();
     assert!(o.status.success(), "criu restore failed: {}", log("restore.log").lines().filter(|l| l.contains("Error")).collect::<Vec<_>>().join("\n"));

@@ -28,7 +28,7 @@ fn vzlist_options_and_fields() {
     h.ok(&["create", "101", "--template", tpl, "--name", "web", "--description", "front", "--onboot", "yes", "--bootorder", "20"]);
     h.ok(&["create", "20", "--template", tpl, "--hostname", "db1", "--name", "db", "--bootorder", "90", "--cpus", "1"]);
     h.ok(&["create", "3", "--template", tpl, "--iolimit", "10M", "--iopslimit", "300", "--ioprio", "6", "--ram", "64M"]);
-    h.ok(&["set", "3", "--capability", "net_admin:on", "--features", "nesting:on", "--save"]);
+    h.ok(&["set", "3", "--capability", "NET_RAW:off", "--features", "nesting:on", "--save"]);
     h.ok(&["start", "101"]);
     h.ok(&["start", "3"]);
 
@@ -48,7 +48,7 @@ fn vzlist_options_and_fields() {
     assert_eq!(
         l,
         [
-            ["3", "-", "-", "-", "-", "-", "10485760", "300", "6", "NET_ADMIN:on", "nesting:on"],
+            ["3", "-", "-", "-", "-", "-", "10485760", "300", "6", "NET_RAW:off", "nesting:on"],
             ["20", "db", "-", "-", "90", "1", "-", "-", "-", "-", "-"],
             ["101", "web", "front", "yes", "20", "-", "-", "-", "-", "-", "-"],
         ]
@@ -71,9 +71,19 @@ fn vzlist_options_and_fields() {
     assert_eq!(v[0]["onboot"], true);
     assert!(v[0]["uptime"].as_u64().is_some(), "{v}");
     assert_eq!(v[0]["features"], serde_json::json!([]));
+    // userns: the mapping of an unprivileged container, - for a privileged one.
+    h.ok(&["create", "40", "--template", tpl, "--userns", "on"]);
+    h.ok(&["create", "41", "--template", tpl, "--userns", "off"]);
+    let l = lines(&h.ok(&["list", "-H", "-o", "ctid,userns", "40", "41"]));
+    let first = h.range_first("40").expect("an unprivileged container has a range");
+    assert_eq!(l, [["40".to_string(), format!("0:{first}:65536")], ["41".to_string(), "-".to_string()]]);
+    let v: serde_json::Value = serde_json::from_str(&h.ok(&["list", "-j", "-o", "userns", "40", "41"])).unwrap();
+    assert_eq!(v, serde_json::json!([{"userns": format!("0:{first}:65536")}, {"userns": null}]));
     // -L lists every field with its meaning.
     let fields = h.ok(&["list", "-L"]);
-    for f in ["ctid", "name", "description", "onboot", "bootorder", "uptime", "cpus", "iolimit", "iopslimit", "ioprio", "capability", "features"] {
+    for f in
+        ["ctid", "name", "description", "onboot", "bootorder", "uptime", "cpus", "iolimit", "iopslimit", "ioprio", "capability", "features", "userns"]
+    {
         assert!(fields.lines().any(|l| l.split_whitespace().next() == Some(f)), "-L lacks {f}:\n{fields}");
     }
     // -h is help.

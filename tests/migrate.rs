@@ -947,3 +947,157 @@ fn migrate_new_id_arrives_as_another_container_with_new_addresses() {
     assert!(st.round_trips > 0, "no echo from the new address");
     b.ok(&["stop", &new]);
 }
+
+/// The host uid of the process named `comm` in container `ct` of host `h` (from its cgroup).
+fn host_uid_of(h: &TestHost, ct: &str, comm: &str) -> Option<u32> {
+    h.cgroup(ct).pids().ok()?.into_iter().find_map(|p| {
+        let c = std::fs::read_to_string(format!("/proc/{p}/comm")).ok()?;
+        if c.trim() != comm {
+            return None;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The user (inside) that runs redis-server in `ct` (the template has no ps).
+fn redis_user(h: &TestHost, ct: &str) -> String {
+    h.exec(ct, "for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = redis-server ] && stat -c %U $p; done; true").trim().to_string()
+}
+
+/// redis-server as the template's redis user (uid 100 inside), on all addresses, without
+/// background saves (a fork while CRIU dumps would only slow the test); returns once it answers.
+fn start_redis(h: &TestHost, ct: &str) {
+    h.exec(
+        ct,
+        "setpriv --reuid=redis --regid=redis --init-groups redis-server --port 6379 --bind 0.0.0.0 --protected-mode no --save '' --appendonly no \
+         </dev/null >/dev/null 2>&1 &",
+    );
+    support::wait_for("redis to answer", || h.ferry(&["exec", ct, "--", "redis-cli", "ping"]).stdout.starts_with(b"PONG"));
+    assert_eq!(redis_user(h, ct), "redis", "redis runs as its own user");
+}
+
+/// redis running as its own user in an unprivileged container, under a client that appends
+/// on one connection and checks at the end that every write redis acknowledged is there: the
+/// container is checkpointed and restored here, then live-migrated to a host whose ID pool
+/// gives it another range (so its user namespace comes back with another mapping). Nothing
+/// acknowledged is lost, the connection holds, and redis runs as its user in the new range.
+/// The same service in a privileged container cannot be checkpointed where host root lacks
+/// CAP_SYS_RESOURCE (this machine kind): the error names the capability and --userns on.
+#[test]
+fn redis_as_its_own_user_checkpoints_and_migrates_unprivileged_with_no_acknowledged_write_lost() {
+    let test = "redis_as_its_own_user_checkpoints_and_migrates_unprivileged_with_no_acknowledged_write_lost";
+    if !can_run(test) {
+        return;
+    }
+    let Some(tpl) = support::debian_redis_template(test) else { return };
+    let sim = Sim::new(2);
+    let (a, b) = (sim.h(0), sim.h(1));
+    b.add_host_config("userns_pool = \"3000000:655360\"\n");
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(60).to_string();
+    a.ok(&["create", &ct, "--template", tpl.to_str().unwrap(), "--userns", "on", "--ipadd", &ip]);
+    a.ok(&["start", &ct]);
+    start_redis(a, &ct);
+    let first_a = a.range_first(&ct).expect("an unprivileged container has a range");
+    assert_eq!(host_uid_of(a, &ct, "redis-server"), Some(first_a + 100), "redis runs as the range's uid 100 on the host");
+
+    let stop = a.dir.path().join("stop-writer");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/redis_writer.py");
+    let writer = sim.t.spawn_in(sim.t.client(0), &format!("python3 {} {ip} 6379 300 --until {} --json", script.display(), stop.display()));
+    let mut writer = topology::Bg(writer);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    a.ok(&["checkpoint", &ct]);
+    a.ok(&["restore", &ct]);
+    std::thread::sleep(Duration::from_millis(1000));
+    sim.migrate_ok(0, 1, &ct, &[]);
+    std::thread::sleep(Duration::from_millis(1000));
+    std::fs::write(&stop, "").unwrap();
+    let _ = writer.0.wait();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut writer.0.stdout.take().unwrap(), &mut out).unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("writer said {out:?}: {e}"));
+    assert_eq!(v["ok"], true, "the writer: {v}");
+    assert!(v["acknowledged"].as_u64().unwrap() > 100, "{v}");
+    eprintln!("{test}: the writer: {v}");
+
+    let first_b = b.range_first(&ct).expect("a range on the destination");
+    assert_ne!(first_a, first_b, "the destination's pool gave another range");
+    assert!((3_000_000..3_655_360).contains(&first_b), "{first_b} from the destination's pool");
+    assert_eq!(host_uid_of(b, &ct, "redis-server"), Some(first_b + 100), "redis runs as uid 100 of the new range");
+    assert_eq!(redis_user(b, &ct), "redis");
+    assert_eq!(b.exec(&ct, "cat /proc/self/uid_map").split_whitespace().collect::<Vec<_>>(), ["0", &first_b.to_string(), "65536"]);
+    sim.assert_clean(0, &ct);
+
+    // The privileged counterpart, where host root lacks CAP_SYS_RESOURCE.
+    if !ferry_runtime::checkpoint::check::has_cap_in_bounding_set(24) {
+        let p = format!("{ct}p");
+        // (An address, so that its loopback is up for redis-cli.)
+        let ip_p = sim.t.ct_ip4(61).to_string();
+        a.ok(&["create", &p, "--template", tpl.to_str().unwrap(), "--userns", "off", "--ipadd", &ip_p]);
+        a.ok(&["start", &p]);
+        start_redis(a, &p);
+        let e = a.fails(&["checkpoint", &p]);
+        assert!(e.contains("CAP_SYS_RESOURCE") && e.contains("--userns on"), "{e}");
+        assert_eq!(redis_user(a, &p), "redis", "redis keeps running after the refused dump");
+        a.ok(&["destroy", "--force", &p]);
+    }
+    b.ok(&["destroy", "--force", &ct]);
+}
+
+/// The user ID range of an unprivileged container on its way between hosts: a destination
+/// whose pool has no free range refuses at preflight (nothing changes anywhere); one with a
+/// range gives it its own, and the container runs on with its memory under that range; an
+/// exported snapshot restored on a third host gets that host's range.
+#[test]
+fn an_unprivileged_container_gets_each_hosts_range_and_a_full_pool_refuses_at_preflight() {
+    let test = "an_unprivileged_container_gets_each_hosts_range_and_a_full_pool_refuses_at_preflight";
+    if !can_run(test) {
+        return;
+    }
+    let sim = Sim::new(3);
+    let (a, b, c) = (sim.h(0), sim.h(1), sim.h(2));
+    b.add_host_config("userns_pool = \"5000000:65536\"\n");
+    c.add_host_config("userns_pool = \"6000000:131072\"\n");
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(62).to_string();
+    sim.container(0, &ct, &["--userns", "on", "--ipadd", &ip]);
+    let uid_map = |h: &TestHost| h.exec(&ct, "cat /proc/self/uid_map").split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let ns = pidns(a, &ct);
+
+    // B's one range is taken: refused at preflight, the container runs on here untouched.
+    b.ok(&["create", "filler", "--template", b.template.to_str().unwrap(), "--userns", "on"]);
+    let o = sim.migrate(0, 1, &ct, &[], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(112), "{err}");
+    assert!(err.contains(&format!("cannot give {ct} a user ID range")) && err.contains("5000000:65536") && err.contains("userns_pool"), "{err}");
+    assert_eq!(pidns(a, &ct), ns, "the container was restarted");
+    assert_counter_runs(a, &ct);
+    sim.assert_clean(1, &ct);
+
+    // With the range free, it moves and runs on under B's range, its memory kept.
+    b.ok(&["destroy", "filler"]);
+    let client = Client::start(&sim.t, &ip);
+    sim.migrate_ok(0, 1, &ct, &[]);
+    let stats = client.finish();
+    assert!(stats.round_trips > 10, "{stats:?}");
+    assert_eq!(b.range_first(&ct), Some(5_000_000));
+    assert_eq!(uid_map(b), ["0", "5000000", "65536"]);
+    assert_counter_runs(b, &ct);
+    sim.assert_clean(0, &ct);
+
+    // An exported snapshot (files, processes, memory) restored on C, under C's range.
+    b.ok(&["snapshot", "create", &ct]);
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["snapshot", "list", &ct, "--json"])).unwrap();
+    let id = v["snapshots"][0]["id"].as_str().unwrap_or_else(|| panic!("{v}")).to_string();
+    let img = b.dir.path().join("export.img");
+    b.ok(&["snapshot", "export", &ct, &id, img.to_str().unwrap()]);
+    b.ok(&["stop", &ct]);
+    c.ok(&["restore", &ct, "--from-image", img.to_str().unwrap()]);
+    assert_eq!(c.range_first(&ct), Some(6_000_000));
+    assert_eq!(uid_map(c), ["0", "6000000", "65536"]);
+    assert_counter_runs(c, &ct);
+    c.ok(&["destroy", "--force", &ct]);
+    b.ok(&["destroy", &ct]);
+}

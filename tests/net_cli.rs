@@ -200,3 +200,61 @@ fn failed_start_after_network_setup_leaves_nothing() {
     h.assert_clean();
     assert_eq!(h.ok(&["status", &ct]).trim(), format!("{ct} stopped"));
 }
+
+/// The attack on the host's network work: with nesting, the init moves to a network namespace
+/// of its own (leaving a process behind in the one ferry made) and lays traps there: a device
+/// named venet0 for the addresses `set --ipadd` gives, and a device with the ifindex of the
+/// host device passed through, for `stop` to take back to the host in its place. ferry works
+/// on the namespace it made: the new address lands there, and the host gets its own device
+/// back (its MAC tells it from the decoy).
+#[test]
+fn live_addresses_and_returned_devices_go_to_the_netns_ferry_made_not_the_inits() {
+    let test = "live_addresses_and_returned_devices_go_to_the_netns_ferry_made_not_the_inits";
+    if !can_run(test) {
+        return;
+    }
+    let t = Topology::new(1, 0);
+    let host = t.host(0);
+    let dev = format!("{}x", &t.id[..t.id.len().min(12)]);
+    t.run_in_ok(host, &format!("ip link add {dev} type ifb"));
+    let mac_of = |out: &str| out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).map(str::to_string);
+    let host_mac = mac_of(&t.run_in_ok(host, &format!("ip -o link show dev {dev}"))).expect("the device's MAC");
+    let h = TestHost::in_netns(&host.netns_path());
+    let ct = ctid();
+    let (a1, a2) = (t.ct_ip4(31).to_string(), t.ct_ip4(32).to_string());
+    h.ok(&["create", &ct, "--template", h.template.to_str().unwrap(), "--ipadd", &a1, "--netdev-add", &dev, "--features", "nesting:on"]);
+    let private = h.data.join("private").join(&ct);
+    let script = |name: &str, text: &str| {
+        std::fs::write(private.join(name), text).unwrap();
+        std::fs::set_permissions(private.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    script("init.sh", &format!("#!/bin/sh\nsleep 100000 &\nexec unshare -U -r -n /trap.sh \"$(cat /sys/class/net/{dev}/ifindex)\"\n"));
+    script(
+        "trap.sh",
+        "#!/bin/sh\nip link add venet0 type ifb && ip link set venet0 up\ni=0\n\
+         while ! ip -o link | grep -q \"^$1: \"; do i=$((i+1)); [ $i -gt 300 ] && break; ip link add e$i type ifb || break; done\n\
+         echo ready > /trap-ready\ntrap 'exit 0' TERM\nwhile :; do sleep 1; done\n",
+    );
+    let conf = h.data.join("conf").join(format!("{ct}.toml"));
+    let mut cfg = ferry_runtime::ContainerConfig::load(&conf).unwrap();
+    cfg.init = vec!["/init.sh".into()];
+    cfg.save(&conf).unwrap();
+    h.ok(&["start", &ct]);
+    support::wait_for("the init's traps", || private.join("trap-ready").exists());
+    let init = h.pid(&ct);
+    let netns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    let stayed = h.cgroup(&ct).pids().unwrap().into_iter().find(|p| netns(*p) != netns(init)).expect("a process left in ferry's netns");
+    let in_ns = |pid: i32, cmd: &str| t.run_in_ok(host, &format!("nsenter --net=/proc/{pid}/ns/net {cmd}"));
+    assert!(in_ns(init, "ip -o link").contains("venet0"), "the trap is set");
+
+    h.ok(&["set", &ct, "--ipadd", &a2]);
+    assert!(in_ns(stayed, "ip -o addr show dev venet0").contains(&a2), "the address belongs in the container's netns");
+    assert!(!in_ns(init, "ip -o addr").contains(&a2), "the address went to the init's own netns");
+
+    h.ok(&["stop", &ct]);
+    let back = t.run_in_ok(host, &format!("ip -o link show dev {dev}"));
+    assert_eq!(mac_of(&back).as_deref(), Some(host_mac.as_str()), "the host got a device of the container's instead of its own: {back}");
+    assert_clean(&t);
+    h.ok(&["destroy", &ct]);
+    h.assert_clean();
+}

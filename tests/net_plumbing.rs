@@ -149,7 +149,7 @@ fn start_venet(t: &Topology, ct: &FakeContainer, addrs: &[IpAddr]) -> (Container
     let mut cfg = cfg_for(&ctid());
     cfg.net.ipadd = addrs.to_vec();
     t.enter(t.host(0));
-    let st = net::setup(&Host::default(), &cfg, ct.pid()).expect("venet setup");
+    let st = net::setup(&Host::default(), &cfg, ct.pid(), &ct.netns()).expect("venet setup");
     (cfg, st)
 }
 
@@ -274,14 +274,14 @@ fn venet_add_and_del_ip_live() {
     assert!(fetch(&t, 0, &b4, 0.5).is_err());
 
     let host = Host::default();
-    net::add_ip(&host, &cfg, &mut st, b4).unwrap();
-    net::add_ip(&host, &cfg, &mut st, b6).unwrap();
+    net::add_ip(&host, &cfg, &mut st, &ct.netns(), b4).unwrap();
+    net::add_ip(&host, &cfg, &mut st, &ct.netns(), b6).unwrap();
     assert_eq!(fetch(&t, 0, &b4, 3.0).as_deref(), Ok("hello from container"));
     assert_eq!(fetch(&t, 0, &b6, 3.0).as_deref(), Ok("hello from container"));
     assert_eq!(st.venet.as_ref().unwrap().addrs, vec![a, b4, b6]);
 
-    net::del_ip(&host, &mut st, b4).unwrap();
-    net::del_ip(&host, &mut st, b6).unwrap();
+    net::del_ip(&host, &mut st, &ct.netns(), b4).unwrap();
+    net::del_ip(&host, &mut st, &ct.netns(), b6).unwrap();
     assert!(fetch(&t, 0, &b4, 1.0).is_err(), "deleted IPv4 address still answers");
     assert!(fetch(&t, 0, &b6, 1.0).is_err(), "deleted IPv6 address still answers");
     assert_eq!(fetch(&t, 0, &a, 3.0).as_deref(), Ok("hello from container"));
@@ -313,7 +313,7 @@ fn veth_bridged_reaches_client() {
     let ct = FakeContainer::new();
     let cfg = bridged_setup(&t);
     t.enter(t.host(0));
-    let st = net::setup(&Host::default(), &cfg, ct.pid()).unwrap();
+    let st = net::setup(&Host::default(), &cfg, ct.pid(), &ct.netns()).unwrap();
     let host_if = names::veth_host_if(&cfg.ctid, 0);
     assert_eq!(st.host_links, vec![host_if.clone()]);
     assert!(t.run_in_ok(t.host(0), &format!("ip link show dev {host_if}")).contains("master br0"));
@@ -370,7 +370,7 @@ fn announce_venet_repoints_client_to_host_mac() {
     let addrs = [t.ct_ip4(10), t.ct_ip6(10)];
     let (_cfg, st) = start_venet(&t, &ct, &addrs);
     check_announce(&t, &addrs, &t.host(0).mac_str(), || {
-        net::announce_container(&st, 1, Duration::ZERO).unwrap();
+        net::announce_container(&st, None, 1, Duration::ZERO).unwrap();
     });
     // The bare function too, with an explicit MAC (request and reply forms, NA).
     let other = "02:00:5e:10:20:30";
@@ -390,11 +390,11 @@ fn announce_veth_from_inside_with_container_mac() {
     let ct = FakeContainer::new();
     let cfg = bridged_setup(&t);
     t.enter(t.host(0));
-    let st = net::setup(&Host::default(), &cfg, ct.pid()).unwrap();
+    let st = net::setup(&Host::default(), &cfg, ct.pid(), &ct.netns()).unwrap();
     ct.run_ok("ip addr add 198.18.2.10/16 dev eth0 && ip addr add 2001:db8::2:10/64 dev eth0 nodad");
     let addrs: [IpAddr; 2] = ["198.18.2.10".parse().unwrap(), "2001:db8::2:10".parse().unwrap()];
     check_announce(&t, &addrs, &cfg.net.netifs[0].mac, || {
-        net::announce_container(&st, 1, Duration::ZERO).unwrap();
+        net::announce_container(&st, Some(&ct.netns()), 1, Duration::ZERO).unwrap();
     });
     net::teardown(&Host::default(), &st).unwrap();
     assert_clean(&t);
@@ -419,7 +419,7 @@ fn passthrough_moves_a_dummy_in_and_back() {
     let err = net::migratable(&cfg).unwrap_err();
     assert!(err.contains(&dev) && err.contains("--netdev-del"), "{err}");
     t.enter(h);
-    let st = net::setup(&Host::default(), &cfg, ct.pid()).unwrap();
+    let st = net::setup(&Host::default(), &cfg, ct.pid(), &ct.netns()).unwrap();
     assert_eq!(st.moved_devs.iter().map(|d| d.name.clone()).collect::<Vec<_>>(), vec![dev.clone()]);
     assert!(ct.run(&format!("ip link show dev {dev}")).status.success(), "inside the container");
     assert!(!t.run_in(h, &format!("ip link show dev {dev}")).status.success(), "gone from the host");
@@ -427,6 +427,8 @@ fn passthrough_moves_a_dummy_in_and_back() {
     // The container's admin renames it; it still comes back under its host name.
     ct.run_ok(&format!("ip link set dev {dev} name inner0"));
 
+    let mut st = st;
+    net::detach_netdevs(&mut st, Some(&ct.netns())).unwrap();
     net::teardown(&Host::default(), &st).unwrap();
     assert!(t.run_in(h, &format!("ip link show dev {dev}")).status.success(), "back on the host");
     assert!(!ct.run(&format!("ip link show dev {dev}")).status.success());
@@ -444,7 +446,7 @@ fn failed_setup_leaves_nothing() {
     cfg.net.ipadd = vec![t.ct_ip4(10), t.ct_ip6(10)];
     cfg.net.netifs.push(VethIf { name: "eth0".into(), bridge: Some("nosuchbr".into()), mac: "02:00:00:00:00:09".into() });
     t.enter(t.host(0));
-    let err = net::setup(&Host::default(), &cfg, ct.pid()).unwrap_err().to_string();
+    let err = net::setup(&Host::default(), &cfg, ct.pid(), &ct.netns()).unwrap_err().to_string();
     assert!(err.contains(cfg.ctid.as_str()) && err.contains("nosuchbr"), "{err}");
     assert_clean(&t);
     assert!(!ct.run("ip link show dev venet0").status.success(), "inner end went with the pair");
@@ -452,7 +454,7 @@ fn failed_setup_leaves_nothing() {
     // No uplink: a clear error, nothing left.
     let mut cfg2 = cfg_for(&ctid());
     cfg2.net.ipadd = vec!["198.51.100.7".parse().unwrap()];
-    let err = net::setup(&Host::default(), &cfg2, ct.pid()).unwrap_err().to_string();
+    let err = net::setup(&Host::default(), &cfg2, ct.pid(), &ct.netns()).unwrap_err().to_string();
     assert!(err.contains("--uplink"), "{err}");
     assert_clean(&t);
 }
@@ -477,7 +479,7 @@ fn after_restore_plumbs_pairs_criu_recreated() {
     ct.run_ok(&format!(
         "ip link set {inner} address {mac} arp off multicast off addrgenmode none up && ip addr add {a4}/32 dev {inner} && ip route add default dev {inner}"
     ));
-    let st = net::after_restore(&Host::default(), &cfg, ct.pid()).unwrap();
+    let st = net::after_restore(&Host::default(), &cfg, ct.pid(), &ct.netns()).unwrap();
     let mut srv = Bg(ct.spawn(&py(SERVER, &[])));
     wait_ready(&mut srv.0);
     assert_eq!(fetch(&t, 0, &a4, 3.0).as_deref(), Ok("hello from container"));

@@ -73,6 +73,55 @@ fn state(h: &TestHost, ct: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(h.run.join(ct).join("state.json")).unwrap()).unwrap()
 }
 
+/// The container's kind holds: an unprivileged one's PID 1 and redis-server run as its range's
+/// first ID on the host and `/proc/self/uid_map` inside shows that range, its console and the
+/// cgroups systemd made are its root's (the limits are not); a privileged one's PID 1 is host
+/// root with the identity mapping. Either way systemd holds no CAP_SYS_ADMIN.
+fn assert_kind(h: &TestHost, ct: &str, what: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let pid1 = h.pid(ct);
+    let host_uid = |pid: &str| -> u32 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let ids: Vec<u32> = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().map(|u| u.parse().unwrap()).collect();
+        assert!(ids.iter().all(|u| *u == ids[0]), "{what}: process {pid} has mixed uids {ids:?}");
+        ids[0]
+    };
+    let redis_inside = h.exec(ct, "systemctl show -P MainPID redis-server").trim().to_string();
+    let systemd_dir = PathBuf::from(state(h, ct)["system"]["systemd_cgroup"].as_str().unwrap().to_string());
+    let redis_host = std::fs::read_to_string(systemd_dir.join("system.slice/redis-server.service/cgroup.procs")).unwrap().trim().to_string();
+    let uid_map: Vec<String> = h.exec(ct, "cat /proc/self/uid_map").split_whitespace().map(str::to_string).collect();
+    let cap_eff = h.exec(ct, "grep CapEff /proc/1/status");
+    let eff = u64::from_str_radix(cap_eff.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_eq!(eff & (1 << 21), 0, "{what}: systemd holds CAP_SYS_ADMIN: {cap_eff}");
+    assert!(!redis_inside.is_empty() && redis_inside != "0", "{what}: redis-server has no main pid");
+    let console_host = PathBuf::from(state(h, ct)["system"]["console"].as_str().unwrap().to_string());
+    match h.range_first(ct) {
+        Some(first) => {
+            assert_eq!(uid_map, vec!["0".to_string(), first.to_string(), "65536".to_string()], "{what}: uid_map inside");
+            assert_eq!(host_uid(&pid1.to_string()), first, "{what}: PID 1 ({pid1}) is not the range's root on the host");
+            assert_eq!(host_uid(&redis_host), first, "{what}: redis-server ({redis_host}) is not the range's root on the host");
+            for d in [systemd_dir.clone(), systemd_dir.join("system.slice"), systemd_dir.join("system.slice/redis-server.service")] {
+                let m = std::fs::metadata(&d).unwrap();
+                assert_eq!((m.uid(), m.gid()), (first, first), "{what}: {} is not delegated to the range's root", d.display());
+            }
+            let procs = std::fs::metadata(systemd_dir.join("cgroup.procs")).unwrap();
+            assert_eq!(procs.uid(), first, "{what}: its cgroup.procs");
+            for limit in h.cgroup(ct).procs_files() {
+                let m = std::fs::metadata(&limit).unwrap();
+                if !limit.starts_with(&systemd_dir) {
+                    assert_eq!(m.uid(), 0, "{what}: {} of the limits' cgroup was handed over", limit.display());
+                }
+            }
+            assert_eq!(std::fs::metadata(&console_host).unwrap().uid(), first, "{what}: the console pty is not the container root's");
+            assert_eq!(h.exec(ct, "stat -c %u /dev/console").trim(), "0", "{what}: /dev/console inside");
+        }
+        None => {
+            assert_eq!(uid_map, vec!["0", "0", "4294967295"], "{what}: uid_map inside");
+            assert_eq!(host_uid(&pid1.to_string()), 0, "{what}: PID 1 of a privileged container");
+        }
+    }
+}
+
 /// Whether process `pid` is gone within 10 s.
 fn gone(pid: i64) -> bool {
     let t0 = Instant::now();
@@ -107,6 +156,7 @@ fn a_debian_with_systemd_boots_runs_its_services_stops_cleanly_and_reboots() {
     let log = h.ok(&["console", &ct]);
     assert!(log.contains("Welcome to") && log.contains("Debian GNU/Linux 12"), "console log: {log}");
 
+    assert_kind(&h, &ct, "after boot");
     step("services up");
     // What systemd found: a container of type ferry, API file systems, its own cgroup tree.
     assert_eq!(h.exec(&ct, "systemd-detect-virt -c || true").trim(), "container-other");
@@ -114,6 +164,10 @@ fn a_debian_with_systemd_boots_runs_its_services_stops_cleanly_and_reboots() {
     for (dir, fs) in [("/run", "tmpfs"), ("/run/lock", "tmpfs"), ("/tmp", "tmpfs"), ("/dev/console", "devpts")] {
         assert_eq!(h.exec(&ct, &format!("findmnt -n -o FSTYPE {dir}")).trim(), fs, "{dir}");
     }
+    // Its own devpts: a new pty is its root's, group tty, as a login on it expects.
+    let pty = h.exec(&ct, "script -qec 'stat -c %u:%g $(tty)' /dev/null");
+    assert_eq!(pty.trim(), "0:5", "a pty opened inside");
+    assert_eq!(h.exec(&ct, "stat -c %u:%g /dev/pts/ptmx").trim(), "0:0", "its ptmx");
     let machine_id = h.exec(&ct, "cat /etc/machine-id").trim().to_string();
     assert!(machine_id.len() == 32 && machine_id.chars().all(|c| c.is_ascii_hexdigit()), "{machine_id:?}");
     let init_cg = h.exec(&ct, "cat /proc/1/cgroup");
@@ -133,14 +187,25 @@ fn a_debian_with_systemd_boots_runs_its_services_stops_cleanly_and_reboots() {
         assert!(!o.status.success(), "pids.max written from inside");
         assert!(String::from_utf8_lossy(&o.stderr).contains("Read-only"), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(!h.ferry(&["exec", &ct, "--", "mkdir", "/sys/fs/cgroup/memory/escape"]).status.success());
+        // Its writable name=systemd hierarchy shows its own subtree only: no release_agent (a
+        // program the host's kernel would run) to set.
+        let o = h.ferry(&["exec", &ct, "--", "sh", "-c", "echo /tmp/x > /sys/fs/cgroup/systemd/release_agent"]);
+        assert!(!o.status.success(), "release_agent written from inside");
     }
     if !h.is_v1() {
         // v2: its cgroup namespace's root is a child of the cgroup holding its limits: what it
         // writes into its root's interface files stays below them.
+        // An unprivileged one is not even given its root's interface files (only what a
+        // delegation hands over: cgroup.procs, cgroup.subtree_control, cgroup.threads...).
         let ours = h.cgroup(&ct).dir("").join("cgroup.max.descendants");
-        h.exec(&ct, "echo 3 > /sys/fs/cgroup/cgroup.max.descendants");
+        let o = h.ferry(&["exec", &ct, "--", "sh", "-c", "echo 3 > /sys/fs/cgroup/cgroup.max.descendants"]);
+        if h.is_unprivileged(&ct) {
+            assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("Permission denied"), "{o:?}");
+        } else {
+            assert!(o.status.success(), "{o:?}");
+        }
         assert_eq!(std::fs::read_to_string(&ours).unwrap().trim(), "max", "the container changed its own cgroup's {}", ours.display());
-        h.exec(&ct, "echo max > /sys/fs/cgroup/cgroup.max.descendants");
+        let _ = h.ferry(&["exec", &ct, "--", "sh", "-c", "echo max > /sys/fs/cgroup/cgroup.max.descendants"]);
     }
     let top = h.exec(&ct, "ls /sys/fs/cgroup/systemd 2>/dev/null || ls /sys/fs/cgroup");
     assert!(!top.contains(&h.cgroup_parent) && top.contains("system.slice"), "the container sees more than its subtree: {top}");
@@ -197,6 +262,7 @@ fn a_debian_with_systemd_boots_runs_its_services_stops_cleanly_and_reboots() {
     assert!(!h.ferry(&["exec", &ct, "--", "test", "-e", "/root/after-snapshot"]).status.success(), "files are not the snapshot's");
     assert_eq!(wait_booted(&h, &ct, Duration::from_secs(10)).0, "running");
     assert_services_up(&h, &ct, "after the snapshot's restore");
+    assert_kind(&h, &ct, "after the snapshot's restore");
 
     step("snapshot restored");
     // `reboot` inside: the monitor starts it again, a new PID 1 on the same console.
@@ -219,6 +285,7 @@ fn a_debian_with_systemd_boots_runs_its_services_stops_cleanly_and_reboots() {
     assert_eq!(h.exec(&ct, "cat /etc/machine-id").trim(), machine_id, "its machine id stays");
     assert!(h.ok(&["console", &ct]).contains("[ferry: the container rebooted; starting it again]"));
     assert_services_up(&h, &ct, "after reboot");
+    assert_kind(&h, &ct, "after reboot");
 
     step("rebooted");
     // `ferry stop`: SIGRTMIN+3, systemd halts well within its 120 s, the journal says so.
@@ -399,6 +466,9 @@ fn redis_under_systemd_keeps_every_acknowledged_write_through_checkpoint_and_liv
     }
     let sim = Sim::new();
     let (a, b) = (&sim.hosts[0], &sim.hosts[1]);
+    // B gives an unprivileged container another range: its IDs, its console and its
+    // delegated cgroups change hands on the way.
+    b.add_host_config("userns_pool = \"7000000:655360\"\n");
     let ct = ctid();
     let ip = sim.t.ct_ip4(31).to_string();
     a.ok(&["create", &ct, "--template", tpl.to_str().unwrap(), "--ipadd", &ip]);
@@ -430,16 +500,23 @@ fn redis_under_systemd_keeps_every_acknowledged_write_through_checkpoint_and_liv
     a.ok(&["restore", &ct, "--dumpfile", img.to_str().unwrap()]);
     client.wait_progress(20, "after the restore");
     assert_system_alive(a, &ct, "after checkpoint and restore");
+    assert_kind(a, &ct, "after checkpoint and restore");
 
     // Live to B and back to A.
+    let range_on_a = a.range_first(&ct);
     sim.migrate(0, 1, &ct);
     client.wait_progress(20, "after the move to B");
     assert_system_alive(b, &ct, "on B");
     assert!(b.cgroup(&ct).pids().unwrap().len() >= 8, "the services are not in B's cgroup");
+    assert_kind(b, &ct, "on B");
+    if let (Some(on_a), Some(on_b)) = (range_on_a, b.range_first(&ct)) {
+        assert_ne!(on_a, on_b, "B's pool gives another range");
+    }
     sim.migrate(1, 0, &ct);
     client.wait_progress(20, "after the move back to A");
     assert_system_alive(a, &ct, "back on A");
     assert_services_up(a, &ct, "back on A");
+    assert_kind(a, &ct, "back on A");
 
     let (acked, longest) = client.finish();
     eprintln!("client: {acked} writes acknowledged, longest wait {longest:?}");

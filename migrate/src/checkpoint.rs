@@ -380,8 +380,10 @@ pub fn restore_from_image_as(
         }
     }
     let extract_ms = t0.elapsed().as_millis() as u64;
+    let mut cfg = cfg;
     if config_installed {
-        cfg.save(&host.config_path(lock.ctid()))?;
+        // An unprivileged container gets a range of this host's pool (its own when free here).
+        ferry_runtime::userns::pool::save_with_range(host, &mut cfg, &host.config_path(lock.ctid()))?;
     }
     let res = container::restore_from_dir(host, lock, &cfg, work.path());
     match res {

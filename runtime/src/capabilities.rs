@@ -26,6 +26,74 @@ pub const DEFAULT_CAPS: [&str; 14] = [
     "AUDIT_WRITE",
 ];
 
+/// The unprivileged kind's defaults: every capability, as Incus gives container root. They
+/// hold in the container's own user namespace only: what they guard there (its mounts, its
+/// network, its files through the idmapped root) is the container's.
+pub const ALL_CAPS: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Capabilities the kernel checks against the host's (initial) user namespace only: in a
+/// container's own user namespace they grant nothing (device nodes, the clock, modules, raw
+/// I/O, ...). Asking for one on an unprivileged container is refused with the way out
+/// (`--userns off`); the seccomp filter is compiled as if they were absent.
+pub const HOST_ONLY: [(&str, &str); 14] = [
+    ("SYS_MODULE", "loading kernel modules"),
+    ("SYS_RAWIO", "raw I/O ports and devices"),
+    ("SYS_TIME", "setting the clock"),
+    ("SYS_PACCT", "process accounting"),
+    ("MKNOD", "creating device nodes"),
+    ("LINUX_IMMUTABLE", "immutable and append-only files"),
+    ("MAC_ADMIN", "configuring the LSM"),
+    ("MAC_OVERRIDE", "overriding the LSM"),
+    ("AUDIT_CONTROL", "configuring the audit system"),
+    ("SYSLOG", "the kernel log"),
+    ("WAKE_ALARM", "alarms that wake the host"),
+    ("BLOCK_SUSPEND", "blocking the host's suspend"),
+    ("BPF", "bpf"),
+    ("PERFMON", "performance monitoring"),
+];
+
 /// Parse a capability name, with or without `CAP_`, any case.
 pub fn parse_cap(name: &str) -> Result<Capability> {
     let up = name.trim().to_ascii_uppercase();
@@ -43,6 +111,23 @@ pub fn cap_name(c: Capability) -> String {
 pub fn kind_defaults(kind: ContainerKind) -> &'static [&'static str] {
     match kind {
         ContainerKind::Privileged => &DEFAULT_CAPS,
+        ContainerKind::Unprivileged => &ALL_CAPS,
+    }
+}
+
+/// What a capability would be used for when it means nothing in a user namespace.
+pub fn host_only_use(c: Capability) -> Option<&'static str> {
+    HOST_ONLY.iter().find(|(n, _)| parse_cap(n).ok() == Some(c)).map(|(_, what)| *what)
+}
+
+/// Refuse granting a host-only capability to a container of `kind` with a user namespace.
+fn check_grant(kind: ContainerKind, cap: Capability) -> Result<()> {
+    match host_only_use(cap) {
+        Some(what) if kind.has_userns() => Err(Error::Config(format!(
+            "capability {} is for {what}, which the kernel allows only to the host's root: an unprivileged container's user namespace never grants it; use --userns off for a container that needs it",
+            cap_name(cap)
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -54,7 +139,9 @@ pub fn container_caps(sec: &Security) -> Result<CapsHashSet> {
         set.insert(parse_cap(n)?);
     }
     for n in &sec.cap_add {
-        set.insert(parse_cap(n)?);
+        let c = parse_cap(n)?;
+        check_grant(sec.kind, c)?;
+        set.insert(c);
     }
     for n in &sec.cap_drop {
         set.remove(&parse_cap(n)?);
@@ -77,7 +164,11 @@ pub fn set_capabilities(sec: &mut Security, list: &str) -> Result<()> {
 pub fn set_capability(sec: &mut Security, spec: &str) -> Result<()> {
     let (name, onoff) =
         spec.rsplit_once(':').ok_or_else(|| Error::Config(format!("invalid capability setting {spec:?}: use NAME:on or NAME:off")))?;
-    let cap = cap_name(parse_cap(name)?);
+    let parsed = parse_cap(name)?;
+    if onoff == "on" {
+        check_grant(sec.kind, parsed)?;
+    }
+    let cap = cap_name(parsed);
     let same = |c: &String| parse_cap(c).map(cap_name).ok().as_deref() == Some(cap.as_str());
     sec.cap_add.retain(|c| !same(c));
     sec.cap_drop.retain(|c| !same(c));
@@ -112,6 +203,37 @@ pub fn restrict_to(keep: &CapsHashSet) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_capability_name_parses_and_the_unprivileged_kind_has_all() {
+        let all: CapsHashSet = ALL_CAPS.iter().map(|n| parse_cap(n).unwrap()).collect();
+        assert_eq!(all.len(), ALL_CAPS.len());
+        for c in caps::all() {
+            assert!(all.contains(&c), "{c} missing from ALL_CAPS");
+        }
+        let sec = Security { kind: ContainerKind::Unprivileged, ..Default::default() };
+        assert_eq!(container_caps(&sec).unwrap(), all);
+        for (n, _) in HOST_ONLY {
+            assert!(host_only_use(parse_cap(n).unwrap()).is_some(), "{n}");
+        }
+    }
+
+    #[test]
+    fn host_only_capabilities_are_refused_with_a_user_namespace() {
+        let mut sec = Security { kind: ContainerKind::Unprivileged, ..Default::default() };
+        let e = set_capability(&mut sec, "sys_time:on").unwrap_err().to_string();
+        assert!(e.contains("SYS_TIME") && e.contains("--userns off"), "{e}");
+        // Dropping one is fine; so is asking for a capability that works in a user namespace.
+        set_capability(&mut sec, "sys_time:off").unwrap();
+        set_capability(&mut sec, "net_admin:on").unwrap();
+        assert_eq!(sec.cap_drop, vec!["SYS_TIME"]);
+        assert!(sec.cap_add.is_empty(), "NET_ADMIN is in the unprivileged defaults");
+        sec.cap_add.push("MKNOD".into());
+        assert!(container_caps(&sec).unwrap_err().to_string().contains("device nodes"));
+        // The privileged kind may have it (with a filter that allows it).
+        let mut p = Security::default();
+        set_capability(&mut p, "sys_time:on").unwrap();
+    }
 
     #[test]
     fn defaults_exclude_host_level_caps() {

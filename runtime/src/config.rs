@@ -226,6 +226,10 @@ pub struct Security {
     /// `--features nesting:on`: user namespaces (and what they allow) inside the container.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nesting: bool,
+    /// The unprivileged kind's host ID range (taken from the host's pool when the config is
+    /// saved: `userns::pool`); none for the privileged kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_map: Option<crate::userns::IdMap>,
 }
 
 /// What container root is on the host. Each kind has its own defaults (docs/runtime.md).
@@ -236,6 +240,10 @@ pub enum ContainerKind {
     /// and its namespaces (no user namespace).
     #[default]
     Privileged,
+    /// Container root is an unprivileged user on the host: the container runs in a user
+    /// namespace of its own mapping its IDs 0..65535 to a host range (`Security::id_map`),
+    /// with its root an idmapped mount of the private area (`--userns on`).
+    Unprivileged,
 }
 
 impl ContainerKind {
@@ -245,7 +253,12 @@ impl ContainerKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ContainerKind::Privileged => "privileged",
+            ContainerKind::Unprivileged => "unprivileged",
         }
+    }
+    /// Whether it runs in a user namespace of its own.
+    pub fn has_userns(self) -> bool {
+        self == ContainerKind::Unprivileged
     }
 }
 

@@ -4,7 +4,8 @@
 use crate::config::{ContainerConfig, NetConfig};
 use crate::error::Result;
 use crate::host::Host;
-use crate::net::{self, NetState};
+use crate::net::{self, CtNetns, NetState};
+use crate::state::State;
 use std::time::Duration;
 
 /// How often and how far apart `start` announces a container's addresses.
@@ -16,21 +17,21 @@ pub fn has_net(net: &NetConfig) -> bool {
     !net.ipadd.is_empty() || !net.netifs.is_empty() || !net.netdevs.is_empty()
 }
 
-/// Runs after PID 1 is cloned into its namespaces and put in its cgroup, before it is
-/// released: venet/veth pairs, routes, proxy entries, filters, passed-through devices. None
-/// when the container has no networking. On error nothing is left on the host.
-pub fn net_hook_after_clone(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<Option<NetState>> {
+/// Runs after PID 1 is cloned into its namespaces (its netns `ns`) and put in its cgroup,
+/// before it is released: venet/veth pairs, routes, proxy entries, filters, passed-through
+/// devices. None when the container has no networking. On error nothing is left on the host.
+pub fn net_hook_after_clone(host: &Host, cfg: &ContainerConfig, pid: i32, ns: &CtNetns) -> Result<Option<NetState>> {
     if !has_net(&cfg.net) {
         return Ok(None);
     }
-    net::setup(host, cfg, pid).map(Some)
+    net::setup(host, cfg, pid, ns).map(Some)
 }
 
-/// Runs while PID 1 still lives, before anything is killed: passed-through devices go back
-/// to the host (a dying netns would destroy virtual ones).
-pub fn net_hook_before_kill(st: &mut Option<NetState>) -> Result<()> {
+/// Runs while the container's processes still live, before anything is killed: passed-through
+/// devices go back to the host from its netns `ns` (a dying netns would destroy virtual ones).
+pub fn net_hook_before_kill(st: &mut Option<NetState>, ns: Option<&CtNetns>) -> Result<()> {
     match st {
-        Some(s) if !s.moved_devs.is_empty() => net::detach_netdevs(s),
+        Some(s) if !s.moved_devs.is_empty() => net::detach_netdevs(s, ns),
         _ => Ok(()),
     }
 }
@@ -45,10 +46,13 @@ pub fn net_hook_after_stop(host: &Host, cfg: &ContainerConfig, st: Option<&NetSt
     }
 }
 
-/// Announce the container's addresses (gratuitous ARP / unsolicited NA) after start. A
-/// failure is logged, not fatal: the container runs, neighbours learn it on their own.
-pub fn announce_after_start(st: &NetState) {
-    if let Err(e) = net::announce_container(st, ANNOUNCE_COUNT, ANNOUNCE_SPACING) {
+/// Announce the addresses of the running container `state` (gratuitous ARP / unsolicited
+/// NA) after start. A failure is logged, not fatal: the container runs, neighbours learn it
+/// on their own.
+pub fn announce_after_start(state: &State) {
+    let Some(st) = &state.net_objects else { return };
+    let ns = if st.bridged.is_empty() { None } else { state.netns("announce").map_err(|e| tracing::warn!("{e}")).ok() };
+    if let Err(e) = net::announce_container(st, ns.as_ref(), ANNOUNCE_COUNT, ANNOUNCE_SPACING) {
         tracing::warn!("container {}: announce addresses: {e}", st.ctid);
     }
 }

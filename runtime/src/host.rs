@@ -6,6 +6,7 @@
 use crate::cgroups::{Cgroup, CgroupLayout, CgroupModeSetting};
 use crate::ctid::Ctid;
 use crate::error::Result;
+use crate::userns::pool::IdPoolSetting;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/ferry";
@@ -25,6 +26,8 @@ pub struct Host {
     /// host is found through [`Host::cgroup_layout`], so this field is the one place the
     /// choice is read. A running container keeps the layout it started with (its state).
     pub cgroup_mode: CgroupModeSetting,
+    /// Where unprivileged containers' ID ranges come from (`userns_pool`).
+    pub userns_pool: IdPoolSetting,
 }
 
 impl Default for Host {
@@ -36,11 +39,21 @@ impl Default for Host {
 impl Host {
     /// A host with the automatic cgroup layout ([`Host::with_cgroup_mode`] to choose one).
     pub fn new(data_dir: impl Into<PathBuf>, run_dir: impl Into<PathBuf>, cgroup_parent: impl Into<String>) -> Self {
-        Host { data_dir: data_dir.into(), run_dir: run_dir.into(), cgroup_parent: cgroup_parent.into(), cgroup_mode: CgroupModeSetting::Auto }
+        Host {
+            data_dir: data_dir.into(),
+            run_dir: run_dir.into(),
+            cgroup_parent: cgroup_parent.into(),
+            cgroup_mode: CgroupModeSetting::Auto,
+            userns_pool: IdPoolSetting::Auto,
+        }
     }
 
     pub fn with_cgroup_mode(self, cgroup_mode: CgroupModeSetting) -> Self {
         Host { cgroup_mode, ..self }
+    }
+
+    pub fn with_userns_pool(self, userns_pool: IdPoolSetting) -> Self {
+        Host { userns_pool, ..self }
     }
 
     /// The cgroup layout this host's containers get: [`Host::cgroup_mode`] resolved against
@@ -62,6 +75,11 @@ impl Host {
     pub fn conf_dir(&self) -> PathBuf {
         self.data_dir.join("conf")
     }
+    /// `<data>/migrating`: configs of containers a migration is bringing here (not yet
+    /// installed).
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.data_dir.join("migrating")
+    }
     /// `<data>/private/<CTID>`: the container's files.
     pub fn private_dir(&self, ct: &Ctid) -> PathBuf {
         self.data_dir.join("private").join(ct.as_str())
@@ -73,6 +91,11 @@ impl Host {
     /// `<data>/images/<CTID>.img`: the disk image of the loop-device storage backend.
     pub fn disk_image(&self, ct: &Ctid) -> PathBuf {
         self.data_dir.join("images").join(format!("{ct}.img"))
+    }
+    /// `<data>/images/<CTID>.mnt`: where an unprivileged container's disk image is mounted with
+    /// its owners as on disk (its root is an idmapped copy of that mount).
+    pub fn image_files_dir(&self, ct: &Ctid) -> PathBuf {
+        self.data_dir.join("images").join(format!("{ct}.mnt"))
     }
     /// `<data>/dump/<CTID>`: default location of `suspend`/`checkpoint` images.
     pub fn dump_dir(&self, ct: &Ctid) -> PathBuf {

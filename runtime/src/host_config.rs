@@ -14,6 +14,8 @@
 use crate::cgroups::CgroupModeSetting;
 use crate::error::{Error, Result};
 use crate::host::{Host, DEFAULT_CGROUP_PARENT, DEFAULT_DATA_DIR, DEFAULT_RUN_DIR};
+use crate::userns::pool::IdPoolSetting;
+use crate::userns::Userns;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -43,6 +45,18 @@ impl SettingValue for CgroupModeSetting {
 impl SettingValue for String {
     fn parse_text(s: &str) -> std::result::Result<Self, String> {
         Ok(s.to_string())
+    }
+}
+
+impl SettingValue for IdPoolSetting {
+    fn parse_text(s: &str) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl SettingValue for Userns {
+    fn parse_text(s: &str) -> std::result::Result<Self, String> {
+        s.parse()
     }
 }
 
@@ -123,7 +137,15 @@ host_settings! {
     stop_mode: StopMode = StopMode::Stop, "FERRY_STOP_MODE";
     /// Which cgroups containers get: `auto` (v2 when /sys/fs/cgroup is cgroup2, else v1), `v1`, or `v2` (the cgroup2 hierarchy wherever it is mounted) (`--cgroup-mode`).
     cgroup_mode: CgroupModeSetting = CgroupModeSetting::Auto, "FERRY_CGROUP_MODE";
+    /// Whether `ferry create` gives a new container a user namespace of its own when `--userns` is not given: `on` (unprivileged: its root is an unprivileged user on the host) or `off` (privileged).
+    userns: Userns = DEFAULT_USERNS, "FERRY_USERNS";
+    /// The host IDs unprivileged containers get their ranges of 65536 from: `auto` (root's entry in /etc/subuid and /etc/subgid, else 1000000:1000000000) or `FIRST:COUNT`.
+    userns_pool: IdPoolSetting = IdPoolSetting::Auto, "FERRY_USERNS_POOL";
 }
+
+/// What `create` does without `--userns` (the host setting `userns` changes it): new
+/// containers are unprivileged unless asked otherwise.
+pub const DEFAULT_USERNS: Userns = Userns::On;
 
 /// Values given on the command line, by setting name.
 #[derive(Debug, Clone, Default)]
@@ -244,7 +266,7 @@ pub fn defaults() -> Loaded {
 impl HostSettings {
     /// The paths and cgroup parent every command works with.
     pub fn host(&self) -> Host {
-        Host::new(&self.data_dir, &self.run_dir, self.cgroup_parent.clone()).with_cgroup_mode(self.cgroup_mode)
+        Host::new(&self.data_dir, &self.run_dir, self.cgroup_parent.clone()).with_cgroup_mode(self.cgroup_mode).with_userns_pool(self.userns_pool)
     }
 }
 

@@ -31,6 +31,7 @@ pub mod state;
 pub mod storage;
 pub mod sysenv;
 pub mod template;
+pub mod userns;
 pub mod util;
 
 pub use config::ContainerConfig;

@@ -119,6 +119,22 @@ impl State {
         crate::cgroups::Cgroup::new(root, self.cgroup.clone(), self.cgroup_mode)
     }
 
+    /// The network namespace ferry made for the container (checked against its record; through
+    /// PID 1, else another of its processes), for the host's work on the container's network.
+    pub fn netns(&self, op: &'static str) -> Result<crate::net::CtNetns> {
+        let others = self.cgroup().pids().unwrap_or_default();
+        crate::isolation::namespaces::open_recorded_kind(
+            self.ctid.as_str(),
+            op,
+            self.pid,
+            self.start_time,
+            &self.namespaces,
+            crate::isolation::namespaces::NsKind::Net,
+            &others,
+        )
+        .map(crate::net::CtNetns::new)
+    }
+
     /// PID 1 is alive (not a zombie) and is the same process that was started.
     pub fn is_alive(&self) -> bool {
         match proc_stat(self.pid) {

@@ -313,10 +313,24 @@ fn host_check_table() {
     }
     let d = tempfile::Builder::new().prefix("ferry-t").tempdir().unwrap();
     let host = ferry_runtime::Host::new(d.path(), d.path(), "ferry-tcheck").with_cgroup_mode(cgroup_mode());
-    let t = ferry_runtime::checkpoint::check::host_check(&host, d.path());
+    let t = ferry_runtime::checkpoint::check::host_check(&host, d.path(), ferry_runtime::config::ContainerKind::Unprivileged);
     println!("{t}");
     let s = t.to_string();
     assert!(s.contains("CRIU version"));
+    // Unprivileged containers: what the host gives them, and the default isolation shown for
+    // the kind asked.
+    let row = |name: &str| t.rows.iter().find(|r| r.feature == name).unwrap_or_else(|| panic!("no {name} row:\n{s}")).clone();
+    assert_eq!(row("user namespaces").status, ferry_runtime::checkpoint::check::Status::Ok, "{s}");
+    assert_eq!(row("idmapped mounts").status, ferry_runtime::checkpoint::check::Status::Ok, "{s}");
+    assert!(row("user ID pool").detail.starts_with("1000000:1000000000") || std::path::Path::new("/etc/subuid").exists(), "{s}");
+    let other = row("limits of other users, unprivileged");
+    assert_eq!(other.status, ferry_runtime::checkpoint::check::Status::Ok, "{s}");
+    assert!(other.detail.contains("in a user namespace it made: works"), "{s}");
+    if !ferry_runtime::checkpoint::check::has_cap_in_bounding_set(24) {
+        assert!(other.detail.contains("on the host: prlimit: Operation not permitted"), "{s}");
+    }
+    assert_eq!(t.default_isolation.as_ref().unwrap().kind, "unprivileged");
+    assert!(t.default_isolation.as_ref().unwrap().runs_in_user_namespace);
     assert!(s.contains("cgroups") && s.contains("cgroup mode") && s.contains("resource limits"));
     assert!(s.contains("soft-dirty"));
     assert!(s.contains("network lock"));

@@ -216,3 +216,43 @@ section_file_sync() {
   echo "bench: file sync"
   bench_file_sync
 }
+
+# Unprivileged (--userns on) next to privileged (--userns off) ferry containers, the same
+# template and init, runs interleaved so that both see the same load. The goal is at most 1.2x.
+section_userns() {
+  echo "bench: unprivileged vs privileged"
+  local k i
+  for k in un pr; do : > "$W/ss.$k"; : > "$W/ck.$k"; : > "$W/rs.$k"; done
+  "$FERRY" create fb-un --template "$TPL" --userns on >/dev/null
+  "$FERRY" create fb-pr --template "$TPL" --userns off >/dev/null
+  for _ in $(seq "$N"); do
+    for k in un pr; do
+      t0=$(now); "$FERRY" start "fb-$k" >/dev/null; "$FERRY" stop "fb-$k" >/dev/null; t1=$(now); ms "$t0" "$t1" >> "$W/ss.$k"
+    done
+  done
+  for k in un pr; do "$FERRY" start "fb-$k" >/dev/null; done
+  for i in $(seq "$N"); do
+    for k in un pr; do
+      t0=$(now); "$FERRY" checkpoint "fb-$k" --dumpfile "$W/ck-$k.img" >/dev/null; t1=$(now)
+      "$FERRY" restore "fb-$k" --dumpfile "$W/ck-$k.img" >/dev/null; t2=$(now); rm -f "$W/ck-$k.img"
+      ms "$t0" "$t1" >> "$W/ck.$k"; ms "$t1" "$t2" >> "$W/rs.$k"
+    done
+  done
+  for k in un pr; do "$FERRY" stop "fb-$k" >/dev/null; "$FERRY" destroy "fb-$k" >/dev/null; done
+  local su sp cu cp ru rp
+  su=$(med "$W/ss.un"); sp=$(med "$W/ss.pr"); cu=$(med "$W/ck.un"); cp=$(med "$W/ck.pr"); ru=$(med "$W/rs.un"); rp=$(med "$W/rs.pr")
+  {
+    echo "## Unprivileged next to privileged containers (busybox rootfs, one idle init; $N runs each, interleaved)"
+    echo
+    echo "An unprivileged container (\`--userns on\`) runs in a user namespace of its own with an idmapped"
+    echo "root; a privileged one (\`--userns off\`) does not. The goal is at most 1.2 for each ratio."
+    echo
+    echo "| what | unprivileged ms | privileged ms | unprivileged/privileged |"
+    echo "|---|---|---|---|"
+    echo "| \`start\`+\`stop\` | $(fmt "$W/ss.un") | $(fmt "$W/ss.pr") | $(ratio "$su" "$sp") |"
+    echo "| checkpoint | $(fmt "$W/ck.un") | $(fmt "$W/ck.pr") | $(ratio "$cu" "$cp") |"
+    echo "| restore | $(fmt "$W/rs.un") | $(fmt "$W/rs.pr") | $(ratio "$ru" "$rp") |"
+    echo "| checkpoint+restore | $(python3 -c "print($cu+$ru)") | $(python3 -c "print($cp+$rp)") | $(ratio "$(python3 -c "print($cu+$ru)")" "$(python3 -c "print($cp+$rp)")") |"
+    echo
+  } >> "$OUT"
+}

@@ -61,7 +61,9 @@ pub fn create(h: &Host, loaded: &ferry_runtime::host_config::Loaded, a: CreateAr
         None => a.res.clone(),
     };
     let resources = res_args.apply(&Default::default())?;
-    let security = a.security.apply(&Default::default()).map_err(|e| anyhow::anyhow!("container {ct}: create: {e:#}"))?;
+    // The host's default kind unless --userns says.
+    let base = ferry_runtime::config::Security { kind: loaded.settings.userns.kind(), ..Default::default() };
+    let security = a.security.apply(&base).map_err(|e| anyhow::anyhow!("container {ct}: create: {e:#}"))?;
     let settings = a.settings.apply(&ferry_runtime::ContainerConfig::new(ct.clone()))?;
     let lock = ContainerLock::acquire(h, &ct, "create")?;
     let opts = CreateOptions {
@@ -129,11 +131,13 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     };
     let observed = running.map(|s| ferry_runtime::isolation::observe(s.pid));
     let suspended = st != Status::Running && h.suspend_image(&ct).exists();
+    let userns = cfg.security.id_map.filter(|_| cfg.security.kind.has_userns());
     if json {
         println!(
             "{}",
             serde_json::json!({ "ctid": ct.as_str(), "name": cfg.name, "init_system": cfg.init_system.as_str(), "system": running.and_then(|s| s.system.clone()), "status": st, "suspended": suspended, "pid": pid, "ip": ips,
-                "storage": cfg.storage.kind, "limits": limits, "usage": usage, "isolation": isolation, "isolation_observed": observed })
+                "storage": cfg.storage.kind, "limits": limits, "usage": usage, "isolation": isolation, "isolation_observed": observed,
+                "userns": userns })
         );
         return Ok(0);
     }
@@ -144,6 +148,9 @@ pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     }
     if !ips.is_empty() && usage.is_some() {
         println!("  ip        {}", ips.join(" "));
+    }
+    if let (Some(m), Some(_)) = (userns, &usage) {
+        println!("  userns    {m} (its root is host uid {} and gid {})", m.host_first, m.host_first);
     }
     let r = &limits;
     let lim = |v: Option<u64>| v.map_or("unlimited".to_string(), super::list::human);

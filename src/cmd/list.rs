@@ -70,7 +70,7 @@ const FIELDS: &[Field] = &[
     f("iopslimit", Kind::Number, "disk operations per second cap"),
     f("capability", Kind::Text, "capabilities granted (NAME:on) or taken (NAME:off) beyond the defaults"),
     f("features", Kind::Text, "container features turned on or off (set --features)"),
-    // userns (per-container user ID ranges) joins here when ferry has it.
+    f("userns", Kind::Text, "an unprivileged container's ID mapping INSIDE:HOST:COUNT (0:1000000:65536); - for a privileged one"),
 ];
 
 const DEFAULT_FIELDS: [&str; 6] = ["ctid", "status", "pid", "numproc", "ip", "hostname"];
@@ -179,6 +179,8 @@ pub struct Row {
     pub iopslimit: Option<u64>,
     pub capability: Vec<String>,
     pub features: Vec<String>,
+    /// An unprivileged container's mapping, `0:HOST:COUNT`.
+    pub userns: Option<String>,
 }
 
 pub use ferry_runtime::config::format_size as human;
@@ -409,6 +411,7 @@ fn row(h: &Host, ct: &Ctid) -> Result<Row> {
         iopslimit: r.iopslimit,
         capability: sec.cap_add.iter().map(|c| format!("{c}:on")).chain(sec.cap_drop.iter().map(|c| format!("{c}:off"))).collect(),
         features: if sec.nesting { vec!["nesting:on".to_string()] } else { Vec::new() },
+        userns: sec.id_map.filter(|_| sec.kind.has_userns()).map(|m| m.to_string()),
     })
 }
 

@@ -247,7 +247,14 @@ pub fn new_ctid(word: &str) -> Result<Ctid> {
 
 /// Run a command; the result is the process exit code.
 pub fn run(cli: Cli) -> Result<u8> {
-    let loaded = if cli.cmd.needs_host() { hostcfg::load(&cli)? } else { ferry_runtime::host_config::defaults() };
+    let loaded = if cli.cmd.needs_host() {
+        hostcfg::load(&cli)?
+    } else if matches!(cli.cmd, Command::Check { .. }) {
+        // check reports on the host's own settings (its data dir, ID pool) when they load.
+        hostcfg::load(&cli).unwrap_or_else(|_| ferry_runtime::host_config::defaults())
+    } else {
+        ferry_runtime::host_config::defaults()
+    };
     let h = loaded.settings.host();
     match cli.cmd {
         Command::Create(a) => lifecycle::create(&h, &loaded, a),
@@ -269,7 +276,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Restore(a) => checkpoint::restore(&h, a),
         Command::Suspend { ctid, quiet } => checkpoint::suspend(&h, &ctid, quiet),
         Command::Resume { ctid, quiet } => checkpoint::resume(&h, &ctid, quiet),
-        Command::Check { json } => checkpoint::check(&h, json),
+        Command::Check { json } => checkpoint::check(&h, loaded.settings.userns.kind(), json),
         Command::HostConfig { json } => hostcfg::show(&loaded, json),
         Command::Image { cmd } => checkpoint::image(cmd),
         Command::Snapshot { cmd } => snapshot::run(&h, cmd),

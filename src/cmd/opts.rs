@@ -567,17 +567,30 @@ pub struct SecurityArgs {
     /// Features: nesting:on lets processes inside create user namespaces; NAME:on|off[,...].
     #[arg(long, value_name = "NAME:on|off[,...]")]
     pub features: Vec<String>,
+    /// on: a user namespace of its own, container root an unprivileged user on the host (its
+    /// IDs a range of the host's pool); off: container root is host root. Without it, `create`
+    /// follows the host setting `userns`; `set` changes it on a stopped container.
+    #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on", require_equals = false)]
+    pub userns: Option<String>,
 }
 
 impl SecurityArgs {
     pub fn is_empty(&self) -> bool {
-        self.capability.is_empty() && self.seccomp.is_none() && self.features.is_empty()
+        self.capability.is_empty() && self.seccomp.is_none() && self.features.is_empty() && self.userns.is_none()
+    }
+
+    /// `--userns` as given.
+    pub fn userns(&self) -> Result<Option<ferry_runtime::userns::Userns>> {
+        self.userns.as_deref().map(|u| u.parse().map_err(|e: String| invalid!("--userns: {e}"))).transpose()
     }
 
     /// `sec` with these options applied, checked as a whole (a capability the filter would
     /// make useless is refused with the option that helps).
     pub fn apply(&self, sec: &ferry_runtime::config::Security) -> Result<ferry_runtime::config::Security> {
         let mut s = sec.clone();
+        if let Some(u) = self.userns()? {
+            s.kind = u.kind();
+        }
         for c in &self.capability {
             ferry_runtime::capabilities::set_capabilities(&mut s, c).map_err(|e| invalid!("--capability: {e}"))?;
         }

@@ -102,6 +102,16 @@ pub fn set(h: &Host, loaded: &ferry_runtime::host_config::Loaded, mut a: SetArgs
     if a.hostname.is_some() && !running && !a.save {
         usage!("container {ct}: set: container is not running, so --hostname without --save changes nothing; add --save");
     }
+    // The kind changes only while the container is stopped: its range, root mount and
+    // namespaces are those it started with.
+    if a.security.userns()?.is_some_and(|u| u.kind() != cfg.security.kind) && status != Status::Stopped {
+        return Err(ferry_runtime::Error::already_running(
+            ct.as_str(),
+            "set",
+            format!("--userns changes what container root is on the host, so only while it is stopped: `ferry stop {ct}` first; nothing was changed"),
+        )
+        .into());
+    }
     // Validate everything before changing anything.
     let mut sec = a.security.apply(&cfg.security).map_err(|e| anyhow::anyhow!("container {ct}: set: {e:#}; nothing was changed"))?;
     for d in &a.devices {
@@ -112,6 +122,12 @@ pub fn set(h: &Host, loaded: &ferry_runtime::host_config::Loaded, mut a: SetArgs
     }
     if let Some(hn) = &a.hostname {
         ferry_runtime::container::check_hostname(hn)?;
+    }
+    // An unprivileged container gets the host's nodes of its devices: each must be named and
+    // exist here.
+    if sec.kind.has_userns() && (!a.devices.is_empty() || sec.kind != cfg.security.kind) {
+        ferry_runtime::userns::devices::node_binds(&sec.devices, std::path::Path::new("/dev"))
+            .map_err(|e| anyhow::anyhow!("container {ct}: set: {e}; nothing was changed"))?;
     }
     // Limits and addresses first: they are the changes that may still be refused.
     if let Some(st) = state.as_mut() {
@@ -178,7 +194,8 @@ pub fn set(h: &Host, loaded: &ferry_runtime::host_config::Loaded, mut a: SetArgs
         cfg.dns = with_settings.dns;
         let sec_changed = sec != cfg.security;
         cfg.security = sec;
-        cfg.save(&h.config_path(&ct))?;
+        // Takes (or keeps) an unprivileged container's ID range, frees a privileged one's.
+        ferry_runtime::userns::pool::save_with_range(h, &mut cfg, &h.config_path(&ct))?;
         if sec_changed && running {
             println!("capabilities/seccomp/features/devices saved; they take effect on the next start (`ferry restart {ct}`)");
         }

@@ -35,6 +35,17 @@ pub fn cgroup_mode() -> CgroupModeSetting {
     std::env::var("FERRY_CGROUP_MODE").map(|m| m.parse().expect("FERRY_CGROUP_MODE is auto, v1 or v2")).unwrap_or_default()
 }
 
+/// The kind of container the tests create: `FERRY_TEST_USERNS=1` makes every container
+/// unprivileged (`userns = "on"` in each test host's config), `0` privileged; unset, the
+/// host's default. scripts/test.sh runs a pass with the kind the default is not.
+pub fn userns_setting() -> Option<&'static str> {
+    match std::env::var("FERRY_TEST_USERNS").as_deref() {
+        Ok("1") => Some("on"),
+        Ok("0") => Some("off"),
+        _ => None,
+    }
+}
+
 /// A cached Debian template with redis-server (scripts/test.sh makes it through
 /// scripts/lib/template-cache.sh and names it in `FERRY_TEST_TEMPLATE_DEBIAN_REDIS`); None after
 /// saying why `test` is skipped.
@@ -97,8 +108,18 @@ impl TestHost {
             }
         };
         let host_config = dir.path().join("ferry.toml");
-        std::fs::write(&host_config, "# host config of a test host: its paths come from FERRY_* variables\n").expect("write host config");
+        let mut text = String::from("# host config of a test host: its paths come from FERRY_* variables\n");
+        if let Some(u) = userns_setting() {
+            text.push_str(&format!("userns = \"{u}\"\n"));
+        }
+        std::fs::write(&host_config, text).expect("write host config");
         TestHost { dir, data, run, cgroup_parent: format!("ferry-t{u}"), host_config, template, netns: None, cgroup_mode: cgroup_mode() }
+    }
+
+    /// Lines added to this host's config file (the kind of container the tests make stays).
+    pub fn add_host_config(&self, lines: &str) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&self.host_config).expect("open host config");
+        std::io::Write::write_all(&mut f, lines.as_bytes()).expect("write host config");
     }
 
     /// A host whose ferry commands run in the network namespace at `netns_path` (entered
@@ -195,6 +216,22 @@ impl TestHost {
             assert!(o.status.success(), "gcc {name}.c: {}", String::from_utf8_lossy(&o.stderr));
         }
         out
+    }
+
+    /// Whether container `ct` is of the unprivileged kind (a user namespace of its own).
+    pub fn is_unprivileged(&self, ct: &str) -> bool {
+        self.config(ct).security.kind.has_userns()
+    }
+
+    /// The config of container `ct`.
+    pub fn config(&self, ct: &str) -> ferry_runtime::ContainerConfig {
+        ferry_runtime::ContainerConfig::load(&self.data.join("conf").join(format!("{ct}.toml"))).expect("the container's config")
+    }
+
+    /// The first host ID of the range of unprivileged container `ct` (None: privileged).
+    pub fn range_first(&self, ct: &str) -> Option<u32> {
+        let cfg = self.config(ct);
+        cfg.security.id_map.filter(|_| cfg.security.kind.has_userns()).map(|m| m.host_first)
     }
 
     /// PID 1 of a running container as seen from the host.

@@ -243,6 +243,11 @@ impl FakeContainer {
         FakeContainer { child }
     }
 
+    /// Its network namespace, as the runtime's network code takes it.
+    pub fn netns(&self) -> ferry_runtime::net::CtNetns {
+        ferry_runtime::net::CtNetns::of_new_process(self.pid()).expect("the stand-in's netns")
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }

@@ -39,7 +39,7 @@ pub(crate) fn fault(name: &str) -> bool {
 
 /// `<data>/migrating/<CTID>.toml`: the config of a container being received.
 pub fn staging_config(host: &Host, ct: &Ctid) -> PathBuf {
-    host.data_dir.join("migrating").join(format!("{ct}.toml"))
+    host.incoming_dir().join(format!("{ct}.toml"))
 }
 
 #[derive(Default)]
@@ -240,10 +240,12 @@ fn handle_config(host: &Host, st: &mut Incoming, c: &ConfigMsg) -> Result<()> {
             "this host has a private area for {ct} but no container (left by something else than a kept migration): migrate-receive leaves it untouched; remove it here or retry with --keep-dst"
         )));
     }
-    // This host decides its own storage backend; the limits stay the container's.
+    // This host decides its own storage backend and an unprivileged container's ID range (its
+    // own when free here: the restore maps its user namespace to whichever it gets); the
+    // limits stay the container's.
     let area = hostops::prepare_receive_area(host, &mut cfg)?;
     let staging = staging_config(host, &ct);
-    cfg.save(&staging)?;
+    ferry_runtime::userns::pool::save_with_range(host, &mut cfg, &staging)?;
     st.keep_files = false;
     st.area = Some(area);
     st.cfg = Some(cfg);

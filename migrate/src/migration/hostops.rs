@@ -13,11 +13,12 @@ pub fn is_running(host: &Host, ct: &Ctid) -> bool {
     matches!(container::status(host, ct), Ok((Status::Running, _)))
 }
 
-/// The directory that holds the container's files on this host (what the sync reads or fills).
+/// The directory that holds the container's files on this host (what the sync reads or
+/// fills), with their owners as on disk (never an unprivileged container's idmapped root).
 pub fn files_dir(host: &Host, cfg: &ContainerConfig, running: bool) -> PathBuf {
     match cfg.storage.kind {
         // The image's files are visible only where it is mounted.
-        StorageKind::Image if running => host.root_dir(&cfg.ctid),
+        StorageKind::Image if running => storage::files_dir(host, cfg),
         _ => host.private_dir(&cfg.ctid),
     }
 }
@@ -73,7 +74,7 @@ pub fn restore_unannounced(host: &Host, lock: &ContainerLock, cfg: &ContainerCon
 }
 
 fn restore_here(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, dir: &Path, announce: bool) -> Result<i32> {
-    if cfg.storage.kind == StorageKind::Image && storage::is_mounted(&host.root_dir(&cfg.ctid)) {
+    if cfg.storage.kind == StorageKind::Image && storage::is_mounted(&storage::files_dir(host, cfg)) {
         // Received through its mount point; the restore mounts it itself.
         storage::unmount_root(host, cfg)?;
     }
@@ -92,7 +93,7 @@ fn restore_here(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, dir: &
 /// Start the container from its files. The runtime's start must run single-threaded (it
 /// clones the container's init), and this process runs tokio: fork first, start in the child.
 pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result<i32> {
-    if cfg.storage.kind == StorageKind::Image && storage::is_mounted(&host.root_dir(&cfg.ctid)) {
+    if cfg.storage.kind == StorageKind::Image && storage::is_mounted(&storage::files_dir(host, cfg)) {
         storage::unmount_root(host, cfg)?;
     }
     in_child(cfg, || container::start(host, lock, cfg).map(|st| st.pid))
@@ -139,33 +140,36 @@ pub fn stop(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result<
 /// state. The lock is the caller's proof that no other operation touches it meanwhile.
 pub fn kill_and_teardown(host: &Host, _lock: &ContainerLock, cfg: &ContainerConfig) -> Result<()> {
     let (_, state) = container::status(host, &cfg.ctid)?;
-    if let Some(st) = &state {
+    if let Some(ns) = state.as_ref().and_then(|st| st.netns("migrate").ok()) {
         // This copy holds the same TCP connections as the one the source runs (or is about to
         // run again): killed with its links up, it would send FINs and RSTs that end them.
         // Take its links down first so its death stays silent.
-        silence_network(st.pid);
+        silence_network(&ns);
     }
     container::teardown(host, cfg, state.as_ref())?;
     Ok(())
 }
 
-/// Set every interface but lo in the netns of `pid` down (best effort).
-fn silence_network(pid: i32) {
-    let ns = format!("--net=/proc/{pid}/ns/net");
-    let Ok(out) = std::process::Command::new("nsenter").args([ns.as_str(), "ip", "-o", "link", "show"]).output() else { return };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+/// Set every interface but lo in the container's netns `ns` down (best effort).
+fn silence_network(ns: &ferry_runtime::net::CtNetns) {
+    use ferry_runtime::net::tools::ip_in;
+    let Ok(out) = ip_in(ns, &["-o", "link", "show"]) else { return };
+    for line in out.lines() {
         let Some(name) = line.split(':').nth(1).map(|n| n.trim().split('@').next().unwrap_or("").to_string()) else { continue };
         if name.is_empty() || name == "lo" {
             continue;
         }
-        let _ = std::process::Command::new("nsenter").args([ns.as_str(), "ip", "link", "set", "dev", &name, "down"]).status();
+        let _ = ip_in(ns, &["link", "set", "dev", &name, "down"]);
     }
 }
 
 /// Announce the container's addresses from here, several times over the first second.
 pub fn announce(host: &Host, cfg: &ContainerConfig, count: u32, spacing: Duration) -> Result<()> {
-    if let Some(net) = container::restore::load_net_state(host, &cfg.ctid)? {
-        ferry_runtime::net::announce_container(&net, count, spacing)?;
+    if let Some(st) = ferry_runtime::state::State::load(host, &cfg.ctid)? {
+        if let Some(net) = &st.net_objects {
+            let ns = st.netns("announce").ok();
+            ferry_runtime::net::announce_container(net, ns.as_ref(), count, spacing)?;
+        }
     }
     Ok(())
 }
@@ -189,8 +193,7 @@ pub fn prepare_receive_area(host: &Host, cfg: &mut ContainerConfig) -> Result<Pa
         res?;
     }
     if cfg.storage.kind == StorageKind::Image {
-        storage::mount_root(host, cfg)?;
-        return Ok(host.root_dir(&cfg.ctid));
+        return Ok(storage::mount_root_unmapped(host, cfg)?);
     }
     Ok(private)
 }

@@ -26,6 +26,9 @@ pub struct DestFacts {
     /// `Err(reason)` when this host's cgroups cannot enforce the container's limits (e.g. a
     /// cgroup v2 hierarchy without the memory controller and a `ram` limit).
     pub limits: Result<(), String>,
+    /// `Err(reason)` when an unprivileged container cannot get a user ID range from this host's
+    /// pool (it gets one, its own if free here, when its config is staged).
+    pub userns: Result<(), String>,
 }
 
 impl Default for DestFacts {
@@ -40,6 +43,7 @@ impl Default for DestFacts {
             cpu: Ok(()),
             bridges_missing: Vec::new(),
             limits: Ok(()),
+            userns: Ok(()),
         }
     }
 }
@@ -81,6 +85,9 @@ pub fn problems(cfg: &ContainerConfig, facts: &DestFacts, needed_disk: u64, onli
     if let Err(e) = &facts.limits {
         out.push(format!("the destination cannot enforce the limits of {ct}: {e}"));
     }
+    if let Err(e) = &facts.userns {
+        out.push(format!("the destination cannot give {ct} a user ID range: {e}"));
+    }
     for b in &facts.bridges_missing {
         out.push(format!("bridge {b} used by {ct} does not exist on the destination; create it there first"));
     }
@@ -98,6 +105,7 @@ pub fn gather(host: &Host, cfg: &ContainerConfig, cpuinfo: &[u8], online: bool, 
         criu: Ok(String::new()),
         cpu: Ok(()),
         limits: ferry_runtime::container::check_resources(host, &cfg.resources).map_err(|e| e.to_string()),
+        userns: ferry_runtime::userns::pool::check_available(host, cfg).map_err(|e| e.to_string()),
         ..Default::default()
     };
     for other in host.list_ctids().unwrap_or_default() {
@@ -244,6 +252,7 @@ mod tests {
         f.cpu = Err("no avx512".into());
         f.bridges_missing = vec!["br9".into()];
         f.limits = Err("ram needs the memory controller".into());
+        f.userns = Err("the ID pool 1000000:65536 of this host has no free range".into());
         let p = problems(&cfg(), &f, 1 << 30, true, false).join("\n");
         for want in [
             "already exists",
@@ -254,6 +263,7 @@ mod tests {
             "no avx512",
             "br9",
             "cannot enforce the limits of 101: ram needs the memory controller",
+            "cannot give 101 a user ID range: the ID pool",
         ] {
             assert!(p.contains(want), "missing {want:?} in:\n{p}");
         }

@@ -65,18 +65,19 @@ pub struct CreateOpts {
     pub created: Option<i64>,
 }
 
-/// Where a container's files are read and written: the private area, or the mounted root for
+/// Where a container's files are read and written: the private area, or the mounted image for
 /// the image backend. Returns the dir and whether we mounted it (to unmount after).
 fn files_dir(host: &Host, cfg: &ContainerConfig) -> std::result::Result<(PathBuf, bool), String> {
     match cfg.storage.kind {
         StorageKind::Dir | StorageKind::Btrfs => Ok((host.private_dir(&cfg.ctid), false)),
         StorageKind::Image => {
-            let root = host.root_dir(&cfg.ctid);
-            if storage::is_mounted(&root) {
-                Ok((root, false))
+            // With their owners as on disk: never through an unprivileged container's
+            // idmapped root.
+            let files = storage::files_dir(host, cfg);
+            if storage::is_mounted(&files) {
+                Ok((files, false))
             } else {
-                storage::mount_root(host, cfg).map_err(|e| e.to_string())?;
-                Ok((root, true))
+                Ok((storage::mount_root_unmapped(host, cfg).map_err(|e| e.to_string())?, true))
             }
         }
     }
@@ -435,7 +436,10 @@ pub fn create_from_image(host: &Host, lock: &ContainerLock, path: &Path, content
     })();
     let _ = std::fs::remove_dir_all(&staging);
     res.map_err(|e| err(ct, "restore", e))?;
-    if let Err(e) = cfg.save(&host.config_path(ct)) {
+    // An unprivileged container gets a range of this host's pool: its own when free here (a
+    // clone of a container of this host never is).
+    let conf = host.config_path(ct);
+    if let Err(e) = ferry_runtime::userns::pool::save_with_range(host, &mut cfg, &conf) {
         let _ = storage::remove(host, &cfg);
         return Err(err(ct, "restore", e));
     }

@@ -25,9 +25,10 @@ fn row(feature: &str, ok: bool, detail: impl Into<String>, without: &str) -> Che
     CheckRow { feature: feature.into(), status: if ok { Status::Ok } else { Status::Missing }, detail: detail.into(), without: without.into() }
 }
 
-/// The whole table for `host` (its cgroup mode decides the cgroup rows). `work_dir` receives
-/// CRIU's check log.
-pub fn host_check(host: &crate::Host, work_dir: &Path) -> HostCheck {
+/// The whole table for `host` (its cgroup mode decides the cgroup rows, its data dir and pool
+/// the user namespace rows), with the isolation a new container of `default_kind` gets.
+/// `work_dir` receives CRIU's check log.
+pub fn host_check(host: &crate::Host, work_dir: &Path, default_kind: crate::config::ContainerKind) -> HostCheck {
     let mut rows = Vec::new();
     let criu = super::rpc::find_criu().map(Criu::with_binary);
     let version = criu.as_ref().map_err(|e| e.to_string()).and_then(|c| c.version().map_err(|e| e.to_string()));
@@ -97,8 +98,9 @@ pub fn host_check(host: &crate::Host, work_dir: &Path) -> HostCheck {
         "CAP_SYS_RESOURCE",
         sys_resource,
         if sys_resource { "in root's bounding set" } else { "missing from root's bounding set (CapBnd in /proc/self/status)" },
-        "CRIU cannot read the limits of processes running as another user than root: containers whose services drop privileges (postgres, nginx workers, ...) cannot be checkpointed or live-migrated",
+        "CRIU cannot read the limits of processes running as another user than root in a privileged container: those whose services drop privileges (postgres, nginx workers, ...) cannot be checkpointed or live-migrated; unprivileged containers (--userns on) can (see their row)",
     ));
+    rows.extend(userns_rows(host));
     let (seccomp_ok, seccomp_detail) = seccomp_support();
     rows.push(row(
         "seccomp filters",
@@ -145,10 +147,66 @@ pub fn host_check(host: &crate::Host, work_dir: &Path) -> HostCheck {
         format!("btrfs-progs: {}, xfsprogs: {}", yes(btrfs), yes(xfs)),
         "private areas are plain directories without disk limits",
     ));
-    let default_isolation =
-        crate::isolation::Applied::from_security(&crate::config::Security::default()).map(|a| a.summary()).map_err(|e| e.to_string());
+    let default_isolation = crate::isolation::Applied::from_security(&crate::config::Security { kind: default_kind, ..Default::default() })
+        .map(|a| a.summary())
+        .map_err(|e| e.to_string());
     let advice = if matches!(&version, Ok(v) if v.at_least(MIN_VERSION)) { Vec::new() } else { vec![GET_CRIU.to_owned()] };
     HostCheck { rows, default_isolation, advice }
+}
+
+/// Unprivileged containers: user namespaces, idmapped mounts where the private areas live,
+/// and the limits of another user's process read in a user namespace host root made (what
+/// CRIU does for every task of an unprivileged container), next to the same read on the host.
+fn userns_rows(host: &crate::Host) -> Vec<CheckRow> {
+    let mut rows = Vec::new();
+    let map = crate::userns::IdMap { host_first: 3_100_000, count: crate::userns::CONTAINER_IDS };
+    let userns = crate::userns::idmapped::userns_fd(&map).map(drop).map_err(|e| e.to_string());
+    let no_userns = "no unprivileged containers: --userns on containers do not start";
+    rows.push(row(
+        "user namespaces",
+        userns.is_ok(),
+        match &userns {
+            Ok(()) => "root makes them with any mapping".to_string(),
+            Err(e) => format!("{e} (is /proc/sys/user/max_user_namespaces 0?)"),
+        },
+        no_userns,
+    ));
+    let pool = host.userns_pool.resolve();
+    rows.push(row(
+        "user ID pool",
+        pool.is_ok(),
+        match &pool {
+            Ok(p) => format!("{p} ({} containers' ranges of {})", p.slots(), crate::userns::CONTAINER_IDS),
+            Err(e) => e.to_string(),
+        },
+        "unprivileged containers cannot get an ID range: set userns_pool in the host config",
+    ));
+    let dir = if host.data_dir.exists() { host.data_dir.clone() } else { std::path::PathBuf::from("/") };
+    let idmap = crate::userns::idmapped::probe(&dir);
+    rows.push(row(
+        "idmapped mounts",
+        idmap.is_ok(),
+        match &idmap {
+            Ok(()) => format!("work on the filesystem of {}", dir.display()),
+            Err(e) => format!("{}: {e}", dir.display()),
+        },
+        "unprivileged containers whose private area is there do not start (ferry does not shift IDs in their trees): use --userns off, or a data dir on ext4, xfs or btrfs",
+    ));
+    if userns.is_ok() {
+        let inside = crate::userns::probe::prlimit_of_other_user(Some(&map));
+        let outside = crate::userns::probe::prlimit_of_other_user(None);
+        rows.push(row(
+            "limits of other users, unprivileged",
+            inside.is_ok(),
+            format!(
+                "root reads the limits of a uid-1000 process: in a user namespace it made: {}; on the host: {}",
+                inside.as_ref().map_or_else(|e| e.clone(), |()| "works".into()),
+                outside.as_ref().map_or_else(|e| e.clone(), |()| "works".into())
+            ),
+            "unprivileged containers whose services run as another user than root cannot be checkpointed either",
+        ));
+    }
+    rows
 }
 
 /// Whether the kernel takes seccomp filters that return an errno.

@@ -48,7 +48,7 @@ pub fn hint(errors: &[String]) -> Option<&'static str> {
     let all = errors.join("\n");
     let has = |s: &str| all.contains(s);
     if has("Can't get rlimit") && has("Operation not permitted") {
-        Some("CRIU may not read the limits of a process running as another user: this host's root lacks CAP_SYS_RESOURCE (see CapBnd in /proc/self/status; some sandboxes and VMs drop it). Run ferry where root keeps it, or the container's processes as root")
+        Some("CRIU may not read the limits of a process running as another user: this host's root lacks CAP_SYS_RESOURCE (see CapBnd in /proc/self/status; some sandboxes and VMs drop it). An unprivileged container (`ferry set CTID --userns on --save` while it is stopped) is not affected: host root owns its user namespace and holds every capability inside it. Else run ferry where root keeps it, or the container's processes as root")
     } else if has("Can't lookup mount=") {
         Some("a process holds a file from outside the container (an fd the launcher leaked, stdio opened before pivot_root, or a host bind mount): close it, or declare the mount external")
     } else if has("session leader") && has("outside of its pid namespace") {

@@ -98,6 +98,7 @@ pub fn create(host: &Host, lock: &ContainerLock, opts: &CreateOptions) -> Result
     cfg.boot = opts.boot.clone();
     cfg.dns = opts.dns.clone();
     cfg.storage.kind = crate::storage::backends::choose_kind(&host.data_dir, cfg.resources.diskspace)?;
+    check_idmap_support(host, &cfg)?;
     crate::storage::prepare(host, &cfg, &opts.template)?;
     let res = (|| {
         cfg.init = match &opts.init {
@@ -114,13 +115,35 @@ pub fn create(host: &Host, lock: &ContainerLock, opts: &CreateOptions) -> Result
         if cfg.init_system == InitSystem::Systemd && cfg.boot.stop_timeout.is_none() {
             cfg.boot.stop_timeout = Some(SYSTEM_STOP_TIMEOUT);
         }
-        cfg.save(&host.config_path(ct))?;
+        // An unprivileged container's ID range is taken as its config is saved.
+        crate::userns::pool::save_with_range(host, &mut cfg, &host.config_path(ct))?;
         Ok(cfg.clone())
     })();
     if res.is_err() {
         let _ = crate::storage::remove(host, &cfg);
     }
     res
+}
+
+/// An unprivileged container's root is an idmapped mount of its private area: refuse one
+/// whose private area would sit on a filesystem without them (an image backend's XFS has
+/// them), before anything is made.
+fn check_idmap_support(host: &Host, cfg: &ContainerConfig) -> Result<()> {
+    if !cfg.security.kind.has_userns() || cfg.storage.kind == StorageKind::Image {
+        return Ok(());
+    }
+    let dir = host.data_dir.join("private");
+    crate::util::private_dir(&dir)?;
+    crate::userns::idmapped::probe(&dir).map_err(|e| {
+        Error::ct(
+            cfg.ctid.as_str(),
+            "create",
+            format!(
+                "an unprivileged container's root is an idmapped mount, which the filesystem of {} does not offer here ({e}): give --userns off, or keep the data dir on ext4, xfs or btrfs",
+                dir.display()
+            ),
+        )
+    })
 }
 
 /// The stop timeout (seconds) a system container gets when none is given: vzctl's.
@@ -131,7 +154,7 @@ fn detect_init(host: &Host, cfg: &ContainerConfig) -> InitSystem {
     if cfg.storage.kind != StorageKind::Image {
         return crate::sysenv::detect::detect(&host.private_dir(&cfg.ctid), &cfg.init);
     }
-    let Ok(root) = crate::storage::mount_root(host, cfg) else { return InitSystem::None };
+    let Ok(root) = crate::storage::mount_root_unmapped(host, cfg) else { return InitSystem::None };
     let init = crate::sysenv::detect::detect(&root, &cfg.init);
     let _ = crate::storage::unmount_root(host, cfg);
     init
@@ -142,7 +165,7 @@ fn default_init(host: &Host, cfg: &ContainerConfig) -> Option<Vec<String>> {
     if cfg.storage.kind != StorageKind::Image {
         return crate::template::default_init(&host.private_dir(&cfg.ctid));
     }
-    let root = crate::storage::mount_root(host, cfg).ok()?;
+    let root = crate::storage::mount_root_unmapped(host, cfg).ok()?;
     let init = crate::template::default_init(&root);
     let _ = crate::storage::unmount_root(host, cfg);
     init

@@ -67,8 +67,23 @@ impl Joiner {
         Ok(())
     }
 
-    /// In the forked child: new session, own cgroup, `/`.
+    /// Whether it joins a user namespace (an unprivileged container's).
+    fn joins_userns(&self) -> bool {
+        self.ns.iter().any(|(k, _)| *k == NsKind::User)
+    }
+
+    /// In the forked child, once joined: root of the container's user namespace (if it has
+    /// one), so that what it creates belongs to the container.
+    fn become_root(&self) -> std::result::Result<(), String> {
+        if self.joins_userns() {
+            crate::userns::become_root()?;
+        }
+        Ok(())
+    }
+
+    /// In the forked child: root of its user namespace, new session, own cgroup, `/`.
     fn finish_in_child(&self) -> std::result::Result<(), String> {
+        self.become_root()?;
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
         for mut f in &self.cgroup_procs {
             // "0" means the writing process.
@@ -261,29 +276,37 @@ where
     crate::container::ensure_single_threaded(ct, "set")?;
     let (status, st) = crate::container::status(host, ct)?;
     let joiner = st.as_ref().map(|st| Joiner::open(host, ct, st, "set")).transpose()?;
+    // A stopped container's files are worked on as host root, in the host's user namespace:
+    // with the privileged kind's capabilities at most, never an unprivileged kind's full set.
     let mut keep = match &joiner {
         Some(j) => j.isolation.caps.clone(),
-        None => crate::capabilities::container_caps(&crate::container::load_config(host, ct)?.security)?,
+        None => {
+            let sec = crate::container::load_config(host, ct)?.security;
+            let on_host = if sec.kind.has_userns() { crate::config::Security { cap_drop: sec.cap_drop, ..Default::default() } } else { sec };
+            crate::capabilities::container_caps(&on_host)?
+        }
     };
     if privileged {
         keep.insert(caps::Capability::CAP_SYS_ADMIN);
     }
-    // A stopped container's files: its mounted root, else its private area; an image must be
-    // mounted for it (and is unmounted again afterwards).
-    let image = crate::container::load_config(host, ct)?.storage.kind == crate::config::StorageKind::Image;
+    // A stopped container's files as they are on disk (host root writes them; an idmapped
+    // root would refuse): its private area, or for the image backend the image, mounted for
+    // it (and unmounted again afterwards) or where `ferry mount` mounted it.
+    let cfg = crate::container::load_config(host, ct)?;
+    let image = cfg.storage.kind == crate::config::StorageKind::Image;
     let temp_mount = joiner.is_none() && image && status == crate::container::Status::Stopped;
-    let private = if joiner.is_none() && (image || status == crate::container::Status::Mounted) {
+    let private = if joiner.is_none() && image {
         if temp_mount {
-            crate::storage::mount_root(host, &crate::container::load_config(host, ct)?)?
+            crate::storage::mount_root_unmapped(host, &cfg)?
         } else {
-            host.root_dir(ct)
+            crate::storage::files_dir(host, &cfg)
         }
     } else {
         host.private_dir(ct)
     };
     let res = fork_in_container(ct, joiner.as_ref(), &private, privileged, &keep, f);
     if temp_mount {
-        if let Err(e) = crate::storage::unmount_root(host, &crate::container::load_config(host, ct)?) {
+        if let Err(e) = crate::storage::unmount_root(host, &cfg) {
             tracing::warn!("container {ct}: unmount after the change: {e}");
         }
     }
@@ -309,6 +332,7 @@ where
                             nix::sched::setns(f.as_fd(), kind.flag()).map_err(|e| format!("join the {} namespace: {e}", kind.name()))?;
                         }
                         if privileged {
+                            j.become_root()?;
                             nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
                         } else {
                             j.finish_in_child()?;

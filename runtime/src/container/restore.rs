@@ -26,6 +26,7 @@ use crate::host::Host;
 use crate::lock::ContainerLock;
 use crate::net::{self, NetState};
 use crate::state::State;
+use crate::userns::criu_image;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -291,7 +292,7 @@ pub fn checkpoint_to_dir_frozen(
 
     // What needs a process (`ip`) is read while the container still runs; the rest of the
     // summary once it is frozen.
-    let addresses = container_addresses(st.pid);
+    let addresses = st.netns("checkpoint").map(|ns| container_addresses(&ns)).unwrap_or_default();
     let mut d = DumpOpts::new(st.pid, images_dir);
     d.leave_running = opts.keep_running;
     d.tcp_established = opts.tcp_established;
@@ -300,6 +301,10 @@ pub fn checkpoint_to_dir_frozen(
     d.ext_unix_sk = opts.ext_unix_sk;
     d.network_lock = NetworkLock::Iptables;
     d.freeze_cgroup = Some(freezer.dir().to_path_buf());
+    if cfg.security.kind.has_userns() || st.isolation.as_ref().is_some_and(|i| i.kind.has_userns()) {
+        d.external_mounts =
+            dev_externals(cfg).map_err(|e| Error::ct(ct, "checkpoint", e.to_string()))?.into_iter().map(|(inside, key, _)| (inside, key)).collect();
+    }
     let system = crate::sysenv::checkpoint::dump_options(&st, &cg, &mut d)?;
     // The container is frozen when CRIU is ready to collect it ("pre-dump" comes after its
     // start-up, which takes tens of milliseconds), not before CRIU starts: that start-up is
@@ -479,6 +484,51 @@ pub fn load_net_state(host: &Host, ct: &crate::Ctid) -> Result<Option<NetState>>
     Ok(State::load(host, ct)?.and_then(|s| s.net_objects))
 }
 
+/// For an unprivileged container: the images directory to hand CRIU so that its user
+/// namespace gets the range of `cfg` (a rewritten copy when the images carry another: see
+/// `userns::criu_image`), opened to the container's root. Refuses a checkpoint of the other
+/// kind (made before `set --userns` changed it).
+fn userns_images(cfg: &ContainerConfig, images_dir: &Path) -> Result<Option<tempfile::TempDir>> {
+    let ct = cfg.ctid.as_str();
+    let dumped = criu_image::dumped_map(images_dir)?;
+    let map = crate::storage::root_idmap(cfg)?;
+    match (dumped, map) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(Error::ct(
+            ct,
+            "restore",
+            format!("the checkpoint is of an unprivileged container (with a user namespace) and {ct} is privileged now: `ferry set {ct} --userns on --save` to restore it, or start it afresh"),
+        )),
+        (None, Some(_)) => Err(Error::ct(
+            ct,
+            "restore",
+            format!("the checkpoint is of a privileged container (no user namespace) and {ct} is unprivileged now: `ferry set {ct} --userns off --save` to restore it, or start it afresh"),
+        )),
+        (Some(_), Some(map)) => {
+            let shadow = criu_image::images_for(images_dir, &map)?;
+            criu_image::open_to(images_dir, &map)?;
+            if let Some(d) = &shadow {
+                criu_image::open_to(d.path(), &map)?;
+            }
+            Ok(shadow)
+        }
+    }
+}
+
+/// The host's device nodes an unprivileged container's /dev binds (`start::DEV_NODES`, and
+/// those its device rules give: `userns::devices`), as CRIU external mounts: (mount point
+/// inside, key in the images, host path bound at restore, this host's node for that key). The
+/// masked files of /proc are binds of /dev/null too; CRIU restores them from the same external.
+pub fn dev_externals(cfg: &ContainerConfig) -> Result<Vec<(String, String, String)>> {
+    let mut v: Vec<(String, String, String)> =
+        crate::container::start::DEV_NODES.iter().map(|(n, _, _)| (format!("/dev/{n}"), format!("dev-{n}"), format!("/dev/{n}"))).collect();
+    for b in crate::userns::devices::node_binds(&cfg.security.devices, Path::new("/dev"))? {
+        let p = Path::new("/dev").join(&b.path).display().to_string();
+        v.push((p.clone(), b.key, p));
+    }
+    Ok(v)
+}
+
 /// Host state made so far by a restore, undone in reverse on failure.
 struct RestoreUndo<'a> {
     host: &'a Host,
@@ -488,10 +538,13 @@ struct RestoreUndo<'a> {
     net: Option<NetState>,
     /// A system container's systemd cgroup (v1), which CRIU makes.
     systemd_cgroup: Option<PathBuf>,
+    /// Host ends of veth pairs made before CRIU ran.
+    precreated: Vec<String>,
 }
 
 impl RestoreUndo<'_> {
     fn run(&mut self) {
+        net::remove_precreated(&self.precreated);
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(10));
             if let Err(e) = cg.destroy() {
@@ -578,8 +631,9 @@ pub fn restore_from_dir_with(host: &Host, lock: &ContainerLock, cfg: &ContainerC
     };
     match res {
         Ok((state, restore_ms, log)) => {
-            if let (Some(ns), true) = (&state.net_objects, announce) {
-                if let Err(e) = net::announce_container(ns, 1, Duration::from_millis(0)) {
+            if let (Some(n), true) = (&state.net_objects, announce) {
+                let ns = state.netns("announce").ok();
+                if let Err(e) = net::announce_container(n, ns.as_ref(), 1, Duration::from_millis(0)) {
                     tracing::warn!("container {ct}: announce after restore: {e}");
                 }
             }
@@ -605,7 +659,8 @@ struct RestoreJob<'a> {
 
 /// One try at restoring: everything it made is removed again when it fails.
 fn restore_attempt(job: RestoreJob<'_>) -> Result<(State, u64, PathBuf)> {
-    let mut undo = RestoreUndo { host: job.host, cfg: job.cfg, mounted: false, cgroup: None, net: None, systemd_cgroup: None };
+    let mut undo =
+        RestoreUndo { host: job.host, cfg: job.cfg, mounted: false, cgroup: None, net: None, systemd_cgroup: None, precreated: Vec::new() };
     let res = restore_inner(job, &mut undo);
     if res.is_err() {
         undo.run();
@@ -646,19 +701,42 @@ fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(Sta
         }
     }
 
+    // An unprivileged container's user namespace comes back with the range its config has
+    // now (the images may carry another host's); CRIU's restored tasks read the images.
+    let userns_images = userns_images(cfg, images_dir)?;
+    let criu_dir = userns_images.as_ref().map_or(images_dir, |d| d.path());
     // CRIU writes its log into the images directory; it is moved out right after.
-    let mut r = RestoreOpts::new(images_dir);
+    let mut r = RestoreOpts::new(criu_dir);
     r.log_file = format!("restore-{}.log", std::process::id());
     r.root = Some(root.clone());
-    r.external = veths.iter().map(|(i, o)| net::criu_external_arg(i, o)).collect();
+    r.external = if isolation.kind.has_userns() {
+        // In a user namespace CRIU moves pairs made here rather than creating them.
+        let args = net::precreate_restore_pairs(veths)?;
+        undo.precreated = veths.iter().map(|(_, o)| o.clone()).collect();
+        args
+    } else {
+        veths.iter().map(|(i, o)| net::criu_external_arg(i, o)).collect()
+    };
     r.join_cgroups = cg.procs_files();
+    if isolation.kind.has_userns() {
+        r.external_mounts = dev_externals(cfg)?.into_iter().map(|(_, key, host)| (key, host)).collect();
+    }
     r.ext_unix_sk = meta.map(|m| m.ext_unix_sk).unwrap_or(false);
     r.rst_sibling = false;
     let mut systemd = None;
+    // An unprivileged system container dumped under another range: its cgroups come back with
+    // the dumping host's owners (`SystemdCgroup::shift_owners`).
+    let mut reown = match (system.is_some(), criu_image::dumped_map(images_dir)?, crate::storage::root_idmap(cfg)?) {
+        (true, Some(from), Some(to)) if from != to => Some((from, to)),
+        _ => None,
+    };
     if let Some((sm, console)) = system {
         let sd = crate::sysenv::cgroup::SystemdCgroup::on_host(&cg)?;
         undo.systemd_cgroup = Some(sd.dir.clone());
         sd.create(&cg)?;
+        if let Some(map) = crate::storage::root_idmap(cfg)? {
+            sd.delegate(&map)?;
+        }
         r.join_cgroups = sd.criu_join(&cg);
         crate::sysenv::checkpoint::restore_options(sm, &sd, console, &mut r);
         systemd = Some(sd);
@@ -678,17 +756,25 @@ fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(Sta
         if n.script == "post-restore" && n.pid > 0 && namespaces.is_none() {
             namespaces = Some(crate::isolation::namespaces::record(n.pid, kind).map_err(|e| e.to_string())?);
         }
+        // Before the tree runs again.
+        if let (true, Some((from, to)), Some(sd)) = (n.script == "post-restore", reown.as_ref(), systemd.as_ref()) {
+            sd.shift_owners(from, to).map_err(|e| e.to_string())?;
+            reown = None;
+        }
         if n.script == "post-restore" && n.pid > 0 && !veths.is_empty() && net_state.is_none() {
             let t = Instant::now();
-            let res = net::after_restore(host, cfg, n.pid).and_then(|ns| {
-                if !readdress.is_empty() {
-                    if let Err(e) = net::readdress(&ns, n.pid, &readdress) {
-                        let _ = net::teardown(host, &ns);
-                        return Err(e);
+            // The tree has not resumed: its netns is the one CRIU made.
+            let res = net::CtNetns::of_new_process(n.pid)
+                .and_then(|netns| net::after_restore(host, cfg, n.pid, &netns).map(|ns| (ns, netns)))
+                .and_then(|(ns, netns)| {
+                    if !readdress.is_empty() {
+                        if let Err(e) = net::readdress(&ns, &netns, &readdress) {
+                            let _ = net::teardown(host, &ns);
+                            return Err(e);
+                        }
                     }
-                }
-                Ok(ns)
-            });
+                    Ok(ns)
+                });
             net_time = t.elapsed();
             match res {
                 Ok(ns) => net_state = Some(ns),
@@ -701,7 +787,7 @@ fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(Sta
         }
         Ok(())
     });
-    let log_in_images = images_dir.join(&r.log_file);
+    let log_in_images = criu_dir.join(&r.log_file);
     let log = keep_log(host, ct, &log_in_images, "restore.log");
     undo.net = net_state.clone();
     let done = match restored {
@@ -709,12 +795,18 @@ fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(Sta
         Err(e) => return Err(net_err.unwrap_or_else(|| criu_err(ct, "restore", e, &log_in_images, &log))),
     };
     if net_state.is_none() && !veths.is_empty() {
-        let ns = net::after_restore(host, cfg, done.pid)?;
+        // CRIU sent no post-restore (not CRIU 4.2): the tree runs already.
+        let netns = net::CtNetns::of_new_process(done.pid)?;
+        let ns = net::after_restore(host, cfg, done.pid, &netns)?;
         undo.net = Some(ns.clone());
         if !readdress.is_empty() {
-            net::readdress(&ns, done.pid, &readdress)?;
+            net::readdress(&ns, &netns, &readdress)?;
         }
         net_state = Some(ns);
+    }
+    if let (Some((from, to)), Some(sd)) = (reown.as_ref(), systemd.as_ref()) {
+        // CRIU sent no post-restore: the tree runs already (the walk never follows a link).
+        sd.shift_owners(from, to)?;
     }
     let namespaces = match namespaces {
         Some(n) => n,
@@ -750,6 +842,7 @@ fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(Sta
     undo.mounted = false;
     undo.net = None;
     undo.systemd_cgroup = None;
+    undo.precreated.clear();
     Ok((state, ms(done.elapsed), log))
 }
 
@@ -784,9 +877,9 @@ pub fn collect_summary(init_pid: i32, cg: &Cgroup) -> CheckpointSummary {
     s
 }
 
-/// The addresses inside the container's netns (for the checkpoint summary).
-pub fn container_addresses(init_pid: i32) -> Vec<AddrInfo> {
-    net::tools::ip_in(init_pid, &["-j", "addr", "show"]).map(|out| parse_ip_addr_json(&out)).unwrap_or_default()
+/// The addresses inside the container's netns `ns` (for the checkpoint summary).
+pub fn container_addresses(ns: &net::CtNetns) -> Vec<AddrInfo> {
+    net::tools::ip_in(ns, &["-j", "addr", "show"]).map(|out| parse_ip_addr_json(&out)).unwrap_or_default()
 }
 
 const TCP_STATES: [&str; 12] =

@@ -223,17 +223,19 @@ pub fn set_diskspace_stopped(host: &Host, cfg: &ContainerConfig, limit: Option<u
 /// `cfg` gives the uplink. Additions already made are taken back when a later one fails.
 pub fn set_ips_live(host: &Host, cfg: &ContainerConfig, st: &mut State, add: &[IpAddr], del: &[IpAddr]) -> Result<()> {
     let mut net = st.net_objects.clone().unwrap_or_else(|| NetState { ctid: cfg.ctid.to_string(), pid: st.pid, ..Default::default() });
+    // The netns ferry made, wherever the container's init went since.
+    let ns = st.netns("set")?;
     let mut added = Vec::new();
     let mut res = Ok(());
     for a in add {
         if net.venet.as_ref().is_some_and(|v| v.addrs.contains(a)) {
             continue;
         }
-        match crate::net::add_ip(host, cfg, &mut net, *a) {
+        match crate::net::add_ip(host, cfg, &mut net, &ns, *a) {
             Ok(()) => added.push(*a),
             Err(e) => {
                 for a in &added {
-                    let _ = crate::net::del_ip(host, &mut net, *a);
+                    let _ = crate::net::del_ip(host, &mut net, &ns, *a);
                 }
                 res = Err(e);
                 break;
@@ -242,7 +244,7 @@ pub fn set_ips_live(host: &Host, cfg: &ContainerConfig, st: &mut State, add: &[I
     }
     if res.is_ok() {
         for d in del {
-            if let Err(e) = crate::net::del_ip(host, &mut net, *d) {
+            if let Err(e) = crate::net::del_ip(host, &mut net, &ns, *d) {
                 res = Err(e);
                 break;
             }
@@ -253,9 +255,7 @@ pub fn set_ips_live(host: &Host, cfg: &ContainerConfig, st: &mut State, add: &[I
     st.save(host)?;
     res?;
     if !add.is_empty() {
-        if let Some(n) = &st.net_objects {
-            crate::hooks::announce_after_start(n);
-        }
+        crate::hooks::announce_after_start(st);
     }
     Ok(())
 }

@@ -38,6 +38,8 @@ struct Undo<'a> {
     child: Option<Pid>,
     hooked: bool,
     net: Option<crate::net::NetState>,
+    /// The netns PID 1 was cloned into, opened before it ran any code of the container.
+    netns: Option<crate::net::CtNetns>,
     /// The cgroup a system container's systemd owns (v1 hosts).
     systemd_cgroup: Option<PathBuf>,
 }
@@ -45,7 +47,7 @@ struct Undo<'a> {
 impl Undo<'_> {
     fn run(&mut self) {
         // Passed-through devices go back while the netns still lives.
-        if let Err(e) = hooks::net_hook_before_kill(&mut self.net) {
+        if let Err(e) = hooks::net_hook_before_kill(&mut self.net, self.netns.as_ref()) {
             tracing::warn!("undo start of {}: {e}", self.cfg.ctid);
         }
         if let Some(pid) = self.child.take() {
@@ -167,9 +169,7 @@ pub fn start(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig) -> Result
     // Announce once the container runs (the CLI is done cloning, so the helper thread that
     // announces inside a netns is allowed now); 3 frames 100 ms apart.
     if let Ok(st) = &res {
-        if let Some(n) = &st.net_objects {
-            hooks::announce_after_start(n);
-        }
+        hooks::announce_after_start(st);
     }
     res
 }
@@ -196,9 +196,7 @@ fn start_again(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, console
     if let Err(e) = actions::run_inside(host, cfg, Action::Start) {
         tracing::warn!("container {ct}: start script after a reboot: {e}");
     }
-    if let Some(n) = &st.net_objects {
-        hooks::announce_after_start(n);
-    }
+    hooks::announce_after_start(&st);
     Ok(st)
 }
 
@@ -210,7 +208,8 @@ fn attempt(
     rules: &[devices::DeviceRule],
     console: Option<&crate::sysenv::monitor::Console>,
 ) -> Result<State> {
-    let mut undo = Undo { host, cfg, cgroup: None, mounted: false, scripted: false, child: None, hooked: false, net: None, systemd_cgroup: None };
+    let mut undo =
+        Undo { host, cfg, cgroup: None, mounted: false, scripted: false, child: None, hooked: false, net: None, netns: None, systemd_cgroup: None };
     let res = start_inner(host, cfg, isolation, rules, console, &mut undo);
     if res.is_err() {
         undo.run();
@@ -253,6 +252,9 @@ fn start_inner(
             let sd = crate::sysenv::cgroup::SystemdCgroup::of(&cg, &mountinfo)?;
             undo.systemd_cgroup = Some(sd.dir.clone());
             sd.create(&cg)?;
+            if let Some(map) = crate::storage::root_idmap(cfg)? {
+                sd.delegate(&map)?;
+            }
             systemd = Some(sd);
             Some(crate::sysenv::child::ChildEnv { console: c.pty.path.clone(), cgroup_mounts: crate::sysenv::cgroup::child_mounts(&cg, &mountinfo) })
         }
@@ -262,7 +264,12 @@ fn start_inner(
     let (sync_r, sync_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe", e))?;
 
-    let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET;
+    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET;
+    // The user namespace comes with the others, so that it owns them all.
+    let idmap = crate::storage::root_idmap(cfg)?;
+    if idmap.is_some() {
+        flags |= libc::CLONE_NEWUSER;
+    }
     // SAFETY: a raw clone without CLONE_VM and with a null stack behaves like fork(); the
     // process is single-threaded (the CLI guarantees it), so the child may allocate freely.
     let ret = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
@@ -278,6 +285,10 @@ fn start_inner(
     drop(err_w);
     let pid = Pid::from_raw(ret as i32);
     undo.child = Some(pid);
+    if let Some(map) = &idmap {
+        crate::userns::write_maps(pid.as_raw(), map)
+            .map_err(|e| Error::ct(ct.as_str(), "start", format!("write the user namespace's ID mapping {map}: {e}")))?;
+    }
 
     let start_time =
         proc_stat(pid.as_raw()).map(|s| s.start_time).ok_or_else(|| Error::ct(ct.as_str(), "start", "PID 1 vanished right after clone"))?;
@@ -287,8 +298,10 @@ fn start_inner(
         Some(sd) => sd.join(&cg, pid.as_raw())?,
         None => cg.add_pid(pid.as_raw())?,
     }
+    let netns = crate::net::CtNetns::of_new_process(pid.as_raw())?;
     undo.hooked = true;
-    undo.net = hooks::net_hook_after_clone(host, cfg, pid.as_raw())?;
+    undo.net = hooks::net_hook_after_clone(host, cfg, pid.as_raw(), &netns)?;
+    undo.netns = Some(netns);
 
     // Release the child, then wait for exec (EOF) or its error message.
     let mut w = std::fs::File::from(sync_w);
@@ -339,6 +352,11 @@ struct ChildPlan {
     /// Resolver settings to write into /etc/resolv.conf, with the host's resolv.conf (for
     /// `inherit`), read before the child leaves the host's root.
     dns: Option<(crate::config::Dns, String)>,
+    /// It runs in a user namespace of its own (mapped by the parent before release).
+    userns: bool,
+    /// Host device nodes (paths below /dev) bound into its /dev beyond the defaults (`userns`
+    /// only: the privileged kind makes its own nodes).
+    dev_binds: Vec<PathBuf>,
     /// A system container's environment (console, cgroup namespace, API file systems).
     system: Option<crate::sysenv::child::ChildEnv>,
 }
@@ -354,6 +372,12 @@ impl ChildPlan {
             isolation,
             nofile: crate::cgroups::limits::numfiles_rlimit(&cfg.resources),
             dns: (!cfg.dns.is_empty()).then(|| (cfg.dns.clone(), std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())),
+            userns: cfg.security.kind.has_userns(),
+            dev_binds: if cfg.security.kind.has_userns() {
+                crate::userns::devices::node_binds(&cfg.security.devices, Path::new("/dev"))?.into_iter().map(|b| b.path).collect()
+            } else {
+                Vec::new()
+            },
             system,
         })
     }
@@ -404,10 +428,16 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
         crate::sysenv::child::enter_cgroup_namespace()?;
     }
     nix::sys::stat::umask(Mode::empty());
-    let root = &plan.root;
     mnt(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     // pivot_root wants the new root to be a mount point.
-    mnt(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    mnt(Some(&plan.root), &plan.root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    nix::unistd::chdir(&plan.root).map_err(|e| format!("chdir {}: {e}", plan.root.display()))?;
+    // From here on, the root is reached relative to the working directory: as root of its
+    // user namespace, PID 1 can no longer pass the host's directories above it.
+    if plan.userns {
+        crate::userns::become_root()?;
+    }
+    let root = Path::new(".");
     for d in ["proc", "sys", "dev"] {
         let p = root.join(d);
         if std::fs::symlink_metadata(&p).is_err() {
@@ -419,22 +449,20 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     mnt(Some(Path::new("sysfs")), &root.join("sys"), Some("sysfs"), nse | MsFlags::MS_RDONLY, None)?;
     let dev = root.join("dev");
     mnt(Some(Path::new("tmpfs")), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k"))?;
-    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
-        let p = dev.join(name);
-        nix::sys::stat::mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(major, minor))
-            .map_err(|e| format!("mknod /dev/{name}: {e}"))?;
-    }
+    make_dev_nodes(&dev, plan.userns, &plan.dev_binds)?;
     for d in ["pts", "shm"] {
         std::fs::create_dir(dev.join(d)).map_err(|e| format!("create /dev/{d}: {e}"))?;
     }
     nix::sys::stat::fchmodat(None, &dev.join("shm"), Mode::from_bits_truncate(0o1777), nix::sys::stat::FchmodatFlags::FollowSymlink)
         .map_err(|e| format!("chmod /dev/shm: {e}"))?;
+    // Its own devpts instance; new ptys are group tty (gid 5: mapped in every range), as
+    // runc and LXC mount it and as `mesg` and logins expect.
     mnt(
         Some(Path::new("devpts")),
         &dev.join("pts"),
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     )?;
     mnt(Some(Path::new("shm")), &dev.join("shm"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=65536k"))?;
     for (link, target) in
@@ -445,7 +473,6 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     if let Some(env) = &plan.system {
         crate::sysenv::child::bind_console(root, env)?;
     }
-    nix::unistd::chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
@@ -480,6 +507,35 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
     plan.isolation.apply_in_child()?;
     let e = nix::unistd::execve(&plan.argv[0], &plan.argv, &plan.env).unwrap_err();
     Err(format!("exec init {:?}: {e}; check the init command (`init` in the config or --init at create)", plan.argv[0]))
+}
+
+/// The device nodes of every container's /dev: name, major, minor.
+pub const DEV_NODES: [(&str, u64, u64); 6] = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
+/// [`DEV_NODES`] in the container's new /dev (a tmpfs at `dev`): made with mknod, or, in a
+/// user namespace (where device nodes cannot be made, and would not open on its own tmpfs),
+/// the host's nodes bound onto empty files, with those of `extra` (paths below /dev). CRIU
+/// takes those binds as external mounts (`restore::dev_externals`).
+fn make_dev_nodes(dev: &Path, bind_from_host: bool, extra: &[PathBuf]) -> Result<(), String> {
+    for (name, major, minor) in DEV_NODES {
+        let p = dev.join(name);
+        if bind_from_host {
+            std::fs::File::create(&p).map_err(|e| format!("create /dev/{name}: {e}"))?;
+            mnt(Some(&Path::new("/dev").join(name)), &p, None, MsFlags::MS_BIND, None)?;
+        } else {
+            nix::sys::stat::mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(major, minor))
+                .map_err(|e| format!("mknod /dev/{name}: {e}"))?;
+        }
+    }
+    for rel in extra {
+        let p = dev.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+        }
+        std::fs::File::create(&p).map_err(|e| format!("create /dev/{}: {e}", rel.display()))?;
+        mnt(Some(&Path::new("/dev").join(rel)), &p, None, MsFlags::MS_BIND, None)?;
+    }
+    Ok(())
 }
 
 /// Set this process's RLIMIT_NOFILE (soft and hard) to `n` (`numfiles`).

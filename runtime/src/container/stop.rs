@@ -59,9 +59,11 @@ pub fn stop_with(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, how: 
             tracing::warn!("{e}");
             eprintln!("ferry: warning: {e}");
         }
-        // Passed-through devices must leave before the netns dies; record what is left.
+        // Passed-through devices must leave before the netns dies (from the netns ferry made,
+        // wherever PID 1 went); record what is left.
         let mut net = state.net_objects.clone();
-        if let Err(e) = hooks::net_hook_before_kill(&mut net) {
+        let ns = netns_for_devices(state);
+        if let Err(e) = hooks::net_hook_before_kill(&mut net, ns.as_ref()) {
             tracing::warn!("{e}");
         }
         if net != state.net_objects {
@@ -70,7 +72,10 @@ pub fn stop_with(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, how: 
         if let Shutdown::Halt(asked) = how {
             // SAFETY: kill(2) with a pid and a signal number; no memory is involved.
             unsafe { libc::kill(state.pid, halt_signal(cfg)) };
-            wait_until(Instant::now() + stop_timeout(cfg, asked), || !state.is_alive());
+            let halted = wait_until(Instant::now() + stop_timeout(cfg, asked), || !state.is_alive());
+            if let (true, Some(sys)) = (halted, &state.system) {
+                crate::sysenv::monitor::wait_console_drained(sys, state.pid, Duration::from_secs(2));
+            }
         }
     }
     let cg = kill_all(host, cfg, state.as_ref())?;
@@ -96,7 +101,8 @@ fn kill_all(host: &Host, cfg: &ContainerConfig, state: Option<&State>) -> Result
     };
     if let Some(s) = state {
         let mut net = s.net_objects.clone();
-        if let Err(e) = hooks::net_hook_before_kill(&mut net) {
+        let ns = netns_for_devices(s);
+        if let Err(e) = hooks::net_hook_before_kill(&mut net, ns.as_ref()) {
             tracing::warn!("{e}");
         }
         let _ = kill(Pid::from_raw(s.pid), Signal::SIGKILL);
@@ -108,6 +114,14 @@ fn kill_all(host: &Host, cfg: &ContainerConfig, state: Option<&State>) -> Result
         }
     }
     Ok(cg)
+}
+
+/// The container's netns, when it has passed-through devices to move back from it.
+fn netns_for_devices(state: &State) -> Option<crate::net::CtNetns> {
+    if state.net_objects.as_ref().is_none_or(|n| n.moved_devs.is_empty()) {
+        return None;
+    }
+    state.netns("stop").map_err(|e| tracing::warn!("{e}")).ok()
 }
 
 /// With its processes gone: the root mount, the cgroup, the host-side network, the state.

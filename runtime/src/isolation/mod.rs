@@ -67,11 +67,21 @@ impl Applied {
     pub fn prepare(&self) -> Result<Prepared> {
         let caps = self.caps()?;
         let filters = match &self.seccomp {
-            SeccompPolicy::Default => Some(seccomp::default_filters(&caps, self.nesting)?),
+            SeccompPolicy::Default => Some(seccomp::default_filters(&self.filter_caps(&caps), self.nesting)?),
             SeccompPolicy::Unconfined => None,
             SeccompPolicy::Profile { source, json } => Some(seccomp::profile_filters(source, json)?),
         };
         Ok(Prepared { caps, filters })
+    }
+
+    /// The capabilities the default filter is compiled for: in a user namespace of its own
+    /// the host-only ones grant nothing, so the calls they would guard are treated as for a
+    /// container without them (reading the clock's adjustments stays allowed, iopl refused).
+    fn filter_caps(&self, caps: &CapsHashSet) -> CapsHashSet {
+        if !self.kind.has_userns() {
+            return caps.clone();
+        }
+        caps.iter().copied().filter(|c| crate::capabilities::host_only_use(*c).is_none()).collect()
     }
 
     /// For `status`, `check` and humans.
@@ -84,7 +94,7 @@ impl Applied {
             user_namespaces: self.nesting || !self.seccomp.is_default(),
             masked_paths: paths::MASKED.to_vec(),
             readonly_paths: paths::READONLY.to_vec(),
-            runs_in_user_namespace: false,
+            runs_in_user_namespace: self.kind.has_userns(),
         }
     }
 }
@@ -152,7 +162,9 @@ pub fn observe(pid: i32) -> Observed {
 
 /// Refuse a capability the default filter makes useless, naming the option that helps.
 fn check_grants(sec: &Security, caps: &CapsHashSet) -> Result<()> {
-    if !sec.seccomp.is_default() {
+    // In a user namespace those capabilities are host-only: refused when asked for
+    // (`capabilities::container_caps`), ignored by the filter when they come with the kind.
+    if !sec.seccomp.is_default() || sec.kind.has_userns() {
         return Ok(());
     }
     for (cap, what) in seccomp::CAPS_ONLY_FOR_REFUSED {

@@ -32,6 +32,7 @@ pub enum NsKind {
     Uts,
     Net,
     Pid,
+    Time,
     Mnt,
 }
 
@@ -43,6 +44,7 @@ impl NsKind {
             NsKind::Uts => "uts",
             NsKind::Net => "net",
             NsKind::Pid => "pid",
+            NsKind::Time => "time",
             NsKind::Mnt => "mnt",
         }
     }
@@ -53,16 +55,22 @@ impl NsKind {
             NsKind::Uts => CloneFlags::CLONE_NEWUTS,
             NsKind::Net => CloneFlags::CLONE_NEWNET,
             NsKind::Pid => CloneFlags::CLONE_NEWPID,
+            NsKind::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
             NsKind::Mnt => CloneFlags::CLONE_NEWNS,
         }
     }
 }
 
-/// The namespaces a container of `kind` gets of its own, in the order they are joined (a user
-/// namespace first, the mount namespace last).
+/// The namespaces a container of `kind` runs in, in the order they are joined: the time
+/// namespace, then a user namespace, the mount namespace last. The time namespace is the
+/// host's after a start and one of the container's own after a CRIU restore (CRIU makes one
+/// to carry the dumped clocks, owned by the host's user namespace, so it is joined before the
+/// container's): a process exec'd there joins it too, else the next dump holds tasks of two
+/// time namespaces, which CRIU cannot restore.
 pub fn kinds(kind: ContainerKind) -> &'static [NsKind] {
     match kind {
-        ContainerKind::Privileged => &[NsKind::Ipc, NsKind::Uts, NsKind::Net, NsKind::Pid, NsKind::Mnt],
+        ContainerKind::Privileged => &[NsKind::Time, NsKind::Ipc, NsKind::Uts, NsKind::Net, NsKind::Pid, NsKind::Mnt],
+        ContainerKind::Unprivileged => &[NsKind::Time, NsKind::User, NsKind::Ipc, NsKind::Uts, NsKind::Net, NsKind::Pid, NsKind::Mnt],
     }
 }
 
@@ -154,6 +162,43 @@ pub fn open_recorded(ct: &str, op: &'static str, pid: i32, start_time: u64, reco
     Ok(out)
 }
 
+/// One recorded namespace of kind `kind`, opened through PID 1 (`pid`, started at
+/// `start_time`) or, when PID 1 has left it, through another of `others` (the container's
+/// processes, from its cgroup): whichever file opened is checked against the record, so what
+/// is returned is the namespace ferry made, wherever the container's processes went since.
+/// For the host's work on the container's network (live addresses, passed-through devices).
+pub fn open_recorded_kind(ct: &str, op: &'static str, pid: i32, start_time: u64, recorded: &[NsId], kind: NsKind, others: &[i32]) -> Result<File> {
+    let want = recorded.iter().find(|n| n.kind == kind).ok_or_else(|| {
+        Error::ct(
+            ct,
+            op,
+            format!("its state records no {} namespace (it was started by an older ferry); restart it with `ferry restart {ct}`", kind.name()),
+        )
+    })?;
+    let rel = format!("ns/{}", kind.name());
+    let try_pid = |p: i32, start: Option<u64>| -> Option<File> {
+        let dir = ProcDir::open(p).ok()?;
+        if start.is_some_and(|s| dir.start_time() != Some(s)) {
+            return None;
+        }
+        let f = dir.open_file(&rel).ok()?;
+        (id_of(kind, &f).ok()? == *want).then_some(f)
+    };
+    std::iter::once((pid, Some(start_time)))
+        .chain(others.iter().filter(|p| **p != pid).map(|p| (*p, None)))
+        .find_map(|(p, s)| try_pid(p, s))
+        .ok_or_else(|| {
+            Error::ct(
+                ct,
+                op,
+                format!(
+                    "no process of the container is left in the {} namespace ferry made for it; restart it with `ferry restart {ct}`",
+                    kind.name()
+                ),
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,11 +212,21 @@ mod tests {
         assert_eq!(open_recorded("t", "exec", me, start, &rec).unwrap().len(), rec.len());
         // Another identity is refused, naming the namespace.
         let mut other = rec.clone();
-        other[2].ino += 1;
+        other[3].ino += 1;
         let e = open_recorded("t", "exec", me, start, &other).unwrap_err().to_string();
         assert!(e.contains("net namespace") && e.contains("ferry restart t"), "{e}");
         // Another start time is another process.
         assert!(open_recorded("t", "exec", me, start + 1, &rec).unwrap_err().to_string().contains("gone"));
         assert!(open_recorded("t", "exec", me, start, &[]).unwrap_err().to_string().contains("older ferry"));
+        // One kind: through PID 1, else through another process; never another namespace.
+        assert!(open_recorded_kind("t", "set", me, start, &rec, NsKind::Net, &[]).is_ok());
+        let mut child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+        let other_pid = child.id() as i32;
+        assert!(open_recorded_kind("t", "set", me, start + 1, &rec, NsKind::Net, &[other_pid]).is_ok(), "found through the others");
+        assert!(open_recorded_kind("t", "set", me, start + 1, &rec, NsKind::Net, &[me]).is_err(), "PID 1 of another start time is not tried again");
+        let e = open_recorded_kind("t", "set", me, start, &other, NsKind::Net, &[other_pid]).unwrap_err().to_string();
+        assert!(e.contains("no process") && e.contains("net namespace"), "{e}");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

@@ -2,6 +2,7 @@
 //! reply forms) for IPv4 and unsolicited neighbour advertisements for IPv6, so neighbours
 //! repoint their caches at once after a start, restore or migration.
 
+use super::tools::CtNetns;
 use crate::error::{Error, Result};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -210,20 +211,19 @@ pub fn announce(ifname: &str, addrs: &[IpAddr], mac: Option<[u8; 6]>, count: u32
     Ok(())
 }
 
-/// [`announce`] from inside the netns of process `pid` (a container's device with its own
+/// [`announce`] from inside the container's netns `ns` (a container's device with its own
 /// MAC). A scoped thread joins that netns (fine for CLONE_NEWNET in a multi-threaded
 /// process) so the caller's own namespace is untouched.
-pub fn announce_in_netns(pid: i32, ifname: &str, addrs: &[IpAddr], mac: Option<[u8; 6]>, count: u32, spacing: Duration) -> Result<()> {
-    in_netns(pid, || announce(ifname, addrs, mac, count, spacing))
+pub fn announce_in_netns(ns: &CtNetns, ifname: &str, addrs: &[IpAddr], mac: Option<[u8; 6]>, count: u32, spacing: Duration) -> Result<()> {
+    in_netns(ns, || announce(ifname, addrs, mac, count, spacing))
 }
 
-/// Run `f` on a thread that joined the netns of `pid`.
-pub fn in_netns<T: Send>(pid: i32, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    let path = format!("/proc/{pid}/ns/net");
-    let ns = std::fs::File::open(&path).map_err(|e| Error::io("open netns of process", &path, e))?;
+/// Run `f` on a thread that joined the container's netns `ns`.
+pub fn in_netns<T: Send>(ns: &CtNetns, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     std::thread::scope(|s| {
         s.spawn(move || {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys(format!("setns into {path}"), e))?;
+            nix::sched::setns(ns.file(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::sys("setns into the container's network namespace", e))?;
             f()
         })
         .join()

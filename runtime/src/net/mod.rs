@@ -1,6 +1,7 @@
 //! Container networking: venet (routed veth), veth (bridged), device passthrough, announce.
 //!
-//! Entry points take the container's init pid (its netns is `/proc/PID/ns/net`) and act on
+//! Entry points take the container's network namespace as ferry reached it ([`CtNetns`]: from
+//! the namespaces it recorded, never through a process of the container on trust) and act on
 //! "the host" = the network namespace of the calling thread. Everything created on the host
 //! is recorded in [`NetState`] (stored by the runtime in the container's state file) so that
 //! [`teardown`] removes exactly that, also after a half-done setup.
@@ -23,9 +24,8 @@
 //! passthrough: a host device is moved into the container's netns. When a netns dies the
 //! kernel returns physical devices to the initial netns, but virtual ones (dummy, veth, ...)
 //! are destroyed, and a simulated host is not the initial netns either: so the runtime must
-//! call [`detach_netdevs`] before it kills the container (teardown does it too while the
-//! container's netns is still alive). Checkpoints and migrations refuse passthrough
-//! ([`migratable`]).
+//! call [`detach_netdevs`] with the container's netns before it kills the container (a failed
+//! [`setup`] does it itself). Checkpoints and migrations refuse passthrough ([`migratable`]).
 //!
 //! Lifecycle, as the runtime calls it (always from a thread in the host's netns):
 //! - start: [`setup`] → store the [`NetState`] → [`announce_container`].
@@ -51,6 +51,7 @@ use names::{filter_chain, format_mac, parse_mac, venet_host_if, venet_mac, veth_
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::Duration;
+pub use tools::CtNetns;
 use tools::{ignore_absent, ip, ip_batch, ip_batch_in, ip_in, iptables, iptables_restore, link_exists, link_exists_in, sysctl_set};
 
 pub use announce::{announce, announce_in_netns};
@@ -130,23 +131,23 @@ fn net_ct(ct: &str, op: &'static str, e: Error, way_out: &str) -> Error {
     Error::ct(ct, op, format!("{e}; {way_out}"))
 }
 
-/// Set up all networking of a container whose init is `pid`, on the host = the calling
-/// thread's netns. On failure everything made so far is removed again before the error is
-/// returned. Store the returned state; pass it to [`teardown`] on stop/destroy.
-pub fn setup(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<NetState> {
+/// Set up all networking of a container whose init is `pid` in the netns `ns`, on the host =
+/// the calling thread's netns. On failure everything made so far is removed again before the
+/// error is returned. Store the returned state; pass it to [`teardown`] on stop/destroy.
+pub fn setup(host: &Host, cfg: &ContainerConfig, pid: i32, ns: &CtNetns) -> Result<NetState> {
     let mut st = NetState { ctid: cfg.ctid.to_string(), pid, ..Default::default() };
     let res = (|| -> Result<()> {
         if !cfg.net.ipadd.is_empty() {
-            create_venet(&cfg.ctid, &mut st, pid, &cfg.net.ipadd)?;
-            add_addrs(cfg, &mut st, &cfg.net.ipadd, true, true)?;
+            create_venet(&cfg.ctid, &mut st, ns, &cfg.net.ipadd)?;
+            add_addrs(cfg, &mut st, &cfg.net.ipadd, Some(ns), true)?;
         }
         for (i, vif) in cfg.net.netifs.iter().enumerate() {
-            create_bridged(&cfg.ctid, &mut st, pid, i, vif)?;
+            create_bridged(&cfg.ctid, &mut st, ns, i, vif)?;
         }
         for dev in &cfg.net.netdevs {
-            let ifindex = link_index(None, dev)
+            let ifindex = link_index(dev)
                 .ok_or_else(|| Error::Net(format!("no device {dev} on this host to pass through; check `ip link` or drop --netdev-add {dev}")))?;
-            ip(&["link", "set", "dev", dev, "netns", &pid.to_string()])?;
+            ip(&["link", "set", "dev", dev, "netns", &ns.path()])?;
             st.moved_devs.push(MovedDev { name: dev.clone(), ifindex });
         }
         Ok(())
@@ -154,13 +155,15 @@ pub fn setup(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<NetState> {
     match res {
         Ok(()) => Ok(st),
         Err(e) => {
+            // Devices moved in already go back while the netns lives.
+            let _ = detach_netdevs(&mut st, Some(ns));
             let _ = teardown(host, &st);
             Err(net_ct(cfg.ctid.as_str(), "network setup", e, "nothing was left on the host; fix the cause and start again"))
         }
     }
 }
 
-fn create_venet(ct: &Ctid, st: &mut NetState, pid: i32, addrs: &[IpAddr]) -> Result<()> {
+fn create_venet(ct: &Ctid, st: &mut NetState, ns: &CtNetns, addrs: &[IpAddr]) -> Result<()> {
     let host_if = venet_host_if(ct);
     let mac = format_mac(&venet_mac(ct));
     if link_exists(&host_if) {
@@ -168,11 +171,11 @@ fn create_venet(ct: &Ctid, st: &mut NetState, pid: i32, addrs: &[IpAddr]) -> Res
             "host interface {host_if} already exists (another container with this CTID, or a leftover: `ip link del {host_if}`)"
         )));
     }
-    ip(&["link", "add", &host_if, "type", "veth", "peer", "name", VENET_INNER, "netns", &pid.to_string()])?;
+    ip(&["link", "add", &host_if, "type", "veth", "peer", "name", VENET_INNER, "netns", &ns.path()])?;
     st.host_links.push(host_if.clone());
     st.venet = Some(VenetState { host_if: host_if.clone(), addrs: Vec::new() });
-    ip_in(pid, &["link", "set", "dev", VENET_INNER, "address", &mac, "arp", "off", "multicast", "off", "addrgenmode", "none", "up"])?;
-    ip_in(pid, &["link", "set", "dev", "lo", "up"])?;
+    ip_in(ns, &["link", "set", "dev", VENET_INNER, "address", &mac, "arp", "off", "multicast", "off", "addrgenmode", "none", "up"])?;
+    ip_in(ns, &["link", "set", "dev", "lo", "up"])?;
     venet_host_side(st, &host_if, addrs)
 }
 
@@ -226,16 +229,16 @@ fn prefix(a: &IpAddr) -> String {
     }
 }
 
-/// Give venet address `a`: inside (when `inside`), route, proxy entry, filter rule.
-fn add_addr(cfg: &ContainerConfig, st: &mut NetState, a: IpAddr, inside: bool) -> Result<()> {
+/// Give venet address `a`: inside (in `inside`, when given), route, proxy entry, filter rule.
+fn add_addr(cfg: &ContainerConfig, st: &mut NetState, a: IpAddr, inside: Option<&CtNetns>) -> Result<()> {
     add_addrs(cfg, st, &[a], inside, false)
 }
 
-/// Route `addrs` to the venet pair (host route, proxy ARP/NDP entry on the uplink; inside
-/// too when `inside`), with one `ip -batch` per side; `filtered` says their filter rules are
+/// Route `addrs` to the venet pair (host route, proxy ARP/NDP entry on the uplink; inside the
+/// netns `inside` too when given), with one `ip -batch` per side; `filtered` says their filter rules are
 /// in the chain already ([`venet_host_side`]). What is recorded in `st` before the commands
 /// run is removed by [`teardown`] if they fail halfway (removal ignores what is absent).
-fn add_addrs(cfg: &ContainerConfig, st: &mut NetState, addrs: &[IpAddr], inside: bool, filtered: bool) -> Result<()> {
+fn add_addrs(cfg: &ContainerConfig, st: &mut NetState, addrs: &[IpAddr], inside: Option<&CtNetns>, filtered: bool) -> Result<()> {
     let host_if = st.venet.as_ref().map(|v| v.host_if.clone()).ok_or_else(|| Error::Net("no venet device".into()))?;
     let new: Vec<IpAddr> = addrs.iter().copied().filter(|a| !st.venet.as_ref().is_some_and(|v| v.addrs.contains(a))).collect();
     let mut host_cmds = Vec::new();
@@ -261,7 +264,7 @@ fn add_addrs(cfg: &ContainerConfig, st: &mut NetState, addrs: &[IpAddr], inside:
         // delay (up to 0.8 s) meant to let a real owner answer first.
         sysctl_set(&["net", if v6 { "ipv6" } else { "ipv4" }, "neigh", &uplink, "proxy_delay"], "0")?;
         let p = prefix(a);
-        if inside {
+        if inside.is_some() {
             inner_cmds.push(format!("addr add {p} dev {VENET_INNER}{}", if v6 { " nodad" } else { "" }));
             let default = if v6 { "::/0" } else { "default" };
             let line = format!("route replace {default} dev {VENET_INNER}");
@@ -274,7 +277,9 @@ fn add_addrs(cfg: &ContainerConfig, st: &mut NetState, addrs: &[IpAddr], inside:
         st.routes.push(HostRoute { dst: *a, dev: host_if.clone() });
         st.proxies.push(ProxyEntry { addr: *a, dev: uplink });
     }
-    ip_batch_in(st.pid, &inner_cmds)?;
+    if let Some(ns) = inside {
+        ip_batch_in(ns, &inner_cmds)?;
+    }
     ip_batch(&host_cmds)?;
     if !filtered {
         let chain = filter_chain(&host_if);
@@ -371,19 +376,21 @@ fn listen_backlog(table: &str) -> u64 {
         .sum()
 }
 
-/// Add a venet address to a running container (creates the venet pair on first use).
-pub fn add_ip(_host: &Host, cfg: &ContainerConfig, st: &mut NetState, addr: IpAddr) -> Result<()> {
+/// Add a venet address to a running container whose netns is `ns` (creates the venet pair
+/// on first use).
+pub fn add_ip(_host: &Host, cfg: &ContainerConfig, st: &mut NetState, ns: &CtNetns, addr: IpAddr) -> Result<()> {
     let res = (|| {
         if st.venet.is_none() {
-            create_venet(&cfg.ctid, st, st.pid, &[])?;
+            create_venet(&cfg.ctid, st, ns, &[])?;
         }
-        add_addr(cfg, st, addr, true)
+        add_addr(cfg, st, addr, Some(ns))
     })();
     res.map_err(|e| net_ct(cfg.ctid.as_str(), "add address", e, "check the address and the host's routes, then retry"))
 }
 
-/// Remove a venet address from a running container: inside, route, proxy entry, rule.
-pub fn del_ip(_host: &Host, st: &mut NetState, addr: IpAddr) -> Result<()> {
+/// Remove a venet address from a running container whose netns is `ns`: inside, route,
+/// proxy entry, rule.
+pub fn del_ip(_host: &Host, st: &mut NetState, ns: &CtNetns, addr: IpAddr) -> Result<()> {
     let ctid = st.ctid.clone();
     let res = (|| -> Result<()> {
         let Some(v) = st.venet.as_ref() else { return Ok(()) };
@@ -391,8 +398,8 @@ pub fn del_ip(_host: &Host, st: &mut NetState, addr: IpAddr) -> Result<()> {
         let v6 = addr.is_ipv6();
         let fam = if v6 { "-6" } else { "-4" };
         let p = prefix(&addr);
-        if link_exists_in(st.pid, VENET_INNER) {
-            ignore_absent(ip_in(st.pid, &[fam, "addr", "del", &p, "dev", VENET_INNER]))?;
+        if link_exists_in(ns, VENET_INNER) {
+            ignore_absent(ip_in(ns, &[fam, "addr", "del", &p, "dev", VENET_INNER]))?;
         }
         remove_routes_and_proxies(st, Some(addr))?;
         ignore_absent(iptables(v6, &["-t", "raw", "-D", &filter_chain(&host_if), "-s", &addr.to_string(), "-j", "RETURN"]))?;
@@ -424,17 +431,17 @@ fn remove_routes_and_proxies(st: &mut NetState, only: Option<IpAddr>) -> Result<
     first_err.map_or(Ok(()), Err)
 }
 
-fn create_bridged(ct: &Ctid, st: &mut NetState, pid: i32, index: usize, vif: &VethIf) -> Result<()> {
+fn create_bridged(ct: &Ctid, st: &mut NetState, ns: &CtNetns, index: usize, vif: &VethIf) -> Result<()> {
     let host_if = veth_host_if(ct, index);
     let mac = parse_mac(&vif.mac).ok_or_else(|| Error::Net(format!("interface {}: invalid MAC {:?} (want 02:xx:xx:xx:xx:xx)", vif.name, vif.mac)))?;
     if link_exists(&host_if) {
         return Err(Error::Net(format!("host interface {host_if} already exists (leftover? `ip link del {host_if}`)")));
     }
-    ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &vif.name, "netns", &pid.to_string()])?;
+    ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &vif.name, "netns", &ns.path()])?;
     st.host_links.push(host_if.clone());
     st.bridged.push(BridgedState { host_if: host_if.clone(), inner: vif.name.clone(), bridge: vif.bridge.clone() });
-    ip_in(pid, &["link", "set", "dev", &vif.name, "address", &format_mac(&mac), "up"])?;
-    ip_in(pid, &["link", "set", "dev", "lo", "up"])?;
+    ip_in(ns, &["link", "set", "dev", &vif.name, "address", &format_mac(&mac), "up"])?;
+    ip_in(ns, &["link", "set", "dev", "lo", "up"])?;
     bridged_host_side(&host_if, vif)
 }
 
@@ -448,22 +455,24 @@ fn bridged_host_side(host_if: &str, vif: &VethIf) -> Result<()> {
     Ok(())
 }
 
-/// Move passed-through devices back from the container to the host. Call before the
-/// container's netns dies (virtual devices would be destroyed with it).
-pub fn detach_netdevs(st: &mut NetState) -> Result<()> {
+/// Move passed-through devices back from the container's netns `ns` to the host. Call
+/// before the container's netns dies (virtual devices would be destroyed with it); without
+/// `ns` (the container's processes are gone, or none is left in its netns), the kernel has
+/// returned them (physical) or destroyed them (virtual) and they are only forgotten.
+pub fn detach_netdevs(st: &mut NetState, ns: Option<&CtNetns>) -> Result<()> {
     let host_ns = tools::own_netns_path();
-    let alive = std::path::Path::new(&format!("/proc/{}/ns/net", st.pid)).exists();
     let mut first_err = None;
     let mut left = Vec::new();
     for dev in std::mem::take(&mut st.moved_devs) {
         // Its name inside now (the container may have renamed it).
-        let inside = if alive { link_name_by_index(st.pid, dev.ifindex) } else { None };
+        let Some(ns) = ns else { continue };
+        let inside = link_name_by_index(ns, dev.ifindex);
         let Some(cur) = inside else {
             // Not inside (any more): back already, returned by the kernel to the initial netns
             // (physical) or destroyed with the netns (virtual).
             continue;
         };
-        let res = ip_in(st.pid, &["link", "set", "dev", &cur, "netns", &host_ns]).and_then(|_| {
+        let res = ip_in(ns, &["link", "set", "dev", &cur, "netns", &host_ns]).and_then(|_| {
             if cur != dev.name && !link_exists(&dev.name) {
                 ip(&["link", "set", "dev", &cur, "down"])?;
                 ip(&["link", "set", "dev", &cur, "name", &dev.name])?;
@@ -479,31 +488,24 @@ pub fn detach_netdevs(st: &mut NetState) -> Result<()> {
     first_err.map_or(Ok(()), |e| Err(net_ct(&st.ctid.clone(), "move devices back", e, "retry before stopping the container")))
 }
 
-/// Ifindex of a link on the host (`pid` None) or inside the netns of `pid`.
-fn link_index(pid: Option<i32>, name: &str) -> Option<u32> {
-    let args = ["-j", "link", "show", "dev", name];
-    let out = match pid {
-        Some(p) => ip_in(p, &args),
-        None => ip(&args),
-    }
-    .ok()?;
+/// Ifindex of a link on the host.
+fn link_index(name: &str) -> Option<u32> {
+    let out = ip(&["-j", "link", "show", "dev", name]).ok()?;
     let v: serde_json::Value = serde_json::from_str(&out).ok()?;
     v[0]["ifindex"].as_u64().map(|i| i as u32)
 }
 
-fn link_name_by_index(pid: i32, ifindex: u32) -> Option<String> {
-    let out = ip_in(pid, &["-j", "link", "show"]).ok()?;
+fn link_name_by_index(ns: &CtNetns, ifindex: u32) -> Option<String> {
+    let out = ip_in(ns, &["-j", "link", "show"]).ok()?;
     let v: serde_json::Value = serde_json::from_str(&out).ok()?;
     v.as_array()?.iter().find(|l| l["ifindex"].as_u64() == Some(u64::from(ifindex))).and_then(|l| l["ifname"].as_str().map(str::to_string))
 }
 
 /// Remove everything `st` records from the host. Idempotent; works on a half-done setup.
+/// Passed-through devices must have been moved back already ([`detach_netdevs`]).
 pub fn teardown(_host: &Host, st: &NetState) -> Result<()> {
     let mut st = st.clone();
     let mut errs: Vec<String> = Vec::new();
-    if let Err(e) = detach_netdevs(&mut st) {
-        errs.push(e.to_string());
-    }
     for f in &st.filters {
         let r = ignore_absent(iptables(f.v6, &["-t", &f.table, "-D", "PREROUTING", "-i", &f.in_if, "-j", &f.chain]))
             .and_then(|_| ignore_absent(iptables(f.v6, &["-t", &f.table, "-F", &f.chain])))
@@ -588,6 +590,37 @@ pub fn criu_external_arg(inner: &str, host_if: &str) -> String {
     format!("veth[{inner}]:{host_if}")
 }
 
+/// The pairs of a restore into a user namespace, made on the host before CRIU runs: the host
+/// end under its name, the other end under a temporary one that CRIU moves into the restored
+/// netns and renames (`netdev[INNER]:TEMP`, returned for `--external`). CRIU 4.2.1 creates a
+/// veth pair for a user-namespaced tree through its helper in the host's user namespace, with
+/// the dumped ifindex of the inner end taken as a device of the host's netns: where the host
+/// has a device with that index (eth0 is usually 2, as venet0 is), the kernel answers
+/// EOPNOTSUPP. Moving a device made beforehand has no such lookup. On failure, what was made is
+/// removed.
+pub fn precreate_restore_pairs(pairs: &[(String, String)]) -> Result<Vec<String>> {
+    let mut made: Vec<&str> = Vec::new();
+    let mut args = Vec::new();
+    for (inner, outer) in pairs {
+        let temp = names::restore_temp_if(outer);
+        if let Err(e) = ip(&["link", "add", outer, "type", "veth", "peer", "name", &temp]) {
+            remove_precreated(&made);
+            return Err(e);
+        }
+        made.push(outer);
+        args.push(format!("netdev[{inner}]:{temp}"));
+    }
+    Ok(args)
+}
+
+/// Remove pairs [`precreate_restore_pairs`] made (by their host ends; a pair whose other end
+/// went into a netns that died is gone already).
+pub fn remove_precreated<S: AsRef<str>>(host_ifs: &[S]) {
+    for h in host_ifs {
+        let _ = ignore_absent(ip(&["link", "del", "dev", h.as_ref()]));
+    }
+}
+
 /// Before dumping for a checkpoint or migration: refuses passthrough. The venet/veth plumbing
 /// stays until the dump is done (traffic keeps flowing); the source side then calls
 /// [`teardown`] with the state it had.
@@ -608,8 +641,9 @@ pub fn before_dump_detach(_host: &Host, cfg: &ContainerConfig, st: &NetState) ->
 
 /// After `criu restore` recreated the veth pairs (host ends named by
 /// [`criu_veth_externals`], in this netns; inner ends configured by CRIU): do the host side —
-/// MAC/flags, up, routes, proxy ARP/NDP, bridge ports, filter rules.
-pub fn after_restore(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<NetState> {
+/// MAC/flags, up, routes, proxy ARP/NDP, bridge ports, filter rules. `pid` is the restored
+/// init, `ns` its netns.
+pub fn after_restore(host: &Host, cfg: &ContainerConfig, pid: i32, ns: &CtNetns) -> Result<NetState> {
     let mut st = NetState { ctid: cfg.ctid.to_string(), pid, ..Default::default() };
     let res = (|| -> Result<()> {
         migratable(cfg).map_err(Error::Net)?;
@@ -626,9 +660,9 @@ pub fn after_restore(host: &Host, cfg: &ContainerConfig, pid: i32) -> Result<Net
             // CRIU restores the inner end's flags and MAC; set them again in case a dump made
             // by another version lost one (the pair only works with both ends NOARP, same MAC).
             let mac = format_mac(&venet_mac(&cfg.ctid));
-            ip_in(pid, &["link", "set", "dev", VENET_INNER, "address", &mac, "arp", "off", "multicast", "off", "up"])?;
+            ip_in(ns, &["link", "set", "dev", VENET_INNER, "address", &mac, "arp", "off", "multicast", "off", "up"])?;
             venet_host_side(&mut st, &host_if, &cfg.net.ipadd)?;
-            add_addrs(cfg, &mut st, &cfg.net.ipadd, false, true)?;
+            add_addrs(cfg, &mut st, &cfg.net.ipadd, None, true)?;
         }
         for (i, vif) in cfg.net.netifs.iter().enumerate() {
             let host_if = veth_host_if(&cfg.ctid, i);
@@ -696,9 +730,9 @@ impl Readdress {
     }
 }
 
-/// Apply `r` to the restored container `pid` (still frozen by CRIU): addresses inside its
-/// venet end, its default route, MACs of bridged ends; the venet pair removed when dropped.
-pub fn readdress(st: &NetState, pid: i32, r: &Readdress) -> Result<()> {
+/// Apply `r` to the restored container's netns `ns` (still frozen by CRIU): addresses inside
+/// its venet end, its default route, MACs of bridged ends; the venet pair removed when dropped.
+pub fn readdress(st: &NetState, ns: &CtNetns, r: &Readdress) -> Result<()> {
     if r.venet_drop {
         let host_if = venet_host_if(&Ctid::new(&st.ctid)?);
         return ignore_absent(ip(&["link", "del", &host_if]));
@@ -721,12 +755,13 @@ pub fn readdress(st: &NetState, pid: i32, r: &Readdress) -> Result<()> {
     if cmds.is_empty() {
         return Ok(());
     }
-    ip_batch_in(pid, &cmds)
+    ip_batch_in(ns, &cmds)
 }
 
 /// Announce every address of a running container: venet addresses from their uplinks with
-/// the host's MAC, bridged interfaces' addresses from inside the container with its MAC.
-pub fn announce_container(st: &NetState, count: u32, spacing: Duration) -> Result<()> {
+/// the host's MAC, bridged interfaces' addresses from inside the container's netns `ns` with
+/// its MAC (left out without `ns`).
+pub fn announce_container(st: &NetState, ns: Option<&CtNetns>, count: u32, spacing: Duration) -> Result<()> {
     let mut by_uplink: Vec<(String, Vec<IpAddr>)> = Vec::new();
     for p in &st.proxies {
         match by_uplink.iter_mut().find(|(d, _)| *d == p.dev) {
@@ -737,16 +772,16 @@ pub fn announce_container(st: &NetState, count: u32, spacing: Duration) -> Resul
     for (dev, addrs) in &by_uplink {
         announce(dev, addrs, None, count, spacing)?;
     }
-    for b in &st.bridged {
-        let addrs = container_addrs(st.pid, &b.inner)?;
-        announce_in_netns(st.pid, &b.inner, &addrs, None, count, spacing)?;
+    for (b, ns) in st.bridged.iter().filter_map(|b| Some((b, ns?))) {
+        let addrs = container_addrs(ns, &b.inner)?;
+        announce_in_netns(ns, &b.inner, &addrs, None, count, spacing)?;
     }
     Ok(())
 }
 
 /// Global addresses on `ifname` inside the container.
-fn container_addrs(pid: i32, ifname: &str) -> Result<Vec<IpAddr>> {
-    let out = ip_in(pid, &["-j", "addr", "show", "dev", ifname])?;
+fn container_addrs(ns: &CtNetns, ifname: &str) -> Result<Vec<IpAddr>> {
+    let out = ip_in(ns, &["-j", "addr", "show", "dev", ifname])?;
     let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| Error::Net(format!("ip -j addr: {e}")))?;
     let mut addrs = Vec::new();
     for link in v.as_array().into_iter().flatten() {

@@ -23,6 +23,16 @@ pub fn veth_host_if(ct: &Ctid, index: usize) -> String {
     format!("fe{}_{idx}", ct.short_tag(room))
 }
 
+/// The temporary name, on the host, of the container end of the pair whose host end is
+/// `host_if`, while a restore makes the pair beforehand (`precreate_restore_pairs`): `fw<tag>`
+/// for the venet pair, `fd<tag>_<index>` for a bridged one.
+pub fn restore_temp_if(host_if: &str) -> String {
+    match host_if.strip_prefix("fv") {
+        Some(rest) => format!("fw{rest}"),
+        None => format!("fd{}", host_if.get(2..).unwrap_or(host_if)),
+    }
+}
+
 fn mac_from(domain: &str, ct: &Ctid, index: usize) -> [u8; 6] {
     let mut h = blake3::Hasher::new();
     h.update(b"ferry-mac\0");

@@ -1,10 +1,46 @@
 //! The thin layer over host tools (`ip`, `nsenter`, `iptables`/`ip6tables`) and /proc/sys.
 //! Everything here acts on the network namespace of the calling thread (the "host"), or on a
-//! container's namespace through `nsenter --net=/proc/PID/ns/net`.
+//! container's namespace ([`CtNetns`]) through `nsenter --net=` one of ferry's descriptors.
 
 use crate::error::{Error, Result};
 use crate::util::{run, run_with_input};
+use std::os::fd::AsRawFd;
 use std::process::Command;
+
+/// A container's network namespace as ferry reaches it: an open namespace file, named to the
+/// host tools by this process's descriptor (`/proc/<ferry>/fd/N`), so that no tool looks the
+/// namespace up again through a process of the container. A running container's comes from
+/// the namespaces ferry recorded when it made them (`State::netns`): its init may have moved
+/// to a network namespace of its own (with nesting), and what ferry does to the container's
+/// network (addresses, passed-through devices) must not follow it there.
+#[derive(Debug)]
+pub struct CtNetns {
+    file: std::fs::File,
+}
+
+impl CtNetns {
+    /// An opened namespace file, checked by the caller to be the container's.
+    pub fn new(file: std::fs::File) -> CtNetns {
+        CtNetns { file }
+    }
+
+    /// The network namespace of `pid` now: only for a process that has run no code of the
+    /// container yet (PID 1 before its release, a tree CRIU restored before it resumes) or
+    /// that is not a container's.
+    pub fn of_new_process(pid: i32) -> Result<CtNetns> {
+        let path = format!("/proc/{pid}/ns/net");
+        std::fs::File::open(&path).map(CtNetns::new).map_err(|e| Error::io("open the network namespace", path, e))
+    }
+
+    /// The path the host tools open it by.
+    pub fn path(&self) -> String {
+        format!("/proc/{}/fd/{}", std::process::id(), self.file.as_raw_fd())
+    }
+
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+}
 
 fn net_err(e: Error) -> Error {
     match e {
@@ -18,10 +54,9 @@ pub fn ip(args: &[&str]) -> Result<String> {
     run(Command::new("ip").args(args)).map_err(net_err)
 }
 
-/// `ip ARGS` inside the netns of process `pid`.
-pub fn ip_in(pid: i32, args: &[&str]) -> Result<String> {
-    let ns = format!("--net=/proc/{pid}/ns/net");
-    run(Command::new("nsenter").arg(ns).arg("ip").args(args)).map_err(net_err)
+/// `ip ARGS` inside the container's netns `ns`.
+pub fn ip_in(ns: &CtNetns, args: &[&str]) -> Result<String> {
+    run(Command::new("nsenter").arg(format!("--net={}", ns.path())).arg("ip").args(args)).map_err(net_err)
 }
 
 /// Several `ip` commands in one process (`ip -batch -`, one command per line; it stops at the
@@ -36,9 +71,9 @@ pub fn ip_batch_all(lines: &[String]) -> Result<()> {
     batch(Command::new("ip").args(["-force", "-batch", "-"]), lines)
 }
 
-/// [`ip_batch`] inside the netns of process `pid`.
-pub fn ip_batch_in(pid: i32, lines: &[String]) -> Result<()> {
-    batch(Command::new("nsenter").arg(format!("--net=/proc/{pid}/ns/net")).args(["ip", "-batch", "-"]), lines)
+/// [`ip_batch`] inside the container's netns `ns`.
+pub fn ip_batch_in(ns: &CtNetns, lines: &[String]) -> Result<()> {
+    batch(Command::new("nsenter").arg(format!("--net={}", ns.path())).args(["ip", "-batch", "-"]), lines)
 }
 
 fn batch(cmd: &mut Command, lines: &[String]) -> Result<()> {
@@ -115,9 +150,9 @@ pub fn link_exists(name: &str) -> bool {
     nix::net::if_::if_nametoindex(name).is_ok()
 }
 
-/// Whether a link exists inside the netns of `pid`.
-pub fn link_exists_in(pid: i32, name: &str) -> bool {
-    ip_in(pid, &["link", "show", "dev", name]).is_ok()
+/// Whether a link exists inside the container's netns `ns`.
+pub fn link_exists_in(ns: &CtNetns, name: &str) -> bool {
+    ip_in(ns, &["link", "show", "dev", name]).is_ok()
 }
 
 /// `/proc/<pid>/task/<tid>/ns/net` of the calling thread: names the caller's netns for a

@@ -11,6 +11,7 @@ use crate::config::{ContainerConfig, StorageKind};
 use crate::ctid::Ctid;
 use crate::error::{Error, IoContext, Result};
 use crate::host::Host;
+use crate::userns::{idmapped, IdMap};
 use nix::mount::{MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 
@@ -85,42 +86,117 @@ fn unescape_mountinfo(s: &str) -> String {
     s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 
-/// Mount the private area at the root (host mount namespace). Returns the mount point.
+/// The mapping a container's root is mounted with: its range for the unprivileged kind.
+pub fn root_idmap(cfg: &ContainerConfig) -> Result<Option<IdMap>> {
+    if !cfg.security.kind.has_userns() {
+        return Ok(None);
+    }
+    let ct = &cfg.ctid;
+    cfg.security.id_map.map(Some).ok_or_else(|| {
+        Error::ct(
+            ct.as_str(),
+            "mount",
+            format!("it is unprivileged but its config records no user ID range; give it one with `ferry set {ct} --userns on`"),
+        )
+    })
+}
+
+/// Mount the private area at the root (host mount namespace), idmapped with the container's
+/// range when it is unprivileged. Returns the mount point.
 pub fn mount_root(host: &Host, cfg: &ContainerConfig) -> Result<PathBuf> {
     let ct = &cfg.ctid;
+    let root = host.root_dir(ct);
+    let Some(map) = root_idmap(cfg)? else { return mount_unmapped_at(host, cfg, &root) };
+    if is_mounted(&root) {
+        return Ok(root);
+    }
     match cfg.storage.kind {
         StorageKind::Image => {
-            let root = host.root_dir(ct);
-            if is_mounted(&root) {
-                return Ok(root);
-            }
-            image::mount(&host.disk_image(ct), &root)?;
-            if let Err(e) = nix::mount::mount(None::<&str>, &root, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>) {
-                let _ = image::umount_path(&host.disk_image(ct), &root);
-                return Err(Error::sys(format!("make {} private", root.display()), e));
+            // The image is mounted once with its owners as on disk (where host root syncs and
+            // snapshots its files), and the root is an idmapped copy of that mount.
+            let files = mount_root_unmapped(host, cfg)?;
+            std::fs::create_dir_all(&root).ctx("create root directory", &root)?;
+            if let Err(e) = idmapped::mount(&files, &root, &map).and_then(|()| make_private(&root)) {
+                let _ = unmount_root(host, cfg);
+                return Err(e);
             }
             Ok(root)
         }
         StorageKind::Dir | StorageKind::Btrfs => {
-            let private = host.private_dir(ct);
-            let root = host.root_dir(ct);
-            if !private.is_dir() {
-                return Err(Error::ct(ct.as_str(), "mount", format!("private area {} is missing; recreate the container", private.display())));
-            }
+            let private = private_area(host, ct)?;
             std::fs::create_dir_all(&root).ctx("create root directory", &root)?;
-            if is_mounted(&root) {
-                return Ok(root);
-            }
-            nix::mount::mount(Some(&private), &root, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .map_err(|e| Error::sys(format!("bind-mount {} at {}", private.display(), root.display()), e))?;
-            // Private: the container's own mounts below must not spread back into the host.
-            if let Err(e) = nix::mount::mount(None::<&str>, &root, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>) {
-                let _ = nix::mount::umount2(&root, MntFlags::MNT_DETACH);
-                return Err(Error::sys(format!("make {} private", root.display()), e));
-            }
+            idmapped::mount(&private, &root, &map)?;
+            make_private(&root)?;
             Ok(root)
         }
     }
+}
+
+/// Mount the container's files where host root reads and writes them with their owners as on
+/// disk, whatever its kind, and return that directory ([`files_dir`]): nothing to mount for a
+/// directory or a subvolume (the private area); the image at the root (privileged) or at
+/// [`Host::image_files_dir`] (unprivileged: an idmapped root holds nothing of host root's, and
+/// what host root would create there fails with EOVERFLOW).
+pub fn mount_root_unmapped(host: &Host, cfg: &ContainerConfig) -> Result<PathBuf> {
+    let ct = &cfg.ctid;
+    match cfg.storage.kind {
+        StorageKind::Image if cfg.security.kind.has_userns() => mount_unmapped_at(host, cfg, &host.image_files_dir(ct)),
+        StorageKind::Image => mount_unmapped_at(host, cfg, &host.root_dir(ct)),
+        StorageKind::Dir | StorageKind::Btrfs => private_area(host, ct),
+    }
+}
+
+/// Where host root reads and writes the container's files with their owners as on disk: its
+/// private area, or the mount of its image ([`mount_root_unmapped`]).
+pub fn files_dir(host: &Host, cfg: &ContainerConfig) -> PathBuf {
+    let ct = &cfg.ctid;
+    match cfg.storage.kind {
+        StorageKind::Image if is_mounted(&host.image_files_dir(ct)) => host.image_files_dir(ct),
+        StorageKind::Image => host.root_dir(ct),
+        StorageKind::Dir | StorageKind::Btrfs => host.private_dir(ct),
+    }
+}
+
+fn private_area(host: &Host, ct: &Ctid) -> Result<PathBuf> {
+    let private = host.private_dir(ct);
+    if !private.is_dir() {
+        return Err(Error::ct(ct.as_str(), "mount", format!("private area {} is missing; recreate the container", private.display())));
+    }
+    Ok(private)
+}
+
+/// Private: the container's own mounts below must not spread back into the host.
+fn make_private(p: &Path) -> Result<()> {
+    nix::mount::mount(None::<&str>, p, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| Error::sys(format!("make {} private", p.display()), e))
+}
+
+/// The private area (bound) or the image (mounted) at `at`, owners as on disk.
+fn mount_unmapped_at(host: &Host, cfg: &ContainerConfig, at: &Path) -> Result<PathBuf> {
+    let ct = &cfg.ctid;
+    if is_mounted(at) {
+        return Ok(at.to_path_buf());
+    }
+    match cfg.storage.kind {
+        StorageKind::Image => {
+            image::mount(&host.disk_image(ct), at)?;
+            if let Err(e) = make_private(at) {
+                let _ = image::umount_path(&host.disk_image(ct), at);
+                return Err(e);
+            }
+        }
+        StorageKind::Dir | StorageKind::Btrfs => {
+            let private = private_area(host, ct)?;
+            std::fs::create_dir_all(at).ctx("create root directory", at)?;
+            nix::mount::mount(Some(&private), at, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(|e| Error::sys(format!("bind-mount {} at {}", private.display(), at.display()), e))?;
+            if let Err(e) = make_private(at) {
+                let _ = nix::mount::umount2(at, MntFlags::MNT_DETACH);
+                return Err(e);
+            }
+        }
+    }
+    Ok(at.to_path_buf())
 }
 
 /// Unmount the root (whatever is stacked there); a root that is not mounted is fine.
@@ -128,9 +204,18 @@ pub fn unmount_root(host: &Host, cfg: &ContainerConfig) -> Result<()> {
     let root = host.root_dir(&cfg.ctid);
     match cfg.storage.kind {
         StorageKind::Image => {
+            // An unprivileged container's image is mounted twice: the root (an idmapped copy)
+            // goes first, then the mount that holds the loop device.
+            let files = host.image_files_dir(&cfg.ctid);
+            let last = if is_mounted(&files) {
+                unmount_retrying(&root)?;
+                files
+            } else {
+                root
+            };
             let mut tries = 0;
             loop {
-                match image::umount_path(&host.disk_image(&cfg.ctid), &root) {
+                match image::umount_path(&host.disk_image(&cfg.ctid), &last) {
                     Ok(()) => return Ok(()),
                     Err(_) if tries < 20 => {
                         tries += 1;
@@ -140,28 +225,32 @@ pub fn unmount_root(host: &Host, cfg: &ContainerConfig) -> Result<()> {
                 }
             }
         }
-        StorageKind::Dir | StorageKind::Btrfs => {
-            let mut tries = 0;
-            while is_mounted(&root) {
-                match nix::mount::umount2(&root, MntFlags::empty()) {
-                    Ok(()) => {}
-                    Err(nix::errno::Errno::EBUSY) if tries < 20 => {
-                        tries += 1;
-                        std::thread::sleep(std::time::Duration::from_millis(25));
-                    }
-                    Err(nix::errno::Errno::EBUSY) => {
-                        // Something on the host still uses it (a shell cd'd there): detach so the
-                        // container can be started again; the tree goes when the user leaves.
-                        tracing::warn!("{} busy; detaching it lazily", root.display());
-                        nix::mount::umount2(&root, MntFlags::MNT_DETACH).map_err(|e| Error::sys(format!("unmount {}", root.display()), e))?;
-                    }
-                    Err(nix::errno::Errno::EINVAL) => break,
-                    Err(e) => return Err(Error::sys(format!("unmount {}", root.display()), e)),
-                }
+        StorageKind::Dir | StorageKind::Btrfs => unmount_retrying(&root),
+    }
+}
+
+/// Unmount whatever is stacked at `root` (a bind or an idmapped copy), waiting a little for
+/// users to leave, else detaching it.
+fn unmount_retrying(root: &Path) -> Result<()> {
+    let mut tries = 0;
+    while is_mounted(root) {
+        match nix::mount::umount2(root, MntFlags::empty()) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EBUSY) if tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(25));
             }
-            Ok(())
+            Err(nix::errno::Errno::EBUSY) => {
+                // Something on the host still uses it (a shell cd'd there): detach so the
+                // container can be started again; the tree goes when the user leaves.
+                tracing::warn!("{} busy; detaching it lazily", root.display());
+                nix::mount::umount2(root, MntFlags::MNT_DETACH).map_err(|e| Error::sys(format!("unmount {}", root.display()), e))?;
+            }
+            Err(nix::errno::Errno::EINVAL) => break,
+            Err(e) => return Err(Error::sys(format!("unmount {}", root.display()), e)),
         }
     }
+    Ok(())
 }
 
 /// Remove the private area and the (unmounted) root directory.
@@ -178,8 +267,13 @@ pub fn remove(host: &Host, cfg: &ContainerConfig) -> Result<()> {
             Ok(())
         }
         StorageKind::Image => {
+            let files = host.image_files_dir(ct);
+            if is_mounted(&files) {
+                return Err(Error::ct(ct.as_str(), "destroy", format!("{} is still mounted; stop the container first", files.display())));
+            }
             image::destroy(&host.disk_image(ct), &root)?;
             let _ = std::fs::remove_dir(&root);
+            let _ = std::fs::remove_dir(&files);
             Ok(())
         }
         StorageKind::Dir => {

@@ -29,6 +29,13 @@ pub const SYSTEMD_HIERARCHY: &str = "name=systemd";
 /// v2: the child of the container's cgroup delegated to its systemd.
 pub const PAYLOAD: &str = "payload";
 
+/// v1: the files of a delegated cgroup its new owner writes (moving processes, and what
+/// systemd sets on the cgroups it makes).
+pub const DELEGATED_V1: &[&str] = &["cgroup.procs", "tasks", "cgroup.clone_children", "notify_on_release"];
+
+/// v2: the same (the kernel adds more in `/sys/kernel/cgroup/delegate`).
+pub const DELEGATED_V2: &[&str] = &["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
+
 /// One cgroup file system mounted inside the container under `/sys/fs/cgroup`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupMount {
@@ -119,6 +126,101 @@ impl SystemdCgroup {
             if !want.is_empty() {
                 let p = cg.dir("").join("cgroup.subtree_control");
                 std::fs::write(&p, want.join(" ")).map_err(|e| Error::io("enable controllers", &p, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand it to an unprivileged container's root (`map`), as systemd's delegation and LXC
+    /// do: the directory (so it may make cgroups below) and the files a delegatee writes
+    /// ([`DELEGATED_V1`], or [`DELEGATED_V2`] and whatever the kernel lists in
+    /// `/sys/kernel/cgroup/delegate`) become the range's root's. The limits' files stay host
+    /// root's (v2: one level up). Done by descriptor: the directory is opened without following
+    /// a link and every file changed relative to it, never through a link.
+    pub fn delegate(&self, map: &crate::userns::IdMap) -> Result<()> {
+        use nix::fcntl::{AtFlags, OFlag};
+        let (uid, gid) = (Some(nix::unistd::Uid::from_raw(map.host_first)), Some(nix::unistd::Gid::from_raw(map.host_first)));
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let dir = nix::dir::Dir::open(&self.dir, flags, nix::sys::stat::Mode::empty()).map_err(|e| Error::io("open cgroup", &self.dir, e.into()))?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+        nix::unistd::fchown(fd, uid, gid).map_err(|e| Error::io("delegate cgroup", &self.dir, e.into()))?;
+        let mut files: Vec<String> = match self.mode {
+            CgroupMode::V1 => DELEGATED_V1.iter().map(|f| f.to_string()).collect(),
+            CgroupMode::V2 => DELEGATED_V2.iter().map(|f| f.to_string()).collect(),
+        };
+        if self.mode == CgroupMode::V2 {
+            let listed = std::fs::read_to_string("/sys/kernel/cgroup/delegate").unwrap_or_default();
+            files.extend(listed.split_whitespace().filter(|f| !files.iter().any(|g| g == f)).map(str::to_string).collect::<Vec<_>>());
+        }
+        for f in files {
+            match nix::unistd::fchownat(Some(fd), f.as_str(), uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(Error::io("delegate cgroup file", self.dir.join(&f), e.into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// After CRIU restored the subtree of an unprivileged container under another range than
+    /// the one it was dumped with: CRIU gives each cgroup and file it recorded the host owner
+    /// it had on the dumping host (`from`'s IDs), which this host's range (`to`) does not hold.
+    /// Each owner in `from` becomes the same ID of `to`; others stay. Walked by descriptor,
+    /// never through a link (cgroup file systems have none; a container cannot make one).
+    pub fn shift_owners(&self, from: &crate::userns::IdMap, to: &crate::userns::IdMap) -> Result<()> {
+        use nix::fcntl::{AtFlags, OFlag};
+        if from == to {
+            return Ok(());
+        }
+        let shift = |id: u32| (id >= from.host_first && id <= from.host_last()).then(|| id - from.host_first).and_then(|i| to.to_host(i));
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let top = nix::dir::Dir::open(&self.dir, flags, nix::sys::stat::Mode::empty()).map_err(|e| Error::io("open cgroup", &self.dir, e.into()))?;
+        let err = |what: &str, path: &Path, e: nix::errno::Errno| Error::io(what, path, e.into());
+        let mut stack = vec![(top, self.dir.clone())];
+        while let Some((mut dir, path)) = stack.pop() {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+            let st = nix::sys::stat::fstat(fd).map_err(|e| err("stat cgroup", &path, e))?;
+            let (u, g) = (shift(st.st_uid), shift(st.st_gid));
+            if u.is_some() || g.is_some() {
+                let (u, g) = (u.unwrap_or(st.st_uid), g.unwrap_or(st.st_gid));
+                nix::unistd::fchown(fd, Some(nix::unistd::Uid::from_raw(u)), Some(nix::unistd::Gid::from_raw(g)))
+                    .map_err(|e| err("re-own cgroup", &path, e))?;
+            }
+            let mut subdirs = Vec::new();
+            for entry in dir.iter() {
+                let entry = entry.map_err(|e| err("read cgroup", &path, e))?;
+                let name = entry.file_name().to_owned();
+                if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                    continue;
+                }
+                let st = match nix::sys::stat::fstatat(Some(fd), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) => st,
+                    Err(nix::errno::Errno::ENOENT) => continue,
+                    Err(e) => return Err(err("stat cgroup file", &path.join(name.to_string_lossy().as_ref()), e)),
+                };
+                if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    subdirs.push(name);
+                    continue;
+                }
+                let (u, g) = (shift(st.st_uid), shift(st.st_gid));
+                if u.is_some() || g.is_some() {
+                    let (u, g) = (u.unwrap_or(st.st_uid), g.unwrap_or(st.st_gid));
+                    nix::unistd::fchownat(
+                        Some(fd),
+                        name.as_c_str(),
+                        Some(nix::unistd::Uid::from_raw(u)),
+                        Some(nix::unistd::Gid::from_raw(g)),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| err("re-own cgroup file", &path.join(name.to_string_lossy().as_ref()), e))?;
+                }
+            }
+            for name in subdirs {
+                let sub_path = path.join(name.to_string_lossy().as_ref());
+                match nix::dir::Dir::openat(Some(fd), name.as_c_str(), flags, nix::sys::stat::Mode::empty()) {
+                    Ok(d) => stack.push((d, sub_path)),
+                    Err(nix::errno::Errno::ENOENT) => {}
+                    Err(e) => return Err(err("open cgroup", &sub_path, e)),
+                }
             }
         }
         Ok(())
@@ -306,6 +408,113 @@ mod tests {
         assert!(all.is_empty(), "never the container's own cgroup, which holds no process");
         assert_eq!(first_of[0], PathBuf::from("/sys/fs/cgroup/unified/ferry/101/payload/cgroup.procs"));
         assert_eq!(sd.criu_join(&cg), vec![PathBuf::from("/sys/fs/cgroup/unified/ferry/101/payload/cgroup.procs")]);
+    }
+
+    /// A directory standing for a cgroup (ownership works the same on any file system).
+    fn fake_cgroup(mode: CgroupMode) -> (tempfile::TempDir, SystemdCgroup) {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("ct");
+        std::fs::create_dir(&dir).unwrap();
+        (d, SystemdCgroup { dir: dir.clone(), hierarchy: dir, mode })
+    }
+
+    fn owner(p: &Path) -> (u32, u32) {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.uid(), m.gid())
+    }
+
+    #[test]
+    fn delegation_hands_over_the_directory_and_its_files_never_through_a_link() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (chown)");
+            return;
+        }
+        let map = crate::userns::IdMap { host_first: 1_300_000, count: 65_536 };
+        let (d, sd) = fake_cgroup(CgroupMode::V2);
+        for f in ["cgroup.procs", "cgroup.subtree_control", "memory.max", "pids.max"] {
+            std::fs::write(sd.dir.join(f), "").unwrap();
+        }
+        // A link where a delegated file would be must not hand over what it points at.
+        let host_file = d.path().join("host-file");
+        std::fs::write(&host_file, "host\n").unwrap();
+        std::os::unix::fs::symlink(&host_file, sd.dir.join("cgroup.threads")).unwrap();
+        sd.delegate(&map).unwrap();
+        let first = (map.host_first, map.host_first);
+        assert_eq!(owner(&sd.dir), first);
+        assert_eq!(owner(&sd.dir.join("cgroup.procs")), first);
+        assert_eq!(owner(&sd.dir.join("cgroup.subtree_control")), first);
+        assert_eq!(owner(&sd.dir.join("pids.max")), (0, 0), "a limit stays host root's");
+        assert_eq!(owner(&host_file), (0, 0), "the link was followed");
+        // The directory itself a link: refused, nothing changed.
+        let (d2, mut sd2) = fake_cgroup(CgroupMode::V1);
+        let target = d2.path().join("elsewhere");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::remove_dir(&sd2.dir).unwrap();
+        std::os::unix::fs::symlink(&target, &sd2.dir).unwrap();
+        sd2.hierarchy = sd2.dir.clone();
+        assert!(sd2.delegate(&map).is_err());
+        assert_eq!(owner(&target), (0, 0));
+    }
+
+    #[test]
+    fn restored_owners_move_to_this_hosts_range_and_nothing_else_does() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (chown)");
+            return;
+        }
+        let from = crate::userns::IdMap { host_first: 1_300_000, count: 65_536 };
+        let to = crate::userns::IdMap { host_first: 2_600_000, count: 65_536 };
+        let (d, sd) = fake_cgroup(CgroupMode::V1);
+        let ch = |p: &Path, u: u32, g: u32| {
+            nix::unistd::fchownat(
+                None,
+                p,
+                Some(nix::unistd::Uid::from_raw(u)),
+                Some(nix::unistd::Gid::from_raw(g)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .unwrap()
+        };
+        let slice = sd.dir.join("system.slice");
+        let user = sd.dir.join("user.slice/user-1000.slice");
+        std::fs::create_dir_all(&slice).unwrap();
+        std::fs::create_dir_all(&user).unwrap();
+        for f in [sd.dir.join("cgroup.procs"), slice.join("cgroup.procs"), user.join("cgroup.procs"), slice.join("notify_on_release")] {
+            std::fs::write(&f, "").unwrap();
+        }
+        ch(&sd.dir, from.host_first, from.host_first);
+        ch(&sd.dir.join("cgroup.procs"), from.host_first, from.host_first);
+        ch(&slice, from.host_first, from.host_first);
+        ch(&slice.join("cgroup.procs"), from.host_first, from.host_first);
+        // systemd hands a user's cgroup to that user (Delegate=yes): uid 1000 inside.
+        ch(&user, from.host_first + 1000, from.host_first + 1000);
+        ch(&user.join("cgroup.procs"), from.host_first + 1000, from.host_first);
+        // Owned by host root (a limit): stays. A link to a host file planted inside: its
+        // target is never touched.
+        let host_file = d.path().join("host-file");
+        std::fs::write(&host_file, "host\n").unwrap();
+        ch(&host_file, from.host_first, from.host_first);
+        std::os::unix::fs::symlink(&host_file, slice.join("escape")).unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("f"), "").unwrap();
+        ch(&outside.join("f"), from.host_first, from.host_first);
+        std::os::unix::fs::symlink(&outside, slice.join("escape-dir")).unwrap();
+        sd.shift_owners(&from, &to).unwrap();
+        let first = (to.host_first, to.host_first);
+        assert_eq!(owner(&sd.dir), first);
+        assert_eq!(owner(&sd.dir.join("cgroup.procs")), first);
+        assert_eq!(owner(&slice), first);
+        assert_eq!(owner(&slice.join("cgroup.procs")), first);
+        assert_eq!(owner(&slice.join("notify_on_release")), (0, 0));
+        assert_eq!(owner(&user), (to.host_first + 1000, to.host_first + 1000), "the same ID of the new range");
+        assert_eq!(owner(&user.join("cgroup.procs")), (to.host_first + 1000, to.host_first));
+        assert_eq!(owner(&host_file), (from.host_first, from.host_first), "a link was followed");
+        assert_eq!(owner(&outside.join("f")), (from.host_first, from.host_first), "a linked directory was walked");
+        // The same range: nothing to do.
+        sd.shift_owners(&to, &to).unwrap();
+        assert_eq!(owner(&sd.dir), first);
     }
 
     #[test]

@@ -34,8 +34,10 @@ pub struct Pty {
     pub path: PathBuf,
 }
 
-/// A new pty from the host's devpts, peer mode 0600.
-pub fn open_pty() -> Result<Pty> {
+/// A new pty from the host's devpts, peer mode 0600, owned by host root or, for an
+/// unprivileged container (`owner`: its range), by the container's root, who must open it as
+/// `/dev/console` (changed through the descriptor, never a path).
+pub fn open_pty(owner: Option<&crate::userns::IdMap>) -> Result<Pty> {
     let err = |what: &str, e: std::io::Error| Error::Io { what: format!("console pty: {what}"), path: PathBuf::from("/dev/ptmx"), source: e };
     let master = nix::fcntl::open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK, nix::sys::stat::Mode::empty())
         .map_err(|e| err("open", e.into()))?;
@@ -65,6 +67,10 @@ pub fn open_pty() -> Result<Pty> {
         return Err(Error::Config(format!("{} is not the peer of /dev/ptmx's new pty: /dev/pts is not the devpts of /dev/ptmx", path.display())));
     }
     nix::sys::stat::fchmod(peer.as_raw_fd(), nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| err("chmod the peer", e.into()))?;
+    if let Some(map) = owner {
+        let (uid, gid) = (nix::unistd::Uid::from_raw(map.host_first), nix::unistd::Gid::from_raw(map.host_first));
+        nix::unistd::fchown(peer.as_raw_fd(), Some(uid), Some(gid)).map_err(|e| err("chown the peer to the container's root", e.into()))?;
+    }
     Ok(Pty { master, peer, path })
 }
 
@@ -78,11 +84,13 @@ pub fn criu_tty_key(peer: &Path) -> Result<String> {
 #[derive(Debug, Clone)]
 pub struct ConsoleLog {
     root: PathBuf,
+    /// An unprivileged container's range: the file is opened as its root (see `try_append`).
+    owner: Option<crate::userns::IdMap>,
 }
 
 impl ConsoleLog {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        ConsoleLog { root: root.into() }
+    pub fn new(root: impl Into<PathBuf>, owner: Option<crate::userns::IdMap>) -> Self {
+        ConsoleLog { root: root.into(), owner }
     }
 
     /// Append `data`. The file is opened for each write, inside the root as if it were `/`,
@@ -103,7 +111,16 @@ impl ConsoleLog {
                 ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV | ResolveFlag::RESOLVE_NO_MAGICLINKS,
             );
         let rel = crate::container::CONSOLE_LOG.trim_start_matches('/');
-        let fd = nix::fcntl::openat2(dir.as_raw_fd(), rel, how)?;
+        let fd = match self.owner {
+            None => nix::fcntl::openat2(dir.as_raw_fd(), rel, how)?,
+            // An unprivileged container's root is an idmapped mount where host root can create
+            // nothing (its uid has no place in the range: EOVERFLOW); this thread opens it as the
+            // range's root instead, which also takes its file capabilities away for the open.
+            Some(map) => {
+                let _as = AsIds::new(map.host_first);
+                nix::fcntl::openat2(dir.as_raw_fd(), rel, how)?
+            }
+        };
         // SAFETY: openat2 returned a new descriptor that we now own.
         let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
         let m = f.metadata()?;
@@ -111,6 +128,32 @@ impl ConsoleLog {
             return Err(std::io::Error::other("not a regular file of its own"));
         }
         f.write_all(data)
+    }
+}
+
+/// The calling thread's file-system IDs set to `id` (uid and gid) until dropped. setfsuid(2)
+/// changes only this thread, and a non-zero fsuid clears its file capabilities
+/// (CAP_DAC_OVERRIDE, CAP_CHOWN, CAP_FOWNER...) until it is set back to 0.
+struct AsIds;
+
+impl AsIds {
+    fn new(id: u32) -> AsIds {
+        // SAFETY: setfsgid/setfsuid only change this thread's credentials; Drop sets them back.
+        unsafe {
+            libc::setfsgid(id);
+            libc::setfsuid(id);
+        }
+        AsIds
+    }
+}
+
+impl Drop for AsIds {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`: back to root's file-system IDs.
+        unsafe {
+            libc::setfsuid(0);
+            libc::setfsgid(0);
+        }
     }
 }
 
@@ -323,11 +366,48 @@ mod tests {
     }
 
     #[test]
+    fn an_unprivileged_containers_console_log_is_opened_as_its_root() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (setfsuid)");
+            return;
+        }
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let map = crate::userns::IdMap { host_first: 1_300_000, count: 65_536 };
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("var/log")).unwrap();
+        let log = ConsoleLog::new(&root, Some(map));
+        // /var/log host root's (0755): the range's root may not create there, nor may the
+        // monitor on its behalf.
+        log.append(b"one\n");
+        assert!(!root.join("var/log/ferry-console.log").exists(), "created with host root's powers");
+        // The container's own /var/log: created, owned by its root.
+        let own = |p: &Path| {
+            nix::unistd::chown(p, Some(nix::unistd::Uid::from_raw(map.host_first)), Some(nix::unistd::Gid::from_raw(map.host_first))).unwrap()
+        };
+        own(&root.join("var/log"));
+        log.append(b"two\n");
+        let p = root.join("var/log/ferry-console.log");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two\n");
+        assert_eq!(std::fs::metadata(&p).unwrap().uid(), map.host_first);
+        // A file of host root's there (0644) is not appended to; the thread is root again after.
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, "host\n").unwrap();
+        nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(0))).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        log.append(b"evil\n");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "host\n");
+        // SAFETY: setfsuid with -1 only reads the current value.
+        assert_eq!(unsafe { libc::setfsuid(u32::MAX) }, 0, "the thread's fsuid is root's again");
+    }
+
+    #[test]
     fn console_log_refuses_links_and_other_files() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
         std::fs::create_dir_all(root.join("var/log")).unwrap();
-        let log = ConsoleLog::new(root);
+        let log = ConsoleLog::new(root, None);
         log.append(b"one\n");
         log.append(b"two\n");
         let p = root.join("var/log/ferry-console.log");

@@ -39,20 +39,39 @@ pub const SYSTEM_CAPS: &[(&str, &str)] = &[(
      halt: the monitor reads which one from PID 1's wait status",
 )];
 
+/// Capabilities of its kind's defaults a system container does not get, each with the reason
+/// (only the unprivileged kind's defaults hold them; the config may still add them).
+pub const SYSTEM_WITHHELD: &[(&str, &str)] = &[(
+    "SYS_ADMIN",
+    "with it systemd runs services in mount, UTS, IPC and network namespaces of their own (PrivateTmp=, ProtectSystem=, \
+     ProtectHostname=, ...), which CRIU cannot checkpoint nested in a container; without it systemd says \"assuming \
+     containerized execution\" and runs them in the container's own, as in a privileged container",
+)];
+
 /// Whether `cfg` describes a system container (its PID 1 is systemd).
 pub fn is_system(cfg: &ContainerConfig) -> bool {
     cfg.init_system == InitSystem::Systemd
 }
 
 /// The isolation settings a container starts with: its config's, plus [`SYSTEM_CAPS`] for a
-/// system container unless the config drops them.
+/// system container unless the config drops them, and without [`SYSTEM_WITHHELD`] and (in a
+/// user namespace) the host-only capabilities unless the config adds them. Those grant nothing
+/// in a user namespace, but systemd's `ConditionCapability=` reads the bounding set: with
+/// SYS_RAWIO there, it would try to mount debugfs and tracefs and fail (LXC drops them too).
 pub fn security(cfg: &ContainerConfig) -> Security {
     let mut sec = cfg.security.clone();
     if is_system(cfg) {
+        let named = |l: &Vec<String>, cap: &str| l.iter().any(|c| c.trim_start_matches("CAP_").eq_ignore_ascii_case(cap));
         for (cap, _) in SYSTEM_CAPS {
-            let named = |l: &Vec<String>| l.iter().any(|c| c.trim_start_matches("CAP_").eq_ignore_ascii_case(cap));
-            if !named(&sec.cap_add) && !named(&sec.cap_drop) {
+            if !named(&sec.cap_add, cap) && !named(&sec.cap_drop, cap) {
                 sec.cap_add.push(cap.to_string());
+            }
+        }
+        let host_only = crate::capabilities::HOST_ONLY.iter().filter(|_| sec.kind.has_userns());
+        let defaults = crate::capabilities::kind_defaults(sec.kind);
+        for (cap, _) in SYSTEM_WITHHELD.iter().chain(host_only) {
+            if defaults.contains(cap) && !named(&sec.cap_add, cap) && !named(&sec.cap_drop, cap) {
+                sec.cap_drop.push(cap.to_string());
             }
         }
     }
@@ -131,6 +150,26 @@ mod tests {
         assert!(security(&cfg).cap_add.is_empty(), "the admin's drop wins");
         let a = crate::isolation::Applied::from_security(&security(&cfg)).unwrap();
         assert!(!a.capabilities.contains(&"SYS_ADMIN".to_string()));
+    }
+
+    #[test]
+    fn unprivileged_system_containers_go_without_sys_admin_and_the_host_only_ones() {
+        let mut cfg = ContainerConfig::new(crate::Ctid::new("1").unwrap());
+        cfg.security.kind = crate::config::ContainerKind::Unprivileged;
+        let app = crate::isolation::Applied::from_security(&security(&cfg)).unwrap();
+        assert!(app.capabilities.contains(&"SYS_ADMIN".to_string()), "an application container keeps its kind's set");
+        cfg.init_system = InitSystem::Systemd;
+        let sec = security(&cfg);
+        let a = crate::isolation::Applied::from_security(&sec).unwrap();
+        for gone in ["SYS_ADMIN", "SYS_RAWIO", "SYS_MODULE", "SYS_TIME", "MKNOD"] {
+            assert!(!a.capabilities.contains(&gone.to_string()), "{gone} kept: {:?}", a.capabilities);
+        }
+        for kept in ["SYS_BOOT", "NET_ADMIN", "SYS_RESOURCE", "CHOWN", "SETUID"] {
+            assert!(a.capabilities.contains(&kept.to_string()), "{kept} lost: {:?}", a.capabilities);
+        }
+        // The admin's add wins.
+        cfg.security.cap_add.push("SYS_ADMIN".into());
+        assert!(crate::isolation::Applied::from_security(&security(&cfg)).unwrap().capabilities.contains(&"SYS_ADMIN".to_string()));
     }
 
     #[test]

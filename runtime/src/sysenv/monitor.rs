@@ -75,7 +75,7 @@ where
 {
     let ct = &cfg.ctid;
     crate::container::ensure_single_threaded(ct, op_name)?;
-    let pty = console::open_pty()?;
+    let pty = console::open_pty(crate::storage::root_idmap(cfg)?.as_ref())?;
     let dir = host.run_ct_dir(ct);
     crate::util::private_dir(&dir)?;
     let socket = dir.join("console.sock");
@@ -166,9 +166,31 @@ where
         console,
         listener,
         clients: Vec::new(),
-        log: ConsoleLog::new(host.root_dir(&cfg.ctid)),
+        log: ConsoleLog::new(host.root_dir(&cfg.ctid), cfg.security.id_map.filter(|_| cfg.security.kind.has_userns())),
     };
     m.serve(state)
+}
+
+/// Beside the attach socket: the PID 1 whose last console output the monitor has put into
+/// the console log (written once it reaped that PID 1 and drained the pty).
+fn drained_marker(socket: &std::path::Path) -> std::path::PathBuf {
+    socket.with_file_name("console.drained")
+}
+
+/// After PID 1 (`pid`) of a system container ended by a halt: wait (at most `limit`) until its
+/// monitor has put the last console output into the console log, so that the caller may
+/// unmount the root under it ("Halting system." is written right before init ends).
+pub fn wait_console_drained(sys: &super::SystemState, pid: i32, limit: Duration) {
+    let marker = drained_marker(&sys.console_socket);
+    let t0 = std::time::Instant::now();
+    let monitor_alive = || std::path::Path::new(&format!("/proc/{}", sys.monitor_pid)).exists();
+    while t0.elapsed() < limit && monitor_alive() {
+        if std::fs::read_to_string(&marker).is_ok_and(|m| m.trim() == pid.to_string()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(&marker);
 }
 
 /// Remove the attach socket if it is still the one this monitor bound (a later monitor of
@@ -176,6 +198,7 @@ where
 fn remove_socket(console: &Console) {
     use std::os::unix::fs::MetadataExt;
     let path = &console.socket;
+    let _ = std::fs::remove_file(drained_marker(path));
     if let Ok(m) = std::fs::symlink_metadata(path) {
         if (m.dev(), m.ino()) == console.socket_id {
             let _ = std::fs::remove_file(path);
@@ -254,6 +277,7 @@ impl Monitor {
         loop {
             let Watch::Ended(sig) = self.watch(st.pid);
             self.pump_console();
+            let _ = std::fs::write(drained_marker(&self.console.socket), st.pid.to_string());
             let exit = InitExit::from_signal(sig);
             log(&format!("container {}: PID 1 ({}) ended: {exit:?}", self.ctid, st.pid));
             match self.after(exit, &st) {
@@ -420,6 +444,7 @@ impl Monitor {
         if exit != InitExit::Reboot {
             return None;
         }
+        let _ = std::fs::remove_file(drained_marker(&self.console.socket));
         match (self.life.start_again)(&self.host, &lock, &cfg, &self.console) {
             Ok(st) => Some(st),
             Err(e) => {
