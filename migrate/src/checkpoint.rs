@@ -288,7 +288,7 @@ pub fn write_image_to<W: Write>(
             .and_then(|n| usize::try_from(n).ok())
             .filter(|n| *n >= MAP_AT_LEAST)
             .and_then(std::num::NonZeroUsize::new)
-            .and_then(|n| crate::mapped::MappedFile::map(&f, n).ok());
+            .and_then(|n| ferry_transfer::mapped::MappedFile::map(&f, n).ok());
         match mapped {
             Some(m) => {
                 let mut section = w.start_section(fmt::SectionKind::CriuImage, &name, false, len).map_err(img_err)?;

@@ -15,33 +15,8 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The bytes from the peer do not follow the protocol (bad magic, oversized frame, bad
-    /// message). The connection is unusable afterwards.
-    #[error("protocol error: {0}")]
-    Protocol(String),
-
-    /// The handshake failed: different major versions or not a ferry peer at all.
-    #[error("handshake: {0}")]
-    Handshake(String),
-
-    /// The peer went away (EOF, broken pipe, killed process).
-    #[error("connection to the peer lost: {0}")]
-    PeerClosed(String),
-
-    /// Nothing arrived from the peer for too long.
-    #[error("peer not responding: {0}")]
-    Timeout(String),
-
-    /// The peer answered a request with an error.
-    #[error("peer reported an error: {0}")]
-    Remote(String),
-
-    /// A file-sync failure on one path.
-    #[error("sync {path}: {msg}")]
-    Sync { path: String, msg: String },
-
-    #[error("transport: {0}")]
-    Transport(String),
+    #[error(transparent)]
+    Transfer(#[from] ferry_transfer::Error),
 
     #[error(transparent)]
     Runtime(#[from] ferry_runtime::Error),
@@ -109,7 +84,8 @@ impl Error {
         Error::Io { what: what.into(), path: path.as_ref().display().to_string(), source }
     }
 
-    pub fn sync(path: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Sync { path: path.into(), msg: msg.into() }
+    /// A message of the peer out of place in the protocol.
+    pub fn protocol(msg: impl Into<String>) -> Self {
+        Error::Transfer(ferry_transfer::Error::Protocol(msg.into()))
     }
 }

@@ -130,7 +130,7 @@ mod tests {
         // Through the pipelines' wrappers.
         let m = ferry_migrate::Error::Runtime(ferry_runtime::Error::Locked { ctid: "1".into(), holder: "migrate".into(), pid: 1 });
         assert_eq!(classify(&m.into()), ErrorClass::Locked);
-        let rb = ferry_migrate::Error::RolledBack { ctid: "1".into(), cause: Box::new(ferry_migrate::Error::Protocol("x".into())) };
+        let rb = ferry_migrate::Error::RolledBack { ctid: "1".into(), cause: Box::new(ferry_migrate::Error::protocol("x")) };
         assert_eq!(classify(&rb.into()), ErrorClass::MigrationFailed);
         assert_eq!(classify(&UsageError("x".into()).into()), ErrorClass::Usage);
         assert_eq!(classify(&invalid!("--ram x")), ErrorClass::InvalidValue);

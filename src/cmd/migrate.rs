@@ -7,11 +7,11 @@ use clap::Args;
 use ferry_migrate::migration::report::MigrationReport;
 use ferry_migrate::migration::source::{migrate, MigrateOptions};
 use ferry_migrate::migration::{dest, image_stream, journal};
-use ferry_migrate::proto::ConnectionOptions;
-use ferry_migrate::transport::{SshTarget, Transport};
 use ferry_runtime::exit::ErrorClass;
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::Host;
+use ferry_transfer::proto::ConnectionOptions;
+use ferry_transfer::transport::{SshTarget, Transport};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -65,7 +65,7 @@ pub struct MigrateArgs {
     /// Ports the destination may listen on for `--data-channel tcp`, PORT or FIRST-LAST
     /// (default: any free port), e.g. to match a firewall rule.
     #[arg(long, value_name = "PORTS")]
-    pub data_ports: Option<ferry_migrate::datachan::PortRange>,
+    pub data_ports: Option<ferry_transfer::datachan::PortRange>,
     /// Print the stage timing table (vzmigrate -t).
     #[arg(short = 't', long)]
     pub times: bool,
@@ -236,7 +236,7 @@ fn migrate_report(host: &Host, a: &MigrateArgs, ct: &str, dest: &str) -> Result<
             pb1.set_length(0);
         }));
         let pb2 = pb.clone();
-        opts.progress = Some(Arc::new(move |p: &ferry_migrate::sync::Progress| {
+        opts.progress = Some(Arc::new(move |p: &ferry_transfer::sync::Progress| {
             pb2.set_length(p.bytes_total);
             pb2.set_position(p.bytes_done);
         }));
@@ -257,7 +257,7 @@ pub fn migrate_receive(host: &Host) -> Result<u8> {
     let rt = runtime()?;
     let res = rt.block_on(async {
         let opts = ConnectionOptions { features: image_stream::receiver_features(), ..Default::default() };
-        let conn = ferry_migrate::transport::accept_stdio(opts).await?;
+        let conn = ferry_transfer::transport::accept_stdio(opts).await?;
         let res = dest::serve(host, &conn).await;
         // Also after a failure: the last reply (the error that says why) must reach the
         // source before we go, or it only sees the connection end.
@@ -311,8 +311,8 @@ pub fn sync_cmd(a: SyncArgs) -> Result<u8> {
             }
         };
         let conn = transport.connect(ConnectionOptions::default()).await?;
-        let stats = ferry_migrate::sync::sync_pass(&conn, &a.source, &Default::default()).await?;
-        let _ = conn.request(ferry_migrate::proto::messages::Body::Done(Default::default())).await;
+        let stats = ferry_transfer::sync::sync_pass(&conn, &a.source, &Default::default()).await?;
+        let _ = conn.request(ferry_transfer::proto::messages::Body::Done(Default::default())).await;
         let _ = conn.close().await;
         let _ = transport.wait().await;
         Ok::<_, anyhow::Error>(stats)
@@ -345,14 +345,14 @@ pub fn sync_receive(dir: PathBuf) -> Result<u8> {
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let rt = sync_runtime()?;
     rt.block_on(async {
-        use ferry_migrate::proto::messages::{Body, OkReply};
+        use ferry_transfer::proto::messages::{Body, OkReply};
         let opts = ConnectionOptions { features: image_stream::receiver_features(), ..Default::default() };
-        let conn = ferry_migrate::transport::accept_stdio(opts).await?;
+        let conn = ferry_transfer::transport::accept_stdio(opts).await?;
         loop {
             let env = conn.recv().await?;
             match &env.body {
                 Some(Body::SyncBegin(_)) => {
-                    ferry_migrate::sync::receive_pass(&conn, &env, &dir, &Default::default()).await?;
+                    ferry_transfer::sync::receive_pass(&conn, &env, &dir, &Default::default()).await?;
                 }
                 Some(Body::Done(_)) => {
                     conn.reply(env.id, Body::Ok(OkReply {})).await?;

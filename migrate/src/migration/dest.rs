@@ -9,11 +9,11 @@
 use super::hostops;
 use super::preflight;
 use crate::error::{Error, Result};
-use crate::proto::messages::*;
-use crate::proto::{Connection, Envelope};
-use crate::sync::{receive_pass, ReceiveOptions};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{ContainerConfig, Ctid, Host};
+use ferry_transfer::proto::messages::*;
+use ferry_transfer::proto::{Connection, Envelope};
+use ferry_transfer::sync::{receive_pass, ReceiveOptions};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -109,14 +109,14 @@ async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Resul
                 }
             },
             Body::SyncBegin(_) => {
-                let area = st.area.clone().ok_or_else(|| Error::Protocol("SyncBegin before Config".into()))?;
+                let area = st.area.clone().ok_or_else(|| Error::protocol("SyncBegin before Config"))?;
                 receive_pass(conn, &env, &area, &ReceiveOptions { link_dest: None, fsync: true }).await?;
             }
             Body::ImageBegin(_) => {
                 receive_image(conn, st, &env).await?;
             }
             Body::DataChannelOpen(o) => {
-                let work = st.work.clone().ok_or_else(|| Error::Protocol("DataChannelOpen before Preflight".into()))?;
+                let work = st.work.clone().ok_or_else(|| Error::protocol("DataChannelOpen before Preflight"))?;
                 st.incoming_image = Some(super::image_stream::open_data_channel(conn, &env, &o, &work).await?);
             }
             Body::ImageEnd(end) if st.incoming_image.is_some() => {
@@ -192,7 +192,7 @@ async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Resul
             other => {
                 let msg = format!("unexpected {} message", other.name());
                 conn.reply_error(env.id, msg.clone()).await?;
-                return Err(Error::Protocol(msg));
+                return Err(Error::protocol(msg));
             }
         }
     }
@@ -219,9 +219,9 @@ fn handle_preflight(host: &Host, st: &mut Incoming, p: &Preflight) -> Result<Vec
 }
 
 fn handle_config(host: &Host, st: &mut Incoming, c: &ConfigMsg) -> Result<()> {
-    let ct = st.ctid.clone().ok_or_else(|| Error::Protocol("Config before Preflight".into()))?;
+    let ct = st.ctid.clone().ok_or_else(|| Error::protocol("Config before Preflight"))?;
     if st.cfg.is_some() {
-        return Err(Error::Protocol(format!("a second Config for {ct}")));
+        return Err(Error::protocol(format!("a second Config for {ct}")));
     }
     let mut cfg = ContainerConfig::from_toml(&c.config_toml).map_err(|e| Error::Migration(format!("config of {ct}: {e}")))?;
     if cfg.ctid != ct {
@@ -251,7 +251,7 @@ fn handle_config(host: &Host, st: &mut Incoming, c: &ConfigMsg) -> Result<()> {
 }
 
 async fn receive_image(conn: &Connection, st: &mut Incoming, begin: &Envelope) -> Result<()> {
-    let work = st.work.clone().ok_or_else(|| Error::Protocol("ImageBegin before Preflight".into()))?;
+    let work = st.work.clone().ok_or_else(|| Error::protocol("ImageBegin before Preflight"))?;
     // Extracted (and checked section by section) as it arrives: a damaged image is never restored.
     let dir = super::image_stream::receive_over_connection(conn, begin, &work).await?;
     if fault("die-after-image") {
@@ -263,10 +263,10 @@ async fn receive_image(conn: &Connection, st: &mut Incoming, begin: &Envelope) -
 
 fn restore_here(host: &Host, st: &mut Incoming, from_image: bool) -> Result<i32> {
     let (Some(cfg), Some(lock)) = (st.cfg.clone(), st.lock.as_ref()) else {
-        return Err(Error::Protocol("Restore before Config".into()));
+        return Err(Error::protocol("Restore before Config"));
     };
     let pid = if from_image {
-        let dir = st.image_dir.clone().ok_or_else(|| Error::Protocol("Restore without an image".into()))?;
+        let dir = st.image_dir.clone().ok_or_else(|| Error::protocol("Restore without an image"))?;
         hostops::restore_unannounced(host, lock, &cfg, &dir)?
     } else {
         hostops::start(host, lock, &cfg)?
@@ -276,7 +276,7 @@ fn restore_here(host: &Host, st: &mut Incoming, from_image: bool) -> Result<i32>
 }
 
 fn commit(host: &Host, st: &mut Incoming) -> Result<()> {
-    let ct = st.ctid.clone().ok_or_else(|| Error::Protocol("Announce before Preflight".into()))?;
+    let ct = st.ctid.clone().ok_or_else(|| Error::protocol("Announce before Preflight"))?;
     let staging = staging_config(host, &ct);
     let conf = host.config_path(&ct);
     if let Some(dir) = conf.parent() {

@@ -3,19 +3,19 @@
 //!   control connection through a pipe (no temporary image file; compression on a thread
 //!   overlaps with the transfer);
 //! - `tcp`: a direct, unencrypted TCP connection beside the control connection, authenticated
-//!   by a one-time token (see `crate::datachan`), the image written raw into the socket.
+//!   by a one-time token (see `ferry_transfer::datachan`), the image written raw into the socket.
 //!
 //! Either way the destination extracts the image into its images dir as it arrives (each chunk
 //! and the whole image checked against their blake3 digests: a damaged image is never
 //! restored), and both sides agree on size and digest over the control connection before the
 //! restore is asked for.
 
-use crate::datachan::{self, PortRange, Tail, Token};
 use crate::error::{Error, Result};
-use crate::proto::messages::{Body, DataChannelOpen, DataChannelReady, Envelope, ImageEnd, OkReply};
-use crate::proto::{self, Connection};
 use ferry_runtime::container::CheckpointMeta;
 use ferry_runtime::ContainerConfig;
+use ferry_transfer::datachan::{self, PortRange, Tail, Token};
+use ferry_transfer::proto::messages::{Body, DataChannelOpen, DataChannelReady, Envelope, ImageEnd, OkReply};
+use ferry_transfer::proto::{self, Connection};
 use std::io::{BufWriter, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -141,7 +141,7 @@ async fn send_over_connection(conn: &Connection, dir: &Path, cfg: &ContainerConf
     match (sent, written) {
         (Ok(n), Ok(())) => Ok(n),
         (_, Err(e)) => Err(Error::Migration(format!("writing the image of {}: {e}", cfg.ctid))),
-        (Err(e), Ok(())) => Err(e),
+        (Err(e), Ok(())) => Err(e.into()),
     }
 }
 
@@ -169,15 +169,15 @@ async fn send_over_tcp(
     let open = DataChannelOpen { ctid: ct.clone(), port_first: ports.first.into(), port_last: ports.last.into() };
     let ready = match conn.request_timeout(Body::DataChannelOpen(open), REPLY_TIMEOUT).await? {
         Body::DataChannelReady(r) => r,
-        other => return Err(Error::Protocol(format!("expected DataChannelReady, got {}", other.name()))),
+        other => return Err(Error::protocol(format!("expected DataChannelReady, got {}", other.name()))),
     };
     let addr: SocketAddr =
-        ready.address.parse().map_err(|_| Error::Protocol(format!("the destination offered {:?} as its data channel address", ready.address)))?;
+        ready.address.parse().map_err(|_| Error::protocol(format!("the destination offered {:?} as its data channel address", ready.address)))?;
     let mut token = ready.token;
     if super::dest::fault("wrong-token") {
         token[0] ^= 1;
     }
-    let token = Token::from_slice(&token).ok_or_else(|| Error::Protocol("the destination's data channel token is not 32 bytes".into()))?;
+    let token = Token::from_slice(&token).ok_or_else(|| Error::protocol("the destination's data channel token is not 32 bytes"))?;
     let cut_at = fault_at("cut-data", dir);
     let damage_at = fault_at("damage-image", dir);
     let (cfg2, dir2) = (cfg.clone(), dir.to_path_buf());
@@ -210,9 +210,9 @@ async fn send_over_tcp(
     let confirmed = conn.request_timeout(Body::ImageEnd(ImageEnd { size, blake3: digest }), wait).await;
     match (written, confirmed) {
         (Ok(_), Ok(Body::Ok(_))) => Ok(Sent { image_bytes: size, wire_bytes: size + (datachan::MAGIC.len() + datachan::TOKEN_LEN) as u64 }),
-        (Ok(_), Ok(other)) => Err(Error::Protocol(format!("expected Ok after ImageEnd, got {}", other.name()))),
-        (Ok(_), Err(e)) => Err(e),
-        (Err(w), Err(Error::Remote(said))) => {
+        (Ok(_), Ok(other)) => Err(Error::protocol(format!("expected Ok after ImageEnd, got {}", other.name()))),
+        (Ok(_), Err(e)) => Err(e.into()),
+        (Err(w), Err(ferry_transfer::Error::Remote(said))) => {
             Err(Error::Migration(format!("sending the image of {ct} over the data channel to {addr} failed: {w}; the destination said: {said}")))
         }
         (Err(w), _) => Err(Error::Migration(format!("sending the image of {ct} over the data channel to {addr} failed: {w}"))),
@@ -390,7 +390,7 @@ fn listen(open: &DataChannelOpen, work: &Path) -> Result<(IncomingImage, SocketA
     let ct = open.ctid.clone();
     let ports = match (u16::try_from(open.port_first), u16::try_from(open.port_last)) {
         (Ok(first), Ok(last)) if first <= last => PortRange { first, last },
-        _ => return Err(Error::Protocol(format!("bad data channel port range {}-{}", open.port_first, open.port_last))),
+        _ => return Err(Error::protocol(format!("bad data channel port range {}-{}", open.port_first, open.port_last))),
     };
     let ip = datachan::listen_address();
     let listener = datachan::bind(ip, ports).map_err(|e| Error::Migration(format!("cannot listen for the image of {ct} on {ip}: {e}")))?;

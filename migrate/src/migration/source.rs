@@ -10,12 +10,12 @@ use super::journal::{Journal, Stage};
 use super::preflight;
 use super::report::{ms, MigrationReport, SyncPassReport};
 use crate::error::{Error, Result};
-use crate::proto::messages::*;
-use crate::proto::{Connection, ConnectionOptions};
-use crate::sync::{sync_pass, sync_pass_from, Baseline, PassStats, ProgressFn, SentCopies, SyncOptions};
-use crate::transport::{SshTarget, Transport};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{ContainerConfig, Host};
+use ferry_transfer::proto::messages::*;
+use ferry_transfer::proto::{Connection, ConnectionOptions};
+use ferry_transfer::sync::{sync_pass, sync_pass_from, Baseline, PassStats, ProgressFn, SentCopies, SyncOptions};
+use ferry_transfer::transport::{SshTarget, Transport};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -190,7 +190,7 @@ async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> R
             abort(&conn, "preflight failed", run.opts.keep_dst).await;
             return Err(Error::Preflight { ctid: run.dest_cfg.ctid.to_string(), problems: r.problems });
         }
-        other => return Err(Error::Protocol(format!("expected PreflightResult, got {}", other.name()))),
+        other => return Err(Error::protocol(format!("expected PreflightResult, got {}", other.name()))),
     }
     if run.opts.dry_run {
         abort(&conn, "dry run", true).await;
@@ -254,7 +254,7 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
                 Err(e) => {
                     Journal::remove(run.host, &ct);
                     abort(conn, &e.to_string(), run.opts.keep_dst).await;
-                    return Err(e);
+                    return Err(e.into());
                 }
             };
             history.push(PassChange { files: stats.changes(), bytes: stats.bytes_data });
@@ -367,7 +367,7 @@ async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir
     let t = Instant::now();
     match conn.request_timeout(Body::Restore(Restore { ctid: run.dest_cfg.ctid.to_string(), from_image: true }), RESTORE_TIMEOUT).await? {
         Body::Restored(_) => {}
-        other => return Err(Error::Protocol(format!("expected Restored, got {}", other.name()))),
+        other => return Err(Error::protocol(format!("expected Restored, got {}", other.name()))),
     }
     run.report.restore_ms = ms(t.elapsed());
     run.report.frozen_ms = ms(t_freeze.elapsed());
@@ -435,7 +435,7 @@ async fn offline_switch(run: &mut Run<'_>, conn: &Connection, area: &Path, runni
             let t = Instant::now();
             match conn.request_timeout(Body::Restore(Restore { ctid: run.dest_cfg.ctid.to_string(), from_image: false }), RESTORE_TIMEOUT).await? {
                 Body::Restored(_) => {}
-                other => return Err(Error::Protocol(format!("expected Restored, got {}", other.name()))),
+                other => return Err(Error::protocol(format!("expected Restored, got {}", other.name()))),
             }
             run.report.restore_ms = ms(t.elapsed());
         }
@@ -466,10 +466,10 @@ fn pass_report(s: &PassStats) -> SyncPassReport {
     SyncPassReport { pass: s.pass, files: s.files_sent, appended: s.append_files, bytes_on_wire: s.bytes_on_wire, ms: ms(s.duration) }
 }
 
-fn expect_ok(r: Result<Body>) -> Result<()> {
+fn expect_ok(r: ferry_transfer::Result<Body>) -> Result<()> {
     match r? {
         Body::Ok(_) => Ok(()),
-        other => Err(Error::Protocol(format!("expected Ok, got {}", other.name()))),
+        other => Err(Error::protocol(format!("expected Ok, got {}", other.name()))),
     }
 }
 

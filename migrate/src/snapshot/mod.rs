@@ -12,14 +12,14 @@ pub mod store;
 pub mod tree;
 
 use crate::checkpoint as ckpt;
-use crate::sync::{sync_local_blocking, LocalSyncOptions};
-use crate::sync::{ReceiveOptions, SyncOptions};
 use ferry_dump_format as fmt;
 use ferry_runtime::config::StorageKind;
 use ferry_runtime::container::{self, CheckpointOpts, Status};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::storage::{self, btrfs};
 use ferry_runtime::{ContainerConfig, Ctid, Host};
+use ferry_transfer::sync::{sync_local_blocking, LocalSyncOptions};
+use ferry_transfer::sync::{ReceiveOptions, SyncOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

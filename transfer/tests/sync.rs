@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use ferry_migrate::proto::{Body, ConnectionOptions};
-use ferry_migrate::sync::{self, LocalSyncOptions, PassStats, ReceiveOptions, SyncOptions};
-use ferry_migrate::Error;
+use ferry_transfer::proto::{Body, ConnectionOptions};
+use ferry_transfer::sync::{self, LocalSyncOptions, PassStats, ReceiveOptions, SyncOptions};
+use ferry_transfer::Error;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
 /// One pass from `src` to `dst` through an in-process connection pair.
-async fn pass_with(src: &Path, dst: &Path, sync_opts: SyncOptions, client: ConnectionOptions) -> ferry_migrate::Result<PassStats> {
+async fn pass_with(src: &Path, dst: &Path, sync_opts: SyncOptions, client: ConnectionOptions) -> ferry_transfer::Result<PassStats> {
     run_pass(src, dst, sync_opts, client, None, None).await.map(|(stats, _)| stats)
 }
 
@@ -27,7 +27,7 @@ async fn run_pass(
     client: ConnectionOptions,
     baseline: Option<sync::Baseline>,
     copies: Option<&mut sync::SentCopies>,
-) -> ferry_migrate::Result<(PassStats, Option<sync::Baseline>)> {
+) -> ferry_transfer::Result<(PassStats, Option<sync::Baseline>)> {
     let (c, s) = pair(client, quick()).await;
     let dst = dst.to_path_buf();
     let server = tokio::spawn(async move {
@@ -229,7 +229,7 @@ async fn peer_dying_mid_stream_gives_a_clear_error() {
         let m = s.open_stream();
         s.reply(
             begin.id,
-            Body::SyncBeginAck(ferry_migrate::proto::SyncBeginAck {
+            Body::SyncBeginAck(ferry_transfer::proto::SyncBeginAck {
                 manifest_stream: m.id(),
                 entries: 0,
                 compression: String::new(),
@@ -455,7 +455,7 @@ async fn many_delta_files_and_changes_between_plan_and_transfer() {
 /// until it has seen a whole window still gets them all, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signature_requests_are_pipelined() {
-    use ferry_migrate::proto::{FileEntry, FileKind, SignatureReply, SyncBeginAck, SyncEndAck};
+    use ferry_transfer::proto::{FileEntry, FileKind, SignatureReply, SyncBeginAck, SyncEndAck};
     use prost::Message;
     let tmp = tempdir();
     let src = tmp.path().join("src");
@@ -538,7 +538,7 @@ async fn signature_requests_are_pipelined() {
 /// named, its neighbours in the batch are installed with their metadata.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_small_file_with_a_bad_digest_is_refused() {
-    use ferry_migrate::proto::{FileEntry, FileKind, PutFiles, SyncBegin, SyncEnd};
+    use ferry_transfer::proto::{FileEntry, FileKind, PutFiles, SyncBegin, SyncEnd};
     let tmp = tempdir();
     let dst = tmp.path().join("dst");
     let (c, s) = pair(quick(), quick()).await;

@@ -8,8 +8,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ferry_migrate::proto::{Body, Connection, ConnectionOptions};
-use ferry_migrate::sync::{self, ReceiveOptions, SyncOptions};
+use ferry_transfer::proto::{Body, Connection, ConnectionOptions};
+use ferry_transfer::sync::{self, ReceiveOptions, SyncOptions};
 
 /// The regular files under `dir`, sorted.
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -50,7 +50,7 @@ fn main() {
                 }
                 sync::receive_pass(&conn, &begin, &d, &ReceiveOptions { fsync: true, ..Default::default() }).await?;
             }
-            ferry_migrate::Result::<()>::Ok(())
+            ferry_transfer::Result::<()>::Ok(())
         });
         let conn = Connection::client(a, ConnectionOptions::default()).await.expect("handshake");
         let mut copies = sync::SentCopies::default();

@@ -6,13 +6,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use ferry_migrate::proto::{
+use ferry_transfer::proto::{
     Body, Connection, ConnectionOptions, Delete, FileCommit, FileEntry, FileKind, Hardlink, PutFile, StreamCheck, SyncBegin, SyncEnd, PROTO_MAJOR,
     PROTO_MINOR,
 };
-use ferry_migrate::sync::{self, ReceiveOptions};
-use ferry_migrate::transport::Transport;
-use ferry_migrate::Error;
+use ferry_transfer::sync::{self, ReceiveOptions};
+use ferry_transfer::transport::Transport;
+use ferry_transfer::Error;
 
 #[tokio::test]
 async fn newer_major_is_refused_naming_both_versions() {
@@ -49,7 +49,7 @@ async fn requests_replies_and_interleaved_streams() {
         let data = rx.read_to_end(64 << 20).await.unwrap_or_default();
         s.reply(
             first.id,
-            Body::ImageEnd(ferry_migrate::proto::ImageEnd { size: data.len() as u64, blake3: blake3::hash(&data).as_bytes().to_vec() }),
+            Body::ImageEnd(ferry_transfer::proto::ImageEnd { size: data.len() as u64, blake3: blake3::hash(&data).as_bytes().to_vec() }),
         )
         .await
         .unwrap();
@@ -66,7 +66,7 @@ async fn requests_replies_and_interleaved_streams() {
         tx.send(&p2).await.unwrap();
         tx.finish().await.unwrap();
     };
-    let req = c.request(Body::ImageBegin(ferry_migrate::proto::ImageBegin {
+    let req = c.request(Body::ImageBegin(ferry_transfer::proto::ImageBegin {
         ctid: "101".into(),
         stream: id,
         size_hint: 0,
@@ -77,7 +77,7 @@ async fn requests_replies_and_interleaved_streams() {
     let Body::ImageEnd(end) = reply.unwrap() else { panic!("expected ImageEnd") };
     assert_eq!(end.size, payload.len() as u64);
     assert_eq!(end.blake3, blake3::hash(&payload).as_bytes().to_vec());
-    let err = c.request(Body::Restore(ferry_migrate::proto::Restore { ctid: "101".into(), from_image: true })).await.unwrap_err();
+    let err = c.request(Body::Restore(ferry_transfer::proto::Restore { ctid: "101".into(), from_image: true })).await.unwrap_err();
     assert!(matches!(&err, Error::Remote(m) if m.contains("criu said no")), "{err}");
     c.close().await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
@@ -93,7 +93,7 @@ async fn put(c: &Connection, p: &[u8]) {
     c.send(Body::PutFile(PutFile {
         entry: Some(FileEntry { size: 5, ..entry(p, FileKind::Regular) }),
         stream: st.id(),
-        extents: vec![ferry_migrate::proto::Extent { offset: 0, len: 5 }],
+        extents: vec![ferry_transfer::proto::Extent { offset: 0, len: 5 }],
         ..Default::default()
     }))
     .await
@@ -182,13 +182,13 @@ async fn transport_to_something_else_is_refused_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_stream_is_verified_end_to_end() {
-    use ferry_migrate::proto::{receive_image, send_image};
+    use ferry_transfer::proto::{receive_image, send_image};
     let image = noise(7 << 20 | 123, 21);
     let (c, s) = pair(quick(), quick()).await;
     let server = tokio::spawn(async move {
         let begin = s.recv().await.unwrap();
         let mut out = Vec::new();
-        let n = ferry_migrate::proto::receive_image(&s, &begin, &mut out, async { Ok(()) }).await.unwrap();
+        let n = ferry_transfer::proto::receive_image(&s, &begin, &mut out, async { Ok(()) }).await.unwrap();
         let _ = s.recv().await;
         (n, out)
     });
@@ -201,7 +201,7 @@ async fn image_stream_is_verified_end_to_end() {
     assert!(out == image, "image differs");
 
     // A damaged image is refused, naming the container, on both sides.
-    let hook: ferry_migrate::proto::TamperFn = std::sync::Arc::new(|_, d: &mut Vec<u8>| d[0] ^= 1);
+    let hook: ferry_transfer::proto::TamperFn = std::sync::Arc::new(|_, d: &mut Vec<u8>| d[0] ^= 1);
     let (c, s) = pair(ConnectionOptions { tamper_data: Some(hook), ..quick() }, quick()).await;
     let server = tokio::spawn(async move {
         let begin = s.recv().await.unwrap();
@@ -217,7 +217,7 @@ async fn image_stream_is_verified_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tail_checked_image_waits_for_its_reader() {
-    use ferry_migrate::proto::{receive_image, send_image};
+    use ferry_transfer::proto::{receive_image, send_image};
     let image = noise(3 << 20 | 77, 5);
     // Whole: size and last 32 bytes agree, and the reader's verdict is Ok.
     let (c, s) = pair(quick(), quick()).await;
@@ -235,7 +235,7 @@ async fn a_tail_checked_image_waits_for_its_reader() {
     assert!(n == image.len() as u64 && out == image);
 
     // The end of the stream damaged: refused by the tail check alone.
-    let hook: ferry_migrate::proto::TamperFn = std::sync::Arc::new(|_, d: &mut Vec<u8>| {
+    let hook: ferry_transfer::proto::TamperFn = std::sync::Arc::new(|_, d: &mut Vec<u8>| {
         if let Some(b) = d.last_mut() {
             *b ^= 1;
         }
@@ -286,7 +286,7 @@ async fn destination_sees_a_source_that_dies_mid_file() {
     c.send(Body::PutFile(PutFile {
         entry: Some(FileEntry { size: 10 << 20, ..entry(b"half", FileKind::Regular) }),
         stream: st.id(),
-        extents: vec![ferry_migrate::proto::Extent { offset: 0, len: 10 << 20 }],
+        extents: vec![ferry_transfer::proto::Extent { offset: 0, len: 10 << 20 }],
         ..Default::default()
     }))
     .await
@@ -324,7 +324,7 @@ async fn a_file_the_source_gives_up_on_does_not_break_the_pass() {
     c.send(Body::PutFile(PutFile {
         entry: Some(FileEntry { size: 100, ..entry(b"unreadable", FileKind::Regular) }),
         stream: st.id(),
-        extents: vec![ferry_migrate::proto::Extent { offset: 0, len: 100 }],
+        extents: vec![ferry_transfer::proto::Extent { offset: 0, len: 100 }],
         ..Default::default()
     }))
     .await

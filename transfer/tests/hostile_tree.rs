@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
-use ferry_migrate::sync::{self, LocalSyncOptions, PassStats, ReceiveOptions, SyncOptions};
-use ferry_migrate::test_hooks;
+use ferry_transfer::sync::{self, LocalSyncOptions, PassStats, ReceiveOptions, SyncOptions};
+use ferry_transfer::test_hooks;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -26,7 +26,7 @@ enum Via {
     Local,
 }
 
-async fn pass(src: &Path, dst: &Path, n: u32, via: Via) -> ferry_migrate::Result<PassStats> {
+async fn pass(src: &Path, dst: &Path, n: u32, via: Via) -> ferry_transfer::Result<PassStats> {
     let opts = SyncOptions { pass: n, ..Default::default() };
     let run = async {
         match via {

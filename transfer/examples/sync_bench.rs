@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use ferry_migrate::sync::{self, LocalSyncOptions, ReceiveOptions, SyncOptions};
+use ferry_transfer::sync::{self, LocalSyncOptions, ReceiveOptions, SyncOptions};
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -9,9 +9,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ferry_migrate::proto::Body;
-use ferry_migrate::sync::{self, ReceiveOptions, SyncOptions};
-use ferry_migrate::transport::{self, SshTarget, Transport};
+use ferry_transfer::proto::Body;
+use ferry_transfer::sync::{self, ReceiveOptions, SyncOptions};
+use ferry_transfer::transport::{self, SshTarget, Transport};
 
 const HELPER_ENV: &str = "FERRY_SSH_HELPER_DIR";
 const ADDR: &str = "198.18.200.1";

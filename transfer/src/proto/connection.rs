@@ -220,6 +220,14 @@ impl Connection {
         Self::server_split(r, w, opts).await
     }
 
+    /// Both ends over an in-process pipe of `buffer` bytes, handshake done: (the initiating
+    /// side, the accepting side). Local copies and tests speak the protocol this way.
+    pub async fn pair(buffer: usize, client: ConnectionOptions, server: ConnectionOptions) -> Result<(Connection, Connection)> {
+        let (a, b) = tokio::io::duplex(buffer);
+        let (c, s) = tokio::join!(Self::client(a, client), Self::server(b, server));
+        Ok((c?, s?))
+    }
+
     /// Like [`Connection::client`] over separate halves (e.g. a child's stdout and stdin).
     pub async fn client_split<R, W>(r: R, w: W, opts: ConnectionOptions) -> Result<Connection>
     where

@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferry_migrate::proto::{Connection, ConnectionOptions, FileKind};
+use ferry_transfer::proto::{Connection, ConnectionOptions, FileKind};
 
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -191,11 +191,7 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 
 /// A connected pair over an in-process pipe: (source side, destination side).
 pub async fn pair(client: ConnectionOptions, server: ConnectionOptions) -> (Connection, Connection) {
-    let (a, b) = tokio::io::duplex(1 << 20);
-    let s = tokio::spawn(async move { Connection::server(b, server).await });
-    let c = Connection::client(a, client).await.expect("client handshake");
-    let s = s.await.unwrap().expect("server handshake");
-    (c, s)
+    Connection::pair(1 << 20, client, server).await.expect("handshake")
 }
 
 pub fn quick() -> ConnectionOptions {
