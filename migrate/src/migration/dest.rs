@@ -6,6 +6,7 @@
 //! lost connection before that point, everything made here is removed again (the synced files
 //! are kept when the source asked for `--keep-dst`).
 
+use super::fault::{self, Fault, Faults};
 use super::hostops;
 use super::preflight;
 use crate::error::{Error, Result};
@@ -19,23 +20,6 @@ use std::time::Duration;
 
 /// Spacing of the announcements after the commit (4 over the first second).
 const ANNOUNCE_SPACING: Duration = Duration::from_millis(250);
-
-/// `FERRY_TEST_FAULT` on the destination makes it fail on purpose, for the fault tests:
-/// `die-after-image` (the process exits once the image arrived, as if killed), `die-mid-image`
-/// (it exits 16 MiB into an image on the data channel), `refuse-data`
-/// (the source is sent to a port where nothing listens for the image), `fail-restore`,
-/// `hang-before-restore` (the restore never answers; the receiver waits for the connection to
-/// end and then cleans up, as when the source dies mid-migration).
-pub const FAULT_ENV: &str = "FERRY_TEST_FAULT";
-
-/// Also read by the source: `die-after-commit` (its ferry exits right after the destination
-/// took the container over, before cleaning up here), `cut-data` (it breaks the data channel's
-/// connection halfway through the image, `--data-channel tcp`), `wrong-token` (it presents a
-/// wrong token on the data channel), `damage-image` (it flips a byte in the middle of the
-/// image it sends, either channel).
-pub(crate) fn fault(name: &str) -> bool {
-    std::env::var(FAULT_ENV).map(|v| v.split(',').any(|f| f == name)).unwrap_or(false)
-}
 
 /// `<data>/migrating/<CTID>.toml`: the config of a container being received.
 pub fn staging_config(host: &Host, ct: &Ctid) -> PathBuf {
@@ -62,12 +46,14 @@ struct Incoming {
     announcer: Option<std::thread::JoinHandle<()>>,
     /// An image on its way over the data channel (`--data-channel tcp`).
     incoming_image: Option<super::image_stream::IncomingImage>,
+    /// Faults injected on purpose (tests only; see `fault`).
+    faults: Faults,
 }
 
 /// Serve one migration on `conn`. Returns when the container is committed here, or after an
 /// abort; an error means the migration failed (everything made here was removed).
 pub async fn serve(host: &Host, conn: &Connection) -> Result<()> {
-    let mut st = Incoming::default();
+    let mut st = Incoming { faults: Faults::from_env(), ..Default::default() };
     let res = serve_inner(host, conn, &mut st).await;
     // Its thread stops writing into the work dir before that goes.
     drop(st.incoming_image.take());
@@ -117,25 +103,18 @@ async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Resul
             }
             Body::DataChannelOpen(o) => {
                 let work = st.work.clone().ok_or_else(|| Error::protocol("DataChannelOpen before Preflight"))?;
-                st.incoming_image = Some(super::image_stream::open_data_channel(conn, &env, &o, &work).await?);
+                st.incoming_image = Some(super::image_stream::open_data_channel(conn, &env, &o, &work, st.faults).await?);
             }
             Body::ImageEnd(end) if st.incoming_image.is_some() => {
                 let incoming = st.incoming_image.take().expect("checked");
                 st.image_dir = Some(super::image_stream::finish_data_channel(conn, &env, &end, incoming).await?);
-                if fault("die-after-image") {
-                    std::process::exit(137);
-                }
+                fault::die_if(st.faults, Fault::DieAfterImage);
             }
             Body::Restore(r) => {
-                if fault("hang-before-restore") {
-                    loop {
-                        conn.recv().await?;
-                    }
-                }
-                let res = if fault("fail-restore") {
-                    Err(Error::Migration("restore failed on purpose (FERRY_TEST_FAULT=fail-restore)".into()))
-                } else {
-                    restore_here(host, st, r.from_image)
+                fault::hang_if(st.faults, conn).await?;
+                let res = match fault::restore_fault(st.faults) {
+                    Some(e) => Err(e),
+                    None => restore_here(host, st, r.from_image),
                 };
                 match res {
                     Ok(pid) => conn.reply(env.id, Body::Restored(Restored { pid })).await?,
@@ -254,9 +233,7 @@ async fn receive_image(conn: &Connection, st: &mut Incoming, begin: &Envelope) -
     let work = st.work.clone().ok_or_else(|| Error::protocol("ImageBegin before Preflight"))?;
     // Extracted (and checked section by section) as it arrives: a damaged image is never restored.
     let dir = super::image_stream::receive_over_connection(conn, begin, &work).await?;
-    if fault("die-after-image") {
-        std::process::exit(137);
-    }
+    fault::die_if(st.faults, Fault::DieAfterImage);
     st.image_dir = Some(dir);
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! restored), and both sides agree on size and digest over the control connection before the
 //! restore is asked for.
 
+use super::fault::{self, Faults};
 use crate::error::{Error, Result};
 use ferry_runtime::container::CheckpointMeta;
 use ferry_runtime::ContainerConfig;
@@ -105,16 +106,16 @@ const GAVE_UP_WAIT: Duration = Duration::from_secs(5);
 const WRITE_BUFFER: usize = 1 << 20;
 
 /// Send the CRIU images in `dir` as one ferry image over `channel`.
-pub async fn send_image(conn: &Connection, dir: &Path, cfg: &ContainerConfig, level: i32, channel: &DataChannel) -> Result<Sent> {
+pub async fn send_image(conn: &Connection, dir: &Path, cfg: &ContainerConfig, level: i32, channel: &DataChannel, faults: Faults) -> Result<Sent> {
     let meta = CheckpointMeta::load(dir)?.ok_or_else(|| Error::Migration(format!("{} holds no ferry checkpoint of {}", dir.display(), cfg.ctid)))?;
     let format = ImageFormat { level, major: image_major(&conn.peer().features) };
     match channel.kind {
         ChannelKind::Ssh => {
             let before = conn.bytes_sent();
-            let image_bytes = send_over_connection(conn, dir, cfg, meta, format).await?;
+            let image_bytes = send_over_connection(conn, dir, cfg, meta, format, faults).await?;
             Ok(Sent { image_bytes, wire_bytes: conn.bytes_sent() - before })
         }
-        ChannelKind::Tcp => send_over_tcp(conn, dir, cfg, meta, format, channel.ports).await,
+        ChannelKind::Tcp => send_over_tcp(conn, dir, cfg, meta, format, channel.ports, faults).await,
     }
 }
 
@@ -125,13 +126,19 @@ struct ImageFormat {
     major: u16,
 }
 
-async fn send_over_connection(conn: &Connection, dir: &Path, cfg: &ContainerConfig, meta: CheckpointMeta, format: ImageFormat) -> Result<u64> {
+async fn send_over_connection(
+    conn: &Connection,
+    dir: &Path,
+    cfg: &ContainerConfig,
+    meta: CheckpointMeta,
+    format: ImageFormat,
+    faults: Faults,
+) -> Result<u64> {
     let (tx, rx) = tokio::net::unix::pipe::pipe().map_err(|e| Error::io("create a pipe for", dir, e))?;
     let tx = tx.into_blocking_fd().map_err(|e| Error::io("create a pipe for", dir, e))?;
     let (cfg2, dir2) = (cfg.clone(), dir.to_path_buf());
-    let damage_at = fault_at("damage-image", dir);
     let writer = std::thread::spawn(move || {
-        let out = BufWriter::with_capacity(WRITE_BUFFER, Damage::new(std::fs::File::from(tx), damage_at));
+        let out = BufWriter::with_capacity(WRITE_BUFFER, fault::damaged(faults, &dir2, std::fs::File::from(tx)));
         write_image(&cfg2, &meta, &dir2, out, format).map(drop)
     });
     // A destination reading format 2 checks the image's own digest; an older one hashes the stream.
@@ -164,6 +171,7 @@ async fn send_over_tcp(
     meta: CheckpointMeta,
     format: ImageFormat,
     ports: PortRange,
+    faults: Faults,
 ) -> Result<Sent> {
     let ct = cfg.ctid.to_string();
     let open = DataChannelOpen { ctid: ct.clone(), port_first: ports.first.into(), port_last: ports.last.into() };
@@ -173,19 +181,14 @@ async fn send_over_tcp(
     };
     let addr: SocketAddr =
         ready.address.parse().map_err(|_| Error::protocol(format!("the destination offered {:?} as its data channel address", ready.address)))?;
-    let mut token = ready.token;
-    if super::dest::fault("wrong-token") {
-        token[0] ^= 1;
-    }
-    let token = Token::from_slice(&token).ok_or_else(|| Error::protocol("the destination's data channel token is not 32 bytes"))?;
-    let cut_at = fault_at("cut-data", dir);
-    let damage_at = fault_at("damage-image", dir);
+    let token = Token::from_slice(&fault::token(faults, ready.token))
+        .ok_or_else(|| Error::protocol("the destination's data channel token is not 32 bytes"))?;
     let (cfg2, dir2) = (cfg.clone(), dir.to_path_buf());
     let writer = tokio::task::spawn_blocking(move || -> std::result::Result<(u64, [u8; 32]), String> {
         let s = datachan::connect(addr, &token, DATA_TIMEOUT).map_err(|e| format!("connecting to {addr}: {e}"))?;
         s.set_write_timeout(Some(DATA_TIMEOUT)).map_err(|e| e.to_string())?;
         let (t0, cpu0) = (std::time::Instant::now(), datachan::thread_cpu_time());
-        let out = BufWriter::with_capacity(WRITE_BUFFER, Tail::new(Damage::new(CutAfter { s: &s, left: cut_at }, damage_at)));
+        let out = BufWriter::with_capacity(WRITE_BUFFER, Tail::new(fault::damaged(faults, &dir2, fault::cut(faults, &dir2, &s))));
         let tail = write_image(&cfg2, &meta, &dir2, out, format)?;
         // The destination reads to the end of the stream: tell it where that is.
         s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
@@ -219,72 +222,6 @@ async fn send_over_tcp(
     }
 }
 
-/// Where the source's image faults strike, when `fault` is set: at half the size of the CRIU
-/// files (inside the pages when stored uncompressed; nowhere when compression made the image
-/// smaller than that). `damage-image` flips the byte there (either channel), `cut-data` cuts
-/// the data connection there (`--data-channel tcp`).
-fn fault_at(fault: &str, dir: &Path) -> Option<u64> {
-    super::dest::fault(fault).then(|| crate::checkpoint::dir_size(dir) / 2)
-}
-
-/// A writer that flips the byte at offset `at` (the `damage-image` fault).
-struct Damage<W> {
-    inner: W,
-    at: Option<u64>,
-    offset: u64,
-}
-
-impl<W> Damage<W> {
-    fn new(inner: W, at: Option<u64>) -> Self {
-        Damage { inner, at, offset: 0 }
-    }
-}
-
-impl<W: Write> Write for Damage<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = match self.at {
-            Some(at) if (self.offset..self.offset + buf.len() as u64).contains(&at) => {
-                let mut copy = buf.to_vec();
-                copy[(at - self.offset) as usize] ^= 0x10;
-                self.at = None;
-                self.inner.write_all(&copy)?;
-                buf.len()
-            }
-            _ => self.inner.write(buf)?,
-        };
-        self.offset += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// The data socket, shut down after `left` bytes (the `cut-data` fault).
-struct CutAfter<'a> {
-    s: &'a TcpStream,
-    left: Option<u64>,
-}
-
-impl Write for CutAfter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Some(left) = &mut self.left {
-            if *left < buf.len() as u64 {
-                let mut s = self.s;
-                s.write_all(&buf[..*left as usize])?;
-                let _ = s.shutdown(Shutdown::Both);
-                return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "data connection cut on purpose (FERRY_TEST_FAULT=cut-data)"));
-            }
-            *left -= buf.len() as u64;
-        }
-        let mut s = self.s;
-        s.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 // --- the destination's side ------------------------------------------------------------------
 
 /// A fresh `<work>/images`, where the received image is extracted.
@@ -294,25 +231,6 @@ fn fresh_images_dir(work: &Path) -> Result<PathBuf> {
     ferry_runtime::util::private_dir(work)?;
     let dir = ferry_runtime::util::private_temp_dir(work, "images")?;
     Ok(dir.keep())
-}
-
-/// The data socket of a destination that exits after `left` bytes (the `die-mid-image` fault).
-struct DieAfter<R> {
-    inner: R,
-    left: Option<u64>,
-}
-
-impl<R: std::io::Read> std::io::Read for DieAfter<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(left) = &mut self.left {
-            *left = left.saturating_sub(n as u64);
-            if *left == 0 {
-                std::process::exit(137);
-            }
-        }
-        Ok(n)
-    }
 }
 
 /// `ImageBegin` arrived on the control connection: extract the image into `<work>/images`
@@ -371,8 +289,8 @@ impl Drop for IncomingImage {
 
 /// `DataChannelOpen` arrived: listen, answer with the address and a fresh token, and start
 /// waiting for the image (extracted into `<work>/images` as it streams in).
-pub async fn open_data_channel(conn: &Connection, req: &Envelope, open: &DataChannelOpen, work: &Path) -> Result<IncomingImage> {
-    let res = listen(open, work);
+pub async fn open_data_channel(conn: &Connection, req: &Envelope, open: &DataChannelOpen, work: &Path, faults: Faults) -> Result<IncomingImage> {
+    let res = listen(open, work, faults);
     let (incoming, address, token) = match res {
         Ok(r) => r,
         Err(e) => {
@@ -380,13 +298,12 @@ pub async fn open_data_channel(conn: &Connection, req: &Envelope, open: &DataCha
             return Err(e);
         }
     };
-    // FERRY_TEST_FAULT=refuse-data here: the source is sent where nothing listens.
-    let address = if super::dest::fault("refuse-data") { SocketAddr::new(address.ip(), 1) } else { address };
+    let address = fault::data_address(faults, address);
     conn.reply(req.id, Body::DataChannelReady(DataChannelReady { address: address.to_string(), token: token.as_bytes().to_vec() })).await?;
     Ok(incoming)
 }
 
-fn listen(open: &DataChannelOpen, work: &Path) -> Result<(IncomingImage, SocketAddr, Token)> {
+fn listen(open: &DataChannelOpen, work: &Path, faults: Faults) -> Result<(IncomingImage, SocketAddr, Token)> {
     let ct = open.ctid.clone();
     let ports = match (u16::try_from(open.port_first), u16::try_from(open.port_last)) {
         (Ok(first), Ok(last)) if first <= last => PortRange { first, last },
@@ -402,7 +319,7 @@ fn listen(open: &DataChannelOpen, work: &Path) -> Result<(IncomingImage, SocketA
     let (tx, outcome) = tokio::sync::oneshot::channel();
     let (cancel2, socket2, dir2, token2) = (cancel.clone(), socket.clone(), dir.clone(), token.clone());
     let thread = std::thread::spawn(move || {
-        let res = accept_and_extract(listener, &token2, &cancel2, &socket2, &dir2);
+        let res = accept_and_extract(listener, &token2, &cancel2, &socket2, &dir2, faults);
         let _ = tx.send(res);
     });
     tracing::info!("{ct}: waiting for the image on {address}");
@@ -415,6 +332,7 @@ fn accept_and_extract(
     cancel: &AtomicBool,
     socket: &Mutex<Option<TcpStream>>,
     dir: &Path,
+    faults: Faults,
 ) -> std::result::Result<(u64, [u8; 32]), String> {
     let s = datachan::accept_authenticated(&listener, token, ACCEPT_WITHIN, cancel).map_err(|e| e.to_string())?;
     drop(listener); // exactly one connection
@@ -424,9 +342,7 @@ fn accept_and_extract(
     }
     s.set_read_timeout(Some(DATA_TIMEOUT)).map_err(|e| e.to_string())?;
     let (t0, cpu0) = (std::time::Instant::now(), datachan::thread_cpu_time());
-    // FERRY_TEST_FAULT=die-mid-image here: this process dies 16 MiB into the image, as if killed.
-    let die_after = super::dest::fault("die-mid-image").then_some(16 << 20);
-    let mut input = Tail::new(DieAfter { inner: s, left: die_after });
+    let mut input = Tail::new(fault::dying(faults, s));
     ferry_dump_format::extract_to_dir(&mut input, dir).map_err(|e| e.to_string())?;
     // Whatever follows the image counts too: both ends must have seen the same stream.
     std::io::copy(&mut input, &mut std::io::sink()).map_err(|e| format!("reading to the end: {e}"))?;

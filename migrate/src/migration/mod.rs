@@ -4,6 +4,7 @@
 
 pub mod converge;
 pub mod dest;
+pub mod fault;
 pub mod hostops;
 pub mod image_stream;
 pub mod journal;

@@ -5,6 +5,7 @@
 //! before the freeze it was never touched; after the dump it is restored here from the dump.
 
 use super::converge::{next_step, ConvergePolicy, Next, PassChange};
+use super::fault::{self, Fault, Faults};
 use super::hostops;
 use super::journal::{Journal, Stage};
 use super::preflight;
@@ -82,6 +83,8 @@ struct Run<'a> {
     baseline: Option<Baseline>,
     /// What each file sent holds, across the passes: a file that only grew goes as its tail.
     copies: SentCopies,
+    /// Faults injected on purpose (tests only; see `fault`).
+    faults: Faults,
 }
 
 impl Run<'_> {
@@ -125,6 +128,7 @@ pub async fn migrate(host: &Host, lock: &ContainerLock, opts: &MigrateOptions) -
         work: work.clone(),
         baseline: None,
         copies: SentCopies::default(),
+        faults: Faults::from_env(),
     };
     let res = drive(&mut run, online, running, t0).await;
     let _ = std::fs::remove_dir_all(&work);
@@ -358,7 +362,7 @@ async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir
     }
     run.stage("image transfer");
     let t = Instant::now();
-    let sent = super::image_stream::send_image(conn, image_dir, &run.dest_cfg, run.opts.compress, &run.opts.data_channel).await?;
+    let sent = super::image_stream::send_image(conn, image_dir, &run.dest_cfg, run.opts.compress, &run.opts.data_channel, run.faults).await?;
     run.report.image_bytes = sent.image_bytes;
     run.report.image_wire_bytes = sent.wire_bytes;
     run.report.image_transfer_ms = ms(t.elapsed());
@@ -399,9 +403,7 @@ async fn commit_and_finish(run: &mut Run<'_>, conn: &Connection) -> Result<()> {
         remove_area: run.opts.remove_area,
     }
     .write(run.host, &ct)?;
-    if super::dest::fault("die-after-commit") {
-        std::process::exit(137);
-    }
+    fault::die_if(run.faults, Fault::DieAfterCommit);
     let _ = conn.request_timeout(Body::Done(Done { ctid: dest_ct }), REPLY_TIMEOUT).await;
     let _ = conn.close().await;
 
