@@ -196,7 +196,7 @@ fn migrate_report(host: &Host, a: &MigrateArgs, ct: &str, dest: &str) -> Result<
     let cfg = ferry_runtime::container::load_config(host, &ct)?;
     opts.dest_config = a.new.config(&cfg)?;
     if let Some(d) = &opts.dest_config {
-        let live = !a.offline && ferry_migrate::migration::hostops::is_running(host, &ct);
+        let live = !a.offline && ferry_runtime::container::status(host, &ct).is_ok_and(|(s, _)| s == ferry_runtime::container::Status::Running);
         if live && cfg.net.ipadd.is_empty() && !d.net.ipadd.is_empty() {
             super::exit::usage!(
                 "container {ct}: migrate: its processes have no venet interface to take --ipadd; migrate without it, then `ferry set {} --ipadd IP` there",
@@ -384,10 +384,11 @@ pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<Strin
     if j.pid != std::process::id() && std::path::Path::new(&format!("/proc/{}", j.pid)).exists() {
         return Ok(None); // still running (it would hold the lock anyway)
     }
+    let ops = ferry_migrate::migration::hostops::RuntimeOps::shared();
     // Whatever the stage: its addresses are reachable here again (a restore below sets the
     // container's own route).
     if let Ok(cfg) = ferry_runtime::container::load_config(host, ct) {
-        ferry_migrate::migration::hostops::let_traffic_through(&cfg);
+        ops.let_traffic_through(&cfg);
     }
     use journal::Stage::*;
     let restore_from_dump = || -> Result<String> {
@@ -397,7 +398,7 @@ pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<Strin
         if let Some(m) = ferry_runtime::container::CheckpointMeta::load(&dir)?.filter(|m| m.ctid != ct.as_str()) {
             m.retarget(&cfg)?.save(&dir)?;
         }
-        ferry_migrate::migration::hostops::restore_from_dir(host, lock, &cfg, &dir)
+        ops.restore(host, lock, &cfg, &dir)
             .with_context(|| format!("a migration of {ct} was interrupted after its dump; restoring it here from {} failed", dir.display()))?;
         journal::Journal::remove(host, ct);
         let _ = std::fs::remove_dir_all(&dir);
@@ -406,7 +407,7 @@ pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<Strin
     let msg = match j.stage {
         Syncing | Frozen => {
             let thawed = ferry_runtime::container::thaw_if_frozen(host, lock)?;
-            let running = ferry_migrate::migration::hostops::is_running(host, ct);
+            let running = ops.is_running(host, ct);
             let dumped = j.image_dir.as_ref().is_some_and(|d| d.join("inventory.img").exists());
             if thawed {
                 journal::Journal::remove(host, ct);
@@ -434,7 +435,7 @@ pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<Strin
             // The container is the destination's now: it must never start here again. Finish
             // the cleanup the interrupted migration owed.
             let cfg = ferry_runtime::container::load_config(host, ct)?;
-            ferry_migrate::migration::hostops::remove_source(host, lock, &cfg, j.remove_area).with_context(|| {
+            ops.remove_source(host, lock, &cfg, j.remove_area).with_context(|| {
                 format!("a migration of {ct} to {} completed, but removing it here failed; remove it with `ferry destroy {ct}`", j.destination)
             })?;
             journal::Journal::remove(host, ct);

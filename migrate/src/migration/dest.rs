@@ -7,7 +7,7 @@
 //! are kept when the source asked for `--keep-dst`).
 
 use super::fault::{self, Fault, Faults};
-use super::hostops;
+use super::hostops::{HostOps, RuntimeOps};
 use super::preflight;
 use crate::error::{Error, Result};
 use ferry_runtime::lock::ContainerLock;
@@ -16,18 +16,16 @@ use ferry_transfer::proto::messages::*;
 use ferry_transfer::proto::{Connection, Envelope};
 use ferry_transfer::sync::{receive_pass, ReceiveOptions};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Spacing of the announcements after the commit (4 over the first second).
 const ANNOUNCE_SPACING: Duration = Duration::from_millis(250);
 
-/// `<data>/migrating/<CTID>.toml`: the config of a container being received.
-pub fn staging_config(host: &Host, ct: &Ctid) -> PathBuf {
-    host.data_dir.join("migrating").join(format!("{ct}.toml"))
-}
+pub use super::hostops::staging_config;
 
-#[derive(Default)]
 struct Incoming {
+    ops: Arc<dyn HostOps>,
     ctid: Option<Ctid>,
     lock: Option<ContainerLock>,
     cfg: Option<ContainerConfig>,
@@ -50,10 +48,38 @@ struct Incoming {
     faults: Faults,
 }
 
+impl Incoming {
+    fn new(ops: Arc<dyn HostOps>) -> Incoming {
+        let faults = ops.faults();
+        Incoming {
+            ops,
+            ctid: None,
+            lock: None,
+            cfg: None,
+            area: None,
+            work: None,
+            image_dir: None,
+            restored: false,
+            committed: false,
+            keep_files: false,
+            resuming: false,
+            failed: None,
+            announcer: None,
+            incoming_image: None,
+            faults,
+        }
+    }
+}
+
 /// Serve one migration on `conn`. Returns when the container is committed here, or after an
 /// abort; an error means the migration failed (everything made here was removed).
 pub async fn serve(host: &Host, conn: &Connection) -> Result<()> {
-    let mut st = Incoming { faults: Faults::from_env(), ..Default::default() };
+    serve_with(host, conn, RuntimeOps::shared()).await
+}
+
+/// [`serve`] with the host operations given.
+pub async fn serve_with(host: &Host, conn: &Connection, ops: Arc<dyn HostOps>) -> Result<()> {
+    let mut st = Incoming::new(ops);
     let res = serve_inner(host, conn, &mut st).await;
     // Its thread stops writing into the work dir before that goes.
     drop(st.incoming_image.take());
@@ -130,20 +156,20 @@ async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Resul
                 // The commit point: the container runs here; from now on it is ours.
                 commit(host, st)?;
                 if let (Some(cfg), true) = (&st.cfg, st.restored) {
-                    if let Err(e) = hostops::announce(host, cfg, 1, Duration::ZERO) {
+                    if let Err(e) = st.ops.announce(host, cfg) {
                         tracing::warn!("announcing the addresses of {}: {e}", cfg.ctid);
                     }
                     // Three more over the first second, while the source cleans up and goes:
                     // this process stays until they are out. Each first checks that the
                     // container still runs here (it may already be migrating on).
-                    let (h, c) = (host.clone(), cfg.clone());
+                    let (h, c, ops) = (host.clone(), cfg.clone(), st.ops.clone());
                     st.announcer = Some(std::thread::spawn(move || {
                         for n in 2..=4 {
                             std::thread::sleep(ANNOUNCE_SPACING);
-                            if !hostops::is_running(&h, &c.ctid) || !h.config_path(&c.ctid).exists() {
+                            if !ops.is_running(&h, &c.ctid) || !h.config_path(&c.ctid).exists() {
                                 return;
                             }
-                            match hostops::announce(&h, &c, 1, Duration::ZERO) {
+                            match ops.announce(&h, &c) {
                                 Ok(()) => tracing::debug!("announced the addresses of {} ({n} of 4)", c.ctid),
                                 Err(e) => tracing::warn!("announcing the addresses of {}: {e}", c.ctid),
                             }
@@ -187,7 +213,7 @@ fn handle_preflight(host: &Host, st: &mut Incoming, p: &Preflight) -> Result<Vec
     let work = host.run_ct_dir(&ct).join("incoming");
     ferry_runtime::util::private_dir(&work)?;
     let resuming = staging_config(host, &ct).exists();
-    let facts = preflight::gather(host, &cfg, &p.cpuinfo, p.online, &work);
+    let facts = st.ops.preflight_facts(host, &cfg, &p.cpuinfo, p.online, &work);
     let problems = preflight::problems(&cfg, &facts, p.needed_disk_bytes, p.online, resuming);
     st.ctid = Some(ct);
     st.lock = Some(lock);
@@ -220,7 +246,7 @@ fn handle_config(host: &Host, st: &mut Incoming, c: &ConfigMsg) -> Result<()> {
         )));
     }
     // This host decides its own storage backend; the limits stay the container's.
-    let area = hostops::prepare_receive_area(host, &mut cfg)?;
+    let area = st.ops.prepare_receive_area(host, &mut cfg)?;
     let staging = staging_config(host, &ct);
     cfg.save(&staging)?;
     st.keep_files = false;
@@ -244,9 +270,9 @@ fn restore_here(host: &Host, st: &mut Incoming, from_image: bool) -> Result<i32>
     };
     let pid = if from_image {
         let dir = st.image_dir.clone().ok_or_else(|| Error::protocol("Restore without an image"))?;
-        hostops::restore_unannounced(host, lock, &cfg, &dir)?
+        st.ops.restore_unannounced(host, lock, &cfg, &dir)?
     } else {
-        hostops::start(host, lock, &cfg)?
+        st.ops.start(host, lock, &cfg)?
     };
     st.restored = true;
     Ok(pid)
@@ -254,12 +280,7 @@ fn restore_here(host: &Host, st: &mut Incoming, from_image: bool) -> Result<i32>
 
 fn commit(host: &Host, st: &mut Incoming) -> Result<()> {
     let ct = st.ctid.clone().ok_or_else(|| Error::protocol("Announce before Preflight"))?;
-    let staging = staging_config(host, &ct);
-    let conf = host.config_path(&ct);
-    if let Some(dir) = conf.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    }
-    std::fs::rename(&staging, &conf).map_err(|e| Error::io("install config", &conf, e))?;
+    st.ops.install_config(host, &ct)?;
     st.committed = true;
     if let Some(w) = st.work.take() {
         let _ = std::fs::remove_dir_all(w);
@@ -276,12 +297,12 @@ fn undo(host: &Host, st: &mut Incoming) {
     }
     if let Some(cfg) = &st.cfg {
         if st.restored {
-            if let Err(e) = hostops::kill_and_teardown(host, st.lock.as_ref().expect("lock held"), cfg) {
+            if let Err(e) = st.ops.kill_and_teardown(host, st.lock.as_ref().expect("lock held"), cfg) {
                 tracing::warn!("removing the restored {ct}: {e}");
             }
         }
         if !st.keep_files {
-            if let Err(e) = hostops::remove_area(host, cfg) {
+            if let Err(e) = st.ops.remove_area(host, cfg) {
                 tracing::warn!("removing the received files of {ct}: {e}");
             }
             let _ = std::fs::remove_file(staging_config(host, &ct));
@@ -304,6 +325,11 @@ const CLEANUP_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
 /// migration whose receiver may have died: removes a half-received container (never one that
 /// was committed here).
 pub fn cleanup_stale(host: &Host, ct: &Ctid, keep_files: bool) -> Result<bool> {
+    cleanup_stale_with(host, ct, keep_files, RuntimeOps::shared())
+}
+
+/// [`cleanup_stale`] with the host operations given.
+pub fn cleanup_stale_with(host: &Host, ct: &Ctid, keep_files: bool, ops: Arc<dyn HostOps>) -> Result<bool> {
     let staging = staging_config(host, ct);
     if !staging.exists() || host.config_path(ct).exists() {
         return Ok(false);
@@ -332,7 +358,7 @@ pub fn cleanup_stale(host: &Host, ct: &Ctid, keep_files: bool) -> Result<bool> {
         restored: true,
         keep_files,
         work: Some(host.run_ct_dir(ct).join("incoming")),
-        ..Default::default()
+        ..Incoming::new(ops)
     };
     undo(host, &mut st);
     Ok(true)

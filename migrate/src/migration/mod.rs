@@ -8,6 +8,7 @@ pub mod fault;
 pub mod hostops;
 pub mod image_stream;
 pub mod journal;
+pub mod link;
 pub mod preflight;
 pub mod report;
 pub mod source;
