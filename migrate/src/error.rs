@@ -44,6 +44,23 @@ pub enum Error {
     #[error("{msg}")]
     NeedsAction { ctid: String, msg: String },
 
+    /// The host's container configs could not be listed.
+    #[error("list containers in {}", dir.display())]
+    ListContainers {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Putting an interrupted migration right failed: what was tried, and why.
+    #[error("{what}")]
+    Recovery {
+        ctid: String,
+        what: String,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// A failure with what the destination printed on its way out.
     #[error("{cause}\nthe destination said: {said}")]
     DestinationSaid { cause: Box<Error>, said: String },
@@ -59,6 +76,7 @@ impl Error {
             Error::RolledBack { .. } => ErrorClass::MigrationFailed,
             Error::NeedsAction { .. } => ErrorClass::MigrationNeedsAction,
             Error::DestinationSaid { cause, .. } => cause.class(),
+            Error::Recovery { source, .. } => source.class(),
             _ => ErrorClass::Failed,
         }
     }
@@ -88,4 +106,16 @@ impl Error {
     pub fn protocol(msg: impl Into<String>) -> Self {
         Error::Transfer(ferry_transfer::Error::Protocol(msg.into()))
     }
+}
+
+/// An error and its causes on one line, each after a colon (as the command line prints them).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ferry_migrate::migration::report::MigrationReport;
 use ferry_migrate::migration::source::{migrate, MigrateOptions};
-use ferry_migrate::migration::{dest, image_stream, journal};
+use ferry_migrate::migration::{dest, image_stream};
 use ferry_runtime::exit::ErrorClass;
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::Host;
@@ -191,7 +191,7 @@ fn migrate_one(host: &Host, a: &MigrateArgs, ct: &str, dest: &str) -> Result<u8>
 fn migrate_report(host: &Host, a: &MigrateArgs, ct: &str, dest: &str) -> Result<MigrationReport> {
     let ct = super::ctid(host, ct)?;
     let lock = ContainerLock::acquire(host, &ct, "migrate")?;
-    super::checkpoint::thaw_stale(host, &lock);
+    super::notices::warn(ferry_migrate::stale::thaw_stale(host, &lock));
     let mut opts = MigrateOptions::new(target(dest, &a.ssh_opts, &a.remote_ferry));
     let cfg = ferry_runtime::container::load_config(host, &ct)?;
     opts.dest_config = a.new.config(&cfg)?;
@@ -366,81 +366,4 @@ pub fn sync_receive(dir: PathBuf) -> Result<u8> {
         Ok(())
     })?;
     Ok(0)
-}
-
-/// For commands that only look (status, list): when a migration journal says a migration of
-/// `ct` was interrupted, put it right first (a migration still running holds the lock and is
-/// left alone), so they report the container as it really is.
-pub fn recover_if_interrupted(host: &Host, ct: &ferry_runtime::Ctid) {
-    if matches!(journal::Journal::read(host, ct), Ok(Some(_))) {
-        super::checkpoint::thaw_stale_unlocked(host, ct);
-    }
-}
-
-/// What a crashed migration left in the journal, put right (see `super::recover`).
-pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<String>> {
-    let ct = lock.ctid();
-    let Some(j) = journal::Journal::read(host, ct)? else { return Ok(None) };
-    if j.pid != std::process::id() && std::path::Path::new(&format!("/proc/{}", j.pid)).exists() {
-        return Ok(None); // still running (it would hold the lock anyway)
-    }
-    let ops = ferry_migrate::migration::hostops::RuntimeOps::shared();
-    // Whatever the stage: its addresses are reachable here again (a restore below sets the
-    // container's own route).
-    if let Ok(cfg) = ferry_runtime::container::load_config(host, ct) {
-        ops.let_traffic_through(&cfg);
-    }
-    use journal::Stage::*;
-    let restore_from_dump = || -> Result<String> {
-        let dir = j.image_dir.clone().unwrap_or_default();
-        let cfg = ferry_runtime::container::load_config(host, ct)?;
-        // A migration under a new CTID had made the dump the destination's: make it ours again.
-        if let Some(m) = ferry_runtime::container::CheckpointMeta::load(&dir)?.filter(|m| m.ctid != ct.as_str()) {
-            m.retarget(&cfg)?.save(&dir)?;
-        }
-        ops.restore(host, lock, &cfg, &dir)
-            .with_context(|| format!("a migration of {ct} was interrupted after its dump; restoring it here from {} failed", dir.display()))?;
-        journal::Journal::remove(host, ct);
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(format!("a migration of {ct} to {} was interrupted after the dump; the container was restored here", j.destination))
-    };
-    let msg = match j.stage {
-        Syncing | Frozen => {
-            let thawed = ferry_runtime::container::thaw_if_frozen(host, lock)?;
-            let running = ops.is_running(host, ct);
-            let dumped = j.image_dir.as_ref().is_some_and(|d| d.join("inventory.img").exists());
-            if thawed {
-                journal::Journal::remove(host, ct);
-                format!("a migration of {ct} to {} was interrupted while the container was frozen; it has been thawed and runs here", j.destination)
-            } else if j.stage == Frozen && !running && dumped {
-                // Died while CRIU finished the dump: the processes are gone, the dump is whole.
-                restore_from_dump()?
-            } else if j.stage == Frozen && !running {
-                journal::Journal::remove(host, ct);
-                format!(
-                    "a migration of {ct} to {} was interrupted during its dump, which did not complete; the container is not \
-                     running here: start it with `ferry start {ct}` (its files are intact)",
-                    j.destination
-                )
-            } else {
-                journal::Journal::remove(host, ct);
-                if let Some(d) = &j.image_dir {
-                    let _ = std::fs::remove_dir_all(d);
-                }
-                format!("a migration of {ct} to {} was interrupted before the freeze; the container was not touched", j.destination)
-            }
-        }
-        Dumped => restore_from_dump()?,
-        Committed => {
-            // The container is the destination's now: it must never start here again. Finish
-            // the cleanup the interrupted migration owed.
-            let cfg = ferry_runtime::container::load_config(host, ct)?;
-            ops.remove_source(host, lock, &cfg, j.remove_area).with_context(|| {
-                format!("a migration of {ct} to {} completed, but removing it here failed; remove it with `ferry destroy {ct}`", j.destination)
-            })?;
-            journal::Journal::remove(host, ct);
-            format!("a migration of {ct} to {} completed but was interrupted before cleaning up here; it has now been removed here", j.destination)
-        }
-    };
-    Ok(Some(msg))
 }

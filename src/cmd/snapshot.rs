@@ -81,7 +81,7 @@ pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
             let ct = super::ctid(h, &ctid)?;
             let cfg = container::load_config(h, &ct)?;
             let lock = ContainerLock::acquire(h, &ct, "snapshot")?;
-            super::checkpoint::thaw_stale(h, &lock);
+            super::notices::warn(ferry_migrate::stale::thaw_stale(h, &lock));
             let m = snap::create(h, &lock, &cfg, &snap::CreateOpts { name, stateless, ..Default::default() })?;
             println!(
                 "container {ct}: snapshot {} taken ({}{}, files {}, total {} ms)",
@@ -145,7 +145,7 @@ pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
             let ct = super::ctid(h, &ctid)?;
             let cfg = container::load_config(h, &ct)?;
             let lock = ContainerLock::acquire(h, &ct, "snapshot restore")?;
-            super::checkpoint::thaw_stale(h, &lock);
+            super::notices::warn(ferry_migrate::stale::thaw_stale(h, &lock));
             let r = snap::restore(h, &lock, &cfg, &id)?;
             println!(
                 "container {ct}: {} snapshot {} (pid {}) in {} ms",

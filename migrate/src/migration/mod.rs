@@ -10,5 +10,6 @@ pub mod image_stream;
 pub mod journal;
 pub mod link;
 pub mod preflight;
+pub mod recovery;
 pub mod report;
 pub mod source;
