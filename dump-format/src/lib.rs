@@ -19,6 +19,7 @@ mod manifest;
 mod reader;
 mod tree;
 mod upgrade;
+mod utc;
 mod wire;
 mod writer;
 
@@ -29,6 +30,7 @@ pub use manifest::{IfAddress, Manifest, Process, SectionEntry, SectionTable, Sum
 pub use reader::{read_all, verify, Image, Reader, SectionInfo, SectionPayload, VerifyReport};
 pub use tree::{validate_tree_path, EntryType, TreeEntry, TreeReader, TreeWriter, Xattr, MAX_TREE_ENTRY_LEN};
 pub use upgrade::{upgrade_path_for, UpgradeFn};
+pub use utc::UtcTime;
 pub use writer::{SectionWriter, Writer, WriterOptions, MAX_LEVEL};
 
 /// The eight bytes every ferry image starts with.

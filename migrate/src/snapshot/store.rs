@@ -66,6 +66,58 @@ pub struct Usage {
     pub shared: u64,
 }
 
+/// What `snapshot list` shows of a container's store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listing {
+    pub snapshots: Vec<Listed>,
+    /// The last failure of a scheduled snapshot, if the last one failed.
+    pub last_error: Option<LastError>,
+}
+
+/// One snapshot in a [`Listing`]: what its meta says and what it takes on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listed {
+    pub id: String,
+    pub name: Option<String>,
+    pub created: i64,
+    pub stateful: bool,
+    pub auto: bool,
+    pub files_bytes: u64,
+    pub state_bytes: u64,
+    /// Blocks of its own.
+    pub size: u64,
+    /// Blocks it shares with other snapshots.
+    pub shared: u64,
+    pub btrfs: bool,
+    pub frozen_ms: u64,
+    pub total_ms: u64,
+}
+
+/// The container's snapshots, oldest first, with their disk use.
+pub fn listing(host: &Host, ct: &Ctid) -> Listing {
+    let snapshots = list(host, ct)
+        .into_iter()
+        .map(|m| {
+            let u = usage(&snap_dir(host, ct, &m.id));
+            Listed {
+                id: m.id,
+                name: m.name,
+                created: m.created,
+                stateful: m.stateful,
+                auto: m.auto,
+                files_bytes: m.files_bytes,
+                state_bytes: m.state_bytes,
+                size: u.unique,
+                shared: u.shared,
+                btrfs: m.btrfs,
+                frozen_ms: m.frozen_ms,
+                total_ms: m.total_ms,
+            }
+        })
+        .collect();
+    Listing { snapshots, last_error: last_error(host, ct) }
+}
+
 pub fn store_dir(host: &Host, ct: &Ctid) -> PathBuf {
     host.snapshot_dir(ct)
 }
