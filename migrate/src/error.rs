@@ -31,6 +31,61 @@ pub enum Error {
     #[error("{0}")]
     Migration(String),
 
+    /// A system call failed.
+    #[error("{op}: {source}")]
+    Sys {
+        op: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+
+    /// A task of the pipeline ended without its result.
+    #[error("{what}: {source}")]
+    Task {
+        what: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+
+    /// Writing the image into its channel failed.
+    #[error("writing the image of {ctid}: {source}")]
+    ImageWrite {
+        ctid: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// The data channel's socket failed at `what`.
+    #[error("{what}: {source}")]
+    Socket {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The image did not get across the data channel; with what the destination saw.
+    #[error("sending the image of {ctid} over the data channel to {addr} failed: {source}{}", said.as_ref().map(|s| format!("; the destination said: {s}")).unwrap_or_default())]
+    DataChannelSend {
+        ctid: String,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: Box<Error>,
+        said: Option<String>,
+    },
+
+    /// The destination could not listen for the image.
+    #[error("cannot listen for the image of {ctid} on {ip}: {source}")]
+    Listen {
+        ctid: String,
+        ip: std::net::IpAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A host tool failed.
+    #[error("{cmd} failed ({}){}", status.map_or("killed".to_string(), |c| format!("exit status {c}")), if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    Tool { cmd: String, status: Option<i32>, stderr: String },
+
     /// The destination refused the migration before anything changed.
     #[error("the destination refused {ctid}:\n  {}", problems.join("\n  "))]
     Preflight { ctid: String, problems: Vec<String> },
@@ -106,16 +161,40 @@ impl Error {
     pub fn protocol(msg: impl Into<String>) -> Self {
         Error::Transfer(ferry_transfer::Error::Protocol(msg.into()))
     }
+
+    /// The peer answered with `got` where the protocol has `expected`.
+    pub fn unexpected(expected: &'static str, got: &'static str) -> Self {
+        Error::Transfer(ferry_transfer::Error::UnexpectedReply { expected, got })
+    }
 }
 
-/// An error and its causes on one line, each after a colon (as the command line prints them).
+/// An error and its causes on one line, each after a colon (as the command line prints
+/// them). ferry's errors name their cause in their own message too (so that one line says
+/// all, wherever it is shown): a cause already said is not repeated.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         cause = c.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_says_each_cause_once() {
+        let io = || std::io::Error::from_raw_os_error(libc::ENOENT);
+        let e = Error::io("create", "/x", io());
+        assert_eq!(chain(&e), format!("create /x: {}", io()));
+        let r = Error::Recovery { ctid: "101".into(), what: "restoring 101 failed".into(), source: Box::new(e) };
+        assert_eq!(chain(&r), format!("restoring 101 failed: create /x: {}", io()));
+    }
 }

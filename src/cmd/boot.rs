@@ -75,11 +75,11 @@ fn show(e: Event) {
     match e {
         Event::Notice(n) => super::notices::warn([n]),
         Event::Started { ctid, how } => print_started(ctid, &how),
-        Event::StartFailed { ctid, what, error } => eprintln!("ferry: start --all: {what} of {ctid} failed: {:#}", anyhow::Error::from(error)),
+        Event::StartFailed { ctid, what, error } => eprintln!("ferry: start --all: {what} of {ctid} failed: {}", ferry_migrate::error::chain(&error)),
         Event::Stopped { ctid } => println!("container {ctid} stopped"),
         Event::Suspended { ctid, image } => println!("container {ctid} suspended to {}", image.display()),
         Event::CannotSuspend { ctid, error } => eprintln!("ferry: container {ctid}: cannot suspend it ({error}); stopping it instead"),
-        Event::StopFailed { ctid, error } => eprintln!("ferry: stop --all: {ctid} failed: {:#}", anyhow::Error::from(error)),
+        Event::StopFailed { ctid, error } => eprintln!("ferry: stop --all: {ctid} failed: {}", ferry_migrate::error::chain(&error)),
     }
 }
 

@@ -206,7 +206,7 @@ pub fn restore(h: &Host, a: RestoreArgs) -> Result<u8> {
 fn restore_from_export(h: &Host, lock: &ContainerLock, img: &Path, cold: bool, quiet: bool) -> Result<u8> {
     use ferry_migrate::snapshot as snap;
     let ct = lock.ctid();
-    let contents = snap::image_contents(img).map_err(|e| anyhow::anyhow!("container {ct}: restore: {e}"))?;
+    let contents = snap::image_contents(img).map_err(|e| anyhow::Error::new(e).context(format!("container {ct}: restore")))?;
     if contents.manifest.ctid != ct.as_str() {
         anyhow::bail!("container {ct}: restore: image {} holds container {}, not {ct}", img.display(), contents.manifest.ctid);
     }
@@ -272,7 +272,7 @@ fn restore_from_export(h: &Host, lock: &ContainerLock, img: &Path, cold: bool, q
 fn restore_clone(h: &Host, a: &RestoreArgs, img: &Path) -> Result<u8> {
     use ferry_migrate::snapshot as snap;
     let from = super::new_ctid(&a.ctid)?;
-    let contents = snap::image_contents(img).map_err(|e| anyhow::anyhow!("container {from}: restore: {e}"))?;
+    let contents = snap::image_contents(img).map_err(|e| anyhow::Error::new(e).context(format!("container {from}: restore")))?;
     let text = String::from_utf8_lossy(&contents.manifest.config_toml).into_owned();
     let orig = ferry_runtime::ContainerConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("container {from}: restore: the image's config: {e}"))?;
     let cfg = a.clone.config(&orig)?.expect("--new-id given");

@@ -119,7 +119,7 @@ pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
     for ct in &cts {
         let res = migrate_report(host, &a, ct, &dest).map_err(|e| {
             let class = e.downcast_ref::<ferry_migrate::Error>().map(|m| m.migration_class()).unwrap_or_else(|| super::exit::classify(&e));
-            (class, format!("{e:#}"))
+            (class, super::exit::message(&e))
         });
         let stop = matches!(res, Err((ErrorClass::MigrationNeedsAction, _)));
         if let Err((_, m)) = &res {

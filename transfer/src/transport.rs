@@ -83,7 +83,7 @@ impl Transport {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| Error::Transport(format!("cannot start {prog} ({description}): {e}")))?;
+            .map_err(|source| Error::Spawn { program: prog.clone(), description: description.to_string(), source })?;
         let stderr_text = Arc::new(Mutex::new(String::new()));
         if let Some(mut err) = child.stderr.take() {
             let sink = stderr_text.clone();
@@ -123,24 +123,20 @@ impl Transport {
                 // Give the child a moment to exit and its stderr to drain.
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait()).await;
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                let err = self.stderr();
-                if err.trim().is_empty() {
-                    Err(Error::Transport(format!("{}: {e}", self.description)))
-                } else {
-                    Err(Error::Transport(format!("{}: {e}; the other side said: {}", self.description, err.trim())))
-                }
+                let said = self.stderr().trim().to_string();
+                Err(Error::Connect { description: self.description.clone(), source: Box::new(e), said })
             }
         }
     }
 
     /// Wait for the child to exit (after the connection is closed).
     pub async fn wait(&mut self) -> Result<std::process::ExitStatus> {
-        self.child.wait().await.map_err(|e| Error::Transport(format!("{}: waiting for the child: {e}", self.description)))
+        self.child.wait().await.map_err(|source| Error::Child { description: self.description.clone(), what: "waiting for the child", source })
     }
 
     /// Kill the child (the peer sees its connection cut).
     pub async fn kill(&mut self) -> Result<()> {
-        self.child.kill().await.map_err(|e| Error::Transport(format!("{}: kill: {e}", self.description)))
+        self.child.kill().await.map_err(|source| Error::Child { description: self.description.clone(), what: "kill", source })
     }
 }
 
@@ -149,7 +145,7 @@ impl Transport {
 /// points to stderr — so that a stray print can never corrupt the stream.
 pub async fn accept_stdio(opts: ConnectionOptions) -> Result<Connection> {
     use std::os::unix::io::FromRawFd;
-    let sys = |what: &str, e: nix::Error| Error::Transport(format!("{what}: {e}"));
+    let sys = |what: &'static str, source: nix::Error| Error::Sys { what, source };
     let input = nix::unistd::dup(0).map_err(|e| sys("dup stdin", e))?;
     let output = nix::unistd::dup(1).map_err(|e| sys("dup stdout", e))?;
     nix::unistd::dup2(2, 1).map_err(|e| sys("redirect stdout to stderr", e))?;

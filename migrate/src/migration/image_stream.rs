@@ -147,21 +147,15 @@ async fn send_over_connection(
     let written = writer.join().map_err(|_| Error::Migration("the image writer panicked".into()))?;
     match (sent, written) {
         (Ok(n), Ok(())) => Ok(n),
-        (_, Err(e)) => Err(Error::Migration(format!("writing the image of {}: {e}", cfg.ctid))),
+        (_, Err(e)) => Err(Error::ImageWrite { ctid: cfg.ctid.to_string(), source: Box::new(e) }),
         (Err(e), Ok(())) => Err(e.into()),
     }
 }
 
 /// The image into `out`, flushed; returns `out`.
-fn write_image<W: Write>(
-    cfg: &ContainerConfig,
-    meta: &CheckpointMeta,
-    dir: &Path,
-    out: BufWriter<W>,
-    format: ImageFormat,
-) -> std::result::Result<W, String> {
-    let out = crate::checkpoint::write_image_to(cfg, meta, dir, out, Some(format.level), format.major, &mut |_| {}).map_err(|e| e.to_string())?;
-    out.into_inner().map_err(|e| e.error().to_string())
+fn write_image<W: Write>(cfg: &ContainerConfig, meta: &CheckpointMeta, dir: &Path, out: BufWriter<W>, format: ImageFormat) -> Result<W> {
+    let out = crate::checkpoint::write_image_to(cfg, meta, dir, out, Some(format.level), format.major, &mut |_| {})?;
+    out.into_inner().map_err(|e| Error::Socket { what: "flushing the image".into(), source: e.into_error() })
 }
 
 async fn send_over_tcp(
@@ -177,21 +171,21 @@ async fn send_over_tcp(
     let open = DataChannelOpen { ctid: ct.clone(), port_first: ports.first.into(), port_last: ports.last.into() };
     let ready = match conn.request_timeout(Body::DataChannelOpen(open), REPLY_TIMEOUT).await? {
         Body::DataChannelReady(r) => r,
-        other => return Err(Error::protocol(format!("expected DataChannelReady, got {}", other.name()))),
+        other => return Err(Error::unexpected("DataChannelReady", other.name())),
     };
     let addr: SocketAddr =
         ready.address.parse().map_err(|_| Error::protocol(format!("the destination offered {:?} as its data channel address", ready.address)))?;
     let token = Token::from_slice(&fault::token(faults, ready.token))
         .ok_or_else(|| Error::protocol("the destination's data channel token is not 32 bytes"))?;
     let (cfg2, dir2) = (cfg.clone(), dir.to_path_buf());
-    let writer = tokio::task::spawn_blocking(move || -> std::result::Result<(u64, [u8; 32]), String> {
-        let s = datachan::connect(addr, &token, DATA_TIMEOUT).map_err(|e| format!("connecting to {addr}: {e}"))?;
-        s.set_write_timeout(Some(DATA_TIMEOUT)).map_err(|e| e.to_string())?;
+    let writer = tokio::task::spawn_blocking(move || -> Result<(u64, [u8; 32])> {
+        let s = datachan::connect(addr, &token, DATA_TIMEOUT).map_err(|source| Error::Socket { what: format!("connecting to {addr}"), source })?;
+        s.set_write_timeout(Some(DATA_TIMEOUT)).map_err(|source| Error::Socket { what: "setting its write timeout".into(), source })?;
         let (t0, cpu0) = (std::time::Instant::now(), datachan::thread_cpu_time());
         let out = BufWriter::with_capacity(WRITE_BUFFER, Tail::new(fault::damaged(faults, &dir2, fault::cut(faults, &dir2, &s))));
         let tail = write_image(&cfg2, &meta, &dir2, out, format)?;
         // The destination reads to the end of the stream: tell it where that is.
-        s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+        s.shutdown(Shutdown::Write).map_err(|source| Error::Socket { what: "ending the image".into(), source })?;
         tracing::info!(
             "{}: image sent over tcp: {} bytes in {} ms, {} ms of it in socket writes; {} ms on a CPU",
             cfg2.ctid,
@@ -202,7 +196,7 @@ async fn send_over_tcp(
         );
         Ok((tail.bytes(), tail.last32()))
     });
-    let written = writer.await.map_err(|_| Error::Migration("the image writer panicked".into()))?;
+    let written = writer.await.map_err(|source| Error::Task { what: format!("writing the image of {ct}"), source })?;
     let (size, digest) = match &written {
         Ok((size, digest)) => (*size, digest.to_vec()),
         Err(_) => (0, Vec::new()),
@@ -213,12 +207,10 @@ async fn send_over_tcp(
     let confirmed = conn.request_timeout(Body::ImageEnd(ImageEnd { size, blake3: digest }), wait).await;
     match (written, confirmed) {
         (Ok(_), Ok(Body::Ok(_))) => Ok(Sent { image_bytes: size, wire_bytes: size + (datachan::MAGIC.len() + datachan::TOKEN_LEN) as u64 }),
-        (Ok(_), Ok(other)) => Err(Error::protocol(format!("expected Ok after ImageEnd, got {}", other.name()))),
+        (Ok(_), Ok(other)) => Err(Error::unexpected("Ok after ImageEnd", other.name())),
         (Ok(_), Err(e)) => Err(e.into()),
-        (Err(w), Err(ferry_transfer::Error::Remote(said))) => {
-            Err(Error::Migration(format!("sending the image of {ct} over the data channel to {addr} failed: {w}; the destination said: {said}")))
-        }
-        (Err(w), _) => Err(Error::Migration(format!("sending the image of {ct} over the data channel to {addr} failed: {w}"))),
+        (Err(w), Err(ferry_transfer::Error::Remote(said))) => Err(Error::DataChannelSend { ctid: ct, addr, source: Box::new(w), said: Some(said) }),
+        (Err(w), _) => Err(Error::DataChannelSend { ctid: ct, addr, source: Box::new(w), said: None }),
     }
 }
 
@@ -310,7 +302,7 @@ fn listen(open: &DataChannelOpen, work: &Path, faults: Faults) -> Result<(Incomi
         _ => return Err(Error::protocol(format!("bad data channel port range {}-{}", open.port_first, open.port_last))),
     };
     let ip = datachan::listen_address();
-    let listener = datachan::bind(ip, ports).map_err(|e| Error::Migration(format!("cannot listen for the image of {ct} on {ip}: {e}")))?;
+    let listener = datachan::bind(ip, ports).map_err(|source| Error::Listen { ctid: ct.clone(), ip, source })?;
     let address = listener.local_addr().map_err(|e| Error::io("listen for the image of", &ct, e))?;
     let token = Token::random().map_err(|e| Error::io("make a token for the image of", &ct, e))?;
     let dir = fresh_images_dir(work)?;

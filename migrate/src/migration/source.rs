@@ -174,7 +174,7 @@ async fn drive<L: Link>(run: &mut Run<'_, L>, online: bool, running: bool, t0: I
     };
     let connected = run.link.connect().await;
     // Also on failure: the work dir it writes into goes when this returns.
-    let local = local.await.map_err(|e| Error::Migration(format!("preflight of {ct} here: {e}")));
+    let local = local.await.map_err(|source| Error::Task { what: format!("preflight of {ct} here"), source });
     let conn = connected?;
     let (needed, cpuinfo, criu_version, mem_track) = local?;
     if online {
@@ -209,7 +209,7 @@ async fn drive<L: Link>(run: &mut Run<'_, L>, online: bool, running: bool, t0: I
             abort(&conn, "preflight failed", run.opts.keep_dst).await;
             return Err(Error::Preflight { ctid: run.dest_cfg.ctid.to_string(), problems: r.problems });
         }
-        other => return Err(Error::protocol(format!("expected PreflightResult, got {}", other.name()))),
+        other => return Err(Error::unexpected("PreflightResult", other.name())),
     }
     if run.opts.dry_run {
         abort(&conn, "dry run", true).await;
@@ -367,7 +367,7 @@ async fn after_dump<L: Link>(run: &mut Run<'_, L>, conn: &Connection, area: &Pat
     let t = Instant::now();
     match conn.request_timeout(Body::Restore(Restore { ctid: run.dest_cfg.ctid.to_string(), from_image: true }), RESTORE_TIMEOUT).await? {
         Body::Restored(_) => {}
-        other => return Err(Error::protocol(format!("expected Restored, got {}", other.name()))),
+        other => return Err(Error::unexpected("Restored", other.name())),
     }
     run.report.restore_ms = ms(t.elapsed());
     run.report.frozen_ms = ms(t_freeze.elapsed());
@@ -433,7 +433,7 @@ async fn offline_switch<L: Link>(run: &mut Run<'_, L>, conn: &Connection, area: 
             let t = Instant::now();
             match conn.request_timeout(Body::Restore(Restore { ctid: run.dest_cfg.ctid.to_string(), from_image: false }), RESTORE_TIMEOUT).await? {
                 Body::Restored(_) => {}
-                other => return Err(Error::protocol(format!("expected Restored, got {}", other.name()))),
+                other => return Err(Error::unexpected("Restored", other.name())),
             }
             run.report.restore_ms = ms(t.elapsed());
         }
@@ -467,7 +467,7 @@ fn pass_report(s: &PassStats) -> SyncPassReport {
 fn expect_ok(r: ferry_transfer::Result<Body>) -> Result<()> {
     match r? {
         Body::Ok(_) => Ok(()),
-        other => Err(Error::protocol(format!("expected Ok, got {}", other.name()))),
+        other => Err(Error::unexpected("Ok", other.name())),
     }
 }
 

@@ -103,7 +103,7 @@ where
     let hello = Hello { proto_major: ours.major, proto_minor: ours.minor, ferry_version: ours.ferry.clone(), features: features.to_vec() };
     write_msg(w, ours.major, ours.minor, &hello.encode_to_vec()).await?;
     let (major, minor, body) = read_msg(r, "handshake answer").await?;
-    let ack = HelloAck::decode(&body[..]).map_err(|e| Error::Handshake(format!("bad HelloAck: {e}")))?;
+    let ack = HelloAck::decode(&body[..]).map_err(|e| Error::BadHello { what: "HelloAck", source: e })?;
     if !ack.error.is_empty() {
         return Err(Error::Handshake(format!("the peer refused the connection: {}", ack.error)));
     }
@@ -120,7 +120,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let (major, minor, body) = read_msg(r, "handshake").await?;
-    let hello = Hello::decode(&body[..]).map_err(|e| Error::Handshake(format!("bad Hello: {e}")))?;
+    let hello = Hello::decode(&body[..]).map_err(|e| Error::BadHello { what: "Hello", source: e })?;
     let mut ack = HelloAck {
         proto_major: ours.major,
         proto_minor: ours.minor,

@@ -112,7 +112,7 @@ where
     stream.finish().await?;
     match conn.request(Body::ImageEnd(ImageEnd { size: total, blake3: hasher.finalize().to_vec() })).await? {
         Body::Ok(_) => Ok(total),
-        other => Err(Error::Protocol(format!("expected Ok after ImageEnd, got {}", other.name()))),
+        other => Err(Error::UnexpectedReply { expected: "Ok after ImageEnd", got: other.name() }),
     }
 }
 
@@ -152,7 +152,7 @@ where
     let consumed = consumer.await;
     let end = conn.recv().await?;
     let Some(Body::ImageEnd(ie)) = &end.body else {
-        return Err(Error::Protocol(format!("expected ImageEnd, got {}", end.body.as_ref().map(Body::name).unwrap_or("nothing"))));
+        return Err(Error::UnexpectedReply { expected: "ImageEnd", got: end.body.as_ref().map(Body::name).unwrap_or("nothing") });
     };
     // The consumer's error first: a write fails because it stopped reading.
     let problem = if let Err(e) = consumed {

@@ -64,7 +64,7 @@ async fn send_summary(
         scan_dest(&root2, ld.as_ref(), xattrs)
     })
     .await
-    .map_err(|e| Error::sync(root_path.display().to_string(), format!("scan task failed: {e}")));
+    .map_err(|source| Error::Task { what: format!("sync {}: scan task failed", root_path.display()), source });
     let summary = match summary.and_then(|r| r) {
         Ok(s) => s,
         Err(e) => {
@@ -75,7 +75,7 @@ async fn send_summary(
     // Summaries of big trees repeat most of each entry: compressed they cost a fraction.
     let mut plain = Vec::with_capacity(summary.len() * 48);
     for e in &summary {
-        e.encode_length_delimited(&mut plain).map_err(|e| Error::Protocol(format!("encoding summary: {e}")))?;
+        e.encode_length_delimited(&mut plain).map_err(|source| Error::Encode { what: "encoding summary", source })?;
     }
     let packed = zstd::bulk::compress(&plain, 3).map_err(|e| Error::io("compressing the summary of", root_path, e))?;
     let mut stream = conn.open_stream();
@@ -184,7 +184,7 @@ pub async fn receive_pass(conn: &Connection, begin: &Envelope, root: &Path, opts
         }
         let res = rx.handle(env.id, body).await;
         if let Err(e) = res {
-            if matches!(e, Error::PeerClosed(_) | Error::Timeout(_) | Error::Protocol(_)) {
+            if e.ends_connection() {
                 return Err(e);
             }
             rx.record(e);
@@ -212,7 +212,7 @@ struct Receiver<'a> {
 
 /// A sync error on `rel`: `what` failed with `e`.
 fn failed(rel: &[u8], what: &str, e: std::io::Error) -> Error {
-    Error::sync(display(rel), format!("{what}: {e}"))
+    Error::sync_io(display(rel), what, e)
 }
 
 impl Receiver<'_> {
@@ -232,7 +232,7 @@ impl Receiver<'_> {
         if let Some(d) = self.parents.get(dir) {
             return Ok((d.clone(), name));
         }
-        let d = if dir.is_empty() { self.root.clone() } else { Arc::new(self.root.dir_beneath(dir).map_err(|e| unreachable(rel, "refused", &e))?) };
+        let d = if dir.is_empty() { self.root.clone() } else { Arc::new(self.root.dir_beneath(dir).map_err(|e| unreachable(rel, "refused", e))?) };
         if self.parents.len() >= PARENT_CACHE {
             self.parents.clear();
         }
@@ -243,7 +243,7 @@ impl Receiver<'_> {
     /// `rel` itself, held by an O_PATH fd (a symlink there is the symlink).
     fn node(&self, rel: &[u8]) -> Result<Node> {
         fsops::check_rel(rel, false)?;
-        self.root.node_beneath(rel).map_err(|e| unreachable(rel, "refused", &e))
+        self.root.node_beneath(rel).map_err(|e| unreachable(rel, "refused", e))
     }
 
     fn temp(rel: &[u8]) -> Result<Vec<u8>> {
@@ -315,7 +315,7 @@ impl Receiver<'_> {
                 let Some(ld) = &self.link_dest else {
                     return Err(Error::sync(display(&e.path), "LinkFrom without a link-dest tree"));
                 };
-                let node = ld.node_beneath(&e.path).map_err(|err| unreachable(&e.path, "in the previous tree", &err))?;
+                let node = ld.node_beneath(&e.path).map_err(|err| unreachable(&e.path, "in the previous tree", err))?;
                 if node.kind() != Kind::Regular {
                     return Err(Error::sync(display(&e.path), format!("refused: in the previous tree it is {}", node.kind().describe())));
                 }
@@ -355,7 +355,7 @@ impl Receiver<'_> {
             }
             Err(err) => return Err(failed(&e.path, "reading", err)),
         }
-        let child = dir.child_dir(name).map_err(|err| unreachable(&e.path, "refused", &err))?;
+        let child = dir.child_dir(name).map_err(|err| unreachable(&e.path, "refused", err))?;
         meta::set_owner(Target::Dir(&child), e.uid, e.gid).map_err(|err| failed(&e.path, "chown", err))?;
         self.parents.insert(e.path.clone(), Arc::new(child));
         Ok(())
@@ -501,7 +501,7 @@ impl Receiver<'_> {
                                         failure = Some(failed(&entry.path, "writing", e));
                                     }
                                 }
-                                Err(e) => failure = Some(Error::sync(name.clone(), format!("applying the delta: {e}"))),
+                                Err(e) => failure = Some(Error::Delta { path: name.clone(), what: "applying the delta", source: Box::new(e) }),
                             }
                         }
                         Ok(None) => failure = Some(Error::sync(name.clone(), "the old copy is larger than a delta may be")),
@@ -694,7 +694,7 @@ impl Receiver<'_> {
             let res = self
                 .root
                 .dir_beneath(&e.path)
-                .map_err(|err| unreachable(&e.path, "setting directory metadata", &err))
+                .map_err(|err| unreachable(&e.path, "setting directory metadata", err))
                 .and_then(|d| apply_meta(Target::Dir(&d), &e, self.xattrs).map_err(|err| failed(&e.path, "setting metadata", err)));
             if let Err(err) = res {
                 self.record(err);

@@ -128,12 +128,12 @@ pub fn temp_name() -> io::Result<Vec<u8>> {
 }
 
 /// Why `rel` cannot be reached on this side, in words (for errors from the tree layer).
-pub fn unreachable(rel: &[u8], what: &str, e: &io::Error) -> Error {
+pub fn unreachable(rel: &[u8], what: &str, e: io::Error) -> Error {
     let why = match e.raw_os_error() {
-        Some(libc::ELOOP) => "a symlink is in the way (never followed)".to_string(),
-        Some(libc::ENOTDIR) => "a directory on the way is not a directory here (a symlink is never followed)".to_string(),
-        Some(libc::EXDEV) => "it lies beyond a mount point".to_string(),
-        _ => e.to_string(),
+        Some(libc::ELOOP) => "a symlink is in the way (never followed)",
+        Some(libc::ENOTDIR) => "a directory on the way is not a directory here (a symlink is never followed)",
+        Some(libc::EXDEV) => "it lies beyond a mount point",
+        _ => return Error::sync_io(display(rel), what, e),
     };
     Error::sync(display(rel), format!("{what}: {why}"))
 }

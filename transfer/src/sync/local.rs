@@ -33,7 +33,7 @@ pub async fn sync_local(src: &Path, dst: &Path, opts: &LocalSyncOptions) -> Resu
     let conn = Connection::client(a, ConnectionOptions::default()).await?;
     let result = sync_pass(&conn, src, &opts.sync).await;
     let _ = conn.close().await;
-    let served = server.await.map_err(|e| Error::Protocol(format!("receiver task failed: {e}")))?;
+    let served = server.await.map_err(|source| Error::Task { what: "protocol error: receiver task failed".into(), source })?;
     match (result, served) {
         (Ok(stats), Ok(_)) => Ok(stats),
         (Err(e), _) => Err(e),

@@ -81,14 +81,15 @@ pub fn scan_source(root: &Dir, xattrs: bool, previous: Option<&Previous<'_>>) ->
             Ok(entry) => out.push(SourceEntry { entry, stat: *w.stat, settled_ctime: if ctime < settled_before { ctime } else { 0 } }),
             Err(e) if vanished(&e) => {}
             Err(e) => {
-                failed = Some(Error::sync(fsops::display(w.rel), format!("reading: {e}")));
-                return Err(e);
+                let kind = e.kind();
+                failed = Some(Error::sync_io(fsops::display(w.rel), "reading", e));
+                return Err(io::Error::from(kind));
             }
         }
         Ok(())
     });
     if let Err(e) = walked {
-        return Err(failed.unwrap_or_else(|| Error::sync(".", format!("walking the tree: {e}"))));
+        return Err(failed.unwrap_or_else(|| Error::sync_io(".", "walking the tree", e)));
     }
     Ok(out)
 }
@@ -114,14 +115,15 @@ pub fn scan_dest(root: &Dir, link_dest: Option<&Dir>, xattrs: bool) -> Result<Ve
             Ok(e) => out.push(e),
             Err(e) if vanished(&e) => {}
             Err(e) => {
-                failed = Some(Error::sync(fsops::display(w.rel), format!("reading: {e}")));
-                return Err(e);
+                let kind = e.kind();
+                failed = Some(Error::sync_io(fsops::display(w.rel), "reading", e));
+                return Err(io::Error::from(kind));
             }
         }
         Ok(())
     });
     if let Err(e) = walked {
-        return Err(failed.unwrap_or_else(|| Error::sync(".", format!("walking the tree: {e}"))));
+        return Err(failed.unwrap_or_else(|| Error::sync_io(".", "walking the tree", e)));
     }
     if let Some(ld) = link_dest {
         let have: std::collections::HashSet<Vec<u8>> = out.iter().map(|e| e.path.clone()).collect();
@@ -135,7 +137,7 @@ pub fn scan_dest(root: &Dir, link_dest: Option<&Dir>, xattrs: bool) -> Result<Ve
             }
             Ok(())
         })
-        .map_err(|e| Error::sync(".", format!("walking the link-dest tree: {e}")))?;
+        .map_err(|e| Error::sync_io(".", "walking the link-dest tree", e))?;
         out.extend(extra);
     }
     Ok(out)

@@ -164,7 +164,7 @@ pub async fn sync_pass_from(
     let summary = fetch_summary(conn, opts, from_baseline).await;
     let (scanned, baseline) = match scan.await {
         Ok((scanned, baseline)) => (scanned, baseline),
-        Err(e) => (Err(Error::sync(src_dir.display().to_string(), format!("scan task failed: {e}"))), None),
+        Err(source) => (Err(Error::Task { what: format!("sync {}: scan task failed", src_dir.display()), source }), None),
     };
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "sync pass: both trees scanned");
     let (ack, summary) = summary?;
@@ -268,7 +268,7 @@ pub async fn sync_pass_from(
         .await?
     {
         Body::SyncEndAck(_) => {}
-        other => return Err(Error::Protocol(format!("expected SyncEndAck, got {}", other.name()))),
+        other => return Err(Error::UnexpectedReply { expected: "SyncEndAck", got: other.name() }),
     }
     if let (Some(c), true) = (copies, errors.is_empty()) {
         *c = copies_out;
@@ -305,7 +305,7 @@ async fn fetch_summary(conn: &Connection, opts: &SyncOptions, no_summary: bool) 
     let begin = SyncBegin { pass: opts.pass, ctid: opts.ctid.clone(), xattrs: opts.xattrs, no_summary, extent_records: true };
     let ack = match conn.request(Body::SyncBegin(begin)).await? {
         Body::SyncBeginAck(a) => a,
-        other => return Err(Error::Protocol(format!("expected SyncBeginAck, got {}", other.name()))),
+        other => return Err(Error::UnexpectedReply { expected: "SyncBeginAck", got: other.name() }),
     };
     if ack.summary_skipped {
         return Ok((ack, None));
@@ -336,7 +336,7 @@ async fn fetch_summary(conn: &Connection, opts: &SyncOptions, no_summary: bool) 
 
 /// zstd-decompress at most `limit` bytes; more is an error (never allocated).
 fn decompress_bounded(raw: &[u8], limit: usize) -> Result<Vec<u8>> {
-    let bad = |e: std::io::Error| Error::Protocol(format!("bad compressed manifest summary: {e}"));
+    let bad = |e: std::io::Error| Error::Corrupt { what: "bad compressed manifest summary".into(), source: Box::new(e) };
     let decoder = zstd::stream::read::Decoder::new(raw).map_err(bad)?;
     let mut out = Vec::with_capacity(limit.min(64 << 20));
     decoder.take(limit as u64 + 1).read_to_end(&mut out).map_err(bad)?;
@@ -361,7 +361,7 @@ fn decode_summary(mut raw: &[u8], announced: u64, limit: usize) -> Result<Vec<Fi
                 "the destination's summary holds more entries than the {announced} it announced (at most {limit} are taken); refused to decode the rest"
             )));
         }
-        let e = FileEntry::decode_length_delimited(&mut raw).map_err(|e| Error::Protocol(format!("bad manifest summary entry: {e}")))?;
+        let e = FileEntry::decode_length_delimited(&mut raw).map_err(|e| Error::decode("bad manifest summary entry", e))?;
         out.push(e);
     }
     Ok(out)
@@ -706,7 +706,7 @@ impl Sender<'_> {
     async fn send_delta(&mut self, idx: usize, s: &SourceEntry) -> Result<DeltaOutcome> {
         let reply = self.signature_reply(idx, s).await?;
         let Body::SignatureReply(sig) = reply else {
-            return Err(Error::Protocol(format!("expected SignatureReply, got {}", reply.name())));
+            return Err(Error::UnexpectedReply { expected: "SignatureReply", got: reply.name() });
         };
         if sig.signature.is_empty() {
             return Ok(DeltaOutcome::Whole);
@@ -732,9 +732,13 @@ impl Sender<'_> {
             }
         }
         let signature = fast_rsync::Signature::deserialize(sig.signature)
-            .map_err(|e| Error::Protocol(format!("{name}: bad rsync signature from the peer: {e}")))?;
+            .map_err(|e| Error::Corrupt { what: format!("{name}: bad rsync signature from the peer"), source: Box::new(e) })?;
         let mut delta = Vec::new();
-        fast_rsync::diff(&signature.index(), &data, &mut delta).map_err(|e| Error::sync(name.clone(), format!("computing the delta: {e}")))?;
+        fast_rsync::diff(&signature.index(), &data, &mut delta).map_err(|e| Error::Delta {
+            path: name.clone(),
+            what: "computing the delta",
+            source: Box::new(e),
+        })?;
         let digest = blake3::hash(&data);
         self.put_delta(s, data.len() as u64, delta, digest).await
     }

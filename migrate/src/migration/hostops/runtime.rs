@@ -162,10 +162,10 @@ impl<N: NetOps> HostOps for RuntimeOps<N> {
         if cfg.storage.kind == StorageKind::Image && storage::is_mounted(&host.root_dir(&cfg.ctid)) {
             storage::unmount_root(host, cfg)?;
         }
-        let (rd, wr) = nix::unistd::pipe().map_err(|e| Error::Migration(format!("pipe: {e}")))?;
+        let (rd, wr) = nix::unistd::pipe().map_err(|source| Error::Sys { op: "pipe", source })?;
         // SAFETY: the child only calls the runtime's start (which needs no lock another thread
         // could hold beyond malloc's, which glibc resets across fork) and then _exit()s.
-        match unsafe { nix::unistd::fork() }.map_err(|e| Error::Migration(format!("fork: {e}")))? {
+        match unsafe { nix::unistd::fork() }.map_err(|source| Error::Sys { op: "fork", source })? {
             nix::unistd::ForkResult::Child => {
                 drop(rd);
                 let msg = match container::start(host, lock, cfg) {
