@@ -6,8 +6,8 @@
 //! not compiled at all, and [`Faults::from_env`] is always empty.
 //!
 //! The unit tests (`cfg(test)`) set faults through the fake host operations instead of the
-//! environment; faults that end the process (`die-*`, `hang-before-restore`) act only in a
-//! build with the feature (the unit tests play them through the fake and the connection).
+//! environment; the faults that end the process (`die-*`) act only in a build with the feature
+//! (the unit tests end the receiver's task instead).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -95,6 +95,8 @@ mod injection {
         Faults(v.split(',').filter_map(|w| NAMES.iter().find(|(_, n)| *n == w)).fold(0, |m, (f, _)| m | bit(*f)))
     }
 
+    // The unit tests' die_if panics instead of exiting, and names no fault.
+    #[cfg_attr(test, allow(dead_code))]
     pub fn name(f: Fault) -> &'static str {
         NAMES.iter().find(|(g, _)| *g == f).map(|(_, n)| *n).unwrap_or("?")
     }
@@ -111,14 +113,20 @@ mod injection {
     }
 }
 
-/// End this process now, as if killed (the `die-*` faults); without the feature, nothing.
+/// End this process now, as if killed (the `die-*` faults); without the feature, nothing. In
+/// the unit tests the side that dies panics instead: their harness runs each side in a task
+/// of its own and takes a panicked one for a killed process (nothing of it is undone).
 pub fn die_if(faults: Faults, f: Fault) {
-    #[cfg(feature = "fault-injection")]
+    #[cfg(test)]
+    if faults.has(f) {
+        panic!("dying on purpose ({f:?}), as a killed process would");
+    }
+    #[cfg(all(feature = "fault-injection", not(test)))]
     if faults.has(f) {
         tracing::warn!("exiting on purpose ({}={})", "FERRY_TEST_FAULT", injection::name(f));
         std::process::exit(137);
     }
-    #[cfg(not(feature = "fault-injection"))]
+    #[cfg(not(any(test, feature = "fault-injection")))]
     let _ = (faults, f);
 }
 
@@ -135,7 +143,7 @@ pub fn restore_fault(faults: Faults) -> Option<crate::Error> {
 /// `hang-before-restore`: the destination never answers the restore; it serves nothing more
 /// until the connection ends (and then cleans up).
 pub async fn hang_if(faults: Faults, conn: &ferry_transfer::proto::Connection) -> ferry_transfer::Result<()> {
-    #[cfg(feature = "fault-injection")]
+    #[cfg(any(test, feature = "fault-injection"))]
     if faults.has(Fault::HangBeforeRestore) {
         loop {
             conn.recv().await?;

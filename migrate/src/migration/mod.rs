@@ -13,3 +13,8 @@ pub mod preflight;
 pub mod recovery;
 pub mod report;
 pub mod source;
+
+#[cfg(test)]
+mod rollback_tests;
+#[cfg(test)]
+mod testkit;

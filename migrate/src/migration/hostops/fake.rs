@@ -103,8 +103,10 @@ impl Recording {
 /// images with bytes in them.
 pub fn write_dump(dir: &Path, cfg: &ContainerConfig) {
     std::fs::create_dir_all(dir).unwrap();
+    // Through serde, so that fields a newer runtime adds (with defaults) need nothing here.
+    let summary = serde_json::to_value(ferry_runtime::container::CheckpointSummary::default()).expect("a summary");
     let meta: CheckpointMeta = serde_json::from_value(serde_json::json!({
-        "ctid": cfg.ctid.to_string(), "veths": [], "ext_unix_sk": false, "criu_version": "4.2.1", "summary": {}
+        "ctid": cfg.ctid.to_string(), "veths": [], "ext_unix_sk": false, "criu_version": "4.2.1", "summary": summary
     }))
     .expect("a checkpoint record");
     meta.save(dir).unwrap();
