@@ -29,6 +29,8 @@ features=(--features fault-injection)
 
 echo "== format"
 cargo fmt --all --check >/dev/null || { echo "scripts/test.sh: cargo fmt --all --check finds unformatted code; run cargo fmt --all" >&2; exit 1; }
+echo "== import loops between files"
+scripts/check-imports.sh
 echo "== no fault switch in a build without the feature (as release builds, the package, the demo and the benchmarks are)"
 cargo build --locked -p ferry --bin ferry 2>&1 | tail -n 1
 scripts/check-fault-switch.sh absent target/debug/ferry

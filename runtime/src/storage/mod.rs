@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 pub mod backends;
 pub mod btrfs;
 pub mod image;
+pub mod probe;
 
 fn exists_error(ct: &Ctid, p: &Path) -> Error {
     Error::Exists { ctid: ct.to_string(), op: "create", msg: format!("private area {} already exists; remove it or pick another CTID", p.display()) }
