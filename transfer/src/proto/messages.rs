@@ -1,5 +1,6 @@
 //! The control messages, as hand-written prost structs (no protoc on the build hosts). Field
 //! tags are the wire contract: never reuse or renumber one; add new fields with new tags.
+//! `proto::golden` pins the encoded bytes of every message (a changed tag fails its test).
 //! docs/migration-protocol.md describes when each message is sent.
 
 /// Every control frame carries one envelope. `id` numbers the sender's messages (from 1);

@@ -24,6 +24,9 @@ pub const MAX_CONTROL_FRAME: usize = 16 << 20;
 pub const FERRY_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[cfg(test)]
+mod golden;
+
+#[cfg(test)]
 mod tests {
     /// The pipeline shares one connection between tasks (behind an Arc).
     #[test]
