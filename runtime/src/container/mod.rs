@@ -9,6 +9,7 @@ mod create;
 mod exec;
 pub mod restore;
 mod set;
+pub mod set_plan;
 mod start;
 mod stop;
 
