@@ -3,7 +3,7 @@
 
 use crate::error::{Error, IoContext, Result};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Write `data` to `path` atomically: a temp file in the same directory, fsync, rename, fsync
@@ -12,19 +12,40 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).ctx("create directory", dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    replace_file(path, &dir.join(format!(".{name}.tmp.{}", std::process::id())), data, None).map_err(|(what, p, e)| Error::io(what, p, e))
+}
+
+/// The one temp-file-then-rename writer ([`write_atomic`] on the host, [`write_replace`] in a
+/// container's root): `tmp` (a stale one unlinked) created exclusively without following a
+/// link, with `mode` when given (else the umask's), written, fsynced, renamed over `path`
+/// (a symlink there is replaced, never followed), then the directory fsynced so that the
+/// rename outlives a crash. On failure `tmp` is removed; the error names the step and file.
+fn replace_file(path: &Path, tmp: &Path, data: &[u8], mode: Option<u32>) -> std::result::Result<(), (&'static str, PathBuf, std::io::Error)> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let _ = std::fs::remove_file(tmp);
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp).ctx("create", &tmp)?;
-        f.write_all(data).ctx("write", &tmp)?;
-        f.sync_all().ctx("fsync", &tmp)?;
-        std::fs::rename(&tmp, path).ctx("rename into place", path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode.unwrap_or(0o666))
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(tmp)
+            .map_err(|e| ("create", tmp.to_path_buf(), e))?;
+        f.write_all(data).map_err(|e| ("write", tmp.to_path_buf(), e))?;
+        if let Some(mode) = mode {
+            // The umask may have cut the mode.
+            f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| ("chmod", tmp.to_path_buf(), e))?;
+        }
+        f.sync_all().map_err(|e| ("fsync", tmp.to_path_buf(), e))?;
+        std::fs::rename(tmp, path).map_err(|e| ("rename into place", path.to_path_buf(), e))?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(())
     })();
     if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
     }
     res
 }
@@ -79,31 +100,11 @@ pub fn private_temp_dir(dir: &Path, prefix: &str) -> Result<tempfile::TempDir> {
 }
 
 /// Replace the file `path` of the current root (a process inside a container's namespaces or
-/// chroot) with `text`: a fresh temp file (never a link: a stale one is unlinked, then created
-/// exclusively without following), fsync, rename over `path`. A symlink at `path` is replaced,
-/// never followed.
+/// chroot) with `text` ([`replace_file`] through `path.ferry-tmp`). A symlink at `path` is
+/// replaced, never followed.
 pub fn write_replace(path: &str, text: &str, mode: u32) -> std::result::Result<(), String> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = format!("{path}.ferry-tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(|e| format!("create {tmp}: {e}"))?;
-        f.write_all(text.as_bytes()).map_err(|e| format!("write {tmp}: {e}"))?;
-        // The umask may have cut the mode.
-        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| format!("chmod {tmp}: {e}"))?;
-        f.sync_all().map_err(|e| format!("fsync {tmp}: {e}"))?;
-        std::fs::rename(&tmp, path).map_err(|e| format!("rename {tmp} to {path}: {e}"))
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    replace_file(Path::new(path), Path::new(&tmp), text.as_bytes(), Some(mode)).map_err(|(what, p, e)| format!("{what} {}: {e}", p.display()))
 }
 
 /// Read the file `path` of the current root without following a symlink there (a link reads

@@ -148,7 +148,18 @@ pub async fn migrate_with<L: Link>(
         copies: SentCopies::default(),
         faults,
     };
-    let res = drive(&mut run, online, running, t0).await;
+    // A stopped image-backed container's root is mounted for the sync, and unmounted when the
+    // migration is over.
+    let res = match run.ops.files_dir(host, &run.cfg) {
+        Ok((area, mounted)) => {
+            let res = drive(&mut run, online, running, area, t0).await;
+            if mounted {
+                run.ops.unmount_files(host, &run.cfg);
+            }
+            res
+        }
+        Err(e) => Err(e),
+    };
     let _ = std::fs::remove_dir_all(&work);
     res.map(|()| {
         run.report.total_ms = ms(t0.elapsed());
@@ -156,12 +167,11 @@ pub async fn migrate_with<L: Link>(
     })
 }
 
-async fn drive<L: Link>(run: &mut Run<'_, L>, online: bool, running: bool, t0: Instant) -> Result<()> {
+async fn drive<L: Link>(run: &mut Run<'_, L>, online: bool, running: bool, area: PathBuf, t0: Instant) -> Result<()> {
     let ct = run.cfg.ctid.clone();
     run.stage("connecting");
     // What the preflight tells about this side (CRIU runs, the tree is walked) is gathered
     // while ssh connects.
-    let area = hostops::files_dir(run.host, &run.cfg, running);
     let local = {
         let (area, work, shared, ops) = (area.clone(), run.work.clone(), run.opts.shared_storage, run.ops.clone());
         tokio::task::spawn_blocking(move || {

@@ -22,7 +22,7 @@ use ferry_runtime::{ContainerConfig, Ctid, Host};
 use ferry_transfer::sync::{sync_local_blocking, LocalSyncOptions};
 use ferry_transfer::sync::{ReceiveOptions, SyncOptions};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 pub use store::{SnapshotMeta, Usage};
 
@@ -54,23 +54,6 @@ pub struct CreateOpts {
     pub auto: bool,
     /// Creation time (unix secs); None = now. `run-due` passes its clock.
     pub created: Option<i64>,
-}
-
-/// Where a container's files are read and written: the private area, or the mounted root for
-/// the image backend. Returns the dir and whether we mounted it (to unmount after).
-fn files_dir(host: &Host, cfg: &ContainerConfig) -> std::result::Result<(PathBuf, bool), Cause> {
-    match cfg.storage.kind {
-        StorageKind::Dir | StorageKind::Btrfs => Ok((host.private_dir(&cfg.ctid), false)),
-        StorageKind::Image => {
-            let root = host.root_dir(&cfg.ctid);
-            if storage::is_mounted(&root) {
-                Ok((root, false))
-            } else {
-                storage::mount_root(host, cfg)?;
-                Ok((root, true))
-            }
-        }
-    }
 }
 
 fn sync_into(src: &Path, dst: &Path, link_dest: Option<&Path>, pass: u32, ct: &Ctid) -> std::result::Result<(), Cause> {
@@ -136,7 +119,7 @@ fn build(
     let use_btrfs = cfg.storage.kind == StorageKind::Btrfs;
     let prev_files = previous.map(|p| store::snap_dir(host, ct, &p.id).join(store::FILES_DIR)).filter(|p| p.is_dir() && !btrfs::is_subvolume(p));
 
-    let (src, mounted) = files_dir(host, cfg).map_err(|e| err(ct, "create", e))?;
+    let (src, mounted) = storage::files_dir(host, cfg).map_err(|e| err(ct, "create", Cause::from(e)))?;
     let unmount = |m: bool| {
         if m {
             let _ = storage::unmount_root(host, cfg);
@@ -299,7 +282,7 @@ fn switch_files(host: &Host, cfg: &ContainerConfig, files: &Path) -> std::result
         }
         return std::fs::rename(&fresh, &private).map_err(|e| Cause::Os(e).context(format!("rename {} to {}", fresh.display(), private.display())));
     }
-    let (dst, mounted) = files_dir(host, cfg)?;
+    let (dst, mounted) = storage::files_dir(host, cfg)?;
     let r = sync_into(files, &dst, None, 1, ct);
     if mounted || cfg.storage.kind == StorageKind::Image {
         storage::unmount_root(host, cfg)?;

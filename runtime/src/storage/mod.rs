@@ -75,6 +75,24 @@ pub fn prepare(host: &Host, cfg: &ContainerConfig, template: &Path) -> Result<()
     }
 }
 
+/// Where the container's files are for the host to read or write them (a snapshot, a
+/// migration's sync): the private area, or for the image backend its root, mounted here when
+/// it was not (then the second value is true: unmount with [`unmount_root`] when done).
+pub fn files_dir(host: &Host, cfg: &ContainerConfig) -> Result<(PathBuf, bool)> {
+    match cfg.storage.kind {
+        StorageKind::Dir | StorageKind::Btrfs => Ok((host.private_dir(&cfg.ctid), false)),
+        StorageKind::Image => {
+            let root = host.root_dir(&cfg.ctid);
+            if is_mounted(&root) {
+                Ok((root, false))
+            } else {
+                mount_root(host, cfg)?;
+                Ok((root, true))
+            }
+        }
+    }
+}
+
 /// Whether something is mounted exactly at `p` (per /proc/self/mountinfo).
 pub fn is_mounted(p: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };

@@ -120,6 +120,13 @@ impl HostOps for Recording {
         self.running(ct)
     }
 
+    /// The private area (the fake's containers are plain directories).
+    fn files_dir(&self, host: &Host, cfg: &ContainerConfig) -> Result<(PathBuf, bool)> {
+        Ok((host.private_dir(&cfg.ctid), false))
+    }
+
+    fn unmount_files(&self, _: &Host, _: &ContainerConfig) {}
+
     fn criu_version(&self) -> Option<String> {
         Some("4.2.1".into())
     }

@@ -18,7 +18,6 @@ pub use runtime::{NetOps, RuntimeNet, RuntimeOps};
 use super::fault::Faults;
 use super::preflight::DestFacts;
 use crate::error::Result;
-use ferry_runtime::config::StorageKind;
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{ContainerConfig, Ctid, Host};
 use std::path::{Path, PathBuf};
@@ -40,6 +39,12 @@ pub trait HostOps: Send + Sync {
     fn preflight_facts(&self, host: &Host, cfg: &ContainerConfig, cpuinfo: &[u8], online: bool, work: &Path) -> DestFacts;
 
     // --- the source
+    /// Where the container's files are (what the sync reads): `ferry_runtime::storage::files_dir`,
+    /// which mounts a stopped image-backed container's root (then true: unmount with
+    /// [`HostOps::unmount_files`]).
+    fn files_dir(&self, host: &Host, cfg: &ContainerConfig) -> Result<(PathBuf, bool)>;
+    /// Unmount what [`HostOps::files_dir`] mounted.
+    fn unmount_files(&self, host: &Host, cfg: &ContainerConfig);
     /// Right before the freeze: hold back new connections to the container here and give its
     /// services up to `limit` to accept what already waits in their backlogs (CRIU could only
     /// drop those). Returns how many still wait.
@@ -89,15 +94,6 @@ pub trait HostOps: Send + Sync {
     /// feature `fault-injection`.
     fn faults(&self) -> Faults {
         Faults::from_env()
-    }
-}
-
-/// The directory that holds the container's files on this host (what the sync reads or fills).
-pub fn files_dir(host: &Host, cfg: &ContainerConfig, running: bool) -> PathBuf {
-    match cfg.storage.kind {
-        // The image's files are visible only where it is mounted.
-        StorageKind::Image if running => host.root_dir(&cfg.ctid),
-        _ => host.private_dir(&cfg.ctid),
     }
 }
 

@@ -93,6 +93,16 @@ impl<N: NetOps> HostOps for RuntimeOps<N> {
         matches!(container::status(host, ct), Ok((Status::Running, _)))
     }
 
+    fn files_dir(&self, host: &Host, cfg: &ContainerConfig) -> Result<(PathBuf, bool)> {
+        Ok(storage::files_dir(host, cfg)?)
+    }
+
+    fn unmount_files(&self, host: &Host, cfg: &ContainerConfig) {
+        if let Err(e) = storage::unmount_root(host, cfg) {
+            tracing::warn!("container {}: unmounting its files: {e}", cfg.ctid);
+        }
+    }
+
     fn criu_version(&self) -> Option<String> {
         let criu = ferry_runtime::checkpoint::Criu::new().ok()?;
         criu.version().ok().map(|v| v.to_string())
