@@ -447,7 +447,7 @@ pub fn resume(host: &Host, lock: &ContainerLock, progress: &mut dyn FnMut(Progre
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_runtime::container::{restore::ProcInfo, CheckpointMeta};
+    use ferry_runtime::container::{summary::ProcInfo, CheckpointMeta};
     use ferry_runtime::Ctid;
 
     fn info(dir: &Path) -> CheckpointInfo {

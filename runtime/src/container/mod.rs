@@ -12,16 +12,17 @@ mod set;
 pub mod set_plan;
 mod start;
 mod stop;
+pub mod summary;
 
 pub use create::{check_hostname, check_resources, create, destroy, CreateOptions};
 pub use exec::{enter, enter_with, exec, exec_detached, exec_failure_code, run_in_container};
 pub use restore::{
-    checkpoint_to_dir, checkpoint_to_dir_frozen, restore_from_dir, thaw_if_frozen, CheckpointInfo, CheckpointMeta, CheckpointOpts, CheckpointSummary,
-    RestoreInfo,
+    checkpoint_to_dir, checkpoint_to_dir_frozen, restore_from_dir, thaw_if_frozen, CheckpointInfo, CheckpointMeta, CheckpointOpts, RestoreInfo,
 };
 pub use set::{set_diskspace_stopped, set_dns, set_hostname_live, set_ips_live, set_resources_live, set_userpasswd, update_passwd_files};
 pub use start::{configure_cgroup, limit_context, prepare_cgroup, start, CONSOLE_LOG};
 pub use stop::{halt_signal, mount, stop, stop_timeout, stop_with, teardown, umount, Shutdown, DEFAULT_STOP_TIMEOUT};
+pub use summary::CheckpointSummary;
 
 use crate::cgroups::CgroupStats;
 use crate::config::ContainerConfig;
