@@ -195,7 +195,7 @@ pub fn usage(host: &Host, cfg: &ContainerConfig, st: &State) -> Result<Usage> {
         memory: s.memory_bytes,
         swap: s.swap_bytes,
         numproc: s.numproc,
-        numfiles: crate::cgroups::limits::open_files(&pids),
+        numfiles: crate::cgroups::nofile::open_files(&pids),
         disk_used: disk.map(|d| d.used),
         disk_limit: disk.and_then(|d| d.limit),
         io_read: s.io_read_bytes,
