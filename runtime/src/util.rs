@@ -1,7 +1,7 @@
 //! Small helpers shared by the runtime: atomic file writes, directories and files closed to
 //! other host users, running host tools.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, ToolError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -125,10 +125,9 @@ pub fn read_nofollow(path: &str) -> std::io::Result<Option<String>> {
 
 /// Run a host tool, returning its stdout; a failure carries the command line and its stderr.
 pub fn run(cmd: &mut Command) -> Result<String> {
-    let out =
-        cmd.output().map_err(|e| Error::Config(format!("cannot run {:?}: {e} (is it installed? run scripts/install-deps.sh)", cmd.get_program())))?;
+    let out = cmd.output().map_err(|source| not_run(cmd, source))?;
     if !out.status.success() {
-        return Err(Error::Config(format!("{} failed ({}): {}", describe(cmd), out.status, String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(failed(cmd, &out, None));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -138,29 +137,27 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<String> {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Config(format!("cannot run {:?}: {e} (is it installed? run scripts/install-deps.sh)", cmd.get_program())))?;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|source| not_run(cmd, source))?;
     // Batch inputs are small (well below a pipe's buffer), so writing before reading the
     // output cannot deadlock.
     let wrote = child.stdin.take().map(|mut stdin| stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().map_err(|e| Error::Config(format!("{}: {e}", describe(cmd))))?;
+    let out = child.wait_with_output().map_err(|source| ToolError::Wait { cmd: describe(cmd), source })?;
     if !out.status.success() {
-        return Err(Error::Config(format!(
-            "{} failed ({}): {}\ninput was:\n{}",
-            describe(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            input.trim_end()
-        )));
+        return Err(failed(cmd, &out, Some(input)));
     }
-    if let Some(Err(e)) = wrote {
-        return Err(Error::Config(format!("{}: writing its input: {e}", describe(cmd))));
+    if let Some(Err(source)) = wrote {
+        return Err(ToolError::Input { cmd: describe(cmd), source }.into());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn not_run(cmd: &Command, source: std::io::Error) -> Error {
+    ToolError::NotRun { program: format!("{:?}", cmd.get_program()), source }.into()
+}
+
+fn failed(cmd: &Command, out: &std::process::Output, input: Option<&str>) -> Error {
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    ToolError::Failed { cmd: describe(cmd), status: out.status, stderr, input: input.map(|i| i.trim_end().to_string()) }.into()
 }
 
 pub fn describe(cmd: &Command) -> String {
@@ -175,6 +172,26 @@ pub fn describe(cmd: &Command) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_tool_is_typed_and_keeps_what_it_said() {
+        let e = run(Command::new("sh").args(["-c", "echo oops >&2; exit 3"])).unwrap_err();
+        match &e {
+            Error::Tool(ToolError::Failed { cmd, status, stderr, input: None }) => {
+                assert_eq!((cmd.as_str(), status.code(), stderr.as_str()), ("sh -c echo oops >&2; exit 3", Some(3), "oops"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(e.to_string(), "sh -c echo oops >&2; exit 3 failed (exit status: 3): oops");
+        let e = run_with_input(Command::new("sh").args(["-c", "cat >/dev/null; exit 1"]), "a\nb\n").unwrap_err();
+        assert!(e.to_string().ends_with("failed (exit status: 1): \ninput was:\na\nb"), "{e}");
+        let e = run(&mut Command::new("/nonexistent/ferry-tool")).unwrap_err();
+        assert!(matches!(&e, Error::Tool(ToolError::NotRun { .. })), "{e:?}");
+        let cause = std::error::Error::source(&e).expect("the spawn error is kept");
+        assert_eq!(cause.downcast_ref::<std::io::Error>().map(|io| io.kind()), Some(std::io::ErrorKind::NotFound));
+        assert!(e.to_string().starts_with("cannot run \"/nonexistent/ferry-tool\": "), "{e}");
+        assert_eq!(e.class(), crate::exit::ErrorClass::Failed);
+    }
 
     #[test]
     fn private_dirs_and_files() {
