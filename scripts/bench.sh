@@ -35,6 +35,8 @@ if [[ ${#need[@]} -gt 0 ]]; then
   apt-get -y -q -o Acquire::Check-Valid-Until=false update >/dev/null
   apt-get -y -q install --no-install-recommends "${need[@]}" >/dev/null
 fi
+# What is measured as "this checkout": HEAD, and whether the tree had changes, when it was built.
+CUR_DESC="$(git rev-parse --short HEAD)$([[ -n $(git status --porcelain --untracked-files=no) ]] && echo ', with changes')"
 cargo build --release --locked -p ferry -p ferry-dump-format --examples --bins 2>&1 | tail -n 1
 FERRY=$ROOT/target/release/ferry
 BASE_PATH=$PATH
@@ -193,7 +195,7 @@ fi
 if [[ -n $BASELINE ]]; then
   mkdir -p target
   {
-    echo "# ferry benchmarks: this checkout ($(git rev-parse --short HEAD)$([[ -n $(git status --porcelain --untracked-files=no) ]] && echo ', with changes')) against $BASELINE ($(git rev-parse --short "$BASE_REV"))"
+    echo "# ferry benchmarks: this checkout ($CUR_DESC) against $BASELINE ($(git rev-parse --short "$BASE_REV"))"
     echo
     echo "\`scripts/bench.sh$([[ $QUICK -eq 1 ]] && echo ' --quick') --baseline $BASELINE\` on $(date -u +%Y-%m-%d), sections: $SECTIONS."
     echo "Each figure's median with this checkout over its median with the baseline, both measured in"
