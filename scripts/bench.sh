@@ -1,15 +1,32 @@
 #!/usr/bin/env bash
 # ferry's benchmarks, each figure next to its peer measured in the same run, written to
-# docs/BENCHMARKS.md. Usage: sudo scripts/bench.sh [--quick]
+# docs/BENCHMARKS.md. Usage: sudo scripts/bench.sh [--quick] [--baseline REV]
 #   --quick   fewer repetitions and smaller data (under 3 minutes); the full run stays under 20.
+#   --baseline REV   also builds REV (e.g. the previous main) in a temporary worktree and runs
+#             every section with it and with this checkout, one after the other in the same
+#             run; prints each figure's ratio checkout/baseline (figures beyond
+#             BENCH_TOLERANCE, default 1.1, marked) and writes them to target/bench-baseline.md
+#             instead of docs/BENCHMARKS.md. REV's build goes to a target dir removed at the
+#             end, or to BENCH_BASELINE_TARGET_DIR, kept for the next run.
 #   BENCH_SECTIONS="checkpoint migration" runs only those sections (see the list at the end).
 # Peers: crun and runc (Debian 12), the bare criu CLI, tar|zstd, rsync over ssh, iperf3.
 # Everything runs on simulated hosts (network namespaces, 198.18.0.0/15) and is removed at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-QUICK=0; [[ ${1:-} == --quick ]] && QUICK=1
+QUICK=0; BASELINE=
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --quick) QUICK=1 ;;
+    --baseline) BASELINE=${2:?bench: --baseline needs a revision}; shift ;;
+    *) echo "bench: unknown argument $1 (usage: scripts/bench.sh [--quick] [--baseline REV])" >&2; exit 2 ;;
+  esac
+  shift
+done
 [[ $(id -u) -eq 0 ]] || { echo "bench: run as root" >&2; exit 1; }
+if [[ -n $BASELINE ]]; then
+  BASE_REV=$(git rev-parse --verify --quiet "$BASELINE^{commit}") || { echo "bench: --baseline $BASELINE: no such commit here" >&2; exit 2; }
+fi
 
 scripts/install-deps.sh
 need=(); for p in runc crun iperf3 rsync gcc libc6-dev; do
@@ -18,9 +35,27 @@ if [[ ${#need[@]} -gt 0 ]]; then
   apt-get -y -q -o Acquire::Check-Valid-Until=false update >/dev/null
   apt-get -y -q install --no-install-recommends "${need[@]}" >/dev/null
 fi
+# What is measured as "this checkout": HEAD, and whether the tree had changes, when it was built.
+CUR_DESC="$(git rev-parse --short HEAD)$([[ -n $(git status --porcelain --untracked-files=no) ]] && echo ', with changes')"
 cargo build --release --locked -p ferry -p ferry-dump-format --examples --bins 2>&1 | tail -n 1
 FERRY=$ROOT/target/release/ferry
+BASE_PATH=$PATH
 export PATH=$ROOT/target/release:$ROOT/target/release/examples:$PATH
+if [[ -n $BASELINE ]]; then
+  # The baseline in a worktree of its own (detached, removed at exit) and a target dir of
+  # its own: the checkout's build stays as it is.
+  BASE_WT=$(mktemp -d /tmp/ferry-bench-baseline.XXXX)
+  BASE_TARGET=${BENCH_BASELINE_TARGET_DIR:-$BASE_WT/target}
+  git worktree add --detach --quiet "$BASE_WT/src" "$BASE_REV"
+  echo "bench: building the baseline $BASELINE ($(git rev-parse --short "$BASE_REV")) in $BASE_WT/src"
+  (cd "$BASE_WT/src" && cargo build --release --locked --target-dir "$BASE_TARGET" -p ferry -p ferry-dump-format --examples --bins 2>&1 | tail -n 1)
+  BASE_FERRY=$BASE_TARGET/release/ferry
+fi
+remove_baseline() {
+  [[ -n ${BASE_WT:-} ]] || return 0
+  git -C "$ROOT" worktree remove --force "$BASE_WT/src" 2>/dev/null
+  rm -rf "$BASE_WT"
+}
 
 if [[ $QUICK -eq 1 ]]; then N=5; NCT=20; SYNC_MB=40; SYNC_FILES=2000; SYNC_RUNS=2; MEM_MB=64; else N=10; NCT=100; SYNC_MB=200; SYNC_FILES=10000; SYNC_RUNS=5; MEM_MB=256; fi
 
@@ -82,6 +117,7 @@ cleanup() {
   bench_rm_cgroup ferry-bench
   [[ -s ${OUT:-} ]] && cp "$OUT" /tmp/ferry-bench-last.md   # kept for a look after a failed run
   rm -rf "$W"
+  remove_baseline
 }
 trap cleanup EXIT
 trap "exit 130" INT TERM
@@ -132,14 +168,45 @@ PY
 . scripts/bench/migration.sh
 . scripts/bench/filesync.sh
 FAILED=()
-for sec in ${BENCH_SECTIONS:-start_stop userns memory_per_ct checkpoint big_memory image_format migration file_sync}; do
+# run_section SEC LABEL: one section, timed; a failure is noted, the run goes on.
+run_section() {
+  local t0 rc
   t0=$(now)
-  set +e; ( set -e; "section_$sec" ); rc=$?; set -e
-  echo "bench: $sec took $(( ($(now) - t0) / 1000000000 )) s$([[ $rc -ne 0 ]] && echo " and FAILED (exit $rc)")"
-  [[ $rc -eq 0 ]] || FAILED+=("$sec")
-done
+  set +e; ( set -e; "section_$1" ); rc=$?; set -e
+  echo "bench: $1${2:+ ($2)} took $(( ($(now) - t0) / 1000000000 )) s$([[ $rc -ne 0 ]] && echo " and FAILED (exit $rc)")"
+  [[ $rc -eq 0 ]] || FAILED+=("$1${2:+ ($2)}")
+}
+SECTIONS=${BENCH_SECTIONS:-start_stop userns memory_per_ct checkpoint big_memory image_format migration file_sync}
+if [[ -z $BASELINE ]]; then
+  for sec in $SECTIONS; do run_section "$sec"; done
+else
+  # Each section with the baseline, then with the checkout, into results of their own: the
+  # two measurements of a figure are minutes apart at most, under the same load.
+  CUR_FERRY=$FERRY CUR_PATH=$PATH CUR_OUT=$OUT BASE_OUT=$W/results-baseline.md
+  cp "$OUT" "$BASE_OUT"
+  for sec in $SECTIONS; do
+    FERRY=$BASE_FERRY PATH=$BASE_TARGET/release:$BASE_TARGET/release/examples:$BASE_PATH OUT=$BASE_OUT run_section "$sec" baseline
+    FERRY=$CUR_FERRY PATH=$CUR_PATH OUT=$CUR_OUT run_section "$sec" checkout
+  done
+fi
 if [[ ${#FAILED[@]} -gt 0 ]]; then
   printf '\n**Sections that failed in this run:** %s\n' "${FAILED[*]}" >> "$OUT"
 fi
-cp "$OUT" docs/BENCHMARKS.md
-echo "bench: wrote docs/BENCHMARKS.md"
+if [[ -n $BASELINE ]]; then
+  mkdir -p target
+  {
+    echo "# ferry benchmarks: this checkout ($CUR_DESC) against $BASELINE ($(git rev-parse --short "$BASE_REV"))"
+    echo
+    echo "\`scripts/bench.sh$([[ $QUICK -eq 1 ]] && echo ' --quick') --baseline $BASELINE\` on $(date -u +%Y-%m-%d), sections: $SECTIONS."
+    echo "Each figure's median with this checkout over its median with the baseline, both measured in"
+    echo "this run; peers' figures (crun, runc, criu, rsync...) were measured twice too, and their"
+    echo "ratios show how much the machine moved between the two."
+    echo
+    python3 scripts/bench/compare.py "$BASE_OUT" "$OUT" "${BENCH_TOLERANCE:-1.1}"
+  } > target/bench-baseline.md
+  cat target/bench-baseline.md
+  echo "bench: wrote target/bench-baseline.md"
+else
+  cp "$OUT" docs/BENCHMARKS.md
+  echo "bench: wrote docs/BENCHMARKS.md"
+fi

@@ -7,7 +7,8 @@
 #      Debian 12 and `apt-get install ./ferry_*.deb` installs it; there ferry --version names
 #      this tree's version and commit and the format and protocol versions, ferry check runs and
 #      says how to get CRIU 4.2+, the man pages render, bash completes ferry's commands and
-#      options, the units are in place and enabled; `apt-get remove` leaves nothing but the
+#      options, the units are in place and enabled, the binary has no fault switch
+#      (scripts/check-fault-switch.sh); `apt-get remove` leaves nothing but the
 #      conffiles and the units' enablement, `apt-get purge` leaves nothing;
 #   3. in another fresh copy, which has no Rust: scripts/install-deps.sh installs what building
 #      ferry needs (Rust from Debian's archive) and runs again with nothing to do, and
@@ -59,6 +60,8 @@ in_root "$root" sh -ec "apt-get -q update >/dev/null; apt-get -y -q satisfy '$de
 snapshot >"$work/before"
 in_root "$root" sh -ec 'apt-get -y -q install /tmp/ferry.deb' >"$work/install.log" 2>&1 || { cat "$work/install.log"; fail "apt-get install ./ferry.deb"; }
 grep -q '^0 upgraded, 1 newly installed' "$work/install.log" || { cat "$work/install.log"; fail "installing ferry installed more than ferry, although its dependencies were there"; }
+# The packaged ferry is a release build: the tests' fault switch is not in it.
+scripts/check-fault-switch.sh absent "$root/usr/bin/ferry" || fail "the packaged ferry has the fault switch of the tests"
 
 cat >"$root/tmp/checks.sh" <<'CHECKS'
 set -u

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The one test command: installs what is missing, builds, lints, runs the unit tests and the
-# root integration tests with cargo nextest, checks that no test left host state behind, then
-# builds the Debian package and tests it in fresh Debian 12 roots (scripts/test-package.sh;
-# FERRY_TEST_SKIP_PACKAGE=1 leaves that step out). Exits non-zero on any failure.
+# root integration tests with cargo nextest (built with the feature fault-injection, which no
+# shipped build has: a build without it is checked to lack the switch), checks that no test
+# left host state behind, then builds the Debian package and tests it in fresh Debian 12 roots
+# (scripts/test-package.sh; FERRY_TEST_SKIP_PACKAGE=1 leaves that step out). Exits non-zero on
+# any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $(id -u) -eq 0 ]] || { echo "scripts/test.sh: run as root (the integration tests create namespaces, cgroups and mounts)" >&2; exit 1; }
@@ -45,17 +47,27 @@ export FERRY_TEST_TEMPLATE_DEBIAN_REDIS
 FERRY_TEST_TEMPLATE_DEBIAN_SYSTEMD=$(cached_template debian-systemd)
 export FERRY_TEST_TEMPLATE_DEBIAN_SYSTEMD
 
+# The tests drive a ferry with the fault switch (FERRY_TEST_FAULT); no shipped build has it.
+features=(--features fault-injection)
+
 echo "== format"
 cargo fmt --all --check >/dev/null || { echo "scripts/test.sh: cargo fmt --all --check finds unformatted code; run cargo fmt --all" >&2; exit 1; }
+echo "== import loops between files"
+scripts/check-imports.sh
+echo "== no fault switch in a build without the feature (as release builds, the package, the demo and the benchmarks are)"
+cargo build --locked -p ferry --bin ferry 2>&1 | tail -n 1
+scripts/check-fault-switch.sh absent target/debug/ferry
+cargo clippy --locked -p ferry-migrate --lib -- -D warnings
 echo "== build"
-cargo build --workspace --all-targets --locked 2>&1 | tail -n 3
+cargo build --workspace --all-targets --locked "${features[@]}" 2>&1 | tail -n 3
+scripts/check-fault-switch.sh present target/debug/ferry
 echo "== clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
 echo "== tests"
 profile=default
 [[ -n ${CI:-} ]] && profile=ci
 status=0
-cargo nextest run --workspace --locked --profile "$profile" --no-fail-fast || status=$?
+cargo nextest run --workspace --locked "${features[@]}" --profile "$profile" --no-fail-fast || status=$?
 
 # The second pass: the integration tests again with FERRY_CGROUP_MODE=v2, so containers get
 # their cgroups on the cgroup2 hierarchy (on a hybrid host /sys/fs/cgroup/unified, which has
@@ -77,8 +89,8 @@ v2_limits='package(ferry) & binary(limits_cli)'
 v2_rest='(package(ferry) & kind(test) & !binary(limits_cli) & !binary(sync_cli) & !binary(net_plumbing))
   | (package(ferry-runtime) & (binary(bpf_devices) | (binary(criu_rpc) & test(/froz|freez|host_check/))))'
 v2_start=$SECONDS
-FERRY_CGROUP_MODE=v2 cargo nextest run --workspace --locked --profile "$profile" --no-fail-fast --success-output immediate -E "$v2_limits" || status=$?
-FERRY_CGROUP_MODE=v2 cargo nextest run --workspace --locked --profile "$profile" --no-fail-fast -E "$v2_rest" || status=$?
+FERRY_CGROUP_MODE=v2 cargo nextest run --workspace --locked "${features[@]}" --profile "$profile" --no-fail-fast --success-output immediate -E "$v2_limits" || status=$?
+FERRY_CGROUP_MODE=v2 cargo nextest run --workspace --locked "${features[@]}" --profile "$profile" --no-fail-fast -E "$v2_rest" || status=$?
 echo "cgroup mode v2 pass: $((SECONDS - v2_start)) s"
 
 # The third pass: the container tests again with the other kind of container. New containers
@@ -95,7 +107,7 @@ echo "== tests with privileged containers"
 kind_rest='package(ferry) & kind(test) & !binary(sync_cli) & !binary(net_plumbing) & !binary(userns)
   & !test(redis_as_its_own_user) & !test(an_unprivileged_container_gets_each_hosts_range) & !test(a_process_of_another_user)'
 kind_start=$SECONDS
-FERRY_TEST_USERNS=0 cargo nextest run --workspace --locked --profile "$profile" --no-fail-fast -E "$kind_rest" || status=$?
+FERRY_TEST_USERNS=0 cargo nextest run --workspace --locked "${features[@]}" --profile "$profile" --no-fail-fast -E "$kind_rest" || status=$?
 echo "privileged pass: $((SECONDS - kind_start)) s"
 
 echo "== leftovers"

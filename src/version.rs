@@ -2,7 +2,7 @@
 //! versions of the image format and the migration protocol it writes and reads.
 
 use ferry_dump_format::{upgrade_path_for, FORMAT_MAJOR, FORMAT_MINOR, OLDEST_NATIVE_MAJOR};
-use ferry_migrate::proto::{PROTO_MAJOR, PROTO_MINOR};
+use ferry_transfer::proto::{PROTO_MAJOR, PROTO_MINOR};
 use std::sync::LazyLock;
 
 /// The git commit (12 hex digits), or "unknown" for a build outside git (see build.rs).

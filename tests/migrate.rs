@@ -40,6 +40,16 @@ fn can_run(test: &str) -> bool {
     true
 }
 
+/// Tests that inject faults into the real binary (`FERRY_TEST_FAULT`) need it built with the
+/// feature `fault-injection` (scripts/test.sh builds so; a release build has no such switch).
+fn can_inject_faults(test: &str) -> bool {
+    if !cfg!(feature = "fault-injection") {
+        eprintln!("{test}: skipped: ferry was built without the feature fault-injection (cargo nextest run --features fault-injection, as scripts/test.sh does)");
+        return false;
+    }
+    can_run(test)
+}
+
 /// Simulated hosts, each with a ferry environment and an sshd; one client. Fields drop in
 /// order: containers and files first, then the daemons, then the namespaces.
 struct Sim {
@@ -436,7 +446,7 @@ fn static_helper(h: &TestHost, name: &str) -> PathBuf {
 
 #[test]
 fn faults_after_the_freeze_roll_back_to_the_source() {
-    if !can_run("faults_after_the_freeze_roll_back_to_the_source") {
+    if !can_inject_faults("faults_after_the_freeze_roll_back_to_the_source") {
         return;
     }
     let sim = Sim::new(2);
@@ -523,7 +533,7 @@ fn connection_cut_during_sync_image_or_restore_rolls_back() {
 
 #[test]
 fn a_killed_source_is_recovered_by_the_next_command_and_a_second_migrate_is_refused() {
-    if !can_run("a_killed_source_is_recovered_by_the_next_command_and_a_second_migrate_is_refused") {
+    if !can_inject_faults("a_killed_source_is_recovered_by_the_next_command_and_a_second_migrate_is_refused") {
         return;
     }
     let sim = Sim::new(2);
@@ -806,7 +816,7 @@ fn live_migration_over_the_tcp_data_channel_keeps_the_connection() {
 
 #[test]
 fn data_channel_failures_roll_back_to_the_source() {
-    if !can_run("data_channel_failures_roll_back_to_the_source") {
+    if !can_inject_faults("data_channel_failures_roll_back_to_the_source") {
         return;
     }
     let sim = Sim::new(2);
@@ -872,7 +882,7 @@ fn migrate_many(sim: &Sim, from: usize, to: usize, cts: &[&str], extra: &[&str])
 #[test]
 fn several_containers_move_one_after_the_other_with_one_summary() {
     let test = "several_containers_move_one_after_the_other_with_one_summary";
-    if !can_run(test) {
+    if !can_inject_faults(test) {
         return;
     }
     let sim = Sim::new(2);

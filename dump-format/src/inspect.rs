@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::manifest::Summary;
 use crate::reader::Reader;
+use crate::utc::UtcTime;
 use crate::SectionKind;
 
 /// Where each part of the report comes from. rust-criu 0.6 only carries CRIU's RPC messages,
@@ -103,7 +104,7 @@ pub fn inspect(r: impl Read) -> Result<Inspection> {
         kernel_release: manifest.kernel_release.clone(),
         architecture: manifest.architecture.clone(),
         cgroup_mode: manifest.cgroup_mode.clone(),
-        created: rfc3339(manifest.created_unix_secs, manifest.created_nanos),
+        created: UtcTime::from_unix(manifest.created_unix_secs).rfc3339(manifest.created_nanos),
         config,
         config_error,
         summary: manifest.summary.clone(),
@@ -154,28 +155,6 @@ fn summarize_config(bytes: &[u8]) -> std::result::Result<Option<ConfigSummary>, 
         init: list(table.get("init")),
         limits,
     }))
-}
-
-/// Formats a Unix time as RFC 3339 UTC without a date library (civil-from-days).
-pub(crate) fn rfc3339(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    if nanos == 0 {
-        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
-    } else {
-        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z", nanos / 1_000_000)
-    }
 }
 
 fn human(bytes: u64) -> String {
@@ -320,14 +299,6 @@ fn write_tree(f: &mut fmt::Formatter<'_>, processes: &[crate::manifest::Process]
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_known_dates() {
-        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000, 0), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(951_782_400, 5_000_000), "2000-02-29T00:00:00.005Z");
-        assert_eq!(rfc3339(-1, 0), "1969-12-31T23:59:59Z");
-    }
 
     #[test]
     fn config_summary_reads_generic_toml() {

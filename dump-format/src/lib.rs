@@ -16,19 +16,23 @@ mod error;
 mod extract;
 mod inspect;
 mod manifest;
+mod name;
 mod reader;
 mod tree;
 mod upgrade;
+mod utc;
 mod wire;
 mod writer;
 
 pub use error::{Error, Result};
-pub use extract::{extract_criu_images, extract_to_dir, validate_section_name};
+pub use extract::{extract_criu_images, extract_to_dir};
 pub use inspect::{inspect, ConfigSummary, Inspection, SectionReport};
 pub use manifest::{IfAddress, Manifest, Process, SectionEntry, SectionTable, Summary, TcpConnection};
+pub use name::validate_section_name;
 pub use reader::{read_all, verify, Image, Reader, SectionInfo, SectionPayload, VerifyReport};
 pub use tree::{validate_tree_path, EntryType, TreeEntry, TreeReader, TreeWriter, Xattr, MAX_TREE_ENTRY_LEN};
 pub use upgrade::{upgrade_path_for, UpgradeFn};
+pub use utc::UtcTime;
 pub use writer::{SectionWriter, Writer, WriterOptions, MAX_LEVEL};
 
 /// The eight bytes every ferry image starts with.

@@ -251,7 +251,7 @@ impl<R: Read> Reader<R> {
             return Err(Error::corrupt(format!("section {shown_name:?} header"), "blake3 digest mismatch"));
         }
         let name = String::from_utf8(name_bytes).map_err(|_| Error::corrupt(format!("section {shown_name:?} header"), "name is not UTF-8"))?;
-        crate::extract::validate_section_name(&name)?;
+        crate::name::validate_section_name(&name)?;
         if flags & !FLAG_OPTIONAL != 0 {
             return Err(Error::corrupt(format!("section {name:?} header"), format!("unknown flags {flags:#06x}")));
         }

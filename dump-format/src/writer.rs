@@ -8,8 +8,8 @@ use std::path::Path;
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::extract::validate_section_name;
 use crate::manifest::{Manifest, SectionEntry, SectionTable};
+use crate::name::validate_section_name;
 use crate::reader::{FLAG_OPTIONAL, TAG_END, TAG_SECTION};
 use crate::wire::HashingWriter;
 use crate::{

@@ -30,6 +30,24 @@ pub enum Error {
     },
     #[error("container {ctid}: {op}: {msg}")]
     Other { ctid: String, op: &'static str, msg: String },
+    /// A step of `op` failed (`what`, with the path it worked on), because of `source`.
+    #[error("container {ctid}: {op}: {what}{}{source}", if what.is_empty() { "" } else { ": " })]
+    Failed {
+        ctid: String,
+        op: &'static str,
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Writing the image failed after the dump ended the container's processes: its CRIU
+    /// images are kept (or could not be), `kept` says where and how to restore them.
+    #[error("container {ctid}: checkpoint: {source}; {kept}")]
+    ImagesKept {
+        ctid: String,
+        #[source]
+        source: Box<Error>,
+        kept: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -46,6 +64,10 @@ impl Error {
 
 fn other(ctid: &str, op: &'static str, msg: impl Into<String>) -> Error {
     Error::Other { ctid: ctid.to_string(), op, msg: msg.into() }
+}
+
+fn failed(ctid: &str, op: &'static str, what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::Failed { ctid: ctid.to_string(), op, what: what.into(), source: source.into() }
 }
 
 /// Where a long operation is: `phase` ("write", "extract"), bytes done of `total`.
@@ -161,7 +183,7 @@ pub fn checkpoint_to_image(
     };
     // The CRIU images hold the container's memory: a directory of root's alone.
     let tmp = ferry_runtime::util::private_temp_dir(&parent, &format!("ferry-ckpt-{ct}"))
-        .map_err(|e| other(ct, "checkpoint", format!("create a work directory in {}: {e}", parent.display())))?;
+        .map_err(|e| failed(ct, "checkpoint", format!("create a work directory in {}", parent.display()), e))?;
     let images = tmp.path().join("criu");
     let info = container::checkpoint_to_dir(host, lock, cfg, &images, &opts.checkpoint)?;
 
@@ -181,7 +203,7 @@ pub fn checkpoint_to_image(
             } else {
                 "the CRIU images could not be kept".into()
             };
-            Err(other(ct, "checkpoint", format!("{e}; {where_}")))
+            Err(Error::ImagesKept { ctid: ct.to_string(), source: Box::new(e), kept: where_ })
         }
     }
 }
@@ -199,7 +221,7 @@ fn write_image(
     // created exclusively, renamed over `path` once complete.
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = ferry_runtime::util::private_temp_file(dir, &path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
-        .map_err(|e| other(ct, "write image", e.to_string()))?;
+        .map_err(|e| failed(ct, "write image", "", e))?;
     let tmp_path = tmp.path().to_path_buf();
     let (file, tmp) = tmp.into_parts();
     let buf = write_image_to(cfg, &info.meta, images, std::io::BufWriter::with_capacity(1 << 20, file), opts.compress, fmt::FORMAT_MAJOR, progress)
@@ -207,10 +229,10 @@ fn write_image(
         Error::Image { ctid, op, source, .. } => Error::Image { ctid, op, path: path.to_path_buf(), source },
         e => e,
     })?;
-    let file = buf.into_inner().map_err(|e| other(ct, "write image", format!("flush {}: {}", tmp_path.display(), e.error())))?;
-    file.sync_all().map_err(|e| other(ct, "write image", format!("fsync {}: {e}", tmp_path.display())))?;
+    let file = buf.into_inner().map_err(|e| failed(ct, "write image", format!("flush {}", tmp_path.display()), e.into_error()))?;
+    file.sync_all().map_err(|e| failed(ct, "write image", format!("fsync {}", tmp_path.display()), e))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    tmp.persist(path).map_err(|e| other(ct, "write image", format!("rename to {}: {}", path.display(), e.error)))?;
+    tmp.persist(path).map_err(|e| failed(ct, "write image", format!("rename to {}", path.display()), e.error))?;
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
@@ -273,7 +295,7 @@ pub fn write_image_to<W: Write>(
     let total = dir_size(images);
     let mut done = 0u64;
     let mut names: Vec<String> = std::fs::read_dir(images)
-        .map_err(|e| other(ct, "write image", format!("list {}: {e}", images.display())))?
+        .map_err(|e| failed(ct, "write image", format!("list {}", images.display()), e))?
         .flatten()
         .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
         .filter_map(|e| e.file_name().into_string().ok())
@@ -281,14 +303,14 @@ pub fn write_image_to<W: Write>(
     names.sort();
     for name in names {
         let p = images.join(&name);
-        let f = File::open(&p).map_err(|e| other(ct, "write image", format!("open {}: {e}", p.display())))?;
+        let f = File::open(&p).map_err(|e| failed(ct, "write image", format!("open {}", p.display()), e))?;
         let len = f.metadata().map(|m| m.len()).ok();
         // Large files (the memory pages) are hashed and sent straight from the page cache.
         let mapped = len
             .and_then(|n| usize::try_from(n).ok())
             .filter(|n| *n >= MAP_AT_LEAST)
             .and_then(std::num::NonZeroUsize::new)
-            .and_then(|n| crate::mapped::MappedFile::map(&f, n).ok());
+            .and_then(|n| ferry_transfer::mapped::MappedFile::map(&f, n).ok());
         match mapped {
             Some(m) => {
                 let mut section = w.start_section(fmt::SectionKind::CriuImage, &name, false, len).map_err(img_err)?;
@@ -335,7 +357,7 @@ pub fn restore_from_image_as(
         )
         .into());
     }
-    let file = File::open(path).map_err(|e| other(ct, "restore", format!("open image {}: {e}", path.display())))?;
+    let file = File::open(path).map_err(|e| failed(ct, "restore", format!("open image {}", path.display()), e))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
     let img_err = |source: fmt::Error| Error::Image { ctid: ct.to_string(), op: "restore", path: path.to_path_buf(), source };
     let mut done = 0u64;
@@ -371,7 +393,7 @@ pub fn restore_from_image_as(
     let work_parent = host.data_dir.join("dump").join(".work");
     let work = ferry_runtime::util::private_dir(&work_parent)
         .and_then(|()| ferry_runtime::util::private_temp_dir(&work_parent, &format!("ferry-rst-{ct}")))
-        .map_err(|e| other(ct, "restore", format!("create a work directory: {e}")))?;
+        .map_err(|e| failed(ct, "restore", "create a work directory", e))?;
     fmt::extract_criu_images(&mut reader, work.path()).map_err(img_err)?;
     drop(reader);
     if clone {
@@ -402,7 +424,7 @@ pub fn restore_from_image_as(
 pub fn suspend(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, progress: &mut dyn FnMut(Progress)) -> Result<ImageCheckpoint> {
     let file = host.suspend_image(lock.ctid());
     if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| other(lock.ctid().as_str(), "suspend", format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| failed(lock.ctid().as_str(), "suspend", format!("create {}", dir.display()), e))?;
     }
     checkpoint_to_image(host, lock, cfg, &file, &ImageOpts::default(), progress)
 }
@@ -419,7 +441,7 @@ pub fn resume(host: &Host, lock: &ContainerLock, progress: &mut dyn FnMut(Progre
         return Err(other(ct.as_str(), "resume", format!("no suspend image at {}; suspend it first with `ferry suspend {ct}`", file.display())));
     }
     let done = restore_from_image(host, lock, &file, progress)?;
-    std::fs::remove_file(&file).map_err(|e| other(ct.as_str(), "resume", format!("remove {}: {e}", file.display())))?;
+    std::fs::remove_file(&file).map_err(|e| failed(ct.as_str(), "resume", format!("remove {}", file.display()), e))?;
     let _ = std::fs::remove_dir(host.dump_dir(ct));
     Ok(done)
 }
@@ -427,7 +449,7 @@ pub fn resume(host: &Host, lock: &ContainerLock, progress: &mut dyn FnMut(Progre
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_runtime::container::{restore::ProcInfo, CheckpointMeta};
+    use ferry_runtime::container::{summary::ProcInfo, CheckpointMeta};
     use ferry_runtime::Ctid;
 
     fn info(dir: &Path) -> CheckpointInfo {

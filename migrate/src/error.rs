@@ -15,33 +15,8 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The bytes from the peer do not follow the protocol (bad magic, oversized frame, bad
-    /// message). The connection is unusable afterwards.
-    #[error("protocol error: {0}")]
-    Protocol(String),
-
-    /// The handshake failed: different major versions or not a ferry peer at all.
-    #[error("handshake: {0}")]
-    Handshake(String),
-
-    /// The peer went away (EOF, broken pipe, killed process).
-    #[error("connection to the peer lost: {0}")]
-    PeerClosed(String),
-
-    /// Nothing arrived from the peer for too long.
-    #[error("peer not responding: {0}")]
-    Timeout(String),
-
-    /// The peer answered a request with an error.
-    #[error("peer reported an error: {0}")]
-    Remote(String),
-
-    /// A file-sync failure on one path.
-    #[error("sync {path}: {msg}")]
-    Sync { path: String, msg: String },
-
-    #[error("transport: {0}")]
-    Transport(String),
+    #[error(transparent)]
+    Transfer(#[from] ferry_transfer::Error),
 
     #[error(transparent)]
     Runtime(#[from] ferry_runtime::Error),
@@ -56,6 +31,61 @@ pub enum Error {
     #[error("{0}")]
     Migration(String),
 
+    /// A system call failed.
+    #[error("{op}: {source}")]
+    Sys {
+        op: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+
+    /// A task of the pipeline ended without its result.
+    #[error("{what}: {source}")]
+    Task {
+        what: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+
+    /// Writing the image into its channel failed.
+    #[error("writing the image of {ctid}: {source}")]
+    ImageWrite {
+        ctid: String,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// The data channel's socket failed at `what`.
+    #[error("{what}: {source}")]
+    Socket {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The image did not get across the data channel; with what the destination saw.
+    #[error("sending the image of {ctid} over the data channel to {addr} failed: {source}{}", said.as_ref().map(|s| format!("; the destination said: {s}")).unwrap_or_default())]
+    DataChannelSend {
+        ctid: String,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: Box<Error>,
+        said: Option<String>,
+    },
+
+    /// The destination could not listen for the image.
+    #[error("cannot listen for the image of {ctid} on {ip}: {source}")]
+    Listen {
+        ctid: String,
+        ip: std::net::IpAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A host tool failed.
+    #[error("{cmd} failed ({}){}", status.map_or("killed".to_string(), |c| format!("exit status {c}")), if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    Tool { cmd: String, status: Option<i32>, stderr: String },
+
     /// The destination refused the migration before anything changed.
     #[error("the destination refused {ctid}:\n  {}", problems.join("\n  "))]
     Preflight { ctid: String, problems: Vec<String> },
@@ -68,6 +98,23 @@ pub enum Error {
     /// what the admin must do.
     #[error("{msg}")]
     NeedsAction { ctid: String, msg: String },
+
+    /// The host's container configs could not be listed.
+    #[error("list containers in {}", dir.display())]
+    ListContainers {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Putting an interrupted migration right failed: what was tried, and why.
+    #[error("{what}")]
+    Recovery {
+        ctid: String,
+        what: String,
+        #[source]
+        source: Box<Error>,
+    },
 
     /// A failure with what the destination printed on its way out.
     #[error("{cause}\nthe destination said: {said}")]
@@ -84,6 +131,7 @@ impl Error {
             Error::RolledBack { .. } => ErrorClass::MigrationFailed,
             Error::NeedsAction { .. } => ErrorClass::MigrationNeedsAction,
             Error::DestinationSaid { cause, .. } => cause.class(),
+            Error::Recovery { source, .. } => source.class(),
             _ => ErrorClass::Failed,
         }
     }
@@ -109,7 +157,44 @@ impl Error {
         Error::Io { what: what.into(), path: path.as_ref().display().to_string(), source }
     }
 
-    pub fn sync(path: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Sync { path: path.into(), msg: msg.into() }
+    /// A message of the peer out of place in the protocol.
+    pub fn protocol(msg: impl Into<String>) -> Self {
+        Error::Transfer(ferry_transfer::Error::Protocol(msg.into()))
+    }
+
+    /// The peer answered with `got` where the protocol has `expected`.
+    pub fn unexpected(expected: &'static str, got: &'static str) -> Self {
+        Error::Transfer(ferry_transfer::Error::UnexpectedReply { expected, got })
+    }
+}
+
+/// An error and its causes on one line, each after a colon (as the command line prints
+/// them). ferry's errors name their cause in their own message too (so that one line says
+/// all, wherever it is shown): a cause already said is not repeated.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_says_each_cause_once() {
+        let io = || std::io::Error::from_raw_os_error(libc::ENOENT);
+        let e = Error::io("create", "/x", io());
+        assert_eq!(chain(&e), format!("create /x: {}", io()));
+        let r = Error::Recovery { ctid: "101".into(), what: "restoring 101 failed".into(), source: Box::new(e) };
+        assert_eq!(chain(&r), format!("restoring 101 failed: create /x: {}", io()));
     }
 }

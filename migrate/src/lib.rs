@@ -1,16 +1,11 @@
-//! ferry's pipelines: live and offline migration, snapshots, restore-from-image, and the file
-//! sync and wire protocol they share.
+//! ferry's pipelines: live and offline migration, snapshots, restore-from-image; they drive
+//! the container runtime and move what they make over the transfer layer (ferry-transfer).
 
+pub mod boot;
 pub mod checkpoint;
-pub mod datachan;
 pub mod error;
-pub mod mapped;
 pub mod migration;
-pub mod proto;
 pub mod snapshot;
-pub mod sync;
-#[cfg(feature = "test-hooks")]
-pub mod test_hooks;
-pub mod transport;
+pub mod stale;
 
 pub use error::{Error, Result};

@@ -63,6 +63,14 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
+    /// A host tool (losetup, mount, btrfs, tar...) that could not run or failed.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+
+    /// A network tool (ip, nsenter, iptables) that could not run or failed.
+    #[error("network: {0}")]
+    NetTool(#[source] ToolError),
+
     #[error("cgroup: {0}")]
     Cgroup(String),
 
@@ -82,6 +90,39 @@ pub enum Error {
         op: String,
         #[source]
         source: nix::Error,
+    },
+}
+
+/// A host tool that could not run, or failed: its command line, how it ended and what it said.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("cannot run {program}: {source} (is it installed? run scripts/install-deps.sh)")]
+    NotRun {
+        /// The program, quoted.
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{cmd}: {source}")]
+    Wait {
+        cmd: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{cmd} failed ({status}): {stderr}{}", .input.as_deref().map(|i| format!("\ninput was:\n{i}")).unwrap_or_default())]
+    Failed {
+        cmd: String,
+        status: std::process::ExitStatus,
+        /// What it wrote on stderr, trimmed.
+        stderr: String,
+        /// The batch input it was given (`ip -batch -`, `iptables-restore`), trimmed.
+        input: Option<String>,
+    },
+    #[error("{cmd}: writing its input: {source}")]
+    Input {
+        cmd: String,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -122,9 +163,14 @@ impl Error {
             Error::ActionScript { .. } => ErrorClass::ActionScript,
             Error::HostConfig { .. } => ErrorClass::HostConfig,
             Error::Relayed { class, .. } => *class,
-            Error::Container { .. } | Error::Io { .. } | Error::Config(_) | Error::Cgroup(_) | Error::Net(_) | Error::Sys { .. } => {
-                ErrorClass::Failed
-            }
+            Error::Container { .. }
+            | Error::Io { .. }
+            | Error::Config(_)
+            | Error::Tool(_)
+            | Error::NetTool(_)
+            | Error::Cgroup(_)
+            | Error::Net(_)
+            | Error::Sys { .. } => ErrorClass::Failed,
         }
     }
 

@@ -6,7 +6,7 @@
 use crate::cgroups::{Cgroup, CgroupLayout, CgroupModeSetting};
 use crate::ctid::Ctid;
 use crate::error::Result;
-use crate::userns::pool::IdPoolSetting;
+use crate::userns::id_pool::IdPoolSetting;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/ferry";

@@ -27,6 +27,7 @@ pub mod lock;
 pub mod lookup;
 pub mod net;
 pub mod newid;
+pub mod proc_stat;
 pub mod state;
 pub mod storage;
 pub mod sysenv;

@@ -1,9 +1,9 @@
 //! Small helpers shared by the runtime: atomic file writes, directories and files closed to
 //! other host users, running host tools.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, ToolError};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Write `data` to `path` atomically: a temp file in the same directory, fsync, rename, fsync
@@ -12,19 +12,40 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).ctx("create directory", dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    replace_file(path, &dir.join(format!(".{name}.tmp.{}", std::process::id())), data, None).map_err(|(what, p, e)| Error::io(what, p, e))
+}
+
+/// The one temp-file-then-rename writer ([`write_atomic`] on the host, [`write_replace`] in a
+/// container's root): `tmp` (a stale one unlinked) created exclusively without following a
+/// link, with `mode` when given (else the umask's), written, fsynced, renamed over `path`
+/// (a symlink there is replaced, never followed), then the directory fsynced so that the
+/// rename outlives a crash. On failure `tmp` is removed; the error names the step and file.
+fn replace_file(path: &Path, tmp: &Path, data: &[u8], mode: Option<u32>) -> std::result::Result<(), (&'static str, PathBuf, std::io::Error)> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let _ = std::fs::remove_file(tmp);
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp).ctx("create", &tmp)?;
-        f.write_all(data).ctx("write", &tmp)?;
-        f.sync_all().ctx("fsync", &tmp)?;
-        std::fs::rename(&tmp, path).ctx("rename into place", path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode.unwrap_or(0o666))
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(tmp)
+            .map_err(|e| ("create", tmp.to_path_buf(), e))?;
+        f.write_all(data).map_err(|e| ("write", tmp.to_path_buf(), e))?;
+        if let Some(mode) = mode {
+            // The umask may have cut the mode.
+            f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| ("chmod", tmp.to_path_buf(), e))?;
+        }
+        f.sync_all().map_err(|e| ("fsync", tmp.to_path_buf(), e))?;
+        std::fs::rename(tmp, path).map_err(|e| ("rename into place", path.to_path_buf(), e))?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(())
     })();
     if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
     }
     res
 }
@@ -79,31 +100,11 @@ pub fn private_temp_dir(dir: &Path, prefix: &str) -> Result<tempfile::TempDir> {
 }
 
 /// Replace the file `path` of the current root (a process inside a container's namespaces or
-/// chroot) with `text`: a fresh temp file (never a link: a stale one is unlinked, then created
-/// exclusively without following), fsync, rename over `path`. A symlink at `path` is replaced,
-/// never followed.
+/// chroot) with `text` ([`replace_file`] through `path.ferry-tmp`). A symlink at `path` is
+/// replaced, never followed.
 pub fn write_replace(path: &str, text: &str, mode: u32) -> std::result::Result<(), String> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = format!("{path}.ferry-tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(|e| format!("create {tmp}: {e}"))?;
-        f.write_all(text.as_bytes()).map_err(|e| format!("write {tmp}: {e}"))?;
-        // The umask may have cut the mode.
-        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| format!("chmod {tmp}: {e}"))?;
-        f.sync_all().map_err(|e| format!("fsync {tmp}: {e}"))?;
-        std::fs::rename(&tmp, path).map_err(|e| format!("rename {tmp} to {path}: {e}"))
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    replace_file(Path::new(path), Path::new(&tmp), text.as_bytes(), Some(mode)).map_err(|(what, p, e)| format!("{what} {}: {e}", p.display()))
 }
 
 /// Read the file `path` of the current root without following a symlink there (a link reads
@@ -124,10 +125,9 @@ pub fn read_nofollow(path: &str) -> std::io::Result<Option<String>> {
 
 /// Run a host tool, returning its stdout; a failure carries the command line and its stderr.
 pub fn run(cmd: &mut Command) -> Result<String> {
-    let out =
-        cmd.output().map_err(|e| Error::Config(format!("cannot run {:?}: {e} (is it installed? run scripts/install-deps.sh)", cmd.get_program())))?;
+    let out = cmd.output().map_err(|source| not_run(cmd, source))?;
     if !out.status.success() {
-        return Err(Error::Config(format!("{} failed ({}): {}", describe(cmd), out.status, String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(failed(cmd, &out, None));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -137,29 +137,27 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<String> {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Config(format!("cannot run {:?}: {e} (is it installed? run scripts/install-deps.sh)", cmd.get_program())))?;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|source| not_run(cmd, source))?;
     // Batch inputs are small (well below a pipe's buffer), so writing before reading the
     // output cannot deadlock.
     let wrote = child.stdin.take().map(|mut stdin| stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().map_err(|e| Error::Config(format!("{}: {e}", describe(cmd))))?;
+    let out = child.wait_with_output().map_err(|source| ToolError::Wait { cmd: describe(cmd), source })?;
     if !out.status.success() {
-        return Err(Error::Config(format!(
-            "{} failed ({}): {}\ninput was:\n{}",
-            describe(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            input.trim_end()
-        )));
+        return Err(failed(cmd, &out, Some(input)));
     }
-    if let Some(Err(e)) = wrote {
-        return Err(Error::Config(format!("{}: writing its input: {e}", describe(cmd))));
+    if let Some(Err(source)) = wrote {
+        return Err(ToolError::Input { cmd: describe(cmd), source }.into());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn not_run(cmd: &Command, source: std::io::Error) -> Error {
+    ToolError::NotRun { program: format!("{:?}", cmd.get_program()), source }.into()
+}
+
+fn failed(cmd: &Command, out: &std::process::Output, input: Option<&str>) -> Error {
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    ToolError::Failed { cmd: describe(cmd), status: out.status, stderr, input: input.map(|i| i.trim_end().to_string()) }.into()
 }
 
 pub fn describe(cmd: &Command) -> String {
@@ -174,6 +172,26 @@ pub fn describe(cmd: &Command) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_tool_is_typed_and_keeps_what_it_said() {
+        let e = run(Command::new("sh").args(["-c", "echo oops >&2; exit 3"])).unwrap_err();
+        match &e {
+            Error::Tool(ToolError::Failed { cmd, status, stderr, input: None }) => {
+                assert_eq!((cmd.as_str(), status.code(), stderr.as_str()), ("sh -c echo oops >&2; exit 3", Some(3), "oops"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(e.to_string(), "sh -c echo oops >&2; exit 3 failed (exit status: 3): oops");
+        let e = run_with_input(Command::new("sh").args(["-c", "cat >/dev/null; exit 1"]), "a\nb\n").unwrap_err();
+        assert!(e.to_string().ends_with("failed (exit status: 1): \ninput was:\na\nb"), "{e}");
+        let e = run(&mut Command::new("/nonexistent/ferry-tool")).unwrap_err();
+        assert!(matches!(&e, Error::Tool(ToolError::NotRun { .. })), "{e:?}");
+        let cause = std::error::Error::source(&e).expect("the spawn error is kept");
+        assert_eq!(cause.downcast_ref::<std::io::Error>().map(|io| io.kind()), Some(std::io::ErrorKind::NotFound));
+        assert!(e.to_string().starts_with("cannot run \"/nonexistent/ferry-tool\": "), "{e}");
+        assert_eq!(e.class(), crate::exit::ErrorClass::Failed);
+    }
 
     #[test]
     fn private_dirs_and_files() {

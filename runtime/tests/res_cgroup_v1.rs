@@ -5,6 +5,7 @@
 //! it, and measures. A guard kills the processes and removes the cgroups even on failure.
 
 use ferry_runtime::cgroups::limits::{self, v1_writes};
+use ferry_runtime::cgroups::{nofile, probe};
 use ferry_runtime::cgroups::{Cgroup, CgroupMode, LimitContext};
 use ferry_runtime::config::Resources;
 use std::path::{Path, PathBuf};
@@ -149,7 +150,7 @@ fn cpuunits_share_one_cpu_about_one_to_two() {
     }
     let tmp = std::env::temp_dir();
     let mut cg = Cgroups::new();
-    let cpu = (limits::online_cpus() - 1).to_string();
+    let cpu = (probe::online_cpus() - 1).to_string();
     let a = Resources { cpuunits: Some(1000), cpumask: Some(cpu.clone()), ..Default::default() };
     let b = Resources { cpuunits: Some(2000), cpumask: Some(cpu.clone()), ..Default::default() };
     cg.child("a", &a, &tmp);
@@ -285,11 +286,11 @@ fn numfiles_lowers_rlimit_nofile() {
     let mut child = Command::new("/bin/sleep").arg("30").spawn().unwrap();
     let pid = child.id() as i32;
     let res = Resources { numfiles: Some(64), ..Default::default() };
-    limits::set_nofile(pid, limits::numfiles_rlimit(&res).unwrap()).unwrap();
-    assert_eq!(limits::get_nofile(pid).unwrap(), (64, 64));
+    nofile::set_nofile(pid, limits::numfiles_rlimit(&res).unwrap()).unwrap();
+    assert_eq!(nofile::get_nofile(pid).unwrap(), (64, 64));
     // Raising the hard limit again needs CAP_SYS_RESOURCE: either it works or the error says why.
-    match limits::set_nofile(pid, 1 << 20) {
-        Ok(()) => assert_eq!(limits::get_nofile(pid).unwrap().1, 1 << 20),
+    match nofile::set_nofile(pid, 1 << 20) {
+        Ok(()) => assert_eq!(nofile::get_nofile(pid).unwrap().1, 1 << 20),
         Err(e) => assert!(e.to_string().contains("CAP_SYS_RESOURCE"), "{e}"),
     }
     let _ = child.kill();
@@ -301,10 +302,10 @@ fn numfiles_applies_to_every_process_and_counts_fds() {
     let mut a = Command::new("/bin/sleep").arg("30").spawn().unwrap();
     let mut b = Command::new("/bin/sleep").arg("30").spawn().unwrap();
     let pids = [a.id() as i32, b.id() as i32, i32::MAX - 7];
-    limits::set_nofile_all(&pids, 100).unwrap();
-    assert_eq!(limits::get_nofile(pids[0]).unwrap(), (100, 100));
-    assert_eq!(limits::get_nofile(pids[1]).unwrap(), (100, 100));
-    let n = limits::open_files(&pids[..2]);
+    nofile::set_nofile_all(&pids, 100).unwrap();
+    assert_eq!(nofile::get_nofile(pids[0]).unwrap(), (100, 100));
+    assert_eq!(nofile::get_nofile(pids[1]).unwrap(), (100, 100));
+    let n = nofile::open_files(&pids[..2]);
     assert!(n >= 6, "two sleeps hold at least stdin/out/err each, counted {n}");
     let _ = a.kill();
     let _ = b.kill();

@@ -2,7 +2,7 @@
 //! dir, and an XFS image on the root filesystem. Guards unmount and detach even on failure.
 
 use ferry_runtime::config::StorageKind;
-use ferry_runtime::storage::{backends, btrfs, image};
+use ferry_runtime::storage::{backends, btrfs, image, probe};
 use ferry_runtime::{Ctid, Host};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -169,7 +169,7 @@ fn xfs_image_grows_online_and_refuses_shrinking() {
     })
     .unwrap();
     assert!(image::attached_devices(&img).unwrap().is_empty(), "create left a loop device attached");
-    assert!(backends::mount_at(&root).unwrap().is_none());
+    assert!(probe::mount_at(&root).unwrap().is_none());
 
     let m = image::mount(&img, &root).unwrap();
     assert_eq!(std::fs::read(root.join("from-template")).unwrap(), b"hello");
@@ -202,7 +202,7 @@ fn xfs_image_grows_online_and_refuses_shrinking() {
 
     image::umount(&m).unwrap();
     assert!(image::attached_devices(&img).unwrap().is_empty(), "umount left the loop device attached");
-    assert!(backends::mount_at(&root).unwrap().is_none());
+    assert!(probe::mount_at(&root).unwrap().is_none());
 
     // Growing a stopped container's image goes through a temporary mount, and leaves nothing.
     image::grow(&img, &root, 160 * MIB).unwrap();
@@ -230,7 +230,7 @@ fn xfs_image_failures_leave_nothing_attached() {
     let e = image::create_filled(&img, 64 * MIB, &root, |_| Err(ferry_runtime::Error::Config("template copy failed".into()))).unwrap_err();
     assert!(e.to_string().contains("template copy failed"));
     assert!(!img.exists());
-    assert!(backends::mount_at(&root).unwrap().is_none());
+    assert!(probe::mount_at(&root).unwrap().is_none());
     // Not an XFS image: the mount fails and no loop device stays behind.
     std::fs::create_dir_all(img.parent().unwrap()).unwrap();
     std::fs::File::create(&img).unwrap().set_len(64 * MIB).unwrap();

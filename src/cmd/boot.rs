@@ -1,12 +1,11 @@
 //! start and stop, one container or all of them (`--all`: what ferry-boot.service runs at the
-//! host's boot and shutdown; the plan is `ferry_runtime::boot`'s).
+//! host's boot and shutdown; `ferry_migrate::boot` carries it out).
 
-use anyhow::{Context, Result};
-use ferry_runtime::boot::{self, BootFacts, BootStep};
-use ferry_runtime::container::{self, Status};
+use anyhow::Result;
+use ferry_migrate::boot::{self, Event, Started};
+use ferry_runtime::container;
 use ferry_runtime::exit::ErrorClass;
 use ferry_runtime::host_config::{Loaded, StopMode};
-use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{Ctid, Host};
 
 #[derive(Debug, clap::Args)]
@@ -52,73 +51,36 @@ pub fn stop(h: &Host, loaded: &Loaded, a: StopArgs) -> Result<u8> {
 
 /// Start one container, or resume it when it has a suspend image (as vzctl's start does).
 fn start_one(h: &Host, ct: &Ctid) -> Result<()> {
-    let cfg = container::load_config(h, ct)?;
-    let lock = ContainerLock::acquire(h, ct, "start")?;
-    // An interrupted migration may have left it dumped: bring it back from its dump rather
-    // than boot it afresh (the dump would otherwise be restored over it later).
-    let was_running = container::status(h, ct)?.0 == Status::Running;
-    super::checkpoint::thaw_stale(h, &lock);
-    if let ((Status::Running, Some(st)), false) = (container::status(h, ct)?, was_running) {
-        println!("container {ct} is running (pid {})", st.pid);
-        return Ok(());
-    }
-    if !was_running && h.suspend_image(ct).exists() {
-        let done = ferry_migrate::checkpoint::resume(h, &lock, &mut |_| {})?;
-        println!("container {ct} resumed from {} (pid {})", h.suspend_image(ct).display(), done.restore.state.pid);
-        return Ok(());
-    }
-    let st = container::start(h, &lock, &cfg)?;
-    println!("container {ct} started (pid {})", st.pid);
+    let how = boot::start_one(h, ct, &mut |n| super::notices::warn([n]))?;
+    print_started(ct, &how);
     Ok(())
 }
 
+fn print_started(ct: &Ctid, how: &Started) {
+    match how {
+        Started::AlreadyRunning { pid } => println!("container {ct} is running (pid {pid})"),
+        Started::Resumed { image, pid } => println!("container {ct} resumed from {} (pid {pid})", image.display()),
+        Started::Started { pid } => println!("container {ct} started (pid {pid})"),
+    }
+}
+
 fn stop_one(h: &Host, ct: &Ctid, how: container::Shutdown) -> Result<()> {
-    let cfg = container::load_config(h, ct)?;
-    let lock = ContainerLock::acquire(h, ct, "stop")?;
-    super::checkpoint::thaw_stale(h, &lock);
-    container::stop_with(h, &lock, &cfg, how)?;
+    boot::stop_one(h, ct, how, &mut |n| super::notices::warn([n]))?;
     println!("container {ct} stopped");
     Ok(())
 }
 
-/// What the boot plan needs to know of every container of this host.
-fn facts(h: &Host) -> Result<Vec<BootFacts>> {
-    let ran = boot::ran_before(h)?;
-    let mut v = Vec::new();
-    for ct in h.list_ctids().with_context(|| format!("list containers in {}", h.conf_dir().display()))? {
-        super::migrate::recover_if_interrupted(h, &ct);
-        let Ok(cfg) = container::load_config(h, &ct) else { continue };
-        let running = container::status(h, &ct).map(|(s, _)| s == Status::Running).unwrap_or(false);
-        v.push(BootFacts::of(h, &cfg, running, &ran));
+/// Each container's fate as the batch goes.
+fn show(e: Event) {
+    match e {
+        Event::Notice(n) => super::notices::warn([n]),
+        Event::Started { ctid, how } => print_started(ctid, &how),
+        Event::StartFailed { ctid, what, error } => eprintln!("ferry: start --all: {what} of {ctid} failed: {}", ferry_migrate::error::chain(&error)),
+        Event::Stopped { ctid } => println!("container {ctid} stopped"),
+        Event::Suspended { ctid, image } => println!("container {ctid} suspended to {}", image.display()),
+        Event::CannotSuspend { ctid, error } => eprintln!("ferry: container {ctid}: cannot suspend it ({error}); stopping it instead"),
+        Event::StopFailed { ctid, error } => eprintln!("ferry: stop --all: {ctid} failed: {}", ferry_migrate::error::chain(&error)),
     }
-    Ok(v)
-}
-
-/// The exit code of a batch: 0, or the most urgent class of its failures.
-fn batch_code(failures: &[ErrorClass]) -> u8 {
-    ErrorClass::most_urgent(failures.iter().copied()).map_or(0, |c| c.code())
-}
-
-fn start_all(h: &Host) -> Result<u8> {
-    let plan = boot::boot_plan(&facts(h)?);
-    let mut failed = Vec::new();
-    let mut not_back = Vec::new();
-    for step in &plan {
-        let ct = step.ctid();
-        if let Err(e) = start_one(h, ct) {
-            let class = super::exit::classify(&e);
-            let what = if matches!(step, BootStep::Resume(_)) { "resume" } else { "start" };
-            eprintln!("ferry: start --all: {what} of {ct} failed: {e:#}");
-            failed.push(class);
-            not_back.push(ct.clone());
-        }
-    }
-    // Those that came back are no longer "running before the shutdown".
-    let ran = boot::ran_before(h)?;
-    let still: Vec<Ctid> = ran.into_iter().filter(|c| not_back.contains(c) || !plan.iter().any(|s| s.ctid() == c)).collect();
-    boot::keep_recorded(h, &still)?;
-    println!("start --all: {} of {} started or resumed{}", plan.len() - failed.len(), plan.len(), failed_note(&failed));
-    Ok(batch_code(&failed))
 }
 
 fn failed_note(failed: &[ErrorClass]) -> String {
@@ -129,43 +91,15 @@ fn failed_note(failed: &[ErrorClass]) -> String {
     }
 }
 
-fn stop_all(h: &Host, mode: StopMode, how: container::Shutdown) -> Result<u8> {
-    let order = boot::shutdown_plan(&facts(h)?);
-    // Recorded first: a shutdown that is cut short still knows what ran.
-    boot::record_running(h, &order)?;
-    let mut failed = Vec::new();
-    for ct in &order {
-        let res = match mode {
-            StopMode::Suspend => suspend_or_stop(h, ct, how),
-            StopMode::Stop => stop_one(h, ct, how),
-        };
-        if let Err(e) = res {
-            eprintln!("ferry: stop --all: {ct} failed: {e:#}");
-            failed.push(super::exit::classify(&e));
-        }
-    }
-    let verb = if mode == StopMode::Suspend { "suspended or stopped" } else { "stopped" };
-    println!("stop --all: {} of {} {verb}{}", order.len() - failed.len(), order.len(), failed_note(&failed));
-    Ok(batch_code(&failed))
+fn start_all(h: &Host) -> Result<u8> {
+    let b = boot::start_all(h, &mut show)?;
+    println!("start --all: {} of {} started or resumed{}", b.total - b.failed.len(), b.total, failed_note(&b.failed));
+    Ok(b.code())
 }
 
-/// Suspend for the next boot; a container CRIU cannot dump is stopped instead (it starts
-/// afresh at boot), since the host goes down either way.
-fn suspend_or_stop(h: &Host, ct: &Ctid, how: container::Shutdown) -> Result<()> {
-    let cfg = container::load_config(h, ct)?;
-    let lock = ContainerLock::acquire(h, ct, "suspend")?;
-    super::checkpoint::thaw_stale(h, &lock);
-    match ferry_migrate::checkpoint::suspend(h, &lock, &cfg, &mut |_| {}) {
-        Ok(done) => {
-            println!("container {ct} suspended to {}", done.path.display());
-            Ok(())
-        }
-        Err(e) if container::status(h, ct)?.0 != Status::Stopped => {
-            eprintln!("ferry: container {ct}: cannot suspend it ({e}); stopping it instead");
-            container::stop_with(h, &lock, &cfg, how)?;
-            println!("container {ct} stopped");
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
+fn stop_all(h: &Host, mode: StopMode, how: container::Shutdown) -> Result<u8> {
+    let b = boot::stop_all(h, mode, how, &mut show)?;
+    let verb = if mode == StopMode::Suspend { "suspended or stopped" } else { "stopped" };
+    println!("stop --all: {} of {} {verb}{}", b.total - b.failed.len(), b.total, failed_note(&b.failed));
+    Ok(b.code())
 }

@@ -79,30 +79,6 @@ pub fn default_dumpfile(h: &Host, ct: &Ctid) -> PathBuf {
     h.suspend_image(ct)
 }
 
-/// A container left frozen by a checkpoint that died is thawed by the next command that gets
-/// its lock; the caller holds `lock`.
-pub fn thaw_stale(h: &Host, lock: &ContainerLock) {
-    // An interrupted migration knows more (it may have dumped the container): ask it first.
-    match super::migrate::recover_journal(h, lock) {
-        Ok(Some(msg)) => eprintln!("ferry: warning: {msg}"),
-        Ok(None) => {}
-        Err(e) => eprintln!("ferry: warning: container {}: {e:#}", lock.ctid()),
-    }
-    match container::thaw_if_frozen(h, lock) {
-        Ok(true) => eprintln!("ferry: warning: container {} was left frozen (an interrupted checkpoint?); thawed it", lock.ctid()),
-        Ok(false) => {}
-        Err(e) => eprintln!("ferry: warning: container {}: cannot check its freezer: {e}", lock.ctid()),
-    }
-}
-
-/// For commands that do not hold the lock (exec): thaw a stale freeze only when no
-/// operation holds the lock (a running checkpoint owns its freeze).
-pub fn thaw_stale_unlocked(h: &Host, ct: &Ctid) {
-    if let Ok(lock) = ContainerLock::acquire(h, ct, "thaw") {
-        thaw_stale(h, &lock);
-    }
-}
-
 /// A progress bar on a terminal for large images, nothing otherwise.
 struct Bar {
     bar: Option<indicatif::ProgressBar>,
@@ -141,7 +117,7 @@ pub fn checkpoint(h: &Host, a: CheckpointArgs) -> Result<u8> {
     let ct = super::ctid(h, &a.ctid)?;
     let cfg = container::load_config(h, &ct)?;
     let lock = ContainerLock::acquire(h, &ct, "checkpoint")?;
-    thaw_stale(h, &lock);
+    super::notices::warn(ferry_migrate::stale::thaw_stale(h, &lock));
     let copts = CheckpointOpts { keep_running: a.keep_running, ext_unix_sk: a.ext_unix_sk, ..CheckpointOpts::default() };
     if let Some(dir) = &a.images_dir {
         let info = container::checkpoint_to_dir(h, &lock, &cfg, dir, &copts)?;
@@ -230,7 +206,7 @@ pub fn restore(h: &Host, a: RestoreArgs) -> Result<u8> {
 fn restore_from_export(h: &Host, lock: &ContainerLock, img: &Path, cold: bool, quiet: bool) -> Result<u8> {
     use ferry_migrate::snapshot as snap;
     let ct = lock.ctid();
-    let contents = snap::image_contents(img).map_err(|e| anyhow::anyhow!("container {ct}: restore: {e}"))?;
+    let contents = snap::image_contents(img).map_err(|e| anyhow::Error::new(e).context(format!("container {ct}: restore")))?;
     if contents.manifest.ctid != ct.as_str() {
         anyhow::bail!("container {ct}: restore: image {} holds container {}, not {ct}", img.display(), contents.manifest.ctid);
     }
@@ -296,7 +272,7 @@ fn restore_from_export(h: &Host, lock: &ContainerLock, img: &Path, cold: bool, q
 fn restore_clone(h: &Host, a: &RestoreArgs, img: &Path) -> Result<u8> {
     use ferry_migrate::snapshot as snap;
     let from = super::new_ctid(&a.ctid)?;
-    let contents = snap::image_contents(img).map_err(|e| anyhow::anyhow!("container {from}: restore: {e}"))?;
+    let contents = snap::image_contents(img).map_err(|e| anyhow::Error::new(e).context(format!("container {from}: restore")))?;
     let text = String::from_utf8_lossy(&contents.manifest.config_toml).into_owned();
     let orig = ferry_runtime::ContainerConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("container {from}: restore: the image's config: {e}"))?;
     let cfg = a.clone.config(&orig)?.expect("--new-id given");
@@ -381,7 +357,7 @@ pub fn suspend(h: &Host, ct: &str, quiet: bool) -> Result<u8> {
     let ct = super::ctid(h, ct)?;
     let cfg = container::load_config(h, &ct)?;
     let lock = ContainerLock::acquire(h, &ct, "suspend")?;
-    thaw_stale(h, &lock);
+    super::notices::warn(ferry_migrate::stale::thaw_stale(h, &lock));
     // A dump left from an earlier `checkpoint --keep-running` is stale: replaced atomically.
     let file = default_dumpfile(h, &ct);
     do_checkpoint(h, &lock, &cfg, &file, ImageOpts::default(), quiet)

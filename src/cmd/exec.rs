@@ -10,7 +10,7 @@ use std::os::fd::FromRawFd;
 pub fn exec(h: &Host, ct: &str, cmd: &[String]) -> Result<u8> {
     let ct = super::ctid(h, ct)?;
     container::load_config(h, &ct)?;
-    super::checkpoint::thaw_stale_unlocked(h, &ct);
+    super::notices::warn(ferry_migrate::stale::thaw_stale_unlocked(h, &ct));
     let code = container::exec(h, &ct, cmd)?;
     Ok(code.clamp(0, 255) as u8)
 }

@@ -26,7 +26,7 @@ pub struct Classified {
 
 impl std::fmt::Display for Classified {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#}", self.inner)
+        f.write_str(&message(&self.inner))
     }
 }
 
@@ -92,11 +92,16 @@ pub fn clap_class(e: &clap::Error) -> ErrorClass {
 pub fn report(e: &anyhow::Error, json: bool, code_override: Option<u8>) -> u8 {
     let class = classify(e);
     let code = code_override.unwrap_or_else(|| class.code());
-    eprintln!("ferry: {e:#}");
+    eprintln!("ferry: {}", message(e));
     if json {
-        println!("{}", error_json(class, code, &format!("{e:#}")));
+        println!("{}", error_json(class, code, &message(e)));
     }
     code
+}
+
+/// An error and its causes on one line, each cause said once.
+pub fn message(e: &anyhow::Error) -> String {
+    ferry_migrate::error::chain(e.as_ref())
 }
 
 pub fn error_json(class: ErrorClass, code: u8, message: &str) -> serde_json::Value {
@@ -130,7 +135,7 @@ mod tests {
         // Through the pipelines' wrappers.
         let m = ferry_migrate::Error::Runtime(ferry_runtime::Error::Locked { ctid: "1".into(), holder: "migrate".into(), pid: 1 });
         assert_eq!(classify(&m.into()), ErrorClass::Locked);
-        let rb = ferry_migrate::Error::RolledBack { ctid: "1".into(), cause: Box::new(ferry_migrate::Error::Protocol("x".into())) };
+        let rb = ferry_migrate::Error::RolledBack { ctid: "1".into(), cause: Box::new(ferry_migrate::Error::protocol("x")) };
         assert_eq!(classify(&rb.into()), ErrorClass::MigrationFailed);
         assert_eq!(classify(&UsageError("x".into()).into()), ErrorClass::Usage);
         assert_eq!(classify(&invalid!("--ram x")), ErrorClass::InvalidValue);

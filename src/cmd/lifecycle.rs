@@ -105,7 +105,7 @@ pub fn restart(h: &Host, ct: &str, how: Shutdown) -> Result<u8> {
 
 pub fn status(h: &Host, ct: &str, json: bool) -> Result<u8> {
     let ct = super::ctid(h, ct)?;
-    super::migrate::recover_if_interrupted(h, &ct);
+    super::notices::warn(ferry_migrate::stale::recover_if_interrupted(h, &ct));
     let cfg = container::load_config(h, &ct)?;
     let (st, state) = container::status(h, &ct)?;
     let pid = state.as_ref().map(|s| s.pid);

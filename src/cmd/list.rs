@@ -432,7 +432,7 @@ pub fn list(h: &Host, a: ListArgs) -> Result<u8> {
     };
     let mut rows = Vec::new();
     for ct in cts {
-        super::migrate::recover_if_interrupted(h, &ct);
+        super::notices::warn(ferry_migrate::stale::recover_if_interrupted(h, &ct));
         if !h.config_path(&ct).exists() {
             continue; // it had migrated away; the recovery finished removing it
         }

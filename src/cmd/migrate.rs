@@ -6,12 +6,12 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ferry_migrate::migration::report::MigrationReport;
 use ferry_migrate::migration::source::{migrate, MigrateOptions};
-use ferry_migrate::migration::{dest, image_stream, journal};
-use ferry_migrate::proto::ConnectionOptions;
-use ferry_migrate::transport::{SshTarget, Transport};
+use ferry_migrate::migration::{dest, image_stream};
 use ferry_runtime::exit::ErrorClass;
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::Host;
+use ferry_transfer::proto::ConnectionOptions;
+use ferry_transfer::transport::{SshTarget, Transport};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -65,7 +65,7 @@ pub struct MigrateArgs {
     /// Ports the destination may listen on for `--data-channel tcp`, PORT or FIRST-LAST
     /// (default: any free port), e.g. to match a firewall rule.
     #[arg(long, value_name = "PORTS")]
-    pub data_ports: Option<ferry_migrate::datachan::PortRange>,
+    pub data_ports: Option<ferry_transfer::datachan::PortRange>,
     /// Print the stage timing table (vzmigrate -t).
     #[arg(short = 't', long)]
     pub times: bool,
@@ -119,7 +119,7 @@ pub fn migrate_cmd(host: &Host, a: MigrateArgs) -> Result<u8> {
     for ct in &cts {
         let res = migrate_report(host, &a, ct, &dest).map_err(|e| {
             let class = e.downcast_ref::<ferry_migrate::Error>().map(|m| m.migration_class()).unwrap_or_else(|| super::exit::classify(&e));
-            (class, format!("{e:#}"))
+            (class, super::exit::message(&e))
         });
         let stop = matches!(res, Err((ErrorClass::MigrationNeedsAction, _)));
         if let Err((_, m)) = &res {
@@ -191,12 +191,12 @@ fn migrate_one(host: &Host, a: &MigrateArgs, ct: &str, dest: &str) -> Result<u8>
 fn migrate_report(host: &Host, a: &MigrateArgs, ct: &str, dest: &str) -> Result<MigrationReport> {
     let ct = super::ctid(host, ct)?;
     let lock = ContainerLock::acquire(host, &ct, "migrate")?;
-    super::checkpoint::thaw_stale(host, &lock);
+    super::notices::warn(ferry_migrate::stale::thaw_stale(host, &lock));
     let mut opts = MigrateOptions::new(target(dest, &a.ssh_opts, &a.remote_ferry));
     let cfg = ferry_runtime::container::load_config(host, &ct)?;
     opts.dest_config = a.new.config(&cfg)?;
     if let Some(d) = &opts.dest_config {
-        let live = !a.offline && ferry_migrate::migration::hostops::is_running(host, &ct);
+        let live = !a.offline && ferry_runtime::container::status(host, &ct).is_ok_and(|(s, _)| s == ferry_runtime::container::Status::Running);
         if live && cfg.net.ipadd.is_empty() && !d.net.ipadd.is_empty() {
             super::exit::usage!(
                 "container {ct}: migrate: its processes have no venet interface to take --ipadd; migrate without it, then `ferry set {} --ipadd IP` there",
@@ -236,7 +236,7 @@ fn migrate_report(host: &Host, a: &MigrateArgs, ct: &str, dest: &str) -> Result<
             pb1.set_length(0);
         }));
         let pb2 = pb.clone();
-        opts.progress = Some(Arc::new(move |p: &ferry_migrate::sync::Progress| {
+        opts.progress = Some(Arc::new(move |p: &ferry_transfer::sync::Progress| {
             pb2.set_length(p.bytes_total);
             pb2.set_position(p.bytes_done);
         }));
@@ -257,7 +257,7 @@ pub fn migrate_receive(host: &Host) -> Result<u8> {
     let rt = runtime()?;
     let res = rt.block_on(async {
         let opts = ConnectionOptions { features: image_stream::receiver_features(), ..Default::default() };
-        let conn = ferry_migrate::transport::accept_stdio(opts).await?;
+        let conn = ferry_transfer::transport::accept_stdio(opts).await?;
         let res = dest::serve(host, &conn).await;
         // Also after a failure: the last reply (the error that says why) must reach the
         // source before we go, or it only sees the connection end.
@@ -311,8 +311,8 @@ pub fn sync_cmd(a: SyncArgs) -> Result<u8> {
             }
         };
         let conn = transport.connect(ConnectionOptions::default()).await?;
-        let stats = ferry_migrate::sync::sync_pass(&conn, &a.source, &Default::default()).await?;
-        let _ = conn.request(ferry_migrate::proto::messages::Body::Done(Default::default())).await;
+        let stats = ferry_transfer::sync::sync_pass(&conn, &a.source, &Default::default()).await?;
+        let _ = conn.request(ferry_transfer::proto::messages::Body::Done(Default::default())).await;
         let _ = conn.close().await;
         let _ = transport.wait().await;
         Ok::<_, anyhow::Error>(stats)
@@ -345,14 +345,14 @@ pub fn sync_receive(dir: PathBuf) -> Result<u8> {
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let rt = sync_runtime()?;
     rt.block_on(async {
-        use ferry_migrate::proto::messages::{Body, OkReply};
+        use ferry_transfer::proto::messages::{Body, OkReply};
         let opts = ConnectionOptions { features: image_stream::receiver_features(), ..Default::default() };
-        let conn = ferry_migrate::transport::accept_stdio(opts).await?;
+        let conn = ferry_transfer::transport::accept_stdio(opts).await?;
         loop {
             let env = conn.recv().await?;
             match &env.body {
                 Some(Body::SyncBegin(_)) => {
-                    ferry_migrate::sync::receive_pass(&conn, &env, &dir, &Default::default()).await?;
+                    ferry_transfer::sync::receive_pass(&conn, &env, &dir, &Default::default()).await?;
                 }
                 Some(Body::Done(_)) => {
                     conn.reply(env.id, Body::Ok(OkReply {})).await?;
@@ -366,80 +366,4 @@ pub fn sync_receive(dir: PathBuf) -> Result<u8> {
         Ok(())
     })?;
     Ok(0)
-}
-
-/// For commands that only look (status, list): when a migration journal says a migration of
-/// `ct` was interrupted, put it right first (a migration still running holds the lock and is
-/// left alone), so they report the container as it really is.
-pub fn recover_if_interrupted(host: &Host, ct: &ferry_runtime::Ctid) {
-    if matches!(journal::Journal::read(host, ct), Ok(Some(_))) {
-        super::checkpoint::thaw_stale_unlocked(host, ct);
-    }
-}
-
-/// What a crashed migration left in the journal, put right (see `super::recover`).
-pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<String>> {
-    let ct = lock.ctid();
-    let Some(j) = journal::Journal::read(host, ct)? else { return Ok(None) };
-    if j.pid != std::process::id() && std::path::Path::new(&format!("/proc/{}", j.pid)).exists() {
-        return Ok(None); // still running (it would hold the lock anyway)
-    }
-    // Whatever the stage: its addresses are reachable here again (a restore below sets the
-    // container's own route).
-    if let Ok(cfg) = ferry_runtime::container::load_config(host, ct) {
-        ferry_migrate::migration::hostops::let_traffic_through(&cfg);
-    }
-    use journal::Stage::*;
-    let restore_from_dump = || -> Result<String> {
-        let dir = j.image_dir.clone().unwrap_or_default();
-        let cfg = ferry_runtime::container::load_config(host, ct)?;
-        // A migration under a new CTID had made the dump the destination's: make it ours again.
-        if let Some(m) = ferry_runtime::container::CheckpointMeta::load(&dir)?.filter(|m| m.ctid != ct.as_str()) {
-            m.retarget(&cfg)?.save(&dir)?;
-        }
-        ferry_migrate::migration::hostops::restore_from_dir(host, lock, &cfg, &dir)
-            .with_context(|| format!("a migration of {ct} was interrupted after its dump; restoring it here from {} failed", dir.display()))?;
-        journal::Journal::remove(host, ct);
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(format!("a migration of {ct} to {} was interrupted after the dump; the container was restored here", j.destination))
-    };
-    let msg = match j.stage {
-        Syncing | Frozen => {
-            let thawed = ferry_runtime::container::thaw_if_frozen(host, lock)?;
-            let running = ferry_migrate::migration::hostops::is_running(host, ct);
-            let dumped = j.image_dir.as_ref().is_some_and(|d| d.join("inventory.img").exists());
-            if thawed {
-                journal::Journal::remove(host, ct);
-                format!("a migration of {ct} to {} was interrupted while the container was frozen; it has been thawed and runs here", j.destination)
-            } else if j.stage == Frozen && !running && dumped {
-                // Died while CRIU finished the dump: the processes are gone, the dump is whole.
-                restore_from_dump()?
-            } else if j.stage == Frozen && !running {
-                journal::Journal::remove(host, ct);
-                format!(
-                    "a migration of {ct} to {} was interrupted during its dump, which did not complete; the container is not \
-                     running here: start it with `ferry start {ct}` (its files are intact)",
-                    j.destination
-                )
-            } else {
-                journal::Journal::remove(host, ct);
-                if let Some(d) = &j.image_dir {
-                    let _ = std::fs::remove_dir_all(d);
-                }
-                format!("a migration of {ct} to {} was interrupted before the freeze; the container was not touched", j.destination)
-            }
-        }
-        Dumped => restore_from_dump()?,
-        Committed => {
-            // The container is the destination's now: it must never start here again. Finish
-            // the cleanup the interrupted migration owed.
-            let cfg = ferry_runtime::container::load_config(host, ct)?;
-            ferry_migrate::migration::hostops::remove_source(host, lock, &cfg, j.remove_area).with_context(|| {
-                format!("a migration of {ct} to {} completed, but removing it here failed; remove it with `ferry destroy {ct}`", j.destination)
-            })?;
-            journal::Journal::remove(host, ct);
-            format!("a migration of {ct} to {} completed but was interrupted before cleaning up here; it has now been removed here", j.destination)
-        }
-    };
-    Ok(Some(msg))
 }

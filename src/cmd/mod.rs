@@ -11,6 +11,7 @@ mod lifecycle;
 mod list;
 mod migrate;
 mod newid;
+mod notices;
 mod opts;
 mod set;
 mod settings;

@@ -40,17 +40,6 @@ pub struct NetArgs {
 }
 
 impl NetArgs {
-    pub fn is_empty(&self) -> bool {
-        self.ipadd.is_empty()
-            && self.ipdel.is_empty()
-            && self.netif.is_empty()
-            && self.netif_add.is_empty()
-            && self.netif_del.is_empty()
-            && self.netdev_add.is_empty()
-            && self.netdev_del.is_empty()
-            && self.uplink.is_none()
-    }
-
     /// Whether anything beyond --ipadd/--ipdel is asked (those only act at the next start).
     pub fn has_next_start_changes(&self) -> bool {
         !self.netif.is_empty()

@@ -7,7 +7,7 @@
 use super::exit::usage;
 use anyhow::Result;
 use ferry_runtime::cgroups::DeviceRule;
-use ferry_runtime::config::ContainerConfig;
+use ferry_runtime::container::set_plan::{self, Asked, HostLiveSet, LiveChange};
 use ferry_runtime::container::{self, Status};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::Host;
@@ -51,26 +51,19 @@ pub fn set(h: &Host, loaded: &ferry_runtime::host_config::Loaded, mut a: SetArgs
     let (status, state) = container::status(h, &ct)?;
     let running = status == Status::Running;
     let mut state = state.filter(|_| running);
-    if a.hostname.is_none()
-        && a.userpasswd.is_empty()
-        && a.security.is_empty()
-        && a.devices.is_empty()
-        && a.net.is_empty()
-        && a.res.is_empty()
-        && a.settings.is_empty()
-    {
-        usage!("container {ct}: set: nothing to change; see `ferry set --help`");
-    }
-    if a.net.has_next_start_changes() && !a.save {
-        usage!(
-            "container {ct}: set: --netif, --netif_add, --netif-del, --netdev-add, --netdev-del and --uplink take effect at the next start; add --save"
-        );
-    }
-    if a.settings.has_saved_only() && !a.save {
-        usage!("container {ct}: set: --name, --description, --onboot, --bootorder and --stop-timeout are kept in the config only; add --save");
-    }
-    if (!a.net.ipadd.is_empty() || !a.net.ipdel.is_empty() || !a.res.is_empty()) && !running && !a.save {
-        usage!("container {ct}: set: container is not running, so addresses and limits without --save change nothing; add --save");
+    let asked = Asked {
+        hostname: a.hostname.is_some(),
+        userpasswd: !a.userpasswd.is_empty(),
+        security: !a.security.is_empty() || !a.devices.is_empty(),
+        net_next_start: a.net.has_next_start_changes(),
+        addresses: !a.net.ipadd.is_empty() || !a.net.ipdel.is_empty(),
+        limits: !a.res.is_empty(),
+        saved_only: a.settings.has_saved_only(),
+        dns: a.settings.has_dns(),
+        save: a.save,
+    };
+    if let Err(refused) = asked.check(&ct, running) {
+        usage!("{refused}");
     }
     // Name, description, boot and DNS settings, checked before anything changes.
     let with_settings = a.settings.apply(&cfg)?;
@@ -92,26 +85,8 @@ pub fn set(h: &Host, loaded: &ferry_runtime::host_config::Loaded, mut a: SetArgs
     }
     let live_ips: Vec<std::net::IpAddr> =
         state.as_ref().and_then(|s| s.net_objects.as_ref()).and_then(|n| n.venet.as_ref()).map(|v| v.addrs.clone()).unwrap_or_default();
-    let ip_add: Vec<std::net::IpAddr> = a.net.ipadd.iter().filter(|x| !live_ips.contains(x)).copied().collect();
-    let ip_del: Vec<std::net::IpAddr> = a.net.ipdel_addrs(&live_ips)?.into_iter().filter(|x| live_ips.contains(x)).collect();
-    if (!a.security.is_empty() || !a.devices.is_empty()) && !a.save {
-        usage!(
-            "container {ct}: set: capabilities, seccomp, features and devices cannot change in a running container; add --save (they take effect on the next start)"
-        );
-    }
-    if a.hostname.is_some() && !running && !a.save {
-        usage!("container {ct}: set: container is not running, so --hostname without --save changes nothing; add --save");
-    }
-    // The kind changes only while the container is stopped: its range, root mount and
-    // namespaces are those it started with.
-    if a.security.userns()?.is_some_and(|u| u.kind() != cfg.security.kind) && status != Status::Stopped {
-        return Err(ferry_runtime::Error::already_running(
-            ct.as_str(),
-            "set",
-            format!("--userns changes what container root is on the host, so only while it is stopped: `ferry stop {ct}` first; nothing was changed"),
-        )
-        .into());
-    }
+    let (ip_add, ip_del) = set_plan::address_changes(&live_ips, &a.net.ipadd, &a.net.ipdel_addrs(&live_ips)?);
+    set_plan::check_kind_change(&ct, cfg.security.kind, a.security.userns()?.map(|u| u.kind()), status == Status::Stopped)?;
     // Validate everything before changing anything.
     let mut sec = a.security.apply(&cfg.security).map_err(|e| anyhow::anyhow!("container {ct}: set: {e:#}; nothing was changed"))?;
     for d in &a.devices {
@@ -131,32 +106,8 @@ pub fn set(h: &Host, loaded: &ferry_runtime::host_config::Loaded, mut a: SetArgs
     }
     // Limits and addresses first: they are the changes that may still be refused.
     if let Some(st) = state.as_mut() {
-        let live_cfg = ContainerConfig { resources: live_res.clone(), ..cfg.clone() };
-        let res_changed = new_live != live_res;
-        if res_changed {
-            container::set_resources_live(h, &live_cfg, st, &new_live)?;
-            st.resources = Some(new_live.clone());
-        }
-        let ips = if !ip_add.is_empty() || !ip_del.is_empty() {
-            let ip_cfg = ContainerConfig { net: new_net.clone(), ..live_cfg.clone() };
-            container::set_ips_live(h, &ip_cfg, st, &ip_add, &ip_del)
-        } else {
-            Ok(())
-        };
-        if let Err(e) = ips {
-            // All or nothing: the limits go back too.
-            if res_changed {
-                let applied = ContainerConfig { resources: new_live.clone(), ..cfg.clone() };
-                let _ = container::set_resources_live(h, &applied, st, &live_res);
-                st.resources = Some(live_res.clone());
-            }
-            let _ = st.save(h);
-            return Err(e.into());
-        }
-        // The state records the limits in force, for the next `set`, `list` and a checkpoint.
-        if res_changed {
-            st.save(h)?;
-        }
+        let change = LiveChange { in_force: &live_res, new: &new_live, net: &new_net, ip_add: &ip_add, ip_del: &ip_del };
+        set_plan::apply_live(&HostLiveSet(h), &cfg, st, &change)?;
     } else if a.save && new_saved.diskspace != cfg.resources.diskspace {
         // Stopped: the disk limit lives in the backend (qgroup, image size), not in a cgroup.
         container::set_diskspace_stopped(h, &cfg, new_saved.diskspace)?;
@@ -170,9 +121,7 @@ pub fn set(h: &Host, loaded: &ferry_runtime::host_config::Loaded, mut a: SetArgs
     if a.settings.has_dns() {
         container::set_dns(h, &ct, &with_settings.dns)?;
     }
-    if running && !a.save && new_live.diskspace != cfg.resources.diskspace {
-        // The disk backend keeps the new size (an image cannot shrink back at the next start),
-        // so the config must say so too.
+    if set_plan::disk_limit_to_save(&cfg, &new_live, running, a.save) {
         let mut c = cfg.clone();
         c.resources.diskspace = new_live.diskspace;
         c.save(&h.config_path(&ct))?;
@@ -180,11 +129,7 @@ pub fn set(h: &Host, loaded: &ferry_runtime::host_config::Loaded, mut a: SetArgs
     }
     if a.save {
         cfg.net = new_net;
-        cfg.resources = new_saved;
-        if running {
-            // The disk limit is one (the backend's), whatever was saved before.
-            cfg.resources.diskspace = new_live.diskspace;
-        }
+        cfg.resources = set_plan::saved_resources(&new_saved, &new_live, running);
         if let Some(hn) = &a.hostname {
             cfg.hostname = Some(hn.clone());
         }

@@ -41,10 +41,6 @@ impl SettingsArgs {
         !self.nameserver.is_empty() || !self.searchdomain.is_empty()
     }
 
-    pub fn is_empty(&self) -> bool {
-        !self.has_saved_only() && !self.has_dns()
-    }
-
     /// The new name when one is given (None inside: removed).
     pub fn new_name(&self) -> Option<Option<&str>> {
         self.name.as_deref().map(|n| Some(n).filter(|n| !n.is_empty()))

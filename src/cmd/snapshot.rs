@@ -59,20 +59,9 @@ pub enum SnapshotCmd {
     },
 }
 
+/// UTC, as the table shows it.
 fn time_str(t: i64) -> String {
-    // UTC, without a date crate: days since the epoch to a civil date.
-    let days = t.div_euclid(86400);
-    let secs = t.rem_euclid(86400);
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
+    ferry_dump_format::UtcTime::from_unix(t).to_string()
 }
 
 pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
@@ -81,7 +70,7 @@ pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
             let ct = super::ctid(h, &ctid)?;
             let cfg = container::load_config(h, &ct)?;
             let lock = ContainerLock::acquire(h, &ct, "snapshot")?;
-            super::checkpoint::thaw_stale(h, &lock);
+            super::notices::warn(ferry_migrate::stale::thaw_stale(h, &lock));
             let m = snap::create(h, &lock, &cfg, &snap::CreateOpts { name, stateless, ..Default::default() })?;
             println!(
                 "container {ct}: snapshot {} taken ({}{}, files {}, total {} ms)",
@@ -95,29 +84,14 @@ pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
         }
         SnapshotCmd::List { ctid, json } => {
             let ct = super::ctid(h, &ctid)?;
-            let list = store::list(h, &ct);
-            let last_error = store::last_error(h, &ct);
-            let rows: Vec<(store::SnapshotMeta, store::Usage)> = list
-                .into_iter()
-                .map(|m| {
-                    let u = store::usage(&store::snap_dir(h, &ct, &m.id));
-                    (m, u)
-                })
-                .collect();
+            let listing = store::listing(h, &ct);
             if json {
-                let v = serde_json::json!({
-                    "snapshots": rows.iter().map(|(m, u)| serde_json::json!({
-                        "id": m.id, "name": m.name, "created": m.created, "stateful": m.stateful, "auto": m.auto,
-                        "files_bytes": m.files_bytes, "state_bytes": m.state_bytes, "size": u.unique, "shared": u.shared,
-                        "btrfs": m.btrfs, "frozen_ms": m.frozen_ms, "total_ms": m.total_ms,
-                    })).collect::<Vec<_>>(),
-                    "last_error": last_error,
-                });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                // Its keys sorted, as ferry has always printed them.
+                println!("{}", serde_json::to_string_pretty(&serde_json::to_value(&listing)?)?);
                 return Ok(0);
             }
             println!("{:<20} {:<16} {:<20} {:<9} {:<5} {:>9} {:>9}", "ID", "NAME", "TIME (UTC)", "STATEFUL", "AUTO", "SIZE", "SHARED");
-            for (m, u) in &rows {
+            for m in &listing.snapshots {
                 println!(
                     "{:<20} {:<16} {:<20} {:<9} {:<5} {:>9} {:>9}",
                     m.id,
@@ -125,11 +99,11 @@ pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
                     time_str(m.created),
                     if m.stateful { "yes" } else { "no" },
                     if m.auto { "yes" } else { "no" },
-                    human(u.unique),
-                    human(u.shared)
+                    human(m.size),
+                    human(m.shared)
                 );
             }
-            if let Some(e) = last_error {
+            if let Some(e) = &listing.last_error {
                 println!("last scheduled snapshot failed at {}: {}", time_str(e.time), e.error);
             }
             Ok(0)
@@ -145,7 +119,7 @@ pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
             let ct = super::ctid(h, &ctid)?;
             let cfg = container::load_config(h, &ct)?;
             let lock = ContainerLock::acquire(h, &ct, "snapshot restore")?;
-            super::checkpoint::thaw_stale(h, &lock);
+            super::notices::warn(ferry_migrate::stale::thaw_stale(h, &lock));
             let r = snap::restore(h, &lock, &cfg, &id)?;
             println!(
                 "container {ct}: {} snapshot {} (pid {}) in {} ms",
@@ -209,14 +183,5 @@ pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
             }
             Ok(if failed > 0 { 1 } else { 0 })
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_time() {
-        assert_eq!(super::time_str(0), "1970-01-01 00:00:00");
-        assert_eq!(super::time_str(1700000000), "2023-11-14 22:13:20");
     }
 }

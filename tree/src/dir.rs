@@ -43,10 +43,6 @@ impl Dir {
         Ok(Dir { fd: sys::open(&p, DIR_FLAGS)?, resolver })
     }
 
-    pub(crate) fn from_parts(fd: OwnedFd, resolver: Resolver) -> Dir {
-        Dir { fd, resolver }
-    }
-
     fn wrap(&self, fd: OwnedFd) -> Dir {
         Dir { fd, resolver: self.resolver }
     }
@@ -119,6 +115,15 @@ impl Dir {
     /// stat (a symlink there is the symlink itself; a symlink on the way is ELOOP).
     pub fn node_beneath(&self, rel: &[u8]) -> io::Result<Node> {
         Node::from_fd(resolve::open_beneath(self.fd.as_fd(), rel, libc::O_PATH, self.resolver)?)
+    }
+
+    /// The directory `node` (found beneath this one) opened for real, to list or to create in.
+    pub fn open_node(&self, node: &Node) -> io::Result<Dir> {
+        if node.kind() != Kind::Directory {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        let p = sys::proc_fd_path(node.as_fd().as_raw_fd(), None)?;
+        Ok(self.wrap(sys::open(&p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK | libc::O_NOCTTY)?))
     }
 
     /// [`Dir::node_beneath`] for a name in this directory.

@@ -5,7 +5,6 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use crate::dir::Dir;
 use crate::stat::{Kind, Stat};
 use crate::sys::{self, XattrOf};
 use crate::xattr::{self, Xattr};
@@ -40,16 +39,6 @@ impl Node {
         let p = sys::proc_fd_path(self.fd.as_raw_fd(), None)?;
         let access = if write { libc::O_RDWR } else { libc::O_RDONLY };
         Ok(File::from(sys::open(&p, access | libc::O_NONBLOCK | libc::O_NOCTTY)?))
-    }
-
-    /// The directory itself, opened for real (to list or to create in).
-    pub fn open_dir(&self, like: &Dir) -> io::Result<Dir> {
-        if self.kind() != Kind::Directory {
-            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
-        }
-        let p = sys::proc_fd_path(self.fd.as_raw_fd(), None)?;
-        let fd = sys::open(&p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NONBLOCK | libc::O_NOCTTY)?;
-        Ok(Dir::from_parts(fd, like.resolver()))
     }
 
     pub fn xattrs(&self) -> io::Result<Vec<Xattr>> {

@@ -5,330 +5,426 @@
 //! ferry commands: its config waits in `<data>/migrating/<CTID>.toml`. On any failure, abort or
 //! lost connection before that point, everything made here is removed again (the synced files
 //! are kept when the source asked for `--keep-dst`).
+//!
+//! The receiver is a state machine ([`State`]; docs/migration-protocol.md draws it): each state
+//! holds exactly what this side has made so far, which is what [`undo`] removes; a message
+//! the state does not expect is refused and ends the migration.
 
-use super::hostops;
+use super::fault::{self, Fault, Faults};
+use super::hostops::{HostOps, RuntimeOps};
+use super::image_stream::{self, IncomingImage};
 use super::preflight;
 use crate::error::{Error, Result};
-use crate::proto::messages::*;
-use crate::proto::{Connection, Envelope};
-use crate::sync::{receive_pass, ReceiveOptions};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{ContainerConfig, Ctid, Host};
+use ferry_transfer::proto::messages::*;
+use ferry_transfer::proto::{Connection, Envelope};
+use ferry_transfer::sync::{receive_pass, ReceiveOptions};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Spacing of the announcements after the commit (4 over the first second).
 const ANNOUNCE_SPACING: Duration = Duration::from_millis(250);
 
-/// `FERRY_TEST_FAULT` on the destination makes it fail on purpose, for the fault tests:
-/// `die-after-image` (the process exits once the image arrived, as if killed), `die-mid-image`
-/// (it exits 16 MiB into an image on the data channel), `refuse-data`
-/// (the source is sent to a port where nothing listens for the image), `fail-restore`,
-/// `hang-before-restore` (the restore never answers; the receiver waits for the connection to
-/// end and then cleans up, as when the source dies mid-migration).
-pub const FAULT_ENV: &str = "FERRY_TEST_FAULT";
+pub use super::hostops::staging_config;
 
-/// Also read by the source: `die-after-commit` (its ferry exits right after the destination
-/// took the container over, before cleaning up here), `cut-data` (it breaks the data channel's
-/// connection halfway through the image, `--data-channel tcp`), `wrong-token` (it presents a
-/// wrong token on the data channel), `damage-image` (it flips a byte in the middle of the
-/// image it sends, either channel).
-pub(crate) fn fault(name: &str) -> bool {
-    std::env::var(FAULT_ENV).map(|v| v.split(',').any(|f| f == name)).unwrap_or(false)
-}
-
-/// `<data>/migrating/<CTID>.toml`: the config of a container being received.
-pub fn staging_config(host: &Host, ct: &Ctid) -> PathBuf {
-    host.incoming_dir().join(format!("{ct}.toml"))
-}
-
+/// Where the receiver is in the protocol, and what it has made here so far.
 #[derive(Default)]
-struct Incoming {
-    ctid: Option<Ctid>,
-    lock: Option<ContainerLock>,
-    cfg: Option<ContainerConfig>,
-    area: Option<PathBuf>,
-    work: Option<PathBuf>,
-    image_dir: Option<PathBuf>,
-    restored: bool,
-    committed: bool,
-    keep_files: bool,
-    /// A staged config of an earlier receive of this container was here at Preflight (kept
-    /// by --keep-dst): its private area is that receive's, and may be brought up to date.
+pub enum State {
+    /// Connected; nothing asked yet, nothing made.
+    #[default]
+    Connected,
+    /// Preflight answered: the container's lock is held, the work dir exists.
+    Checked(Checked),
+    /// Config accepted: the private area exists and the config is staged; sync passes write
+    /// into the area.
+    Configured(Configured),
+    /// The image is arriving on the data channel (`--data-channel tcp`).
+    ImageArriving(Configured, IncomingImage),
+    /// The image arrived whole and checked, extracted into the directory.
+    ImageReceived(Configured, PathBuf),
+    /// The container runs here (restored, or started for an offline migration), not yet ours.
+    Restored(Configured),
+    /// The restore failed; the source decides what happens to the files (Abort or Cleanup).
+    RestoreFailed(Configured, Error),
+    /// Announce arrived: the config is installed, the container is this host's.
+    Committed(Committed),
+}
+
+pub struct Checked {
+    ct: Ctid,
+    lock: ContainerLock,
+    work: PathBuf,
+    /// A staged config of an earlier receive of this container was here at Preflight (kept by
+    /// --keep-dst): its private area is that receive's, and may be brought up to date.
     resuming: bool,
-    /// This side failed a request; the source decides what happens to the files.
-    failed: Option<Error>,
+}
+
+pub struct Configured {
+    checked: Checked,
+    cfg: ContainerConfig,
+    /// Where the files are synced into.
+    area: PathBuf,
+}
+
+pub struct Committed {
+    /// Held until the receiver ends; released before it waits for the last announcements.
+    lock: ContainerLock,
     /// The announcements that follow the commit.
     announcer: Option<std::thread::JoinHandle<()>>,
-    /// An image on its way over the data channel (`--data-channel tcp`).
-    incoming_image: Option<super::image_stream::IncomingImage>,
+}
+
+impl State {
+    /// The state's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Connected => "connected",
+            State::Checked(_) => "checked",
+            State::Configured(_) => "configured",
+            State::ImageArriving(..) => "image arriving",
+            State::ImageReceived(..) => "image received",
+            State::Restored(_) => "restored",
+            State::RestoreFailed(..) => "restore failed",
+            State::Committed(_) => "committed",
+        }
+    }
+}
+
+/// What the conversation does after a message.
+enum Flow {
+    Continue,
+    /// The source ended the migration: the result to return.
+    End(Result<()>),
+}
+
+struct Receiver<'a> {
+    host: &'a Host,
+    conn: &'a Connection,
+    ops: Arc<dyn HostOps>,
+    faults: Faults,
+    state: State,
+    /// The source's Cleanup asked to keep the synced files (`--keep-dst`).
+    keep_files: bool,
 }
 
 /// Serve one migration on `conn`. Returns when the container is committed here, or after an
 /// abort; an error means the migration failed (everything made here was removed).
 pub async fn serve(host: &Host, conn: &Connection) -> Result<()> {
-    let mut st = Incoming::default();
-    let res = serve_inner(host, conn, &mut st).await;
-    // Its thread stops writing into the work dir before that goes.
-    drop(st.incoming_image.take());
-    if !st.committed {
-        undo(host, &mut st);
-    }
-    if let Some(t) = st.announcer.take() {
-        // The container is committed here: other commands may act on it at once (the
-        // announcer stops when it no longer runs here).
-        st.lock = None;
-        // Let the source go now; this process stays for the remaining announcements.
-        let _ = tokio::time::timeout(Duration::from_secs(5), conn.close()).await;
-        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    serve_with(host, conn, RuntimeOps::shared()).await
+}
+
+/// [`serve`] with the host operations given.
+pub async fn serve_with(host: &Host, conn: &Connection, ops: Arc<dyn HostOps>) -> Result<()> {
+    let faults = ops.faults();
+    let mut r = Receiver { host, conn, ops, faults, state: State::Connected, keep_files: false };
+    let res = r.run().await;
+    match std::mem::take(&mut r.state) {
+        State::Committed(Committed { lock, announcer }) => {
+            // The container is committed here: other commands may act on it at once (the
+            // announcer stops when it no longer runs here).
+            drop(lock);
+            if let Some(t) = announcer {
+                // Let the source go now; this process stays for the remaining announcements.
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.close()).await;
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+        }
+        state => undo(host, r.ops.as_ref(), state, r.keep_files),
     }
     res
 }
 
-async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Result<()> {
-    loop {
-        let env = conn.recv().await?;
-        let Some(body) = env.body.clone() else { continue };
-        match body {
-            Body::Preflight(p) => {
-                let result = match handle_preflight(host, st, &p) {
-                    Ok(problems) => PreflightResult {
-                        ok: problems.is_empty(),
-                        problems,
-                        private_dir: st.area.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                    },
+impl Receiver<'_> {
+    async fn run(&mut self) -> Result<()> {
+        loop {
+            let env = self.conn.recv().await?;
+            let Some(body) = env.body.clone() else { continue };
+            if let Flow::End(res) = self.on(&env, body).await? {
+                return res;
+            }
+        }
+    }
+
+    /// One message from the source, in the current state.
+    async fn on(&mut self, env: &Envelope, body: Body) -> Result<Flow> {
+        let (host, conn) = (self.host, self.conn);
+        match (&self.state, body) {
+            (State::Connected, Body::Preflight(p)) => {
+                let result = match self.preflight(&p) {
+                    Ok((checked, problems)) => {
+                        self.state = State::Checked(checked);
+                        PreflightResult { ok: problems.is_empty(), problems, private_dir: String::new() }
+                    }
                     Err(e) => PreflightResult { ok: false, problems: vec![e.to_string()], private_dir: String::new() },
                 };
                 conn.reply(env.id, Body::PreflightResult(result)).await?;
             }
-            Body::Config(c) => match handle_config(host, st, &c) {
-                Ok(()) => conn.reply(env.id, Body::Ok(OkReply {})).await?,
-                Err(e) => {
-                    conn.reply_error(env.id, e.to_string()).await?;
-                    return Err(e);
+            (State::Checked(checked), Body::Config(c)) => match self.configure(checked, &c) {
+                Ok((cfg, area)) => {
+                    let State::Checked(checked) = std::mem::take(&mut self.state) else { unreachable!("matched above") };
+                    self.state = State::Configured(Configured { checked, cfg, area });
+                    conn.reply(env.id, Body::Ok(OkReply {})).await?;
                 }
+                Err(e) => return self.refuse(env, e).await,
             },
-            Body::SyncBegin(_) => {
-                let area = st.area.clone().ok_or_else(|| Error::Protocol("SyncBegin before Config".into()))?;
-                receive_pass(conn, &env, &area, &ReceiveOptions { link_dest: None, fsync: true }).await?;
+            (State::Configured(c), Body::SyncBegin(_)) => {
+                receive_pass(conn, env, &c.area, &ReceiveOptions { link_dest: None, fsync: true }).await?;
             }
-            Body::ImageBegin(_) => {
-                receive_image(conn, st, &env).await?;
+            (State::Configured(c), Body::ImageBegin(_)) => {
+                // Extracted (and checked section by section) as it arrives: a damaged image is
+                // never restored.
+                let dir = image_stream::receive_over_connection(conn, env, &c.checked.work).await?;
+                fault::die_if(self.faults, Fault::DieAfterImage);
+                let State::Configured(c) = std::mem::take(&mut self.state) else { unreachable!("matched above") };
+                self.state = State::ImageReceived(c, dir);
             }
-            Body::DataChannelOpen(o) => {
-                let work = st.work.clone().ok_or_else(|| Error::Protocol("DataChannelOpen before Preflight".into()))?;
-                st.incoming_image = Some(super::image_stream::open_data_channel(conn, &env, &o, &work).await?);
+            (State::Configured(c), Body::DataChannelOpen(o)) => {
+                let incoming = image_stream::open_data_channel(conn, env, &o, &c.checked.work, self.faults).await?;
+                let State::Configured(c) = std::mem::take(&mut self.state) else { unreachable!("matched above") };
+                self.state = State::ImageArriving(c, incoming);
             }
-            Body::ImageEnd(end) if st.incoming_image.is_some() => {
-                let incoming = st.incoming_image.take().expect("checked");
-                st.image_dir = Some(super::image_stream::finish_data_channel(conn, &env, &end, incoming).await?);
-                if fault("die-after-image") {
-                    std::process::exit(137);
-                }
-            }
-            Body::Restore(r) => {
-                if fault("hang-before-restore") {
-                    loop {
-                        conn.recv().await?;
+            (State::ImageArriving(..), Body::ImageEnd(end)) => {
+                let State::ImageArriving(c, incoming) = std::mem::take(&mut self.state) else { unreachable!("matched above") };
+                match image_stream::finish_data_channel(conn, env, &end, incoming).await {
+                    Ok(dir) => self.state = State::ImageReceived(c, dir),
+                    Err(e) => {
+                        self.state = State::Configured(c);
+                        return Err(e);
                     }
                 }
-                let res = if fault("fail-restore") {
-                    Err(Error::Migration("restore failed on purpose (FERRY_TEST_FAULT=fail-restore)".into()))
-                } else {
-                    restore_here(host, st, r.from_image)
+                fault::die_if(self.faults, Fault::DieAfterImage);
+            }
+            (State::ImageReceived(..) | State::Configured(_), Body::Restore(r)) => {
+                fault::hang_if(self.faults, conn).await?;
+                let res = match fault::restore_fault(self.faults) {
+                    Some(e) => Err(e),
+                    None => self.restore(r.from_image),
+                };
+                let c = match std::mem::take(&mut self.state) {
+                    State::ImageReceived(c, _) | State::Configured(c) => c,
+                    _ => unreachable!("matched above"),
                 };
                 match res {
-                    Ok(pid) => conn.reply(env.id, Body::Restored(Restored { pid })).await?,
+                    Ok(pid) => {
+                        self.state = State::Restored(c);
+                        conn.reply(env.id, Body::Restored(Restored { pid })).await?;
+                    }
                     Err(e) => {
                         // Wait for the source's Abort or Cleanup: only it knows whether the
                         // synced files are to be kept (--keep-dst). A lost connection undoes all.
                         conn.reply_error(env.id, e.to_string()).await?;
-                        st.failed = Some(e);
+                        self.state = State::RestoreFailed(c, e);
                     }
                 }
             }
-            Body::Announce(_) => {
-                // The commit point: the container runs here; from now on it is ours.
-                commit(host, st)?;
-                if let (Some(cfg), true) = (&st.cfg, st.restored) {
-                    if let Err(e) = hostops::announce(host, cfg, 1, Duration::ZERO) {
-                        tracing::warn!("announcing the addresses of {}: {e}", cfg.ctid);
-                    }
-                    // Three more over the first second, while the source cleans up and goes:
-                    // this process stays until they are out. Each first checks that the
-                    // container still runs here (it may already be migrating on).
-                    let (h, c) = (host.clone(), cfg.clone());
-                    st.announcer = Some(std::thread::spawn(move || {
-                        for n in 2..=4 {
-                            std::thread::sleep(ANNOUNCE_SPACING);
-                            if !hostops::is_running(&h, &c.ctid) || !h.config_path(&c.ctid).exists() {
-                                return;
-                            }
-                            match hostops::announce(&h, &c, 1, Duration::ZERO) {
-                                Ok(()) => tracing::debug!("announced the addresses of {} ({n} of 4)", c.ctid),
-                                Err(e) => tracing::warn!("announcing the addresses of {}: {e}", c.ctid),
-                            }
-                        }
-                    }));
+            // An offline migration of a stopped container commits without a restore.
+            (State::Restored(_) | State::Configured(_), Body::Announce(_)) => {
+                if let Err(e) = self.ops.install_config(host, &self.configured().checked.ct) {
+                    return self.refuse(env, e).await;
                 }
+                let restored = matches!(self.state, State::Restored(_));
+                let Some(Configured { checked, cfg, .. }) = self.state_configured() else { unreachable!("matched above") };
+                let _ = std::fs::remove_dir_all(&checked.work);
+                let announcer = restored.then(|| self.announce(cfg));
+                self.state = State::Committed(Committed { lock: checked.lock, announcer });
                 conn.reply(env.id, Body::Ok(OkReply {})).await?;
             }
-            Body::Done(_) => {
-                // The source need not wait for the remaining announcements: [`serve`] waits
-                // for them after the connection is closed.
+            (_, Body::Done(_)) => {
+                // After the commit, the source need not wait for the remaining announcements:
+                // [`serve`] waits for them after the connection is closed. Before it, the
+                // source gave up: [`serve`] undoes what was made.
                 conn.reply(env.id, Body::Ok(OkReply {})).await?;
-                return Ok(());
+                return Ok(Flow::End(Ok(())));
             }
-            Body::Abort(a) => {
+            (_, Body::Abort(a)) => {
                 tracing::info!("source aborted the migration: {}", a.reason);
                 let _ = conn.reply(env.id, Body::Ok(OkReply {})).await;
-                return st.failed.take().map_or(Ok(()), Err);
+                return Ok(Flow::End(self.failure()));
             }
-            Body::Cleanup(c) => {
-                st.keep_files = c.keep_files;
+            (_, Body::Cleanup(c)) => {
+                self.keep_files = c.keep_files;
                 let _ = conn.reply(env.id, Body::Ok(OkReply {})).await;
-                return st.failed.take().map_or(Ok(()), Err);
+                return Ok(Flow::End(self.failure()));
             }
-            other => {
-                let msg = format!("unexpected {} message", other.name());
-                conn.reply_error(env.id, msg.clone()).await?;
-                return Err(Error::Protocol(msg));
+            (state, other) => {
+                let e = Error::protocol(format!("unexpected {} message ({})", other.name(), state.name()));
+                return self.refuse(env, e).await;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Answer the request with `e` and end the migration with it.
+    async fn refuse(&self, env: &Envelope, e: Error) -> Result<Flow> {
+        self.conn.reply_error(env.id, e.to_string()).await?;
+        Err(e)
+    }
+
+    /// The error of a failed restore, which the source's Abort or Cleanup ends with.
+    fn failure(&mut self) -> Result<()> {
+        match std::mem::take(&mut self.state) {
+            State::RestoreFailed(c, e) => {
+                self.state = State::Configured(c);
+                Err(e)
+            }
+            state => {
+                self.state = state;
+                Ok(())
             }
         }
     }
+
+    fn configured(&self) -> &Configured {
+        match &self.state {
+            State::Configured(c) | State::ImageArriving(c, _) | State::ImageReceived(c, _) | State::Restored(c) | State::RestoreFailed(c, _) => c,
+            _ => unreachable!("only called in a configured state"),
+        }
+    }
+
+    /// Leave a configured state; what it held.
+    fn state_configured(&mut self) -> Option<Configured> {
+        match std::mem::take(&mut self.state) {
+            State::Configured(c) | State::ImageArriving(c, _) | State::ImageReceived(c, _) | State::Restored(c) | State::RestoreFailed(c, _) => {
+                Some(c)
+            }
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
+    fn preflight(&self, p: &Preflight) -> Result<(Checked, Vec<String>)> {
+        let host = self.host;
+        let ct = Ctid::new(&p.ctid)?;
+        let cfg = ContainerConfig::from_toml(&p.config_toml).map_err(|e| Error::Migration(format!("config of {ct} from the source: {e}")))?;
+        if cfg.ctid != ct {
+            return Err(Error::Migration(format!("the source sent the config of {} for {ct}", cfg.ctid)));
+        }
+        let lock = ContainerLock::acquire(host, &ct, "migrate-receive")?;
+        let work = host.run_ct_dir(&ct).join("incoming");
+        ferry_runtime::util::private_dir(&work)?;
+        let resuming = staging_config(host, &ct).exists();
+        let facts = self.ops.preflight_facts(host, &cfg, &p.cpuinfo, p.online, &work);
+        let problems = preflight::problems(&cfg, &facts, p.needed_disk_bytes, p.online, resuming);
+        Ok((Checked { ct, lock, work, resuming }, problems))
+    }
+
+    /// The config to receive the container with, and the directory its files go into.
+    fn configure(&self, checked: &Checked, c: &ConfigMsg) -> Result<(ContainerConfig, PathBuf)> {
+        let (host, ct) = (self.host, &checked.ct);
+        let mut cfg = ContainerConfig::from_toml(&c.config_toml).map_err(|e| Error::Migration(format!("config of {ct}: {e}")))?;
+        if &cfg.ctid != ct {
+            return Err(Error::Migration(format!("the source sent the config of {} for {ct}", cfg.ctid)));
+        }
+        // What preflight checked, checked again (under the lock held since then): a source that
+        // goes on after its problems were listed must not write into, nor later remove, a
+        // container or files this host had before.
+        if host.config_path(ct).exists() {
+            return Err(Error::Migration(format!(
+                "container {ct} already exists on this host: migrate-receive refuses its config and leaves it untouched; destroy it here or migrate under another CTID"
+            )));
+        }
+        if !checked.resuming && (host.private_dir(ct).exists() || host.disk_image(ct).exists()) {
+            return Err(Error::Migration(format!(
+                "this host has a private area for {ct} but no container (left by something else than a kept migration): migrate-receive leaves it untouched; remove it here or retry with --keep-dst"
+            )));
+        }
+        // This host decides its own storage backend and an unprivileged container's ID range (its
+        // own when free here: the restore maps its user namespace to whichever it gets); the
+        // limits stay the container's.
+        let area = self.ops.prepare_receive_area(host, &mut cfg)?;
+        if let Err(e) = ferry_runtime::userns::pool::save_with_range(host, &mut cfg, &staging_config(host, ct)) {
+            // An area this receive made goes with it (a kept one stays, as it was).
+            if !checked.resuming {
+                let _ = self.ops.remove_area(host, &cfg);
+            }
+            return Err(e.into());
+        }
+        Ok((cfg, area))
+    }
+
+    fn restore(&self, from_image: bool) -> Result<i32> {
+        let (host, c) = (self.host, self.configured());
+        match &self.state {
+            State::ImageReceived(_, dir) if from_image => self.ops.restore_unannounced(host, &c.checked.lock, &c.cfg, dir),
+            _ if from_image => Err(Error::protocol("Restore without an image")),
+            _ => self.ops.start(host, &c.checked.lock, &c.cfg),
+        }
+    }
+
+    /// Announce the container's addresses now and three more times over the first second,
+    /// while the source cleans up and goes: this process stays until they are out. Each first
+    /// checks that the container still runs here (it may already be migrating on).
+    fn announce(&self, cfg: ContainerConfig) -> std::thread::JoinHandle<()> {
+        if let Err(e) = self.ops.announce(self.host, &cfg) {
+            tracing::warn!("announcing the addresses of {}: {e}", cfg.ctid);
+        }
+        let (h, ops) = (self.host.clone(), self.ops.clone());
+        std::thread::spawn(move || {
+            for n in 2..=4 {
+                std::thread::sleep(ANNOUNCE_SPACING);
+                if !ops.is_running(&h, &cfg.ctid) || !h.config_path(&cfg.ctid).exists() {
+                    return;
+                }
+                match ops.announce(&h, &cfg) {
+                    Ok(()) => tracing::debug!("announced the addresses of {} ({n} of 4)", cfg.ctid),
+                    Err(e) => tracing::warn!("announcing the addresses of {}: {e}", cfg.ctid),
+                }
+            }
+        })
+    }
 }
 
-fn handle_preflight(host: &Host, st: &mut Incoming, p: &Preflight) -> Result<Vec<String>> {
-    let ct = Ctid::new(&p.ctid)?;
-    let cfg = ContainerConfig::from_toml(&p.config_toml).map_err(|e| Error::Migration(format!("config of {ct} from the source: {e}")))?;
-    if cfg.ctid != ct {
-        return Err(Error::Migration(format!("the source sent the config of {} for {ct}", cfg.ctid)));
-    }
-    let lock = ContainerLock::acquire(host, &ct, "migrate-receive")?;
-    let work = host.run_ct_dir(&ct).join("incoming");
-    ferry_runtime::util::private_dir(&work)?;
-    let resuming = staging_config(host, &ct).exists();
-    let facts = preflight::gather(host, &cfg, &p.cpuinfo, p.online, &work);
-    let problems = preflight::problems(&cfg, &facts, p.needed_disk_bytes, p.online, resuming);
-    st.ctid = Some(ct);
-    st.lock = Some(lock);
-    st.work = Some(work);
-    st.keep_files = resuming;
-    st.resuming = resuming;
-    Ok(problems)
-}
-
-fn handle_config(host: &Host, st: &mut Incoming, c: &ConfigMsg) -> Result<()> {
-    let ct = st.ctid.clone().ok_or_else(|| Error::Protocol("Config before Preflight".into()))?;
-    if st.cfg.is_some() {
-        return Err(Error::Protocol(format!("a second Config for {ct}")));
-    }
-    let mut cfg = ContainerConfig::from_toml(&c.config_toml).map_err(|e| Error::Migration(format!("config of {ct}: {e}")))?;
-    if cfg.ctid != ct {
-        return Err(Error::Migration(format!("the source sent the config of {} for {ct}", cfg.ctid)));
-    }
-    // What preflight checked, checked again (under the lock held since then): a source that
-    // goes on after its problems were listed must not write into, nor later remove, a
-    // container or files this host had before.
-    if host.config_path(&ct).exists() {
-        return Err(Error::Migration(format!(
-            "container {ct} already exists on this host: migrate-receive refuses its config and leaves it untouched; destroy it here or migrate under another CTID"
-        )));
-    }
-    if !st.resuming && (host.private_dir(&ct).exists() || host.disk_image(&ct).exists()) {
-        return Err(Error::Migration(format!(
-            "this host has a private area for {ct} but no container (left by something else than a kept migration): migrate-receive leaves it untouched; remove it here or retry with --keep-dst"
-        )));
-    }
-    // This host decides its own storage backend and an unprivileged container's ID range (its
-    // own when free here: the restore maps its user namespace to whichever it gets); the
-    // limits stay the container's.
-    let area = hostops::prepare_receive_area(host, &mut cfg)?;
-    let staging = staging_config(host, &ct);
-    ferry_runtime::userns::pool::save_with_range(host, &mut cfg, &staging)?;
-    st.keep_files = false;
-    st.area = Some(area);
-    st.cfg = Some(cfg);
-    Ok(())
-}
-
-async fn receive_image(conn: &Connection, st: &mut Incoming, begin: &Envelope) -> Result<()> {
-    let work = st.work.clone().ok_or_else(|| Error::Protocol("ImageBegin before Preflight".into()))?;
-    // Extracted (and checked section by section) as it arrives: a damaged image is never restored.
-    let dir = super::image_stream::receive_over_connection(conn, begin, &work).await?;
-    if fault("die-after-image") {
-        std::process::exit(137);
-    }
-    st.image_dir = Some(dir);
-    Ok(())
-}
-
-fn restore_here(host: &Host, st: &mut Incoming, from_image: bool) -> Result<i32> {
-    let (Some(cfg), Some(lock)) = (st.cfg.clone(), st.lock.as_ref()) else {
-        return Err(Error::Protocol("Restore before Config".into()));
+/// Remove what a receive made here, as far as `state` got (the restored container, its files
+/// unless `keep_files`, the staged config, the work dir).
+fn undo(host: &Host, ops: &dyn HostOps, state: State, keep_files: bool) {
+    let (checked, configured) = match state {
+        State::Connected | State::Committed(_) => return,
+        State::Checked(checked) => (checked, None),
+        State::ImageArriving(c, incoming) => {
+            // Its thread stops writing into the work dir before that goes.
+            drop(incoming);
+            (c.checked, Some((c.cfg, false)))
+        }
+        State::Configured(c) | State::ImageReceived(c, _) | State::RestoreFailed(c, _) => (c.checked, Some((c.cfg, false))),
+        State::Restored(c) => (c.checked, Some((c.cfg, true))),
     };
-    let pid = if from_image {
-        let dir = st.image_dir.clone().ok_or_else(|| Error::Protocol("Restore without an image".into()))?;
-        hostops::restore_unannounced(host, lock, &cfg, &dir)?
-    } else {
-        hostops::start(host, lock, &cfg)?
-    };
-    st.restored = true;
-    Ok(pid)
-}
-
-fn commit(host: &Host, st: &mut Incoming) -> Result<()> {
-    let ct = st.ctid.clone().ok_or_else(|| Error::Protocol("Announce before Preflight".into()))?;
-    let staging = staging_config(host, &ct);
-    let conf = host.config_path(&ct);
-    if let Some(dir) = conf.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    }
-    std::fs::rename(&staging, &conf).map_err(|e| Error::io("install config", &conf, e))?;
-    st.committed = true;
-    if let Some(w) = st.work.take() {
-        let _ = std::fs::remove_dir_all(w);
-    }
-    Ok(())
-}
-
-/// Remove what this migration made here (the restored container, its files unless kept, the
-/// staged config, the work dir).
-fn undo(host: &Host, st: &mut Incoming) {
-    let Some(ct) = st.ctid.clone() else { return };
-    if st.lock.is_none() {
-        return; // never got the lock: nothing here is ours
-    }
-    if let Some(cfg) = &st.cfg {
-        if st.restored {
-            if let Err(e) = hostops::kill_and_teardown(host, st.lock.as_ref().expect("lock held"), cfg) {
+    let ct = &checked.ct;
+    if let Some((cfg, restored)) = configured {
+        if restored {
+            if let Err(e) = ops.kill_and_teardown(host, &checked.lock, &cfg) {
                 tracing::warn!("removing the restored {ct}: {e}");
             }
         }
-        if !st.keep_files {
-            if let Err(e) = hostops::remove_area(host, cfg) {
+        if !keep_files {
+            if let Err(e) = ops.remove_area(host, &cfg) {
                 tracing::warn!("removing the received files of {ct}: {e}");
             }
-            let _ = std::fs::remove_file(staging_config(host, &ct));
+            let _ = std::fs::remove_file(staging_config(host, ct));
         }
     }
-    if let Some(w) = st.work.take() {
-        let _ = std::fs::remove_dir_all(w);
-    }
-    let _ = std::fs::remove_dir(host.run_ct_dir(&ct));
-    if !host.config_path(&ct).exists() && !staging_config(host, &ct).exists() {
+    let _ = std::fs::remove_dir_all(&checked.work);
+    let _ = std::fs::remove_dir(host.run_ct_dir(ct));
+    if !host.config_path(ct).exists() && !staging_config(host, ct).exists() {
         // No container of that name here: its lock file would only be clutter.
-        let _ = std::fs::remove_file(host.lock_path(&ct));
+        let _ = std::fs::remove_file(host.lock_path(ct));
     }
 }
 
 /// How long `migrate-cleanup` waits for a receiver still holding the container's lock.
-const CLEANUP_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
+const CLEANUP_WAIT: Duration = Duration::from_secs(45);
 
 /// `ferry migrate-cleanup CTID`: what the source runs on the destination after a failed
 /// migration whose receiver may have died: removes a half-received container (never one that
 /// was committed here).
 pub fn cleanup_stale(host: &Host, ct: &Ctid, keep_files: bool) -> Result<bool> {
+    cleanup_stale_with(host, ct, keep_files, RuntimeOps::shared().as_ref())
+}
+
+/// [`cleanup_stale`] with the host operations given.
+pub fn cleanup_stale_with(host: &Host, ct: &Ctid, keep_files: bool, ops: &dyn HostOps) -> Result<bool> {
     let staging = staging_config(host, ct);
     if !staging.exists() || host.config_path(ct).exists() {
         return Ok(false);
@@ -341,7 +437,7 @@ pub fn cleanup_stale(host: &Host, ct: &Ctid, keep_files: bool) -> Result<bool> {
         match ContainerLock::acquire(host, ct, "migrate-cleanup") {
             Ok(l) => break l,
             Err(ferry_runtime::error::Error::Locked { .. }) if t0.elapsed() < CLEANUP_WAIT => {
-                std::thread::sleep(std::time::Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(100));
             }
             Err(e) => return Err(e.into()),
         }
@@ -350,15 +446,10 @@ pub fn cleanup_stale(host: &Host, ct: &Ctid, keep_files: bool) -> Result<bool> {
         return Ok(false); // the receiver cleaned up (or committed) meanwhile
     }
     let cfg = ContainerConfig::load(&staging)?;
-    let mut st = Incoming {
-        ctid: Some(ct.clone()),
-        lock: Some(lock),
-        cfg: Some(cfg),
-        restored: true,
-        keep_files,
-        work: Some(host.run_ct_dir(ct).join("incoming")),
-        ..Default::default()
-    };
-    undo(host, &mut st);
+    // Whether the receiver got as far as a restore is not known: a teardown of what is not
+    // there does no harm.
+    let checked = Checked { ct: ct.clone(), lock, work: host.run_ct_dir(ct).join("incoming"), resuming: false };
+    let area = host.private_dir(ct);
+    undo(host, ops, State::Restored(Configured { checked, cfg, area }), keep_files);
     Ok(true)
 }

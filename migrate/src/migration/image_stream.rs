@@ -3,19 +3,20 @@
 //!   control connection through a pipe (no temporary image file; compression on a thread
 //!   overlaps with the transfer);
 //! - `tcp`: a direct, unencrypted TCP connection beside the control connection, authenticated
-//!   by a one-time token (see `crate::datachan`), the image written raw into the socket.
+//!   by a one-time token (see `ferry_transfer::datachan`), the image written raw into the socket.
 //!
 //! Either way the destination extracts the image into its images dir as it arrives (each chunk
 //! and the whole image checked against their blake3 digests: a damaged image is never
 //! restored), and both sides agree on size and digest over the control connection before the
 //! restore is asked for.
 
-use crate::datachan::{self, PortRange, Tail, Token};
+use super::fault::{self, Faults};
 use crate::error::{Error, Result};
-use crate::proto::messages::{Body, DataChannelOpen, DataChannelReady, Envelope, ImageEnd, OkReply};
-use crate::proto::{self, Connection};
 use ferry_runtime::container::CheckpointMeta;
 use ferry_runtime::ContainerConfig;
+use ferry_transfer::datachan::{self, PortRange, Tail, Token};
+use ferry_transfer::proto::messages::{Body, DataChannelOpen, DataChannelReady, Envelope, ImageEnd, OkReply};
+use ferry_transfer::proto::{self, Connection};
 use std::io::{BufWriter, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -105,16 +106,16 @@ const GAVE_UP_WAIT: Duration = Duration::from_secs(5);
 const WRITE_BUFFER: usize = 1 << 20;
 
 /// Send the CRIU images in `dir` as one ferry image over `channel`.
-pub async fn send_image(conn: &Connection, dir: &Path, cfg: &ContainerConfig, level: i32, channel: &DataChannel) -> Result<Sent> {
+pub async fn send_image(conn: &Connection, dir: &Path, cfg: &ContainerConfig, level: i32, channel: &DataChannel, faults: Faults) -> Result<Sent> {
     let meta = CheckpointMeta::load(dir)?.ok_or_else(|| Error::Migration(format!("{} holds no ferry checkpoint of {}", dir.display(), cfg.ctid)))?;
     let format = ImageFormat { level, major: image_major(&conn.peer().features) };
     match channel.kind {
         ChannelKind::Ssh => {
             let before = conn.bytes_sent();
-            let image_bytes = send_over_connection(conn, dir, cfg, meta, format).await?;
+            let image_bytes = send_over_connection(conn, dir, cfg, meta, format, faults).await?;
             Ok(Sent { image_bytes, wire_bytes: conn.bytes_sent() - before })
         }
-        ChannelKind::Tcp => send_over_tcp(conn, dir, cfg, meta, format, channel.ports).await,
+        ChannelKind::Tcp => send_over_tcp(conn, dir, cfg, meta, format, channel.ports, faults).await,
     }
 }
 
@@ -125,13 +126,19 @@ struct ImageFormat {
     major: u16,
 }
 
-async fn send_over_connection(conn: &Connection, dir: &Path, cfg: &ContainerConfig, meta: CheckpointMeta, format: ImageFormat) -> Result<u64> {
+async fn send_over_connection(
+    conn: &Connection,
+    dir: &Path,
+    cfg: &ContainerConfig,
+    meta: CheckpointMeta,
+    format: ImageFormat,
+    faults: Faults,
+) -> Result<u64> {
     let (tx, rx) = tokio::net::unix::pipe::pipe().map_err(|e| Error::io("create a pipe for", dir, e))?;
     let tx = tx.into_blocking_fd().map_err(|e| Error::io("create a pipe for", dir, e))?;
     let (cfg2, dir2) = (cfg.clone(), dir.to_path_buf());
-    let damage_at = fault_at("damage-image", dir);
     let writer = std::thread::spawn(move || {
-        let out = BufWriter::with_capacity(WRITE_BUFFER, Damage::new(std::fs::File::from(tx), damage_at));
+        let out = BufWriter::with_capacity(WRITE_BUFFER, fault::damaged(faults, &dir2, std::fs::File::from(tx)));
         write_image(&cfg2, &meta, &dir2, out, format).map(drop)
     });
     // A destination reading format 2 checks the image's own digest; an older one hashes the stream.
@@ -140,21 +147,15 @@ async fn send_over_connection(conn: &Connection, dir: &Path, cfg: &ContainerConf
     let written = writer.join().map_err(|_| Error::Migration("the image writer panicked".into()))?;
     match (sent, written) {
         (Ok(n), Ok(())) => Ok(n),
-        (_, Err(e)) => Err(Error::Migration(format!("writing the image of {}: {e}", cfg.ctid))),
-        (Err(e), Ok(())) => Err(e),
+        (_, Err(e)) => Err(Error::ImageWrite { ctid: cfg.ctid.to_string(), source: Box::new(e) }),
+        (Err(e), Ok(())) => Err(e.into()),
     }
 }
 
 /// The image into `out`, flushed; returns `out`.
-fn write_image<W: Write>(
-    cfg: &ContainerConfig,
-    meta: &CheckpointMeta,
-    dir: &Path,
-    out: BufWriter<W>,
-    format: ImageFormat,
-) -> std::result::Result<W, String> {
-    let out = crate::checkpoint::write_image_to(cfg, meta, dir, out, Some(format.level), format.major, &mut |_| {}).map_err(|e| e.to_string())?;
-    out.into_inner().map_err(|e| e.error().to_string())
+fn write_image<W: Write>(cfg: &ContainerConfig, meta: &CheckpointMeta, dir: &Path, out: BufWriter<W>, format: ImageFormat) -> Result<W> {
+    let out = crate::checkpoint::write_image_to(cfg, meta, dir, out, Some(format.level), format.major, &mut |_| {})?;
+    out.into_inner().map_err(|e| Error::Socket { what: "flushing the image".into(), source: e.into_error() })
 }
 
 async fn send_over_tcp(
@@ -164,31 +165,27 @@ async fn send_over_tcp(
     meta: CheckpointMeta,
     format: ImageFormat,
     ports: PortRange,
+    faults: Faults,
 ) -> Result<Sent> {
     let ct = cfg.ctid.to_string();
     let open = DataChannelOpen { ctid: ct.clone(), port_first: ports.first.into(), port_last: ports.last.into() };
     let ready = match conn.request_timeout(Body::DataChannelOpen(open), REPLY_TIMEOUT).await? {
         Body::DataChannelReady(r) => r,
-        other => return Err(Error::Protocol(format!("expected DataChannelReady, got {}", other.name()))),
+        other => return Err(Error::unexpected("DataChannelReady", other.name())),
     };
     let addr: SocketAddr =
-        ready.address.parse().map_err(|_| Error::Protocol(format!("the destination offered {:?} as its data channel address", ready.address)))?;
-    let mut token = ready.token;
-    if super::dest::fault("wrong-token") {
-        token[0] ^= 1;
-    }
-    let token = Token::from_slice(&token).ok_or_else(|| Error::Protocol("the destination's data channel token is not 32 bytes".into()))?;
-    let cut_at = fault_at("cut-data", dir);
-    let damage_at = fault_at("damage-image", dir);
+        ready.address.parse().map_err(|_| Error::protocol(format!("the destination offered {:?} as its data channel address", ready.address)))?;
+    let token = Token::from_slice(&fault::token(faults, ready.token))
+        .ok_or_else(|| Error::protocol("the destination's data channel token is not 32 bytes"))?;
     let (cfg2, dir2) = (cfg.clone(), dir.to_path_buf());
-    let writer = tokio::task::spawn_blocking(move || -> std::result::Result<(u64, [u8; 32]), String> {
-        let s = datachan::connect(addr, &token, DATA_TIMEOUT).map_err(|e| format!("connecting to {addr}: {e}"))?;
-        s.set_write_timeout(Some(DATA_TIMEOUT)).map_err(|e| e.to_string())?;
+    let writer = tokio::task::spawn_blocking(move || -> Result<(u64, [u8; 32])> {
+        let s = datachan::connect(addr, &token, DATA_TIMEOUT).map_err(|source| Error::Socket { what: format!("connecting to {addr}"), source })?;
+        s.set_write_timeout(Some(DATA_TIMEOUT)).map_err(|source| Error::Socket { what: "setting its write timeout".into(), source })?;
         let (t0, cpu0) = (std::time::Instant::now(), datachan::thread_cpu_time());
-        let out = BufWriter::with_capacity(WRITE_BUFFER, Tail::new(Damage::new(CutAfter { s: &s, left: cut_at }, damage_at)));
+        let out = BufWriter::with_capacity(WRITE_BUFFER, Tail::new(fault::damaged(faults, &dir2, fault::cut(faults, &dir2, &s))));
         let tail = write_image(&cfg2, &meta, &dir2, out, format)?;
         // The destination reads to the end of the stream: tell it where that is.
-        s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+        s.shutdown(Shutdown::Write).map_err(|source| Error::Socket { what: "ending the image".into(), source })?;
         tracing::info!(
             "{}: image sent over tcp: {} bytes in {} ms, {} ms of it in socket writes; {} ms on a CPU",
             cfg2.ctid,
@@ -199,7 +196,7 @@ async fn send_over_tcp(
         );
         Ok((tail.bytes(), tail.last32()))
     });
-    let written = writer.await.map_err(|_| Error::Migration("the image writer panicked".into()))?;
+    let written = writer.await.map_err(|source| Error::Task { what: format!("writing the image of {ct}"), source })?;
     let (size, digest) = match &written {
         Ok((size, digest)) => (*size, digest.to_vec()),
         Err(_) => (0, Vec::new()),
@@ -210,78 +207,10 @@ async fn send_over_tcp(
     let confirmed = conn.request_timeout(Body::ImageEnd(ImageEnd { size, blake3: digest }), wait).await;
     match (written, confirmed) {
         (Ok(_), Ok(Body::Ok(_))) => Ok(Sent { image_bytes: size, wire_bytes: size + (datachan::MAGIC.len() + datachan::TOKEN_LEN) as u64 }),
-        (Ok(_), Ok(other)) => Err(Error::Protocol(format!("expected Ok after ImageEnd, got {}", other.name()))),
-        (Ok(_), Err(e)) => Err(e),
-        (Err(w), Err(Error::Remote(said))) => {
-            Err(Error::Migration(format!("sending the image of {ct} over the data channel to {addr} failed: {w}; the destination said: {said}")))
-        }
-        (Err(w), _) => Err(Error::Migration(format!("sending the image of {ct} over the data channel to {addr} failed: {w}"))),
-    }
-}
-
-/// Where the source's image faults strike, when `fault` is set: at half the size of the CRIU
-/// files (inside the pages when stored uncompressed; nowhere when compression made the image
-/// smaller than that). `damage-image` flips the byte there (either channel), `cut-data` cuts
-/// the data connection there (`--data-channel tcp`).
-fn fault_at(fault: &str, dir: &Path) -> Option<u64> {
-    super::dest::fault(fault).then(|| crate::checkpoint::dir_size(dir) / 2)
-}
-
-/// A writer that flips the byte at offset `at` (the `damage-image` fault).
-struct Damage<W> {
-    inner: W,
-    at: Option<u64>,
-    offset: u64,
-}
-
-impl<W> Damage<W> {
-    fn new(inner: W, at: Option<u64>) -> Self {
-        Damage { inner, at, offset: 0 }
-    }
-}
-
-impl<W: Write> Write for Damage<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = match self.at {
-            Some(at) if (self.offset..self.offset + buf.len() as u64).contains(&at) => {
-                let mut copy = buf.to_vec();
-                copy[(at - self.offset) as usize] ^= 0x10;
-                self.at = None;
-                self.inner.write_all(&copy)?;
-                buf.len()
-            }
-            _ => self.inner.write(buf)?,
-        };
-        self.offset += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// The data socket, shut down after `left` bytes (the `cut-data` fault).
-struct CutAfter<'a> {
-    s: &'a TcpStream,
-    left: Option<u64>,
-}
-
-impl Write for CutAfter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Some(left) = &mut self.left {
-            if *left < buf.len() as u64 {
-                let mut s = self.s;
-                s.write_all(&buf[..*left as usize])?;
-                let _ = s.shutdown(Shutdown::Both);
-                return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "data connection cut on purpose (FERRY_TEST_FAULT=cut-data)"));
-            }
-            *left -= buf.len() as u64;
-        }
-        let mut s = self.s;
-        s.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        (Ok(_), Ok(other)) => Err(Error::unexpected("Ok after ImageEnd", other.name())),
+        (Ok(_), Err(e)) => Err(e.into()),
+        (Err(w), Err(ferry_transfer::Error::Remote(said))) => Err(Error::DataChannelSend { ctid: ct, addr, source: Box::new(w), said: Some(said) }),
+        (Err(w), _) => Err(Error::DataChannelSend { ctid: ct, addr, source: Box::new(w), said: None }),
     }
 }
 
@@ -294,25 +223,6 @@ fn fresh_images_dir(work: &Path) -> Result<PathBuf> {
     ferry_runtime::util::private_dir(work)?;
     let dir = ferry_runtime::util::private_temp_dir(work, "images")?;
     Ok(dir.keep())
-}
-
-/// The data socket of a destination that exits after `left` bytes (the `die-mid-image` fault).
-struct DieAfter<R> {
-    inner: R,
-    left: Option<u64>,
-}
-
-impl<R: std::io::Read> std::io::Read for DieAfter<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(left) = &mut self.left {
-            *left = left.saturating_sub(n as u64);
-            if *left == 0 {
-                std::process::exit(137);
-            }
-        }
-        Ok(n)
-    }
 }
 
 /// `ImageBegin` arrived on the control connection: extract the image into `<work>/images`
@@ -371,8 +281,8 @@ impl Drop for IncomingImage {
 
 /// `DataChannelOpen` arrived: listen, answer with the address and a fresh token, and start
 /// waiting for the image (extracted into `<work>/images` as it streams in).
-pub async fn open_data_channel(conn: &Connection, req: &Envelope, open: &DataChannelOpen, work: &Path) -> Result<IncomingImage> {
-    let res = listen(open, work);
+pub async fn open_data_channel(conn: &Connection, req: &Envelope, open: &DataChannelOpen, work: &Path, faults: Faults) -> Result<IncomingImage> {
+    let res = listen(open, work, faults);
     let (incoming, address, token) = match res {
         Ok(r) => r,
         Err(e) => {
@@ -380,20 +290,19 @@ pub async fn open_data_channel(conn: &Connection, req: &Envelope, open: &DataCha
             return Err(e);
         }
     };
-    // FERRY_TEST_FAULT=refuse-data here: the source is sent where nothing listens.
-    let address = if super::dest::fault("refuse-data") { SocketAddr::new(address.ip(), 1) } else { address };
+    let address = fault::data_address(faults, address);
     conn.reply(req.id, Body::DataChannelReady(DataChannelReady { address: address.to_string(), token: token.as_bytes().to_vec() })).await?;
     Ok(incoming)
 }
 
-fn listen(open: &DataChannelOpen, work: &Path) -> Result<(IncomingImage, SocketAddr, Token)> {
+fn listen(open: &DataChannelOpen, work: &Path, faults: Faults) -> Result<(IncomingImage, SocketAddr, Token)> {
     let ct = open.ctid.clone();
     let ports = match (u16::try_from(open.port_first), u16::try_from(open.port_last)) {
         (Ok(first), Ok(last)) if first <= last => PortRange { first, last },
-        _ => return Err(Error::Protocol(format!("bad data channel port range {}-{}", open.port_first, open.port_last))),
+        _ => return Err(Error::protocol(format!("bad data channel port range {}-{}", open.port_first, open.port_last))),
     };
     let ip = datachan::listen_address();
-    let listener = datachan::bind(ip, ports).map_err(|e| Error::Migration(format!("cannot listen for the image of {ct} on {ip}: {e}")))?;
+    let listener = datachan::bind(ip, ports).map_err(|source| Error::Listen { ctid: ct.clone(), ip, source })?;
     let address = listener.local_addr().map_err(|e| Error::io("listen for the image of", &ct, e))?;
     let token = Token::random().map_err(|e| Error::io("make a token for the image of", &ct, e))?;
     let dir = fresh_images_dir(work)?;
@@ -402,7 +311,7 @@ fn listen(open: &DataChannelOpen, work: &Path) -> Result<(IncomingImage, SocketA
     let (tx, outcome) = tokio::sync::oneshot::channel();
     let (cancel2, socket2, dir2, token2) = (cancel.clone(), socket.clone(), dir.clone(), token.clone());
     let thread = std::thread::spawn(move || {
-        let res = accept_and_extract(listener, &token2, &cancel2, &socket2, &dir2);
+        let res = accept_and_extract(listener, &token2, &cancel2, &socket2, &dir2, faults);
         let _ = tx.send(res);
     });
     tracing::info!("{ct}: waiting for the image on {address}");
@@ -415,6 +324,7 @@ fn accept_and_extract(
     cancel: &AtomicBool,
     socket: &Mutex<Option<TcpStream>>,
     dir: &Path,
+    faults: Faults,
 ) -> std::result::Result<(u64, [u8; 32]), String> {
     let s = datachan::accept_authenticated(&listener, token, ACCEPT_WITHIN, cancel).map_err(|e| e.to_string())?;
     drop(listener); // exactly one connection
@@ -424,9 +334,7 @@ fn accept_and_extract(
     }
     s.set_read_timeout(Some(DATA_TIMEOUT)).map_err(|e| e.to_string())?;
     let (t0, cpu0) = (std::time::Instant::now(), datachan::thread_cpu_time());
-    // FERRY_TEST_FAULT=die-mid-image here: this process dies 16 MiB into the image, as if killed.
-    let die_after = super::dest::fault("die-mid-image").then_some(16 << 20);
-    let mut input = Tail::new(DieAfter { inner: s, left: die_after });
+    let mut input = Tail::new(fault::dying(faults, s));
     ferry_dump_format::extract_to_dir(&mut input, dir).map_err(|e| e.to_string())?;
     // Whatever follows the image counts too: both ends must have seen the same stream.
     std::io::copy(&mut input, &mut std::io::sink()).map_err(|e| format!("reading to the end: {e}"))?;

@@ -4,9 +4,17 @@
 
 pub mod converge;
 pub mod dest;
+pub mod fault;
 pub mod hostops;
 pub mod image_stream;
 pub mod journal;
+pub mod link;
 pub mod preflight;
+pub mod recovery;
 pub mod report;
 pub mod source;
+
+#[cfg(test)]
+mod rollback_tests;
+#[cfg(test)]
+mod testkit;

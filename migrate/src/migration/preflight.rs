@@ -126,7 +126,7 @@ pub fn gather(host: &Host, cfg: &ContainerConfig, cpuinfo: &[u8], online: bool, 
         // Two CRIU runs of tens of milliseconds each: side by side. The CPU verdict only
         // counts when CRIU itself is usable.
         let (criu, cpu) = std::thread::scope(|sc| {
-            let cpu = sc.spawn(|| if cpuinfo.is_empty() { Ok(()) } else { check_cpuinfo(cpuinfo, work) });
+            let cpu = sc.spawn(|| if cpuinfo.is_empty() { Ok(()) } else { check_cpuinfo(cpuinfo, work).map_err(|e| e.to_string()) });
             (check_criu(work), cpu.join().unwrap_or(Ok(())))
         });
         f.criu = criu;
@@ -171,21 +171,26 @@ fn check_criu(work: &Path) -> Result<String, String> {
 }
 
 /// `criu cpuinfo check` against the source's cpuinfo image.
-fn check_cpuinfo(cpuinfo: &[u8], work: &Path) -> Result<(), String> {
+fn check_cpuinfo(cpuinfo: &[u8], work: &Path) -> crate::Result<()> {
     let dir = work.join("cpuinfo");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("cpuinfo.img"), cpuinfo).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io("create", &dir, e))?;
+    let img = dir.join("cpuinfo.img");
+    std::fs::write(&img, cpuinfo).map_err(|e| crate::Error::io("write", &img, e))?;
     let out = Command::new("criu")
         .args(["cpuinfo", "check", "-D"])
         .arg(&dir)
         .args(["-o", "cpuinfo-check.log", "-v4"])
         .output()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::Error::io("run", "criu", e))?;
     let _ = std::fs::remove_dir_all(&dir);
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("criu cpuinfo check failed ({})", String::from_utf8_lossy(&out.stderr).trim()))
+        Err(crate::Error::Tool {
+            cmd: "criu cpuinfo check".into(),
+            status: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 

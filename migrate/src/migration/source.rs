@@ -5,18 +5,21 @@
 //! before the freeze it was never touched; after the dump it is restored here from the dump.
 
 use super::converge::{next_step, ConvergePolicy, Next, PassChange};
-use super::hostops;
+use super::fault::{self, Fault, Faults};
+use super::hostops::{self, HostOps, RuntimeOps};
 use super::journal::{Journal, Stage};
+use super::link::{Link, SshLink};
 use super::preflight;
 use super::report::{ms, MigrationReport, SyncPassReport};
 use crate::error::{Error, Result};
-use crate::proto::messages::*;
-use crate::proto::{Connection, ConnectionOptions};
-use crate::sync::{sync_pass, sync_pass_from, Baseline, PassStats, ProgressFn, SentCopies, SyncOptions};
-use crate::transport::{SshTarget, Transport};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{ContainerConfig, Host};
+use ferry_transfer::proto::messages::*;
+use ferry_transfer::proto::Connection;
+use ferry_transfer::sync::{sync_pass, sync_pass_from, Baseline, PassStats, ProgressFn, SentCopies, SyncOptions};
+use ferry_transfer::transport::SshTarget;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Called with each stage's name as it starts.
@@ -68,8 +71,10 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
 const BACKLOG_DRAIN: Duration = Duration::from_millis(200);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
-struct Run<'a> {
+struct Run<'a, L> {
     host: &'a Host,
+    ops: Arc<dyn HostOps>,
+    link: L,
     lock: &'a ContainerLock,
     cfg: ContainerConfig,
     /// The container as the destination gets it (`cfg` unless `--new-id`).
@@ -82,9 +87,11 @@ struct Run<'a> {
     baseline: Option<Baseline>,
     /// What each file sent holds, across the passes: a file that only grew goes as its tail.
     copies: SentCopies,
+    /// Faults injected on purpose (tests only; see `fault`).
+    faults: Faults,
 }
 
-impl Run<'_> {
+impl<L> Run<'_, L> {
     fn stage(&self, s: &str) {
         tracing::info!("{}: {s}", self.cfg.ctid);
         if let Some(f) = &self.opts.on_stage {
@@ -97,10 +104,21 @@ impl Run<'_> {
 /// stopped) on this host as it was, and the destination keeps nothing of it unless
 /// `keep_dst`.
 pub async fn migrate(host: &Host, lock: &ContainerLock, opts: &MigrateOptions) -> Result<MigrationReport> {
+    migrate_with(host, lock, opts, RuntimeOps::shared(), SshLink::new(opts.target.clone())).await
+}
+
+/// [`migrate`] with the host operations and the way to the destination given.
+pub async fn migrate_with<L: Link>(
+    host: &Host,
+    lock: &ContainerLock,
+    opts: &MigrateOptions,
+    ops: Arc<dyn HostOps>,
+    link: L,
+) -> Result<MigrationReport> {
     let t0 = Instant::now();
     let ct = lock.ctid().clone();
     let cfg = ContainerConfig::load(&host.config_path(&ct))?;
-    let running = hostops::is_running(host, &ct);
+    let running = ops.is_running(host, &ct);
     let online = opts.online.unwrap_or(running);
     if online && !running {
         return Err(Error::Migration(format!("container {ct} is not running: an online migration needs it running; use --offline")));
@@ -110,8 +128,11 @@ pub async fn migrate(host: &Host, lock: &ContainerLock, opts: &MigrateOptions) -
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
     let dest_cfg = opts.dest_config.clone().unwrap_or_else(|| cfg.clone());
+    let faults = ops.faults();
     let mut run = Run {
         host,
+        ops,
+        link,
         lock,
         cfg,
         dest_cfg,
@@ -125,8 +146,20 @@ pub async fn migrate(host: &Host, lock: &ContainerLock, opts: &MigrateOptions) -
         work: work.clone(),
         baseline: None,
         copies: SentCopies::default(),
+        faults,
     };
-    let res = drive(&mut run, online, running, t0).await;
+    // A stopped image-backed container's root is mounted for the sync, and unmounted when the
+    // migration is over.
+    let res = match run.ops.files_dir(host, &run.cfg) {
+        Ok((area, mounted)) => {
+            let res = drive(&mut run, online, running, area, t0).await;
+            if mounted {
+                run.ops.unmount_files(host, &run.cfg);
+            }
+            res
+        }
+        Err(e) => Err(e),
+    };
     let _ = std::fs::remove_dir_all(&work);
     res.map(|()| {
         run.report.total_ms = ms(t0.elapsed());
@@ -134,29 +167,25 @@ pub async fn migrate(host: &Host, lock: &ContainerLock, opts: &MigrateOptions) -
     })
 }
 
-async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> Result<()> {
+async fn drive<L: Link>(run: &mut Run<'_, L>, online: bool, running: bool, area: PathBuf, t0: Instant) -> Result<()> {
     let ct = run.cfg.ctid.clone();
     run.stage("connecting");
     // What the preflight tells about this side (CRIU runs, the tree is walked) is gathered
     // while ssh connects.
-    let area = hostops::files_dir(run.host, &run.cfg, running);
     let local = {
-        let (area, work, shared) = (area.clone(), run.work.clone(), run.opts.shared_storage);
+        let (area, work, shared, ops) = (area.clone(), run.work.clone(), run.opts.shared_storage, run.ops.clone());
         tokio::task::spawn_blocking(move || {
             let needed = if shared { 0 } else { preflight::tree_size(&area) };
-            let cpuinfo = if online { preflight::dump_cpuinfo(&work) } else { Vec::new() };
-            let criu_version = if online { hostops::criu_version().unwrap_or_default() } else { String::new() };
-            let mem_track = online && hostops::memory_tracking();
+            let cpuinfo = if online { ops.dump_cpuinfo(&work) } else { Vec::new() };
+            let criu_version = if online { ops.criu_version().unwrap_or_default() } else { String::new() };
+            let mem_track = online && ops.memory_tracking();
             (needed, cpuinfo, criu_version, mem_track)
         })
     };
-    let connected = match Transport::ssh(&run.opts.target, &["migrate-receive".to_string()]) {
-        Ok(mut t) => t.connect(ConnectionOptions::default()).await.map(|c| (t, c)),
-        Err(e) => Err(e),
-    };
+    let connected = run.link.connect().await;
     // Also on failure: the work dir it writes into goes when this returns.
-    let local = local.await.map_err(|e| Error::Migration(format!("preflight of {ct} here: {e}")));
-    let (mut transport, conn) = connected?;
+    let local = local.await.map_err(|source| Error::Task { what: format!("preflight of {ct} here"), source });
+    let conn = connected?;
     let (needed, cpuinfo, criu_version, mem_track) = local?;
     if online {
         // Iterative memory pre-copy (CRIU pre-dumps while it runs) needs soft-dirty tracking;
@@ -190,7 +219,7 @@ async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> R
             abort(&conn, "preflight failed", run.opts.keep_dst).await;
             return Err(Error::Preflight { ctid: run.dest_cfg.ctid.to_string(), problems: r.problems });
         }
-        other => return Err(Error::Protocol(format!("expected PreflightResult, got {}", other.name()))),
+        other => return Err(Error::unexpected("PreflightResult", other.name())),
     }
     if run.opts.dry_run {
         abort(&conn, "dry run", true).await;
@@ -200,34 +229,15 @@ async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> R
     expect_ok(conn.request_timeout(Body::Config(ConfigMsg { ctid: dest.ctid.to_string(), config_toml: dest.to_toml() }), REPLY_TIMEOUT).await)?;
 
     let res = if online { online_switch(run, &conn, &area).await } else { offline_switch(run, &conn, &area, running).await };
-    match res {
-        Ok(()) => {
-            // The destination's ferry may stay a little for its last announcements (up to a
-            // second); it needs nothing more from here, and without a terminal on the ssh
-            // session it outlives the ssh client.
-            if tokio::time::timeout(Duration::from_millis(300), transport.wait()).await.is_err() {
-                let _ = transport.kill().await;
-            }
-            Ok(())
-        }
-        Err(e) => {
-            // The receiver removes its half of the work when the connection ends; make sure
-            // it ends even if the source's error did not come from the connection. What it
-            // printed on its way out usually says why.
-            let _ = tokio::time::timeout(Duration::from_secs(5), transport.wait()).await;
-            let _ = transport.kill().await;
-            let said = transport.stderr();
-            let said = said.trim();
-            if said.is_empty() {
-                Err(e)
-            } else {
-                Err(Error::DestinationSaid { cause: Box::new(e), said: said.to_string() })
-            }
-        }
+    let said = run.link.finish(res.is_err()).await;
+    match (res, said) {
+        (Ok(()), _) => Ok(()),
+        (Err(e), None) => Err(e),
+        (Err(e), Some(said)) => Err(Error::DestinationSaid { cause: Box::new(e), said }),
     }
 }
 
-async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Result<()> {
+async fn online_switch<L: Link>(run: &mut Run<'_, L>, conn: &Connection, area: &Path) -> Result<()> {
     let ct = run.cfg.ctid.clone();
     let journal = |stage, image_dir: Option<PathBuf>| Journal {
         stage,
@@ -254,7 +264,7 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
                 Err(e) => {
                     Journal::remove(run.host, &ct);
                     abort(conn, &e.to_string(), run.opts.keep_dst).await;
-                    return Err(e);
+                    return Err(e.into());
                 }
             };
             history.push(PassChange { files: stats.changes(), bytes: stats.bytes_data });
@@ -282,15 +292,15 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
     journal(Stage::Frozen, Some(image_dir.clone())).write(run.host, &ct)?;
     // New connections wait (their clients retry a second later, at the destination) while
     // the services take in what their backlogs hold: CRIU can only drop those.
-    let waiting = hostops::drain_backlogs(run.host, &run.cfg, BACKLOG_DRAIN);
+    let waiting = run.ops.drain_backlogs(run.host, &run.cfg, BACKLOG_DRAIN);
     if waiting > 0 {
         tracing::info!("{ct}: {waiting} connections still wait to be accepted; the dump drops them");
     }
     let t_dump = Instant::now();
-    let t_freeze = match hostops::dump_for_migration(run.host, run.lock, &run.cfg, &image_dir) {
+    let t_freeze = match run.ops.dump(run.host, run.lock, &run.cfg, &image_dir) {
         Ok(frozen_at) => frozen_at.unwrap_or(t_dump),
         Err(e) => {
-            hostops::let_traffic_through(&run.cfg);
+            run.ops.let_traffic_through(&run.cfg);
             Journal::remove(run.host, &ct);
             let _ = std::fs::remove_dir_all(&image_dir);
             abort(conn, &e.to_string(), run.opts.keep_dst).await;
@@ -300,7 +310,7 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
     // The dump's frozen part: CRIU's start-up before the freeze is not downtime.
     run.report.dump_ms = ms(t_freeze.elapsed());
     journal(Stage::Dumped, Some(image_dir.clone())).write(run.host, &ct)?;
-    hostops::blackhole(&run.cfg);
+    run.ops.blackhole(&run.cfg);
 
     // From here on a failure restores the container here from the dump. Under a new CTID the
     // checkpoint goes out as the destination's container; a rollback here needs it back.
@@ -326,8 +336,8 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
             run.stage("rolling back");
             abort(conn, &e.to_string(), run.opts.keep_dst).await;
             cleanup_remote(run).await;
-            hostops::let_traffic_through(&run.cfg);
-            match hostops::restore_from_dir(run.host, run.lock, &run.cfg, &image_dir) {
+            run.ops.let_traffic_through(&run.cfg);
+            match run.ops.restore(run.host, run.lock, &run.cfg, &image_dir) {
                 Ok(_) => {
                     Journal::remove(run.host, &ct);
                     let _ = std::fs::remove_dir_all(&image_dir);
@@ -346,7 +356,7 @@ async fn online_switch(run: &mut Run<'_>, conn: &Connection, area: &Path) -> Res
     }
 }
 
-async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir: &Path, t_freeze: Instant) -> Result<()> {
+async fn after_dump<L: Link>(run: &mut Run<'_, L>, conn: &Connection, area: &Path, image_dir: &Path, t_freeze: Instant) -> Result<()> {
     let ct = run.cfg.ctid.clone();
     if !run.opts.shared_storage {
         run.stage("final sync");
@@ -358,7 +368,7 @@ async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir
     }
     run.stage("image transfer");
     let t = Instant::now();
-    let sent = super::image_stream::send_image(conn, image_dir, &run.dest_cfg, run.opts.compress, &run.opts.data_channel).await?;
+    let sent = super::image_stream::send_image(conn, image_dir, &run.dest_cfg, run.opts.compress, &run.opts.data_channel, run.faults).await?;
     run.report.image_bytes = sent.image_bytes;
     run.report.image_wire_bytes = sent.wire_bytes;
     run.report.image_transfer_ms = ms(t.elapsed());
@@ -367,23 +377,23 @@ async fn after_dump(run: &mut Run<'_>, conn: &Connection, area: &Path, image_dir
     let t = Instant::now();
     match conn.request_timeout(Body::Restore(Restore { ctid: run.dest_cfg.ctid.to_string(), from_image: true }), RESTORE_TIMEOUT).await? {
         Body::Restored(_) => {}
-        other => return Err(Error::Protocol(format!("expected Restored, got {}", other.name()))),
+        other => return Err(Error::unexpected("Restored", other.name())),
     }
     run.report.restore_ms = ms(t.elapsed());
     run.report.frozen_ms = ms(t_freeze.elapsed());
     // The destination's copy is the one to reach from now on (it announces at the commit);
     // what the dump left here goes now, outside the frozen window.
-    if let Err(e) = hostops::release_source(run.host, &run.cfg) {
+    if let Err(e) = run.ops.release_source(run.host, &run.cfg) {
         tracing::warn!("container {ct}: removing its mount, cgroup and network here: {e}");
     }
-    hostops::let_traffic_through(&run.cfg);
+    run.ops.let_traffic_through(&run.cfg);
 
     commit_and_finish(run, conn).await
 }
 
 /// Send the commit (`Announce`) and clean up the source. After the destination acknowledged
 /// the commit, the container is the destination's whatever happens next.
-async fn commit_and_finish(run: &mut Run<'_>, conn: &Connection) -> Result<()> {
+async fn commit_and_finish<L: Link>(run: &mut Run<'_, L>, conn: &Connection) -> Result<()> {
     let ct = run.cfg.ctid.clone();
     run.stage("announce");
     let t = Instant::now();
@@ -399,15 +409,13 @@ async fn commit_and_finish(run: &mut Run<'_>, conn: &Connection) -> Result<()> {
         remove_area: run.opts.remove_area,
     }
     .write(run.host, &ct)?;
-    if super::dest::fault("die-after-commit") {
-        std::process::exit(137);
-    }
+    fault::die_if(run.faults, Fault::DieAfterCommit);
     let _ = conn.request_timeout(Body::Done(Done { ctid: dest_ct }), REPLY_TIMEOUT).await;
     let _ = conn.close().await;
 
     run.stage("source cleanup");
     let t = Instant::now();
-    if let Err(e) = hostops::remove_source(run.host, run.lock, &run.cfg, run.opts.remove_area) {
+    if let Err(e) = run.ops.remove_source(run.host, run.lock, &run.cfg, run.opts.remove_area) {
         tracing::warn!("container {ct} now runs on {}, but cleaning up here failed: {e}", run.opts.target.destination);
     }
     Journal::remove(run.host, &ct);
@@ -415,11 +423,11 @@ async fn commit_and_finish(run: &mut Run<'_>, conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-async fn offline_switch(run: &mut Run<'_>, conn: &Connection, area: &Path, running: bool) -> Result<()> {
+async fn offline_switch<L: Link>(run: &mut Run<'_, L>, conn: &Connection, area: &Path, running: bool) -> Result<()> {
     let ct = run.cfg.ctid.clone();
     if running {
         run.stage("stop");
-        if let Err(e) = hostops::stop(run.host, run.lock, &run.cfg) {
+        if let Err(e) = run.ops.stop(run.host, run.lock, &run.cfg) {
             abort(conn, &e.to_string(), run.opts.keep_dst).await;
             return Err(e);
         }
@@ -435,7 +443,7 @@ async fn offline_switch(run: &mut Run<'_>, conn: &Connection, area: &Path, runni
             let t = Instant::now();
             match conn.request_timeout(Body::Restore(Restore { ctid: run.dest_cfg.ctid.to_string(), from_image: false }), RESTORE_TIMEOUT).await? {
                 Body::Restored(_) => {}
-                other => return Err(Error::Protocol(format!("expected Restored, got {}", other.name()))),
+                other => return Err(Error::unexpected("Restored", other.name())),
             }
             run.report.restore_ms = ms(t.elapsed());
         }
@@ -446,7 +454,7 @@ async fn offline_switch(run: &mut Run<'_>, conn: &Connection, area: &Path, runni
         abort(conn, &e.to_string(), run.opts.keep_dst).await;
         cleanup_remote(run).await;
         if running {
-            if let Err(se) = hostops::start(run.host, run.lock, &run.cfg) {
+            if let Err(se) = run.ops.start(run.host, run.lock, &run.cfg) {
                 return Err(Error::NeedsAction {
                     ctid: ct.to_string(),
                     msg: format!("offline migration of {ct} failed ({e}) and starting it here again failed ({se}); start it with `ferry start {ct}`"),
@@ -458,7 +466,7 @@ async fn offline_switch(run: &mut Run<'_>, conn: &Connection, area: &Path, runni
     Ok(())
 }
 
-fn sync_opts(run: &Run<'_>, pass: u32) -> SyncOptions {
+fn sync_opts<L>(run: &Run<'_, L>, pass: u32) -> SyncOptions {
     SyncOptions { pass, ctid: run.dest_cfg.ctid.to_string(), progress: run.opts.progress.clone(), ..Default::default() }
 }
 
@@ -466,10 +474,10 @@ fn pass_report(s: &PassStats) -> SyncPassReport {
     SyncPassReport { pass: s.pass, files: s.files_sent, appended: s.append_files, bytes_on_wire: s.bytes_on_wire, ms: ms(s.duration) }
 }
 
-fn expect_ok(r: Result<Body>) -> Result<()> {
+fn expect_ok(r: ferry_transfer::Result<Body>) -> Result<()> {
     match r? {
         Body::Ok(_) => Ok(()),
-        other => Err(Error::Protocol(format!("expected Ok, got {}", other.name()))),
+        other => Err(Error::unexpected("Ok", other.name())),
     }
 }
 
@@ -482,14 +490,7 @@ async fn abort(conn: &Connection, reason: &str, keep_files: bool) {
 }
 
 /// After a failure, make sure the destination holds nothing half-made even if its receiver
-/// died: run `ferry migrate-cleanup CTID` there over a fresh ssh connection (best effort).
-async fn cleanup_remote(run: &Run<'_>) {
-    let mut args = vec!["migrate-cleanup".to_string(), run.dest_cfg.ctid.to_string()];
-    if run.opts.keep_dst {
-        args.push("--keep-files".into());
-    }
-    let argv = run.opts.target.command_line(&args);
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..]).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    let _ = tokio::time::timeout(Duration::from_secs(60), cmd.status()).await;
+/// died (best effort).
+async fn cleanup_remote<L: Link>(run: &Run<'_, L>) {
+    run.link.cleanup(run.dest_cfg.ctid.as_str(), run.opts.keep_dst).await;
 }

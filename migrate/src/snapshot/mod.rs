@@ -7,45 +7,36 @@
 //! thaws, and writes the dump as `state.img`. On btrfs the copy is one read-only subvolume
 //! snapshot taken inside the freeze.
 
+mod error;
 pub mod schedule;
 pub mod store;
 pub mod tree;
 
 use crate::checkpoint as ckpt;
-use crate::sync::{sync_local_blocking, LocalSyncOptions};
-use crate::sync::{ReceiveOptions, SyncOptions};
 use ferry_dump_format as fmt;
 use ferry_runtime::config::StorageKind;
 use ferry_runtime::container::{self, CheckpointOpts, Status};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::storage::{self, btrfs};
 use ferry_runtime::{ContainerConfig, Ctid, Host};
+use ferry_transfer::sync::{sync_local_blocking, LocalSyncOptions};
+use ferry_transfer::sync::{ReceiveOptions, SyncOptions};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 pub use store::{SnapshotMeta, Usage};
 
 /// Section name of the file tree in an exported image.
 pub const TREE_SECTION: &str = "rootfs";
 
-#[derive(Debug, thiserror::Error)]
-#[error("container {ctid}: snapshot {op}: {msg}")]
-pub struct Error {
-    pub ctid: String,
-    pub op: &'static str,
-    pub msg: String,
-}
-
-pub type Result<T> = std::result::Result<T, Error>;
-
-fn err(ct: &Ctid, op: &'static str, msg: impl std::fmt::Display) -> Error {
-    Error { ctid: ct.to_string(), op, msg: msg.to_string() }
-}
+use error::err;
+pub use error::{Cause, Error, Result};
 
 /// `prefix` and 16 random hex digits: a name nothing could have prepared, for a directory made
 /// with create_dir (which refuses an existing name).
-fn unpredictable(prefix: &str) -> std::result::Result<String, String> {
-    let name = ferry_tree::temp::temp_name(prefix.as_bytes()).map_err(|e| format!("random name: {e}"))?;
+fn unpredictable(prefix: &str) -> std::result::Result<String, Cause> {
+    let name =
+        ferry_tree::temp::temp_name(prefix.as_bytes()).map_err(|e| Cause::Entry { entry: prefix.to_string(), what: "random name", source: e })?;
     Ok(String::from_utf8_lossy(&name).into_owned())
 }
 
@@ -65,31 +56,13 @@ pub struct CreateOpts {
     pub created: Option<i64>,
 }
 
-/// Where a container's files are read and written: the private area, or the mounted image for
-/// the image backend. Returns the dir and whether we mounted it (to unmount after).
-fn files_dir(host: &Host, cfg: &ContainerConfig) -> std::result::Result<(PathBuf, bool), String> {
-    match cfg.storage.kind {
-        StorageKind::Dir | StorageKind::Btrfs => Ok((host.private_dir(&cfg.ctid), false)),
-        StorageKind::Image => {
-            // With their owners as on disk: never through an unprivileged container's
-            // idmapped root.
-            let files = storage::files_dir(host, cfg);
-            if storage::is_mounted(&files) {
-                Ok((files, false))
-            } else {
-                Ok((storage::mount_root_unmapped(host, cfg).map_err(|e| e.to_string())?, true))
-            }
-        }
-    }
-}
-
-fn sync_into(src: &Path, dst: &Path, link_dest: Option<&Path>, pass: u32, ct: &Ctid) -> std::result::Result<(), String> {
+fn sync_into(src: &Path, dst: &Path, link_dest: Option<&Path>, pass: u32, ct: &Ctid) -> std::result::Result<(), Cause> {
     let opts = LocalSyncOptions {
         // Local copies: reading both sides for a delta costs more than writing the file anew.
         sync: SyncOptions { pass, ctid: ct.to_string(), delta_min: u64::MAX, ..SyncOptions::default() },
         receive: ReceiveOptions { link_dest: link_dest.map(Path::to_path_buf), fsync: false },
     };
-    sync_local_blocking(src, dst, &opts).map(|_| ()).map_err(|e| format!("copy {} to {}: {e}", src.display(), dst.display()))
+    sync_local_blocking(src, dst, &opts).map(|_| ()).map_err(|e| Cause::from(e).context(format!("copy {} to {}", src.display(), dst.display())))
 }
 
 /// Take a snapshot; the caller holds the container's lock. A failure leaves the container as
@@ -99,7 +72,7 @@ pub fn create(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, opts: &C
     let t0 = Instant::now();
     if let Some(n) = &opts.name {
         if n.is_empty() || n.len() > 200 || n.contains('\n') {
-            return Err(err(ct, "create", "a name is one line of at most 200 characters"));
+            return Err(err(ct, "create", Cause::msg("a name is one line of at most 200 characters")));
         }
     }
     store::remove_stale_tmp(host, ct);
@@ -108,9 +81,9 @@ pub fn create(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, opts: &C
     let previous = store::list(host, ct).into_iter().last();
     let tmp = store::tmp_dir(host, ct, &id);
     let store_dir = store::store_dir(host, ct);
-    std::fs::create_dir_all(&store_dir).map_err(|e| err(ct, "create", format!("create {}: {e}", store_dir.display())))?;
+    std::fs::create_dir_all(&store_dir).map_err(|e| err(ct, "create", Cause::io("create", &store_dir, e)))?;
     // A name of its own (the id has a random part): never one that was there before.
-    std::fs::create_dir(&tmp).map_err(|e| err(ct, "create", format!("create {}: {e}", tmp.display())))?;
+    std::fs::create_dir(&tmp).map_err(|e| err(ct, "create", Cause::io("create", &tmp, e)))?;
     let res = build(host, lock, cfg, opts, &id, created, previous.as_ref(), &tmp, t0);
     let meta = match res {
         Ok(m) => m,
@@ -122,7 +95,7 @@ pub fn create(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, opts: &C
     let dst = store::snap_dir(host, ct, &id);
     if let Err(e) = std::fs::rename(&tmp, &dst) {
         let _ = store::remove_dir(&tmp);
-        return Err(err(ct, "create", format!("rename {} to {}: {e}", tmp.display(), dst.display())));
+        return Err(err(ct, "create", Cause::Os(e).context(format!("rename {} to {}", tmp.display(), dst.display()))));
     }
     Ok(meta)
 }
@@ -146,15 +119,15 @@ fn build(
     let use_btrfs = cfg.storage.kind == StorageKind::Btrfs;
     let prev_files = previous.map(|p| store::snap_dir(host, ct, &p.id).join(store::FILES_DIR)).filter(|p| p.is_dir() && !btrfs::is_subvolume(p));
 
-    let (src, mounted) = files_dir(host, cfg).map_err(|e| err(ct, "create", e))?;
+    let (src, mounted) = storage::files_dir(host, cfg).map_err(|e| err(ct, "create", Cause::from(e)))?;
     let unmount = |m: bool| {
         if m {
             let _ = storage::unmount_root(host, cfg);
         }
     };
-    let copy_all = |pass: u32| -> std::result::Result<(), String> {
+    let copy_all = |pass: u32| -> std::result::Result<(), Cause> {
         if use_btrfs {
-            btrfs::snapshot(&src, &files, true).map_err(|e| e.to_string())
+            Ok(btrfs::snapshot(&src, &files, true)?)
         } else {
             sync_into(&src, &files, prev_files.as_deref(), pass, ct)
         }
@@ -168,7 +141,9 @@ fn build(
         }
         let images = tmp.join("criu");
         let copts = CheckpointOpts { keep_running: true, ..CheckpointOpts::default() };
-        let info = container::checkpoint_to_dir_frozen(host, lock, cfg, &images, &copts, &mut || copy_all(2)).map_err(|e| err(ct, "create", e))?;
+        // The runtime's hook takes the copy's failure as words.
+        let info = container::checkpoint_to_dir_frozen(host, lock, cfg, &images, &copts, &mut || copy_all(2).map_err(|e| e.to_string()))
+            .map_err(|e| err(ct, "create", e))?;
         // From the freeze to the thaw (and the few writes after it).
         frozen_ms = info.frozen_at.map(|t| t.elapsed().as_millis() as u64).unwrap_or(info.freeze_ms + info.dump_ms);
         let img = tmp.join(store::STATE_IMAGE);
@@ -179,11 +154,11 @@ fn build(
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&img)
-            .map_err(|e| err(ct, "create", format!("create {}: {e}", img.display())))?;
+            .map_err(|e| err(ct, "create", Cause::io("create", &img, e)))?;
         let w = ckpt::write_image_to(cfg, &info.meta, &images, std::io::BufWriter::new(f), None, fmt::FORMAT_MAJOR, &mut |_| {})
             .map_err(|e| err(ct, "create", e))?;
-        let f = w.into_inner().map_err(|e| err(ct, "create", format!("write {}: {}", img.display(), e.error())))?;
-        f.sync_all().map_err(|e| err(ct, "create", format!("fsync {}: {e}", img.display())))?;
+        let f = w.into_inner().map_err(|e| err(ct, "create", Cause::io("write", &img, e.into_error())))?;
+        f.sync_all().map_err(|e| err(ct, "create", Cause::io("fsync", &img, e)))?;
         state_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
         let _ = std::fs::remove_dir_all(&images);
     } else {
@@ -215,7 +190,7 @@ pub fn find(host: &Host, ct: &Ctid, id: &str) -> Result<SnapshotMeta> {
         .find(|m| m.id == id)
         .or_else(|| all.iter().rev().find(|m| m.name.as_deref() == Some(id)))
         .cloned()
-        .ok_or_else(|| err(ct, "find", format!("no snapshot {id:?}; `ferry snapshot list {ct}` shows them")))
+        .ok_or_else(|| err(ct, "find", Cause::msg(format!("no snapshot {id:?}; `ferry snapshot list {ct}` shows them"))))
 }
 
 /// Delete one snapshot. Others sharing files with it keep theirs (hardlinks keep the data
@@ -229,17 +204,14 @@ pub fn delete(host: &Host, _lock: &ContainerLock, id: &str) -> Result<()> {
 /// Check a snapshot's process image before anything is changed.
 pub fn verify_state(host: &Host, ct: &Ctid, m: &SnapshotMeta) -> Result<()> {
     let img = store::snap_dir(host, ct, &m.id).join(store::STATE_IMAGE);
-    let f = std::fs::File::open(&img).map_err(|e| err(ct, "restore", format!("snapshot {}: open {}: {e}", m.id, img.display())))?;
+    let f = std::fs::File::open(&img).map_err(|e| err(ct, "restore", Cause::io("open", &img, e).context(format!("snapshot {}", m.id))))?;
     fmt::verify(std::io::BufReader::new(f)).map_err(|e| {
-        err(
-            ct,
-            "restore",
-            format!(
-                "snapshot {}: its process image {} is damaged ({e}); the container was not touched; other snapshots are not affected",
-                m.id,
-                img.display()
-            ),
-        )
+        let context = format!(
+            "snapshot {}: its process image {} is damaged; the container was not touched; other snapshots are not affected",
+            m.id,
+            img.display()
+        );
+        err(ct, "restore", Cause::from(e).context(context))
     })?;
     Ok(())
 }
@@ -261,7 +233,7 @@ pub fn restore(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, id: &st
     let dir = store::snap_dir(host, ct, &m.id);
     let files = dir.join(store::FILES_DIR);
     if !files.is_dir() {
-        return Err(err(ct, "restore", format!("snapshot {} has no files/ directory; it is damaged", m.id)));
+        return Err(err(ct, "restore", Cause::msg(format!("snapshot {} has no files/ directory; it is damaged", m.id))));
     }
     if m.stateful {
         verify_state(host, ct, &m)?;
@@ -272,45 +244,48 @@ pub fn restore(host: &Host, lock: &ContainerLock, cfg: &ContainerConfig, id: &st
         Status::Mounted => container::teardown(host, cfg, None).map_err(|e| err(ct, "restore", e))?,
         Status::Stopped => {}
     }
-    switch_files(host, cfg, &files).map_err(|e| err(ct, "restore", format!("switch files to snapshot {}: {e}", m.id)))?;
+    switch_files(host, cfg, &files).map_err(|e| err(ct, "restore", e.context(format!("switch files to snapshot {}", m.id))))?;
     // The files are the snapshot's from here: say so if the processes do not come back.
-    let stopped_note = |e: &dyn std::fmt::Display| {
+    let stopped_note = |e: Cause| {
         err(
             ct,
             "restore",
-            format!("{e}\nthe container's files are now those of snapshot {}; it is stopped: `ferry start {ct}` starts it on them", m.id),
+            e.context(format!(
+                "the container's files are now those of snapshot {}; it is stopped: `ferry start {ct}` starts it on them; its processes did not come back",
+                m.id
+            )),
         )
     };
     let pid = if m.stateful {
-        let r = ckpt::restore_from_image(host, lock, &dir.join(store::STATE_IMAGE), &mut |_| {}).map_err(|e| stopped_note(&e))?;
+        let r = ckpt::restore_from_image(host, lock, &dir.join(store::STATE_IMAGE), &mut |_| {}).map_err(|e| stopped_note(e.into()))?;
         r.restore.state.pid
     } else {
-        container::start(host, lock, cfg).map_err(|e| stopped_note(&e))?.pid
+        container::start(host, lock, cfg).map_err(|e| stopped_note(e.into()))?.pid
     };
     Ok(Restored { meta: m, pid, total_ms: t0.elapsed().as_millis() as u64 })
 }
 
 /// Make the (stopped) container's files equal to `files`.
-fn switch_files(host: &Host, cfg: &ContainerConfig, files: &Path) -> std::result::Result<(), String> {
+fn switch_files(host: &Host, cfg: &ContainerConfig, files: &Path) -> std::result::Result<(), Cause> {
     let ct = &cfg.ctid;
     if cfg.storage.kind == StorageKind::Btrfs && btrfs::is_subvolume(files) {
         // Swap: a writable snapshot of the snapshot replaces the private subvolume.
         let private = host.private_dir(ct);
-        let fresh = private.with_file_name(unpredictable(&format!(".{ct}.restore-")).map_err(|e| e.to_string())?);
-        btrfs::snapshot(files, &fresh, false).map_err(|e| e.to_string())?;
+        let fresh = private.with_file_name(unpredictable(&format!(".{ct}.restore-"))?);
+        btrfs::snapshot(files, &fresh, false)?;
         if let Some(l) = cfg.resources.diskspace {
             let _ = btrfs::set_limit(&fresh, Some(l));
         }
         if let Err(e) = btrfs::delete(&private) {
             let _ = btrfs::delete(&fresh);
-            return Err(e.to_string());
+            return Err(e.into());
         }
-        return std::fs::rename(&fresh, &private).map_err(|e| format!("rename {} to {}: {e}", fresh.display(), private.display()));
+        return std::fs::rename(&fresh, &private).map_err(|e| Cause::Os(e).context(format!("rename {} to {}", fresh.display(), private.display())));
     }
-    let (dst, mounted) = files_dir(host, cfg)?;
+    let (dst, mounted) = storage::files_dir(host, cfg)?;
     let r = sync_into(files, &dst, None, 1, ct);
     if mounted || cfg.storage.kind == StorageKind::Image {
-        storage::unmount_root(host, cfg).map_err(|e| e.to_string())?;
+        storage::unmount_root(host, cfg)?;
     }
     r
 }
@@ -330,42 +305,43 @@ pub fn export(host: &Host, ct: &Ctid, cfg: &ContainerConfig, id: &str, out: &Pat
         .map_err(|e| err(ct, "export", e))?;
     let tmp = tmp_file.path().to_path_buf();
     let (file, tmp_path) = tmp_file.into_parts();
-    let res = (|| -> std::result::Result<u64, String> {
+    let res = (|| -> std::result::Result<u64, Cause> {
         let out_w = std::io::BufWriter::with_capacity(1 << 20, file);
         let mut w = if m.stateful {
             let img = dir.join(store::STATE_IMAGE);
-            let f = std::fs::File::open(&img).map_err(|e| format!("open {}: {e}", img.display()))?;
-            let mut r = fmt::Reader::open(std::io::BufReader::new(f)).map_err(|e| format!("{}: {e}", img.display()))?;
+            let in_image = |e: fmt::Error| Cause::from(e).context(img.display().to_string());
+            let f = std::fs::File::open(&img).map_err(|e| Cause::io("open", &img, e))?;
+            let mut r = fmt::Reader::open(std::io::BufReader::new(f)).map_err(in_image)?;
             let mut manifest = r.manifest().clone();
             manifest.sections.clear();
             manifest.config_toml = cfg.to_toml().into_bytes();
-            let mut w = fmt::Writer::new(out_w, &manifest, fmt::WriterOptions::default()).map_err(|e| e.to_string())?;
-            while let Some(mut s) = r.next_section().map_err(|e| format!("{}: {e}", img.display()))? {
+            let mut w = fmt::Writer::new(out_w, &manifest, fmt::WriterOptions::default())?;
+            while let Some(mut s) = r.next_section().map_err(in_image)? {
                 let info = s.info().clone();
                 if info.kind == fmt::SectionKind::Config {
-                    w.add_bytes(info.kind, &info.name, false, cfg.to_toml().as_bytes()).map_err(|e| e.to_string())?;
+                    w.add_bytes(info.kind, &info.name, false, cfg.to_toml().as_bytes())?;
                     let _ = s.read_to_vec(16 << 20);
                     continue;
                 }
-                w.add_reader(info.kind, &info.name, false, &mut s, None).map_err(|e| format!("{}: {e}", img.display()))?;
+                w.add_reader(info.kind, &info.name, false, &mut s, None).map_err(in_image)?;
             }
             w
         } else {
             let manifest = ckpt::new_manifest(cfg, "", None);
-            let mut w = fmt::Writer::new(out_w, &manifest, fmt::WriterOptions::default()).map_err(|e| e.to_string())?;
-            w.add_bytes(fmt::SectionKind::Config, ckpt::CONFIG_SECTION, false, cfg.to_toml().as_bytes()).map_err(|e| e.to_string())?;
+            let mut w = fmt::Writer::new(out_w, &manifest, fmt::WriterOptions::default())?;
+            w.add_bytes(fmt::SectionKind::Config, ckpt::CONFIG_SECTION, false, cfg.to_toml().as_bytes())?;
             w
         };
         tree::add_tree_section(&mut w, TREE_SECTION, &dir.join(store::FILES_DIR))?;
-        let buf = w.finish().map_err(|e| e.to_string())?;
-        let f = buf.into_inner().map_err(|e| format!("flush {}: {}", tmp.display(), e.error()))?;
-        f.sync_all().map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
+        let buf = w.finish()?;
+        let f = buf.into_inner().map_err(|e| Cause::io("flush", &tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| Cause::io("fsync", &tmp, e))?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(len)
     })();
     // Dropping the temporary path on an error removes the file.
     let len = res.map_err(|e| err(ct, "export", e))?;
-    tmp_path.persist(out).map_err(|e| err(ct, "export", format!("rename to {}: {}", out.display(), e.error)))?;
+    tmp_path.persist(out).map_err(|e| err(ct, "export", Cause::io("rename to", out, e.error)))?;
     Ok(len)
 }
 
@@ -377,12 +353,13 @@ pub struct ImageContents {
     pub has_processes: bool,
 }
 
-pub fn image_contents(path: &Path) -> std::result::Result<ImageContents, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("open image {}: {e}", path.display()))?;
-    let mut r = fmt::Reader::open(std::io::BufReader::new(f)).map_err(|e| format!("image {}: {e}", path.display()))?;
+pub fn image_contents(path: &Path) -> std::result::Result<ImageContents, Cause> {
+    let in_image = |e: fmt::Error| Cause::from(e).context(format!("image {}", path.display()));
+    let f = std::fs::File::open(path).map_err(|e| Cause::io("open image", path, e))?;
+    let mut r = fmt::Reader::open(std::io::BufReader::new(f)).map_err(in_image)?;
     let manifest = r.manifest().clone();
     let (mut has_tree, mut has_processes) = (false, false);
-    while let Some(s) = r.next_section().map_err(|e| format!("image {}: {e}", path.display()))? {
+    while let Some(s) = r.next_section().map_err(in_image)? {
         match s.info().kind {
             fmt::SectionKind::FileTree => has_tree = true,
             fmt::SectionKind::CriuImage => has_processes = true,
@@ -398,40 +375,41 @@ pub fn image_contents(path: &Path) -> std::result::Result<ImageContents, String>
 pub fn create_from_image(host: &Host, lock: &ContainerLock, path: &Path, contents: &ImageContents) -> Result<ContainerConfig> {
     let ct = lock.ctid();
     let text = String::from_utf8_lossy(&contents.manifest.config_toml).into_owned();
-    let mut cfg = ContainerConfig::from_toml(&text).map_err(|e| err(ct, "restore", format!("the image's config does not parse: {e}")))?;
+    let mut cfg = ContainerConfig::from_toml(&text).map_err(|e| err(ct, "restore", Cause::msg(format!("the image's config does not parse: {e}"))))?;
     if cfg.ctid != *ct {
-        return Err(err(ct, "restore", format!("image {} holds container {}, not {ct}", path.display(), cfg.ctid)));
+        return Err(err(ct, "restore", Cause::msg(format!("image {} holds container {}, not {ct}", path.display(), cfg.ctid))));
     }
     if !contents.has_tree {
         return Err(err(
             ct,
             "restore",
-            format!(
+            Cause::msg(format!(
                 "container {ct} does not exist here and image {} has no file tree; export a snapshot with `ferry snapshot export`",
                 path.display()
-            ),
+            )),
         ));
     }
     // This host's backend, not the source's (it may have no btrfs).
     cfg.storage.kind = ferry_runtime::storage::backends::choose_kind(&host.data_dir, cfg.resources.diskspace).map_err(|e| err(ct, "restore", e))?;
     let private_dir = host.data_dir.join("private");
-    std::fs::create_dir_all(&private_dir).map_err(|e| err(ct, "restore", format!("create {}: {e}", private_dir.display())))?;
+    std::fs::create_dir_all(&private_dir).map_err(|e| err(ct, "restore", Cause::io("create", &private_dir, e)))?;
     let staging = private_dir.join(unpredictable(&format!(".import-{ct}-")).map_err(|e| err(ct, "restore", e))?);
-    std::fs::create_dir(&staging).map_err(|e| err(ct, "restore", format!("create {}: {e}", staging.display())))?;
-    let res = (|| -> std::result::Result<(), String> {
-        let f = std::fs::File::open(path).map_err(|e| format!("open image {}: {e}", path.display()))?;
-        let mut r = fmt::Reader::open(std::io::BufReader::with_capacity(1 << 20, f)).map_err(|e| format!("image {}: {e}", path.display()))?;
-        while let Some(mut s) = r.next_section().map_err(|e| format!("image {}: {e}", path.display()))? {
+    std::fs::create_dir(&staging).map_err(|e| err(ct, "restore", Cause::io("create", &staging, e)))?;
+    let res = (|| -> std::result::Result<(), Cause> {
+        let in_image = |e: fmt::Error| Cause::from(e).context(format!("image {}", path.display()));
+        let f = std::fs::File::open(path).map_err(|e| Cause::io("open image", path, e))?;
+        let mut r = fmt::Reader::open(std::io::BufReader::with_capacity(1 << 20, f)).map_err(in_image)?;
+        while let Some(mut s) = r.next_section().map_err(in_image)? {
             if s.info().kind == fmt::SectionKind::FileTree {
                 let mut t = fmt::TreeReader::new(&mut s);
                 tree::extract_tree(&mut t, &staging)?;
                 // Read to the end so the digest is checked.
                 let mut sink = [0u8; 4096];
-                while std::io::Read::read(&mut s, &mut sink).map_err(|e| format!("image {}: {e}", path.display()))? > 0 {}
+                while std::io::Read::read(&mut s, &mut sink).map_err(|e| Cause::Os(e).context(format!("image {}", path.display())))? > 0 {}
                 break;
             }
         }
-        storage::prepare(host, &cfg, &staging).map_err(|e| e.to_string())?;
+        storage::prepare(host, &cfg, &staging)?;
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&staging);
@@ -453,11 +431,11 @@ pub fn remove_created(host: &Host, cfg: &ContainerConfig) {
 }
 
 /// The result of one container in `run-due`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum DueOutcome {
     NotDue,
     Taken { id: String, pruned: Vec<String>, ms: u64 },
-    Failed(String),
+    Failed(Error),
 }
 
 /// Take the scheduled snapshot of one container if due at `now`, then prune. Errors are
@@ -469,14 +447,15 @@ pub fn run_due_one(host: &Host, cfg: &ContainerConfig, now: i64) -> DueOutcome {
     if !schedule::is_due(sched.every_secs, last_auto, now) {
         return DueOutcome::NotDue;
     }
-    let res = (|| -> std::result::Result<(String, Vec<String>, u64), String> {
-        let lock = ContainerLock::acquire(host, ct, "snapshot").map_err(|e| e.to_string())?;
-        let m = create(host, &lock, cfg, &CreateOpts { auto: true, created: Some(now), ..CreateOpts::default() }).map_err(|e| e.to_string())?;
+    let res = (|| -> Result<(String, Vec<String>, u64)> {
+        let lock = ContainerLock::acquire(host, ct, "snapshot").map_err(|e| err(ct, "create", e))?;
+        let m = create(host, &lock, cfg, &CreateOpts { auto: true, created: Some(now), ..CreateOpts::default() })?;
         let cands: Vec<schedule::Candidate> =
             store::list(host, ct).into_iter().map(|m| schedule::Candidate { id: m.id, created: m.created, auto: m.auto }).collect();
         let mut pruned = Vec::new();
         for id in schedule::to_prune(&cands, sched.keep, sched.keep_daily) {
-            store::remove_dir(&store::snap_dir(host, ct, &id)).map_err(|e| format!("snapshot {} taken, but pruning {id} failed: {e}", m.id))?;
+            store::remove_dir(&store::snap_dir(host, ct, &id))
+                .map_err(|e| err(ct, "prune", e.context(format!("snapshot {} taken, but pruning {id} failed", m.id))))?;
             pruned.push(id);
         }
         Ok((m.id, pruned, m.total_ms))
@@ -487,7 +466,8 @@ pub fn run_due_one(host: &Host, cfg: &ContainerConfig, now: i64) -> DueOutcome {
             DueOutcome::Taken { id, pruned, ms }
         }
         Err(e) => {
-            store::record_error(host, ct, now, &e);
+            // The store keeps the failure in words (last-error.json).
+            store::record_error(host, ct, now, &crate::error::chain(&e));
             DueOutcome::Failed(e)
         }
     }

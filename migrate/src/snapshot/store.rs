@@ -3,6 +3,7 @@
 //! listing (which skips dot-entries) never shows a half snapshot; stale tmp dirs are removed by
 //! the next snapshot of that container.
 
+use super::error::Cause;
 use ferry_runtime::storage::btrfs;
 use ferry_runtime::{Ctid, Host};
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,58 @@ pub struct Usage {
     pub shared: u64,
 }
 
+/// What `snapshot list` shows of a container's store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listing {
+    pub snapshots: Vec<Listed>,
+    /// The last failure of a scheduled snapshot, if the last one failed.
+    pub last_error: Option<LastError>,
+}
+
+/// One snapshot in a [`Listing`]: what its meta says and what it takes on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listed {
+    pub id: String,
+    pub name: Option<String>,
+    pub created: i64,
+    pub stateful: bool,
+    pub auto: bool,
+    pub files_bytes: u64,
+    pub state_bytes: u64,
+    /// Blocks of its own.
+    pub size: u64,
+    /// Blocks it shares with other snapshots.
+    pub shared: u64,
+    pub btrfs: bool,
+    pub frozen_ms: u64,
+    pub total_ms: u64,
+}
+
+/// The container's snapshots, oldest first, with their disk use.
+pub fn listing(host: &Host, ct: &Ctid) -> Listing {
+    let snapshots = list(host, ct)
+        .into_iter()
+        .map(|m| {
+            let u = usage(&snap_dir(host, ct, &m.id));
+            Listed {
+                id: m.id,
+                name: m.name,
+                created: m.created,
+                stateful: m.stateful,
+                auto: m.auto,
+                files_bytes: m.files_bytes,
+                state_bytes: m.state_bytes,
+                size: u.unique,
+                shared: u.shared,
+                btrfs: m.btrfs,
+                frozen_ms: m.frozen_ms,
+                total_ms: m.total_ms,
+            }
+        })
+        .collect();
+    Listing { snapshots, last_error: last_error(host, ct) }
+}
+
 pub fn store_dir(host: &Host, ct: &Ctid) -> PathBuf {
     host.snapshot_dir(ct)
 }
@@ -93,15 +146,15 @@ pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && !id.starts_with('.') && id.len() <= 100 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-pub fn load_meta(dir: &Path) -> Result<SnapshotMeta, String> {
+pub fn load_meta(dir: &Path) -> Result<SnapshotMeta, Cause> {
     let p = dir.join(META_FILE);
-    let t = std::fs::read_to_string(&p).map_err(|e| format!("read {}: {e}", p.display()))?;
-    serde_json::from_str(&t).map_err(|e| format!("{}: {e}; the snapshot is damaged", p.display()))
+    let t = std::fs::read_to_string(&p).map_err(|e| Cause::io("read", &p, e))?;
+    serde_json::from_str(&t).map_err(|source| Cause::Damaged { path: p, source })
 }
 
-pub fn save_meta(dir: &Path, m: &SnapshotMeta) -> Result<(), String> {
+pub fn save_meta(dir: &Path, m: &SnapshotMeta) -> Result<(), Cause> {
     let p = dir.join(META_FILE);
-    ferry_runtime::util::write_atomic(&p, &serde_json::to_vec_pretty(m).expect("meta serializes")).map_err(|e| e.to_string())
+    Ok(ferry_runtime::util::write_atomic(&p, &serde_json::to_vec_pretty(m).expect("meta serializes"))?)
 }
 
 /// Every complete snapshot of the container, oldest first (dot-entries and damaged ones are
@@ -123,15 +176,15 @@ pub fn list(host: &Host, ct: &Ctid) -> Vec<SnapshotMeta> {
 }
 
 /// Remove a snapshot directory (a btrfs subvolume inside it first).
-pub fn remove_dir(dir: &Path) -> Result<(), String> {
+pub fn remove_dir(dir: &Path) -> Result<(), Cause> {
     let files = dir.join(FILES_DIR);
     if btrfs::is_subvolume(&files) {
-        btrfs::delete(&files).map_err(|e| e.to_string())?;
+        btrfs::delete(&files)?;
     }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("remove {}: {e}", dir.display())),
+        Err(e) => Err(Cause::io("remove", dir, e)),
     }
 }
 

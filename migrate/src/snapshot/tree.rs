@@ -15,9 +15,7 @@ use ferry_tree::meta::{self, Meta, Target};
 use ferry_tree::walk::walk;
 use ferry_tree::{Dir, Kind, Opened, Stat};
 
-fn io_err(what: &str, p: &Path, e: std::io::Error) -> String {
-    format!("{what} {}: {e}", p.display())
-}
+use super::error::Cause;
 
 fn shown(rel: &[u8]) -> String {
     String::from_utf8_lossy(rel).into_owned()
@@ -25,8 +23,8 @@ fn shown(rel: &[u8]) -> String {
 
 /// Add every entry under `root` (not `root` itself), parents before children, hardlinks within
 /// the tree as links to their first path. Returns (entries, content bytes).
-pub fn write_tree<W: Write>(root: &Path, tree: &mut TreeWriter<W>) -> Result<(u64, u64), String> {
-    let top = Dir::open(root).map_err(|e| io_err("open", root, e))?;
+pub fn write_tree<W: Write>(root: &Path, tree: &mut TreeWriter<W>) -> Result<(u64, u64), Cause> {
+    let top = Dir::open(root).map_err(|e| Cause::io("open", root, e))?;
     let mut seen: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut counts = (0u64, 0u64);
     let mut failure = None;
@@ -43,7 +41,7 @@ pub fn write_tree<W: Write>(root: &Path, tree: &mut TreeWriter<W>) -> Result<(u6
     if let Some(m) = failure {
         return Err(m);
     }
-    walked.map_err(|e| io_err("walk", root, e))?;
+    walked.map_err(|e| Cause::io("walk", root, e))?;
     Ok(counts)
 }
 
@@ -55,7 +53,7 @@ fn add_entry<W: Write>(
     st: &Stat,
     seen: &mut HashMap<(u64, u64), Vec<u8>>,
     counts: &mut (u64, u64),
-) -> Result<(), String> {
+) -> Result<(), Cause> {
     let mut e = TreeEntry {
         path: rel.to_vec(),
         mode: st.perm(),
@@ -68,7 +66,7 @@ fn add_entry<W: Write>(
     let kind = match st.kind() {
         Kind::Directory => EntryType::Directory,
         Kind::Symlink => {
-            e.symlink_target = dir.read_link_at(name).map_err(|x| format!("{}: readlink: {x}", shown(rel)))?;
+            e.symlink_target = dir.read_link_at(name).map_err(|x| entry(rel, "readlink", x))?;
             EntryType::Symlink
         }
         Kind::Regular => {
@@ -76,7 +74,7 @@ fn add_entry<W: Write>(
                 if let Some(first) = seen.get(&(st.dev, st.ino)) {
                     e.hardlink_target = first.clone();
                     e.entry_type = EntryType::Hardlink as i32;
-                    tree.add(&e, None).map_err(|x| format!("{}: {x}", shown(rel)))?;
+                    tree.add(&e, None).map_err(|x| Cause::from(x).context(shown(rel)))?;
                     counts.0 += 1;
                     return Ok(());
                 }
@@ -96,17 +94,17 @@ fn add_entry<W: Write>(
     }
     e.entry_type = kind as i32;
     if kind == EntryType::File {
-        let f = match dir.open_file_beneath(name, false, Some(st)).map_err(|x| format!("{}: open: {x}", shown(rel)))? {
+        let f = match dir.open_file_beneath(name, false, Some(st)).map_err(|x| entry(rel, "open", x))? {
             Opened::File(f, _) => f,
-            _ => return Err(format!("{}: changed while being exported", shown(rel))),
+            _ => return Err(Cause::msg(format!("{}: changed while being exported", shown(rel)))),
         };
         // Holes read as zeros without reading the disk; a file that changes length while read
         // would break the framing: refuse clearly.
         let mut content = Holes::new(&f, e.size);
-        tree.add(&e, Some(&mut content)).map_err(|x| format!("{}: {x} (did it change while being exported?)", shown(rel)))?;
+        tree.add(&e, Some(&mut content)).map_err(|x| Cause::from(x).context(format!("{} (did it change while being exported?)", shown(rel))))?;
         counts.1 += e.size;
     } else {
-        tree.add(&e, None).map_err(|x| format!("{}: {x}", shown(rel)))?;
+        tree.add(&e, None).map_err(|x| Cause::from(x).context(shown(rel)))?;
     }
     counts.0 += 1;
     Ok(())
@@ -174,15 +172,23 @@ fn write_sparse(f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// An entry's `what` failed with `e`.
+fn entry(rel: &[u8], what: &'static str, e: std::io::Error) -> Cause {
+    Cause::Entry { entry: shown(rel), what, source: e }
+}
+
 /// Why an entry's place in the new tree cannot be reached, in words.
-fn refused(rel: &[u8], e: &std::io::Error) -> String {
+fn refused(rel: &[u8], e: std::io::Error) -> Cause {
     let why = match e.raw_os_error() {
-        Some(libc::ELOOP) => "a symlink is on its path (never followed)".to_string(),
-        Some(libc::ENOTDIR) => "a directory on its path is not a directory (a symlink is never followed)".to_string(),
-        Some(libc::ENOENT) => "its directory is not in the tree before it".to_string(),
-        _ => e.to_string(),
+        Some(libc::ELOOP) => "a symlink is on its path (never followed)",
+        Some(libc::ENOTDIR) => "a directory on its path is not a directory (a symlink is never followed)",
+        Some(libc::ENOENT) => "its directory is not in the tree before it",
+        _ => {
+            let what = "refused; nothing is written outside the new container's directory";
+            return Cause::Entry { entry: format!("file tree entry {:?}", shown(rel)), what, source: e };
+        }
     };
-    format!("file tree entry {:?} refused: {why}; nothing is written outside the new container's directory", shown(rel))
+    Cause::msg(format!("file tree entry {:?} refused: {why}; nothing is written outside the new container's directory", shown(rel)))
 }
 
 /// The owner, mode and time an entry records.
@@ -208,17 +214,17 @@ fn split(rel: &[u8]) -> (&[u8], &[u8]) {
 /// directory, opened beneath `root` without following any symlink (one the image made earlier
 /// included), and a hard link may only name a regular file this extraction made: no entry
 /// reaches outside `root`. Blocks of zeros are left as holes.
-pub fn extract_tree<R: Read>(tree: &mut TreeReader<R>, root: &Path) -> Result<u64, String> {
-    let top = Dir::open(root).map_err(|e| io_err("open", root, e))?;
+pub fn extract_tree<R: Read>(tree: &mut TreeReader<R>, root: &Path) -> Result<u64, Cause> {
+    let top = Dir::open(root).map_err(|e| Cause::io("open", root, e))?;
     let mut dirs: Vec<TreeEntry> = Vec::new();
     let mut files: HashSet<Vec<u8>> = HashSet::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
-    while let Some(e) = tree.next_entry().map_err(|x| format!("file tree: {x}"))? {
+    while let Some(e) = tree.next_entry().map_err(|x| Cause::from(x).context("file tree"))? {
         let kind = EntryType::try_from(e.entry_type).unwrap_or(EntryType::Unspecified);
         let (parent_rel, name) = split(&e.path);
-        let parent = top.dir_beneath(parent_rel).map_err(|x| refused(&e.path, &x))?;
-        let at = |what: &str, x: std::io::Error| format!("file tree entry {:?}: {what}: {x}", shown(&e.path));
+        let parent = top.dir_beneath(parent_rel).map_err(|x| refused(&e.path, x))?;
+        let at = |what: &'static str, x: std::io::Error| Cause::Entry { entry: format!("file tree entry {:?}", shown(&e.path)), what, source: x };
         let meta = meta_of(&e);
         match kind {
             EntryType::Directory => {
@@ -232,7 +238,7 @@ pub fn extract_tree<R: Read>(tree: &mut TreeReader<R>, root: &Path) -> Result<u6
                 f.set_len(e.size).map_err(|x| at("size", x))?;
                 let mut off = 0u64;
                 loop {
-                    let k = tree.read_content(&mut buf).map_err(|x| format!("file tree: {x}"))?;
+                    let k = tree.read_content(&mut buf).map_err(|x| Cause::from(x).context("file tree"))?;
                     if k == 0 {
                         break;
                     }
@@ -250,15 +256,19 @@ pub fn extract_tree<R: Read>(tree: &mut TreeReader<R>, root: &Path) -> Result<u6
             EntryType::Hardlink => {
                 // Only to a regular file this extraction made (the format says: an earlier file).
                 if !files.contains(&e.hardlink_target) {
-                    return Err(format!(
+                    return Err(Cause::msg(format!(
                         "file tree entry {:?} refused: its hard link target {:?} is not a regular file earlier in this tree",
                         shown(&e.path),
                         shown(&e.hardlink_target)
-                    ));
+                    )));
                 }
-                let target = top.node_beneath(&e.hardlink_target).map_err(|x| refused(&e.hardlink_target, &x))?;
+                let target = top.node_beneath(&e.hardlink_target).map_err(|x| refused(&e.hardlink_target, x))?;
                 if target.kind() != Kind::Regular {
-                    return Err(format!("file tree entry {:?} refused: its hard link target is {}", shown(&e.path), target.kind().describe()));
+                    return Err(Cause::msg(format!(
+                        "file tree entry {:?} refused: its hard link target is {}",
+                        shown(&e.path),
+                        target.kind().describe()
+                    )));
                 }
                 parent.link_at(&target, name).map_err(|x| at("link", x))?;
             }
@@ -273,25 +283,29 @@ pub fn extract_tree<R: Read>(tree: &mut TreeReader<R>, root: &Path) -> Result<u6
                 let node = parent.node_at(name).map_err(|x| at("open", x))?;
                 meta::apply(Target::Node(&node), &meta).map_err(|x| at("set owner, mode and time", x))?;
             }
-            EntryType::Unspecified => return Err(format!("file tree: entry {:?} has no type", shown(&e.path))),
+            EntryType::Unspecified => return Err(Cause::msg(format!("file tree: entry {:?} has no type", shown(&e.path)))),
         }
         n += 1;
     }
     // Directories last, deepest first: creating children changes their mtimes.
     for e in dirs.iter().rev() {
-        let d = top.dir_beneath(&e.path).map_err(|x| refused(&e.path, &x))?;
-        meta::apply(Target::Dir(&d), &meta_of(e)).map_err(|x| format!("file tree entry {:?}: set owner, mode and time: {x}", shown(&e.path)))?;
+        let d = top.dir_beneath(&e.path).map_err(|x| refused(&e.path, x))?;
+        meta::apply(Target::Dir(&d), &meta_of(e)).map_err(|x| Cause::Entry {
+            entry: format!("file tree entry {:?}", shown(&e.path)),
+            what: "set owner, mode and time",
+            source: x,
+        })?;
     }
     Ok(n)
 }
 
 /// Write `root` as a file-tree section named `name` of `w`.
-pub fn add_tree_section<W: Write>(w: &mut fmt::Writer<W>, name: &str, root: &Path) -> Result<(u64, u64), String> {
-    let section = w.start_section(fmt::SectionKind::FileTree, name, false, None).map_err(|e| e.to_string())?;
+pub fn add_tree_section<W: Write>(w: &mut fmt::Writer<W>, name: &str, root: &Path) -> Result<(u64, u64), Cause> {
+    let section = w.start_section(fmt::SectionKind::FileTree, name, false, None)?;
     let mut tree = TreeWriter::new(section);
     let counts = write_tree(root, &mut tree)?;
-    let section = tree.finish().map_err(|e| e.to_string())?;
-    section.finish().map_err(|e| e.to_string())?;
+    let section = tree.finish()?;
+    section.finish()?;
     Ok(counts)
 }
 
@@ -376,7 +390,7 @@ mod tests {
             let buf = tw.finish().unwrap();
             let dst = d.path().join(format!("dst{i}"));
             std::fs::create_dir(&dst).unwrap();
-            let err = extract_tree(&mut TreeReader::new(buf.as_slice()), &dst).expect_err("an escaping image was extracted");
+            let err = extract_tree(&mut TreeReader::new(buf.as_slice()), &dst).expect_err("an escaping image was extracted").to_string();
             assert!(err.contains(&format!("{bad:?}")) && err.contains("refused"), "case {i}: {err}");
             let mut names: Vec<_> = std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
             names.sort();

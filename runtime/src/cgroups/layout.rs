@@ -89,11 +89,7 @@ fn has_v1_hierarchies(root: &Path) -> bool {
 /// Mount points of cgroup2 filesystems that show the whole hierarchy (mount root `/`), in the
 /// order /proc/self/mountinfo lists them.
 pub fn cgroup2_mounts(mountinfo: &str) -> Vec<PathBuf> {
-    crate::storage::backends::parse_mountinfo(mountinfo)
-        .into_iter()
-        .filter(|m| m.fstype == "cgroup2" && m.root == "/")
-        .map(|m| m.mount_point)
-        .collect()
+    crate::storage::probe::parse_mountinfo(mountinfo).into_iter().filter(|m| m.fstype == "cgroup2" && m.root == "/").map(|m| m.mount_point).collect()
 }
 
 /// Resolve `setting` on a host whose cgroupfs base is `base` (/sys/fs/cgroup) and whose mount

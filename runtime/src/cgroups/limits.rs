@@ -12,12 +12,12 @@
 //!   unlimited (-1, always allowed), then set `memory.limit_in_bytes`, then set memsw to
 //!   ram+swap (which is >= ram). Swap is briefly uncapped between the first and last write.
 //!
-//! Open files (`numfiles`) are not a cgroup: see [`numfiles_rlimit`] and [`set_nofile`].
+//! Open files (`numfiles`) are not a cgroup: see [`numfiles_rlimit`] and
+//! [`super::nofile::set_nofile`]. What the host offers comes from [`super::probe`].
 
-use super::{Cgroup, CgroupMode, CgroupWrite, LimitContext};
+use super::{CgroupMode, CgroupWrite, LimitContext};
 use crate::config::{parse_cpumask, Resources};
 use crate::error::{Error, Result};
-use std::path::{Path, PathBuf};
 
 /// The OpenVZ default of `cpuunits`.
 pub const DEFAULT_CPUUNITS: u64 = 1000;
@@ -340,202 +340,11 @@ pub fn v2_writes(res: &Resources, ctx: &LimitContext) -> Result<Vec<CgroupWrite>
     Ok(only_offered(out, ctx))
 }
 
-/// Raise or lower RLIMIT_NOFILE (soft and hard) of one process. Lowering always works; raising
-/// the hard limit needs CAP_SYS_RESOURCE, which some hosts (this one) lack: the error says so.
-pub fn set_nofile(pid: i32, limit: u64) -> Result<()> {
-    let new = libc::rlimit { rlim_cur: limit, rlim_max: limit };
-    // SAFETY: `new` is a valid rlimit for the duration of the call; old_limit may be null.
-    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EPERM) {
-        return Err(bad(format!(
-            "numfiles {limit}: cannot raise the open-file limit of pid {pid} above its hard limit: this host \
-             lacks CAP_SYS_RESOURCE; restart the container to apply a higher numfiles, or choose a lower one"
-        )));
-    }
-    Err(Error::io(format!("set RLIMIT_NOFILE={limit} on pid {pid}"), format!("/proc/{pid}"), e))
-}
-
-/// Set RLIMIT_NOFILE on every process in `pids` (a running container's `cgroup.procs`, or
-/// its PID 1 at start). Processes that exited meanwhile are skipped. New processes inherit the
-/// limit from their parent, so the core also sets it on PID 1 before exec and on `exec`.
-pub fn set_nofile_all(pids: &[i32], limit: u64) -> Result<()> {
-    for &pid in pids {
-        match set_nofile(pid, limit) {
-            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ESRCH) => {}
-            other => other?,
-        }
-    }
-    Ok(())
-}
-
-/// Open file descriptors held by `pids` together (what `ferry status` shows as numfiles
-/// usage; the limit itself applies to each process alone). Unreadable processes count 0.
-pub fn open_files(pids: &[i32]) -> u64 {
-    pids.iter().filter_map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok()).map(|rd| rd.count() as u64).sum()
-}
-
-/// Current RLIMIT_NOFILE (soft, hard) of one process.
-pub fn get_nofile(pid: i32) -> Result<(u64, u64)> {
-    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `old` is a valid, writable rlimit; new_limit null means "only read".
-    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
-    if rc != 0 {
-        return Err(Error::io("read RLIMIT_NOFILE", format!("/proc/{pid}"), std::io::Error::last_os_error()));
-    }
-    Ok((old.rlim_cur, old.rlim_max))
-}
-
-/// `(major, minor)` of the whole disk holding `path`: partitions resolve to their disk, loop
-/// devices to the disk holding their backing file, btrfs (anonymous st_dev) to its device.
-/// Throttles in the blkio/io controllers only act on whole disks with a request queue.
-pub fn block_device_of(path: &Path) -> Result<(u32, u32)> {
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
-    let dev = md.dev();
-    let (maj, min) = (libc::major(dev), libc::minor(dev));
-    let (maj, min) = if maj == 0 { mount_source_device(maj, min, path)? } else { (maj, min) };
-    resolve_whole_disk(maj, min, 0)
-}
-
-/// For filesystems with an anonymous st_dev (btrfs): the device named as the mount's source.
-fn mount_source_device(maj: u32, min: u32, path: &Path) -> Result<(u32, u32)> {
-    use std::os::unix::fs::FileTypeExt;
-    use std::os::unix::fs::MetadataExt;
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
-    let want = format!("{maj}:{min}");
-    for line in mi.lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        if f.get(2) != Some(&want.as_str()) {
-            continue;
-        }
-        let Some(sep) = f.iter().position(|x| *x == "-") else { continue };
-        let Some(source) = f.get(sep + 2) else { continue };
-        if let Ok(m) = std::fs::metadata(source) {
-            if m.file_type().is_block_device() {
-                return Ok((libc::major(m.rdev()), libc::minor(m.rdev())));
-            }
-        }
-    }
-    Err(bad(format!("{}: no block device found for its filesystem (device {want})", path.display())))
-}
-
-fn resolve_whole_disk(maj: u32, min: u32, depth: u32) -> Result<(u32, u32)> {
-    let sys = PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
-    let real = std::fs::canonicalize(&sys).map_err(|e| Error::io("resolve block device", &sys, e))?;
-    // A loop device: follow its backing file to the disk that holds it.
-    if depth < 8 {
-        if let Ok(backing) = std::fs::read_to_string(real.join("loop/backing_file")) {
-            let backing = backing.trim();
-            let backing = backing.strip_suffix(" (deleted)").unwrap_or(backing);
-            return block_device_of(Path::new(backing));
-        }
-        // A device-mapper or md device with exactly one underlying device: follow it.
-        if let Ok(rd) = std::fs::read_dir(real.join("slaves")) {
-            let slaves: Vec<_> = rd.flatten().collect();
-            if slaves.len() == 1 {
-                if let Some((a, b)) = read_dev(&slaves[0].path().join("dev")) {
-                    return resolve_whole_disk(a, b, depth + 1);
-                }
-            }
-        }
-    }
-    // A partition: its parent directory is the whole disk.
-    if real.join("partition").exists() {
-        if let Some(d) = real.parent().and_then(|p| read_dev(&p.join("dev"))) {
-            return Ok(d);
-        }
-    }
-    Ok((maj, min))
-}
-
-fn read_dev(p: &Path) -> Option<(u32, u32)> {
-    let s = std::fs::read_to_string(p).ok()?;
-    let (a, b) = s.trim().split_once(':')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
-}
-
-/// Number of online CPUs from `/sys/devices/system/cpu/online` (falls back to sysconf).
-pub fn online_cpus() -> u32 {
-    if let Ok(s) = std::fs::read_to_string("/sys/devices/system/cpu/online") {
-        if let Ok(v) = parse_cpumask(s.trim()) {
-            if let Some(max) = v.iter().max() {
-                return max + 1;
-            }
-        }
-    }
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-}
-
-/// Memory a cgroup holds that reclaim cannot take back (anon + swap), from its memory.stat.
-/// v1 uses the hierarchical `total_rss`/`total_swap`, v2 `anon` (swap is separate there).
-pub fn unreclaimable_memory(mode: CgroupMode, memory_stat: &str) -> u64 {
-    let get = |k: &str| {
-        memory_stat.lines().find_map(|l| l.split_once(' ').filter(|(n, _)| *n == k).and_then(|(_, v)| v.trim().parse::<u64>().ok())).unwrap_or(0)
-    };
-    match mode {
-        CgroupMode::V1 => get("total_rss"),
-        CgroupMode::V2 => get("anon"),
-    }
-}
-
-impl LimitContext {
-    /// Look at the host: online CPUs, NUMA nodes, swap accounting, which I/O weight file
-    /// exists, the block device of `private_area`, the controllers the container's cgroup
-    /// `cg` has (or gets when made), and (if the cgroup exists) its current unreclaimable
-    /// memory.
-    pub fn probe(cg: &Cgroup, private_area: &Path) -> LimitContext {
-        let fs = cg.fs();
-        let parent = cg.sibling(Path::new(cg.rel()).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default());
-        let ncpus = online_cpus();
-        let block_device = block_device_of(private_area).ok();
-        // The first of `files` found in the first of `dirs` that has one.
-        let first_with = |dirs: &[PathBuf], files: &[&str]| -> Option<String> {
-            dirs.iter().find_map(|d| files.iter().find(|f| fs.exists(&d.join(f))).map(|f| f.to_string()))
-        };
-        let read = |p: PathBuf| fs.read(&p).ok().map(|s| s.trim().to_string());
-        let controllers = cg.controllers();
-        let memory_usage = read(cg.dir("memory").join("memory.stat")).map(|s| unreclaimable_memory(cg.mode(), &s));
-        match cg.mode() {
-            CgroupMode::V1 => {
-                let cpuset_of_parent = |f: &str| {
-                    [parent.dir("cpuset"), cg.root().join("cpuset")]
-                        .into_iter()
-                        .filter_map(|d| read(d.join(f)))
-                        .find(|s| !s.is_empty())
-                        .unwrap_or_default()
-                };
-                let mems = cpuset_of_parent("cpuset.mems");
-                let parent_cpus = cpuset_of_parent("cpuset.cpus");
-                let memsw = fs.exists(&cg.root().join("memory").join("memory.memsw.limit_in_bytes"));
-                let io_weight_file = first_with(&[cg.dir("blkio"), parent.dir("blkio")], &["blkio.bfq.weight", "blkio.weight"]);
-                LimitContext { ncpus, block_device, mems, parent_cpus, memsw, io_weight_file, memory_usage, controllers }
-            }
-            CgroupMode::V2 => {
-                let dirs = [cg.dir(""), parent.dir("")];
-                let memsw = first_with(&dirs, &["memory.swap.max"]).is_some();
-                let io_weight_file = first_with(&dirs, &["io.bfq.weight", "io.weight"]);
-                LimitContext {
-                    ncpus,
-                    block_device,
-                    mems: String::new(),
-                    parent_cpus: String::new(),
-                    memsw,
-                    io_weight_file,
-                    memory_usage,
-                    controllers,
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroups::Cgroup;
+    use std::path::Path;
 
     fn ctx() -> LimitContext {
         LimitContext {
@@ -787,15 +596,6 @@ mod tests {
     }
 
     #[test]
-    fn memory_stat_parsing() {
-        let v1 = "cache 100\nrss 5\ntotal_cache 300\ntotal_rss 4096\ntotal_swap 7\n";
-        assert_eq!(unreclaimable_memory(CgroupMode::V1, v1), 4096);
-        let v2 = "anon 8192\nfile 100\n";
-        assert_eq!(unreclaimable_memory(CgroupMode::V2, v2), 8192);
-        assert_eq!(unreclaimable_memory(CgroupMode::V2, ""), 0);
-    }
-
-    #[test]
     fn probe_fake_v2_tree() {
         use crate::cgroups::{fake::FakeKernel, CgroupFs};
         let k = std::sync::Arc::new(FakeKernel::v2("/fake", &["cpu", "io", "memory", "pids"], true));
@@ -876,17 +676,6 @@ mod tests {
             unavailable_limits(CgroupMode::V2, &["cpu".into(), "memory".into()]).iter().map(|x| x.0).collect::<Vec<_>>(),
             ["cpumask", "numproc", "ioprio", "iolimit", "iopslimit"]
         );
-    }
-
-    #[test]
-    fn block_device_of_root() {
-        // Whatever disk holds "/" here, it resolves to something listed in /sys/dev/block.
-        if let Ok((a, b)) = block_device_of(Path::new("/")) {
-            assert!(Path::new(&format!("/sys/dev/block/{a}:{b}")).exists());
-            assert!(!Path::new(&format!("/sys/dev/block/{a}:{b}/partition")).exists());
-        } else {
-            eprintln!("skipped: / has no block device here");
-        }
     }
 
     #[test]

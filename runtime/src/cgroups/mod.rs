@@ -16,6 +16,8 @@ pub mod freezer;
 pub mod fs;
 pub mod layout;
 pub mod limits;
+pub mod nofile;
+pub mod probe;
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};

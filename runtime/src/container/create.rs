@@ -31,7 +31,7 @@ pub struct CreateOptions {
 /// that exist), then whether the host's cgroup layout has the controller each set limit
 /// needs (a hybrid host's v2 hierarchy has hardly any: refused here, not ignored at start).
 pub fn check_resources(host: &Host, res: &Resources) -> Result<()> {
-    let ctx = crate::cgroups::LimitContext { ncpus: crate::cgroups::limits::online_cpus(), ..Default::default() };
+    let ctx = crate::cgroups::LimitContext { ncpus: crate::cgroups::probe::online_cpus(), ..Default::default() };
     crate::cgroups::limits::validate(res, &ctx)?;
     if !crate::cgroups::limits::needs_a_controller(res) {
         return Ok(());

@@ -176,11 +176,11 @@ fn exec_in_child(j: &Joiner, argv: &[CString], env: &[CString], nofile: Option<u
     let r: std::result::Result<(), (String, u8)> = j
         .finish_in_child()
         .and_then(|()| {
-            crate::container::start::close_fds_except(-1);
+            super::child::close_fds_except(-1);
             if let Some(n) = nofile {
-                crate::container::start::set_own_nofile(n)?;
+                super::child::set_own_nofile(n)?;
             }
-            crate::container::start::default_signals();
+            super::child::default_signals();
             j.isolation.apply_in_child()
         })
         .map_err(|m| (m, crate::exit::EXEC_OWN_FAILURE))
@@ -299,7 +299,7 @@ where
         if temp_mount {
             crate::storage::mount_root_unmapped(host, &cfg)?
         } else {
-            crate::storage::files_dir(host, &cfg)
+            crate::storage::files_path(host, &cfg)
         }
     } else {
         host.private_dir(ct)
@@ -439,8 +439,8 @@ pub fn enter_with(host: &Host, ct: &Ctid, cmd: &[String]) -> Result<i32> {
                     for fd in 0..3 {
                         nix::unistd::dup2(s, fd).map_err(|e| format!("dup2: {e}"))?;
                     }
-                    crate::container::start::close_fds_except(-1);
-                    crate::container::start::default_signals();
+                    super::child::close_fds_except(-1);
+                    super::child::default_signals();
                     j.isolation.apply_in_child()
                 })
                 .map_err(|m| (m, crate::exit::EXEC_OWN_FAILURE))
@@ -456,7 +456,7 @@ pub fn enter_with(host: &Host, ct: &Ctid, cmd: &[String]) -> Result<i32> {
         ForkResult::Parent { child } => {
             drop(slave);
             drop(j);
-            let saved = if stdin_tty { make_raw(0) } else { None };
+            let saved = if stdin_tty { super::terminal::make_raw(0) } else { None };
             let act = nix::sys::signal::SigAction::new(
                 SigHandler::Handler(on_winch),
                 nix::sys::signal::SaFlags::empty(),
@@ -492,16 +492,6 @@ fn open_container_ptmx() -> std::result::Result<OwnedFd, String> {
     Ok(fd)
 }
 
-/// Put stdin (a terminal) in raw mode; the settings to restore.
-pub(crate) fn make_raw(fd: i32) -> Option<nix::sys::termios::Termios> {
-    let _ = fd;
-    let saved = nix::sys::termios::tcgetattr(std::io::stdin()).ok()?;
-    let mut raw = saved.clone();
-    nix::sys::termios::cfmakeraw(&mut raw);
-    nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &raw).ok()?;
-    Some(saved)
-}
-
 /// Copy stdin → master and master → stdout until the shell side closes.
 fn proxy(master: i32, stdin_tty: bool) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -527,7 +517,7 @@ fn proxy(master: i32, stdin_tty: bool) {
         if m_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
             match nix::unistd::read(master, &mut buf) {
                 Ok(0) | Err(_) => return,
-                Ok(n) => to_stdout(&buf[..n]),
+                Ok(n) => super::terminal::to_stdout(&buf[..n]),
             }
         }
         if i_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
@@ -545,13 +535,6 @@ fn proxy(master: i32, stdin_tty: bool) {
             }
         }
     }
-}
-
-/// Write `data` to stdout at once (a terminal proxy's output).
-pub(crate) fn to_stdout(data: &[u8]) {
-    let mut out = std::io::stdout();
-    let _ = out.write_all(data);
-    let _ = out.flush();
 }
 
 fn unsafe_borrow(fd: i32) -> std::os::fd::BorrowedFd<'static> {

@@ -5,22 +5,26 @@
 //! Everything here is synchronous and must run in a single-threaded process (start clones,
 //! exec/enter call setns).
 
+mod child;
 mod create;
 pub(crate) mod exec;
 pub mod restore;
 mod set;
+pub mod set_plan;
 pub(crate) mod start;
 mod stop;
+pub mod summary;
+pub(crate) mod terminal;
 
 pub use create::{check_hostname, check_resources, create, destroy, CreateOptions, SYSTEM_STOP_TIMEOUT};
 pub use exec::{enter, enter_with, exec, exec_detached, exec_failure_code, run_in_container};
 pub use restore::{
-    checkpoint_to_dir, checkpoint_to_dir_frozen, restore_from_dir, thaw_if_frozen, CheckpointInfo, CheckpointMeta, CheckpointOpts, CheckpointSummary,
-    RestoreInfo,
+    checkpoint_to_dir, checkpoint_to_dir_frozen, restore_from_dir, thaw_if_frozen, CheckpointInfo, CheckpointMeta, CheckpointOpts, RestoreInfo,
 };
 pub use set::{set_diskspace_stopped, set_dns, set_hostname_live, set_ips_live, set_resources_live, set_userpasswd, update_passwd_files};
 pub use start::{configure_cgroup, limit_context, prepare_cgroup, start, CONSOLE_LOG};
 pub use stop::{halt_signal, mount, stop, stop_timeout, stop_with, teardown, umount, Shutdown, DEFAULT_STOP_TIMEOUT};
+pub use summary::CheckpointSummary;
 
 use crate::cgroups::CgroupStats;
 use crate::config::ContainerConfig;
@@ -193,7 +197,7 @@ pub fn usage(host: &Host, cfg: &ContainerConfig, st: &State) -> Result<Usage> {
         memory: s.memory_bytes,
         swap: s.swap_bytes,
         numproc: s.numproc,
-        numfiles: crate::cgroups::limits::open_files(&pids),
+        numfiles: crate::cgroups::nofile::open_files(&pids),
         disk_used: disk.map(|d| d.used),
         disk_limit: disk.and_then(|d| d.limit),
         io_read: s.io_read_bytes,

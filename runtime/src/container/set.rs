@@ -2,7 +2,7 @@
 //! (written into its /etc/passwd and /etc/shadow from inside, so no symlink in the container
 //! can redirect the write to the host).
 
-use crate::cgroups::limits;
+use crate::cgroups::{limits, nofile};
 use crate::config::{ContainerConfig, Dns, Resources};
 use crate::container::run_in_container;
 use crate::ctid::Ctid;
@@ -179,7 +179,7 @@ pub fn set_resources_live(host: &Host, cfg: &ContainerConfig, st: &State, new: &
     if let (true, Some(n)) = (nofile_changed, new.numfiles) {
         let can_raise = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_RESOURCE).unwrap_or(false);
         for &p in &pids {
-            if let Ok((_, hard)) = limits::get_nofile(p) {
+            if let Ok((_, hard)) = nofile::get_nofile(p) {
                 if n > hard && !can_raise {
                     return Err(fail(Error::Config(format!(
                         "numfiles {n} is above the hard open-file limit {hard} of pid {p}, and this host lacks \
@@ -197,7 +197,7 @@ pub fn set_resources_live(host: &Host, cfg: &ContainerConfig, st: &State, new: &
         }
     };
     if let (true, Some(n)) = (nofile_changed, new.numfiles) {
-        if let Err(e) = limits::set_nofile_all(&pids, n) {
+        if let Err(e) = nofile::set_nofile_all(&pids, n) {
             undo_cgroup();
             return Err(fail(e));
         }
@@ -206,7 +206,7 @@ pub fn set_resources_live(host: &Host, cfg: &ContainerConfig, st: &State, new: &
         if let Err(e) = backends::set_diskspace(cfg.storage.kind, host, ct, new.diskspace) {
             undo_cgroup();
             if let (true, Some(n)) = (nofile_changed, old.numfiles) {
-                let _ = limits::set_nofile_all(&pids, n);
+                let _ = nofile::set_nofile_all(&pids, n);
             }
             return Err(unchanged(e));
         }

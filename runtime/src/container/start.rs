@@ -13,7 +13,8 @@ use crate::hooks;
 use crate::host::Host;
 use crate::isolation::{namespaces, Applied, Prepared};
 use crate::lock::ContainerLock;
-use crate::state::{proc_stat, State};
+use crate::proc_stat::proc_stat;
+use crate::state::State;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::Pid;
@@ -383,19 +384,6 @@ impl ChildPlan {
     }
 }
 
-/// Ignored signals and the signal mask survive execve: the Rust runtime ignores SIGPIPE, and
-/// a container's processes must start with the defaults (a shell pipeline inside relies on
-/// SIGPIPE). Called right before exec in every child that runs container code.
-pub fn default_signals() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
-    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in [Signal::SIGPIPE, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGTERM, Signal::SIGHUP] {
-        // SAFETY: installing SIG_DFL runs no code of ours in signal context.
-        let _ = unsafe { sigaction(sig, &dfl) };
-    }
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-}
-
 fn child_main(plan: ChildPlan, sync_r: OwnedFd, err_w: OwnedFd) -> ! {
     let mut go = [0u8; 1];
     let released = matches!(std::fs::File::from(sync_r).read(&mut go), Ok(1));
@@ -494,16 +482,16 @@ fn setup_and_exec(plan: &ChildPlan, keep_fd: i32) -> Result<std::convert::Infall
         let _ = crate::container::set::write_resolv_conf(dns, host_resolv);
     }
 
-    close_fds_except(keep_fd);
+    super::child::close_fds_except(keep_fd);
     match plan.system {
         Some(_) => crate::sysenv::child::console_stdio()?,
         None => redirect_stdio()?,
     }
     if let Some(n) = plan.nofile {
-        set_own_nofile(n)?;
+        super::child::set_own_nofile(n)?;
     }
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
-    default_signals();
+    super::child::default_signals();
     plan.isolation.apply_in_child()?;
     let e = nix::unistd::execve(&plan.argv[0], &plan.argv, &plan.env).unwrap_err();
     Err(format!("exec init {:?}: {e}; check the init command (`init` in the config or --init at create)", plan.argv[0]))
@@ -536,35 +524,6 @@ fn make_dev_nodes(dev: &Path, bind_from_host: bool, extra: &[PathBuf]) -> Result
         mnt(Some(&Path::new("/dev").join(rel)), &p, None, MsFlags::MS_BIND, None)?;
     }
     Ok(())
-}
-
-/// Set this process's RLIMIT_NOFILE (soft and hard) to `n` (`numfiles`).
-pub(crate) fn set_own_nofile(n: u64) -> Result<(), String> {
-    let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
-    // SAFETY: `lim` is a valid rlimit for the duration of the call.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(format!(
-            "numfiles {n}: set RLIMIT_NOFILE: {e} (raising above ferry's own hard limit needs CAP_SYS_RESOURCE; choose a lower numfiles)"
-        ));
-    }
-    Ok(())
-}
-
-/// Close every fd above 2 except `keep` (the close-on-exec error pipe).
-pub(crate) fn close_fds_except(keep: i32) {
-    let close_range = |lo: u32, hi: u32| {
-        if lo <= hi {
-            // SAFETY: close_range only closes descriptors; nothing here uses them afterwards.
-            unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0u32) };
-        }
-    };
-    if keep > 2 {
-        close_range(3, keep as u32 - 1);
-        close_range(keep as u32 + 1, u32::MAX);
-    } else {
-        close_range(3, u32::MAX);
-    }
 }
 
 /// stdin from the container's /dev/null, stdout and stderr appended to the console log.

@@ -105,7 +105,7 @@ impl ProcDir {
     pub fn start_time(&self) -> Option<u64> {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut self.open_file("stat").ok()?, &mut s).ok()?;
-        crate::state::parse_proc_stat(&s).map(|st| st.start_time)
+        crate::proc_stat::parse_proc_stat(&s).map(|st| st.start_time)
     }
 }
 

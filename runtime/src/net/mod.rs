@@ -39,7 +39,9 @@
 //!   the wire first ([`silence`], from [`crate::checkpoint`]), so that it dies silently.
 
 pub mod announce;
+pub mod hold;
 pub mod names;
+pub mod routes;
 pub mod silence;
 pub mod tools;
 
@@ -48,6 +50,7 @@ use crate::ctid::Ctid;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use names::{filter_chain, format_mac, parse_mac, venet_host_if, venet_mac, veth_host_if, VENET_INNER};
+use routes::{choose_uplink, host_routes, no_uplink, pick_uplink, RouteEntry};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -55,6 +58,7 @@ pub use tools::CtNetns;
 use tools::{ignore_absent, ip, ip_batch, ip_batch_in, ip_in, iptables, iptables_restore, link_exists, link_exists_in, sysctl_set};
 
 pub use announce::{announce, announce_in_netns};
+pub use hold::{hold_new_connections, hold_traffic, wait_backlogs_empty};
 pub use names::generate_veth_mac;
 
 /// What networking put on the host for one container: exactly what teardown removes.
@@ -291,89 +295,6 @@ fn add_addrs(cfg: &ContainerConfig, st: &mut NetState, addrs: &[IpAddr], inside:
         v.addrs.extend(new);
     }
     Ok(())
-}
-
-/// While a container is away from this host between a dump and its restore elsewhere (a
-/// migration), drop what arrives here for its venet addresses (`hold`), or stop dropping it.
-/// Without, this host, whose route to the container went with the dump, would forward those
-/// packets to the network, where the destination's copy answers for the address while it
-/// restores: if the migration then fails, what that copy received is lost and the connections
-/// of the copy restored here stall. A restore here replaces the blackhole route with the
-/// container's own route.
-pub fn hold_traffic(cfg: &ContainerConfig, hold: bool) -> Result<()> {
-    let lines: Vec<String> = cfg
-        .net
-        .ipadd
-        .iter()
-        .map(|a| if hold { format!("route replace blackhole {}", prefix(a)) } else { format!("route del blackhole {}", prefix(a)) })
-        .collect();
-    match if hold { ip_batch(&lines) } else { tools::ip_batch_all(&lines) } {
-        Err(e) if !hold && tools::is_absent(&e) => Ok(()),
-        r => r.map_err(|e| Error::ct(cfg.ctid.as_str(), "migrate", format!("{} its traffic here: {e}", if hold { "hold back" } else { "release" }))),
-    }
-}
-
-/// Before a migration freezes a container: drop new TCP connections to its venet addresses
-/// on this host (`hold`), or stop dropping them. Their clients send the handshake again a
-/// second later, by then to the destination; meanwhile the services accept what already
-/// waits in their backlogs, which CRIU could only drop ([`wait_backlogs_empty`]). Bridged
-/// interfaces pass the host's IP layer by, so only venet addresses are covered.
-pub fn hold_new_connections(cfg: &ContainerConfig, hold: bool) -> Result<()> {
-    let comment = format!("ferry-drain-{}", cfg.ctid);
-    for a in &cfg.net.ipadd {
-        let dst = a.to_string();
-        let rule = ["PREROUTING", "-d", dst.as_str(), "-p", "tcp", "--syn", "-m", "comment", "--comment", comment.as_str(), "-j", "DROP"];
-        let v6 = a.is_ipv6();
-        let present = |r: &[&str]| iptables(v6, &[&["-t", "raw", "-C"][..], r].concat()).is_ok();
-        let res = if hold {
-            if present(&rule) {
-                Ok(())
-            } else {
-                iptables(v6, &[&["-t", "raw", "-I"][..], &rule[..]].concat()).map(drop)
-            }
-        } else {
-            // Every copy (a crashed migration may have left one).
-            let mut r = Ok(());
-            while present(&rule) {
-                if let Err(e) = iptables(v6, &[&["-t", "raw", "-D"][..], &rule[..]].concat()) {
-                    r = Err(e);
-                    break;
-                }
-            }
-            r
-        };
-        res.map_err(|e| {
-            Error::ct(cfg.ctid.as_str(), "migrate", format!("{} new connections to {a}: {e}", if hold { "hold back" } else { "let through" }))
-        })?;
-    }
-    Ok(())
-}
-
-/// Wait (at most `limit`) until no listening TCP socket in the netns of `pid` has connections
-/// waiting to be accepted; returns how many still wait.
-pub fn wait_backlogs_empty(pid: i32, limit: Duration) -> u64 {
-    let t0 = std::time::Instant::now();
-    loop {
-        let waiting: u64 =
-            ["tcp", "tcp6"].iter().filter_map(|f| std::fs::read_to_string(format!("/proc/{pid}/net/{f}")).ok()).map(|t| listen_backlog(&t)).sum();
-        if waiting == 0 || t0.elapsed() >= limit {
-            return waiting;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Connections waiting in the accept queues of the listeners in a /proc/net/tcp{,6} table
-/// (for a listener, the rx_queue column is its backlog).
-fn listen_backlog(table: &str) -> u64 {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(3) == Some(&"0A")).then(|| f.get(4)?.split(':').nth(1).and_then(|q| u64::from_str_radix(q, 16).ok())).flatten()
-        })
-        .sum()
 }
 
 /// Add a venet address to a running container whose netns is `ns` (creates the venet pair
@@ -796,86 +717,9 @@ fn container_addrs(ns: &CtNetns, ifname: &str) -> Result<Vec<IpAddr>> {
     Ok(addrs)
 }
 
-/// A route of the host's main table: destination ("default" or a prefix) and device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteEntry {
-    pub dst: String,
-    pub dev: String,
-}
-
-fn host_routes(v6: bool) -> Result<Vec<RouteEntry>> {
-    let out = ip(&[if v6 { "-6" } else { "-4" }, "-j", "route", "show", "table", "main"])?;
-    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| Error::Net(format!("ip -j route: {e}")))?;
-    Ok(v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| Some(RouteEntry { dst: r["dst"].as_str()?.to_string(), dev: r["dev"].as_str()?.to_string() }))
-        .collect())
-}
-
-fn in_prefix(a: &IpAddr, dst: &str) -> Option<u8> {
-    let (net, len) = dst.split_once('/')?;
-    let len: u8 = len.parse().ok()?;
-    let net: IpAddr = net.parse().ok()?;
-    let ok = match (a, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) if len <= 32 => {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            u32::from(*a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) if len <= 128 => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
-            u128::from(*a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    };
-    ok.then_some(len)
-}
-
-/// The uplink for `addr`: the device of the longest on-link route covering it (host routes
-/// and ferry's own devices excluded), else the default route's device.
-pub fn pick_uplink(addr: &IpAddr, routes: &[RouteEntry]) -> Option<String> {
-    let full = if addr.is_ipv6() { 128 } else { 32 };
-    let ours = |d: &str| d.starts_with("fv") || d.starts_with("fe") || d == "lo";
-    routes
-        .iter()
-        .filter(|r| !ours(&r.dev))
-        .filter_map(|r| in_prefix(addr, &r.dst).filter(|l| *l < full).map(|l| (l, &r.dev)))
-        .max_by_key(|(l, _)| *l)
-        .map(|(_, d)| d.clone())
-        .or_else(|| routes.iter().find(|r| r.dst == "default" && !ours(&r.dev)).map(|r| r.dev.clone()))
-}
-
-fn choose_uplink(cfg: &ContainerConfig, a: &IpAddr) -> Result<String> {
-    if let Some(u) = &cfg.net.uplink {
-        if !link_exists(u) {
-            return Err(Error::Net(format!("uplink {u} does not exist on this host; fix --uplink")));
-        }
-        return Ok(u.clone());
-    }
-    pick_uplink(a, &host_routes(a.is_ipv6())?).ok_or_else(|| no_uplink(a))
-}
-
-fn no_uplink(a: &IpAddr) -> Error {
-    Error::Net(format!("no uplink for {a}: the host has no route to its subnet and no default route; give one with --uplink DEV"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn r(dst: &str, dev: &str) -> RouteEntry {
-        RouteEntry { dst: dst.into(), dev: dev.into() }
-    }
-
-    #[test]
-    fn backlogs_of_listeners_only() {
-        let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-                 0: 00000000:2328 00000000:0000 0A 00000000:00000002 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
-                 1: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
-                 2: 0100007F:2328 0100007F:B3A2 01 00000000:00000040 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1\n";
-        assert_eq!(listen_backlog(t), 2, "the established socket's rx_queue is not a backlog");
-        assert_eq!(listen_backlog("header only\n"), 0);
-    }
 
     #[test]
     fn filter_chain_in_one_transaction() {
@@ -895,21 +739,6 @@ mod tests {
                       -A PREROUTING -i fv101 -j FERRY-fv101\n";
         assert_eq!(stale_jumps(listed, "fv101", "FERRY-fv101"), 2);
         assert_eq!(stale_jumps(listed, "fv102", "FERRY-fv102"), 0);
-    }
-
-    #[test]
-    fn uplink_choice() {
-        let routes =
-            vec![r("default", "eth0"), r("198.18.0.0/16", "eth1"), r("198.18.5.0/24", "eth2"), r("198.18.5.7/32", "fv101"), r("10.0.0.0/8", "fe1_0")];
-        let a = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(pick_uplink(&a("198.18.5.9"), &routes).as_deref(), Some("eth2"));
-        assert_eq!(pick_uplink(&a("198.18.6.9"), &routes).as_deref(), Some("eth1"));
-        assert_eq!(pick_uplink(&a("198.18.5.7"), &routes).as_deref(), Some("eth2"));
-        assert_eq!(pick_uplink(&a("10.1.1.1"), &routes).as_deref(), Some("eth0"));
-        assert_eq!(pick_uplink(&a("10.1.1.1"), &routes[1..]), None);
-        let r6 = vec![r("2001:db8::/64", "eth3"), r("fe80::/64", "eth0")];
-        assert_eq!(pick_uplink(&a("2001:db8::100"), &r6).as_deref(), Some("eth3"));
-        assert_eq!(pick_uplink(&a("2001:db9::1"), &r6), None);
     }
 
     #[test]

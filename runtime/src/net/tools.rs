@@ -42,9 +42,10 @@ impl CtNetns {
     }
 }
 
+/// A network tool's failure says so (`network: ...`).
 fn net_err(e: Error) -> Error {
     match e {
-        Error::Config(m) => Error::Net(m),
+        Error::Tool(t) => Error::NetTool(t),
         other => other,
     }
 }
@@ -159,4 +160,18 @@ pub fn link_exists_in(ns: &CtNetns, name: &str) -> bool {
 /// process running inside another one (the thread may have setns'd away from its process).
 pub fn own_netns_path() -> String {
     format!("/proc/{}/task/{}/ns/net", std::process::id(), nix::unistd::gettid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_network_tool_says_network_and_stays_typed() {
+        let e = ip(&["link", "show", "fy-no-such-dev"]).unwrap_err();
+        assert!(matches!(&e, Error::NetTool(crate::error::ToolError::Failed { .. })), "{e:?}");
+        let m = e.to_string();
+        assert!(m.starts_with("network: ip link show fy-no-such-dev failed ("), "{m}");
+        assert!(is_absent(&e), "{m}");
+    }
 }

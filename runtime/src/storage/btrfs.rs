@@ -3,7 +3,7 @@
 //!
 //! Everything goes through `btrfs` (btrfs-progs); each call is a thin function.
 
-use super::backends::{fs_magic, DiskUsage, BTRFS_SUPER_MAGIC};
+use super::probe::{fs_magic, DiskUsage, BTRFS_SUPER_MAGIC};
 use crate::error::{Error, Result};
 use crate::util::run;
 use std::path::Path;
@@ -129,7 +129,7 @@ pub fn delete(path: &Path) -> Result<()> {
     if let Ok(out) = run(btrfs().args(["subvolume", "list", "-o"]).arg(path)) {
         let mut nested: Vec<String> = out.lines().filter_map(|l| l.split(" path ").nth(1).map(str::to_string)).collect();
         nested.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        let mount = super::backends::mount_of(path)?;
+        let mount = super::probe::mount_of(path)?;
         for rel in nested {
             // `list -o` paths are relative to the filesystem's top level; only those under our
             // mount are reachable, and only those inside `path` are ours.

@@ -9,7 +9,7 @@
 //! device, and a failed mount detaches it too. Every function here still checks that nothing
 //! stays attached to the image after a failure.
 
-use super::backends::{mount_at, DiskUsage, XFS_SUPER_MAGIC};
+use super::probe::{mount_at, DiskUsage, XFS_SUPER_MAGIC};
 use crate::error::{Error, Result};
 use crate::util::run;
 use std::path::{Path, PathBuf};
@@ -132,7 +132,7 @@ pub fn mount(img: &Path, mount_point: &Path) -> Result<LoopMount> {
 }
 
 fn fs_is_xfs(p: &Path) -> bool {
-    matches!(super::backends::fs_magic(p), Ok(m) if m == XFS_SUPER_MAGIC)
+    matches!(super::probe::fs_magic(p), Ok(m) if m == XFS_SUPER_MAGIC)
 }
 
 /// Unmount a [`LoopMount`] and make sure its loop device is gone.

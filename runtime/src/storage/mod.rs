@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 pub mod backends;
 pub mod btrfs;
 pub mod image;
+pub mod probe;
 
 fn exists_error(ct: &Ctid, p: &Path) -> Error {
     Error::Exists { ctid: ct.to_string(), op: "create", msg: format!("private area {} already exists; remove it or pick another CTID", p.display()) }
@@ -71,6 +72,25 @@ pub fn prepare(host: &Host, cfg: &ContainerConfig, template: &Path) -> Result<()
                 let _ = std::fs::remove_dir_all(&private);
             }
             res
+        }
+    }
+}
+
+/// Where the container's files are for the host to read or write them (a snapshot, a
+/// migration's sync) with their owners as on disk: the private area, or the mount of its image
+/// ([`files_path`]), mounted here by [`mount_root_unmapped`] when it was not (then the second
+/// value is true: unmount with [`unmount_root`] when done). Never an unprivileged container's
+/// idmapped root.
+pub fn files_dir(host: &Host, cfg: &ContainerConfig) -> Result<(PathBuf, bool)> {
+    match cfg.storage.kind {
+        StorageKind::Dir | StorageKind::Btrfs => Ok((host.private_dir(&cfg.ctid), false)),
+        StorageKind::Image => {
+            let files = files_path(host, cfg);
+            if is_mounted(&files) {
+                Ok((files, false))
+            } else {
+                Ok((mount_root_unmapped(host, cfg)?, true))
+            }
         }
     }
 }
@@ -133,7 +153,7 @@ pub fn mount_root(host: &Host, cfg: &ContainerConfig) -> Result<PathBuf> {
 }
 
 /// Mount the container's files where host root reads and writes them with their owners as on
-/// disk, whatever its kind, and return that directory ([`files_dir`]): nothing to mount for a
+/// disk, whatever its kind, and return that directory ([`files_path`]): nothing to mount for a
 /// directory or a subvolume (the private area); the image at the root (privileged) or at
 /// [`Host::image_files_dir`] (unprivileged: an idmapped root holds nothing of host root's, and
 /// what host root would create there fails with EOVERFLOW).
@@ -146,9 +166,10 @@ pub fn mount_root_unmapped(host: &Host, cfg: &ContainerConfig) -> Result<PathBuf
     }
 }
 
-/// Where host root reads and writes the container's files with their owners as on disk: its
-/// private area, or the mount of its image ([`mount_root_unmapped`]).
-pub fn files_dir(host: &Host, cfg: &ContainerConfig) -> PathBuf {
+/// Where host root reads and writes the container's files with their owners as on disk, when
+/// they are there (nothing is mounted here): its private area, or the mount of its image
+/// ([`mount_root_unmapped`]).
+pub fn files_path(host: &Host, cfg: &ContainerConfig) -> PathBuf {
     let ct = &cfg.ctid;
     match cfg.storage.kind {
         StorageKind::Image if is_mounted(&host.image_files_dir(ct)) => host.image_files_dir(ct),

@@ -19,7 +19,7 @@
 
 use crate::cgroups::{Cgroup, CgroupMode, V1_CONTROLLERS};
 use crate::error::{Error, Result};
-use crate::storage::backends::{parse_mountinfo, MountEntry};
+use crate::storage::probe::{parse_mountinfo, MountEntry};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

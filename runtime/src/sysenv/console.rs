@@ -253,7 +253,7 @@ pub fn attach(ctid: &str, socket: &Path) -> Result<()> {
     let mut sock = UnixStream::connect(socket)
         .map_err(|e| Error::ct(ctid, "console", format!("connect to its console at {}: {e}; is the container running?", socket.display())))?;
     let tty = nix::unistd::isatty(0).unwrap_or(false);
-    let saved = if tty { crate::container::exec::make_raw(0) } else { None };
+    let saved = if tty { crate::container::terminal::make_raw(0) } else { None };
     if tty {
         let act = nix::sys::signal::SigAction::new(
             nix::sys::signal::SigHandler::Handler(on_winch),
@@ -292,7 +292,7 @@ pub fn attach(ctid: &str, socket: &Path) -> Result<()> {
                     let _ = write!(err, "\r\nferry: the console of {ctid} closed\r\n");
                     break Ok(());
                 }
-                Ok(n) => crate::container::exec::to_stdout(&buf[..n]),
+                Ok(n) => crate::container::terminal::to_stdout(&buf[..n]),
             }
         }
         if i_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP) {
@@ -329,7 +329,7 @@ fn drain_quietly(sock: &mut std::os::unix::net::UnixStream, buf: &mut [u8]) {
         if n == 0 {
             break;
         }
-        crate::container::exec::to_stdout(&buf[..n]);
+        crate::container::terminal::to_stdout(&buf[..n]);
     }
 }
 

@@ -359,7 +359,7 @@ impl Monitor {
                 // No child at all: PID 1 was not ours to wait for (it cannot be, but never
                 // spin): treat it as ended once it is gone.
                 Err(_) => {
-                    return match crate::state::proc_stat(pid) {
+                    return match crate::proc_stat::proc_stat(pid) {
                         Some(s) if s.state != 'Z' && s.state != 'X' => {
                             std::thread::sleep(Duration::from_millis(200));
                             None

@@ -10,11 +10,14 @@
 
 pub mod criu_image;
 pub mod devices;
+pub mod id_pool;
 pub mod idmapped;
 pub mod pool;
 pub mod probe;
+mod setting;
 
 use serde::{Deserialize, Serialize};
+pub use setting::Userns;
 
 /// How many uids (and gids) a container gets: 0..65535 inside, as a Debian system expects
 /// (nobody is 65534).
@@ -54,42 +57,6 @@ impl IdMap {
 impl std::fmt::Display for IdMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "0:{}:{}", self.host_first, self.count)
-    }
-}
-
-/// `--userns on|off`, and the host setting `userns` (what `create` does when not told).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Userns {
-    /// A user namespace of its own: the unprivileged kind.
-    On,
-    /// None: the privileged kind.
-    Off,
-}
-
-impl std::str::FromStr for Userns {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.trim() {
-            "on" | "yes" => Ok(Userns::On),
-            "off" | "no" => Ok(Userns::Off),
-            other => Err(format!("invalid userns setting {other:?}: use on or off")),
-        }
-    }
-}
-
-impl Userns {
-    pub fn kind(self) -> crate::config::ContainerKind {
-        match self {
-            Userns::On => crate::config::ContainerKind::Unprivileged,
-            Userns::Off => crate::config::ContainerKind::Privileged,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Userns::On => "on",
-            Userns::Off => "off",
-        }
     }
 }
 
