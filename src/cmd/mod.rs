@@ -9,6 +9,7 @@ mod generate;
 mod hostcfg;
 mod lifecycle;
 mod list;
+mod metrics;
 mod migrate;
 mod newid;
 mod opts;
@@ -176,6 +177,9 @@ pub enum Command {
         #[command(subcommand)]
         cmd: snapshot::SnapshotCmd,
     },
+    /// The host's and its containers' figures in Prometheus's text format (for
+    /// node_exporter's textfile collector with --output, or served with --listen).
+    Metrics(metrics::MetricsArgs),
     /// Move containers to another host over ssh, live (online) or stopped (offline):
     /// `migrate CTID DEST`, or `migrate --to DEST CTID...` for several, one after the other.
     Migrate(migrate::MigrateArgs),
@@ -273,6 +277,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::HostConfig { json } => hostcfg::show(&loaded, json),
         Command::Image { cmd } => checkpoint::image(cmd),
         Command::Snapshot { cmd } => snapshot::run(&h, cmd),
+        Command::Metrics(a) => metrics::metrics(&h, a),
         Command::Migrate(a) => migrate::migrate_cmd(&h, a),
         Command::Sync(a) => migrate::sync_cmd(a),
         Command::MigrateReceive => migrate::migrate_receive(&h),

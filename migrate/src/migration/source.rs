@@ -128,6 +128,13 @@ pub async fn migrate(host: &Host, lock: &ContainerLock, opts: &MigrateOptions) -
     };
     let res = drive(&mut run, online, running, t0).await;
     let _ = std::fs::remove_dir_all(&work);
+    if !opts.dry_run {
+        let frozen = (res.is_ok() && online).then_some(run.report.frozen_ms);
+        ferry_runtime::events::record(
+            host,
+            &ferry_runtime::events::Event::now(ferry_runtime::events::Kind::Migration, ct.as_str(), res.is_ok(), frozen),
+        );
+    }
     res.map(|()| {
         run.report.total_ms = ms(t0.elapsed());
         run.report

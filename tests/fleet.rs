@@ -1,0 +1,182 @@
+//! ferry in a fleet: `ferry metrics` (checked by promtool, its figures against `ferry list
+//! --json` and `ferry status --json` of real containers, its journal counting real
+//! checkpoints and migrations), and `ferry evacuate` between simulated hosts over real sshd.
+
+mod support;
+#[path = "support/topology.rs"]
+mod topology;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::TestHost;
+use topology::Topology;
+
+fn have(tool: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+fn can_run(test: &str, tools: &[&str]) -> bool {
+    if !support::need_root(test) {
+        return false;
+    }
+    for tool in tools {
+        if !have(tool) {
+            eprintln!("{test}: skipped: {tool} is not installed (scripts/install-deps.sh)");
+            return false;
+        }
+    }
+    true
+}
+
+fn ctid() -> String {
+    format!("f{}", topology::unique_id())
+}
+
+/// `name{labels}` → value, of every sample in a Prometheus text exposition.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line {l:?}"));
+            (k.to_string(), v.parse().unwrap_or_else(|_| panic!("bad value in {l:?}")))
+        })
+        .collect()
+}
+
+fn metric(m: &HashMap<String, f64>, key: &str) -> f64 {
+    *m.get(key).unwrap_or_else(|| panic!("no sample {key} in {m:#?}"))
+}
+
+/// The output must pass `promtool check metrics` (Debian's prometheus package, installed by
+/// scripts/install-deps.sh --test); says so when promtool is missing.
+fn promtool_accepts(test: &str, text: &str) {
+    if !have("promtool") {
+        eprintln!("{test}: promtool check skipped: promtool is not installed (scripts/install-deps.sh --test installs prometheus)");
+        return;
+    }
+    let mut c =
+        Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn metrics_pass_promtool_and_match_list_and_status() {
+    let test = "metrics_pass_promtool_and_match_list_and_status";
+    if !can_run(test, &["criu", "ip", "nsenter"]) {
+        return;
+    }
+    let h = TestHost::new();
+    if !h.has_controllers_for(test, &["ram", "numproc"]) {
+        return;
+    }
+    let (a, b) = (ctid(), ctid());
+    h.ok(&["create", &a, "--template", h.template.to_str().unwrap(), "--ram", "256M", "--numproc", "100", "--name", &format!("{a}-web")]);
+    h.ok(&["start", &a]);
+    // Something that takes memory and holds still, so the figures stay put between commands.
+    h.exec(&a, "(dd if=/dev/zero bs=1M count=8 2>/dev/null | tail -c 1 >/dev/null; sleep 1000) </dev/null >/dev/null 2>&1 &");
+    h.ok(&["create", &b, "--template", h.template.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let text = h.ok(&["metrics"]);
+    promtool_accepts(test, &text);
+    let m = samples(&text);
+    let list: serde_json::Value = serde_json::from_str(&h.ok(&["list", "-a", "--json"])).unwrap();
+    let row = |ct: &str| list.as_array().unwrap().iter().find(|r| r["ctid"] == ct).unwrap_or_else(|| panic!("{ct} not in {list}")).clone();
+    let status: serde_json::Value = serde_json::from_str(&h.ok(&["status", &a, "--json"])).unwrap();
+    let (ra, rb) = (row(&a), row(&b));
+    let l = |ct: &str| format!("{{ctid=\"{ct}\"}}");
+
+    assert_eq!(metric(&m, &format!("ferry_container_state{{ctid=\"{a}\",state=\"running\"}}")), 1.0);
+    assert_eq!(metric(&m, &format!("ferry_container_state{{ctid=\"{b}\",state=\"stopped\"}}")), 1.0);
+    assert_eq!(metric(&m, &format!("ferry_container_state{{ctid=\"{b}\",state=\"running\"}}")), 0.0);
+    assert_eq!(metric(&m, &format!("ferry_container_info{{ctid=\"{a}\",name=\"{a}-web\"}}")), 1.0);
+    // Limits: exact, and the same in list and status.
+    assert_eq!(metric(&m, &format!("ferry_container_memory_limit_bytes{}", l(&a))), 256.0 * 1024.0 * 1024.0);
+    assert_eq!(ra["ram"].as_f64(), Some(256.0 * 1024.0 * 1024.0), "{ra}");
+    assert_eq!(status["limits"]["ram"].as_f64(), Some(256.0 * 1024.0 * 1024.0), "{status}");
+    assert_eq!(metric(&m, &format!("ferry_container_processes_limit{}", l(&a))), 100.0);
+    assert_eq!(status["limits"]["numproc"].as_f64(), Some(100.0), "{status}");
+    // Usage of an idle container: processes exact, memory and CPU close.
+    assert_eq!(metric(&m, &format!("ferry_container_processes{}", l(&a))), ra["numproc"].as_f64().unwrap(), "{ra}");
+    assert_eq!(status["usage"]["numproc"], ra["numproc"], "{status}");
+    let mem = metric(&m, &format!("ferry_container_memory_bytes{}", l(&a)));
+    let mem_list = ra["memory"].as_f64().unwrap();
+    assert!(mem > 0.0 && (mem - mem_list).abs() <= mem_list * 0.2 + (1 << 20) as f64, "metrics say {mem}, list says {mem_list}");
+    let cpu = metric(&m, &format!("ferry_container_cpu_seconds_total{}", l(&a)));
+    let cpu_list = ra["cputime"].as_f64().unwrap();
+    assert!(cpu <= cpu_list && cpu_list - cpu < 0.5, "metrics say {cpu} CPU seconds, list says {cpu_list}");
+    let io = metric(&m, &format!("ferry_container_io_read_bytes_total{}", l(&a)));
+    assert!(io <= ra["ioread"].as_f64().unwrap(), "{io} {ra}");
+    // A stopped container has a state and no usage.
+    assert!(!m.contains_key(&format!("ferry_container_memory_bytes{}", l(&b))), "{rb}\n{text}");
+    // Versions.
+    let criu = String::from_utf8_lossy(&Command::new("criu").arg("--version").output().unwrap().stdout).into_owned();
+    let criu = criu.lines().find_map(|l| l.strip_prefix("Version: ")).unwrap().trim().to_string();
+    assert!(m.keys().any(|k| k.starts_with("ferry_build_info{version=\"") && k.contains(&format!("criu=\"{criu}\""))), "{text}");
+    assert_eq!(metric(&m, "ferry_checkpoints_total{result=\"done\"}"), 0.0);
+
+    // A real checkpoint is counted, with its frozen time.
+    let img = h.dir.path().join("a.img");
+    h.ok(&["checkpoint", &a, "--keep-running", "--dumpfile", img.to_str().unwrap()]);
+    // One that fails: a stopped container cannot be checkpointed.
+    let _ = h.ferry(&["checkpoint", &b, "--dumpfile", h.dir.path().join("b.img").to_str().unwrap()]);
+    let out = h.dir.path().join("node-exporter/ferry.prom");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    h.ok(&["metrics", "--output", out.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    promtool_accepts(test, &text);
+    let m = samples(&text);
+    assert_eq!(metric(&m, "ferry_checkpoints_total{result=\"done\"}"), 1.0, "{text}");
+    assert_eq!(metric(&m, "ferry_checkpoint_frozen_seconds_count"), 1.0, "{text}");
+    assert_eq!(metric(&m, "ferry_checkpoint_frozen_seconds_bucket{le=\"+Inf\"}"), 1.0, "{text}");
+    assert!(metric(&m, "ferry_checkpoint_frozen_seconds_sum") > 0.0, "{text}");
+    assert_eq!(metric(&m, "ferry_migrations_total{result=\"done\"}"), 0.0, "{text}");
+    // The file was replaced whole: no temporary file is left beside it.
+    let names: Vec<String> =
+        std::fs::read_dir(out.parent().unwrap()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, vec!["ferry.prom".to_string()]);
+    h.ok(&["stop", &a]);
+}
+
+#[test]
+fn metrics_listen_serves_them_over_http() {
+    let test = "metrics_listen_serves_them_over_http";
+    if !can_run(test, &["ip", "nsenter"]) {
+        return;
+    }
+    let t = Topology::new(1, 0);
+    let h = TestHost::in_netns(&t.host(0).netns_path());
+    let ct = ctid();
+    h.ok(&["create", &ct, "--template", h.template.to_str().unwrap()]);
+    let addr = format!("{}:9469", t.host(0).ip4);
+    let mut server = h.cmd().args(["metrics", "--listen", &addr]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut said = String::new();
+    BufReader::new(server.stderr.as_mut().unwrap()).read_line(&mut said).unwrap();
+    assert!(said.contains("serving metrics"), "{said}");
+    let get = |path: &str| {
+        let mut s = topology::connect_from(&t.host(0).netns_path(), &addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    let r = get("/metrics");
+    let missing = get("/other");
+    let _ = server.kill();
+    let _ = server.wait();
+    let (head, body) = r.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200") && head.contains("text/plain; version=0.0.4"), "{head}");
+    assert!(missing.starts_with("HTTP/1.0 404"), "{missing}");
+    promtool_accepts(test, body);
+    assert_eq!(metric(&samples(body), &format!("ferry_container_state{{ctid=\"{ct}\",state=\"stopped\"}}")), 1.0, "{body}");
+    drop(h);
+}
