@@ -2,6 +2,8 @@
 //! --json` and `ferry status --json` of real containers, its journal counting real
 //! checkpoints and migrations), and `ferry evacuate` between simulated hosts over real sshd.
 
+#[path = "support/ssh.rs"]
+mod ssh;
 mod support;
 #[path = "support/topology.rs"]
 mod topology;
@@ -9,8 +11,10 @@ mod topology;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-use support::TestHost;
+use support::{TestHost, FERRY};
 use topology::Topology;
 
 fn have(tool: &str) -> bool {
@@ -179,4 +183,165 @@ fn metrics_listen_serves_them_over_http() {
     promtool_accepts(test, body);
     assert_eq!(metric(&samples(body), &format!("ferry_container_state{{ctid=\"{ct}\",state=\"stopped\"}}")), 1.0, "{body}");
     drop(h);
+}
+
+const PORT: u16 = 8000;
+
+/// Simulated hosts, each with a ferry environment and an sshd, and one client. Fields drop in
+/// order: containers and files first, then the daemons, then the namespaces.
+struct Fleet {
+    hosts: Vec<TestHost>,
+    sshd: Vec<ssh::Sshd>,
+    t: Topology,
+}
+
+impl Fleet {
+    fn new(n: usize) -> Fleet {
+        let t = Topology::new(n, 1);
+        let hosts: Vec<TestHost> = (0..n).map(|i| TestHost::in_netns(&t.host(i).netns_path())).collect();
+        let sshd = (0..n).map(|i| ssh::Sshd::start(&t.host(i).netns_path(), &hosts[i].dir.path().join("sshd"))).collect();
+        Fleet { hosts, sshd, t }
+    }
+
+    /// `--ssh-opts` that reach every host (each sshd has its own key), and a `--remote-ferry`
+    /// that runs ferry with the settings of the host whose address it finds itself on.
+    fn ssh_args(&self) -> (String, String) {
+        let opts = self.sshd.iter().map(|s| s.ssh_opts()).collect::<Vec<_>>().join(" ");
+        let mut script = String::from("#!/bin/sh\nfor a in $(ip -o -4 addr show | awk '{print $4}' | cut -d/ -f1); do\n  case $a in\n");
+        for (i, h) in self.hosts.iter().enumerate() {
+            script.push_str(&format!("    {}) exec {} {FERRY} \"$@\" ;;\n", self.t.host(i).ip4, h.env_prefix()));
+        }
+        script.push_str("  esac\ndone\necho 'not a simulated host' >&2\nexit 1\n");
+        let path = self.hosts[0].dir.path().join("remote-ferry");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        (opts, path.display().to_string())
+    }
+
+    fn status(&self, i: usize, ct: &str) -> String {
+        let o = self.hosts[i].ferry(&["status", ct, "--json"]);
+        if !o.status.success() {
+            return "absent".into();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v["status"].as_str().unwrap_or("?").to_string()
+    }
+
+    /// A running container with an echo server on PORT and a counter appending to /root/ctr.
+    fn container(&self, i: usize, ct: &str, net: &[&str]) {
+        let h = &self.hosts[i];
+        let mut args = vec!["create", ct, "--template", h.template.to_str().unwrap()];
+        args.extend(net);
+        h.ok(&args);
+        h.ok(&["start", ct]);
+        h.exec(ct, &format!("ip link set lo up; nc -ll -p {PORT} -e /bin/cat </dev/null >/dev/null 2>&1 &"));
+        h.exec(ct, "(i=0; while :; do i=$((i+1)); echo $i >> /root/ctr; usleep 10000; done) </dev/null >/dev/null 2>&1 &");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One TCP connection from the client's netns doing echo round trips until stopped; its
+/// result says whether the connection held.
+fn client(t: &Topology, addr: String) -> (Arc<AtomicBool>, std::thread::JoinHandle<Result<u64, String>>) {
+    let ns = t.client(0).netns_path();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let s = topology::connect_from(&ns, &addr);
+        let _ = tx.send(s.as_ref().map(|_| ()).map_err(|e| e.clone()));
+        let mut s = s?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut n = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            n += 1;
+            let msg = format!("{n}\n");
+            s.write_all(msg.as_bytes()).map_err(|e| format!("round trip {n}: send: {e}"))?;
+            let mut got = String::new();
+            r.read_line(&mut got).map_err(|e| format!("round trip {n}: receive: {e}"))?;
+            if got != msg {
+                return Err(format!("round trip {n}: sent {msg:?}, got {got:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(n)
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("client thread").expect("client connects");
+    (stop, thread)
+}
+
+#[test]
+fn evacuate_moves_what_it_can_and_names_what_stays() {
+    let test = "evacuate_moves_what_it_can_and_names_what_stays";
+    if !can_run(test, &["criu", "ip", "nsenter", "iptables", "pgrep"]) {
+        return;
+    }
+    if !ssh::available() {
+        eprintln!("{test}: skipped: openssh (sshd, ssh, ssh-keygen) is not installed (scripts/install-deps.sh)");
+        return;
+    }
+    let f = Fleet::new(3);
+    let (a, b, c) = (ctid(), ctid(), ctid());
+    let ip = f.t.ct_ip4(71).to_string();
+    f.container(0, &a, &["--ipadd", &ip]);
+    f.container(0, &b, &[]);
+    f.container(0, &c, &[]);
+    // c's CTID is taken on both destinations: every preflight refuses it.
+    for i in [1, 2] {
+        f.hosts[i].ok(&["create", &c, "--template", f.hosts[i].template.to_str().unwrap()]);
+    }
+    let (opts, remote) = f.ssh_args();
+    let dests: Vec<String> = (1..3).map(|i| format!("root@{}", f.t.host(i).ip4)).collect();
+    let evacuate = |extra: &[&str]| {
+        let mut cmd = f.hosts[0].cmd();
+        cmd.arg("evacuate").args(&dests).args(["--ssh-opts", &opts, "--remote-ferry", &remote]).args(extra);
+        let o = cmd.output().unwrap();
+        eprintln!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        o
+    };
+
+    // --dry-run: the preflights say what would go where; nothing moves.
+    let o = evacuate(&["--dry-run", "--json"]);
+    assert_eq!(o.status.code(), Some(112), "not all would move");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["moved"].as_u64(), v["all_moved"].as_bool()), (Some(2), Some(false)), "{v}");
+    let entry = |ct: &str| v["entries"].as_array().unwrap().iter().find(|e| e["ctid"] == ct).unwrap_or_else(|| panic!("{ct} in {v}")).clone();
+    assert_eq!(entry(&a)["result"], "would-move", "{v}");
+    assert!(dests.iter().any(|d| entry(&b)["destination"] == d.as_str()), "{v}");
+    assert_eq!(entry(&c)["result"], "skipped", "{v}");
+    assert_eq!(entry(&c)["refused"].as_array().map(Vec::len), Some(2), "{v}");
+    assert!(entry(&c)["refused"][1]["reason"].as_str().unwrap().contains("already exists on the destination"), "{v}");
+    assert_eq!(f.status(0, &a), "running");
+    assert_eq!(f.status(0, &b), "running");
+
+    // The real thing, with a client talking to a throughout.
+    let (stop, talk) = client(&f.t, format!("{ip}:{PORT}"));
+    std::thread::sleep(Duration::from_millis(300));
+    let o = evacuate(&["--parallel", "2"]);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let round_trips = talk.join().unwrap().unwrap_or_else(|e| panic!("the client's connection broke: {e}"));
+    assert!(round_trips > 10, "{round_trips} round trips");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(112), "the exit code says not all moved: {out}");
+    assert!(out.starts_with("evacuate to ") && out.contains("2 of 3 moved"), "{out}");
+    assert!(out.lines().any(|l| l.contains(&c) && l.contains("skipped") && l.contains("already exists")), "c is named: {out}");
+    for ct in [&a, &b] {
+        assert!(out.lines().any(|l| l.contains(ct.as_str()) && l.contains("moved") && l.contains("online")), "{out}");
+        let on: Vec<usize> = (0..3).filter(|i| f.status(*i, ct) == "running").collect();
+        assert!(on.len() == 1 && on[0] != 0, "{ct} runs on hosts {on:?}");
+        assert_eq!(f.status(0, ct), "absent", "{ct} is gone from the source");
+    }
+    assert_eq!(f.status(0, &c), "running", "the refused one stays");
+
+    // The source's journal counts both migrations (the preflights of the dry run are not
+    // migrations), with their frozen times.
+    let text = f.hosts[0].ok(&["metrics"]);
+    promtool_accepts(test, &text);
+    let m = samples(&text);
+    assert_eq!(metric(&m, "ferry_migrations_total{result=\"done\"}"), 2.0, "{text}");
+    assert_eq!(metric(&m, "ferry_migrations_total{result=\"failed\"}"), 0.0, "{text}");
+    assert_eq!(metric(&m, "ferry_migration_frozen_seconds_count"), 2.0, "{text}");
+    f.hosts[0].ok(&["stop", &c]);
 }

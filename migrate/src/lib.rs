@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod datachan;
 pub mod error;
+pub mod evacuate;
 pub mod mapped;
 pub mod migration;
 pub mod proto;

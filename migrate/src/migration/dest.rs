@@ -96,8 +96,10 @@ async fn serve_inner(host: &Host, conn: &Connection, st: &mut Incoming) -> Resul
                         ok: problems.is_empty(),
                         problems,
                         private_dir: st.area.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                        free_memory_bytes: super::preflight::available_memory(),
+                        free_disk_bytes: super::preflight::free_disk(&host.data_dir),
                     },
-                    Err(e) => PreflightResult { ok: false, problems: vec![e.to_string()], private_dir: String::new() },
+                    Err(e) => PreflightResult { ok: false, problems: vec![e.to_string()], ..Default::default() },
                 };
                 conn.reply(env.id, Body::PreflightResult(result)).await?;
             }

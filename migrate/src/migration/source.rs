@@ -192,7 +192,10 @@ async fn drive(run: &mut Run<'_>, online: bool, running: bool, t0: Instant) -> R
     let reply = conn.request_timeout(Body::Preflight(pre), REPLY_TIMEOUT).await?;
     run.report.preflight_ms = ms(t0.elapsed());
     match reply {
-        Body::PreflightResult(r) if r.ok => {}
+        Body::PreflightResult(r) if r.ok => {
+            run.report.dest_free_memory = r.free_memory_bytes;
+            run.report.dest_free_disk = r.free_disk_bytes;
+        }
         Body::PreflightResult(r) => {
             abort(&conn, "preflight failed", run.opts.keep_dst).await;
             return Err(Error::Preflight { ctid: run.dest_cfg.ctid.to_string(), problems: r.problems });
