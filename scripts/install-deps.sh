@@ -5,7 +5,9 @@
 #   scripts/install-deps.sh          build and run ferry (and scripts/demo.sh)
 #   scripts/install-deps.sh --test   also what scripts/test.sh needs: cargo-nextest,
 #                                    debootstrap, lintian and dpkg-dev for the package tests,
-#                                    prometheus for promtool (ferry metrics is checked with it)
+#                                    prometheus for promtool (ferry metrics is checked with it),
+#                                    python3-venv and python3-pip (tests/ansible.rs installs
+#                                    ansible-core from PyPI into a venv of its own)
 # Idempotent: every step checks first and says what it changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +32,7 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 PKGS=(busybox-static iproute2 iputils-arping openssh-client openssh-server e2fsprogs xfsprogs
       btrfs-progs python3 rsync procps kmod util-linux zstd tar gzip gcc libc6-dev libcrypt-dev
       ca-certificates)
-[[ $tests -eq 1 ]] && PKGS+=(debootstrap lintian dpkg-dev prometheus)
+[[ $tests -eq 1 ]] && PKGS+=(debootstrap lintian dpkg-dev prometheus python3-venv python3-pip)
 missing=()
 for p in "${PKGS[@]}"; do installed "$p" || missing+=("$p"); done
 if [[ ${#missing[@]} -gt 0 ]]; then

@@ -10,6 +10,7 @@ mod topology;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -344,4 +345,277 @@ fn evacuate_moves_what_it_can_and_names_what_stays() {
     assert_eq!(metric(&m, "ferry_migrations_total{result=\"failed\"}"), 0.0, "{text}");
     assert_eq!(metric(&m, "ferry_migration_frozen_seconds_count"), 2.0, "{text}");
     f.hosts[0].ok(&["stop", &c]);
+}
+
+/// The ansible-core the collection is tested with (from PyPI).
+const ANSIBLE_CORE: &str = "2.19";
+
+fn python_version() -> String {
+    let o = Command::new("/usr/bin/python3").args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// ansible-core from PyPI in a venv of its own under /var/cache/ferry-test (made once and
+/// kept), with what `ansible-test sanity --test validate-modules` needs, and a HOME for
+/// ansible-test whose pip bootstrap uses the system's pip (ansible-test's own download site
+/// may be out of reach). None after saying why `test` is skipped.
+fn ansible_venv(test: &str) -> Option<PathBuf> {
+    let cache = Path::new("/var/cache/ferry-test");
+    let venv = cache.join(format!("ansible-core-{ANSIBLE_CORE}"));
+    std::fs::create_dir_all(cache).unwrap();
+    let lock = std::fs::File::create(cache.join("ansible.lock")).unwrap();
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
+    if venv.join(".complete").exists() {
+        return Some(venv);
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    let run = |args: &[&str]| Command::new("/usr/bin/python3").args(args).output().unwrap();
+    if !Path::new("/usr/bin/python3").exists() || !run(&["-m", "pip", "--version"]).status.success() {
+        eprintln!("{test}: skipped: needs /usr/bin/python3 with pip and venv (scripts/install-deps.sh --test)");
+        return None;
+    }
+    let o = run(&["-m", "venv", "--without-pip", venv.to_str().unwrap()]);
+    if !o.status.success() {
+        eprintln!(
+            "{test}: skipped: python3 -m venv failed (scripts/install-deps.sh --test installs python3-venv): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        return None;
+    }
+    let py = venv.join("bin/python");
+    let pip = |args: &[&str]| run(&[&["-m", "pip", "--python", py.to_str().unwrap(), "install", "--quiet"], args].concat());
+    let o = pip(&[&format!("ansible-core=={ANSIBLE_CORE}.*")]);
+    if !o.status.success() {
+        eprintln!("{test}: skipped: cannot install ansible-core from PyPI: {}", String::from_utf8_lossy(&o.stderr));
+        let _ = std::fs::remove_dir_all(&venv);
+        return None;
+    }
+    let site = std::fs::read_dir(venv.join("lib")).unwrap().flatten().next().unwrap().path().join("site-packages/ansible_test/_data/requirements");
+    let o = pip(&["-r", site.join("sanity.validate-modules.txt").to_str().unwrap()]);
+    assert!(o.status.success(), "install the validate-modules requirements: {}", String::from_utf8_lossy(&o.stderr));
+    // ansible-test bootstraps pip in its venvs with get-pip.py of the version it names.
+    let reqs = std::fs::read_to_string(site.join("../../_internal/python_requirements.py")).unwrap();
+    let pip_version = reqs.split("pip='").nth(1).and_then(|r| r.split('\'').next()).expect("ansible-test names its pip").replace('.', "_");
+    let cache_dir = venv.join("home/.ansible/test/cache");
+    std::fs::create_dir_all(&cache_dir).unwrap();
+    std::fs::write(
+        cache_dir.join(format!("get_pip_{pip_version}.py")),
+        "# pip for ansible-test's venvs, installed by the system's pip from PyPI\nimport subprocess, sys\n\
+         args = [a for a in sys.argv[1:] if a not in ('--no-setuptools', '--no-wheel')]\n\
+         sys.exit(subprocess.call(['/usr/bin/python3', '-m', 'pip', '--python', sys.executable, 'install'] + args))\n",
+    )
+    .unwrap();
+    std::fs::write(venv.join(".complete"), "").unwrap();
+    Some(venv)
+}
+
+fn collection_src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/ansible")
+}
+
+#[test]
+fn ansible_collection_passes_sanity_validate_modules_and_compile() {
+    let test = "ansible_collection_passes_sanity_validate_modules_and_compile";
+    let Some(venv) = ansible_venv(test) else { return };
+    // ansible-test writes into the collection (tests/output): a copy of it.
+    let dir = tempfile::tempdir().unwrap();
+    let st = Command::new("cp").arg("-r").arg(collection_src().join("ansible_collections")).arg(dir.path()).status().unwrap();
+    assert!(st.success());
+    let coll = dir.path().join("ansible_collections/ferry/ferry");
+    for t in ["validate-modules", "compile"] {
+        let o = Command::new(venv.join("bin/ansible-test"))
+            .args(["sanity", "--test", t, "--python", &python_version(), "--color", "no"])
+            .current_dir(&coll)
+            .env("HOME", venv.join("home"))
+            .env("LC_ALL", "C.UTF-8")
+            .output()
+            .unwrap();
+        let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success() && out.contains(&format!("Running sanity test \"{t}\"")), "ansible-test sanity --test {t}:\n{out}");
+        assert!(!out.contains("ERROR"), "{out}");
+    }
+}
+
+/// ansible-playbook run from the client's netns against the simulated hosts over ssh.
+struct Ansible<'a> {
+    f: &'a Fleet,
+    venv: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Ansible<'_> {
+    fn new(f: &Fleet, venv: PathBuf) -> Ansible<'_> {
+        let dir = tempfile::tempdir().unwrap();
+        let (opts, _) = f.ssh_args();
+        let mut hosts = serde_json::Map::new();
+        for (i, h) in f.hosts.iter().enumerate() {
+            let env = serde_json::json!({
+                "FERRY_DATA_DIR": h.data, "FERRY_RUN_DIR": h.run, "FERRY_CGROUP_PARENT": h.cgroup_parent,
+                "FERRY_CGROUP_MODE": h.cgroup_mode.as_str(), "FERRY_HOST_CONFIG": h.host_config,
+            });
+            hosts.insert(
+                format!("h{i}"),
+                serde_json::json!({
+                    "ansible_host": f.t.host(i).ip4.to_string(),
+                    "ansible_ssh_private_key_file": f.sshd[i].client_key,
+                    "ferry_env": env, "ferry_path": FERRY, "ferry_remote_ferry": format!("{} {FERRY}", h.env_prefix()),
+                    "template": h.template,
+                }),
+            );
+        }
+        let inv = serde_json::json!({ "all": { "hosts": hosts, "vars": {
+            "ansible_user": "root", "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            "ansible_remote_tmp": dir.path().join("remote-tmp"), "ferry_ssh_opts": opts,
+        }}});
+        std::fs::write(dir.path().join("inventory.json"), inv.to_string()).unwrap();
+        Ansible { f, venv, dir }
+    }
+
+    /// Run `playbook` (its text) with `args`; its output, after asserting it ran without failures.
+    fn play(&self, playbook: &str, args: &[&str]) -> String {
+        let p = self.dir.path().join("play.yml");
+        std::fs::write(&p, playbook).unwrap();
+        let o = Command::new("nsenter")
+            .arg(format!("--net={}", self.f.t.client(0).netns_path()))
+            .arg(self.venv.join("bin/ansible-playbook"))
+            .args(["-i", self.dir.path().join("inventory.json").to_str().unwrap(), p.to_str().unwrap()])
+            .args(args)
+            .env("ANSIBLE_COLLECTIONS_PATH", collection_src())
+            .env("ANSIBLE_HOST_KEY_CHECKING", "False")
+            .env("ANSIBLE_SSH_TRANSFER_METHOD", "piped")
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_LOCAL_TEMP", self.dir.path().join("local-tmp"))
+            .env("HOME", self.dir.path())
+            .env("LC_ALL", "C.UTF-8")
+            .output()
+            .unwrap();
+        let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        eprintln!("{out}");
+        assert!(o.status.success(), "ansible-playbook {args:?} failed:\n{out}");
+        out
+    }
+}
+
+/// The `changed=N` of `host` in a play recap.
+fn changed(out: &str, host: &str) -> u32 {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(&format!("{host} ")) && l.contains("changed="))
+        .unwrap_or_else(|| panic!("no recap of {host}:\n{out}"));
+    line.split_whitespace().find_map(|w| w.strip_prefix("changed=")).unwrap().parse().unwrap()
+}
+
+#[test]
+fn ansible_playbooks_create_idempotently_check_mode_and_migrate_live() {
+    let test = "ansible_playbooks_create_idempotently_check_mode_and_migrate_live";
+    if !can_run(test, &["criu", "ip", "nsenter", "iptables"]) {
+        return;
+    }
+    if !ssh::available() {
+        eprintln!("{test}: skipped: openssh (sshd, ssh, ssh-keygen) is not installed (scripts/install-deps.sh)");
+        return;
+    }
+    let Some(venv) = ansible_venv(test) else { return };
+    let f = Fleet::new(2);
+    let ans = Ansible::new(&f, venv);
+    let (a, b) = (ctid(), ctid());
+    let ip = f.t.ct_ip4(72).to_string();
+    let site = format!(
+        r#"
+- hosts: h0
+  gather_facts: false
+  environment: "{{{{ ferry_env }}}}"
+  tasks:
+    - ferry.ferry.ferry_container:
+        name: {a}
+        state: "{{{{ want | default('started') }}}}"
+        template: "{{{{ template }}}}"
+        addresses: ["{ip}"]
+        limits: {{ram: 256M, numproc: 200}}
+        onboot: true
+        ferry_path: "{{{{ ferry_path }}}}"
+    - ferry.ferry.ferry_container:
+        name: {b}
+        state: present
+        template: "{{{{ template }}}}"
+        ferry_path: "{{{{ ferry_path }}}}"
+    - ferry.ferry.ferry_snapshot:
+        name: {b}
+        schedule: {{every: 1h, keep: 3}}
+        ferry_path: "{{{{ ferry_path }}}}"
+    - ferry.ferry.ferry_facts:
+        ferry_path: "{{{{ ferry_path }}}}"
+    - ansible.builtin.assert:
+        that:
+          - (ferry_containers | selectattr('ctid', 'equalto', '{a}') | first).status == 'running'
+          - (ferry_containers | selectattr('ctid', 'equalto', '{b}') | first).status == 'stopped'
+          - ferry_check.rows | length > 0
+"#
+    );
+    let out = ans.play(&site, &[]);
+    assert_eq!(changed(&out, "h0"), 3, "created and started a, created b, scheduled b");
+    let row: serde_json::Value = serde_json::from_str(&f.hosts[0].ok(&["list", &a, "--json"])).unwrap();
+    assert_eq!(
+        (row[0]["ram"].as_u64(), row[0]["numproclimit"].as_u64(), row[0]["onboot"].as_bool()),
+        (Some(256 << 20), Some(200), Some(true)),
+        "{row}"
+    );
+    assert_eq!(row[0]["ip"][0], ip.as_str(), "{row}");
+    // Again: nothing to change.
+    let out = ans.play(&site, &[]);
+    assert_eq!(changed(&out, "h0"), 0, "a second run changes nothing");
+    // Check mode: it says what would change and changes nothing.
+    let out = ans.play(&site, &["--check", "--diff", "-e", "want=stopped"]);
+    assert_eq!(changed(&out, "h0"), 1, "{out}");
+    assert!(out.contains("-    \"state\": \"running\"") && out.contains("+    \"state\": \"stopped\""), "the diff shows it: {out}");
+    assert_eq!(f.status(0, &a), "running", "check mode stopped nothing");
+
+    // ferry_migrate moves a with a client talking to it, and is ok the second time.
+    f.hosts[0].exec(&a, &format!("ip link set lo up; nc -ll -p {PORT} -e /bin/cat </dev/null >/dev/null 2>&1 &"));
+    std::thread::sleep(Duration::from_millis(200));
+    let (stop, talk) = client(&f.t, format!("{ip}:{PORT}"));
+    let migrate = format!(
+        r#"
+- hosts: h0
+  gather_facts: false
+  environment: "{{{{ ferry_env }}}}"
+  tasks:
+    - ferry.ferry.ferry_migrate:
+        name: {a}
+        dest: "root@{{{{ hostvars['h1'].ansible_host }}}}"
+        ssh_opts: "{{{{ ferry_ssh_opts }}}}"
+        remote_ferry: "{{{{ hostvars['h1'].ferry_remote_ferry }}}}"
+        ferry_path: "{{{{ ferry_path }}}}"
+"#
+    );
+    let out = ans.play(&migrate, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let n = talk.join().unwrap().unwrap_or_else(|e| panic!("the client's connection broke: {e}"));
+    assert!(n > 5, "{n} round trips");
+    assert_eq!(changed(&out, "h0"), 1, "{out}");
+    assert_eq!(f.status(1, &a), "running");
+    assert_eq!(f.status(0, &a), "absent");
+    let out = ans.play(&migrate, &[]);
+    assert_eq!(changed(&out, "h0"), 0, "it is on the destination already: ok");
+    assert!(!out.contains("failed=1"), "{out}");
+
+    // contrib's maintenance playbook: h1 is emptied, its maintenance finds nothing running,
+    // and a comes back.
+    let tasks = ans.dir.path().join("maintenance-tasks.yml");
+    std::fs::write(
+        &tasks,
+        "- ferry.ferry.ferry_facts:\n    ferry_path: \"{{ ferry_path }}\"\n  environment: \"{{ ferry_env }}\"\n\
+         - ansible.builtin.assert:\n    that: ferry_containers | selectattr('status', 'equalto', 'running') | list | length == 0\n",
+    )
+    .unwrap();
+    let book = std::fs::read_to_string(collection_src().join("playbooks/maintenance.yml")).unwrap();
+    let maint = format!("ferry_maintenance_tasks={}", tasks.display());
+    let out = ans.play(&book, &["-e", "ferry_source=h1", "-e", "ferry_target=h0", "-e", &maint]);
+    assert_eq!((changed(&out, "h1"), changed(&out, "h0")), (1, 1), "moved away and back: {out}");
+    assert!(out.contains("All assertions passed"), "{out}");
+    assert_eq!(f.status(1, &a), "running");
+    assert_eq!(f.status(0, &a), "absent");
 }

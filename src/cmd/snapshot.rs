@@ -112,6 +112,7 @@ pub fn run(h: &Host, cmd: SnapshotCmd) -> Result<u8> {
                         "btrfs": m.btrfs, "frozen_ms": m.frozen_ms, "total_ms": m.total_ms,
                     })).collect::<Vec<_>>(),
                     "last_error": last_error,
+                    "schedule": container::load_config(h, &ct).ok().and_then(|c| c.snapshot_schedule),
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(0);
