@@ -10,6 +10,7 @@ mod topology;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -134,9 +135,23 @@ fn metrics_pass_promtool_and_match_list_and_status() {
     h.ok(&["checkpoint", &a, "--keep-running", "--dumpfile", img.to_str().unwrap()]);
     // One that fails: a stopped container cannot be checkpointed.
     let _ = h.ferry(&["checkpoint", &b, "--dumpfile", h.dir.path().join("b.img").to_str().unwrap()]);
+    // As the shipped timer's service runs it (installed by install-host.sh), into a
+    // textfile directory of the test's.
+    let root = h.dir.path().join("sysroot");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-host.sh");
+    let o = Command::new(script).args(["--root", root.to_str().unwrap(), "--ferry", FERRY]).output().unwrap();
+    assert!(o.status.success(), "install-host.sh: {}", String::from_utf8_lossy(&o.stderr));
+    let units = root.join("etc/systemd/system");
+    let timer = std::fs::read_to_string(units.join("ferry-metrics.timer")).unwrap();
+    assert!(timer.contains("OnCalendar=*-*-* *:*:00/15"), "every 15 s: {timer}");
+    let service = std::fs::read_to_string(units.join("ferry-metrics.service")).unwrap();
+    let argv: Vec<String> = service.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap().split_whitespace().map(String::from).collect();
+    assert_eq!(argv[..3], [FERRY.to_string(), "metrics".into(), "--output".into()], "{service}");
+    assert_eq!(argv[3], "/var/lib/prometheus/node-exporter/ferry.prom", "where node_exporter's textfile collector reads");
     let out = h.dir.path().join("node-exporter/ferry.prom");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    h.ok(&["metrics", "--output", out.to_str().unwrap()]);
+    h.ok(&[&argv[1], &argv[2], out.to_str().unwrap()]);
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o644, "node_exporter reads it");
     let text = std::fs::read_to_string(&out).unwrap();
     promtool_accepts(test, &text);
     let m = samples(&text);
@@ -169,12 +184,38 @@ fn metrics_listen_serves_them_over_http() {
     assert!(said.contains("serving metrics"), "{said}");
     let get = |path: &str| {
         let mut s = topology::connect_from(&t.host(0).netns_path(), &addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        // A refused connection reads as empty (the caller retries).
+        let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
+        let _ = s.read_to_string(&mut r);
         r
     };
-    let r = get("/metrics");
+    // Peers that send an endless head, or nothing at all, keep nobody waiting.
+    let ns = t.host(0).netns_path();
+    let peers: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn({
+                let (ns, addr) = (ns.clone(), addr.clone());
+                move || {
+                    let mut s = topology::connect_from(&ns, &addr).unwrap();
+                    let _ = s.write_all(&vec![b'A'; 100 << 10]);
+                    s
+                }
+            })
+        })
+        .collect();
+    let peers: Vec<_> = peers.into_iter().map(|p| p.join().unwrap()).collect();
+    let t0 = std::time::Instant::now();
+    let mut r = get("/metrics");
+    for _ in 0..50 {
+        if !r.is_empty() {
+            break; // refused while the silent ones held every slot: their timeouts free them
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        r = get("/metrics");
+    }
+    assert!(t0.elapsed() < Duration::from_secs(8), "the silent peers held the server for {:?}", t0.elapsed());
+    drop(peers);
     let missing = get("/other");
     let _ = server.kill();
     let _ = server.wait();
@@ -215,7 +256,7 @@ impl Fleet {
         script.push_str("  esac\ndone\necho 'not a simulated host' >&2\nexit 1\n");
         let path = self.hosts[0].dir.path().join("remote-ferry");
         std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         (opts, path.display().to_string())
     }
 

@@ -152,7 +152,7 @@ fn try_record(host: &Host, e: &Event) -> std::io::Result<()> {
     let p = path(host);
     let mut line = serde_json::to_string(&Line::Event(e.clone())).map_err(std::io::Error::other)?;
     line.push('\n');
-    let mut f = OpenOptions::new().append(true).create(true).mode(0o644).open(&p)?;
+    let mut f = OpenOptions::new().append(true).create(true).mode(0o600).open(&p)?;
     f.write_all(line.as_bytes())?;
     if f.metadata()?.len() > MAX_BYTES {
         compact(&p, KEEP_EVENTS)?;
@@ -191,7 +191,8 @@ fn compact(p: &Path, keep: usize) -> std::io::Result<()> {
         out.push('\n');
     }
     let tmp = p.with_extension("jsonl.tmp");
-    std::fs::write(&tmp, out)?;
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(out.as_bytes())?;
     std::fs::rename(&tmp, p)
 }
 

@@ -9,6 +9,8 @@ use ferry_runtime::Host;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Args)]
@@ -84,16 +86,29 @@ fn write_atomically(p: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// A tiny HTTP/1.0 server: `GET /metrics` (or `/`) gets the figures, anything else 404. One
-/// request at a time, each with short timeouts, so a slow client cannot pile up threads.
+/// Requests answered at once; more are refused until one ends.
+const MAX_CLIENTS: usize = 8;
+
+/// A tiny HTTP/1.0 server: `GET /metrics` (or `/`) gets the figures, anything else 404. Each
+/// request in a thread of its own with short timeouts, at most [`MAX_CLIENTS`] at once, so a
+/// slow or silent peer neither keeps others waiting nor piles up threads.
 fn serve(h: &Host, addr: &str) -> Result<u8> {
     let listener = TcpListener::bind(addr).with_context(|| format!("metrics: listen on {addr}"))?;
     eprintln!("ferry: serving metrics on http://{}/metrics", listener.local_addr()?);
+    let busy = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        if let Err(e) = answer(h, conn) {
-            tracing::debug!("metrics: a request failed: {e}");
+        if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+            busy.fetch_sub(1, Ordering::SeqCst);
+            continue; // dropped: the peer sees the connection close
         }
+        let (h, busy) = (h.clone(), busy.clone());
+        std::thread::spawn(move || {
+            if let Err(e) = answer(&h, conn) {
+                tracing::debug!("metrics: a request failed: {e}");
+            }
+            busy.fetch_sub(1, Ordering::SeqCst);
+        });
     }
     Ok(0)
 }
