@@ -16,6 +16,9 @@ description:
 version_added: "0.1.0"
 author:
   - ferry contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - ferry.ferry.ferry
+  - ansible.builtin.action_common_attributes
 options:
   name:
     description: The container's CTID (or its name, once it exists).
@@ -43,16 +46,12 @@ options:
   onboot:
     description: Whether it starts at boot. Leave unset to leave it alone.
     type: bool
-  ferry_path:
-    description: The ferry binary on the managed host.
-    type: str
-    default: ferry
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
 '''
 

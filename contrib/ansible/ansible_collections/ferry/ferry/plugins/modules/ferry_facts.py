@@ -15,20 +15,19 @@ description:
 version_added: "0.1.0"
 author:
   - ferry contributors (!UNKNOWN)
-options:
-  ferry_path:
-    description: The ferry binary on the managed host.
-    type: str
-    default: ferry
+extends_documentation_fragment:
+  - ferry.ferry.ferry
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.facts
+options: {}
 attributes:
+  platform:
+    platforms: posix
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
   facts:
-    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
     support: full
 '''
 
