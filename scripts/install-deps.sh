@@ -3,8 +3,11 @@
 # own archive: the tools ferry calls, CRIU 4.2+ (scripts/install-criu.sh: bookworm's 3.17 cannot
 # dump on kernels >= 6.13), and a Rust toolchain new enough for Cargo.lock when there is none.
 #   scripts/install-deps.sh          build and run ferry (and scripts/demo.sh)
-#   scripts/install-deps.sh --test   also what scripts/test.sh needs: cargo-nextest, and
-#                                    debootstrap, lintian and dpkg-dev for the package tests
+#   scripts/install-deps.sh --test   also what scripts/test.sh needs: cargo-nextest,
+#                                    debootstrap, lintian and dpkg-dev for the package tests,
+#                                    prometheus for promtool (ferry metrics is checked with it),
+#                                    python3-venv and python3-pip (tests/ansible.rs installs
+#                                    ansible-core from PyPI into a venv of its own)
 # Idempotent: every step checks first and says what it changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +32,7 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 PKGS=(busybox-static iproute2 iputils-arping openssh-client openssh-server e2fsprogs xfsprogs
       btrfs-progs python3 rsync procps kmod util-linux zstd tar gzip gcc libc6-dev libcrypt-dev
       ca-certificates)
-[[ $tests -eq 1 ]] && PKGS+=(debootstrap lintian dpkg-dev)
+[[ $tests -eq 1 ]] && PKGS+=(debootstrap lintian dpkg-dev prometheus python3-venv python3-pip)
 missing=()
 for p in "${PKGS[@]}"; do installed "$p" || missing+=("$p"); done
 if [[ ${#missing[@]} -gt 0 ]]; then

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install ferry's host files: the systemd units (ferry-boot.service: start containers at
-# boot, stop or suspend them at shutdown; the snapshot timer), an example host config (only
-# when none exists), the sample configs for --applyconfig, and root's user ID range for
-# unprivileged containers in /etc/subuid and /etc/subgid (when root has none).
+# boot, stop or suspend them at shutdown; the snapshot timer; the metrics timer for
+# node_exporter's textfile collector), an example host config (only when none exists), the
+# sample configs for --applyconfig, and root's user ID range for unprivileged containers in
+# /etc/subuid and /etc/subgid (when root has none).
 #
 #   scripts/install-host.sh [--root DIR] [--ferry PATH] [--no-enable]
 #
@@ -25,7 +26,8 @@ done
 units=$root/etc/systemd/system
 conf=$root/etc/ferry
 install -d -m 755 "$units" "$conf" "$conf/samples"
-for u in systemd/ferry-boot.service systemd/ferry-snapshots.service systemd/ferry-snapshots.timer; do
+for u in systemd/ferry-boot.service systemd/ferry-snapshots.service systemd/ferry-snapshots.timer \
+         systemd/ferry-metrics.service systemd/ferry-metrics.timer; do
   sed "s#/usr/local/bin/ferry#$ferry#g" "$u" > "$units/$(basename "$u").tmp"
   chmod 644 "$units/$(basename "$u").tmp"
   mv "$units/$(basename "$u").tmp" "$units/$(basename "$u")"
@@ -52,8 +54,8 @@ done
 
 if [[ -z $root && $enable -eq 1 && -d /run/systemd/system ]]; then
   systemctl daemon-reload
-  systemctl enable ferry-boot.service ferry-snapshots.timer
-  echo "ferry-boot.service and ferry-snapshots.timer enabled"
+  systemctl enable ferry-boot.service ferry-snapshots.timer ferry-metrics.timer
+  echo "ferry-boot.service, ferry-snapshots.timer and ferry-metrics.timer enabled"
 else
-  echo "installed below ${root:-/}; enable with: systemctl enable ferry-boot.service ferry-snapshots.timer"
+  echo "installed below ${root:-/}; enable with: systemctl enable ferry-boot.service ferry-snapshots.timer ferry-metrics.timer"
 fi

@@ -185,14 +185,18 @@ pub fn checkpoint_to_image(
     let tmp = ferry_runtime::util::private_temp_dir(&parent, &format!("ferry-ckpt-{ct}"))
         .map_err(|e| failed(ct, "checkpoint", format!("create a work directory in {}", parent.display()), e))?;
     let images = tmp.path().join("criu");
-    let info = container::checkpoint_to_dir(host, lock, cfg, &images, &opts.checkpoint)?;
+    let info = container::checkpoint_to_dir(host, lock, cfg, &images, &opts.checkpoint).inspect_err(|_| journal(host, ct, None))?;
 
     // From here the container is gone (unless kept running): a failure to write the image
     // must not lose the dump, so the CRIU images are kept and named in the error.
     let t0 = Instant::now();
     match write_image(cfg, &info, &images, path, opts, progress) {
-        Ok(image_bytes) => Ok(ImageCheckpoint { checkpoint: info, write_ms: t0.elapsed().as_millis() as u64, image_bytes, path: path.to_path_buf() }),
+        Ok(image_bytes) => {
+            journal(host, ct, Some(info.freeze_ms + info.dump_ms));
+            Ok(ImageCheckpoint { checkpoint: info, write_ms: t0.elapsed().as_millis() as u64, image_bytes, path: path.to_path_buf() })
+        }
         Err(e) => {
+            journal(host, ct, None);
             if opts.checkpoint.keep_running {
                 return Err(e);
             }
@@ -206,6 +210,12 @@ pub fn checkpoint_to_image(
             Err(Error::ImagesKept { ctid: ct.to_string(), source: Box::new(e), kept: where_ })
         }
     }
+}
+
+/// Note a finished checkpoint in the host's event journal (`frozen_ms` None: it failed).
+pub fn journal(host: &Host, ct: &str, frozen_ms: Option<u64>) {
+    use ferry_runtime::events::{record, Event, Kind};
+    record(host, &Event::now(Kind::Checkpoint, ct, frozen_ms.is_some(), frozen_ms));
 }
 
 fn write_image(

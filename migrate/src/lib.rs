@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod checkpoint;
 pub mod error;
+pub mod evacuate;
 pub mod migration;
 pub mod snapshot;
 pub mod stale;

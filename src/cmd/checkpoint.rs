@@ -120,7 +120,8 @@ pub fn checkpoint(h: &Host, a: CheckpointArgs) -> Result<u8> {
     super::notices::warn(ferry_migrate::stale::thaw_stale(h, &lock));
     let copts = CheckpointOpts { keep_running: a.keep_running, ext_unix_sk: a.ext_unix_sk, ..CheckpointOpts::default() };
     if let Some(dir) = &a.images_dir {
-        let info = container::checkpoint_to_dir(h, &lock, &cfg, dir, &copts)?;
+        let info = container::checkpoint_to_dir(h, &lock, &cfg, dir, &copts).inspect_err(|_| ckpt::journal(h, ct.as_str(), None))?;
+        ckpt::journal(h, ct.as_str(), Some(info.freeze_ms + info.dump_ms));
         if !a.quiet {
             println!(
                 "container {ct} checkpointed to {}: freeze {} ms, dump {} ms, total {} ms{}",

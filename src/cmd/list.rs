@@ -360,7 +360,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     go(&p, &t)
 }
 
-fn row(h: &Host, ct: &Ctid) -> Result<Row> {
+pub fn row(h: &Host, ct: &Ctid) -> Result<Row> {
     let cfg = container::load_config(h, ct)?;
     let (st, state) = container::status(h, ct)?;
     let state = state.filter(|_| st == Status::Running);

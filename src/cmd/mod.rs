@@ -3,12 +3,14 @@
 mod applyconfig;
 mod boot;
 mod checkpoint;
+mod evacuate;
 mod exec;
 pub mod exit;
 mod generate;
 mod hostcfg;
 mod lifecycle;
 mod list;
+mod metrics;
 mod migrate;
 mod newid;
 mod notices;
@@ -177,9 +179,16 @@ pub enum Command {
         #[command(subcommand)]
         cmd: snapshot::SnapshotCmd,
     },
+    /// The host's and its containers' figures in Prometheus's text format (for
+    /// node_exporter's textfile collector with --output, or served with --listen).
+    Metrics(metrics::MetricsArgs),
     /// Move containers to another host over ssh, live (online) or stopped (offline):
     /// `migrate CTID DEST`, or `migrate --to DEST CTID...` for several, one after the other.
     Migrate(migrate::MigrateArgs),
+    /// Move every running container (with --all also the stopped ones) to other hosts:
+    /// all preflights first, each to the destination with the most room, N at a time, one
+    /// summary. Exits 0 only when every one moved.
+    Evacuate(evacuate::EvacuateArgs),
     /// Copy a directory tree to another host (or directory) with ferry's file sync.
     Sync(migrate::SyncArgs),
     /// The destination's end of a migration (started by `ferry migrate` over ssh).
@@ -218,6 +227,7 @@ impl Command {
             Command::Status { json, .. } | Command::Check { json } | Command::HostConfig { json } => *json,
             Command::List(a) => a.json,
             Command::Migrate(a) => a.json,
+            Command::Evacuate(a) => a.json,
             Command::Sync(a) => a.json,
             Command::Image { cmd: checkpoint::ImageCmd::Inspect { json, .. } } => *json,
             Command::Snapshot { cmd: snapshot::SnapshotCmd::List { json, .. } } => *json,
@@ -281,7 +291,9 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::HostConfig { json } => hostcfg::show(&loaded, json),
         Command::Image { cmd } => checkpoint::image(cmd),
         Command::Snapshot { cmd } => snapshot::run(&h, cmd),
+        Command::Metrics(a) => metrics::metrics(&h, a),
         Command::Migrate(a) => migrate::migrate_cmd(&h, a),
+        Command::Evacuate(a) => evacuate::evacuate_cmd(&h, a),
         Command::Sync(a) => migrate::sync_cmd(a),
         Command::MigrateReceive => migrate::migrate_receive(&h),
         Command::MigrateCleanup { ctid, keep_files } => migrate::migrate_cleanup(&h, &ctid, keep_files),

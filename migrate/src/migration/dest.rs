@@ -154,9 +154,16 @@ impl Receiver<'_> {
                 let result = match self.preflight(&p) {
                     Ok((checked, problems)) => {
                         self.state = State::Checked(checked);
-                        PreflightResult { ok: problems.is_empty(), problems, private_dir: String::new() }
+                        // What `evacuate` chooses destinations by.
+                        PreflightResult {
+                            ok: problems.is_empty(),
+                            problems,
+                            free_memory_bytes: super::preflight::available_memory(),
+                            free_disk_bytes: super::preflight::free_disk(&host.data_dir),
+                            ..Default::default()
+                        }
                     }
-                    Err(e) => PreflightResult { ok: false, problems: vec![e.to_string()], private_dir: String::new() },
+                    Err(e) => PreflightResult { ok: false, problems: vec![e.to_string()], ..Default::default() },
                 };
                 conn.reply(env.id, Body::PreflightResult(result)).await?;
             }

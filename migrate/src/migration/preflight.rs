@@ -149,6 +149,12 @@ fn host_addresses() -> Vec<IpAddr> {
         .collect()
 }
 
+/// MemAvailable of this host, bytes (0 when /proc/meminfo does not say).
+pub fn available_memory() -> u64 {
+    let m = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    m.lines().find_map(|l| l.strip_prefix("MemAvailable:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0) * 1024
+}
+
 pub fn free_disk(path: &Path) -> u64 {
     let mut p = path.to_path_buf();
     // The data dir may not exist yet on a fresh host: ask its nearest existing parent.

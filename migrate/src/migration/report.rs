@@ -46,6 +46,9 @@ pub struct MigrationReport {
     pub announce_ms: u64,
     pub cleanup_ms: u64,
     pub total_ms: u64,
+    /// What the destination's preflight said it has free (memory available, disk).
+    pub dest_free_memory: u64,
+    pub dest_free_disk: u64,
 }
 
 pub fn ms(d: Duration) -> u64 {

@@ -161,6 +161,13 @@ pub async fn migrate_with<L: Link>(
         Err(e) => Err(e),
     };
     let _ = std::fs::remove_dir_all(&work);
+    if !opts.dry_run {
+        let frozen = (res.is_ok() && online).then_some(run.report.frozen_ms);
+        ferry_runtime::events::record(
+            host,
+            &ferry_runtime::events::Event::now(ferry_runtime::events::Kind::Migration, ct.as_str(), res.is_ok(), frozen),
+        );
+    }
     res.map(|()| {
         run.report.total_ms = ms(t0.elapsed());
         run.report
@@ -214,7 +221,10 @@ async fn drive<L: Link>(run: &mut Run<'_, L>, online: bool, running: bool, area:
     let reply = conn.request_timeout(Body::Preflight(pre), REPLY_TIMEOUT).await?;
     run.report.preflight_ms = ms(t0.elapsed());
     match reply {
-        Body::PreflightResult(r) if r.ok => {}
+        Body::PreflightResult(r) if r.ok => {
+            run.report.dest_free_memory = r.free_memory_bytes;
+            run.report.dest_free_disk = r.free_disk_bytes;
+        }
         Body::PreflightResult(r) => {
             abort(&conn, "preflight failed", run.opts.keep_dst).await;
             return Err(Error::Preflight { ctid: run.dest_cfg.ctid.to_string(), problems: r.problems });

@@ -73,6 +73,8 @@ pub struct Listing {
     pub snapshots: Vec<Listed>,
     /// The last failure of a scheduled snapshot, if the last one failed.
     pub last_error: Option<LastError>,
+    /// The container's snapshot schedule, if it has one (what `ferry_snapshot` compares).
+    pub schedule: Option<ferry_runtime::config::SnapshotSchedule>,
 }
 
 /// One snapshot in a [`Listing`]: what its meta says and what it takes on disk.
@@ -116,7 +118,8 @@ pub fn listing(host: &Host, ct: &Ctid) -> Listing {
             }
         })
         .collect();
-    Listing { snapshots, last_error: last_error(host, ct) }
+    let schedule = ferry_runtime::container::load_config(host, ct).ok().and_then(|c| c.snapshot_schedule);
+    Listing { snapshots, last_error: last_error(host, ct), schedule }
 }
 
 pub fn store_dir(host: &Host, ct: &Ctid) -> PathBuf {

@@ -123,7 +123,9 @@ golden! {
         ctid: "101".into(), config_toml: "a=1".into(), ips: vec!["198.18.0.5".into()], needed_disk_bytes: 1 << 30,
         criu_version: "4.2.1".into(), cpuinfo: vec![9], online: true, network_mode: "venet".into(),
     }) => "08071005c2022f0a033130311203613d311a0a3139382e31382e302e352080808080042a05342e322e313201093801420576656e6574";
-    preflight_result: Body::PreflightResult(PreflightResult { ok: false, problems: vec!["p".into()], private_dir: "/d".into() }) => "08071005ca02071201701a022f64";
+    preflight_result: Body::PreflightResult(PreflightResult {
+        ok: false, problems: vec!["p".into()], private_dir: "/d".into(), free_memory_bytes: 7, free_disk_bytes: 8,
+    }) => "08071005ca020b1201701a022f6420072808";
     config: Body::Config(ConfigMsg { ctid: "101".into(), config_toml: "a=1".into() }) => "08071005d2020a0a033130311203613d31";
     image_begin: Body::ImageBegin(ImageBegin { ctid: "101".into(), stream: 5, size_hint: 1000, compression: "zstd".into(), tail_digest: true }) => "080710059203120a03313031100518e80722047a7374642801";
     image_end: Body::ImageEnd(ImageEnd { size: 1000, blake3: vec![0xdd; 2] }) => "080710059a030708e8071202dddd";

@@ -223,6 +223,12 @@ pub struct PreflightResult {
     /// Where the destination will put the private area (so logs can name it).
     #[prost(string, tag = "3")]
     pub private_dir: String,
+    /// Memory the destination has available (MemAvailable), and free disk under its data dir:
+    /// what `evacuate` chooses destinations by (0 from a peer that does not say).
+    #[prost(uint64, tag = "4")]
+    pub free_memory_bytes: u64,
+    #[prost(uint64, tag = "5")]
+    pub free_disk_bytes: u64,
 }
 
 /// Install the container's config on the destination (not yet started).
