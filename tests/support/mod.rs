@@ -302,8 +302,7 @@ impl TestHost {
     /// missing controller.
     pub fn has_controllers_for(&self, test: &str, limits: &[&str]) -> bool {
         let l = self.layout();
-        let have = Cgroup::in_layout(&l, self.cgroup_parent.clone()).controllers();
-        let missing = ferry_runtime::cgroups::limits::unavailable_limits(l.mode, &have);
+        let missing = self.missing_controllers();
         for limit in limits {
             if let Some((_, ctl)) = missing.iter().find(|(name, _)| name == limit) {
                 eprintln!(
@@ -316,6 +315,13 @@ impl TestHost {
             }
         }
         true
+    }
+
+    /// The limits this host's cgroups have no controller for, with the controller each needs.
+    pub fn missing_controllers(&self) -> Vec<(String, String)> {
+        let l = self.layout();
+        let have = Cgroup::in_layout(&l, self.cgroup_parent.clone()).controllers();
+        ferry_runtime::cgroups::limits::unavailable_limits(l.mode, &have).into_iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
     /// Every directory that may hold this host's cgroup parent, whatever the layout: each v1
