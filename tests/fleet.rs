@@ -4,6 +4,8 @@
 
 #[path = "support/ssh.rs"]
 mod ssh;
+#[path = "support/sshhosts.rs"]
+mod sshhosts;
 mod support;
 #[path = "support/topology.rs"]
 mod topology;
@@ -18,6 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::{TestHost, FERRY};
 use topology::Topology;
+
+/// The simulated hosts of these tests (their methods are below).
+type Fleet = sshhosts::SshHosts;
 
 fn have(tool: &str) -> bool {
     Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
@@ -229,22 +234,7 @@ fn metrics_listen_serves_them_over_http() {
 
 const PORT: u16 = 8000;
 
-/// Simulated hosts, each with a ferry environment and an sshd, and one client. Fields drop in
-/// order: containers and files first, then the daemons, then the namespaces.
-struct Fleet {
-    hosts: Vec<TestHost>,
-    sshd: Vec<ssh::Sshd>,
-    t: Topology,
-}
-
 impl Fleet {
-    fn new(n: usize) -> Fleet {
-        let t = Topology::new(n, 1);
-        let hosts: Vec<TestHost> = (0..n).map(|i| TestHost::in_netns(&t.host(i).netns_path())).collect();
-        let sshd = (0..n).map(|i| ssh::Sshd::start(&t.host(i).netns_path(), &hosts[i].dir.path().join("sshd"))).collect();
-        Fleet { hosts, sshd, t }
-    }
-
     /// `--ssh-opts` that reach every host (each sshd has its own key), and a `--remote-ferry`
     /// that runs ferry with the settings of the host whose address it finds itself on.
     fn ssh_args(&self) -> (String, String) {

@@ -8,6 +8,8 @@
 mod probe;
 #[path = "support/ssh.rs"]
 mod ssh;
+#[path = "support/sshhosts.rs"]
+mod sshhosts;
 mod support;
 #[path = "support/topology.rs"]
 mod topology;
@@ -20,6 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{TestHost, FERRY};
 use topology::Topology;
+
+/// The simulated hosts of these tests (their methods are below).
+type Sim = sshhosts::SshHosts;
 
 const PORT: u16 = 8000;
 
@@ -50,22 +55,7 @@ fn can_inject_faults(test: &str) -> bool {
     can_run(test)
 }
 
-/// Simulated hosts, each with a ferry environment and an sshd; one client. Fields drop in
-/// order: containers and files first, then the daemons, then the namespaces.
-struct Sim {
-    hosts: Vec<TestHost>,
-    sshd: Vec<ssh::Sshd>,
-    t: Topology,
-}
-
 impl Sim {
-    fn new(n: usize) -> Sim {
-        let t = Topology::new(n, 1);
-        let hosts: Vec<TestHost> = (0..n).map(|i| TestHost::in_netns(&t.host(i).netns_path())).collect();
-        let sshd = (0..n).map(|i| ssh::Sshd::start(&t.host(i).netns_path(), &hosts[i].dir.path().join("sshd"))).collect();
-        Sim { hosts, sshd, t }
-    }
-
     fn h(&self, i: usize) -> &TestHost {
         &self.hosts[i]
     }

@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Args;
 use ferry_migrate::evacuate::{evacuate, Candidate, Failure, Mover, Outcome, Policy, Room, Summary};
 use ferry_migrate::migration::report::MigrationReport;
-use ferry_migrate::migration::source::{migrate, MigrateOptions};
+use ferry_migrate::migration::source::migrate;
 use ferry_runtime::container::{self, Status};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{Ctid, Host};
@@ -39,24 +39,8 @@ pub struct EvacuateArgs {
     /// The summary as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Options for ssh, split on spaces, e.g. "-p 2222 -i KEY" (as migrate's).
-    #[arg(long, default_value = "", allow_hyphen_values = true)]
-    pub ssh_opts: String,
-    /// The ferry command on the destinations (as migrate's).
-    #[arg(long, default_value = "ferry")]
-    pub remote_ferry: String,
-    /// Live sync passes at most before each freeze.
-    #[arg(long, default_value_t = 5)]
-    pub max_iterations: u32,
-    /// zstd level of the images on the wire (0: no compression).
-    #[arg(long, default_value_t = 1)]
-    pub compress: i32,
-    /// How the checkpoint images travel: `ssh` or `tcp` (as migrate's --data-channel).
-    #[arg(long, default_value = "ssh", value_parser = ["ssh", "tcp"])]
-    pub data_channel: String,
-    /// Ports the destinations may listen on for `--data-channel tcp`, PORT or FIRST-LAST.
-    #[arg(long, value_name = "PORTS")]
-    pub data_ports: Option<ferry_transfer::datachan::PortRange>,
+    #[command(flatten)]
+    pub transfer: super::migrate::TransferArgs,
 }
 
 /// Migrations over ssh, each under the container's lock.
@@ -78,12 +62,8 @@ impl SshMover<'_> {
         let lock = ContainerLock::acquire(self.host, &ctid, "evacuate").map_err(|e| fail(e.into()))?;
         super::notices::warn(ferry_migrate::stale::thaw_stale(self.host, &lock));
         let a = self.a;
-        let mut opts = MigrateOptions::new(super::migrate::target(dest, &a.ssh_opts, &a.remote_ferry));
+        let mut opts = a.transfer.options(dest).map_err(|message| Failure { class: ferry_runtime::exit::ErrorClass::Usage, message })?;
         opts.dry_run = dry_run;
-        opts.max_iterations = a.max_iterations;
-        opts.compress = a.compress;
-        opts.data_channel.kind = a.data_channel.parse().map_err(|e: String| Failure { class: ferry_runtime::exit::ErrorClass::Usage, message: e })?;
-        opts.data_channel.ports = a.data_ports.unwrap_or_default();
         let rt = super::migrate::runtime().map_err(|e| Failure { class: ferry_runtime::exit::ErrorClass::Failed, message: format!("{e:#}") })?;
         rt.block_on(migrate(self.host, &lock, &opts)).map_err(fail)
     }

@@ -44,6 +44,22 @@ pub struct MigrateArgs {
     /// Both hosts see the same private area (shared storage): do not copy files.
     #[arg(long)]
     pub shared_storage: bool,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    /// Print the stage timing table (vzmigrate -t).
+    #[arg(short = 't', long)]
+    pub times: bool,
+    /// Print the stage timings as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Only run the preflight checks (vzmigrate's --check-only too).
+    #[arg(long, visible_alias = "check-only")]
+    pub dry_run: bool,
+}
+
+/// How a migration reaches its destination and what it sends (migrate's and evacuate's).
+#[derive(Debug, Args)]
+pub struct TransferArgs {
     /// Options for ssh, split on spaces (like vzmigrate's --ssh=), e.g. "-p 2222 -i KEY".
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub ssh_opts: String,
@@ -66,15 +82,18 @@ pub struct MigrateArgs {
     /// (default: any free port), e.g. to match a firewall rule.
     #[arg(long, value_name = "PORTS")]
     pub data_ports: Option<ferry_transfer::datachan::PortRange>,
-    /// Print the stage timing table (vzmigrate -t).
-    #[arg(short = 't', long)]
-    pub times: bool,
-    /// Print the stage timings as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Only run the preflight checks (vzmigrate's --check-only too).
-    #[arg(long, visible_alias = "check-only")]
-    pub dry_run: bool,
+}
+
+impl TransferArgs {
+    /// Migration options to `dest` with these settings (the rest as MigrateOptions has them).
+    pub fn options(&self, dest: &str) -> std::result::Result<MigrateOptions, String> {
+        let mut opts = MigrateOptions::new(target(dest, &self.ssh_opts, &self.remote_ferry));
+        opts.max_iterations = self.max_iterations;
+        opts.compress = self.compress;
+        opts.data_channel.kind = self.data_channel.parse()?;
+        opts.data_channel.ports = self.data_ports.unwrap_or_default();
+        Ok(opts)
+    }
 }
 
 pub fn target(destination: &str, ssh_opts: &str, remote_ferry: &str) -> SshTarget {
@@ -192,7 +211,7 @@ fn migrate_report(host: &Host, a: &MigrateArgs, ct: &str, dest: &str) -> Result<
     let ct = super::ctid(host, ct)?;
     let lock = ContainerLock::acquire(host, &ct, "migrate")?;
     super::notices::warn(ferry_migrate::stale::thaw_stale(host, &lock));
-    let mut opts = MigrateOptions::new(target(dest, &a.ssh_opts, &a.remote_ferry));
+    let mut opts = a.transfer.options(dest).map_err(anyhow::Error::msg)?;
     let cfg = ferry_runtime::container::load_config(host, &ct)?;
     opts.dest_config = a.new.config(&cfg)?;
     if let Some(d) = &opts.dest_config {
@@ -214,10 +233,6 @@ fn migrate_report(host: &Host, a: &MigrateArgs, ct: &str, dest: &str) -> Result<
     opts.keep_dst = a.keep_dst;
     opts.remove_area = a.remove_area == "yes";
     opts.shared_storage = a.shared_storage;
-    opts.max_iterations = a.max_iterations;
-    opts.compress = a.compress;
-    opts.data_channel.kind = a.data_channel.parse().map_err(anyhow::Error::msg)?;
-    opts.data_channel.ports = a.data_ports.unwrap_or_default();
     opts.dry_run = a.dry_run;
     let tty = std::io::stderr().is_terminal() && !a.json;
     let bar = if tty {
