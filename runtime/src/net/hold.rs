@@ -2,8 +2,8 @@
 //! dump and the restore, new connections held back before the freeze while the services
 //! accept what waits in their backlogs.
 
-use super::prefix;
 use super::tools::{self, ip_batch, iptables};
+use super::venet::prefix;
 use crate::config::ContainerConfig;
 use crate::error::{Error, Result};
 use std::time::Duration;
