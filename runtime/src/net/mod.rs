@@ -16,7 +16,7 @@
 //!   passes `--external` for each of [`criu_veth_externals`] ([`criu_external_arg`]), then
 //!   [`after_restore`] → [`announce_container`]; the source side calls [`teardown`] with the
 //!   state it had once the dump is done. A dump that ends the container takes its netns off
-//!   the wire first ([`silence`], from [`crate::checkpoint`]), so that it dies silently.
+//!   the wire first ([`silence`], from [`crate::criu`]), so that it dies silently.
 
 pub mod announce;
 pub mod hold;
