@@ -6,6 +6,10 @@
 //! is recorded in [`NetState`] (stored by the runtime in the container's state file) so that
 //! [`teardown`] removes exactly that, also after a half-done setup.
 //!
+//! The host tools (`ip`, `iptables`, `nsenter`, sysctls) are reached through [`NetTools`]: each
+//! entry point that makes or removes something has a `_with` twin that takes them, and the
+//! plain one runs the real ones ([`HostNetTools`]). The unit tests pass a recording fake.
+//!
 //!
 //! Lifecycle, as the runtime calls it (always from a thread in the host's netns):
 //! - start: [`setup`] → store the [`NetState`] → [`announce_container`].
@@ -37,17 +41,20 @@ use passthrough::link_index;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::Duration;
-pub use tools::CtNetns;
-use tools::{ignore_absent, ip, ip_in, iptables};
+use tools::{ignore_absent, ip_in};
+pub use tools::{CtNetns, HostNetTools, NetTools};
 use venet::{add_addrs, create_venet, remove_routes_and_proxies};
 use veth::create_bridged;
 
 pub use announce::{announce, announce_in_netns};
-pub use hold::{hold_new_connections, hold_traffic, wait_backlogs_empty};
+pub use hold::{hold_new_connections, hold_new_connections_with, hold_traffic, hold_traffic_with, wait_backlogs_empty};
 pub use names::generate_veth_mac;
-pub use passthrough::{before_dump_detach, detach_netdevs, migratable};
-pub use restore::{after_restore, criu_external_arg, criu_veth_externals, precreate_restore_pairs, readdress, remove_precreated, Readdress};
-pub use venet::{add_ip, del_ip};
+pub use passthrough::{before_dump_detach, detach_netdevs, detach_netdevs_with, migratable};
+pub use restore::{
+    after_restore, after_restore_with, criu_external_arg, criu_veth_externals, precreate_restore_pairs, precreate_restore_pairs_with, readdress,
+    readdress_with, remove_precreated, remove_precreated_with, Readdress,
+};
+pub use venet::{add_ip, add_ip_with, del_ip, del_ip_with};
 
 /// What networking put on the host for one container: exactly what teardown removes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -126,20 +133,25 @@ pub(super) fn net_ct(ct: &str, op: &'static str, e: Error, way_out: &str) -> Err
 /// Set up all networking of a container whose init is `pid` in the netns `ns`, on the host =
 /// the calling thread's netns. On failure everything made so far is removed again before the
 /// error is returned. Store the returned state; pass it to [`teardown`] on stop/destroy.
-pub fn setup(host: &Host, cfg: &ContainerConfig, pid: i32, ns: &CtNetns) -> Result<NetState> {
+pub fn setup(_host: &Host, cfg: &ContainerConfig, pid: i32, ns: &CtNetns) -> Result<NetState> {
+    setup_with(&HostNetTools, cfg, pid, ns)
+}
+
+/// [`setup`] with the tools `t`.
+pub fn setup_with(t: &dyn NetTools, cfg: &ContainerConfig, pid: i32, ns: &CtNetns) -> Result<NetState> {
     let mut st = NetState { ctid: cfg.ctid.to_string(), pid, ..Default::default() };
     let res = (|| -> Result<()> {
         if !cfg.net.ipadd.is_empty() {
-            create_venet(&cfg.ctid, &mut st, ns, &cfg.net.ipadd)?;
-            add_addrs(cfg, &mut st, &cfg.net.ipadd, Some(ns), true)?;
+            create_venet(t, &cfg.ctid, &mut st, ns, &cfg.net.ipadd)?;
+            add_addrs(t, cfg, &mut st, &cfg.net.ipadd, Some(ns), true)?;
         }
         for (i, vif) in cfg.net.netifs.iter().enumerate() {
-            create_bridged(&cfg.ctid, &mut st, ns, i, vif)?;
+            create_bridged(t, &cfg.ctid, &mut st, ns, i, vif)?;
         }
         for dev in &cfg.net.netdevs {
-            let ifindex = link_index(dev)
+            let ifindex = link_index(t, dev)
                 .ok_or_else(|| Error::Net(format!("no device {dev} on this host to pass through; check `ip link` or drop --netdev-add {dev}")))?;
-            ip(&["link", "set", "dev", dev, "netns", &ns.path()])?;
+            t.ip(&["link", "set", "dev", dev, "netns", &ns.path()])?;
             st.moved_devs.push(MovedDev { name: dev.clone(), ifindex });
         }
         Ok(())
@@ -148,8 +160,8 @@ pub fn setup(host: &Host, cfg: &ContainerConfig, pid: i32, ns: &CtNetns) -> Resu
         Ok(()) => Ok(st),
         Err(e) => {
             // Devices moved in already go back while the netns lives.
-            let _ = detach_netdevs(&mut st, Some(ns));
-            let _ = teardown(host, &st);
+            let _ = detach_netdevs_with(t, &mut st, Some(ns));
+            let _ = teardown_with(t, &st);
             Err(net_ct(cfg.ctid.as_str(), "network setup", e, "nothing was left on the host; fix the cause and start again"))
         }
     }
@@ -158,21 +170,26 @@ pub fn setup(host: &Host, cfg: &ContainerConfig, pid: i32, ns: &CtNetns) -> Resu
 /// Remove everything `st` records from the host. Idempotent; works on a half-done setup.
 /// Passed-through devices must have been moved back already ([`detach_netdevs`]).
 pub fn teardown(_host: &Host, st: &NetState) -> Result<()> {
+    teardown_with(&HostNetTools, st)
+}
+
+/// [`teardown`] with the tools `t`.
+pub fn teardown_with(t: &dyn NetTools, st: &NetState) -> Result<()> {
     let mut st = st.clone();
     let mut errs: Vec<String> = Vec::new();
     for f in &st.filters {
-        let r = ignore_absent(iptables(f.v6, &["-t", &f.table, "-D", "PREROUTING", "-i", &f.in_if, "-j", &f.chain]))
-            .and_then(|_| ignore_absent(iptables(f.v6, &["-t", &f.table, "-F", &f.chain])))
-            .and_then(|_| ignore_absent(iptables(f.v6, &["-t", &f.table, "-X", &f.chain])));
+        let r = ignore_absent(t.iptables(f.v6, &["-t", &f.table, "-D", "PREROUTING", "-i", &f.in_if, "-j", &f.chain]))
+            .and_then(|_| ignore_absent(t.iptables(f.v6, &["-t", &f.table, "-F", &f.chain])))
+            .and_then(|_| ignore_absent(t.iptables(f.v6, &["-t", &f.table, "-X", &f.chain])));
         if let Err(e) = r {
             errs.push(e.to_string());
         }
     }
-    if let Err(e) = remove_routes_and_proxies(&mut st, None) {
+    if let Err(e) = remove_routes_and_proxies(t, &mut st, None) {
         errs.push(e.to_string());
     }
     for l in &st.host_links {
-        if let Err(e) = ignore_absent(ip(&["link", "del", "dev", l])) {
+        if let Err(e) = ignore_absent(t.ip(&["link", "del", "dev", l])) {
             errs.push(e.to_string());
         }
     }
@@ -188,6 +205,11 @@ pub fn teardown(_host: &Host, st: &NetState) -> Result<()> {
 /// and proxy entries for the configured venet addresses on any interface. Routes to a
 /// deleted device go with it. Passed-through devices cannot be found this way.
 pub fn cleanup_stale(_host: &Host, cfg: &ContainerConfig) -> Result<()> {
+    cleanup_stale_with(&HostNetTools, cfg)
+}
+
+/// [`cleanup_stale`] with the tools `t`.
+pub fn cleanup_stale_with(t: &dyn NetTools, cfg: &ContainerConfig) -> Result<()> {
     let mut st = NetState { ctid: cfg.ctid.to_string(), ..Default::default() };
     let venet = venet_host_if(&cfg.ctid);
     for v6 in [false, true] {
@@ -198,7 +220,7 @@ pub fn cleanup_stale(_host: &Host, cfg: &ContainerConfig) -> Result<()> {
         st.host_links.push(veth_host_if(&cfg.ctid, i));
     }
     for v6 in [false, true] {
-        let out = ip(&[if v6 { "-6" } else { "-4" }, "-j", "neigh", "show", "proxy"])?;
+        let out = t.ip(&[if v6 { "-6" } else { "-4" }, "-j", "neigh", "show", "proxy"])?;
         let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
         for e in v.as_array().into_iter().flatten() {
             let (Some(dst), Some(dev)) = (e["dst"].as_str(), e["dev"].as_str()) else { continue };
@@ -209,7 +231,7 @@ pub fn cleanup_stale(_host: &Host, cfg: &ContainerConfig) -> Result<()> {
             }
         }
     }
-    teardown(_host, &st)
+    teardown_with(t, &st)
 }
 
 /// Announce every address of a running container: venet addresses from their uplinks with
@@ -253,6 +275,7 @@ fn container_addrs(ns: &CtNetns, ifname: &str) -> Result<Vec<IpAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     #[test]
     fn state_round_trips() {
         let st = NetState {

@@ -4,7 +4,7 @@
 //! call [`detach_netdevs`] with the container's netns before it kills the container (a failed
 //! [`setup`](super::setup) does it itself). Checkpoints and migrations refuse passthrough ([`migratable`]).
 
-use super::tools::{self, ip, ip_in, link_exists};
+use super::tools::{HostNetTools, NetTools};
 use super::{net_ct, CtNetns, NetState};
 use crate::config::ContainerConfig;
 use crate::error::{Error, Result};
@@ -15,22 +15,27 @@ use crate::host::Host;
 /// `ns` (the container's processes are gone, or none is left in its netns), the kernel has
 /// returned them (physical) or destroyed them (virtual) and they are only forgotten.
 pub fn detach_netdevs(st: &mut NetState, ns: Option<&CtNetns>) -> Result<()> {
-    let host_ns = tools::own_netns_path();
+    detach_netdevs_with(&HostNetTools, st, ns)
+}
+
+/// [`detach_netdevs`] with the tools `t`.
+pub fn detach_netdevs_with(t: &dyn NetTools, st: &mut NetState, ns: Option<&CtNetns>) -> Result<()> {
+    let host_ns = t.own_netns_path();
     let mut first_err = None;
     let mut left = Vec::new();
     for dev in std::mem::take(&mut st.moved_devs) {
         // Its name inside now (the container may have renamed it).
         let Some(ns) = ns else { continue };
-        let inside = link_name_by_index(ns, dev.ifindex);
+        let inside = link_name_by_index(t, ns, dev.ifindex);
         let Some(cur) = inside else {
             // Not inside (any more): back already, returned by the kernel to the initial netns
             // (physical) or destroyed with the netns (virtual).
             continue;
         };
-        let res = ip_in(ns, &["link", "set", "dev", &cur, "netns", &host_ns]).and_then(|_| {
-            if cur != dev.name && !link_exists(&dev.name) {
-                ip(&["link", "set", "dev", &cur, "down"])?;
-                ip(&["link", "set", "dev", &cur, "name", &dev.name])?;
+        let res = t.ip_in(ns, &["link", "set", "dev", &cur, "netns", &host_ns]).and_then(|_| {
+            if cur != dev.name && !t.link_exists(&dev.name) {
+                t.ip(&["link", "set", "dev", &cur, "down"])?;
+                t.ip(&["link", "set", "dev", &cur, "name", &dev.name])?;
             }
             Ok(String::new())
         });
@@ -44,14 +49,14 @@ pub fn detach_netdevs(st: &mut NetState, ns: Option<&CtNetns>) -> Result<()> {
 }
 
 /// Ifindex of a link on the host.
-pub(super) fn link_index(name: &str) -> Option<u32> {
-    let out = ip(&["-j", "link", "show", "dev", name]).ok()?;
+pub(super) fn link_index(t: &dyn NetTools, name: &str) -> Option<u32> {
+    let out = t.ip(&["-j", "link", "show", "dev", name]).ok()?;
     let v: serde_json::Value = serde_json::from_str(&out).ok()?;
     v[0]["ifindex"].as_u64().map(|i| i as u32)
 }
 
-pub(super) fn link_name_by_index(ns: &CtNetns, ifindex: u32) -> Option<String> {
-    let out = ip_in(ns, &["-j", "link", "show"]).ok()?;
+pub(super) fn link_name_by_index(t: &dyn NetTools, ns: &CtNetns, ifindex: u32) -> Option<String> {
+    let out = t.ip_in(ns, &["-j", "link", "show"]).ok()?;
     let v: serde_json::Value = serde_json::from_str(&out).ok()?;
     v.as_array()?.iter().find(|l| l["ifindex"].as_u64() == Some(u64::from(ifindex))).and_then(|l| l["ifname"].as_str().map(str::to_string))
 }

@@ -3,10 +3,10 @@
 
 use super::names::{self, format_mac, venet_host_if, venet_mac, veth_host_if, VENET_INNER};
 use super::passthrough::migratable;
-use super::tools::{ignore_absent, ip, ip_batch_in, ip_in, link_exists};
+use super::tools::{ignore_absent, HostNetTools, NetTools};
 use super::venet::{add_addrs, prefix, venet_host_side};
 use super::veth::bridged_host_side;
-use super::{net_ct, teardown, BridgedState, CtNetns, NetState, VenetState};
+use super::{net_ct, teardown_with, BridgedState, CtNetns, NetState, VenetState};
 use crate::config::ContainerConfig;
 use crate::ctid::Ctid;
 use crate::error::{Error, Result};
@@ -41,12 +41,17 @@ pub fn criu_external_arg(inner: &str, host_if: &str) -> String {
 /// EOPNOTSUPP. Moving a device made beforehand has no such lookup. On failure, what was made is
 /// removed.
 pub fn precreate_restore_pairs(pairs: &[(String, String)]) -> Result<Vec<String>> {
+    precreate_restore_pairs_with(&HostNetTools, pairs)
+}
+
+/// [`precreate_restore_pairs`] with the tools `t`.
+pub fn precreate_restore_pairs_with(t: &dyn NetTools, pairs: &[(String, String)]) -> Result<Vec<String>> {
     let mut made: Vec<&str> = Vec::new();
     let mut args = Vec::new();
     for (inner, outer) in pairs {
         let temp = names::restore_temp_if(outer);
-        if let Err(e) = ip(&["link", "add", outer, "type", "veth", "peer", "name", &temp]) {
-            remove_precreated(&made);
+        if let Err(e) = t.ip(&["link", "add", outer, "type", "veth", "peer", "name", &temp]) {
+            remove_precreated_with(t, &made);
             return Err(e);
         }
         made.push(outer);
@@ -58,8 +63,13 @@ pub fn precreate_restore_pairs(pairs: &[(String, String)]) -> Result<Vec<String>
 /// Remove pairs [`precreate_restore_pairs`] made (by their host ends; a pair whose other end
 /// went into a netns that died is gone already).
 pub fn remove_precreated<S: AsRef<str>>(host_ifs: &[S]) {
+    remove_precreated_with(&HostNetTools, host_ifs)
+}
+
+/// [`remove_precreated`] with the tools `t`.
+pub fn remove_precreated_with<S: AsRef<str>>(t: &dyn NetTools, host_ifs: &[S]) {
     for h in host_ifs {
-        let _ = ignore_absent(ip(&["link", "del", "dev", h.as_ref()]));
+        let _ = ignore_absent(t.ip(&["link", "del", "dev", h.as_ref()]));
     }
 }
 
@@ -67,13 +77,18 @@ pub fn remove_precreated<S: AsRef<str>>(host_ifs: &[S]) {
 /// [`criu_veth_externals`], in this netns; inner ends configured by CRIU): do the host side —
 /// MAC/flags, up, routes, proxy ARP/NDP, bridge ports, filter rules. `pid` is the restored
 /// init, `ns` its netns.
-pub fn after_restore(host: &Host, cfg: &ContainerConfig, pid: i32, ns: &CtNetns) -> Result<NetState> {
+pub fn after_restore(_host: &Host, cfg: &ContainerConfig, pid: i32, ns: &CtNetns) -> Result<NetState> {
+    after_restore_with(&HostNetTools, cfg, pid, ns)
+}
+
+/// [`after_restore`] with the tools `t`.
+pub fn after_restore_with(t: &dyn NetTools, cfg: &ContainerConfig, pid: i32, ns: &CtNetns) -> Result<NetState> {
     let mut st = NetState { ctid: cfg.ctid.to_string(), pid, ..Default::default() };
     let res = (|| -> Result<()> {
         migratable(cfg).map_err(Error::Net)?;
         if !cfg.net.ipadd.is_empty() {
             let host_if = venet_host_if(&cfg.ctid);
-            if !link_exists(&host_if) {
+            if !t.link_exists(&host_if) {
                 return Err(Error::Net(format!(
                     "{host_if} is missing: was `--external {}` given to criu restore?",
                     criu_external_arg(VENET_INNER, &host_if)
@@ -84,13 +99,13 @@ pub fn after_restore(host: &Host, cfg: &ContainerConfig, pid: i32, ns: &CtNetns)
             // CRIU restores the inner end's flags and MAC; set them again in case a dump made
             // by another version lost one (the pair only works with both ends NOARP, same MAC).
             let mac = format_mac(&venet_mac(&cfg.ctid));
-            ip_in(ns, &["link", "set", "dev", VENET_INNER, "address", &mac, "arp", "off", "multicast", "off", "up"])?;
-            venet_host_side(&mut st, &host_if, &cfg.net.ipadd)?;
-            add_addrs(cfg, &mut st, &cfg.net.ipadd, None, true)?;
+            t.ip_in(ns, &["link", "set", "dev", VENET_INNER, "address", &mac, "arp", "off", "multicast", "off", "up"])?;
+            venet_host_side(t, &mut st, &host_if, &cfg.net.ipadd)?;
+            add_addrs(t, cfg, &mut st, &cfg.net.ipadd, None, true)?;
         }
         for (i, vif) in cfg.net.netifs.iter().enumerate() {
             let host_if = veth_host_if(&cfg.ctid, i);
-            if !link_exists(&host_if) {
+            if !t.link_exists(&host_if) {
                 return Err(Error::Net(format!(
                     "{host_if} is missing: was `--external {}` given to criu restore?",
                     criu_external_arg(&vif.name, &host_if)
@@ -98,14 +113,14 @@ pub fn after_restore(host: &Host, cfg: &ContainerConfig, pid: i32, ns: &CtNetns)
             }
             st.host_links.push(host_if.clone());
             st.bridged.push(BridgedState { host_if: host_if.clone(), inner: vif.name.clone(), bridge: vif.bridge.clone() });
-            bridged_host_side(&host_if, vif)?;
+            bridged_host_side(t, &host_if, vif)?;
         }
         Ok(())
     })();
     match res {
         Ok(()) => Ok(st),
         Err(e) => {
-            let _ = teardown(host, &st);
+            let _ = teardown_with(t, &st);
             Err(net_ct(cfg.ctid.as_str(), "network after restore", e, "the host side was removed again"))
         }
     }
@@ -157,9 +172,14 @@ impl Readdress {
 /// Apply `r` to the restored container's netns `ns` (still frozen by CRIU): addresses inside
 /// its venet end, its default route, MACs of bridged ends; the venet pair removed when dropped.
 pub fn readdress(st: &NetState, ns: &CtNetns, r: &Readdress) -> Result<()> {
+    readdress_with(&HostNetTools, st, ns, r)
+}
+
+/// [`readdress`] with the tools `t`.
+pub fn readdress_with(t: &dyn NetTools, st: &NetState, ns: &CtNetns, r: &Readdress) -> Result<()> {
     if r.venet_drop {
         let host_if = venet_host_if(&Ctid::new(&st.ctid)?);
-        return ignore_absent(ip(&["link", "del", &host_if]));
+        return ignore_absent(t.ip(&["link", "del", &host_if]));
     }
     let mut cmds = Vec::new();
     for a in &r.venet_del {
@@ -179,7 +199,7 @@ pub fn readdress(st: &NetState, ns: &CtNetns, r: &Readdress) -> Result<()> {
     if cmds.is_empty() {
         return Ok(());
     }
-    ip_batch_in(ns, &cmds)
+    t.ip_batch_in(ns, &cmds)
 }
 
 #[cfg(test)]
