@@ -10,7 +10,6 @@
 //! entry point that makes or removes something has a `_with` twin that takes them, and the
 //! plain one runs the real ones ([`HostNetTools`]). The unit tests pass a recording fake.
 //!
-//!
 //! Lifecycle, as the runtime calls it (always from a thread in the host's netns):
 //! - start: [`setup`] → store the [`NetState`] → [`announce_container`].
 //! - `set --ipadd/--ipdel` while running: [`add_ip`] / [`del_ip`] → store the state again.
@@ -23,10 +22,14 @@
 //!   the wire first ([`silence`], from [`crate::criu`]), so that it dies silently.
 
 pub mod announce;
+#[cfg(test)]
+pub mod fake_tools;
 pub mod hold;
 pub mod names;
 pub mod passthrough;
 pub mod restore;
+#[cfg(test)]
+mod rollback_tests;
 pub mod routes;
 pub mod silence;
 pub mod tools;
