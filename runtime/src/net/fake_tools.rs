@@ -35,25 +35,26 @@ impl FakeNetTools {
 
     /// A call starting with `prefix` prints `out`.
     pub fn answer(&self, prefix: &str, out: &str) -> &Self {
-        self.script.borrow_mut().push((prefix.to_string(), Answer::Out(out.to_string()), false));
-        self
+        self.on(prefix, Answer::Out(out.to_string()), false)
     }
 
     /// The next call starting with `prefix` prints `out`; later ones go on.
     pub fn answer_once(&self, prefix: &str, out: &str) -> &Self {
-        self.script.borrow_mut().push((prefix.to_string(), Answer::Out(out.to_string()), true));
-        self
+        self.on(prefix, Answer::Out(out.to_string()), true)
     }
 
     /// A call starting with `prefix` fails, saying `stderr`.
     pub fn fail(&self, prefix: &str, stderr: &str) -> &Self {
-        self.script.borrow_mut().push((prefix.to_string(), Answer::Fail(stderr.to_string()), false));
-        self
+        self.on(prefix, Answer::Fail(stderr.to_string()), false)
     }
 
     /// The next call starting with `prefix` fails, saying `stderr`; later ones go on.
     pub fn fail_once(&self, prefix: &str, stderr: &str) -> &Self {
-        self.script.borrow_mut().push((prefix.to_string(), Answer::Fail(stderr.to_string()), true));
+        self.on(prefix, Answer::Fail(stderr.to_string()), true)
+    }
+
+    fn on(&self, prefix: &str, answer: Answer, once: bool) -> &Self {
+        self.script.borrow_mut().push((prefix.to_string(), answer, once));
         self
     }
 
