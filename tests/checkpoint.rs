@@ -476,7 +476,7 @@ fn a_process_of_another_user_is_checkpointed_or_the_missing_capability_is_named(
         wait_for(Duration::from_secs(10), "a process running as nobody", || other_user(ct));
     }
     // CAP_SYS_RESOURCE is capability 24.
-    if ferry_runtime::checkpoint::check::has_cap_in_bounding_set(24) {
+    if ferry_runtime::criu::check::has_cap_in_bounding_set(24) {
         h.ok(&["checkpoint", "cp"]);
         h.ok(&["restore", "cp"]);
     } else {

@@ -1031,7 +1031,7 @@ fn redis_as_its_own_user_checkpoints_and_migrates_unprivileged_with_no_acknowled
     sim.assert_clean(0, &ct);
 
     // The privileged counterpart, where host root lacks CAP_SYS_RESOURCE.
-    if !ferry_runtime::checkpoint::check::has_cap_in_bounding_set(24) {
+    if !ferry_runtime::criu::check::has_cap_in_bounding_set(24) {
         let p = format!("{ct}p");
         // (An address, so that its loopback is up for redis-cli.)
         let ip_p = sim.t.ct_ip4(61).to_string();

@@ -98,8 +98,7 @@ pub const HOST_ONLY: [(&str, &str); 14] = [
 pub fn parse_cap(name: &str) -> Result<Capability> {
     let up = name.trim().to_ascii_uppercase();
     let full = if up.starts_with("CAP_") { up } else { format!("CAP_{up}") };
-    Capability::from_str(&full)
-        .map_err(|_| Error::Config(format!("unknown capability {name:?}: use a name such as SYS_TIME or NET_ADMIN (see capabilities(7))")))
+    Capability::from_str(&full).map_err(|_| Error::UnknownCapability(name.to_string()))
 }
 
 /// The short name (no CAP_ prefix) of a capability.
@@ -123,7 +122,7 @@ pub fn host_only_use(c: Capability) -> Option<&'static str> {
 /// Refuse granting a host-only capability to a container of `kind` with a user namespace.
 fn check_grant(kind: ContainerKind, cap: Capability) -> Result<()> {
     match host_only_use(cap) {
-        Some(what) if kind.has_userns() => Err(Error::Config(format!(
+        Some(what) if kind.has_userns() => Err(Error::Refused(format!(
             "capability {} is for {what}, which the kernel allows only to the host's root: an unprivileged container's user namespace never grants it; use --userns off for a container that needs it",
             cap_name(cap)
         ))),
@@ -153,7 +152,7 @@ pub fn container_caps(sec: &Security) -> Result<CapsHashSet> {
 pub fn set_capabilities(sec: &mut Security, list: &str) -> Result<()> {
     for spec in list.split(',').map(str::trim) {
         if spec.is_empty() {
-            return Err(Error::Config(format!("invalid capability list {list:?}: use NAME:on|off[,NAME:on|off...]")));
+            return Err(Error::Invalid(format!("invalid capability list {list:?}: use NAME:on|off[,NAME:on|off...]")));
         }
         set_capability(sec, spec)?;
     }
@@ -163,7 +162,7 @@ pub fn set_capabilities(sec: &mut Security, list: &str) -> Result<()> {
 /// Apply `NAME:on|off` to a Security: on adds it (and undoes a drop), off drops it.
 pub fn set_capability(sec: &mut Security, spec: &str) -> Result<()> {
     let (name, onoff) =
-        spec.rsplit_once(':').ok_or_else(|| Error::Config(format!("invalid capability setting {spec:?}: use NAME:on or NAME:off")))?;
+        spec.rsplit_once(':').ok_or_else(|| Error::Invalid(format!("invalid capability setting {spec:?}: use NAME:on or NAME:off")))?;
     let parsed = parse_cap(name)?;
     if onoff == "on" {
         check_grant(sec.kind, parsed)?;
@@ -177,7 +176,7 @@ pub fn set_capability(sec: &mut Security, spec: &str) -> Result<()> {
         "on" if !default => sec.cap_add.push(cap),
         "off" if default => sec.cap_drop.push(cap),
         "on" | "off" => {}
-        _ => return Err(Error::Config(format!("invalid capability setting {spec:?}: use NAME:on or NAME:off"))),
+        _ => return Err(Error::Invalid(format!("invalid capability setting {spec:?}: use NAME:on or NAME:off"))),
     }
     Ok(())
 }
@@ -185,7 +184,7 @@ pub fn set_capability(sec: &mut Security, spec: &str) -> Result<()> {
 /// Reduce the calling process to `keep`: bounding set first (needs CAP_SETPCAP, still held),
 /// then inheritable, effective and permitted; ambient cleared.
 pub fn restrict_to(keep: &CapsHashSet) -> Result<()> {
-    let e = |what: &str, err: caps::errors::CapsError| Error::Config(format!("capabilities: {what}: {err}"));
+    let e = |what: &str, source: caps::errors::CapsError| Error::Caps { what: what.to_string(), source };
     for c in caps::all() {
         if !keep.contains(&c) && caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false) {
             caps::drop(None, CapSet::Bounding, c).map_err(|er| e("drop from bounding set", er))?;
@@ -272,5 +271,18 @@ mod tests {
         assert!(set_capability(&mut sec, "NOPE:on").is_err());
         assert!(set_capability(&mut sec, "SYS_TIME").is_err());
         assert!(set_capability(&mut sec, "SYS_TIME:maybe").is_err());
+    }
+
+    #[test]
+    fn a_list_typed_wrong_is_an_invalid_value_and_an_unknown_name_a_failure() {
+        use crate::exit::ErrorClass;
+        let mut sec = crate::config::Security::default();
+        // `--capability` wraps these as invalid values; the class stays that when it does not.
+        assert_eq!(set_capabilities(&mut sec, "sys_time").unwrap_err().class(), ErrorClass::InvalidValue);
+        assert_eq!(set_capabilities(&mut sec, "sys_time:maybe").unwrap_err().class(), ErrorClass::InvalidValue);
+        // A saved config may name it: exit 1, as before.
+        let e = parse_cap("no_such_cap").unwrap_err();
+        assert!(matches!(&e, Error::UnknownCapability(n) if n == "no_such_cap"), "{e:?}");
+        assert_eq!(e.class(), ErrorClass::Failed);
     }
 }

@@ -5,7 +5,7 @@
 //! migrations so that a container comes back with the same limits and addresses.
 
 use crate::ctid::Ctid;
-use crate::error::{Error, Result};
+use crate::error::{ConfigParseError, Error, Result};
 use crate::util::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -343,13 +343,13 @@ impl ContainerConfig {
 
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("read config", path, e))?;
-        Self::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        Self::from_toml(&text).map_err(|source| Error::ConfigFile { path: path.to_path_buf(), source })
     }
 
-    pub fn from_toml(text: &str) -> std::result::Result<Self, String> {
-        let cfg: ContainerConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_toml(text: &str) -> std::result::Result<Self, ConfigParseError> {
+        let cfg: ContainerConfig = toml::from_str(text).map_err(|e| ConfigParseError::Toml(Box::new(e)))?;
         if cfg.version > CONFIG_VERSION {
-            return Err(format!("config version {} is newer than this ferry understands ({CONFIG_VERSION}); upgrade ferry", cfg.version));
+            return Err(ConfigParseError::TooNew { version: cfg.version, supported: CONFIG_VERSION });
         }
         Ok(cfg)
     }
@@ -473,7 +473,7 @@ mod tests {
 
     #[test]
     fn refuses_newer_and_unknown() {
-        assert!(ContainerConfig::from_toml("version = 99\nctid = \"1\"").unwrap_err().contains("newer"));
+        assert!(ContainerConfig::from_toml("version = 99\nctid = \"1\"").unwrap_err().to_string().contains("newer"));
         assert!(ContainerConfig::from_toml("ctid = \"1\"\nbogus = 1").is_err());
         assert!(ContainerConfig::from_toml("ctid = \"a/b\"").is_err());
     }
@@ -498,5 +498,25 @@ mod tests {
         for bad in ["", "a", "1-0", "-1", "0-", "1,,2"] {
             assert!(parse_cpumask(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_config_that_does_not_parse_keeps_its_toml_error() {
+        use std::error::Error as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("101.toml");
+        std::fs::write(&path, "ctid = \"101\"\nbogus = 1\n").unwrap();
+        let e = ContainerConfig::load(&path).unwrap_err();
+        let Error::ConfigFile { path: p, source: ConfigParseError::Toml(toml) } = &e else { panic!("{e:?}") };
+        assert_eq!(p, &path);
+        assert!(toml.message().contains("bogus"), "{toml}");
+        assert!(e.to_string().starts_with(&format!("{}: ", path.display())), "{e}");
+        assert!(e.source().is_some());
+        assert_eq!(e.class(), crate::exit::ErrorClass::Failed);
+
+        std::fs::write(&path, "version = 99\nctid = \"101\"\n").unwrap();
+        let e = ContainerConfig::load(&path).unwrap_err();
+        assert!(matches!(e, Error::ConfigFile { source: ConfigParseError::TooNew { version: 99, .. }, .. }), "{e:?}");
+        assert!(e.to_string().contains("config version 99 is newer than this ferry understands (1); upgrade ferry"), "{e}");
     }
 }

@@ -60,8 +60,132 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A resource limit this host cannot apply, or a value out of the range it can (exit 1,
+    /// as vzctl's "failed to set a UBC parameter"; see docs/exit-codes.md).
     #[error("{0}")]
-    Config(String),
+    Limit(String),
+
+    /// Something the container's settings ask that this host or the container's kind refuses
+    /// (a capability its seccomp filter or user namespace makes useless, a device an
+    /// unprivileged container cannot have).
+    #[error("{0}")]
+    Refused(String),
+
+    #[error("unknown capability {0:?}: use a name such as SYS_TIME or NET_ADMIN (see capabilities(7))")]
+    UnknownCapability(String),
+
+    #[error("invalid device rule {rule:?}: {why}; use TYPE:MAJOR:MINOR[:ACCESS], e.g. c:10:200:rw")]
+    DeviceRule { rule: String, why: String },
+
+    /// A seccomp profile file that ferry cannot compile.
+    #[error("seccomp profile {source_name}: {msg}; see \"Seccomp profiles\" in docs/runtime.md")]
+    SeccompProfile { source_name: String, msg: String },
+
+    /// `--seccomp FILE` that cannot be read.
+    #[error("--seccomp {path}: {source}; give default, unconfined or a profile file (docs/runtime.md)")]
+    SeccompFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// ferry's own seccomp filter did not compile.
+    #[error("seccomp: {0}")]
+    Seccomp(#[source] seccompiler::BackendError),
+
+    /// A container's config file that does not parse.
+    #[error("{}: {source}", path.display())]
+    ConfigFile {
+        path: PathBuf,
+        #[source]
+        source: ConfigParseError,
+    },
+
+    /// A path ferry keeps container files in is not a directory.
+    #[error("{} is not a directory (a symlink?); ferry keeps container files there: remove it", .0.display())]
+    NotADirectory(PathBuf),
+
+    #[error("{}: no mount holds it", .0.display())]
+    NoMount(PathBuf),
+
+    #[error("{}: no block device found for its filesystem (device {device})", path.display())]
+    NoBlockDevice { path: PathBuf, device: String },
+
+    /// A disk image or btrfs operation that failed.
+    #[error("{what} {op} {}: {msg}", path.display())]
+    Storage { what: &'static str, op: String, path: PathBuf, msg: String },
+
+    /// A template that cannot be used.
+    #[error("{0}")]
+    Template(String),
+
+    /// A template path that cannot be read.
+    #[error("template {}: {source}; give a directory or a .tar/.tar.zst file (scripts/make-template.sh makes one)", path.display())]
+    TemplateMissing {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A template archive that cannot be read.
+    #[error("{what}: {source}")]
+    TemplateArchive {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The data directory cannot be created.
+    #[error("data directory {} cannot be created: {source}; set --data-dir or FERRY_DATA_DIR to a writable directory", path.display())]
+    DataDirCreate {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The data directory is not writable.
+    #[error("data directory {} is not writable: {source}; set --data-dir or FERRY_DATA_DIR to a writable directory", path.display())]
+    DataDirNotWritable {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+
+    /// A string passed to the kernel or libc holds a NUL byte.
+    #[error("{0} contains a NUL byte")]
+    NulByte(String),
+
+    /// Hashing a password failed.
+    #[error("{0}")]
+    Crypt(&'static str),
+
+    /// The capabilities of this process could not be changed.
+    #[error("capabilities: {what}: {source}")]
+    Caps {
+        what: String,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+
+    /// The console's pty peer is not the one /dev/pts names.
+    #[error("{} is not the peer of /dev/ptmx's new pty: /dev/pts is not the devpts of /dev/ptmx", .0.display())]
+    PtyPeer(PathBuf),
+
+    /// An idmapped mount that the kernel refused.
+    #[error("idmap the mount of {}: mount_setattr: {source} (its filesystem may not support idmapped mounts on this kernel: ext4, xfs, btrfs since 5.12-5.15, tmpfs since 6.3; `ferry check` says whether they work here)", src.display())]
+    Idmap {
+        src: PathBuf,
+        #[source]
+        source: nix::errno::Errno,
+    },
+
+    /// The saved configs cannot say which user ID ranges are taken.
+    #[error("cannot tell which user ID ranges are taken: {0}; fix or remove that config")]
+    IdRangesUnknown(#[source] Box<Error>),
+
+    /// A failure of a change that was not made at all.
+    #[error("{0}; nothing was changed")]
+    Unchanged(#[source] Box<Error>),
 
     /// A host tool (losetup, mount, btrfs, tar...) that could not run or failed.
     #[error(transparent)]
@@ -91,6 +215,15 @@ pub enum Error {
         #[source]
         source: nix::Error,
     },
+}
+
+/// Why a container's config does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigParseError {
+    #[error(transparent)]
+    Toml(Box<toml::de::Error>),
+    #[error("config version {version} is newer than this ferry understands ({supported}); upgrade ferry")]
+    TooNew { version: u32, supported: u32 },
 }
 
 /// A host tool that could not run, or failed: its command line, how it ended and what it said.
@@ -165,7 +298,30 @@ impl Error {
             Error::Relayed { class, .. } => *class,
             Error::Container { .. }
             | Error::Io { .. }
-            | Error::Config(_)
+            | Error::Limit(_)
+            | Error::Refused(_)
+            | Error::UnknownCapability(_)
+            | Error::DeviceRule { .. }
+            | Error::SeccompProfile { .. }
+            | Error::SeccompFile { .. }
+            | Error::Seccomp(_)
+            | Error::ConfigFile { .. }
+            | Error::NotADirectory(_)
+            | Error::NoMount(_)
+            | Error::NoBlockDevice { .. }
+            | Error::Storage { .. }
+            | Error::Template(_)
+            | Error::TemplateMissing { .. }
+            | Error::TemplateArchive { .. }
+            | Error::DataDirCreate { .. }
+            | Error::DataDirNotWritable { .. }
+            | Error::NulByte(_)
+            | Error::Crypt(_)
+            | Error::Caps { .. }
+            | Error::PtyPeer(_)
+            | Error::Idmap { .. }
+            | Error::IdRangesUnknown(_)
+            | Error::Unchanged(_)
             | Error::Tool(_)
             | Error::NetTool(_)
             | Error::Cgroup(_)
@@ -191,5 +347,25 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, what: &str, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(what, path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn typed_failures_keep_exit_1_and_their_cause() {
+        for e in [
+            Error::Limit("cpuunits 0 is out of range".into()),
+            Error::NoMount("/x".into()),
+            Error::Unchanged(Box::new(Error::Invalid("diskspace 1K".into()))),
+        ] {
+            assert_eq!(e.class(), ErrorClass::Failed, "{e}");
+        }
+        let e = Error::Unchanged(Box::new(Error::NoMount("/x".into())));
+        assert_eq!(e.to_string(), "/x: no mount holds it; nothing was changed");
+        assert!(matches!(e.source().and_then(|s| s.downcast_ref::<Box<Error>>()).map(|b| &**b), Some(Error::NoMount(_))));
     }
 }

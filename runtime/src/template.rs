@@ -22,9 +22,7 @@ pub enum TemplateKind {
 
 /// Decide how to read `path`: a directory, or a tarball recognised by its first bytes.
 pub fn template_kind(path: &Path) -> Result<TemplateKind> {
-    let md = std::fs::metadata(path).map_err(|e| {
-        Error::Config(format!("template {}: {e}; give a directory or a .tar/.tar.zst file (scripts/make-template.sh makes one)", path.display()))
-    })?;
+    let md = std::fs::metadata(path).map_err(|e| Error::TemplateMissing { path: path.to_path_buf(), source: e })?;
     if md.is_dir() {
         return Ok(TemplateKind::Dir);
     }
@@ -39,7 +37,7 @@ pub fn template_kind(path: &Path) -> Result<TemplateKind> {
     } else if n >= 262 && &m[257..262] == b"ustar" {
         Ok(TemplateKind::Tar)
     } else {
-        Err(Error::Config(format!("template {} is neither a directory nor a tar, tar.zst or tar.gz archive", path.display())))
+        Err(Error::Template(format!("template {} is neither a directory nor a tar, tar.zst or tar.gz archive", path.display())))
     }
 }
 
@@ -75,13 +73,13 @@ pub fn install(template: &Path, dest: &Path) -> Result<()> {
                 .stdin(f)
                 .stdout(std::process::Stdio::piped())
                 .spawn()
-                .map_err(|e| Error::Config(format!("cannot run gzip to read {}: {e}", template.display())))?;
+                .map_err(|source| Error::TemplateArchive { what: format!("cannot run gzip to read {}", template.display()), source })?;
             let out = child.stdout.take().expect("piped");
             let res = unpack_tar(out, dest);
             let st = child.wait().ctx("wait for gzip", template)?;
             res?;
             if !st.success() {
-                return Err(Error::Config(format!("gzip -dc {} failed ({st}): the archive is damaged", template.display())));
+                return Err(Error::Template(format!("gzip -dc {} failed ({st}): the archive is damaged", template.display())));
             }
             Ok(())
         }
@@ -267,11 +265,11 @@ pub fn unpack_tar(r: impl Read, dest: &Path) -> Result<()> {
     ar.set_preserve_mtime(true);
     ar.set_unpack_xattrs(true);
     ar.set_overwrite(true);
-    let bad = |msg: String| Error::Config(format!("refusing template archive member {msg}"));
+    let bad = |msg: String| Error::Template(format!("refusing template archive member {msg}"));
     let mut dirs: Vec<(PathBuf, tar::Header)> = Vec::new();
-    for ent in ar.entries().map_err(|e| Error::Config(format!("read template archive: {e}")))? {
-        let mut ent = ent.map_err(|e| Error::Config(format!("read template archive: {e}")))?;
-        let raw = ent.path().map_err(|e| Error::Config(format!("read template archive: {e}")))?.into_owned();
+    for ent in ar.entries().map_err(|source| Error::TemplateArchive { what: "read template archive".into(), source })? {
+        let mut ent = ent.map_err(|source| Error::TemplateArchive { what: "read template archive".into(), source })?;
+        let raw = ent.path().map_err(|source| Error::TemplateArchive { what: "read template archive".into(), source })?.into_owned();
         let rel = check_member_path(&raw).map_err(bad)?;
         if rel.as_os_str().is_empty() {
             continue;
@@ -281,7 +279,7 @@ pub fn unpack_tar(r: impl Read, dest: &Path) -> Result<()> {
         if et.is_hard_link() {
             let target = ent
                 .link_name()
-                .map_err(|e| Error::Config(format!("read template archive: {e}")))?
+                .map_err(|source| Error::TemplateArchive { what: "read template archive".into(), source })?
                 .ok_or_else(|| bad(format!("{}: hardlink without a target", rel.display())))?;
             let t = check_member_path(&target).map_err(|m| bad(format!("{} (hardlink target {m})", rel.display())))?;
             check_no_symlink_on_path(dest, &t).map_err(bad)?;
@@ -295,7 +293,7 @@ pub fn unpack_tar(r: impl Read, dest: &Path) -> Result<()> {
         if et.is_dir() {
             dirs.push((rel.clone(), ent.header().clone()));
         }
-        ent.unpack(dest.join(&rel)).map_err(|e| Error::Config(format!("unpack {}: {e}", rel.display())))?;
+        ent.unpack(dest.join(&rel)).map_err(|source| Error::TemplateArchive { what: format!("unpack {}", rel.display()), source })?;
     }
     // Directory times last: unpacking their contents changed them.
     for (rel, h) in dirs.iter().rev() {

@@ -70,7 +70,7 @@ pub fn private_dir(dir: &Path) -> Result<()> {
     }
     let md = std::fs::symlink_metadata(dir).ctx("stat", dir)?;
     if !md.is_dir() {
-        return Err(Error::Config(format!("{} is not a directory (a symlink?); ferry keeps container files there: remove it", dir.display())));
+        return Err(Error::NotADirectory(dir.to_path_buf()));
     }
     if md.permissions().mode() & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).ctx("close to other users", dir)?;

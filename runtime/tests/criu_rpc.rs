@@ -4,7 +4,7 @@
 mod support;
 
 use ferry_runtime::cgroups::FrozenGuard;
-use ferry_runtime::checkpoint::{CriuVersion, DumpOpts, RestoreOpts};
+use ferry_runtime::criu::{CriuVersion, DumpOpts, RestoreOpts};
 use ferry_runtime::Error;
 use support::*;
 
@@ -313,20 +313,20 @@ fn host_check_table() {
     }
     let d = tempfile::Builder::new().prefix("ferry-t").tempdir().unwrap();
     let host = ferry_runtime::Host::new(d.path(), d.path(), "ferry-tcheck").with_cgroup_mode(cgroup_mode());
-    let t = ferry_runtime::checkpoint::check::host_check(&host, d.path(), ferry_runtime::config::ContainerKind::Unprivileged);
+    let t = ferry_runtime::criu::check::host_check(&host, d.path(), ferry_runtime::config::ContainerKind::Unprivileged);
     println!("{t}");
     let s = t.to_string();
     assert!(s.contains("CRIU version"));
     // Unprivileged containers: what the host gives them, and the default isolation shown for
     // the kind asked.
     let row = |name: &str| t.rows.iter().find(|r| r.feature == name).unwrap_or_else(|| panic!("no {name} row:\n{s}")).clone();
-    assert_eq!(row("user namespaces").status, ferry_runtime::checkpoint::check::Status::Ok, "{s}");
-    assert_eq!(row("idmapped mounts").status, ferry_runtime::checkpoint::check::Status::Ok, "{s}");
+    assert_eq!(row("user namespaces").status, ferry_runtime::criu::check::Status::Ok, "{s}");
+    assert_eq!(row("idmapped mounts").status, ferry_runtime::criu::check::Status::Ok, "{s}");
     assert!(row("user ID pool").detail.starts_with("1000000:1000000000") || std::path::Path::new("/etc/subuid").exists(), "{s}");
     let other = row("limits of other users, unprivileged");
-    assert_eq!(other.status, ferry_runtime::checkpoint::check::Status::Ok, "{s}");
+    assert_eq!(other.status, ferry_runtime::criu::check::Status::Ok, "{s}");
     assert!(other.detail.contains("in a user namespace it made: works"), "{s}");
-    if !ferry_runtime::checkpoint::check::has_cap_in_bounding_set(24) {
+    if !ferry_runtime::criu::check::has_cap_in_bounding_set(24) {
         assert!(other.detail.contains("on the host: prlimit: Operation not permitted"), "{s}");
     }
     assert_eq!(t.default_isolation.as_ref().unwrap().kind, "unprivileged");
@@ -387,7 +387,7 @@ fn measure_rpc_versus_cli() {
     for i in 0..rounds {
         let img = ct.images(&format!("rpc{i}"));
         let mut o = DumpOpts::new(ct.pid, &img);
-        o.cgroups = ferry_runtime::checkpoint::CgroupHandling::Ignore;
+        o.cgroups = ferry_runtime::criu::CgroupHandling::Ignore;
         let t0 = std::time::Instant::now();
         criu.dump(&o).unwrap();
         rd.push(t0.elapsed());
@@ -437,7 +437,7 @@ fn measure_rpc_versus_cli() {
 /// parent (the alternative to joining, see the module docs of checkpoint).
 #[test]
 fn restore_under_other_parent_with_criu_cg_root() {
-    use ferry_runtime::checkpoint::{CgroupHandling, CriuCgMode};
+    use ferry_runtime::criu::{CgroupHandling, CriuCgMode};
     let Some(criu) = criu_ready() else { return };
     let pids_root = std::path::Path::new("/sys/fs/cgroup/pids");
     if !pids_root.join("tasks").exists() {
@@ -574,7 +574,7 @@ fn v2_freeze_dump_and_restore_on_the_unified_hierarchy() {
 
 #[test]
 fn missing_criu_binary_is_a_clear_error() {
-    let c = ferry_runtime::checkpoint::Criu::with_binary("/nonexistent/criu");
+    let c = ferry_runtime::criu::Criu::with_binary("/nonexistent/criu");
     let e = c.version().unwrap_err().to_string();
     assert!(e.contains("/nonexistent/criu") && e.contains("ferry-install-criu"), "{e}");
 }

@@ -227,7 +227,7 @@ fn xfs_image_failures_leave_nothing_attached() {
     let root = dir.path().join("root/102");
     let _guard = ImageGuard { img: img.clone(), root: root.clone() };
     // A fill step that fails: the image is unmounted, detached and deleted.
-    let e = image::create_filled(&img, 64 * MIB, &root, |_| Err(ferry_runtime::Error::Config("template copy failed".into()))).unwrap_err();
+    let e = image::create_filled(&img, 64 * MIB, &root, |_| Err(ferry_runtime::Error::Template("template copy failed".into()))).unwrap_err();
     assert!(e.to_string().contains("template copy failed"));
     assert!(!img.exists());
     assert!(probe::mount_at(&root).unwrap().is_none());

@@ -385,7 +385,7 @@ pub fn resume(h: &Host, ct: &str, quiet: bool) -> Result<u8> {
 
 pub fn check(h: &Host, default_kind: ferry_runtime::config::ContainerKind, json: bool) -> Result<u8> {
     let work = h.run_dir.join("check");
-    let table = ferry_runtime::checkpoint::check::host_check(h, &work, default_kind);
+    let table = ferry_runtime::criu::check::host_check(h, &work, default_kind);
     let _ = std::fs::remove_dir_all(&work);
     if json {
         println!("{}", serde_json::to_string_pretty(&table)?);

@@ -170,7 +170,7 @@ pub fn free_disk(path: &Path) -> u64 {
 }
 
 fn check_criu(work: &Path) -> Result<String, String> {
-    let criu = ferry_runtime::checkpoint::Criu::new().map_err(|e| e.to_string())?;
+    let criu = ferry_runtime::criu::Criu::new().map_err(|e| e.to_string())?;
     let v = criu.require_version().map_err(|e| e.to_string())?;
     criu.check(work).map_err(|e| format!("`criu check` fails: {e}"))?;
     Ok(v.to_string())

@@ -22,7 +22,7 @@ impl DeviceRule {
 
     /// Parse `TYPE:MAJOR:MINOR:ACCESS` (e.g. `c:10:200:rw`, `b:8:*:r`); access defaults to rwm.
     pub fn parse(s: &str) -> Result<DeviceRule> {
-        let bad = |why: &str| Error::Config(format!("invalid device rule {s:?}: {why}; use TYPE:MAJOR:MINOR[:ACCESS], e.g. c:10:200:rw"));
+        let bad = |why: &str| Error::DeviceRule { rule: s.to_string(), why: why.to_string() };
         let parts: Vec<&str> = s.split(':').collect();
         if !(3..=4).contains(&parts.len()) {
             return Err(bad("expected 3 or 4 fields"));

@@ -42,7 +42,7 @@ impl std::str::FromStr for CgroupModeSetting {
             "auto" | "" => Ok(CgroupModeSetting::Auto),
             "v1" => Ok(CgroupModeSetting::V1),
             "v2" => Ok(CgroupModeSetting::V2),
-            _ => Err(Error::Config(format!("invalid cgroup mode {s:?}: use auto, v1 or v2 (FERRY_CGROUP_MODE, --cgroup-mode)"))),
+            _ => Err(Error::Invalid(format!("invalid cgroup mode {s:?}: use auto, v1 or v2 (FERRY_CGROUP_MODE, --cgroup-mode)"))),
         }
     }
 }
@@ -187,5 +187,10 @@ mod tests {
         let l = resolve(CgroupModeSetting::Auto, d.path(), "").unwrap();
         assert_eq!((l.mode, l.root.as_path()), (CgroupMode::V2, d.path()));
         assert!(l.to_string().contains("cgroup v2 at") && l.to_string().contains("mode auto"), "{l}");
+    }
+
+    #[test]
+    fn a_cgroup_mode_typed_wrong_is_an_invalid_value() {
+        assert_eq!("v3".parse::<CgroupModeSetting>().unwrap_err().class(), crate::exit::ErrorClass::InvalidValue);
     }
 }

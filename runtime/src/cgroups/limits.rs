@@ -31,7 +31,7 @@ pub const CFS_PERIOD_US: u64 = 100_000;
 pub const MIN_RAM: u64 = 1 << 20;
 
 fn bad(msg: impl Into<String>) -> Error {
-    Error::Config(msg.into())
+    Error::Limit(msg.into())
 }
 
 /// Check `res` against the host described by `ctx`; every message says what to change.

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 
 fn bad(msg: impl Into<String>) -> Error {
-    Error::Config(msg.into())
+    Error::Limit(msg.into())
 }
 
 /// Raise or lower RLIMIT_NOFILE (soft and hard) of one process. Lowering always works; raising

@@ -7,10 +7,6 @@ use crate::config::parse_cpumask;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
-fn bad(msg: impl Into<String>) -> Error {
-    Error::Config(msg.into())
-}
-
 /// `(major, minor)` of the whole disk holding `path`: partitions resolve to their disk, loop
 /// devices to the disk holding their backing file, btrfs (anonymous st_dev) to its device.
 /// Throttles in the blkio/io controllers only act on whole disks with a request queue.
@@ -42,7 +38,7 @@ fn mount_source_device(maj: u32, min: u32, path: &Path) -> Result<(u32, u32)> {
             }
         }
     }
-    Err(bad(format!("{}: no block device found for its filesystem (device {want})", path.display())))
+    Err(Error::NoBlockDevice { path: path.to_path_buf(), device: want })
 }
 
 fn resolve_whole_disk(maj: u32, min: u32, depth: u32) -> Result<(u32, u32)> {

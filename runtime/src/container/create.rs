@@ -55,12 +55,8 @@ pub fn check_hostname(h: &str) -> Result<()> {
 
 fn check_writable(host: &Host) -> Result<()> {
     let d = &host.data_dir;
-    std::fs::create_dir_all(d).map_err(|e| {
-        Error::Config(format!("data directory {} cannot be created: {e}; set --data-dir or FERRY_DATA_DIR to a writable directory", d.display()))
-    })?;
-    nix::unistd::access(d, nix::unistd::AccessFlags::W_OK).map_err(|e| {
-        Error::Config(format!("data directory {} is not writable: {e}; set --data-dir or FERRY_DATA_DIR to a writable directory", d.display()))
-    })
+    std::fs::create_dir_all(d).map_err(|source| Error::DataDirCreate { path: d.clone(), source })?;
+    nix::unistd::access(d, nix::unistd::AccessFlags::W_OK).map_err(|source| Error::DataDirNotWritable { path: d.clone(), source })
 }
 
 /// Create a container: private area from the template, then its config (atomically). A

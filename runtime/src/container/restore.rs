@@ -19,9 +19,9 @@
 
 use super::summary::{collect_summary, container_addresses, CheckpointSummary};
 use crate::cgroups::{Cgroup, FrozenGuard};
-use crate::checkpoint::{Criu, DumpOpts, NetworkLock, RestoreOpts};
 use crate::config::{ContainerConfig, Resources};
 use crate::container::{prepare_cgroup, running_state, status, teardown, Status};
+use crate::criu::{Criu, DumpOpts, NetworkLock, RestoreOpts};
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::lock::ContainerLock;
@@ -307,7 +307,7 @@ pub fn checkpoint_to_dir_frozen(
         // A passing moment (a socket message in flight with credentials, which a booted
         // system's journald and systemd receive all the time): thaw, let the readers take it,
         // try again.
-        let transient = || crate::checkpoint::log::is_transient_dump_failure(&std::fs::read_to_string(&log_in_images).unwrap_or_default());
+        let transient = || crate::criu::log::is_transient_dump_failure(&std::fs::read_to_string(&log_in_images).unwrap_or_default());
         if dumped.is_err() && freeze_err.is_none() && attempt < DUMP_TRIES && st.is_alive() && transient() {
             drop(frozen);
             let _ = clear_dir(images_dir);

@@ -41,18 +41,18 @@ pub fn sha512_crypt(pass: &str) -> Result<String> {
     let mut rnd = [0u8; 16];
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut rnd)).map_err(|e| Error::io("read", "/dev/urandom", e))?;
     let salt: String = rnd.iter().map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char).collect();
-    let key = CString::new(pass).map_err(|_| Error::Config("the password contains a NUL byte".into()))?;
+    let key = CString::new(pass).map_err(|_| Error::NulByte("the password".into()))?;
     let salt = CString::new(format!("$6${salt}$")).expect("salt has no NUL");
     // SAFETY: both arguments are valid C strings; crypt returns a pointer to a static buffer
     // (or NULL), copied out at once in this single-threaded process.
     let out = unsafe { crypt(key.as_ptr(), salt.as_ptr()) };
     if out.is_null() {
-        return Err(Error::Config("crypt(3) failed to hash the password".into()));
+        return Err(Error::Crypt("crypt(3) failed to hash the password"));
     }
     // SAFETY: a non-null result is a NUL-terminated string.
     let s = unsafe { CStr::from_ptr(out) }.to_string_lossy().into_owned();
     if !s.starts_with("$6$") {
-        return Err(Error::Config("this system's crypt(3) does not support SHA-512".into()));
+        return Err(Error::Crypt("this system's crypt(3) does not support SHA-512"));
     }
     Ok(s)
 }
@@ -165,7 +165,7 @@ pub fn set_resources_live(host: &Host, cfg: &ContainerConfig, st: &State, new: &
     let old = &cfg.resources;
     let fail = |e: Error| Error::ct(ct.as_str(), "set limits", format!("{e}; nothing was changed"));
     // For errors that already name the container.
-    let unchanged = |e: Error| Error::Config(format!("{e}; nothing was changed"));
+    let unchanged = |e: Error| Error::Unchanged(Box::new(e));
     let cg = st.cgroup();
     let ctx = crate::container::limit_context(host, cfg, &cg);
     limits::validate(new, &ctx).map_err(fail)?;
@@ -181,7 +181,7 @@ pub fn set_resources_live(host: &Host, cfg: &ContainerConfig, st: &State, new: &
         for &p in &pids {
             if let Ok((_, hard)) = nofile::get_nofile(p) {
                 if n > hard && !can_raise {
-                    return Err(fail(Error::Config(format!(
+                    return Err(fail(Error::Limit(format!(
                         "numfiles {n} is above the hard open-file limit {hard} of pid {p}, and this host lacks \
                          CAP_SYS_RESOURCE to raise it: save it with --save and restart the container, or choose at most {hard}"
                     ))));

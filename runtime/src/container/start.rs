@@ -364,7 +364,7 @@ struct ChildPlan {
 
 impl ChildPlan {
     fn new(root: &Path, cfg: &ContainerConfig, isolation: Prepared, system: Option<crate::sysenv::child::ChildEnv>) -> Result<Self> {
-        let cs = |s: &str| CString::new(s).map_err(|_| Error::Config(format!("{s:?} contains a NUL byte")));
+        let cs = |s: &str| CString::new(s).map_err(|_| Error::NulByte(format!("{s:?}")));
         Ok(ChildPlan {
             root: root.to_path_buf(),
             hostname: cfg.effective_hostname().to_string(),

@@ -169,7 +169,7 @@ fn check_grants(sec: &Security, caps: &CapsHashSet) -> Result<()> {
     }
     for (cap, what) in seccomp::CAPS_ONLY_FOR_REFUSED {
         if caps.contains(cap) {
-            return Err(Error::Config(format!(
+            return Err(Error::Refused(format!(
                 "capability {} only serves {what}, which the default seccomp filter refuses whatever the capabilities: \
                  also give --seccomp unconfined or --seccomp FILE with a profile that allows it",
                 cap_name(*cap)
@@ -182,7 +182,7 @@ fn check_grants(sec: &Security, caps: &CapsHashSet) -> Result<()> {
 /// Apply `--features NAME:on|off[,...]` (vzctl's spelling) to a Security.
 pub fn set_features(sec: &mut Security, list: &str) -> Result<()> {
     for spec in list.split(',').map(str::trim) {
-        let bad = || Error::Config(format!("invalid feature {spec:?}: use nesting:on or nesting:off"));
+        let bad = || Error::Invalid(format!("invalid feature {spec:?}: use nesting:on or nesting:off"));
         let (name, onoff) = spec.rsplit_once(':').ok_or_else(bad)?;
         let on = match onoff {
             "on" => true,
@@ -191,7 +191,7 @@ pub fn set_features(sec: &mut Security, list: &str) -> Result<()> {
         };
         match name.trim().to_ascii_lowercase().as_str() {
             "nesting" => sec.nesting = on,
-            _ => return Err(Error::Config(format!("unknown feature {name:?}: ferry knows nesting (user namespaces inside the container)"))),
+            _ => return Err(Error::Invalid(format!("unknown feature {name:?}: ferry knows nesting (user namespaces inside the container)"))),
         }
     }
     Ok(())
@@ -204,8 +204,7 @@ pub fn parse_seccomp_option(arg: &str) -> Result<SeccompPolicy> {
         "default" => Ok(SeccompPolicy::Default),
         "unconfined" => Ok(SeccompPolicy::Unconfined),
         path => {
-            let json = std::fs::read_to_string(path)
-                .map_err(|e| Error::Config(format!("--seccomp {path}: {e}; give default, unconfined or a profile file (docs/runtime.md)")))?;
+            let json = std::fs::read_to_string(path).map_err(|source| Error::SeccompFile { path: path.to_string(), source })?;
             let source = std::fs::canonicalize(path).map(|p| p.display().to_string()).unwrap_or_else(|_| path.to_string());
             seccomp::profile_filters(&source, &json)?;
             Ok(SeccompPolicy::Profile { source, json })
@@ -266,5 +265,13 @@ mod tests {
         std::fs::write(&p, "not json").unwrap();
         assert!(parse_seccomp_option(p.to_str().unwrap()).is_err());
         assert!(parse_seccomp_option("/no/such/profile").unwrap_err().to_string().contains("unconfined"));
+    }
+
+    #[test]
+    fn a_feature_typed_wrong_is_an_invalid_value() {
+        let mut sec = Security::default();
+        for bad in ["fuse:on", "nesting", "nesting:maybe"] {
+            assert_eq!(set_features(&mut sec, bad).unwrap_err().class(), crate::exit::ErrorClass::InvalidValue, "{bad}");
+        }
     }
 }

@@ -415,15 +415,15 @@ const REFUSED_FAMILIES: [u64; 2] = [libc::AF_VSOCK as u64, libc::AF_ALG as u64];
 
 /// The architecture of this build (the filter's architecture check).
 pub fn target_arch() -> Result<TargetArch> {
-    TargetArch::try_from(std::env::consts::ARCH).map_err(|e| Error::Config(format!("seccomp: {e}")))
+    TargetArch::try_from(std::env::consts::ARCH).map_err(Error::Seccomp)
 }
 
 fn cond(index: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition> {
-    SeccompCondition::new(index, len, op, value).map_err(|e| Error::Config(format!("seccomp: {e}")))
+    SeccompCondition::new(index, len, op, value).map_err(Error::Seccomp)
 }
 
 fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule> {
-    SeccompRule::new(conds).map_err(|e| Error::Config(format!("seccomp: {e}")))
+    SeccompRule::new(conds).map_err(Error::Seccomp)
 }
 
 /// `flags & mask == 0` on argument 0 (clone's and unshare's flags on x86_64 and aarch64).
@@ -432,8 +432,8 @@ fn flags_without(mask: u64) -> Result<Vec<SeccompRule>> {
 }
 
 fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, mismatch: SeccompAction, matched: SeccompAction) -> Result<BpfProgram> {
-    let f = SeccompFilter::new(rules, mismatch, matched, target_arch()?).map_err(|e| Error::Config(format!("seccomp: {e}")))?;
-    BpfProgram::try_from(f).map_err(|e| Error::Config(format!("seccomp: {e}")))
+    let f = SeccompFilter::new(rules, mismatch, matched, target_arch()?).map_err(Error::Seccomp)?;
+    BpfProgram::try_from(f).map_err(Error::Seccomp)
 }
 
 /// ferry's default profile for a container with capabilities `caps`; `nesting` allows user
@@ -515,7 +515,7 @@ pub fn default_filters(caps: &CapsHashSet, nesting: bool) -> Result<Filters> {
 
 /// Compile a profile in seccompiler's JSON format: every filter in it, in name order.
 pub fn profile_filters(source: &str, json: &str) -> Result<Filters> {
-    let bad = |m: String| Error::Config(format!("seccomp profile {source}: {m}; see \"Seccomp profiles\" in docs/runtime.md"));
+    let bad = |msg: String| Error::SeccompProfile { source_name: source.to_string(), msg };
     let map = seccompiler::compile_from_json(json.as_bytes(), target_arch()?).map_err(|e| bad(e.to_string()))?;
     if map.is_empty() {
         return Err(bad("it holds no filter".into()));

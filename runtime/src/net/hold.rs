@@ -2,8 +2,8 @@
 //! dump and the restore, new connections held back before the freeze while the services
 //! accept what waits in their backlogs.
 
-use super::prefix;
-use super::tools::{self, ip_batch, iptables};
+use super::tools::{self, HostNetTools, NetTools};
+use super::venet::prefix;
 use crate::config::ContainerConfig;
 use crate::error::{Error, Result};
 use std::time::Duration;
@@ -16,13 +16,18 @@ use std::time::Duration;
 /// of the copy restored here stall. A restore here replaces the blackhole route with the
 /// container's own route.
 pub fn hold_traffic(cfg: &ContainerConfig, hold: bool) -> Result<()> {
+    hold_traffic_with(&HostNetTools, cfg, hold)
+}
+
+/// [`hold_traffic`] with the tools `t`.
+pub fn hold_traffic_with(t: &dyn NetTools, cfg: &ContainerConfig, hold: bool) -> Result<()> {
     let lines: Vec<String> = cfg
         .net
         .ipadd
         .iter()
         .map(|a| if hold { format!("route replace blackhole {}", prefix(a)) } else { format!("route del blackhole {}", prefix(a)) })
         .collect();
-    match if hold { ip_batch(&lines) } else { tools::ip_batch_all(&lines) } {
+    match if hold { t.ip_batch(&lines) } else { t.ip_batch_all(&lines) } {
         Err(e) if !hold && tools::is_absent(&e) => Ok(()),
         r => r.map_err(|e| Error::ct(cfg.ctid.as_str(), "migrate", format!("{} its traffic here: {e}", if hold { "hold back" } else { "release" }))),
     }
@@ -34,23 +39,28 @@ pub fn hold_traffic(cfg: &ContainerConfig, hold: bool) -> Result<()> {
 /// waits in their backlogs, which CRIU could only drop ([`wait_backlogs_empty`]). Bridged
 /// interfaces pass the host's IP layer by, so only venet addresses are covered.
 pub fn hold_new_connections(cfg: &ContainerConfig, hold: bool) -> Result<()> {
+    hold_new_connections_with(&HostNetTools, cfg, hold)
+}
+
+/// [`hold_new_connections`] with the tools `t`.
+pub fn hold_new_connections_with(t: &dyn NetTools, cfg: &ContainerConfig, hold: bool) -> Result<()> {
     let comment = format!("ferry-drain-{}", cfg.ctid);
     for a in &cfg.net.ipadd {
         let dst = a.to_string();
         let rule = ["PREROUTING", "-d", dst.as_str(), "-p", "tcp", "--syn", "-m", "comment", "--comment", comment.as_str(), "-j", "DROP"];
         let v6 = a.is_ipv6();
-        let present = |r: &[&str]| iptables(v6, &[&["-t", "raw", "-C"][..], r].concat()).is_ok();
+        let present = |r: &[&str]| t.iptables(v6, &[&["-t", "raw", "-C"][..], r].concat()).is_ok();
         let res = if hold {
             if present(&rule) {
                 Ok(())
             } else {
-                iptables(v6, &[&["-t", "raw", "-I"][..], &rule[..]].concat()).map(drop)
+                t.iptables(v6, &[&["-t", "raw", "-I"][..], &rule[..]].concat()).map(drop)
             }
         } else {
             // Every copy (a crashed migration may have left one).
             let mut r = Ok(());
             while present(&rule) {
-                if let Err(e) = iptables(v6, &[&["-t", "raw", "-D"][..], &rule[..]].concat()) {
+                if let Err(e) = t.iptables(v6, &[&["-t", "raw", "-D"][..], &rule[..]].concat()) {
                     r = Err(e);
                     break;
                 }

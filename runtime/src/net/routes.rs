@@ -1,6 +1,6 @@
 //! The host's routes and the uplink a venet address is proxied on.
 
-use super::tools::{ip, link_exists};
+use super::tools::NetTools;
 use crate::config::ContainerConfig;
 use crate::error::{Error, Result};
 use std::net::IpAddr;
@@ -12,8 +12,8 @@ pub struct RouteEntry {
     pub dev: String,
 }
 
-pub(super) fn host_routes(v6: bool) -> Result<Vec<RouteEntry>> {
-    let out = ip(&[if v6 { "-6" } else { "-4" }, "-j", "route", "show", "table", "main"])?;
+pub(super) fn host_routes(t: &dyn NetTools, v6: bool) -> Result<Vec<RouteEntry>> {
+    let out = t.ip(&[if v6 { "-6" } else { "-4" }, "-j", "route", "show", "table", "main"])?;
     let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| Error::Net(format!("ip -j route: {e}")))?;
     Ok(v.as_array()
         .into_iter()
@@ -54,14 +54,14 @@ pub fn pick_uplink(addr: &IpAddr, routes: &[RouteEntry]) -> Option<String> {
         .or_else(|| routes.iter().find(|r| r.dst == "default" && !ours(&r.dev)).map(|r| r.dev.clone()))
 }
 
-pub(super) fn choose_uplink(cfg: &ContainerConfig, a: &IpAddr) -> Result<String> {
+pub(super) fn choose_uplink(t: &dyn NetTools, cfg: &ContainerConfig, a: &IpAddr) -> Result<String> {
     if let Some(u) = &cfg.net.uplink {
-        if !link_exists(u) {
+        if !t.link_exists(u) {
             return Err(Error::Net(format!("uplink {u} does not exist on this host; fix --uplink")));
         }
         return Ok(u.clone());
     }
-    pick_uplink(a, &host_routes(a.is_ipv6())?).ok_or_else(|| no_uplink(a))
+    pick_uplink(a, &host_routes(t, a.is_ipv6())?).ok_or_else(|| no_uplink(a))
 }
 
 pub(super) fn no_uplink(a: &IpAddr) -> Error {

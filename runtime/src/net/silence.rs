@@ -1,7 +1,7 @@
 //! Taking a network namespace off the wire: every interface in it but `lo` set down, so that
 //! nothing reaches it or leaves it any more.
 //!
-//! What a dump that ends a container needs (see [`crate::checkpoint`]): CRIU locks the
+//! What a dump that ends a container needs (see [`crate::criu`]): CRIU locks the
 //! container's netns with filter rules and leaves them there, but when the netns dies the
 //! kernel drops its netfilter hooks before its interfaces. In between, a segment of a dumped
 //! connection meets neither a socket nor the lock, and the dying netns answers it with a RST

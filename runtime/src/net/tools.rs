@@ -42,6 +42,77 @@ impl CtNetns {
     }
 }
 
+/// The host tools networking runs, as one seam: [`HostNetTools`] runs them; the recording
+/// fake of the unit tests (`net::fake_tools`) answers from a script and keeps every call, so
+/// that what a half-done setup, a teardown or a migration's hold undoes is checked without
+/// root.
+pub trait NetTools {
+    /// `ip ARGS` on the host.
+    fn ip(&self, args: &[&str]) -> Result<String>;
+    /// `ip ARGS` inside the container's netns `ns`.
+    fn ip_in(&self, ns: &CtNetns, args: &[&str]) -> Result<String>;
+    /// `ip -batch -` on the host (stops at the first line that fails).
+    fn ip_batch(&self, lines: &[String]) -> Result<()>;
+    /// `ip -force -batch -` on the host (runs every line).
+    fn ip_batch_all(&self, lines: &[String]) -> Result<()>;
+    /// `ip -batch -` inside the container's netns `ns`.
+    fn ip_batch_in(&self, ns: &CtNetns, lines: &[String]) -> Result<()>;
+    /// `iptables -w ARGS` (or ip6tables) on the host.
+    fn iptables(&self, v6: bool, args: &[&str]) -> Result<String>;
+    /// `iptables-restore --noflush` (or ip6tables-restore) of `script` on the host.
+    fn iptables_restore(&self, v6: bool, script: &str) -> Result<()>;
+    /// Write a sysctl of the host's netns.
+    fn sysctl_set(&self, parts: &[&str], value: &str) -> Result<()>;
+    /// Whether a link exists on the host.
+    fn link_exists(&self, name: &str) -> bool;
+    /// Whether a link exists inside the container's netns `ns`.
+    fn link_exists_in(&self, ns: &CtNetns, name: &str) -> bool {
+        self.ip_in(ns, &["link", "show", "dev", name]).is_ok()
+    }
+    /// The path that names the host's netns to a tool running in another one.
+    fn own_netns_path(&self) -> String;
+}
+
+/// The real tools, on the calling thread's netns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostNetTools;
+
+impl NetTools for HostNetTools {
+    fn ip(&self, args: &[&str]) -> Result<String> {
+        ip(args)
+    }
+    fn ip_in(&self, ns: &CtNetns, args: &[&str]) -> Result<String> {
+        ip_in(ns, args)
+    }
+    fn ip_batch(&self, lines: &[String]) -> Result<()> {
+        ip_batch(lines)
+    }
+    fn ip_batch_all(&self, lines: &[String]) -> Result<()> {
+        ip_batch_all(lines)
+    }
+    fn ip_batch_in(&self, ns: &CtNetns, lines: &[String]) -> Result<()> {
+        ip_batch_in(ns, lines)
+    }
+    fn iptables(&self, v6: bool, args: &[&str]) -> Result<String> {
+        iptables(v6, args)
+    }
+    fn iptables_restore(&self, v6: bool, script: &str) -> Result<()> {
+        iptables_restore(v6, script)
+    }
+    fn sysctl_set(&self, parts: &[&str], value: &str) -> Result<()> {
+        sysctl_set(parts, value)
+    }
+    fn link_exists(&self, name: &str) -> bool {
+        link_exists(name)
+    }
+    fn link_exists_in(&self, ns: &CtNetns, name: &str) -> bool {
+        link_exists_in(ns, name)
+    }
+    fn own_netns_path(&self) -> String {
+        own_netns_path()
+    }
+}
+
 /// A network tool's failure says so (`network: ...`).
 fn net_err(e: Error) -> Error {
     match e {

@@ -17,7 +17,7 @@ fn btrfs() -> Command {
 }
 
 fn err(path: &Path, op: &str, msg: impl std::fmt::Display) -> Error {
-    Error::Config(format!("btrfs {op} {}: {msg}", path.display()))
+    Error::Storage { what: "btrfs", op: op.to_string(), path: path.to_path_buf(), msg: msg.to_string() }
 }
 
 /// Whether `path` lives on btrfs.

@@ -22,7 +22,7 @@ pub const MIN_IMAGE_SIZE: u64 = 32 << 20;
 const XFSPROGS_MIN_SIZE: u64 = 300 << 20;
 
 fn err(path: &Path, op: &str, msg: impl std::fmt::Display) -> Error {
-    Error::Config(format!("disk image {op} {}: {msg}", path.display()))
+    Error::Storage { what: "disk image", op: op.to_string(), path: path.to_path_buf(), msg: msg.to_string() }
 }
 
 /// A mounted image: which loop device carries `image`, and where it is mounted.

@@ -93,7 +93,7 @@ pub fn mount_of(path: &Path) -> Result<MountEntry> {
             best = Some(m);
         }
     }
-    best.cloned().ok_or_else(|| Error::Config(format!("{}: no mount holds it", path.display())))
+    best.cloned().ok_or_else(|| Error::NoMount(path.to_path_buf()))
 }
 
 /// Whether project quotas could hold a `diskspace` limit under `path`.

@@ -14,7 +14,7 @@
 //!   container.
 
 use crate::cgroups::Cgroup;
-use crate::checkpoint::{CgroupHandling, CriuCgMode, DumpOpts, RestoreOpts};
+use crate::criu::{CgroupHandling, CriuCgMode, DumpOpts, RestoreOpts};
 use crate::error::Result;
 use crate::state::State;
 use crate::sysenv::cgroup::SystemdCgroup;

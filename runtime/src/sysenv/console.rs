@@ -64,7 +64,7 @@ pub fn open_pty(owner: Option<&crate::userns::IdMap>) -> Result<Pty> {
     let by_fd = nix::sys::stat::fstat(peer.as_raw_fd()).map_err(|e| err("stat the peer", e.into()))?;
     let by_path = std::fs::metadata(&path).map_err(|e| err("stat /dev/pts", e))?;
     if by_path.rdev() != by_fd.st_rdev || by_path.dev() != by_fd.st_dev {
-        return Err(Error::Config(format!("{} is not the peer of /dev/ptmx's new pty: /dev/pts is not the devpts of /dev/ptmx", path.display())));
+        return Err(Error::PtyPeer(path));
     }
     nix::sys::stat::fchmod(peer.as_raw_fd(), nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| err("chmod the peer", e.into()))?;
     if let Some(map) = owner {

@@ -31,7 +31,7 @@ pub fn node_binds(devices: &[String], dev: &Path) -> Result<Vec<NodeBind>> {
     for d in devices {
         let rule = DeviceRule::parse(d)?;
         let (Some(major), Some(minor), 'c' | 'b') = (rule.major, rule.minor, rule.kind) else {
-            return Err(Error::Config(format!(
+            return Err(Error::Refused(format!(
                 "device rule {d} allows a class of devices: an unprivileged container cannot make their nodes (a user namespace has no mknod for devices), and ferry binds nodes one by one: name each device (TYPE:MAJOR:MINOR), or use --userns off"
             )));
         };
@@ -39,7 +39,7 @@ pub fn node_binds(devices: &[String], dev: &Path) -> Result<Vec<NodeBind>> {
             continue;
         }
         let path = find_node(dev, rule.kind, major, minor).ok_or_else(|| {
-            Error::Config(format!(
+            Error::Refused(format!(
                 "no device node {} {major}:{minor} under {} on this host to give the unprivileged container: create it there (mknod), drop the rule, or use --userns off",
                 rule.kind,
                 dev.display()

@@ -34,7 +34,7 @@ struct MountAttr {
 }
 
 fn path_c(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| Error::Config(format!("path {p:?} contains a NUL byte")))
+    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| Error::NulByte(format!("path {p:?}")))
 }
 
 /// A user namespace with `map` as its uid and gid mapping, held by an fd: a child is cloned
@@ -96,10 +96,7 @@ fn idmapped_tree(src: &Path, userns: &OwnedFd) -> Result<OwnedFd> {
     };
     if rc != 0 {
         let e = nix::errno::Errno::last();
-        return Err(Error::Config(format!(
-            "idmap the mount of {}: mount_setattr: {e} (its filesystem may not support idmapped mounts on this kernel: ext4, xfs, btrfs since 5.12-5.15, tmpfs since 6.3; `ferry check` says whether they work here)",
-            src.display()
-        )));
+        return Err(Error::Idmap { src: src.to_path_buf(), source: e });
     }
     Ok(tree)
 }

@@ -47,8 +47,7 @@ pub fn used_ranges(host: &Host, except: &Ctid) -> Result<Vec<IdMap>> {
             }
             // A config that does not parse may still hold a range: refuse rather than give it
             // out twice.
-            let cfg = ContainerConfig::load(&e.path())
-                .map_err(|err| Error::Config(format!("cannot tell which user ID ranges are taken: {err}; fix or remove that config")))?;
+            let cfg = ContainerConfig::load(&e.path()).map_err(|err| Error::IdRangesUnknown(Box::new(err)))?;
             out.extend(cfg.security.id_map);
         }
     }

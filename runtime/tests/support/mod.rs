@@ -14,12 +14,12 @@ pub fn is_root() -> bool {
 }
 
 /// `None` (with the reason printed) when this machine cannot run CRIU tests.
-pub fn criu_ready() -> Option<ferry_runtime::checkpoint::Criu> {
+pub fn criu_ready() -> Option<ferry_runtime::criu::Criu> {
     if !is_root() {
         eprintln!("skipped: needs root");
         return None;
     }
-    match ferry_runtime::checkpoint::Criu::new() {
+    match ferry_runtime::criu::Criu::new() {
         Ok(c) => Some(c),
         Err(e) => {
             eprintln!("skipped: {e}");

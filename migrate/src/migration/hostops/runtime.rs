@@ -138,12 +138,12 @@ impl<N: NetOps> HostOps for RuntimeOps<N> {
     }
 
     fn criu_version(&self) -> Option<String> {
-        let criu = ferry_runtime::checkpoint::Criu::new().ok()?;
+        let criu = ferry_runtime::criu::Criu::new().ok()?;
         criu.version().ok().map(|v| v.to_string())
     }
 
     fn memory_tracking(&self) -> bool {
-        ferry_runtime::checkpoint::Criu::new().ok().and_then(|c| c.features().ok()).is_some_and(|f| f.mem_track)
+        ferry_runtime::criu::Criu::new().ok().and_then(|c| c.features().ok()).is_some_and(|f| f.mem_track)
     }
 
     fn dump_cpuinfo(&self, work: &Path) -> Vec<u8> {

@@ -56,7 +56,7 @@
 //! ```no_run
 //! # fn f() -> ferry_runtime::Result<()> {
 //! use ferry_runtime::cgroups::{Freezer, FrozenGuard};
-//! use ferry_runtime::checkpoint::{Criu, DumpOpts, RestoreOpts};
+//! use ferry_runtime::criu::{Criu, DumpOpts, RestoreOpts};
 //! let criu = Criu::new()?; // finds criu, insists on 4.2+
 //! let freezer = Freezer::at("/sys/fs/cgroup/freezer/ferry/101")?; // or a v2 cgroup directory
 //! let frozen = FrozenGuard::freeze(freezer.clone())?; // thaws on drop, also on `?` below
