@@ -39,8 +39,10 @@
 //!   the wire first ([`silence`], from [`crate::checkpoint`]), so that it dies silently.
 
 pub mod announce;
+pub mod handover;
 pub mod hold;
 pub mod names;
+pub mod probe;
 pub mod routes;
 pub mod silence;
 pub mod tools;
@@ -60,6 +62,7 @@ use tools::{ignore_absent, ip, ip_batch, ip_batch_in, ip_in, iptables, iptables_
 pub use announce::{announce, announce_in_netns};
 pub use hold::{hold_new_connections, hold_traffic, wait_backlogs_empty};
 pub use names::generate_veth_mac;
+pub use probe::verify_handover;
 
 /// What networking put on the host for one container: exactly what teardown removes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -701,7 +704,7 @@ pub fn announce_container(st: &NetState, ns: Option<&CtNetns>, count: u32, spaci
 }
 
 /// Global addresses on `ifname` inside the container.
-fn container_addrs(ns: &CtNetns, ifname: &str) -> Result<Vec<IpAddr>> {
+pub(crate) fn container_addrs(ns: &CtNetns, ifname: &str) -> Result<Vec<IpAddr>> {
     let out = ip_in(ns, &["-j", "addr", "show", "dev", ifname])?;
     let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| Error::Net(format!("ip -j addr: {e}")))?;
     let mut addrs = Vec::new();
