@@ -127,13 +127,15 @@ impl Site {
     }
 }
 
-/// `ip -j route get ADDR` / `ip -j route show default` output: the first route's dev and gateway.
+/// `ip -j route get ADDR` / `ip -j route show default` output: each route's dev and gateway.
 fn parse_routes(json: &str) -> Vec<Route> {
     let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
     v.as_array()
         .into_iter()
         .flatten()
-        .filter_map(|r| Some(Route { dev: r["dev"].as_str()?.to_string(), gateway: r["gateway"].as_str().and_then(|g| g.parse().ok()) }))
+        .filter(|r| r.is_object())
+        // `ip route show ... dev X` leaves the dev out of each route.
+        .map(|r| Route { dev: r["dev"].as_str().unwrap_or_default().to_string(), gateway: r["gateway"].as_str().and_then(|g| g.parse().ok()) })
         .collect()
 }
 
@@ -330,5 +332,7 @@ mod tests {
         assert_eq!(r, vec![Route { dev: "eth0".into(), gateway: Some("198.18.0.254".parse().unwrap()) }]);
         assert_eq!(parse_routes(r#"[{"dst":"198.18.0.101","dev":"eth0"}]"#)[0].gateway, None);
         assert!(parse_routes("not json").is_empty());
+        let gw = parse_routes(r#"[{"dst":"default","gateway":"2001:db8::101","flags":[]}]"#);
+        assert_eq!(gw[0].gateway, Some("2001:db8::101".parse().unwrap()), "`show default dev X` has no dev");
     }
 }
