@@ -1102,11 +1102,6 @@ fn an_unprivileged_container_gets_each_hosts_range_and_a_full_pool_refuses_at_pr
     b.ok(&["destroy", &ct]);
 }
 
-fn neigh_mac_of(t: &Topology, ip: &str) -> String {
-    let c = &t.client(0).name;
-    topology::sh(&format!("ip -n {c} neigh show {ip} dev eth0"))
-}
-
 #[test]
 fn the_handover_is_verified_for_ipv4_and_ipv6_venet() {
     if !can_run("the_handover_is_verified_for_ipv4_and_ipv6_venet") {
@@ -1130,9 +1125,9 @@ fn the_handover_is_verified_for_ipv4_and_ipv6_venet() {
     assert!(at < 3000, "{rep}");
     assert!(h["announces"].as_u64().unwrap() >= 1, "{rep}");
     let b = sim.t.host(1).mac_str();
-    let n4 = neigh_mac_of(&sim.t, &ip4);
+    let n4 = neigh_mac(&sim.t, &ip4);
     assert!(n4.contains(&b), "client's neighbour entry for {ip4} not moved to B: {n4}");
-    let n6 = neigh_mac_of(&sim.t, &ip6);
+    let n6 = neigh_mac(&sim.t, &ip6);
     assert!(n6.contains(&b), "client's neighbour entry for {ip6} not at B: {n6}");
     assert_eq!(sim.status(1, &ct), "running");
     sim.assert_clean(0, &ct);
