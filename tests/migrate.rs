@@ -1101,3 +1101,65 @@ fn an_unprivileged_container_gets_each_hosts_range_and_a_full_pool_refuses_at_pr
     c.ok(&["destroy", "--force", &ct]);
     b.ok(&["destroy", &ct]);
 }
+
+#[test]
+fn the_handover_is_verified_for_ipv4_and_ipv6_venet() {
+    if !can_run("the_handover_is_verified_for_ipv4_and_ipv6_venet") {
+        return;
+    }
+    let sim = Sim::new(2);
+    let ct = ctid();
+    let (ip4, ip6) = (sim.t.ct_ip4(31).to_string(), sim.t.ct_ip6(31).to_string());
+    sim.container(0, &ct, &["--ipadd", &ip4, "--ipadd", &ip6]);
+    // IPv4: the container's connection to the client is the neighbour to probe. IPv6: no
+    // connection, so B's default gateway is (the client stands in for a router).
+    let client = Client::start(&sim.t, &ip4);
+    let c6 = sim.t.client(0).ip6;
+    sim.t.run_in_ok(sim.t.host(1), &format!("ip -6 route add default via {c6} dev eth0"));
+    let out = sim.migrate_ok(0, 1, &ct, &["--json"]);
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("--json: {e}: {out}"));
+    let h = &rep["handover"];
+    assert_eq!(h["confirmed"], true, "{rep}");
+    assert_eq!(h["neighbours"], 2, "the client over IPv4 and the gateway over IPv6: {rep}");
+    let at = h["confirmed_ms"].as_u64().unwrap_or_else(|| panic!("no confirmation time: {rep}"));
+    assert!(at < 3000, "{rep}");
+    assert!(h["announces"].as_u64().unwrap() >= 1, "{rep}");
+    let b = sim.t.host(1).mac_str();
+    let n4 = neigh_mac(&sim.t, &ip4);
+    assert!(n4.contains(&b), "client's neighbour entry for {ip4} not moved to B: {n4}");
+    let n6 = neigh_mac(&sim.t, &ip6);
+    assert!(n6.contains(&b), "client's neighbour entry for {ip6} not at B: {n6}");
+    assert_eq!(sim.status(1, &ct), "running");
+    sim.assert_clean(0, &ct);
+    let st = client.finish();
+    assert!(st.round_trips > 5);
+}
+
+#[test]
+fn a_handover_no_neighbour_answers_is_reported_unconfirmed_and_the_migration_succeeds() {
+    if !can_run("a_handover_no_neighbour_answers_is_reported_unconfirmed_and_the_migration_succeeds") {
+        return;
+    }
+    let sim = Sim::new(2);
+    let ct = ctid();
+    let ip = sim.t.ct_ip4(32).to_string();
+    sim.container(0, &ct, &["--ipadd", &ip]);
+    let client = Client::start(&sim.t, &ip);
+    // The client answers no ARP request any more (it still learns from the announcements).
+    sim.t.run_in_ok(sim.t.client(0), "sysctl -qw net.ipv4.conf.eth0.arp_ignore=8");
+    let t0 = Instant::now();
+    let out = sim.migrate_ok(0, 1, &ct, &["--times"]);
+    let took = t0.elapsed();
+    sim.t.run_in_ok(sim.t.client(0), "sysctl -qw net.ipv4.conf.eth0.arp_ignore=0");
+    eprintln!("{out}");
+    let line = out.lines().find(|l| l.trim_start().starts_with("handover")).unwrap_or_else(|| panic!("no handover line: {out}"));
+    assert!(line.contains("not confirmed") && line.contains(&sim.t.client(0).ip4.to_string()), "{line}");
+    let announces: u32 = line.split("after ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(announces >= 5, "the announce was not repeated with back-off: {line}");
+    assert!(took >= Duration::from_secs(3), "the report came before the deadline: {took:?}");
+    assert_eq!(sim.status(1, &ct), "running");
+    assert_eq!(sim.status(0, &ct), "absent");
+    sim.assert_clean(0, &ct);
+    let st = client.finish();
+    assert!(st.round_trips > 5);
+}

@@ -11,7 +11,7 @@
 //! the state does not expect is refused and ends the migration.
 
 use super::fault::{self, Fault, Faults};
-use super::hostops::{HostOps, RuntimeOps};
+use super::hostops::{HandoverOutcome, HostOps, RuntimeOps};
 use super::image_stream::{self, IncomingImage};
 use super::preflight;
 use crate::error::{Error, Result};
@@ -22,10 +22,7 @@ use ferry_transfer::proto::{Connection, Envelope};
 use ferry_transfer::sync::{receive_pass, ReceiveOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Spacing of the announcements after the commit (4 over the first second).
-const ANNOUNCE_SPACING: Duration = Duration::from_millis(250);
+use std::time::{Duration, Instant};
 
 pub use super::hostops::staging_config;
 
@@ -71,8 +68,8 @@ pub struct Configured {
 pub struct Committed {
     /// Held until the receiver ends; released before it waits for the last announcements.
     lock: ContainerLock,
-    /// The announcements that follow the commit.
-    announcer: Option<std::thread::JoinHandle<()>>,
+    /// The announcements and probes that verify the handover after the commit.
+    handover: Option<std::thread::JoinHandle<HandoverOutcome>>,
 }
 
 impl State {
@@ -106,6 +103,8 @@ struct Receiver<'a> {
     state: State,
     /// The source's Cleanup asked to keep the synced files (`--keep-dst`).
     keep_files: bool,
+    /// When the container ran here (what the handover's confirmation time counts from).
+    restored_at: Option<Instant>,
 }
 
 /// Serve one migration on `conn`. Returns when the container is committed here, or after an
@@ -117,14 +116,14 @@ pub async fn serve(host: &Host, conn: &Connection) -> Result<()> {
 /// [`serve`] with the host operations given.
 pub async fn serve_with(host: &Host, conn: &Connection, ops: Arc<dyn HostOps>) -> Result<()> {
     let faults = ops.faults();
-    let mut r = Receiver { host, conn, ops, faults, state: State::Connected, keep_files: false };
+    let mut r = Receiver { host, conn, ops, faults, state: State::Connected, keep_files: false, restored_at: None };
     let res = r.run().await;
     match std::mem::take(&mut r.state) {
-        State::Committed(Committed { lock, announcer }) => {
+        State::Committed(Committed { lock, handover }) => {
             // The container is committed here: other commands may act on it at once (the
-            // announcer stops when it no longer runs here).
+            // verification stops when it no longer runs here).
             drop(lock);
-            if let Some(t) = announcer {
+            if let Some(t) = handover {
                 // Let the source go now; this process stays for the remaining announcements.
                 let _ = tokio::time::timeout(Duration::from_secs(5), conn.close()).await;
                 let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -214,6 +213,7 @@ impl Receiver<'_> {
                 };
                 match res {
                     Ok(pid) => {
+                        self.restored_at = Some(Instant::now());
                         self.state = State::Restored(c);
                         conn.reply(env.id, Body::Restored(Restored { pid })).await?;
                     }
@@ -233,14 +233,23 @@ impl Receiver<'_> {
                 let restored = matches!(self.state, State::Restored(_));
                 let Some(Configured { checked, cfg, .. }) = self.state_configured() else { unreachable!("matched above") };
                 let _ = std::fs::remove_dir_all(&checked.work);
-                let announcer = restored.then(|| self.announce(cfg));
-                self.state = State::Committed(Committed { lock: checked.lock, announcer });
+                let handover = restored.then(|| self.hand_over(cfg));
+                self.state = State::Committed(Committed { lock: checked.lock, handover });
                 conn.reply(env.id, Body::Ok(OkReply {})).await?;
             }
+            (State::Committed(c), Body::Done(d)) if d.report_handover && c.handover.is_some() => {
+                // The source asked how the handover went: answer once the verification ended
+                // (at most its deadline after the commit).
+                let State::Committed(Committed { lock, handover: Some(t) }) = std::mem::take(&mut self.state) else { unreachable!("matched above") };
+                self.state = State::Committed(Committed { lock, handover: None });
+                let outcome = tokio::task::spawn_blocking(move || t.join().unwrap_or_default()).await.unwrap_or_default();
+                conn.reply(env.id, Body::Handover(handover_message(&outcome))).await?;
+                return Ok(Flow::End(Ok(())));
+            }
             (_, Body::Done(_)) => {
-                // After the commit, the source need not wait for the remaining announcements:
-                // [`serve`] waits for them after the connection is closed. Before it, the
-                // source gave up: [`serve`] undoes what was made.
+                // After the commit, the source need not wait for the verification of the
+                // handover: [`serve`] waits for it after the connection is closed. Before it,
+                // the source gave up: [`serve`] undoes what was made.
                 conn.reply(env.id, Body::Ok(OkReply {})).await?;
                 return Ok(Flow::End(Ok(())));
             }
@@ -361,26 +370,45 @@ impl Receiver<'_> {
         }
     }
 
-    /// Announce the container's addresses now and three more times over the first second,
-    /// while the source cleans up and goes: this process stays until they are out. Each first
-    /// checks that the container still runs here (it may already be migrating on).
-    fn announce(&self, cfg: ContainerConfig) -> std::thread::JoinHandle<()> {
-        if let Err(e) = self.ops.announce(self.host, &cfg) {
-            tracing::warn!("announcing the addresses of {}: {e}", cfg.ctid);
-        }
+    /// Announce the container's addresses and verify that its neighbours reach it here
+    /// (again with back-off until they answer or the deadline passes), off the frozen window:
+    /// the container runs already. Stops early when the container no longer runs here (it
+    /// may already be migrating on). An error or an unconfirmed handover is logged and
+    /// reported, never a failed migration.
+    fn hand_over(&self, cfg: ContainerConfig) -> std::thread::JoinHandle<HandoverOutcome> {
         let (h, ops) = (self.host.clone(), self.ops.clone());
+        let since = self.restored_at.unwrap_or_else(Instant::now);
         std::thread::spawn(move || {
-            for n in 2..=4 {
-                std::thread::sleep(ANNOUNCE_SPACING);
-                if !ops.is_running(&h, &cfg.ctid) || !h.config_path(&cfg.ctid).exists() {
-                    return;
+            let still_here = || ops.is_running(&h, &cfg.ctid) && h.config_path(&cfg.ctid).exists();
+            match ops.hand_over(&h, &cfg, since, &still_here) {
+                Ok(o) => {
+                    match o.confirmed_after {
+                        Some(t) => {
+                            tracing::info!("{}: handover confirmed by {} neighbours {} ms after the restore", cfg.ctid, o.neighbours, t.as_millis())
+                        }
+                        None => {
+                            tracing::warn!("{}: handover not confirmed after {} announces (no answer from {:?})", cfg.ctid, o.announces, o.unanswered)
+                        }
+                    }
+                    o
                 }
-                match ops.announce(&h, &cfg) {
-                    Ok(()) => tracing::debug!("announced the addresses of {} ({n} of 4)", cfg.ctid),
-                    Err(e) => tracing::warn!("announcing the addresses of {}: {e}", cfg.ctid),
+                Err(e) => {
+                    tracing::warn!("announcing the addresses of {}: {e}", cfg.ctid);
+                    HandoverOutcome::default()
                 }
             }
         })
+    }
+}
+
+/// The [`Handover`] answer of an outcome.
+fn handover_message(o: &HandoverOutcome) -> Handover {
+    Handover {
+        confirmed: o.confirmed_after.is_some(),
+        confirmed_after_ms: o.confirmed_after.map_or(0, |d| d.as_millis() as u64),
+        announces: o.announces,
+        neighbours: o.neighbours,
+        unanswered: o.unanswered.iter().map(|a| a.to_string()).collect(),
     }
 }
 

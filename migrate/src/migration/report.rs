@@ -46,9 +46,48 @@ pub struct MigrationReport {
     pub announce_ms: u64,
     pub cleanup_ms: u64,
     pub total_ms: u64,
+    /// The destination's verification that the neighbours reach the container there (online
+    /// only; None: the destination did not say).
+    pub handover: Option<HandoverReport>,
     /// What the destination's preflight said it has free (memory available, disk).
     pub dest_free_memory: u64,
     pub dest_free_disk: u64,
+}
+
+/// How the handover went: confirmed when every neighbour probed from the destination answered.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HandoverReport {
+    pub confirmed: bool,
+    /// When it was confirmed, in ms after the restore.
+    pub confirmed_ms: Option<u64>,
+    /// Announce rounds sent (the first at the commit, then with back-off).
+    pub announces: u32,
+    pub neighbours: u32,
+    pub unanswered: Vec<String>,
+}
+
+impl From<ferry_transfer::proto::messages::Handover> for HandoverReport {
+    fn from(h: ferry_transfer::proto::messages::Handover) -> Self {
+        HandoverReport {
+            confirmed: h.confirmed,
+            confirmed_ms: h.confirmed.then_some(h.confirmed_after_ms),
+            announces: h.announces,
+            neighbours: h.neighbours,
+            unanswered: h.unanswered,
+        }
+    }
+}
+
+impl HandoverReport {
+    fn detail(&self) -> String {
+        if self.confirmed {
+            format!("confirmed by {} neighbours after {} announces (ms after the restore)", self.neighbours, self.announces)
+        } else if self.neighbours == 0 {
+            format!("not confirmed: no neighbour to probe ({} announces)", self.announces)
+        } else {
+            format!("not confirmed: no answer from {} after {} announces", self.unanswered.join(", "), self.announces)
+        }
+    }
 }
 
 pub fn ms(d: Duration) -> u64 {
@@ -88,6 +127,10 @@ impl fmt::Display for MigrationReport {
             writeln!(f, "  {:<28} {:>9}  freeze to running on the destination", "frozen", self.frozen_ms)?;
         }
         writeln!(f, "  {:<28} {:>9}", "source cleanup", self.cleanup_ms)?;
+        if let Some(h) = &self.handover {
+            let at = h.confirmed_ms.map_or("-".to_string(), |m| m.to_string());
+            writeln!(f, "  {:<28} {:>9}  {}", "handover", at, h.detail())?;
+        }
         write!(f, "  {:<28} {:>9}", "total", self.total_ms)
     }
 }
@@ -106,6 +149,7 @@ mod tests {
             frozen_ms: 321,
             memory_copy: "one full dump".into(),
             total_ms: 999,
+            handover: Some(HandoverReport { confirmed: true, confirmed_ms: Some(57), announces: 2, neighbours: 1, unanswered: vec![] }),
             ..Default::default()
         };
         let t = r.to_string();
@@ -116,5 +160,13 @@ mod tests {
         let j: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(j["frozen_ms"], 321);
         assert_eq!(j["passes"][0]["files"], 10);
+        assert!(t.contains("handover") && t.contains("57") && t.contains("confirmed by 1"), "{t}");
+        assert_eq!(j["handover"]["confirmed"], true);
+        assert_eq!(j["handover"]["confirmed_ms"], 57);
+        let mut r = r;
+        r.handover =
+            Some(HandoverReport { confirmed: false, confirmed_ms: None, announces: 6, neighbours: 1, unanswered: vec!["198.18.0.101".into()] });
+        let t = r.to_string();
+        assert!(t.contains("not confirmed: no answer from 198.18.0.101 after 6 announces"), "{t}");
     }
 }

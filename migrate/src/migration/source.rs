@@ -6,11 +6,11 @@
 
 use super::converge::{next_step, ConvergePolicy, Next, PassChange};
 use super::fault::{self, Fault, Faults};
-use super::hostops::{self, HostOps, RuntimeOps};
+use super::hostops::{self, HostOps, RuntimeOps, HANDOVER_DEADLINE};
 use super::journal::{Journal, Stage};
 use super::link::{Link, SshLink};
 use super::preflight;
-use super::report::{ms, MigrationReport, SyncPassReport};
+use super::report::{ms, HandoverReport, MigrationReport, SyncPassReport};
 use crate::error::{Error, Result};
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{ContainerConfig, Host};
@@ -420,9 +420,8 @@ async fn commit_and_finish<L: Link>(run: &mut Run<'_, L>, conn: &Connection) -> 
     }
     .write(run.host, &ct)?;
     fault::die_if(run.faults, Fault::DieAfterCommit);
-    let _ = conn.request_timeout(Body::Done(Done { ctid: dest_ct }), REPLY_TIMEOUT).await;
-    let _ = conn.close().await;
 
+    // The destination verifies the handover meanwhile; its answer comes with Done's.
     run.stage("source cleanup");
     let t = Instant::now();
     if let Err(e) = run.ops.remove_source(run.host, run.lock, &run.cfg, run.opts.remove_area) {
@@ -430,6 +429,12 @@ async fn commit_and_finish<L: Link>(run: &mut Run<'_, L>, conn: &Connection) -> 
     }
     Journal::remove(run.host, &ct);
     run.report.cleanup_ms = ms(t.elapsed());
+
+    let done = Done { ctid: dest_ct, report_handover: true };
+    if let Ok(Body::Handover(h)) = conn.request_timeout(Body::Done(done), HANDOVER_DEADLINE + REPLY_TIMEOUT).await {
+        run.report.handover = Some(HandoverReport::from(h));
+    }
+    let _ = conn.close().await;
     Ok(())
 }
 

@@ -21,7 +21,7 @@ const ICMPV6_NA: u8 = 136;
 const NA_FLAG_OVERRIDE: u8 = 0x20;
 const OPT_TARGET_LLADDR: u8 = 2;
 
-fn ether_header(frame: &mut Vec<u8>, dst: &[u8; 6], src: &[u8; 6], ethertype: u16) {
+pub(super) fn ether_header(frame: &mut Vec<u8>, dst: &[u8; 6], src: &[u8; 6], ethertype: u16) {
     frame.extend_from_slice(dst);
     frame.extend_from_slice(src);
     frame.extend_from_slice(&ethertype.to_be_bytes());
@@ -117,13 +117,13 @@ pub fn announce_frames(mac: &[u8; 6], addrs: &[IpAddr]) -> Vec<(Vec<u8>, [u8; 6]
     out
 }
 
-struct PacketSocket {
-    fd: OwnedFd,
+pub(super) struct PacketSocket {
+    pub(super) fd: OwnedFd,
     ifindex: i32,
 }
 
 impl PacketSocket {
-    fn open(ifname: &str) -> Result<Self> {
+    pub(super) fn open(ifname: &str) -> Result<Self> {
         let cname = std::ffi::CString::new(ifname).map_err(|_| Error::Net(format!("bad interface name {ifname:?}")))?;
         // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
         let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
@@ -141,7 +141,39 @@ impl PacketSocket {
         Ok(PacketSocket { fd, ifindex: ifindex as i32 })
     }
 
-    fn hwaddr(&self, ifname: &str) -> Result<[u8; 6]> {
+    /// A socket that receives every frame arriving on `ifname` (non-blocking), for the
+    /// answers to the probes of [`super::probe`].
+    pub(super) fn open_receiving(ifname: &str) -> Result<Self> {
+        let sock = PacketSocket::open(ifname)?;
+        let eth_p_all = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: sockaddr_ll is plain old data; all-zero is valid before we fill it.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = eth_p_all;
+        sll.sll_ifindex = sock.ifindex;
+        // SAFETY: sll is valid for the length passed; the fd is open.
+        let r = unsafe {
+            libc::bind(sock.fd.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t)
+        };
+        if r < 0 {
+            return Err(Error::Net(format!("handover: cannot listen on {ifname}: {}", std::io::Error::last_os_error())));
+        }
+        // SAFETY: fcntl on a descriptor we own.
+        let r = unsafe { libc::fcntl(sock.fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        if r < 0 {
+            return Err(Error::Net(format!("handover: fcntl on {ifname}: {}", std::io::Error::last_os_error())));
+        }
+        Ok(sock)
+    }
+
+    /// The next frame received, if one waits (a non-blocking socket).
+    pub(super) fn recv(&self, buf: &mut [u8]) -> Option<usize> {
+        // SAFETY: buf is valid for writes of its length; the fd is open.
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        (n > 0).then_some(n as usize)
+    }
+
+    pub(super) fn hwaddr(&self, ifname: &str) -> Result<[u8; 6]> {
         // SAFETY: ifreq is plain old data; all-zero is a valid value.
         let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
         for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes().take(libc::IFNAMSIZ - 1)) {
@@ -162,7 +194,7 @@ impl PacketSocket {
         Ok(mac)
     }
 
-    fn send(&self, frame: &[u8], dst: &[u8; 6]) -> std::io::Result<()> {
+    pub(super) fn send(&self, frame: &[u8], dst: &[u8; 6]) -> std::io::Result<()> {
         // SAFETY: sockaddr_ll is plain old data; all-zero is valid before we fill it.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;

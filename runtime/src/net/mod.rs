@@ -24,9 +24,11 @@
 pub mod announce;
 #[cfg(test)]
 pub mod fake_tools;
+pub mod handover;
 pub mod hold;
 pub mod names;
 pub mod passthrough;
+pub mod probe;
 pub mod restore;
 #[cfg(test)]
 mod rollback_tests;
@@ -53,6 +55,7 @@ pub use announce::{announce, announce_in_netns};
 pub use hold::{hold_new_connections, hold_new_connections_with, hold_traffic, hold_traffic_with, wait_backlogs_empty};
 pub use names::generate_veth_mac;
 pub use passthrough::{before_dump_detach, detach_netdevs, detach_netdevs_with, migratable};
+pub use probe::verify_handover;
 pub use restore::{
     after_restore, after_restore_with, criu_external_arg, criu_veth_externals, precreate_restore_pairs, precreate_restore_pairs_with, readdress,
     readdress_with, remove_precreated, remove_precreated_with, Readdress,
@@ -259,7 +262,7 @@ pub fn announce_container(st: &NetState, ns: Option<&CtNetns>, count: u32, spaci
 }
 
 /// Global addresses on `ifname` inside the container.
-fn container_addrs(ns: &CtNetns, ifname: &str) -> Result<Vec<IpAddr>> {
+pub(crate) fn container_addrs(ns: &CtNetns, ifname: &str) -> Result<Vec<IpAddr>> {
     let out = ip_in(ns, &["-j", "addr", "show", "dev", ifname])?;
     let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| Error::Net(format!("ip -j addr: {e}")))?;
     let mut addrs = Vec::new();

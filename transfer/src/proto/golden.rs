@@ -46,6 +46,7 @@ fn tag(b: &Body) -> u32 {
         Body::Restore(_) => 60,
         Body::Restored(_) => 61,
         Body::Announce(_) => 62,
+        Body::Handover(_) => 63,
         Body::Done(_) => 70,
         Body::SyncEndAck(_) => 71,
         Body::ImageSection(_) => 72,
@@ -132,7 +133,8 @@ golden! {
     restore: Body::Restore(Restore { ctid: "101".into(), from_image: true }) => "08071005e203070a033130311001";
     restored: Body::Restored(Restored { pid: -1 }) => "08071005ea030b08ffffffffffffffffff01";
     announce: Body::Announce(Announce { ctid: "101".into(), ips: vec!["198.18.0.5".into(), "2001:2::5".into()] }) => "08071005f2031c0a03313031120a3139382e31382e302e351209323030313a323a3a35";
-    done: Body::Done(Done { ctid: "101".into() }) => "08071005b204050a03313031";
+    done: Body::Done(Done { ctid: "101".into(), report_handover: false }) => "08071005b204050a03313031";
+    handover: Body::Handover(Handover { confirmed: true, confirmed_after_ms: 12, announces: 2, neighbours: 1, unanswered: vec![] }) => "08071005fa03080801100c18022001";
     sync_end_ack: Body::SyncEndAck(SyncEndAck { files_written: 3, bytes_written: 300, deleted: 1 }) => "08071005ba0407080310ac021801";
     image_section: Body::ImageSection(ImageSection { name: "pages-1.img".into(), size: 4096 }) => "08071005c204100a0b70616765732d312e696d67108020";
     data_channel_open: Body::DataChannelOpen(DataChannelOpen { ctid: "101".into(), port_first: 40000, port_last: 40010 }) => "0807100582050d0a0331303110c0b80218cab802";

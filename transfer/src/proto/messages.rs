@@ -13,7 +13,7 @@ pub struct Envelope {
     pub reply_to: u64,
     #[prost(
         oneof = "Body",
-        tags = "10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 40, 41, 42, 50, 51, 60, 61, 62, 70, 71, 72, 80, 81, 100"
+        tags = "10, 11, 12, 13, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 40, 41, 42, 50, 51, 60, 61, 62, 63, 70, 71, 72, 80, 81, 100"
     )]
     pub body: Option<Body>,
 }
@@ -77,6 +77,8 @@ pub enum Body {
     Restored(Restored),
     #[prost(message, tag = "62")]
     Announce(Announce),
+    #[prost(message, tag = "63")]
+    Handover(Handover),
     #[prost(message, tag = "70")]
     Done(Done),
     #[prost(message, tag = "71")]
@@ -125,6 +127,7 @@ impl Body {
             Body::Restore(_) => "Restore",
             Body::Restored(_) => "Restored",
             Body::Announce(_) => "Announce",
+            Body::Handover(_) => "Handover",
             Body::Done(_) => "Done",
             Body::DataChannelOpen(_) => "DataChannelOpen",
             Body::DataChannelReady(_) => "DataChannelReady",
@@ -549,10 +552,30 @@ pub struct Announce {
     pub ips: Vec<String>,
 }
 
-/// The migration is complete; the destination owns the container. Answered with Ok, then both
-/// sides close the connection.
+/// The migration is complete; the destination owns the container. Answered with Ok (or with
+/// Handover when `report_handover` asks for it), then both sides close the connection.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Done {
     #[prost(string, tag = "1")]
     pub ctid: String,
+    /// Answer with [`Handover`] once the destination's verification of the handover ended.
+    #[prost(bool, tag = "2")]
+    pub report_handover: bool,
+}
+
+/// How the destination's verification of the handover went: whether every neighbour it probed
+/// answered, when (ms after the restore), after how many announces.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Handover {
+    #[prost(bool, tag = "1")]
+    pub confirmed: bool,
+    #[prost(uint64, tag = "2")]
+    pub confirmed_after_ms: u64,
+    #[prost(uint32, tag = "3")]
+    pub announces: u32,
+    #[prost(uint32, tag = "4")]
+    pub neighbours: u32,
+    /// The neighbours that never answered.
+    #[prost(string, repeated, tag = "5")]
+    pub unanswered: Vec<String>,
 }

@@ -3,7 +3,7 @@
 //! area, the installed config) under the test's own temporary host, records every call in
 //! order, and fails the operations a test names.
 
-use super::{staging_config, HostOps};
+use super::{staging_config, HandoverOutcome, HostOps};
 use crate::error::{Error, Result};
 use crate::migration::fault::Faults;
 use crate::migration::preflight::DestFacts;
@@ -247,8 +247,8 @@ impl HostOps for Recording {
         std::fs::rename(staging_config(host, ct), &conf).map_err(|e| Error::io("install config", &conf, e))
     }
 
-    fn announce(&self, _: &Host, _: &ContainerConfig) -> Result<()> {
-        self.step(Op::Announce)
+    fn hand_over(&self, _: &Host, _: &ContainerConfig, _: Instant, _: &dyn Fn() -> bool) -> Result<HandoverOutcome> {
+        self.step(Op::Announce).map(|()| HandoverOutcome::default())
     }
 
     fn faults(&self) -> Faults {

@@ -23,6 +23,11 @@ use ferry_runtime::{ContainerConfig, Ctid, Host};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use ferry_runtime::net::handover::Outcome as HandoverOutcome;
+
+/// How long the destination verifies a handover before it reports it unconfirmed.
+pub const HANDOVER_DEADLINE: Duration = ferry_runtime::net::handover::DEADLINE;
+
 /// The host operations of a migration's source, its destination and the recovery of an
 /// interrupted one. Each is one step the pipeline's rollback has to know about.
 pub trait HostOps: Send + Sync {
@@ -87,8 +92,10 @@ pub trait HostOps: Send + Sync {
     fn remove_area(&self, host: &Host, cfg: &ContainerConfig) -> Result<()>;
     /// The commit: the staged config (`<data>/migrating/<CTID>.toml`) becomes the container's.
     fn install_config(&self, host: &Host, ct: &Ctid) -> Result<()>;
-    /// Announce the container's addresses from here once.
-    fn announce(&self, host: &Host, cfg: &ContainerConfig) -> Result<()>;
+    /// Announce the container's addresses from here and verify that its neighbours reach it
+    /// here, announcing again with back-off until they answer or [`HANDOVER_DEADLINE`] passes
+    /// (while `still_here`). Confirmation times count from `since` (the restore).
+    fn hand_over(&self, host: &Host, cfg: &ContainerConfig, since: Instant, still_here: &dyn Fn() -> bool) -> Result<HandoverOutcome>;
 
     /// Faults injected on purpose (see [`super::fault`]): none in a build without the
     /// feature `fault-injection`.

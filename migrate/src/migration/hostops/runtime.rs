@@ -1,6 +1,6 @@
 //! The real host operations: calls into ferry-runtime and CRIU.
 
-use super::{staging_config, HostOps};
+use super::{staging_config, HandoverOutcome, HostOps, HANDOVER_DEADLINE};
 use crate::error::{Error, Result};
 use crate::migration::preflight::{self, DestFacts};
 use ferry_runtime::config::StorageKind;
@@ -22,9 +22,17 @@ pub trait NetOps: Send + Sync {
     /// Wait (at most `limit`) until no listening socket in the netns of `pid` has connections
     /// waiting to be accepted; how many still wait.
     fn wait_backlogs_empty(&self, pid: i32, limit: Duration) -> u64;
-    /// Announce the addresses of a running container, from inside its netns `ns` where it
-    /// has one.
-    fn announce(&self, net: &NetState, ns: Option<&CtNetns>, count: u32, spacing: Duration) -> ferry_runtime::Result<()>;
+    /// Announce the addresses of a running container (from inside its netns `ns` where it
+    /// has one) and repeat that until its neighbours answer or `deadline` passes
+    /// (`ferry_runtime::net::verify_handover`).
+    fn verify_handover(
+        &self,
+        net: &NetState,
+        ns: Option<&CtNetns>,
+        since: Instant,
+        deadline: Duration,
+        still_here: &dyn Fn() -> bool,
+    ) -> ferry_runtime::Result<HandoverOutcome>;
     /// Set every interface but lo in the container's netns `ns` down (best effort).
     fn links_down(&self, ns: &CtNetns);
 }
@@ -46,8 +54,15 @@ impl NetOps for RuntimeNet {
         ferry_runtime::net::wait_backlogs_empty(pid, limit)
     }
 
-    fn announce(&self, net: &NetState, ns: Option<&CtNetns>, count: u32, spacing: Duration) -> ferry_runtime::Result<()> {
-        ferry_runtime::net::announce_container(net, ns, count, spacing)
+    fn verify_handover(
+        &self,
+        net: &NetState,
+        ns: Option<&CtNetns>,
+        since: Instant,
+        deadline: Duration,
+        still_here: &dyn Fn() -> bool,
+    ) -> ferry_runtime::Result<HandoverOutcome> {
+        ferry_runtime::net::verify_handover(net, ns, since, deadline, still_here)
     }
 
     fn links_down(&self, ns: &CtNetns) {
@@ -276,14 +291,14 @@ impl<N: NetOps> HostOps for RuntimeOps<N> {
         std::fs::rename(&staging, &conf).map_err(|e| Error::io("install config", &conf, e))
     }
 
-    fn announce(&self, host: &Host, cfg: &ContainerConfig) -> Result<()> {
+    fn hand_over(&self, host: &Host, cfg: &ContainerConfig, since: Instant, still_here: &dyn Fn() -> bool) -> Result<HandoverOutcome> {
         if let Some(st) = ferry_runtime::state::State::load(host, &cfg.ctid)? {
             if let Some(net) = &st.net_objects {
                 let ns = st.netns("announce").ok();
-                self.net.announce(net, ns.as_ref(), 1, Duration::ZERO)?;
+                return Ok(self.net.verify_handover(net, ns.as_ref(), since, HANDOVER_DEADLINE, still_here)?);
             }
         }
-        Ok(())
+        Ok(HandoverOutcome::default())
     }
 }
 
