@@ -6,8 +6,9 @@
 #             every section with it and with this checkout, one after the other in the same
 #             run; prints each figure's ratio checkout/baseline (figures beyond
 #             BENCH_TOLERANCE, default 1.1, marked) and writes them to target/bench-baseline.md
-#             instead of docs/BENCHMARKS.md. REV's build goes to a target dir removed at the
-#             end, or to BENCH_BASELINE_TARGET_DIR, kept for the next run.
+#             instead of docs/BENCHMARKS.md (with BENCH_DOCS=1 also to docs/BENCHMARKS.md:
+#             this checkout's figures and peers, then the comparison). REV's build goes to a
+#             target dir removed at the end, or to BENCH_BASELINE_TARGET_DIR, kept for the next run.
 #   BENCH_SECTIONS="checkpoint migration" runs only those sections (see the list at the end).
 # Peers: crun and runc (Debian 12), the bare criu CLI, tar|zstd, rsync over ssh, iperf3.
 # Everything runs on simulated hosts (network namespaces, 198.18.0.0/15) and is removed at exit.
@@ -206,6 +207,11 @@ if [[ -n $BASELINE ]]; then
   } > target/bench-baseline.md
   cat target/bench-baseline.md
   echo "bench: wrote target/bench-baseline.md"
+  if [[ ${BENCH_DOCS:-0} == 1 ]]; then
+    # This checkout's figures with their peers, then the comparison, as the record of the run.
+    { cat "$OUT"; echo; echo "## Against the baseline"; echo; sed '1d' target/bench-baseline.md; } > docs/BENCHMARKS.md
+    echo "bench: wrote docs/BENCHMARKS.md"
+  fi
 else
   cp "$OUT" docs/BENCHMARKS.md
   echo "bench: wrote docs/BENCHMARKS.md"
