@@ -37,7 +37,8 @@ if [[ ${#need[@]} -gt 0 ]]; then
   apt-get -y -q install --no-install-recommends "${need[@]}" >/dev/null
 fi
 # What is measured as "this checkout": HEAD, and whether the tree had changes, when it was built.
-CUR_DESC="$(git rev-parse --short HEAD)$([[ -n $(git status --porcelain --untracked-files=no) ]] && echo ', with changes')"
+CUR_DESC=$(git rev-parse --short HEAD)
+[[ -z $(git status --porcelain --untracked-files=no) ]] || CUR_DESC+=", with changes"
 cargo build --release --locked -p ferry -p ferry-dump-format --examples --bins 2>&1 | tail -n 1
 FERRY=$ROOT/target/release/ferry
 BASE_PATH=$PATH
