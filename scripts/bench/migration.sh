@@ -128,11 +128,19 @@ mig_byhand_move() {
   nsenter --net="/run/netns/$MIG_P-$dst" arping -q -c1 -U -I eth0 -s "$MIG_BH_IP" "$MIG_BH_IP" >/dev/null 2>&1 &
 }
 
+# The kind of both migrating containers: privileged where ferry has unprivileged ones (the
+# bare criu CLI cannot move an unprivileged container's /dev, which binds the host's nodes,
+# without ferry's external mounts; the userns section compares the two kinds).
+mig_kind() {
+  if "$FERRY" create --help 2>/dev/null | grep -q -- '--userns'; then echo "--userns off"; fi
+}
+
 # The same container as ferry's, for the bare CLI: created and started by ferry on host a
 # (venet address, echo server), then only ever moved by criu (ferry's own state of it goes
 # stale and is only used to destroy it at the end).
 mig_same_start() {
-  on a "$FERRY" create fb-bare --template "$TPL" --ipadd "$MIG_SC_IP" >/dev/null
+  # shellcheck disable=SC2046 # mig_kind: zero or two words
+  on a "$FERRY" create fb-bare --template "$TPL" --ipadd "$MIG_SC_IP" $(mig_kind) >/dev/null
   on a "$FERRY" start fb-bare >/dev/null
   on a "$FERRY" exec fb-bare -- sh -c 'nc -ll -p 8000 -e /bin/cat </dev/null >/dev/null 2>&1 &'
   MIG_SC_PID=$(on a "$FERRY" status fb-bare --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
@@ -200,7 +208,8 @@ bench_migration() {
   local i src
 
   # --- ferry: echo container, live migrations back and forth ------------------------------
-  on a "$FERRY" create fb-mig --template "$TPL" --ipadd "$MIG_CT_IP" >/dev/null
+  # shellcheck disable=SC2046 # mig_kind: zero or two words
+  on a "$FERRY" create fb-mig --template "$TPL" --ipadd "$MIG_CT_IP" $(mig_kind) >/dev/null
   on a "$FERRY" start fb-mig >/dev/null
   on a "$FERRY" exec fb-mig -- sh -c 'nc -ll -p 8000 -e /bin/cat </dev/null >/dev/null 2>&1 &'
   sleep 0.5
