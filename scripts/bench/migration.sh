@@ -199,7 +199,8 @@ mig_cleanup() {
 }
 
 bench_migration() {
-  local mw=$W/mig; mkdir -p "$mw"
+  # A fresh directory: with --baseline the section runs twice in one run.
+  local mw=$W/mig; rm -rf "$mw"; mkdir -p "$mw"
   sim_init "$MIG_P" "$mw/sim"
   sim_host a "$MIG_NET.1"
   sim_host b "$MIG_NET.2"
