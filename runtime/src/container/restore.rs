@@ -27,7 +27,7 @@ use crate::host::Host;
 use crate::lock::ContainerLock;
 use crate::net::{self, NetState};
 use crate::state::State;
-use crate::userns::criu_image;
+use crate::userns::{criu_image, IdMap};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -455,10 +455,8 @@ pub fn load_net_state(host: &Host, ct: &crate::Ctid) -> Result<Option<NetState>>
 /// namespace gets the range of `cfg` (a rewritten copy when the images carry another: see
 /// `userns::criu_image`), opened to the container's root. Refuses a checkpoint of the other
 /// kind (made before `set --userns` changed it).
-fn userns_images(cfg: &ContainerConfig, images_dir: &Path) -> Result<Option<tempfile::TempDir>> {
+fn userns_images(cfg: &ContainerConfig, images_dir: &Path, dumped: Option<IdMap>, map: Option<IdMap>) -> Result<Option<tempfile::TempDir>> {
     let ct = cfg.ctid.as_str();
-    let dumped = criu_image::dumped_map(images_dir)?;
-    let map = crate::storage::root_idmap(cfg)?;
     match (dumped, map) {
         (None, None) => Ok(None),
         (Some(_), None) => Err(Error::ct(
@@ -471,12 +469,10 @@ fn userns_images(cfg: &ContainerConfig, images_dir: &Path) -> Result<Option<temp
             "restore",
             format!("the checkpoint is of a privileged container (no user namespace) and {ct} is unprivileged now: `ferry set {ct} --userns off --save` to restore it, or start it afresh"),
         )),
-        (Some(_), Some(map)) => {
-            let shadow = criu_image::images_for(images_dir, &map)?;
-            criu_image::open_to(images_dir, &map)?;
-            if let Some(d) = &shadow {
-                criu_image::open_to(d.path(), &map)?;
-            }
+        (Some(dumped), Some(map)) => {
+            let shadow = criu_image::images_for(images_dir, dumped, &map)?;
+            // Only the directory CRIU reads (the shadow's files are the same inodes).
+            criu_image::open_to(shadow.as_ref().map_or(images_dir, |d| d.path()), &map)?;
             Ok(shadow)
         }
     }
@@ -670,7 +666,9 @@ fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(Sta
 
     // An unprivileged container's user namespace comes back with the range its config has
     // now (the images may carry another host's); CRIU's restored tasks read the images.
-    let userns_images = userns_images(cfg, images_dir)?;
+    // The mapping the checkpoint was dumped with and the one this host gives the container.
+    let (dumped_map, range) = (criu_image::dumped_map(images_dir)?, crate::storage::root_idmap(cfg)?);
+    let userns_images = userns_images(cfg, images_dir, dumped_map, range)?;
     let criu_dir = userns_images.as_ref().map_or(images_dir, |d| d.path());
     // CRIU writes its log into the images directory; it is moved out right after.
     let mut r = RestoreOpts::new(criu_dir);
@@ -693,7 +691,7 @@ fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(Sta
     let mut systemd = None;
     // An unprivileged system container dumped under another range: its cgroups come back with
     // the dumping host's owners (`SystemdCgroup::shift_owners`).
-    let mut reown = match (system.is_some(), criu_image::dumped_map(images_dir)?, crate::storage::root_idmap(cfg)?) {
+    let mut reown = match (system.is_some(), dumped_map, range) {
         (true, Some(from), Some(to)) if from != to => Some((from, to)),
         _ => None,
     };
@@ -701,8 +699,8 @@ fn restore_inner(job: RestoreJob<'_>, undo: &mut RestoreUndo<'_>) -> Result<(Sta
         let sd = crate::sysenv::cgroup::SystemdCgroup::on_host(&cg)?;
         undo.systemd_cgroup = Some(sd.dir.clone());
         sd.create(&cg)?;
-        if let Some(map) = crate::storage::root_idmap(cfg)? {
-            sd.delegate(&map)?;
+        if let Some(map) = &range {
+            sd.delegate(map)?;
         }
         r.join_cgroups = sd.criu_join(&cg);
         crate::sysenv::checkpoint::restore_options(sm, &sd, console, &mut r);

@@ -14,7 +14,8 @@
 //! repeated uid_gid_extent gid_map = 2; }` with `uid_gid_extent { required uint32 first = 1;
 //! required uint32 lower_first = 2; required uint32 count = 3; }`.
 
-use super::IdMap;
+use super::id_pool::LOWEST_POOL_ID;
+use super::{IdMap, CONTAINER_IDS};
 use crate::error::{Error, Result};
 use prost::Message;
 use std::path::{Path, PathBuf};
@@ -49,10 +50,21 @@ impl UsernsEntry {
         UsernsEntry { uid_map: vec![e.clone()], gid_map: vec![e] }
     }
 
-    /// The [`IdMap`] this entry is, when it is one ferry makes.
+    /// The [`IdMap`] this entry is, when it is one ferry makes: one extent from 0, the same
+    /// for uids and gids, a container's [`CONTAINER_IDS`] IDs from a range above the host's own
+    /// users. A checkpoint comes from another host (a migration peer, an image file): its
+    /// mapping decides which owners a restore moves, so no other is taken.
     pub fn id_map(&self) -> Option<IdMap> {
         match (self.uid_map.as_slice(), self.gid_map.as_slice()) {
-            ([u], [g]) if u == g && u.first == 0 && u.count > 0 => Some(IdMap { host_first: u.lower_first, count: u.count }),
+            ([u], [g])
+                if u == g
+                    && u.first == 0
+                    && u.count == CONTAINER_IDS
+                    && u.lower_first >= LOWEST_POOL_ID
+                    && u.lower_first.checked_add(u.count).is_some() =>
+            {
+                Some(IdMap { host_first: u.lower_first, count: u.count })
+            }
             _ => None,
         }
     }
@@ -108,17 +120,16 @@ pub fn dumped_map(dir: &Path) -> Result<Option<IdMap>> {
     e.id_map().map(Some).ok_or_else(|| Error::Criu(format!("{}: a mapping ferry does not make ({e:?})", p.display())))
 }
 
-/// The directory CRIU should restore from so that the container gets `map`: `dir` itself
-/// when its user namespace image has that mapping already (None returned), else a new
-/// directory beside it holding a hard link to each image of `dir` and a rewritten user namespace
-/// image (removed when the returned guard is dropped). `dir` is only read.
-pub fn images_for(dir: &Path, map: &IdMap) -> Result<Option<tempfile::TempDir>> {
-    let imgs = userns_images(dir)?;
-    match dumped_map(dir)? {
-        Some(m) if m == *map => return Ok(None),
-        Some(_) => {}
-        None => return Ok(None),
+/// The directory CRIU should restore from so that the container gets `map`, for images in
+/// `dir` dumped with `dumped` ([`dumped_map`]): `dir` itself when that is `map` already (None
+/// returned), else a new directory beside it holding a hard link to each image of `dir` and a
+/// rewritten user namespace image (removed when the returned guard is dropped). `dir` is only
+/// read.
+pub fn images_for(dir: &Path, dumped: IdMap, map: &IdMap) -> Result<Option<tempfile::TempDir>> {
+    if dumped == *map {
+        return Ok(None);
     }
+    let imgs = userns_images(dir)?;
     let parent = dir.parent().unwrap_or(Path::new("/"));
     let shadow = crate::util::private_temp_dir(parent, "ferry-userns")?;
     for e in std::fs::read_dir(dir).map_err(|e| Error::io("read", dir, e))? {
@@ -147,19 +158,34 @@ pub fn images_for(dir: &Path, map: &IdMap) -> Result<Option<tempfile::TempDir>> 
 /// parents stay closed to everyone but host root: only the CRIU restoring the container
 /// reaches them (through the directory fd it holds).
 pub fn open_to(dir: &Path, map: &IdMap) -> Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let give = |p: &Path, mode: u32| {
-        std::os::unix::fs::lchown(p, Some(0), Some(map.host_first))
-            .and_then(|()| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)))
-            .map_err(|e| Error::io("open to the container's root", p, e))
-    };
-    give(dir, 0o750)?;
-    for e in std::fs::read_dir(dir).map_err(|e| Error::io("read", dir, e))? {
-        let e = e.map_err(|err| Error::io("read", dir, err))?;
-        let md = e.metadata().map_err(|err| Error::io("stat", e.path(), err))?;
-        if md.is_file() && (md.gid() != map.host_first || md.mode() & 0o777 != 0o640) {
-            give(&e.path(), 0o640)?;
+    use nix::fcntl::{AtFlags, OFlag};
+    use nix::sys::stat::{fchmod, fstatat, Mode, SFlag};
+    let gid = Some(nix::unistd::Gid::from_raw(map.host_first));
+    let root = Some(nix::unistd::Uid::from_raw(0));
+    let err = |what: &'static str, p: &Path, e: nix::errno::Errno| Error::io(what, p, e.into());
+    // The directory and each file through a descriptor opened without following a link: a
+    // link in their place is refused, never what it points at opened to the range.
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut d = nix::dir::Dir::open(dir, flags, Mode::empty()).map_err(|e| err("open", dir, e))?;
+    let dfd = std::os::fd::AsRawFd::as_raw_fd(&d);
+    nix::unistd::fchown(dfd, root, gid).map_err(|e| err("open to the container's root", dir, e))?;
+    fchmod(dfd, Mode::from_bits_truncate(0o750)).map_err(|e| err("open to the container's root", dir, e))?;
+    let names: Vec<std::ffi::CString> =
+        d.iter().filter_map(|e| e.ok()).map(|e| e.file_name().to_owned()).filter(|n| n.to_bytes() != b"." && n.to_bytes() != b"..").collect();
+    for name in names {
+        let p = dir.join(name.to_string_lossy().as_ref());
+        let st = fstatat(Some(dfd), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| err("stat", &p, e))?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG || (st.st_gid == map.host_first && st.st_mode & 0o777 == 0o640) {
+            continue;
         }
+        let fd =
+            nix::fcntl::openat(Some(dfd), name.as_c_str(), OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| err("open", &p, e))?;
+        // SAFETY: openat just returned this descriptor; it is owned here and closed on drop.
+        let f = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let f = std::os::fd::AsRawFd::as_raw_fd(&f);
+        nix::unistd::fchown(f, root, gid).map_err(|e| err("open to the container's root", &p, e))?;
+        fchmod(f, Mode::from_bits_truncate(0o640)).map_err(|e| err("open to the container's root", &p, e))?;
     }
     Ok(())
 }
@@ -198,9 +224,9 @@ mod tests {
         std::fs::write(imgs.join("userns-11.img"), encode(&UsernsEntry::of(&old))).unwrap();
         std::fs::write(imgs.join("pages-1.img"), b"pages").unwrap();
         assert_eq!(dumped_map(&imgs).unwrap(), Some(old));
-        assert!(images_for(&imgs, &old).unwrap().is_none(), "same range: the images as they are");
+        assert!(images_for(&imgs, old, &old).unwrap().is_none(), "same range: the images as they are");
         let new = IdMap { host_first: 2_000_000, count: 65_536 };
-        let shadow = images_for(&imgs, &new).unwrap().expect("a rewritten directory");
+        let shadow = images_for(&imgs, old, &new).unwrap().expect("a rewritten directory");
         assert_eq!(dumped_map(shadow.path()).unwrap(), Some(new));
         assert_eq!(std::fs::read(shadow.path().join("pages-1.img")).unwrap(), b"pages");
         use std::os::unix::fs::MetadataExt;
@@ -213,6 +239,50 @@ mod tests {
         // A checkpoint without a user namespace.
         std::fs::remove_file(imgs.join("userns-11.img")).unwrap();
         assert_eq!(dumped_map(&imgs).unwrap(), None);
-        assert!(images_for(&imgs, &new).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_mapping_ferry_does_not_make_is_refused() {
+        let ext = |lower_first, count| {
+            let e = UidGidExtent { first: 0, lower_first, count };
+            UsernsEntry { uid_map: vec![e.clone()], gid_map: vec![e] }
+        };
+        assert_eq!(ext(1_000_000, CONTAINER_IDS).id_map(), Some(IdMap { host_first: 1_000_000, count: CONTAINER_IDS }));
+        // The host's own users (root's files would be moved to the container), a range that
+        // runs past the largest ID, a size ferry never gives.
+        assert_eq!(ext(0, CONTAINER_IDS).id_map(), None);
+        assert_eq!(ext(u32::MAX - 10, CONTAINER_IDS).id_map(), None);
+        assert_eq!(ext(1_000_000, 1).id_map(), None);
+    }
+
+    #[test]
+    fn opening_images_to_the_range_never_follows_a_link() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (chown)");
+            return;
+        }
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let map = IdMap { host_first: 1_300_000, count: CONTAINER_IDS };
+        let d = tempfile::tempdir().unwrap();
+        let imgs = d.path().join("imgs");
+        std::fs::create_dir(&imgs).unwrap();
+        std::fs::write(imgs.join("pages-1.img"), b"pages").unwrap();
+        let host_file = d.path().join("host-file");
+        std::fs::write(&host_file, b"host").unwrap();
+        std::fs::set_permissions(&host_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&host_file, imgs.join("inventory.img")).unwrap();
+        open_to(&imgs, &map).unwrap();
+        let md = |p: &Path| std::fs::symlink_metadata(p).unwrap();
+        assert_eq!((md(&imgs).gid(), md(&imgs).mode() & 0o777), (map.host_first, 0o750));
+        let img = md(&imgs.join("pages-1.img"));
+        assert_eq!((img.gid(), img.mode() & 0o777), (map.host_first, 0o640));
+        assert_eq!((md(&host_file).gid(), md(&host_file).mode() & 0o777), (0, 0o600), "a link's target was opened to the range");
+        // The directory itself a link: refused, its target untouched.
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        assert!(open_to(&link, &map).is_err());
+        assert_eq!(md(&elsewhere).gid(), 0);
     }
 }

@@ -40,12 +40,16 @@ impl IdMap {
 
     /// The host ID of container ID `id`, if mapped.
     pub fn to_host(&self, id: u32) -> Option<u32> {
-        (id < self.count).then(|| self.host_first + id)
+        if id < self.count {
+            self.host_first.checked_add(id)
+        } else {
+            None
+        }
     }
 
     /// The last host ID of the range.
     pub fn host_last(&self) -> u32 {
-        self.host_first + (self.count - 1)
+        self.host_first.saturating_add(self.count.saturating_sub(1))
     }
 
     pub fn overlaps(&self, other: &IdMap) -> bool {
