@@ -553,7 +553,8 @@ impl Receiver<'_> {
                     failure = Some(Error::sync(name.clone(), m));
                 }
             }
-            digest = sink.digest(data, entry.size);
+            // A failed file is not compared: no digest (for a 1.0 peer it hashes the holes).
+            digest = if failure.is_none() { sink.digest(data, entry.size) } else { [0; 32] };
         }
         let commit = if inline {
             FileCommit { path: entry.path.clone(), blake3: pf.blake3 }
@@ -856,7 +857,14 @@ impl WholeFile {
     }
 }
 
-/// Extents must be in order, not overlap, and stay within the file.
+/// The most hole bytes a file from a peer of protocol 1.0 may have: its digest hashes them as
+/// zeros, and a hostile peer would otherwise announce a file of 2^60 bytes with no data and
+/// keep this side hashing for years. Real 1.0 sources never sent such files (their extents
+/// covered the data of a sparse file of up to this size in seconds of hashing).
+const LEGACY_MAX_HOLE_BYTES: u64 = 64 << 30;
+
+/// Extents must be in order, not overlap, stay within the file, and leave no more than
+/// [`LEGACY_MAX_HOLE_BYTES`] of holes.
 fn check_extents(extents: &[crate::proto::Extent], size: u64) -> std::result::Result<Vec<(u64, u64)>, String> {
     let mut end = 0u64;
     let mut out = Vec::with_capacity(extents.len());
@@ -869,6 +877,10 @@ fn check_extents(extents: &[crate::proto::Extent], size: u64) -> std::result::Re
         if x.len > 0 {
             out.push((x.offset, x.len));
         }
+    }
+    let holes = size - out.iter().map(|(_, l)| l).sum::<u64>();
+    if holes > LEGACY_MAX_HOLE_BYTES {
+        return Err(format!("{holes} bytes of holes in a file of {size} (a peer of protocol 1.0 may send at most {LEGACY_MAX_HOLE_BYTES})"));
     }
     Ok(out)
 }
@@ -936,6 +948,19 @@ fn append_in_place(root: &Dir, rel: &[u8], old_len: u64, tail: &[u8], hasher: &m
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_legacy_file_of_holes_beyond_the_limit_is_refused_before_any_hashing() {
+        let x = |offset, len| crate::proto::Extent { offset, len };
+        assert_eq!(check_extents(&[x(0, 10), x(100, 5)], 200).unwrap(), vec![(0, 10), (100, 5)]);
+        // 2^50 bytes announced, nothing sent: hashing its zeros would take days.
+        let e = check_extents(&[], 1 << 50).unwrap_err();
+        assert!(e.contains("holes"), "{e}");
+        assert!(check_extents(&[x(0, 1 << 20)], LEGACY_MAX_HOLE_BYTES + (1 << 20)).is_ok(), "the limit itself is fine");
+        let pf = PutFile::default();
+        let entry = FileEntry { size: 1 << 60, ..Default::default() };
+        assert!(WholeFile::new(&entry, false, &pf).check.is_err(), "a 1.0 PutFile of 2^60 bytes of holes fails its check");
+    }
 
     #[test]
     fn only_the_append_shape_is_taken_for_an_append() {
