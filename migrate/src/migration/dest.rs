@@ -241,7 +241,9 @@ impl Receiver<'_> {
                 // The source asked how the handover went: answer once the verification ended
                 // (at most its deadline after the commit).
                 let State::Committed(Committed { lock, handover: Some(t) }) = std::mem::take(&mut self.state) else { unreachable!("matched above") };
-                self.state = State::Committed(Committed { lock, handover: None });
+                // The container is this host's: the lock goes now, not after the wait (a
+                // command on it meanwhile would find it busy).
+                drop(lock);
                 let outcome = tokio::task::spawn_blocking(move || t.join().unwrap_or_default()).await.unwrap_or_default();
                 conn.reply(env.id, Body::Handover(handover_message(&outcome))).await?;
                 return Ok(Flow::End(Ok(())));
@@ -281,7 +283,9 @@ impl Receiver<'_> {
     fn failure(&mut self) -> Result<()> {
         match std::mem::take(&mut self.state) {
             State::RestoreFailed(c, e) => {
-                self.state = State::Configured(c);
+                // Undone as a restored container: the failed restore may have left processes
+                // or network behind (a forked restore that died midway cannot undo its own).
+                self.state = State::Restored(c);
                 Err(e)
             }
             state => {
@@ -423,8 +427,10 @@ fn undo(host: &Host, ops: &dyn HostOps, state: State, keep_files: bool) {
             drop(incoming);
             (c.checked, Some((c.cfg, false)))
         }
-        State::Configured(c) | State::ImageReceived(c, _) | State::RestoreFailed(c, _) => (c.checked, Some((c.cfg, false))),
-        State::Restored(c) => (c.checked, Some((c.cfg, true))),
+        State::Configured(c) | State::ImageReceived(c, _) => (c.checked, Some((c.cfg, false))),
+        // A restore that failed may have left processes or network behind (a forked restore
+        // that died midway cannot undo its own work): torn down as a restored one is.
+        State::Restored(c) | State::RestoreFailed(c, _) => (c.checked, Some((c.cfg, true))),
     };
     let ct = &checked.ct;
     if let Some((cfg, restored)) = configured {

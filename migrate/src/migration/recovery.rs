@@ -9,7 +9,6 @@ use crate::error::{Error, Result};
 use ferry_runtime::container::CheckpointMeta;
 use ferry_runtime::lock::ContainerLock;
 use ferry_runtime::{ContainerConfig, Ctid, Host};
-use std::path::Path;
 
 /// What recovering an interrupted migration did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,9 +65,8 @@ pub fn recover_journal(host: &Host, lock: &ContainerLock) -> Result<Option<Recov
 pub fn recover_journal_with(host: &Host, lock: &ContainerLock, ops: &dyn HostOps) -> Result<Option<Recovered>> {
     let ct = lock.ctid();
     let Some(j) = Journal::read(host, ct)? else { return Ok(None) };
-    if j.pid != std::process::id() && Path::new(&format!("/proc/{}", j.pid)).exists() {
-        return Ok(None); // still running (it would hold the lock anyway)
-    }
+    // The caller holds the container's lock, which the migration held until it ended: it no
+    // longer runs, whatever process now has its pid.
     // Whatever the stage: its addresses are reachable here again (a restore below sets the
     // container's own route).
     if let Ok(cfg) = ferry_runtime::container::load_config(host, ct) {

@@ -72,8 +72,9 @@ impl From<ferry_transfer::proto::messages::Handover> for HandoverReport {
             confirmed: h.confirmed,
             confirmed_ms: h.confirmed.then_some(h.confirmed_after_ms),
             announces: h.announces,
+            // The destination's words: addresses only, as many as it may probe, never its text.
+            unanswered: h.unanswered.iter().filter_map(|a| a.parse::<std::net::IpAddr>().ok()).take(64).map(|a| a.to_string()).collect(),
             neighbours: h.neighbours,
-            unanswered: h.unanswered,
         }
     }
 }
@@ -138,6 +139,19 @@ impl fmt::Display for MigrationReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_destinations_handover_report_is_taken_as_addresses_only() {
+        let h = ferry_transfer::proto::messages::Handover {
+            unanswered: [vec!["198.18.0.1".to_string(), "\x1b[2J".to_string()], vec!["2001:2::1".to_string(); 10_000]].concat(),
+            neighbours: 3,
+            ..Default::default()
+        };
+        let r = HandoverReport::from(h);
+        assert_eq!(r.unanswered.len(), 64);
+        assert_eq!(r.unanswered[0], "198.18.0.1");
+        assert!(r.unanswered.iter().all(|a| a.parse::<std::net::IpAddr>().is_ok()), "{:?}", &r.unanswered[..3]);
+    }
 
     #[test]
     fn table_and_json() {

@@ -220,6 +220,8 @@ async fn a_failed_restore_on_the_destination_restores_the_container_here() {
     assert!(err.contains("reported an error: restore failed on purpose"), "{err}");
     assert_rolled_back(&src, &dst, &err);
     assert!(matches!(out.dest, Some(Err(_))), "the receiver did not end with the restore's error");
+    // What a failed restore may have left (a forked restore that died midway) is torn down.
+    assert!(dst.ops.called(Op::KillAndTeardown), "{:?}", dst.ops.calls());
 
     let (src, dst) = (TestHost::new("a"), TestHost::new("b"));
     src.container(true);
