@@ -765,6 +765,7 @@ fn a_dumped_netns_sends_no_reset_while_it_dies() {
     let held_path = format!("/proc/{}/fd/{}", std::process::id(), std::os::fd::AsRawFd::as_raw_fd(&held));
     let mut d = DumpOpts::new(ct.pid, ct.images("img"));
     d.netns = Some(host.path());
+    d.silence_netns = Some(std::sync::Arc::new(ferry_runtime::net::CtNetns::new(held.try_clone().unwrap())));
     criu.dump(&d).unwrap();
     ct.dumped();
     // CRIU's lock is still there; the kernel removes it first when the netns dies.

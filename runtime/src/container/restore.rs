@@ -259,8 +259,10 @@ pub fn checkpoint_to_dir_frozen(
 
     // What needs a process (`ip`) is read while the container still runs; the rest of the
     // summary once it is frozen.
-    let addresses = st.netns("checkpoint").map(|ns| container_addresses(&ns)).unwrap_or_default();
+    let netns = st.netns("checkpoint").ok().map(std::sync::Arc::new);
+    let addresses = netns.as_deref().map(container_addresses).unwrap_or_default();
     let mut d = DumpOpts::new(st.pid, images_dir);
+    d.silence_netns = netns;
     d.leave_running = opts.keep_running;
     d.tcp_established = opts.tcp_established;
     d.tcp_skip_in_flight = opts.tcp_skip_in_flight;

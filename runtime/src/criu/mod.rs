@@ -212,6 +212,9 @@ pub struct DumpOpts {
     /// Run CRIU inside this network namespace (the one holding the container's outer veths,
     /// where the network lock goes).
     pub netns: Option<PathBuf>,
+    /// The tree's own network namespace as ferry recorded it: a dump that ends the tree takes
+    /// it off the wire at "post-dump" (see the module's Network section). None: left as is.
+    pub silence_netns: Option<std::sync::Arc<crate::net::CtNetns>>,
 }
 
 impl DumpOpts {
@@ -237,6 +240,7 @@ impl DumpOpts {
             track_mem: false,
             parent_img: None,
             netns: None,
+            silence_netns: None,
         }
     }
 }
@@ -553,26 +557,27 @@ fn set_cgroups(o: &mut Criu_opts, cg: &CgroupHandling) {
 /// connection would meet no socket and no lock: the netns would answer with a RST, ending the
 /// very connection the dump carries (see [`crate::net::silence`]).
 fn silences_its_netns(opts: &DumpOpts) -> bool {
-    !opts.leave_running && opts.network_lock != NetworkLock::Skip
+    opts.silence_netns.is_some() && !opts.leave_running && opts.network_lock != NetworkLock::Skip
 }
 
-/// At "post-dump": every interface of the dumped tree's netns down, unless that netns is the
-/// one CRIU runs in (a tree without a netns of its own; CRIU then locks each connection on the
-/// host instead). Best effort: the dump is good whatever happens here.
+/// At "post-dump": every interface of the dumped tree's recorded netns
+/// ([`DumpOpts::silence_netns`]; never one its processes name in /proc) down, unless that
+/// netns is the one CRIU runs in (CRIU then locks each connection on the host instead). Best
+/// effort: the dump is good whatever happens here.
 fn silence_before_kill(opts: &DumpOpts) {
-    let tree = format!("/proc/{}/ns/net", opts.pid);
+    let Some(tree_ns) = &opts.silence_netns else { return };
     let host = opts.netns.clone().unwrap_or_else(|| PathBuf::from(crate::net::tools::own_netns_path()));
-    let (tree_ns, host_ns) = match (std::fs::File::open(&tree), std::fs::File::open(&host)) {
-        (Ok(t), Ok(h)) => (t, h),
-        (Err(e), _) | (_, Err(e)) => {
+    let host_ns = match std::fs::File::open(&host) {
+        Ok(h) => h,
+        Err(e) => {
             tracing::warn!("dump of pid {}: cannot take its netns off the wire ({e}); a peer may see its connections reset", opts.pid);
             return;
         }
     };
-    if crate::net::silence::same_namespace(&tree_ns, &host_ns) {
+    if crate::net::silence::same_namespace(tree_ns.file(), &host_ns) {
         return;
     }
-    match crate::net::silence::links_down(&tree_ns) {
+    match crate::net::silence::links_down(tree_ns) {
         Ok(links) => tracing::debug!("dump of pid {}: its netns is off the wire ({} down)", opts.pid, links.join(", ")),
         Err(e) => tracing::warn!("dump of pid {}: taking its netns off the wire: {e}; a peer may see its connections reset", opts.pid),
     }

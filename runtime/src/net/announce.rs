@@ -247,20 +247,7 @@ pub fn announce(ifname: &str, addrs: &[IpAddr], mac: Option<[u8; 6]>, count: u32
 /// MAC). A scoped thread joins that netns (fine for CLONE_NEWNET in a multi-threaded
 /// process) so the caller's own namespace is untouched.
 pub fn announce_in_netns(ns: &CtNetns, ifname: &str, addrs: &[IpAddr], mac: Option<[u8; 6]>, count: u32, spacing: Duration) -> Result<()> {
-    in_netns(ns, || announce(ifname, addrs, mac, count, spacing))
-}
-
-/// Run `f` on a thread that joined the container's netns `ns`.
-pub fn in_netns<T: Send>(ns: &CtNetns, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            nix::sched::setns(ns.file(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| Error::sys("setns into the container's network namespace", e))?;
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| Err(Error::Net("announce thread panicked".into())))
-    })
+    ns.run(|| announce(ifname, addrs, mac, count, spacing))
 }
 
 #[cfg(test)]

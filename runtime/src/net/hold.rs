@@ -2,7 +2,7 @@
 //! dump and the restore, new connections held back before the freeze while the services
 //! accept what waits in their backlogs.
 
-use super::tools::{self, HostNetTools, NetTools};
+use super::tools::{self, CtNetns, HostNetTools, NetTools};
 use super::venet::prefix;
 use crate::config::ContainerConfig;
 use crate::error::{Error, Result};
@@ -74,18 +74,27 @@ pub fn hold_new_connections_with(t: &dyn NetTools, cfg: &ContainerConfig, hold: 
     Ok(())
 }
 
-/// Wait (at most `limit`) until no listening TCP socket in the netns of `pid` has connections
-/// waiting to be accepted; returns how many still wait.
-pub fn wait_backlogs_empty(pid: i32, limit: Duration) -> u64 {
+/// Wait (at most `limit`) until no listening TCP socket in the container's netns `ns` (as
+/// ferry recorded it) has connections waiting to be accepted; returns how many still wait.
+/// The kernel's tables are read from a thread in that netns, never through a container
+/// process's /proc.
+pub fn wait_backlogs_empty(ns: &CtNetns, limit: Duration) -> u64 {
     let t0 = std::time::Instant::now();
-    loop {
-        let waiting: u64 =
-            ["tcp", "tcp6"].iter().filter_map(|f| std::fs::read_to_string(format!("/proc/{pid}/net/{f}")).ok()).map(|t| listen_backlog(&t)).sum();
+    let polled = ns.run(|| loop {
+        let waiting: u64 = ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .map(|t| listen_backlog(&t))
+            .sum();
         if waiting == 0 || t0.elapsed() >= limit {
-            return waiting;
+            return Ok(waiting);
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
+    });
+    polled.unwrap_or_else(|e| {
+        tracing::warn!("waiting for the container's backlogs: {e}");
+        0
+    })
 }
 
 /// Connections waiting in the accept queues of the listeners in a /proc/net/tcp{,6} table

@@ -5,7 +5,6 @@
 //! netns), and the announce repeated with back-off until every neighbour answered or the
 //! deadline passed. AF_PACKET, as [`super::announce`].
 
-use super::announce::in_netns;
 use super::announce::{announce_frames, ether_header, icmpv6_checksum, PacketSocket, BROADCAST_MAC};
 use super::handover::{self, choose_neighbours, Connection, Outcome, Progress, Route};
 use super::tools::{ip, ip_in, CtNetns};
@@ -181,7 +180,7 @@ impl Lookup<'_> {
 
 /// The container's established TCP connections, as the kernel lists them in its netns.
 fn connections(ns: &CtNetns) -> Vec<Connection> {
-    in_netns(ns, || {
+    ns.run(|| {
         let mut out = Vec::new();
         for f in ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"] {
             out.extend(handover::established(&std::fs::read_to_string(f).unwrap_or_default()));
@@ -216,7 +215,7 @@ pub fn verify_handover(st: &NetState, ns: Option<&CtNetns>, since: Instant, dead
         let addrs = container_addrs(ns, &b.inner)?;
         let targets = Lookup { ns: Some(ns) }.targets(&b.inner, &addrs, &conns);
         // Sockets opened inside the container's netns stay bound to its device there.
-        sites.push(in_netns(ns, || Site::open(&b.inner, addrs, targets))?);
+        sites.push(ns.run(|| Site::open(&b.inner, addrs, targets))?);
     }
     let mut progress = Progress::new(sites.iter().flat_map(|s| s.targets.clone()).collect());
     let start = Instant::now();

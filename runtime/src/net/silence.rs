@@ -9,6 +9,7 @@
 //! inner end is down drops what the host sends into it, and the host side (routes, proxy
 //! entries, bridge ports) stays as it is.
 
+use super::tools::CtNetns;
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -25,31 +26,26 @@ pub fn same_namespace(a: &File, b: &File) -> bool {
 /// Set every interface of the network namespace `ns` but `lo` down, from a thread that joins
 /// it (the caller's own namespace is untouched; no process is started). Returns the names of
 /// the interfaces it took down; stops at the first that refuses.
-pub fn links_down(ns: &File) -> Result<Vec<String>> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys("setns into a container's netns", e))?;
-            let names: Vec<String> = nix::net::if_::if_nameindex()
-                .map_err(|e| Error::sys("list the interfaces of a container's netns", e))?
-                .iter()
-                .map(|i| i.name().to_string_lossy().into_owned())
-                .filter(|n| n != "lo")
-                .collect();
-            // Its sockets live in the joined netns: the ioctls act on its interfaces.
-            let sock = nix::sys::socket::socket(
-                nix::sys::socket::AddressFamily::Inet,
-                nix::sys::socket::SockType::Datagram,
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .map_err(|e| Error::sys("socket for interface flags", e))?;
-            for name in &names {
-                set_down(&sock, name).map_err(|e| Error::Net(format!("set {name} down in a container's netns: {e}")))?;
-            }
-            Ok(names)
-        })
-        .join()
-        .unwrap_or_else(|_| Err(Error::Net("the thread setting a netns's links down panicked".into())))
+pub fn links_down(ns: &CtNetns) -> Result<Vec<String>> {
+    ns.run(|| {
+        let names: Vec<String> = nix::net::if_::if_nameindex()
+            .map_err(|e| Error::sys("list the interfaces of a container's netns", e))?
+            .iter()
+            .map(|i| i.name().to_string_lossy().into_owned())
+            .filter(|n| n != "lo")
+            .collect();
+        // Its sockets live in the joined netns: the ioctls act on its interfaces.
+        let sock = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| Error::sys("socket for interface flags", e))?;
+        for name in &names {
+            set_down(&sock, name).map_err(|e| Error::Net(format!("set {name} down in a container's netns: {e}")))?;
+        }
+        Ok(names)
     })
 }
 

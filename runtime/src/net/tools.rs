@@ -40,6 +40,20 @@ impl CtNetns {
     pub fn file(&self) -> &std::fs::File {
         &self.file
     }
+
+    /// Run `f` on a thread that joined this netns (fine for CLONE_NEWNET in a multi-threaded
+    /// process); the caller's own namespace is untouched and no process is started.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                nix::sched::setns(&self.file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| Error::sys("setns into the container's network namespace", e))?;
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(Error::Net("a thread in the container's network namespace panicked".into())))
+        })
+    }
 }
 
 /// The host tools networking runs, as one seam: [`HostNetTools`] runs them; the recording

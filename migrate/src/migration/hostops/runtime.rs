@@ -21,7 +21,7 @@ pub trait NetOps: Send + Sync {
     fn hold_traffic(&self, cfg: &ContainerConfig, hold: bool) -> ferry_runtime::Result<()>;
     /// Wait (at most `limit`) until no listening socket in the netns of `pid` has connections
     /// waiting to be accepted; how many still wait.
-    fn wait_backlogs_empty(&self, pid: i32, limit: Duration) -> u64;
+    fn wait_backlogs_empty(&self, ns: &CtNetns, limit: Duration) -> u64;
     /// Announce the addresses of a running container (from inside its netns `ns` where it
     /// has one) and repeat that until its neighbours answer or `deadline` passes
     /// (`ferry_runtime::net::verify_handover`).
@@ -50,8 +50,8 @@ impl NetOps for RuntimeNet {
         ferry_runtime::net::hold_traffic(cfg, hold)
     }
 
-    fn wait_backlogs_empty(&self, pid: i32, limit: Duration) -> u64 {
-        ferry_runtime::net::wait_backlogs_empty(pid, limit)
+    fn wait_backlogs_empty(&self, ns: &CtNetns, limit: Duration) -> u64 {
+        ferry_runtime::net::wait_backlogs_empty(ns, limit)
     }
 
     fn verify_handover(
@@ -66,7 +66,7 @@ impl NetOps for RuntimeNet {
     }
 
     fn links_down(&self, ns: &CtNetns) {
-        if let Err(e) = ferry_runtime::net::silence::links_down(ns.file()) {
+        if let Err(e) = ferry_runtime::net::silence::links_down(ns) {
             tracing::warn!("taking a container's links down before it is killed: {e}");
         }
     }
@@ -178,7 +178,13 @@ impl<N: NetOps> HostOps for RuntimeOps<N> {
             return 0;
         }
         match ferry_runtime::state::State::load(host, &cfg.ctid) {
-            Ok(Some(st)) => self.net.wait_backlogs_empty(st.pid, limit),
+            Ok(Some(st)) => match st.netns("migrate") {
+                Ok(ns) => self.net.wait_backlogs_empty(&ns, limit),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    0
+                }
+            },
             _ => 0,
         }
     }
