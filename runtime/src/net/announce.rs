@@ -13,11 +13,11 @@ pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 pub const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub(super) const ETH_P_ARP: u16 = 0x0806;
+pub(super) const ETH_P_IPV6: u16 = 0x86dd;
 const ARPOP_REQUEST: u16 = 1;
 const ARPOP_REPLY: u16 = 2;
-const ICMPV6_NA: u8 = 136;
+pub(super) const ICMPV6_NA: u8 = 136;
 const NA_FLAG_OVERRIDE: u8 = 0x20;
 const OPT_TARGET_LLADDR: u8 = 2;
 
@@ -166,11 +166,32 @@ impl PacketSocket {
         Ok(sock)
     }
 
-    /// The next frame received, if one waits (a non-blocking socket).
+    /// The next frame received from the wire, if one waits (a non-blocking socket); what
+    /// this host sent itself (PACKET_OUTGOING: a process behind this device included) is
+    /// passed over, never taken as an answer.
     pub(super) fn recv(&self, buf: &mut [u8]) -> Option<usize> {
-        // SAFETY: buf is valid for writes of its length; the fd is open.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        (n > 0).then_some(n as usize)
+        loop {
+            // SAFETY: sockaddr_ll is plain old data; all-zero is valid before recvfrom fills it.
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: buf is valid for writes of its length, `from` for `len` bytes; the fd is open.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut len,
+                )
+            };
+            if n <= 0 {
+                return None;
+            }
+            if from.sll_pkttype != libc::PACKET_OUTGOING {
+                return Some(n as usize);
+            }
+        }
     }
 
     pub(super) fn hwaddr(&self, ifname: &str) -> Result<[u8; 6]> {

@@ -244,14 +244,7 @@ pub fn cleanup_stale_with(t: &dyn NetTools, cfg: &ContainerConfig) -> Result<()>
 /// the host's MAC, bridged interfaces' addresses from inside the container's netns `ns` with
 /// its MAC (left out without `ns`).
 pub fn announce_container(st: &NetState, ns: Option<&CtNetns>, count: u32, spacing: Duration) -> Result<()> {
-    let mut by_uplink: Vec<(String, Vec<IpAddr>)> = Vec::new();
-    for p in &st.proxies {
-        match by_uplink.iter_mut().find(|(d, _)| *d == p.dev) {
-            Some((_, v)) => v.push(p.addr),
-            None => by_uplink.push((p.dev.clone(), vec![p.addr])),
-        }
-    }
-    for (dev, addrs) in &by_uplink {
+    for (dev, addrs) in &venet_by_uplink(st) {
         announce(dev, addrs, None, count, spacing)?;
     }
     for (b, ns) in st.bridged.iter().filter_map(|b| Some((b, ns?))) {
@@ -259,6 +252,18 @@ pub fn announce_container(st: &NetState, ns: Option<&CtNetns>, count: u32, spaci
         announce_in_netns(ns, &b.inner, &addrs, None, count, spacing)?;
     }
     Ok(())
+}
+
+/// A container's venet addresses grouped by the host uplink they are announced from.
+pub(crate) fn venet_by_uplink(st: &NetState) -> Vec<(String, Vec<IpAddr>)> {
+    let mut by_uplink: Vec<(String, Vec<IpAddr>)> = Vec::new();
+    for p in &st.proxies {
+        match by_uplink.iter_mut().find(|(d, _)| *d == p.dev) {
+            Some((_, v)) => v.push(p.addr),
+            None => by_uplink.push((p.dev.clone(), vec![p.addr])),
+        }
+    }
+    by_uplink
 }
 
 /// Global addresses on `ifname` inside the container.

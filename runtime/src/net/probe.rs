@@ -5,19 +5,16 @@
 //! netns), and the announce repeated with back-off until every neighbour answered or the
 //! deadline passed. AF_PACKET, as [`super::announce`].
 
-use super::announce::{announce_frames, ether_header, icmpv6_checksum, PacketSocket, BROADCAST_MAC};
+use super::announce::{announce_frames, ether_header, icmpv6_checksum, PacketSocket, BROADCAST_MAC, ETH_P_ARP, ETH_P_IPV6, ICMPV6_NA};
 use super::handover::{self, choose_neighbours, Connection, Outcome, Progress, Route};
 use super::tools::{ip, ip_in, CtNetns};
-use super::{container_addrs, NetState};
+use super::{container_addrs, venet_by_uplink, NetState};
 use crate::error::{Error, Result};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_IPV6: u16 = 0x86dd;
 const ICMPV6_NS: u8 = 135;
-const ICMPV6_NA: u8 = 136;
 const OPT_SOURCE_LLADDR: u8 = 1;
 
 /// An ARP request for `target` from `local` with `mac`, broadcast.
@@ -72,11 +69,16 @@ fn probe_frame(mac: &[u8; 6], local: IpAddr, neighbour: IpAddr) -> Option<(Vec<u
 
 /// An answer in a received frame: (the neighbour that answered, the address it answered).
 /// An ARP reply from the neighbour to the container's address, or a neighbour advertisement
-/// of the neighbour's address sent to the container's address. Anything else is None.
-pub fn parse_answer(f: &[u8]) -> Option<(IpAddr, IpAddr)> {
+/// of the neighbour's address sent to the container's address, either addressed to `mac`
+/// (where the probes went out): an answer meant for another host (the old one) proves
+/// nothing. Anything else is None.
+pub fn parse_answer(f: &[u8], mac: &[u8; 6]) -> Option<(IpAddr, IpAddr)> {
     let ethertype = u16::from_be_bytes([*f.get(12)?, *f.get(13)?]);
+    if f.get(0..6)? != mac {
+        return None;
+    }
     match ethertype {
-        ETH_P_ARP if f.len() >= 42 && f[14..22] == [0, 1, 8, 0, 6, 4, 0, 2] => {
+        ETH_P_ARP if f.len() >= 42 && f[14..22] == [0, 1, 8, 0, 6, 4, 0, 2] && f[32..38] == *mac => {
             let sender = Ipv4Addr::new(f[28], f[29], f[30], f[31]);
             let target = Ipv4Addr::new(f[38], f[39], f[40], f[41]);
             Some((IpAddr::V4(sender), IpAddr::V4(target)))
@@ -102,20 +104,23 @@ struct Site {
 }
 
 impl Site {
-    /// Open the sockets on `dev` in the calling thread's netns.
-    fn open(dev: &str, addrs: Vec<IpAddr>, targets: Vec<handover::Target>) -> Result<Site> {
+    /// Open the sockets on `dev` in the calling thread's netns (its neighbours are found
+    /// afterwards).
+    fn open(dev: &str, addrs: Vec<IpAddr>) -> Result<Site> {
         let tx = PacketSocket::open(dev)?;
         let rx = PacketSocket::open_receiving(dev)?;
         let mac = tx.hwaddr(dev)?;
-        Ok(Site { dev: dev.to_string(), mac, addrs, tx, rx, targets })
+        Ok(Site { dev: dev.to_string(), mac, addrs, tx, rx, targets: Vec::new() })
     }
 
-    /// Announce the addresses once, and probe the neighbours still `pending`.
-    fn send_round(&self, pending: &[handover::Target]) -> Result<()> {
+    /// Announce the addresses once (`announce`), and probe the neighbours still `pending`.
+    fn send_round(&self, announce: bool, pending: &[handover::Target]) -> Result<()> {
         let send =
             |frame: &[u8], dst: &[u8; 6]| self.tx.send(frame, dst).map_err(|e| Error::Net(format!("handover on {}: sendto failed: {e}", self.dev)));
-        for (frame, dst) in announce_frames(&self.mac, &self.addrs) {
-            send(&frame, &dst)?;
+        if announce {
+            for (frame, dst) in announce_frames(&self.mac, &self.addrs) {
+                send(&frame, &dst)?;
+            }
         }
         for t in pending.iter().filter(|t| t.dev == self.dev) {
             if let Some((frame, dst)) = probe_frame(&self.mac, t.local, t.neighbour) {
@@ -197,27 +202,40 @@ fn connections(ns: &CtNetns) -> Vec<Connection> {
 /// `since` (the restore). Only errors before the first announce are errors; an unconfirmed
 /// handover is an [`Outcome`] without `confirmed_after`.
 pub fn verify_handover(st: &NetState, ns: Option<&CtNetns>, since: Instant, deadline: Duration, still_here: &dyn Fn() -> bool) -> Result<Outcome> {
-    let conns = ns.map(connections).unwrap_or_default();
-    let mut sites = Vec::new();
-    let mut by_uplink: Vec<(String, Vec<IpAddr>)> = Vec::new();
-    for p in &st.proxies {
-        match by_uplink.iter_mut().find(|(d, _)| *d == p.dev) {
-            Some((_, v)) => v.push(p.addr),
-            None => by_uplink.push((p.dev.clone(), vec![p.addr])),
+    // The sites first, and the first announce at once: it is what moves the neighbours'
+    // caches; finding whom to probe (route lookups) comes after. A site that cannot be opened
+    // is left out (said in the log), so the others are still announced.
+    let mut sites: Vec<(Site, Option<&CtNetns>)> = Vec::new();
+    let mut failed = None;
+    for (dev, addrs) in venet_by_uplink(st) {
+        match Site::open(&dev, addrs) {
+            Ok(site) => sites.push((site, None)),
+            Err(e) => failed = Some(e),
         }
     }
-    let host = Lookup { ns: None };
-    for (dev, addrs) in by_uplink {
-        let targets = host.targets(&dev, &addrs, &conns);
-        sites.push(Site::open(&dev, addrs, targets)?);
-    }
     for (b, ns) in st.bridged.iter().filter_map(|b| Some((b, ns?))) {
-        let addrs = container_addrs(ns, &b.inner)?;
-        let targets = Lookup { ns: Some(ns) }.targets(&b.inner, &addrs, &conns);
         // Sockets opened inside the container's netns stay bound to its device there.
-        sites.push(ns.run(|| Site::open(&b.inner, addrs, targets))?);
+        match container_addrs(ns, &b.inner).and_then(|addrs| ns.run(|| Site::open(&b.inner, addrs))) {
+            Ok(site) => sites.push((site, Some(ns))),
+            Err(e) => failed = Some(e),
+        }
     }
+    if let Some(e) = failed {
+        if sites.is_empty() {
+            return Err(e);
+        }
+        tracing::warn!("handover: {e}; the other addresses are announced");
+    }
+    for (site, _) in &sites {
+        site.send_round(true, &[])?;
+    }
+    let conns = ns.map(connections).unwrap_or_default();
+    for (site, in_ns) in &mut sites {
+        site.targets = Lookup { ns: *in_ns }.targets(&site.dev, &site.addrs, &conns);
+    }
+    let sites: Vec<Site> = sites.into_iter().map(|(s, _)| s).collect();
     let mut progress = Progress::new(sites.iter().flat_map(|s| s.targets.clone()).collect());
+    progress.announces = 1;
     let start = Instant::now();
     let schedule = handover::schedule(handover::BACKOFF_FIRST, handover::BACKOFF_MAX, deadline);
     let mut buf = vec![0u8; 2048];
@@ -225,15 +243,15 @@ pub fn verify_handover(st: &NetState, ns: Option<&CtNetns>, since: Instant, dead
         if i > 0 && !still_here() {
             break;
         }
+        // Round 0 probes only: its announce went out as soon as the sites were open.
         for s in &sites {
-            if let Err(e) = s.send_round(progress.pending()) {
-                if i == 0 {
-                    return Err(e);
-                }
+            if let Err(e) = s.send_round(i > 0, progress.pending()) {
                 tracing::warn!("{e}");
             }
         }
-        progress.announces += 1;
+        if i > 0 {
+            progress.announces += 1;
+        }
         let until = start + schedule.get(i + 1).copied().unwrap_or(deadline);
         while !progress.done() {
             let left = until.saturating_duration_since(Instant::now());
@@ -243,7 +261,7 @@ pub fn verify_handover(st: &NetState, ns: Option<&CtNetns>, since: Instant, dead
             wait_readable(&sites, left);
             for s in &sites {
                 while let Some(n) = s.rx.recv(&mut buf) {
-                    if let Some((neighbour, local)) = parse_answer(&buf[..n]) {
+                    if let Some((neighbour, local)) = parse_answer(&buf[..n], &s.mac) {
                         progress.answered(&s.dev, local, neighbour, since.elapsed());
                     }
                 }
@@ -279,13 +297,23 @@ mod tests {
         assert_eq!(&f[22..28], &MAC);
         assert_eq!(&f[28..32], &[198, 18, 1, 21]);
         assert_eq!(&f[38..42], &[198, 18, 0, 101]);
-        assert_eq!(parse_answer(&f), None, "our own request is no answer");
-        // The neighbour's reply: op 2, sender = neighbour, target = the container's address.
+        assert_eq!(parse_answer(&f, &MAC), None, "our own request is no answer");
+        // The neighbour's reply: to our MAC, op 2, sender = neighbour, target = the
+        // container's address and our MAC.
         let mut r = f.clone();
+        r[0..6].copy_from_slice(&MAC);
         r[21] = 2;
+        r[22..28].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
         r[28..32].copy_from_slice(&[198, 18, 0, 101]);
+        r[32..38].copy_from_slice(&MAC);
         r[38..42].copy_from_slice(&[198, 18, 1, 21]);
-        assert_eq!(parse_answer(&r), Some(("198.18.0.101".parse().unwrap(), "198.18.1.21".parse().unwrap())));
+        assert_eq!(parse_answer(&r, &MAC), Some(("198.18.0.101".parse().unwrap(), "198.18.1.21".parse().unwrap())));
+        // The same reply meant for another host (the one the container left) proves nothing.
+        let other = [0x02, 0xaa, 0, 0, 0, 1];
+        assert_eq!(parse_answer(&r, &other), None);
+        let mut to_other = r.clone();
+        to_other[32..38].copy_from_slice(&other);
+        assert_eq!(parse_answer(&to_other, &MAC), None, "a reply whose target hardware address is another's");
     }
 
     #[test]
@@ -306,7 +334,7 @@ mod tests {
         let mut zeroed = icmp.to_vec();
         zeroed[2..4].copy_from_slice(&[0, 0]);
         assert_eq!(icmpv6_checksum(&local, &group, &zeroed).to_be_bytes(), [icmp[2], icmp[3]]);
-        assert_eq!(parse_answer(&f), None, "a solicitation is no answer");
+        assert_eq!(parse_answer(&f, &MAC), None, "a solicitation is no answer");
     }
 
     #[test]
@@ -321,8 +349,9 @@ mod tests {
         f.extend_from_slice(&[ICMPV6_NA, 0, 0, 0, 0x60, 0, 0, 0]);
         f.extend_from_slice(&peer.octets());
         f.extend_from_slice(&[2, 1, 2, 0, 0, 0, 0, 9]);
-        assert_eq!(parse_answer(&f), Some((IpAddr::V6(peer), IpAddr::V6(local))));
-        assert_eq!(parse_answer(&f[..60]), None, "a truncated frame is ignored");
+        assert_eq!(parse_answer(&f, &MAC), Some((IpAddr::V6(peer), IpAddr::V6(local))));
+        assert_eq!(parse_answer(&f[..60], &MAC), None, "a truncated frame is ignored");
+        assert_eq!(parse_answer(&f, &[2, 0, 0, 0, 0, 9]), None, "an advertisement to another host");
     }
 
     #[test]
