@@ -146,7 +146,10 @@ pub fn mount_root(host: &Host, cfg: &ContainerConfig) -> Result<PathBuf> {
             let private = private_area(host, ct)?;
             std::fs::create_dir_all(&root).ctx("create root directory", &root)?;
             idmapped::mount(&private, &root, &map)?;
-            make_private(&root)?;
+            if let Err(e) = make_private(&root) {
+                let _ = nix::mount::umount2(&root, MntFlags::MNT_DETACH);
+                return Err(e);
+            }
             Ok(root)
         }
     }
