@@ -133,7 +133,9 @@ pub fn path(host: &Host) -> PathBuf {
 }
 
 fn lock(host: &Host) -> std::io::Result<Flock<File>> {
-    let f = OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(host.data_dir.join("events.lock"))?;
+    let locks = host.data_dir.join("locks");
+    std::fs::create_dir_all(&locks)?;
+    let f = OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(locks.join("+events.lock"))?;
     Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| std::io::Error::from(e))
 }
 
@@ -190,10 +192,9 @@ fn compact(p: &Path, keep: usize) -> std::io::Result<()> {
         out.push_str(&serde_json::to_string(&Line::Event((*e).clone())).map_err(std::io::Error::other)?);
         out.push('\n');
     }
-    let tmp = p.with_extension("jsonl.tmp");
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(out.as_bytes())?;
-    std::fs::rename(&tmp, p)
+    // Through the one atomic writer (fsynced, and its directory): the totals line must
+    // outlive a crash, or the counters would go down.
+    crate::util::write_atomic_mode(p, out.as_bytes(), Some(0o600)).map_err(std::io::Error::other)
 }
 
 /// The sums of everything the journal of `host` holds (all zero when there is none).

@@ -9,10 +9,15 @@ use std::process::Command;
 /// Write `data` to `path` atomically: a temp file in the same directory, fsync, rename, fsync
 /// of the directory. Readers see the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, None)
+}
+
+/// [`write_atomic`] with the file's `mode` (else the umask's).
+pub fn write_atomic_mode(path: &Path, data: &[u8], mode: Option<u32>) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).ctx("create directory", dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    replace_file(path, &dir.join(format!(".{name}.tmp.{}", std::process::id())), data, None).map_err(|(what, p, e)| Error::io(what, p, e))
+    replace_file(path, &dir.join(format!(".{name}.tmp.{}", std::process::id())), data, mode).map_err(|(what, p, e)| Error::io(what, p, e))
 }
 
 /// The one temp-file-then-rename writer ([`write_atomic`] on the host, [`write_replace`] in a
