@@ -45,7 +45,10 @@ mkdir -p "$target" "$cargo_home"
 scripts/lib/in-root.sh --read-only --ro-bind "$PWD:/src" --bind "$target:/target" --bind "$cargo_home:/cargo" \
   --env CARGO_HOME=/cargo --env CARGO_TARGET_DIR=/target --env FERRY_GIT_COMMIT="$commit" --env CARGO_PROFILE_RELEASE_DEBUG=false \
   "$tree" sh -ec 'cd /src
-    cargo build --release --locked -p ferry 2>&1 | tail -n 1
+    # sh here has no pipefail: the status is cargo'"'"'s own, so a failed build stops here
+    # instead of packaging the binary an earlier build left in the target dir.
+    cargo build --release --locked -p ferry >/target/build.log 2>&1 || { tail -n 40 /target/build.log; exit 1; }
+    tail -n 1 /target/build.log
     # The crates linked into the binary, for the copyright file.
     cargo tree --locked -p ferry -e normal --prefix none --format "{p} {l}" | grep -v "(/" | sed "s/ (\*)\$//" | sort -u >/target/bundled-crates'
 bin=$target/release/ferry

@@ -39,7 +39,12 @@ commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 echo "$deb: $(du -k "$deb" | cut -f1) KiB, Depends: $(dpkg-deb -f "$deb" Depends)"
 
 step "lintian"
-lint=$(lintian --tag-display-limit 0 "$deb" 2>&1 | grep -v "^running with root privileges") || true
+command -v lintian >/dev/null || fail "lintian is not installed (scripts/install-deps.sh --test installs it)"
+# lintian exits 1 for tags it reports (errors are checked below), above that when it failed.
+lint_rc=0
+lint=$(lintian --tag-display-limit 0 "$deb" 2>&1) || lint_rc=$?
+[[ $lint_rc -le 1 ]] || fail "lintian failed (exit $lint_rc): $lint"
+lint=$(grep -v "^running with root privileges" <<<"$lint" || true)
 [[ -n $lint ]] && echo "$lint"
 ! grep -q '^E: ' <<<"$lint" || fail "lintian reports errors"
 
