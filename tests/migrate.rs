@@ -26,7 +26,7 @@ use topology::Topology;
 /// The simulated hosts of these tests (their methods are below).
 type Sim = sshhosts::SshHosts;
 
-const PORT: u16 = 8000;
+const PORT: u16 = sshhosts::ECHO_PORT;
 
 fn can_run(test: &str) -> bool {
     if !support::need_root(test) {
@@ -124,19 +124,6 @@ impl Sim {
         }
     }
 
-    /// A running container with an echo server on PORT and a counter loop appending to
-    /// /root/ctr every 10 ms.
-    fn container(&self, i: usize, ct: &str, net: &[&str]) {
-        let h = self.h(i);
-        let mut args = vec!["create", ct, "--template", h.template.to_str().unwrap()];
-        args.extend(net);
-        h.ok(&args);
-        h.ok(&["start", ct]);
-        h.exec(ct, &format!("ip link set lo up; nc -ll -p {PORT} -e /bin/cat </dev/null >/dev/null 2>&1 &"));
-        h.exec(ct, "(i=0; while :; do i=$((i+1)); echo $i >> /root/ctr; usleep 10000; done) </dev/null >/dev/null 2>&1 &");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-
     /// Like `container` (on `ip`), plus `files_mb` MB of random data in /root/big and a
     /// process holding `mem_mb` MB of memory that does not compress.
     fn big_container(&self, i: usize, ct: &str, ip: &str, files_mb: u32, mem_mb: u32) {
@@ -155,15 +142,6 @@ impl Sim {
         h.exec(ct, "(i=0; while :; do i=$((i+1)); echo $i >> /root/ctr; usleep 10000; done) </dev/null >/dev/null 2>&1 &");
         h.exec(ct, &format!("/usr/local/bin/mem_toucher {mem_mb} </dev/null >/dev/null 2>&1 &"));
         std::thread::sleep(Duration::from_millis(1500));
-    }
-
-    fn status(&self, i: usize, ct: &str) -> String {
-        let o = self.h(i).ferry(&["status", ct, "--json"]);
-        if !o.status.success() {
-            return "absent".into();
-        }
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        v["status"].as_str().unwrap_or("?").to_string()
     }
 }
 
