@@ -8,7 +8,7 @@ use ferry_runtime::metrics::{render, ContainerSample, HostSample};
 use ferry_runtime::Host;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,27 +26,33 @@ pub struct MetricsArgs {
 }
 
 pub fn metrics(h: &Host, a: MetricsArgs) -> Result<u8> {
+    // Asked of CRIU once (it runs criu), not per request.
+    let criu_version = ferry_migrate::migration::hostops::RuntimeOps::shared().criu_version().unwrap_or_default();
     if let Some(addr) = &a.listen {
-        return serve(h, addr);
+        return serve(h, addr, &criu_version);
     }
-    let text = gather(h);
+    // A host whose containers cannot be listed publishes nothing (never a file that says it
+    // has none): the old file stays, the exit code says why.
+    let text = gather(h, &criu_version)?;
     match &a.output {
-        Some(p) => write_atomically(p, &text)?,
+        Some(p) => {
+            ferry_runtime::util::write_atomic_mode(p, text.as_bytes(), Some(0o644)).with_context(|| format!("metrics: write {}", p.display()))?
+        }
         None => print!("{text}"),
     }
     Ok(0)
 }
 
 /// Every container (as `ferry list -a` reports it) and the host's figures, rendered.
-fn gather(h: &Host) -> String {
-    let criu_version = ferry_migrate::migration::hostops::RuntimeOps::shared().criu_version().unwrap_or_default();
+fn gather(h: &Host, criu_version: &str) -> Result<String> {
+    let criu_version = criu_version.to_string();
     let totals = ferry_runtime::events::totals(h).unwrap_or_else(|e| {
         tracing::warn!("cannot read the event journal: {e}");
         Default::default()
     });
     let host = HostSample { ferry_version: env!("CARGO_PKG_VERSION").to_string(), criu_version, totals };
     let mut cts = Vec::new();
-    for ct in h.list_ctids().unwrap_or_default() {
+    for ct in h.list_ctids().with_context(|| format!("metrics: list the containers in {}", h.conf_dir().display()))? {
         super::notices::warn(ferry_migrate::stale::recover_if_interrupted(h, &ct));
         let Ok(r) = super::list::row(h, &ct) else { continue };
         let usage = (r.status == "running").then(|| Usage {
@@ -71,19 +77,7 @@ fn gather(h: &Host) -> String {
             disk_limit: r.disklimit,
         });
     }
-    render(&host, &cts)
-}
-
-fn write_atomically(p: &Path, text: &str) -> Result<()> {
-    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut tmp = ferry_runtime::util::private_temp_file(dir, &name).with_context(|| format!("metrics: create a file in {}", dir.display()))?;
-    tmp.write_all(text.as_bytes()).with_context(|| format!("metrics: write {}", tmp.path().display()))?;
-    let f = tmp.as_file();
-    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    f.sync_all()?;
-    tmp.persist(p).map_err(|e| anyhow::anyhow!("metrics: rename to {}: {}", p.display(), e.error))?;
-    Ok(())
+    Ok(render(&host, &cts))
 }
 
 /// Requests answered at once; more are refused until one ends.
@@ -92,7 +86,7 @@ const MAX_CLIENTS: usize = 8;
 /// A tiny HTTP/1.0 server: `GET /metrics` (or `/`) gets the figures, anything else 404. Each
 /// request in a thread of its own with short timeouts, at most [`MAX_CLIENTS`] at once, so a
 /// slow or silent peer neither keeps others waiting nor piles up threads.
-fn serve(h: &Host, addr: &str) -> Result<u8> {
+fn serve(h: &Host, addr: &str, criu_version: &str) -> Result<u8> {
     let listener = TcpListener::bind(addr).with_context(|| format!("metrics: listen on {addr}"))?;
     eprintln!("ferry: serving metrics on http://{}/metrics", listener.local_addr()?);
     let busy = Arc::new(AtomicUsize::new(0));
@@ -102,9 +96,9 @@ fn serve(h: &Host, addr: &str) -> Result<u8> {
             busy.fetch_sub(1, Ordering::SeqCst);
             continue; // dropped: the peer sees the connection close
         }
-        let (h, busy) = (h.clone(), busy.clone());
+        let (h, busy, criu_version) = (h.clone(), busy.clone(), criu_version.to_string());
         std::thread::spawn(move || {
-            if let Err(e) = answer(&h, conn) {
+            if let Err(e) = answer(&h, conn, &criu_version) {
                 tracing::debug!("metrics: a request failed: {e}");
             }
             busy.fetch_sub(1, Ordering::SeqCst);
@@ -113,7 +107,7 @@ fn serve(h: &Host, addr: &str) -> Result<u8> {
     Ok(0)
 }
 
-fn answer(h: &Host, mut conn: TcpStream) -> std::io::Result<()> {
+fn answer(h: &Host, mut conn: TcpStream, criu_version: &str) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     conn.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(std::io::Read::take(&conn, 16 << 10));
@@ -128,7 +122,10 @@ fn answer(h: &Host, mut conn: TcpStream) -> std::io::Result<()> {
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics" | "/") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", gather(h)),
+        ("GET" | "HEAD", "/metrics" | "/") => match gather(h, criu_version) {
+            Ok(text) => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text),
+            Err(e) => ("500 Internal Server Error", "text/plain", format!("{e:#}\n")),
+        },
         ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "not found: the figures are at /metrics\n".to_string()),
         _ => ("405 Method Not Allowed", "text/plain", "only GET\n".to_string()),
     };
