@@ -137,7 +137,18 @@ pub fn plan(mover: &dyn Mover, cts: &[Candidate], dests: &[String]) -> Vec<Resul
             let mut refused = Vec::new();
             for d in dests {
                 match mover.preflight(ct, d) {
-                    Ok(room) => passed.push((d.as_str(), room)),
+                    Ok(room) => {
+                        // Never more than a destination has free, counting what this
+                        // evacuation already sends it (0: a peer too old to say; its preflight
+                        // decides).
+                        let left = room.free_memory.saturating_sub(given.get(d.as_str()).copied().unwrap_or(0));
+                        if room.free_memory > 0 && left < ct.memory {
+                            let reason = format!("not enough memory: {left} bytes free after what this evacuation sends there, {} needed", ct.memory);
+                            refused.push(Refusal { destination: d.clone(), reason });
+                        } else {
+                            passed.push((d.as_str(), room));
+                        }
+                    }
                     Err(f) => refused.push(Refusal { destination: d.clone(), reason: f.message }),
                 }
             }
@@ -260,6 +271,23 @@ mod tests {
         let cts = vec![ct("a", 2 * GIB), ct("b", 2 * GIB), ct("c", GIB)];
         let p = plan(&fake, &cts, &dests());
         assert_eq!(p, vec![Ok("h1".into()), Ok("h2".into()), Ok("h1".into())]);
+    }
+
+    #[test]
+    fn no_destination_gets_more_than_it_has_free() {
+        // 3 GiB free on each: the first 2 GiB container fits on h1, the second on h2, the
+        // third nowhere (1 GiB left on each) and is refused naming memory, never overcommitted.
+        let fake = Fake { rooms: vec![("h1", room(3)), ("h2", room(3))], ..Default::default() };
+        let p = plan(&fake, &[ct("a", 2 * GIB), ct("b", 2 * GIB), ct("c", 2 * GIB)], &dests());
+        assert_eq!(p[..2], [Ok("h1".into()), Ok("h2".into())]);
+        let refused = p[2].clone().unwrap_err();
+        assert!(refused.len() == 2 && refused.iter().all(|r| r.reason.contains("not enough memory")), "{refused:?}");
+        // A peer too old to report its memory (0) is left to its own preflight.
+        let fake = Fake {
+            rooms: vec![("h1", Room { free_memory: 0, free_disk: GIB }), ("h2", Room { free_memory: 0, free_disk: GIB })],
+            ..Default::default()
+        };
+        assert_eq!(plan(&fake, &[ct("a", 2 * GIB)], &dests()), vec![Ok("h1".into())]);
     }
 
     #[test]
