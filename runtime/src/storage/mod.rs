@@ -98,12 +98,7 @@ pub fn files_dir(host: &Host, cfg: &ContainerConfig) -> Result<(PathBuf, bool)> 
 /// Whether something is mounted exactly at `p` (per /proc/self/mountinfo).
 pub fn is_mounted(p: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let want = p.to_string_lossy();
-    info.lines().any(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(&*want))
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    probe::parse_mountinfo(&info).iter().any(|m| m.mount_point == p)
 }
 
 /// The mapping a container's root is mounted with: its range for the unprivileged kind.

@@ -29,6 +29,8 @@ pub struct MountEntry {
     /// The directory of its filesystem the mount shows (`/` for the whole filesystem).
     pub root: String,
     pub mount_point: PathBuf,
+    /// Per-mount options (e.g. `rw,relatime,idmapped`).
+    pub mount_opts: String,
     pub fstype: String,
     pub source: String,
     /// Superblock options (e.g. `rw,prjquota`).
@@ -58,12 +60,13 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
     for line in text.lines() {
         let f: Vec<&str> = line.split(' ').collect();
         let Some(sep) = f.iter().position(|x| *x == "-") else { continue };
-        if f.len() < sep + 4 || f.len() < 5 {
+        if f.len() < sep + 4 || sep < 6 {
             continue;
         }
         out.push(MountEntry {
             root: unescape(f[3]),
             mount_point: PathBuf::from(unescape(f[4])),
+            mount_opts: f[5].to_string(),
             fstype: f[sep + 1].to_string(),
             source: unescape(f[sep + 2]),
             super_opts: f[sep + 3].to_string(),

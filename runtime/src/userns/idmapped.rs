@@ -122,11 +122,7 @@ pub fn mount(src: &Path, target: &Path, map: &IdMap) -> Result<()> {
 /// Whether the mount at `point` (a line of `mountinfo` with that mount point) is idmapped:
 /// the kernel lists `idmapped` among its mount options.
 pub fn is_idmapped(mountinfo: &str, point: &Path) -> bool {
-    let want = point.to_string_lossy();
-    mountinfo.lines().any(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        f.get(4).is_some_and(|p| *p == want) && f.get(5).is_some_and(|o| o.split(',').any(|x| x == "idmapped"))
-    })
+    crate::storage::probe::parse_mountinfo(mountinfo).iter().any(|m| m.mount_point == point && m.mount_opts.split(',').any(|o| o == "idmapped"))
 }
 
 /// Whether idmapped mounts work on the filesystem holding `dir` (for `ferry check`): a file
@@ -163,5 +159,8 @@ mod tests {
         assert!(is_idmapped(info, Path::new("/data/root/ct")));
         assert!(!is_idmapped(info, Path::new("/data/root/c2")));
         assert!(!is_idmapped(info, Path::new("/data/root/none")));
+        // A data dir with a space: the kernel writes it escaped.
+        let info = "38 25 0:32 /private/ct /srv/my\\040data/root/ct rw,idmapped - ext4 /dev/vda rw\n";
+        assert!(is_idmapped(info, Path::new("/srv/my data/root/ct")));
     }
 }
