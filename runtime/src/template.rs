@@ -127,7 +127,7 @@ fn copy_dir_contents(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), Pat
         } else if ft.is_file() {
             let from = open_nofollow(&s)?;
             let to = std::fs::OpenOptions::new().write(true).create_new(true).open(&d).ctx("create", &d)?;
-            copy_sparse(&from, &to, md.len()).ctx("copy", &d)?;
+            ferry_tree::extents::copy_sparse(&from, &to, md.len()).ctx("copy", &d)?;
             drop(to);
             set_owner_mode_times(&d, &md, false)?;
         } else {
@@ -150,29 +150,6 @@ fn copy_dir_contents(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), Pat
         copy_xattrs(&s, &d);
     }
     Ok(())
-}
-
-/// Copy `len` bytes of `from` into the empty `to` by its data extents: a hole stays a hole
-/// (a sparse disk image or database file in a template or a restored image keeps its size on
-/// disk, not its length).
-fn copy_sparse(from: &std::fs::File, to: &std::fs::File, len: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 1 << 20];
-    for extent in ferry_tree::extents::data_extents(from, len) {
-        let (mut at, extent_len) = extent?;
-        let end = at + extent_len;
-        while at < end {
-            let want = buf.len().min((end - at) as usize);
-            let n = from.read_at(&mut buf[..want], at)?;
-            if n == 0 {
-                // Shrunk while copied: the rest reads as zeros (the length is set below).
-                break;
-            }
-            to.write_all_at(&buf[..n], at)?;
-            at += n as u64;
-        }
-    }
-    to.set_len(len)
 }
 
 fn open_nofollow(p: &Path) -> Result<std::fs::File> {

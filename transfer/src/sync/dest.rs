@@ -381,7 +381,7 @@ impl Receiver<'_> {
             let tmp = Self::temp(&e.path)?;
             let copied = node.reopen(false).and_then(|src| {
                 let dst = dir.create_file_at(&tmp, 0o600)?;
-                copy_extents(&src, &dst, node.stat().size)?;
+                ferry_tree::extents::copy_sparse(&src, &dst, node.stat().size)?;
                 Ok(dst)
             });
             let dst = match copied {
@@ -715,26 +715,6 @@ fn read_bounded(f: &File, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
     let mut out = Vec::new();
     f.take(limit + 1).read_to_end(&mut out)?;
     Ok((out.len() as u64 <= limit).then_some(out))
-}
-
-/// Copy the data extents of `src` (`size` bytes) into `dst`, leaving its holes holes.
-fn copy_extents(src: &File, dst: &File, size: u64) -> std::io::Result<()> {
-    dst.set_len(size)?;
-    let mut buf = vec![0u8; (1 << 20).min(size as usize).max(1)];
-    for x in ferry_tree::extents::data_extents(src, size) {
-        let (off, len) = x?;
-        let mut done = 0u64;
-        while done < len {
-            let want = ((len - done) as usize).min(buf.len());
-            let n = src.read_at(&mut buf[..want], off + done)?;
-            if n == 0 {
-                break;
-            }
-            dst.write_all_at(&buf[..n], off + done)?;
-            done += n as u64;
-        }
-    }
-    Ok(())
 }
 
 /// A whole file arriving on its data stream: extent records (protocol 1.1), or the bytes of the
