@@ -456,7 +456,7 @@ pub fn enter_with(host: &Host, ct: &Ctid, cmd: &[String]) -> Result<i32> {
         ForkResult::Parent { child } => {
             drop(slave);
             drop(j);
-            let saved = if stdin_tty { super::terminal::make_raw(0) } else { None };
+            let saved = if stdin_tty { super::terminal::make_raw() } else { None };
             let act = nix::sys::signal::SigAction::new(
                 SigHandler::Handler(on_winch),
                 nix::sys::signal::SaFlags::empty(),

@@ -4,8 +4,7 @@
 use std::io::Write;
 
 /// Put stdin (a terminal) in raw mode; the settings to restore.
-pub(crate) fn make_raw(fd: i32) -> Option<nix::sys::termios::Termios> {
-    let _ = fd;
+pub(crate) fn make_raw() -> Option<nix::sys::termios::Termios> {
     let saved = nix::sys::termios::tcgetattr(std::io::stdin()).ok()?;
     let mut raw = saved.clone();
     nix::sys::termios::cfmakeraw(&mut raw);

@@ -119,9 +119,6 @@ impl NetTools for HostNetTools {
     fn link_exists(&self, name: &str) -> bool {
         link_exists(name)
     }
-    fn link_exists_in(&self, ns: &CtNetns, name: &str) -> bool {
-        link_exists_in(ns, name)
-    }
     fn own_netns_path(&self) -> String {
         own_netns_path()
     }

@@ -253,7 +253,7 @@ pub fn attach(ctid: &str, socket: &Path) -> Result<()> {
     let mut sock = UnixStream::connect(socket)
         .map_err(|e| Error::ct(ctid, "console", format!("connect to its console at {}: {e}; is the container running?", socket.display())))?;
     let tty = nix::unistd::isatty(0).unwrap_or(false);
-    let saved = if tty { crate::container::terminal::make_raw(0) } else { None };
+    let saved = if tty { crate::container::terminal::make_raw() } else { None };
     if tty {
         let act = nix::sys::signal::SigAction::new(
             nix::sys::signal::SigHandler::Handler(on_winch),
